@@ -1,0 +1,168 @@
+"""Artifact directories: payload files plus a ``meta.json`` for lineage.
+
+Every stage writes its outputs through :func:`write_artifact`, which builds the
+directory under a temporary sibling name and renames it into place only after
+every file is written, hashed and fsynced: a killed stage leaves no
+half-artifact. ``meta.json`` records the stage, the resolved config, the sha256
+of each payload file, the inputs (by path and by the sha256 of their own
+``meta.json``), package versions, git commit, host and times. Readers verify the
+hashes so a modified or truncated artifact is never used silently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from sslops.errors import ArtifactError
+
+META = "meta.json"
+_TRACKED_PACKAGES = (
+    "sslops", "torch", "numpy", "pandas", "scikit-learn", "fairlearn", "onnx", "onnxruntime", "kfp",
+)  # fmt: skip
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def hash_tree(root: Path) -> dict[str, str]:
+    """sha256 of every file below ``root`` except ``meta.json``, keyed by POSIX relative path."""
+    return {
+        path.relative_to(root).as_posix(): sha256_file(path)
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and path.relative_to(root).as_posix() != META
+    }
+
+
+def package_versions() -> dict[str, str]:
+    found = {}
+    for name in _TRACKED_PACKAGES:
+        with contextlib.suppress(PackageNotFoundError):
+            found[name] = version(name)
+    return found
+
+
+def git_commit() -> str | None:
+    """The commit of the source tree sslops runs from, when it is a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _fsync_tree(root: Path) -> None:
+    for path in root.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as fh:
+                os.fsync(fh.fileno())
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@contextlib.contextmanager
+def write_artifact(
+    final: Path,
+    stage: str,
+    config: dict[str, Any],
+    inputs: dict[str, Path] | None = None,
+    sources: dict[str, Path] | None = None,
+) -> Iterator[Path]:
+    """Yield a temporary directory to fill; on success it becomes ``final`` with a meta.json.
+
+    ``inputs`` are upstream artifacts (recorded by the hash of their meta.json);
+    ``sources`` are raw files (recorded by their own hash). An existing ``final`` is
+    replaced only after the new one is complete. On any
+    error the temporary directory is removed and ``final`` is left as it was.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.partial-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    started = _now()
+    try:
+        input_meta = {
+            name: {"path": str(path), "meta_sha256": sha256_file(Path(path) / META)}
+            for name, path in (inputs or {}).items()
+        }
+        source_meta = {
+            key: {"path": str(path), "sha256": sha256_file(Path(path))}
+            for key, path in (sources or {}).items()
+        }
+        yield tmp
+        meta = {
+            "stage": stage,
+            "config": config,
+            "inputs": input_meta,
+            "sources": source_meta,
+            "files": hash_tree(tmp),
+            "versions": package_versions(),
+            "git_commit": git_commit(),
+            "host": platform.node(),
+            "python": platform.python_version(),
+            "started": started,
+            "ended": _now(),
+        }
+        (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        _fsync_tree(tmp)
+        if final.exists():
+            old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+            final.rename(old)
+            tmp.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def read_meta(path: Path, stage: str | None = None, verify: bool = True) -> dict[str, Any]:
+    """Load an artifact's meta.json, check it is from ``stage`` and that no file changed."""
+    path = Path(path)
+    meta_path = path / META
+    if not meta_path.is_file():
+        what = f"an sslops {stage} artifact" if stage else "an sslops artifact"
+        raise ArtifactError(f"{path} is not {what}: {META} is missing")
+    try:
+        meta: dict[str, Any] = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{meta_path} is not valid JSON: {exc}") from None
+    if stage is not None and meta.get("stage") != stage:
+        raise ArtifactError(f"{path} is a {meta.get('stage')!r} artifact, expected {stage!r}")
+    if verify:
+        actual = hash_tree(path)
+        expected = meta.get("files", {})
+        for name in sorted(set(expected) | set(actual)):
+            if name not in actual:
+                raise ArtifactError(f"{path / name} is missing (listed in {META})")
+            if name not in expected:
+                raise ArtifactError(f"{path / name} was added after the artifact was written")
+            if actual[name] != expected[name]:
+                raise ArtifactError(f"{path / name} was modified: sha256 differs from {META}")
+    return meta

@@ -1,0 +1,216 @@
+"""Typed configuration: one schema for the CLI, DVC (params.yaml) and KFP.
+
+A config is YAML; every command also takes dotted overrides
+(``--set data.train=PATH --set finetune.label_fraction=0.1``). Unknown keys and
+wrong values fail with a :class:`ConfigError` naming the key, the offending value
+and what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sslops.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True, coerce_numbers_to_str=True)
+
+
+class DataConfig(_Section):
+    """Where the raw data is and what its columns mean."""
+
+    train: str = Field(description="Training table: a path, or package:NAME for shipped demo data.")
+    test: str | None = Field(
+        default=None, description="Test table; when absent a test split is cut from train."
+    )
+    format: Literal["csv"] = Field(default="csv", description="Reader for train and test.")
+    label: str = Field(description="Label column.")
+    positive: str | int | float | bool = Field(description="Label value of the positive class.")
+    sensitive: list[str] = Field(
+        min_length=1, description="Sensitive attribute columns; the first one is the fairness target."
+    )
+    identifiers: list[str] = Field(
+        default_factory=list, description="Columns dropped in prepare; they never reach a model."
+    )
+    na_values: list[str] = Field(
+        default_factory=lambda: ["?", ""], description="Cell values that mean 'missing'."
+    )
+
+    @model_validator(mode="after")
+    def _roles_do_not_overlap(self) -> DataConfig:
+        if self.label in self.sensitive or self.label in self.identifiers:
+            raise ValueError(f"data.label {self.label!r} is also listed as sensitive or identifier")
+        clash = sorted(set(self.sensitive) & set(self.identifiers))
+        if clash:
+            raise ValueError(f"columns {clash} are both sensitive and identifiers")
+        return self
+
+
+class PrepareConfig(_Section):
+    validation_fraction: float = Field(default=0.1, gt=0, lt=0.5)
+    test_fraction: float = Field(default=0.2, gt=0, lt=0.5, description="Used without data.test.")
+    max_categories: int = Field(
+        default=50, ge=2, description="Per column; rarer categories fold into one 'other' level."
+    )
+    sensitive_as_features: bool = Field(
+        default=True, description="Whether sensitive columns are model inputs."
+    )
+
+
+class PretrainConfig(_Section):
+    objective: Literal["scarf"] = "scarf"
+    epochs: int = Field(default=30, ge=1)
+    batch_size: int = Field(default=512, ge=8)
+    learning_rate: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=1e-5, ge=0)
+    hidden_dim: int = Field(default=256, ge=4)
+    depth: int = Field(default=3, ge=1, le=12)
+    embed_dim: int = Field(default=128, ge=2)
+    projection_dim: int = Field(default=64, ge=2)
+    corruption_rate: float = Field(default=0.6, gt=0, lt=1)
+    temperature: float = Field(default=1.0, gt=0)
+    threads: int = Field(default=0, ge=0, description="torch threads; 0 = all cores.")
+
+
+class FairnessConfig(_Section):
+    constraint: Literal["demographic_parity", "none"] = "demographic_parity"
+    max_gap: float = Field(default=0.02, gt=0, lt=1)
+    penalties: list[float] = Field(
+        default_factory=lambda: [0.0, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0],
+        min_length=1,
+        description="Sweep of the fairness-penalty weight; the policy picks one.",
+    )
+    steps: int = Field(default=300, ge=1, description="Optimizer steps per penalty weight.")
+
+
+class FinetuneConfig(_Section):
+    label_fraction: float = Field(default=0.01, gt=0, le=1)
+    regularization: float = Field(
+        default=1.0, gt=0, description="Inverse L2 strength of the heads (scikit-learn's C)."
+    )
+    fairness: FairnessConfig = Field(default_factory=FairnessConfig)
+
+
+class EvaluateConfig(_Section):
+    threshold: float = Field(default=0.5, gt=0, lt=1, description="Decision threshold.")
+
+
+class AuditConfig(_Section):
+    title: str = "sslops model card"
+    owner: str = "unspecified"
+    intended_use: str = "Decision support; not for fully automated decisions about people."
+
+
+class ExportConfig(_Section):
+    model: Literal["mitigated", "ssl"] = "mitigated"
+    opset: int = Field(default=18, ge=18)
+    max_abs_diff: float = Field(default=1e-4, gt=0, description="ONNX-vs-torch parity bound.")
+
+
+class Config(_Section):
+    """The whole run. ``seed`` fixes every random choice (label draw, init, augmentations)."""
+
+    seed: int = 0
+    modality: Literal["tabular"] = "tabular"
+    data: DataConfig
+    prepare: PrepareConfig = Field(default_factory=PrepareConfig)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``a.b.c=VALUE``; VALUE is read as YAML so ``0.1``, ``[sex, race]`` and ``true`` work."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set data.label=income")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {text!r}: value is not valid YAML ({exc.__class__.__name__})") from exc
+    return [part.strip() for part in key.split(".")], value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = raw
+        for i, part in enumerate(path[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                where = ".".join(path[: i + 1])
+                raise ConfigError(f"--set {text!r}: {where!r} is a value, not a section")
+            node = child
+        node[path[-1]] = value
+    return raw
+
+
+def _model_at(path: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = Config
+    for part in path:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
+
+
+def _describe(error: dict[str, Any]) -> str:
+    loc = tuple(error["loc"])
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        section = _model_at(loc[:-1])
+        allowed = sorted(section.model_fields) if section else []
+        hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        did_you_mean = f" (did you mean {'.'.join([*map(str, loc[:-1]), hint[0]])!r}?)" if hint else ""
+        return f"unknown config key {key!r}{did_you_mean}; allowed here: {', '.join(allowed)}"
+    if kind == "missing":
+        return f"config key {key!r} is required but missing"
+    value = error.get("input")
+    shown = f" (got {value!r})" if not isinstance(value, dict) else ""
+    return f"config key {key!r}: {error['msg']}{shown}"
+
+
+def validate_config(raw: dict[str, Any]) -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        messages = [_describe(e) for e in exc.errors()]  # type: ignore[arg-type]
+        raise ConfigError("; ".join(messages)) from None
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Read YAML (or start empty), apply ``--set`` overrides, validate."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path}: expected a mapping at the top level")
+        raw = loaded or {}
+    return validate_config(apply_overrides(raw, overrides or []))
+
+
+def config_from_json(text: str) -> Config:
+    return validate_config(json.loads(text))

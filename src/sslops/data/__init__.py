@@ -1,0 +1,1 @@
+"""Data readers, canonicalization, deduplication, splits, feature encoding and data cards."""

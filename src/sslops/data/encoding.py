@@ -1,0 +1,104 @@
+"""Feature encoding fitted on the training split: median-impute + standardize, one-hot."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+OTHER = "__other__"
+MISSING = "__missing__"
+
+
+@dataclass
+class NumericColumn:
+    name: str
+    median: float
+    mean: float
+    std: float
+
+
+@dataclass
+class CategoricalColumn:
+    name: str
+    categories: list[str]  # includes MISSING and OTHER as the last two levels
+
+
+@dataclass
+class TabularEncoding:
+    """Maps a canonical frame to a float32 matrix; ``column_of`` gives each feature's column."""
+
+    numeric: list[NumericColumn] = field(default_factory=list)
+    categorical: list[CategoricalColumn] = field(default_factory=list)
+
+    @classmethod
+    def fit(cls, frame: pd.DataFrame, columns: list[str], max_categories: int) -> TabularEncoding:
+        encoding = cls()
+        for name in columns:
+            series = frame[name]
+            if pd.api.types.is_numeric_dtype(series):
+                values = series.astype("float64")
+                median = float(values.median()) if values.notna().any() else 0.0
+                filled = values.fillna(median)
+                std = float(filled.std(ddof=0)) or 1.0
+                encoding.numeric.append(NumericColumn(name, median, float(filled.mean()), std))
+            else:
+                counts = series.dropna().astype(str).value_counts()
+                top = sorted(counts.index[: max_categories - 2].tolist())
+                encoding.categorical.append(CategoricalColumn(name, [*top, MISSING, OTHER]))
+        return encoding
+
+    @property
+    def feature_names(self) -> list[str]:
+        names = [c.name for c in self.numeric]
+        for column in self.categorical:
+            names += [f"{column.name}={level}" for level in column.categories]
+        return names
+
+    @property
+    def column_of(self) -> list[int]:
+        """For each feature, the index of the raw column it came from (numeric first)."""
+        index = list(range(len(self.numeric)))
+        for offset, column in enumerate(self.categorical):
+            index += [len(self.numeric) + offset] * len(column.categories)
+        return index
+
+    @property
+    def n_columns(self) -> int:
+        return len(self.numeric) + len(self.categorical)
+
+    def transform(self, frame: pd.DataFrame) -> np.ndarray:
+        blocks = []
+        for column in self.numeric:
+            values = frame[column.name].astype("float64").fillna(column.median).to_numpy()
+            blocks.append(((values - column.mean) / column.std)[:, None])
+        for cat in self.categorical:
+            known = {level: i for i, level in enumerate(cat.categories)}
+            series = frame[cat.name]
+            codes = np.array(
+                [
+                    known[MISSING] if pd.isna(v) else known.get(str(v), known[OTHER])
+                    for v in series.to_numpy(dtype=object)
+                ],
+                dtype=np.int64,
+            )
+            block = np.zeros((len(frame), len(cat.categories)))
+            block[np.arange(len(frame)), codes] = 1.0
+            blocks.append(block)
+        if not blocks:
+            return np.zeros((len(frame), 0), dtype=np.float32)
+        return np.hstack(blocks).astype(np.float32)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> TabularEncoding:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        return cls(
+            numeric=[NumericColumn(**c) for c in raw["numeric"]],
+            categorical=[CategoricalColumn(**c) for c in raw["categorical"]],
+        )

@@ -1,0 +1,80 @@
+"""Read a prepared artifact: canonical frames, encoded features, binary targets, groups."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sslops.artifacts import read_meta
+from sslops.data.encoding import TabularEncoding
+from sslops.errors import DataError
+
+SPLITS = ("train", "validation", "test")
+SCHEMA = "schema.json"
+
+
+def target_of(
+    frame: pd.DataFrame, label: str, positive: Any, require_positive: bool = False
+) -> pd.Series:
+    """1 where the label equals the positive value (compared numerically when both are numbers)."""
+    column = frame[label]
+    if pd.api.types.is_numeric_dtype(column):
+        try:
+            hit = column == float(positive)
+        except (TypeError, ValueError):
+            hit = pd.Series(False, index=frame.index)
+    else:
+        hit = column.astype("string") == str(positive)
+    if require_positive and not hit.any():
+        seen = ", ".join(map(str, pd.unique(column.dropna())[:10]))
+        raise DataError(
+            f"data.positive {positive!r} does not occur in label column {label!r}; values seen: {seen}"
+        )
+    return hit.astype("int64")
+
+
+@dataclass
+class Split:
+    frame: pd.DataFrame
+    features: np.ndarray  # float32, encoded
+    target: np.ndarray  # int64 0/1
+
+    def groups(self, column: str) -> pd.Series:
+        return self.frame[column].astype("string").fillna("(missing)")
+
+
+class PreparedData:
+    """Lazy access to one prepare artifact."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.meta = read_meta(self.path, "prepare")
+        self.schema: dict[str, Any] = json.loads((self.path / SCHEMA).read_text(encoding="utf-8"))
+        self.encoding = TabularEncoding.load(self.path / "encoding.json")
+
+    @cached_property
+    def train(self) -> Split:
+        return self.split("train")
+
+    @cached_property
+    def validation(self) -> Split:
+        return self.split("validation")
+
+    @cached_property
+    def test(self) -> Split:
+        return self.split("test")
+
+    def split(self, name: str) -> Split:
+        frame = pd.read_parquet(self.path / f"{name}.parquet")
+        target = target_of(frame, self.schema["label"], self.schema["positive"]).to_numpy()
+        return Split(frame, self.encoding.transform(frame), target)
+
+    @property
+    def sensitive(self) -> list[str]:
+        return list(self.schema["sensitive"])
