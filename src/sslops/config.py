@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +18,25 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sslops.errors import ConfigError
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """Safe YAML with YAML 1.2 booleans: only true/false, so a label value ``yes`` stays a string."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
+
+
+def read_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Yaml12Loader)
 
 
 class _Section(BaseModel):
@@ -34,7 +54,8 @@ class DataConfig(_Section):
     label: str = Field(description="Label column.")
     positive: str | int | float | bool = Field(description="Label value of the positive class.")
     sensitive: list[str] = Field(
-        min_length=1, description="Sensitive attribute columns; the first one is the fairness target."
+        min_length=1,
+        description="Sensitive attribute columns; the first one is the fairness target.",
     )
     identifiers: list[str] = Field(
         default_factory=list, description="Columns dropped in prepare; they never reach a model."
@@ -137,9 +158,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not key.strip():
         raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set data.label=income")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = read_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {text!r}: value is not valid YAML ({exc.__class__.__name__})") from exc
+        raise ConfigError(
+            f"--set {text!r}: value is not valid YAML ({exc.__class__.__name__})"
+        ) from exc
     return [part.strip() for part in key.split(".")], value
 
 
@@ -178,7 +201,9 @@ def _describe(error: dict[str, Any]) -> str:
         section = _model_at(loc[:-1])
         allowed = sorted(section.model_fields) if section else []
         hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-        did_you_mean = f" (did you mean {'.'.join([*map(str, loc[:-1]), hint[0]])!r}?)" if hint else ""
+        did_you_mean = (
+            f" (did you mean {'.'.join([*map(str, loc[:-1]), hint[0]])!r}?)" if hint else ""
+        )
         return f"unknown config key {key!r}{did_you_mean}; allowed here: {', '.join(allowed)}"
     if kind == "missing":
         return f"config key {key!r} is required but missing"
@@ -203,7 +228,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+            loaded = read_yaml(path.read_text(encoding="utf-8"))
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
         if loaded is not None and not isinstance(loaded, dict):

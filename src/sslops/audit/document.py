@@ -64,7 +64,8 @@ class Document:
             elif kind == "table":
                 head = "".join(f"<th>{esc(h)}</th>" for h in block[1])
                 rows = "".join(
-                    "<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in block[2]
+                    "<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>"
+                    for row in block[2]
                 )
                 body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
             elif kind == "img":

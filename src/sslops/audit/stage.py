@@ -74,7 +74,7 @@ def _model_card(cfg: Config, a: dict[str, Path], bundle: Path, lineage: dict[str
         "non-finite steps skipped).",
         f"Fine-tuning used {finetune['labels_used']:,} labels "
         f"({finetune['label_fraction']:.1%} of {finetune['train_rows']:,} training rows).",
-        f"Baseline: logistic regression on the raw encoded features with the same labels.",
+        "Baseline: logistic regression on the raw encoded features with the same labels.",
     ])  # fmt: skip
     doc.heading(f"Test metrics ({metrics['rows']:,} rows)")
     doc.table(

@@ -45,11 +45,11 @@ def build_datacard(
         },
         "schema": canonicalization["columns"],
         "missing_share_train": {
-            c: round(float(train[c].isna().mean()), 4) for c in train.columns if train[c].isna().any()
+            c: round(float(train[c].isna().mean()), 4)
+            for c in train.columns
+            if train[c].isna().any()
         },
-        "sensitive_groups_train": {
-            c: _group_table(train, c, targets["train"]) for c in sensitive
-        },
+        "sensitive_groups_train": {c: _group_table(train, c, targets["train"]) for c in sensitive},
     }
 
 

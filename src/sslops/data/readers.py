@@ -6,6 +6,7 @@ import csv
 import gzip
 from importlib.resources import files
 from pathlib import Path
+from typing import IO
 
 import pandas as pd
 
@@ -25,7 +26,7 @@ def resolve_path(spec: str, key: str = "data.train") -> Path:
     return path
 
 
-def _open_text(path: Path):  # type: ignore[no-untyped-def]
+def _open_text(path: Path) -> IO[str]:
     if path.suffix == ".gz":
         return gzip.open(path, "rt", encoding="utf-8", newline="")
     return open(path, encoding="utf-8", newline="")

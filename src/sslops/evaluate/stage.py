@@ -40,7 +40,9 @@ def model_metrics(
         "accuracy": float(accuracy_score(y, predicted)),
         "roc_auc": _auc(y, score),
         "selection_rate": float(predicted.mean()),
-        "dp_difference": float(demographic_parity_difference(y, predicted, sensitive_features=first)),
+        "dp_difference": float(
+            demographic_parity_difference(y, predicted, sensitive_features=first)
+        ),
         "eo_difference": float(equalized_odds_difference(y, predicted, sensitive_features=first)),
         "by_group": {},
     }
@@ -51,9 +53,7 @@ def model_metrics(
             y_pred=predicted,
             sensitive_features=values,
         )
-        auc = MetricFrame(
-            metrics=_auc, y_true=y, y_pred=score, sensitive_features=values
-        ).by_group
+        auc = MetricFrame(metrics=_auc, y_true=y, y_pred=score, sensitive_features=values).by_group
         table = frame.by_group.assign(roc_auc=auc)
         result["by_group"][column] = {
             str(group): {k: float(v) for k, v in row.items()} for group, row in table.iterrows()

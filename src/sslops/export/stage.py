@@ -98,7 +98,11 @@ def export(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_dir: Path) 
         report = {
             "model": name,
             "opset": cfg.export.opset,
-            "input": {"name": "features", "shape": ["batch", features.shape[1]], "dtype": "float32"},
+            "input": {
+                "name": "features",
+                "shape": ["batch", features.shape[1]],
+                "dtype": "float32",
+            },
             "output": {"name": "probability", "shape": ["batch"], "dtype": "float32"},
             "parity": parity,
             "onnx_sha256": sha256_file(path),

@@ -28,8 +28,8 @@ from sslops.config import Config
 from sslops.errors import DataError
 from sslops.finetune.fairness import DemographicParityPenalty, fit_penalized_head
 from sslops.models.tabular import TabularClassifier, save_classifier
-from sslops.pretrain.stage import load_encoder
 from sslops.prepare.dataset import PreparedData
+from sslops.pretrain.stage import load_encoder
 
 MODELS = ("ssl", "mitigated", "baseline")
 

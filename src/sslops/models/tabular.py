@@ -55,6 +55,8 @@ class TabularClassifier(nn.Module):
         self.register_buffer("shift", torch.zeros(in_dim))
         self.register_buffer("scale", torch.ones(in_dim))
         self.head = nn.Linear(in_dim, 1)
+        self.shift: torch.Tensor
+        self.scale: torch.Tensor
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         z = self.encoder(x) if self.encoder is not None else x

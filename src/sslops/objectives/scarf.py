@@ -27,7 +27,9 @@ def scarf_corrupt(
     """
     batch, n_columns = x.shape[0], int(column_of.max()) + 1
     mask = torch.rand(batch, n_columns, generator=generator, device=x.device) < rate
-    donors = torch.randint(0, pool.shape[0], (batch, n_columns), generator=generator, device=x.device)
+    donors = torch.randint(
+        0, pool.shape[0], (batch, n_columns), generator=generator, device=x.device
+    )
     donor_rows = donors[:, column_of]  # (batch, features)
     feature_idx = torch.arange(x.shape[1], device=x.device).expand_as(donor_rows)
     replacement = pool[donor_rows, feature_idx]

@@ -42,13 +42,19 @@ def check_inputs(cfg: Config) -> None:
 
 
 def _read_sources(cfg: Config) -> pd.DataFrame:
-    frames = [read_csv(cfg.data.train, cfg.data.na_values, "data.train").assign(**{_SOURCE: "train"})]
+    frames = [
+        read_csv(cfg.data.train, cfg.data.na_values, "data.train").assign(**{_SOURCE: "train"})
+    ]
     if cfg.data.test:
         test = read_csv(cfg.data.test, cfg.data.na_values, "data.test")
         missing = sorted(set(frames[0].columns) - {_SOURCE} - set(test.columns))
         if missing:
-            raise DataError(f"data.test ({cfg.data.test}) lacks columns {missing} present in data.train")
-        frames.append(test[[c for c in frames[0].columns if c != _SOURCE]].assign(**{_SOURCE: "test"}))
+            raise DataError(
+                f"data.test ({cfg.data.test}) lacks columns {missing} present in data.train"
+            )
+        frames.append(
+            test[[c for c in frames[0].columns if c != _SOURCE]].assign(**{_SOURCE: "test"})
+        )
     # Canonicalize train and test together so a column gets one dtype in both.
     return pd.concat(frames, ignore_index=True)
 
@@ -82,7 +88,9 @@ def prepare(cfg: Config, out_dir: Path) -> Path:
         splits["test"] = parts["test"]
     for name, frame in splits.items():
         if len(frame) == 0:
-            raise DataError(f"the {name} split is empty; provide more rows or adjust prepare.*_fraction")
+            raise DataError(
+                f"the {name} split is empty; provide more rows or adjust prepare.*_fraction"
+            )
     targets = {name: target_of(frame, label, cfg.data.positive) for name, frame in splits.items()}
     if targets["train"].nunique() < 2:
         raise DataError(f"data.label {label!r}: the train split has only one class; need both")
@@ -113,9 +121,7 @@ def prepare(cfg: Config, out_dir: Path) -> Path:
     sources = {"data.train": resolve_path(cfg.data.train, "data.train")}
     if cfg.data.test:
         sources["data.test"] = resolve_path(cfg.data.test, "data.test")
-    with write_artifact(
-        out_dir, "prepare", cfg.model_dump(mode="json"), sources=sources
-    ) as tmp:
+    with write_artifact(out_dir, "prepare", cfg.model_dump(mode="json"), sources=sources) as tmp:
         for name, frame in splits.items():
             frame.to_parquet(tmp / f"{name}.parquet", index=False)
         encoding.save(tmp / "encoding.json")

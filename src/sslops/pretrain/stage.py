@@ -22,7 +22,9 @@ from sslops.progress import epoch_progress
 
 
 def _projection(embed_dim: int, hidden_dim: int, out_dim: int) -> nn.Module:
-    return nn.Sequential(nn.Linear(embed_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, out_dim))
+    return nn.Sequential(
+        nn.Linear(embed_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, out_dim)
+    )
 
 
 def pretrain(cfg: Config, prepared_dir: Path, out_dir: Path) -> Path:
@@ -59,7 +61,9 @@ def pretrain(cfg: Config, prepared_dir: Path, out_dir: Path) -> Path:
                 rows = x[order[step * batch : (step + 1) * batch]]
                 view1 = scarf_corrupt(rows, x, column_of, pc.corruption_rate, generator)
                 view2 = scarf_corrupt(rows, x, column_of, pc.corruption_rate, generator)
-                loss = info_nce(projector(encoder(view1)), projector(encoder(view2)), pc.temperature)
+                loss = info_nce(
+                    projector(encoder(view1)), projector(encoder(view2)), pc.temperature
+                )
                 if not torch.isfinite(loss):
                     skipped += 1
                     optimizer.zero_grad(set_to_none=True)
@@ -89,7 +93,9 @@ def pretrain(cfg: Config, prepared_dir: Path, out_dir: Path) -> Path:
     ) as tmp:
         state = {k: v.detach().contiguous() for k, v in encoder.state_dict().items()}
         save_file(state, str(tmp / "encoder.safetensors"))
-        (tmp / "encoder.json").write_text(json.dumps(asdict(spec), indent=2) + "\n", encoding="utf-8")
+        (tmp / "encoder.json").write_text(
+            json.dumps(asdict(spec), indent=2) + "\n", encoding="utf-8"
+        )
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         with open(tmp / "history.jsonl", "w", encoding="utf-8") as fh:
             fh.writelines(json.dumps(row) + "\n" for row in history)

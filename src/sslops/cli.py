@@ -1,0 +1,204 @@
+"""The ``sslops`` command line: one subcommand per stage, ``run`` for the whole pipeline.
+
+Every subcommand takes ``--config FILE`` and any number of ``--set KEY=VALUE``
+overrides. Errors in input or configuration print one line starting with
+``error:`` and exit with status 2; nothing partial is left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sslops import __version__
+from sslops.config import Config, load_config
+from sslops.errors import SslopsError
+
+EXAMPLES = """\
+examples:
+  sslops run --config configs/adult.yaml                     # whole pipeline, locally (kfp.local)
+  sslops run --config configs/adult.yaml --set finetune.label_fraction=0.1 --out runs/ten-percent
+  sslops run --config configs/adult.yaml --set data.train=my.csv --set data.test=null \\
+             --set data.label=default --set data.positive=yes --set data.sensitive=[gender]
+  sslops config --config configs/adult.yaml                  # print the resolved config
+  sslops prepare --config params.yaml --out artifacts/prepare  # one stage (as dvc.yaml does)
+"""
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", metavar="FILE", help="YAML config (see configs/).")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value by dotted key, e.g. --set data.label=income (repeatable)",
+    )
+
+
+def _stage(
+    sub: Any, name: str, help_text: str, inputs: list[tuple[str, str]]
+) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=help_text)
+    _add_config_args(parser)
+    for flag, what in inputs:
+        parser.add_argument(f"--{flag}", required=True, type=Path, metavar="DIR", help=what)
+    parser.add_argument(
+        "--out", required=True, type=Path, metavar="DIR", help="artifact directory to write"
+    )
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sslops",
+        description="Self-supervised pretraining on unlabeled data, fairness-aware fine-tuning on few "
+        "labels, evaluation, ONNX export and an audit bundle.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"sslops {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        help="run the whole pipeline locally through kfp.local",
+        description="Run prepare -> pretrain -> finetune -> evaluate -> export -> audit locally "
+        "through kfp.local, then write OUT/summary.json. OUT is replaced only when the run succeeds.",
+    )
+    _add_config_args(run)
+    run.add_argument(
+        "--out", type=Path, metavar="DIR", help="run folder (default: runs/<config name>)"
+    )
+
+    show = sub.add_parser("config", help="print the resolved config (defaults + file + --set)")
+    _add_config_args(show)
+    show.add_argument("--json", action="store_true", help="print JSON (the pipeline's config_json)")
+
+    comp = sub.add_parser("compile", help="compile the KFP pipeline to IR YAML")
+    comp.add_argument(
+        "--out", type=Path, default=Path("pipelines/compiled/ssl_pipeline.yaml"), metavar="FILE"
+    )
+
+    prepared = ("prepared", "prepare artifact")
+    finetuned = ("finetuned", "finetune artifact")
+    _stage(sub, "prepare", "read, canonicalize, deduplicate, split and encode the raw data", [])
+    _stage(sub, "pretrain", "self-supervised pretraining of the encoder", [prepared])
+    _stage(sub, "finetune", "few-label heads, fairness-mitigated head, baseline",
+           [prepared, ("pretrained", "pretrain artifact")])  # fmt: skip
+    _stage(sub, "evaluate", "test-split metrics overall and per group", [prepared, finetuned])
+    _stage(sub, "export", "ONNX export with onnxruntime parity check", [prepared, finetuned])
+    _stage(sub, "audit", "model card, lineage and manifest (the compliance bundle)", [
+        prepared, ("pretrained", "pretrain artifact"), finetuned,
+        ("evaluation", "evaluate artifact"), ("exported", "export artifact"),
+    ])  # fmt: skip
+    return parser
+
+
+def _print_summary(summary: dict[str, Any], out: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=False)
+    sensitive = summary["sensitive"]
+    table = Table(title=f"sslops run: test split (fairness for '{sensitive}')")
+    for column in ("model", "accuracy", "ROC AUC", "DP diff.", "EO diff."):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    labels = {
+        "ssl": "SSL (probe)",
+        "mitigated": "SSL + fairness mitigation",
+        "baseline": "supervised baseline",
+    }
+    for key, label in labels.items():
+        m = summary[key]
+        table.add_row(
+            label,
+            *(f"{m[k]:.4f}" for k in ("accuracy", "roc_auc", "dp_difference", "eo_difference")),
+        )
+    console.print(table)
+    console.print(
+        f"ONNX model:   {summary['onnx']['path']}  (max |onnx - torch| = "
+        f"{summary['onnx']['max_abs_diff']:.1e})"
+    )
+    console.print(f"Audit bundle: {summary['audit']['path']}  (model card: model_card.html)")
+    console.print(f"Summary:      {out / 'summary.json'}")
+
+
+def _cmd_run(args: argparse.Namespace, cfg: Config) -> None:
+    from sslops.pipeline.local import run_local
+
+    out = args.out or Path("runs") / (Path(args.config).stem if args.config else "run")
+    summary = run_local(cfg, out)
+    _print_summary(summary, Path(out).resolve())
+
+
+def _cmd_stage(args: argparse.Namespace, cfg: Config) -> None:
+    if args.command == "prepare":
+        from sslops.prepare import prepare
+
+        prepare(cfg, args.out)
+    elif args.command == "pretrain":
+        from sslops.pretrain import pretrain
+
+        pretrain(cfg, args.prepared, args.out)
+    elif args.command == "finetune":
+        from sslops.finetune import finetune
+
+        finetune(cfg, args.prepared, args.pretrained, args.out)
+    elif args.command == "evaluate":
+        from sslops.evaluate import evaluate
+
+        evaluate(cfg, args.prepared, args.finetuned, args.out)
+    elif args.command == "export":
+        from sslops.export import export
+
+        export(cfg, args.prepared, args.finetuned, args.out)
+    elif args.command == "audit":
+        from sslops.audit import audit
+
+        artifacts = {
+            "prepare": args.prepared,
+            "pretrain": args.pretrained,
+            "finetune": args.finetuned,
+            "evaluate": args.evaluation,
+            "export": args.exported,
+        }
+        audit(cfg, artifacts, args.out)
+    print(f"{args.command}: wrote {args.out}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "compile":
+            from sslops.pipeline.ssl_pipeline import compile_pipeline
+
+            print(f"compiled {compile_pipeline(args.out)}")
+            return 0
+        cfg = load_config(args.config, args.overrides)
+        handlers: dict[str, Callable[[argparse.Namespace, Config], None]] = {"run": _cmd_run}
+        if args.command == "config":
+            data = cfg.model_dump(mode="json")
+            print(
+                json.dumps(data) if args.json else yaml.safe_dump(data, sort_keys=False), end="\n"
+            )
+            return 0
+        handlers.get(args.command, _cmd_stage)(args, cfg)
+    except SslopsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; no partial output was kept", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""The six KFP lightweight components. Each body imports sslops and calls one task function.
+
+No ``from __future__ import annotations`` here: KFP reads the annotations at runtime.
+
+``base_image`` is the sslops image (tag = package version) and nothing is pip-installed
+at run time, so the same components run in ``kfp.local.SubprocessRunner`` and on a
+cluster.
+"""
+
+from kfp import dsl
+from kfp.dsl import (
+    HTML,
+    Artifact,
+    ClassificationMetrics,
+    Dataset,
+    Input,
+    Markdown,
+    Metrics,
+    Model,
+    Output,
+)
+
+from sslops.pipeline.image import base_image
+
+IMAGE = base_image()
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def prepare(config_json: str, prepared: Output[Dataset], datacard: Output[Markdown]):
+    """Read, canonicalize, deduplicate and split the raw table; fit the encoding; data card."""
+    from sslops.pipeline.tasks import prepare_task
+
+    prepare_task(config_json, prepared, datacard)
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def pretrain(config_json: str, prepared: Input[Dataset], pretrained: Output[Model]):
+    """Self-supervised pretraining of the encoder on all training rows, labels ignored."""
+    from sslops.pipeline.tasks import pretrain_task
+
+    pretrain_task(config_json, prepared, pretrained)
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def finetune(
+    config_json: str, prepared: Input[Dataset], pretrained: Input[Model], finetuned: Output[Model]
+):
+    """Few-label heads: SSL probe, fairness-mitigated head, supervised baseline."""
+    from sslops.pipeline.tasks import finetune_task
+
+    finetune_task(config_json, prepared, pretrained, finetuned)
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def evaluate(
+    config_json: str,
+    prepared: Input[Dataset],
+    finetuned: Input[Model],
+    evaluation: Output[Artifact],
+    metrics: Output[Metrics],
+    classification: Output[ClassificationMetrics],
+    report: Output[Markdown],
+):
+    """Test-split metrics overall and per sensitive group, for every model."""
+    from sslops.pipeline.tasks import evaluate_task
+
+    evaluate_task(config_json, prepared, finetuned, evaluation, metrics, classification, report)
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def export(
+    config_json: str, prepared: Input[Dataset], finetuned: Input[Model], onnx_model: Output[Model]
+):
+    """ONNX export of the selected model, parity-checked with onnxruntime on the test split."""
+    from sslops.pipeline.tasks import export_task
+
+    export_task(config_json, prepared, finetuned, onnx_model)
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def audit(
+    config_json: str,
+    prepared: Input[Dataset],
+    pretrained: Input[Model],
+    finetuned: Input[Model],
+    evaluation: Input[Artifact],
+    onnx_model: Input[Model],
+    bundle: Output[Artifact],
+    model_card: Output[HTML],
+    model_card_md: Output[Markdown],
+):
+    """Model card, lineage to the raw data and a hash manifest: the compliance bundle."""
+    from sslops.pipeline.tasks import audit_task
+
+    audit_task(
+        config_json, prepared, pretrained, finetuned, evaluation, onnx_model,
+        bundle, model_card, model_card_md,
+    )  # fmt: skip

@@ -1,0 +1,183 @@
+"""``sslops run``: the KFP pipeline executed locally through ``kfp.local.SubprocessRunner``.
+
+The run is staged in a hidden sibling of the output folder and renamed into place
+only when every task succeeded, so a failed or interrupted run leaves no partial
+output (and an earlier successful run in that folder is kept until then).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+import shutil
+import sys
+import tempfile
+import uuid
+import warnings
+from pathlib import Path
+from typing import Any
+
+from sslops.config import Config
+from sslops.errors import SslopsError
+from sslops.prepare import check_inputs
+
+# (task name, output name) -> folder in the run directory
+_OUTPUTS = {
+    ("prepare", "prepared"): "prepare",
+    ("pretrain", "pretrained"): "pretrain",
+    ("finetune", "finetuned"): "finetune",
+    ("evaluate", "evaluation"): "evaluate",
+    ("export", "onnx_model"): "export",
+    ("audit", "bundle"): "audit",
+}
+SUMMARY_KEYS = ("accuracy", "roc_auc", "dp_difference", "eo_difference")
+
+
+class PipelineFailed(SslopsError):
+    """A task of the local pipeline run failed; its own error was printed above."""
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_TASK_DONE = re.compile(r"Task '(?P<task>[\w-]+)' finished with status (?P<status>\w+)")
+
+
+class _ConsoleFilter(io.TextIOBase):
+    """Everything kfp.local prints goes to the log file; the console gets task status,
+    stage progress and error lines only."""
+
+    def __init__(self, log: io.TextIOBase) -> None:
+        self.log, self._pending = log, ""
+        self.error_lines: list[str] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.log.write(text)
+        self._pending += text
+        *lines, self._pending = self._pending.split("\n")
+        for line in lines:
+            self._echo(_ANSI.sub("", line).strip())
+        return len(text)
+
+    def _echo(self, line: str) -> None:
+        done = _TASK_DONE.search(line)
+        if done:
+            mark = "ok" if done["status"] == "SUCCESS" else done["status"]
+            print(f"  [{mark}] {done['task']}", file=sys.__stderr__, flush=True)
+        elif line.startswith("error:"):
+            self.error_lines.append(line)
+            print(f"  {line}", file=sys.__stderr__, flush=True)
+        elif re.match(r"^pretrain \(\w+\) \d+/\d+", line):
+            print(f"    {line}", file=sys.__stderr__, flush=True)
+
+
+def _absolute_paths(cfg: Config) -> Config:
+    """Data paths resolved against the caller's working directory (tasks may run elsewhere)."""
+    data = cfg.data.model_copy()
+    for key in ("train", "test"):
+        value = getattr(data, key)
+        if value and not value.startswith("package:"):
+            setattr(data, key, str(Path(value).expanduser().resolve()))
+    return cfg.model_copy(update={"data": data})
+
+
+def _collect(pipeline_root: Path, staging: Path) -> None:
+    runs = [p for p in pipeline_root.iterdir() if p.is_dir()]
+    if len(runs) != 1:
+        raise SslopsError(f"expected one pipeline run under {pipeline_root}, found {len(runs)}")
+    for (task, output), folder in _OUTPUTS.items():
+        source = runs[0] / task / output
+        if not source.is_dir():
+            raise SslopsError(f"pipeline task {task!r} did not produce {output!r} at {source}")
+        shutil.move(str(source), str(staging / folder))
+
+
+def build_summary(run_dir: Path) -> dict[str, Any]:
+    """The stable contract other tools read from ``summary.json``."""
+    metrics = json.loads((run_dir / "evaluate" / "metrics.json").read_text(encoding="utf-8"))
+    exported = json.loads((run_dir / "export" / "export.json").read_text(encoding="utf-8"))
+    summary: dict[str, Any] = {
+        name: {key: metrics["models"][name][key] for key in SUMMARY_KEYS}
+        for name in ("ssl", "mitigated", "baseline")
+    }
+    summary["sensitive"] = metrics["sensitive"]
+    summary["onnx"] = {
+        "path": str((run_dir / "audit" / "model.onnx").resolve()),
+        "model": exported["model"],
+        "max_abs_diff": exported["parity"]["max_abs_diff"],
+        "labels_identical": exported["parity"]["labels_identical"],
+    }
+    summary["audit"] = {
+        "path": str((run_dir / "audit").resolve()),
+        "model_card": str((run_dir / "audit" / "model_card.html").resolve()),
+        "manifest": str((run_dir / "audit" / "manifest.json").resolve()),
+    }
+    return summary
+
+
+def _run_pipeline(pipeline: Any, cfg: Config, log_path: Path) -> None:
+    print(f"running the pipeline locally (kfp.local); full log: {log_path.name}", file=sys.stderr)
+    with open(log_path, "w", encoding="utf-8") as log:
+        console = _ConsoleFilter(log)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(console):
+            warnings.filterwarnings(
+                "ignore", message="You may be attemping", category=RuntimeWarning
+            )
+            warnings.filterwarnings(
+                "ignore", message=".*have no effect in the current local runner"
+            )
+            try:
+                pipeline(config_json=cfg.to_json())
+                return
+            except RuntimeError as exc:
+                failure = str(exc)
+    # Keep the log of a failed run outside the (discarded) staging folder.
+    kept = Path(tempfile.mkstemp(prefix="sslops-run-", suffix=".log")[1])
+    shutil.copyfile(log_path, kept)
+    cause = (
+        console.error_lines[-1].removeprefix("error: ")
+        if console.error_lines
+        else _ANSI.sub("", failure)
+    )
+    raise PipelineFailed(f"{cause} (full log: {kept})")
+
+
+def run_local(cfg: Config, out: Path) -> dict[str, Any]:
+    """Run the whole pipeline locally into ``out``; returns the summary."""
+    check_inputs(cfg)  # a missing file or column fails here, before any task starts
+    cfg = _absolute_paths(cfg)
+    out = Path(out).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        import kfp.local
+
+        from sslops.pipeline.ssl_pipeline import ssl_pipeline
+
+        pipeline_root = staging / "kfp"
+        kfp.local.init(
+            runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root)
+        )
+        _run_pipeline(ssl_pipeline, cfg, staging / "run.log")
+        _collect(pipeline_root, staging)
+        shutil.rmtree(pipeline_root)
+        summary_path = staging / "summary.json"
+        # Paths in the summary point at the final folder, which exists after the rename.
+        summary = build_summary(staging)
+        summary = json.loads(json.dumps(summary).replace(str(staging), str(out)))
+        summary_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+            out.rename(old)
+            staging.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return summary

@@ -1,0 +1,135 @@
+"""What each KFP component body calls: parse the config, run the stage, log KFP metrics.
+
+KFP artifact objects are used only through ``.path``, ``.metadata``, ``log_metric``,
+``log_roc_curve`` and ``log_confusion_matrix`` so this module does not import KFP.
+User errors end the task with one line on stderr and exit status 2, not a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sslops.config import Config, config_from_json
+from sslops.errors import SslopsError
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    try:
+        yield
+    except SslopsError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
+def _run(config_json: str, body: Callable[[Config], None]) -> None:
+    with _user_errors():
+        body(config_from_json(config_json))
+
+
+def prepare_task(config_json: str, prepared: Any, datacard: Any) -> None:
+    from sslops.prepare import prepare
+
+    def body(cfg: Config) -> None:
+        out = prepare(cfg, Path(prepared.path))
+        shutil.copyfile(out / "datacard.md", datacard.path)
+        card = json.loads((out / "datacard.json").read_text(encoding="utf-8"))
+        prepared.metadata.update({k: v["rows"] for k, v in card["splits"].items()})
+
+    _run(config_json, body)
+
+
+def pretrain_task(config_json: str, prepared: Any, pretrained: Any) -> None:
+    from sslops.pretrain import pretrain
+
+    def body(cfg: Config) -> None:
+        out = pretrain(cfg, Path(prepared.path), Path(pretrained.path))
+        summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+        pretrained.metadata.update(
+            {"objective": summary["objective"], "loss": summary["final_loss"]}
+        )
+
+    _run(config_json, body)
+
+
+def finetune_task(config_json: str, prepared: Any, pretrained: Any, finetuned: Any) -> None:
+    from sslops.finetune import finetune
+
+    def body(cfg: Config) -> None:
+        out = finetune(cfg, Path(prepared.path), Path(pretrained.path), Path(finetuned.path))
+        report = json.loads((out / "finetune.json").read_text(encoding="utf-8"))
+        finetuned.metadata.update(
+            {
+                "labels_used": report["labels_used"],
+                "penalty": report["fairness"]["selected_penalty"],
+            }
+        )
+
+    _run(config_json, body)
+
+
+def evaluate_task(
+    config_json: str, prepared: Any, finetuned: Any, evaluation: Any, metrics: Any,
+    classification: Any, report: Any,
+) -> None:  # fmt: skip
+    from sslops.evaluate import evaluate
+
+    def body(cfg: Config) -> None:
+        out = evaluate(cfg, Path(prepared.path), Path(finetuned.path), Path(evaluation.path))
+        payload = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+        for model, values in payload["models"].items():
+            for key in ("accuracy", "roc_auc", "dp_difference", "eo_difference"):
+                metrics.log_metric(f"{model}_{key}", round(values[key], 6))
+        shown = cfg.export.model  # the deployed model's curve and matrix
+        curve = payload["roc_curves"][shown]
+        classification.log_roc_curve(curve["fpr"], curve["tpr"], curve["thresholds"])
+        classification.log_confusion_matrix(
+            ["negative", "positive"], payload["confusion_matrices"][shown]
+        )
+        shutil.copyfile(out / "metrics.md", report.path)
+
+    _run(config_json, body)
+
+
+def export_task(config_json: str, prepared: Any, finetuned: Any, onnx_model: Any) -> None:
+    from sslops.export import export
+
+    def body(cfg: Config) -> None:
+        out = export(cfg, Path(prepared.path), Path(finetuned.path), Path(onnx_model.path))
+        info = json.loads((out / "export.json").read_text(encoding="utf-8"))
+        onnx_model.metadata.update(
+            {
+                "framework": "onnx",
+                "opset": info["opset"],
+                "max_abs_diff": info["parity"]["max_abs_diff"],
+            }
+        )
+
+    _run(config_json, body)
+
+
+def audit_task(
+    config_json: str, prepared: Any, pretrained: Any, finetuned: Any, evaluation: Any,
+    onnx_model: Any, bundle: Any, model_card: Any, model_card_md: Any,
+) -> None:  # fmt: skip
+    from sslops.audit import audit
+
+    def body(cfg: Config) -> None:
+        artifacts = {
+            "prepare": Path(prepared.path),
+            "pretrain": Path(pretrained.path),
+            "finetune": Path(finetuned.path),
+            "evaluate": Path(evaluation.path),
+            "export": Path(onnx_model.path),
+        }
+        out = audit(cfg, artifacts, Path(bundle.path))
+        shutil.copyfile(out / "model_card.html", model_card.path)
+        shutil.copyfile(out / "model_card.md", model_card_md.path)
+
+    _run(config_json, body)

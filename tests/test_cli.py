@@ -1,0 +1,103 @@
+"""The `sslops` command line: help, stage commands, and bad input (one line, exit 2, no output)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+ADULT_CONFIG = str(ROOT / "configs" / "adult.yaml")
+
+
+def _sslops(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["sslops", *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_help_lists_every_command(cli_env: dict[str, str]) -> None:
+    result = _sslops("--help", env=cli_env)
+    assert result.returncode == 0
+    for command in ("run", "prepare", "pretrain", "finetune", "evaluate", "export", "audit"):
+        assert command in result.stdout
+    assert "--set" in _sslops("run", "--help", env=cli_env).stdout
+
+
+def test_config_command_prints_the_resolved_config(cli_env: dict[str, str]) -> None:
+    result = _sslops(
+        "config", "--config", ADULT_CONFIG, "--set", "finetune.label_fraction=0.1", "--json",
+        env=cli_env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    resolved = json.loads(result.stdout)
+    assert resolved["finetune"]["label_fraction"] == 0.1
+    assert resolved["pretrain"]["objective"] == "scarf"  # defaults are filled in
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        (["data.train=/nonexistent/x.csv"], "/nonexistent/x.csv"),
+        (["data.labell=income"], "labell"),
+        (["data.label=no_such_column"], "no_such_column"),
+        (["data.positive=maybe"], "maybe"),
+        (["finetune.label_fraction=2"], "finetune.label_fraction"),
+        (["modality=audio"], "modality"),
+        (["finetune.fairness.constraint=parity"], "demographic_parity"),
+        (["pretrain.epochs"], "KEY=VALUE"),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_leaves_nothing(
+    overrides: list[str], named: str, tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    args = ["run", "--config", ADULT_CONFIG, "--out", str(tmp_path / "out")]
+    for override in overrides:
+        args += ["--set", override]
+    result = _sslops(*args, env=cli_env)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr + result.stdout
+    last = [line for line in result.stderr.splitlines() if line.strip()][-1]
+    assert last.startswith("error: ") and named in last
+    assert list(tmp_path.iterdir()) == [], "a rejected run must leave no output"
+
+
+def test_stage_commands_chain(small_config, tmp_path: Path, cli_env: dict[str, str]) -> None:
+    """Each stage runs from the shell with the same config the other adapters use."""
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(small_config.to_json())  # JSON is YAML
+    out = {s: tmp_path / s for s in ("prepare", "pretrain", "finetune", "evaluate")}
+    steps = [
+        ["prepare", "--out", str(out["prepare"])],
+        ["pretrain", "--prepared", str(out["prepare"]), "--out", str(out["pretrain"])],
+        ["finetune", "--prepared", str(out["prepare"]), "--pretrained", str(out["pretrain"]),
+         "--out", str(out["finetune"])],
+        ["evaluate", "--prepared", str(out["prepare"]), "--finetuned", str(out["finetune"]),
+         "--out", str(out["evaluate"])],
+    ]  # fmt: skip
+    for step in steps:
+        result = _sslops(*step, "--config", str(cfg), env=cli_env)
+        assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((out["evaluate"] / "metrics.json").read_text())
+    assert set(metrics["models"]) == {"ssl", "mitigated", "baseline"}
+
+
+def test_stage_refuses_a_tampered_input_artifact(
+    stage_artifacts: dict[str, Path], small_config, tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    import shutil
+
+    prepared = tmp_path / "prepare"
+    shutil.copytree(stage_artifacts["prepare"], prepared)
+    with open(prepared / "train.parquet", "ab") as fh:
+        fh.write(b"\0")
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(small_config.to_json())
+    result = _sslops(
+        "pretrain", "--config", str(cfg), "--prepared", str(prepared),
+        "--out", str(tmp_path / "pre"), env=cli_env,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "train.parquet" in result.stderr and "modified" in result.stderr
+    assert not (tmp_path / "pre").exists()

@@ -1,0 +1,106 @@
+"""Finetune, export and audit on the shared small artifacts."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from sslops.artifacts import read_meta, sha256_file
+from sslops.finetune import stratified_label_subset
+from sslops.models import load_classifier
+from sslops.prepare import PreparedData
+
+
+def test_label_subset_is_stratified_and_seeded() -> None:
+    target = np.array([0] * 900 + [1] * 100)
+    subset = stratified_label_subset(target, 0.1, seed=3)
+    assert len(subset) == 100 and target[subset].sum() == 10
+    assert np.array_equal(subset, stratified_label_subset(target, 0.1, seed=3))
+    assert not np.array_equal(subset, stratified_label_subset(target, 0.1, seed=4))
+
+
+def test_finetune_uses_only_the_label_budget(
+    stage_artifacts: dict[str, Path], small_config
+) -> None:
+    report = json.loads((stage_artifacts["finetune"] / "finetune.json").read_text())
+    labeled = np.load(stage_artifacts["finetune"] / "labeled_rows.npy")
+    assert report["labels_used"] == len(labeled)
+    assert len(labeled) == pytest.approx(
+        report["train_rows"] * small_config.finetune.label_fraction, abs=2
+    )
+
+
+def test_mitigated_model_has_a_smaller_parity_gap(stage_artifacts: dict[str, Path]) -> None:
+    metrics = json.loads((stage_artifacts["evaluate"] / "metrics.json").read_text())["models"]
+    assert metrics["mitigated"]["dp_difference"] < metrics["ssl"]["dp_difference"] - 0.05
+    sweep = json.loads((stage_artifacts["finetune"] / "finetune.json").read_text())["fairness"][
+        "sweep"
+    ]
+    gaps = [s["validation_dp_difference"] for s in sweep]
+    assert gaps[-1] < gaps[0], "a stronger penalty must shrink the validation gap"
+
+
+def test_onnx_matches_torch_at_several_batch_sizes(stage_artifacts: dict[str, Path]) -> None:
+    data = PreparedData(stage_artifacts["prepare"])
+    model, _ = load_classifier(stage_artifacts["finetune"], "mitigated")
+    session = ort.InferenceSession(str(stage_artifacts["export"] / "model.onnx"))
+    for batch in (1, 7, 256):
+        x = data.test.features[:batch]
+        got = session.run(None, {"features": x})[0]
+        with torch.no_grad():
+            expected = model(torch.from_numpy(x)).numpy()
+        assert got.shape == (batch,)
+        assert np.max(np.abs(got - expected)) <= 1e-4
+    report = json.loads((stage_artifacts["export"] / "export.json").read_text())
+    assert report["parity"]["labels_identical"] and report["parity"]["rows"] == len(
+        data.test.target
+    )
+
+
+def test_onnx_metadata_names_threshold_and_weights(stage_artifacts: dict[str, Path]) -> None:
+    proto = onnx.load(str(stage_artifacts["export"] / "model.onnx"))
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert props["decision_threshold"] == "0.5"
+    finetune_meta = read_meta(stage_artifacts["finetune"], "finetune")
+    assert props["finetune_weights_sha256"] == finetune_meta["files"]["mitigated.safetensors"]
+    assert proto.opset_import[0].version >= 18
+
+
+def test_audit_manifest_hashes_every_file(stage_artifacts: dict[str, Path]) -> None:
+    bundle = stage_artifacts["audit"]
+    manifest = json.loads((bundle / "manifest.json").read_text())["files"]
+    on_disk = {p.name for p in bundle.iterdir() if p.name not in {"manifest.json", "meta.json"}}
+    assert set(manifest) == on_disk
+    for name, digest in manifest.items():
+        assert sha256_file(bundle / name) == digest
+
+
+def test_audit_lineage_reaches_from_raw_data_to_onnx_bytes(
+    stage_artifacts: dict[str, Path], small_data: dict[str, Path]
+) -> None:
+    lineage = json.loads((stage_artifacts["audit"] / "lineage.json").read_text())
+    stages = {s["stage"]: s for s in lineage["stages"]}
+    assert stages["prepare"]["sources"]["data.train"] == sha256_file(small_data["train"])
+    assert stages["pretrain"]["inputs"]["prepared"] == stages["prepare"]["meta_sha256"]
+    assert stages["finetune"]["inputs"]["pretrained"] == stages["pretrain"]["meta_sha256"]
+    assert stages["export"]["inputs"]["finetuned"] == stages["finetune"]["meta_sha256"]
+    onnx_hash = sha256_file(stage_artifacts["audit"] / "model.onnx")
+    assert stages["export"]["files"]["model.onnx"] == onnx_hash
+
+
+def test_model_card_html_is_self_contained(stage_artifacts: dict[str, Path]) -> None:
+    html = (stage_artifacts["audit"] / "model_card.html").read_text()
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)
+    assert "@import" not in html and "url(" not in html
+    assert html.count("data:image/png;base64,") == 3
+    markdown = (stage_artifacts["audit"] / "model_card.md").read_text()
+    for needle in ("Test metrics", "DP diff. (sex)", "EO diff. (sex)", "Lineage", "mitigated"):
+        assert needle in markdown
+    assert len(html.encode()) < 1_000_000
