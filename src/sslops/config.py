@@ -159,10 +159,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set data.label=income")
     try:
         value = read_yaml(raw) if raw.strip() else ""
-    except yaml.YAMLError as exc:
-        raise ConfigError(
-            f"--set {text!r}: value is not valid YAML ({exc.__class__.__name__})"
-        ) from exc
+    except yaml.YAMLError:
+        # Not YAML (e.g. `>50K`): take the text as typed, the way a shell user means it;
+        # the schema still rejects it where another type is expected.
+        value = raw.strip()
     return [part.strip() for part in key.split(".")], value
 
 

@@ -19,7 +19,7 @@ def canonicalize(frame: pd.DataFrame, na_values: list[str]) -> tuple[pd.DataFram
     """Return the canonical frame and a report of what changed, per column."""
     out = pd.DataFrame(index=frame.index)
     report: dict[str, Any] = {"columns": {}}
-    markers = {v.strip() for v in na_values}
+    markers = {unicodedata.normalize("NFKC", v).strip() for v in na_values}
     for column in frame.columns:
         series = frame[column]
         changes: dict[str, Any] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import warnings
 from importlib.resources import files
 from pathlib import Path
 from typing import IO
@@ -49,20 +50,25 @@ def read_csv(spec: str, na_values: list[str], key: str = "data.train") -> pd.Dat
     """Read a CSV with a header row; every cell in ``na_values`` becomes missing."""
     path = resolve_path(spec, key)
     try:
-        frame = pd.read_csv(
-            path,
-            na_values=na_values,
-            keep_default_na=False,
-            skipinitialspace=True,
-            low_memory=False,
-            encoding="utf-8",
-        )
+        # index_col=False and ParserWarning as an error: pandas otherwise takes an extra field
+        # on the first data row as an index and silently shifts every column.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(
+                path,
+                na_values=na_values,
+                keep_default_na=False,
+                skipinitialspace=True,
+                low_memory=False,
+                encoding="utf-8",
+                index_col=False,
+            )
     except pd.errors.EmptyDataError:
         raise DataError(f"{key}: {path} is empty; expected a CSV with a header row") from None
-    except pd.errors.ParserError as exc:
+    except (pd.errors.ParserError, pd.errors.ParserWarning) as exc:
         raise DataError(f"{key}: {path} is not a well-formed CSV: {exc}") from None
     except UnicodeDecodeError as exc:
-        raise DataError(f"{key}: {path} is not UTF-8 text (byte {exc.start})") from None
+        raise DataError(f"{key}: {path} is not UTF-8 text ({exc.reason})") from None
     if frame.empty:
         raise DataError(f"{key}: {path} has a header but no rows")
     frame.columns = [str(c).strip() for c in frame.columns]

@@ -66,6 +66,10 @@ def prepare(cfg: Config, out_dir: Path) -> Path:
     raw_rows = raw[_SOURCE].value_counts().to_dict()
     source = raw.pop(_SOURCE)
     canonical, report = canonicalize(raw, cfg.data.na_values)
+    # The data card describes what the pipeline keeps; identifiers are only named as dropped.
+    report["columns"] = {
+        c: v for c, v in report["columns"].items() if c not in cfg.data.identifiers
+    }
     canonical = canonical.drop(columns=cfg.data.identifiers)
     canonical[_SOURCE] = source.to_numpy()
 

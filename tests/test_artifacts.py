@@ -1,0 +1,239 @@
+"""Artifact directories: atomic writes, lineage in meta.json, verification on read."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from sslops.artifacts import META, hash_tree, read_meta, sha256_file, write_artifact
+from sslops.errors import ArtifactError
+
+CONFIG = {"seed": 0, "note": "test"}
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def make_artifact(final: Path, stage: str = "prepare", payload: str = "v1") -> Path:
+    with write_artifact(final, stage, CONFIG) as tmp:
+        (tmp / "a.txt").write_text(payload, encoding="utf-8")
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "b.bin").write_bytes(b"\x00\x01\x02")
+    return final
+
+
+def files_of(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def leftovers(parent: Path) -> list[str]:
+    """Hidden siblings (``.NAME.partial-*`` / ``.NAME.old-*``) a write may leave behind."""
+    return sorted(p.name for p in parent.iterdir() if p.name.startswith("."))
+
+
+# --- atomic writes --------------------------------------------------------------------------
+
+
+def test_successful_write_creates_final_dir_with_meta(tmp_path: Path) -> None:
+    final = make_artifact(tmp_path / "art")
+    assert sorted(files_of(final)) == ["a.txt", META, "sub/b.bin"]
+    assert leftovers(tmp_path) == []
+
+
+def test_yielded_dir_is_a_hidden_partial_sibling(tmp_path: Path) -> None:
+    final = tmp_path / "art"
+    with write_artifact(final, "s", CONFIG) as tmp:
+        assert tmp.parent == tmp_path
+        assert tmp.name.startswith(".art.partial-")
+        assert tmp.is_dir()
+        assert not final.exists()
+        (tmp / "x").write_text("x")
+    assert not tmp.exists()
+    assert (final / "x").read_text() == "x"
+
+
+def test_exception_inside_with_leaves_nothing(tmp_path: Path) -> None:
+    final = tmp_path / "art"
+    with pytest.raises(RuntimeError, match="boom"), write_artifact(final, "s", CONFIG) as tmp:
+        (tmp / "half.txt").write_text("half")
+        raise RuntimeError("boom")
+    assert not final.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_keyboard_interrupt_inside_with_leaves_nothing(tmp_path: Path) -> None:
+    final = tmp_path / "art"
+    with pytest.raises(KeyboardInterrupt), write_artifact(final, "s", CONFIG) as tmp:
+        (tmp / "half.txt").write_text("half")
+        raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failure_keeps_existing_final_intact(tmp_path: Path) -> None:
+    final = make_artifact(tmp_path / "art", payload="old")
+    before = {
+        p.relative_to(final).as_posix(): p.read_bytes() for p in final.rglob("*") if p.is_file()
+    }
+    with pytest.raises(ValueError), write_artifact(final, "prepare", CONFIG) as tmp:
+        (tmp / "a.txt").write_text("new", encoding="utf-8")
+        raise ValueError("fail mid-write")
+    after = {
+        p.relative_to(final).as_posix(): p.read_bytes() for p in final.rglob("*") if p.is_file()
+    }
+    assert after == before
+    assert (final / "a.txt").read_text(encoding="utf-8") == "old"
+    assert leftovers(tmp_path) == []
+    read_meta(final, "prepare")  # still verifies
+
+
+def test_success_replaces_existing_final(tmp_path: Path) -> None:
+    final = make_artifact(tmp_path / "art", payload="old")
+    with write_artifact(final, "prepare", CONFIG) as tmp:
+        (tmp / "only-new.txt").write_text("new", encoding="utf-8")
+    assert sorted(p.name for p in final.iterdir()) == [META, "only-new.txt"]
+    assert leftovers(tmp_path) == []
+    meta = read_meta(final, "prepare")
+    assert set(meta["files"]) == {"only-new.txt"}
+
+
+def test_missing_input_meta_fails_before_yield_and_cleans_up(tmp_path: Path) -> None:
+    not_an_artifact = tmp_path / "in"
+    not_an_artifact.mkdir()
+    out = tmp_path / "out"
+    with pytest.raises(FileNotFoundError), write_artifact(out, "s", CONFIG, {"x": not_an_artifact}):
+        pytest.fail("body must not run")  # pragma: no cover
+    assert not out.exists()
+    assert leftovers(tmp_path) == []
+
+
+def test_parent_dirs_are_created(tmp_path: Path) -> None:
+    final = make_artifact(tmp_path / "a" / "b" / "art")
+    assert (final / META).is_file()
+
+
+# --- meta.json ------------------------------------------------------------------------------
+
+
+def test_meta_records_stage_config_and_file_hashes(tmp_path: Path) -> None:
+    final = make_artifact(tmp_path / "art", stage="pretrain", payload="hello")
+    meta = json.loads((final / META).read_text(encoding="utf-8"))
+    assert meta["stage"] == "pretrain"
+    assert meta["config"] == CONFIG
+    assert meta["files"] == {
+        "a.txt": sha256_bytes(b"hello"),
+        "sub/b.bin": sha256_bytes(b"\x00\x01\x02"),
+    }
+    assert META not in meta["files"]
+    assert {"versions", "git_commit", "host", "python", "started", "ended"} <= set(meta)
+    assert meta["started"] <= meta["ended"]
+    assert "sslops" in meta["versions"]
+
+
+def test_meta_records_inputs_by_meta_hash_and_sources_by_file_hash(tmp_path: Path) -> None:
+    upstream = make_artifact(tmp_path / "up")
+    raw = tmp_path / "raw.csv"
+    raw.write_bytes(b"a,b\n1,2\n")
+    with write_artifact(
+        tmp_path / "down", "finetune", CONFIG, inputs={"prepared": upstream}, sources={"data": raw}
+    ) as tmp:
+        (tmp / "model.bin").write_bytes(b"m")
+    meta = read_meta(tmp_path / "down", "finetune")
+    assert meta["inputs"] == {
+        "prepared": {
+            "path": str(upstream),
+            "meta_sha256": sha256_bytes((upstream / META).read_bytes()),
+        }
+    }
+    assert meta["sources"] == {"data": {"path": str(raw), "sha256": sha256_bytes(b"a,b\n1,2\n")}}
+
+
+def test_sha256_file_and_hash_tree(tmp_path: Path) -> None:
+    big = tmp_path / "big.bin"
+    data = bytes(range(256)) * 9000  # > 1 MiB: more than one read block
+    big.write_bytes(data)
+    assert sha256_file(big) == sha256_bytes(data)
+    (tmp_path / META).write_text("{}")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / META).write_text("nested")
+    assert hash_tree(tmp_path) == {
+        "big.bin": sha256_bytes(data),
+        f"d/{META}": sha256_bytes(b"nested"),
+    }
+
+
+# --- read_meta ------------------------------------------------------------------------------
+
+
+def test_read_meta_accepts_untouched_artifact(tmp_path: Path) -> None:
+    final = make_artifact(tmp_path / "art")
+    assert read_meta(final, "prepare")["stage"] == "prepare"
+    assert read_meta(final)["stage"] == "prepare"
+
+
+def test_read_meta_detects_modified_file(tmp_path: Path) -> None:
+    final = make_artifact(tmp_path / "art")
+    (final / "sub" / "b.bin").write_bytes(b"\x00\x01\x03")
+    with pytest.raises(ArtifactError) as info:
+        read_meta(final, "prepare")
+    assert str(final / "sub" / "b.bin") in str(info.value)
+    assert "modified" in str(info.value)
+
+
+def test_read_meta_detects_truncated_file(tmp_path: Path) -> None:
+    final = make_artifact(tmp_path / "art")
+    (final / "a.txt").write_bytes(b"")
+    with pytest.raises(ArtifactError, match=r"a\.txt was modified"):
+        read_meta(final)
+
+
+def test_read_meta_detects_added_file(tmp_path: Path) -> None:
+    final = make_artifact(tmp_path / "art")
+    (final / "sub" / "extra.txt").write_text("sneaky")
+    with pytest.raises(ArtifactError) as info:
+        read_meta(final, "prepare")
+    assert str(final / "sub" / "extra.txt") in str(info.value)
+    assert "added" in str(info.value)
+
+
+def test_read_meta_detects_removed_file(tmp_path: Path) -> None:
+    final = make_artifact(tmp_path / "art")
+    (final / "a.txt").unlink()
+    with pytest.raises(ArtifactError) as info:
+        read_meta(final, "prepare")
+    assert str(final / "a.txt") in str(info.value)
+    assert "missing" in str(info.value)
+
+
+def test_read_meta_detects_wrong_stage(tmp_path: Path) -> None:
+    final = make_artifact(tmp_path / "art", stage="pretrain")
+    with pytest.raises(ArtifactError) as info:
+        read_meta(final, "prepare")
+    message = str(info.value)
+    assert str(final) in message
+    assert "'pretrain'" in message and "'prepare'" in message
+
+
+def test_read_meta_without_verify_ignores_changes(tmp_path: Path) -> None:
+    final = make_artifact(tmp_path / "art")
+    (final / "a.txt").write_text("changed")
+    assert read_meta(final, "prepare", verify=False)["stage"] == "prepare"
+
+
+def test_read_meta_on_plain_directory(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError) as info:
+        read_meta(tmp_path, "evaluate")
+    assert str(tmp_path) in str(info.value)
+    assert "not an sslops evaluate artifact" in str(info.value)
+
+
+def test_read_meta_on_corrupt_meta(tmp_path: Path) -> None:
+    final = make_artifact(tmp_path / "art")
+    (final / META).write_text("{not json")
+    with pytest.raises(ArtifactError) as info:
+        read_meta(final)
+    assert str(final / META) in str(info.value)
+    assert "not valid JSON" in str(info.value)

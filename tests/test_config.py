@@ -1,0 +1,335 @@
+"""Config validation: every error names the key, the bad value and what is allowed."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from sslops.config import (
+    Config,
+    apply_overrides,
+    config_from_json,
+    load_config,
+    parse_override,
+    validate_config,
+)
+from sslops.errors import ConfigError, SslopsError
+
+BASE: dict[str, Any] = {
+    "data": {
+        "train": "train.csv",
+        "label": "income",
+        "positive": ">50K",
+        "sensitive": ["sex"],
+    }
+}
+
+
+def build(*overrides: str, raw: dict[str, Any] | None = None) -> Config:
+    return validate_config(apply_overrides(copy.deepcopy(raw or BASE), list(overrides)))
+
+
+def write_yaml(path: Path, content: Any) -> Path:
+    path.write_text(yaml.safe_dump(content), encoding="utf-8")
+    return path
+
+
+def test_minimal_config_gets_defaults() -> None:
+    cfg = build()
+    assert cfg.modality == "tabular"
+    assert cfg.data.identifiers == []
+    assert cfg.data.na_values == ["?", ""]
+    assert cfg.finetune.fairness.constraint == "demographic_parity"
+    assert cfg.finetune.label_fraction == 0.01
+
+
+def test_config_error_is_an_sslops_error() -> None:
+    assert issubclass(ConfigError, SslopsError)
+
+
+# --- unknown keys ---------------------------------------------------------------------------
+
+
+def test_unknown_key_names_key_and_suggests_the_close_one() -> None:
+    with pytest.raises(ConfigError) as info:
+        build("data.labell=income")
+    message = str(info.value)
+    assert "'data.labell'" in message
+    assert "did you mean 'data.label'?" in message
+    assert "allowed here:" in message and "sensitive" in message
+
+
+def test_unknown_nested_key_suggests_within_its_section() -> None:
+    with pytest.raises(ConfigError) as info:
+        build("finetune.fairness.constrant=none")
+    message = str(info.value)
+    assert "'finetune.fairness.constrant'" in message
+    assert "did you mean 'finetune.fairness.constraint'?" in message
+
+
+def test_unknown_top_level_section_suggests_the_close_one() -> None:
+    with pytest.raises(ConfigError) as info:
+        build("pretrian.epochs=3")
+    message = str(info.value)
+    assert "'pretrian'" in message
+    assert "did you mean 'pretrain'?" in message
+
+
+def test_unknown_key_without_close_match_lists_allowed_keys() -> None:
+    with pytest.raises(ConfigError) as info:
+        build("evaluate.zzzzzz=1")
+    message = str(info.value)
+    assert "'evaluate.zzzzzz'" in message
+    assert "did you mean" not in message
+    assert "allowed here: threshold" in message
+
+
+# --- wrong values ---------------------------------------------------------------------------
+
+
+def test_wrong_modality_names_key_value_and_allowed() -> None:
+    with pytest.raises(ConfigError) as info:
+        build("modality=image")
+    message = str(info.value)
+    assert "'modality'" in message
+    assert "'image'" in message
+    assert "'tabular'" in message
+
+
+def test_wrong_fairness_constraint_names_key_value_and_allowed() -> None:
+    with pytest.raises(ConfigError) as info:
+        build("finetune.fairness.constraint=foo")
+    message = str(info.value)
+    assert "'finetune.fairness.constraint'" in message
+    assert "'foo'" in message
+    assert "'demographic_parity'" in message and "'none'" in message
+
+
+def test_missing_label_is_reported() -> None:
+    raw = copy.deepcopy(BASE)
+    del raw["data"]["label"]
+    with pytest.raises(ConfigError) as info:
+        validate_config(raw)
+    assert "'data.label' is required but missing" in str(info.value)
+
+
+def test_missing_data_section_is_reported() -> None:
+    with pytest.raises(ConfigError, match="'data' is required but missing"):
+        validate_config({})
+
+
+@pytest.mark.parametrize("value", ["0", "1.5", "-0.1"])
+def test_label_fraction_out_of_range_rejected(value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        build(f"finetune.label_fraction={value}")
+    message = str(info.value)
+    assert "'finetune.label_fraction'" in message
+    assert f"(got {yaml.safe_load(value)!r})" in message
+
+
+@pytest.mark.parametrize("value", [1.0, 0.5, 1e-4])
+def test_label_fraction_in_range_accepted(value: float) -> None:
+    assert build(f"finetune.label_fraction={value}").finetune.label_fraction == value
+
+
+def test_non_integer_epochs_rejected() -> None:
+    with pytest.raises(ConfigError, match=r"'pretrain\.epochs'.*\(got 'many'\)"):
+        build("pretrain.epochs=many")
+
+
+def test_label_also_sensitive_rejected() -> None:
+    with pytest.raises(ConfigError) as info:
+        build("data.sensitive=[sex, income]")
+    message = str(info.value)
+    assert "'income'" in message and "sensitive" in message
+
+
+def test_label_also_identifier_rejected() -> None:
+    with pytest.raises(ConfigError, match="'income'"):
+        build("data.identifiers=[income]")
+
+
+def test_sensitive_also_identifier_rejected() -> None:
+    with pytest.raises(ConfigError, match=r"\['sex'\]"):
+        build("data.identifiers=[sex, fnlwgt]")
+
+
+def test_empty_sensitive_rejected() -> None:
+    with pytest.raises(ConfigError, match=r"'data\.sensitive'"):
+        build("data.sensitive=[]")
+
+
+def test_several_errors_are_all_reported() -> None:
+    with pytest.raises(ConfigError) as info:
+        build("modality=image", "pretrain.epochs=0")
+    message = str(info.value)
+    assert "'modality'" in message and "'pretrain.epochs'" in message
+
+
+# --- --set parsing --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "path", "value"),
+    [
+        ("seed=3", ["seed"], 3),
+        ("finetune.label_fraction=0.1", ["finetune", "label_fraction"], 0.1),
+        ("pretrain.learning_rate=0.5e-3", ["pretrain", "learning_rate"], 0.5e-3),
+        ("data.sensitive=[sex, race]", ["data", "sensitive"], ["sex", "race"]),
+        ("prepare.sensitive_as_features=false", ["prepare", "sensitive_as_features"], False),
+        ('data.positive=">50K"', ["data", "positive"], ">50K"),
+        ("data.positive=1", ["data", "positive"], 1),
+        ("data.test=", ["data", "test"], ""),
+        ("data.train=a=b.csv", ["data", "train"], "a=b.csv"),
+        (" data . label = y", ["data", "label"], "y"),
+    ],
+)
+def test_parse_override(text: str, path: list[str], value: Any) -> None:
+    assert parse_override(text) == (path, value)
+
+
+@pytest.mark.parametrize("text", ["data.label", "=income", "  =1", ""])
+def test_parse_override_requires_key_equals_value(text: str) -> None:
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        parse_override(text)
+
+
+def test_parse_override_takes_non_yaml_text_as_typed() -> None:
+    # `>50K` (Adult's positive class) is not valid YAML; a shell user means the text.
+    assert parse_override("data.positive=>50K") == (["data", "positive"], ">50K")
+    assert parse_override("data.sensitive=[sex, race") == (["data", "sensitive"], "[sex, race")
+
+
+def test_overrides_set_numbers_lists_and_nested_sections() -> None:
+    cfg = build(
+        "seed=7",
+        "pretrain.epochs=2",
+        "finetune.label_fraction=0.25",
+        "data.sensitive=[sex, race]",
+        "finetune.fairness.penalties=[0.0, 10, 100.0]",
+        "finetune.fairness.max_gap=0.05",
+    )
+    assert cfg.seed == 7
+    assert cfg.pretrain.epochs == 2
+    assert cfg.finetune.label_fraction == 0.25
+    assert cfg.data.sensitive == ["sex", "race"]
+    assert cfg.finetune.fairness.penalties == [0.0, 10.0, 100.0]
+    assert cfg.finetune.fairness.max_gap == 0.05
+    # untouched siblings keep their defaults
+    assert cfg.finetune.fairness.steps == 300
+
+
+def test_override_creates_missing_sections() -> None:
+    raw = apply_overrides({}, ["finetune.fairness.steps=5"])
+    assert raw == {"finetune": {"fairness": {"steps": 5}}}
+
+
+def test_exponent_without_dot_is_validated_as_float() -> None:
+    assert build("pretrain.learning_rate=1e-3").pretrain.learning_rate == pytest.approx(1e-3)
+
+
+def test_later_override_wins() -> None:
+    assert build("seed=1", "seed=2").seed == 2
+
+
+def test_override_under_a_scalar_rejected() -> None:
+    with pytest.raises(ConfigError) as info:
+        apply_overrides(copy.deepcopy(BASE), ["data.label.name=x"])
+    message = str(info.value)
+    assert "'data.label'" in message and "not a section" in message
+
+
+def test_override_under_a_list_rejected() -> None:
+    with pytest.raises(ConfigError, match=r"'data\.sensitive' is a value, not a section"):
+        apply_overrides(copy.deepcopy(BASE), ["data.sensitive.first=x"])
+
+
+def test_override_under_an_unset_scalar_fails_validation() -> None:
+    with pytest.raises(ConfigError, match="'seed'"):
+        build("seed.value=1")
+
+
+def test_numeric_label_override_is_kept_as_string() -> None:
+    assert build("data.label=1").data.label == "1"
+
+
+# --- load_config ----------------------------------------------------------------------------
+
+
+def test_load_config_reads_yaml_and_applies_overrides(tmp_path: Path) -> None:
+    path = write_yaml(tmp_path / "c.yaml", {**BASE, "seed": 4})
+    cfg = load_config(path, ["pretrain.epochs=3"])
+    assert cfg.seed == 4
+    assert cfg.pretrain.epochs == 3
+    assert cfg.data.label == "income"
+
+
+def test_load_config_without_file_uses_overrides_only() -> None:
+    cfg = load_config(
+        None,
+        ["data.train=t.csv", "data.label=y", "data.positive=1", "data.sensitive=[g]"],
+    )
+    assert cfg.data.train == "t.csv"
+    assert cfg.data.positive == 1
+
+
+def test_load_config_missing_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError) as info:
+        load_config(missing)
+    assert "not found" in str(info.value)
+    assert str(missing) in str(info.value)
+
+
+def test_load_config_directory_is_not_a_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path)
+
+
+@pytest.mark.parametrize("content", ["- a\n- b\n", "just a string\n", "42\n"])
+def test_load_config_non_mapping(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "list.yaml"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "expected a mapping" in str(info.value)
+    assert str(path) in str(info.value)
+
+
+def test_load_config_invalid_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("data: [unclosed\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+
+
+def test_load_config_non_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "latin.yaml"
+    path.write_bytes("seed: 1 # caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+
+
+def test_load_config_empty_file_reports_missing_data(tmp_path: Path) -> None:
+    path = tmp_path / "empty.yaml"
+    path.write_text("", encoding="utf-8")
+    with pytest.raises(ConfigError, match="'data' is required but missing"):
+        load_config(path)
+
+
+def test_load_config_unknown_key_in_file(tmp_path: Path) -> None:
+    raw = copy.deepcopy(BASE)
+    raw["data"]["labell"] = raw["data"].pop("label")
+    with pytest.raises(ConfigError, match=r"did you mean 'data\.label'\?"):
+        load_config(write_yaml(tmp_path / "c.yaml", raw))
+
+
+def test_json_round_trip() -> None:
+    cfg = build("seed=5", "data.sensitive=[sex, race]", "finetune.fairness.constraint=none")
+    again = config_from_json(cfg.to_json())
+    assert again == cfg
+    assert again.to_json() == cfg.to_json()

@@ -1,0 +1,303 @@
+"""Canonicalization, deduplication, stable splits and the feature encoding."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sslops.data.canonicalize import canonicalize
+from sslops.data.encoding import MISSING, OTHER, TabularEncoding
+from sslops.data.split import assign_splits, drop_exact_duplicates, row_hashes
+
+NA = ["?", ""]
+
+# --- canonicalize ---------------------------------------------------------------------------
+
+
+def test_canonicalize_text_nfkc_strip_and_na_markers() -> None:
+    frame = pd.DataFrame({"sex": ["Ｍale", " Female ", "?", " ? ", "", None, "Male"]})
+    out, report = canonicalize(frame, NA)
+    assert out["sex"].tolist()[:2] == ["Male", "Female"]
+    assert out["sex"].isna().tolist() == [False, False, True, True, True, True, False]
+    assert out["sex"].iloc[6] == "Male"
+    assert str(out["sex"].dtype) == "string"
+    info = report["columns"]["sex"]
+    assert info["dtype"] == "categorical"
+    assert info["missing"] == 4
+    # 'Ｍale', ' Female ', '?' and ' ? ' changed; '' and None were already empty
+    assert info["normalized_text"] == 4
+    assert "cast_to_numeric" not in info
+
+
+def test_canonicalize_nfkc_folds_compatibility_characters() -> None:
+    frame = pd.DataFrame({"c": ["ﬁsh", "Ｂａｃｈｅｌｏｒｓ", "\u00a0x\u3000"]})
+    out, _ = canonicalize(frame, NA)
+    assert out["c"].tolist() == ["fish", "Bachelors", "x"]
+
+
+def test_canonicalize_casts_numeric_strings_and_drops_infinities() -> None:
+    frame = pd.DataFrame({"n": ["1", " 2.5", "?", "3", "inf", "-inf"]})
+    out, report = canonicalize(frame, NA)
+    assert out["n"].dtype == np.float64
+    assert out["n"].iloc[:2].tolist() == [1.0, 2.5]
+    assert out["n"].iloc[3] == 3.0
+    assert out["n"].isna().tolist() == [False, False, True, False, True, True]
+    info = report["columns"]["n"]
+    assert info == {
+        "dtype": "numeric",
+        "missing": 3,
+        "normalized_text": 2,
+        "cast_to_numeric": True,
+        "infinite_to_missing": 2,
+    }
+
+
+def test_canonicalize_numeric_column_infinities_and_int_to_float() -> None:
+    frame = pd.DataFrame({"x": [1.0, np.inf, 2.0, -np.inf], "i": [1, 2, 3, 4]})
+    out, report = canonicalize(frame, NA)
+    assert out["x"].isna().tolist() == [False, True, False, True]
+    assert out["i"].dtype == np.float64
+    assert out["i"].tolist() == [1.0, 2.0, 3.0, 4.0]
+    assert report["columns"]["x"] == {"dtype": "numeric", "missing": 2, "infinite_to_missing": 2}
+    assert report["columns"]["i"] == {"dtype": "numeric", "missing": 0}
+
+
+def test_canonicalize_mixed_column_stays_categorical() -> None:
+    frame = pd.DataFrame({"m": ["a", "1", "2", "?"]})
+    out, report = canonicalize(frame, NA)
+    assert str(out["m"].dtype) == "string"
+    assert out["m"].iloc[:3].tolist() == ["a", "1", "2"]
+    assert report["columns"]["m"]["dtype"] == "categorical"
+    assert report["columns"]["m"]["missing"] == 1
+
+
+def test_canonicalize_all_missing_column_is_categorical() -> None:
+    frame = pd.DataFrame({"e": ["?", "", " "]})
+    out, report = canonicalize(frame, NA)
+    assert out["e"].isna().all()
+    assert report["columns"]["e"]["dtype"] == "categorical"
+    assert report["columns"]["e"]["missing"] == 3
+
+
+def test_canonicalize_custom_na_markers() -> None:
+    frame = pd.DataFrame({"c": ["NA", "n/a", "x", "?"]})
+    out, _ = canonicalize(frame, ["NA", " n/a "])
+    assert out["c"].isna().tolist() == [True, True, False, False]
+
+
+def test_canonicalize_keeps_index_and_column_order() -> None:
+    frame = pd.DataFrame({"b": ["1", "2"], "a": ["x", "y"]}, index=[10, 20])
+    out, report = canonicalize(frame, NA)
+    assert out.columns.tolist() == ["b", "a"]
+    assert out.index.tolist() == [10, 20]
+    assert list(report["columns"]) == ["b", "a"]
+
+
+# --- deduplication --------------------------------------------------------------------------
+
+
+def test_drop_exact_duplicates_counts_and_keeps_first() -> None:
+    frame = pd.DataFrame(
+        {
+            "a": [1.0, 1.0, 2.0, 1.0, np.nan, np.nan],
+            "b": ["x", "x", "x", "y", "z", "z"],
+        },
+        index=[5, 6, 7, 8, 9, 10],
+    )
+    out, dropped = drop_exact_duplicates(frame)
+    assert dropped == 2
+    assert out.index.tolist() == [0, 1, 2, 3]
+    assert out["a"].tolist()[:3] == [1.0, 2.0, 1.0]
+    assert out["b"].tolist() == ["x", "x", "y", "z"]
+
+
+def test_drop_exact_duplicates_without_duplicates() -> None:
+    frame = pd.DataFrame({"a": [1, 2, 3], "b": ["1", "2", "3"]})
+    out, dropped = drop_exact_duplicates(frame)
+    assert dropped == 0
+    pd.testing.assert_frame_equal(out, frame)
+
+
+def test_row_hashes_ignore_column_order_and_index() -> None:
+    frame = pd.DataFrame({"a": [1.0, 2.0], "b": ["x", "y"]})
+    moved = frame[["b", "a"]].set_axis([7, 3])
+    np.testing.assert_array_equal(row_hashes(frame), row_hashes(moved))
+    assert not np.array_equal(row_hashes(frame, seed=0), row_hashes(frame, seed=1))
+
+
+# --- splits ---------------------------------------------------------------------------------
+
+
+def synthetic(rows: int, start: int = 0) -> pd.DataFrame:
+    ids = np.arange(start, start + rows)
+    return pd.DataFrame(
+        {
+            "age": (ids % 73).astype("float64"),
+            "job": pd.array([f"job-{i}" for i in ids], dtype="string"),
+            "hours": (ids * 0.5).astype("float64"),
+        }
+    )
+
+
+def test_split_fractions_roughly_right() -> None:
+    splits = assign_splits(synthetic(20_000), validation_fraction=0.1, test_fraction=0.2)
+    shares = {name: float((splits == name).mean()) for name in ("train", "validation", "test")}
+    assert shares["test"] == pytest.approx(0.2, abs=0.015)
+    assert shares["validation"] == pytest.approx(0.1, abs=0.015)
+    assert shares["train"] == pytest.approx(0.7, abs=0.015)
+
+
+def test_split_without_test_fraction_has_no_test_rows() -> None:
+    splits = assign_splits(synthetic(2000), validation_fraction=0.1, test_fraction=0.0)
+    assert set(splits) == {"train", "validation"}
+
+
+def test_appending_rows_never_moves_existing_rows() -> None:
+    old = synthetic(3000)
+    before = assign_splits(old, 0.1, 0.2, seed=3)
+    grown = pd.concat([old, synthetic(2000, start=3000)], ignore_index=True)
+    after = assign_splits(grown, 0.1, 0.2, seed=3)
+    np.testing.assert_array_equal(after[:3000], before)
+    # Prepending and shuffling do not move them either: the split is a function of the row.
+    shuffled = grown.sample(frac=1.0, random_state=1)
+    again = assign_splits(shuffled.reset_index(drop=True), 0.1, 0.2, seed=3)
+    by_row = pd.Series(again, index=shuffled.index).sort_index().to_numpy()
+    np.testing.assert_array_equal(by_row, after)
+
+
+def test_split_depends_on_seed() -> None:
+    frame = synthetic(2000)
+    a = assign_splits(frame, 0.1, 0.2, seed=0)
+    b = assign_splits(frame, 0.1, 0.2, seed=1)
+    np.testing.assert_array_equal(a, assign_splits(frame, 0.1, 0.2, seed=0))
+    assert (a != b).mean() > 0.2
+
+
+# --- encoding -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def train_frame() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "age": [20.0, 30.0, np.nan, 50.0],
+            "color": pd.array(["red", "blue", "red", None], dtype="string"),
+            "size": pd.array(["S", "M", "L", "S"], dtype="string"),
+        }
+    )
+
+
+def test_encoding_fit_statistics(train_frame: pd.DataFrame) -> None:
+    enc = TabularEncoding.fit(train_frame, ["age", "color", "size"], max_categories=50)
+    (age,) = enc.numeric
+    assert age.name == "age"
+    assert age.median == 30.0
+    filled = np.array([20.0, 30.0, 30.0, 50.0])
+    assert age.mean == pytest.approx(filled.mean())
+    assert age.std == pytest.approx(filled.std())
+    assert [c.name for c in enc.categorical] == ["color", "size"]
+    assert enc.categorical[0].categories == ["blue", "red", MISSING, OTHER]
+    assert enc.categorical[1].categories == ["L", "M", "S", MISSING, OTHER]
+
+
+def test_encoding_feature_names_and_column_of(train_frame: pd.DataFrame) -> None:
+    enc = TabularEncoding.fit(train_frame, ["color", "age", "size"], max_categories=50)
+    assert enc.feature_names == [
+        "age",
+        "color=blue",
+        "color=red",
+        f"color={MISSING}",
+        f"color={OTHER}",
+        "size=L",
+        "size=M",
+        "size=S",
+        f"size={MISSING}",
+        f"size={OTHER}",
+    ]
+    assert enc.column_of == [0, 1, 1, 1, 1, 2, 2, 2, 2, 2]
+    assert enc.n_columns == 3
+    assert enc.transform(train_frame).shape == (4, len(enc.feature_names))
+
+
+def test_encoding_transform_new_rows(train_frame: pd.DataFrame) -> None:
+    enc = TabularEncoding.fit(train_frame, ["age", "color", "size"], max_categories=50)
+    new = pd.DataFrame(
+        {
+            "age": [30.0, np.nan, 80.0],
+            "color": pd.array(["green", None, "blue"], dtype="string"),
+            "size": pd.array(["M", "XL", None], dtype="string"),
+        }
+    )
+    x = enc.transform(new)
+    assert x.dtype == np.float32
+    names = enc.feature_names
+    mean, std = enc.numeric[0].mean, enc.numeric[0].std
+    # numeric: standardized with the train statistics; missing -> train median (30)
+    expected = (np.array([30.0, 30.0, 80.0]) - mean) / std
+    np.testing.assert_allclose(x[:, names.index("age")], expected, rtol=1e-6)
+
+    def hot(row: int, prefix: str) -> list[str]:
+        return [n for n, v in zip(names, x[row], strict=True) if n.startswith(prefix) and v == 1.0]
+
+    assert hot(0, "color=") == [f"color={OTHER}"]  # unknown category
+    assert hot(1, "color=") == [f"color={MISSING}"]
+    assert hot(2, "color=") == ["color=blue"]
+    assert hot(0, "size=") == ["size=M"]
+    assert hot(1, "size=") == [f"size={OTHER}"]
+    assert hot(2, "size=") == [f"size={MISSING}"]
+    one_hot = x[:, 1:]
+    assert set(np.unique(one_hot)) == {0.0, 1.0}
+    assert one_hot.sum(axis=1).tolist() == [2.0, 2.0, 2.0]
+
+
+def test_encoding_train_numeric_is_standardized(train_frame: pd.DataFrame) -> None:
+    enc = TabularEncoding.fit(train_frame, ["age"], max_categories=50)
+    column = enc.transform(train_frame)[:, 0]
+    assert column.mean() == pytest.approx(0.0, abs=1e-6)
+    assert column.std() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_encoding_constant_numeric_gets_unit_std() -> None:
+    frame = pd.DataFrame({"k": [5.0, 5.0, 5.0]})
+    enc = TabularEncoding.fit(frame, ["k"], max_categories=50)
+    assert enc.numeric[0].std == 1.0
+    np.testing.assert_array_equal(enc.transform(frame)[:, 0], [0.0, 0.0, 0.0])
+
+
+def test_encoding_all_missing_numeric_is_zero() -> None:
+    frame = pd.DataFrame({"k": [np.nan, np.nan]})
+    enc = TabularEncoding.fit(frame, ["k"], max_categories=50)
+    assert enc.numeric[0].median == 0.0
+    np.testing.assert_array_equal(enc.transform(frame)[:, 0], [0.0, 0.0])
+
+
+def test_encoding_rare_categories_fold_into_other() -> None:
+    values = ["a"] * 5 + ["b"] * 4 + ["c"] * 3 + ["d"] * 2 + ["e"]
+    frame = pd.DataFrame({"c": pd.array(values, dtype="string")})
+    enc = TabularEncoding.fit(frame, ["c"], max_categories=4)
+    assert enc.categorical[0].categories == ["a", "b", MISSING, OTHER]
+    x = enc.transform(frame)
+    other = enc.feature_names.index(f"c={OTHER}")
+    assert x[:, other].sum() == 6  # c, c, c, d, d, e
+
+
+def test_encoding_save_load_round_trip(tmp_path: Path, train_frame: pd.DataFrame) -> None:
+    enc = TabularEncoding.fit(train_frame, ["age", "color", "size"], max_categories=50)
+    path = tmp_path / "encoding.json"
+    enc.save(path)
+    loaded = TabularEncoding.load(path)
+    assert loaded == enc
+    assert loaded.feature_names == enc.feature_names
+    assert loaded.column_of == enc.column_of
+    np.testing.assert_array_equal(loaded.transform(train_frame), enc.transform(train_frame))
+
+
+def test_encoding_without_columns() -> None:
+    frame = pd.DataFrame({"a": [1.0, 2.0]})
+    enc = TabularEncoding.fit(frame, [], max_categories=50)
+    x = enc.transform(frame)
+    assert x.shape == (2, 0)
+    assert x.dtype == np.float32
