@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -15,21 +16,35 @@ from tests.conftest import FAST_OVERRIDES, ROOT
 
 
 def test_committed_pipeline_yaml_matches_a_fresh_compile(tmp_path: Path, monkeypatch) -> None:
+    """IR YAML, Kubernetes-native manifests and the Helm chart's copies: all of `make compile`."""
     monkeypatch.delenv("SSLOPS_IMAGE_REGISTRY", raising=False)
-    from sslops.pipeline.ssl_pipeline import compile_pipeline
-
-    fresh = compile_pipeline(tmp_path / "ssl_pipeline.yaml").read_text()
-    committed = (ROOT / "pipelines" / "compiled" / "ssl_pipeline.yaml").read_text()
-    assert fresh == committed, "pipelines/compiled is stale: run `make compile` and commit it"
+    spec = importlib.util.spec_from_file_location(
+        "compile_script", ROOT / "pipelines" / "ssl_pipeline.py"
+    )
+    assert spec and spec.loader
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    fresh = script.compile_all(tmp_path / "compiled", tmp_path / "chart")
+    assert len(fresh) == 7
+    for path in fresh:
+        where = script.CHART_FILES if path.parent.name == "chart" else script.COMPILED
+        committed = where / path.name
+        assert committed.is_file(), f"{committed} is missing: run `make compile` and commit it"
+        assert path.read_text() == committed.read_text(), (
+            f"{committed} is stale: run `make compile` and commit it"
+        )
 
 
 def test_compiled_pipeline_uses_the_sslops_image_and_installs_nothing() -> None:
-    spec = yaml.safe_load((ROOT / "pipelines" / "compiled" / "ssl_pipeline.yaml").read_text())
+    compiled = (ROOT / "pipelines" / "compiled" / "ssl_pipeline.yaml").read_text()
+    spec = next(yaml.safe_load_all(compiled))  # the second document is the platform spec
     executors = spec["deploymentSpec"]["executors"]
     assert len(executors) == 6
-    for executor in executors.values():
+    for name, executor in executors.items():
         container = executor["container"]
-        assert container["image"].endswith("/sslops:0.1.0")
+        # In-pod GPU pretraining runs on the CUDA variant of the same image.
+        tag = "0.1.0-cuda" if name == "exec-pretrain" else "0.1.0"
+        assert container["image"].endswith(f"/sslops:{tag}")
         assert "pip install" not in " ".join(container["command"])
 
 

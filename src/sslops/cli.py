@@ -19,6 +19,7 @@ import yaml
 from sslops import __version__
 from sslops.config import Config, load_config
 from sslops.errors import SslopsError
+from sslops.k8s import commands as k8s_commands
 
 EXAMPLES = """\
 examples:
@@ -28,6 +29,8 @@ examples:
              --set data.label=default --set data.positive=yes --set data.sensitive=[gender]
   sslops config --config configs/adult.yaml                  # print the resolved config
   sslops prepare --config params.yaml --out artifacts/prepare  # one stage (as dvc.yaml does)
+  sslops submit --config configs/adult.yaml --host http://localhost:8080   # run on a KFP cluster
+  sslops render --target helm --values helm/sslops/values-aws.yaml         # review manifests
 """
 
 
@@ -89,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     prepared = ("prepared", "prepare artifact")
     finetuned = ("finetuned", "finetune artifact")
+    k8s_commands.add_parsers(sub, _add_config_args)  # submit, render
+
     _stage(sub, "prepare", "read, canonicalize, deduplicate, split and encode the raw data", [])
     _stage(sub, "pretrain", "self-supervised pretraining of the encoder", [prepared])
     _stage(sub, "finetune", "few-label heads, fairness-mitigated head, baseline",
@@ -182,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
 
             print(f"compiled {compile_pipeline(args.out)}")
             return 0
+        if args.command in k8s_commands.COMMANDS:
+            return k8s_commands.run(args)
         cfg = load_config(args.config, args.overrides)
         handlers: dict[str, Callable[[argparse.Namespace, Config], None]] = {"run": _cmd_run}
         if args.command == "config":

@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sslops.errors import ConfigError
+from sslops.k8s.settings import PlatformConfig
 
 
 class _Yaml12Loader(yaml.SafeLoader):
@@ -98,6 +99,28 @@ class PretrainConfig(_Section):
     corruption_rate: float = Field(default=0.6, gt=0, lt=1)
     temperature: float = Field(default=1.0, gt=0)
     threads: int = Field(default=0, ge=0, description="torch threads; 0 = all cores.")
+    launcher: Literal["local", "trainjob", "pytorchjob"] = Field(
+        default="local",
+        description="local: in the pipeline task's pod; trainjob: a Kubeflow Trainer TrainJob; "
+        "pytorchjob: a Training Operator v1 PyTorchJob.",
+    )
+    nodes: int = Field(default=1, ge=1, description="Training nodes (trainjob/pytorchjob).")
+    gpus_per_node: int = Field(default=0, ge=0, description="GPUs per pod/node on a cluster.")
+    processes_per_node: int = Field(
+        default=0, ge=0, description="torchrun processes per node; 0 = one per GPU (1 on CPU)."
+    )
+
+    @model_validator(mode="after")
+    def _many_nodes_need_a_job_launcher(self) -> PretrainConfig:
+        if self.nodes > 1 and self.launcher == "local":
+            raise ValueError(
+                f"pretrain.nodes={self.nodes} needs pretrain.launcher trainjob or pytorchjob"
+            )
+        return self
+
+    @property
+    def processes(self) -> int:
+        return self.processes_per_node or max(self.gpus_per_node, 1)
 
 
 class FairnessConfig(_Section):
@@ -147,6 +170,17 @@ class Config(_Section):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    platform: PlatformConfig = Field(default_factory=PlatformConfig)
+
+    @model_validator(mode="after")
+    def _job_launchers_need_a_workspace(self) -> Config:
+        if self.pretrain.launcher != "local" and not self.platform.storage.workspace_pvc:
+            raise ValueError(
+                f"pretrain.launcher {self.pretrain.launcher!r} needs "
+                "platform.storage.workspace_pvc (a ReadWriteMany PVC that the launcher and "
+                "the training pods share)"
+            )
+        return self
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True)

@@ -1,4 +1,7 @@
-"""The six KFP lightweight components. Each body imports sslops and calls one task function.
+"""The KFP lightweight components. Each body imports sslops and calls one task function.
+
+Six stages, the pretrain stage also on the CUDA image (``pretrain_cuda``), and
+``launch_pretrain``, which runs pretraining as a multi-node TrainJob or PyTorchJob.
 
 No ``from __future__ import annotations`` here: KFP reads the annotations at runtime.
 
@@ -20,6 +23,7 @@ from kfp.dsl import (
     Output,
 )
 
+from sslops.k8s.specs import cuda_image
 from sslops.pipeline.image import base_image
 
 IMAGE = base_image()
@@ -96,3 +100,19 @@ def audit(
         config_json, prepared, pretrained, finetuned, evaluation, onnx_model,
         bundle, model_card, model_card_md,
     )  # fmt: skip
+
+
+# In-pod GPU pretraining: the same component on the CUDA variant of the image.
+pretrain_cuda = dsl.component(base_image=cuda_image(IMAGE), install_kfp_package=False)(
+    pretrain.python_func
+)
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def launch_pretrain(
+    config_json: str, image: str, prepared: Input[Dataset], pretrained: Output[Model]
+):
+    """Multi-node pretraining: a Kubeflow TrainJob or PyTorchJob created, followed and collected."""
+    from sslops.k8s.launcher import launch_pretrain_task
+
+    launch_pretrain_task(config_json, image, prepared, pretrained)

@@ -1,54 +1,142 @@
 """The sslops pipeline: prepare -> pretrain -> finetune -> {evaluate, export} -> audit.
 
 Export runs before audit so the audit bundle's lineage ends at the ONNX bytes.
+
+``build_pipeline(cfg)`` builds it for a config: the ``platform`` section places the tasks
+(kfp-kubernetes, compiled into the YAML; ``kfp.local`` ignores it), ``pretrain.launcher``
+chooses in-pod pretraining or a TrainJob/PyTorchJob launcher, and the config itself
+becomes the default of ``config_json`` so a run can be started from the KFP UI as is.
+``ssl_pipeline`` is the pipeline for the default platform, which ``sslops run`` executes.
 """
 
+from functools import partial
 from pathlib import Path
+from typing import Any
 
+import yaml
 from kfp import compiler, dsl
+from kfp.compiler.compiler_utils import KubernetesManifestOptions
 
+from sslops.config import Config, PretrainConfig
+from sslops.k8s.kfp_platform import place_task
+from sslops.k8s.settings import PlatformConfig
 from sslops.pipeline import components as c
 
 PIPELINE_NAME = "sslops-ssl-pipeline"
-
-
-@dsl.pipeline(
-    name=PIPELINE_NAME,
-    description="Self-supervised pretraining, fairness-aware fine-tuning, evaluation, ONNX "
-    "export and a compliance audit bundle.",
+DESCRIPTION = (
+    "Self-supervised pretraining, fairness-aware fine-tuning, evaluation, ONNX export and a "
+    "compliance audit bundle."
 )
-def ssl_pipeline(config_json: str):
-    """``config_json`` is the resolved sslops config (``sslops config --json``)."""
-    prepared = c.prepare(config_json=config_json).set_display_name("prepare data")
-    pretrained = c.pretrain(config_json=config_json, prepared=prepared.outputs["prepared"])
-    pretrained.set_display_name("self-supervised pretraining")
-    finetuned = c.finetune(
-        config_json=config_json,
-        prepared=prepared.outputs["prepared"],
-        pretrained=pretrained.outputs["pretrained"],
-    ).set_display_name("fairness-aware fine-tuning")
-    evaluated = c.evaluate(
-        config_json=config_json,
-        prepared=prepared.outputs["prepared"],
-        finetuned=finetuned.outputs["finetuned"],
-    ).set_display_name("evaluate")
-    exported = c.export(
-        config_json=config_json,
-        prepared=prepared.outputs["prepared"],
-        finetuned=finetuned.outputs["finetuned"],
-    ).set_display_name("export ONNX")
-    c.audit(
-        config_json=config_json,
-        prepared=prepared.outputs["prepared"],
-        pretrained=pretrained.outputs["pretrained"],
-        finetuned=finetuned.outputs["finetuned"],
-        evaluation=evaluated.outputs["evaluation"],
-        onnx_model=exported.outputs["onnx_model"],
-    ).set_display_name("audit bundle")
 
 
-def compile_pipeline(path: Path) -> Path:
+def build_pipeline(
+    cfg: Config | None = None, name: str = PIPELINE_NAME, config_default: str | None = None
+) -> Any:
+    """The pipeline for ``cfg`` (default platform and a required ``config_json`` without one).
+
+    ``config_default`` is the JSON shown as ``config_json``'s default (``cfg`` resolved when
+    not given); tasks fill in every unset key when they parse it.
+    """
+    platform = cfg.platform if cfg else PlatformConfig()
+    pretrain_cfg = cfg.pretrain if cfg else PretrainConfig()
+    place = partial(place_task, platform=platform)
+
+    def ssl_pipeline(config_json: str):
+        """``config_json`` is the resolved sslops config (``sslops config --json``)."""
+        prepared = c.prepare(config_json=config_json).set_display_name("prepare data")
+        place(prepared, "prepare")
+        if pretrain_cfg.launcher == "local":
+            gpus = pretrain_cfg.gpus_per_node
+            component = c.pretrain_cuda if gpus else c.pretrain
+            pretrained = component(config_json=config_json, prepared=prepared.outputs["prepared"])
+            pretrained.set_display_name("self-supervised pretraining")
+            place(pretrained, "pretrain", gpus=gpus)
+        else:
+            pretrained = c.launch_pretrain(
+                config_json=config_json, image=c.IMAGE, prepared=prepared.outputs["prepared"]
+            ).set_display_name(f"self-supervised pretraining ({pretrain_cfg.launcher})")
+            place(pretrained, "pretrain", workspace=True)
+        finetuned = c.finetune(
+            config_json=config_json,
+            prepared=prepared.outputs["prepared"],
+            pretrained=pretrained.outputs["pretrained"],
+        ).set_display_name("fairness-aware fine-tuning")
+        place(finetuned, "finetune")
+        evaluated = c.evaluate(
+            config_json=config_json,
+            prepared=prepared.outputs["prepared"],
+            finetuned=finetuned.outputs["finetuned"],
+        ).set_display_name("evaluate")
+        place(evaluated, "evaluate")
+        exported = c.export(
+            config_json=config_json,
+            prepared=prepared.outputs["prepared"],
+            finetuned=finetuned.outputs["finetuned"],
+        ).set_display_name("export ONNX")
+        place(exported, "export")
+        audited = c.audit(
+            config_json=config_json,
+            prepared=prepared.outputs["prepared"],
+            pretrained=pretrained.outputs["pretrained"],
+            finetuned=finetuned.outputs["finetuned"],
+            evaluation=evaluated.outputs["evaluation"],
+            onnx_model=exported.outputs["onnx_model"],
+        ).set_display_name("audit bundle")
+        place(audited, "audit")
+
+    if cfg is not None:  # KFP reads the parameter default from the signature
+        ssl_pipeline.__defaults__ = (config_default or cfg.to_json(),)
+    return dsl.pipeline(
+        name=name, description=DESCRIPTION, pipeline_root=platform.storage.pipeline_root
+    )(ssl_pipeline)
+
+
+ssl_pipeline = build_pipeline()
+
+
+def compile_pipeline(
+    path: Path,
+    cfg: Config | None = None,
+    name: str = PIPELINE_NAME,
+    config_default: str | None = None,
+) -> Path:
     """Write the KFP IR YAML for upload in the KFP UI."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(ssl_pipeline, str(path), pipeline_name=PIPELINE_NAME)
+    pipeline = build_pipeline(cfg, name, config_default)
+    compiler.Compiler().compile(pipeline, str(path), pipeline_name=name)
+    return path
+
+
+def compile_kubernetes_manifests(
+    path: Path,
+    cfg: Config | None,
+    name: str,
+    version: str,
+    namespace: str | None = None,
+    config_default: str | None = None,
+) -> Path:
+    """Write the KFP Kubernetes-native ``Pipeline`` + ``PipelineVersion`` for GitOps."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    options = KubernetesManifestOptions(
+        pipeline_name=name,
+        pipeline_display_name=name,
+        pipeline_version_name=version,
+        namespace=namespace,
+        include_pipeline_manifest=True,
+    )
+    compiler.Compiler().compile(
+        build_pipeline(cfg, name, config_default),
+        str(path),
+        pipeline_name=name,
+        kubernetes_manifest_format=True,
+        kubernetes_manifest_options=options,
+    )
+    # The Pipeline CRD (pipelines.kubeflow.org/v2beta1) defines only spec.description; the
+    # compiler also writes spec.displayName, which strict field validation rejects. The
+    # display name equals the object's name, so nothing is lost.
+    documents = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+    for document in documents:
+        if document["kind"] == "Pipeline":
+            document["spec"].pop("displayName", None)
+    path.write_text(yaml.safe_dump_all(documents, sort_keys=True), encoding="utf-8")
     return path

@@ -1,0 +1,83 @@
+"""The ``sslops submit`` and ``sslops render`` subcommands (parsers and handlers).
+
+``sslops.cli`` registers them with :func:`add_parsers` and hands them over with
+:func:`run`; the work is in ``submit`` and ``render``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+COMMANDS = ("submit", "render")
+OVERLAYS = Path("manifests") / "overlays"
+
+
+def add_parsers(sub: Any, add_config_args: Callable[[argparse.ArgumentParser], None]) -> None:
+    submit = sub.add_parser(
+        "submit",
+        help="compile, upload a new pipeline version to KFP and start a run",
+        description="Compile the pipeline for the config (its platform section places the "
+        "tasks), upload it to the KFP endpoint as a new version of 'sslops-ssl-pipeline' "
+        "(or '-multinode' for pretrain.launcher trainjob/pytorchjob) and start a run.",
+    )
+    add_config_args(submit)
+    submit.add_argument("--host", required=True, metavar="URL", help="KFP API endpoint")
+    submit.add_argument("--experiment", default="sslops", metavar="NAME", help="KFP experiment")
+    submit.add_argument("--namespace", metavar="NS", help="KFP profile namespace (multi-user)")
+    submit.add_argument("--service-account", metavar="SA", help="service account of the run")
+    submit.add_argument("--run-name", metavar="NAME", help="display name of the run")
+
+    render = sub.add_parser(
+        "render",
+        help="print the Kubernetes manifests for review (helm, kustomize or the training job)",
+        description="helm: the chart rendered with --values files (like helm template); "
+        "kustomize: an overlay built with kubectl kustomize; trainjob: the TrainJob or "
+        "PyTorchJob that pretrain.launcher would create for the config.",
+    )
+    add_config_args(render)
+    render.add_argument("--target", required=True, choices=("helm", "kustomize", "trainjob"))
+    render.add_argument(
+        "--values", action="append", default=[], type=Path, metavar="FILE",
+        help="helm values file (repeatable; later files win)",
+    )  # fmt: skip
+    render.add_argument("--chart", type=Path, default=Path("helm/sslops"), metavar="DIR")
+    render.add_argument(
+        "--overlay", default="onprem", metavar="NAME|DIR",
+        help="kustomize overlay: onprem, aws, gcp, azure, or a directory",
+    )  # fmt: skip
+    render.add_argument("--namespace", default="kubeflow", metavar="NS")
+    render.add_argument("--release", default="sslops", metavar="NAME", help="helm release name")
+
+
+def run(args: argparse.Namespace) -> int:
+    from sslops.config import load_config
+
+    if args.command == "submit":
+        from sslops.k8s.submit import submit
+
+        done = submit(
+            load_config(args.config, args.overrides),
+            args.host,
+            args.experiment,
+            namespace=args.namespace,
+            service_account=args.service_account,
+            run_name=args.run_name,
+        )
+        print(f"pipeline version {done.version_name} ({done.version_id})")
+        print(f"run {done.run_id}: {done.url}")
+        return 0
+    from sslops.k8s import render
+
+    if args.target == "helm":
+        print(render.render_helm(args.chart, args.values, args.release, args.namespace), end="")
+    elif args.target == "kustomize":
+        overlay = Path(args.overlay)
+        path = overlay if overlay.is_dir() else OVERLAYS / args.overlay
+        print(render.render_kustomize(path), end="")
+    else:
+        cfg = load_config(args.config, args.overrides)
+        print(render.render_trainjob(cfg, args.namespace), end="")
+    return 0

@@ -1,0 +1,69 @@
+"""Compile-time placement of KFP tasks with kfp-kubernetes, from the ``platform`` config.
+
+Every task gets its node pool (selector, tolerations, CPU/memory), the pod labels the
+NetworkPolicy selects, image pull secrets, the storage-credential Secret as environment
+variables, a non-root security context and its stage's caching setting. GPU tasks get
+the accelerator type and limit; the audit task gets the signing-key Secret as the
+environment variable the audit stage reads (``audit.signing.key_env``);
+tasks that share files with training pods mount the workspace PVC. ``kfp.local`` ignores
+all of this, so local runs are unaffected.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kfp import kubernetes
+
+from sslops.k8s.settings import PlatformConfig, Stage
+
+
+def place_task(
+    task: Any, stage: Stage, platform: PlatformConfig, *, gpus: int = 0, workspace: bool = False
+) -> Any:
+    """Apply the platform settings for ``stage`` to ``task`` (a KFP PipelineTask)."""
+    pool = platform.gpu_pool if gpus else platform.cpu_pool
+    for key, value in pool.node_selector.items():
+        kubernetes.add_node_selector(task, label_key=key, label_value=value)
+    for toleration in pool.tolerations:
+        kubernetes.add_toleration(
+            task,
+            key=toleration.key,
+            operator=toleration.operator,
+            value=toleration.value,
+            effect=toleration.effect,
+        )
+    task.set_cpu_request(pool.cpu).set_cpu_limit(pool.cpu)
+    task.set_memory_request(pool.memory).set_memory_limit(pool.memory)
+    if gpus:
+        task.set_accelerator_type(platform.gpu_pool.accelerator_type)
+        task.set_accelerator_limit(gpus)
+    for key, value in platform.pod_labels.items():
+        kubernetes.add_pod_label(task, label_key=key, label_value=value)
+    if platform.image_pull_secrets:
+        kubernetes.set_image_pull_secrets(task, list(platform.image_pull_secrets))
+    storage = platform.storage
+    if storage.credentials_secret:
+        kubernetes.use_secret_as_env(
+            task,
+            secret_name=storage.credentials_secret,
+            secret_key_to_env={key: key for key in storage.credentials_keys},
+        )
+    if workspace and storage.workspace_pvc:
+        kubernetes.mount_pvc(
+            task, pvc_name=storage.workspace_pvc, mount_path=storage.workspace_path
+        )
+    if stage == "audit" and platform.signing_key_secret:
+        kubernetes.use_secret_as_env(
+            task,
+            secret_name=platform.signing_key_secret,
+            secret_key_to_env={platform.signing_key_item: platform.signing_key_env},
+        )
+    kubernetes.set_security_context(
+        task,
+        run_as_user=platform.run_as_user,
+        run_as_group=platform.run_as_user,
+        run_as_non_root=True,
+    )
+    task.set_caching_options(platform.caches(stage))
+    return task

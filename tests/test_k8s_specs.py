@@ -1,0 +1,165 @@
+"""TrainJob / PyTorchJob specs from the platform config, validated against the real CRDs;
+the compiled pipelines carry the node pools and the accelerator limit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from sslops.config import load_config
+from sslops.errors import ConfigError
+from sslops.k8s.specs import JobRequest, build_training_job
+from sslops.k8s.validation import ManifestError, load_crd_schemas, validate_object
+from tests.conftest import ROOT, SHARED
+
+GPU_POOL = [
+    "pretrain.nodes=2",
+    "pretrain.gpus_per_node=8",
+    "platform.storage.workspace_pvc=sslops-workspace",
+    "platform.gpu_pool.node_selector={cloud.google.com/gke-accelerator: nvidia-h100-80gb}",
+    "platform.gpu_pool.tolerations=[{key: nvidia.com/gpu, operator: Equal, value: present, "
+    "effect: NoSchedule}, {key: dedicated, operator: Equal, value: ml, effect: NoExecute}]",
+    "platform.queue_name=team-a",
+]
+REQUEST = JobRequest("sslops-pretrain-0123", "team-a", "registry.local/sslops:0.1.0-cuda", "/w/r")
+
+
+@pytest.fixture(scope="module")
+def crds() -> dict[tuple[str, str], dict[str, Any]]:
+    crd_dir = SHARED / "k8s" / "crds"
+    if not crd_dir.is_dir():
+        pytest.skip(f"{crd_dir} is absent (CRD schemas live outside the repository)")
+    return load_crd_schemas(crd_dir)
+
+
+def _job(launcher: str, *overrides: str) -> dict[str, Any]:
+    cfg = load_config(
+        ROOT / "configs" / "adult.yaml", [f"pretrain.launcher={launcher}", *overrides]
+    )
+    return build_training_job(cfg, REQUEST)
+
+
+def _pods(job: dict[str, Any]) -> list[dict[str, Any]]:
+    if job["kind"] == "TrainJob":
+        patch = job["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]
+        return [patch["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]]
+    return [r["template"]["spec"] for r in job["spec"]["pytorchReplicaSpecs"].values()]
+
+
+@pytest.mark.parametrize("launcher", ["trainjob", "pytorchjob"])
+def test_two_nodes_of_eight_gpus_on_a_tainted_pool(launcher: str, crds) -> None:
+    job = _job(launcher, *GPU_POOL)
+    assert validate_object(job, crds) == "crd"
+    for pod in _pods(job):
+        assert pod["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}
+        assert pod["tolerations"] == [
+            {"key": "nvidia.com/gpu", "operator": "Equal", "value": "present",
+             "effect": "NoSchedule"},
+            {"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoExecute"},
+        ]  # fmt: skip
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert {
+            "name": "workspace",
+            "persistentVolumeClaim": {"claimName": "sslops-workspace"},
+        } in (pod["volumes"])
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+    if launcher == "trainjob":
+        trainer = job["spec"]["trainer"]
+        assert (trainer["numNodes"], trainer["numProcPerNode"]) == (2, 8)
+        resources = trainer["resourcesPerNode"]
+        assert job["spec"]["runtimeRef"]["name"] == "torch-distributed"
+        assert trainer["command"] == ["torchrun"]
+        assert trainer["args"][:3] == ["-m", "sslops.cli", "pretrain"]
+    else:
+        replicas = job["spec"]["pytorchReplicaSpecs"]
+        assert (replicas["Master"]["replicas"], replicas["Worker"]["replicas"]) == (1, 1)
+        assert job["spec"]["nprocPerNode"] == "8"
+        container = replicas["Worker"]["template"]["spec"]["containers"][0]
+        assert container["name"] == "pytorch"
+        assert "--nnodes=2" in container["args"] and "--node-rank=$(RANK)" in container["args"]
+        resources = container["resources"]
+    for amounts in (resources["requests"], resources["limits"]):
+        assert amounts["nvidia.com/gpu"] == 8
+
+
+def test_cpu_job_uses_the_cpu_pool_and_no_accelerator(crds) -> None:
+    job = _job("trainjob", "platform.storage.workspace_pvc=ws", "pretrain.nodes=3")
+    validate_object(job, crds)
+    trainer = job["spec"]["trainer"]
+    assert trainer["resourcesPerNode"]["limits"] == {"cpu": "2", "memory": "8Gi"}
+    assert trainer["numProcPerNode"] == 1
+    assert _pods(job)[0]["nodeSelector"] == {}
+
+
+def test_a_misspelt_field_fails_schema_validation(crds) -> None:
+    job = _job("trainjob", *GPU_POOL)
+    job["spec"]["trainer"]["numNode"] = 2
+    with pytest.raises(ManifestError, match=r"TrainJob/sslops-pretrain-0123: spec\.trainer"):
+        validate_object(job, crds)
+    job = _job("pytorchjob", *GPU_POOL)
+    job["spec"]["pytorchReplicaSpecs"]["Master"]["replicas"] = "one"
+    with pytest.raises(ManifestError, match=r"pytorchReplicaSpecs\.Master\.replicas"):
+        validate_object(job, crds)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["pretrain.nodes=2"], r"pretrain\.nodes=2 needs pretrain\.launcher trainjob"),
+        (["pretrain.launcher=trainjob"], r"needs platform\.storage\.workspace_pvc"),
+        (["platform.caching.pretrian=false"], r"platform\.caching\.pretrian"),
+        (["platform.gpu_pool.tolerations=[{key: a, effect: Sometimes}]"], r"effect"),
+    ],
+)
+def test_platform_mistakes_are_named(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(ROOT / "configs" / "adult.yaml", overrides)
+
+
+def _compiled(name: str) -> list[dict[str, Any]]:
+    text = (ROOT / "pipelines" / "compiled" / name).read_text()
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def test_compiled_gpu_task_carries_accelerator_and_gpu_pool() -> None:
+    spec, platform = _compiled("ssl_pipeline.yaml")
+    executors = spec["deploymentSpec"]["executors"]
+    accelerator = executors["exec-pretrain"]["container"]["resources"]["accelerator"]
+    assert (accelerator["resourceType"], accelerator["resourceCount"]) == ("nvidia.com/gpu", "1")
+    placed = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert placed["exec-pretrain"]["nodeSelector"]["labels"] == {"sslops.io/node-pool": "gpu"}
+    assert placed["exec-pretrain"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+    for name, executor in executors.items():
+        if name != "exec-pretrain":
+            assert "accelerator" not in executor["container"].get("resources", {}), name
+        assert placed[name]["podMetadata"]["labels"]["app.kubernetes.io/part-of"] == "sslops"
+        assert placed[name]["securityContext"]["runAsNonRoot"] is True
+    audit_env = placed["exec-audit"]["secretAsEnv"][0]
+    assert audit_env["secretName"] == "sslops-signing-key"
+    assert audit_env["keyToEnv"] == [{"envVar": "SSLOPS_SIGNING_KEY", "secretKey": "signing-key"}]
+    caching = {t: v["cachingOptions"] for t, v in spec["root"]["dag"]["tasks"].items()}
+    assert caching["audit"] == {} and caching["prepare"] == {"enableCache": True}
+
+
+def test_compiled_multinode_pipeline_launches_a_trainjob(crds) -> None:
+    pipeline, version = _compiled("ssl_pipeline_multinode.k8s.yaml")
+    for obj in (pipeline, version):
+        assert validate_object(obj, crds) == "crd"
+    tasks = version["spec"]["pipelineSpec"]["root"]["dag"]["tasks"]
+    assert tasks["launch-pretrain"]["componentRef"]["name"] == "comp-launch-pretrain"
+    placed = version["spec"]["platformSpec"]["platforms"]["kubernetes"]["deploymentSpec"]
+    mount = placed["executors"]["exec-launch-pretrain"]["pvcMount"][0]
+    assert (mount["constant"], mount["mountPath"]) == ("sslops-workspace", "/workspace")
+
+
+def test_render_trainjob_prints_a_valid_object(crds, tmp_path: Path) -> None:
+    from sslops.k8s.render import render_trainjob
+    from sslops.k8s.validation import load_documents
+
+    cfg = load_config(ROOT / "configs" / "adult.yaml", ["pretrain.launcher=trainjob", *GPU_POOL])
+    (job,) = load_documents(render_trainjob(cfg, namespace="team-a", image="r.local/sslops:1"))
+    validate_object(job, crds)
+    assert job["spec"]["trainer"]["image"] == "r.local/sslops:1-cuda"
