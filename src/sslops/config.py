@@ -86,8 +86,54 @@ class PrepareConfig(_Section):
     )
 
 
+Objective = Literal["scarf", "vime", "vicreg", "simclr", "mae", "masked_segment", "next_patch"]
+Backbone = Literal["auto", "mlp", "ft_transformer", "resnet18", "vit_tiny", "resnet1d"]
+
+
 class PretrainConfig(_Section):
-    objective: Literal["scarf"] = "scarf"
+    """Self-supervised pretraining: objective, backbone, precision, checkpoints, monitoring."""
+
+    objective: Objective = Field(
+        default="scarf",
+        description="tabular: scarf, vime, vicreg; image: simclr, vicreg, mae (vit_tiny); "
+        "timeseries: simclr, vicreg, masked_segment, next_patch.",
+    )
+    backbone: Backbone = Field(
+        default="auto",
+        description="auto: mlp (tabular), resnet18 (image; vit_tiny for mae), resnet1d (series).",
+    )
+    precision: Literal["fp32", "bf16"] = Field(
+        default="fp32", description="bf16 autocast on CPU and GPU; fp32 master weights."
+    )
+    channels_last: bool = Field(default=True, description="channels_last memory for CNNs.")
+    compile: bool = Field(default=False, description="torch.compile the backbone.")
+    checkpoint_every: int = Field(
+        default=0, ge=0, description="Checkpoint every N optimizer steps (0: only at the end)."
+    )
+    checkpoint_dir: str | None = Field(
+        default=None, description="Checkpoint folder; default: '<out>.checkpoints' beside --out."
+    )
+    resume: bool = Field(
+        default=True, description="Continue from the latest checkpoint when one exists."
+    )
+    init_from: str | None = Field(
+        default=None,
+        description="Start from local weights: a .safetensors file, a pretrain artifact or a "
+        "checkpoint folder (never a download).",
+    )
+    mask_ratio: float | None = Field(
+        default=None, gt=0, lt=1, description="Masked objectives; default per objective."
+    )
+    patch_size: int | None = Field(
+        default=None, ge=1, description="ViT / series patch size; default per backbone."
+    )
+    knn_every: int = Field(
+        default=1, ge=0, description="Online kNN accuracy every N epochs (0: off)."
+    )
+    knn_k: int = Field(default=20, ge=1)
+    knn_samples: int = Field(
+        default=1000, ge=10, description="Labeled rows in the kNN bank (train) and queries."
+    )
     epochs: int = Field(default=30, ge=1)
     batch_size: int = Field(default=512, ge=8)
     learning_rate: float = Field(default=1e-3, gt=0)

@@ -12,28 +12,41 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from sslops.objectives.draws import Draws, as_draws
+
+
+def corrupt_columns(
+    x: torch.Tensor,
+    pool: torch.Tensor,
+    column_of: torch.Tensor,
+    rate: float,
+    generator: torch.Generator | Draws | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(corrupted x, column mask)``: each raw column of each row is replaced, with
+    probability ``rate``, by the same column of a random row of ``pool``.
+
+    ``column_of[j]`` is the raw column of encoded feature ``j``; features of one column
+    are corrupted together and taken from the same donor row.
+    """
+    draws = as_draws(generator, x.shape[0])
+    n_columns = int(column_of.max()) + 1
+    mask = draws.rand(n_columns).to(x.device) < rate
+    donors = draws.randint(pool.shape[0], n_columns).to(x.device)
+    donor_rows = donors[:, column_of]  # (batch, features)
+    feature_idx = torch.arange(x.shape[1], device=x.device).expand_as(donor_rows)
+    replacement = pool[donor_rows, feature_idx]
+    return torch.where(mask[:, column_of], replacement, x), mask
+
 
 def scarf_corrupt(
     x: torch.Tensor,
     pool: torch.Tensor,
     column_of: torch.Tensor,
     rate: float,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Draws | None = None,
 ) -> torch.Tensor:
-    """Corrupt ``rate`` of the raw columns of each row of ``x`` with values from rows of ``pool``.
-
-    ``column_of[j]`` is the raw column of encoded feature ``j``; features of one column
-    are corrupted together and taken from the same donor row.
-    """
-    batch, n_columns = x.shape[0], int(column_of.max()) + 1
-    mask = torch.rand(batch, n_columns, generator=generator, device=x.device) < rate
-    donors = torch.randint(
-        0, pool.shape[0], (batch, n_columns), generator=generator, device=x.device
-    )
-    donor_rows = donors[:, column_of]  # (batch, features)
-    feature_idx = torch.arange(x.shape[1], device=x.device).expand_as(donor_rows)
-    replacement = pool[donor_rows, feature_idx]
-    return torch.where(mask[:, column_of], replacement, x)
+    """Corrupt ``rate`` of the raw columns of each row of ``x`` with values from rows of ``pool``."""
+    return corrupt_columns(x, pool, column_of, rate, generator)[0]
 
 
 def info_nce(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -1,115 +1,208 @@
-"""Pretrain: SCARF contrastive training of an MLP encoder over all training rows, labels ignored."""
+"""The pretrain stage: self-supervised training of a backbone on unlabeled training data.
+
+``pretrain(cfg, prepared_dir, out_dir)`` dispatches on ``cfg.modality`` and
+``cfg.pretrain.objective``. With ``pretrain.processes_per_node > 1`` (launcher
+``local``) it re-launches itself under ``torchrun`` with that many processes; inside
+torchrun (``LOCAL_RANK`` set) every rank trains and rank 0 writes the artifact:
+
+- ``encoder.safetensors`` + ``encoder.json``: the backbone (for the tabular MLP,
+  ``encoder.json`` is the ``EncoderSpec`` that :func:`load_encoder` reads);
+- ``backbone.json``: backbone name and arguments (rebuilt by :func:`load_backbone`);
+- ``heads.safetensors``: the objective's heads (projector, decoders);
+- ``summary.json``, ``history.jsonl`` (per epoch), ``metrics.jsonl`` (per step),
+  ``loss.png`` and, with kNN monitoring, ``knn.png``.
+"""
 
 from __future__ import annotations
 
 import json
-import math
-import time
+import os
+import shutil
+import statistics
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import torch
+import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from sslops.artifacts import read_meta, write_artifact
 from sslops.config import Config
+from sslops.errors import ArtifactError
 from sslops.models.tabular import EncoderSpec, MLPEncoder
-from sslops.objectives.scarf import info_nce, scarf_corrupt
 from sslops.plots import line_plot
-from sslops.prepare.dataset import PreparedData
-from sslops.progress import epoch_progress
-
-
-def _projection(embed_dim: int, hidden_dim: int, out_dim: int) -> nn.Module:
-    return nn.Sequential(
-        nn.Linear(embed_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, out_dim)
-    )
+from sslops.pretrain.data import load_pretrain_data
+from sslops.pretrain.launch import launch_torchrun, under_torchrun
+from sslops.pretrain.loop import TrainResult, train, write_metrics
+from sslops.pretrain.tasks import Task, backbone_spec, build_backbone, build_task
 
 
 def pretrain(cfg: Config, prepared_dir: Path, out_dir: Path) -> Path:
     """Run the pretrain stage; returns the artifact directory."""
     pc = cfg.pretrain
-    if pc.threads:
-        torch.set_num_threads(pc.threads)
-    torch.manual_seed(cfg.seed)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    data = PreparedData(prepared_dir)
-    x = torch.from_numpy(data.train.features)
-    column_of = torch.tensor(data.encoding.column_of, dtype=torch.long)
-    spec = EncoderSpec(x.shape[1], pc.hidden_dim, pc.depth, pc.embed_dim)
-    encoder = MLPEncoder(spec)
-    projector = _projection(pc.embed_dim, pc.hidden_dim, pc.projection_dim)
-    params = [*encoder.parameters(), *projector.parameters()]
-    optimizer = torch.optim.AdamW(params, lr=pc.learning_rate, weight_decay=pc.weight_decay)
-    batch = min(pc.batch_size, x.shape[0])
-    steps_per_epoch = max(x.shape[0] // batch, 1)  # drop the ragged last batch
-    total_steps = steps_per_epoch * pc.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s / total_steps, 1.0)))
-    )
+    if pc.processes > 1 and pc.launcher == "local" and not under_torchrun():
+        return launch_torchrun(cfg, Path(prepared_dir), Path(out_dir), pc.processes)
+    return run_pretrain(cfg, Path(prepared_dir), Path(out_dir))
 
-    history: list[dict[str, float]] = []
-    skipped = 0
-    started = time.perf_counter()
-    with epoch_progress("pretrain (SCARF)", pc.epochs) as progress:
-        for epoch in range(pc.epochs):
-            order = torch.randperm(x.shape[0], generator=generator)
-            losses = []
-            epoch_start = time.perf_counter()
-            for step in range(steps_per_epoch):
-                rows = x[order[step * batch : (step + 1) * batch]]
-                view1 = scarf_corrupt(rows, x, column_of, pc.corruption_rate, generator)
-                view2 = scarf_corrupt(rows, x, column_of, pc.corruption_rate, generator)
-                loss = info_nce(
-                    projector(encoder(view1)), projector(encoder(view2)), pc.temperature
-                )
-                if not torch.isfinite(loss):
-                    skipped += 1
-                    optimizer.zero_grad(set_to_none=True)
-                    continue
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                losses.append(loss.item())
-            seconds = time.perf_counter() - epoch_start
-            mean_loss = sum(losses) / max(len(losses), 1)
-            rate = steps_per_epoch * batch / seconds
-            history.append({"epoch": epoch + 1, "loss": mean_loss, "rows_per_s": rate})
-            progress.update(epoch + 1, f"loss {mean_loss:.4f}  {rate:,.0f} rows/s")
 
+def checkpoint_dir_for(cfg: Config, out_dir: Path) -> Path:
+    if cfg.pretrain.checkpoint_dir:
+        return Path(cfg.pretrain.checkpoint_dir)
+    return out_dir.parent / f"{out_dir.name}.checkpoints"
+
+
+def _start_process_group() -> tuple[torch.device, bool]:
+    """Join torchrun's process group; (device, whether this call created the group)."""
+    if not under_torchrun() or int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return torch.device("cpu") if not torch.cuda.is_available() else torch.device("cuda"), False
+    local_rank = int(os.environ["LOCAL_RANK"])
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+    if dist.is_initialized():
+        return device, False
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device, True
+
+
+def _initialize(backbone: nn.Module, source: str) -> None:
+    """Load backbone weights from a local file, pretrain artifact or checkpoint folder."""
+    path = Path(source)
+    candidates = [path, path / "encoder.safetensors"]
+    if (path / "latest").is_file():
+        candidates.insert(0, path / (path / "latest").read_text().strip() / "model.safetensors")
+    file = next((c for c in candidates if c.is_file() and c.suffix == ".safetensors"), None)
+    if file is None:
+        raise ArtifactError(
+            f"pretrain.init_from {source!r}: expected a .safetensors file, a pretrain artifact "
+            "or a checkpoint folder on local disk"
+        )
+    state = load_file(str(file))
+    if any(k.startswith("backbone.") for k in state):
+        state = {
+            k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")
+        }
+    missing, unexpected = backbone.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ArtifactError(
+            f"pretrain.init_from {file}: weights do not fit the backbone "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+
+
+def run_pretrain(
+    cfg: Config, prepared_dir: Path, out_dir: Path, stop_after: int | None = None
+) -> Path:
+    """Train in this process (one rank of torchrun, or alone) and write the artifact on rank 0."""
+    pc = cfg.pretrain
+    device, created = _start_process_group()
+    try:
+        size = dist.get_world_size() if dist.is_initialized() else 1
+        threads = pc.threads or max(1, (os.cpu_count() or 1) // size)
+        torch.set_num_threads(threads)
+        torch.manual_seed(cfg.seed)
+        data = load_pretrain_data(prepared_dir, cfg.modality, pc.knn_samples, cfg.seed)
+        spec = backbone_spec(cfg, data.info)
+        task = build_task(cfg, data.info, spec)
+        if pc.init_from:
+            _initialize(task.backbone, pc.init_from)
+        checkpoints = checkpoint_dir_for(cfg, out_dir)
+        result = train(cfg, data, task, checkpoints, device, stop_after=stop_after)
+        if result is not None and (not dist.is_initialized() or dist.get_rank() == 0):
+            _write(cfg, prepared_dir, out_dir, task, spec, data.x.shape, result)
+            if not pc.checkpoint_dir:
+                shutil.rmtree(checkpoints, ignore_errors=True)
+        if dist.is_initialized():
+            dist.barrier()
+    finally:
+        if created:
+            dist.destroy_process_group()
+    return out_dir
+
+
+def _write(
+    cfg: Config, prepared_dir: Path, out_dir: Path, task: Task, spec: dict[str, Any],
+    shape: torch.Size, result: TrainResult,
+) -> None:  # fmt: skip
+    pc = cfg.pretrain
+    history = result.history
+    knn = [h["knn_accuracy"] for h in history if "knn_accuracy" in h]
     summary = {
         "objective": pc.objective,
-        "rows": int(x.shape[0]),
-        "features": int(x.shape[1]),
-        "steps": total_steps,
-        "skipped_nonfinite_steps": skipped,
+        "backbone": spec["backbone"],
+        "modality": cfg.modality,
+        "rows": int(shape[0]),
+        "features": int(torch.tensor(shape[1:]).prod()),
+        "steps": result.total_steps,
+        "skipped_nonfinite_steps": result.skipped,
         "final_loss": history[-1]["loss"],
-        "seconds": round(time.perf_counter() - started, 2),
+        "seconds": result.seconds,
+        "samples_per_s": statistics.median(h["samples_per_s"] for h in history),
+        "knn_initial": result.knn_initial,
+        "knn_accuracy": knn[-1] if knn else None,
+        "precision": pc.precision,
+        "world_size": dist.get_world_size() if dist.is_initialized() else 1,
+        "resumed_from_step": result.resumed_from,
     }
+    backbone_state = {
+        k: v.detach().cpu().contiguous() for k, v in task.backbone.state_dict().items()
+    }
+    heads = {
+        k: v.detach().cpu().contiguous()
+        for k, v in task.state_dict().items() if not k.startswith("backbone.")
+    }  # fmt: skip
+    if isinstance(task.backbone, MLPEncoder):
+        encoder_json: dict[str, Any] = asdict(task.backbone.spec)
+    else:
+        encoder_json = spec
     with write_artifact(
         out_dir, "pretrain", cfg.model_dump(mode="json"), {"prepared": prepared_dir}
     ) as tmp:
-        state = {k: v.detach().contiguous() for k, v in encoder.state_dict().items()}
-        save_file(state, str(tmp / "encoder.safetensors"))
-        (tmp / "encoder.json").write_text(
-            json.dumps(asdict(spec), indent=2) + "\n", encoding="utf-8"
-        )
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        with open(tmp / "history.jsonl", "w", encoding="utf-8") as fh:
-            fh.writelines(json.dumps(row) + "\n" for row in history)
+        save_file(backbone_state, str(tmp / "encoder.safetensors"))
+        if heads:
+            save_file(heads, str(tmp / "heads.safetensors"))
+        (tmp / "encoder.json").write_text(json.dumps(encoder_json, indent=2) + "\n")
+        (tmp / "backbone.json").write_text(json.dumps(spec, indent=2) + "\n")
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_metrics(tmp / "history.jsonl", history)
+        write_metrics(tmp / "metrics.jsonl", result.steps)
         epochs = [h["epoch"] for h in history]
         line_plot(
-            tmp / "loss.png", {"InfoNCE": (epochs, [h["loss"] for h in history])},
-            "epoch", "loss", "SCARF pretraining loss",
+            tmp / "loss.png", {pc.objective: (epochs, [h["loss"] for h in history])},
+            "epoch", "loss", f"{pc.objective} pretraining loss",
         )  # fmt: skip
-    return Path(out_dir)
+        if knn:
+            knn_epochs = [h["epoch"] for h in history if "knn_accuracy" in h]
+            if result.knn_initial is not None:
+                knn_epochs, knn = [0, *knn_epochs], [result.knn_initial, *knn]
+            line_plot(
+                tmp / "knn.png", {"kNN": (knn_epochs, knn)}, "epoch", "accuracy",
+                f"online kNN accuracy (k={pc.knn_k})",
+            )  # fmt: skip
+
+
+def load_backbone(pretrained_dir: Path) -> nn.Module:
+    """Any pretrained backbone (MLP, FT-Transformer, ResNet-18, ViT-Tiny, 1-D ResNet), eval mode."""
+    read_meta(pretrained_dir, "pretrain")
+    spec = json.loads((pretrained_dir / "backbone.json").read_text(encoding="utf-8"))
+    backbone = build_backbone(spec)
+    backbone.load_state_dict(load_file(str(pretrained_dir / "encoder.safetensors")))
+    return backbone.eval()
 
 
 def load_encoder(pretrained_dir: Path) -> MLPEncoder:
+    """The tabular MLP encoder of a pretrain artifact (what finetune uses for tables)."""
     read_meta(pretrained_dir, "pretrain")
-    spec = EncoderSpec(**json.loads((pretrained_dir / "encoder.json").read_text(encoding="utf-8")))
-    encoder = MLPEncoder(spec)
+    raw = json.loads((pretrained_dir / "encoder.json").read_text(encoding="utf-8"))
+    if "backbone" in raw:
+        raise ArtifactError(
+            f"{pretrained_dir} holds a {raw['backbone']!r} backbone, not the tabular MLP encoder; "
+            "use sslops.pretrain.load_backbone"
+        )
+    encoder = MLPEncoder(EncoderSpec(**raw))
     encoder.load_state_dict(load_file(str(pretrained_dir / "encoder.safetensors")))
     return encoder.eval()

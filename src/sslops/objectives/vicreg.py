@@ -1,0 +1,42 @@
+"""VICReg (Bardes et al., 2022): invariance + variance + covariance, no negatives.
+
+Works at small batch sizes. The variance and covariance terms are statistics of the
+*global* batch: each rank gathers both views with gradients and computes the same
+loss, so the ranks' mean is the single-process loss.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from sslops.objectives.gather import gather_with_grad
+
+
+def _variance(z: torch.Tensor, eps: float) -> torch.Tensor:
+    std = torch.sqrt(z.var(dim=0) + eps)
+    return F.relu(1.0 - std).mean()
+
+
+def _covariance(z: torch.Tensor) -> torch.Tensor:
+    n, d = z.shape
+    centered = z - z.mean(dim=0)
+    cov = centered.T @ centered / (n - 1)
+    off_diagonal = cov - torch.diag(torch.diagonal(cov))
+    return off_diagonal.pow(2).sum() / d
+
+
+def vicreg(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    invariance: float = 25.0,
+    variance: float = 25.0,
+    covariance: float = 1.0,
+    eps: float = 1e-4,
+) -> torch.Tensor:
+    z1, z2 = gather_with_grad(z1.float()), gather_with_grad(z2.float())
+    return (
+        invariance * F.mse_loss(z1, z2)
+        + variance * (_variance(z1, eps) + _variance(z2, eps))
+        + covariance * (_covariance(z1) + _covariance(z2))
+    )

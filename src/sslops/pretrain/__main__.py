@@ -1,0 +1,33 @@
+"""``torchrun --nproc_per_node=N -m sslops.pretrain --config C --prepared P --out O``.
+
+One rank of distributed pretraining (also runs alone: ``python -m sslops.pretrain``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from sslops.config import load_config
+from sslops.errors import SslopsError
+from sslops.pretrain.stage import run_pretrain
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sslops.pretrain", description=__doc__)
+    parser.add_argument("--config", required=True, help="YAML or JSON config")
+    parser.add_argument("--prepared", type=Path, required=True, help="prepare artifact")
+    parser.add_argument("--out", type=Path, required=True, help="pretrain artifact to write")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    try:
+        run_pretrain(load_config(args.config, args.set), args.prepared, args.out)
+    except SslopsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Training checkpoints: atomic folders, weights as safetensors, the rest loaded weights-only.
+
+A checkpoint is ``<dir>/step-00000123/`` with
+
+- ``model.safetensors``: the task's state (backbone + objective heads);
+- ``state.pt``: optimizer, scheduler, RNG states (torch's and the view generator's),
+  sampler position (epoch, step within it), counters and the epoch's losses so far —
+  only tensors, numbers, strings, lists and dicts, read with ``weights_only=True``;
+- ``checkpoint.json``: step, epoch, config fingerprint (checked on resume).
+
+It is written into a hidden temporary folder, fsynced, renamed into place, and then
+``latest`` (a one-line file) is replaced atomically; a kill at any point leaves the
+previous checkpoint usable. The two newest checkpoints are kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from sslops.errors import ArtifactError
+
+LATEST = "latest"
+KEEP = 2
+
+
+def fingerprint(config: dict[str, Any]) -> str:
+    """Hash of the settings that change the trajectory (not where or how often to save)."""
+    pretrain = {
+        k: v for k, v in config.get("pretrain", {}).items()
+        if k not in {"checkpoint_every", "checkpoint_dir", "resume", "threads",
+                     "knn_every", "processes_per_node", "compile"}
+    }  # fmt: skip
+    relevant = {
+        "seed": config.get("seed"),
+        "modality": config.get("modality"),
+        "pretrain": pretrain,
+    }
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _fsync_dir(path: Path) -> None:
+    for file in path.iterdir():
+        with open(file, "rb") as fh:
+            os.fsync(fh.fileno())
+
+
+def save_checkpoint(
+    directory: Path, step: int, model: nn.Module, state: dict[str, Any], info: dict[str, Any]
+) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    name = f"step-{step:08d}"
+    tmp = directory / f".{name}.partial-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(weights, str(tmp / "model.safetensors"))
+        torch.save(state, tmp / "state.pt")
+        (tmp / "checkpoint.json").write_text(json.dumps({"step": step, **info}, indent=2) + "\n")
+        _fsync_dir(tmp)
+        final = directory / name
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    pointer = directory / f".{LATEST}.{uuid.uuid4().hex[:8]}"
+    pointer.write_text(name + "\n")
+    with open(pointer, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(pointer, directory / LATEST)
+    for old in sorted(directory.glob("step-*"))[:-KEEP]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(directory: Path) -> Path | None:
+    pointer = directory / LATEST
+    if not pointer.is_file():
+        return None
+    path = directory / pointer.read_text().strip()
+    return path if (path / "checkpoint.json").is_file() else None
+
+
+def load_checkpoint(path: Path, model: nn.Module) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Load weights into ``model``; return ``(state, info)``."""
+    try:
+        model.load_state_dict(load_file(str(path / "model.safetensors")))
+        state = torch.load(path / "state.pt", weights_only=True, map_location="cpu")
+        info = json.loads((path / "checkpoint.json").read_text())
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise ArtifactError(f"checkpoint {path} cannot be loaded: {exc}") from None
+    return state, info

@@ -1,0 +1,211 @@
+"""The training loop shared by every modality and objective.
+
+One process or many (``torchrun``, gloo on CPU, NCCL on GPU): the global batch is
+``pretrain.batch_size`` rows; ``DistributedSampler`` gives each rank an interleaved
+share of the same seeded permutation, so the rows of step k over all ranks are the
+rows a single process would take, and :class:`Draws` makes their views identical too.
+Each step: views on the device, bf16 autocast (optional), loss, backward (DDP
+averages gradients), then — unless the loss was non-finite on any rank, in which case
+the step is skipped and counted — the optimizer and cosine schedule step.
+Checkpoints every ``checkpoint_every`` steps and at the end; a run resumes from the
+latest one exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
+
+from sslops.config import Config
+from sslops.errors import ArtifactError, ConfigError
+from sslops.objectives import Draws
+from sslops.objectives.gather import world
+from sslops.pretrain.checkpoint import (
+    fingerprint,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from sslops.pretrain.data import PretrainData
+from sslops.pretrain.knn import knn_accuracy
+from sslops.pretrain.tasks import Task
+from sslops.progress import epoch_progress
+
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, Any]] = field(default_factory=list)  # one row per epoch
+    steps: list[dict[str, Any]] = field(default_factory=list)  # one row per optimizer step
+    skipped: int = 0
+    total_steps: int = 0
+    seconds: float = 0.0
+    knn_initial: float | None = None
+    resumed_from: int | None = None
+
+
+def _autocast(device: torch.device, precision: str) -> torch.autocast:
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def _knn(task: Task, data: PretrainData, cfg: Config, device: torch.device) -> float | None:
+    if data.bank is None or data.query is None:
+        return None
+    task.eval()
+    try:
+        with _autocast(device, cfg.pretrain.precision):
+            bank = (data.bank[0].to(device), data.bank[1].to(device))
+            query = (data.query[0].to(device), data.query[1].to(device))
+            return round(knn_accuracy(task.embed, bank, query, cfg.pretrain.knn_k), 5)
+    finally:
+        task.train()
+
+
+def train(
+    cfg: Config,
+    data: PretrainData,
+    task: Task,
+    checkpoint_dir: Path,
+    device: torch.device,
+    stop_after: int | None = None,
+) -> TrainResult | None:
+    """Train ``task``; returns None when stopped early by ``stop_after`` (tests: a kill)."""
+    pc = cfg.pretrain
+    rank, size = world()
+    rows = data.x.shape[0]
+    batch = min(pc.batch_size, rows)
+    if batch % size:
+        raise ConfigError(f"pretrain.batch_size {batch} is not divisible by {size} processes")
+    per_rank = batch // size
+    steps_per_epoch = max(rows // batch, 1)  # the ragged last batch is dropped
+    total_steps = steps_per_epoch * pc.epochs
+
+    x = data.x.to(device)
+    if data.info.pool is not None:
+        data.info.pool = x
+    if data.info.column_of is not None:
+        data.info.column_of = data.info.column_of.to(device)
+    task.to(device)
+    if pc.compile:
+        task.backbone.forward = torch.compile(task.backbone.forward)
+    model: torch.nn.Module = DistributedDataParallel(task) if size > 1 else task
+    optimizer = torch.optim.AdamW(
+        task.parameters(), lr=pc.learning_rate, weight_decay=pc.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s / total_steps, 1.0)))
+    )
+    generator = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    indices: Any = range(rows)  # a sized sequence is all DistributedSampler reads
+    sampler: DistributedSampler[int] = DistributedSampler(
+        indices, num_replicas=size, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True
+    )
+    positions = torch.arange(rank, batch, size, device=device)
+    config = cfg.model_dump(mode="json")
+    result = TrainResult(total_steps=total_steps)
+    epoch, first, step, epoch_losses = 0, 0, 0, []
+
+    checkpoint = latest_checkpoint(checkpoint_dir) if pc.resume else None
+    if checkpoint is not None:
+        state, info = load_checkpoint(checkpoint, task)
+        if info.get("fingerprint") != fingerprint(config):
+            raise ArtifactError(
+                f"checkpoint {checkpoint} was written with other pretrain settings; remove "
+                f"{checkpoint_dir} or set pretrain.resume=false to start over"
+            )
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["generator"].to(generator.get_state().device))
+        torch.set_rng_state(state["torch_rng"])
+        epoch, first, step = state["epoch"], state["step_in_epoch"], state["step"]
+        epoch_losses, result.skipped = list(state["epoch_losses"]), state["skipped"]
+        result.history, result.steps = list(state["history"]), list(state["steps"])
+        result.knn_initial = state.get("knn_initial")
+        result.resumed_from = step
+    elif rank == 0 and pc.knn_every:
+        result.knn_initial = _knn(task, data, cfg, device)
+
+    def save(epoch_now: int, step_in_epoch: int) -> None:
+        if rank != 0:
+            return
+        state = {
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "generator": generator.get_state().cpu(), "torch_rng": torch.get_rng_state(),
+            "epoch": epoch_now, "step_in_epoch": step_in_epoch, "step": step,
+            "epoch_losses": epoch_losses, "skipped": result.skipped, "history": result.history,
+            "steps": result.steps, "knn_initial": result.knn_initial,
+        }  # fmt: skip
+        info = {"epoch": epoch_now, "fingerprint": fingerprint(config), "world_size": size}
+        save_checkpoint(checkpoint_dir, step, task, state, info)
+
+    started = time.perf_counter()
+    objective = f"pretrain ({pc.objective}, {size} process{'es' if size > 1 else ''})"
+    with epoch_progress(objective, pc.epochs) as progress:
+        while epoch < pc.epochs:
+            sampler.set_epoch(epoch)
+            order = torch.tensor(list(sampler), dtype=torch.long)
+            epoch_start, done = time.perf_counter(), 0
+            for k in range(first, steps_per_epoch):
+                tick = time.perf_counter()
+                rows_k = order[k * per_rank : (k + 1) * per_rank].to(device)
+                with _autocast(device, pc.precision):
+                    loss = model(x[rows_k], Draws(generator, batch, positions))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                stats = torch.stack([loss.detach().float(), (~torch.isfinite(loss)).float()])
+                if size > 1:
+                    dist.all_reduce(stats)
+                mean_loss, bad = stats[0].item() / size, stats[1].item() > 0
+                if bad:
+                    result.skipped += 1
+                    optimizer.zero_grad(set_to_none=True)
+                else:
+                    optimizer.step()
+                    scheduler.step()
+                    epoch_losses.append(mean_loss)
+                step, done = step + 1, done + 1
+                seconds = time.perf_counter() - tick
+                result.steps.append({
+                    "step": step, "epoch": epoch + 1, "loss": mean_loss if not bad else None,
+                    "lr": scheduler.get_last_lr()[0], "samples_per_s": round(batch / seconds, 2),
+                })  # fmt: skip
+                if stop_after is not None and step >= stop_after:
+                    return None
+                mid_epoch = k + 1 < steps_per_epoch
+                if pc.checkpoint_every and step % pc.checkpoint_every == 0 and mid_epoch:
+                    save(epoch, k + 1)
+            train_seconds = time.perf_counter() - epoch_start
+            row: dict[str, Any] = {
+                "epoch": epoch + 1,
+                "loss": sum(epoch_losses) / max(len(epoch_losses), 1),
+                "samples_per_s": round(done * batch / max(train_seconds, 1e-9), 2),
+            }
+            last = epoch + 1 == pc.epochs
+            if rank == 0 and pc.knn_every and ((epoch + 1) % pc.knn_every == 0 or last):
+                knn = _knn(task, data, cfg, device)
+                if knn is not None:
+                    row["knn_accuracy"] = knn
+            result.history.append(row)
+            epoch, first, epoch_losses = epoch + 1, 0, []
+            if (pc.checkpoint_every and step % pc.checkpoint_every == 0) or last:
+                save(epoch, 0)
+            status = f"loss {row['loss']:.4f}  {row['samples_per_s']:,.0f} samples/s"
+            if "knn_accuracy" in row:
+                status += f"  kNN {row['knn_accuracy']:.3f}"
+            if rank == 0:
+                progress.update(epoch, status)
+    result.seconds = round(time.perf_counter() - started, 2)
+    return result
+
+
+def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(row) + "\n" for row in rows)
