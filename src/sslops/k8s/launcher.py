@@ -213,12 +213,12 @@ def in_cluster() -> tuple[Any, str]:
 
 
 def launch_pretrain_task(
-    config_json: str, image: str, prepared: Any, pretrained: Any,
+    config_json: str, image: str, gpu_image: str, prepared: Any, pretrained: Any,
     api_client: Any = None, namespace: str | None = None,
 ) -> None:  # fmt: skip
     """The ``launch_pretrain`` component body: stage, run the job, collect its output."""
     from sslops.config import config_from_json
-    from sslops.k8s.specs import JobRequest, build_training_job, cuda_image
+    from sslops.k8s.specs import JobRequest, build_training_job
 
     try:
         cfg = config_from_json(config_json)
@@ -235,7 +235,7 @@ def launch_pretrain_task(
         shutil.copytree(prepared.path, run_dir / "prepared")
         (run_dir / "config.json").write_text(config_json, encoding="utf-8")
         if cfg.pretrain.gpus_per_node:
-            image = cuda_image(image)
+            image = gpu_image
         job = build_training_job(cfg, JobRequest(name, namespace, image, str(run_dir)))
         try:
             with _sigterm_as_exit():

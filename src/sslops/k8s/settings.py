@@ -106,7 +106,11 @@ class PlatformConfig(_Section):
         description="KFP caching per stage; stages not listed are cached.",
     )
     training_runtime: str = Field(
-        default="torch-distributed", description="ClusterTrainingRuntime a TrainJob refers to."
+        default="torch-distributed", description="Training runtime a TrainJob refers to."
+    )
+    training_runtime_kind: Literal["ClusterTrainingRuntime", "TrainingRuntime"] = Field(
+        default="ClusterTrainingRuntime",
+        description="TrainingRuntime: the namespaced one manifests/components/gpu-pool adds.",
     )
     service_account: str | None = Field(
         default=None, description="Service account of the training pods; none = namespace default."

@@ -135,7 +135,10 @@ def _metadata(request: JobRequest, placement: Placement) -> dict[str, Any]:
 
 
 def build_trainjob(
-    placement: Placement, request: JobRequest, runtime: str = "torch-distributed"
+    placement: Placement,
+    request: JobRequest,
+    runtime: str = "torch-distributed",
+    runtime_kind: str = "ClusterTrainingRuntime",
 ) -> dict[str, Any]:
     """A ``trainer.kubeflow.org/v1alpha1`` TrainJob on the ``torch-distributed`` runtime.
 
@@ -172,7 +175,7 @@ def build_trainjob(
         "spec": {
             "runtimeRef": {
                 "apiGroup": "trainer.kubeflow.org",
-                "kind": "ClusterTrainingRuntime",
+                "kind": runtime_kind,
                 "name": runtime,
             },
             "activeDeadlineSeconds": placement.timeout_seconds,
@@ -259,7 +262,10 @@ def build_training_job(cfg: Config, request: JobRequest) -> dict[str, Any]:
     """The object ``pretrain.launcher`` asks for, placed by ``platform``."""
     placement = Placement.from_config(cfg)
     if cfg.pretrain.launcher == "trainjob":
-        return build_trainjob(placement, request, cfg.platform.training_runtime)
+        platform = cfg.platform
+        return build_trainjob(
+            placement, request, platform.training_runtime, platform.training_runtime_kind
+        )
     if cfg.pretrain.launcher == "pytorchjob":
         return build_pytorchjob(placement, request)
     raise ValueError(

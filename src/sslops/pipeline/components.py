@@ -110,9 +110,16 @@ pretrain_cuda = dsl.component(base_image=cuda_image(IMAGE), install_kfp_package=
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def launch_pretrain(
-    config_json: str, image: str, prepared: Input[Dataset], pretrained: Output[Model]
+    config_json: str,
+    image: str,
+    gpu_image: str,
+    prepared: Input[Dataset],
+    pretrained: Output[Model],
 ):
-    """Multi-node pretraining: a Kubeflow TrainJob or PyTorchJob created, followed and collected."""
+    """Multi-node pretraining: a Kubeflow TrainJob or PyTorchJob created, followed and collected.
+
+    The training pods run ``image``, or ``gpu_image`` (the CUDA variant) when they get GPUs.
+    """
     from sslops.k8s.launcher import launch_pretrain_task
 
-    launch_pretrain_task(config_json, image, prepared, pretrained)
+    launch_pretrain_task(config_json, image, gpu_image, prepared, pretrained)

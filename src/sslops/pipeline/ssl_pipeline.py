@@ -20,6 +20,7 @@ from kfp.compiler.compiler_utils import KubernetesManifestOptions
 from sslops.config import Config, PretrainConfig
 from sslops.k8s.kfp_platform import place_task
 from sslops.k8s.settings import PlatformConfig
+from sslops.k8s.specs import cuda_image
 from sslops.pipeline import components as c
 
 PIPELINE_NAME = "sslops-ssl-pipeline"
@@ -53,7 +54,10 @@ def build_pipeline(
             place(pretrained, "pretrain", gpus=gpus)
         else:
             pretrained = c.launch_pretrain(
-                config_json=config_json, image=c.IMAGE, prepared=prepared.outputs["prepared"]
+                config_json=config_json,
+                image=c.IMAGE,
+                gpu_image=cuda_image(c.IMAGE),
+                prepared=prepared.outputs["prepared"],
             ).set_display_name(f"self-supervised pretraining ({pretrain_cfg.launcher})")
             place(pretrained, "pretrain", workspace=True)
         finetuned = c.finetune(

@@ -1,0 +1,66 @@
+{{/* Names and labels shared by every template. */}}
+
+{{- define "sslops.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "sslops.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else if contains (include "sslops.name" .) .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name (include "sslops.name" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{- define "sslops.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "sslops.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: sslops
+{{- end }}
+
+{{/* The label every sslops task and training pod carries; the NetworkPolicies select it. */}}
+{{- define "sslops.workloadSelector" -}}
+app.kubernetes.io/part-of: sslops
+{{- end }}
+
+{{- define "sslops.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (printf "%s-launcher" (include "sslops.fullname" .)) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* registry/repository:tag[-cuda][@digest]; a digest pins the image. */}}
+{{- define "sslops.image" -}}
+{{- $root := index . 0 }}{{- $variant := index . 1 }}
+{{- $image := $root.Values.image }}
+{{- $tag := default $root.Chart.AppVersion $image.tag }}
+{{- if eq $variant "cuda" }}{{ $tag = printf "%s-cuda" $tag }}{{ end }}
+{{- $digest := ternary $image.cudaDigest $image.digest (eq $variant "cuda") }}
+{{- printf "%s/%s:%s" $image.registry $image.repository $tag }}{{ if $digest }}@{{ $digest }}{{ end }}
+{{- end }}
+
+{{- define "sslops.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .Values.securityContext.runAsUser }}
+runAsGroup: {{ .Values.securityContext.runAsUser }}
+fsGroup: {{ .Values.securityContext.runAsUser }}
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{- define "sslops.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+runAsUser: {{ .Values.securityContext.runAsUser }}
+capabilities:
+  drop:
+    - ALL
+{{- end }}

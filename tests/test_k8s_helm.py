@@ -1,0 +1,194 @@
+"""The Helm chart: lint clean, renders for every environment's values, every object validates
+(kubernetes-validate at 1.31 for built-in kinds, the CRDs' schemas for custom resources)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from sslops.k8s.render import read_values, render_helm, render_helm_templates
+from sslops.k8s.validation import load_crd_schemas, load_documents, validate_all
+from tests.conftest import ROOT, SHARED
+
+helm_python = pytest.importorskip("helm_python")
+
+CHART = ROOT / "helm" / "sslops"
+ENVIRONMENTS = ("onprem", "aws", "gcp", "azure")
+
+
+@pytest.fixture(scope="module")
+def crds() -> dict[tuple[str, str], dict[str, Any]]:
+    crd_dir = SHARED / "k8s" / "crds"
+    if not crd_dir.is_dir():
+        pytest.skip(f"{crd_dir} is absent (CRD schemas live outside the repository)")
+    return load_crd_schemas(crd_dir)
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, list[dict[str, Any]]]:
+    out = {"default": load_documents(render_helm(CHART, []))}
+    for env in ENVIRONMENTS:
+        out[env] = load_documents(render_helm(CHART, [CHART / f"values-{env}.yaml"]))
+    return out
+
+
+def _of_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+@pytest.mark.parametrize("env", ["default", *ENVIRONMENTS])
+def test_helm_lint_is_clean(env: str) -> None:
+    values = read_values([CHART / f"values-{env}.yaml"]) if env != "default" else {}
+    report = helm_python.lint(str(CHART), values, strict=True, kube_version="v1.31.0")
+    problems = [m for m in report["messages"] if m["severity"] >= 2]  # warnings and errors
+    assert report["errors"] == [] and problems == [], report
+    # The only remaining message is the informational "icon is recommended".
+    assert all(m["error"] == "icon is recommended" for m in report["messages"]), report
+
+
+@pytest.mark.parametrize("env", ["default", *ENVIRONMENTS])
+def test_every_rendered_object_validates(env: str, rendered, crds) -> None:
+    counts = validate_all(rendered[env], crds)
+    expected = {"ServiceAccount", "Role", "RoleBinding", "NetworkPolicy", "PersistentVolumeClaim"}
+    expected |= {"Pipeline", "PipelineVersion", "Pod"}
+    if env != "default":
+        expected |= {"ClusterTrainingRuntime", "ResourceQuota"}
+    assert set(counts) == expected
+    assert counts["PipelineVersion"] == 2 and counts["NetworkPolicy"] == 2
+
+
+def test_schema_refuses_a_secret_value_and_unknown_keys() -> None:
+    from sslops.k8s.render import RenderError
+
+    for values, where in (
+        (
+            {"signingKey": {"secretName": "k", "key": "k", "value": "-----BEGIN KEY-----"}},
+            "/signingKey",
+        ),
+        ({"signingkey": {"secretName": "k"}}, ""),
+        ({"pipelines": {"pipelineRoot": "azure://container"}}, "/pipelines/pipelineRoot"),
+        ({"image": {"digest": "latest"}}, "/image/digest"),
+    ):
+        with pytest.raises(RenderError, match=f"at '{where}'"):  # Helm names the key
+            render_helm_templates(CHART, values)
+
+
+def _leaves(values: dict[str, Any], schema: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted paths of the values, each checked to have a described schema node."""
+    leaves = []
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        assert key in schema.get("properties", {}), f"{path} is not in values.schema.json"
+        node = schema["properties"][key]
+        assert node.get("description"), f"{path} has no description in values.schema.json"
+        if "properties" in node:
+            leaves += _leaves(value, node, f"{path}.")
+        else:
+            leaves.append(path)
+    return leaves
+
+
+def test_every_value_is_documented() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    readme = (CHART / "README.md").read_text()
+    leaves = _leaves(values, schema)
+    assert len(leaves) > 40
+    for path in leaves:
+        assert f"| `{path}` |" in readme, f"{path} is missing from helm/sslops/README.md"
+
+
+def _pod_specs(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    if obj["kind"] == "Pod":
+        return [obj["spec"]]
+    if obj["kind"] == "ClusterTrainingRuntime":
+        jobs = obj["spec"]["template"]["spec"]["replicatedJobs"]
+        return [job["template"]["spec"]["template"]["spec"] for job in jobs]
+    return []
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_pods_are_locked_down_and_sized(env: str, rendered) -> None:
+    pods = [spec for obj in rendered[env] for spec in _pod_specs(obj)]
+    assert len(pods) == 2  # the helm test pod and the training runtime's node
+    for pod in pods:
+        assert pod["automountServiceAccountToken"] is False
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        for container in pod["containers"]:
+            context = container["securityContext"]
+            assert context["readOnlyRootFilesystem"] is True
+            assert context["allowPrivilegeEscalation"] is False
+            assert context["capabilities"] == {"drop": ["ALL"]}
+            assert {"cpu", "memory"} <= set(container["resources"]["limits"])
+            assert {"cpu", "memory"} <= set(container["resources"]["requests"])
+
+
+def test_launcher_role_is_least_privilege(rendered) -> None:
+    (role,) = _of_kind(rendered["default"], "Role")
+    rules = {(tuple(r["apiGroups"]), tuple(r["resources"])): set(r["verbs"]) for r in role["rules"]}
+    assert rules[(("trainer.kubeflow.org",), ("trainjobs",))] == {
+        "create", "get", "list", "watch", "delete",
+    }  # fmt: skip
+    assert rules[(("",), ("pods/log",))] == {"get"}
+    everything = [x for r in role["rules"] for x in r["resources"] + r["verbs"] + r["apiGroups"]]
+    assert "*" not in everything and "secrets" not in everything
+    (binding,) = _of_kind(rendered["default"], "RoleBinding")
+    assert [s["name"] for s in binding["subjects"]] == ["sslops-launcher", "pipeline-runner"]
+
+
+def test_network_policy_denies_by_default_and_allows_what_tasks_need(rendered) -> None:
+    deny, allow = _of_kind(rendered["aws"], "NetworkPolicy")
+    assert deny["spec"]["policyTypes"] == ["Ingress", "Egress"] and "egress" not in deny["spec"]
+    egress = allow["spec"]["egress"]
+    ports = [{p["port"] for p in rule.get("ports", [])} for rule in egress]
+    assert {53} <= ports[1] and {8887, 8888} == ports[2] and {8080} == ports[3]
+    s3 = egress[4]["to"][0]["ipBlock"]
+    assert s3["cidr"] == "0.0.0.0/0" and "10.0.0.0/8" in s3["except"] and ports[4] == {443}
+    (onprem_allow,) = [
+        p for p in _of_kind(rendered["onprem"], "NetworkPolicy") if "egress" in p["spec"]
+    ]
+    minio = onprem_allow["spec"]["egress"][4]
+    assert minio["to"][0]["podSelector"]["matchLabels"] == {"app": "minio"}
+
+
+def test_chart_installs_the_compiled_pipelines_unchanged(rendered) -> None:
+    compiled = {
+        doc["metadata"]["name"]: doc
+        for name in ("ssl_pipeline", "ssl_pipeline_multinode")
+        for doc in load_documents(
+            (ROOT / "pipelines" / "compiled" / f"{name}.k8s.yaml").read_text()
+        )
+    }
+    for version in _of_kind(rendered["default"], "PipelineVersion"):
+        assert version["spec"] == compiled[version["metadata"]["name"]]["spec"]
+    for version in _of_kind(rendered["aws"], "PipelineVersion"):
+        root = version["spec"]["pipelineSpec"]["defaultPipelineRoot"]
+        assert root == "s3://sslops-artifacts-111122223333/pipelines"
+
+
+def test_image_mirror_and_digest_reach_every_task_and_the_launcher(tmp_path: Path) -> None:
+    digest = "sha256:" + "ab" * 32
+    values = tmp_path / "mirror.yaml"
+    values.write_text(yaml.safe_dump({"image": {"registry": "mirror.local/ml", "digest": digest}}))
+    objects = load_documents(render_helm(CHART, [values]))
+    versions = _of_kind(objects, "PipelineVersion")
+    images = [
+        executor["container"]["image"]
+        for version in versions
+        for executor in version["spec"]["pipelineSpec"]["deploymentSpec"]["executors"].values()
+    ]
+    assert len(images) == 12
+    assert all(i.startswith("mirror.local/ml/sslops:0.1.0") for i in images), images
+    assert images.count(f"mirror.local/ml/sslops:0.1.0@{digest}") == 11  # the CPU tasks
+    multinode = next(v for v in versions if v["metadata"]["name"].endswith("multinode-0-1-0"))
+    launcher = multinode["spec"]["pipelineSpec"]["root"]["dag"]["tasks"]["launch-pretrain"]
+    parameters = launcher["inputs"]["parameters"]
+    assert parameters["image"]["runtimeValue"]["constant"] == images[0]
+    assert (
+        parameters["gpu_image"]["runtimeValue"]["constant"] == "mirror.local/ml/sslops:0.1.0-cuda"
+    )

@@ -1,0 +1,153 @@
+"""manifests/: every overlay builds with `kubectl kustomize`, every object validates, each
+overlay equals the Helm chart with the same environment's values, GitOps examples point at
+overlays that build."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from sslops.k8s.render import RenderError, kubectl, render_helm, render_kustomize
+from sslops.k8s.validation import load_crd_schemas, load_documents, validate_all
+from tests.conftest import ROOT, SHARED
+
+MANIFESTS = ROOT / "manifests"
+ENVIRONMENTS = ("onprem", "aws", "gcp", "azure")
+
+
+@pytest.fixture(scope="module")
+def crds() -> dict[tuple[str, str], dict[str, Any]]:
+    crd_dir = SHARED / "k8s" / "crds"
+    if not crd_dir.is_dir():
+        pytest.skip(f"{crd_dir} is absent (CRD schemas live outside the repository)")
+    return load_crd_schemas(crd_dir)
+
+
+@pytest.fixture(scope="module")
+def built() -> dict[str, list[dict[str, Any]]]:
+    try:
+        kubectl()
+    except RenderError as exc:
+        pytest.skip(str(exc))
+    return {
+        env: load_documents(render_kustomize(MANIFESTS / "overlays" / env)) for env in ENVIRONMENTS
+    }
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_overlay_builds_and_every_object_validates(env: str, built, crds) -> None:
+    counts = validate_all(built[env], crds)
+    assert counts == {
+        "ServiceAccount": 1, "Role": 1, "RoleBinding": 1, "NetworkPolicy": 2,
+        "PersistentVolumeClaim": 1, "Pipeline": 2, "PipelineVersion": 2,
+        "TrainingRuntime": 1, "ResourceQuota": 1,
+    }  # fmt: skip
+    for obj in built[env]:
+        assert obj["metadata"]["namespace"] == "kubeflow", obj["metadata"]["name"]
+        assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "sslops"
+
+
+def _comparable(obj: dict[str, Any]) -> tuple[tuple[str, str], dict[str, Any]]:
+    """Kind (a ClusterTrainingRuntime compares with a TrainingRuntime), name, and content
+    without the tool-specific metadata."""
+    kind = {"ClusterTrainingRuntime": "TrainingRuntime"}.get(obj["kind"], obj["kind"])
+    body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
+    annotations = obj["metadata"].get("annotations") or {}
+    body["annotations"] = {k: v for k, v in annotations.items() if not k.startswith("helm.sh/")}
+    if obj["kind"] == "RoleBinding":
+        body["subjects"] = [
+            {k: v for k, v in s.items() if k != "namespace"} for s in body["subjects"]
+        ]
+    return (kind, obj["metadata"]["name"]), body
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_overlay_equals_the_helm_chart_with_the_same_environment(env: str, built) -> None:
+    pytest.importorskip("helm_python")
+    chart = ROOT / "helm" / "sslops"
+    helm = dict(
+        map(_comparable, load_documents(render_helm(chart, [chart / f"values-{env}.yaml"])))
+    )
+    kustomize = dict(map(_comparable, built[env]))
+    assert set(helm) - set(kustomize) == {("Pod", "sslops-test")}  # `helm test` only
+    assert set(kustomize) <= set(helm)
+    for key, body in kustomize.items():
+        assert body == helm[key], f"{env}: {key} differs between the overlay and the chart"
+
+
+def test_onprem_mirror_reaches_the_pipelines_and_the_runtime(built) -> None:
+    mirror = "registry.internal.example:5000/sslops/sslops:0.1.0"
+    versions = [o for o in built["onprem"] if o["kind"] == "PipelineVersion"]
+    for version in versions:
+        spec = version["spec"]["pipelineSpec"]
+        assert spec["defaultPipelineRoot"] == "minio://mlpipeline/sslops"
+        for executor in spec["deploymentSpec"]["executors"].values():
+            assert executor["container"]["image"].startswith(mirror), executor["container"]
+    tasks = next(v for v in versions if "multinode" in v["metadata"]["name"])["spec"]
+    parameters = tasks["pipelineSpec"]["root"]["dag"]["tasks"]["launch-pretrain"]["inputs"]
+    assert parameters["parameters"]["gpu_image"]["runtimeValue"]["constant"] == f"{mirror}-cuda"
+    (runtime,) = [o for o in built["onprem"] if o["kind"] == "TrainingRuntime"]
+    pod = runtime["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]
+    assert pod["spec"]["containers"][0]["image"] == f"{mirror}-cuda"
+    assert pod["spec"]["nodeSelector"] == {"sslops.io/node-pool": "gpu"}
+    assert pod["spec"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+
+
+def test_kustomizations_use_current_fields_only() -> None:
+    deprecated = {"commonLabels", "patchesStrategicMerge", "patchesJson6902", "bases", "vars"}
+    files = [*MANIFESTS.rglob("kustomization.yaml"), ROOT / "pipelines/compiled/kustomization.yaml"]
+    for path in files:
+        content = yaml.safe_load(path.read_text())
+        if content.get("apiVersion", "").startswith("kustomize.config.k8s.io"):
+            assert not deprecated & set(content), f"{path}: {deprecated & set(content)}"
+    component = yaml.safe_load((MANIFESTS / "components/gpu-pool/kustomization.yaml").read_text())
+    assert component["kind"] == "Component"
+    for env in ENVIRONMENTS:
+        overlay = yaml.safe_load((MANIFESTS / "overlays" / env / "kustomization.yaml").read_text())
+        assert overlay["components"] == ["../../components/gpu-pool"]
+        assert overlay["resources"] == ["../../base"]
+
+
+def test_gitops_examples_sync_an_overlay_that_builds() -> None:
+    (application,) = load_documents((MANIFESTS / "argocd/application.yaml").read_text())
+    assert (application["apiVersion"], application["kind"]) == (
+        "argoproj.io/v1alpha1",
+        "Application",
+    )
+    source = application["spec"]["source"]
+    assert (ROOT / source["path"] / "kustomization.yaml").is_file()
+    assert application["spec"]["destination"]["namespace"] == "kubeflow"
+    repo, flux = load_documents((MANIFESTS / "flux/sslops.yaml").read_text())
+    assert repo["kind"] == "GitRepository"
+    assert (
+        flux["apiVersion"] == "kustomize.toolkit.fluxcd.io/v1" and flux["kind"] == "Kustomization"
+    )
+    assert flux["spec"]["sourceRef"] == {"kind": repo["kind"], "name": repo["metadata"]["name"]}
+    assert (ROOT / flux["spec"]["path"] / "kustomization.yaml").is_file()
+    assert (
+        repo["spec"]["url"] == source["repoURL"]
+        and repo["spec"]["ref"]["tag"] == source["targetRevision"]
+    )
+
+
+def test_sslops_render_kustomize_prints_the_overlay(cli_env: dict[str, str], built) -> None:
+    import subprocess
+
+    result = subprocess.run(
+        ["sslops", "render", "--target", "kustomize", "--overlay", "aws"],
+        capture_output=True, text=True, env=cli_env, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert load_documents(result.stdout) == built["aws"]
+    missing = subprocess.run(
+        ["sslops", "render", "--target", "kustomize", "--overlay", "moon"],
+        capture_output=True, text=True, env=cli_env, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert missing.returncode == 2
+    assert (
+        missing.stderr.strip()
+        == f"error: no kustomization.yaml in {Path('manifests/overlays/moon')}"
+    )
