@@ -27,6 +27,7 @@ class ImageAugment:
 
     size: int = 32
     min_scale: float = 0.08
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
     flip: float = 0.5
     jitter_prob: float = 0.8
     brightness: float = 0.8
@@ -42,7 +43,8 @@ def _crop_and_flip(x: torch.Tensor, aug: ImageAugment, draws: Draws) -> torch.Te
     n = x.shape[0]
     u = draws.rand(5).to(x.dtype)
     area = aug.min_scale + (1 - aug.min_scale) * u[:, 0]
-    log_ratio = math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * u[:, 1]
+    low, high = math.log(aug.ratio[0]), math.log(aug.ratio[1])
+    log_ratio = low + (high - low) * u[:, 1]
     ratio = log_ratio.exp()
     w = (area * ratio).sqrt().clamp(max=1.0)
     h = (area / ratio).sqrt().clamp(max=1.0)

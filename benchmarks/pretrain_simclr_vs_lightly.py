@@ -1,0 +1,326 @@
+"""SimCLR on MNIST-5k (32x32 RGB), ResNet-18 with CIFAR stem: sslops vs lightly 1.6, one run.
+
+Throughput (interleaved rounds, medians): lightly with ``SimCLRTransform`` in a
+DataLoader (2 workers) and bf16 autocast; sslops' own training loop (batched views on
+the device, bf16); and the bare compute ceiling (the same model's two-view
+forward + backward + AdamW step on ready-made tensors). Same batch (256), optimizer
+(AdamW, lr 1e-3, wd 1e-6), temperature (0.5), projector (512-512-128 with BN).
+
+Quality (``--phase quality``): the budget is the wall-clock time sslops needs for
+``--ssl-epochs`` epochs; lightly gets the steps it completes in that time at its measured
+throughput (the interleaved medians, so other load on the machine does not skew the
+split). Then kNN accuracy (k=20) on the 1,000
+held-out images with the 4,000 training images as the bank, and a linear probe on 1% and
+10% of the training labels against a supervised ResNet-18 trained from scratch on the
+same labels.
+
+    pip install -e '.[bench]'
+    python benchmarks/pretrain_simclr_vs_lightly.py --phase all --rounds 3 --ssl-epochs 5 \
+        --out runs/bench/pretrain_simclr_vs_lightly.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import math
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sslops.config import validate_config
+from sslops.models.vision import ResNet18Cifar
+from sslops.objectives import Draws, ImageAugment, augment_images, nt_xent
+from sslops.objectives.augment import normalize_images
+from sslops.pretrain.data import PretrainData
+from sslops.pretrain.knn import embed_all, knn_accuracy
+from sslops.pretrain.loop import train
+from sslops.pretrain.tasks import InputInfo, TwoViewTask, build_task
+
+ROOT = Path(__file__).resolve().parents[1]
+MNIST = ROOT.parent / "shared" / "datasets" / "mnist_5k.csv.gz"
+BATCH, LR, WD, TEMPERATURE = 256, 1e-3, 1e-6, 0.5
+
+
+def load_mnist() -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 (5000, 3, 32, 32) images (bilinear 28 -> 32, grey copied to RGB) and labels."""
+    with gzip.open(MNIST, "rt") as fh:
+        raw = np.loadtxt(fh, delimiter=",", dtype=np.float32)
+    grey = torch.from_numpy(raw[:, :784]).reshape(-1, 1, 28, 28)
+    big = F.interpolate(grey, size=(32, 32), mode="bilinear", align_corners=False)
+    images = big.round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
+    return images, torch.from_numpy(raw[:, 784].astype(np.int64))
+
+
+def sslops_config(epochs: int) -> Any:
+    return validate_config({
+        "seed": 0, "modality": "image",
+        "data": {"train": "mnist_5k", "format": "pixel_csv", "label": "label"},
+        "pretrain": {"objective": "simclr", "backbone": "resnet18", "epochs": epochs,
+                     "batch_size": BATCH, "learning_rate": LR, "weight_decay": WD,
+                     "temperature": TEMPERATURE, "projection_dim": 128, "precision": "bf16",
+                     "knn_every": 0, "resume": False, "threads": 2},
+    })  # fmt: skip
+
+
+# --- contenders ------------------------------------------------------------------------------
+
+
+def run_sslops(images: torch.Tensor, steps: int, epochs: int = 1) -> tuple[list[float], Any]:
+    """The real sslops loop on ``steps`` steps per epoch; per-step images/s and the task."""
+    cfg = sslops_config(epochs)
+    torch.manual_seed(0)
+    data = PretrainData(images[: steps * BATCH], InputInfo("image", (3, 32, 32)))
+    task = build_task(cfg, data.info, {"backbone": "resnet18", "args": {"in_channels": 3}})
+    with tempfile.TemporaryDirectory() as work:
+        result = train(cfg, data, task, Path(work) / "ckpt", torch.device("cpu"))
+    assert result is not None
+    return [s["samples_per_s"] for s in result.steps], task
+
+
+def lightly_model() -> tuple[nn.Module, nn.Module, Any]:
+    from lightly.loss import NTXentLoss
+    from lightly.models.modules import SimCLRProjectionHead
+
+    torch.manual_seed(0)
+    model = nn.Sequential(ResNet18Cifar(), SimCLRProjectionHead(512, 512, 128))
+    return model, NTXentLoss(temperature=TEMPERATURE), torch.optim.AdamW
+
+
+class _PilDataset(torch.utils.data.Dataset):
+    def __init__(self, images: torch.Tensor, transform: Any) -> None:
+        from PIL import Image
+
+        self.pil = [Image.fromarray(im.permute(1, 2, 0).numpy()) for im in images]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.pil)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.transform(self.pil[i])
+
+
+def lightly_loader(images: torch.Tensor) -> torch.utils.data.DataLoader:
+    from lightly.transforms import SimCLRTransform
+
+    transform = SimCLRTransform(input_size=32, gaussian_blur=0.0)
+    return torch.utils.data.DataLoader(
+        _PilDataset(images, transform), batch_size=BATCH, shuffle=True, drop_last=True,
+        num_workers=2,
+    )  # fmt: skip
+
+
+def run_lightly(
+    images: torch.Tensor, steps: int, total: int | None = None
+) -> tuple[list[float], nn.Module]:
+    """lightly's recipe for ``steps`` steps (after one warm-up step); per-step images/s."""
+    model, criterion, opt_cls = lightly_model()
+    optimizer = opt_cls(model.parameters(), lr=LR, weight_decay=WD)
+    schedule = total or steps + 1
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s / schedule, 1.0)))
+    )
+    rates: list[float] = []
+    done = 0
+    while done < steps + 1:
+        iterator = iter(lightly_loader(images))
+        tick = time.perf_counter()
+        for views in iterator:
+            x0, x1 = views
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = criterion(model(x0), model(x1))
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            now = time.perf_counter()
+            if done > 0:  # the first step includes starting the workers
+                rates.append(BATCH / (now - tick))
+            tick, done = now, done + 1
+            if done >= steps + 1:
+                break
+        del iterator
+    return rates, model
+
+
+def run_ceiling(images: torch.Tensor, steps: int) -> list[float]:
+    """sslops' model and step on ready-made views: no augmentation, no data loading."""
+    cfg = sslops_config(1)
+    torch.manual_seed(0)
+    info = InputInfo("image", (3, 32, 32))
+    task = TwoViewTask(ResNet18Cifar(), info, cfg)
+    task.backbone.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(task.parameters(), lr=LR, weight_decay=WD)
+    g = torch.Generator().manual_seed(0)
+    aug = ImageAugment(size=32)
+    views = torch.cat([augment_images(images[:BATCH], aug, Draws.local(BATCH, g))] * 2)
+    views = views.contiguous(memory_format=torch.channels_last)
+    rates = []
+    for i in range(steps + 1):
+        tick = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            z1, z2 = task.projector(task.backbone(views)).chunk(2)
+            loss = nt_xent(z1, z2, TEMPERATURE)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if i > 0:
+            rates.append(BATCH / (time.perf_counter() - tick))
+    return rates
+
+
+def throughput(images: torch.Tensor, rounds: int, steps: int) -> dict[str, Any]:
+    runs: dict[str, list[float]] = {"lightly": [], "sslops": [], "ceiling": []}
+    order = ["lightly", "sslops", "ceiling"]
+    for r in range(rounds):
+        for name in order[r % 3 :] + order[: r % 3]:
+            if name == "lightly":
+                rates = run_lightly(images, steps)[0]
+            elif name == "sslops":
+                rates = run_sslops(images, steps + 1)[0][1:]  # drop the warm-up step
+            else:
+                rates = run_ceiling(images, steps)
+            runs[name].append(statistics.median(rates))
+            print(f"round {r + 1} {name}: {runs[name][-1]:.1f} images/s", flush=True)
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    return {
+        "images_per_s": med,
+        "rounds": runs,
+        "sslops_vs_lightly": med["sslops"] / med["lightly"],
+        "sslops_vs_ceiling": med["sslops"] / med["ceiling"],
+    }
+
+
+# --- quality ---------------------------------------------------------------------------------
+
+
+def _features(backbone: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    backbone.eval()
+    aug = ImageAugment(size=32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        return embed_all(lambda x: backbone(normalize_images(x, aug)), images, 500)
+
+
+def _label_subset(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    chosen = []
+    for c in labels.unique():
+        rows = (labels == c).nonzero().squeeze(1)
+        k = max(1, round(fraction * len(rows)))
+        chosen.append(rows[torch.randperm(len(rows), generator=g)[:k]])
+    return torch.cat(chosen).sort().values
+
+
+def linear_probe(train_z: torch.Tensor, train_y: torch.Tensor, test_z: torch.Tensor,
+                 test_y: torch.Tensor) -> float:  # fmt: skip
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(train_z.numpy())
+    clf = LogisticRegression(max_iter=3000, C=0.1).fit(scaler.transform(train_z.numpy()), train_y)
+    return float((clf.predict(scaler.transform(test_z.numpy())) == test_y.numpy()).mean())
+
+
+def supervised(images: torch.Tensor, labels: torch.Tensor, test: tuple[torch.Tensor, torch.Tensor],
+               epochs: int) -> float:  # fmt: skip
+    """ResNet-18 (CIFAR stem) from scratch on the labeled images, crop/flip/jitter views."""
+    torch.manual_seed(0)
+    model = nn.Sequential(ResNet18Cifar(), nn.Linear(512, 10))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=1e-4)
+    g = torch.Generator().manual_seed(0)
+    aug = ImageAugment(size=32, min_scale=0.5)
+    batch = min(128, len(images))
+    for _ in range(epochs):
+        order = torch.randperm(len(images), generator=g)
+        for i in range(0, len(images) - batch + 1, batch):
+            rows = order[i : i + batch]
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                x = augment_images(images[rows], aug, Draws.local(len(rows), g))
+                loss = F.cross_entropy(model(x).float(), labels[rows])
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    model.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = embed_all(lambda x: model(normalize_images(x, aug)), test[0], 500)
+    return float((logits.argmax(1) == test[1]).float().mean())
+
+
+def quality(images: torch.Tensor, labels: torch.Tensor, rates: dict[str, float],
+            ssl_epochs: int) -> dict[str, Any]:  # fmt: skip
+    train_x, train_y, test_x, test_y = images[:4000], labels[:4000], images[4000:], labels[4000:]
+    ssl_steps = len(train_x) // BATCH * ssl_epochs
+    light_steps = round(ssl_steps * rates["lightly"] / rates["sslops"])
+    budget = ssl_steps * BATCH / rates["sslops"]
+    out: dict[str, Any] = {"budget_s_at_measured_rate": budget,
+                           "steps": {"sslops": ssl_steps, "lightly": light_steps}}  # fmt: skip
+    tick = time.perf_counter()
+    cfg = sslops_config(ssl_epochs)
+    torch.manual_seed(0)
+    data = PretrainData(train_x, InputInfo("image", (3, 32, 32)))
+    task = build_task(cfg, data.info, {"backbone": "resnet18", "args": {"in_channels": 3}})
+    with tempfile.TemporaryDirectory() as work:
+        train(cfg, data, task, Path(work) / "ckpt", torch.device("cpu"))
+    out["seconds"] = {"sslops": time.perf_counter() - tick}
+    tick = time.perf_counter()
+    lightly_net = run_lightly(train_x, light_steps - 1, total=light_steps)[1]
+    out["seconds"]["lightly"] = time.perf_counter() - tick
+    backbones = {"sslops": task.backbone, "lightly": lightly_net[0], "random init": ResNet18Cifar()}
+    feats = {k: (_features(b, train_x), _features(b, test_x)) for k, b in backbones.items()}
+    out["knn_accuracy"] = {
+        k: knn_accuracy(lambda z: z, (tr, train_y), (te, test_y), 20)
+        for k, (tr, te) in feats.items()
+    }
+    out["label_efficiency"] = {}
+    for fraction, epochs in ((0.01, 100), (0.1, 30)):
+        rows = _label_subset(train_y, fraction, seed=0)
+        probes = {
+            k: linear_probe(tr[rows], train_y[rows], te, test_y) for k, (tr, te) in feats.items()
+        }
+        probes["supervised ResNet-18"] = supervised(
+            train_x[rows], train_y[rows], (test_x, test_y), epochs
+        )
+        out["label_efficiency"][f"{fraction:.0%} ({len(rows)} labels)"] = probes
+        print(fraction, probes, flush=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--phase", choices=["throughput", "quality", "all"], default="all")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=4, help="timed steps per contender per round")
+    parser.add_argument("--ssl-epochs", type=int, default=5, help="quality: the sslops budget")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "runs/bench/pretrain_simclr_vs_lightly.json"
+    )
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    images, labels = load_mnist()
+    result: dict[str, Any] = {"torch": torch.__version__, "threads": torch.get_num_threads()}
+    if args.out.is_file():
+        result.update(json.loads(args.out.read_text()))
+    if args.phase in ("throughput", "all"):
+        result["throughput"] = throughput(images, args.rounds, args.steps)
+    if args.phase in ("quality", "all"):
+        result["quality"] = quality(
+            images, labels, result["throughput"]["images_per_s"], args.ssl_epochs
+        )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

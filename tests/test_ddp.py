@@ -1,0 +1,92 @@
+"""Two gloo ranks give the gradients of one process on the same global batch (tolerance 1e-5).
+
+Peers have shipped contrastive losses whose gathered negatives carry no gradient, which
+leaves DDP gradients off by the world size; this compares every parameter's gradient
+after DDP's averaging with the single-process gradient, for each objective that gathers
+(SCARF/SimCLR NT-Xent, VICReg) and one that does not (VIME).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.nn.parallel import DistributedDataParallel
+
+from sslops.config import Config, validate_config
+from sslops.objectives import Draws
+from sslops.pretrain.tasks import InputInfo, Task, backbone_spec, build_task
+
+OBJECTIVES = ("scarf", "vicreg", "vime")
+GLOBAL_BATCH, WORLD = 8, 2
+COLUMN_OF = torch.tensor([0, 1, 2, 2, 2, 3])
+
+
+def tiny_config(objective: str) -> Config:
+    return validate_config({
+        "data": {"train": "x.csv", "label": "y", "positive": 1, "sensitive": ["s"]},
+        "pretrain": {"objective": objective, "hidden_dim": 8, "depth": 2, "embed_dim": 6,
+                     "projection_dim": 5, "temperature": 0.5},
+    })  # fmt: skip
+
+
+def tiny_task(objective: str) -> tuple[Task, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    pool = torch.randn(20, len(COLUMN_OF), generator=g)
+    info = InputInfo("tabular", (len(COLUMN_OF),), column_of=COLUMN_OF, pool=pool)
+    cfg = tiny_config(objective)
+    torch.manual_seed(0)
+    return build_task(cfg, info, backbone_spec(cfg, info)), pool[:GLOBAL_BATCH]
+
+
+def gradients(task: Task, batch: torch.Tensor, draws: Draws) -> dict[str, torch.Tensor]:
+    model = DistributedDataParallel(task) if dist.is_initialized() else task
+    model(batch, draws).backward()
+    return {n: p.grad.clone() for n, p in task.named_parameters() if p.grad is not None}
+
+
+def _rank(rank: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    try:
+        positions = torch.arange(rank, GLOBAL_BATCH, WORLD)  # DistributedSampler's interleave
+        result = {}
+        for objective in OBJECTIVES:
+            task, batch = tiny_task(objective)
+            draws = Draws(torch.Generator().manual_seed(1), GLOBAL_BATCH, positions)
+            result[objective] = gradients(task, batch[positions], draws)
+        torch.save(result, Path(out) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def rank_gradients(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    out = tmp_path_factory.mktemp("ddp")
+    mp.spawn(_rank, args=(free_port(), str(out)), nprocs=WORLD, join=True)
+    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_two_ranks_match_one_process(objective: str, rank_gradients: list[dict]) -> None:
+    task, batch = tiny_task(objective)
+    single = gradients(task, batch, Draws.local(GLOBAL_BATCH, torch.Generator().manual_seed(1)))
+    assert single, "the task has no gradients"
+    for rank, grads in enumerate(rank_gradients):
+        assert set(grads[objective]) == set(single)
+        for name, grad in single.items():
+            torch.testing.assert_close(
+                grads[objective][name], grad, atol=1e-5, rtol=0,
+                msg=lambda m, n=name, r=rank: f"rank {r}, {objective}, {n}: {m}",
+            )  # fmt: skip
