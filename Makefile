@@ -6,8 +6,15 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CONFIG ?= configs/adult.yaml
 OUT    ?= runs/demo
+CHECKOV_VENV := .tools/checkov
+CHECKOV      := $(CHECKOV_VENV)/bin/checkov
+CHECKOV_VERSION ?= 3.3.30
+VERSION  = $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+REGISTRY ?= $(or $(SSLOPS_IMAGE_REGISTRY),ghcr.io/sslops)
+# The checkov test fails instead of skipping when the scanner is missing.
+CHECKOV_ENV = SSLOPS_CHECKOV=$(CURDIR)/$(CHECKOV) SSLOPS_REQUIRE_CHECKOV=1
 
-.PHONY: help demo test test-slow test-all lint format compile dvc-repro clean
+.PHONY: help demo test test-slow test-all lint format compile dvc-repro clean checkov image
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -22,8 +29,8 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)  ## run the full pipeline locally (kfp.local) on UCI Adult into runs/demo
 	$(BIN)/sslops run --config $(CONFIG) --out $(OUT)
 
-test: $(STAMP)  ## the default test suite (no slow/ddp/gpu tests)
-	$(BIN)/python -m pytest -q
+test: $(STAMP) $(CHECKOV)  ## the default test suite (no slow/ddp/gpu tests; includes the checkov scan)
+	$(CHECKOV_ENV) $(BIN)/python -m pytest -q
 
 test-slow: $(STAMP)  ## slow tests: the full-size pipeline and benchmarks' smoke runs
 	$(BIN)/python -m pytest -q -m slow
@@ -42,6 +49,18 @@ format: $(STAMP)
 
 compile: $(STAMP)  ## recompile pipelines/compiled/ from the pipeline source
 	$(BIN)/python pipelines/ssl_pipeline.py
+
+# checkov pins many packages of its own: it lives in its own environment, never in the package's.
+$(CHECKOV):
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet 'checkov==$(CHECKOV_VERSION)'
+
+checkov: $(STAMP) $(CHECKOV)  ## checkov scan of the rendered Helm/kustomize manifests and the Containerfile
+	$(CHECKOV_ENV) $(BIN)/python -m pytest -q -m checkov tests/test_k8s_checkov.py
+
+image:  ## print the commands that build the CPU and CUDA images (registry: SSLOPS_IMAGE_REGISTRY)
+	@echo "docker build -f Containerfile --build-arg VARIANT=cpu --build-arg VERSION=$(VERSION) -t $(REGISTRY)/sslops:$(VERSION) ."
+	@echo "docker build -f Containerfile --build-arg VARIANT=cuda --build-arg VERSION=$(VERSION) -t $(REGISTRY)/sslops:$(VERSION)-cuda ."
 
 dvc-repro: $(STAMP)  ## reproduce the stages of dvc.yaml with params.yaml
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro

