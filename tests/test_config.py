@@ -93,10 +93,10 @@ def test_unknown_key_without_close_match_lists_allowed_keys() -> None:
 
 def test_wrong_modality_names_key_value_and_allowed() -> None:
     with pytest.raises(ConfigError) as info:
-        build("modality=image")
+        build("modality=audio")
     message = str(info.value)
     assert "'modality'" in message
-    assert "'image'" in message
+    assert "'audio'" in message
     assert "'tabular'" in message
 
 
@@ -165,7 +165,7 @@ def test_empty_sensitive_rejected() -> None:
 
 def test_several_errors_are_all_reported() -> None:
     with pytest.raises(ConfigError) as info:
-        build("modality=image", "pretrain.epochs=0")
+        build("modality=audio", "pretrain.epochs=0")
     message = str(info.value)
     assert "'modality'" in message and "'pretrain.epochs'" in message
 

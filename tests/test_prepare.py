@@ -25,6 +25,8 @@ PAYLOAD = {
     "schema.json",
     "datacard.json",
     "datacard.md",
+    "datacard_groups.png",
+    "datacard_missing.png",
 }
 
 

@@ -51,12 +51,24 @@ class DataConfig(_Section):
     test: str | None = Field(
         default=None, description="Test table; when absent a test split is cut from train."
     )
-    format: Literal["csv"] = Field(default="csv", description="Reader for train and test.")
-    label: str = Field(description="Label column.")
-    positive: str | int | float | bool = Field(description="Label value of the positive class.")
+    format: Literal["csv", "parquet", "pixel_csv", "npz", "image_folder", "ts"] = Field(
+        default="csv",
+        description="Reader: csv / parquet (tables; a file, a folder or a glob of shards), "
+        "pixel_csv / npz / image_folder (images), ts (UCR/sktime time series).",
+    )
+    label: str = Field(description="Label column (pixel_csv without a header: 'label').")
+    positive: str | int | float | bool | None = Field(
+        default=None, description="Label value of the positive class (required for tabular)."
+    )
     sensitive: list[str] = Field(
-        min_length=1,
-        description="Sensitive attribute columns; the first one is the fairness target.",
+        default_factory=list,
+        description="Sensitive attribute columns; the first one is the fairness target "
+        "(at least one for tabular data).",
+    )
+    text: list[str] = Field(
+        default_factory=list,
+        description="Free-text columns: kept verbatim apart from NFKC, whitespace and PII "
+        "redaction (not case-folded, never one-hot encoded).",
     )
     identifiers: list[str] = Field(
         default_factory=list, description="Columns dropped in prepare; they never reach a model."
@@ -75,6 +87,40 @@ class DataConfig(_Section):
         return self
 
 
+class NearDuplicateConfig(_Section):
+    """Near-duplicate detection; every cluster of near-copies stays on one side of each split."""
+
+    enabled: bool = True
+    max_differing_fields: int = Field(
+        default=1, ge=1, description="Tabular: rows differing in at most this many columns."
+    )
+    image_max_hamming: int = Field(
+        default=6, ge=0, le=16, description="Images: at most this many of 64 pHash bits differ..."
+    )
+    image_min_correlation: float = Field(
+        default=0.98, ge=0, le=1, description="...and the pixels correlate at least this much."
+    )
+    series_max_distance: float = Field(
+        default=0.05,
+        ge=0,
+        description="Series: RMS distance between z-normalized series (0 = identical shape).",
+    )
+
+
+class PiiConfig(_Section):
+    """PII handling. The hashing key is read from a file or an environment variable, never
+    from this config, so the config (saved in every artifact) cannot reveal it."""
+
+    identifiers: Literal["drop", "hash"] = Field(
+        default="drop", description="data.identifiers are dropped or replaced by a keyed hash."
+    )
+    key_file: str | None = Field(default=None, description="File holding the hashing key.")
+    key_env: str = Field(
+        default="SSLOPS_PII_KEY", description="Environment variable holding the hashing key."
+    )
+    scan: bool = Field(default=True, description="Scan and redact every text column.")
+
+
 class PrepareConfig(_Section):
     validation_fraction: float = Field(default=0.1, gt=0, lt=0.5)
     test_fraction: float = Field(default=0.2, gt=0, lt=0.5, description="Used without data.test.")
@@ -83,6 +129,37 @@ class PrepareConfig(_Section):
     )
     sensitive_as_features: bool = Field(
         default=True, description="Whether sensitive columns are model inputs."
+    )
+    casefold_categories: bool = Field(
+        default=True,
+        description="Category spellings that differ only in case become one (the most frequent).",
+    )
+    split_key: list[str] = Field(
+        default_factory=list,
+        description="Columns whose keyed hash assigns the split (e.g. a customer id, read before "
+        "identifiers are dropped); empty = the whole canonical row.",
+    )
+    ood: str | None = Field(
+        default=None,
+        description="Rows matching this predicate form an 'ood' split, e.g. "
+        '"native-country != United-States" (==, !=, <, <=, >, >=, joined by and / or).',
+    )
+    chunk_rows: int = Field(default=200_000, ge=1, description="Rows read per chunk.")
+    near_duplicates: NearDuplicateConfig = Field(default_factory=NearDuplicateConfig)
+    pii: PiiConfig = Field(default_factory=PiiConfig)
+    image_size: list[int] | None = Field(
+        default=None,
+        min_length=2,
+        max_length=2,
+        description="Images: [height, width] every image is resized to; default: the first's.",
+    )
+    image_channels: Literal[1, 3] = Field(default=1, description="Images: 1 (grey) or 3 (RGB).")
+    series_length: int | None = Field(
+        default=None, ge=2, description="Series: target length; default: the most common one."
+    )
+    series_length_policy: Literal["resample", "pad_crop"] = Field(
+        default="resample",
+        description="Series of another length: linear resampling, or edge-pad / crop the end.",
     )
 
 
@@ -208,7 +285,7 @@ class Config(_Section):
     """The whole run. ``seed`` fixes every random choice (label draw, init, augmentations)."""
 
     seed: int = 0
-    modality: Literal["tabular"] = "tabular"
+    modality: Literal["tabular", "image", "timeseries"] = "tabular"
     data: DataConfig
     prepare: PrepareConfig = Field(default_factory=PrepareConfig)
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
@@ -226,6 +303,15 @@ class Config(_Section):
                 "platform.storage.workspace_pvc (a ReadWriteMany PVC that the launcher and "
                 "the training pods share)"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _tabular_needs_roles(self) -> Config:
+        if self.modality == "tabular":
+            if not self.data.sensitive:
+                raise ValueError("'data.sensitive' must name at least one column for tabular data")
+            if self.data.positive is None:
+                raise ValueError("'data.positive' is required for tabular data")
         return self
 
     def to_json(self) -> str:

@@ -1,51 +1,132 @@
-"""Canonical form of a raw table: trimmed NFKC strings, one missing marker, numeric dtypes."""
+"""Canonical form of raw cells: NFKC text, collapsed whitespace, one missing marker, numbers.
+
+Work happens per distinct value (a column of 10^6 rows usually has far fewer), through
+pyarrow's vectorized string kernels. A column becomes numeric only when every
+non-missing value in the *whole* data set parses as a number; with chunked input that
+decision is taken when the chunks are merged (:func:`decide_numeric`), so a chunk's
+result never depends on which chunk it is.
+"""
 
 from __future__ import annotations
 
 import unicodedata
+from collections import Counter
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 
-def _canonical_text(value: Any) -> Any:
-    if isinstance(value, str):
-        text = unicodedata.normalize("NFKC", value).strip()
-        return text if text else pd.NA
-    return value
+def canonical_column_name(name: Any) -> str:
+    """NFKC, whitespace collapsed and trimmed; case kept so configs can name columns as written."""
+    return " ".join(unicodedata.normalize("NFKC", str(name)).split())
 
 
-def canonicalize(frame: pd.DataFrame, na_values: list[str]) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Return the canonical frame and a report of what changed, per column."""
+def canonical_strings(values: pd.Series, na_values: list[str]) -> tuple[pd.Series, int]:
+    """Text cells in canonical form (object dtype, None = missing) and how many cells changed.
+
+    Numeric input columns are returned as float64 with infinities kept (the caller decides).
+    """
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        return values.astype("float64"), 0
+    codes, uniques = pd.factorize(values.astype(object), use_na_sentinel=True)
+    raw = pa.array([str(u) for u in uniques], type=pa.string())
+    text = pc.utf8_normalize(raw, "NFKC")
+    text = pc.utf8_trim_whitespace(pc.replace_substring_regex(text, r"\s+", " "))
+    markers = pa.array(
+        sorted({" ".join(unicodedata.normalize("NFKC", v).split()) for v in na_values}),
+        type=pa.string(),
+    )
+    missing = pc.or_(pc.is_in(text, value_set=markers), pc.equal(pc.utf8_length(text), 0))
+    canon = pc.if_else(missing, pa.scalar(None, pa.string()), text)
+    changed_unique = pc.fill_null(pc.not_equal(canon, raw), True).to_numpy(zero_copy_only=False)
+    was_empty = pc.equal(pc.utf8_length(raw), 0).to_numpy(zero_copy_only=False)
+    changed_unique &= ~was_empty
+    counts = np.bincount(codes[codes >= 0], minlength=len(uniques))
+    table = np.array([*canon.to_pylist(), None], dtype=object)
+    out = pd.Series(table[codes], index=values.index, dtype=object)
+    return out, int(counts[changed_unique].sum())
+
+
+_NUMBER = r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$|^(?i:[+-]?(?:inf|infinity))$"
+
+
+def parse_numbers(values: pd.Series) -> tuple[pd.Series, bool]:
+    """float64 of each cell (NaN where missing or not a number) and whether all non-missing parse."""
+    if pd.api.types.is_float_dtype(values):
+        return values, True
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    text = pa.array([str(u) for u in uniques], type=pa.string())
+    is_number = pc.match_substring_regex(text, _NUMBER).to_numpy(zero_copy_only=False)
+    parsed = np.full(len(uniques), np.nan)
+    if is_number.any():
+        parsed[is_number] = pc.cast(text.filter(pa.array(is_number)), pa.float64()).to_numpy()
+    numbers = np.append(parsed, np.nan)[codes]
+    return pd.Series(numbers, index=values.index), bool(is_number.all())
+
+
+def case_spellings(values: pd.Series) -> Counter[str]:
+    """How often each spelling that contains a letter occurs (input for :func:`preferred_spellings`)."""
+    counts = values.dropna().value_counts()
+    keep = counts.index.astype(str).str.contains(r"[^\W\d_]", regex=True)
+    return Counter(dict(zip(map(str, counts.index[keep]), map(int, counts[keep]), strict=True)))
+
+
+def preferred_spellings(spellings: Counter[str]) -> dict[str, str]:
+    """For each lower-cased value seen in several spellings, the most frequent one (ties: sorted)."""
+    groups: dict[str, list[tuple[int, str]]] = {}
+    for value, count in spellings.items():
+        groups.setdefault(value.lower(), []).append((-count, value))
+    return {low: min(options)[1] for low, options in groups.items() if len(options) > 1}
+
+
+def unify_case(values: pd.Series, preferred: dict[str, str]) -> tuple[pd.Series, int]:
+    """Replace every case variant by its preferred spelling; returns the cells changed."""
+    if not preferred:
+        return values, 0
+    lowered = values.str.lower()
+    target = lowered.map(preferred)
+    change = target.notna() & (target != values)
+    return values.where(~change, target), int(change.sum())
+
+
+def decide_numeric(values: pd.Series) -> pd.Series:
+    """float64 with infinities turned into missing values."""
+    numbers, _ = parse_numbers(values)
+    return numbers.mask(np.isinf(numbers.to_numpy(np.float64)))
+
+
+def canonicalize(
+    frame: pd.DataFrame, na_values: list[str], casefold: bool = False
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Canonicalize a whole in-memory frame; returns it and a report of what changed, per column."""
     out = pd.DataFrame(index=frame.index)
     report: dict[str, Any] = {"columns": {}}
-    markers = {unicodedata.normalize("NFKC", v).strip() for v in na_values}
     for column in frame.columns:
-        series = frame[column]
-        changes: dict[str, Any] = {}
-        if not pd.api.types.is_numeric_dtype(series):
-            before = series.copy()
-            series = series.map(_canonical_text)
-            series = series.mask(series.isin(markers))
-            changes["normalized_text"] = int(
-                (before.astype("string").fillna("") != series.astype("string").fillna("")).sum()
-            )
-            numeric = pd.to_numeric(series, errors="coerce")
-            if series.notna().any() and numeric.notna().sum() == series.notna().sum():
-                series = numeric
+        series, changed = canonical_strings(frame[column], na_values)
+        changes: dict[str, Any] = {"normalized_text": changed}
+        numbers, all_numeric = parse_numbers(series)
+        if pd.api.types.is_float_dtype(series) or (series.notna().any() and all_numeric):
+            if not pd.api.types.is_float_dtype(series):
                 changes["cast_to_numeric"] = True
-            else:
-                series = series.astype("string")
-        if pd.api.types.is_numeric_dtype(series):
-            series = series.astype("float64")
-            infinite = series.isin([float("inf"), float("-inf")])
-            if infinite.any():
-                changes["infinite_to_missing"] = int(infinite.sum())
-                series = series.mask(infinite)
+            infinite = np.isinf(numbers.to_numpy(np.float64))
+            changes["infinite_to_missing"] = int(infinite.sum())
+            series = numbers.mask(infinite)
+        else:
+            series = series.astype("string")
+            if casefold:
+                preferred = preferred_spellings(case_spellings(series))
+                series, changes["case_unified"] = unify_case(series, preferred)
         out[column] = series
-        report["columns"][column] = {
-            "dtype": "numeric" if pd.api.types.is_numeric_dtype(series) else "categorical",
-            "missing": int(series.isna().sum()),
-            **{k: v for k, v in changes.items() if v},
-        }
+        report["columns"][column] = column_report(series, changes)
     return out, report
+
+
+def column_report(series: pd.Series, changes: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "dtype": "numeric" if pd.api.types.is_numeric_dtype(series) else "categorical",
+        "missing": int(series.isna().sum()),
+        **{k: v for k, v in changes.items() if v},
+    }

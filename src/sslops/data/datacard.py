@@ -1,23 +1,71 @@
-"""Data card: what a reviewer needs to know about the prepared data, as JSON and Markdown."""
+"""Data card: what a reviewer needs to know about the prepared data, as JSON, Markdown, PNG.
+
+Counts, rates and column statistics only: the card never quotes a row, and free-text
+columns are described by counts, never by their values.
+"""
 
 from __future__ import annotations
 
+from itertools import combinations
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+RARE_SHARE = 0.001  # a category below this share of the train rows (or 5 rows) is rare
+FIGURES = ("datacard_groups.png", "datacard_missing.png")
 
-def _group_table(frame: pd.DataFrame, column: str, target: pd.Series) -> list[dict[str, Any]]:
+
+def _rate(target: pd.Series) -> float:
+    return round(float(target.mean()), 4) if len(target) else 0.0
+
+
+def _group_table(
+    frame: pd.DataFrame, columns: list[str], target: pd.Series
+) -> list[dict[str, Any]]:
+    keys = [frame[c].astype("string").fillna("(missing)") for c in columns]
     rows = []
-    for value, part in frame.groupby(frame[column].astype("string").fillna("(missing)")):
-        rows.append(
-            {
-                "group": str(value),
-                "rows": len(part),
-                "positive_rate": round(float(target.loc[part.index].mean()), 4),
+    for value, part in target.groupby(keys):
+        names = value if isinstance(value, tuple) else (value,)
+        group = " & ".join(str(v) for v in names)
+        rows.append({"group": group, "rows": len(part), "positive_rate": _rate(part)})
+    return sorted(rows, key=lambda r: (-r["rows"], r["group"]))
+
+
+def _rare_categories(frame: pd.DataFrame, columns: list[str]) -> dict[str, Any]:
+    limit = max(5, int(RARE_SHARE * len(frame)))
+    rare = {}
+    for column in columns:
+        counts = frame[column].dropna().astype(str).value_counts()
+        small = counts[counts < limit]
+        if len(small):
+            rare[column] = {
+                "levels": len(small),
+                "rows": int(small.sum()),
+                "smallest": {str(k): int(v) for k, v in small.sort_values().head(5).items()},
             }
-        )
-    return sorted(rows, key=lambda r: -r["rows"])
+    return rare
+
+
+def _numeric_edges(frame: pd.DataFrame, columns: list[str]) -> dict[str, Any]:
+    edges = {}
+    for column in columns:
+        values = frame[column].dropna().to_numpy(np.float64)
+        if not len(values):
+            continue
+        median = float(np.median(values))
+        mad = float(np.median(np.abs(values - median))) or float(values.std()) or 1.0
+        edges[column] = {
+            "min": float(values.min()),
+            "median": median,
+            "max": float(values.max()),
+            "outliers_robust_z_over_5": int((np.abs(values - median) / (1.4826 * mad) > 5).sum()),
+            "share_at_mode": round(
+                float(pd.Series(values).value_counts().iloc[0] / len(values)), 4
+            ),
+        }
+    return edges
 
 
 def build_datacard(
@@ -27,30 +75,64 @@ def build_datacard(
     label: str,
     positive: Any,
     sensitive: list[str],
+    text: list[str],
     dropped_identifiers: list[str],
-    duplicates_dropped: dict[str, int],
+    hashed_identifiers: list[str],
     raw_rows: dict[str, int],
     canonicalization: dict[str, Any],
+    merge_report: dict[str, Any],
+    pii: dict[str, dict[str, int]],
 ) -> dict[str, Any]:
     train = splits["train"]
+    numeric = [c for c in train.columns if pd.api.types.is_numeric_dtype(train[c])]
+    categorical = [c for c in train.columns if c not in numeric and c not in text]
+    totals: dict[str, int] = {}
+    for counts in pii.values():
+        for kind, count in counts.items():
+            totals[kind] = totals.get(kind, 0) + count
     return {
         "label": label,
         "positive": str(positive),
         "raw_rows": raw_rows,
-        "exact_duplicates_dropped": duplicates_dropped,
+        "exact_duplicates_dropped": merge_report["exact_duplicates_dropped"],
+        "rows_without_label_dropped": merge_report["rows_without_label_dropped"],
+        "train_rows_dropped_as_copies_of_test_rows": merge_report[
+            "train_rows_dropped_as_copies_of_test_rows"
+        ],
+        "near_duplicates": merge_report["near_duplicates"],
+        "ood": merge_report["ood"],
         "dropped_identifier_columns": dropped_identifiers,
+        "hashed_identifier_columns": hashed_identifiers,
+        "pii_findings_redacted": {"total_by_kind": totals, "by_column": pii},
         "splits": {
-            name: {"rows": len(frame), "positive_rate": round(float(targets[name].mean()), 4)}
+            name: {"rows": len(frame), "positive_rate": _rate(targets[name])}
             for name, frame in splits.items()
         },
-        "schema": canonicalization["columns"],
+        "label_balance": {
+            name: {str(k): int(v) for k, v in frame[label].astype(str).value_counts().items()}
+            for name, frame in splits.items()
+        },
+        "schema": canonicalization,
         "missing_share_train": {
             c: round(float(train[c].isna().mean()), 4)
             for c in train.columns
             if train[c].isna().any()
         },
-        "sensitive_groups_train": {c: _group_table(train, c, targets["train"]) for c in sensitive},
+        "sensitive_groups_train": {
+            c: _group_table(train, [c], targets["train"]) for c in sensitive
+        },
+        "sensitive_intersections_train": {
+            " x ".join(pair): _group_table(train, list(pair), targets["train"])
+            for pair in combinations(sensitive, 2)
+        },
+        "rare_categories_train": _rare_categories(train, [c for c in categorical if c != label]),
+        "numeric_edges_train": _numeric_edges(train, numeric),
     }
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
 
 
 def datacard_markdown(card: dict[str, Any]) -> str:
@@ -59,16 +141,101 @@ def datacard_markdown(card: dict[str, Any]) -> str:
     raw = ", ".join(f"{k}: {v:,}" for k, v in card["raw_rows"].items())
     dups = ", ".join(f"{k}: {v:,}" for k, v in card["exact_duplicates_dropped"].items())
     lines += [f"- Raw rows: {raw}", f"- Exact duplicates dropped: {dups}"]
+    copies = card["train_rows_dropped_as_copies_of_test_rows"]
+    if copies["exact"] or copies["near"]:
+        lines.append(
+            f"- Training rows dropped as copies of test rows: {copies['exact']:,} exact, "
+            f"{copies['near']:,} near"
+        )
+    near = card["near_duplicates"]
+    if near.get("clusters") is not None:
+        lines.append(
+            f"- Near-duplicate clusters (at most {near['max_differing_fields']} differing "
+            f"columns): {near['clusters']:,} holding {near['rows_in_clusters']:,} rows, the "
+            f"largest {near['largest_cluster']:,}; each cluster lies within one split"
+        )
+    lines.append(f"- Rows without a label dropped: {card['rows_without_label_dropped']:,}")
     dropped = ", ".join(f"`{c}`" for c in card["dropped_identifier_columns"]) or "none"
-    lines += [f"- Identifier columns dropped: {dropped}", ""]
-    lines += ["## Splits", "", "| split | rows | positive rate |", "|---|---:|---:|"]
-    for name, info in card["splits"].items():
-        lines.append(f"| {name} | {info['rows']:,} | {info['positive_rate']:.3f} |")
-    lines += ["", "## Columns", "", "| column | type | missing (all raw rows) |", "|---|---|---:|"]
-    for name, info in card["schema"].items():
-        lines.append(f"| `{name}` | {info['dtype']} | {info['missing']:,} |")
+    lines.append(f"- Identifier columns dropped: {dropped}")
+    if card["hashed_identifier_columns"]:
+        hashed = ", ".join(f"`{c}`" for c in card["hashed_identifier_columns"])
+        lines.append(f"- Identifier columns replaced by a keyed hash: {hashed}")
+    if card["ood"]:
+        lines.append(f"- Out-of-distribution split: `{card['ood']['predicate']}`")
+    lines += ["", "## Splits", ""]
+    lines += _table(
+        ["split", "rows", "positive rate"],
+        [[n, f"{i['rows']:,}", f"{i['positive_rate']:.3f}"] for n, i in card["splits"].items()],
+    )
+    pii = card["pii_findings_redacted"]
+    lines += ["", "## Personal data found and redacted", ""]
+    if pii["by_column"]:
+        kinds = sorted(pii["total_by_kind"])
+        rows = [
+            [f"`{c}`", *(f"{v.get(k, 0):,}" for k in kinds)] for c, v in pii["by_column"].items()
+        ]
+        lines += _table(["column", *kinds], rows)
+    else:
+        lines.append("None found.")
+    lines += ["", "## Columns", "", "Counts are over all prepared rows (every split).", ""]
+    lines += _table(
+        ["column", "type", "missing", "text normalized", "case unified"],
+        [
+            [f"`{n}`", i["dtype"], f"{i['missing']:,}", f"{i.get('normalized_text', 0):,}",
+             f"{i.get('case_unified', 0):,}"]
+            for n, i in card["schema"].items()
+        ],
+    )  # fmt: skip
     for column, groups in card["sensitive_groups_train"].items():
         lines += ["", f"## Sensitive attribute `{column}` (train split)", ""]
-        lines += ["| group | rows | positive rate |", "|---|---:|---:|"]
-        lines += [f"| {g['group']} | {g['rows']:,} | {g['positive_rate']:.3f} |" for g in groups]
+        lines += _table(
+            ["group", "rows", "positive rate"],
+            [[g["group"], f"{g['rows']:,}", f"{g['positive_rate']:.3f}"] for g in groups],
+        )
+    for pair, groups in card["sensitive_intersections_train"].items():
+        lines += ["", f"## Intersection {pair} (train split)", ""]
+        lines += _table(
+            ["group", "rows", "positive rate"],
+            [[g["group"], f"{g['rows']:,}", f"{g['positive_rate']:.3f}"] for g in groups],
+        )
+    if card["rare_categories_train"]:
+        lines += ["", "## Rare categories (train split)", ""]
+        lines += _table(
+            ["column", "rare levels", "rows"],
+            [[f"`{c}`", i["levels"], i["rows"]] for c, i in card["rare_categories_train"].items()],
+        )
+    if card["numeric_edges_train"]:
+        lines += ["", "## Numeric columns: range and outliers (train split)", ""]
+        lines += _table(
+            ["column", "min", "median", "max", "robust z > 5", "share at mode"],
+            [
+                [f"`{c}`", f"{i['min']:g}", f"{i['median']:g}", f"{i['max']:g}",
+                 i["outliers_robust_z_over_5"], f"{i['share_at_mode']:.3f}"]
+                for c, i in card["numeric_edges_train"].items()
+            ],
+        )  # fmt: skip
+    lines += ["", "## Figures", "", "![positive rate by group](datacard_groups.png)", ""]
+    lines += ["![missing values](datacard_missing.png)"]
     return "\n".join(lines) + "\n"
+
+
+def datacard_figures(card: dict[str, Any], out: Path) -> None:
+    """Positive rate per sensitive group and missing share per column, as PNG."""
+    from sslops.plots import plt
+
+    groups = [(c, g) for c, rows in card["sensitive_groups_train"].items() for g in rows[:8]]
+    fig, ax = plt.subplots(figsize=(7, 0.3 * len(groups) + 1.2), dpi=100)
+    ax.barh([f"{c}: {g['group']}" for c, g in groups], [g["positive_rate"] for c, g in groups])
+    ax.invert_yaxis()
+    ax.set(xlabel="positive rate (train split)", title="Label balance by sensitive group")
+    fig.tight_layout()
+    fig.savefig(out / FIGURES[0], metadata={"Software": None})
+    plt.close(fig)
+    missing = card["missing_share_train"] or {"(none)": 0.0}
+    fig, ax = plt.subplots(figsize=(7, 0.3 * len(missing) + 1.2), dpi=100)
+    ax.barh(list(missing), list(missing.values()))
+    ax.invert_yaxis()
+    ax.set(xlabel="share of train rows missing", title="Missing values")
+    fig.tight_layout()
+    fig.savefig(out / FIGURES[1], metadata={"Software": None})
+    plt.close(fig)

@@ -1,45 +1,88 @@
-"""Read raw tables; resolve ``package:`` paths to the demo data shipped with sslops."""
+"""Read raw tables in chunks; resolve ``package:`` paths, folders and globs of shards.
+
+Tables (CSV, Parquet) stream through pyarrow in chunks of ``chunk_rows`` rows so a
+table larger than memory can be prepared; every cell arrives as text (Parquet
+numbers stay numbers) and canonicalization decides the types. Errors name the
+file, the line or record, and what was expected. They never quote the offending
+row: it may hold personal data.
+"""
 
 from __future__ import annotations
 
 import csv
+import glob
 import gzip
+import io
 import warnings
+from collections.abc import Iterator
 from importlib.resources import files
 from pathlib import Path
 from typing import IO
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
 from sslops.errors import DataError
 
 PACKAGE_PREFIX = "package:"
+_SUFFIXES = {"csv": (".csv", ".csv.gz"), "parquet": (".parquet", ".pq")}
 
 
 def resolve_path(spec: str, key: str = "data.train") -> Path:
     """``package:adult/train.csv.gz`` -> the file inside sslops/datasets; else a filesystem path."""
-    if spec.startswith(PACKAGE_PREFIX):
-        path = Path(str(files("sslops") / "datasets" / spec[len(PACKAGE_PREFIX) :]))
-    else:
-        path = Path(spec).expanduser()
+    path = local_path(spec)
     if not path.is_file():
         raise DataError(f"{key}: file not found: {spec}")
     return path
 
 
+def local_path(spec: str) -> Path:
+    if spec.startswith(PACKAGE_PREFIX):
+        return Path(str(files("sslops") / "datasets" / spec[len(PACKAGE_PREFIX) :]))
+    return Path(spec).expanduser()
+
+
+def resolve_sources(spec: str, key: str, fmt: str = "csv") -> list[Path]:
+    """The files a table spec names: one file, every table file in a folder, or a glob (sorted)."""
+    path = local_path(spec)
+    if path.is_file():
+        return [path]
+    suffixes = _SUFFIXES.get(fmt, ())
+    if path.is_dir():
+        found = sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(suffixes))
+        if not found:
+            raise DataError(f"{key}: folder {spec} holds no {fmt} files ({', '.join(suffixes)})")
+        return found
+    if any(ch in spec for ch in "*?["):
+        found = sorted(Path(p) for p in glob.glob(str(path)) if Path(p).is_file())
+        if not found:
+            raise DataError(f"{key}: no file matches {spec}")
+        return found
+    raise DataError(f"{key}: file not found: {spec}")
+
+
 def _open_text(path: Path) -> IO[str]:
-    if path.suffix == ".gz":
+    if path.name.endswith(".gz"):
         return gzip.open(path, "rt", encoding="utf-8", newline="")
     return open(path, encoding="utf-8", newline="")
 
 
-def read_header(spec: str, key: str = "data.train") -> list[str]:
-    """Column names of a CSV without reading the rest of it."""
-    path = resolve_path(spec, key)
+def read_header(spec: str, key: str = "data.train", fmt: str = "csv") -> list[str]:
+    """Column names of a table without reading the rest of it (the first file of a folder)."""
+    path = resolve_sources(spec, key, fmt)[0]
+    if fmt == "parquet":
+        try:
+            return [str(n).strip() for n in pq.read_schema(path).names]
+        except (OSError, pa.ArrowException) as exc:
+            raise DataError(f"{key}: {path} is not a readable Parquet file ({exc})") from None
     try:
         with _open_text(path) as fh:
             header = next(csv.reader(fh), None)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{key}: {path} line 1: not UTF-8 text ({exc.reason})") from None
+    except (OSError, csv.Error) as exc:
         raise DataError(f"{key}: cannot read {path}: {exc}") from None
     if not header or not any(h.strip() for h in header):
         raise DataError(f"{key}: {path} is empty; expected a CSV with a header row")
@@ -47,7 +90,7 @@ def read_header(spec: str, key: str = "data.train") -> list[str]:
 
 
 def read_csv(spec: str, na_values: list[str], key: str = "data.train") -> pd.DataFrame:
-    """Read a CSV with a header row; every cell in ``na_values`` becomes missing."""
+    """Read a whole CSV with a header row; every cell in ``na_values`` becomes missing."""
     path = resolve_path(spec, key)
     try:
         # index_col=False and ParserWarning as an error: pandas otherwise takes an extra field
@@ -65,14 +108,109 @@ def read_csv(spec: str, na_values: list[str], key: str = "data.train") -> pd.Dat
             )
     except pd.errors.EmptyDataError:
         raise DataError(f"{key}: {path} is empty; expected a CSV with a header row") from None
-    except (pd.errors.ParserError, pd.errors.ParserWarning) as exc:
-        raise DataError(f"{key}: {path} is not a well-formed CSV: {exc}") from None
+    except (pd.errors.ParserError, pd.errors.ParserWarning):
+        raise DataError(f"{key}: {path} is not a well-formed CSV: {_csv_problem(path)}") from None
     except UnicodeDecodeError as exc:
         raise DataError(f"{key}: {path} is not UTF-8 text ({exc.reason})") from None
     if frame.empty:
         raise DataError(f"{key}: {path} has a header but no rows")
     frame.columns = [str(c).strip() for c in frame.columns]
-    duplicated = frame.columns[frame.columns.duplicated()].tolist()
+    _check_unique_columns(list(frame.columns), path, key)
+    return frame
+
+
+def _check_unique_columns(columns: list[str], path: Path, key: str) -> None:
+    seen: set[str] = set()
+    duplicated = sorted({c for c in columns if c in seen or seen.add(c)})  # type: ignore[func-returns-value]
     if duplicated:
         raise DataError(f"{key}: {path} has duplicate column names {duplicated}")
-    return frame
+
+
+def _csv_problem(path: Path) -> str:
+    """Where a CSV goes wrong: the first line that is not UTF-8 or has the wrong field count."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rb") as raw:
+        for number, line in enumerate(raw, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return f"line {number}: not UTF-8 text (byte {exc.start} of the line)"
+    with _open_text(path) as fh:
+        reader = csv.reader(fh)
+        header = next(reader, [])
+        for row in reader:
+            if row and len(row) != len(header):
+                return (
+                    f"line {reader.line_num}: expected {len(header)} fields "
+                    f"(as in the header), got {len(row)}"
+                )
+    return "the file could not be parsed"
+
+
+def iter_table_chunks(
+    path: Path, fmt: str, chunk_rows: int, key: str = "data.train"
+) -> Iterator[pd.DataFrame]:
+    """Yield a table file in chunks; CSV cells as text (empty string for an empty cell)."""
+    if fmt == "parquet":
+        yield from _parquet_chunks(path, chunk_rows, key)
+        return
+    header = read_header(str(path), key)
+    _check_unique_columns(header, path, key)
+    try:
+        reader = pacsv.open_csv(
+            path,
+            read_options=pacsv.ReadOptions(
+                block_size=max(1 << 20, min(chunk_rows * 256, 1 << 26)),
+                column_names=header,
+                skip_rows=1,
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types={name: pa.string() for name in header},
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+        rows = 0
+        for batch in reader:
+            for start in range(0, batch.num_rows, chunk_rows):
+                piece = batch.slice(start, chunk_rows)
+                rows += piece.num_rows
+                yield piece.to_pandas()
+    except (pa.ArrowInvalid, UnicodeDecodeError):
+        raise DataError(f"{key}: {path} is not a well-formed CSV: {_csv_problem(path)}") from None
+    if rows == 0:
+        raise DataError(f"{key}: {path} has a header but no rows")
+
+
+def _parquet_chunks(path: Path, chunk_rows: int, key: str) -> Iterator[pd.DataFrame]:
+    try:
+        reader = pq.ParquetFile(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise DataError(f"{key}: {path} is not a readable Parquet file ({exc})") from None
+    names = [str(n).strip() for n in reader.schema_arrow.names]
+    _check_unique_columns(names, path, key)
+    if reader.metadata.num_rows == 0:
+        raise DataError(f"{key}: {path} has a schema but no rows")
+    done = 0
+    try:
+        for batch in reader.iter_batches(batch_size=chunk_rows):
+            frame = batch.to_pandas()
+            frame.columns = names
+            done += len(frame)
+            yield frame
+    except (OSError, pa.ArrowException) as exc:
+        raise DataError(
+            f"{key}: {path} record {done + 1}: unreadable Parquet data ({exc})"
+        ) from None
+
+
+def read_text_lines(path: Path, key: str) -> list[str]:
+    """All lines of a text file, with a DataError naming the first line that is not UTF-8."""
+    data = path.read_bytes()
+    if path.name.endswith(".gz"):
+        data = gzip.decompress(data)
+    try:
+        return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8").read().splitlines()
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise DataError(f"{key}: {path} line {line}: not UTF-8 text ({exc.reason})") from None

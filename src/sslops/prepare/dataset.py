@@ -50,13 +50,23 @@ class Split:
 
 
 class PreparedData:
-    """Lazy access to one prepare artifact."""
+    """Lazy access to one prepare artifact.
+
+    Tabular: ``Split.features`` is the encoded float32 matrix and ``target`` 0/1. Images and
+    series (``schema["modality"]``): ``features`` is the stored array (``{split}.npy``) and
+    ``target`` the index of each label in ``schema["classes"]``; ``encoding`` is empty.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.meta = read_meta(self.path, "prepare")
         self.schema: dict[str, Any] = json.loads((self.path / SCHEMA).read_text(encoding="utf-8"))
-        self.encoding = TabularEncoding.load(self.path / "encoding.json")
+        self.modality: str = self.schema.get("modality", "tabular")
+        self.encoding = (
+            TabularEncoding.load(self.path / "encoding.json")
+            if self.modality == "tabular"
+            else TabularEncoding()
+        )
 
     @cached_property
     def train(self) -> Split:
@@ -72,6 +82,10 @@ class PreparedData:
 
     def split(self, name: str) -> Split:
         frame = pd.read_parquet(self.path / f"{name}.parquet")
+        if self.modality != "tabular":
+            classes = {c: i for i, c in enumerate(self.schema["classes"])}
+            target = frame["label"].map(classes).to_numpy(np.int64)
+            return Split(frame, np.load(self.path / f"{name}.npy", allow_pickle=False), target)
         target = target_of(frame, self.schema["label"], self.schema["positive"]).to_numpy()
         return Split(frame, self.encoding.transform(frame), target)
 

@@ -1,37 +1,78 @@
-"""Prepare: raw CSV -> canonical, deduplicated, identifier-free splits + encoding + data card."""
+"""Prepare: raw data -> canonical, deduplicated, PII-free splits + encoding + data card.
+
+Tables go through two steps that also run as separate KFP tasks in shard mode
+(:mod:`sslops.pipeline.prepare_shards`): :func:`scan_file` per input file, then
+:func:`finish_tabular` over all scans. Images and time series are prepared by
+:mod:`sslops.prepare.arrays`.
+"""
 
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import pandas as pd
 
 from sslops.artifacts import write_artifact
 from sslops.config import Config
-from sslops.data.canonicalize import canonicalize
-from sslops.data.datacard import build_datacard, datacard_markdown
+from sslops.data.canonicalize import canonical_column_name, column_report
+from sslops.data.datacard import build_datacard, datacard_figures, datacard_markdown
 from sslops.data.encoding import TabularEncoding
-from sslops.data.readers import read_csv, read_header, resolve_path
-from sslops.data.split import assign_splits, drop_exact_duplicates
+from sslops.data.readers import read_header, resolve_sources
+from sslops.data.split import SPLIT_NAMES, predicate_columns
 from sslops.errors import DataError
-from sslops.prepare.dataset import SCHEMA, SPLITS, target_of
+from sslops.prepare.dataset import SCHEMA, target_of
+from sslops.prepare.merge import Plan, plan, write_splits
+from sslops.prepare.scan import read_scan, roles_for, scan_file
 
-_SOURCE = "__sslops_source__"
+TABLE_FORMATS = ("csv", "parquet")
+
+
+def input_files(cfg: Config) -> list[tuple[str, str, Path]]:
+    """(source, config key, path) of every input file, train files first, in sorted order."""
+    specs = [("train", "data.train", cfg.data.train)]
+    if cfg.data.test:
+        specs.append(("test", "data.test", cfg.data.test))
+    return [
+        (source, key, path)
+        for source, key, spec in specs
+        for path in resolve_sources(spec, key, cfg.data.format)
+    ]
+
+
+def source_names(files: list[tuple[str, str, Path]]) -> dict[str, Path]:
+    """Keys for meta.json's raw sources: ``data.train``, or ``data.train[i]`` for shards."""
+    counts = pd.Series([key for _, key, _ in files]).value_counts()
+    named: dict[str, Path] = {}
+    seen: dict[str, int] = {}
+    for _, key, path in files:
+        index = seen.get(key, 0)
+        seen[key] = index + 1
+        named[key if counts[key] == 1 else f"{key}[{index}]"] = path
+    return named
 
 
 def check_inputs(cfg: Config) -> None:
     """Fail fast, before any work, when a file or a configured column is missing."""
-    sources = {"data.train": cfg.data.train}
-    if cfg.data.test:
-        sources["data.test"] = cfg.data.test
+    if cfg.data.format not in TABLE_FORMATS:
+        from sslops.prepare.arrays import check_array_inputs
+
+        check_array_inputs(cfg)
+        return
     needed = {
         "data.label": [cfg.data.label],
         "data.sensitive": cfg.data.sensitive,
         "data.identifiers": cfg.data.identifiers,
+        "data.text": cfg.data.text,
+        "prepare.split_key": cfg.prepare.split_key,
+        "prepare.ood": predicate_columns(cfg.prepare.ood) if cfg.prepare.ood else [],
     }
-    for key, spec in sources.items():
-        header = read_header(spec, key)
+    specs = {"data.train": cfg.data.train}
+    if cfg.data.test:
+        specs["data.test"] = cfg.data.test
+    for key, spec in specs.items():
+        header = [canonical_column_name(h) for h in read_header(spec, key, cfg.data.format)]
         for role, columns in needed.items():
             for column in columns:
                 if column not in header:
@@ -41,57 +82,62 @@ def check_inputs(cfg: Config) -> None:
                     )
 
 
-def _read_sources(cfg: Config) -> pd.DataFrame:
-    frames = [
-        read_csv(cfg.data.train, cfg.data.na_values, "data.train").assign(**{_SOURCE: "train"})
-    ]
-    if cfg.data.test:
-        test = read_csv(cfg.data.test, cfg.data.na_values, "data.test")
-        missing = sorted(set(frames[0].columns) - {_SOURCE} - set(test.columns))
-        if missing:
-            raise DataError(
-                f"data.test ({cfg.data.test}) lacks columns {missing} present in data.train"
-            )
-        frames.append(
-            test[[c for c in frames[0].columns if c != _SOURCE]].assign(**{_SOURCE: "test"})
-        )
-    # Canonicalize train and test together so a column gets one dtype in both.
-    return pd.concat(frames, ignore_index=True)
+def train_columns(cfg: Config) -> list[str]:
+    header = read_header(cfg.data.train, "data.train", cfg.data.format)
+    return [canonical_column_name(h) for h in header]
 
 
 def prepare(cfg: Config, out_dir: Path) -> Path:
     """Run the prepare stage; returns the artifact directory."""
     check_inputs(cfg)
-    raw = _read_sources(cfg)
-    raw_rows = raw[_SOURCE].value_counts().to_dict()
-    source = raw.pop(_SOURCE)
-    canonical, report = canonicalize(raw, cfg.data.na_values)
-    # The data card describes what the pipeline keeps; identifiers are only named as dropped.
-    report["columns"] = {
-        c: v for c, v in report["columns"].items() if c not in cfg.data.identifiers
-    }
-    canonical = canonical.drop(columns=cfg.data.identifiers)
-    canonical[_SOURCE] = source.to_numpy()
+    if cfg.data.format not in TABLE_FORMATS:
+        from sslops.prepare.arrays import prepare_arrays
 
+        return prepare_arrays(cfg, Path(out_dir))
+    files = input_files(cfg)
+    columns = train_columns(cfg)
+    with tempfile.TemporaryDirectory(prefix="sslops-scan-") as work:
+        folders = [
+            scan_file(cfg, source, path, columns, Path(work) / f"{i:05d}", key)
+            for i, (source, key, path) in enumerate(files)
+        ]
+        return finish_tabular(cfg, folders, Path(out_dir), source_names(files))
+
+
+def finish_tabular(
+    cfg: Config, folders: list[Path], out_dir: Path, sources: dict[str, Path]
+) -> Path:
+    """Merge the scans, write the splits, fit the encoding and write the data card."""
+    columns = list(pd.read_parquet(folders[0] / "rows.parquet").columns) if folders else []
+    roles = roles_for(cfg, _all_columns(cfg, folders, columns))
+    decided = plan(cfg, roles, folders)
+    names = [*SPLIT_NAMES, *(["ood"] if cfg.prepare.ood else [])]
+    with write_artifact(out_dir, "prepare", cfg.model_dump(mode="json"), sources=sources) as tmp:
+        write_splits(folders, roles, decided, tmp, names)
+        splits = {name: pd.read_parquet(tmp / f"{name}.parquet") for name in names}
+        _write_metadata(cfg, roles.output, folders, decided, splits, tmp)
+    return out_dir
+
+
+def _all_columns(cfg: Config, folders: list[Path], output: list[str]) -> list[str]:
+    """The input columns: the scanned output plus the dropped identifiers, in input order."""
+    dropped = [c for c in cfg.data.identifiers if c not in output]
+    return output + dropped
+
+
+def _write_metadata(
+    cfg: Config,
+    output: list[str],
+    folders: list[Path],
+    decided: Plan,
+    splits: dict[str, pd.DataFrame],
+    tmp: Path,
+) -> None:
     label = cfg.data.label
-    unlabeled = canonical[label].isna()
-    canonical = canonical.loc[~unlabeled].reset_index(drop=True)
-    target_of(canonical, label, cfg.data.positive, require_positive=True)
-
-    parts: dict[str, pd.DataFrame] = {}
-    duplicates: dict[str, int] = {}
-    for name, part in canonical.groupby(_SOURCE):
-        deduped, dropped = drop_exact_duplicates(part.drop(columns=_SOURCE), cfg.seed)
-        parts[str(name)], duplicates[str(name)] = deduped, dropped
-
-    test_fraction = 0.0 if "test" in parts else cfg.prepare.test_fraction
-    train_pool = parts["train"]
-    assigned = assign_splits(train_pool, cfg.prepare.validation_fraction, test_fraction, cfg.seed)
-    splits = {name: train_pool.loc[assigned == name].reset_index(drop=True) for name in SPLITS}
-    if "test" in parts:
-        splits["test"] = parts["test"]
+    labels = pd.concat([frame[label] for frame in splits.values()], ignore_index=True)
+    target_of(labels.to_frame(), label, cfg.data.positive, require_positive=True)
     for name, frame in splits.items():
-        if len(frame) == 0:
+        if len(frame) == 0 and name != "ood":
             raise DataError(
                 f"the {name} split is empty; provide more rows or adjust prepare.*_fraction"
             )
@@ -100,36 +146,58 @@ def prepare(cfg: Config, out_dir: Path) -> Path:
         raise DataError(f"data.label {label!r}: the train split has only one class; need both")
 
     excluded = {label, *([] if cfg.prepare.sensitive_as_features else cfg.data.sensitive)}
+    excluded |= set(cfg.data.text) | set(cfg.data.identifiers)
     features = [c for c in splits["train"].columns if c not in excluded]
     encoding = TabularEncoding.fit(splits["train"], features, cfg.prepare.max_categories)
+
+    scans = [read_scan(f) for f in folders]
+    raw_rows: dict[str, int] = {}
+    pii: dict[str, dict[str, int]] = {}
+    normalized: dict[str, int] = {}
+    for scan in scans:
+        raw_rows[scan["source"]] = raw_rows.get(scan["source"], 0) + scan["rows"]
+        for column, counts in scan["pii"].items():
+            for kind, count in counts.items():
+                pii.setdefault(column, {})[kind] = pii.get(column, {}).get(kind, 0) + count
+        for column, count in scan["normalized_text"].items():
+            normalized[column] = normalized.get(column, 0) + count
+    everything = pd.concat(list(splits.values()), ignore_index=True)
+    canonical = {
+        c: column_report(
+            everything[c],
+            {
+                "normalized_text": normalized.get(c, 0),
+                "case_unified": decided.case_unified.get(c, 0),
+            },
+        )
+        for c in output
+        if c not in cfg.data.identifiers
+    }
     card = build_datacard(
         splits,
         targets,
         label=label,
         positive=cfg.data.positive,
         sensitive=cfg.data.sensitive,
-        dropped_identifiers=cfg.data.identifiers,
-        duplicates_dropped=duplicates,
-        raw_rows={str(k): int(v) for k, v in raw_rows.items()},
-        canonicalization=report,
+        text=cfg.data.text,
+        dropped_identifiers=[c for c in cfg.data.identifiers if c not in output],
+        hashed_identifiers=[c for c in cfg.data.identifiers if c in output],
+        raw_rows=raw_rows,
+        canonicalization=canonical,
+        merge_report=decided.report,
+        pii=pii,
     )
-    card["rows_without_label_dropped"] = int(unlabeled.sum())
     schema = {
+        "modality": "tabular",
         "label": label,
         "positive": cfg.data.positive,
         "sensitive": cfg.data.sensitive,
         "features": features,
         "encoded_features": encoding.feature_names,
+        "splits": list(splits),
     }
-
-    sources = {"data.train": resolve_path(cfg.data.train, "data.train")}
-    if cfg.data.test:
-        sources["data.test"] = resolve_path(cfg.data.test, "data.test")
-    with write_artifact(out_dir, "prepare", cfg.model_dump(mode="json"), sources=sources) as tmp:
-        for name, frame in splits.items():
-            frame.to_parquet(tmp / f"{name}.parquet", index=False)
-        encoding.save(tmp / "encoding.json")
-        (tmp / SCHEMA).write_text(json.dumps(schema, indent=2) + "\n", encoding="utf-8")
-        (tmp / "datacard.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-        (tmp / "datacard.md").write_text(datacard_markdown(card), encoding="utf-8")
-    return Path(out_dir)
+    encoding.save(tmp / "encoding.json")
+    (tmp / SCHEMA).write_text(json.dumps(schema, indent=2) + "\n", encoding="utf-8")
+    (tmp / "datacard.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    (tmp / "datacard.md").write_text(datacard_markdown(card), encoding="utf-8")
+    datacard_figures(card, tmp)

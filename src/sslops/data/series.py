@@ -1,0 +1,121 @@
+"""Time series: the UCR/sktime ``.ts`` reader, length canonicalization, near-duplicates.
+
+Near-duplicates are series whose z-normalized shapes are close: the RMS distance
+between the z-normalized series, ``sqrt(2 - 2 * correlation)``, is at most a bound. All
+pairs are compared in blocks (a matrix product), which suits up to ~10^5 series.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from sslops.data.readers import read_text_lines
+from sslops.errors import DataError
+
+
+def read_ts(path: Path, key: str) -> tuple[list[np.ndarray], np.ndarray]:
+    """Univariate series and their class labels; ``?`` marks a missing value."""
+    lines = read_text_lines(path, key)
+    in_data, labelled = False, True
+    series: list[np.ndarray] = []
+    labels: list[str] = []
+    for number, raw in enumerate(lines, start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if not in_data:
+            lowered = line.lower()
+            if lowered.startswith("@classlabel"):
+                labelled = lowered.split()[1:2] == ["true"]
+            elif lowered.startswith("@univariate") and lowered.split()[1:2] == ["false"]:
+                raise DataError(f"{key}: {path} line {number}: multivariate .ts is not supported")
+            elif lowered.startswith("@data"):
+                in_data = True
+            elif not line.startswith("@"):
+                raise DataError(f"{key}: {path} line {number}: expected @data before the series")
+            continue
+        parts = line.split(":")
+        if len(parts) != (2 if labelled else 1):
+            raise DataError(
+                f"{key}: {path} line {number}: expected comma-separated values"
+                + (", ':' and the class label" if labelled else "")
+                + f", got {len(parts)} ':'-separated fields"
+            )
+        try:
+            values = np.array(
+                [np.nan if v.strip() == "?" else float(v) for v in parts[0].split(",")]
+            )
+        except ValueError:
+            raise DataError(
+                f"{key}: {path} line {number}: a series value is not a number"
+            ) from None
+        if len(values) < 2 or not np.isfinite(values[~np.isnan(values)]).all():
+            raise DataError(f"{key}: {path} line {number}: expected at least 2 finite values")
+        series.append(values)
+        labels.append(parts[1].strip() if labelled else "")
+    if not series:
+        raise DataError(f"{key}: {path} has no series after @data")
+    return series, np.array(labels, dtype=object)
+
+
+def _fill_missing(values: np.ndarray) -> np.ndarray:
+    missing = np.isnan(values)
+    if not missing.any():
+        return values
+    if missing.all():
+        return np.zeros_like(values)
+    x = np.arange(len(values))
+    return np.interp(x, x[~missing], values[~missing])
+
+
+def canonical_series(
+    series: list[np.ndarray], length: int | None, policy: str
+) -> tuple[np.ndarray, dict[str, int]]:
+    """float32 (N, length): missing values interpolated, then resampled or padded/cropped."""
+    target = length or Counter(len(s) for s in series).most_common(1)[0][0]
+    out = np.empty((len(series), target), dtype=np.float32)
+    report = {"target_length": target, "interpolated": 0, "resampled": 0, "padded": 0, "cropped": 0}
+    for i, values in enumerate(series):
+        if np.isnan(values).any():
+            report["interpolated"] += 1
+            values = _fill_missing(values)
+        if len(values) != target:
+            if policy == "resample":
+                report["resampled"] += 1
+                values = np.interp(
+                    np.linspace(0, len(values) - 1, target), np.arange(len(values)), values
+                )
+            elif len(values) < target:
+                report["padded"] += 1
+                values = np.pad(values, (0, target - len(values)), mode="edge")
+            else:
+                report["cropped"] += 1
+                values = values[:target]
+        out[i] = values
+    return out, report
+
+
+def z_normalize(values: np.ndarray) -> np.ndarray:
+    centred = values.astype(np.float64) - values.mean(axis=1, keepdims=True)
+    scale = centred.std(axis=1, keepdims=True)
+    return centred / np.where(scale > 0, scale, 1.0)
+
+
+def near_duplicate_series(values: np.ndarray, max_distance: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (i < j) whose z-normalized RMS distance is at most ``max_distance``."""
+    z = z_normalize(values)
+    length = z.shape[1]
+    min_corr = 1.0 - max_distance**2 / 2.0
+    first, second = [], []
+    block = 2048
+    for start in range(0, len(z), block):
+        corr = z[start : start + block] @ z.T / length
+        i, j = np.nonzero(corr >= min_corr - 1e-12)
+        i = i + start
+        keep = i < j
+        first.append(i[keep])
+        second.append(j[keep])
+    return np.concatenate(first), np.concatenate(second)

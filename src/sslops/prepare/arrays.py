@@ -1,0 +1,254 @@
+"""Prepare images and time series: canonical arrays, duplicates, clusters, splits, data card.
+
+The artifact holds, per split, ``{split}.npy`` (images: uint8 (N, H, W, C); series:
+float32 (N, L)) and ``{split}.parquet`` (one row per array row: ``label`` and the
+near-duplicate ``cluster``), plus ``schema.json`` (modality, shape, classes) and the
+data card. The split rules are the tabular ones: exact copies dropped, training
+copies of test items dropped, every near-duplicate cluster on one side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sslops.artifacts import write_artifact
+from sslops.config import Config
+from sslops.data.dedup import clusters_from_pairs, first_occurrences, mix
+from sslops.data.images import (
+    canonical_images,
+    near_duplicate_images,
+    perceptual_hash,
+    read_image_folder,
+    read_npz,
+    read_pixel_csv,
+)
+from sslops.data.readers import local_path, resolve_path
+from sslops.data.series import canonical_series, near_duplicate_series, read_ts
+from sslops.data.split import (
+    SPLIT_NAMES,
+    cluster_key_hashes,
+    evaluate_predicate,
+    split_by_uniform,
+    split_key,
+    uniform_of,
+)
+from sslops.errors import DataError
+from sslops.prepare.dataset import SCHEMA
+
+MODALITY = {"pixel_csv": "image", "npz": "image", "image_folder": "image", "ts": "timeseries"}
+
+
+def _path(cfg: Config, spec: str, key: str) -> Path:
+    if cfg.data.format == "image_folder":
+        path = local_path(spec)
+        if not path.is_dir():
+            raise DataError(f"{key}: folder not found: {spec}")
+        return Path(path)
+    return resolve_path(spec, key)
+
+
+def check_array_inputs(cfg: Config) -> None:
+    expected = MODALITY[cfg.data.format]
+    if cfg.modality != expected:
+        raise DataError(
+            f"data.format {cfg.data.format!r} reads {expected} data but modality is "
+            f"{cfg.modality!r}; set modality: {expected}"
+        )
+    _path(cfg, cfg.data.train, "data.train")
+    if cfg.data.test:
+        _path(cfg, cfg.data.test, "data.test")
+
+
+def _read(cfg: Config, spec: str, key: str) -> tuple[Any, np.ndarray]:
+    path = _path(cfg, spec, key)
+    fmt = cfg.data.format
+    if fmt == "pixel_csv":
+        return read_pixel_csv(path, cfg.data.label, key)
+    if fmt == "npz":
+        return read_npz(path, key)
+    if fmt == "image_folder":
+        images, labels, _ = read_image_folder(path, key)
+        return images, labels
+    return read_ts(path, key)
+
+
+def _item_hashes(values: np.ndarray) -> np.ndarray:
+    flat = np.ascontiguousarray(values).reshape(len(values), -1)
+    return np.array(
+        [int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8).digest(), "little")
+         for row in flat],
+        dtype=np.uint64,
+    )  # fmt: skip
+
+
+def _canonical(cfg: Config, raw: list[Any]) -> tuple[np.ndarray, dict[str, Any]]:
+    if cfg.modality == "image":
+        size = tuple(cfg.prepare.image_size) if cfg.prepare.image_size else None
+        items: list[Any] = [image for part in raw for image in part]
+        return canonical_images(
+            np.stack(items) if isinstance(raw[0], np.ndarray) else items,
+            size,  # type: ignore[arg-type]
+            cfg.prepare.image_channels,
+        )
+    series = [s for part in raw for s in part]
+    return canonical_series(series, cfg.prepare.series_length, cfg.prepare.series_length_policy)
+
+
+def _near_pairs(cfg: Config, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    near = cfg.prepare.near_duplicates
+    if cfg.modality == "timeseries":
+        return near_duplicate_series(values, near.series_max_distance)
+    a, b = near_duplicate_images(perceptual_hash(values), near.image_max_hamming)
+    flat = values.reshape(len(values), -1).astype(np.float32)
+    u, v = flat[a] - flat[a].mean(1, keepdims=True), flat[b] - flat[b].mean(1, keepdims=True)
+    norm = np.sqrt((u * u).sum(1) * (v * v).sum(1))
+    corr = np.where(norm > 0, (u * v).sum(1) / np.where(norm > 0, norm, 1), 1.0)
+    keep = corr >= near.image_min_correlation
+    return a[keep], b[keep]
+
+
+def prepare_arrays(cfg: Config, out_dir: Path) -> Path:
+    specs = [("train", "data.train", cfg.data.train)]
+    if cfg.data.test:
+        specs.append(("test", "data.test", cfg.data.test))
+    raw, labels, source = [], [], []
+    for name, key, spec in specs:
+        items, item_labels = _read(cfg, spec, key)
+        raw.append(items)
+        labels.append(item_labels)
+        source.append(np.full(len(item_labels), name))
+    values, report = _canonical(cfg, raw)
+    label = np.array([" ".join(unicodedata.normalize("NFKC", str(v)).split()) for v in
+                      np.concatenate(labels)], dtype=object)  # fmt: skip
+    origin = np.concatenate(source)
+    content = _item_hashes(values)
+
+    alive = label != ""
+    exact = {}
+    for name in dict.fromkeys(origin):
+        member = alive & (origin == name)
+        first = np.zeros(len(origin), dtype=bool)
+        first[member] = first_occurrences(content[member])
+        exact[str(name)] = int(member.sum() - first[member].sum())
+        alive &= first | ~member
+    copies = {"exact": 0, "near": 0}
+    if cfg.data.test:
+        copy = alive & (origin == "train") & np.isin(content, content[alive & (origin == "test")])
+        copies["exact"], alive = int(copy.sum()), alive & ~copy
+    index = np.flatnonzero(alive)
+    cluster = np.arange(len(origin), dtype=np.int64)
+    near: dict[str, Any] = {"enabled": cfg.prepare.near_duplicates.enabled}
+    if cfg.prepare.near_duplicates.enabled and len(index) > 1:
+        a, b = _near_pairs(cfg, values[index])
+        labels_ = clusters_from_pairs(len(index), a, b)
+        cluster[index] = labels_ + len(origin)
+        sizes = np.bincount(labels_)
+        near |= {"pairs": len(a), "clusters": int((sizes > 1).sum()),
+                 "rows_in_clusters": int(sizes[sizes > 1].sum()),
+                 "largest_cluster": int(sizes.max())}  # fmt: skip
+    if cfg.data.test:
+        drop = (alive & (origin == "train")
+                & np.isin(cluster, cluster[alive & (origin == "test")]))  # fmt: skip
+        copies["near"], alive = int(drop.sum()), alive & ~drop
+
+    keys = mix(content ^ np.uint64(split_key(cfg.seed)))
+    uniform = uniform_of(cluster_key_hashes(keys, cluster))
+    test_fraction = 0.0 if cfg.data.test else cfg.prepare.test_fraction
+    chosen = split_by_uniform(uniform, cfg.prepare.validation_fraction, test_fraction)
+    split = np.where(origin == "test", "test", chosen).astype(object)
+    if cfg.prepare.ood:
+        hit = evaluate_predicate(cfg.prepare.ood, pd.DataFrame({"label": label}))
+        split[np.isin(cluster, np.unique(cluster[alive & hit]))] = "ood"
+    split[~alive] = ""
+    names = [*SPLIT_NAMES, *(["ood"] if cfg.prepare.ood else [])]
+    for name in names:
+        if name != "ood" and not (split == name).any():
+            raise DataError(f"the {name} split is empty; provide more data or adjust prepare.*")
+
+    classes = sorted(set(label[alive]))
+    card = {
+        "modality": cfg.modality,
+        "raw_rows": {str(k): int(v) for k, v in pd.Series(origin).value_counts().items()},
+        "rows_without_label_dropped": int((label == "").sum()),
+        "exact_duplicates_dropped": exact,
+        "train_rows_dropped_as_copies_of_test_rows": copies,
+        "near_duplicates": near,
+        "canonicalization": report,
+        "shape": list(values.shape[1:]),
+        "splits": {n: {"rows": int((split == n).sum())} for n in names},
+        "label_balance": {
+            n: {str(k): int(v) for k, v in pd.Series(label[split == n]).value_counts().items()}
+            for n in names
+        },
+        "edge_cases": _edge_cases(cfg, values[alive]),
+        "pii_findings_redacted": "not applicable: no text fields",
+    }
+    schema = {"modality": cfg.modality, "label": cfg.data.label, "classes": classes,
+              "shape": list(values.shape[1:]), "splits": names,
+              "dtype": str(values.dtype)}  # fmt: skip
+    sources = {key: _path(cfg, spec, key) for _, key, spec in specs}
+    sources = {k: v for k, v in sources.items() if v.is_file()}
+    with write_artifact(out_dir, "prepare", cfg.model_dump(mode="json"), sources=sources) as tmp:
+        for name in names:
+            mask = split == name
+            np.save(tmp / f"{name}.npy", values[mask])
+            pd.DataFrame({"label": pd.array(label[mask], dtype="string"),
+                          "cluster": cluster[mask]}).to_parquet(tmp / f"{name}.parquet",
+                                                                index=False)  # fmt: skip
+        (tmp / SCHEMA).write_text(json.dumps(schema, indent=2) + "\n", encoding="utf-8")
+        (tmp / "datacard.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+        (tmp / "datacard.md").write_text(_markdown(card), encoding="utf-8")
+        _figure(cfg, values[split == "train"][:32], tmp / "datacard_samples.png")
+    return out_dir
+
+
+def _edge_cases(cfg: Config, values: np.ndarray) -> dict[str, Any]:
+    flat = values.reshape(len(values), -1).astype(np.float64)
+    constant = int((flat.max(1) == flat.min(1)).sum())
+    if cfg.modality == "image":
+        return {"constant_images": constant, "mean_pixel": round(float(flat.mean()), 2)}
+    return {"constant_series": constant, "min": float(flat.min()), "max": float(flat.max())}
+
+
+def _markdown(card: dict[str, Any]) -> str:
+    lines = ["# Data card", "", f"- Modality: {card['modality']}, item shape {card['shape']}"]
+    lines.append(f"- Raw items: {card['raw_rows']}")
+    lines.append(f"- Exact duplicates dropped: {card['exact_duplicates_dropped']}")
+    lines.append(f"- Training items dropped as copies of test items: "
+                 f"{card['train_rows_dropped_as_copies_of_test_rows']}")  # fmt: skip
+    lines.append(f"- Near-duplicates: {card['near_duplicates']}")
+    lines.append(f"- Canonicalization: {card['canonicalization']}")
+    lines.append(f"- Edge cases: {card['edge_cases']}")
+    lines += ["", "## Splits", "", "| split | rows | labels |", "|---|---:|---|"]
+    for name, info in card["splits"].items():
+        balance = ", ".join(f"{k}: {v}" for k, v in sorted(card["label_balance"][name].items()))
+        lines.append(f"| {name} | {info['rows']:,} | {balance} |")
+    lines += ["", "![training samples](datacard_samples.png)"]
+    return "\n".join(lines) + "\n"
+
+
+def _figure(cfg: Config, values: np.ndarray, path: Path) -> None:
+    from sslops.plots import plt
+
+    if cfg.modality == "image":
+        fig, axes = plt.subplots(4, 8, figsize=(8, 4.2), dpi=100)
+        for ax, i in zip(axes.ravel(), range(32), strict=True):
+            ax.axis("off")
+            if i < len(values):
+                image = values[i]
+                ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray")
+    else:
+        fig, ax = plt.subplots(figsize=(7, 3.2), dpi=100)
+        for series in values[:10]:
+            ax.plot(series, linewidth=0.8)
+        ax.set(xlabel="time step", title="Training series (first 10)")
+    fig.tight_layout()
+    fig.savefig(path, metadata={"Software": None})
+    plt.close(fig)

@@ -1,0 +1,231 @@
+"""Merge the scans of every input file: global duplicate join, clusters, splits, split files.
+
+Everything that needs all rows at once happens here, on the scans' tokens and keys
+(8 bytes per cell), never on raw data: exact duplicates (first occurrence in input
+order wins), near-duplicate clusters, copies of test rows in the training data, the
+out-of-distribution predicate, the split of each cluster, and the global column types
+and category spellings. Then the canonical rows stream from the scans into one Parquet
+file per split. The result depends only on the rows and their order, not on how they
+were divided into files or chunks, so a sharded run equals a single-process one.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sslops.config import Config
+from sslops.data.canonicalize import decide_numeric, preferred_spellings, unify_case
+from sslops.data.dedup import clusters_from_pairs, combine, first_occurrences, near_duplicate_pairs
+from sslops.data.split import (
+    cluster_key_hashes,
+    evaluate_predicate,
+    predicate_columns,
+    split_by_uniform,
+    uniform_of,
+)
+from sslops.prepare.scan import Roles, read_scan
+
+ROW_GROUP = 65_536
+
+
+@dataclass
+class Plan:
+    """What the merge decided for every scanned row, in scan order."""
+
+    split: np.ndarray  # '' = dropped
+    numeric: dict[str, bool]
+    preferred: dict[str, dict[str, str]]
+    report: dict[str, Any]
+    case_unified: Counter[str] = field(default_factory=Counter)
+    cluster: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    near_pairs: tuple[np.ndarray, np.ndarray] = (np.empty(0, np.int64), np.empty(0, np.int64))
+
+
+def _load(folders: list[Path], name: str) -> np.ndarray:
+    return np.concatenate([np.load(f / name) for f in folders])
+
+
+def _read_columns(folders: list[Path], columns: list[str]) -> pd.DataFrame:
+    if not columns:
+        return pd.DataFrame(index=range(sum(read_scan(f)["rows"] for f in folders)))
+    parts = [pq.read_table(f / "rows.parquet", columns=columns).to_pandas() for f in folders]
+    return pd.concat(parts, ignore_index=True)
+
+
+def convert(
+    frame: pd.DataFrame,
+    numeric: dict[str, bool],
+    preferred: dict[str, dict[str, str]],
+    changed: Counter[str] | None = None,
+) -> pd.DataFrame:
+    """Apply the global decisions to canonical cells: numeric columns, one spelling per category."""
+    out = pd.DataFrame(index=frame.index)
+    for column in frame.columns:
+        values = frame[column]
+        if numeric.get(column):
+            out[column] = decide_numeric(values)
+        else:
+            if pd.api.types.is_float_dtype(values):
+                values = values.map(lambda v: None if pd.isna(v) else repr(float(v)))
+            strings = values.astype("string")
+            out[column], count = unify_case(strings, preferred.get(column, {}))
+            if changed is not None and count:
+                changed[column] += count
+    return out
+
+
+def plan(cfg: Config, roles: Roles, folders: list[Path]) -> Plan:
+    scans = [read_scan(f) for f in folders]
+    source = np.concatenate([np.full(s["rows"], s["source"]) for s in scans])
+    numeric = {
+        c: all(s["numeric"][c] for s in scans) and any(s["has_value"][c] for s in scans)
+        for c in roles.content
+    }
+    spellings: dict[str, Counter[str]] = {}
+    for s in scans:
+        for column, counts in s["spellings"].items():
+            spellings.setdefault(column, Counter()).update(counts)
+    preferred = {
+        c: preferred_spellings(counts)
+        for c, counts in spellings.items()
+        if not numeric.get(c) and cfg.prepare.casefold_categories
+    }
+    tokens = _load(folders, "tokens.npy")
+    keys = _load(folders, "keys.npy")
+    label = cfg.data.label
+    needed = sorted({label, *(predicate_columns(cfg.prepare.ood) if cfg.prepare.ood else [])})
+    values = convert(_read_columns(folders, needed), numeric, preferred)
+
+    labeled = values[label].notna().to_numpy()
+    content_hash = combine(tokens)
+    alive = labeled.copy()
+    exact: dict[str, int] = {}
+    for name in dict.fromkeys(source):
+        member = alive & (source == name)
+        first = np.zeros(len(source), dtype=bool)
+        first[member] = first_occurrences(content_hash[member])
+        exact[str(name)] = int(member.sum() - first[member].sum())
+        alive &= first | ~member
+    copies_of_test = 0
+    if "test" in exact:
+        in_test = np.isin(content_hash, content_hash[alive & (source == "test")])
+        copy = alive & (source == "train") & in_test
+        copies_of_test, alive = int(copy.sum()), alive & ~copy
+
+    index = np.flatnonzero(alive)
+    cluster = np.arange(len(source), dtype=np.int64)
+    near: dict[str, Any] = {"enabled": cfg.prepare.near_duplicates.enabled}
+    near_pairs = (np.empty(0, np.int64), np.empty(0, np.int64))
+    if cfg.prepare.near_duplicates.enabled and len(index) > 1:
+        max_diff = cfg.prepare.near_duplicates.max_differing_fields
+        first_i, second_i, skipped = near_duplicate_pairs(tokens[index], max_diff)
+        labels = clusters_from_pairs(len(index), first_i, second_i)
+        cluster[index] = labels + len(source)
+        near_pairs = (index[first_i], index[second_i])
+        sizes = np.bincount(labels)
+        near |= {
+            "max_differing_fields": max_diff,
+            "pairs": len(first_i),
+            "clusters": int((sizes > 1).sum()),
+            "rows_in_clusters": int(sizes[sizes > 1].sum()),
+            "largest_cluster": int(sizes.max()),
+            "rows_not_compared_in_oversized_buckets": skipped,
+        }
+    near_copies_of_test = 0
+    if "test" in exact:
+        test_clusters = np.unique(cluster[alive & (source == "test")])
+        drop = alive & (source == "train") & np.isin(cluster, test_clusters)
+        near_copies_of_test, alive = int(drop.sum()), alive & ~drop
+
+    split = np.full(len(source), "", dtype=object)
+    test_fraction = 0.0 if "test" in exact else cfg.prepare.test_fraction
+    uniform = uniform_of(cluster_key_hashes(keys, cluster))
+    chosen = split_by_uniform(uniform, cfg.prepare.validation_fraction, test_fraction)
+    train_rows = alive & (source == "train")
+    split[train_rows] = chosen[train_rows]
+    split[alive & (source == "test")] = "test"
+    ood_rows = 0
+    if cfg.prepare.ood:
+        hit = alive & evaluate_predicate(cfg.prepare.ood, values)
+        whole = alive & np.isin(cluster, np.unique(cluster[hit]))
+        split[whole] = "ood"
+        ood_rows = int(whole.sum())
+    report = {
+        "rows_without_label_dropped": int((~labeled).sum()),
+        "exact_duplicates_dropped": exact,
+        "train_rows_dropped_as_copies_of_test_rows": {
+            "exact": copies_of_test,
+            "near": near_copies_of_test,
+        },
+        "near_duplicates": near,
+        "ood": {"predicate": cfg.prepare.ood, "rows": ood_rows} if cfg.prepare.ood else None,
+    }
+    return Plan(split, numeric, preferred, report, cluster=cluster, near_pairs=near_pairs)
+
+
+class _SplitWriter:
+    """Parquet output in fixed-size row groups, so the bytes do not depend on input chunking."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.writer: pq.ParquetWriter | None = None
+        self.buffered = 0
+        self.pending_tables: list[pa.Table] = []
+
+    def add(self, table: pa.Table) -> None:
+        self.pending_tables.append(table)
+        self.buffered += table.num_rows
+        while self.buffered >= ROW_GROUP:
+            self._flush(ROW_GROUP)
+
+    def _flush(self, rows: int) -> None:
+        table = pa.concat_tables(self.pending_tables).combine_chunks()
+        head, rest = table.slice(0, rows), table.slice(rows)
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.path, head.schema)
+        writer = self.writer
+        writer.write_table(head, row_group_size=ROW_GROUP)
+        self.pending_tables, self.buffered = [rest], rest.num_rows
+
+    def close(self, schema: pa.Schema) -> None:
+        if self.buffered or self.writer is None:
+            if not self.pending_tables or not self.buffered:
+                self.pending_tables = [schema.empty_table()]
+            self._flush(self.buffered)
+        if self.writer is not None:
+            self.writer.close()
+
+
+def write_splits(
+    folders: list[Path], roles: Roles, decided: Plan, out: Path, names: list[str]
+) -> None:
+    writers = {name: _SplitWriter(out / f"{name}.parquet") for name in names}
+    offset = 0
+    schema: pa.Schema | None = None
+    for folder in folders:
+        rows = pq.ParquetFile(folder / "rows.parquet")
+        for batch in rows.iter_batches(batch_size=ROW_GROUP):
+            split = decided.split[offset : offset + batch.num_rows]
+            frame = convert(
+                batch.to_pandas()[roles.output],
+                decided.numeric,
+                decided.preferred,
+                decided.case_unified if len(split) and (split != "").any() else None,
+            )
+            offset += len(frame)
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            schema = schema or table.schema
+            for name, writer in writers.items():
+                mask = split == name
+                if mask.any():
+                    writer.add(table.filter(pa.array(mask)).cast(schema))
+    for writer in writers.values():
+        writer.close(schema if schema is not None else pa.schema([]))

@@ -1,0 +1,173 @@
+"""Scan one input table file: canonical cells, PII redacted, identifiers removed, row tokens.
+
+This is the per-shard half of the tabular prepare stage (the merge is
+:mod:`sslops.prepare.merge`). It streams the file in chunks and writes a scan folder:
+
+- ``rows.parquet``: the canonical, redacted cells (text, or numbers for numeric Parquet
+  columns); identifier columns are absent, or replaced by their keyed hash
+- ``tokens.npy``: one uint64 token per content cell (columns in sorted order)
+- ``keys.npy``: the keyed hash of each row's split key
+- ``scan.json``: counts only (rows, PII findings per kind and column, text changes),
+  which columns were all-numeric, and category spellings for case unification
+
+No raw identifier or PII value reaches the scan folder, so it may be a KFP artifact.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sslops.config import Config
+from sslops.data.canonicalize import (
+    canonical_column_name,
+    canonical_strings,
+    case_spellings,
+    parse_numbers,
+)
+from sslops.data.dedup import cell_tokens, combine
+from sslops.data.pii import keyed_hash, load_key, redact_column, require_key, siphash_key
+from sslops.data.readers import iter_table_chunks
+from sslops.data.split import split_key
+from sslops.errors import DataError
+
+SCAN = "scan.json"
+
+
+@dataclass
+class Roles:
+    """Which columns play which part, shared by the scans and the merge."""
+
+    columns: list[str]  # every input column, in file order
+    identifiers: list[str]
+    hashed: list[str]  # identifiers kept as keyed hashes
+    content: list[str]  # sorted: the columns that define a row's content
+    key_columns: list[str]  # sorted: the split key (defaults to the content)
+    text: list[str] = field(default_factory=list)
+
+    @property
+    def output(self) -> list[str]:
+        """Columns written to the prepared splits, in input order."""
+        return [c for c in self.columns if c not in self.identifiers or c in self.hashed]
+
+
+def roles_for(cfg: Config, columns: list[str]) -> Roles:
+    identifiers = list(cfg.data.identifiers)
+    hashed = identifiers if cfg.prepare.pii.identifiers == "hash" else []
+    content = sorted(c for c in columns if c not in identifiers)
+    keys = sorted(cfg.prepare.split_key) or content
+    return Roles(columns, identifiers, hashed, content, keys, list(cfg.data.text))
+
+
+def split_secret(cfg: Config, roles: Roles) -> str:
+    """A split key built from identifier columns is keyed by the secret, so it reveals nothing."""
+    if not set(roles.key_columns) & set(roles.identifiers):
+        return ""
+    key = require_key(
+        load_key(cfg.prepare.pii.key_file, cfg.prepare.pii.key_env),
+        "prepare.split_key on identifier columns",
+        cfg.prepare.pii.key_env,
+    )
+    return siphash_key(key, "split")
+
+
+def _check_columns(found: list[str], expected: list[str], path: Path, key: str) -> None:
+    missing = [c for c in expected if c not in found]
+    if missing:
+        raise DataError(
+            f"{key}: {path} lacks columns {missing}; every file must have: {', '.join(expected)}"
+        )
+
+
+def scan_file(
+    cfg: Config, source: str, path: Path, columns: list[str], out: Path, key: str
+) -> Path:
+    """Scan ``path`` (a ``source`` file: 'train' or 'test') into the folder ``out``."""
+    roles = roles_for(cfg, columns)
+    secret = split_secret(cfg, roles)
+    pii_key = None
+    if roles.hashed:
+        pii_key = require_key(
+            load_key(cfg.prepare.pii.key_file, cfg.prepare.pii.key_env),
+            "prepare.pii.identifiers=hash",
+            cfg.prepare.pii.key_env,
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    casefold = cfg.prepare.casefold_categories
+    stats: dict[str, Any] = {
+        "source": source,
+        "file": str(path),
+        "key": key,
+        "rows": 0,
+        "pii": {},
+        "normalized_text": Counter(),
+        "numeric": {c: True for c in roles.content},
+        "has_value": {c: False for c in roles.content},
+        "spellings": {c: Counter() for c in roles.content if c not in roles.text},
+    }
+    token_parts, key_parts = [], []
+    writer: pq.ParquetWriter | None = None
+    try:
+        for chunk in iter_table_chunks(path, cfg.data.format, cfg.prepare.chunk_rows, key):
+            chunk.columns = [canonical_column_name(c) for c in chunk.columns]
+            _check_columns(list(chunk.columns), columns, path, key)
+            stats["rows"] += len(chunk)
+            cells: dict[str, pd.Series] = {}
+            for column in columns:
+                values, changed = canonical_strings(chunk[column], cfg.data.na_values)
+                stats["normalized_text"][column] += changed
+                if column in roles.identifiers:
+                    cells[column] = values
+                    continue
+                if cfg.prepare.pii.scan and values.dtype == object:
+                    values, found = redact_column(values)
+                    for kind, count in found.items():
+                        stats["pii"].setdefault(column, Counter())[kind] += count
+                cells[column] = values
+                if values.dtype == object:
+                    _, all_numeric = parse_numbers(values.dropna())
+                    stats["numeric"][column] &= all_numeric
+                    if casefold and column not in roles.text and not all_numeric:
+                        stats["spellings"][column].update(case_spellings(values))
+                stats["has_value"][column] |= bool(values.notna().any())
+            lower = {c: casefold and c not in roles.text for c in roles.content}
+            tokens = np.stack([cell_tokens(cells[c], lower[c]) for c in roles.content], axis=1)
+            token_parts.append(tokens)
+            if roles.key_columns != roles.content:
+                tokens = np.stack([cell_tokens(cells[c]) for c in roles.key_columns], axis=1)
+            key_parts.append(combine(tokens, split_key(cfg.seed, secret)))
+            for column in roles.hashed:
+                cells[column] = keyed_hash(cells[column], pii_key or b"")
+            table = pa.table({c: _arrow(cells[c]) for c in roles.output})
+            if writer is None:
+                writer = pq.ParquetWriter(out / "rows.parquet", table.schema)
+            writer.write_table(table.cast(writer.schema))
+    finally:
+        if writer is not None:
+            writer.close()
+    np.save(out / "tokens.npy", np.concatenate(token_parts).reshape(-1, len(roles.content)))
+    np.save(out / "keys.npy", np.concatenate(key_parts))
+    stats["spellings"] = {c: dict(s) for c, s in stats["spellings"].items() if s}
+    stats["normalized_text"] = dict(stats["normalized_text"])
+    stats["pii"] = {c: dict(v) for c, v in stats["pii"].items()}
+    (out / SCAN).write_text(json.dumps(stats, indent=1) + "\n", encoding="utf-8")
+    return out
+
+
+def _arrow(values: pd.Series) -> pa.Array:
+    if pd.api.types.is_float_dtype(values):
+        return pa.array(values.to_numpy(np.float64), type=pa.float64(), from_pandas=True)
+    return pa.array(values.to_numpy(object), type=pa.string(), from_pandas=True)
+
+
+def read_scan(folder: Path) -> dict[str, Any]:
+    stats: dict[str, Any] = json.loads((folder / SCAN).read_text(encoding="utf-8"))
+    return stats
