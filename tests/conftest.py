@@ -30,6 +30,9 @@ FAST_OVERRIDES = [
     "finetune.label_fraction=0.1",
     "finetune.fairness.steps=50",
     "finetune.fairness.penalties=[0.0,10.0,100.0]",
+    "finetune.fairness.reductions=[0.02]",
+    "evaluate.bootstrap=20",
+    "evaluate.label_efficiency=null",
 ]
 
 

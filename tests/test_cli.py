@@ -80,7 +80,7 @@ def test_stage_commands_chain(small_config, tmp_path: Path, cli_env: dict[str, s
         result = _sslops(*step, "--config", str(cfg), env=cli_env)
         assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads((out["evaluate"] / "metrics.json").read_text())
-    assert set(metrics["models"]) == {"ssl", "mitigated", "baseline"}
+    assert {"ssl", "mitigated", "baseline"} <= set(metrics["models"])
 
 
 def test_stage_refuses_a_tampered_input_artifact(

@@ -247,14 +247,45 @@ class PretrainConfig(_Section):
 
 
 class FairnessConfig(_Section):
-    constraint: Literal["demographic_parity", "none"] = "demographic_parity"
-    max_gap: float = Field(default=0.02, gt=0, lt=1)
+    """Fairness mitigation and the policy that selects the deployed (``mitigated``) model."""
+
+    constraint: Literal["demographic_parity", "equalized_odds", "equal_opportunity", "none"] = (
+        "demographic_parity"
+    )
+    max_gap: float = Field(
+        default=0.02, gt=0, lt=1, description="Policy: the constrained gap on validation."
+    )
+    sensitive: list[str] | None = Field(
+        default=None,
+        description="Columns the constraint covers (default: data.sensitive[0]); several are "
+        "each constrained.",
+    )
     penalties: list[float] = Field(
         default_factory=lambda: [0.0, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0],
         min_length=1,
-        description="Sweep of the fairness-penalty weight; the policy picks one.",
+        description="Sweep of the in-training penalty weight (Pareto front candidates).",
     )
-    steps: int = Field(default=300, ge=1, description="Optimizer steps per penalty weight.")
+    reductions: list[float] = Field(
+        default_factory=lambda: [0.005, 0.01, 0.02, 0.05],
+        description="ExponentiatedGradient constraint bounds (eps) to sweep; [] to skip.",
+    )
+    postprocessing: bool = Field(
+        default=True,
+        description="Also report fairlearn ThresholdOptimizer (flagged: needs the sensitive "
+        "attribute at prediction time; never deployed).",
+    )
+    steps: int = Field(default=300, ge=1, description="L-BFGS iterations per linear head.")
+
+
+class FullFineTuneConfig(_Section):
+    """Full fine-tuning of encoder + head (``finetune.transfer: full``)."""
+
+    epochs: int = Field(default=10, ge=1)
+    freeze_epochs: int = Field(default=2, ge=0, description="Head-only epochs first.")
+    learning_rate: float = Field(default=1e-3, gt=0)
+    layer_decay: float = Field(default=0.7, gt=0, le=1, description="Layer-wise LR decay.")
+    weight_decay: float = Field(default=1e-4, ge=0)
+    batch_size: int = Field(default=256, ge=2)
 
 
 class FinetuneConfig(_Section):
@@ -262,23 +293,109 @@ class FinetuneConfig(_Section):
     regularization: float = Field(
         default=1.0, gt=0, description="Inverse L2 strength of the heads (scikit-learn's C)."
     )
+    transfer: Literal["linear_probe", "full"] = Field(
+        default="linear_probe", description="How the `ssl` model transfers the encoder."
+    )
+    full: FullFineTuneConfig = Field(default_factory=FullFineTuneConfig)
     fairness: FairnessConfig = Field(default_factory=FairnessConfig)
+
+
+class LabelEfficiencyConfig(_Section):
+    fractions: list[float] = Field(default_factory=lambda: [0.01, 0.05, 0.1, 1.0])
+    draws: int = Field(default=1, ge=1, description="Label draws (seeds) per fraction.")
+    full_fine_tune: bool = Field(default=True, description="Include SSL full fine-tuning.")
 
 
 class EvaluateConfig(_Section):
     threshold: float = Field(default=0.5, gt=0, lt=1, description="Decision threshold.")
+    bootstrap: int = Field(default=200, ge=0, description="Resamples for 95% intervals.")
+    intersections: bool = Field(default=True, description="Also the sensitive columns' crossings.")
+    proxies: list[str] = Field(
+        default_factory=list, description="Proxy columns checked for reliance, like sensitive ones."
+    )
+    shortcut_columns: list[str] = Field(
+        default_factory=list, description="Suspected shortcut columns (e.g. a planted feature)."
+    )
+    reliance_threshold: float = Field(
+        default=0.05, gt=0, lt=1, description="Flag a column when permuting it flips this share."
+    )
+    label_efficiency: LabelEfficiencyConfig | None = Field(
+        default_factory=LabelEfficiencyConfig, description="null to skip the curve."
+    )
+
+
+class GatesConfig(_Section):
+    """Policy gates on the deployed model (``export.model``); ``null`` switches a gate off.
+
+    A failing gate fails the audit stage, and so the pipeline, unless
+    ``audit.overrides.<gate>`` gives a written justification (recorded in the bundle).
+    """
+
+    min_accuracy: float | None = Field(default=None, ge=0, le=1, description="Test accuracy.")
+    min_auc: float | None = Field(default=0.6, ge=0, le=1, description="Test ROC AUC.")
+    max_dp_difference: float | None = Field(
+        default=None, ge=0, le=1, description="Demographic-parity difference for data.sensitive[0]."
+    )
+    max_eo_difference: float | None = Field(
+        default=None, ge=0, le=1, description="Equalized-odds difference for data.sensitive[0]."
+    )
+    max_onnx_abs_diff: float | None = Field(
+        default=1e-4, gt=0, description="Largest |ONNX - torch| probability on the test split."
+    )
+    max_int8_accuracy_drop: float | None = Field(
+        default=0.5, ge=0, description="Accuracy points the int8 model may lose against fp32."
+    )
+
+
+class GateOverride(_Section):
+    """Accepting a failed gate: who decided and why, written into the audit bundle."""
+
+    justification: str = Field(min_length=20, description="Why the failure is acceptable.")
+    approved_by: str = Field(min_length=1, description="Name or role of the approver.")
+
+
+class SigningConfig(_Section):
+    """Where the Ed25519 private key (PEM) comes from; the key itself never goes in a config."""
+
+    key_file: str | None = Field(default=None, description="Path of the private key file.")
+    key_env: str = Field(
+        default="SSLOPS_SIGNING_KEY",
+        description="Environment variable holding the key (a Kubernetes Secret on a cluster).",
+    )
+    required: bool = Field(default=False, description="Fail the audit when no key is found.")
 
 
 class AuditConfig(_Section):
     title: str = "sslops model card"
     owner: str = "unspecified"
     intended_use: str = "Decision support; not for fully automated decisions about people."
+    gates: GatesConfig = Field(default_factory=GatesConfig)
+    overrides: dict[str, GateOverride] = Field(
+        default_factory=dict, description="Accepted gate failures, keyed by gate name."
+    )
+    signing: SigningConfig = Field(default_factory=SigningConfig)
+    previous_bundle: str | None = Field(
+        default=None, description="An earlier audit bundle (folder or .zip) for the change log."
+    )
+
+    @model_validator(mode="after")
+    def _overrides_name_gates(self) -> AuditConfig:
+        unknown = sorted(set(self.overrides) - set(GatesConfig.model_fields))
+        if unknown:
+            raise ValueError(
+                f"audit.overrides names no gate: {unknown}; gates are "
+                + ", ".join(GatesConfig.model_fields)
+            )
+        return self
 
 
 class ExportConfig(_Section):
     model: Literal["mitigated", "ssl"] = "mitigated"
     opset: int = Field(default=18, ge=18)
     max_abs_diff: float = Field(default=1e-4, gt=0, description="ONNX-vs-torch parity bound.")
+    quantize: Literal["dynamic_int8", "none"] = Field(
+        default="dynamic_int8", description="Also write model.int8.onnx (dynamic quantization)."
+    )
 
 
 class Config(_Section):

@@ -13,11 +13,13 @@ import matplotlib.pyplot as plt
 
 def line_plot(
     path: Path, series: dict[str, tuple[list[float], list[float]]], xlabel: str, ylabel: str,
-    title: str,
+    title: str, log_x: bool = False,
 ) -> None:  # fmt: skip
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
     for name, (x, y) in series.items():
-        ax.plot(x, y, label=name)
+        ax.plot(x, y, label=name, marker="o" if log_x else None)
+    if log_x:
+        ax.set_xscale("log")
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.grid(alpha=0.3)
     if len(series) > 1:

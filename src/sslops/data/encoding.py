@@ -78,13 +78,12 @@ class TabularEncoding:
         for cat in self.categorical:
             known = {level: i for i, level in enumerate(cat.categories)}
             series = frame[cat.name]
-            codes = np.array(
-                [
-                    known[MISSING] if pd.isna(v) else known.get(str(v), known[OTHER])
-                    for v in series.to_numpy(dtype=object)
-                ],
-                dtype=np.int64,
-            )
+            # Vectorized lookup: unknown levels -> OTHER, missing -> MISSING.
+            codes = (
+                series.astype("string").map(known).astype("Float64")
+                .fillna(known[OTHER]).to_numpy(dtype=np.int64)
+            )  # fmt: skip
+            codes[series.isna().to_numpy()] = known[MISSING]
             block = np.zeros((len(frame), len(cat.categories)))
             block[np.arange(len(frame)), codes] = 1.0
             blocks.append(block)

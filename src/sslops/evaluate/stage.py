@@ -1,4 +1,10 @@
-"""Evaluate: accuracy, ROC AUC and fairness gaps, overall and per sensitive group (MetricFrame)."""
+"""Evaluate: every model on the test split (and the out-of-distribution split when prepare made
+one) — overall and per group with intervals, shortcut tests, and the label-efficiency curve.
+
+Post-processed predictions (ThresholdOptimizer) are evaluated too, under the name
+``ssl+threshold_optimizer`` and flagged: they need the sensitive attribute at
+prediction time and are never the deployed model.
+"""
 
 from __future__ import annotations
 
@@ -8,71 +14,28 @@ from typing import Any
 
 import numpy as np
 import torch
-from fairlearn.metrics import (
-    MetricFrame,
-    count,
-    demographic_parity_difference,
-    equalized_odds_difference,
-    selection_rate,
-)
-from sklearn.metrics import accuracy_score, confusion_matrix, roc_auc_score, roc_curve
+from sklearn.metrics import confusion_matrix, roc_curve
 
 from sslops.artifacts import read_meta, write_artifact
 from sslops.config import Config
+from sslops.evaluate.label_efficiency import label_efficiency, plot_curve
+from sslops.evaluate.metrics import model_metrics
+from sslops.evaluate.shortcuts import counterfactual_flip, permutation_reliance
+from sslops.finetune.estimators import GroupThresholdPostprocessor
 from sslops.finetune.stage import MODELS
-from sslops.models.tabular import load_classifier
+from sslops.models.tabular import TabularClassifier, load_classifier
 from sslops.plots import grouped_bars, line_plot
-from sslops.prepare.dataset import PreparedData
+from sslops.prepare.dataset import PreparedData, Split
+
+POSTPROCESSED = "ssl+threshold_optimizer"
 
 
-def _auc(y_true: np.ndarray, score: np.ndarray) -> float:
-    # A group with a single class has no ROC AUC; NaN is reported, not an error.
-    return float(roc_auc_score(y_true, score)) if len(np.unique(y_true)) == 2 else float("nan")
+def _scorer(model: TabularClassifier) -> Any:
+    def score(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.from_numpy(x)).numpy().astype(np.float64)
 
-
-def model_metrics(
-    y: np.ndarray, score: np.ndarray, threshold: float, groups: dict[str, np.ndarray]
-) -> dict[str, Any]:
-    """Overall metrics, fairness gaps for the first group column, and a per-group table for each."""
-    predicted = (score >= threshold).astype(int)
-    first = next(iter(groups.values()))
-    result: dict[str, Any] = {
-        "accuracy": float(accuracy_score(y, predicted)),
-        "roc_auc": _auc(y, score),
-        "selection_rate": float(predicted.mean()),
-        "dp_difference": float(
-            demographic_parity_difference(y, predicted, sensitive_features=first)
-        ),
-        "eo_difference": float(equalized_odds_difference(y, predicted, sensitive_features=first)),
-        "by_group": {},
-    }
-    for column, values in groups.items():
-        frame = MetricFrame(
-            metrics={"accuracy": accuracy_score, "selection_rate": selection_rate, "count": count},
-            y_true=y,
-            y_pred=predicted,
-            sensitive_features=values,
-        )
-        auc = MetricFrame(metrics=_auc, y_true=y, y_pred=score, sensitive_features=values).by_group
-        table = frame.by_group.assign(roc_auc=auc)
-        result["by_group"][column] = {
-            str(group): {k: float(v) for k, v in row.items()} for group, row in table.iterrows()
-        }
-        result["by_group"][column + ":dp_difference"] = float(
-            demographic_parity_difference(y, predicted, sensitive_features=values)
-        )
-    return result
-
-
-def _metrics_markdown(metrics: dict[str, dict[str, Any]], sensitive: str) -> str:
-    lines = [f"| model | accuracy | ROC AUC | DP diff. ({sensitive}) | EO diff. ({sensitive}) |"]
-    lines.append("|---|---:|---:|---:|---:|")
-    for name, m in metrics.items():
-        lines.append(
-            f"| {name} | {m['accuracy']:.4f} | {m['roc_auc']:.4f} | "
-            f"{m['dp_difference']:.4f} | {m['eo_difference']:.4f} |"
-        )
-    return "\n".join(lines) + "\n"
+    return score
 
 
 def _curve(y: np.ndarray, score: np.ndarray, points: int = 101) -> dict[str, list[float]]:
@@ -82,49 +45,137 @@ def _curve(y: np.ndarray, score: np.ndarray, points: int = 101) -> dict[str, lis
     return {"fpr": fpr[keep].tolist(), "tpr": tpr[keep].tolist(), "thresholds": thr[keep].tolist()}
 
 
+def _metrics_markdown(metrics: dict[str, dict[str, Any]], sensitive: str, constrained: str) -> str:
+    lines = [
+        f"| model | accuracy | ROC AUC | DP diff. ({sensitive}) | EO diff. ({sensitive}) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, m in metrics.items():
+        ci = m.get("intervals", {}).get("accuracy")
+        acc = f"{m['accuracy']:.4f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+        flag = " (needs sensitive attribute at prediction)" if name == POSTPROCESSED else ""
+        lines.append(
+            f"| {name}{flag} | {acc} | {m['roc_auc']:.4f} | "
+            f"{m['dp_difference']:.4f} | {m['eo_difference']:.4f} |"
+        )
+    lines += ["", f"The fairness policy constrains: {constrained}."]
+    return "\n".join(lines) + "\n"
+
+
+def _evaluate_split(
+    cfg: Config, split: Split, models: dict[str, TabularClassifier], columns: list[str],
+    post: dict[str, Any] | None,
+) -> dict[str, dict[str, Any]]:  # fmt: skip
+    ec = cfg.evaluate
+    groups = {c: split.groups(c).to_numpy() for c in columns}
+    out: dict[str, dict[str, Any]] = {}
+    for name, model in models.items():
+        out[name] = model_metrics(
+            split.target, _scorer(model)(split.features), ec.threshold, groups,
+            intersections=ec.intersections, resamples=ec.bootstrap, seed=cfg.seed,
+        )  # fmt: skip
+    if post is not None:
+        thresholder = GroupThresholdPostprocessor(constraint=post["constraint"])
+        thresholder.thresholds_ = post["thresholds"]
+        score = _scorer(models[post["base_model"]])(split.features)
+        sens = split.frame[post["sensitive"]].astype("string").fillna("(missing)").to_numpy()
+        predicted = thresholder.predict(score, sensitive_features=sens, seed=cfg.seed)
+        out[POSTPROCESSED] = model_metrics(
+            split.target, score, ec.threshold, groups, intersections=ec.intersections,
+            predicted=predicted,
+        )  # fmt: skip
+        out[POSTPROCESSED]["flag"] = post["flag"]
+    return out
+
+
 def evaluate(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_dir: Path) -> Path:
     """Run the evaluate stage; returns the artifact directory."""
+    ec = cfg.evaluate
     data = PreparedData(prepared_dir)
     read_meta(finetuned_dir, "finetune")
+    finetune_report = json.loads((finetuned_dir / "finetune.json").read_text(encoding="utf-8"))
+    post_path = finetuned_dir / "postprocessing.json"
+    post = json.loads(post_path.read_text(encoding="utf-8")) if post_path.is_file() else None
+    models = {name: load_classifier(finetuned_dir, name)[0] for name in MODELS}
     test = data.test
-    groups = {c: test.groups(c).to_numpy() for c in data.sensitive}
-    threshold = cfg.evaluate.threshold
-    metrics: dict[str, dict[str, Any]] = {}
-    curves: dict[str, dict[str, list[float]]] = {}
-    confusion: dict[str, list[list[int]]] = {}
-    with torch.no_grad():
-        for name in MODELS:
-            model, _ = load_classifier(finetuned_dir, name)
-            score = model(torch.from_numpy(test.features)).numpy().astype(np.float64)
-            metrics[name] = model_metrics(test.target, score, threshold, groups)
-            curves[name] = _curve(test.target, score)
-            predicted = (score >= threshold).astype(int)
-            confusion[name] = confusion_matrix(test.target, predicted, labels=[0, 1]).tolist()
+    columns = data.sensitive
+    metrics = _evaluate_split(cfg, test, models, columns, post)
+    # prepare writes an out-of-distribution split when the config names a predicate for it.
+    ood_split = data.split("ood") if (data.path / "ood.parquet").is_file() else None
+    ood = _evaluate_split(cfg, ood_split, models, columns, None) if ood_split is not None else None
 
-    sensitive = data.sensitive[0]
+    deployed = models[cfg.export.model]
+    score = _scorer(deployed)
+    checked = list(dict.fromkeys([*columns, *ec.proxies, *ec.shortcut_columns]))
+    missing = [c for c in checked if c not in test.frame.columns]
+    checked = [c for c in checked if c not in missing]
+    reliance = permutation_reliance(
+        score, test.frame, data.encoding, test.target, checked, ec.threshold,
+        ec.reliance_threshold, cfg.seed,
+    )  # fmt: skip
+    shortcuts: dict[str, Any] = {
+        "model": cfg.export.model,
+        "reliance_threshold": ec.reliance_threshold,
+        "permutation": reliance,
+        "counterfactual": {
+            c: counterfactual_flip(score, test.frame, data.encoding, c, ec.threshold) for c in columns
+        },
+        "columns_not_in_data": missing,
+    }  # fmt: skip
+    shortcuts["flagged"] = [c for c, r in reliance.items() if r["flagged"]]
+    efficiency = None
+    if ec.label_efficiency is not None:
+        probe, _ = load_classifier(finetuned_dir, "probe")
+        assert probe.encoder is not None
+        efficiency = label_efficiency(cfg, data, probe.encoder)
+
+    curves, confusion = {}, {}
+    for name, model in models.items():
+        s = _scorer(model)(test.features)
+        curves[name] = _curve(test.target, s)
+        confusion[name] = confusion_matrix(
+            test.target, (s >= ec.threshold).astype(int), labels=[0, 1]
+        ).tolist()
+
+    sensitive = columns[0]
+    constrained = finetune_report["fairness"]["constraint"]
     inputs = {"prepared": prepared_dir, "finetuned": finetuned_dir}
     with write_artifact(out_dir, "evaluate", cfg.model_dump(mode="json"), inputs) as tmp:
         payload = {
             "split": "test",
             "rows": len(test.target),
-            "threshold": threshold,
+            "threshold": ec.threshold,
             "sensitive": sensitive,
+            "constrained_gap": constrained,
             "models": metrics,
             "roc_curves": curves,
             "confusion_matrices": confusion,
         }
-        (tmp / "metrics.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-        (tmp / "metrics.md").write_text(_metrics_markdown(metrics, sensitive), encoding="utf-8")
+        _write_json(tmp / "metrics.json", payload)
+        _write_json(tmp / "shortcuts.json", shortcuts)
+        if ood is not None and ood_split is not None:
+            _write_json(
+                tmp / "ood.json", {"split": "ood", "rows": len(ood_split.target), "models": ood}
+            )
+        if efficiency is not None:
+            _write_json(tmp / "label_efficiency.json", efficiency)
+            plot_curve(tmp / "label_efficiency.png", efficiency["mean"])
+        (tmp / "metrics.md").write_text(
+            _metrics_markdown(metrics, sensitive, constrained), encoding="utf-8"
+        )
         line_plot(
-            tmp / "roc.png",
-            {n: (c["fpr"], c["tpr"]) for n, c in curves.items()},
+            tmp / "roc.png", {n: (c["fpr"], c["tpr"]) for n, c in curves.items()},
             "false positive rate", "true positive rate", "ROC, test split",
         )  # fmt: skip
         levels = list(metrics["ssl"]["by_group"][sensitive])
         grouped_bars(
-            tmp / "selection_rate.png",
-            levels,
-            {n: [m["by_group"][sensitive][g]["selection_rate"] for g in levels] for n, m in metrics.items()},
+            tmp / "selection_rate.png", levels,
+            {n: [m["by_group"][sensitive][g]["selection_rate"] for g in levels]
+             for n, m in metrics.items()},
             "selection rate", f"Selection rate by {sensitive}, test split",
         )  # fmt: skip
     return Path(out_dir)
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    path.write_text(json.dumps(payload, indent=2, allow_nan=True) + "\n", encoding="utf-8")

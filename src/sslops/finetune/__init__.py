@@ -1,12 +1,12 @@
-"""The finetune stage: few-label heads on the SSL encoder, a fairness-mitigated variant, a baseline."""
+"""The finetune stage: few-label transfer from the SSL encoder, fairness mitigation, baselines."""
 
-from sslops.finetune.fairness import DemographicParityPenalty, fit_penalized_head
+from sslops.finetune.fairness import DemographicParityPenalty, FairnessPenalty
 from sslops.finetune.stage import MODELS, finetune, stratified_label_subset
 
 __all__ = [
     "MODELS",
     "DemographicParityPenalty",
+    "FairnessPenalty",
     "finetune",
-    "fit_penalized_head",
     "stratified_label_subset",
 ]

@@ -1,60 +1,86 @@
-"""In-training fairness mitigation: a differentiable demographic-parity penalty on a linear head.
+"""Differentiable fairness penalties for in-training mitigation.
 
-Demographic parity needs no labels, so the penalty is computed on *all* training
-rows (the unlabeled majority included) while the classification loss uses only
-the labeled few. The result is an ordinary linear head: exportable, and it does
-not need the sensitive attribute at prediction time.
+Each penalty is the variance, across sensitive groups, of a group-conditional mean
+of the predicted probability:
+
+- ``demographic_parity``: E[p | group] over all rows — it needs no labels, so the
+  unlabeled majority of the training rows enforces it too;
+- ``equal_opportunity``: E[p | group, y = 1] (true-positive rates), labeled rows only;
+- ``equalized_odds``: the same for y = 1 and y = 0 (TPR and FPR), labeled rows only.
+
+With several sensitive columns the penalties of the columns are summed.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+Constraint = Literal["demographic_parity", "equalized_odds", "equal_opportunity"]
+CONSTRAINTS: tuple[str, ...] = ("demographic_parity", "equalized_odds", "equal_opportunity")
+
+
+def group_codes(groups: np.ndarray) -> torch.Tensor:
+    """Integer codes 0..G-1 of a 1-D array of group labels."""
+    _, codes = np.unique(np.asarray(groups, dtype=str), return_inverse=True)
+    return torch.as_tensor(codes, dtype=torch.long)
+
+
+def _rate_variance(p: torch.Tensor, codes: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    if mask is not None:
+        p, codes = p[mask], codes[mask]
+    n_groups = int(codes.max()) + 1 if len(codes) else 1
+    counts = torch.bincount(codes, minlength=n_groups).to(p.dtype)
+    present = counts > 0
+    sums = torch.zeros(n_groups, dtype=p.dtype).index_add(0, codes, p)
+    rates = sums[present] / counts[present]
+    return ((rates - rates.mean()) ** 2).mean() if len(rates) > 1 else p.sum() * 0.0
 
 
 class DemographicParityPenalty:
     """Variance of the mean predicted probability across groups (0 when all groups match)."""
 
     def __init__(self, groups: np.ndarray) -> None:
-        _, codes = np.unique(np.asarray(groups, dtype=str), return_inverse=True)
-        self.codes = torch.as_tensor(codes, dtype=torch.long)
-        self.n_groups = int(self.codes.max()) + 1
-        counts = torch.bincount(self.codes, minlength=self.n_groups).float()
-        self.counts = counts.clamp(min=1.0)
+        self.codes = group_codes(groups)
 
     def __call__(self, probabilities: torch.Tensor) -> torch.Tensor:
-        sums = torch.zeros(self.n_groups).index_add(0, self.codes, probabilities)
-        rates = sums / self.counts
-        return ((rates - rates.mean()) ** 2).mean()
+        return _rate_variance(probabilities, self.codes, None)
 
 
-def fit_penalized_head(
-    z_labeled: torch.Tensor,
-    y_labeled: torch.Tensor,
-    z_all: torch.Tensor,
-    penalty: DemographicParityPenalty,
-    weight: float,
-    init: tuple[torch.Tensor, torch.Tensor],
-    regularization: float,
-    steps: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Minimize mean log-loss + L2 (scikit-learn's C scaling) + ``weight`` * penalty.
+class FairnessPenalty:
+    """One of the three constraints over one or more sensitive columns.
 
-    Returns the head's (weight vector, bias). Full-batch L-BFGS keeps it deterministic.
+    ``groups`` has one row per sample and one column per sensitive attribute; ``y`` is
+    the label (or -1 for an unlabeled row, used only by demographic parity).
     """
-    w = init[0].detach().clone().requires_grad_(True)
-    b = init[1].detach().clone().requires_grad_(True)
-    l2 = 1.0 / (2.0 * regularization * len(y_labeled))
-    optimizer = torch.optim.LBFGS([w, b], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
 
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        loss = F.binary_cross_entropy_with_logits(z_labeled @ w + b, y_labeled) + l2 * (w @ w)
-        if weight > 0:
-            loss = loss + weight * penalty(torch.sigmoid(z_all @ w + b))
-        loss.backward()
-        return loss
+    def __init__(self, constraint: Constraint, groups: np.ndarray, y: np.ndarray) -> None:
+        if constraint not in CONSTRAINTS:
+            raise ValueError(f"constraint must be one of {CONSTRAINTS}, got {constraint!r}")
+        groups = np.asarray(groups).reshape(len(y), -1)
+        self.constraint = constraint
+        self.codes = [group_codes(groups[:, j]) for j in range(groups.shape[1])]
+        y_t = torch.as_tensor(np.asarray(y))
+        self.masks: list[torch.Tensor | None]
+        if constraint == "demographic_parity":
+            self.masks = [None]
+        elif constraint == "equal_opportunity":
+            self.masks = [y_t == 1]
+        else:
+            self.masks = [y_t == 1, y_t == 0]
 
-    optimizer.step(closure)
-    return w.detach(), b.detach()
+    def __call__(
+        self, probabilities: torch.Tensor, rows: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Penalty of ``probabilities`` for all rows, or for the subset ``rows`` (a minibatch)."""
+        total = probabilities.sum() * 0.0
+        for codes in self.codes:
+            for mask in self.masks:
+                if rows is not None:
+                    codes_r, mask_r = codes[rows], (mask[rows] if mask is not None else None)
+                else:
+                    codes_r, mask_r = codes, mask
+                total = total + _rate_variance(probabilities, codes_r, mask_r)
+        return total

@@ -1,13 +1,17 @@
-"""Finetune: heads fitted on few labels.
+"""Finetune: transfer the SSL encoder with few labels, mitigate unfairness, fit the baseline.
 
-Three models come out, all exportable ``TabularClassifier`` s:
+Three exportable ``TabularClassifier`` s come out:
 
-- ``ssl``: logistic-regression head on the frozen, standardized SSL embedding;
-- ``mitigated``: the same head refitted with a demographic-parity penalty for
-  ``data.sensitive[0]``; the penalty weight is chosen by the policy
-  ``finetune.fairness.max_gap`` on the validation split, using only predictions and
-  group membership there (no validation labels), so the label budget stays honest;
+- ``ssl``: the encoder transferred with ``finetune.label_fraction`` of the labels —
+  a logistic-regression head on the frozen, standardized embedding (linear probe) or,
+  with ``finetune.transfer: full``, encoder and head fine-tuned together;
+- ``mitigated``: the candidate the fairness policy selects from a sweep of in-training
+  penalties and ExponentiatedGradient reductions (the Pareto front): the most accurate
+  on the validation split whose constrained gap is within ``finetune.fairness.max_gap``;
 - ``baseline``: logistic regression on the raw encoded features, same labels.
+
+ThresholdOptimizer post-processing is fitted and reported, flagged, never deployed: it
+needs the sensitive attribute at prediction time.
 """
 
 from __future__ import annotations
@@ -19,15 +23,21 @@ from typing import Any
 
 import numpy as np
 import torch
-from fairlearn.metrics import demographic_parity_difference
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
 from sslops.artifacts import write_artifact
 from sslops.config import Config
-from sslops.errors import DataError
-from sslops.finetune.fairness import DemographicParityPenalty, fit_penalized_head
-from sslops.models.tabular import TabularClassifier, save_classifier
+from sslops.errors import ConfigError, DataError
+from sslops.finetune.estimators import (
+    DistilledExponentiatedGradient,
+    FairnessPenalizedLogisticRegression,
+    GroupThresholdPostprocessor,
+)
+from sslops.finetune.fairness import FairnessPenalty
+from sslops.finetune.pareto import Candidate, fairness_gaps, mark_front, plot_front, select
+from sslops.finetune.transfer import FineTuneSettings, fine_tune
+from sslops.models.tabular import MLPEncoder, TabularClassifier, save_classifier
 from sslops.prepare.dataset import PreparedData
 from sslops.pretrain.stage import load_encoder
 
@@ -45,103 +55,195 @@ def stratified_label_subset(target: np.ndarray, fraction: float, seed: int) -> n
     return np.sort(np.concatenate(chosen))
 
 
-def _logistic(x: np.ndarray, y: np.ndarray, c: float) -> tuple[torch.Tensor, torch.Tensor]:
+def logistic(x: np.ndarray, y: np.ndarray, c: float) -> tuple[np.ndarray, float]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         fitted = LogisticRegression(C=c, max_iter=5000).fit(x, y)
-    return torch.tensor(fitted.coef_[0], dtype=torch.float32), torch.tensor(
-        fitted.intercept_[0], dtype=torch.float32
-    )
+    return fitted.coef_[0], float(fitted.intercept_[0])
 
 
-def _set_head(model: TabularClassifier, w: torch.Tensor, b: torch.Tensor) -> TabularClassifier:
+def linear_model(
+    encoder: MLPEncoder | None, coef: np.ndarray, intercept: float,
+    shift: torch.Tensor | None = None, scale: torch.Tensor | None = None,
+) -> TabularClassifier:  # fmt: skip
+    """A classifier whose head is the given linear model on (standardized) features."""
+    model = TabularClassifier(encoder, len(coef))
     with torch.no_grad():
-        model.head.weight.copy_(w[None, :])
-        model.head.bias.copy_(b.reshape(1))
+        if shift is not None and scale is not None:
+            model.shift.copy_(shift)
+            model.scale.copy_(scale)
+        model.head.weight.copy_(torch.as_tensor(coef, dtype=torch.float32)[None, :])
+        model.head.bias.fill_(float(intercept))
     return model.eval()
+
+
+def _predict(model: TabularClassifier, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return model(torch.from_numpy(x)).numpy().astype(np.float64)
+
+
+def _settings(cfg: Config) -> FineTuneSettings:
+    f = cfg.finetune.full
+    return FineTuneSettings(
+        epochs=f.epochs, freeze_epochs=f.freeze_epochs, learning_rate=f.learning_rate,
+        layer_decay=f.layer_decay, weight_decay=f.weight_decay, batch_size=f.batch_size,
+    )  # fmt: skip
 
 
 def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Path) -> Path:
     """Run the finetune stage; returns the artifact directory."""
     torch.manual_seed(cfg.seed)
-    fc, fairness = cfg.finetune, cfg.finetune.fairness
+    fc, fair = cfg.finetune, cfg.finetune.fairness
     data = PreparedData(prepared_dir)
+    columns = fair.sensitive or data.sensitive[:1]
+    unknown = [c for c in columns if c not in data.train.frame.columns]
+    if unknown:
+        raise ConfigError(f"finetune.fairness.sensitive: columns {unknown} are not in the data")
     encoder = load_encoder(pretrained_dir)
-    train, validation = data.train, data.validation
+    train, val = data.train, data.validation
     labeled = stratified_label_subset(train.target, fc.label_fraction, cfg.seed)
-    if len(np.unique(train.target[labeled])) < 2:
+    y_lab = train.target[labeled]
+    if len(np.unique(y_lab)) < 2:
         raise DataError("finetune.label_fraction selects labels of only one class; raise it")
 
+    x_train = torch.from_numpy(train.features)
     with torch.no_grad():
-        z_train = encoder(torch.from_numpy(train.features))
-        z_val = encoder(torch.from_numpy(validation.features))
+        z_train = encoder(x_train)
     shift, scale = z_train.mean(0), z_train.std(0).clamp(min=1e-6)
-    zs_train, zs_val = (z_train - shift) / scale, (z_val - shift) / scale
-    y_labeled = train.target[labeled]
-
-    def ssl_model(w: torch.Tensor, b: torch.Tensor) -> TabularClassifier:
-        model = TabularClassifier(encoder, z_train.shape[1])
-        model.shift.copy_(shift)
-        model.scale.copy_(scale)
-        return _set_head(model, w, b)
-
-    w_ssl, b_ssl = _logistic(zs_train[labeled].numpy(), y_labeled, fc.regularization)
-    baseline = _set_head(
-        TabularClassifier(None, train.features.shape[1]),
-        *_logistic(train.features[labeled], y_labeled, fc.regularization),
-    )
-
-    column = data.sensitive[0]
-    val_groups = validation.groups(column).to_numpy()
+    zs = ((z_train - shift) / scale).numpy()
     threshold = cfg.evaluate.threshold
-    sweep: list[dict[str, Any]] = []
-    chosen = (w_ssl, b_ssl, 0.0)
-    if fairness.constraint == "demographic_parity":
-        penalty = DemographicParityPenalty(train.groups(column).to_numpy())
-        y_t = torch.tensor(y_labeled, dtype=torch.float32)
-        candidates = []
-        for weight in sorted(fairness.penalties):
-            w, b = fit_penalized_head(
-                zs_train[labeled], y_t, zs_train, penalty, weight, (w_ssl, b_ssl),
-                fc.regularization, fairness.steps,
-            )  # fmt: skip
-            predicted = (torch.sigmoid(zs_val @ w + b) >= threshold).numpy().astype(int)
-            gap = float(
-                demographic_parity_difference(predicted, predicted, sensitive_features=val_groups)
-            )
-            sweep.append({"penalty": weight, "validation_dp_difference": round(gap, 5)})
-            candidates.append((gap, weight, w, b))
-        within = [c for c in candidates if c[0] <= fairness.max_gap]
-        # The weakest penalty that meets the policy keeps the most accuracy; else the fairest.
-        gap, weight, w, b = within[0] if within else min(candidates, key=lambda c: c[0])
-        chosen = (w, b, weight)
 
-    models = {
-        "ssl": ssl_model(w_ssl, b_ssl),
-        "mitigated": ssl_model(chosen[0], chosen[1]),
-        "baseline": baseline,
-    }
-    report = {
+    coef, intercept = logistic(zs[labeled], y_lab, fc.regularization)
+    probe = linear_model(encoder, coef, intercept, shift, scale)
+    ssl = probe
+    if fc.transfer == "full":
+        ssl = fine_tune(probe, x_train[labeled], torch.tensor(y_lab, dtype=torch.float32),
+                        _settings(cfg), seed=cfg.seed)  # fmt: skip
+    baseline = linear_model(None, *logistic(train.features[labeled], y_lab, fc.regularization))
+
+    val_groups = {c: val.groups(c).to_numpy() for c in columns}
+
+    def candidate(
+        name: str, mechanism: str, strength: float, model: TabularClassifier
+    ) -> Candidate:
+        predicted = (_predict(model, val.features) >= threshold).astype(int)
+        acc = float(np.mean(predicted == val.target))
+        gaps = fairness_gaps(val.target, predicted, val_groups)
+        return Candidate(name, mechanism, strength, acc, gaps, extra={"model": model})
+
+    candidates = [candidate("ssl", "none", 0.0, ssl)]
+    if fair.constraint != "none":
+        candidates += _mitigation_candidates(cfg, data, columns, labeled, ssl, probe, zs, candidate)
+    constraint = fair.constraint if fair.constraint != "none" else "demographic_parity"
+    mark_front(candidates, constraint)
+    chosen, policy_met = (
+        select(candidates, constraint, fair.max_gap) if fair.constraint != "none"
+        else (candidates[0], True)
+    )  # fmt: skip
+
+    postprocessing = None
+    if fair.postprocessing and fair.constraint != "none":
+        scores = _predict(ssl, train.features[labeled])
+        sens = train.frame.loc[labeled, columns].astype("string").fillna("(missing)").to_numpy()
+        post = GroupThresholdPostprocessor(constraint=fair.constraint).fit(
+            scores, y_lab, sensitive_features=sens
+        )
+        val_sens = val.frame[columns].astype("string").fillna("(missing)").to_numpy()
+        predicted = post.predict(_predict(ssl, val.features), sensitive_features=val_sens,
+                                 seed=cfg.seed)  # fmt: skip
+        candidates.append(Candidate(
+            "ssl+threshold_optimizer", "postprocessing", 0.0,
+            float(np.mean(predicted == val.target)),
+            fairness_gaps(val.target, predicted, val_groups), deployable=False,
+        ))  # fmt: skip
+        postprocessing = {
+            "flag": "needs the sensitive attribute at prediction time; reported, never deployed",
+            "constraint": fair.constraint,
+            "sensitive": columns,
+            "base_model": "ssl",
+            "thresholds": post.thresholds_,
+        }
+
+    report: dict[str, Any] = {
         "labels_used": len(labeled),
         "label_fraction": fc.label_fraction,
         "train_rows": len(train.target),
+        "transfer": fc.transfer,
         "fairness": {
-            "constraint": fairness.constraint,
-            "sensitive": column,
-            "max_gap": fairness.max_gap,
-            "selected_penalty": chosen[2],
-            "policy_met_on_validation": bool(
-                fairness.constraint == "none" or any(
-                    s["validation_dp_difference"] <= fairness.max_gap for s in sweep
-                )
-            ),
-            "sweep": sweep,
+            "constraint": fair.constraint,
+            "sensitive": columns,
+            "max_gap": fair.max_gap,
+            "selected": chosen.name,
+            "selected_mechanism": chosen.mechanism,
+            "selected_strength": chosen.strength,
+            "policy_met_on_validation": policy_met,
+            "selection_rule": "highest validation accuracy among deployable candidates whose "
+            "validation gap is within max_gap; otherwise the smallest gap",
+            "candidates": [c.row() for c in candidates],
         },
-    }  # fmt: skip
+    }
+    models = {"ssl": ssl, "mitigated": chosen.extra["model"], "baseline": baseline}
+    info: dict[str, dict[str, Any]] = {
+        "ssl": {"transfer": fc.transfer},
+        "mitigated": {"mechanism": chosen.mechanism, "strength": chosen.strength},
+        "baseline": {"kind": "logistic regression on raw encoded features"},
+    }
     inputs = {"prepared": prepared_dir, "pretrained": pretrained_dir}
     with write_artifact(out_dir, "finetune", cfg.model_dump(mode="json"), inputs) as tmp:
         for name, model in models.items():
-            save_classifier(model, tmp, name, {"threshold": threshold})
+            save_classifier(model, tmp, name, {"threshold": threshold, **info[name]})
+        # The frozen pretrained encoder with its probe head: evaluation's label-efficiency
+        # curve transfers from it at other label fractions.
+        save_classifier(probe, tmp, "probe", {"threshold": threshold, "transfer": "linear_probe"})
         np.save(tmp / "labeled_rows.npy", labeled)
         (tmp / "finetune.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        if postprocessing:
+            (tmp / "postprocessing.json").write_text(
+                json.dumps(postprocessing, indent=2) + "\n", encoding="utf-8"
+            )
+        if fair.constraint != "none":
+            plot_front(tmp / "pareto.png", candidates, constraint, fair.max_gap, chosen)
     return Path(out_dir)
+
+
+def _mitigation_candidates(
+    cfg: Config, data: PreparedData, columns: list[str], labeled: np.ndarray,
+    ssl: TabularClassifier, probe: TabularClassifier, zs: np.ndarray, candidate: Any,
+) -> list[Candidate]:  # fmt: skip
+    """The penalty sweep and the reductions sweep, each a deployable classifier."""
+    fc, fair = cfg.finetune, cfg.finetune.fairness
+    train = data.train
+    y_lab = train.target[labeled]
+    sens_all = train.frame[columns].astype("string").fillna("(missing)").to_numpy()
+    sens_lab = sens_all[labeled]
+    unlabeled = np.setdiff1d(np.arange(len(train.target)), labeled)
+    encoder, shift, scale = probe.encoder, probe.shift, probe.scale
+    out: list[Candidate] = []
+    for weight in sorted(w for w in fair.penalties if w > 0):
+        if fc.transfer == "full":
+            y_pen = np.full(len(train.target), -1)
+            y_pen[labeled] = y_lab
+            penalty = FairnessPenalty(fair.constraint, sens_all, y_pen)  # type: ignore[arg-type]
+            x_all = torch.from_numpy(train.features)
+            model = fine_tune(
+                probe, x_all[labeled], torch.tensor(y_lab, dtype=torch.float32), _settings(cfg),
+                seed=cfg.seed, penalty=penalty, x_penalty=x_all, weight=weight,
+            )  # fmt: skip
+        else:
+            head = FairnessPenalizedLogisticRegression(
+                constraint=fair.constraint, penalty=weight, C=fc.regularization,
+                max_iter=fair.steps,
+            ).fit(
+                zs[labeled], y_lab, sensitive_features=sens_lab, X_unlabeled=zs[unlabeled],
+                sensitive_features_unlabeled=sens_all[unlabeled],
+                init=(ssl.head.weight[0].detach().numpy(), float(ssl.head.bias.detach()[0])),
+            )  # fmt: skip
+            model = linear_model(encoder, head.coef_, head.intercept_, shift, scale)
+        out.append(candidate(f"penalty={weight:g}", "penalty", weight, model))
+    for eps in sorted(fair.reductions):
+        reduction = DistilledExponentiatedGradient(
+            constraint=fair.constraint, eps=eps, C=fc.regularization
+        ).fit(zs[labeled], y_lab, sensitive_features=sens_lab)
+        model = linear_model(encoder, reduction.coef_, reduction.intercept_, shift, scale)
+        out.append(candidate(f"exponentiated_gradient(eps={eps:g})", "reduction", eps, model))
+    return out

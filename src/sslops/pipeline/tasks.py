@@ -67,7 +67,7 @@ def finetune_task(config_json: str, prepared: Any, pretrained: Any, finetuned: A
         finetuned.metadata.update(
             {
                 "labels_used": report["labels_used"],
-                "penalty": report["fairness"]["selected_penalty"],
+                "selected": report["fairness"]["selected"],
             }
         )
 
@@ -110,15 +110,36 @@ def export_task(config_json: str, prepared: Any, finetuned: Any, onnx_model: Any
                 "max_abs_diff": info["parity"]["max_abs_diff"],
             }
         )
+        if info.get("quantization"):
+            onnx_model.metadata["int8_accuracy_change_points"] = info["quantization"][
+                "accuracy_change_points"
+            ]
 
     _run(config_json, body)
+
+
+def kfp_run_context(artifact: Any) -> dict[str, Any]:
+    """The KFP run id and the component image, for the audit bundle's run.json.
+
+    KFP writes an output artifact to ``<pipeline root>/<run id>/<task>/...``
+    (cluster: ``.../<pipeline name>/<run id>/audit/<execution id>/bundle``; kfp.local:
+    ``.../<pipeline name>-<timestamp>/audit/bundle``): the run id is the path part
+    before the task's name.
+    """
+    from sslops.pipeline.image import base_image
+
+    uri = str(getattr(artifact, "uri", "") or getattr(artifact, "path", ""))
+    parts = uri.rstrip("/").split("/")
+    last = len(parts) - 1 - parts[::-1].index("audit") if "audit" in parts else 0
+    run_id = parts[last - 1] if last > 0 else None
+    return {"kfp_run_id": run_id, "kfp_artifact_uri": uri, "image": base_image()}
 
 
 def audit_task(
     config_json: str, prepared: Any, pretrained: Any, finetuned: Any, evaluation: Any,
     onnx_model: Any, bundle: Any, model_card: Any, model_card_md: Any,
 ) -> None:  # fmt: skip
-    from sslops.audit import audit
+    from sslops.audit import BUNDLE_DIR, audit
 
     def body(cfg: Config) -> None:
         artifacts = {
@@ -128,8 +149,10 @@ def audit_task(
             "evaluate": Path(evaluation.path),
             "export": Path(onnx_model.path),
         }
-        out = audit(cfg, artifacts, Path(bundle.path))
-        shutil.copyfile(out / "model_card.html", model_card.path)
-        shutil.copyfile(out / "model_card.md", model_card_md.path)
+        out = audit(cfg, artifacts, Path(bundle.path), run_context=kfp_run_context(bundle))
+        shutil.copyfile(out / BUNDLE_DIR / "model_card.html", model_card.path)
+        shutil.copyfile(out / BUNDLE_DIR / "model_card.md", model_card_md.path)
+        gates = json.loads((out / BUNDLE_DIR / "gates.json").read_text(encoding="utf-8"))
+        bundle.metadata.update({"gates": gates["overall"]})
 
     _run(config_json, body)

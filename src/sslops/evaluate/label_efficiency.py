@@ -1,0 +1,113 @@
+"""Label-efficiency curve: test ROC AUC of SSL transfer and supervised baselines vs labels used.
+
+For each label fraction and draw (seed), the same stratified label subset trains: the SSL
+linear probe, SSL full fine-tuning (optional), logistic regression and
+HistGradientBoosting on the raw encoded features. The report says, per baseline, from
+which fraction on an SSL curve is at least as good.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.ensemble import HistGradientBoostingClassifier
+
+from sslops.config import Config
+from sslops.evaluate.metrics import auc
+from sslops.finetune.stage import linear_model, logistic, stratified_label_subset
+from sslops.finetune.transfer import FineTuneSettings, fine_tune
+from sslops.models.tabular import MLPEncoder
+from sslops.plots import line_plot
+from sslops.prepare.dataset import PreparedData
+
+SSL_MODELS = ("ssl_linear_probe", "ssl_full_fine_tune")
+BASELINES = ("logistic_regression", "hist_gradient_boosting")
+
+
+def _scores(model: Any, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return model(torch.from_numpy(x)).numpy().astype(np.float64)
+
+
+def label_efficiency(cfg: Config, data: PreparedData, encoder: MLPEncoder) -> dict[str, Any]:
+    le = cfg.evaluate.label_efficiency
+    assert le is not None
+    train, test = data.train, data.test
+    x_train = torch.from_numpy(train.features)
+    with torch.no_grad():
+        z = encoder(x_train)
+    shift, scale = z.mean(0), z.std(0).clamp(min=1e-6)
+    zs = ((z - shift) / scale).numpy()
+    f = cfg.finetune.full
+    settings = FineTuneSettings(
+        epochs=f.epochs, freeze_epochs=f.freeze_epochs, learning_rate=f.learning_rate,
+        layer_decay=f.layer_decay, weight_decay=f.weight_decay, batch_size=f.batch_size,
+    )  # fmt: skip
+    c = cfg.finetune.regularization
+    rows: list[dict[str, Any]] = []
+    for fraction in sorted(le.fractions):
+        for draw in range(le.draws):
+            seed = cfg.seed + draw
+            idx = stratified_label_subset(train.target, fraction, seed)
+            y = train.target[idx]
+            probe = linear_model(encoder, *logistic(zs[idx], y, c), shift, scale)
+            results = {"ssl_linear_probe": _scores(probe, test.features)}
+            if le.full_fine_tune:
+                tuned = fine_tune(probe, x_train[idx], torch.tensor(y, dtype=torch.float32),
+                                  settings, seed=seed)  # fmt: skip
+                results["ssl_full_fine_tune"] = _scores(tuned, test.features)
+            lr = linear_model(None, *logistic(train.features[idx], y, c))
+            results["logistic_regression"] = _scores(lr, test.features)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                hgb = HistGradientBoostingClassifier(random_state=seed).fit(train.features[idx], y)
+            results["hist_gradient_boosting"] = hgb.predict_proba(test.features)[:, 1]
+            for model, score in results.items():
+                rows.append({
+                    "fraction": fraction, "labels": len(idx), "draw": draw, "model": model,
+                    "roc_auc": auc(test.target, score),
+                    "accuracy": float(np.mean((score >= 0.5) == test.target)),
+                })  # fmt: skip
+    return {"rows": rows, "mean": _means(rows), "crossings": _crossings(_means(rows))}
+
+
+def _means(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for row in rows:
+        out.setdefault(row["model"], {}).setdefault(str(row["fraction"]), 0.0)
+    for model, by_fraction in out.items():
+        for fraction in by_fraction:
+            values = [
+                r["roc_auc"] for r in rows if r["model"] == model and str(r["fraction"]) == fraction
+            ]
+            by_fraction[fraction] = float(np.mean(values))
+    return out
+
+
+def _crossings(means: dict[str, dict[str, float]]) -> dict[str, dict[str, str | None]]:
+    """Per SSL model and baseline: the smallest fraction from which SSL is at least as good."""
+    out: dict[str, dict[str, str | None]] = {}
+    for ssl in (m for m in SSL_MODELS if m in means):
+        out[ssl] = {}
+        for base in BASELINES:
+            fractions = sorted(means[ssl], key=float)
+            at_least = [means[ssl][f] >= means[base][f] for f in fractions]
+            first = next((f for i, f in enumerate(fractions) if all(at_least[i:])), None)
+            out[ssl][base] = first
+    return out
+
+
+def plot_curve(path: Path, means: dict[str, dict[str, float]]) -> None:
+    series = {
+        model: (
+            [100 * float(f) for f in sorted(v, key=float)],
+            [v[f] for f in sorted(v, key=float)],
+        )
+        for model, v in means.items()
+    }
+    line_plot(path, series, "labels used (% of training rows)", "test ROC AUC",
+              "Label efficiency", log_x=True)  # fmt: skip

@@ -1,0 +1,104 @@
+"""Accuracy-vs-fairness candidates: gaps, the Pareto front, selection by policy, the plot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fairlearn.metrics import (
+    demographic_parity_difference,
+    equal_opportunity_difference,
+    equalized_odds_difference,
+)
+
+from sslops.plots import plt
+
+GAPS = {
+    "demographic_parity": demographic_parity_difference,
+    "equalized_odds": equalized_odds_difference,
+    "equal_opportunity": equal_opportunity_difference,
+}
+
+
+def fairness_gaps(
+    y: np.ndarray, predicted: np.ndarray, groups: dict[str, np.ndarray]
+) -> dict[str, float]:
+    """Each gap's largest value over the given sensitive columns."""
+    return {
+        name: max(float(metric(y, predicted, sensitive_features=g)) for g in groups.values())
+        for name, metric in GAPS.items()
+    }
+
+
+@dataclass
+class Candidate:
+    name: str
+    mechanism: str  # "penalty", "reduction", "none", "postprocessing"
+    strength: float
+    accuracy: float
+    gaps: dict[str, float]
+    deployable: bool = True
+    on_front: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "mechanism": self.mechanism,
+            "strength": self.strength,
+            "validation_accuracy": round(self.accuracy, 5),
+            **{f"validation_{k}_difference": round(v, 5) for k, v in self.gaps.items()},
+            "deployable": self.deployable,
+            "on_pareto_front": self.on_front,
+        }
+
+
+def mark_front(candidates: list[Candidate], constraint: str) -> None:
+    """A candidate is on the front when no other is at least as accurate and at least as fair."""
+    for c in candidates:
+        c.on_front = not any(
+            o is not c
+            and o.accuracy >= c.accuracy
+            and o.gaps[constraint] <= c.gaps[constraint]
+            and (o.accuracy > c.accuracy or o.gaps[constraint] < c.gaps[constraint])
+            for o in candidates
+        )
+
+
+def select(candidates: list[Candidate], constraint: str, max_gap: float) -> tuple[Candidate, bool]:
+    """Highest validation accuracy among deployable candidates within the gap; else the fairest."""
+    deployable = [c for c in candidates if c.deployable]
+    within = [c for c in deployable if c.gaps[constraint] <= max_gap]
+    if within:
+        return max(within, key=lambda c: (c.accuracy, -c.gaps[constraint])), True
+    return min(deployable, key=lambda c: (c.gaps[constraint], -c.accuracy)), False
+
+
+def plot_front(
+    path: Path, candidates: list[Candidate], constraint: str, max_gap: float, chosen: Candidate
+) -> None:
+    fig, ax = plt.subplots(figsize=(6.5, 4), dpi=100)
+    markers = {"penalty": "o", "reduction": "s", "none": "D", "postprocessing": "x"}
+    for mechanism, marker in markers.items():
+        pts = [c for c in candidates if c.mechanism == mechanism]
+        if pts:
+            label = mechanism + (
+                " (needs sensitive attr.)" if mechanism == "postprocessing" else ""
+            )
+            ax.scatter([c.gaps[constraint] for c in pts], [c.accuracy for c in pts],
+                       marker=marker, label=label, alpha=0.8)  # fmt: skip
+    front = sorted((c for c in candidates if c.on_front), key=lambda c: c.gaps[constraint])
+    ax.plot([c.gaps[constraint] for c in front], [c.accuracy for c in front], "k--", lw=1,
+            label="Pareto front")  # fmt: skip
+    ax.axvline(max_gap, color="tab:red", lw=1, label=f"policy: gap <= {max_gap}")
+    ax.scatter([chosen.gaps[constraint]], [chosen.accuracy], s=160, facecolors="none",
+               edgecolors="tab:red", label="selected")  # fmt: skip
+    ax.set(xlabel=f"{constraint.replace('_', ' ')} difference (validation)",
+           ylabel="accuracy (validation)", title="Accuracy vs fairness")  # fmt: skip
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, metadata={"Software": None})
+    plt.close(fig)
