@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import re
 import shutil
@@ -291,16 +292,18 @@ def throughput(rows: int, work: Path) -> dict[str, object]:
     table.to_csv(path, index=False)
     del table
     timings: dict[str, float] = {}
-    start = time.perf_counter()
-    pandas_baseline(path, work / "baseline")
-    timings["pandas_baseline_s"] = time.perf_counter() - start
-    start = time.perf_counter()
-    prepare(bench_config(path, near=False), work / "sslops-exact")
-    timings["sslops_exact_pii_split_s"] = time.perf_counter() - start
-    start = time.perf_counter()
-    out = prepare(bench_config(path, near=True), work / "sslops-near")
-    timings["sslops_with_near_duplicates_s"] = time.perf_counter() - start
-    card = json.loads((out / "datacard.json").read_text())
+    runs = [
+        ("pandas_baseline", lambda: pandas_baseline(path, work / "baseline")),
+        ("sslops_exact_pii_split", lambda: prepare(bench_config(path, False), work / "exact")),
+        ("sslops_with_near_duplicates", lambda: prepare(bench_config(path, True), work / "near")),
+    ]
+    for name, run in runs:
+        # Wall time, and CPU time of this process (less sensitive to other load on the host).
+        wall, cpu = time.perf_counter(), time.process_time()
+        run()
+        timings[f"{name}_s"] = time.perf_counter() - wall
+        timings[f"{name}_cpu_s"] = time.process_time() - cpu
+    card = json.loads((work / "near" / "datacard.json").read_text())
     return {"rows": rows, **timings, "near_duplicates": card["near_duplicates"]}
 
 
@@ -334,11 +337,12 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="sslops-prepare-bench-"))
     try:
         results = {
-            "machine": f"{platform.processor() or platform.machine()}, "
-            f"{__import__('os').cpu_count()} cores",
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "load_average_at_start": os.getloadavg(),
             "quality": quality(args.rows, work),
             "throughput": throughput(args.throughput_rows, work),
             "modalities": modalities(work),
+            "load_average_at_end": os.getloadavg(),
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)

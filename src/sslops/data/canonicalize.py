@@ -24,15 +24,18 @@ def canonical_column_name(name: Any) -> str:
     return " ".join(unicodedata.normalize("NFKC", str(name)).split())
 
 
-def canonical_strings(values: pd.Series, na_values: list[str]) -> tuple[pd.Series, int]:
-    """Text cells in canonical form (object dtype, None = missing) and how many cells changed.
+def canonical_strings(
+    values: pd.Series, na_values: list[str], weights: np.ndarray | None = None
+) -> tuple[pd.Series, int]:
+    """Text cells in canonical form (object dtype, None = missing) and how many cells changed
+    (each cell counting ``weights[i]`` times when given, e.g. for a column's distinct values).
 
     Numeric input columns are returned as float64 with infinities kept (the caller decides).
     """
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
         return values.astype("float64"), 0
     codes, uniques = pd.factorize(values.astype(object), use_na_sentinel=True)
-    raw = pa.array([str(u) for u in uniques], type=pa.string())
+    raw = text_array(uniques)
     text = pc.utf8_normalize(raw, "NFKC")
     text = pc.utf8_trim_whitespace(pc.replace_substring_regex(text, r"\s+", " "))
     markers = pa.array(
@@ -44,7 +47,12 @@ def canonical_strings(values: pd.Series, na_values: list[str]) -> tuple[pd.Serie
     changed_unique = pc.fill_null(pc.not_equal(canon, raw), True).to_numpy(zero_copy_only=False)
     was_empty = pc.equal(pc.utf8_length(raw), 0).to_numpy(zero_copy_only=False)
     changed_unique &= ~was_empty
-    counts = np.bincount(codes[codes >= 0], minlength=len(uniques))
+    present = codes >= 0
+    counts = np.bincount(
+        codes[present],
+        weights=None if weights is None else weights[present],
+        minlength=len(uniques),
+    )
     table = np.array([*canon.to_pylist(), None], dtype=object)
     out = pd.Series(table[codes], index=values.index, dtype=object)
     return out, int(counts[changed_unique].sum())
@@ -53,12 +61,21 @@ def canonical_strings(values: pd.Series, na_values: list[str]) -> tuple[pd.Serie
 _NUMBER = r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$|^(?i:[+-]?(?:inf|infinity))$"
 
 
+def text_array(values: Any) -> pa.Array:
+    """A pyarrow string array of non-missing values (vectorized when they are all str)."""
+    array = np.asarray(values, dtype=object)
+    try:
+        return pa.array(array, type=pa.string())
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array([str(v) for v in array], type=pa.string())
+
+
 def parse_numbers(values: pd.Series) -> tuple[pd.Series, bool]:
     """float64 of each cell (NaN where missing or not a number) and whether all non-missing parse."""
     if pd.api.types.is_float_dtype(values):
         return values, True
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
-    text = pa.array([str(u) for u in uniques], type=pa.string())
+    text = text_array(uniques)
     is_number = pc.match_substring_regex(text, _NUMBER).to_numpy(zero_copy_only=False)
     parsed = np.full(len(uniques), np.nan)
     if is_number.any():

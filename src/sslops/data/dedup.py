@@ -22,10 +22,11 @@ import itertools
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from sslops.data.canonicalize import parse_numbers
+from sslops.data.canonicalize import parse_numbers, text_array
 
 _TOKEN_KEY = "sslops-token-v01"  # 16 characters: pandas' SipHash key
 _NUMBER_SALT = np.uint64(0x5BD1E9955BD1E995)
@@ -47,20 +48,29 @@ def mix(values: np.ndarray) -> np.ndarray:
 
 def cell_tokens(values: pd.Series, lower: bool = True) -> np.ndarray:
     """One uint64 per cell: numbers hash by value ("7" == "7.0"), text by its (lower-cased) form."""
+    if pd.api.types.is_float_dtype(values):
+        return value_tokens(pd.Series(values.to_numpy(np.float64)), values, lower)
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
-    unique_series = pd.Series(uniques, dtype=object)
-    numbers, _ = parse_numbers(unique_series)
-    is_number = ~np.isnan(numbers.to_numpy(np.float64))
-    tokens = np.empty(len(uniques), dtype=np.uint64)
-    if is_number.any():
-        tokens[is_number] = pd.util.hash_array(numbers.to_numpy(np.float64)[is_number]) ^ (
-            _NUMBER_SALT
-        )
-    if (~is_number).any():
-        text = unique_series[~is_number].astype(str)
-        text = text.str.lower() if lower else text
-        tokens[~is_number] = pd.util.hash_array(text.to_numpy(object), hash_key=_TOKEN_KEY)
+    distinct = pd.Series(np.asarray(uniques, dtype=object), dtype=object)
+    tokens = value_tokens(distinct, parse_numbers(distinct)[0], lower)
     return np.append(tokens, MISSING_TOKEN)[codes]
+
+
+def value_tokens(values: pd.Series, numbers: pd.Series, lower: bool = True) -> np.ndarray:
+    """Tokens of ``values`` given their parsed ``numbers`` (NaN where not a number)."""
+    parsed = numbers.to_numpy(np.float64)
+    is_number = ~np.isnan(parsed)
+    is_text = ~is_number & values.notna().to_numpy()
+    tokens = np.full(len(values), MISSING_TOKEN, dtype=np.uint64)
+    if is_number.any():
+        tokens[is_number] = pd.util.hash_array(parsed[is_number]) ^ _NUMBER_SALT
+    if is_text.any():
+        text = text_array(values.to_numpy(object)[is_text])
+        text = pc.utf8_lower(text) if lower else text
+        tokens[is_text] = pd.util.hash_array(
+            text.to_numpy(zero_copy_only=False), hash_key=_TOKEN_KEY
+        )
+    return tokens
 
 
 def combine(tokens: np.ndarray, key: int = 0) -> np.ndarray:

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.compute as pc
 
+from sslops.data.canonicalize import text_array
 from sslops.errors import ConfigError
 
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
@@ -118,17 +118,25 @@ def redact_text(text: str, found: Counter[str]) -> str:
     return _COMBINED.sub(replace, text)
 
 
-def redact_column(values: pd.Series) -> tuple[pd.Series, Counter[str]]:
-    """Redact one text column (object dtype, None = missing); counts are per cell occurrence."""
+def redact_column(
+    values: pd.Series, weights: np.ndarray | None = None
+) -> tuple[pd.Series, Counter[str]]:
+    """Redact one text column (object dtype, None = missing); counts are per cell occurrence
+    (each cell counting ``weights[i]`` times when given)."""
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
     found: Counter[str] = Counter()
     if len(uniques) == 0:
         return values, found
-    arr = pa.array([str(u) for u in uniques], type=pa.string())
+    arr = text_array(uniques)
     suspects = np.flatnonzero(pc.match_substring_regex(arr, _PREFILTER).to_numpy(False))
     if len(suspects) == 0:
         return values, found
-    occurrences = np.bincount(codes[codes >= 0], minlength=len(uniques))
+    present = codes >= 0
+    occurrences = np.bincount(
+        codes[present],
+        weights=None if weights is None else weights[present],
+        minlength=len(uniques),
+    )
     table = np.array([*uniques, None], dtype=object)
     for index in suspects:
         per_value: Counter[str] = Counter()

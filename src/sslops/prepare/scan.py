@@ -27,13 +27,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sslops.config import Config
-from sslops.data.canonicalize import (
-    canonical_column_name,
-    canonical_strings,
-    case_spellings,
-    parse_numbers,
-)
-from sslops.data.dedup import cell_tokens, combine
+from sslops.data.canonicalize import canonical_column_name, canonical_strings, parse_numbers
+from sslops.data.dedup import MISSING_TOKEN, cell_tokens, combine, value_tokens
 from sslops.data.pii import keyed_hash, load_key, redact_column, require_key, siphash_key
 from sslops.data.readers import iter_table_chunks
 from sslops.data.split import split_key
@@ -101,7 +96,6 @@ def scan_file(
             cfg.prepare.pii.key_env,
         )
     out.mkdir(parents=True, exist_ok=True)
-    casefold = cfg.prepare.casefold_categories
     stats: dict[str, Any] = {
         "source": source,
         "file": str(path),
@@ -121,29 +115,15 @@ def scan_file(
             _check_columns(list(chunk.columns), columns, path, key)
             stats["rows"] += len(chunk)
             cells: dict[str, pd.Series] = {}
+            content: dict[str, np.ndarray] = {}
+            keys: dict[str, np.ndarray] = {}
             for column in columns:
-                values, changed = canonical_strings(chunk[column], cfg.data.na_values)
-                stats["normalized_text"][column] += changed
-                if column in roles.identifiers:
-                    cells[column] = values
-                    continue
-                if cfg.prepare.pii.scan and values.dtype == object:
-                    values, found = redact_column(values)
-                    for kind, count in found.items():
-                        stats["pii"].setdefault(column, Counter())[kind] += count
-                cells[column] = values
-                if values.dtype == object:
-                    _, all_numeric = parse_numbers(values.dropna())
-                    stats["numeric"][column] &= all_numeric
-                    if casefold and column not in roles.text and not all_numeric:
-                        stats["spellings"][column].update(case_spellings(values))
-                stats["has_value"][column] |= bool(values.notna().any())
-            lower = {c: casefold and c not in roles.text for c in roles.content}
-            tokens = np.stack([cell_tokens(cells[c], lower[c]) for c in roles.content], axis=1)
-            token_parts.append(tokens)
-            if roles.key_columns != roles.content:
-                tokens = np.stack([cell_tokens(cells[c]) for c in roles.key_columns], axis=1)
-            key_parts.append(combine(tokens, split_key(cfg.seed, secret)))
+                cells[column], content[column], keys[column] = _scan_column(
+                    cfg, roles, column, chunk[column], stats
+                )
+            token_parts.append(np.stack([content[c] for c in roles.content], axis=1))
+            key_tokens = np.stack([keys[c] for c in roles.key_columns], axis=1)
+            key_parts.append(combine(key_tokens, split_key(cfg.seed, secret)))
             for column in roles.hashed:
                 cells[column] = keyed_hash(cells[column], pii_key or b"")
             table = pa.table({c: _arrow(cells[c]) for c in roles.output})
@@ -160,6 +140,58 @@ def scan_file(
     stats["pii"] = {c: dict(v) for c, v in stats["pii"].items()}
     (out / SCAN).write_text(json.dumps(stats, indent=1) + "\n", encoding="utf-8")
     return out
+
+
+def _scan_column(
+    cfg: Config, roles: Roles, column: str, raw: pd.Series, stats: dict[str, Any]
+) -> tuple[pd.Series, np.ndarray, np.ndarray]:
+    """One column of a chunk: canonical cells, content tokens and split-key tokens.
+
+    All the work happens once per distinct value; the results are then spread to the rows.
+    """
+    casefold = cfg.prepare.casefold_categories and column not in roles.text
+    if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
+        values = raw.astype("float64")
+        stats["has_value"].setdefault(column, False)
+        stats["has_value"][column] |= bool(values.notna().any())
+        tokens = cell_tokens(values)
+        return values, tokens, tokens
+    codes, uniques = pd.factorize(raw, use_na_sentinel=True)
+    weights = np.bincount(codes[codes >= 0], minlength=len(uniques)).astype(np.float64)
+    distinct = pd.Series(np.asarray(uniques, dtype=object), dtype=object)
+    distinct, changed = canonical_strings(distinct, cfg.data.na_values, weights)
+    stats["normalized_text"][column] += changed
+    if column in roles.identifiers:
+        key_tokens = _spread(cell_tokens(distinct), codes, MISSING_TOKEN)
+        return _spread_series(distinct, codes, raw.index), key_tokens, key_tokens
+    if cfg.prepare.pii.scan:
+        distinct, found = redact_column(distinct, weights)
+        for kind, count in found.items():
+            stats["pii"].setdefault(column, Counter())[kind] += int(count)
+    present = distinct.notna().to_numpy()
+    numbers, _ = parse_numbers(distinct)
+    all_numeric = bool((numbers.notna() | ~present).all())
+    stats["numeric"][column] &= all_numeric
+    stats["has_value"][column] |= bool((present & (weights > 0)).any())
+    if casefold and not all_numeric:
+        for value, weight in zip(distinct[present], weights[present], strict=True):
+            if any(ch.isalpha() for ch in value):
+                stats["spellings"][column][value] += int(weight)
+    tokens = _spread(value_tokens(distinct, numbers, casefold), codes, MISSING_TOKEN)
+    if not casefold:
+        key_tokens = _spread(value_tokens(distinct, numbers), codes, MISSING_TOKEN)
+    else:
+        key_tokens = tokens
+    return _spread_series(distinct, codes, raw.index), tokens, key_tokens
+
+
+def _spread(per_value: np.ndarray, codes: np.ndarray, fill: Any) -> np.ndarray:
+    return np.append(per_value, np.array([fill], dtype=per_value.dtype))[codes]
+
+
+def _spread_series(distinct: pd.Series, codes: np.ndarray, index: pd.Index) -> pd.Series:
+    table = np.append(distinct.to_numpy(object), np.array([None], dtype=object))
+    return pd.Series(table[codes], index=index, dtype=object)
 
 
 def _arrow(values: pd.Series) -> pa.Array:

@@ -1,0 +1,342 @@
+"""The training-job launcher against a stand-in Kubernetes API server (no cluster here).
+
+The real kubernetes client talks HTTP to a small server that stores custom objects, streams
+watch events, and lists pods and logs. For the end-to-end case the server plays the Trainer
+controller: it runs the TrainJob's own command (torchrun with the PET_* rendezvous variables
+the torch runtime sets) on the files the launcher staged, then reports the outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from sslops.config import validate_config
+from sslops.k8s.launcher import JobWatcher, TrainingJobFailed, launch_pretrain_task
+from tests.conftest import BIN, SHARED
+
+NAMESPACE = "team-a"
+
+
+class FakeApiServer:
+    """Custom objects, a watch stream per object, pods and their logs; thread-safe."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, dict[str, Any]] = {}
+        self.deleted: list[str] = []
+        self.pods: list[dict[str, Any]] = []
+        self.logs: dict[str, str] = {}
+        self.gone_once = False  # answer the first watch with 410 Gone
+        self.on_create = lambda obj: None
+        self.changed = threading.Condition()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def host(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def set_conditions(self, name: str, *conditions: tuple[str, str, str]) -> None:
+        with self.changed:
+            obj = self.objects.get(name)
+            if obj is None:  # deleted meanwhile
+                return
+            obj.setdefault("status", {})["conditions"] = [
+                {"type": t, "status": "True", "reason": r, "message": m} for t, r, m in conditions
+            ]
+            obj["metadata"]["resourceVersion"] = str(int(obj["metadata"]["resourceVersion"]) + 1)
+            self.changed.notify_all()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # watch events go out as chunks, as the API server's do
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _send(self, code: int, body: Any) -> None:
+                data = json.dumps(body).encode() if not isinstance(body, str) else body.encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _chunk(self, event: dict[str, Any]) -> None:
+                data = json.dumps(event).encode() + b"\n"
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                self.wfile.flush()
+
+            def do_POST(self) -> None:
+                obj = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                obj["metadata"]["resourceVersion"] = "1"
+                with api.changed:
+                    api.objects[obj["metadata"]["name"]] = obj
+                self._send(201, obj)
+                api.on_create(obj)
+
+            def do_DELETE(self) -> None:
+                name = urlparse(self.path).path.rsplit("/", 1)[1]
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with api.changed:
+                    api.deleted.append(name)
+                    obj = api.objects.pop(name, None)
+                    api.changed.notify_all()
+                self._send(200 if obj else 404, {"kind": "Status", "status": "Success"})
+
+            def do_GET(self) -> None:
+                url = urlparse(self.path)
+                query = {k: v[0] for k, v in parse_qs(url.query).items()}
+                parts = url.path.strip("/").split("/")
+                if parts[:2] == ["api", "v1"] and parts[-1] == "log":
+                    return self._send(200, api.logs[parts[-2]])
+                if parts[:2] == ["api", "v1"]:
+                    pods = {"kind": "PodList", "apiVersion": "v1", "items": api.pods}
+                    return self._send(200, pods)
+                if query.get("watch", "").lower() == "true":
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    self._watch(query)
+                    self.wfile.write(b"0\r\n\r\n")
+                    return None
+                if parts[-1] not in api.objects:
+                    return self._send(404, {"kind": "Status", "code": 404, "reason": "NotFound"})
+                return self._send(200, api.objects[parts[-1]])
+
+            def _watch(self, query: dict[str, str]) -> None:
+                name = query["fieldSelector"].removeprefix("metadata.name=")
+                if api.gone_once:
+                    api.gone_once = False
+                    status = {"kind": "Status", "code": 410, "reason": "Expired", "message": "old"}
+                    return self._chunk({"type": "ERROR", "object": status})
+                seen = query.get("resourceVersion")
+                deadline = time.monotonic() + float(query.get("timeoutSeconds", 5))
+                with api.changed:
+                    while time.monotonic() < deadline:
+                        obj = api.objects.get(name)
+                        if obj is None:
+                            gone = {"metadata": {"name": name}}
+                            return self._chunk({"type": "DELETED", "object": gone})
+                        if obj["metadata"]["resourceVersion"] != seen:
+                            seen = obj["metadata"]["resourceVersion"]
+                            self._chunk({"type": "MODIFIED", "object": obj})
+                        api.changed.wait(timeout=0.2)
+                return None
+
+        return Handler
+
+
+@pytest.fixture
+def api_server():
+    server = FakeApiServer()
+    yield server
+    server.server.shutdown()
+    server.server.server_close()
+
+
+@pytest.fixture
+def api_client(api_server: FakeApiServer):
+    from kubernetes import client
+
+    configuration = client.Configuration()
+    configuration.host = api_server.host
+    with client.ApiClient(configuration) as api:
+        yield api
+
+
+@pytest.fixture(scope="module")
+def prepared_dir(small_config, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from sslops.prepare import prepare
+
+    return prepare(small_config, tmp_path_factory.mktemp("launcher") / "prepare")
+
+
+def _job_config(small_config, workspace: Path, launcher: str = "trainjob") -> Any:
+    raw = small_config.model_dump(mode="json")
+    raw["pretrain"] |= {"launcher": launcher, "nodes": 1, "gpus_per_node": 0}
+    raw["platform"]["storage"] |= {"workspace_pvc": "ws", "workspace_path": str(workspace)}
+    return validate_config(raw)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_trainjob_runs_its_own_command_and_the_output_comes_back(
+    api_server: FakeApiServer, api_client, small_config, prepared_dir, tmp_path: Path, capsys
+) -> None:
+    cfg = _job_config(small_config, tmp_path / "workspace")
+    ran: dict[str, Any] = {}
+
+    def trainer_controller(job: dict[str, Any]) -> None:
+        def run() -> None:
+            name = job["metadata"]["name"]
+            api_server.set_conditions(name, ("Created", "JobSetCreated", "JobSet created"))
+            trainer = job["spec"]["trainer"]
+            env = {
+                **os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+                "PET_NNODES": str(trainer["numNodes"]),
+                "PET_NPROC_PER_NODE": str(trainer["numProcPerNode"]),
+                "PET_NODE_RANK": "0", "PET_MASTER_ADDR": "127.0.0.1",
+                "PET_MASTER_PORT": str(_free_port()),
+            }  # fmt: skip
+            done = subprocess.run(
+                trainer["command"] + trainer["args"], env=env, capture_output=True, text=True
+            )
+            ran.update(returncode=done.returncode, stderr=done.stderr[-3000:])
+            if done.returncode == 0:
+                api_server.set_conditions(name, ("Complete", "JobSetCompleted", "finished"))
+            else:
+                api_server.set_conditions(name, ("Failed", "JobSetFailed", "trainer failed"))
+
+        threading.Thread(target=run, daemon=True).start()
+
+    api_server.on_create = trainer_controller
+    prepared = SimpleNamespace(path=str(prepared_dir))
+    pretrained = SimpleNamespace(path=str(tmp_path / "pretrained"), metadata={})
+    launch_pretrain_task(
+        cfg.to_json(), "reg/sslops:1", "reg/sslops:1-cuda", prepared, pretrained,
+        api_client=api_client, namespace=NAMESPACE,
+    )  # fmt: skip
+    assert ran["returncode"] == 0, ran["stderr"]
+    out = Path(pretrained.path)
+    assert (out / "meta.json").is_file() and (out / "encoder.safetensors").is_file()
+    assert pretrained.metadata["job"].startswith("TrainJob/sslops-pretrain-")
+    assert not list((tmp_path / "workspace" / "sslops").iterdir())  # the run folder is removed
+    (job,) = api_server.objects.values()
+    assert job["metadata"]["namespace"] == NAMESPACE
+    assert job["spec"]["trainer"]["image"] == "reg/sslops:1"  # no GPUs: the CPU image
+    printed = capsys.readouterr().out
+    assert "Created=True (JobSetCreated): JobSet created" in printed
+    assert "Complete=True (JobSetCompleted): finished" in printed
+    crd_dir = SHARED / "k8s" / "crds"
+    if crd_dir.is_dir():
+        from sslops.k8s.validation import load_crd_schemas, validate_object
+
+        job = {k: v for k, v in job.items() if k != "status"}
+        job["metadata"] = {k: v for k, v in job["metadata"].items() if k != "resourceVersion"}
+        validate_object(job, load_crd_schemas(crd_dir))
+
+
+def test_failed_pytorchjob_fails_the_task_with_the_pod_log(
+    api_server: FakeApiServer, api_client, small_config, prepared_dir, tmp_path: Path, capsys
+) -> None:
+    cfg = _job_config(small_config, tmp_path / "workspace", launcher="pytorchjob")
+
+    def operator(job: dict[str, Any]) -> None:
+        name = job["metadata"]["name"]
+        api_server.pods = [
+            {
+                "metadata": {"name": f"{name}-master-0"},
+                "status": {
+                    "containerStatuses": [
+                        {
+                            "name": "pytorch", "image": "x", "imageID": "", "ready": False,
+                            "restartCount": 3,
+                            "state": {"terminated": {"exitCode": 1, "reason": "Error"}},
+                            "lastState": {},
+                        }
+                    ]
+                },
+            }
+        ]  # fmt: skip
+        api_server.logs[f"{name}-master-0"] = (
+            "Traceback (most recent call last):\nOutOfMemoryError\n"
+        )
+        api_server.set_conditions(
+            name,
+            ("Created", "PyTorchJobCreated", ""),
+            ("Failed", "PyTorchJobFailed", "backoff limit reached"),
+        )
+
+    api_server.on_create = operator
+    prepared = SimpleNamespace(path=str(prepared_dir))
+    pretrained = SimpleNamespace(path=str(tmp_path / "pretrained"), metadata={})
+    with pytest.raises(SystemExit) as stopped:
+        launch_pretrain_task(
+            cfg.to_json(), "i", "i-cuda", prepared, pretrained,
+            api_client=api_client, namespace=NAMESPACE,
+        )  # fmt: skip
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: PyTorchJob team-a/sslops-pretrain-" in err
+    assert "failed: PyTorchJobFailed backoff limit reached" in err
+    assert "(exit 1)" in err and "OutOfMemoryError" in err
+    assert not Path(pretrained.path).exists()
+    assert not list((tmp_path / "workspace" / "sslops").iterdir())
+
+
+def _trainjob(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "trainer.kubeflow.org/v1alpha1",
+        "kind": "TrainJob",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {"runtimeRef": {"name": "torch-distributed"}},
+    }
+
+
+def test_a_job_past_its_deadline_is_deleted(api_server: FakeApiServer, api_client) -> None:
+    watcher = JobWatcher(api_client, NAMESPACE, echo=lambda line: None)
+    with pytest.raises(TrainingJobFailed, match="did not finish before its deadline"):
+        watcher.run(_trainjob("sslops-pretrain-slow"), timeout_seconds=1.5)
+    assert api_server.deleted == ["sslops-pretrain-slow"]
+
+
+def test_an_expired_watch_is_resumed_from_a_fresh_read(
+    api_server: FakeApiServer, api_client
+) -> None:
+    api_server.gone_once = True
+
+    def finish_soon(job: dict[str, Any]) -> None:
+        name = job["metadata"]["name"]
+        threading.Timer(0.5, api_server.set_conditions, (name, ("Complete", "", ""))).start()
+
+    api_server.on_create = finish_soon
+    lines: list[str] = []
+    final = JobWatcher(api_client, NAMESPACE, echo=lines.append).run(
+        _trainjob("sslops-pretrain-ok"), timeout_seconds=20
+    )
+    assert final["status"]["conditions"][0]["type"] == "Complete"
+    assert lines[-1] == "TrainJob sslops-pretrain-ok: Complete=True"
+    assert api_server.deleted == []
+
+
+def test_a_job_deleted_by_someone_else_fails_the_task(
+    api_server: FakeApiServer, api_client
+) -> None:
+    def delete_soon(job: dict[str, Any]) -> None:
+        def remove() -> None:
+            with api_server.changed:
+                api_server.objects.pop(job["metadata"]["name"])
+                api_server.changed.notify_all()
+
+        threading.Timer(0.5, remove).start()
+
+    api_server.on_create = delete_soon
+    watcher = JobWatcher(api_client, NAMESPACE, echo=lambda line: None)
+    with pytest.raises(TrainingJobFailed, match="sslops-pretrain-gone was deleted"):
+        watcher.run(_trainjob("sslops-pretrain-gone"), timeout_seconds=20)
+
+
+def test_local_launcher_config_is_refused_with_a_hint(small_config, capsys) -> None:
+    nothing = SimpleNamespace(path="/nonexistent", metadata={})
+    with pytest.raises(SystemExit):
+        launch_pretrain_task(small_config.to_json(), "i", "i-cuda", nothing, nothing)
+    assert "says pretrain.launcher: local" in capsys.readouterr().err
