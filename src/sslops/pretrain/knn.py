@@ -17,13 +17,14 @@ def knn_predict(
     temperature: float = 0.07,
 ) -> torch.Tensor:  # fmt: skip
     """Predicted class of each query row."""
-    query, bank = F.normalize(query.float(), dim=1), F.normalize(bank.float(), dim=1)
-    similarity = query @ bank.T
-    k = min(k, bank.shape[0])
-    top, index = similarity.topk(k, dim=1)
-    votes = torch.zeros(query.shape[0], classes, device=query.device)
-    votes.scatter_add_(1, bank_labels[index], (top / temperature).exp())
-    return votes.argmax(dim=1)
+    with torch.autocast(query.device.type, enabled=False):
+        query, bank = F.normalize(query.float(), dim=1), F.normalize(bank.float(), dim=1)
+        similarity = query @ bank.T
+        k = min(k, bank.shape[0])
+        top, index = similarity.topk(k, dim=1)
+        votes = torch.zeros(query.shape[0], classes, device=query.device)
+        votes.scatter_add_(1, bank_labels[index], (top / temperature).exp())
+        return votes.argmax(dim=1)
 
 
 @torch.no_grad()
