@@ -14,7 +14,7 @@ REGISTRY ?= $(or $(SSLOPS_IMAGE_REGISTRY),ghcr.io/sslops)
 # The checkov test fails instead of skipping when the scanner is missing.
 CHECKOV_ENV = SSLOPS_CHECKOV=$(CURDIR)/$(CHECKOV) SSLOPS_REQUIRE_CHECKOV=1
 
-.PHONY: help demo test test-slow test-all lint format compile dvc-repro clean checkov image
+.PHONY: help demo test test-slow test-all lint format compile dvc-repro clean test-ddp bench-pretrain checkov image
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -34,6 +34,14 @@ test: $(STAMP) $(CHECKOV)  ## the default test suite (no slow/ddp/gpu tests; inc
 
 test-slow: $(STAMP)  ## slow tests: the full-size pipeline and benchmarks' smoke runs
 	$(BIN)/python -m pytest -q -m slow
+
+test-ddp: $(STAMP)  ## multi-process tests: torchrun pretraining on 2 gloo ranks equals 1 process
+	$(BIN)/python -m pytest -q -m 'ddp and not gpu'
+
+bench-pretrain: $(STAMP)  ## SimCLR throughput and quality vs lightly 1.6 (installs the bench extra; ~1 h on 2 cores)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python benchmarks/pretrain_simclr_vs_lightly.py --phase all --rounds 3 --ssl-epochs 5 \
+		--out runs/bench/pretrain_simclr_vs_lightly.json
 
 test-all: $(STAMP)  ## every test that can run without a GPU
 	$(BIN)/python -m pytest -q -m 'not gpu'
