@@ -1,0 +1,163 @@
+"""`sslops submit` through the real kfp.Client against a stand-in KFP API (v2beta1 REST):
+the first submission creates the pipeline, later ones add versions, each starts a run."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+import yaml
+
+from sslops.cli import main
+from sslops.config import load_config
+from sslops.k8s.submit import submit
+from tests.conftest import ROOT
+
+
+class FakeKfp:
+    """The endpoints kfp.Client uses to upload, version, find an experiment and start a run."""
+
+    def __init__(self) -> None:
+        self.pipelines: dict[str, str] = {}  # display name -> id
+        self.versions: dict[str, list[str]] = {}  # pipeline id -> version ids
+        self.uploads: list[tuple[str, dict[str, str], bytes]] = []
+        self.runs: list[dict[str, Any]] = []
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def host(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        kfp = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _send(self, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                url = urlparse(self.path)
+                query = {k: v[0] for k, v in parse_qs(url.query).items()}
+                if url.path.endswith("/healthz"):
+                    return self._send({"multi_user": False})
+                if url.path == "/apis/v2beta1/pipelines":
+                    wanted = json.loads(query["filter"])["predicates"][0]["stringValue"]
+                    found = [
+                        {"pipeline_id": pid, "display_name": name}
+                        for name, pid in kfp.pipelines.items()
+                        if name == wanted
+                    ]
+                    return self._send({"pipelines": found} if found else {})
+                if url.path.endswith("/versions"):
+                    pipeline_id = url.path.split("/")[-2]
+                    newest_first = reversed(kfp.versions[pipeline_id])
+                    return self._send(
+                        {"pipeline_versions": [{"pipeline_version_id": v} for v in newest_first]}
+                    )
+                if url.path == "/apis/v2beta1/experiments":
+                    return self._send({})  # no experiment yet: the client creates one
+                raise AssertionError(f"unexpected GET {self.path}")
+
+            def do_POST(self) -> None:
+                url = urlparse(self.path)
+                query = {k: v[0] for k, v in parse_qs(url.query).items()}
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if url.path == "/apis/v2beta1/pipelines/upload":
+                    pipeline_id = f"p{len(kfp.pipelines) + 1}"
+                    kfp.pipelines[query["name"]] = pipeline_id
+                    kfp.versions[pipeline_id] = [f"{pipeline_id}-v1"]
+                    kfp.uploads.append(("pipeline", query, body))
+                    return self._send({"pipeline_id": pipeline_id, "display_name": query["name"]})
+                if url.path == "/apis/v2beta1/pipelines/upload_version":
+                    versions = kfp.versions[query["pipelineid"]]
+                    versions.append(f"{query['pipelineid']}-v{len(versions) + 1}")
+                    kfp.uploads.append(("version", query, body))
+                    return self._send(
+                        {"pipeline_id": query["pipelineid"], "pipeline_version_id": versions[-1]}
+                    )
+                if url.path == "/apis/v2beta1/experiments":
+                    return self._send({"experiment_id": "e1", **json.loads(body)})
+                if url.path == "/apis/v2beta1/runs":
+                    kfp.runs.append(json.loads(body))
+                    return self._send({"run_id": f"r{len(kfp.runs)}"})
+                raise AssertionError(f"unexpected POST {self.path}")
+
+        return Handler
+
+
+@pytest.fixture
+def kfp_api():
+    server = FakeKfp()
+    yield server
+    server.server.shutdown()
+    server.server.server_close()
+
+
+def _uploaded_spec(body: bytes) -> dict[str, Any]:
+    start = body.index(b"# PIPELINE DEFINITION")
+    end = body.index(b"\r\n--", start)
+    return next(yaml.safe_load_all(body[start:end].decode()))
+
+
+def test_first_submit_creates_the_pipeline_later_ones_add_versions(kfp_api: FakeKfp) -> None:
+    cfg = load_config(ROOT / "configs" / "adult.yaml", ["pretrain.gpus_per_node=2"])
+    first = submit(cfg, kfp_api.host, "fairness-study")
+    second = submit(cfg, kfp_api.host, "fairness-study", run_name="again")
+    assert kfp_api.pipelines == {"sslops-ssl-pipeline": "p1"}
+    assert [kind for kind, _, _ in kfp_api.uploads] == ["pipeline", "version"]
+    assert (first.version_id, second.version_id) == ("p1-v1", "p1-v2")
+    assert second.version_name.startswith("sslops-ssl-pipeline-0.1.0-")
+    spec = _uploaded_spec(kfp_api.uploads[1][2])
+    accelerator = spec["deploymentSpec"]["executors"]["exec-pretrain"]["container"]["resources"]
+    assert accelerator["accelerator"]["resourceCount"] == "2"  # the config's GPUs, compiled in
+    run = kfp_api.runs[1]
+    assert run["display_name"] == "again"
+    assert run["pipeline_version_reference"] == {
+        "pipeline_id": "p1",
+        "pipeline_version_id": "p1-v2",
+    }
+    assert json.loads(run["runtime_config"]["parameters"]["config_json"]) == json.loads(
+        cfg.to_json()
+    )
+    assert second.url == f"{kfp_api.host}/#/runs/details/r2"
+
+
+def test_multinode_config_goes_to_its_own_pipeline(kfp_api: FakeKfp) -> None:
+    cfg = load_config(
+        ROOT / "configs" / "adult.yaml",
+        ["pretrain.launcher=pytorchjob", "pretrain.nodes=4", "platform.storage.workspace_pvc=ws"],
+    )
+    done = submit(cfg, kfp_api.host)
+    assert kfp_api.pipelines == {"sslops-ssl-pipeline-multinode": "p1"}
+    spec = _uploaded_spec(kfp_api.uploads[0][2])
+    assert "exec-launch-pretrain" in spec["deploymentSpec"]["executors"]
+    assert done.run_id == "r1"
+
+
+def test_cli_submit_prints_the_run_and_names_an_unreachable_host(kfp_api: FakeKfp, capsys) -> None:
+    config = str(ROOT / "configs" / "adult.yaml")
+    assert main(["submit", "--config", config, "--host", kfp_api.host, "--experiment", "x"]) == 0
+    assert f"run r1: {kfp_api.host}/#/runs/details/r1" in capsys.readouterr().out
+    closed = "http://127.0.0.1:9"  # the discard port: nothing listens there
+    assert main(["submit", "--config", config, "--host", closed]) == 2
+    assert capsys.readouterr().err.startswith(f"error: cannot reach KFP at {closed}")
+
+
+def test_submit_needs_a_host(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["submit", "--config", str(Path(ROOT / "configs" / "adult.yaml"))])
+    assert "--host" in capsys.readouterr().err
