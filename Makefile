@@ -14,7 +14,7 @@ REGISTRY ?= $(or $(SSLOPS_IMAGE_REGISTRY),ghcr.io/sslops)
 # The checkov test fails instead of skipping when the scanner is missing.
 CHECKOV_ENV = SSLOPS_CHECKOV=$(CURDIR)/$(CHECKOV) SSLOPS_REQUIRE_CHECKOV=1
 
-.PHONY: help demo test test-slow test-all lint format compile dvc-repro clean checkov image test-ddp bench-pretrain checkov image
+.PHONY: help demo test test-slow test-all lint format compile dvc-repro clean test-ddp bench-pretrain checkov image
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
