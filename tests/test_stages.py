@@ -48,14 +48,17 @@ def test_mitigated_model_has_a_smaller_parity_gap(stage_artifacts: dict[str, Pat
 
 
 def test_onnx_matches_torch_at_several_batch_sizes(stage_artifacts: dict[str, Path]) -> None:
+    """The ONNX model takes raw columns; torch scores the encoded features of the same rows."""
+    from sslops.export import raw_inputs
+
     data = PreparedData(stage_artifacts["prepare"])
     model, _ = load_classifier(stage_artifacts["finetune"], "mitigated")
     session = ort.InferenceSession(str(stage_artifacts["export"] / "model.onnx"))
+    feed = raw_inputs(data.encoding, data.test.frame)
     for batch in (1, 7, 256):
-        x = data.test.features[:batch]
-        got = session.run(None, {"features": x})[0]
+        got = session.run(None, {k: v[:batch] for k, v in feed.items()})[0]
         with torch.no_grad():
-            expected = model(torch.from_numpy(x)).numpy()
+            expected = model(torch.from_numpy(data.test.features[:batch])).numpy()
         assert got.shape == (batch,)
         assert np.max(np.abs(got - expected)) <= 1e-4
     report = json.loads((stage_artifacts["export"] / "export.json").read_text())
@@ -74,9 +77,13 @@ def test_onnx_metadata_names_threshold_and_weights(stage_artifacts: dict[str, Pa
 
 
 def test_audit_manifest_hashes_every_file(stage_artifacts: dict[str, Path]) -> None:
-    bundle = stage_artifacts["audit"]
+    bundle = stage_artifacts["audit"] / "bundle"
     manifest = json.loads((bundle / "manifest.json").read_text())["files"]
-    on_disk = {p.name for p in bundle.iterdir() if p.name not in {"manifest.json", "meta.json"}}
+    on_disk = {
+        p.relative_to(bundle).as_posix()
+        for p in bundle.rglob("*")
+        if p.is_file() and p.name not in {"manifest.json", "signature.json"}
+    }
     assert set(manifest) == on_disk
     for name, digest in manifest.items():
         assert sha256_file(bundle / name) == digest
@@ -85,22 +92,23 @@ def test_audit_manifest_hashes_every_file(stage_artifacts: dict[str, Path]) -> N
 def test_audit_lineage_reaches_from_raw_data_to_onnx_bytes(
     stage_artifacts: dict[str, Path], small_data: dict[str, Path]
 ) -> None:
-    lineage = json.loads((stage_artifacts["audit"] / "lineage.json").read_text())
+    lineage = json.loads((stage_artifacts["audit"] / "bundle" / "lineage.json").read_text())
     stages = {s["stage"]: s for s in lineage["stages"]}
     assert stages["prepare"]["sources"]["data.train"] == sha256_file(small_data["train"])
     assert stages["pretrain"]["inputs"]["prepared"] == stages["prepare"]["meta_sha256"]
     assert stages["finetune"]["inputs"]["pretrained"] == stages["pretrain"]["meta_sha256"]
     assert stages["export"]["inputs"]["finetuned"] == stages["finetune"]["meta_sha256"]
-    onnx_hash = sha256_file(stage_artifacts["audit"] / "model.onnx")
+    onnx_hash = sha256_file(stage_artifacts["audit"] / "bundle" / "model.onnx")
     assert stages["export"]["files"]["model.onnx"] == onnx_hash
 
 
 def test_model_card_html_is_self_contained(stage_artifacts: dict[str, Path]) -> None:
-    html = (stage_artifacts["audit"] / "model_card.html").read_text()
+    bundle = stage_artifacts["audit"] / "bundle"
+    html = (bundle / "model_card.html").read_text()
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)
     assert "@import" not in html and "url(" not in html
-    assert html.count("data:image/png;base64,") == 3
-    markdown = (stage_artifacts["audit"] / "model_card.md").read_text()
+    assert html.count("data:image/png;base64,") == len(list(bundle.rglob("*.png"))) >= 3
+    markdown = (bundle / "model_card.md").read_text()
     for needle in ("Test metrics", "DP diff. (sex)", "EO diff. (sex)", "Lineage", "mitigated"):
         assert needle in markdown
     assert len(html.encode()) < 1_000_000

@@ -18,7 +18,7 @@ import yaml
 
 from sslops import __version__
 from sslops.config import Config, load_config
-from sslops.errors import SslopsError
+from sslops.errors import ConfigError, SslopsError
 from sslops.k8s import commands as k8s_commands
 
 EXAMPLES = """\
@@ -47,16 +47,52 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _stage(
-    sub: Any, name: str, help_text: str, inputs: list[tuple[str, str]]
-) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=help_text)
+    sub: Any, name: str, help_text: str, inputs: list[tuple[str, str]], required: bool = True,
+    **kwargs: Any,
+) -> argparse.ArgumentParser:  # fmt: skip
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name, help=help_text, description=help_text, **kwargs
+    )
     _add_config_args(parser)
     for flag, what in inputs:
-        parser.add_argument(f"--{flag}", required=True, type=Path, metavar="DIR", help=what)
+        parser.add_argument(f"--{flag}", required=required, type=Path, metavar="DIR", help=what)
     parser.add_argument(
-        "--out", required=True, type=Path, metavar="DIR", help="artifact directory to write"
+        "--out", required=required, type=Path, metavar="DIR", help="artifact directory to write"
     )
     return parser
+
+
+AUDIT_EPILOG = """\
+tools:
+  sslops audit verify BUNDLE [--public-key FILE]   check a bundle (folder, .zip or audit folder)
+  sslops audit keygen --private-key FILE --public-key FILE   new Ed25519 signing key pair
+"""
+
+
+def _audit_tools(audit: argparse.ArgumentParser) -> None:
+    tools = audit.add_subparsers(dest="audit_command", metavar="{verify,keygen}")
+    verify = tools.add_parser(
+        "verify",
+        help="check a bundle's hashes and signature",
+        description="Check every file of an audit bundle against manifest.json and the Ed25519 "
+        "signature. Exit 0 when intact; 1 naming each changed, added or missing file.",
+    )
+    verify.add_argument(
+        "bundle", type=Path, metavar="BUNDLE", help="bundle folder, .zip or audit folder"
+    )
+    verify.add_argument(
+        "--public-key", type=Path, metavar="FILE",
+        help="PEM public key the bundle must be signed with (default: trust the embedded key "
+        "for integrity only)",
+    )  # fmt: skip
+    keygen = tools.add_parser(
+        "keygen",
+        help="write a new Ed25519 key pair for signing bundles",
+        description="Write a new Ed25519 key pair (PEM). Point audit.signing.key_file at the "
+        "private key, or put it in the SSLOPS_SIGNING_KEY environment variable / a Secret.",
+    )
+    keygen.add_argument("--private-key", required=True, type=Path, metavar="FILE")
+    keygen.add_argument("--public-key", required=True, type=Path, metavar="FILE")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,11 +136,42 @@ def build_parser() -> argparse.ArgumentParser:
            [prepared, ("pretrained", "pretrain artifact")])  # fmt: skip
     _stage(sub, "evaluate", "test-split metrics overall and per group", [prepared, finetuned])
     _stage(sub, "export", "ONNX export with onnxruntime parity check", [prepared, finetuned])
-    _stage(sub, "audit", "model card, lineage and manifest (the compliance bundle)", [
+    audit = _stage(sub, "audit", "signed compliance bundle: model card, gates, lineage, SBOM", [
         prepared, ("pretrained", "pretrain artifact"), finetuned,
         ("evaluation", "evaluate artifact"), ("exported", "export artifact"),
-    ])  # fmt: skip
+    ], required=False, epilog=AUDIT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    _audit_tools(audit)
     return parser
+
+
+def _cmd_audit_tool(args: argparse.Namespace) -> int:
+    from sslops.audit import generate_keypair, load_public_key
+    from sslops.audit.bundle import verify_path
+
+    if args.audit_command == "keygen":
+        fp = generate_keypair(args.private_key, args.public_key)
+        print(f"wrote {args.private_key} (private, mode 0600) and {args.public_key}; key {fp}")
+        return 0
+    key = load_public_key(args.public_key) if args.public_key else None
+    result = verify_path(args.bundle, key)
+    if result["problems"]:
+        for problem in result["problems"]:
+            print(f"  {problem}", file=sys.stderr)
+        count = len(result["problems"])
+        print(
+            f"error: {args.bundle} failed verification ({count} problem{'s' * (count > 1)}): "
+            f"{result['problems'][0]}",
+            file=sys.stderr,
+        )
+        return 1
+    if result.get("signed"):
+        trust = "the given public key" if key else "its embedded public key (integrity only; "
+        trust += "" if key else "pass --public-key to check who signed it)"
+        how = f"signed, Ed25519 key {result['key_fingerprint']}, verified with {trust}"
+    else:
+        how = "NOT signed (hashes only)"
+    print(f"verified: {result['path']}: {result['files']} files intact; {how}")
+    return 0
 
 
 def _print_summary(summary: dict[str, Any], out: Path) -> None:
@@ -189,6 +256,15 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command in k8s_commands.COMMANDS:
             return k8s_commands.run(args)
+        if args.command == "audit" and args.audit_command:
+            return _cmd_audit_tool(args)
+        if args.command == "audit":
+            missing = [f"--{f}" for f in ("prepared", "pretrained", "finetuned", "evaluation",
+                                          "exported", "out") if getattr(args, f) is None]  # fmt: skip
+            if missing:
+                raise ConfigError(
+                    f"sslops audit needs {', '.join(missing)} (or: sslops audit verify BUNDLE)"
+                )
         cfg = load_config(args.config, args.overrides)
         handlers: dict[str, Callable[[argparse.Namespace, Config], None]] = {"run": _cmd_run}
         if args.command == "config":

@@ -2,6 +2,8 @@
 
 The HTML embeds images as data URIs and carries its own CSS: the KFP UI shows it
 in a sandbox and air-gapped clusters have no CDN, so it must reference nothing.
+Images are embedded while the page stays under ``HTML_BUDGET`` bytes (the KFP UI
+renders HTML artifacts up to about 1 MB); the rest are named, not shown.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import base64
 import html
 from dataclasses import dataclass, field
 from pathlib import Path
+
+HTML_BUDGET = 950_000
 
 
 @dataclass
@@ -29,8 +33,9 @@ class Document:
     def table(self, header: list[str], rows: list[list[str]]) -> None:
         self.blocks.append(("table", header, rows))
 
-    def image(self, path: Path, caption: str) -> None:
-        self.blocks.append(("img", path, caption))
+    def image(self, path: Path, caption: str, ref: str | None = None) -> None:
+        """``ref`` is how the Markdown links it (its path inside the bundle)."""
+        self.blocks.append(("img", path, caption, ref or path.name))
 
     def markdown(self) -> str:
         out = [f"# {self.title}", ""]
@@ -47,12 +52,14 @@ class Document:
                 out.append("|" + "---|" * len(block[1]))
                 out += ["| " + " | ".join(row) + " |" for row in block[2]] + [""]
             elif kind == "img":
-                out += [f"![{block[2]}]({block[1].name})", ""]
+                out += [f"![{block[2]}]({block[3]})", ""]
         return "\n".join(out)
 
     def html(self) -> str:
         esc = html.escape
         body = [f"<h1>{esc(self.title)}</h1>"]
+        text = sum(len(str(block)) for block in self.blocks if block[0] != "img")
+        budget = HTML_BUDGET - 2 * text - 8_000  # escaping and markup roughly double the text
         for block in self.blocks:
             kind = block[0]
             if kind == "h2":
@@ -68,8 +75,12 @@ class Document:
                     for row in block[2]
                 )
                 body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+            elif kind == "img" and 4 * ((block[1].stat().st_size + 2) // 3) > budget:
+                body.append(f"<p><em>{esc(block[2])}: {esc(block[3])} in the bundle "
+                            "(not embedded: the page would pass 1 MB)</em></p>")  # fmt: skip
             elif kind == "img":
                 data = base64.b64encode(block[1].read_bytes()).decode("ascii")
+                budget -= len(data)
                 body.append(
                     f'<figure><img alt="{esc(block[2])}" src="data:image/png;base64,{data}">'
                     f"<figcaption>{esc(block[2])}</figcaption></figure>"

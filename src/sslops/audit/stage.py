@@ -1,184 +1,185 @@
-"""Audit: a model card (Markdown + self-contained HTML), lineage back to the raw data, a manifest.
+"""Audit: the compliance bundle a team files, signed, with gates checked first.
 
-The bundle is a directory a compliance team can file as is: the card, the data
-card, metrics, the resolved config, the ONNX model, the lineage from raw-file
-hashes through every stage to the ONNX bytes, and ``manifest.json`` with the
-sha256 of every file in the bundle.
+The audit artifact folder holds ``bundle/`` (what is filed and verified),
+``bundle.zip`` (the same files), copies of the card's HTML and Markdown next to
+them, and the usual ``meta.json``::
+
+    bundle/
+      model_card.md / .html / .pdf     the card (HTML self-contained, under 1 MB)
+      model.onnx, model.int8.onnx      the deployable models
+      evidence/<stage>/...             every JSON/Markdown/PNG result of the earlier stages
+      lineage.json                     raw-data hashes -> splits -> SSL checkpoint -> model -> ONNX
+      config.json, configs/<stage>.json  the resolved config (per stage when one differs)
+      environment.json, sbom.cdx.json  Python and package versions; CycloneDX SBOM
+      run.json                         KFP run id and container image, when present
+      gates.json                       policy-gate results and accepted overrides
+      compliance.json                  EU AI Act Annex IV / NIST AI RMF MEASURE mapping
+      changelog.json                   metric changes against audit.previous_bundle
+      manifest.json, signature.json    sha256 of every file; Ed25519 signature over it
+
+Gates are evaluated and the signing key is loaded before anything is written, so a
+failing gate or a missing key leaves no output.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sslops import __version__
 from sslops.artifacts import META, read_meta, sha256_file, write_artifact
-from sslops.audit.document import Document
+from sslops.audit.bundle import (
+    BUNDLE_DIR,
+    MANIFEST,
+    SIGNATURE,
+    ZIP_NAME,
+    fingerprint,
+    load_signing_key,
+    sign_manifest,
+    write_manifest,
+    write_zip,
+)  # fmt: skip
+from sslops.audit.card import build_card
+from sslops.audit.changelog import build_changelog
+from sslops.audit.compliance import compliance_map
+from sslops.audit.environment import environment_record, sbom_json
+from sslops.audit.gates import evaluate_gates, measured_values
+from sslops.audit.pdf import render_pdf
 from sslops.config import Config
 
-MANIFEST = "manifest.json"
 _STAGES = ("prepare", "pretrain", "finetune", "evaluate", "export")
+CARD_COPIES = ("model_card.html", "model_card.md")
+_EVIDENCE_SUFFIXES = {".json", ".md", ".png", ".csv", ".txt"}
+_EVIDENCE_MAX_BYTES = 5_000_000
 
 
-def build_lineage(artifacts: dict[str, Path]) -> dict[str, Any]:
-    """Each stage's artifact hash, its inputs' hashes and its payload hashes, in pipeline order."""
+def build_lineage(artifacts: dict[str, Path], deployed: str) -> dict[str, Any]:
+    """Each stage's artifact hash, inputs and payload hashes, and the chain from data to ONNX."""
     lineage: dict[str, Any] = {"stages": []}
+    metas = {}
     for stage in _STAGES:
         path = artifacts[stage]
-        meta = read_meta(path, stage)
-        lineage["stages"].append(
-            {
-                "stage": stage,
-                "meta_sha256": sha256_file(path / META),
-                "inputs": {k: v["meta_sha256"] for k, v in meta["inputs"].items()},
-                "sources": {k: v["sha256"] for k, v in meta.get("sources", {}).items()},
-                "files": meta["files"],
-                "started": meta["started"],
-                "ended": meta["ended"],
-                "git_commit": meta["git_commit"],
-                "versions": meta["versions"],
-            }
-        )
+        meta = metas[stage] = read_meta(path, stage)  # verifies every file's hash
+        lineage["stages"].append({
+            "stage": stage,
+            "meta_sha256": sha256_file(path / META),
+            "inputs": {k: v["meta_sha256"] for k, v in meta["inputs"].items()},
+            "sources": {k: v["sha256"] for k, v in meta.get("sources", {}).items()},
+            "files": meta["files"],
+            "started": meta["started"], "ended": meta["ended"],
+            "git_commit": meta["git_commit"], "versions": meta["versions"],
+        })  # fmt: skip
+
+    def pick(stage: str, suffix: str, prefer: str | None = None) -> dict[str, str]:
+        files = {k: v for k, v in metas[stage]["files"].items() if k.endswith(suffix)}
+        preferred = {k: v for k, v in files.items() if prefer and k.startswith(prefer)}
+        return preferred or files
+
+    lineage["chain"] = {
+        "raw data": {k: v["sha256"] for k, v in metas["prepare"].get("sources", {}).items()},
+        "prepared splits": pick("prepare", ".parquet"),
+        "SSL checkpoint": pick("pretrain", ".safetensors"),
+        "fine-tuned model": pick("finetune", ".safetensors", prefer=f"{deployed}."),
+        "ONNX": pick("export", ".onnx"),
+    }
     return lineage
 
 
-def _fmt(value: float) -> str:
-    return "n/a" if value != value else f"{value:.4f}"  # NaN-safe
+def _copy_evidence(artifacts: dict[str, Path], bundle: Path) -> list[str]:
+    """Every result file of the earlier stages, discovered, under evidence/<stage>/."""
+    copied = []
+    for stage in _STAGES:
+        root = artifacts[stage]
+        for path in sorted(root.rglob("*")):
+            rel = path.relative_to(root).as_posix()
+            if not path.is_file() or rel == META or path.suffix not in _EVIDENCE_SUFFIXES:
+                continue
+            if path.stat().st_size > _EVIDENCE_MAX_BYTES:
+                continue  # large tables stay in the stage artifact; the lineage has their hash
+            target = bundle / "evidence" / stage / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+            copied.append(f"evidence/{stage}/{rel}")
+    return copied
 
 
-def _model_card(cfg: Config, a: dict[str, Path], bundle: Path, lineage: dict[str, Any]) -> Document:
-    metrics = json.loads((a["evaluate"] / "metrics.json").read_text(encoding="utf-8"))
-    finetune = json.loads((a["finetune"] / "finetune.json").read_text(encoding="utf-8"))
-    pretrain = json.loads((a["pretrain"] / "summary.json").read_text(encoding="utf-8"))
-    exported = json.loads((a["export"] / "export.json").read_text(encoding="utf-8"))
-    card = json.loads((a["prepare"] / "datacard.json").read_text(encoding="utf-8"))
-    sensitive, deployed = metrics["sensitive"], exported["model"]
-    fairness = finetune["fairness"]
-
-    doc = Document(cfg.audit.title)
-    doc.bullets([
-        f"Generated {datetime.now(UTC).isoformat(timespec='seconds')} by sslops {__version__}",
-        f"Owner: {cfg.audit.owner}",
-        f"Intended use: {cfg.audit.intended_use}",
-        f"Deployed model: '{deployed}' (ONNX sha256 {exported['onnx_sha256'][:16]}…)",
-        f"Decision threshold: {metrics['threshold']}",
-    ])  # fmt: skip
-    doc.heading("Training")
-    doc.bullets([
-        f"Self-supervised pretraining: {pretrain['objective'].upper()} on {pretrain['rows']:,} "
-        f"unlabeled training rows ({pretrain['features']} encoded features, {pretrain['steps']:,} "
-        f"steps, final loss {pretrain['final_loss']:.4f}, {pretrain['skipped_nonfinite_steps']} "
-        "non-finite steps skipped).",
-        f"Fine-tuning used {finetune['labels_used']:,} labels "
-        f"({finetune['label_fraction']:.1%} of {finetune['train_rows']:,} training rows).",
-        "Baseline: logistic regression on the raw encoded features with the same labels.",
-    ])  # fmt: skip
-    doc.heading(f"Test metrics ({metrics['rows']:,} rows)")
-    doc.table(
-        ["model", "accuracy", "ROC AUC", f"DP diff. ({sensitive})", f"EO diff. ({sensitive})"],
-        [
-            [n, _fmt(m["accuracy"]), _fmt(m["roc_auc"]), _fmt(m["dp_difference"]),
-             _fmt(m["eo_difference"])]
-            for n, m in metrics["models"].items()
-        ],
-    )  # fmt: skip
-    constrained = {"demographic_parity": "demographic parity", "none": "no fairness constraint"}
-    doc.paragraph(
-        f"The policy constrains {constrained[fairness['constraint']]} for '{sensitive}' "
-        f"(max gap {fairness['max_gap']}); both gaps are shown for every model because, when base "
-        "rates differ between groups, demographic parity and equalized odds cannot both be near zero."
-    )
-    if fairness["sweep"]:
-        doc.heading("Fairness mitigation")
-        doc.paragraph(
-            "A demographic-parity penalty on the head's predicted probabilities, computed over all "
-            "training rows (no labels needed), was swept; the weakest penalty whose validation gap "
-            f"met the policy was selected: {fairness['selected_penalty']}"
-            f" (policy met on validation: {fairness['policy_met_on_validation']})."
-        )
-        doc.table(
-            ["penalty weight", "validation DP difference"],
-            [[str(s["penalty"]), _fmt(s["validation_dp_difference"])] for s in fairness["sweep"]],
-        )
-    for column in cfg.data.sensitive:
-        doc.heading(f"Per-group metrics of '{deployed}' by {column}")
-        groups = metrics["models"][deployed]["by_group"][column]
-        doc.table(
-            ["group", "rows", "accuracy", "ROC AUC", "selection rate"],
-            [
-                [g, f"{int(r['count']):,}", _fmt(r["accuracy"]), _fmt(r["roc_auc"]),
-                 _fmt(r["selection_rate"])]
-                for g, r in groups.items()
-            ],
-        )  # fmt: skip
-    doc.image(bundle / "roc.png", "ROC curves on the test split")
-    doc.image(bundle / "selection_rate.png", f"Selection rate by {sensitive}")
-    doc.image(bundle / "loss.png", "Self-supervised pretraining loss")
-    doc.heading("Data")
-    doc.table(
-        ["split", "rows", "positive rate"],
-        [[n, f"{s['rows']:,}", f"{s['positive_rate']:.3f}"] for n, s in card["splits"].items()],
-    )
-    doc.bullets([
-        "Exact duplicates dropped: "
-        + ", ".join(f"{k} {v:,}" for k, v in card["exact_duplicates_dropped"].items()),
-        "Identifier columns dropped: " + (", ".join(card["dropped_identifier_columns"]) or "none"),
-        "Full data card: datacard.md / datacard.json in this bundle.",
-    ])  # fmt: skip
-    doc.heading("ONNX export")
-    parity = exported["parity"]
-    doc.paragraph(
-        f"model.onnx (opset {exported['opset']}, {exported['bytes']:,} bytes) matches the torch "
-        f"model on {parity['rows']:,} test rows: max |difference| {parity['max_abs_diff']:.2e}, "
-        f"identical labels: {parity['labels_identical']}."
-    )
-    doc.heading("Lineage")
-    rows = []
-    for s in lineage["stages"]:
-        rows.append([s["stage"], s["meta_sha256"][:16] + "…", ", ".join(
-            f"{k} {v[:12]}…" for k, v in {**s["sources"], **s["inputs"]}.items()
-        )])  # fmt: skip
-    doc.table(["stage", "artifact (sha256 of meta.json)", "built from"], rows)
-    doc.heading("Limitations")
-    doc.bullets([
-        "Metrics are measured on one test split; they do not cover populations absent from it.",
-        "Fairness is assessed only for the configured sensitive columns and their listed groups.",
-        "The sensitive attribute is not a model input at prediction time; it may still be "
-        "inferable from other features.",
-    ])  # fmt: skip
-    return doc
+def _write_json(path: Path, payload: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
 
 
-def audit(cfg: Config, artifacts: dict[str, Path], out_dir: Path) -> Path:
-    """Run the audit stage over the artifacts of the five earlier stages; returns the bundle."""
-    lineage = build_lineage(artifacts)  # verifies every upstream artifact's hashes
-    copies = {
-        "evaluate": ["metrics.json", "metrics.md", "roc.png", "selection_rate.png"],
-        "prepare": ["datacard.json", "datacard.md"],
-        "pretrain": ["loss.png"],
-        "finetune": ["finetune.json"],
-        "export": ["model.onnx", "export.json"],
+def _run_record(run_context: dict[str, Any] | None) -> dict[str, Any]:
+    if run_context:
+        return {"executed_by": "kfp", **run_context}
+    return {
+        "executed_by": "command line",
+        "kfp_run_id": None,
+        "image": os.environ.get("SSLOPS_IMAGE"),
     }
-    with write_artifact(out_dir, "audit", cfg.model_dump(mode="json"), artifacts) as tmp:
-        for stage, names in copies.items():
-            for name in names:
-                shutil.copy2(artifacts[stage] / name, tmp / name)
-        (tmp / "config.json").write_text(
-            json.dumps(cfg.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8"
-        )
-        (tmp / "lineage.json").write_text(json.dumps(lineage, indent=2) + "\n", encoding="utf-8")
-        doc = _model_card(cfg, artifacts, tmp, lineage)
-        (tmp / "model_card.md").write_text(doc.markdown(), encoding="utf-8")
-        (tmp / "model_card.html").write_text(doc.html(), encoding="utf-8")
-        manifest = {
-            "bundle_format": 1,
-            "files": {
-                p.relative_to(tmp).as_posix(): sha256_file(p)
-                for p in sorted(tmp.rglob("*")) if p.is_file()
-            },
-        }  # fmt: skip
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+
+
+def audit(
+    cfg: Config,
+    artifacts: dict[str, Path],
+    out_dir: Path,
+    run_context: dict[str, Any] | None = None,
+) -> Path:
+    """Run the audit stage over the artifacts of the five earlier stages; returns its folder.
+
+    ``run_context`` carries what only the caller knows (KFP run id, container image).
+    """
+    lineage = build_lineage(artifacts, cfg.export.model)
+    metrics = json.loads((artifacts["evaluate"] / "metrics.json").read_text(encoding="utf-8"))
+    exported = json.loads((artifacts["export"] / "export.json").read_text(encoding="utf-8"))
+    gates = evaluate_gates(cfg, measured_values(metrics, exported))  # raises on a failing gate
+    key = load_signing_key(cfg.audit.signing)
+    config = cfg.model_dump(mode="json")
+    with write_artifact(out_dir, "audit", config, artifacts) as tmp:
+        bundle = tmp / BUNDLE_DIR
+        bundle.mkdir()
+        evidence = _copy_evidence(artifacts, bundle)
+        for model in sorted(artifacts["export"].glob("*.onnx")):
+            shutil.copy2(model, bundle / model.name)
+        _write_json(bundle / "config.json", config)
+        for stage, meta_path in ((s, artifacts[s]) for s in _STAGES):
+            stage_config = read_meta(meta_path, verify=False)["config"]
+            if stage_config != config:
+                _write_json(bundle / "configs" / f"{stage}.json", stage_config)
+        _write_json(bundle / "lineage.json", lineage)
+        versions = {s["stage"]: s["versions"] for s in lineage["stages"]}
+        _write_json(bundle / "environment.json", environment_record(versions))
+        (bundle / "sbom.cdx.json").write_text(
+            sbom_json(f"{cfg.export.model} (model.onnx)", exported["onnx_sha256"],
+                      lineage["chain"]["raw data"]),
+            encoding="utf-8",
+        )  # fmt: skip
+        run = _run_record(run_context)
+        _write_json(bundle / "run.json", run)
+        _write_json(bundle / "gates.json", gates)
+        context: dict[str, Any] = {"gates": gates, "lineage": lineage, "run": run}
+        if cfg.audit.previous_bundle:
+            context["changelog"] = build_changelog(Path(cfg.audit.previous_bundle), bundle)
+            _write_json(bundle / "changelog.json", context["changelog"])
+        names = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()}
+        names |= {"model_card.md", "model_card.html", "model_card.pdf", "compliance.json", MANIFEST}
+        if key is not None:
+            names.add(SIGNATURE)
+        context["compliance"] = compliance_map(names)
+        _write_json(bundle / "compliance.json", context["compliance"])
+        context["signing"] = {
+            "signed": key is not None,
+            "key_fingerprint": fingerprint(key.public_key()) if key else None,
+        }
+        doc = build_card(cfg, bundle, context, evidence)
+        (bundle / "model_card.md").write_text(doc.markdown(), encoding="utf-8")
+        (bundle / "model_card.html").write_text(doc.html(), encoding="utf-8")
+        render_pdf(doc, bundle / "model_card.pdf")
+        write_manifest(bundle, key)
+        if key is not None:
+            sign_manifest(bundle, key)
+        write_zip(bundle, tmp / ZIP_NAME)
+        for name in CARD_COPIES:  # where DVC users and the KFP task look for the card
+            shutil.copy2(bundle / name, tmp / name)
     return Path(out_dir)

@@ -1,67 +1,90 @@
-"""Export: the selected classifier (encoder + head) to ONNX, checked against torch.
+"""Export: the selected classifier, preprocessing included, to ONNX; parity-checked; int8 copy.
 
-The graph takes the encoded feature matrix ``features`` (float32, dynamic batch)
-and returns ``probability`` of the positive class. Parity is measured with
-onnxruntime over the whole test split: the maximum absolute difference of the
-probabilities and whether every predicted label is identical.
+``model.onnx`` takes one input per raw feature column (see :mod:`sslops.export.graph`)
+and returns ``probability`` of the positive class (float32 ``[batch]``). Parity is
+measured with onnxruntime against the torch model on the encoded features (what the
+evaluate stage scores) over the whole test split, and again at batch sizes 1, 7 and
+256: the maximum absolute difference of the probabilities and whether every
+predicted label is identical. ``model.int8.onnx`` is its dynamic-int8 quantization,
+with the accuracy change on the test split.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
+import hashlib
 import json
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 
 from sslops import __version__
 from sslops.artifacts import read_meta, sha256_file, write_artifact
 from sslops.config import Config
 from sslops.errors import ArtifactError
-from sslops.models.tabular import TabularClassifier, load_classifier
+from sslops.export.graph import OUTPUT, export_raw_column_onnx, raw_inputs
+from sslops.export.quantize import quantization_report, quantize_int8, session
+from sslops.models.tabular import load_classifier
 from sslops.prepare.dataset import PreparedData
 
 ONNX_FILE = "model.onnx"
+INT8_FILE = "model.int8.onnx"
+PARITY_BATCHES = (1, 7, 256)
 
 
-def _to_onnx(model: TabularClassifier, n_features: int, path: Path, opset: int) -> None:
-    example = torch.zeros(2, n_features)
-    batch = torch.export.Dim("batch")
-    # The exporter reports progress on stdout; keep the stage's output to its own lines.
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            model,
-            (example,),
-            dynamo=True,
-            opset_version=opset,
-            input_names=["features"],
-            output_names=["probability"],
-            dynamic_shapes={"x": {0: batch}},
-            external_data=False,
-        )
-    assert program is not None
-    program.save(str(path), external_data=False)
+def training_data_sha256(prepare_meta: dict[str, Any]) -> str:
+    """sha256 of the raw training file (of the sorted file hashes when it has several shards)."""
+    hashes = sorted(
+        v["sha256"]
+        for k, v in prepare_meta.get("sources", {}).items()
+        if k.startswith("data.train")
+    )
+    if len(hashes) == 1:
+        return hashes[0]
+    return hashlib.sha256("\n".join(hashes).encode()).hexdigest()
+
+
+def input_schema(data: PreparedData) -> list[dict[str, str]]:
+    enc = data.encoding
+    numeric = [{"name": c.name, "dtype": "float32", "missing": "NaN"} for c in enc.numeric]
+    categorical = [
+        {"name": c.name, "dtype": "string", "missing": "empty string"} for c in enc.categorical
+    ]
+    return numeric + categorical
 
 
 def onnx_parity(
-    model: TabularClassifier, path: Path, features: np.ndarray, threshold: float
+    path: Path, feed: dict[str, np.ndarray], expected: np.ndarray, threshold: float
 ) -> dict[str, Any]:
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(None, {session.get_inputs()[0].name: features})[0]
-    with torch.no_grad():
-        expected = model(torch.from_numpy(features)).numpy()
+    """onnxruntime vs the torch probabilities over all rows, then at each of PARITY_BATCHES."""
+    sess = session(path)
+    got = sess.run(None, feed)[0]
+    rows = len(expected)
+    batches = {}
+    for size in PARITY_BATCHES:
+        size = min(size, rows)
+        part = sess.run(None, {k: v[:size] for k, v in feed.items()})[0]
+        if part.shape != (size,):
+            raise ArtifactError(
+                f"ONNX output for batch {size} has shape {part.shape}, expected ({size},)"
+            )
+        batches[str(size)] = float(np.max(np.abs(part - expected[:size]))) if size else 0.0
     return {
-        "rows": len(features),
-        "max_abs_diff": float(np.max(np.abs(got - expected))) if len(features) else 0.0,
+        "rows": rows,
+        "max_abs_diff": float(np.max(np.abs(got - expected))) if rows else 0.0,
         "labels_identical": bool(np.array_equal(got >= threshold, expected >= threshold)),
+        "batch_max_abs_diff": batches,
+        "onnx": got,
     }
+
+
+def _sensitive_policy(cfg: Config) -> str:
+    columns = ", ".join(cfg.data.sensitive)
+    if cfg.prepare.sensitive_as_features:
+        return f"model inputs ({columns}); fairness assessed per group on the test split"
+    return f"not inputs ({columns}); used only in training and evaluation"
 
 
 def export(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_dir: Path) -> Path:
@@ -69,44 +92,59 @@ def export(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_dir: Path) 
     data = PreparedData(prepared_dir)
     finetune_meta = read_meta(finetuned_dir, "finetune")
     name = cfg.export.model
-    model, arch = load_classifier(finetuned_dir, name)
+    classifier, arch = load_classifier(finetuned_dir, name)
     threshold = float(arch["threshold"])
-    features = data.test.features
+    test = data.test
+    feed = raw_inputs(data.encoding, test.frame)
+    with torch.no_grad():
+        expected = classifier(torch.from_numpy(test.features)).numpy()
     inputs = {"prepared": prepared_dir, "finetuned": finetuned_dir}
     with write_artifact(out_dir, "export", cfg.model_dump(mode="json"), inputs) as tmp:
         path = tmp / ONNX_FILE
-        _to_onnx(model, features.shape[1], path, cfg.export.opset)
+        export_raw_column_onnx(data.encoding, classifier, path, cfg.export.opset)
         proto = onnx.load(str(path))
+        schema = input_schema(data)
         metadata = {
             "sslops_version": __version__,
             "model": name,
             "decision_threshold": str(threshold),
-            "sensitive_attribute_policy": "not an input; used only in training and evaluation",
+            "sensitive_attribute_policy": _sensitive_policy(cfg),
+            "training_data_sha256": training_data_sha256(data.meta),
             "finetune_weights_sha256": finetune_meta["files"][f"{name}.safetensors"],
+            "inputs": json.dumps(schema),
             "feature_names": json.dumps(data.schema["encoded_features"]),
         }
         for key, value in metadata.items():
             proto.metadata_props.add(key=key, value=value)
         onnx.checker.check_model(proto, full_check=True)
         onnx.save(proto, str(path))
-        parity = onnx_parity(model, path, features, threshold)
-        if parity["max_abs_diff"] > cfg.export.max_abs_diff or not parity["labels_identical"]:
+        parity = onnx_parity(path, feed, expected, threshold)
+        fp32 = parity.pop("onnx")
+        worst = max([parity["max_abs_diff"], *parity["batch_max_abs_diff"].values()])
+        if worst > cfg.export.max_abs_diff or not parity["labels_identical"]:
             raise ArtifactError(
-                f"ONNX parity failed: max |onnx - torch| = {parity['max_abs_diff']:.2e} "
+                f"ONNX parity failed: max |onnx - torch| = {worst:.2e} "
                 f"(allowed {cfg.export.max_abs_diff:.0e}), labels identical: {parity['labels_identical']}"
             )
-        report = {
+        report: dict[str, Any] = {
             "model": name,
             "opset": cfg.export.opset,
-            "input": {
-                "name": "features",
-                "shape": ["batch", features.shape[1]],
-                "dtype": "float32",
-            },
-            "output": {"name": "probability", "shape": ["batch"], "dtype": "float32"},
+            "inputs": schema,
+            "output": {"name": OUTPUT, "shape": ["batch"], "dtype": "float32"},
+            "metadata": {k: v for k, v in metadata.items() if k not in {"inputs", "feature_names"}},
             "parity": parity,
             "onnx_sha256": sha256_file(path),
             "bytes": path.stat().st_size,
+            "quantization": None,
         }
+        if cfg.export.quantize == "dynamic_int8":
+            quantize_int8(path, tmp / INT8_FILE)
+            int8 = session(tmp / INT8_FILE).run(None, feed)[0]
+            report["quantization"] = {
+                "file": INT8_FILE,
+                "sha256": sha256_file(tmp / INT8_FILE),
+                "bytes": (tmp / INT8_FILE).stat().st_size,
+                **quantization_report(fp32, int8, test.target, threshold),
+            }
         (tmp / "export.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return Path(out_dir)

@@ -104,16 +104,26 @@ def build_summary(run_dir: Path) -> dict[str, Any]:
         for name in ("ssl", "mitigated", "baseline")
     }
     summary["sensitive"] = metrics["sensitive"]
+    bundle = run_dir / "audit" / "bundle"
+    quant = exported.get("quantization") or {}
+    gates = json.loads((bundle / "gates.json").read_text(encoding="utf-8"))
     summary["onnx"] = {
-        "path": str((run_dir / "audit" / "model.onnx").resolve()),
+        "path": str((bundle / "model.onnx").resolve()),
         "model": exported["model"],
         "max_abs_diff": exported["parity"]["max_abs_diff"],
         "labels_identical": exported["parity"]["labels_identical"],
+        "inputs": "raw columns (preprocessing inside the graph)",
+        "int8_path": str((bundle / quant["file"]).resolve()) if quant else None,
+        "int8_accuracy_change_points": quant.get("accuracy_change_points"),
     }
     summary["audit"] = {
-        "path": str((run_dir / "audit").resolve()),
-        "model_card": str((run_dir / "audit" / "model_card.html").resolve()),
-        "manifest": str((run_dir / "audit" / "manifest.json").resolve()),
+        "path": str(bundle.resolve()),
+        "zip": str((run_dir / "audit" / "bundle.zip").resolve()),
+        "model_card": str((bundle / "model_card.html").resolve()),
+        "model_card_pdf": str((bundle / "model_card.pdf").resolve()),
+        "manifest": str((bundle / "manifest.json").resolve()),
+        "signed": (bundle / "signature.json").is_file(),
+        "gates": gates["overall"],
     }
     return summary
 

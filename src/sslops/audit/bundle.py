@@ -1,0 +1,319 @@
+"""Bundle integrity: manifest of hashes, Ed25519 signature, verification of a folder or a .zip.
+
+``manifest.json`` lists the sha256 of every other file of the bundle and a digest of
+its own content, so an accidental change to the manifest is caught even in an
+unsigned bundle. ``signature.json`` holds an Ed25519 signature over a small signed
+record (algorithm, key fingerprint, public key, sha256 of the manifest's bytes); a
+change to either file breaks it. Both files are written in one canonical JSON form
+and verification compares bytes, so whitespace edits are caught too.
+
+The private key is read from a file or an environment variable (on a cluster, a
+Kubernetes Secret mounted either way). It is never logged, copied or echoed in an
+error message; only its public half and fingerprint enter the bundle.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+import zipfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from sslops.config import SigningConfig
+from sslops.errors import ArtifactError, ConfigError
+
+MANIFEST = "manifest.json"
+SIGNATURE = "signature.json"
+BUNDLE_FORMAT = 2
+BUNDLE_DIR = "bundle"
+ZIP_NAME = "bundle.zip"
+_SEALS = (MANIFEST, SIGNATURE)
+
+
+def canonical_json(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=True) + "\n").encode()
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(canonical_json(obj)).hexdigest()
+
+
+# --- keys -------------------------------------------------------------------------------------
+
+
+def load_signing_key(signing: SigningConfig) -> Ed25519PrivateKey | None:
+    """The configured private key, or None when none is configured and none is required."""
+    if signing.key_file:
+        path = Path(signing.key_file).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"audit.signing.key_file: file not found: {path}")
+        return _parse_private(path.read_bytes(), f"audit.signing.key_file ({path})")
+    text = os.environ.get(signing.key_env, "")
+    if text.strip():
+        return _parse_private(text.encode(), f"environment variable {signing.key_env}")
+    if signing.required:
+        raise ConfigError(
+            "audit.signing.required is true but no signing key was found: set "
+            f"audit.signing.key_file or the environment variable {signing.key_env}"
+        )
+    return None
+
+
+def _parse_private(data: bytes, where: str) -> Ed25519PrivateKey:
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError):
+        # Never include the bytes: they may be a key in another format.
+        raise ConfigError(f"{where} does not hold an unencrypted PEM private key") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ConfigError(f"{where} holds a {type(key).__name__}, expected an Ed25519 key")
+    return key
+
+
+def load_public_key(path: Path) -> Ed25519PublicKey:
+    if not path.is_file():
+        raise ConfigError(f"public key file not found: {path}")
+    try:
+        key = serialization.load_pem_public_key(path.read_bytes())
+    except (ValueError, TypeError):
+        raise ConfigError(f"{path} is not a PEM public key") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise ConfigError(f"{path} is not an Ed25519 public key")
+    return key
+
+
+def _raw_public(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def fingerprint(key: Ed25519PublicKey) -> str:
+    return "SHA256:" + hashlib.sha256(_raw_public(key)).hexdigest()
+
+
+def generate_keypair(private_path: Path, public_path: Path) -> str:
+    """Write a new Ed25519 key pair as PEM (private file mode 0600); returns the fingerprint."""
+    for path in (private_path, public_path):
+        if path.exists():
+            raise ConfigError(f"{path} exists; refusing to overwrite a key")
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(private)
+    public_path.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return fingerprint(key.public_key())
+
+
+# --- sealing ----------------------------------------------------------------------------------
+
+
+def write_manifest(bundle: Path, key: Ed25519PrivateKey | None = None) -> bytes:
+    """``key``: the key that will sign it, so a removed signature.json is noticed."""
+    files = {
+        p.relative_to(bundle).as_posix(): _sha256_path(p)
+        for p in sorted(bundle.rglob("*"))
+        if p.is_file() and p.relative_to(bundle).as_posix() not in _SEALS
+    }
+    body = {
+        "bundle_format": BUNDLE_FORMAT,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "files": files,
+        "signature": {"algorithm": "Ed25519", "key_fingerprint": fingerprint(key.public_key())}
+        if key is not None
+        else None,
+    }
+    data = canonical_json({**body, "digest": _digest(body)})
+    (bundle / MANIFEST).write_bytes(data)
+    return data
+
+
+def sign_manifest(bundle: Path, key: Ed25519PrivateKey) -> dict[str, Any]:
+    public = key.public_key()
+    signed = {
+        "algorithm": "Ed25519",
+        "signed_file": MANIFEST,
+        "manifest_sha256": hashlib.sha256((bundle / MANIFEST).read_bytes()).hexdigest(),
+        "public_key": base64.b64encode(_raw_public(public)).decode(),
+        "key_fingerprint": fingerprint(public),
+    }
+    signature = base64.b64encode(key.sign(canonical_json(signed))).decode()
+    (bundle / SIGNATURE).write_bytes(canonical_json({"signed": signed, "signature": signature}))
+    return signed
+
+
+def write_zip(bundle: Path, target: Path) -> None:
+    """Deterministic zip of the bundle folder (sorted names, fixed timestamps)."""
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(bundle.rglob("*")):
+            if path.is_file():
+                info = zipfile.ZipInfo(path.relative_to(bundle).as_posix(), (1980, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_DEFLATED
+                info.external_attr = 0o644 << 16
+                archive.writestr(info, path.read_bytes())
+
+
+# --- verification -----------------------------------------------------------------------------
+
+
+def _sha256_path(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class BundleFiles:
+    """The files of a bundle folder or .zip, by POSIX relative name."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._zip = zipfile.ZipFile(path) if path.is_file() else None
+
+    def names(self) -> set[str]:
+        if self._zip is not None:
+            return {i.filename for i in self._zip.infolist() if not i.is_dir()}
+        return {p.relative_to(self.path).as_posix() for p in self.path.rglob("*") if p.is_file()}
+
+    def read(self, name: str) -> bytes:
+        if self._zip is not None:
+            return self._zip.read(name)
+        return (self.path / name).read_bytes()
+
+    def sha256(self, name: str) -> str:
+        if self._zip is None:
+            return _sha256_path(self.path / name)
+        digest = hashlib.sha256()
+        with self._zip.open(name) as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
+
+
+def _load_canonical(files: BundleFiles, name: str) -> tuple[dict[str, Any] | None, str | None]:
+    data = files.read(name)
+    try:
+        obj = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None, f"{name} was modified: not valid JSON"
+    if not isinstance(obj, dict) or canonical_json(obj) != data:
+        return None, f"{name} was modified: not in the canonical form it was written in"
+    return obj, None
+
+
+def _check_signature(
+    files: BundleFiles, public_key: Ed25519PublicKey | None
+) -> tuple[list[str], dict[str, Any]]:
+    names = files.names()
+    if SIGNATURE not in names:
+        if public_key is not None:
+            return [f"{SIGNATURE} is missing: the bundle is not signed"], {"signed": False}
+        return [], {"signed": False}
+    record, problem = _load_canonical(files, SIGNATURE)
+    if problem or record is None:
+        return [problem or SIGNATURE], {"signed": True}
+    try:
+        signed = record["signed"]
+        embedded = Ed25519PublicKey.from_public_bytes(base64.b64decode(signed["public_key"]))
+        signature = base64.b64decode(record["signature"], validate=True)
+        key = public_key or embedded
+        key.verify(signature, canonical_json(signed))
+    except InvalidSignature:
+        who = "the given public key" if public_key else "its embedded public key"
+        return [f"{SIGNATURE}: the signature does not verify with {who}"], {"signed": True}
+    except (KeyError, TypeError, ValueError):
+        return [f"{SIGNATURE} was modified: its fields are unreadable"], {"signed": True}
+    info = {"signed": True, "key_fingerprint": fingerprint(key)}
+    if MANIFEST in names and signed["manifest_sha256"] != files.sha256(MANIFEST):
+        return [f"{MANIFEST} was modified after it was signed"], info
+    return [], info
+
+
+def bundle_root(path: Path) -> Path:
+    """A bundle folder or .zip as given; for the audit artifact folder, the bundle inside it."""
+    path = Path(path)
+    if path.is_dir() and not (path / MANIFEST).exists() and (path / BUNDLE_DIR).is_dir():
+        return path / BUNDLE_DIR
+    return path
+
+
+def verify_bundle(path: Path, public_key: Ed25519PublicKey | None = None) -> dict[str, Any]:
+    """Check every file of a bundle folder or .zip; ``problems`` is empty when it is intact."""
+    path = bundle_root(path)
+    if not path.exists():
+        raise ArtifactError(f"bundle not found: {path}")
+    if path.is_file() and not zipfile.is_zipfile(path):
+        raise ArtifactError(f"{path} is neither a bundle folder nor a .zip")
+    files = BundleFiles(path)
+    names = files.names()
+    if MANIFEST not in names:
+        return {"path": str(path), "problems": [f"{MANIFEST} is missing"], "signed": False}
+    problems, info = _check_signature(files, public_key)
+    manifest, problem = _load_canonical(files, MANIFEST)
+    if manifest is not None:
+        body = {k: v for k, v in manifest.items() if k != "digest"}
+        if manifest.get("digest") != _digest(body) or not isinstance(body.get("files"), dict):
+            problem = f"{MANIFEST} was modified: its digest does not match its content"
+    if problem or manifest is None:
+        return {"path": str(path), "problems": [*problems, problem], **info}
+    if manifest.get("signature") and SIGNATURE not in names and not problems:
+        problems.append(f"{SIGNATURE} is missing ({MANIFEST} says the bundle is signed)")
+    listed: dict[str, str] = manifest["files"]
+    actual = names - set(_SEALS)
+    for name in sorted(set(listed) | actual):
+        if name not in actual:
+            problems.append(f"{name} is missing (listed in {MANIFEST})")
+        elif name not in listed:
+            problems.append(f"{name} was added (not in {MANIFEST})")
+        elif files.sha256(name) != listed[name]:
+            problems.append(f"{name} was modified (sha256 differs from {MANIFEST})")
+    return {"path": str(path), "problems": problems, "files": len(listed), **info}
+
+
+def read_bundle_json(path: Path, name: str) -> Any:
+    """One JSON file of a bundle folder, artifact folder or .zip (for the change log)."""
+    files = BundleFiles(bundle_root(path))
+    if name not in files.names():
+        raise ArtifactError(f"{bundle_root(path)} has no {name}")
+    return json.load(io.BytesIO(files.read(name)))
+
+
+def verify_path(path: Path, public_key: Ed25519PublicKey | None = None) -> dict[str, Any]:
+    """``sslops audit verify``: a bundle folder or .zip, or the audit artifact folder.
+
+    For the artifact folder the bundle inside, ``bundle.zip`` and ``meta.json`` are all
+    checked; problems in the zip are prefixed with its name.
+    """
+    from sslops.artifacts import META, read_meta
+
+    path = Path(path)
+    if not (path.is_dir() and (path / BUNDLE_DIR).is_dir() and (path / META).is_file()):
+        return verify_bundle(path, public_key)
+    result = verify_bundle(path / BUNDLE_DIR, public_key)
+    if (path / ZIP_NAME).is_file():
+        packed = verify_bundle(path / ZIP_NAME, public_key)
+        result["problems"] += [f"{ZIP_NAME}: {p}" for p in packed["problems"]]
+    try:
+        read_meta(path, "audit")
+    except ArtifactError as exc:
+        result["problems"].append(str(exc))
+    for copy in sorted(p for p in path.iterdir() if p.is_file() and p.name not in {META, ZIP_NAME}):
+        original = path / BUNDLE_DIR / copy.name
+        if not original.is_file() or _sha256_path(copy) != _sha256_path(original):
+            result["problems"].append(f"{copy.name} differs from {BUNDLE_DIR}/{copy.name}")
+    return result

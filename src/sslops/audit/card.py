@@ -1,0 +1,264 @@
+"""The model card: one :class:`Document` built from the files in the bundle.
+
+Known results get their own sections (metrics, fairness, per-group tables, ONNX
+parity and quantization, gates, lineage). Every other JSON result of the evaluate
+and finetune stages is rendered generically (its top-level numbers, and each list of
+flat records as a table) and every PNG is shown, so results added to those stages
+later appear in the card without a change here.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sslops import __version__
+from sslops.audit.document import Document
+from sslops.config import Config
+
+SPECIFIC = {
+    "evidence/evaluate/metrics.json", "evidence/finetune/finetune.json",
+    "evidence/pretrain/summary.json", "evidence/export/export.json",
+    "evidence/prepare/datacard.json",
+}  # fmt: skip
+_CAPTIONS = {
+    "evidence/evaluate/roc.png": "ROC curves on the test split",
+    "evidence/evaluate/selection_rate.png": "Selection rate by {sensitive}, test split",
+    "evidence/pretrain/loss.png": "Self-supervised pretraining loss",
+}
+_MAX_ROWS = 40
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, float):
+        return "n/a" if value != value else f"{value:.4f}" if abs(value) >= 1e-3 else f"{value:.2e}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _load(bundle: Path, name: str) -> dict[str, Any]:
+    path = bundle / name
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def _is_flat(record: Any) -> bool:
+    return isinstance(record, dict) and all(
+        isinstance(v, str | int | float | bool) or v is None for v in record.values()
+    )
+
+
+def _generic_json(doc: Document, name: str, payload: Any) -> None:
+    """Top-level scalars as one table; each list (or mapping) of flat records as another."""
+    doc.heading(f"Result: {name.removeprefix('evidence/')}")
+    if not isinstance(payload, dict):
+        doc.paragraph(f"{type(payload).__name__} with {len(payload)} entries; see the file.")
+        return
+    scalars = [[k, _fmt(v)] for k, v in payload.items() if _is_flat({k: v})]
+    if scalars:
+        doc.table(["field", "value"], scalars[:_MAX_ROWS])
+    for key, value in payload.items():
+        records = list(value.values()) if isinstance(value, dict) else value
+        labels = list(value) if isinstance(value, dict) else None
+        if isinstance(records, list) and records and all(_is_flat(r) for r in records):
+            header = list(dict.fromkeys(k for r in records for k in r))
+            rows = [[_fmt(r.get(h)) for h in header] for r in records[:_MAX_ROWS]]
+            if labels:
+                header, rows = (
+                    [key, *header],
+                    [[lab, *r] for lab, r in zip(labels, rows, strict=False)],
+                )
+            doc.paragraph(
+                f"{key}:"
+                + (f" first {_MAX_ROWS} of {len(records)}" if len(records) > _MAX_ROWS else "")
+            )
+            doc.table(header, rows)
+
+
+def _metrics_sections(doc: Document, cfg: Config, metrics: dict[str, Any], deployed: str) -> None:
+    sensitive = metrics.get("sensitive", cfg.data.sensitive[0] if cfg.data.sensitive else "")
+    doc.heading(f"Test metrics ({_fmt(metrics.get('rows', 0))} rows)")
+    doc.table(
+        ["model", "accuracy", "ROC AUC", f"DP diff. ({sensitive})", f"EO diff. ({sensitive})"],
+        [[n, *(_fmt(m.get(k)) for k in ("accuracy", "roc_auc", "dp_difference", "eo_difference"))]
+         for n, m in metrics.get("models", {}).items()],
+    )  # fmt: skip
+    doc.paragraph(
+        "Both fairness gaps are shown for every model: when base rates differ between groups, "
+        "demographic parity and equalized odds cannot both be near zero."
+    )
+    by_group = metrics.get("models", {}).get(deployed, {}).get("by_group", {})
+    for column, groups in by_group.items():
+        if not isinstance(groups, dict):
+            continue
+        doc.heading(f"Per-group metrics of '{deployed}' by {column}")
+        doc.table(
+            ["group", "rows", "accuracy", "ROC AUC", "selection rate"],
+            [[g, _fmt(int(r.get("count", 0))), _fmt(r.get("accuracy")), _fmt(r.get("roc_auc")),
+              _fmt(r.get("selection_rate"))] for g, r in groups.items()],
+        )  # fmt: skip
+
+
+def _export_section(doc: Document, exported: dict[str, Any]) -> None:
+    doc.heading("ONNX export")
+    parity = exported["parity"]
+    batches = ", ".join(f"{b}: {d:.1e}" for b, d in parity.get("batch_max_abs_diff", {}).items())
+    doc.paragraph(
+        f"model.onnx (opset {exported['opset']}, {exported['bytes']:,} bytes) takes the raw "
+        f"columns ({len(exported.get('inputs', []))} inputs; imputation, one-hot and scaling "
+        f"inside the graph) and matches the torch model on {parity['rows']:,} test rows: max "
+        f"|difference| {parity['max_abs_diff']:.2e}, identical labels: "
+        f"{parity['labels_identical']}; per batch size {batches}."
+    )
+    quant = exported.get("quantization")
+    if quant:
+        doc.table(
+            ["file", "method", "accuracy fp32", "accuracy int8", "change (points)", "labels agree"],
+            [[quant["file"], quant["method"], _fmt(quant["accuracy_fp32"]),
+              _fmt(quant["accuracy_int8"]), f"{quant['accuracy_change_points']:+.2f}",
+              _fmt(quant["label_agreement"])]],
+        )  # fmt: skip
+
+
+def _gates_section(doc: Document, gates: dict[str, Any]) -> None:
+    doc.heading(f"Policy gates: {gates['overall']}")
+    rows = []
+    for r in gates["results"]:
+        note = r.get("reason", "")
+        if r.get("override") and r["status"] == "overridden":
+            o = r["override"]
+            note = f"accepted by {o['approved_by']}: {o['justification']}"
+        rows.append(
+            [r["gate"], r["measures"], _fmt(r["limit"]), _fmt(r["value"]), r["status"], note]
+        )
+    doc.table(["gate", "measures", "limit", "value", "status", "note"], rows)
+
+
+def build_card(cfg: Config, bundle: Path, context: dict[str, Any], evidence: list[str]) -> Document:
+    """``context`` holds gates, lineage, run, signing, changelog and compliance records."""
+    metrics = _load(bundle, "evidence/evaluate/metrics.json")
+    finetune = _load(bundle, "evidence/finetune/finetune.json")
+    pretrain = _load(bundle, "evidence/pretrain/summary.json")
+    exported = _load(bundle, "evidence/export/export.json")
+    card = _load(bundle, "evidence/prepare/datacard.json")
+    deployed = exported.get("model", cfg.export.model)
+    signing = context["signing"]
+
+    doc = Document(cfg.audit.title)
+    doc.bullets([
+        f"Generated {datetime.now(UTC).isoformat(timespec='seconds')} by sslops {__version__}",
+        f"Owner: {cfg.audit.owner}",
+        f"Intended use: {cfg.audit.intended_use}",
+        f"Deployed model: '{deployed}' (ONNX sha256 {exported.get('onnx_sha256', '?')[:16]}…)",
+        f"Decision threshold: {metrics.get('threshold', cfg.evaluate.threshold)}",
+        "Bundle signature: " + (f"Ed25519, key {signing['key_fingerprint']}" if signing["signed"]
+                                else "none (no signing key configured); hashes only"),
+    ])  # fmt: skip
+    _gates_section(doc, context["gates"])
+    if pretrain or finetune:
+        doc.heading("Training")
+        items = []
+        if pretrain:
+            items.append(
+                f"Self-supervised pretraining: {str(pretrain.get('objective', '?')).upper()} on "
+                f"{_fmt(pretrain.get('rows'))} unlabeled rows, {_fmt(pretrain.get('steps'))} steps, "
+                f"final loss {_fmt(pretrain.get('final_loss'))}."
+            )
+        if finetune:
+            items.append(
+                f"Fine-tuning used {_fmt(finetune.get('labels_used'))} labels "
+                f"({_fmt(finetune.get('label_fraction'))} of {_fmt(finetune.get('train_rows'))} "
+                "training rows)."
+            )
+            fairness = finetune.get("fairness", {})
+            if fairness:
+                items.append(
+                    f"Fairness policy: constraint {fairness.get('constraint')} for "
+                    f"'{fairness.get('sensitive', '')}', max gap {fairness.get('max_gap')}; met on "
+                    f"validation: {fairness.get('policy_met_on_validation')}."
+                )
+        doc.bullets(items)
+    if metrics:
+        _metrics_sections(doc, cfg, metrics, deployed)
+    sensitive = metrics.get("sensitive", "")
+    order = ("evidence/evaluate/", "evidence/finetune/", "evidence/pretrain/", "evidence/")
+    for name in sorted(
+        evidence, key=lambda n: next(i for i, p in enumerate(order) if n.startswith(p))
+    ):
+        if name.endswith(".png"):
+            caption = _CAPTIONS.get(name, "").format(sensitive=sensitive) or (
+                name.removeprefix("evidence/").removesuffix(".png").replace("_", " ")
+            )
+            doc.image(bundle / name, caption, ref=name)
+    # A JSON beside a .safetensors of the same name describes weights, not results.
+    weights = {
+        f"evidence/{s['stage']}/{f.removesuffix('.safetensors')}.json"
+        for s in context["lineage"]["stages"] for f in s["files"] if f.endswith(".safetensors")
+    }  # fmt: skip
+    for name in evidence:
+        if (
+            name.endswith(".json")
+            and name not in SPECIFIC | weights
+            and name.startswith(("evidence/evaluate/", "evidence/finetune/"))
+        ):
+            _generic_json(doc, name, _load(bundle, name))
+    if "sweep" in finetune.get("fairness", {}):
+        _generic_json(doc, "evidence/finetune/finetune.json (fairness sweep)", finetune["fairness"])
+    if card.get("splits"):
+        doc.heading("Data")
+        doc.table(
+            ["split", "rows", "positive rate"],
+            [
+                [n, _fmt(s.get("rows")), _fmt(s.get("positive_rate"))]
+                for n, s in card["splits"].items()
+            ],
+        )
+        doc.paragraph("Full data card: evidence/prepare/datacard.md in this bundle.")
+    if exported:
+        _export_section(doc, exported)
+    changelog = context.get("changelog")
+    if changelog:
+        doc.heading("Changes since the previous bundle")
+        doc.paragraph(
+            f"Previous bundle {changelog['previous']['path']} (manifest sha256 "
+            f"{changelog['previous']['manifest_sha256'][:16]}…, verification: "
+            f"{changelog['previous']['verification']})."
+        )
+        doc.table(
+            ["model", "metric", "previous", "now", "change"],
+            [[c["model"], c["metric"], _fmt(c["previous"]), _fmt(c["now"]), _fmt(c["change"])]
+             for c in changelog["metrics"]],
+        )  # fmt: skip
+        if changelog["notes"]:
+            doc.bullets(changelog["notes"])
+    doc.heading("Lineage")
+    doc.table(
+        ["step", "sha256"],
+        [[k, (v[:24] + "…") if isinstance(v, str) else ", ".join(f"{a} {b[:12]}…" for a, b in v.items())]
+         for k, v in context["lineage"]["chain"].items()],
+    )  # fmt: skip
+    run = context["run"]
+    doc.heading("Run and environment")
+    doc.bullets([
+        f"Executed by: {run['executed_by']}; KFP run id: {run.get('kfp_run_id') or 'n/a'}",
+        f"Container image: {run.get('image') or 'n/a (not run in a container)'}",
+        "Environment: environment.json (Python and every package version); "
+        "SBOM: sbom.cdx.json (CycloneDX 1.6).",
+    ])  # fmt: skip
+    doc.heading("EU AI Act Annex IV and NIST AI RMF (MEASURE)")
+    doc.table(
+        ["framework", "item", "coverage", "evidence in this bundle", "organisation supplies"],
+        [[r["framework"], r["id"], r["coverage"], ", ".join(r["evidence"]) or "—",
+          r["organisation_supplies"] or "—"] for r in context["compliance"]],
+    )  # fmt: skip
+    doc.heading("Limitations")
+    doc.bullets([
+        "Metrics are measured on one test split; they do not cover populations absent from it.",
+        "Fairness is assessed only for the configured sensitive columns and their listed groups.",
+        "Proxies of a sensitive attribute can remain among the other features.",
+    ])  # fmt: skip
+    return doc

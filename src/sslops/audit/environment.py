@@ -1,0 +1,95 @@
+"""The software the model was built with: an environment record and a CycloneDX SBOM.
+
+The SBOM lists every installed Python distribution (name, version, purl, declared
+licence) plus the model and the training data as CycloneDX ``machine-learning-model``
+and ``data`` components identified by their sha256, so a scanner can match the
+bundle's dependencies against advisories.
+"""
+
+from __future__ import annotations
+
+import platform
+from importlib.metadata import Distribution, distributions
+from typing import Any
+
+from cyclonedx.model import HashAlgorithm, HashType
+from cyclonedx.model.bom import Bom
+from cyclonedx.model.component import Component, ComponentType
+from cyclonedx.model.license import DisjunctiveLicense
+from cyclonedx.output.json import JsonV1Dot6
+from packageurl import PackageURL
+
+from sslops import __version__
+
+
+def _field(dist: Distribution, key: str) -> str:
+    values = dist.metadata.get_all(key) or []
+    return str(values[0]).strip() if values else ""
+
+
+def _installed() -> list[Distribution]:
+    seen: dict[str, Distribution] = {}
+    for dist in distributions():
+        name = _field(dist, "Name")
+        if name and name.lower() not in seen:
+            seen[name.lower()] = dist
+    return [seen[k] for k in sorted(seen)]
+
+
+def environment_record(stage_versions: dict[str, dict[str, str]]) -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "packages": {d.metadata["Name"]: d.version for d in _installed()},
+        "stage_versions": stage_versions,
+    }
+
+
+def _license(dist: Distribution) -> list[DisjunctiveLicense]:
+    text = _field(dist, "License-Expression") or _field(dist, "License")
+    # Some packages put the whole licence text in this field; keep only short names.
+    return [DisjunctiveLicense(name=text)] if text and len(text) <= 80 and "\n" not in text else []
+
+
+def sbom_json(model_name: str, model_sha256: str, data_sha256: dict[str, str]) -> str:
+    """CycloneDX 1.6 JSON of the environment, the model and its training data."""
+    bom = Bom()
+    root = Component(
+        name="sslops", version=__version__, type=ComponentType.APPLICATION, bom_ref="sslops"
+    )
+    bom.metadata.component = root
+    for dist in _installed():
+        name = dist.metadata["Name"]
+        if name.lower() == "sslops":
+            continue
+        bom.components.add(
+            Component(
+                name=name,
+                version=dist.version,
+                type=ComponentType.LIBRARY,
+                purl=PackageURL(type="pypi", name=name.lower(), version=dist.version),
+                bom_ref=f"pypi:{name.lower()}@{dist.version}",
+                licenses=_license(dist),
+            )
+        )
+    bom.components.add(
+        Component(
+            name=model_name,
+            type=ComponentType.MACHINE_LEARNING_MODEL,
+            bom_ref="model",
+            hashes=[HashType(alg=HashAlgorithm.SHA_256, content=model_sha256)],
+        )
+    )
+    for key, digest in sorted(data_sha256.items()):
+        bom.components.add(
+            Component(
+                name=key,
+                type=ComponentType.DATA,
+                bom_ref=f"data:{key}",
+                hashes=[HashType(alg=HashAlgorithm.SHA_256, content=digest)],
+            )
+        )
+    bom.register_dependency(root, list(bom.components))
+    return JsonV1Dot6(bom).output_as_string(indent=2) + "\n"

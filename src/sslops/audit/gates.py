@@ -1,0 +1,81 @@
+"""Policy gates: the deployed model's measured values against the limits in ``audit.gates``.
+
+Each gate passes, fails, is skipped (switched off or nothing to measure) or is
+overridden: failed, but accepted by ``audit.overrides.<gate>`` with a written
+justification and an approver, both recorded in the bundle. Any failure that is not
+overridden raises :class:`GateError`, naming every failing gate with its value and
+limit, before the audit stage writes anything.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sslops.config import Config
+from sslops.errors import GateError
+
+# gate -> (what is measured, "min" or "max")
+GATES: dict[str, tuple[str, str]] = {
+    "min_accuracy": ("test accuracy", "min"),
+    "min_auc": ("test ROC AUC", "min"),
+    "max_dp_difference": ("demographic-parity difference", "max"),
+    "max_eo_difference": ("equalized-odds difference", "max"),
+    "max_onnx_abs_diff": ("max abs. difference ONNX vs torch", "max"),
+    "max_int8_accuracy_drop": ("int8 accuracy loss (points)", "max"),
+}
+
+
+def measured_values(metrics: dict[str, Any], exported: dict[str, Any]) -> dict[str, float | None]:
+    """What each gate looks at, for the model that was exported."""
+    deployed = metrics["models"][exported["model"]]
+    parity = exported["parity"]
+    worst = max([parity["max_abs_diff"], *parity.get("batch_max_abs_diff", {}).values()])
+    quant = exported.get("quantization")
+    return {
+        "min_accuracy": deployed["accuracy"],
+        "min_auc": deployed["roc_auc"],
+        "max_dp_difference": deployed["dp_difference"],
+        "max_eo_difference": deployed["eo_difference"],
+        "max_onnx_abs_diff": worst,
+        "max_int8_accuracy_drop": -quant["accuracy_change_points"] if quant else None,
+    }
+
+
+def evaluate_gates(cfg: Config, values: dict[str, float | None]) -> dict[str, Any]:
+    """Every gate's result; raises GateError when one fails without an override."""
+    limits = cfg.audit.gates.model_dump()
+    results, failures = [], []
+    for gate, (what, kind) in GATES.items():
+        limit, value = limits[gate], values[gate]
+        override = cfg.audit.overrides.get(gate)
+        row: dict[str, Any] = {"gate": gate, "measures": what, "limit": limit, "value": value}
+        if limit is None or value is None:
+            row["status"] = "skipped"
+            row["reason"] = "gate switched off" if limit is None else "nothing to measure"
+        else:
+            passed = value >= limit if kind == "min" else value <= limit
+            value_is_nan = value != value
+            passed = passed and not value_is_nan
+            row["status"] = "passed" if passed else "overridden" if override else "failed"
+            if not passed:
+                sign = "<" if kind == "min" else ">"
+                text = f"{gate}: {what} = {value:.4g} {sign} limit {limit:g}" if not value_is_nan \
+                    else f"{gate}: {what} is undefined (NaN), limit {limit:g}"  # fmt: skip
+                row["finding"] = text
+                if not override:
+                    failures.append(text)
+        if override is not None:
+            row["override"] = override.model_dump()
+        results.append(row)
+    if failures:
+        raise GateError(
+            "policy gate failed for model "
+            f"{cfg.export.model!r}: {'; '.join(failures)} (to accept a failure, set "
+            "audit.overrides.<gate>.justification and .approved_by)"
+        )
+    overridden = any(r["status"] == "overridden" for r in results)
+    return {
+        "model": cfg.export.model,
+        "overall": "passed with overrides" if overridden else "passed",
+        "results": results,
+    }

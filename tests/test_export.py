@@ -1,0 +1,119 @@
+"""ONNX export: raw columns in (preprocessing inside the graph), metadata, parity, int8."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pandas as pd
+import torch
+
+from sslops.export import raw_inputs
+from sslops.models import load_classifier
+from sslops.prepare import PreparedData
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def test_graph_takes_one_input_per_raw_column_with_dynamic_batch(
+    stage_artifacts: dict[str, Path],
+) -> None:
+    data = PreparedData(stage_artifacts["prepare"])
+    proto = onnx.load(str(stage_artifacts["export"] / "model.onnx"))
+    inputs = {i.name: i for i in proto.graph.input}
+    assert list(inputs) == [c.name for c in data.encoding.numeric + data.encoding.categorical]
+    for column in data.encoding.categorical:
+        assert inputs[column.name].type.tensor_type.elem_type == onnx.TensorProto.STRING
+    for column in data.encoding.numeric:
+        assert inputs[column.name].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    for value in inputs.values():
+        assert value.type.tensor_type.shape.dim[0].dim_param == "batch"
+    opsets = {o.domain: o.version for o in proto.opset_import}
+    assert opsets[""] >= 18 and len(opsets) == len(proto.opset_import)
+
+
+def test_missing_and_unseen_values_are_encoded_as_in_python(
+    stage_artifacts: dict[str, Path],
+) -> None:
+    """NaN and "" mean missing, an unseen category is 'other': same as TabularEncoding."""
+    data = PreparedData(stage_artifacts["prepare"])
+    frame = data.test.frame.head(40).copy()
+    numeric = data.encoding.numeric[0].name
+    categorical = [c.name for c in data.encoding.categorical]
+    frame.loc[frame.index[:10], numeric] = np.nan
+    frame[categorical[0]] = frame[categorical[0]].astype(object)
+    frame.loc[frame.index[10:20], categorical[0]] = None
+    frame.loc[frame.index[20:30], categorical[0]] = "a value never seen in training"
+    model, _ = load_classifier(stage_artifacts["finetune"], "mitigated")
+    with torch.no_grad():
+        expected = model(torch.from_numpy(data.encoding.transform(frame))).numpy()
+    got = _session(stage_artifacts["export"] / "model.onnx").run(
+        None, raw_inputs(data.encoding, frame)
+    )[0]
+    assert np.max(np.abs(got - expected)) <= 1e-5
+    # The rows really differ from their unmodified versions, so the checks above bite.
+    original = data.encoding.transform(data.test.frame.head(40))
+    assert not np.array_equal(original[:30], data.encoding.transform(frame)[:30])
+
+
+def test_a_json_client_needs_no_sslops(stage_artifacts: dict[str, Path]) -> None:
+    """A request built from plain values (as a serving client sends them) gets a probability."""
+    session = _session(stage_artifacts["export"] / "model.onnx")
+    record = pd.read_parquet(stage_artifacts["prepare"] / "test.parquet").iloc[0].to_dict()
+    feed = {}
+    for item in session.get_inputs():
+        value = record[item.name]
+        if item.type == "tensor(string)":
+            feed[item.name] = np.array(["" if pd.isna(value) else str(value)], dtype=object)
+        else:
+            feed[item.name] = np.array([value], dtype=np.float32)
+    (probability,) = session.run(None, feed)
+    assert probability.shape == (1,) and 0.0 <= float(probability[0]) <= 1.0
+
+
+def test_metadata_names_version_data_hash_policy_and_threshold(
+    stage_artifacts: dict[str, Path], small_data: dict[str, Path]
+) -> None:
+    from sslops.artifacts import sha256_file
+
+    proto = onnx.load(str(stage_artifacts["export"] / "model.onnx"))
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert props["sslops_version"]
+    assert props["training_data_sha256"] == sha256_file(small_data["train"])
+    assert props["decision_threshold"] == "0.5"
+    assert "sex" in props["sensitive_attribute_policy"]
+    assert [c["name"] for c in json.loads(props["inputs"])] == [i.name for i in proto.graph.input]
+
+
+def test_parity_is_recorded_for_the_whole_split_and_each_batch_size(
+    stage_artifacts: dict[str, Path],
+) -> None:
+    report = json.loads((stage_artifacts["export"] / "export.json").read_text())
+    parity = report["parity"]
+    assert parity["labels_identical"] and parity["max_abs_diff"] <= 1e-4
+    assert set(parity["batch_max_abs_diff"]) == {"1", "7", "256"}
+    assert max(parity["batch_max_abs_diff"].values()) <= 1e-4
+
+
+def test_int8_model_is_smaller_runs_and_reports_its_accuracy_change(
+    stage_artifacts: dict[str, Path],
+) -> None:
+    report = json.loads((stage_artifacts["export"] / "export.json").read_text())
+    quant = report["quantization"]
+    path = stage_artifacts["export"] / quant["file"]
+    assert path.stat().st_size < report["bytes"]
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert "MatMulInteger" in ops or "DynamicQuantizeLinear" in ops
+    data = PreparedData(stage_artifacts["prepare"])
+    got = _session(path).run(None, raw_inputs(data.encoding, data.test.frame))[0]
+    accuracy = float(np.mean((got >= 0.5) == data.test.target))
+    assert accuracy == quant["accuracy_int8"]
+    assert quant["accuracy_change_points"] == round(
+        100 * (quant["accuracy_int8"] - quant["accuracy_fp32"]), 4
+    )
+    assert quant["label_agreement"] > 0.9
