@@ -365,47 +365,6 @@ class SigningConfig(_Section):
     required: bool = Field(default=False, description="Fail the audit when no key is found.")
 
 
-class GatesConfig(_Section):
-    """Policy gates on the deployed model (``export.model``); ``null`` switches a gate off.
-
-    A failing gate fails the audit stage, and so the pipeline, unless
-    ``audit.overrides.<gate>`` gives a written justification (recorded in the bundle).
-    """
-
-    min_accuracy: float | None = Field(default=None, ge=0, le=1, description="Test accuracy.")
-    min_auc: float | None = Field(default=0.6, ge=0, le=1, description="Test ROC AUC.")
-    max_dp_difference: float | None = Field(
-        default=None, ge=0, le=1, description="Demographic-parity difference for data.sensitive[0]."
-    )
-    max_eo_difference: float | None = Field(
-        default=None, ge=0, le=1, description="Equalized-odds difference for data.sensitive[0]."
-    )
-    max_onnx_abs_diff: float | None = Field(
-        default=1e-4, gt=0, description="Largest |ONNX - torch| probability on the test split."
-    )
-    max_int8_accuracy_drop: float | None = Field(
-        default=0.5, ge=0, description="Accuracy points the int8 model may lose against fp32."
-    )
-
-
-class GateOverride(_Section):
-    """Accepting a failed gate: who decided and why, written into the audit bundle."""
-
-    justification: str = Field(min_length=20, description="Why the failure is acceptable.")
-    approved_by: str = Field(min_length=1, description="Name or role of the approver.")
-
-
-class SigningConfig(_Section):
-    """Where the Ed25519 private key (PEM) comes from; the key itself never goes in a config."""
-
-    key_file: str | None = Field(default=None, description="Path of the private key file.")
-    key_env: str = Field(
-        default="SSLOPS_SIGNING_KEY",
-        description="Environment variable holding the key (a Kubernetes Secret on a cluster).",
-    )
-    required: bool = Field(default=False, description="Fail the audit when no key is found.")
-
-
 class AuditConfig(_Section):
     title: str = "sslops model card"
     owner: str = "unspecified"
