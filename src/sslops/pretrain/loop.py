@@ -96,6 +96,10 @@ def train(
     task.to(device)
     if pc.compile:
         task.backbone.forward = torch.compile(task.backbone.forward)
+    if size > 1 and device.type == "cuda":
+        # Batch statistics over the global batch, as a single process would compute them
+        # (gloo has no SyncBatchNorm kernels; CPU ranks keep per-rank statistics).
+        task = torch.nn.SyncBatchNorm.convert_sync_batchnorm(task)
     model: torch.nn.Module = DistributedDataParallel(task) if size > 1 else task
     optimizer = torch.optim.AdamW(
         task.parameters(), lr=pc.learning_rate, weight_decay=pc.weight_decay
