@@ -72,7 +72,7 @@ def test_two_nodes_of_eight_gpus_on_a_tainted_pool(launcher: str, crds) -> None:
         resources = trainer["resourcesPerNode"]
         assert job["spec"]["runtimeRef"]["name"] == "torch-distributed"
         assert trainer["command"] == ["torchrun"]
-        assert trainer["args"][:3] == ["-m", "sslops.cli", "pretrain"]
+        assert trainer["args"][:3] == ["-m", "sslops.pretrain", "--config"]
     else:
         replicas = job["spec"]["pytorchReplicaSpecs"]
         assert (replicas["Master"]["replicas"], replicas["Worker"]["replicas"]) == (1, 1)

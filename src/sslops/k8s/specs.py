@@ -3,7 +3,7 @@
 Both are built from one :class:`Placement` (the node pool, GPUs, processes and the shared
 workspace, read from the config), so the two kinds cannot drift apart: same node
 selector, tolerations, resources, security context and volumes. Each node runs
-``torchrun -m sslops.cli pretrain`` on files in the workspace PVC; the engines supply
+``torchrun -m sslops.pretrain`` on files in the workspace PVC; the engines supply
 the rendezvous (``PET_*`` for a TrainJob, ``MASTER_ADDR``/``RANK`` for a PyTorchJob).
 """
 
@@ -121,9 +121,9 @@ class JobRequest:
 
 
 def pretrain_args(request: JobRequest) -> list[str]:
-    """The arguments after ``torchrun ...``: the same CLI stage a laptop runs."""
+    """The arguments after ``torchrun ...``: one rank of the pretrain stage (sslops.pretrain)."""
     return [
-        "-m", "sslops.cli", "pretrain",
+        "-m", "sslops.pretrain",
         "--config", f"{request.run_dir}/config.json",
         "--prepared", f"{request.run_dir}/prepared",
         "--out", f"{request.run_dir}/pretrained",
