@@ -333,17 +333,25 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--throughput-rows", type=int, default=1_000_000)
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--only", choices=["quality", "throughput", "modalities"], help="run one part only"
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sslops-prepare-bench-"))
     try:
-        results = {
+        parts = {
+            "quality": lambda: quality(args.rows, work),
+            "throughput": lambda: throughput(args.throughput_rows, work),
+            "modalities": lambda: modalities(work),
+        }
+        results: dict[str, object] = {
             "machine": f"{platform.machine()}, {os.cpu_count()} cores",
             "load_average_at_start": os.getloadavg(),
-            "quality": quality(args.rows, work),
-            "throughput": throughput(args.throughput_rows, work),
-            "modalities": modalities(work),
-            "load_average_at_end": os.getloadavg(),
         }
+        for name, run in parts.items():
+            if args.only in (None, name):
+                results[name] = run()
+        results["load_average_at_end"] = os.getloadavg()
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(results, indent=2, default=float))

@@ -3,7 +3,7 @@
 Work happens per distinct value (a column of 10^6 rows usually has far fewer), through
 pyarrow's vectorized string kernels. A column becomes numeric only when every
 non-missing value in the *whole* data set parses as a number; with chunked input that
-decision is taken when the chunks are merged (:func:`decide_numeric`), so a chunk's
+decision is taken when the chunks are merged (:mod:`sslops.prepare.merge`), so a chunk's
 result never depends on which chunk it is.
 """
 
@@ -35,18 +35,7 @@ def canonical_strings(
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
         return values.astype("float64"), 0
     codes, uniques = pd.factorize(values.astype(object), use_na_sentinel=True)
-    raw = text_array(uniques)
-    text = pc.utf8_normalize(raw, "NFKC")
-    text = pc.utf8_trim_whitespace(pc.replace_substring_regex(text, r"\s+", " "))
-    markers = pa.array(
-        sorted({" ".join(unicodedata.normalize("NFKC", v).split()) for v in na_values}),
-        type=pa.string(),
-    )
-    missing = pc.or_(pc.is_in(text, value_set=markers), pc.equal(pc.utf8_length(text), 0))
-    canon = pc.if_else(missing, pa.scalar(None, pa.string()), text)
-    changed_unique = pc.fill_null(pc.not_equal(canon, raw), True).to_numpy(zero_copy_only=False)
-    was_empty = pc.equal(pc.utf8_length(raw), 0).to_numpy(zero_copy_only=False)
-    changed_unique &= ~was_empty
+    canon, changed_unique = canonical_text(text_array(uniques), na_values)
     present = codes >= 0
     counts = np.bincount(
         codes[present],
@@ -56,6 +45,32 @@ def canonical_strings(
     table = np.array([*canon.to_pylist(), None], dtype=object)
     out = pd.Series(table[codes], index=values.index, dtype=object)
     return out, int(counts[changed_unique].sum())
+
+
+def canonical_text(raw: pa.Array, na_values: list[str]) -> tuple[pa.Array, np.ndarray]:
+    """Canonical form of distinct text values (null = missing) and which of them changed
+    (an empty cell becoming missing is not a change)."""
+    text = pc.utf8_normalize(raw, "NFKC")
+    text = pc.utf8_trim_whitespace(pc.replace_substring_regex(text, r"\s+", " "))
+    markers = pa.array(
+        sorted({" ".join(unicodedata.normalize("NFKC", v).split()) for v in na_values}),
+        type=pa.string(),
+    )
+    missing = pc.or_(pc.is_in(text, value_set=markers), pc.equal(pc.utf8_length(text), 0))
+    canon = pc.if_else(missing, pa.scalar(None, pa.string()), text)
+    changed = pc.fill_null(pc.not_equal(canon, raw), True).to_numpy(zero_copy_only=False)
+    was_empty = pc.fill_null(pc.equal(pc.utf8_length(raw), 0), True)
+    return canon, changed & ~was_empty.to_numpy(zero_copy_only=False)
+
+
+def parse_number_array(text: pa.Array) -> np.ndarray:
+    """float64 per text value: NaN where missing or not a number."""
+    is_number = pc.fill_null(pc.match_substring_regex(text, _NUMBER), False)
+    parsed = np.full(len(text), np.nan)
+    mask = is_number.to_numpy(zero_copy_only=False)
+    if mask.any():
+        parsed[mask] = pc.cast(text.filter(is_number), pa.float64()).to_numpy()
+    return parsed
 
 
 _NUMBER = r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$|^(?i:[+-]?(?:inf|infinity))$"
@@ -75,13 +90,9 @@ def parse_numbers(values: pd.Series) -> tuple[pd.Series, bool]:
     if pd.api.types.is_float_dtype(values):
         return values, True
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
-    text = text_array(uniques)
-    is_number = pc.match_substring_regex(text, _NUMBER).to_numpy(zero_copy_only=False)
-    parsed = np.full(len(uniques), np.nan)
-    if is_number.any():
-        parsed[is_number] = pc.cast(text.filter(pa.array(is_number)), pa.float64()).to_numpy()
+    parsed = parse_number_array(text_array(uniques))
     numbers = np.append(parsed, np.nan)[codes]
-    return pd.Series(numbers, index=values.index), bool(is_number.all())
+    return pd.Series(numbers, index=values.index), bool(not np.isnan(parsed).any())
 
 
 def case_spellings(values: pd.Series) -> Counter[str]:
@@ -107,12 +118,6 @@ def unify_case(values: pd.Series, preferred: dict[str, str]) -> tuple[pd.Series,
     target = lowered.map(preferred)
     change = target.notna() & (target != values)
     return values.where(~change, target), int(change.sum())
-
-
-def decide_numeric(values: pd.Series) -> pd.Series:
-    """float64 with infinities turned into missing values."""
-    numbers, _ = parse_numbers(values)
-    return numbers.mask(np.isinf(numbers.to_numpy(np.float64)))
 
 
 def canonicalize(

@@ -22,6 +22,7 @@ import itertools
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
@@ -56,19 +57,27 @@ def cell_tokens(values: pd.Series, lower: bool = True) -> np.ndarray:
     return np.append(tokens, MISSING_TOKEN)[codes]
 
 
-def value_tokens(values: pd.Series, numbers: pd.Series, lower: bool = True) -> np.ndarray:
+def value_tokens(
+    values: pd.Series | pa.Array, numbers: pd.Series | np.ndarray, lower: bool = True
+) -> np.ndarray:
     """Tokens of ``values`` given their parsed ``numbers`` (NaN where not a number)."""
-    parsed = numbers.to_numpy(np.float64)
+    parsed = np.asarray(numbers, dtype=np.float64)
     is_number = ~np.isnan(parsed)
-    is_text = ~is_number & values.notna().to_numpy()
+    if isinstance(values, pa.Array):
+        is_text = ~is_number & pc.is_valid(values).to_numpy(zero_copy_only=False)
+    else:
+        is_text = ~is_number & values.notna().to_numpy()
     tokens = np.full(len(values), MISSING_TOKEN, dtype=np.uint64)
     if is_number.any():
         tokens[is_number] = pd.util.hash_array(parsed[is_number]) ^ _NUMBER_SALT
     if is_text.any():
-        text = text_array(values.to_numpy(object)[is_text])
+        if isinstance(values, pa.Array):
+            text = values.filter(pa.array(is_text))
+        else:
+            text = text_array(values.to_numpy(object)[is_text])
         text = pc.utf8_lower(text) if lower else text
         tokens[is_text] = pd.util.hash_array(
-            text.to_numpy(zero_copy_only=False), hash_key=_TOKEN_KEY
+            text.to_numpy(zero_copy_only=False), hash_key=_TOKEN_KEY, categorize=False
         )
     return tokens
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from sslops.data.canonicalize import text_array
@@ -118,33 +119,44 @@ def redact_text(text: str, found: Counter[str]) -> str:
     return _COMBINED.sub(replace, text)
 
 
+def redact_array(
+    values: pa.Array, weights: np.ndarray | None = None
+) -> tuple[pa.Array, Counter[str]]:
+    """Redact distinct text values (nulls stay); counts weigh each value by ``weights``."""
+    found: Counter[str] = Counter()
+    hits = pc.fill_null(pc.match_substring_regex(values, _PREFILTER), False)
+    suspects = np.flatnonzero(hits.to_numpy(zero_copy_only=False))
+    changed, replacements = np.zeros(len(values), dtype=bool), []
+    for index in suspects:
+        per_value: Counter[str] = Counter()
+        redacted = redact_text(values[int(index)].as_py(), per_value)
+        if per_value:
+            changed[index] = True
+            replacements.append(redacted)
+            weight = 1 if weights is None else int(weights[index])
+            for kind, count in per_value.items():
+                found[kind] += count * weight
+    if not replacements:
+        return values, found
+    return pc.replace_with_mask(values, pa.array(changed), pa.array(replacements)), found
+
+
 def redact_column(
     values: pd.Series, weights: np.ndarray | None = None
 ) -> tuple[pd.Series, Counter[str]]:
     """Redact one text column (object dtype, None = missing); counts are per cell occurrence
     (each cell counting ``weights[i]`` times when given)."""
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
-    found: Counter[str] = Counter()
-    if len(uniques) == 0:
-        return values, found
-    arr = text_array(uniques)
-    suspects = np.flatnonzero(pc.match_substring_regex(arr, _PREFILTER).to_numpy(False))
-    if len(suspects) == 0:
-        return values, found
     present = codes >= 0
     occurrences = np.bincount(
         codes[present],
         weights=None if weights is None else weights[present],
         minlength=len(uniques),
     )
-    table = np.array([*uniques, None], dtype=object)
-    for index in suspects:
-        per_value: Counter[str] = Counter()
-        redacted = redact_text(str(table[index]), per_value)
-        if per_value:
-            table[index] = redacted
-            for kind, count in per_value.items():
-                found[kind] += count * int(occurrences[index])
+    redacted, found = redact_array(text_array(uniques), occurrences)
+    if not found:
+        return values, found
+    table = np.array([*redacted.to_pylist(), None], dtype=object)
     return pd.Series(table[codes], index=values.index, dtype=object), found
 
 

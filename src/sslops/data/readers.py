@@ -149,8 +149,8 @@ def _csv_problem(path: Path) -> str:
 
 def iter_table_chunks(
     path: Path, fmt: str, chunk_rows: int, key: str = "data.train"
-) -> Iterator[pd.DataFrame]:
-    """Yield a table file in chunks; CSV cells as text (empty string for an empty cell)."""
+) -> Iterator[pa.Table]:
+    """Yield a table file in chunks (Arrow tables); CSV cells as text ('' for an empty cell)."""
     if fmt == "parquet":
         yield from _parquet_chunks(path, chunk_rows, key)
         return
@@ -175,14 +175,14 @@ def iter_table_chunks(
             for start in range(0, batch.num_rows, chunk_rows):
                 piece = batch.slice(start, chunk_rows)
                 rows += piece.num_rows
-                yield piece.to_pandas()
+                yield pa.Table.from_batches([piece])
     except (pa.ArrowInvalid, UnicodeDecodeError):
         raise DataError(f"{key}: {path} is not a well-formed CSV: {_csv_problem(path)}") from None
     if rows == 0:
         raise DataError(f"{key}: {path} has a header but no rows")
 
 
-def _parquet_chunks(path: Path, chunk_rows: int, key: str) -> Iterator[pd.DataFrame]:
+def _parquet_chunks(path: Path, chunk_rows: int, key: str) -> Iterator[pa.Table]:
     try:
         reader = pq.ParquetFile(path)
     except (OSError, pa.ArrowException) as exc:
@@ -194,10 +194,8 @@ def _parquet_chunks(path: Path, chunk_rows: int, key: str) -> Iterator[pd.DataFr
     done = 0
     try:
         for batch in reader.iter_batches(batch_size=chunk_rows):
-            frame = batch.to_pandas()
-            frame.columns = names
-            done += len(frame)
-            yield frame
+            done += batch.num_rows
+            yield pa.Table.from_batches([batch]).rename_columns(names)
     except (OSError, pa.ArrowException) as exc:
         raise DataError(
             f"{key}: {path} record {done + 1}: unreadable Parquet data ({exc})"

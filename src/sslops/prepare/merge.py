@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from sslops.config import Config
-from sslops.data.canonicalize import decide_numeric, preferred_spellings, unify_case
+from sslops.data.canonicalize import parse_number_array, preferred_spellings
 from sslops.data.dedup import clusters_from_pairs, combine, first_occurrences, near_duplicate_pairs
 from sslops.data.split import (
     cluster_key_hashes,
@@ -53,33 +53,49 @@ def _load(folders: list[Path], name: str) -> np.ndarray:
     return np.concatenate([np.load(f / name) for f in folders])
 
 
-def _read_columns(folders: list[Path], columns: list[str]) -> pd.DataFrame:
+def _read_columns(folders: list[Path], columns: list[str]) -> pa.Table:
+    rows = sum(read_scan(f)["rows"] for f in folders)
     if not columns:
-        return pd.DataFrame(index=range(sum(read_scan(f)["rows"] for f in folders)))
-    parts = [pq.read_table(f / "rows.parquet", columns=columns).to_pandas() for f in folders]
-    return pd.concat(parts, ignore_index=True)
+        return pa.table({"__row": pa.nulls(rows)})
+    return pa.concat_tables(
+        [pq.read_table(f / "rows.parquet", columns=columns) for f in folders]
+    ).combine_chunks()
 
 
 def convert(
-    frame: pd.DataFrame,
+    table: pa.Table,
     numeric: dict[str, bool],
     preferred: dict[str, dict[str, str]],
+    kept: np.ndarray | None = None,
     changed: Counter[str] | None = None,
-) -> pd.DataFrame:
-    """Apply the global decisions to canonical cells: numeric columns, one spelling per category."""
-    out = pd.DataFrame(index=frame.index)
-    for column in frame.columns:
-        values = frame[column]
-        if numeric.get(column):
-            out[column] = decide_numeric(values)
-        else:
-            if pd.api.types.is_float_dtype(values):
-                values = values.map(lambda v: None if pd.isna(v) else repr(float(v)))
-            strings = values.astype("string")
-            out[column], count = unify_case(strings, preferred.get(column, {}))
-            if changed is not None and count:
-                changed[column] += count
-    return out
+) -> pa.Table:
+    """Apply the global decisions to canonical cells: numeric columns (float64, infinities
+    missing), one spelling per category (``changed`` counts the ``kept`` cells respelled)."""
+    columns: dict[str, pa.Array] = {}
+    for name in table.column_names:
+        array = table.column(name).combine_chunks()
+        if numeric.get(name):
+            if pa.types.is_string(array.type):
+                values = parse_number_array(array)
+            else:
+                values = array.to_numpy(zero_copy_only=False).astype(np.float64)
+            values[np.isinf(values)] = np.nan
+            columns[name] = pa.array(values, mask=np.isnan(values), type=pa.float64())
+            continue
+        if not pa.types.is_string(array.type):
+            array = pc.cast(array, pa.string())
+        mapping = preferred.get(name)
+        if mapping:
+            target = pa.array(list(mapping.values()), pa.string()).take(
+                pc.index_in(pc.utf8_lower(array), value_set=pa.array(list(mapping), pa.string()))
+            )
+            change = pc.fill_null(pc.not_equal(target, array), False)
+            array = pc.if_else(change, target, array)
+            if changed is not None:
+                mask = change.to_numpy(zero_copy_only=False)
+                changed[name] += int((mask if kept is None else mask & kept).sum())
+        columns[name] = array
+    return pa.table(columns)
 
 
 def plan(cfg: Config, roles: Roles, folders: list[Path]) -> Plan:
@@ -102,7 +118,7 @@ def plan(cfg: Config, roles: Roles, folders: list[Path]) -> Plan:
     keys = _load(folders, "keys.npy")
     label = cfg.data.label
     needed = sorted({label, *(predicate_columns(cfg.prepare.ood) if cfg.prepare.ood else [])})
-    values = convert(_read_columns(folders, needed), numeric, preferred)
+    values = convert(_read_columns(folders, needed), numeric, preferred).to_pandas()
 
     labeled = values[label].notna().to_numpy()
     content_hash = combine(tokens)
@@ -212,16 +228,13 @@ def write_splits(
     schema: pa.Schema | None = None
     for folder in folders:
         rows = pq.ParquetFile(folder / "rows.parquet")
-        for batch in rows.iter_batches(batch_size=ROW_GROUP):
+        for batch in rows.iter_batches(batch_size=ROW_GROUP, columns=roles.output):
             split = decided.split[offset : offset + batch.num_rows]
-            frame = convert(
-                batch.to_pandas()[roles.output],
-                decided.numeric,
-                decided.preferred,
-                decided.case_unified if len(split) and (split != "").any() else None,
-            )
-            offset += len(frame)
-            table = pa.Table.from_pandas(frame, preserve_index=False)
+            offset += batch.num_rows
+            table = convert(
+                pa.Table.from_batches([batch]), decided.numeric, decided.preferred,
+                split != "", decided.case_unified,
+            )  # fmt: skip
             schema = schema or table.schema
             for name, writer in writers.items():
                 mask = split == name

@@ -24,12 +24,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from sslops.config import Config
-from sslops.data.canonicalize import canonical_column_name, canonical_strings, parse_numbers
-from sslops.data.dedup import MISSING_TOKEN, cell_tokens, combine, value_tokens
-from sslops.data.pii import keyed_hash, load_key, redact_column, require_key, siphash_key
+from sslops.data.canonicalize import canonical_column_name, canonical_text, parse_number_array
+from sslops.data.dedup import MISSING_TOKEN, combine, value_tokens
+from sslops.data.pii import keyed_hash, load_key, redact_array, require_key, siphash_key
 from sslops.data.readers import iter_table_chunks
 from sslops.data.split import split_key
 from sslops.errors import DataError
@@ -111,22 +112,25 @@ def scan_file(
     writer: pq.ParquetWriter | None = None
     try:
         for chunk in iter_table_chunks(path, cfg.data.format, cfg.prepare.chunk_rows, key):
-            chunk.columns = [canonical_column_name(c) for c in chunk.columns]
-            _check_columns(list(chunk.columns), columns, path, key)
-            stats["rows"] += len(chunk)
-            cells: dict[str, pd.Series] = {}
+            chunk = chunk.rename_columns([canonical_column_name(c) for c in chunk.column_names])
+            _check_columns(chunk.column_names, columns, path, key)
+            stats["rows"] += chunk.num_rows
+            cells: dict[str, pa.Array] = {}
             content: dict[str, np.ndarray] = {}
             keys: dict[str, np.ndarray] = {}
             for column in columns:
                 cells[column], content[column], keys[column] = _scan_column(
-                    cfg, roles, column, chunk[column], stats
+                    cfg, roles, column, chunk.column(column), stats
                 )
             token_parts.append(np.stack([content[c] for c in roles.content], axis=1))
             key_tokens = np.stack([keys[c] for c in roles.key_columns], axis=1)
             key_parts.append(combine(key_tokens, split_key(cfg.seed, secret)))
             for column in roles.hashed:
-                cells[column] = keyed_hash(cells[column], pii_key or b"")
-            table = pa.table({c: _arrow(cells[c]) for c in roles.output})
+                ids = pd.Series(cells[column].to_pylist(), dtype=object)
+                cells[column] = pa.array(
+                    keyed_hash(ids, pii_key or b"").to_numpy(object), pa.string()
+                )
+            table = pa.table({c: cells[c] for c in roles.output})
             if writer is None:
                 writer = pq.ParquetWriter(out / "rows.parquet", table.schema)
             writer.write_table(table.cast(writer.schema))
@@ -143,61 +147,63 @@ def scan_file(
 
 
 def _scan_column(
-    cfg: Config, roles: Roles, column: str, raw: pd.Series, stats: dict[str, Any]
-) -> tuple[pd.Series, np.ndarray, np.ndarray]:
+    cfg: Config, roles: Roles, column: str, raw: pa.ChunkedArray, stats: dict[str, Any]
+) -> tuple[pa.Array, np.ndarray, np.ndarray]:
     """One column of a chunk: canonical cells, content tokens and split-key tokens.
 
-    All the work happens once per distinct value; the results are then spread to the rows.
+    The work happens once per distinct value (Arrow dictionary encoding); the results are
+    then spread to the rows.
     """
     casefold = cfg.prepare.casefold_categories and column not in roles.text
-    if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
-        values = raw.astype("float64")
+    array = raw.combine_chunks() if isinstance(raw, pa.ChunkedArray) else raw
+    if pa.types.is_integer(array.type) or pa.types.is_floating(array.type):
+        values = pc.cast(array, pa.float64())
+        numbers = values.to_numpy(zero_copy_only=False)
         stats["has_value"].setdefault(column, False)
-        stats["has_value"][column] |= bool(values.notna().any())
-        tokens = cell_tokens(values)
+        stats["has_value"][column] |= bool((~np.isnan(numbers)).any())
+        tokens = value_tokens(pd.Series(numbers, dtype=object), pd.Series(numbers))
         return values, tokens, tokens
-    codes, uniques = pd.factorize(raw, use_na_sentinel=True)
-    weights = np.bincount(codes[codes >= 0], minlength=len(uniques)).astype(np.float64)
-    distinct = pd.Series(np.asarray(uniques, dtype=object), dtype=object)
-    distinct, changed = canonical_strings(distinct, cfg.data.na_values, weights)
-    stats["normalized_text"][column] += changed
+    if not pa.types.is_string(array.type):
+        array = pc.cast(array, pa.string())
+    encoded = array.dictionary_encode()
+    codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    weights = np.bincount(codes[codes >= 0], minlength=len(encoded.dictionary))
+    distinct, changed = canonical_text(encoded.dictionary, cfg.data.na_values)
+    stats["normalized_text"][column] += int(weights[changed].sum())
     if column in roles.identifiers:
-        key_tokens = _spread(cell_tokens(distinct), codes, MISSING_TOKEN)
-        return _spread_series(distinct, codes, raw.index), key_tokens, key_tokens
+        key_tokens = _spread(_tokens(distinct, casefold=True), codes)
+        return _take(distinct, codes), key_tokens, key_tokens
     if cfg.prepare.pii.scan:
-        distinct, found = redact_column(distinct, weights)
+        distinct, found = redact_array(distinct, weights)
         for kind, count in found.items():
             stats["pii"].setdefault(column, Counter())[kind] += int(count)
-    present = distinct.notna().to_numpy()
-    numbers, _ = parse_numbers(distinct)
-    all_numeric = bool((numbers.notna() | ~present).all())
+    numbers = parse_number_array(distinct)
+    present = pc.is_valid(distinct).to_numpy(zero_copy_only=False)
+    all_numeric = bool((~np.isnan(numbers) | ~present).all())
     stats["numeric"][column] &= all_numeric
     stats["has_value"][column] |= bool((present & (weights > 0)).any())
     if casefold and not all_numeric:
-        for value, weight in zip(distinct[present], weights[present], strict=True):
-            if any(ch.isalpha() for ch in value):
-                stats["spellings"][column][value] += int(weight)
-    tokens = _spread(value_tokens(distinct, numbers, casefold), codes, MISSING_TOKEN)
-    if not casefold:
-        key_tokens = _spread(value_tokens(distinct, numbers), codes, MISSING_TOKEN)
-    else:
-        key_tokens = tokens
-    return _spread_series(distinct, codes, raw.index), tokens, key_tokens
+        for value, weight in zip(distinct.to_pylist(), weights.tolist(), strict=True):
+            if weight and value is not None and any(ch.isalpha() for ch in value):
+                stats["spellings"][column][value] += weight
+    tokens = _spread(_tokens(distinct, casefold, numbers), codes)
+    key_tokens = tokens if casefold else _spread(_tokens(distinct, True, numbers), codes)
+    return _take(distinct, codes), tokens, key_tokens
 
 
-def _spread(per_value: np.ndarray, codes: np.ndarray, fill: Any) -> np.ndarray:
-    return np.append(per_value, np.array([fill], dtype=per_value.dtype))[codes]
+def _tokens(distinct: pa.Array, casefold: bool, numbers: np.ndarray | None = None) -> np.ndarray:
+    if numbers is None:
+        numbers = parse_number_array(distinct)
+    return value_tokens(distinct, numbers, casefold)
 
 
-def _spread_series(distinct: pd.Series, codes: np.ndarray, index: pd.Index) -> pd.Series:
-    table = np.append(distinct.to_numpy(object), np.array([None], dtype=object))
-    return pd.Series(table[codes], index=index, dtype=object)
+def _spread(per_value: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    return np.append(per_value, MISSING_TOKEN)[codes]
 
 
-def _arrow(values: pd.Series) -> pa.Array:
-    if pd.api.types.is_float_dtype(values):
-        return pa.array(values.to_numpy(np.float64), type=pa.float64(), from_pandas=True)
-    return pa.array(values.to_numpy(object), type=pa.string(), from_pandas=True)
+def _take(distinct: pa.Array, codes: np.ndarray) -> pa.Array:
+    indices = pa.array(codes, mask=codes < 0, type=pa.int64())
+    return distinct.take(indices)
 
 
 def read_scan(folder: Path) -> dict[str, Any]:
