@@ -260,3 +260,24 @@ def test_new_result_files_flow_into_the_card(
     assert "(evidence/evaluate/pareto_front.png)" in card
     html = (bundle / "model_card.html").read_text()
     assert html.count("data:image/png;base64,") == len(list(bundle.rglob("*.png")))
+
+
+@pytest.mark.slow
+def test_failing_gate_stops_sslops_run(
+    small_data: dict[str, Path], tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    import subprocess
+
+    from tests.conftest import FAST_OVERRIDES, ROOT
+
+    args = ["sslops", "run", "--config", str(ROOT / "configs" / "adult.yaml"),
+            "--out", str(tmp_path / "run"), "--set", f"data.train={small_data['train']}",
+            "--set", f"data.test={small_data['test']}", "--set", "audit.gates.min_auc=0.99"]  # fmt: skip
+    for override in FAST_OVERRIDES:
+        args += ["--set", override]
+    result = subprocess.run(args, capture_output=True, text=True, env=cli_env, timeout=900)
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: policy gate failed") and "min_auc" in last and "0.99" in last
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
