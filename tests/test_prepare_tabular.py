@@ -270,3 +270,32 @@ def test_corrupt_parquet_is_named(tmp_path: Path) -> None:
     raw["data"]["format"] = "parquet"
     with pytest.raises(DataError, match=r"bad\.parquet"):
         prepare(validate_config(raw), tmp_path / "out")
+
+
+@pytest.mark.slow
+def test_no_planted_value_anywhere_in_a_whole_pipeline_run(
+    tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    """`sslops run` end to end (kfp.local): every file of the run folder is PII-free."""
+    import subprocess
+
+    from tests.conftest import FAST_OVERRIDES, ROOT
+
+    frame, planted = with_notes(adult(3000, seed=11))
+    frame.to_csv(tmp_path / "raw.csv", index=False)
+    args = ["sslops", "run", "--config", str(ROOT / "configs" / "adult.yaml"),
+            "--out", str(tmp_path / "run"), "--set", f"data.train={tmp_path / 'raw.csv'}",
+            "--set", "data.test=null", "--set", "data.identifiers=[customer_id]",
+            "--set", "data.text=[note]"]  # fmt: skip
+    for override in FAST_OVERRIDES:
+        args += ["--set", override]
+    result = subprocess.run(args, capture_output=True, text=True, env=cli_env, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    needles = {v.encode() for v in [*planted, *frame["customer_id"].head(50)]}
+    files = [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
+    assert len(files) > 20
+    for path in files:
+        blobs = [path.read_bytes()]
+        if path.suffix == ".parquet":
+            blobs.append(pq.read_table(path).to_pandas().to_csv().encode())
+        assert not [n for n in needles for b in blobs if n in b], path

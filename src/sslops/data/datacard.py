@@ -150,9 +150,10 @@ def datacard_markdown(card: dict[str, Any]) -> str:
     near = card["near_duplicates"]
     if near.get("clusters") is not None:
         lines.append(
-            f"- Near-duplicate clusters (at most {near['max_differing_fields']} differing "
-            f"columns): {near['clusters']:,} holding {near['rows_in_clusters']:,} rows, the "
-            f"largest {near['largest_cluster']:,}; each cluster lies within one split"
+            f"- Near-duplicate clusters (rows differing in at most "
+            f"{near['max_differing_fields']} column(s)): {near['clusters']:,} holding "
+            f"{near['rows_in_clusters']:,} rows, the largest {near['largest_cluster']:,}; each "
+            "cluster lies within one split"
         )
     lines.append(f"- Rows without a label dropped: {card['rows_without_label_dropped']:,}")
     dropped = ", ".join(f"`{c}`" for c in card["dropped_identifier_columns"]) or "none"

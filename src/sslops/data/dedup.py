@@ -7,8 +7,8 @@ duplicates share every token. Near-duplicates differ in at most ``max_diff`` col
 Finding near-duplicates is locality-sensitive hashing over columns ("bands"): two rows
 are compared only when they agree on every column of some band. MinHash over
 ``column=value`` tokens, the usual choice for text, fails on tables: low-cardinality
-columns (sex, race, country) make unrelated rows collide, and on UCI Adult MinHash
-with 32 bands of 4 proposes 4*10^8 candidate pairs for 48,842 rows. Here every band
+columns (sex, race, country) make unrelated rows collide: on UCI Adult, MinHash with 32
+bands of 4 proposes 4*10^8 candidate pairs for its 48.8k distinct rows. Here every band
 is built from the columns' measured agreement probabilities so that two unrelated
 rows collide with probability below ``1/n``, and bands are added until every set of
 ``max_diff`` columns is avoided by at least one band: any two rows that differ in at
