@@ -138,3 +138,22 @@ def test_ood_predicate() -> None:
         parse_predicate("age is old")
     with pytest.raises(ConfigError, match="numeric"):
         evaluate_predicate("age > old", frame)
+
+
+def test_minhash_text_clusters() -> None:
+    from sslops.data.minhash import shingles, signatures, text_clusters
+
+    texts = [
+        "the customer called about a refund for the card",
+        "the customer called about a refund for the card today",
+        "completely different words in this other note",
+        "the customer called about a refund for the card",
+        None,
+        "",
+    ]
+    sig = signatures(*shingles(texts))
+    assert (sig[0] == sig[3]).all()
+    assert (sig[0] == sig[1]).mean() > 0.7 > (sig[0] == sig[2]).mean()
+    labels = text_clusters(sig, 0.7)
+    assert labels[0] == labels[1] == labels[3]
+    assert len({labels[0], labels[2], labels[4], labels[5]}) == 4

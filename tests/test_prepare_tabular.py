@@ -197,6 +197,26 @@ def test_training_near_copies_of_test_rows_are_dropped(tmp_path: Path) -> None:
     assert not set(trained["note"]) & set(copies["note"]) - set(train["note"])
 
 
+def test_edited_texts_count_as_equal_with_text_jaccard(tmp_path: Path) -> None:
+    base, _ = with_notes(adult(1500, seed=12))
+    base["note"] = [f"customer {i} asked about the {w} of the account" for i, w in
+                    enumerate(np.resize(["balance", "statement", "limit"], len(base)))]  # fmt: skip
+    edited = base.iloc[:60].copy()
+    edited["note"] = edited["note"] + " today"  # a light edit of the text...
+    edited["hours-per-week"] = "77"  # ...and one more field
+    edited["customer_id"] = [f"EDIT-{i}" for i in range(60)]
+    pd.concat([base, edited]).to_csv(tmp_path / "raw.csv", index=False)
+    plain = prepare(config(tmp_path / "raw.csv"), tmp_path / "plain")
+    fuzzy = prepare(
+        config(tmp_path / "raw.csv", near_duplicates={"text_jaccard": 0.6}), tmp_path / "fuzzy"
+    )
+    clusters = {
+        name: json.loads((out / "datacard.json").read_text())["near_duplicates"]["clusters"]
+        for name, out in (("plain", plain), ("fuzzy", fuzzy))
+    }
+    assert clusters["fuzzy"] >= clusters["plain"] + 55
+
+
 def test_ood_split_by_predicate(tmp_path: Path) -> None:
     frame, _ = with_notes(adult(2000, seed=7))
     frame.to_csv(tmp_path / "raw.csv", index=False)
@@ -217,9 +237,12 @@ def test_chunking_and_parquet_shards_change_no_byte(tmp_path: Path) -> None:
     (tmp_path / "shards").mkdir()
     for i, part in enumerate(np.array_split(np.arange(len(frame)), 3)):
         frame.iloc[part].to_parquet(tmp_path / "shards" / f"part-{i}.parquet", index=False)
-    one = prepare(config(tmp_path / "all.csv"), tmp_path / "one")
-    chunked = prepare(config(tmp_path / "all.csv", chunk_rows=97), tmp_path / "chunked")
-    raw = config(tmp_path / "shards").model_dump(mode="json")
+    fuzzy = {"text_jaccard": 0.6}  # the MinHash path too
+    one = prepare(config(tmp_path / "all.csv", near_duplicates=fuzzy), tmp_path / "one")
+    chunked = prepare(
+        config(tmp_path / "all.csv", chunk_rows=97, near_duplicates=fuzzy), tmp_path / "chunked"
+    )
+    raw = config(tmp_path / "shards", near_duplicates=fuzzy).model_dump(mode="json")
     raw["data"]["format"] = "parquet"
     sharded = prepare(validate_config(raw), tmp_path / "sharded")
     files = read_meta(one)["files"]

@@ -105,6 +105,13 @@ class NearDuplicateConfig(_Section):
         ge=0,
         description="Series: RMS distance between z-normalized series (0 = identical shape).",
     )
+    text_jaccard: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="data.text columns: texts whose word-bigram Jaccard similarity reaches this "
+        "(MinHash-LSH) count as equal when rows are compared; null = off.",
+    )
 
 
 class PiiConfig(_Section):

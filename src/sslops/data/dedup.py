@@ -153,7 +153,8 @@ def pairs_with_equal_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, int
 
 
 def near_duplicate_pairs(tokens: np.ndarray, max_diff: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """Pairs of row indices (i < j) differing in 1..max_diff columns, and rows not compared."""
+    """Pairs of row indices (i < j) differing in at most max_diff columns (exact copies must
+    be removed first), and how many rows were not compared."""
     n = tokens.shape[0]
     if n < 2:
         return np.empty(0, np.int64), np.empty(0, np.int64), 0
@@ -167,7 +168,7 @@ def near_duplicate_pairs(tokens: np.ndarray, max_diff: int) -> tuple[np.ndarray,
         for start in range(0, len(a), 1 << 20):
             i, j = a[start : start + (1 << 20)], b[start : start + (1 << 20)]
             differing = (tokens[i] != tokens[j]).sum(axis=1)
-            keep = (differing >= 1) & (differing <= max_diff)
+            keep = differing <= max_diff  # exact copies are gone: 0 means equal by tolerance
             low, high = np.minimum(i[keep], j[keep]), np.maximum(i[keep], j[keep])
             found.append(low.astype(np.int64) * n + high)
     pairs = np.unique(np.concatenate(found)) if found else np.empty(0, np.int64)

@@ -23,7 +23,14 @@ import pyarrow.parquet as pq
 
 from sslops.config import Config
 from sslops.data.canonicalize import parse_number_array, preferred_spellings
-from sslops.data.dedup import clusters_from_pairs, combine, first_occurrences, near_duplicate_pairs
+from sslops.data.dedup import (
+    clusters_from_pairs,
+    combine,
+    first_occurrences,
+    mix,
+    near_duplicate_pairs,
+)
+from sslops.data.minhash import text_clusters
 from sslops.data.split import (
     cluster_key_hashes,
     evaluate_predicate,
@@ -142,7 +149,8 @@ def plan(cfg: Config, roles: Roles, folders: list[Path]) -> Plan:
     near_pairs = (np.empty(0, np.int64), np.empty(0, np.int64))
     if cfg.prepare.near_duplicates.enabled and len(index) > 1:
         max_diff = cfg.prepare.near_duplicates.max_differing_fields
-        first_i, second_i, skipped = near_duplicate_pairs(tokens[index], max_diff)
+        compared = _with_text_clusters(cfg, roles, folders, tokens, index)
+        first_i, second_i, skipped = near_duplicate_pairs(compared, max_diff)
         labels = clusters_from_pairs(len(index), first_i, second_i)
         cluster[index] = labels + len(source)
         near_pairs = (index[first_i], index[second_i])
@@ -185,6 +193,27 @@ def plan(cfg: Config, roles: Roles, folders: list[Path]) -> Plan:
         "ood": {"predicate": cfg.prepare.ood, "rows": ood_rows} if cfg.prepare.ood else None,
     }
     return Plan(split, numeric, preferred, report, cluster=cluster, near_pairs=near_pairs)
+
+
+def _with_text_clusters(
+    cfg: Config, roles: Roles, folders: list[Path], tokens: np.ndarray, index: np.ndarray
+) -> np.ndarray:
+    """Tokens of the rows ``index``, where each text column's token is replaced by the id of
+    its near-duplicate text cluster (MinHash-LSH), so lightly edited texts compare equal."""
+    compared = tokens[index]
+    threshold = cfg.prepare.near_duplicates.text_jaccard
+    columns = read_scan(folders[0])["minhash_columns"] if folders else []
+    if threshold is None or not columns:
+        return compared
+    minhash = _load(folders, "text_minhash.npy")[index]
+    for j, column in enumerate(columns):
+        signature = minhash[:, j, :]
+        clustered = mix(text_clusters(signature, threshold).astype(np.uint64) + np.uint64(0x51ED))
+        # Texts without words (missing, punctuation only) keep their exact token.
+        wordless = (signature == np.iinfo(np.uint32).max).all(axis=1)
+        where = roles.content.index(column)
+        compared[:, where] = np.where(wordless, compared[:, where], clustered)
+    return compared
 
 
 class _SplitWriter:

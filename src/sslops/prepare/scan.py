@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from sslops.config import Config
 from sslops.data.canonicalize import canonical_column_name, canonical_text, parse_number_array
 from sslops.data.dedup import MISSING_TOKEN, combine, value_tokens
+from sslops.data.minhash import shingles, signatures
 from sslops.data.pii import keyed_hash, load_key, redact_array, require_key, siphash_key
 from sslops.data.readers import iter_table_chunks
 from sslops.data.split import split_key
@@ -108,7 +109,10 @@ def scan_file(
         "has_value": {c: False for c in roles.content},
         "spellings": {c: Counter() for c in roles.content if c not in roles.text},
     }
-    token_parts, key_parts = [], []
+    token_parts, key_parts, minhash_parts = [], [], []
+    minhash_columns = [c for c in roles.content if c in roles.text]
+    if cfg.prepare.near_duplicates.text_jaccard is None:
+        minhash_columns = []
     writer: pq.ParquetWriter | None = None
     try:
         for chunk in iter_table_chunks(path, cfg.data.format, cfg.prepare.chunk_rows, key):
@@ -123,6 +127,10 @@ def scan_file(
                     cfg, roles, column, chunk.column(column), stats
                 )
             token_parts.append(np.stack([content[c] for c in roles.content], axis=1))
+            if minhash_columns:
+                minhash_parts.append(
+                    np.stack([_minhash(cells[c]) for c in minhash_columns], axis=1)
+                )
             key_tokens = np.stack([keys[c] for c in roles.key_columns], axis=1)
             key_parts.append(combine(key_tokens, split_key(cfg.seed, secret)))
             for column in roles.hashed:
@@ -139,6 +147,9 @@ def scan_file(
             writer.close()
     np.save(out / "tokens.npy", np.concatenate(token_parts).reshape(-1, len(roles.content)))
     np.save(out / "keys.npy", np.concatenate(key_parts))
+    if minhash_columns:
+        np.save(out / "text_minhash.npy", np.concatenate(minhash_parts))
+    stats["minhash_columns"] = minhash_columns
     stats["spellings"] = {c: dict(s) for c, s in stats["spellings"].items() if s}
     stats["normalized_text"] = dict(stats["normalized_text"])
     stats["pii"] = {c: dict(v) for c, v in stats["pii"].items()}
@@ -195,6 +206,15 @@ def _tokens(distinct: pa.Array, casefold: bool, numbers: np.ndarray | None = Non
     if numbers is None:
         numbers = parse_number_array(distinct)
     return value_tokens(distinct, numbers, casefold)
+
+
+def _minhash(cells: pa.Array) -> np.ndarray:
+    """MinHash signature of each cell's text, computed once per distinct text."""
+    encoded = cells.dictionary_encode()
+    codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    per_value = signatures(*shingles(encoded.dictionary.to_pylist()))
+    empty = np.full((1, per_value.shape[1]), np.iinfo(np.uint32).max, dtype=np.uint32)
+    return np.concatenate([per_value, empty])[codes]
 
 
 def _spread(per_value: np.ndarray, codes: np.ndarray) -> np.ndarray:
