@@ -255,8 +255,11 @@ def supervised(images: torch.Tensor, labels: torch.Tensor, test: tuple[torch.Ten
     return float((logits.argmax(1) == test[1]).float().mean())
 
 
-def quality(images: torch.Tensor, labels: torch.Tensor, rates: dict[str, float],
-            ssl_epochs: int) -> dict[str, Any]:  # fmt: skip
+def quality(
+    images: torch.Tensor, labels: torch.Tensor, rates: dict[str, float], ssl_epochs: int,
+    supervised_epochs: tuple[int, int], save: Any,
+) -> dict[str, Any]:  # fmt: skip
+    """``save(partial)`` is called after each part, so a stopped run keeps what it measured."""
     train_x, train_y, test_x, test_y = images[:4000], labels[:4000], images[4000:], labels[4000:]
     ssl_steps = len(train_x) // BATCH * ssl_epochs
     light_steps = round(ssl_steps * rates["lightly"] / rates["sslops"])
@@ -290,6 +293,8 @@ def quality(images: torch.Tensor, labels: torch.Tensor, rates: dict[str, float],
             train_x[rows], train_y[rows], (test_x, test_y), epochs
         )
         out["label_efficiency"][f"{fraction:.0%} ({len(rows)} labels)"] = probes
+        out["supervised_epochs"] = list(supervised_epochs)
+        save(out)
         print(fraction, probes, flush=True)
     return out
 
@@ -303,6 +308,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4, help="timed steps per contender per round")
     parser.add_argument("--ssl-epochs", type=int, default=5, help="quality: the sslops budget")
     parser.add_argument(
+        "--supervised-epochs",
+        type=int,
+        nargs=2,
+        default=(100, 30),
+        metavar=("AT_1PCT", "AT_10PCT"),
+        help="quality: epochs of the supervised baseline on 1%% and 10%% of the labels",
+    )
+    parser.add_argument(
         "--out", type=Path, default=ROOT / "runs/bench/pretrain_simclr_vs_lightly.json"
     )
     args = parser.parse_args()
@@ -313,12 +326,18 @@ def main() -> None:
         result.update(json.loads(args.out.read_text()))
     if args.phase in ("throughput", "all"):
         result["throughput"] = throughput(images, args.rounds, args.steps)
-    if args.phase in ("quality", "all"):
-        result["quality"] = quality(
-            images, labels, result["throughput"]["images_per_s"], args.ssl_epochs
-        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+    def save(part: dict[str, Any] | None = None) -> None:
+        if part is not None:
+            result["quality"] = part
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+    save()
+    if args.phase in ("quality", "all"):
+        rates = result["throughput"]["images_per_s"]
+        quality(images, labels, rates, args.ssl_epochs, tuple(args.supervised_epochs), save)
+    save()
     print(json.dumps(result, indent=2))
 
 
