@@ -96,7 +96,7 @@ class FairnessPenalizedLogisticRegression(_LinearProba):
         y_t = torch.as_tensor(np.asarray(y), dtype=torch.float32)
         groups = np.asarray(sensitive_features, dtype=str).reshape(len(y), -1)
         x_pen, y_pen, g_pen = x, np.asarray(y), groups
-        if self.constraint == "demographic_parity" and X_unlabeled is not None:
+        if self.constraint == "demographic_parity" and X_unlabeled is not None and len(X_unlabeled):
             g_u = np.asarray(sensitive_features_unlabeled, dtype=str).reshape(len(X_unlabeled), -1)
             x_pen = torch.cat([x, torch.as_tensor(np.asarray(X_unlabeled), dtype=torch.float32)])
             y_pen = np.concatenate([y_pen, -np.ones(len(X_unlabeled), dtype=int)])

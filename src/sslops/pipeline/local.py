@@ -70,7 +70,7 @@ class _ConsoleFilter(io.TextIOBase):
         elif line.startswith("error:"):
             self.error_lines.append(line)
             print(f"  {line}", file=sys.__stderr__, flush=True)
-        elif re.match(r"^pretrain \(\w+\) \d+/\d+", line):
+        elif re.match(r"^pretrain \(.*\) \d+/\d+", line):
             print(f"    {line}", file=sys.__stderr__, flush=True)
 
 
