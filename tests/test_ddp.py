@@ -19,7 +19,7 @@ import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
 from sslops.config import Config, validate_config
-from sslops.objectives import Draws
+from sslops.objectives import Draws, simclr
 from sslops.pretrain.tasks import InputInfo, Task, backbone_spec, build_task
 
 OBJECTIVES = ("scarf", "vicreg", "vime")
@@ -50,6 +50,13 @@ def gradients(task: Task, batch: torch.Tensor, draws: Draws) -> dict[str, torch.
     return {n: p.grad.clone() for n, p in task.named_parameters() if p.grad is not None}
 
 
+def _gather_without_grad(x: torch.Tensor, rank: int) -> torch.Tensor:
+    parts = [torch.empty_like(x) for _ in range(WORLD)]
+    dist.all_gather(parts, x.detach().contiguous())
+    parts[rank] = x  # only this rank's own slice keeps its gradient
+    return torch.cat(parts)
+
+
 def _rank(rank: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
@@ -60,6 +67,11 @@ def _rank(rank: int, port: int, out: str) -> None:
             task, batch = tiny_task(objective)
             draws = Draws(torch.Generator().manual_seed(1), GLOBAL_BATCH, positions)
             result[objective] = gradients(task, batch[positions], draws)
+        # The peers' bug, as a control: other ranks' embeddings gathered without gradient.
+        simclr.gather_with_grad = lambda x: _gather_without_grad(x, rank)
+        task, batch = tiny_task("scarf")
+        draws = Draws(torch.Generator().manual_seed(1), GLOBAL_BATCH, positions)
+        result["detached"] = gradients(task, batch[positions], draws)
         torch.save(result, Path(out) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -90,3 +102,12 @@ def test_two_ranks_match_one_process(objective: str, rank_gradients: list[dict])
                 grads[objective][name], grad, atol=1e-5, rtol=0,
                 msg=lambda m, n=name, r=rank: f"rank {r}, {objective}, {n}: {m}",
             )  # fmt: skip
+
+
+def test_the_check_catches_a_gather_without_gradient(rank_gradients: list[dict]) -> None:
+    task, batch = tiny_task("scarf")
+    single = gradients(task, batch, Draws.local(GLOBAL_BATCH, torch.Generator().manual_seed(1)))
+    detached = rank_gradients[0]["detached"]
+    assert any(
+        not torch.allclose(detached[name], grad, atol=1e-5, rtol=0) for name, grad in single.items()
+    )
