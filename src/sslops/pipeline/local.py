@@ -19,6 +19,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from sslops.artifacts import move_into_place
 from sslops.config import Config
 from sslops.errors import SslopsError
 from sslops.prepare import check_inputs
@@ -180,13 +181,7 @@ def run_local(cfg: Config, out: Path) -> dict[str, Any]:
         summary = build_summary(staging)
         summary = json.loads(json.dumps(summary).replace(str(staging), str(out)))
         summary_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-            out.rename(old)
-            staging.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            staging.rename(out)
+        move_into_place(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
