@@ -14,7 +14,7 @@ REGISTRY ?= $(or $(SSLOPS_IMAGE_REGISTRY),ghcr.io/sslops)
 # The checkov test fails instead of skipping when the scanner is missing.
 CHECKOV_ENV = SSLOPS_CHECKOV=$(CURDIR)/$(CHECKOV) SSLOPS_REQUIRE_CHECKOV=1
 
-.PHONY: help demo test test-slow test-all lint format compile dvc-repro clean test-ddp bench-pretrain checkov image
+.PHONY: help demo test test-slow test-all lint format compile dvc-repro clean test-ddp bench-pretrain bench-gpu checkov image
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -42,6 +42,10 @@ bench-pretrain: $(STAMP)  ## SimCLR throughput and quality vs lightly 1.6 (insta
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/pretrain_simclr_vs_lightly.py --phase all --rounds 3 --ssl-epochs 5 \
 		--out runs/bench/pretrain_simclr_vs_lightly.json
+
+bench-gpu: $(STAMP)  ## GPU pretraining throughput + share of bf16 peak (SimCLR ResNet-18, MAE ViT-Tiny; needs CUDA)
+	$(BIN)/torchrun --standalone --nproc-per-node $(or $(GPUS),1) benchmarks/gpu_pretrain.py \
+		--out runs/bench/gpu_pretrain.json
 
 test-all: $(STAMP)  ## every test that can run without a GPU
 	$(BIN)/python -m pytest -q -m 'not gpu'
