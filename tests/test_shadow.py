@@ -372,3 +372,20 @@ def test_committed_shadow_pipeline_matches_a_fresh_compile(tmp_path: Path, monke
     platform = list(yaml.safe_load_all((script.COMPILED / "shadow_pipeline.yaml").read_text()))[1]
     mounts = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-shadow"]
     assert mounts["pvcMount"][0]["mountPath"] == "/workspace"
+
+
+def test_component_file_exposes_the_shadow_component() -> None:
+    spec = importlib.util.spec_from_file_location(
+        "component_shadow", ROOT / "components" / "shadow" / "component.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.component.name == "shadow"
+
+
+def test_help_documents_the_predictions_format(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["shadow", "--help"])
+    out = capsys.readouterr().out
+    assert "PREDICTIONS.csv" in out and "row_id" in out and "--label-efficiency" in out
