@@ -130,7 +130,7 @@ def _drift(
         "alpha_per_feature": alpha, "alpha": settings.p_value, "batches": {},
     }  # fmt: skip
     for batch in batches:
-        if reference_name == f"first batch ({batch.name})":
+        if batch.frame is reference:  # the first batch is the reference: nothing to test
             continue
         per_feature = {}
         for name in features:
