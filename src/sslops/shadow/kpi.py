@@ -117,7 +117,7 @@ def labels_saved(curve: dict[str, Any], kpi: KpiConfig) -> dict[str, Any]:
     rows = []
     for fraction, point in base.items():
         needed = labels_to_reach(points, point["roc_auc"])
-        saved = None if needed is None else point["labels"] - math.ceil(needed)
+        saved = None if needed is None else int(point["labels"]) - math.ceil(needed)
         rows.append({
             "baseline": point["model"], "fraction": float(fraction),
             "baseline_labels": int(point["labels"]), "baseline_roc_auc": point["roc_auc"],

@@ -29,6 +29,13 @@ def _d(value: float) -> str:
     return "n/a" if value is None or np.isnan(value) else f"{value:+.4f}"
 
 
+def _saved(value: float | None, spec: str = ",") -> str:
+    """A saving; none when the SSL curve never gets there or needs more than the baseline."""
+    if value is None:
+        return "n/a"
+    return format(value, spec) if value >= 0 else f"none ({format(-value, spec)} more)"
+
+
 def plot_agreement(path: Path, report: dict[str, Any]) -> None:
     by_batch = report["agreement"]["by_batch"]
     drifted = set(report["drift"]["drifted_batches"])
@@ -141,8 +148,7 @@ def _kpi_section(doc: Document, kpi_report: dict[str, Any], kpi: KpiConfig) -> N
         [[f"{r['baseline_labels']:,} ({r['fraction']:g})", r["baseline"],
           f"{r['baseline_roc_auc']:.4f}",
           f"{r['ssl_labels_needed']:,}" if r["reached"] else "never reached",
-          f"{r['labels_saved']:,}" if r["reached"] else "n/a",
-          f"{r['cost_saved']:,.2f}" if r["reached"] else "n/a"]
+          _saved(r["labels_saved"]), _saved(r["cost_saved"], ",.2f")]
          for r in saved["by_baseline_budget"]],
     )  # fmt: skip
 
