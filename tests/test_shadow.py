@@ -389,3 +389,34 @@ def test_help_documents_the_predictions_format(capsys) -> None:
         main(["shadow", "--help"])
     out = capsys.readouterr().out
     assert "PREDICTIONS.csv" in out and "row_id" in out and "--label-efficiency" in out
+
+
+@pytest.mark.slow
+def test_shadow_of_the_exported_sslops_model(
+    stage_artifacts: dict[str, Path], tmp_path: Path
+) -> None:
+    """The candidate straight from `sslops export` (string inputs, threshold in its metadata)
+    against a prediction log, on the raw test rows the run was evaluated on."""
+    from sslops.prepare import PreparedData
+
+    data = PreparedData(stage_artifacts["prepare"])
+    frame = data.test.frame.copy()
+    frame["income"] = np.where(data.test.target == 1, ">50K", "<=50K")
+    batches = tmp_path / "batches"
+    batches.mkdir()
+    halves = np.array_split(np.arange(len(frame)), 2)
+    for i, rows in enumerate(halves):
+        frame.iloc[rows].to_csv(batches / f"day{i}.csv", index=False)
+    log = tmp_path / "predictions.csv"
+    ids = [f"day{i}:{j}" for i, rows in enumerate(halves) for j in range(len(rows))]
+    pd.DataFrame({"row_id": ids, "score": np.full(len(ids), 0.2)}).to_csv(log, index=False)
+    candidate = stage_artifacts["export"] / "model.onnx"
+    out = shadow(candidate, log, batches, tmp_path / "report", load_config(CONFIG))
+    report = _report(out)
+    metrics = json.loads((stage_artifacts["evaluate"] / "metrics.json").read_text())
+    deployed = metrics["models"]["mitigated"]["accuracy"]
+    assert report["metrics"]["overall"]["accuracy"]["candidate"] == pytest.approx(
+        deployed, abs=1e-3
+    )
+    assert report["metrics"]["overall"]["selection_rate"]["incumbent"] == 0.0
+    assert report["drift"]["drifted_batches"] == []
