@@ -61,6 +61,7 @@ format: $(STAMP)
 
 compile: $(STAMP)  ## recompile pipelines/compiled/ from the pipeline source
 	$(BIN)/python pipelines/ssl_pipeline.py
+	$(BIN)/python pipelines/shadow_pipeline.py
 
 # checkov pins many packages of its own: it lives in its own environment, never in the package's.
 $(CHECKOV):

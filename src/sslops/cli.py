@@ -20,6 +20,7 @@ from sslops import __version__
 from sslops.config import Config, load_config
 from sslops.errors import ConfigError, SslopsError
 from sslops.k8s import commands as k8s_commands
+from sslops.shadow import commands as shadow_commands
 
 EXAMPLES = """\
 examples:
@@ -31,6 +32,7 @@ examples:
   sslops prepare --config params.yaml --out artifacts/prepare  # one stage (as dvc.yaml does)
   sslops submit --config configs/adult.yaml --host http://localhost:8080   # run on a KFP cluster
   sslops render --target helm --values helm/sslops/values-aws.yaml         # review manifests
+  sslops shadow --candidate model.onnx --incumbent old.onnx --data batches/ --out shadow/
 """
 
 
@@ -141,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("evaluation", "evaluate artifact"), ("exported", "export artifact"),
     ], required=False, epilog=AUDIT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     _audit_tools(audit)
+    shadow_commands.add_parsers(sub, _add_config_args)  # shadow, schedule-shadow
     return parser
 
 
@@ -256,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command in k8s_commands.COMMANDS:
             return k8s_commands.run(args)
+        if args.command in shadow_commands.COMMANDS:
+            return shadow_commands.run(args)
         if args.command == "audit" and args.audit_command:
             return _cmd_audit_tool(args)
         if args.command == "audit":

@@ -405,6 +405,43 @@ class ExportConfig(_Section):
     )
 
 
+class CostMatrix(_Section):
+    """Cost of each decision outcome, in ``kpi.currency`` (true outcomes usually cost 0)."""
+
+    false_positive: float = Field(default=1.0, ge=0, description="Wrongly positive.")
+    false_negative: float = Field(default=1.0, ge=0, description="Wrongly negative.")
+    true_positive: float = Field(default=0.0, description="Rightly positive.")
+    true_negative: float = Field(default=0.0, description="Rightly negative.")
+
+
+class KpiConfig(_Section):
+    """Business KPIs for the shadow report and the audit card: labels and decisions in money."""
+
+    currency: str = Field(default="EUR", min_length=1, description="Label printed beside costs.")
+    cost_per_label: float = Field(default=1.0, ge=0, description="Cost of labelling one row.")
+    costs: CostMatrix = Field(default_factory=CostMatrix)
+    bootstrap: int = Field(default=1000, ge=0, description="Resamples for 95% cost intervals.")
+
+
+class ShadowConfig(_Section):
+    """``sslops shadow``: how batches are read and when drift is flagged."""
+
+    id_column: str | None = Field(
+        default=None,
+        description="Row-id column of the batches (matches PREDICTIONS.csv row_id); none = "
+        "'<batch file stem>:<row number>'.",
+    )
+    psi_threshold: float = Field(
+        default=0.2, gt=0, description="A feature drifts when its PSI is at least this ..."
+    )
+    p_value: float = Field(
+        default=0.01, gt=0, lt=1,
+        description="... and its two-sample test (KS / chi-square) p-value is below this, "
+        "divided by the number of features (Bonferroni).",
+    )  # fmt: skip
+    bins: int = Field(default=10, ge=2, le=100, description="Quantile bins of numeric PSI.")
+
+
 class Config(_Section):
     """The whole run. ``seed`` fixes every random choice (label draw, init, augmentations)."""
 
@@ -418,6 +455,8 @@ class Config(_Section):
     audit: AuditConfig = Field(default_factory=AuditConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     platform: PlatformConfig = Field(default_factory=PlatformConfig)
+    kpi: KpiConfig = Field(default_factory=KpiConfig)
+    shadow: ShadowConfig = Field(default_factory=ShadowConfig)
 
     @model_validator(mode="after")
     def _job_launchers_need_a_workspace(self) -> Config:

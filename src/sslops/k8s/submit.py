@@ -9,10 +9,12 @@ sha256, so every run points at exactly the spec it ran.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +62,40 @@ def _latest_version_id(client: Any, pipeline_id: str) -> str:
     return str(versions[0].pipeline_version_id)
 
 
+@contextlib.contextmanager
+def kfp_errors(host: str) -> Iterator[None]:
+    """KFP API and connection failures as one-line :class:`SubmitError`."""
+    from kfp_server_api.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    try:
+        yield
+    except ApiException as exc:
+        raise SubmitError(
+            f"KFP at {host} answered {exc.status} {exc.reason}: {str(exc.body)[:300]}"
+        ) from None
+    except (HTTPError, OSError, TimeoutError) as exc:
+        raise SubmitError(f"cannot reach KFP at {host}: {exc}") from None
+
+
+def upload_version(
+    client: Any, package: Path, name: str, version_name: str, description: str,
+    namespace: str | None,
+) -> tuple[str, str, str]:  # fmt: skip
+    """Upload ``package`` as a new version of pipeline ``name``: (pipeline, version id, name)."""
+    pipeline_id = client.get_pipeline_id(name)
+    if pipeline_id is None:  # the first upload creates the pipeline and its first version
+        created = client.upload_pipeline(
+            str(package), pipeline_name=name, description=description, namespace=namespace
+        )
+        pipeline_id = created.pipeline_id
+        return str(pipeline_id), _latest_version_id(client, pipeline_id), name
+    version = client.upload_pipeline_version(
+        str(package), version_name, pipeline_id=pipeline_id, description=description
+    )
+    return str(pipeline_id), str(version.pipeline_version_id), version_name
+
+
 def submit(
     cfg: Config,
     host: str,
@@ -70,9 +106,6 @@ def submit(
     run_name: str | None = None,
 ) -> Submitted:
     """Compile for ``cfg``, upload a new version, start a run with ``cfg`` as ``config_json``."""
-    from kfp_server_api.exceptions import ApiException
-    from urllib3.exceptions import HTTPError
-
     from sslops.pipeline.ssl_pipeline import DESCRIPTION, compile_pipeline
 
     name = pipeline_name_for(cfg)
@@ -80,20 +113,11 @@ def submit(
         package = compile_pipeline(Path(tmp) / f"{name}.yaml", cfg, name)
         digest = hashlib.sha256(package.read_bytes()).hexdigest()[:12]
         version_name = f"{name}-{__version__}-{digest}"
-        try:
+        with kfp_errors(host):
             client = _client(host, namespace)
-            pipeline_id = client.get_pipeline_id(name)
-            if pipeline_id is None:  # the first upload creates the pipeline and its first version
-                created = client.upload_pipeline(
-                    str(package), pipeline_name=name, description=DESCRIPTION, namespace=namespace
-                )
-                pipeline_id = created.pipeline_id
-                version_id, version_name = _latest_version_id(client, pipeline_id), name
-            else:
-                version = client.upload_pipeline_version(
-                    str(package), version_name, pipeline_id=pipeline_id, description=DESCRIPTION
-                )
-                version_id = str(version.pipeline_version_id)
+            pipeline_id, version_id, version_name = upload_version(
+                client, package, name, version_name, DESCRIPTION, namespace
+            )
             exp = client.create_experiment(experiment, namespace=namespace)
             run = client.run_pipeline(
                 experiment_id=exp.experiment_id,
@@ -104,12 +128,6 @@ def submit(
                 pipeline_root=cfg.platform.storage.pipeline_root,
                 service_account=service_account,
             )
-        except ApiException as exc:
-            raise SubmitError(
-                f"KFP at {host} answered {exc.status} {exc.reason}: {str(exc.body)[:300]}"
-            ) from None
-        except (HTTPError, OSError, TimeoutError) as exc:
-            raise SubmitError(f"cannot reach KFP at {host}: {exc}") from None
     return Submitted(
         pipeline_id=str(pipeline_id),
         version_id=version_id,

@@ -118,8 +118,12 @@ def compile_kubernetes_manifests(
     version: str,
     namespace: str | None = None,
     config_default: str | None = None,
+    pipeline: Any = None,
 ) -> Path:
-    """Write the KFP Kubernetes-native ``Pipeline`` + ``PipelineVersion`` for GitOps."""
+    """Write the KFP Kubernetes-native ``Pipeline`` + ``PipelineVersion`` for GitOps.
+
+    ``pipeline``: another pipeline object to write (default: ``build_pipeline(cfg, ...)``).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     options = KubernetesManifestOptions(
         pipeline_name=name,
@@ -129,7 +133,7 @@ def compile_kubernetes_manifests(
         include_pipeline_manifest=True,
     )
     compiler.Compiler().compile(
-        build_pipeline(cfg, name, config_default),
+        build_pipeline(cfg, name, config_default) if pipeline is None else pipeline,
         str(path),
         pipeline_name=name,
         kubernetes_manifest_format=True,

@@ -156,3 +156,32 @@ def audit_task(
         bundle.metadata.update({"gates": gates["overall"]})
 
     _run(config_json, body)
+
+
+def shadow_task(
+    config_json: str, candidate: str, incumbent: str, data: str, reference: str,
+    label_efficiency: str, report: Any, report_html: Any, report_md: Any, metrics: Any,
+) -> None:  # fmt: skip
+    """The shadow stage on paths the pod can read (the workspace PVC); empty = not given."""
+    from sslops.shadow import shadow
+
+    with _user_errors():
+        cfg = config_from_json(config_json) if config_json else None
+        out = shadow(
+            Path(candidate), Path(incumbent), Path(data), Path(report.path), cfg,
+            reference=Path(reference) if reference else None,
+            label_efficiency=Path(label_efficiency) if label_efficiency else None,
+        )  # fmt: skip
+        shutil.copyfile(out / "shadow.html", report_html.path)
+        shutil.copyfile(out / "shadow.md", report_md.path)
+        result = json.loads((out / "shadow.json").read_text(encoding="utf-8"))
+        metrics.log_metric("agreement", round(result["agreement"]["overall"], 6))
+        metrics.log_metric("drifted_batches", len(result["drift"]["drifted_batches"]))
+        overall = result["metrics"].get("overall")
+        if overall:
+            for key in ("accuracy", "roc_auc", "dp_difference"):
+                metrics.log_metric(f"{key}_delta", round(overall[key]["delta"], 6))
+        costs = result["kpi"]["decision_costs"]
+        if costs:
+            metrics.log_metric("cost_per_1000_delta", round(costs["difference"]["per_1000"], 4))
+        report.metadata.update({"drifted_batches": result["drift"]["drifted_batches"]})

@@ -1,0 +1,90 @@
+"""Drift of one column between a reference sample and a batch: PSI and a two-sample test.
+
+- numeric: PSI over the reference's quantile bins (plus a bin for missing values) and
+  the two-sample Kolmogorov-Smirnov test;
+- categorical: PSI over the categories seen in either sample (missing is a category)
+  and the chi-square test of the 2 x k contingency table.
+
+A column is flagged when PSI >= ``psi_threshold`` *and* the test's p-value is below
+``alpha``: PSI says the shift is large enough to matter, the test that it is not noise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+EPSILON = 1e-4  # floor on a bin's share so an empty bin does not make PSI infinite
+
+
+def psi_from_counts(expected: np.ndarray, actual: np.ndarray) -> float:
+    """Population stability index: sum over bins of (a - e) * ln(a / e), on shares."""
+    e = np.maximum(expected / max(expected.sum(), 1), EPSILON)
+    a = np.maximum(actual / max(actual.sum(), 1), EPSILON)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def _numeric_counts(reference: np.ndarray, batch: np.ndarray, bins: int) -> tuple:
+    ref, cur = reference[~np.isnan(reference)], batch[~np.isnan(batch)]
+    edges: np.ndarray = (
+        np.unique(np.quantile(ref, np.linspace(0, 1, bins + 1)[1:-1])) if len(ref) else np.array([])
+    )
+    # Bin i holds values <= edges[i] (right-closed), the last bin the rest; then missing.
+    ref_counts = np.bincount(np.searchsorted(edges, ref), minlength=len(edges) + 1)
+    cur_counts = np.bincount(np.searchsorted(edges, cur), minlength=len(edges) + 1)
+    ref_counts = np.append(ref_counts, np.isnan(reference).sum())
+    cur_counts = np.append(cur_counts, np.isnan(batch).sum())
+    return ref_counts, cur_counts
+
+
+def numeric_drift(reference: np.ndarray, batch: np.ndarray, bins: int) -> dict[str, Any]:
+    reference, batch = reference.astype(np.float64), batch.astype(np.float64)
+    ref_counts, cur_counts = _numeric_counts(reference, batch, bins)
+    ref, cur = reference[~np.isnan(reference)], batch[~np.isnan(batch)]
+    p = float(stats.ks_2samp(ref, cur).pvalue) if len(ref) and len(cur) else 1.0
+    return {
+        "kind": "numeric",
+        "test": "ks",
+        "psi": psi_from_counts(ref_counts, cur_counts),
+        "p_value": p,
+        "reference_mean": float(ref.mean()) if len(ref) else None,
+        "batch_mean": float(cur.mean()) if len(cur) else None,
+    }
+
+
+def categorical_drift(reference: pd.Series, batch: pd.Series) -> dict[str, Any]:
+    ref = reference.astype(object).where(reference.notna(), "<missing>").astype(str)
+    cur = batch.astype(object).where(batch.notna(), "<missing>").astype(str)
+    levels = sorted(set(ref) | set(cur))
+    ref_counts = ref.value_counts().reindex(levels, fill_value=0).to_numpy()
+    cur_counts = cur.value_counts().reindex(levels, fill_value=0).to_numpy()
+    table = np.vstack([ref_counts, cur_counts])
+    p = 1.0
+    if len(levels) > 1:
+        p = float(stats.chi2_contingency(table).pvalue)
+    shares = cur_counts / max(cur_counts.sum(), 1) - ref_counts / max(ref_counts.sum(), 1)
+    moved = int(np.argmax(np.abs(shares)))
+    return {
+        "kind": "categorical",
+        "test": "chi-square",
+        "psi": psi_from_counts(ref_counts, cur_counts),
+        "p_value": p,
+        "largest_share_change": {"level": levels[moved], "change": float(shares[moved])},
+    }
+
+
+def column_drift(reference: pd.Series, batch: pd.Series, bins: int) -> dict[str, Any]:
+    if pd.api.types.is_numeric_dtype(reference) and pd.api.types.is_numeric_dtype(batch):
+        return numeric_drift(
+            reference.to_numpy(dtype=np.float64, na_value=np.nan),
+            batch.to_numpy(dtype=np.float64, na_value=np.nan),
+            bins,
+        )
+    return categorical_drift(reference, batch)
+
+
+def flag(result: dict[str, Any], psi_threshold: float, alpha: float) -> bool:
+    return bool(result["psi"] >= psi_threshold and result["p_value"] < alpha)

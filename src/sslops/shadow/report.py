@@ -1,0 +1,219 @@
+"""The shadow report as Markdown and self-contained HTML (PNGs embedded), plus its plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sslops.audit.document import Document
+from sslops.config import KpiConfig
+from sslops.plots import plt
+from sslops.shadow.kpi import describe_labels_saved
+
+READ_ONLY = (
+    "Read-only shadow test: both models scored copies of the batches; no decision was "
+    "changed, delayed or sent anywhere. The incumbent's decisions stand as they were."
+)
+
+
+def _f(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "n/a"
+    return f"{value:+.{digits}f}" if digits < 0 else f"{value:.{digits}f}"
+
+
+def _d(value: float) -> str:
+    return "n/a" if value is None or np.isnan(value) else f"{value:+.4f}"
+
+
+def _saved(value: float | None, spec: str = ",") -> str:
+    """A saving; none when the SSL curve never gets there or needs more than the baseline."""
+    if value is None:
+        return "n/a"
+    return format(value, spec) if value >= 0 else f"none ({format(-value, spec)} more)"
+
+
+def plot_agreement(path: Path, report: dict[str, Any]) -> None:
+    by_batch = report["agreement"]["by_batch"]
+    drifted = set(report["drift"]["drifted_batches"])
+    names = list(by_batch)
+    fig, ax = plt.subplots(figsize=(7, 3.4), dpi=100)
+    colors = ["#cf222e" if n in drifted else "#0969da" for n in names]
+    ax.bar(range(len(names)), [by_batch[n]["agreement"] for n in names], color=colors)
+    ax.axhline(report["agreement"]["overall"], color="#57606a", linestyle="--", label="overall")
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
+    ax.set(ylabel="decision agreement", title="Agreement per batch (red: input drift flagged)",
+           ylim=(0, 1))  # fmt: skip
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, metadata={"Software": None})
+    plt.close(fig)
+
+
+def plot_psi(path: Path, drift: dict[str, Any]) -> None:
+    names = list(drift["batches"])
+    features = list(next(iter(drift["batches"].values()))["features"]) if names else []
+    grid = np.array([[drift["batches"][b]["features"][f]["psi"] for f in features] for b in names])
+    fig, ax = plt.subplots(
+        figsize=(max(5, 0.5 * len(features) + 2), max(2.5, 0.35 * len(names) + 1.5)), dpi=100
+    )
+    if names:
+        image = ax.imshow(grid, aspect="auto", cmap="Reds", vmin=0, vmax=max(0.5, grid.max()))
+        fig.colorbar(image, ax=ax, label="PSI")
+        for i, b in enumerate(names):
+            for j, f in enumerate(features):
+                if drift["batches"][b]["features"][f]["drifted"]:
+                    ax.text(j, i, "x", ha="center", va="center", fontsize=8)
+        ax.set_xticks(range(len(features)), features, rotation=60, ha="right", fontsize=8)
+        ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set_title(f"PSI vs {drift['reference']} (x: flagged)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, metadata={"Software": None})
+    plt.close(fig)
+
+
+def plot_scores(path: Path, rows: pd.DataFrame) -> None:
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=100)
+    bins = np.linspace(0, 1, 41)
+    for model in ("candidate", "incumbent"):
+        left.hist(rows[f"{model}_score"], bins=bins, histtype="step", label=model, density=True)
+    left.set(xlabel="score", ylabel="density", title="Score distributions")
+    left.legend()
+    names = list(dict.fromkeys(rows["batch"]))
+    right.boxplot([rows.loc[rows["batch"] == n, "candidate_score"] for n in names],
+                  showfliers=False)  # fmt: skip
+    right.set_xticks(range(1, len(names) + 1), names, rotation=45, ha="right", fontsize=8)
+    right.set(ylabel="candidate score", title="Candidate score per batch")
+    fig.tight_layout()
+    fig.savefig(path, metadata={"Software": None})
+    plt.close(fig)
+
+
+def _drift_section(doc: Document, drift: dict[str, Any]) -> None:
+    doc.heading("Drift between batches")
+    doc.paragraph(
+        f"Reference: {drift['reference']}. A feature drifts in a batch when its PSI is at "
+        f"least {drift['psi_threshold']:g} and its two-sample test (Kolmogorov-Smirnov for "
+        f"numeric, chi-square for categorical columns) has p < {drift['alpha']:g} / number "
+        f"of features = {drift['alpha_per_feature']:.2g} (Bonferroni). A batch is flagged "
+        "when any input feature drifts."
+    )
+    flagged = drift["drifted_batches"]
+    doc.paragraph(f"Flagged batches: {', '.join(flagged) if flagged else 'none'}.")
+    rows = []
+    for name, b in drift["batches"].items():
+        worst = max(b["features"].items(), key=lambda kv: kv[1]["psi"])
+        scores = ", ".join(f"{m} {s['psi']:.3f}" for m, s in b["scores"].items())
+        rows.append([name, "yes" if b["drifted"] else "no", ", ".join(b["drifted_features"]) or "-",
+                     f"{worst[0]} {worst[1]['psi']:.3f}", scores or "-"])  # fmt: skip
+    doc.table(["batch", "drifted", "drifted features", "largest PSI", "score PSI"], rows)
+
+
+def _kpi_section(doc: Document, kpi_report: dict[str, Any], kpi: KpiConfig) -> None:
+    doc.heading("Business KPIs")
+    costs = kpi_report["decision_costs"]
+    cur = kpi.currency
+    c = kpi.costs
+    doc.paragraph(
+        f"Cost matrix ({cur}): false positive {c.false_positive:g}, false negative "
+        f"{c.false_negative:g}, true positive {c.true_positive:g}, true negative "
+        f"{c.true_negative:g}; {kpi.cost_per_label:g} {cur} per label."
+    )
+    if costs is None:
+        doc.paragraph("No labels in the batches: expected decision costs cannot be measured.")
+    else:
+        rows = []
+        for name in ("candidate", "incumbent", "difference"):
+            v = costs[name]
+            ci = v["interval_95"]
+            rows.append([name if name != "difference" else "candidate - incumbent",
+                         f"{v['per_1000']:,.1f}",
+                         f"[{ci[0]:,.1f}, {ci[1]:,.1f}]" if ci else "n/a"])  # fmt: skip
+        doc.paragraph(
+            f"Expected cost per 1,000 decisions on {costs['rows']:,} labelled rows, with "
+            f"paired bootstrap 95% intervals ({costs['resamples']} resamples):"
+        )
+        doc.table(["model", f"{cur} per 1,000 decisions", "95% interval"], rows)
+    saved = kpi_report["labels_saved"]
+    if saved is None:
+        doc.paragraph("Labels saved: no label-efficiency curve given (--label-efficiency).")
+        return
+    doc.paragraph(describe_labels_saved(saved))
+    doc.table(
+        ["baseline budget", "baseline", "baseline ROC AUC", "SSL labels needed", "labels saved",
+         f"cost saved ({cur})"],
+        [[f"{r['baseline_labels']:,} ({r['fraction']:g})", r["baseline"],
+          f"{r['baseline_roc_auc']:.4f}",
+          f"{r['ssl_labels_needed']:,}" if r["reached"] else "never reached",
+          _saved(r["labels_saved"]), _saved(r["cost_saved"], ",.2f")]
+         for r in saved["by_baseline_budget"]],
+    )  # fmt: skip
+
+
+def build_document(report: dict[str, Any], tmp: Path, kpi: KpiConfig) -> Document:
+    doc = Document("Shadow test: candidate vs incumbent")
+    doc.paragraph(READ_ONLY)
+    inc = report["incumbent"]
+    doc.bullets([
+        f"Candidate: {report['candidate']['path']} (threshold {report['candidate']['threshold']:g})",
+        f"Incumbent: {inc['path']} ({inc['kind']}, threshold {inc['threshold']:g})",
+        f"Batches: {len(report['batches'])}, {report['rows']:,} rows",
+    ])  # fmt: skip
+    doc.heading("Agreement")
+    agreement = report["agreement"]
+    doc.paragraph(
+        f"Overall decision agreement {agreement['overall']:.4f}; "
+        f"{report['disagreement_rows']:,} rows disagree."
+    )
+    labelled = any("candidate_accuracy" in b for b in agreement["by_batch"].values())
+    header = ["batch", "rows", "agreement", "candidate positive rate", "incumbent positive rate"]
+    header += ["candidate accuracy", "incumbent accuracy"] if labelled else []
+    doc.table(header, [
+        [name, f"{b['rows']:,}", f"{b['agreement']:.4f}", f"{b['candidate_selection_rate']:.4f}",
+         f"{b['incumbent_selection_rate']:.4f}"]
+        + ([_f(b.get("candidate_accuracy")), _f(b.get("incumbent_accuracy"))] if labelled else [])
+        for name, b in agreement["by_batch"].items()
+    ])  # fmt: skip
+    doc.image(tmp / "agreement.png", "Decision agreement per batch", "agreement.png")
+    doc.heading("Who the models disagree on")
+    doc.table(["feature", "agreeing rows", "disagreeing rows", "difference"], [
+        [p["feature"],
+         _f(p["agree_mean"], 2) if p["kind"] == "numeric" else f"{p['level']}: {p['agree_share']:.3f}",
+         _f(p["disagree_mean"], 2) if p["kind"] == "numeric" else f"{p['level']}: {p['disagree_share']:.3f}",
+         f"{p['effect']:+.3f} ({p['effect_name']})"]
+        for p in report["disagreement_profile"][:10]
+    ])  # fmt: skip
+    metrics = report["metrics"]
+    doc.heading("Metric deltas (candidate - incumbent)")
+    if metrics["labelled_rows"]:
+        doc.paragraph(f"On {metrics['labelled_rows']:,} labelled rows.")
+        doc.table(["metric", "candidate", "incumbent", "delta"], [
+            [k, _f(v["candidate"]), _f(v["incumbent"]), _d(v["delta"])]
+            for k, v in metrics["overall"].items()
+        ])  # fmt: skip
+    else:
+        doc.paragraph("No labels in the batches: quality metrics cannot be compared.")
+    doc.heading("Fairness deltas per sensitive group")
+    for column, table in metrics["fairness"].items():
+        rows = [[f"{column}={g}", k, _f(v["candidate"]), _f(v["incumbent"]), _d(v["delta"])]
+                for g, by in table["by_group"].items() for k, v in by.items()]  # fmt: skip
+        rows += [[column, k, _f(v["candidate"]), _f(v["incumbent"]), _d(v["delta"])]
+                 for k, v in table["gaps"].items()]  # fmt: skip
+        doc.table(["group", "metric", "candidate", "incumbent", "delta"], rows)
+    _drift_section(doc, report["drift"])
+    doc.image(tmp / "psi.png", "PSI per batch and feature", "psi.png")
+    doc.image(tmp / "scores.png", "Score distributions", "scores.png")
+    _kpi_section(doc, report["kpi"], kpi)
+    return doc
+
+
+def write_report(tmp: Path, report: dict[str, Any], rows: pd.DataFrame, kpi: KpiConfig) -> None:
+    plot_agreement(tmp / "agreement.png", report)
+    plot_psi(tmp / "psi.png", report["drift"])
+    plot_scores(tmp / "scores.png", rows)
+    doc = build_document(report, tmp, kpi)
+    (tmp / "shadow.md").write_text(doc.markdown(), encoding="utf-8")
+    (tmp / "shadow.html").write_text(doc.html(), encoding="utf-8")

@@ -1,0 +1,204 @@
+"""Read-only scoring for shadow tests: batches in, one score per row per model out.
+
+Two kinds of model:
+
+- an ONNX classifier whose inputs are raw columns (what ``sslops export`` writes, see
+  :mod:`sslops.export.graph`; also a skl2onnx pipeline over raw columns). Each graph
+  input names a column; it is fed the way :func:`sslops.export.graph.raw_inputs` feeds
+  the exported model (float32 with NaN for missing, strings with ``""`` for missing),
+  shaped ``[batch]`` or ``[batch, 1]`` as the input declares. The score is the output
+  named ``probability``, else the first float output of shape ``[batch]`` or the
+  positive-class column of ``[batch, 2]``;
+- ``PREDICTIONS.csv``, the incumbent's own log (:data:`PREDICTION_COLUMNS`).
+
+Nothing here writes anywhere: scoring never feeds back into a decision.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sslops.data.canonicalize import canonicalize
+from sslops.data.readers import read_csv
+from sslops.errors import DataError
+
+# PREDICTIONS.csv: one row per scored row. ``label`` (the decision the incumbent took,
+# 0/1) is optional; without it the decision is ``score >= threshold``.
+PREDICTION_COLUMNS = ("row_id", "score", "label")
+_ORT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int64)": np.int64}
+
+
+@dataclass(frozen=True)
+class Batch:
+    name: str
+    path: Path
+    frame: pd.DataFrame  # canonical columns (numbers as float, text as string)
+    row_ids: np.ndarray  # str
+
+
+@dataclass(frozen=True)
+class Scores:
+    score: np.ndarray  # float64 in [0, 1]
+    decision: np.ndarray  # int 0/1
+
+
+def batch_files(data: Path) -> list[Path]:
+    """``data`` itself, or the CSV files in the directory sorted by name."""
+    if data.is_file():
+        return [data]
+    if not data.is_dir():
+        raise DataError(f"--data {data}: no such file or directory; expected a CSV or a folder")
+    files = sorted(
+        p for p in data.iterdir() if p.is_file() and p.name.endswith((".csv", ".csv.gz"))
+    )
+    if not files:
+        raise DataError(f"--data {data}: the folder holds no .csv files; expected daily batches")
+    return files
+
+
+def read_batch(path: Path, na_values: list[str], id_column: str | None, key: str) -> Batch:
+    frame, _ = canonicalize(read_csv(str(path), na_values, key=key), na_values)
+    name = path.name.removesuffix(".gz").removesuffix(".csv")
+    if id_column is None:
+        ids = np.array([f"{name}:{i}" for i in range(len(frame))], dtype=object)
+    elif id_column not in frame.columns:
+        raise DataError(f"{key}: {path} has no row-id column {id_column!r} (shadow.id_column)")
+    else:
+        ids = frame[id_column].astype(str).to_numpy(dtype=object)
+    return Batch(name=name, path=path, frame=frame, row_ids=ids)
+
+
+class OnnxClassifier:
+    """An onnxruntime session over raw columns and the decision threshold it carries."""
+
+    def __init__(self, path: Path, default_threshold: float, flag: str) -> None:
+        import onnx
+        import onnxruntime as ort
+
+        self.path, self.flag = path, flag
+        try:
+            proto = onnx.load(str(path), load_external_data=False)
+            self.session = ort.InferenceSession(
+                proto.SerializeToString(), providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnx/onnxruntime raise many types for a bad file
+            reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            raise DataError(f"{flag} {path}: not a readable ONNX model ({reason})") from None
+        meta = {p.key: p.value for p in proto.metadata_props}
+        self.threshold = float(meta.get("decision_threshold", default_threshold))
+        self.inputs = self.session.get_inputs()
+        self.output = self._score_output()
+
+    @property
+    def columns(self) -> list[str]:
+        return [i.name for i in self.inputs]
+
+    def _score_output(self) -> Any:
+        outputs = self.session.get_outputs()
+        named = [o for o in outputs if o.name == "probability"]
+        usable = named or [
+            o
+            for o in outputs
+            if o.type in ("tensor(float)", "tensor(double)") and len(o.shape) <= 2
+        ]
+        if not usable:
+            found = ", ".join(f"{o.name} {o.type}" for o in outputs)
+            raise DataError(
+                f"{self.flag} {self.path}: no probability output (a float tensor [batch] or "
+                f"[batch, 2]); the model has {found} (skl2onnx: options={{'zipmap': False}})"
+            )
+        return usable[0]
+
+    def feed(self, batch: Batch) -> dict[str, np.ndarray]:
+        missing = [c for c in self.columns if c not in batch.frame.columns]
+        if missing:
+            raise DataError(
+                f"--data {batch.path}: missing column {missing[0]!r} that {self.flag} "
+                f"{self.path.name} needs (it reads {', '.join(self.columns)})"
+            )
+        feed = {}
+        for spec in self.inputs:
+            column = batch.frame[spec.name]
+            if spec.type == "tensor(string)":
+                values = column.to_numpy(dtype=object)
+                array = np.array(["" if pd.isna(v) else str(v) for v in values], dtype=object)
+            elif spec.type in _ORT_TYPES:
+                numbers = pd.to_numeric(column, errors="coerce")
+                bad = numbers.isna() & column.notna()
+                if bad.any():
+                    raise DataError(
+                        f"--data {batch.path}: column {spec.name!r} has non-numeric value "
+                        f"{column[bad].iloc[0]!r}; {self.path.name} expects numbers"
+                    )
+                array = numbers.astype("float64").to_numpy().astype(_ORT_TYPES[spec.type])
+            else:
+                raise DataError(
+                    f"{self.flag} {self.path}: input {spec.name!r} has type {spec.type}"
+                )
+            feed[spec.name] = array.reshape(-1, 1) if len(spec.shape) == 2 else array
+        return feed
+
+    def score(self, batch: Batch) -> Scores:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = np.asarray(self.session.run([self.output.name], self.feed(batch))[0])
+        score = out[:, -1] if out.ndim == 2 else out
+        score = score.astype(np.float64)
+        return Scores(score=score, decision=(score >= self.threshold).astype(int))
+
+
+class PredictionLog:
+    """The incumbent's PREDICTIONS.csv, looked up by row id."""
+
+    def __init__(self, path: Path, threshold: float) -> None:
+        self.path = path
+        frame = read_csv(str(path), [""], key="--incumbent")
+        if "row_id" not in frame.columns or "score" not in frame.columns:
+            raise DataError(
+                f"--incumbent {path}: expected columns row_id, score[, label]; "
+                f"got {', '.join(map(str, frame.columns))}"
+            )
+        frame["row_id"] = frame["row_id"].astype(str)
+        if frame["row_id"].duplicated().any():
+            dup = frame["row_id"][frame["row_id"].duplicated()].iloc[0]
+            raise DataError(f"--incumbent {path}: row_id {dup!r} appears more than once")
+        score = pd.to_numeric(frame["score"], errors="coerce")
+        if score.isna().any() or not score.between(0, 1).all():
+            raise DataError(f"--incumbent {path}: column 'score' must be probabilities in [0, 1]")
+        if "label" in frame.columns:
+            label = pd.to_numeric(frame["label"], errors="coerce")
+            if not label.isin([0, 1]).all():
+                raise DataError(f"--incumbent {path}: column 'label' must be 0 or 1")
+            decision = label.astype(int)
+        else:
+            decision = (score >= threshold).astype(int)
+        self.threshold = threshold
+        self.table = pd.DataFrame(
+            {"score": score.astype(float).to_numpy(), "decision": decision.to_numpy()},
+            index=frame["row_id"].to_numpy(),
+        )
+
+    def score(self, batch: Batch) -> Scores:
+        found = pd.Index(self.table.index).get_indexer(batch.row_ids)
+        if (found < 0).any():
+            first = batch.row_ids[found < 0][0]
+            raise DataError(
+                f"--incumbent {self.path}: no prediction for {(found < 0).sum()} row(s) of "
+                f"{batch.path.name}, e.g. row_id {first!r}"
+            )
+        rows = self.table.iloc[found]
+        return Scores(score=rows["score"].to_numpy(), decision=rows["decision"].to_numpy())
+
+
+def load_model(path: Path, default_threshold: float, flag: str) -> OnnxClassifier | PredictionLog:
+    if not path.is_file():
+        raise DataError(f"{flag} {path}: no such file; expected a .onnx model or PREDICTIONS.csv")
+    if path.name.endswith((".csv", ".csv.gz")):
+        return PredictionLog(path, default_threshold)
+    return OnnxClassifier(path, default_threshold, flag)

@@ -1,0 +1,275 @@
+"""The shadow stage: a candidate ONNX model scored beside the incumbent on daily batches.
+
+Read-only: both models score copies of the batches, nothing is sent back, no decision
+changes. The artifact holds ``shadow.json`` (every number), ``shadow.md``,
+``shadow.html`` (self-contained, PNGs embedded), ``scores.csv`` (both models' score
+and decision per row) and the plots.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sslops.artifacts import write_artifact
+from sslops.config import Config, DataConfig, KpiConfig, ShadowConfig
+from sslops.errors import DataError
+from sslops.evaluate.metrics import SUMMARY, model_metrics
+from sslops.shadow.drift import column_drift, flag, numeric_drift
+from sslops.shadow.kpi import decision_costs, labels_saved, read_label_efficiency
+from sslops.shadow.report import write_report
+from sslops.shadow.scoring import (
+    Batch,
+    OnnxClassifier,
+    PredictionLog,
+    batch_files,
+    load_model,
+    read_batch,
+)
+
+DEFAULT_NA = ["?", ""]
+
+
+def _labels(batch: Batch, data: DataConfig | None) -> np.ndarray:
+    """1/0 per row where the batch has the label, NaN elsewhere."""
+    y = np.full(len(batch.frame), np.nan)
+    if data is None or data.label not in batch.frame.columns:
+        return y
+    column = batch.frame[data.label]
+    known = column.notna().to_numpy()
+    if pd.api.types.is_numeric_dtype(column) and isinstance(data.positive, int | float):
+        hit = column.to_numpy(dtype=np.float64, na_value=np.nan) == float(data.positive)
+    else:
+        hit = (column.astype(str) == str(data.positive)).to_numpy()
+    y[known] = hit[known]
+    return y
+
+
+def _profile(rows: pd.DataFrame, frame: pd.DataFrame, features: list[str]) -> list[dict]:
+    """Each feature in disagreeing vs agreeing rows, largest difference first."""
+    disagree = (rows["candidate_decision"] != rows["incumbent_decision"]).to_numpy()
+    out = []
+    for name in features:
+        column = frame[name]
+        a, d = column[~disagree], column[disagree]
+        if pd.api.types.is_numeric_dtype(column):
+            spread = float(column.std()) or 1.0
+            effect = (float(d.mean()) - float(a.mean())) / spread if len(d) and len(a) else 0.0
+            out.append({"feature": name, "kind": "numeric", "agree_mean": float(a.mean()),
+                        "disagree_mean": float(d.mean()) if len(d) else None,
+                        "effect": effect, "effect_name": "standardized mean difference"})  # fmt: skip
+        else:
+            shares_a = a.astype(str).value_counts(normalize=True)
+            shares_d = d.astype(str).value_counts(normalize=True)
+            diff = shares_d.subtract(shares_a, fill_value=0.0)
+            top = str(diff.abs().idxmax()) if len(diff) else ""
+            out.append({"feature": name, "kind": "categorical", "level": top,
+                        "agree_share": float(shares_a.get(top, 0.0)),
+                        "disagree_share": float(shares_d.get(top, 0.0)),
+                        "effect": float(0.5 * diff.abs().sum()) if len(d) else 0.0,
+                        "effect_name": "total variation distance"})  # fmt: skip
+    return sorted(out, key=lambda r: -abs(r["effect"]))
+
+
+def _fairness(cand: dict, inc: dict, labelled: bool) -> dict[str, Any]:
+    keys = ("selection_rate", "tpr", "fpr") if labelled else ("selection_rate",)
+    gaps = ("dp_difference", "eo_difference") if labelled else ("dp_difference",)
+    out: dict[str, Any] = {}
+    for column, groups in cand["by_group"].items():
+        by_group = {
+            g: {k: {"candidate": v[k], "incumbent": inc["by_group"][column][g][k],
+                    "delta": v[k] - inc["by_group"][column][g][k]} for k in keys}
+            for g, v in groups.items()
+        }  # fmt: skip
+        gap = {
+            k: {"candidate": cand["gaps"][column][k], "incumbent": inc["gaps"][column][k],
+                "delta": cand["gaps"][column][k] - inc["gaps"][column][k]} for k in gaps
+        }  # fmt: skip
+        out[column] = {"by_group": by_group, "gaps": gap}
+    return out
+
+
+def _metrics(rows: pd.DataFrame, groups: dict[str, np.ndarray], thresholds: dict) -> dict:
+    labelled = rows["y"].notna().to_numpy()
+    if labelled.sum() == 0:
+        # No labels: selection rates per group only (fairlearn needs a y; it is ignored).
+        y = np.zeros(len(rows), dtype=int)
+        cand = model_metrics(y, rows["candidate_score"].to_numpy(), thresholds["candidate"],
+                             groups, predicted=rows["candidate_decision"].to_numpy())  # fmt: skip
+        inc = model_metrics(y, rows["incumbent_score"].to_numpy(), thresholds["incumbent"],
+                            groups, predicted=rows["incumbent_decision"].to_numpy())  # fmt: skip
+        return {"labelled_rows": 0, "fairness": _fairness(cand, inc, labelled=False)}
+    sub = rows[labelled]
+    y = sub["y"].to_numpy().astype(int)
+    part = {k: v[labelled] for k, v in groups.items()}
+    result = {}
+    for model in ("candidate", "incumbent"):
+        result[model] = model_metrics(
+            y, sub[f"{model}_score"].to_numpy(), thresholds[model], part,
+            predicted=sub[f"{model}_decision"].to_numpy(),
+        )  # fmt: skip
+    cand, inc = result["candidate"], result["incumbent"]
+    overall = {
+        k: {"candidate": cand[k], "incumbent": inc[k], "delta": cand[k] - inc[k]} for k in SUMMARY
+    }
+    return {"labelled_rows": int(labelled.sum()), "overall": overall,
+            "fairness": _fairness(cand, inc, labelled=True)}  # fmt: skip
+
+
+def _drift(
+    reference: pd.DataFrame, ref_scores: dict[str, np.ndarray | None], batches: list[Batch],
+    rows: pd.DataFrame, features: list[str], settings: ShadowConfig, reference_name: str,
+) -> dict[str, Any]:  # fmt: skip
+    alpha = settings.p_value / max(len(features), 1)
+    out: dict[str, Any] = {
+        "reference": reference_name, "psi_threshold": settings.psi_threshold,
+        "alpha_per_feature": alpha, "alpha": settings.p_value, "batches": {},
+    }  # fmt: skip
+    for batch in batches:
+        if batch.frame is reference:  # the first batch is the reference: nothing to test
+            continue
+        per_feature = {}
+        for name in features:
+            result = column_drift(reference[name], batch.frame[name], settings.bins)
+            per_feature[name] = {**result, "drifted": flag(result, settings.psi_threshold, alpha)}
+        scores = {}
+        here = rows[rows["batch"] == batch.name]
+        for model, ref in ref_scores.items():
+            if ref is not None:
+                result = numeric_drift(ref, here[f"{model}_score"].to_numpy(), settings.bins)
+                scores[model] = {**result, "drifted": flag(result, settings.psi_threshold, alpha)}
+        drifted = sorted(n for n, r in per_feature.items() if r["drifted"])
+        out["batches"][batch.name] = {
+            "features": per_feature, "scores": scores,
+            "drifted_features": drifted, "drifted": bool(drifted),
+        }  # fmt: skip
+    out["drifted_batches"] = [b for b, r in out["batches"].items() if r["drifted"]]
+    return out
+
+
+def shadow(
+    candidate: Path, incumbent: Path, data: Path, out_dir: Path, cfg: Config | None = None,
+    *, reference: Path | None = None, label_efficiency: Path | None = None,
+) -> Path:  # fmt: skip
+    """Score every batch with both models and write the shadow report artifact."""
+    candidate, incumbent, data = Path(candidate), Path(incumbent), Path(data)
+    settings = cfg.shadow if cfg else ShadowConfig()
+    kpi = cfg.kpi if cfg else KpiConfig()
+    na = cfg.data.na_values if cfg else DEFAULT_NA
+    threshold = cfg.evaluate.threshold if cfg else 0.5
+    if not candidate.name.endswith(".onnx"):
+        raise DataError(f"--candidate {candidate}: expected an ONNX model (.onnx)")
+    if not candidate.is_file():
+        raise DataError(f"--candidate {candidate}: no such file; expected an ONNX model")
+    cand_model = OnnxClassifier(candidate, threshold, "--candidate")
+    inc_model = load_model(incumbent, threshold, "--incumbent")
+    files = batch_files(data)
+    curve = read_label_efficiency(Path(label_efficiency)) if label_efficiency else None
+    batches = [read_batch(f, na, settings.id_column, "--data") for f in files]
+    ref_batch = read_batch(Path(reference), na, None, "--reference") if reference else batches[0]
+
+    parts, frames = [], []
+    for batch in batches:
+        c, i = cand_model.score(batch), inc_model.score(batch)
+        parts.append(pd.DataFrame({
+            "batch": batch.name, "row_id": batch.row_ids,
+            "candidate_score": c.score, "candidate_decision": c.decision,
+            "incumbent_score": i.score, "incumbent_decision": i.decision,
+            "y": _labels(batch, cfg.data if cfg else None),
+        }))  # fmt: skip
+        frames.append(batch.frame)
+    rows = pd.concat(parts, ignore_index=True)
+    frame = pd.concat(frames, ignore_index=True)
+    model_columns = list(cand_model.columns)
+    if isinstance(inc_model, OnnxClassifier):
+        model_columns += [c for c in inc_model.columns if c not in model_columns]
+    features = [c for c in model_columns if c in ref_batch.frame.columns]
+    absent = [c for c in model_columns if c not in ref_batch.frame.columns]
+    if absent:
+        raise DataError(f"--reference {ref_batch.path}: missing column {absent[0]!r}")
+
+    sensitive = [c for c in (cfg.data.sensitive if cfg else []) if c in frame.columns]
+    groups = {c: frame[c].astype(str).to_numpy() for c in sensitive} or {
+        "all rows": np.array(["all"] * len(frame))
+    }
+    thresholds = {"candidate": cand_model.threshold, "incumbent": inc_model.threshold}
+    agree = rows["candidate_decision"] == rows["incumbent_decision"]
+    per_batch = {}
+    for batch in batches:
+        here = rows["batch"] == batch.name
+        entry = {
+            "rows": int(here.sum()), "agreement": float(agree[here].mean()),
+            "candidate_selection_rate": float(rows.loc[here, "candidate_decision"].mean()),
+            "incumbent_selection_rate": float(rows.loc[here, "incumbent_decision"].mean()),
+        }  # fmt: skip
+        known = here & rows["y"].notna()
+        if known.any():
+            y = rows.loc[known, "y"].to_numpy()
+            for model in ("candidate", "incumbent"):
+                entry[f"{model}_accuracy"] = float(
+                    np.mean(rows.loc[known, f"{model}_decision"].to_numpy() == y)
+                )
+        per_batch[batch.name] = entry
+
+    ref_scores: dict[str, np.ndarray | None] = {}
+    if reference:
+        ref_scores["candidate"] = cand_model.score(ref_batch).score
+        is_log = isinstance(inc_model, PredictionLog)
+        ref_scores["incumbent"] = None if is_log else inc_model.score(ref_batch).score
+    else:
+        first = rows["batch"] == batches[0].name
+        for model in ("candidate", "incumbent"):
+            ref_scores[model] = rows.loc[first, f"{model}_score"].to_numpy()
+    ref_name = str(reference) if reference else f"first batch ({batches[0].name})"
+    labelled = rows["y"].notna().to_numpy()
+    report: dict[str, Any] = {
+        "read_only": True,
+        "candidate": {
+            "path": str(candidate),
+            "threshold": cand_model.threshold,
+            "inputs": cand_model.columns,
+        },
+        "incumbent": {
+            "path": str(incumbent),
+            "threshold": inc_model.threshold,
+            "kind": "predictions" if isinstance(inc_model, PredictionLog) else "onnx",
+        },
+        "batches": [str(f) for f in files],
+        "rows": len(rows),
+        "agreement": {"overall": float(agree.mean()), "by_batch": per_batch},
+        "disagreement_rows": int((~agree).sum()),
+        "disagreement_profile": _profile(rows, frame, features),
+        "metrics": _metrics(rows, groups, thresholds),
+        "drift": _drift(ref_batch.frame, ref_scores, batches, rows, features, settings, ref_name),
+        "kpi": {
+            "decision_costs": decision_costs(
+                rows.loc[labelled, "y"].to_numpy().astype(int),
+                rows.loc[labelled, "candidate_decision"].to_numpy(),
+                rows.loc[labelled, "incumbent_decision"].to_numpy(),
+                kpi,
+                cfg.seed if cfg else 0,
+            )
+            if labelled.any()
+            else None,
+            "labels_saved": labels_saved(curve, kpi) if curve else None,
+        },
+    }
+    sources = {f"data.{i}": f for i, f in enumerate(files)} | {
+        "candidate": candidate,
+        "incumbent": incumbent,
+    }
+    if reference:
+        sources["reference"] = Path(reference)
+    config = {"config": cfg.model_dump(mode="json") if cfg else None,
+              "label_efficiency": str(label_efficiency) if label_efficiency else None}  # fmt: skip
+    with write_artifact(out_dir, "shadow", config, sources=sources) as tmp:
+        rows.rename(columns={"y": "label"}).to_csv(tmp / "scores.csv", index=False)
+        (tmp / "shadow.json").write_text(
+            json.dumps(report, indent=2, allow_nan=True) + "\n", encoding="utf-8"
+        )
+        write_report(tmp, report, rows, kpi)
+    return Path(out_dir)
