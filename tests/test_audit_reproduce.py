@@ -151,7 +151,7 @@ def test_another_public_key_fails_the_signature_check(
     assert all(c["passed"] for c in record["checks"])  # the metrics still reproduce
 
 
-def test_data_that_is_not_the_frozen_test_split_is_an_error(
+def test_wrong_test_data_or_the_issuer_key_as_verifier_key_is_an_error(
     signed: Path, stage_artifacts: dict[str, Path], keys: dict[str, Path], tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
@@ -164,6 +164,11 @@ def test_data_that_is_not_the_frozen_test_split_is_an_error(
     assert len(err) == 1 and err[0].startswith("error: --data:")
     assert expected in err[0] and "validation.parquet has sha256" in err[0]
     assert not out.exists() and not list(tmp_path.iterdir())
+    issuer_signs = ["audit", "reproduce", str(signed), "--data", str(stage_artifacts["prepare"]),
+                    "--public-key", str(keys["issuer.pub"]), "--key-file", str(keys["issuer"]),
+                    "--out", str(out)]  # fmt: skip
+    assert main(issuer_signs) == 2
+    assert "verifier's own key" in capsys.readouterr().err and not out.exists()
 
 
 _CLEAN_RUN = """

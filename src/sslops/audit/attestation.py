@@ -28,6 +28,13 @@ SUMMARY = "attestation.md"
 ATTESTATION_SIGNATURE = "attestation.sig.json"
 
 
+_MAX_ROWS = 20
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")  # group crossings are named "Male | White"
+
+
 def _number(value: Any) -> str:
     if value is None:
         return "undefined"
@@ -55,16 +62,20 @@ def attestation_markdown(record: dict[str, Any]) -> str:
         f"- Metrics: {len(checks) - len(failed)} of {len(checks)} reproduced within tolerance",
         "",
     ]
-    for section in ("signature", "integrity"):
-        lines += [f"  - {section}: {p}" for p in record[section]["problems"]]
+    problems = [f"- {section}: {p}" for section in ("signature", "integrity")
+                for p in record[section]["problems"]]  # fmt: skip
+    if problems:
+        lines += ["## Problems", "", *problems, ""]
     if failed:
         lines += ["## Failing checks", "", "| check | reported | reproduced | tolerance |",
                   "|---|---:|---:|---:|"]  # fmt: skip
         lines += [
-            f"| {c['metric']} | {_number(c['reported'])} | {_number(c['reproduced'])} | "
+            f"| {_cell(c['metric'])} | {_number(c['reported'])} | {_number(c['reproduced'])} | "
             f"{c['tolerance']:g} |"
-            for c in failed
+            for c in failed[:_MAX_ROWS]
         ]
+        if len(failed) > _MAX_ROWS:
+            lines += ["", f"... and {len(failed) - _MAX_ROWS} more in {ATTESTATION}."]
         lines.append("")
     lines += ["## Tolerances", ""]
     lines += [f"- {name}: {t['value']:g} ({t['why']})" for name, t in record["tolerances"].items()]

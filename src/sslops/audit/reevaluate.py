@@ -47,7 +47,7 @@ from sslops.audit.bundle import (
 )  # fmt: skip
 from sslops.audit.remeasure import remeasure
 from sslops.audit.reproduce import TEST_SPLIT, VERIFIER_KEY_ENV
-from sslops.errors import ArtifactError, DataError
+from sslops.errors import ArtifactError, ConfigError, DataError
 
 MODEL, INT8_MODEL = "model.onnx", "model.int8.onnx"
 METRICS, EXPORT = "evidence/evaluate/metrics.json", "evidence/export/export.json"
@@ -178,12 +178,13 @@ def compare(reported: dict[str, Any], reproduced: dict[str, Any]) -> list[dict[s
     for name, claimed in reported.items():
         got, tol = _finite(reproduced.get(name)), _tolerance(name)
         claimed = _finite(claimed)
-        if claimed is None or got is None:
+        diff = None if claimed is None or got is None else abs(claimed - got)
+        if diff is None:
             passed = claimed is None and got is None and name in reproduced
         else:
-            passed = abs(claimed - got) <= tol
+            passed = diff <= tol
         checks.append({"metric": name, "reported": claimed, "reproduced": got,
-                       "tolerance": tol, "passed": passed})  # fmt: skip
+                       "difference": diff, "tolerance": tol, "passed": passed})  # fmt: skip
     return checks
 
 
@@ -237,6 +238,11 @@ def reproduce(
     key = load_private_key(key_file, VERIFIER_KEY_ENV, True, "--key-file",
                            "the attestation is signed with the verifier's key")  # fmt: skip
     assert key is not None
+    if fingerprint(key.public_key()) == fingerprint(trusted):
+        raise ConfigError(
+            "the verifier key is the issuer's key (it matches --public-key); an attestation "
+            "must be signed with the verifier's own key"
+        )
     root = bundle_root(Path(bundle))
     if not root.exists():
         raise ArtifactError(f"bundle not found: {root}")
