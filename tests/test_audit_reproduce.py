@@ -13,7 +13,7 @@ import pytest
 
 from sslops.audit import audit, generate_keypair
 from sslops.audit.attestation import ATTESTATION, SUMMARY
-from sslops.audit.bundle import load_signing_key, sign_manifest, write_manifest
+from sslops.audit.bundle import load_private_key, sign_manifest, write_manifest
 from sslops.cli import main
 from sslops.config import Config
 from tests.conftest import ROOT
@@ -102,15 +102,13 @@ def test_untouched_bundle_reproduces_and_the_attestation_verifies(
 @pytest.mark.parametrize("reseal", [False, True], ids=["swapped", "swapped-and-re-signed"])
 def test_a_swapped_model_fails_naming_the_metric(
     reseal: bool, signed: Path, other_onnx: Path, stage_artifacts: dict[str, Path],
-    keys: dict[str, Path], small_config: Config, tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    keys: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
     bundle = tmp_path / "bundle"
     shutil.copytree(signed / "bundle", bundle)
     shutil.copy2(other_onnx, bundle / "model.onnx")
     if reseal:  # the issuer itself shipped the wrong model: hashes and signature are valid
-        key = load_signing_key(_with(small_config, "audit", signing={
-            "key_file": str(keys["issuer"])}).audit.signing)  # fmt: skip
+        key = load_private_key(keys["issuer"], "SSLOPS_SIGNING_KEY", True, "issuer key", "test")
         assert key is not None
         write_manifest(bundle, key)
         sign_manifest(bundle, key)
