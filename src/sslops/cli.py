@@ -68,11 +68,16 @@ AUDIT_EPILOG = """\
 tools:
   sslops audit verify BUNDLE [--public-key FILE]   check a bundle (folder, .zip or audit folder)
   sslops audit keygen --private-key FILE --public-key FILE   new Ed25519 signing key pair
+  sslops audit reproduce BUNDLE --data DIR --public-key FILE --out DIR [--key-file FILE]
+                                                   re-run the evaluation from the bundle, signed attestation
+  sslops audit verify-attestation DIR [--public-key FILE]   check an attestation's signature
 """
 
 
 def _audit_tools(audit: argparse.ArgumentParser) -> None:
-    tools = audit.add_subparsers(dest="audit_command", metavar="{verify,keygen}")
+    tools = audit.add_subparsers(
+        dest="audit_command", metavar="{verify,keygen,reproduce,verify-attestation}"
+    )
     verify = tools.add_parser(
         "verify",
         help="check a bundle's hashes and signature",
@@ -95,6 +100,67 @@ def _audit_tools(audit: argparse.ArgumentParser) -> None:
     )
     keygen.add_argument("--private-key", required=True, type=Path, metavar="FILE")
     keygen.add_argument("--public-key", required=True, type=Path, metavar="FILE")
+    _reproduce_tools(tools)
+
+
+REPRODUCE_EPILOG = """\
+exit status: 0 every check passed; 1 a check failed (one line each, naming the metric,
+and the attestation records the failure); 2 unusable input (unreadable key, test data
+that is not the bundle's frozen test split: nothing is written).
+In an environment with only numpy, pandas, pyarrow, onnxruntime, scikit-learn and
+cryptography, run the same with: python -m sslops.audit.reproduce BUNDLE ...
+example:
+  sslops audit reproduce runs/demo/audit --data runs/demo/prepare \\
+      --public-key issuer.pub.pem --key-file verifier.pem --out attestation/
+"""
+
+
+def _reproduce_tools(tools: Any) -> None:
+    from sslops.audit.reproduce import add_arguments
+
+    reproduce = tools.add_parser(
+        "reproduce",
+        help="re-run the evaluation from the bundle's own ONNX model; signed attestation",
+        description="Independent re-verification: check the bundle's signature against the "
+        "issuer's public key and the test data against the frozen test-split hash, re-run the "
+        "bundle's model.onnx with ONNX Runtime on it and compare every reported metric of the "
+        "deployed model within a stated tolerance; write an attestation signed with the "
+        "verifier's own key.",
+        epilog=REPRODUCE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(reproduce)
+    attested = tools.add_parser(
+        "verify-attestation",
+        help="check an attestation's signature and files",
+        description="Check attestation.json and attestation.md against attestation.sig.json. "
+        "Exit 0 when intact (prints the attested result); 1 naming each problem.",
+    )
+    attested.add_argument("attestation", type=Path, metavar="DIR", help="attestation folder")
+    attested.add_argument(
+        "--public-key", type=Path, metavar="FILE",
+        help="the verifier's PEM public key (default: the embedded key, integrity only)",
+    )  # fmt: skip
+
+
+def _cmd_attestation(args: argparse.Namespace) -> int:
+    from sslops.audit import load_public_key
+    from sslops.audit.attestation import verify_attestation
+    from sslops.audit.reproduce import run as run_reproduce
+
+    if args.audit_command == "reproduce":
+        return run_reproduce(args)
+    key = load_public_key(args.public_key) if args.public_key else None
+    result = verify_attestation(args.attestation, key)
+    for problem in result["problems"]:
+        print(f"error: {args.attestation}: {problem}", file=sys.stderr)
+    if result["problems"]:
+        return 1
+    print(
+        f"verified: {result['path']}: attestation by {result['verifier']} (key "
+        f"{result['key_fingerprint']}), result: {result['result']}"
+    )
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,6 +217,8 @@ def _cmd_audit_tool(args: argparse.Namespace) -> int:
     from sslops.audit import generate_keypair, load_public_key
     from sslops.audit.bundle import verify_path
 
+    if args.audit_command in {"reproduce", "verify-attestation"}:
+        return _cmd_attestation(args)
     if args.audit_command == "keygen":
         fp = generate_keypair(args.private_key, args.public_key)
         print(f"wrote {args.private_key} (private, mode 0600) and {args.public_key}; key {fp}")

@@ -1,4 +1,11 @@
-"""The audit stage: signed compliance bundle, model card, policy gates, verification."""
+"""The audit stage: signed compliance bundle, model card, policy gates, verification.
+
+The stage (``audit``, ``build_lineage``) is imported on first use: verifying and
+reproducing a bundle (:mod:`sslops.audit.bundle`, :mod:`sslops.audit.reproduce`) must
+run where only numpy, pandas, onnxruntime, scikit-learn and cryptography are installed.
+"""
+
+from typing import Any
 
 from sslops.audit.bundle import (
     BUNDLE_DIR,
@@ -9,7 +16,6 @@ from sslops.audit.bundle import (
     load_public_key,
     verify_bundle,
 )
-from sslops.audit.stage import audit, build_lineage
 
 __all__ = [
     "BUNDLE_DIR",
@@ -22,3 +28,11 @@ __all__ = [
     "load_public_key",
     "verify_bundle",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in {"audit", "build_lineage"}:
+        from sslops.audit import stage
+
+        return getattr(stage, name)
+    raise AttributeError(f"module 'sslops.audit' has no attribute {name!r}")

@@ -22,14 +22,16 @@ import os
 import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from sslops.config import SigningConfig
 from sslops.errors import ArtifactError, ConfigError
+
+if TYPE_CHECKING:  # the config (pydantic) is not needed to verify or reproduce a bundle
+    from sslops.config import SigningConfig
 
 MANIFEST = "manifest.json"
 SIGNATURE = "signature.json"
@@ -52,18 +54,32 @@ def _digest(obj: Any) -> str:
 
 def load_signing_key(signing: SigningConfig) -> Ed25519PrivateKey | None:
     """The configured private key, or None when none is configured and none is required."""
-    if signing.key_file:
-        path = Path(signing.key_file).expanduser()
+    return load_private_key(
+        signing.key_file, signing.key_env, signing.required, "audit.signing.key_file",
+        "audit.signing.required is true",
+    )  # fmt: skip
+
+
+def load_private_key(
+    key_file: str | Path | None, key_env: str, required: bool, file_option: str, why: str
+) -> Ed25519PrivateKey | None:
+    """A private key from ``key_file``, else from the environment variable ``key_env``.
+
+    ``file_option`` names the setting the file came from and ``why`` says why a key is
+    required, for the error messages (which never include the key).
+    """
+    if key_file:
+        path = Path(key_file).expanduser()
         if not path.is_file():
-            raise ConfigError(f"audit.signing.key_file: file not found: {path}")
-        return _parse_private(path.read_bytes(), f"audit.signing.key_file ({path})")
-    text = os.environ.get(signing.key_env, "")
+            raise ConfigError(f"{file_option}: file not found: {path}")
+        return _parse_private(path.read_bytes(), f"{file_option} ({path})")
+    text = os.environ.get(key_env, "")
     if text.strip():
-        return _parse_private(text.encode(), f"environment variable {signing.key_env}")
-    if signing.required:
+        return _parse_private(text.encode(), f"environment variable {key_env}")
+    if required:
         raise ConfigError(
-            "audit.signing.required is true but no signing key was found: set "
-            f"audit.signing.key_file or the environment variable {signing.key_env}"
+            f"{why} but no signing key was found: set {file_option} or the environment "
+            f"variable {key_env}"
         )
     return None
 
@@ -142,18 +158,45 @@ def write_manifest(bundle: Path, key: Ed25519PrivateKey | None = None) -> bytes:
     return data
 
 
-def sign_manifest(bundle: Path, key: Ed25519PrivateKey) -> dict[str, Any]:
+def signature_record(key: Ed25519PrivateKey, fields: dict[str, Any]) -> dict[str, Any]:
+    """``{"signed": fields + algorithm, public key, fingerprint; "signature": Ed25519}``."""
     public = key.public_key()
     signed = {
         "algorithm": "Ed25519",
-        "signed_file": MANIFEST,
-        "manifest_sha256": hashlib.sha256((bundle / MANIFEST).read_bytes()).hexdigest(),
+        **fields,
         "public_key": base64.b64encode(_raw_public(public)).decode(),
         "key_fingerprint": fingerprint(public),
     }
     signature = base64.b64encode(key.sign(canonical_json(signed))).decode()
-    (bundle / SIGNATURE).write_bytes(canonical_json({"signed": signed, "signature": signature}))
-    return signed
+    return {"signed": signed, "signature": signature}
+
+
+def sign_manifest(bundle: Path, key: Ed25519PrivateKey) -> dict[str, Any]:
+    fields = {
+        "signed_file": MANIFEST,
+        "manifest_sha256": hashlib.sha256((bundle / MANIFEST).read_bytes()).hexdigest(),
+    }
+    record = signature_record(key, fields)
+    (bundle / SIGNATURE).write_bytes(canonical_json(record))
+    return dict(record["signed"])
+
+
+def check_signature_record(
+    record: dict[str, Any], public_key: Ed25519PublicKey | None, name: str
+) -> tuple[str | None, dict[str, Any], Ed25519PublicKey | None]:
+    """(problem or None, the signed fields, the key that verified) for a signature record."""
+    try:
+        signed = record["signed"]
+        embedded = Ed25519PublicKey.from_public_bytes(base64.b64decode(signed["public_key"]))
+        signature = base64.b64decode(record["signature"], validate=True)
+        key = public_key or embedded
+        key.verify(signature, canonical_json(signed))
+    except InvalidSignature:
+        who = "the given public key" if public_key else "its embedded public key"
+        return f"{name}: the signature does not verify with {who}", {}, None
+    except (KeyError, TypeError, ValueError):
+        return f"{name} was modified: its fields are unreadable", {}, None
+    return None, signed, key
 
 
 def write_zip(bundle: Path, target: Path) -> None:
@@ -216,9 +259,10 @@ def _load_canonical(files: BundleFiles, name: str) -> tuple[dict[str, Any] | Non
     return obj, None
 
 
-def _check_signature(
+def check_signature(
     files: BundleFiles, public_key: Ed25519PublicKey | None
 ) -> tuple[list[str], dict[str, Any]]:
+    """Problems with ``signature.json`` (and whether it covers the manifest as it is now)."""
     names = files.names()
     if SIGNATURE not in names:
         if public_key is not None:
@@ -227,17 +271,9 @@ def _check_signature(
     record, problem = _load_canonical(files, SIGNATURE)
     if problem or record is None:
         return [problem or SIGNATURE], {"signed": True}
-    try:
-        signed = record["signed"]
-        embedded = Ed25519PublicKey.from_public_bytes(base64.b64decode(signed["public_key"]))
-        signature = base64.b64decode(record["signature"], validate=True)
-        key = public_key or embedded
-        key.verify(signature, canonical_json(signed))
-    except InvalidSignature:
-        who = "the given public key" if public_key else "its embedded public key"
-        return [f"{SIGNATURE}: the signature does not verify with {who}"], {"signed": True}
-    except (KeyError, TypeError, ValueError):
-        return [f"{SIGNATURE} was modified: its fields are unreadable"], {"signed": True}
+    problem, signed, key = check_signature_record(record, public_key, SIGNATURE)
+    if problem or key is None:
+        return [problem or SIGNATURE], {"signed": True}
     info = {"signed": True, "key_fingerprint": fingerprint(key)}
     if MANIFEST in names and signed["manifest_sha256"] != files.sha256(MANIFEST):
         return [f"{MANIFEST} was modified after it was signed"], info
@@ -263,7 +299,7 @@ def verify_bundle(path: Path, public_key: Ed25519PublicKey | None = None) -> dic
     names = files.names()
     if MANIFEST not in names:
         return {"path": str(path), "problems": [f"{MANIFEST} is missing"], "signed": False}
-    problems, info = _check_signature(files, public_key)
+    problems, info = check_signature(files, public_key)
     manifest, problem = _load_canonical(files, MANIFEST)
     if manifest is not None:
         body = {k: v for k, v in manifest.items() if k != "digest"}

@@ -1,0 +1,139 @@
+"""A signed attestation: what a verifier re-checked in a bundle, and the verdict.
+
+The attestation folder holds ``attestation.json`` (the full record, canonical JSON),
+``attestation.md`` (a short human summary) and ``attestation.sig.json``: an Ed25519
+signature by the verifier's own key over the sha256 of both files, in the same record
+format as a bundle's ``signature.json``. ``sslops audit verify-attestation DIR
+--public-key FILE`` checks it. The folder is written to a temporary sibling and renamed,
+so a failure leaves no half-written attestation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from sslops.artifacts import move_into_place
+from sslops.audit.bundle import canonical_json, check_signature_record, signature_record
+from sslops.errors import ArtifactError
+
+ATTESTATION = "attestation.json"
+SUMMARY = "attestation.md"
+ATTESTATION_SIGNATURE = "attestation.sig.json"
+
+
+_MAX_ROWS = 20
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")  # group crossings are named "Male | White"
+
+
+def _number(value: Any) -> str:
+    if value is None:
+        return "undefined"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def attestation_markdown(record: dict[str, Any]) -> str:
+    bundle, data, verifier = record["bundle"], record["data"], record["verifier"]
+    checks = record["checks"]
+    failed = [c for c in checks if not c["passed"]]
+    lines = [
+        f"# Attestation: {record['result'].upper()}",
+        "",
+        f"Bundle `{bundle['path']}` (manifest sha256 `{bundle['manifest_sha256']}`), deployed "
+        f"model `{bundle['model']}` re-evaluated with ONNX Runtime by {verifier['name']} "
+        f"(key {verifier['key_fingerprint']}) on {record['created']}.",
+        "",
+        f"- Signature: {record['signature']['result']} with the trusted key "
+        f"{record['signature']['trusted_key_fingerprint']}",
+        f"- File integrity: {record['integrity']['result']}",
+        f"- Test data: `{data['file']}` sha256 `{data['actual_sha256']}` "
+        f"({data['result']} the frozen test split in lineage.json)",
+        f"- Metrics: {len(checks) - len(failed)} of {len(checks)} reproduced within tolerance",
+        "",
+    ]
+    problems = [f"- {section}: {p}" for section in ("signature", "integrity")
+                for p in record[section]["problems"]]  # fmt: skip
+    if problems:
+        lines += ["## Problems", "", *problems, ""]
+    if failed:
+        lines += ["## Failing checks", "", "| check | reported | reproduced | tolerance |",
+                  "|---|---:|---:|---:|"]  # fmt: skip
+        lines += [
+            f"| {_cell(c['metric'])} | {_number(c['reported'])} | {_number(c['reproduced'])} | "
+            f"{c['tolerance']:g} |"
+            for c in failed[:_MAX_ROWS]
+        ]
+        if len(failed) > _MAX_ROWS:
+            lines += ["", f"... and {len(failed) - _MAX_ROWS} more in {ATTESTATION}."]
+        lines.append("")
+    lines += ["## Tolerances", ""]
+    lines += [f"- {name}: {t['value']:g} ({t['why']})" for name, t in record["tolerances"].items()]
+    env = record["environment"]
+    packages = ", ".join(f"{k} {v}" for k, v in env["packages"].items())
+    lines += ["", f"Environment: Python {env['python']} on {env['platform']}; {packages}.", ""]
+    return "\n".join(lines)
+
+
+def write_attestation(out_dir: Path, record: dict[str, Any], key: Ed25519PrivateKey) -> Path:
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        (staged / ATTESTATION).write_bytes(canonical_json(record))
+        (staged / SUMMARY).write_text(attestation_markdown(record), encoding="utf-8")
+        files = {
+            n: hashlib.sha256((staged / n).read_bytes()).hexdigest() for n in (ATTESTATION, SUMMARY)
+        }
+        signed = signature_record(key, {"signed_files": files})
+        (staged / ATTESTATION_SIGNATURE).write_bytes(canonical_json(signed))
+        move_into_place(staged, out_dir)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def verify_attestation(path: Path, public_key: Ed25519PublicKey | None) -> dict[str, Any]:
+    """Check an attestation folder; ``problems`` is empty when it is intact and signed."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ArtifactError(f"attestation folder not found: {path}")
+    sig = path / ATTESTATION_SIGNATURE
+    if not sig.is_file():
+        return {"path": str(path), "problems": [f"{ATTESTATION_SIGNATURE} is missing"]}
+    try:
+        record = json.loads(sig.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {"path": str(path), "problems": [f"{ATTESTATION_SIGNATURE} is not valid JSON"]}
+    problem, signed, key = check_signature_record(record, public_key, ATTESTATION_SIGNATURE)
+    if problem or key is None:
+        return {"path": str(path), "problems": [problem or ATTESTATION_SIGNATURE]}
+    covered = signed.get("signed_files")
+    if not isinstance(covered, dict) or set(covered) != {ATTESTATION, SUMMARY}:
+        return {"path": str(path), "problems": [f"{ATTESTATION_SIGNATURE} does not cover "
+                                                f"{ATTESTATION} and {SUMMARY}"]}  # fmt: skip
+    problems = []
+    for name, digest in covered.items():
+        file = path / name
+        if not file.is_file():
+            problems.append(f"{name} is missing")
+        elif hashlib.sha256(file.read_bytes()).hexdigest() != digest:
+            problems.append(f"{name} was modified after it was signed")
+    result: dict[str, Any] = {"path": str(path), "problems": problems}
+    result["key_fingerprint"] = signed["key_fingerprint"]
+    if not problems:
+        attested = json.loads((path / ATTESTATION).read_bytes())
+        result["result"] = attested.get("result")
+        result["verifier"] = attested.get("verifier", {}).get("name")
+    return result

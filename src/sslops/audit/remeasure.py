@@ -1,0 +1,155 @@
+"""The evaluate stage's metrics of one model, recomputed with numpy and scikit-learn only.
+
+A second implementation for ``sslops audit reproduce``: it must run where fairlearn,
+torch and the rest of sslops' training stack are not installed, and it must not
+share code with :mod:`sslops.evaluate.metrics`, so that a bug there would show up as a
+disagreement rather than be repeated. It reproduces the same definitions:
+
+- overall: accuracy, ROC AUC, selection rate and, across the groups of the first
+  sensitive column, the demographic-parity difference (selection rates), the
+  equalized-odds difference (the larger of the TPR and FPR differences) and the
+  equal-opportunity difference (TPR); a group without positives has TPR 0 and one
+  without negatives FPR 0, as fairlearn's confusion-matrix rates give;
+- per group of each sensitive column (and their intersection when configured):
+  rows, accuracy, selection rate, TPR, FPR, ROC AUC (undefined with one class) and
+  the expected calibration error over ten equal-width bins;
+- the bootstrap 95% intervals of the overall numbers: the same row draws (numpy's
+  default generator seeded with the config's seed), where a gap is taken over the
+  groups present in the draw.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+_BINS = 10
+
+
+def _auc(y: np.ndarray, score: np.ndarray) -> float:
+    if y.min(initial=0) == y.max(initial=0):
+        return float("nan")
+    return float(roc_auc_score(y, score))
+
+
+def _rate(hits: np.ndarray, rows: np.ndarray) -> float:
+    """Mean of ``hits`` over ``rows`` (a mask); 0 for no rows, like a normalized confusion matrix."""
+    n = int(rows.sum())
+    return float(hits[rows].sum() / n) if n else 0.0
+
+
+def _calibration_error(y: np.ndarray, score: np.ndarray) -> float:
+    if len(y) == 0:
+        return float("nan")
+    bins = np.minimum(np.floor(score * _BINS).astype(int), _BINS - 1)
+    gaps = [
+        abs(float(y[bins == b].mean()) - float(score[bins == b].mean())) * int((bins == b).sum())
+        for b in np.unique(bins)
+    ]
+    return float(sum(gaps) / len(y))
+
+
+def group_rates(y: np.ndarray, score: np.ndarray, label: np.ndarray, rows: np.ndarray) -> dict:
+    """One group's table row."""
+    yg, sg, lg = y[rows], score[rows], label[rows]
+    return {
+        "accuracy": float(np.mean(lg == yg)) if len(yg) else float("nan"),
+        "selection_rate": _rate(lg, np.ones(len(lg), dtype=bool)),
+        "tpr": _rate(lg, yg == 1),
+        "fpr": _rate(lg, yg == 0),
+        "count": float(len(yg)),
+        "roc_auc": _auc(yg, sg),
+        "ece": _calibration_error(yg, sg),
+    }
+
+
+def _spread(values: list[float]) -> float:
+    return max(values) - min(values) if values else 0.0
+
+
+def fairness_gaps(y: np.ndarray, label: np.ndarray, groups: np.ndarray) -> dict[str, float]:
+    sel, tpr, fpr = [], [], []
+    for g in np.unique(groups):
+        rows = groups == g
+        sel.append(_rate(label, rows))
+        tpr.append(_rate(label, rows & (y == 1)))
+        fpr.append(_rate(label, rows & (y == 0)))
+    return {
+        "dp_difference": _spread(sel),
+        "eo_difference": max(_spread(tpr), _spread(fpr)),
+        "eopp_difference": _spread(tpr),
+    }
+
+
+def _present_gaps(y: np.ndarray, label: np.ndarray, groups: np.ndarray) -> dict[str, float]:
+    """Gaps over the groups that have rows of the kind (the bootstrap's definition)."""
+    present = np.unique(groups)
+    sel = [float(label[groups == g].mean()) for g in present]
+    tpr = [float(label[m].mean()) for g in present if (m := (groups == g) & (y == 1)).any()]
+    fpr = [float(label[m].mean()) for g in present if (m := (groups == g) & (y == 0)).any()]
+    return {
+        "dp_difference": _spread(sel),
+        "eo_difference": max(_spread(tpr), _spread(fpr)),
+        "eopp_difference": _spread(tpr),
+    }
+
+
+def bootstrap(
+    y: np.ndarray, score: np.ndarray, threshold: float, groups: np.ndarray, resamples: int,
+    seed: int,
+) -> dict[str, list[float]]:  # fmt: skip
+    if resamples == 0:
+        return {}
+    rng = np.random.default_rng(seed)
+    names = ("accuracy", "roc_auc", "selection_rate", "dp_difference", "eo_difference",
+             "eopp_difference")  # fmt: skip
+    draws: dict[str, list[float]] = {k: [] for k in names}
+    for _ in range(resamples):
+        rows = rng.integers(0, len(y), len(y))
+        yr, sr, gr = y[rows], score[rows], groups[rows]
+        label = (sr >= threshold).astype(int)
+        draws["accuracy"].append(float(np.mean(label == yr)))
+        draws["roc_auc"].append(_auc(yr, sr))
+        draws["selection_rate"].append(float(label.mean()))
+        for k, v in _present_gaps(yr, label, gr).items():
+            draws[k].append(v)
+    return {
+        k: [float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))]
+        for k, v in draws.items()
+    }
+
+
+def remeasure(
+    y: np.ndarray, score: np.ndarray, threshold: float, groups: dict[str, np.ndarray], *,
+    intersections: bool, resamples: int, seed: int,
+) -> dict[str, Any]:  # fmt: skip
+    """The evaluate stage's record of one model (see the module docstring); ``groups`` are
+    the sensitive columns as strings, missing values already named."""
+    score = np.asarray(score, dtype=np.float64)
+    label = (score >= threshold).astype(int)
+    first = next(iter(groups.values()))
+    result: dict[str, Any] = {
+        "accuracy": float(np.mean(label == y)),
+        "roc_auc": _auc(y, score),
+        "selection_rate": float(label.mean()),
+        **fairness_gaps(y, label, first),
+    }
+    tables = dict(groups)
+    if intersections and len(groups) > 1:
+        tables[" x ".join(groups)] = np.array(
+            [" | ".join(parts) for parts in zip(*groups.values(), strict=True)]
+        )
+    result["by_group"] = {
+        column: {str(g): group_rates(y, score, label, values == g) for g in np.unique(values)}
+        for column, values in tables.items()
+    }
+    result["gaps"] = {column: fairness_gaps(y, label, values) for column, values in tables.items()}
+    result["intervals"] = bootstrap(y, score, threshold, first, resamples, seed)
+    negatives, positives = y == 0, y == 1
+    result["confusion_matrix"] = [
+        [int((negatives & (label == 0)).sum()), int((negatives & (label == 1)).sum())],
+        [int((positives & (label == 0)).sum()), int((positives & (label == 1)).sum())],
+    ]
+    return result

@@ -1,0 +1,211 @@
+"""``sslops audit reproduce``: a third party re-runs a real bundle's evaluation from its ONNX model."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sslops.audit import audit, generate_keypair
+from sslops.audit.attestation import ATTESTATION, SUMMARY
+from sslops.audit.bundle import load_private_key, sign_manifest, write_manifest
+from sslops.cli import main
+from sslops.config import Config
+from tests.conftest import ROOT
+
+_UPSTREAM = ("prepare", "pretrain", "finetune", "evaluate", "export")
+
+
+def _with(cfg: Config, section: str, **settings: object) -> Config:
+    raw = cfg.model_dump(mode="json")
+    raw[section].update(settings)
+    return Config.model_validate(raw)
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("keys")
+    paths = {}
+    for who in ("issuer", "verifier", "stranger"):
+        paths[who], paths[f"{who}.pub"] = root / f"{who}.pem", root / f"{who}.pub.pem"
+        generate_keypair(paths[who], paths[f"{who}.pub"])
+    return paths
+
+
+@pytest.fixture(scope="module")
+def signed(
+    stage_artifacts: dict[str, Path], small_config: Config, keys: dict[str, Path],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Path:  # fmt: skip
+    cfg = _with(small_config, "audit", signing={"key_file": str(keys["issuer"])})
+    upstream = {s: stage_artifacts[s] for s in _UPSTREAM}
+    return audit(cfg, upstream, tmp_path_factory.mktemp("signed") / "audit")
+
+
+@pytest.fixture(scope="module")
+def other_onnx(
+    stage_artifacts: dict[str, Path], small_config: Config,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Path:  # fmt: skip
+    """Another model's ONNX: the SSL head without the fairness mitigation, same run, same export."""
+    from sslops.export import export
+
+    cfg = _with(small_config, "export", model="ssl", quantize="none")
+    out = export(cfg, stage_artifacts["prepare"], stage_artifacts["finetune"],
+                 tmp_path_factory.mktemp("other") / "export")  # fmt: skip
+    return out / "model.onnx"
+
+
+def _reproduce(bundle: Path, data: Path, public: Path, out: Path, keys: dict[str, Path]) -> int:
+    return main(["audit", "reproduce", str(bundle), "--data", str(data), "--public-key",
+                 str(public), "--key-file", str(keys["verifier"]), "--out", str(out),
+                 "--verifier", "Independent Assurance Ltd"])  # fmt: skip
+
+
+def test_untouched_bundle_reproduces_and_the_attestation_verifies(
+    signed: Path, stage_artifacts: dict[str, Path], keys: dict[str, Path], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    out = tmp_path / "attestation"
+    assert _reproduce(signed, stage_artifacts["prepare"], keys["issuer.pub"], out, keys) == 0
+    assert "reproduced:" in capsys.readouterr().out
+    record = json.loads((out / ATTESTATION).read_text())
+    assert record["result"] == "passed" and record["failures"] == []
+    assert record["signature"]["result"] == "verified" and record["integrity"]["result"] == "intact"
+    assert record["data"]["result"] == "matches"
+    names = {c["metric"] for c in record["checks"]}
+    for name in ("accuracy", "roc_auc", "dp_difference", "eo_difference", "rows",
+                 "by_group[sex=Female].tpr", "by_group[race=White].fpr", "gaps[race].dp_difference",
+                 "by_group[sex x race=Male | White].selection_rate", "intervals.accuracy.low",
+                 "confusion_matrix.tp", "int8.accuracy_int8", "gates.min_auc.value"):  # fmt: skip
+        assert name in names
+    assert all(c["passed"] for c in record["checks"]) and len(names) > 100
+    assert record["verifier"]["name"] == "Independent Assurance Ltd"
+    assert "numpy" in record["environment"]["packages"]
+    assert "Attestation: PASSED" in (out / SUMMARY).read_text()
+
+    verify = ["audit", "verify-attestation", str(out), "--public-key"]
+    assert main([*verify, str(keys["verifier.pub"])]) == 0
+    assert "result: passed" in capsys.readouterr().out
+    assert main([*verify, str(keys["issuer.pub"])]) == 1
+    assert "does not verify" in capsys.readouterr().err
+    (out / ATTESTATION).write_text((out / ATTESTATION).read_text().replace("passed", "failed", 1))
+    assert main([*verify, str(keys["verifier.pub"])]) == 1
+    assert f"{ATTESTATION} was modified" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("reseal", [False, True], ids=["swapped", "swapped-and-re-signed"])
+def test_a_swapped_model_fails_naming_the_metric(
+    reseal: bool, signed: Path, other_onnx: Path, stage_artifacts: dict[str, Path],
+    keys: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    bundle = tmp_path / "bundle"
+    shutil.copytree(signed / "bundle", bundle)
+    shutil.copy2(other_onnx, bundle / "model.onnx")
+    if reseal:  # the issuer itself shipped the wrong model: hashes and signature are valid
+        key = load_private_key(keys["issuer"], "SSLOPS_SIGNING_KEY", True, "issuer key", "test")
+        assert key is not None
+        write_manifest(bundle, key)
+        sign_manifest(bundle, key)
+    out = tmp_path / "attestation"
+    assert _reproduce(bundle, stage_artifacts["prepare"], keys["issuer.pub"], out, keys) == 1
+    err = capsys.readouterr().err.splitlines()
+    record = json.loads((out / ATTESTATION).read_text())
+    assert record["result"] == "failed"
+    failed = {c["metric"] for c in record["checks"] if not c["passed"]}
+    assert {"roc_auc", "gates.min_auc.value"} <= failed
+    gate = next(c for c in record["checks"] if c["metric"] == "gates.min_auc.value")
+    assert gate["tolerance"] == 1e-4
+    auc = next(c for c in record["checks"] if c["metric"] == "roc_auc")
+    line = f"roc_auc: reported {auc['reported']:.6g}, reproduced {auc['reproduced']:.6g}, "
+    assert f"{line}tolerance 0.0001" in err
+    integrity = [line for line in err if line.startswith("integrity:")]
+    if reseal:
+        assert integrity == [] and record["signature"]["result"] == "verified"
+    else:
+        assert integrity == [
+            "integrity: model.onnx was modified (sha256 differs from manifest.json)"
+        ]
+    assert err[-1].startswith("error:") and "result: failed" in err[-1]
+
+
+def test_another_public_key_fails_the_signature_check(
+    signed: Path, stage_artifacts: dict[str, Path], keys: dict[str, Path], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    out = tmp_path / "attestation"
+    assert _reproduce(signed, stage_artifacts["prepare"], keys["stranger.pub"], out, keys) == 1
+    err = capsys.readouterr().err
+    assert (
+        "signature: signature.json: the signature does not verify with the given public key" in err
+    )
+    record = json.loads((out / ATTESTATION).read_text())
+    assert record["signature"]["result"] == "failed" and record["result"] == "failed"
+    assert all(c["passed"] for c in record["checks"])  # the metrics still reproduce
+
+
+def test_wrong_test_data_or_the_issuer_key_as_verifier_key_is_an_error(
+    signed: Path, stage_artifacts: dict[str, Path], keys: dict[str, Path], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    out = tmp_path / "attestation"
+    other = stage_artifacts["prepare"] / "validation.parquet"
+    lineage = json.loads((signed / "bundle" / "lineage.json").read_text())
+    expected = lineage["chain"]["prepared splits"]["test.parquet"]
+    assert _reproduce(signed, other, keys["issuer.pub"], out, keys) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --data:")
+    assert expected in err[0] and "validation.parquet has sha256" in err[0]
+    assert not out.exists() and not list(tmp_path.iterdir())
+    issuer_signs = ["audit", "reproduce", str(signed), "--data", str(stage_artifacts["prepare"]),
+                    "--public-key", str(keys["issuer.pub"]), "--key-file", str(keys["issuer"]),
+                    "--out", str(out)]  # fmt: skip
+    assert main(issuer_signs) == 2
+    assert "verifier's own key" in capsys.readouterr().err and not out.exists()
+
+
+_CLEAN_RUN = """
+import sys
+from importlib.abc import MetaPathFinder
+
+BLOCKED = {"torch", "fairlearn", "pydantic", "yaml", "kfp", "onnx", "onnxscript", "matplotlib",
+           "fpdf", "safetensors", "sslops.config", "sslops.evaluate", "sslops.export"}
+
+class Block(MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name in BLOCKED or name.split(".")[0] in BLOCKED:
+            raise ImportError(f"blocked in the clean environment: {name}")
+        return None
+
+sys.meta_path.insert(0, Block())
+from sslops.audit.reproduce import main
+rc = main(sys.argv[1:])
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in {"torch", "fairlearn", "pydantic"})
+assert "torch" not in sys.modules and not loaded, loaded
+print("exit", rc)
+"""
+
+
+def test_reproduce_runs_in_a_clean_environment(
+    signed: Path, stage_artifacts: dict[str, Path], keys: dict[str, Path], tmp_path: Path
+) -> None:
+    """Fresh cwd and HOME, only the bundle and the test file, and the training stack blocked."""
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy2(signed / "bundle.zip", home / "bundle.zip")
+    shutil.copy2(stage_artifacts["prepare"] / "test.parquet", home / "test.parquet")
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(home), "PYTHONPATH": str(ROOT / "src"),
+           "OMP_NUM_THREADS": "1", "SSLOPS_VERIFIER_KEY": keys["verifier"].read_text()}  # fmt: skip
+    args = ["bundle.zip", "--data", "test.parquet", "--public-key", str(keys["issuer.pub"]),
+            "--out", "attestation"]  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", _CLEAN_RUN, *args], cwd=home, env=env,
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "exit 0"
+    record = json.loads((home / "attestation" / ATTESTATION).read_text())
+    assert record["result"] == "passed"
