@@ -86,10 +86,11 @@ class GroupDROLogisticRegression(ClassifierMixin, BaseEstimator):
     Rows are weighted ``q_g / n_g`` (so every group weighs ``q_g`` in total). Starting from
     uniform ``q`` (group-balanced training), each of ``rounds`` rounds fits the model,
     measures each group's mean log-loss and sets ``q_g ∝ q_g * exp(step * loss_g)``: groups
-    the model serves worst gain weight. ``step = 0`` is plain group balancing.
+    the model serves worst gain weight. The final model is fitted with the average ``q``
+    of the rounds (multiplicative weights). ``step = 0`` is plain group balancing.
     """
 
-    def __init__(self, *, step: float = 1.0, rounds: int = 5, C: float = 1.0) -> None:
+    def __init__(self, *, step: float = 1.0, rounds: int = 8, C: float = 1.0) -> None:
         self.step = step
         self.rounds = rounds
         self.C = C
@@ -100,24 +101,27 @@ class GroupDROLogisticRegression(ClassifierMixin, BaseEstimator):
         _, codes = np.unique(np.asarray(sensitive_features, dtype=str), return_inverse=True)
         counts = np.bincount(codes).astype(float)
         log_q = np.zeros(len(counts))
+        history = []
         for _ in range(self.rounds if self.step > 0 else 0):
-            coef, intercept = self._fit(X, y, codes, counts, log_q, classes)
+            q = np.exp(log_q - log_q.max())
+            history.append(q / q.sum())
+            coef, intercept = self._fit(X, y, codes, counts, history[-1], classes)
             logits = X @ coef.T + intercept
             logits -= logits.max(1, keepdims=True)
             log_p = logits - np.log(np.exp(logits).sum(1, keepdims=True))
             loss = -log_p[np.arange(len(y)), y]
-            group_loss = np.bincount(codes, weights=loss) / counts
-            log_q = log_q + self.step * group_loss
-            log_q -= log_q.max()
-        self.coef_, self.intercept_ = self._fit(X, y, codes, counts, log_q, classes)
-        self.group_weights_ = (np.exp(log_q) / np.exp(log_q).sum()).tolist()
+            log_q = log_q + self.step * np.bincount(codes, weights=loss) / counts
+        # Multiplicative weights: the average of the rounds' group weights approaches the
+        # minimax (worst-group) weighting; the last round alone can overshoot.
+        q = np.mean(history, axis=0) if history else np.full(len(counts), 1 / len(counts))
+        self.coef_, self.intercept_ = self._fit(X, y, codes, counts, q, classes)
+        self.group_weights_ = q.tolist()
         return self
 
     def _fit(
         self, X: np.ndarray, y: np.ndarray, codes: np.ndarray, counts: np.ndarray,
-        log_q: np.ndarray, classes: int,
+        q: np.ndarray, classes: int,
     ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-        q = np.exp(log_q) / np.exp(log_q).sum()
         weight = q[codes] / counts[codes] * len(y)
         return fit_multinomial(X, y, self.C, classes, sample_weight=weight)
 
