@@ -140,8 +140,10 @@ def test_unknown_group_attribute_is_a_config_error() -> None:
                                          "label": "label", "sensitive": ["sex"]}}  # fmt: skip
     with pytest.raises(ConfigError, match=r"\['sex'\].*valid names: stroke_thickness, ink"):
         validate_config(raw)
-    raw = {"modality": "timeseries",
-           "data": {"train": "x.ts", "format": "ts", "label": "class", "sensitive": ["ink"]}}
+    raw = {
+        "modality": "timeseries",
+        "data": {"train": "x.ts", "format": "ts", "label": "class", "sensitive": ["ink"]},
+    }
     with pytest.raises(ConfigError, match="valid names: amplitude, level"):
         validate_config(raw)
 
