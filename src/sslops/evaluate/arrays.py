@@ -202,6 +202,7 @@ def evaluate_arrays(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_di
             "rows": len(y),
             "modality": data.modality,
             "decision": "argmax of the class probabilities",
+            "threshold": "none (argmax of the class probabilities)",
             "classes": classes,
             "sensitive": attribute,
             "group_edges": edges,
