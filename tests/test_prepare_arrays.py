@@ -123,7 +123,7 @@ def test_ts_errors_name_the_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.ts"
     path.write_text("@problemName x\n@classLabel true 1 2\n@data\n1,2,3:1\n1,x,3:2\n")
     cfg = validate_config(
-        {"modality": "timeseries", "data": {"train": str(path), "format": "ts", "label": "c"}}
+        {"modality": "timeseries", "data": {"train": str(path), "format": "ts", "label": "class"}}
     )
     with pytest.raises(DataError, match=r"bad\.ts line 5: .*not a number"):
         prepare(cfg, tmp_path / "out")

@@ -477,6 +477,22 @@ class Config(_Section):
                 raise ValueError("'data.positive' is required for tabular data")
         return self
 
+    @model_validator(mode="after")
+    def _array_groups_are_derived_attributes(self) -> Config:
+        if self.modality == "tabular":
+            return self
+        from sslops.data.attributes import ATTRIBUTES
+
+        valid = ATTRIBUTES[self.modality]
+        named = [*self.data.sensitive, *(self.finetune.fairness.sensitive or [])]
+        unknown = [n for n in named if n not in valid]
+        if unknown:
+            raise ValueError(
+                f"data.sensitive / finetune.fairness.sensitive: {unknown} are not group "
+                f"attributes of {self.modality} data; valid names: {', '.join(valid)}"
+            )
+        return self
+
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True)
 

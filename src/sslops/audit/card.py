@@ -107,10 +107,14 @@ def _export_section(doc: Document, exported: dict[str, Any]) -> None:
     doc.heading("ONNX export")
     parity = exported["parity"]
     batches = ", ".join(f"{b}: {d:.1e}" for b, d in parity.get("batch_max_abs_diff", {}).items())
+    takes = (
+        f"takes {exported['inputs_description']}" if "inputs_description" in exported
+        else f"takes the raw columns ({len(exported.get('inputs', []))} inputs; imputation, "
+        "one-hot and scaling inside the graph)"
+    )  # fmt: skip
     doc.paragraph(
-        f"model.onnx (opset {exported['opset']}, {exported['bytes']:,} bytes) takes the raw "
-        f"columns ({len(exported.get('inputs', []))} inputs; imputation, one-hot and scaling "
-        f"inside the graph) and matches the torch model on {parity['rows']:,} test rows: max "
+        f"model.onnx (opset {exported['opset']}, {exported['bytes']:,} bytes) {takes} "
+        f"and matches the torch model on {parity['rows']:,} test rows: max "
         f"|difference| {parity['max_abs_diff']:.2e}, identical labels: "
         f"{parity['labels_identical']}; per batch size {batches}."
     )

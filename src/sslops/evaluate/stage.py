@@ -90,6 +90,10 @@ def _evaluate_split(
 
 def evaluate(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_dir: Path) -> Path:
     """Run the evaluate stage; returns the artifact directory."""
+    if cfg.modality != "tabular":  # images and series: sslops.evaluate.arrays
+        from sslops.evaluate.arrays import evaluate_arrays
+
+        return evaluate_arrays(cfg, prepared_dir, finetuned_dir, out_dir)
     ec = cfg.evaluate
     data = PreparedData(prepared_dir)
     read_meta(finetuned_dir, "finetune")

@@ -89,6 +89,10 @@ def _sensitive_policy(cfg: Config) -> str:
 
 def export(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_dir: Path) -> Path:
     """Run the export stage; returns the artifact directory."""
+    if cfg.modality != "tabular":  # images and series: sslops.export.arrays
+        from sslops.export.arrays import export_arrays
+
+        return export_arrays(cfg, prepared_dir, finetuned_dir, out_dir)
     data = PreparedData(prepared_dir)
     finetune_meta = read_meta(finetuned_dir, "finetune")
     name = cfg.export.model

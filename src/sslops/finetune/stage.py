@@ -92,6 +92,10 @@ def _settings(cfg: Config) -> FineTuneSettings:
 
 def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Path) -> Path:
     """Run the finetune stage; returns the artifact directory."""
+    if cfg.modality != "tabular":  # images and series: sslops.finetune.arrays
+        from sslops.finetune.arrays import finetune_arrays
+
+        return finetune_arrays(cfg, prepared_dir, pretrained_dir, out_dir)
     torch.manual_seed(cfg.seed)
     fc, fair = cfg.finetune, cfg.finetune.fairness
     data = PreparedData(prepared_dir)

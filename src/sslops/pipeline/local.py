@@ -113,7 +113,9 @@ def build_summary(run_dir: Path) -> dict[str, Any]:
         "model": exported["model"],
         "max_abs_diff": exported["parity"]["max_abs_diff"],
         "labels_identical": exported["parity"]["labels_identical"],
-        "inputs": "raw columns (preprocessing inside the graph)",
+        "inputs": exported.get(
+            "inputs_description", "raw columns (preprocessing inside the graph)"
+        ),
         "int8_path": str((bundle / quant["file"]).resolve()) if quant else None,
         "int8_accuracy_change_points": quant.get("accuracy_change_points"),
     }

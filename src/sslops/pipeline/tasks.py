@@ -90,7 +90,7 @@ def evaluate_task(
         curve = payload["roc_curves"][shown]
         classification.log_roc_curve(curve["fpr"], curve["tpr"], curve["thresholds"])
         classification.log_confusion_matrix(
-            ["negative", "positive"], payload["confusion_matrices"][shown]
+            payload.get("classes", ["negative", "positive"]), payload["confusion_matrices"][shown]
         )
         shutil.copyfile(out / "metrics.md", report.path)
 

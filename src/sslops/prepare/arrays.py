@@ -9,6 +9,7 @@ copies of test items dropped, every near-duplicate cluster on one side.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import unicodedata
@@ -61,9 +62,32 @@ def check_array_inputs(cfg: Config) -> None:
             f"data.format {cfg.data.format!r} reads {expected} data but modality is "
             f"{cfg.modality!r}; set modality: {expected}"
         )
-    _path(cfg, cfg.data.train, "data.train")
+    _check_label(cfg, _path(cfg, cfg.data.train, "data.train"), "data.train")
     if cfg.data.test:
-        _path(cfg, cfg.data.test, "data.test")
+        _check_label(cfg, _path(cfg, cfg.data.test, "data.test"), "data.test")
+
+
+TS_LABEL = "class"
+
+
+def _check_label(cfg: Config, path: Path, key: str) -> None:
+    """data.label must name the label: 'class' in a .ts file; a header column of a pixel CSV."""
+    label, fmt = cfg.data.label, cfg.data.format
+    if fmt == "ts" and label != TS_LABEL:
+        raise DataError(
+            f"data.label: column {label!r} not found in {key} ({path}); a .ts file has one "
+            f"label per series, named {TS_LABEL!r}"
+        )
+    if fmt == "pixel_csv":
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
+            first = [h.strip() for h in fh.readline().split(",")]
+        has_header = not all(h.replace(".", "", 1).isdigit() for h in first)
+        names = first if has_header else ["label"]
+        if label not in names:
+            found = (f"columns are: {', '.join(names)}" if has_header
+                     else "the file has no header row, so its last column is 'label'")  # fmt: skip
+            raise DataError(f"data.label: column {label!r} not found in {key} ({path}); {found}")
 
 
 def _read(cfg: Config, spec: str, key: str) -> tuple[Any, np.ndarray]:

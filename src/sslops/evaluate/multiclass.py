@@ -1,0 +1,148 @@
+"""Metrics of a K-class model (images, series) on one split: overall, per group, intervals.
+
+Fairness gaps for K classes, each in [0, 1] and equal to fairlearn's definitions when
+K = 2 (class 1 is then the positive class):
+
+- ``dp_difference``: the largest, over classes c, between-group difference of
+  P(predicted = c);
+- ``eo_difference``: the largest, over classes c, of the larger of the between-group
+  differences of the one-vs-rest true-positive rate P(pred = c | y = c) and
+  false-positive rate P(pred = c | y != c);
+- ``eopp_difference``: the same with the true-positive rate only (K = 2: class 1 only);
+- ``accuracy_parity_difference``: best minus worst group accuracy.
+
+ROC AUC is macro one-vs-rest over the classes present in the rows (with K = 2, the AUC
+of class 1's probability); ECE is the top-label expected calibration error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from sslops.evaluate.metrics import expected_calibration_error
+
+SUMMARY = (
+    "accuracy",
+    "roc_auc",
+    "ece",
+    "dp_difference",
+    "eo_difference",
+    "eopp_difference",
+    "accuracy_parity_difference",
+)
+GAP_OF = {
+    "demographic_parity": "dp_difference",
+    "equalized_odds": "eo_difference",
+    "equal_opportunity": "eopp_difference",
+}
+
+
+def macro_auc(y: np.ndarray, proba: np.ndarray) -> float:
+    if proba.shape[1] == 2:
+        return float(roc_auc_score(y, proba[:, 1])) if len(np.unique(y)) == 2 else float("nan")
+    scores = [
+        roc_auc_score(y == c, proba[:, c])
+        for c in range(proba.shape[1])
+        if 0 < np.sum(y == c) < len(y)
+    ]
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def top_label_ece(y: np.ndarray, proba: np.ndarray) -> float:
+    predicted = proba.argmax(1)
+    return expected_calibration_error((predicted == y).astype(float), proba.max(1))
+
+
+def _spread(rates: list[float]) -> float:
+    return float(max(rates) - min(rates)) if len(rates) > 1 else 0.0
+
+
+def class_gaps(
+    y: np.ndarray, predicted: np.ndarray, groups: np.ndarray, k: int
+) -> dict[str, float]:
+    """dp / eo / eopp / accuracy-parity differences between the groups (see the module doc)."""
+    levels = [groups == g for g in np.unique(groups)]
+    dp, eo, eopp = 0.0, 0.0, 0.0
+    for c in range(k):
+        hit = predicted == c
+        dp = max(dp, _spread([hit[m].mean() for m in levels if m.any()]))
+        tpr = _spread([hit[m & (y == c)].mean() for m in levels if (m & (y == c)).any()])
+        fpr = _spread([hit[m & (y != c)].mean() for m in levels if (m & (y != c)).any()])
+        eo = max(eo, tpr, fpr)
+        if k > 2 or c == 1:
+            eopp = max(eopp, tpr)
+    accuracy = [float(np.mean(predicted[m] == y[m])) for m in levels if m.any()]
+    return {
+        "dp_difference": dp,
+        "eo_difference": eo,
+        "eopp_difference": eopp,
+        "accuracy_parity_difference": _spread(accuracy),
+    }
+
+
+def summary(y: np.ndarray, proba: np.ndarray, groups: np.ndarray) -> dict[str, float]:
+    predicted = proba.argmax(1)
+    return {
+        "accuracy": float(np.mean(predicted == y)),
+        "roc_auc": macro_auc(y, proba),
+        "ece": top_label_ece(y, proba),
+        **class_gaps(y, predicted, groups, proba.shape[1]),
+    }
+
+
+def group_table(y: np.ndarray, proba: np.ndarray, groups: np.ndarray) -> dict[str, dict]:
+    predicted = proba.argmax(1)
+    table = {}
+    for g in np.unique(groups):
+        m = groups == g
+        row = {
+            "count": float(m.sum()),
+            "accuracy": float(np.mean(predicted[m] == y[m])),
+            "roc_auc": macro_auc(y[m], proba[m]),
+            "ece": top_label_ece(y[m], proba[m]),
+        }
+        if proba.shape[1] == 2:
+            row["selection_rate"] = float(np.mean(predicted[m] == 1))
+        table[str(g)] = row
+    return table
+
+
+def bootstrap(
+    y: np.ndarray, proba: np.ndarray, groups: np.ndarray, resamples: int, seed: int
+) -> dict[str, list[float]]:
+    """Percentile 95% intervals of the summary over row resamples."""
+    if resamples == 0:
+        return {}
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {k: [] for k in SUMMARY}
+    for _ in range(resamples):
+        rows = rng.integers(0, len(y), len(y))
+        for k, v in summary(y[rows], proba[rows], groups[rows]).items():
+            draws[k].append(v)
+    return {
+        k: [float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))]
+        for k, v in draws.items()
+    }
+
+
+def multiclass_metrics(
+    y: np.ndarray, proba: np.ndarray, groups: dict[str, np.ndarray], *, resamples: int = 0,
+    seed: int = 0,
+) -> dict[str, Any]:  # fmt: skip
+    """Overall metrics with gaps for the first group attribute, and per-group tables for each."""
+    first = next(iter(groups.values()))
+    result: dict[str, Any] = summary(y, proba, first)
+    if proba.shape[1] == 2:
+        result["selection_rate"] = float(np.mean(proba.argmax(1) == 1))
+    result["by_group"] = {name: group_table(y, proba, g) for name, g in groups.items()}
+    result["gaps"] = {
+        name: class_gaps(y, proba.argmax(1), g, proba.shape[1]) for name, g in groups.items()
+    }
+    result["worst_group_accuracy"] = min(
+        r["accuracy"] for r in result["by_group"][next(iter(groups))].values()
+    )
+    result["intervals"] = bootstrap(y, proba, first, resamples, seed)
+    return result

@@ -1,0 +1,304 @@
+"""Finetune for images and series: linear probe on frozen embeddings, group mitigation, baseline.
+
+Three exportable :class:`ArrayClassifier` s come out (plus ``probe``, the same as
+``ssl``, which evaluation's label-efficiency curve starts from):
+
+- ``ssl``: multinomial logistic regression on the standardized frozen embeddings of
+  the pretrained backbone, trained on ``finetune.label_fraction`` of the training
+  labels (a stratified, seeded draw);
+- ``mitigated``: the candidate the fairness policy selects on the validation split from
+  a sweep of :class:`GroupDROLogisticRegression` (group-DRO style exponentiated group
+  reweighting; strengths from ``finetune.fairness.penalties``) and, for two-class tasks,
+  fairlearn ExponentiatedGradient reductions (``finetune.fairness.reductions``);
+- ``baseline``: logistic regression on the normalized raw pixels / series, same labels.
+
+Groups are the derived attribute(s) named in ``data.sensitive`` (see
+:mod:`sslops.data.attributes`), bucketed with tercile edges from the training split;
+the edges are written to ``finetune.json`` so evaluation buckets the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+
+from sslops.artifacts import write_artifact
+from sslops.config import Config
+from sslops.data.attributes import ATTRIBUTES, MEASURES, bucket, tercile_edges
+from sslops.errors import ConfigError, DataError
+from sslops.evaluate.multiclass import GAP_OF, class_gaps
+from sslops.finetune.estimators import DistilledExponentiatedGradient
+from sslops.finetune.pareto import Candidate, mark_front, plot_front, select
+from sslops.finetune.stage import stratified_label_subset
+from sslops.models.arrays import (
+    ArrayClassifier,
+    model_input,
+    save_array_classifier,
+    save_backbone,
+    set_head,
+)
+from sslops.prepare.dataset import PreparedData
+from sslops.pretrain.stage import load_backbone
+from sslops.pretrain.tasks import feature_dim
+
+MODELS = ("ssl", "mitigated", "baseline")
+EMBED_BATCH = 256
+
+
+def group_attributes(cfg: Config) -> list[str]:
+    """The derived group attributes: ``data.sensitive``, else the modality's first one."""
+    return list(cfg.data.sensitive) or [ATTRIBUTES[cfg.modality][0]]
+
+
+def fit_multinomial(
+    x: np.ndarray, y: np.ndarray, c: float, classes: int, sample_weight: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Logistic regression as a softmax head: ``(classes, dim)`` weights and ``(classes,)`` bias.
+
+    Two classes: scikit-learn's single logit s becomes logits (0, s), whose softmax is
+    exactly its sigmoid.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fitted = LogisticRegression(C=c, max_iter=2000).fit(x, y, sample_weight=sample_weight)
+    if len(fitted.classes_) != classes:
+        raise DataError(
+            f"the labeled rows hold {len(fitted.classes_)} of {classes} classes; raise "
+            "finetune.label_fraction"
+        )
+    if classes == 2:
+        coef = np.vstack([np.zeros_like(fitted.coef_[0]), fitted.coef_[0]])
+        return coef, np.array([0.0, fitted.intercept_[0]])
+    return fitted.coef_, fitted.intercept_
+
+
+class GroupDROLogisticRegression(ClassifierMixin, BaseEstimator):
+    """Multinomial logistic regression with group-DRO style exponentiated group weights.
+
+    Rows are weighted ``q_g / n_g`` (so every group weighs ``q_g`` in total). Starting from
+    uniform ``q`` (group-balanced training), each of ``rounds`` rounds fits the model,
+    measures each group's mean log-loss and sets ``q_g ∝ q_g * exp(step * loss_g)``: groups
+    the model serves worst gain weight. The final model is fitted with the average ``q``
+    of the rounds (multiplicative weights). ``step = 0`` is plain group balancing.
+    """
+
+    def __init__(self, *, step: float = 1.0, rounds: int = 8, C: float = 1.0) -> None:
+        self.step = step
+        self.rounds = rounds
+        self.C = C
+
+    def fit(
+        self, X: np.ndarray, y: np.ndarray, *, sensitive_features: Any, classes: int
+    ) -> GroupDROLogisticRegression:
+        _, codes = np.unique(np.asarray(sensitive_features, dtype=str), return_inverse=True)
+        counts = np.bincount(codes).astype(float)
+        log_q = np.zeros(len(counts))
+        history = []
+        for _ in range(self.rounds if self.step > 0 else 0):
+            q = np.exp(log_q - log_q.max())
+            history.append(q / q.sum())
+            coef, intercept = self._fit(X, y, codes, counts, history[-1], classes)
+            logits = X @ coef.T + intercept
+            logits -= logits.max(1, keepdims=True)
+            log_p = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+            loss = -log_p[np.arange(len(y)), y]
+            log_q = log_q + self.step * np.bincount(codes, weights=loss) / counts
+        # Multiplicative weights: the average of the rounds' group weights approaches the
+        # minimax (worst-group) weighting; the last round alone can overshoot.
+        q = np.mean(history, axis=0) if history else np.full(len(counts), 1 / len(counts))
+        self.coef_, self.intercept_ = self._fit(X, y, codes, counts, q, classes)
+        self.group_weights_ = q.tolist()
+        return self
+
+    def _fit(
+        self, X: np.ndarray, y: np.ndarray, codes: np.ndarray, counts: np.ndarray,
+        q: np.ndarray, classes: int,
+    ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        weight = q[codes] / counts[codes] * len(y)
+        return fit_multinomial(X, y, self.C, classes, sample_weight=weight)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        logits = X @ self.coef_.T + self.intercept_
+        e = np.exp(logits - logits.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.predict_proba(X).argmax(1)
+
+
+def embed(model: ArrayClassifier, x: torch.Tensor) -> np.ndarray:
+    """``model.features`` of every row, in batches, without gradients."""
+    with torch.inference_mode():
+        parts = [model.features(x[i : i + EMBED_BATCH]) for i in range(0, len(x), EMBED_BATCH)]
+    return torch.cat(parts).numpy() if parts else np.zeros((0, model.head.in_features), np.float32)
+
+
+def group_edges(cfg: Config, train_values: np.ndarray) -> dict[str, list[float]]:
+    return {a: tercile_edges(MEASURES[a](train_values)) for a in group_attributes(cfg)}
+
+
+def groups_of(values: np.ndarray, edges: dict[str, list[float]]) -> dict[str, np.ndarray]:
+    return {a: bucket(a, MEASURES[a](values), e) for a, e in edges.items()}
+
+
+def finetune_arrays(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Path) -> Path:
+    """The finetune stage for images and series; returns the artifact directory."""
+    torch.manual_seed(cfg.seed)
+    fc, fair = cfg.finetune, cfg.finetune.fairness
+    if fc.transfer != "linear_probe":
+        raise ConfigError(
+            f"finetune.transfer {fc.transfer!r} is implemented for tabular data only; images "
+            "and series use 'linear_probe'"
+        )
+    data = PreparedData(prepared_dir)
+    modality, classes = data.modality, len(data.schema["classes"])
+    if modality != cfg.modality:
+        raise DataError(f"{prepared_dir} holds {modality} data but the config says {cfg.modality}")
+    backbone = load_backbone(pretrained_dir)
+    spec = json.loads((pretrained_dir / "backbone.json").read_text(encoding="utf-8"))
+    train, val = data.train, data.validation
+    x_train, x_val = model_input(modality, train.features), model_input(modality, val.features)
+    channels, dim = x_train.shape[1], feature_dim(backbone)
+
+    def classifier(with_backbone: bool) -> ArrayClassifier:
+        in_dim = dim if with_backbone else int(np.prod(x_train.shape[1:]))
+        return ArrayClassifier(modality, channels, backbone if with_backbone else None, in_dim,
+                               classes)  # fmt: skip
+
+    labeled = stratified_label_subset(train.target, fc.label_fraction, cfg.seed)
+    y_lab = train.target[labeled]
+    z_train, z_val = embed(classifier(True), x_train), embed(classifier(True), x_val)
+    shift, scale = z_train.mean(0), np.maximum(z_train.std(0), 1e-6)
+    zs_train, zs_val = (z_train - shift) / scale, (z_val - shift) / scale
+    c = fc.regularization
+    ssl = set_head(classifier(True), *fit_multinomial(zs_train[labeled], y_lab, c, classes),
+                   shift, scale)  # fmt: skip
+    raw_lab = embed(classifier(False), x_train[labeled])
+    baseline = set_head(classifier(False), *fit_multinomial(raw_lab, y_lab, c, classes))
+
+    edges = group_edges(cfg, train.features)
+    columns = fair.sensitive or group_attributes(cfg)[:1]
+    unknown = [a for a in columns if a not in edges]
+    if unknown:
+        raise ConfigError(
+            f"finetune.fairness.sensitive {unknown} must also be listed in data.sensitive "
+            f"({', '.join(edges)})"
+        )
+    train_groups, val_groups = groups_of(train.features, edges), groups_of(val.features, edges)
+
+    def candidate(name: str, mechanism: str, strength: float, coef: np.ndarray,
+                  intercept: np.ndarray, extra: dict | None = None) -> Candidate:  # fmt: skip
+        predicted = (zs_val @ coef.T + intercept).argmax(1)
+        acc = float(np.mean(predicted == val.target))
+        gaps: dict[str, float] = {}
+        for g in (val_groups[a] for a in columns):
+            found = class_gaps(val.target, predicted, g, classes)
+            for constraint, key in GAP_OF.items():
+                gaps[constraint] = max(gaps.get(constraint, 0.0), found[key])
+            gaps["accuracy_parity"] = max(gaps.get("accuracy_parity", 0.0),
+                                          found["accuracy_parity_difference"])  # fmt: skip
+        return Candidate(name, mechanism, strength, acc, gaps,
+                         extra={"head": (coef, intercept), **(extra or {})})  # fmt: skip
+
+    head = ssl.head.weight.detach().numpy(), ssl.head.bias.detach().numpy()
+    candidates = [candidate("ssl", "none", 0.0, *head)]
+    if fair.constraint != "none":
+        sens = np.array(["|".join(p) for p in zip(*(train_groups[a][labeled] for a in columns),
+                                                    strict=True)])  # fmt: skip
+        for step in sorted(set(fair.penalties)):
+            dro = GroupDROLogisticRegression(step=step, C=c).fit(
+                zs_train[labeled], y_lab, sensitive_features=sens, classes=classes
+            )
+            candidates.append(candidate(
+                f"group_dro(step={step:g})", "reweighting", step, dro.coef_, dro.intercept_,
+                {"group_weights": dro.group_weights_},
+            ))  # fmt: skip
+        if classes == 2:
+            for eps in sorted(fair.reductions):
+                red = DistilledExponentiatedGradient(constraint=fair.constraint, eps=eps, C=c).fit(
+                    zs_train[labeled], y_lab, sensitive_features=sens
+                )
+                coef = np.vstack([np.zeros_like(red.coef_), red.coef_])
+                candidates.append(candidate(f"exponentiated_gradient(eps={eps:g})", "reduction",
+                                            eps, coef, np.array([0.0, red.intercept_])))  # fmt: skip
+    constraint = fair.constraint if fair.constraint != "none" else "demographic_parity"
+    mark_front(candidates, constraint)
+    chosen, policy_met = (
+        select(candidates, constraint, fair.max_gap) if fair.constraint != "none"
+        else (candidates[0], True)
+    )  # fmt: skip
+    coef, intercept = chosen.extra["head"]
+    mitigated = set_head(classifier(True), coef, intercept, shift, scale)
+
+    report: dict[str, Any] = {
+        "modality": modality,
+        "classes": data.schema["classes"],
+        "labels_used": len(labeled),
+        "label_fraction": fc.label_fraction,
+        "train_rows": len(train.target),
+        "transfer": "linear_probe",
+        "groups": {
+            a: {
+                "edges": e,
+                "buckets": sorted(set(train_groups[a])),
+                "train_counts": {
+                    str(k): int(v)
+                    for k, v in zip(*np.unique(train_groups[a], return_counts=True), strict=True)
+                },
+            }
+            for a, e in edges.items()
+        },
+        "fairness": {
+            "constraint": fair.constraint,
+            "sensitive": columns,
+            "max_gap": fair.max_gap,
+            "gap_definitions": "multi-class: max over classes of the between-group difference "
+            "(see sslops.evaluate.multiclass); equal to fairlearn's for two classes",
+            "selected": chosen.name,
+            "selected_mechanism": chosen.mechanism,
+            "selected_strength": chosen.strength,
+            "policy_met_on_validation": policy_met,
+            "selection_rule": "highest validation accuracy among deployable candidates whose "
+            "validation gap is within max_gap; otherwise the smallest gap",
+            "postprocessing": "not applied to images and series (ThresholdOptimizer needs the "
+            "group at prediction time and is binary-only)",
+            "candidates": [
+                {
+                    **cand.row(),
+                    **(
+                        {"group_weights": cand.extra["group_weights"]}
+                        if "group_weights" in cand.extra
+                        else {}
+                    ),
+                }
+                for cand in candidates
+            ],
+        },
+    }
+    models = {"ssl": ssl, "mitigated": mitigated, "baseline": baseline, "probe": ssl}
+    info: dict[str, dict[str, Any]] = {
+        "ssl": {"transfer": "linear_probe"},
+        "mitigated": {"mechanism": chosen.mechanism, "strength": chosen.strength},
+        "baseline": {"kind": "logistic regression on normalized raw inputs"},
+        "probe": {"transfer": "linear_probe"},
+    }
+    inputs = {"prepared": prepared_dir, "pretrained": pretrained_dir}
+    with write_artifact(out_dir, "finetune", cfg.model_dump(mode="json"), inputs) as tmp:
+        save_backbone(backbone, spec, tmp)
+        for name, model in models.items():
+            save_array_classifier(model, tmp, name, {"decision": "argmax", **info[name]})
+        np.save(tmp / "labeled_rows.npy", labeled)
+        # Evaluation's label-efficiency curve reuses them instead of a second forward pass.
+        np.save(tmp / "train_embeddings.npy", z_train.astype(np.float32))
+        (tmp / "finetune.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        if fair.constraint != "none":
+            plot_front(tmp / "pareto.png", candidates, constraint, fair.max_gap, chosen)
+    return Path(out_dir)

@@ -1,0 +1,237 @@
+"""Images and time series past pretrain: finetune, evaluate, export (and audit) on tiny real data.
+
+GunPoint is used whole (50 + 150 short series); MNIST is a 300-image sample at 16x16 so
+ResNet-18 stays fast. Both pretrain for one or two epochs: these tests check the
+mechanics and contracts, not the quality (``test_sslops_run_*`` below, marked slow,
+run the shipped configs end to end).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from fairlearn.metrics import demographic_parity_difference, equalized_odds_difference
+
+from sslops.config import Config, load_config, validate_config
+from sslops.data.attributes import bucket, stroke_thickness, tercile_edges
+from sslops.errors import ConfigError, DataError
+from sslops.evaluate.corruptions import counterfactuals, shifted_images, shifted_series
+from sslops.evaluate.multiclass import class_gaps
+from sslops.finetune.arrays import GroupDROLogisticRegression, fit_multinomial
+from sslops.prepare import check_inputs
+from tests.conftest import ROOT
+
+MNIST = ROOT / "src" / "sslops" / "datasets" / "mnist" / "mnist_5k.csv.gz"
+TINY_PRETRAIN = [
+    "pretrain.threads=1", "pretrain.knn_every=0", "evaluate.bootstrap=10",
+    "finetune.fairness.penalties=[0.0,2.0]",
+]  # fmt: skip
+
+
+def _stages(cfg: Config, root: Path) -> dict[str, Path]:
+    from sslops.audit import audit
+    from sslops.evaluate import evaluate
+    from sslops.export import export
+    from sslops.finetune import finetune
+    from sslops.prepare import prepare
+    from sslops.pretrain import pretrain
+
+    a = {"prepare": prepare(cfg, root / "prepare")}
+    a["pretrain"] = pretrain(cfg, a["prepare"], root / "pretrain")
+    a["finetune"] = finetune(cfg, a["prepare"], a["pretrain"], root / "finetune")
+    a["evaluate"] = evaluate(cfg, a["prepare"], a["finetune"], root / "evaluate")
+    a["export"] = export(cfg, a["prepare"], a["finetune"], root / "export")
+    a["audit"] = audit(cfg, dict(a), root / "audit")
+    return a
+
+
+@pytest.fixture(scope="session")
+def gunpoint(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    cfg = load_config(
+        ROOT / "configs" / "gunpoint.yaml",
+        [*TINY_PRETRAIN, "pretrain.epochs=2", "finetune.fairness.reductions=[0.05]",
+         "evaluate.label_efficiency.draws=1", "audit.gates.max_int8_accuracy_drop=null"],
+    )  # fmt: skip
+    return _stages(cfg, tmp_path_factory.mktemp("gunpoint"))
+
+
+@pytest.fixture(scope="session")
+def mnist(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("mnist")
+    with gzip.open(MNIST, "rt") as fh:  # sorted by label: every 16th row covers all digits
+        rows = fh.read().splitlines()[::16][:300]
+    (root / "digits.csv").write_text("\n".join(rows) + "\n")
+    cfg = load_config(
+        ROOT / "configs" / "mnist.yaml",
+        [*TINY_PRETRAIN, f"data.train={root / 'digits.csv'}", "prepare.image_size=[16,16]",
+         "pretrain.epochs=1", "pretrain.batch_size=64", "finetune.label_fraction=0.3",
+         "evaluate.label_efficiency.fractions=[0.3,1.0]",
+         "audit.gates.min_auc=null", "audit.gates.max_int8_accuracy_drop=null"],
+    )  # fmt: skip
+    return _stages(cfg, root)
+
+
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("dataset", ["gunpoint", "mnist"])
+def test_every_model_has_metrics_and_gaps_in_range(dataset: str, request: pytest.FixtureRequest):
+    a = request.getfixturevalue(dataset)
+    metrics = _json(a["evaluate"] / "metrics.json")
+    classes = 2 if dataset == "gunpoint" else 10
+    assert len(metrics["classes"]) == classes
+    for name in ("ssl", "mitigated", "baseline"):
+        m = metrics["models"][name]
+        for key in ("accuracy", "roc_auc", "ece", "dp_difference", "eo_difference"):
+            assert 0 <= m[key] <= 1, (name, key, m[key])
+        groups = m["by_group"][metrics["sensitive"]]
+        assert sum(g["count"] for g in groups.values()) == metrics["rows"]
+        assert len(metrics["confusion_matrices"][name]) == classes
+    ood = _json(a["evaluate"] / "ood.json")
+    assert set(ood["models"]) == {"ssl", "mitigated", "baseline"}
+    shortcuts = _json(a["evaluate"] / "shortcuts.json")
+    assert shortcuts["counterfactual"] and "planted_shortcut" in shortcuts["not_applicable"]
+    curve = _json(a["evaluate"] / "label_efficiency.json")
+    assert set(curve["mean"]) == {"ssl_linear_probe", "logistic_regression"}
+    report = _json(a["finetune"] / "finetune.json")
+    assert report["fairness"]["selected"] in {c["name"] for c in report["fairness"]["candidates"]}
+    assert (a["audit"] / "bundle" / "model_card.html").is_file()
+
+
+@pytest.mark.parametrize("dataset", ["gunpoint", "mnist"])
+def test_onnx_takes_raw_arrays_matches_torch_and_int8_is_qdq(
+    dataset: str, request: pytest.FixtureRequest
+) -> None:
+    a = request.getfixturevalue(dataset)
+    exported = _json(a["export"] / "export.json")
+    parity = exported["parity"]
+    assert parity["max_abs_diff"] <= 1e-4 and parity["labels_identical"]
+    assert max(parity["batch_max_abs_diff"].values()) <= 1e-4
+    model = onnx.load(str(a["export"] / "model.onnx"))
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 18
+    shape = [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    assert shape == (["batch", 1, 150] if dataset == "gunpoint" else ["batch", 1, 16, 16])
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["decision_rule"].startswith("argmax") and len(json.loads(meta["classes"])) >= 2
+    quantized = onnx.load(str(a["export"] / "model.int8.onnx"))
+    ops = {n.op_type for n in quantized.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+    assert exported["quantization"]["quantize_linear_nodes"] > 0
+    # Raw input (uint8-range pixels / unnormalized series) straight into both models.
+    x = np.load(a["prepare"] / "test.npy").astype(np.float32)
+    x = x.transpose(0, 3, 1, 2) if x.ndim == 4 else x[:, None, :]
+    for name in ("model.onnx", "model.int8.onnx"):
+        sess = ort.InferenceSession(str(a["export"] / name), providers=["CPUExecutionProvider"])
+        p = sess.run(None, {"input": x[:5]})[0]
+        assert p.shape == (5, len(json.loads(meta["classes"])))
+        np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-3)
+
+
+def test_unknown_group_attribute_is_a_config_error() -> None:
+    raw = {"modality": "image", "data": {"train": "x.csv", "format": "pixel_csv",
+                                         "label": "label", "sensitive": ["sex"]}}  # fmt: skip
+    with pytest.raises(ConfigError, match=r"\['sex'\].*valid names: stroke_thickness, ink"):
+        validate_config(raw)
+    raw = {
+        "modality": "timeseries",
+        "data": {"train": "x.ts", "format": "ts", "label": "class", "sensitive": ["ink"]},
+    }
+    with pytest.raises(ConfigError, match="valid names: amplitude, level"):
+        validate_config(raw)
+
+
+def test_missing_label_of_ts_and_pixel_csv_fails_before_work() -> None:
+    for config in ("gunpoint", "mnist"):
+        cfg = load_config(ROOT / "configs" / f"{config}.yaml", ["data.label=no_such_column"])
+        with pytest.raises(DataError, match="'no_such_column' not found"):
+            check_inputs(cfg)
+
+
+def test_stroke_thickness_measures_width_and_buckets_by_training_terciles() -> None:
+    images = np.zeros((3, 28, 28, 1), dtype=np.uint8)
+    for i, width in enumerate((1, 2, 4)):
+        images[i, 4:24, 10 : 10 + width] = 255  # a vertical stroke, 20 pixels long
+    width = stroke_thickness(images)
+    assert np.allclose(width, [20 / 21, 40 / 22, 80 / 24])  # area / (boundary / 2)
+    edges = tercile_edges(width)
+    assert list(bucket("stroke_thickness", width, edges)) == ["thin", "medium", "thick"]
+    thicker = counterfactuals("stroke_thickness", images)["thicker strokes (dilation)"]
+    assert (stroke_thickness(thicker) > width).all()
+
+
+def test_shifts_are_deterministic_and_change_the_inputs() -> None:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (4, 12, 12, 1)).astype(np.uint8)
+    assert np.array_equal(shifted_images(images, 1), shifted_images(images, 1))
+    assert not np.array_equal(shifted_images(images, 1), images)
+    series = rng.normal(size=(4, 50)).astype(np.float32)
+    assert np.array_equal(shifted_series(series, 1), shifted_series(series, 1))
+    assert shifted_series(series, 1).shape == series.shape
+
+
+def test_two_class_gaps_equal_fairlearn_and_stay_in_range() -> None:
+    rng = np.random.default_rng(0)
+    y, pred = rng.integers(0, 2, 400), rng.integers(0, 2, 400)
+    groups = rng.choice(["a", "b", "c"], 400)
+    gaps = class_gaps(y, pred, groups, 2)
+    dp = demographic_parity_difference(y, pred, sensitive_features=groups)
+    eo = equalized_odds_difference(y, pred, sensitive_features=groups)
+    assert gaps["dp_difference"] == pytest.approx(dp) and gaps["eo_difference"] == pytest.approx(eo)
+    y10, pred10 = rng.integers(0, 10, 400), rng.integers(0, 10, 400)
+    for value in class_gaps(y10, pred10, groups, 10).values():
+        assert 0 <= value <= 1
+    perfect = class_gaps(y10, y10, groups, 10)
+    assert perfect["eo_difference"] == 0 and perfect["accuracy_parity_difference"] == 0
+
+
+def test_group_dro_raises_worst_group_accuracy_over_plain_logistic_regression() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 5))
+    y = (x[:, 0] > 0).astype(int)
+    groups = np.where(np.arange(300) < 240, "big", "small")
+    y[240:] = (x[240:, 1] > 0).astype(int)  # the small group follows another rule
+    coef, intercept = fit_multinomial(x, y, 1.0, 2)
+    plain = (x @ coef.T + intercept).argmax(1)
+    dro = GroupDROLogisticRegression(step=5.0).fit(x, y, sensitive_features=groups, classes=2)
+    balanced = GroupDROLogisticRegression(step=0.0).fit(x, y, sensitive_features=groups, classes=2)
+    assert balanced.group_weights_ == [0.5, 0.5] and sum(dro.group_weights_) == pytest.approx(1)
+
+    def worst(predicted: np.ndarray) -> float:
+        return min(np.mean(predicted[groups == g] == y[groups == g]) for g in ("big", "small"))
+
+    assert worst(dro.predict(x)) > worst(plain) + 0.05
+
+
+def _run_and_check(config: str, tmp_path: Path, cli_env: dict[str, str]) -> dict:
+    out = tmp_path / "run"
+    result = subprocess.run(
+        ["sslops", "run", "--config", str(ROOT / "configs" / f"{config}.yaml"), "--out", str(out)],
+        capture_output=True, text=True, env=cli_env, timeout=3600, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = _json(out / "summary.json")
+    for model in ("ssl", "mitigated", "baseline"):
+        for key in ("accuracy", "roc_auc", "dp_difference", "eo_difference"):
+            assert 0 <= summary[model][key] <= 1
+    assert summary["onnx"]["max_abs_diff"] <= 1e-4
+    assert Path(summary["onnx"]["path"]).is_file() and Path(summary["audit"]["path"]).is_dir()
+    return summary
+
+
+@pytest.mark.slow
+def test_sslops_run_gunpoint(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    _run_and_check("gunpoint", tmp_path, cli_env)
+
+
+@pytest.mark.slow
+def test_sslops_run_mnist(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    summary = _run_and_check("mnist", tmp_path, cli_env)
+    assert summary["ssl"]["accuracy"] > 0.5
