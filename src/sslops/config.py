@@ -188,7 +188,7 @@ class PretrainFairnessConfig(_Section):
         "(default: data.sensitive[0]).",
     )
     weight: float = Field(
-        default=1.0, ge=0, description="lambda: the reversed gradient's scale / the penalty's."
+        default=10.0, ge=0, description="lambda: the reversed gradient's scale / the penalty's."
     )
     adversary_hidden: int = Field(default=64, ge=1, description="Hidden units of the adversary.")
     adversary_lr_scale: float = Field(

@@ -172,10 +172,16 @@ def _rows(split: Split, count: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(n, size=min(count, n), replace=False))
 
 
-def _auc(y: np.ndarray, proba: np.ndarray, classes: np.ndarray) -> float:
+def _auc(y: np.ndarray, proba: np.ndarray, classes: np.ndarray) -> float | None:
+    """Binary ROC AUC, or the macro mean of one-vs-rest AUCs over the levels present."""
     if len(classes) == 2:
         return float(roc_auc_score(y == classes[1], proba[:, 1]))
-    return float(roc_auc_score(y, proba, multi_class="ovr", average="macro", labels=classes))
+    scores = [
+        roc_auc_score(y == c, proba[:, j])
+        for j, c in enumerate(classes)
+        if 0 < np.sum(y == c) < len(y)
+    ]
+    return float(np.mean(scores)) if scores else None
 
 
 def probe_sensitive(
@@ -212,6 +218,7 @@ def probe_sensitive(
             )
             model.fit(z_train, y_train)
             proba = model.predict_proba(z_test[seen])
-            scores[name] = round(_auc(y_test[seen], proba, model.classes_), 5)
+            auc = _auc(y_test[seen], proba, model.classes_)
+            scores[name] = None if auc is None else round(auc, 5)
         result[column] = scores
     return result
