@@ -7,7 +7,7 @@ the backbone's embedding of the clean (un-augmented) batch — what downstream h
   the column from the embedding through a gradient-reversal layer (Ganin & Lempitsky,
   2015): one backward pass trains the adversary to predict (cross-entropy, learning rate
   x ``adversary_lr_scale``) and the backbone, scaled by ``weight``, to defeat it.
-  Measured: the backbone wins against the adversary it trains with, yet a probe fitted
+  Measured: the backbone beats the adversary it trains against, yet a probe fitted
   afresh still reads the attribute (docs/pretrain.md) — prefer ``penalty``.
 - ``penalty``: :class:`SensitiveDependencePenalty`, ``weight`` x the normalized HSIC
   between the embeddings (Gaussian kernel, median bandwidth) and the one-hot sensitive
