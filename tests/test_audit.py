@@ -235,6 +235,10 @@ def test_bundle_contents_and_compliance_map(stage_artifacts: dict[str, Path]) ->
     assert list(chain) == [
         "raw data", "prepared splits", "SSL checkpoint", "fine-tuned model", "ONNX"
     ]  # fmt: skip
+    assert (
+        "Sensitive-attribute probe: 'sex' predicted from the frozen embedding"
+        in (bundle / "model_card.md").read_text()
+    )
 
 
 def test_new_result_files_flow_into_the_card(

@@ -174,6 +174,36 @@ Objective = Literal["scarf", "vime", "vicreg", "simclr", "mae", "masked_segment"
 Backbone = Literal["auto", "mlp", "ft_transformer", "resnet18", "vit_tiny", "resnet1d"]
 
 
+class PretrainFairnessConfig(_Section):
+    """Fairness-aware pretraining (tabular): keep sensitive columns out of the embedding."""
+
+    method: Literal["none", "adversarial", "penalty"] = Field(
+        default="none",
+        description="none; adversarial: an MLP predicts the column from the embedding through a "
+        "gradient-reversal layer; penalty: normalized HSIC between embedding and column.",
+    )
+    sensitive: list[str] | None = Field(
+        default=None,
+        description="Columns kept out and probed, each one of data.sensitive "
+        "(default: data.sensitive[0]).",
+    )
+    weight: float = Field(
+        default=10.0, ge=0, description="lambda: the reversed gradient's scale / the penalty's."
+    )
+    adversary_hidden: int = Field(default=64, ge=1, description="Hidden units of the adversary.")
+    adversary_lr_scale: float = Field(
+        default=10.0, gt=0, description="The adversary's learning rate / pretrain.learning_rate."
+    )
+    probe: list[Literal["logistic", "hgb"]] = Field(
+        default_factory=lambda: ["logistic"],  # type: ignore[arg-type]
+        description="Probes predicting each column from the frozen embedding (ROC AUC on test "
+        "in summary.json, also when method is none); hgb = gradient boosting; [] to skip.",
+    )
+    probe_rows: int = Field(
+        default=5000, ge=50, description="Train rows the probes fit on, test rows they score."
+    )
+
+
 class PretrainConfig(_Section):
     """Self-supervised pretraining: objective, backbone, precision, checkpoints, monitoring."""
 
@@ -239,6 +269,7 @@ class PretrainConfig(_Section):
     processes_per_node: int = Field(
         default=0, ge=0, description="torchrun processes per node; 0 = one per GPU (1 on CPU)."
     )
+    fairness: PretrainFairnessConfig = Field(default_factory=PretrainFairnessConfig)
 
     @model_validator(mode="after")
     def _many_nodes_need_a_job_launcher(self) -> PretrainConfig:
@@ -490,6 +521,22 @@ class Config(_Section):
             raise ValueError(
                 f"data.sensitive / finetune.fairness.sensitive: {unknown} are not group "
                 f"attributes of {self.modality} data; valid names: {', '.join(valid)}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _pretrain_fairness_columns_are_sensitive(self) -> Config:
+        fairness = self.pretrain.fairness
+        for column in fairness.sensitive or []:
+            if column not in self.data.sensitive:
+                raise ValueError(
+                    f"pretrain.fairness.sensitive names {column!r}, which is not a sensitive "
+                    f"column; available (data.sensitive): {', '.join(self.data.sensitive) or '(none)'}"
+                )
+        if fairness.method != "none" and self.modality != "tabular":
+            raise ValueError(
+                f"pretrain.fairness.method {fairness.method!r} needs tabular data "
+                f"(modality is {self.modality!r})"
             )
         return self
 

@@ -172,6 +172,15 @@ def build_card(cfg: Config, bundle: Path, context: dict[str, Any], evidence: lis
                 f"{_fmt(pretrain.get('rows'))} unlabeled rows, {_fmt(pretrain.get('steps'))} steps, "
                 f"final loss {_fmt(pretrain.get('final_loss'))}."
             )
+            fair = pretrain.get("fairness", {})
+            method = fair.get("method", "none")
+            how = method if method == "none" else f"{method}, weight {_fmt(fair.get('weight'))}"
+            for column, aucs in (pretrain.get("sensitive_probe_auc") or {}).items():
+                scores = ", ".join(f"{_fmt(v)} ({probe})" for probe, v in aucs.items())
+                items.append(
+                    f"Sensitive-attribute probe: '{column}' predicted from the frozen embedding "
+                    f"with test ROC AUC {scores} (fairness-aware pretraining: {how})."
+                )
         if finetune:
             items.append(
                 f"Fine-tuning used {_fmt(finetune.get('labels_used'))} labels "

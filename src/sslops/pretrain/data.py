@@ -33,6 +33,7 @@ class PretrainData:
     info: InputInfo
     bank: Labeled | None = None
     query: Labeled | None = None
+    sensitive: torch.Tensor | None = None  # tabular, fairness-aware: (N, columns) codes
 
 
 def _subset(x: torch.Tensor, y: torch.Tensor, count: int, seed: int) -> Labeled:

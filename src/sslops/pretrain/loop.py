@@ -36,6 +36,7 @@ from sslops.pretrain.checkpoint import (
     save_checkpoint,
 )
 from sslops.pretrain.data import PretrainData
+from sslops.pretrain.fairness import parameter_groups
 from sslops.pretrain.knn import knn_accuracy
 from sslops.pretrain.tasks import Task
 from sslops.progress import epoch_progress
@@ -89,6 +90,7 @@ def train(
     total_steps = steps_per_epoch * pc.epochs
 
     x = data.x.to(device)
+    sensitive = data.sensitive.to(device) if data.sensitive is not None else None
     if data.info.pool is not None:
         data.info.pool = x
     if data.info.column_of is not None:
@@ -102,7 +104,7 @@ def train(
         task = torch.nn.SyncBatchNorm.convert_sync_batchnorm(task)
     model: torch.nn.Module = DistributedDataParallel(task) if size > 1 else task
     optimizer = torch.optim.AdamW(
-        task.parameters(), lr=pc.learning_rate, weight_decay=pc.weight_decay
+        parameter_groups(task, cfg), lr=pc.learning_rate, weight_decay=pc.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s / total_steps, 1.0)))
@@ -161,7 +163,8 @@ def train(
                 tick = time.perf_counter()
                 rows_k = order[k * per_rank : (k + 1) * per_rank].to(device)
                 with _autocast(device, pc.precision):
-                    loss = model(x[rows_k], Draws(generator, batch, positions))
+                    codes = sensitive[rows_k] if sensitive is not None else None
+                    loss = model(x[rows_k], Draws(generator, batch, positions), codes)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 stats = torch.stack([loss.detach().float(), (~torch.isfinite(loss)).float()])

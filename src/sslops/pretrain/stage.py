@@ -34,9 +34,15 @@ from sslops.errors import ArtifactError
 from sslops.models.tabular import EncoderSpec, MLPEncoder
 from sslops.plots import line_plot
 from sslops.pretrain.data import load_pretrain_data
+from sslops.pretrain.fairness import (
+    build_fairness,
+    probe_sensitive,
+    sensitive_codes,
+    sensitive_columns,
+)
 from sslops.pretrain.launch import launch_torchrun, under_torchrun
 from sslops.pretrain.loop import TrainResult, train, write_metrics
-from sslops.pretrain.tasks import Task, backbone_spec, build_backbone, build_task
+from sslops.pretrain.tasks import Task, backbone_spec, build_backbone, build_task, feature_dim
 
 
 def pretrain(cfg: Config, prepared_dir: Path, out_dir: Path) -> Path:
@@ -108,12 +114,16 @@ def run_pretrain(
         data = load_pretrain_data(prepared_dir, cfg.modality, pc.knn_samples, cfg.seed)
         spec = backbone_spec(cfg, data.info)
         task = build_task(cfg, data.info, spec)
+        if pc.fairness.method != "none":
+            data.sensitive, levels = sensitive_codes(prepared_dir, sensitive_columns(cfg))
+            task.fairness = build_fairness(cfg, feature_dim(task.backbone), levels)
         if pc.init_from:
             _initialize(task.backbone, pc.init_from)
         checkpoints = checkpoint_dir_for(cfg, out_dir)
         result = train(cfg, data, task, checkpoints, device, stop_after=stop_after)
         if result is not None and (not dist.is_initialized() or dist.get_rank() == 0):
-            _write(cfg, prepared_dir, out_dir, task, spec, data.x.shape, result)
+            probe = _probe(cfg, prepared_dir, task, device)
+            _write(cfg, prepared_dir, out_dir, task, spec, data.x.shape, result, probe)
             if not pc.checkpoint_dir:
                 shutil.rmtree(checkpoints, ignore_errors=True)
         if dist.is_initialized():
@@ -124,9 +134,27 @@ def run_pretrain(
     return out_dir
 
 
+def _probe(cfg: Config, prepared_dir: Path, task: Task, device: torch.device) -> dict[str, Any]:
+    """Summary entries on the sensitive attribute: the fairness settings and probe AUCs."""
+    fc = cfg.pretrain.fairness
+    if cfg.modality != "tabular":
+        return {}
+    columns = sensitive_columns(cfg)
+    entries: dict[str, Any] = {
+        "fairness": {"method": fc.method, "weight": fc.weight, "sensitive": columns}
+    }
+    if fc.probe:
+        task.eval()
+        entries["sensitive_probe_auc"] = probe_sensitive(
+            lambda x: task.embed(x.to(device)), prepared_dir, columns, list(fc.probe),
+            fc.probe_rows, cfg.seed,
+        )  # fmt: skip
+    return entries
+
+
 def _write(
     cfg: Config, prepared_dir: Path, out_dir: Path, task: Task, spec: dict[str, Any],
-    shape: torch.Size, result: TrainResult,
+    shape: torch.Size, result: TrainResult, probe: dict[str, Any] | None = None,
 ) -> None:  # fmt: skip
     pc = cfg.pretrain
     history = result.history
@@ -147,13 +175,15 @@ def _write(
         "precision": pc.precision,
         "world_size": dist.get_world_size() if dist.is_initialized() else 1,
         "resumed_from_step": result.resumed_from,
+        **(probe or {}),
     }
     backbone_state = {
         k: v.detach().cpu().contiguous() for k, v in task.backbone.state_dict().items()
     }
     heads = {
         k: v.detach().cpu().contiguous()
-        for k, v in task.state_dict().items() if not k.startswith("backbone.")
+        for k, v in task.state_dict().items()
+        if not k.startswith(("backbone.", "fairness."))  # the adversary never ships
     }  # fmt: skip
     if isinstance(task.backbone, MLPEncoder):
         encoder_json: dict[str, Any] = asdict(task.backbone.spec)

@@ -120,9 +120,15 @@ def feature_dim(backbone: nn.Module) -> int:
 
 
 class Task(nn.Module):
+    """``forward`` is the objective's :meth:`ssl_loss` plus, when ``fairness`` is set
+    (``sslops.pretrain.fairness``), its term on the clean batch's embedding."""
+
+    fairness: nn.Module | None
+
     def __init__(self, backbone: nn.Module, info: InputInfo, cfg: Config) -> None:
         super().__init__()
         self.backbone, self.info = backbone, info
+        self.fairness = None
         self.objective = cfg.pretrain.objective
         self.temperature = cfg.pretrain.temperature
         self.image_aug = ImageAugment(size=info.shape[-1]) if info.modality == "image" else None
@@ -132,6 +138,17 @@ class Task(nn.Module):
         if self.image_aug is not None:
             x = normalize_images(x, self.image_aug)
         return self.backbone(x)
+
+    def ssl_loss(self, batch: torch.Tensor, draws: Draws) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(
+        self, batch: torch.Tensor, draws: Draws, sensitive: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        loss = self.ssl_loss(batch, draws)
+        if self.fairness is not None and sensitive is not None:
+            loss = loss + self.fairness(self.embed(batch), sensitive)
+        return loss
 
 
 class TwoViewTask(Task):
@@ -164,7 +181,7 @@ class TwoViewTask(Task):
             return augment_images(batch, self.image_aug, draws)
         return augment_series(batch, draws)
 
-    def forward(self, batch: torch.Tensor, draws: Draws) -> torch.Tensor:
+    def ssl_loss(self, batch: torch.Tensor, draws: Draws) -> torch.Tensor:
         views = torch.cat([self.view(batch, draws), self.view(batch, draws)])
         if self.channels_last:
             views = views.contiguous(memory_format=torch.channels_last)
@@ -183,7 +200,7 @@ class VimeTask(Task):
         self.feature_head = nn.Linear(dim, info.shape[0])
         self.ratio = cfg.pretrain.mask_ratio or 0.3
 
-    def forward(self, batch: torch.Tensor, draws: Draws) -> torch.Tensor:
+    def ssl_loss(self, batch: torch.Tensor, draws: Draws) -> torch.Tensor:
         assert self.info.pool is not None and self.info.column_of is not None
         corrupted, mask = corrupt_columns(
             batch, self.info.pool, self.info.column_of, self.ratio, draws
@@ -209,7 +226,7 @@ class MaeTask(Task):
         self.decoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
         self.predict = nn.Linear(width, patch_values)
 
-    def forward(self, batch: torch.Tensor, draws: Draws) -> torch.Tensor:
+    def ssl_loss(self, batch: torch.Tensor, draws: Draws) -> torch.Tensor:
         vit = self.backbone
         assert isinstance(vit, ViTTiny) and self.image_aug is not None
         images = normalize_images(batch, self.image_aug)
@@ -234,7 +251,7 @@ class SeriesTask(Task):
         out = channels if self.objective == "masked_segment" else channels * self.patch
         self.head = nn.Linear(backbone.feature_dim, out)
 
-    def forward(self, batch: torch.Tensor, draws: Draws) -> torch.Tensor:
+    def ssl_loss(self, batch: torch.Tensor, draws: Draws) -> torch.Tensor:
         backbone = self.backbone
         assert isinstance(backbone, ResNet1D)
         if self.objective == "masked_segment":
