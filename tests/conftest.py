@@ -31,6 +31,10 @@ FAST_OVERRIDES = [
     "finetune.fairness.steps=50",
     "finetune.fairness.penalties=[0.0,10.0,100.0]",
     "finetune.fairness.reductions=[0.02]",
+    "finetune.fairness.boosted.penalties=[0.0,100.0]",
+    "finetune.fairness.boosted.reductions=[0.01]",
+    "finetune.fairness.boosted.max_iter=30",
+    "finetune.fairness.boosted.embedding=true",  # exercise encoder + trees + head in export
     "evaluate.bootstrap=20",
     "evaluate.label_efficiency=null",
 ]

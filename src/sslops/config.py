@@ -284,6 +284,31 @@ class PretrainConfig(_Section):
         return self.processes_per_node or max(self.gpus_per_node, 1)
 
 
+class BoostedStackConfig(_Section):
+    """Fairness heads over [encoded features | (SSL embedding) | boosted-tree log-odds].
+
+    A HistGradientBoosting model is fitted on the labeled rows; the heads train on its
+    out-of-fold log-odds (``folds`` folds), so they see scores like those of unseen rows.
+    """
+
+    penalties: list[float] = Field(
+        default_factory=lambda: [0.0, 30.0, 100.0, 300.0, 1000.0],
+        description="In-training penalty weights of the stacked head; [] to skip.",
+    )
+    reductions: list[float] = Field(
+        default_factory=lambda: [0.002, 0.005, 0.01],
+        description="ExponentiatedGradient bounds (eps) of the stacked head, distilled; [] to skip.",
+    )
+    threshold_shifts: list[float] = Field(
+        default_factory=lambda: [0.0, 0.25, 0.5, 0.75],
+        description="Log-odds added to each penalized head's decision threshold, one candidate "
+        "each: a single cost-sensitive threshold for everyone (no sensitive attribute needed).",
+    )
+    embedding: bool = Field(default=False, description="Also give the head the SSL embedding.")
+    max_iter: int = Field(default=100, ge=1, description="Boosting iterations (trees).")
+    folds: int = Field(default=5, ge=2, description="Cross-fitting folds for the training scores.")
+
+
 class FairnessConfig(_Section):
     """Fairness mitigation and the policy that selects the deployed (``mitigated``) model."""
 
@@ -313,6 +338,15 @@ class FairnessConfig(_Section):
         "attribute at prediction time; never deployed).",
     )
     steps: int = Field(default=300, ge=1, description="L-BFGS iterations per linear head.")
+    boosted: BoostedStackConfig | None = Field(
+        default_factory=BoostedStackConfig,
+        description="Candidates whose head also sees a cross-fitted boosted-tree score; null to skip.",
+    )
+    selection_margin: float = Field(
+        default=0.0, ge=0, lt=1,
+        description="Policy safety margin: select among candidates whose validation gap is within "
+        "max_gap - selection_margin (a validation gap is a noisy estimate of the test gap).",
+    )  # fmt: skip
 
 
 class FullFineTuneConfig(_Section):

@@ -35,7 +35,7 @@ def fairness_gaps(
 @dataclass
 class Candidate:
     name: str
-    mechanism: str  # "penalty", "reduction", "none", "postprocessing"
+    mechanism: str  # "penalty", "reduction", "boosted_penalty", "boosted_reduction", "none", ...
     strength: float
     accuracy: float
     gaps: dict[str, float]
@@ -80,8 +80,8 @@ def plot_front(
     path: Path, candidates: list[Candidate], constraint: str, max_gap: float, chosen: Candidate
 ) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 4), dpi=100)
-    markers = {"penalty": "o", "reduction": "s", "none": "D", "postprocessing": "x",
-               "reweighting": "^"}  # fmt: skip
+    markers = {"penalty": "o", "reduction": "s", "boosted_penalty": "^", "boosted_reduction": "v",
+               "reweighting": "P", "none": "D", "postprocessing": "x"}  # fmt: skip
     for mechanism, marker in markers.items():
         pts = [c for c in candidates if c.mechanism == mechanism]
         if pts:

@@ -6,8 +6,10 @@ Three exportable ``TabularClassifier`` s come out:
   a logistic-regression head on the frozen, standardized embedding (linear probe) or,
   with ``finetune.transfer: full``, encoder and head fine-tuned together;
 - ``mitigated``: the candidate the fairness policy selects from a sweep of in-training
-  penalties and ExponentiatedGradient reductions (the Pareto front): the most accurate
-  on the validation split whose constrained gap is within ``finetune.fairness.max_gap``;
+  penalties and ExponentiatedGradient reductions (the Pareto front), over the SSL embedding
+  and, with ``finetune.fairness.boosted``, over [features | boosted-tree score]: the most
+  accurate on the validation split whose constrained gap is within
+  ``finetune.fairness.max_gap`` (less ``selection_margin``);
 - ``baseline``: logistic regression on the raw encoded features, same labels.
 
 ThresholdOptimizer post-processing is fitted and reported, flagged, never deployed: it
@@ -36,6 +38,7 @@ from sslops.finetune.estimators import (
 )
 from sslops.finetune.fairness import FairnessPenalty
 from sslops.finetune.pareto import Candidate, fairness_gaps, mark_front, plot_front, select
+from sslops.finetune.stacked import stacked_candidates
 from sslops.finetune.transfer import FineTuneSettings, fine_tune
 from sslops.models.tabular import MLPEncoder, TabularClassifier, save_classifier
 from sslops.prepare.dataset import PreparedData
@@ -138,10 +141,13 @@ def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pat
     candidates = [candidate("ssl", "none", 0.0, ssl)]
     if fair.constraint != "none":
         candidates += _mitigation_candidates(cfg, data, columns, labeled, ssl, probe, zs, candidate)
+        sens = train.frame[columns].astype("string").fillna("(missing)").to_numpy()
+        candidates += stacked_candidates(cfg, data, sens, labeled, probe, zs, candidate)
     constraint = fair.constraint if fair.constraint != "none" else "demographic_parity"
     mark_front(candidates, constraint)
     chosen, policy_met = (
-        select(candidates, constraint, fair.max_gap) if fair.constraint != "none"
+        select(candidates, constraint, fair.max_gap - fair.selection_margin)
+        if fair.constraint != "none"
         else (candidates[0], True)
     )  # fmt: skip
 
@@ -181,8 +187,9 @@ def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pat
             "selected_mechanism": chosen.mechanism,
             "selected_strength": chosen.strength,
             "policy_met_on_validation": policy_met,
+            "selection_margin": fair.selection_margin,
             "selection_rule": "highest validation accuracy among deployable candidates whose "
-            "validation gap is within max_gap; otherwise the smallest gap",
+            "validation gap is within max_gap - selection_margin; otherwise the smallest gap",
             "candidates": [c.row() for c in candidates],
         },
     }

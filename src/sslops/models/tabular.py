@@ -65,10 +65,14 @@ class TabularClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.logits(x))
 
+    def architecture(self) -> dict:
+        """What :func:`load_classifier` needs to rebuild the module before loading weights."""
+        spec = asdict(self.encoder.spec) if self.encoder is not None else None
+        return {"encoder": spec, "in_dim": self.head.in_features}
+
 
 def save_classifier(model: TabularClassifier, directory: Path, name: str, info: dict) -> None:
-    spec = asdict(model.encoder.spec) if model.encoder is not None else None
-    arch = {"encoder": spec, "in_dim": model.head.in_features, **info}
+    arch = {**model.architecture(), **info}
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(directory / f"{name}.safetensors"))
     (directory / f"{name}.json").write_text(json.dumps(arch, indent=2) + "\n", encoding="utf-8")
@@ -76,6 +80,10 @@ def save_classifier(model: TabularClassifier, directory: Path, name: str, info: 
 
 def load_classifier(directory: Path, name: str) -> tuple[TabularClassifier, dict]:
     arch = json.loads((directory / f"{name}.json").read_text(encoding="utf-8"))
+    if arch.get("kind") == "boosted_stack":
+        from sslops.models.trees import load_boosted_stack  # trees.py subclasses this module's
+
+        return load_boosted_stack(directory, name, arch), arch
     encoder = MLPEncoder(EncoderSpec(**arch["encoder"])) if arch["encoder"] else None
     model = TabularClassifier(encoder, arch["in_dim"])
     model.load_state_dict(load_file(str(directory / f"{name}.safetensors")))
