@@ -23,3 +23,10 @@ class ArtifactError(SslopsError):
 
 class GateError(SslopsError):
     """A policy gate failed."""
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for a file-system failure (not writable, disk full, ...): what and where."""
+    where = f" {exc.filename}" if exc.filename else ""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return f"cannot read or write{where}: {reason}"
