@@ -25,7 +25,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from sslops.errors import ArtifactError
+from sslops.errors import ArtifactError, describe_os_error
 
 META = "meta.json"
 _TRACKED_PACKAGES = (
@@ -143,6 +143,9 @@ def write_artifact(
         (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         _fsync_tree(tmp)
         move_into_place(tmp, final)
+    except OSError as exc:  # disk full, folder not writable, ...: name the artifact
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ArtifactError(f"{final} was not written: {describe_os_error(exc)}") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

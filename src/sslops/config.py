@@ -37,7 +37,7 @@ _Yaml12Loader.add_implicit_resolver(
 
 
 def read_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_Yaml12Loader)
+    return yaml.load(text, Loader=_Yaml12Loader)  # _Yaml12Loader is a SafeLoader  # nosec B506
 
 
 class _Section(BaseModel):

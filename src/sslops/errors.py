@@ -26,7 +26,6 @@ class GateError(SslopsError):
 
 
 def describe_os_error(exc: OSError) -> str:
-    """One line for a file-system failure (not writable, disk full, ...): what and where."""
-    where = f" {exc.filename}" if exc.filename else ""
-    reason = exc.strerror or str(exc) or type(exc).__name__
-    return f"cannot read or write{where}: {reason}"
+    """One line for a file-system failure (not writable, disk full, ...): why, and where."""
+    reason = " ".join((exc.strerror or str(exc) or type(exc).__name__).split())
+    return f"{reason}: {exc.filename}" if exc.filename else reason

@@ -105,9 +105,7 @@ def prepare_command(small_config: Config, tmp_path: Path, out: Path) -> list[str
             *config_args(small_config, tmp_path), "--out", str(out)]  # fmt: skip
 
 
-def test_full_disk_while_writing_is_one_clean_error(
-    small_config: Config, tmp_path: Path
-) -> None:
+def test_full_disk_while_writing_is_one_clean_error(small_config: Config, tmp_path: Path) -> None:
     """Every file write past 64 KiB fails with EFBIG (RLIMIT_FSIZE), as on a full disk."""
     out = tmp_path / "prepare"
     done = subprocess.run(
@@ -116,12 +114,14 @@ def test_full_disk_while_writing_is_one_clean_error(
     )  # fmt: skip
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1, done.stderr[-2000:]
-    assert lines[0].startswith("error: cannot read or write") and "large" in lines[0], lines
+    # The first write past the limit is prepare's scratch copy (numpy names no file) or,
+    # with a larger limit, the artifact itself ("<out> was not written: ...").
+    assert lines[0].startswith("error: "), lines
     assert not out.exists() and not list(tmp_path.glob(".prepare*"))
 
 
 def test_full_tmpfs_is_one_clean_error(small_config: Config, tmp_path: Path) -> None:
-    with small_tmpfs(tmp_path / "disk", "256k") as disk:
+    with small_tmpfs(tmp_path / "disk", "64k") as disk:
         out = disk / "prepare"
         done = subprocess.run(
             prepare_command(small_config, tmp_path, out), capture_output=True, text=True,
@@ -130,6 +130,7 @@ def test_full_tmpfs_is_one_clean_error(small_config: Config, tmp_path: Path) -> 
         left = list(disk.iterdir())
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1, done.stderr[-2000:]
+    assert lines[0].startswith(f"error: {out} was not written: "), lines
     assert "No space left on device" in lines[0], lines
     assert not left, left
 
@@ -140,8 +141,8 @@ def test_config_file_on_a_full_disk_is_not_half_read(tmp_path: Path) -> None:
     cut = tmp_path / "cut.yaml"
     cut.write_text(text[: text.index("sensitive")])  # stops before data.sensitive
     done = subprocess.run(
-        [sys.executable, "-m", "sslops.cli", "config", "--config", str(cut), *sum(
-            (["--set", o] for o in FAST_OVERRIDES), [])],
+        [sys.executable, "-m", "sslops.cli", "config", "--config", str(cut),
+         *[arg for o in FAST_OVERRIDES for arg in ("--set", o)]],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 2 and done.stderr.startswith("error: "), done.stderr

@@ -44,6 +44,7 @@ def fuzz(examples: int) -> settings:
         suppress_health_check=list(HealthCheck),
     )  # fmt: skip
 
+
 CONFIG = ROOT / "configs" / "adult.yaml"
 
 ODD_CELLS = [
@@ -101,7 +102,9 @@ def damaged_csv(draw: st.DrawFn, base: list[list[str]]) -> bytes:
             rows = rows[1:]
         return to_csv(rows).encode("utf-8", "surrogatepass")
     if kind == "encoding":
-        rows[draw(st.integers(1, height - 1))][1] = draw(st.sampled_from(["Café", "Ünïcode", "日本"]))
+        rows[draw(st.integers(1, height - 1))][1] = draw(
+            st.sampled_from(["Café", "Ünïcode", "日本"])
+        )
         codec = draw(st.sampled_from(["latin-1", "cp1252", "utf-16", "utf-8-sig", "utf-32"]))
         return to_csv(rows).encode(codec, "replace")
     if kind == "truncate":
@@ -284,7 +287,9 @@ def test_fuzzed_configs_to_run(
             check_outcome("run config", code, output, None)
             assert not out.exists()
             assert [p.name for p in Path(work).iterdir()] in (
-                ["config.yaml"], ["config.yaml", ".run.lock"], [".run.lock", "config.yaml"]
+                ["config.yaml"],
+                ["config.yaml", ".run.lock"],
+                [".run.lock", "config.yaml"],
             )
 
     case()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -69,8 +70,18 @@ def torchrun(cfg: Config, prepared: Path, out: Path, kills: int) -> tuple[int, s
         "--max-restarts=2", "--monitor-interval=0.2", str(HERE / "kill_rank.py"),
         "--config", str(config), "--prepared", str(prepared), "--out", str(out),
     ]  # fmt: skip
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    return done.returncode, done.stderr, log.read_text().splitlines()
+    # A session of its own, so that a timeout ends the ranks too, not only torchrun.
+    process = subprocess.Popen(
+        command, env=env, text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        _, stderr = process.communicate(timeout=600)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return process.returncode, stderr, log.read_text().splitlines()
 
 
 def test_sigkilled_rank_is_restarted_and_resumes_to_the_same_weights(

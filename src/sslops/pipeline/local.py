@@ -16,8 +16,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import io
-import os
 import json
+import os
 import re
 import shutil
 import sys
