@@ -1,4 +1,4 @@
-"""Environment faults for tests: a folder nobody may write, a file system that is full."""
+"""Faults for tests: damaged files, a folder nobody may write, a file system that is full."""
 
 from __future__ import annotations
 
@@ -12,6 +12,18 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+
+def flip_bit(path: Path) -> None:
+    """One bit of the middle byte flipped: the size stays, the sha256 changes."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+def truncate(path: Path) -> None:
+    """The second half cut off, as a write interrupted by a crash leaves a file."""
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
 def _mount_tmpfs(path: Path, options: str) -> bool:

@@ -20,7 +20,7 @@ import pytest
 from sslops.cli import main
 from sslops.config import Config
 from tests.conftest import FAST_OVERRIDES, ROOT
-from tests.reliability.faults import file_size_limit, small_tmpfs
+from tests.reliability.faults import file_size_limit, flip_bit, small_tmpfs, truncate
 
 pytestmark = pytest.mark.reliability
 
@@ -37,16 +37,6 @@ FLAGS = {"prepare": "prepared", "pretrain": "pretrained", "finetune": "finetuned
 NEEDS = {"pretrain": ["prepare"], "finetune": ["prepare", "pretrain"],
          "evaluate": ["prepare", "finetune"], "export": ["prepare", "finetune"],
          "audit": ["prepare", "pretrain", "finetune", "evaluate", "export"]}  # fmt: skip
-
-
-def flip_bit(path: Path) -> None:
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0x10
-    path.write_bytes(bytes(data))
-
-
-def truncate(path: Path) -> None:
-    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
 def config_args(small_config: Config, tmp_path: Path) -> list[str]:

@@ -73,7 +73,7 @@ def damaged_csv(draw: st.DrawFn, base: list[list[str]]) -> bytes:
     kind = draw(st.sampled_from(
         ["cells", "ragged", "header", "encoding", "truncate", "empty", "bytes", "absurd", "label"]
     ))  # fmt: skip
-    FUZZ_COUNTS[f"prepare CSV kind {kind}"] += 1
+    FUZZ_COUNTS[f"prepare CSV draws of kind {kind}"] += 1
     if kind == "cells":
         for _ in range(draw(st.integers(1, 30))):
             value = draw(st.sampled_from(ODD_CELLS) | st.text(max_size=12))

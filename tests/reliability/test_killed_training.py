@@ -27,6 +27,7 @@ from sslops.config import Config
 from sslops.errors import ArtifactError
 from sslops.pretrain import run_pretrain
 from sslops.pretrain.checkpoint import latest_checkpoint
+from tests.reliability.faults import flip_bit, truncate
 
 pytestmark = pytest.mark.reliability
 
@@ -112,16 +113,6 @@ def uninterrupted(
     small_config: Config, prepared: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
     return run_pretrain(configured(small_config), prepared, tmp_path_factory.mktemp("u") / "out")
-
-
-def flip_bit(path: Path) -> None:
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0x01
-    path.write_bytes(bytes(data))
-
-
-def truncate(path: Path) -> None:
-    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
 @pytest.mark.parametrize(

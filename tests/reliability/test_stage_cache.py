@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from sslops.artifacts import write_artifact
+from sslops.config import Config
 from sslops.pipeline.stage_cache import ENV, cached_stage
 
 
@@ -87,3 +88,20 @@ def test_without_the_environment_variable_nothing_is_cached(
     for name in ("a", "b"):
         cached_stage("prepare", "{}", {}, tmp_path / name, make(tmp_path / name))
     assert calls == ["prepare"] * 2
+
+
+def test_a_second_run_into_the_same_folder_is_refused(small_config: Config, tmp_path: Path) -> None:
+    import fcntl
+
+    from sslops.errors import SslopsError
+    from sslops.pipeline.local import run_local
+
+    out = tmp_path / "run"
+    stale = tmp_path / ".run.partial-deadbeef"
+    stale.mkdir()
+    with open(tmp_path / ".run.lock", "a+b") as held:  # another run holds the folder
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        with pytest.raises(SslopsError, match="another sslops run is writing"):
+            run_local(small_config, out)
+    assert stale.is_dir(), "a running run's staging folder must not be touched"
+    assert not out.exists()
