@@ -169,15 +169,30 @@ def _run_pipeline(pipeline: Any, cfg: Config, log_path: Path) -> None:
 
 @contextlib.contextmanager
 def _exclusive(out: Path) -> Any:
-    """Hold ``.<out>.lock``; then remove the staging folders of killed runs into ``out``."""
-    with open(out.parent / f".{out.name}.lock", "a+b") as lock:
+    """Hold ``.<out>.lock``; then remove the staging folders of killed runs into ``out``.
+
+    The lock file is removed on the way out, while still locked; a run that opened it
+    just before checks that it locked the file that is still there.
+    """
+    path = out.parent / f".{out.name}.lock"
+    busy = SslopsError(f"another sslops run is writing {out}; wait for it")
+    with open(path, "a+b") as lock:
         try:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise SslopsError(f"another sslops run is writing {out}; wait for it") from None
-        for stale in out.parent.glob(f".{out.name}.partial-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        yield
+            raise busy from None
+        try:
+            same = os.stat(path).st_ino == os.fstat(lock.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:
+            raise busy
+        try:
+            for stale in out.parent.glob(f".{out.name}.partial-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+            yield
+        finally:
+            path.unlink(missing_ok=True)
 
 
 def run_local(cfg: Config, out: Path) -> dict[str, Any]:
