@@ -240,6 +240,9 @@ def test_fuzzed_config_files(valid_config: dict[str, Any]) -> None:
 
 
 def test_fuzzed_overrides(valid_config: dict[str, Any]) -> None:
+    """``--set=KEY=VALUE`` in one argument: a separate value that starts with ``-`` is an
+    argparse usage error (usage text + error line, status 2), outside this guarantee."""
+
     @fuzz(200)
     @given(
         key=st.sampled_from(KEYS) | st.text(max_size=12),
@@ -251,7 +254,7 @@ def test_fuzzed_overrides(valid_config: dict[str, Any]) -> None:
             path = Path(work) / "config.yaml"
             path.write_text(yaml.safe_dump(valid_config), encoding="utf-8")
             with captured() as output:
-                code = main(["config", "--config", str(path), "--set", f"{key}={value}"])
+                code = main(["config", "--config", str(path), f"--set={key}={value}"])
             check_outcome("--set override", code, output, None)
 
     case()
