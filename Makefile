@@ -80,3 +80,25 @@ dvc-repro: $(STAMP)  ## reproduce the stages of dvc.yaml with params.yaml
 
 clean:
 	rm -rf runs artifacts .pytest_cache .ruff_cache .mypy_cache
+
+# Reliability and security hygiene (issue 7); docs/reliability.md lists what each target proves.
+SECURITY_VENV  := .tools/security
+SECURITY_TOOLS := $(SECURITY_VENV)/.installed
+PURELIB = $$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+
+.PHONY: test-reliability bandit audit-deps
+
+test-reliability: $(STAMP)  ## fault injection, fuzzing, concurrent runs, secrets (tests/reliability; ~15 min on 2 cores)
+	$(BIN)/python -m pytest -q -m 'not gpu' tests/reliability
+
+# bandit and pip-audit live in their own environment, like checkov: not the package's dependencies.
+$(SECURITY_TOOLS):
+	$(PYTHON) -m venv $(SECURITY_VENV)
+	$(SECURITY_VENV)/bin/python -m pip install --quiet 'bandit>=1.8' 'pip-audit>=2.7'
+	touch $(SECURITY_TOOLS)
+
+bandit: $(SECURITY_TOOLS)  ## bandit over the source; justified skips in pyproject.toml [tool.bandit], the rest `# nosec`
+	$(SECURITY_VENV)/bin/bandit -c pyproject.toml -q -r src components pipelines scripts benchmarks
+
+audit-deps: $(STAMP) $(SECURITY_TOOLS)  ## pip-audit of .venv's packages; needs PyPI's vulnerability API (fails when unreachable)
+	$(SECURITY_VENV)/bin/pip-audit --strict --skip-editable --progress-spinner off --path "$(PURELIB)"

@@ -12,6 +12,7 @@ hashes so a modified or truncated artifact is never used silently.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -25,9 +26,10 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from sslops.errors import ArtifactError
+from sslops.errors import ArtifactError, describe_os_error
 
 META = "meta.json"
+_STORAGE_FULL_OR_READ_ONLY = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS}
 _TRACKED_PACKAGES = (
     "sslops", "torch", "numpy", "pandas", "scikit-learn", "fairlearn", "onnx", "onnxruntime", "kfp",
 )  # fmt: skip
@@ -143,6 +145,11 @@ def write_artifact(
         (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         _fsync_tree(tmp)
         move_into_place(tmp, final)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if exc.errno in _STORAGE_FULL_OR_READ_ONLY:  # name the artifact, not only the file
+            raise ArtifactError(f"{final} was not written: {describe_os_error(exc)}") from None
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

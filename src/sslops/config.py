@@ -37,7 +37,7 @@ _Yaml12Loader.add_implicit_resolver(
 
 
 def read_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_Yaml12Loader)
+    return yaml.load(text, Loader=_Yaml12Loader)  # _Yaml12Loader is a SafeLoader  # nosec B506
 
 
 class _Section(BaseModel):
@@ -656,7 +656,8 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         try:
             loaded = read_yaml(path.read_text(encoding="utf-8"))
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+            reason = " ".join(str(exc).split())  # PyYAML's message spans lines; the CLI prints one
+            raise ConfigError(f"config file {path} is not valid YAML: {reason}") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {path}: expected a mapping at the top level")
         raw = loaded or {}

@@ -23,3 +23,9 @@ class ArtifactError(SslopsError):
 
 class GateError(SslopsError):
     """A policy gate failed."""
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for a file-system failure (not writable, disk full, ...): why, and where."""
+    reason = " ".join((exc.strerror or str(exc) or type(exc).__name__).split())
+    return f"{reason}: {exc.filename}" if exc.filename else reason

@@ -29,7 +29,7 @@ from scipy.sparse.csgraph import connected_components
 
 from sslops.data.canonicalize import parse_numbers, text_array
 
-_TOKEN_KEY = "sslops-token-v01"  # 16 characters: pandas' SipHash key
+_TOKEN_KEY = "sslops-token-v01"  # 16 characters: pandas' SipHash key  # a hash key, not a secret  # nosec B105
 _NUMBER_SALT = np.uint64(0x5BD1E9955BD1E995)
 MISSING_TOKEN = np.uint64(0x9E3779B97F4A7C15)
 _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)

@@ -105,8 +105,8 @@ class Placement:
     def volume_mounts(self) -> list[dict[str, Any]]:
         return [
             {"name": "workspace", "mountPath": self.workspace_path},
-            {"name": "tmp", "mountPath": "/tmp"},
-            {"name": "dshm", "mountPath": "/dev/shm"},
+            {"name": "tmp", "mountPath": "/tmp"},  # a per-pod emptyDir, not a shared /tmp  # nosec B108
+            {"name": "dshm", "mountPath": "/dev/shm"},  # a per-pod memory emptyDir  # nosec B108
         ]
 
 

@@ -3,13 +3,21 @@
 The run is staged in a hidden sibling of the output folder and renamed into place
 only when every task succeeded, so a failed or interrupted run leaves no partial
 output (and an earlier successful run in that folder is kept until then).
+
+Each finished stage is also kept in ``.<out>.stages`` (see
+:mod:`sslops.pipeline.stage_cache`) until the run succeeds, so running the same
+command again after a kill reuses them and restarts the interrupted stage. A lock
+file (``.<out>.lock``) keeps two runs from writing the same folder at once and lets
+a run remove what a killed run into the same folder left behind.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import json
+import os
 import re
 import shutil
 import sys
@@ -22,6 +30,7 @@ from typing import Any
 from sslops.artifacts import move_into_place
 from sslops.config import Config
 from sslops.errors import SslopsError
+from sslops.pipeline import stage_cache
 from sslops.prepare import check_inputs
 
 # (task name, output name) -> folder in the run directory
@@ -68,6 +77,8 @@ class _ConsoleFilter(io.TextIOBase):
         if done:
             mark = "ok" if done["status"] == "SUCCESS" else done["status"]
             print(f"  [{mark}] {done['task']}", file=sys.__stderr__, flush=True)
+        elif line.startswith(("reused ", "not reusing ")):
+            print(f"    {line}", file=sys.__stderr__, flush=True)
         elif line.startswith("error:"):
             self.error_lines.append(line)
             print(f"  {line}", file=sys.__stderr__, flush=True)
@@ -158,12 +169,56 @@ def _run_pipeline(pipeline: Any, cfg: Config, log_path: Path) -> None:
     raise PipelineFailed(f"{cause} (full log: {kept})")
 
 
+@contextlib.contextmanager
+def _exclusive(out: Path) -> Any:
+    """Hold ``.<out>.lock``; then remove the staging folders of killed runs into ``out``.
+
+    The lock file is removed on the way out, while still locked; a run that opened it
+    just before checks that it locked the file that is still there.
+    """
+    path = out.parent / f".{out.name}.lock"
+    busy = SslopsError(f"another sslops run is writing {out}; wait for it")
+    with open(path, "a+b") as lock:
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise busy from None
+        try:
+            same = os.stat(path).st_ino == os.fstat(lock.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:
+            raise busy
+        try:
+            for stale in out.parent.glob(f".{out.name}.partial-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+            yield
+        finally:
+            path.unlink(missing_ok=True)
+
+
 def run_local(cfg: Config, out: Path) -> dict[str, Any]:
     """Run the whole pipeline locally into ``out``; returns the summary."""
     check_inputs(cfg)  # a missing file or column fails here, before any task starts
     cfg = _absolute_paths(cfg)
     out = Path(out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
+    stages = out.parent / f".{out.name}.stages"
+    with _exclusive(out):
+        previous = os.environ.get(stage_cache.ENV)
+        os.environ[stage_cache.ENV] = str(stages)  # the task subprocesses inherit it
+        try:
+            summary = _run_staged(cfg, out)
+        finally:
+            if previous is None:
+                os.environ.pop(stage_cache.ENV, None)
+            else:
+                os.environ[stage_cache.ENV] = previous
+        shutil.rmtree(stages, ignore_errors=True)
+    return summary
+
+
+def _run_staged(cfg: Config, out: Path) -> dict[str, Any]:
     staging = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     try:

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from sslops.config import Config, config_from_json
-from sslops.errors import SslopsError
+from sslops.errors import SslopsError, describe_os_error
+from sslops.pipeline.stage_cache import cached_stage
 
 
 @contextmanager
@@ -25,6 +26,9 @@ def _user_errors() -> Iterator[None]:
         yield
     except SslopsError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    except OSError as exc:  # environment: folder not writable, disk full, ...
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
 
 
@@ -37,7 +41,10 @@ def prepare_task(config_json: str, prepared: Any, datacard: Any) -> None:
     from sslops.prepare import prepare
 
     def body(cfg: Config) -> None:
-        out = prepare(cfg, Path(prepared.path))
+        out = cached_stage(
+            "prepare", config_json, {}, Path(prepared.path),
+            lambda: prepare(cfg, Path(prepared.path)),
+        )  # fmt: skip
         shutil.copyfile(out / "datacard.md", datacard.path)
         card = json.loads((out / "datacard.json").read_text(encoding="utf-8"))
         prepared.metadata.update({k: v["rows"] for k, v in card["splits"].items()})
@@ -49,7 +56,10 @@ def pretrain_task(config_json: str, prepared: Any, pretrained: Any) -> None:
     from sslops.pretrain import pretrain
 
     def body(cfg: Config) -> None:
-        out = pretrain(cfg, Path(prepared.path), Path(pretrained.path))
+        out = cached_stage(
+            "pretrain", config_json, {"prepared": Path(prepared.path)}, Path(pretrained.path),
+            lambda: pretrain(cfg, Path(prepared.path), Path(pretrained.path)),
+        )  # fmt: skip
         summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
         pretrained.metadata.update(
             {"objective": summary["objective"], "loss": summary["final_loss"]}
@@ -62,7 +72,11 @@ def finetune_task(config_json: str, prepared: Any, pretrained: Any, finetuned: A
     from sslops.finetune import finetune
 
     def body(cfg: Config) -> None:
-        out = finetune(cfg, Path(prepared.path), Path(pretrained.path), Path(finetuned.path))
+        inputs = {"prepared": Path(prepared.path), "pretrained": Path(pretrained.path)}
+        out = cached_stage(
+            "finetune", config_json, inputs, Path(finetuned.path),
+            lambda: finetune(cfg, Path(prepared.path), Path(pretrained.path), Path(finetuned.path)),
+        )  # fmt: skip
         report = json.loads((out / "finetune.json").read_text(encoding="utf-8"))
         finetuned.metadata.update(
             {
@@ -81,7 +95,11 @@ def evaluate_task(
     from sslops.evaluate import evaluate
 
     def body(cfg: Config) -> None:
-        out = evaluate(cfg, Path(prepared.path), Path(finetuned.path), Path(evaluation.path))
+        inputs = {"prepared": Path(prepared.path), "finetuned": Path(finetuned.path)}
+        out = cached_stage(
+            "evaluate", config_json, inputs, Path(evaluation.path),
+            lambda: evaluate(cfg, Path(prepared.path), Path(finetuned.path), Path(evaluation.path)),
+        )  # fmt: skip
         payload = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
         for model, values in payload["models"].items():
             for key in ("accuracy", "roc_auc", "dp_difference", "eo_difference"):
@@ -101,7 +119,11 @@ def export_task(config_json: str, prepared: Any, finetuned: Any, onnx_model: Any
     from sslops.export import export
 
     def body(cfg: Config) -> None:
-        out = export(cfg, Path(prepared.path), Path(finetuned.path), Path(onnx_model.path))
+        inputs = {"prepared": Path(prepared.path), "finetuned": Path(finetuned.path)}
+        out = cached_stage(
+            "export", config_json, inputs, Path(onnx_model.path),
+            lambda: export(cfg, Path(prepared.path), Path(finetuned.path), Path(onnx_model.path)),
+        )  # fmt: skip
         info = json.loads((out / "export.json").read_text(encoding="utf-8"))
         onnx_model.metadata.update(
             {

@@ -6,11 +6,14 @@ A checkpoint is ``<dir>/step-00000123/`` with
 - ``state.pt``: optimizer, scheduler, RNG states (torch's and the view generator's),
   sampler position (epoch, step within it), counters and the epoch's losses so far —
   only tensors, numbers, strings, lists and dicts, read with ``weights_only=True``;
-- ``checkpoint.json``: step, epoch, config fingerprint (checked on resume).
+- ``checkpoint.json``: step, epoch, config fingerprint (checked on resume) and the
+  sha256 of the two payload files.
 
 It is written into a hidden temporary folder, fsynced, renamed into place, and then
 ``latest`` (a one-line file) is replaced atomically; a kill at any point leaves the
-previous checkpoint usable. The two newest checkpoints are kept.
+previous checkpoint usable. The two newest checkpoints are kept: a checkpoint whose
+files no longer match their sha256 (truncated, bit-flipped) is skipped with a message
+and training resumes from the one before it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -27,10 +31,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from sslops.artifacts import sha256_file
 from sslops.errors import ArtifactError
 
 LATEST = "latest"
 KEEP = 2
+PAYLOAD = ("model.safetensors", "state.pt")
 
 
 def fingerprint(config: dict[str, Any]) -> str:
@@ -65,7 +71,9 @@ def save_checkpoint(
         weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(weights, str(tmp / "model.safetensors"))
         torch.save(state, tmp / "state.pt")
-        (tmp / "checkpoint.json").write_text(json.dumps({"step": step, **info}, indent=2) + "\n")
+        digests = {file: sha256_file(tmp / file) for file in PAYLOAD}
+        record = {"step": step, **info, "sha256": digests}
+        (tmp / "checkpoint.json").write_text(json.dumps(record, indent=2) + "\n")
         _fsync_dir(tmp)
         final = directory / name
         if final.exists():
@@ -84,12 +92,38 @@ def save_checkpoint(
     return final
 
 
+def checkpoint_problem(path: Path) -> str | None:
+    """Why ``path`` is not a usable checkpoint (a file missing, unreadable or changed), or None."""
+    try:
+        info = json.loads((path / "checkpoint.json").read_text(encoding="utf-8"))
+        digests = info["sha256"]
+        for file in PAYLOAD:
+            if sha256_file(path / file) != digests[file]:
+                return f"{path / file} does not match its sha256 in checkpoint.json"
+    except FileNotFoundError as exc:
+        return f"{exc.filename} is missing"
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"{path / 'checkpoint.json'} is unreadable ({type(exc).__name__}: {exc})"
+    return None
+
+
 def latest_checkpoint(directory: Path) -> Path | None:
+    """The newest intact checkpoint: the one ``latest`` names, else the newest older one."""
     pointer = directory / LATEST
     if not pointer.is_file():
         return None
-    path = directory / pointer.read_text().strip()
-    return path if (path / "checkpoint.json").is_file() else None
+    named = directory / pointer.read_text().strip()
+    older = sorted((p for p in directory.glob("step-*") if p != named), reverse=True)
+    for candidate in [named, *older]:
+        problem = checkpoint_problem(candidate)
+        if problem is None:
+            if candidate != named:
+                print(f"resuming from the previous checkpoint {candidate}", file=sys.stderr)
+            return candidate
+        print(f"skipping checkpoint {candidate}: {problem}", file=sys.stderr)
+    raise ArtifactError(
+        f"no intact checkpoint in {directory}; remove it or set pretrain.resume=false to start over"
+    )
 
 
 def load_checkpoint(path: Path, model: nn.Module) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -71,7 +71,17 @@ def _start_process_group() -> tuple[torch.device, bool]:
         device = torch.device("cpu")
     if dist.is_initialized():
         return device, False
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    # torchrun --max-restarts reuses its rendezvous store for the restarted group, where the
+    # previous attempt's peer addresses are still published: keys per attempt, or gloo
+    # may connect to a dead rank's port ("Connection refused") and waste the restart.
+    store, rank, size = next(dist.rendezvous("env://"))
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    dist.init_process_group(
+        "nccl" if device.type == "cuda" else "gloo",
+        store=dist.PrefixStore(f"sslops/attempt_{attempt}", store),
+        rank=rank,
+        world_size=size,
+    )
     return device, True
 
 
