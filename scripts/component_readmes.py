@@ -1,7 +1,7 @@
 """Write components/<stage>/README.md from each component's docstring and interface.
 
-    python scripts/component_readmes.py          # regenerate
-    python scripts/component_readmes.py --check  # exit 1 when a README is stale (used by tests)
+python scripts/component_readmes.py          # regenerate
+python scripts/component_readmes.py --check  # exit 1 when a README is stale (used by tests)
 """
 
 from __future__ import annotations
