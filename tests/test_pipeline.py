@@ -103,7 +103,11 @@ def test_sslops_run_on_another_csv_through_kfp_local(
         elif path.is_file():
             content = path.read_bytes()
             assert not any(value in content for value in planted), path
-    assert "SSL + fairness mitigation" in result.stdout
+    assert "fairness-mitigated" in result.stdout
+    selected = summary["fairness"]["selected"]
+    assert selected in result.stdout
+    finetuned = json.loads((out / "finetune" / "finetune.json").read_text())
+    assert selected == finetuned["fairness"]["selected"]
     assert not list(tmp_path.glob(".run.partial-*"))
 
 

@@ -256,7 +256,7 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
         table.add_column(column, justify="left" if column == "model" else "right")
     labels = {
         "ssl": "SSL (probe)",
-        "mitigated": "SSL + fairness mitigation",
+        "mitigated": "fairness-mitigated",
         "baseline": "supervised baseline",
     }
     for key, label in labels.items():
@@ -266,6 +266,13 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
             *(f"{m[k]:.4f}" for k in ("accuracy", "roc_auc", "dp_difference", "eo_difference")),
         )
     console.print(table)
+    fairness = summary.get("fairness")
+    if fairness:
+        met = "met" if fairness["policy_met_on_validation"] else "NOT met (fairest candidate)"
+        console.print(
+            f"Mitigated:    {fairness['selected']} ({fairness['selected_mechanism']}); policy "
+            f"{fairness['constraint']} <= {fairness['max_gap']} on validation: {met}"
+        )
     console.print(
         f"ONNX model:   {summary['onnx']['path']}  (max |onnx - torch| = "
         f"{summary['onnx']['max_abs_diff']:.1e})"

@@ -116,6 +116,14 @@ def build_summary(run_dir: Path) -> dict[str, Any]:
         for name in ("ssl", "mitigated", "baseline")
     }
     summary["sensitive"] = metrics["sensitive"]
+    finetuned = json.loads((run_dir / "finetune" / "finetune.json").read_text(encoding="utf-8"))
+    fairness = finetuned["fairness"]
+    # Which candidate the policy deployed as `mitigated` (it need not use the SSL encoder).
+    summary["fairness"] = {
+        key: fairness[key]
+        for key in ("constraint", "max_gap", "selected", "selected_mechanism",
+                    "policy_met_on_validation")
+    }  # fmt: skip
     bundle = run_dir / "audit" / "bundle"
     quant = exported.get("quantization") or {}
     gates = json.loads((bundle / "gates.json").read_text(encoding="utf-8"))
