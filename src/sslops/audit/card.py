@@ -192,7 +192,9 @@ def build_card(cfg: Config, bundle: Path, context: dict[str, Any], evidence: lis
                 items.append(
                     f"Fairness policy: constraint {fairness.get('constraint')} for "
                     f"'{fairness.get('sensitive', '')}', max gap {fairness.get('max_gap')}; met on "
-                    f"validation: {fairness.get('policy_met_on_validation')}."
+                    f"validation: {fairness.get('policy_met_on_validation')}. Deployed as "
+                    f"'mitigated': {fairness.get('selected')} "
+                    f"({fairness.get('selected_mechanism')})."
                 )
         doc.bullets(items)
     if metrics:
