@@ -28,6 +28,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from sslops.artifacts import sha256_file
 from sslops.errors import ArtifactError, ConfigError
 
 if TYPE_CHECKING:  # the config (pydantic) is not needed to verify or reproduce a bundle
@@ -141,7 +142,7 @@ def generate_keypair(private_path: Path, public_path: Path) -> str:
 def write_manifest(bundle: Path, key: Ed25519PrivateKey | None = None) -> bytes:
     """``key``: the key that will sign it, so a removed signature.json is noticed."""
     files = {
-        p.relative_to(bundle).as_posix(): _sha256_path(p)
+        p.relative_to(bundle).as_posix(): sha256_file(p)
         for p in sorted(bundle.rglob("*"))
         if p.is_file() and p.relative_to(bundle).as_posix() not in _SEALS
     }
@@ -213,14 +214,6 @@ def write_zip(bundle: Path, target: Path) -> None:
 # --- verification -----------------------------------------------------------------------------
 
 
-def _sha256_path(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class BundleFiles:
     """The files of a bundle folder or .zip, by POSIX relative name."""
 
@@ -240,7 +233,7 @@ class BundleFiles:
 
     def sha256(self, name: str) -> str:
         if self._zip is None:
-            return _sha256_path(self.path / name)
+            return sha256_file(self.path / name)
         digest = hashlib.sha256()
         with self._zip.open(name) as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
@@ -350,6 +343,6 @@ def verify_path(path: Path, public_key: Ed25519PublicKey | None = None) -> dict[
         result["problems"].append(str(exc))
     for copy in sorted(p for p in path.iterdir() if p.is_file() and p.name not in {META, ZIP_NAME}):
         original = path / BUNDLE_DIR / copy.name
-        if not original.is_file() or _sha256_path(copy) != _sha256_path(original):
+        if not original.is_file() or sha256_file(copy) != sha256_file(original):
             result["problems"].append(f"{copy.name} differs from {BUNDLE_DIR}/{copy.name}")
     return result

@@ -40,7 +40,14 @@ from sslops.artifacts import read_meta, sha256_file, write_artifact
 from sslops.config import Config
 from sslops.errors import ArtifactError
 from sslops.export.quantize import _quiet_root_logger, session
-from sslops.export.stage import INT8_FILE, ONNX_FILE, PARITY_BATCHES, training_data_sha256
+from sslops.export.stage import (
+    INT8_FILE,
+    ONNX_FILE,
+    PARITY_BATCHES,
+    require_parity,
+    save_checked,
+    training_data_sha256,
+)
 from sslops.models.arrays import ArrayClassifier, load_array_classifier, model_input
 from sslops.prepare.dataset import PreparedData
 
@@ -146,18 +153,10 @@ def export_arrays(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_dir:
                 {"name": INPUT, "shape": shape, "dtype": "float32", "meaning": described}
             ),
         }
-        for key, value in metadata.items():
-            proto.metadata_props.add(key=key, value=value)
-        onnx.checker.check_model(proto, full_check=True)
-        onnx.save(proto, str(path))
+        save_checked(proto, path, metadata)
         feed = x.numpy()
         parity, fp32 = _parity(path, feed, expected)
-        worst = max([parity["max_abs_diff"], *parity["batch_max_abs_diff"].values()])
-        if worst > cfg.export.max_abs_diff or not parity["labels_identical"]:
-            raise ArtifactError(
-                f"ONNX parity failed: max |onnx - torch| = {worst:.2e} (allowed "
-                f"{cfg.export.max_abs_diff:.0e}), labels identical: {parity['labels_identical']}"
-            )
+        require_parity(parity, cfg.export.max_abs_diff)
         report: dict[str, Any] = {
             "model": name,
             "opset": cfg.export.opset,

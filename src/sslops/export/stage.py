@@ -80,6 +80,24 @@ def onnx_parity(
     }
 
 
+def save_checked(proto: onnx.ModelProto, path: Path, metadata: dict[str, str]) -> None:
+    """Add ``metadata`` to ``metadata_props``, run the full ONNX checker, save to ``path``."""
+    for key, value in metadata.items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.save(proto, str(path))
+
+
+def require_parity(parity: dict[str, Any], allowed: float) -> None:
+    """Fail the export when any batch differs from torch by more than ``allowed`` or a label flips."""
+    worst = max([parity["max_abs_diff"], *parity["batch_max_abs_diff"].values()])
+    if worst > allowed or not parity["labels_identical"]:
+        raise ArtifactError(
+            f"ONNX parity failed: max |onnx - torch| = {worst:.2e} "
+            f"(allowed {allowed:.0e}), labels identical: {parity['labels_identical']}"
+        )
+
+
 def _sensitive_policy(cfg: Config) -> str:
     columns = ", ".join(cfg.data.sensitive)
     if cfg.prepare.sensitive_as_features:
@@ -118,18 +136,10 @@ def export(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_dir: Path) 
             "inputs": json.dumps(schema),
             "feature_names": json.dumps(data.schema["encoded_features"]),
         }
-        for key, value in metadata.items():
-            proto.metadata_props.add(key=key, value=value)
-        onnx.checker.check_model(proto, full_check=True)
-        onnx.save(proto, str(path))
+        save_checked(proto, path, metadata)
         parity = onnx_parity(path, feed, expected, threshold)
         fp32 = parity.pop("onnx")
-        worst = max([parity["max_abs_diff"], *parity["batch_max_abs_diff"].values()])
-        if worst > cfg.export.max_abs_diff or not parity["labels_identical"]:
-            raise ArtifactError(
-                f"ONNX parity failed: max |onnx - torch| = {worst:.2e} "
-                f"(allowed {cfg.export.max_abs_diff:.0e}), labels identical: {parity['labels_identical']}"
-            )
+        require_parity(parity, cfg.export.max_abs_diff)
         report: dict[str, Any] = {
             "model": name,
             "opset": cfg.export.opset,
