@@ -112,6 +112,19 @@ def test_tabular_objectives_and_backbones_train(
     )
 
 
+def test_image_views_follow_pretrain_augment() -> None:
+    info = InputInfo("image", (3, 16, 16))
+    digits = config("image", objective="simclr", augment={"min_scale": 0.4, "flip": 0.0})
+    aug = build_task(digits, info, backbone_spec(digits, info)).image_aug
+    assert aug is not None and (aug.min_scale, aug.flip, aug.size) == (0.4, 0.0, 16)
+    default = config("image", objective="simclr")
+    assert build_task(default, info, backbone_spec(default, info)).image_aug.min_scale == 0.08
+    with pytest.raises(ConfigError, match=r"pretrain\.augment\.flip"):
+        config("image", augment={"flip": 2})
+    with pytest.raises(ConfigError, match=r"pretrain\.augment\.blur"):
+        config("image", augment={"blur": 0.5})
+
+
 def test_objective_that_does_not_fit_the_modality_is_refused() -> None:
     info = InputInfo("image", (3, 16, 16))
     with pytest.raises(ConfigError, match="does not apply to modality 'image'"):

@@ -174,6 +174,23 @@ Objective = Literal["scarf", "vime", "vicreg", "simclr", "mae", "masked_segment"
 Backbone = Literal["auto", "mlp", "ft_transformer", "resnet18", "vit_tiny", "resnet1d"]
 
 
+class ImageAugmentConfig(_Section):
+    """The SimCLR image views (lightly's ``SimCLRTransform`` defaults, without blur).
+
+    Digits and other oriented, colourless images want milder crops and no flips or colour
+    jitter: see ``configs/mnist.yaml``.
+    """
+
+    min_scale: float = Field(
+        default=0.08, gt=0, le=1, description="Smallest random-crop area, as a share of the image."
+    )
+    flip: float = Field(default=0.5, ge=0, le=1, description="Horizontal flip probability.")
+    jitter_prob: float = Field(
+        default=0.8, ge=0, le=1, description="Probability of colour jitter per view."
+    )
+    grey_prob: float = Field(default=0.2, ge=0, le=1, description="Probability of greyscale.")
+
+
 class PretrainFairnessConfig(_Section):
     """Fairness-aware pretraining (tabular): keep sensitive columns out of the embedding."""
 
@@ -270,6 +287,9 @@ class PretrainConfig(_Section):
         default=0, ge=0, description="torchrun processes per node; 0 = one per GPU (1 on CPU)."
     )
     fairness: PretrainFairnessConfig = Field(default_factory=PretrainFairnessConfig)
+    augment: ImageAugmentConfig = Field(
+        default_factory=ImageAugmentConfig, description="Image views (simclr, vicreg)."
+    )
 
     @model_validator(mode="after")
     def _many_nodes_need_a_job_launcher(self) -> PretrainConfig:
@@ -346,6 +366,12 @@ class FairnessConfig(_Section):
         default=0.0, ge=0, lt=1,
         description="Policy safety margin: select among candidates whose validation gap is within "
         "max_gap - selection_margin (a validation gap is a noisy estimate of the test gap).",
+    )  # fmt: skip
+    gap_holdout: float = Field(
+        default=0.5, ge=0, lt=1,
+        description="Demographic parity needs no labels: this share of the unlabeled training "
+        "rows is kept out of every fairness penalty and joins the validation split to estimate "
+        "each candidate's demographic-parity gap (0: validation only).",
     )  # fmt: skip
 
 

@@ -131,7 +131,11 @@ class Task(nn.Module):
         self.fairness = None
         self.objective = cfg.pretrain.objective
         self.temperature = cfg.pretrain.temperature
-        self.image_aug = ImageAugment(size=info.shape[-1]) if info.modality == "image" else None
+        self.image_aug = (
+            ImageAugment(size=info.shape[-1], **cfg.pretrain.augment.model_dump())
+            if info.modality == "image"
+            else None
+        )
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Backbone features of un-augmented inputs."""
