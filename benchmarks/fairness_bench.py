@@ -134,9 +134,13 @@ def main() -> None:
 
 
 def _selected_row(report: dict) -> dict[str, float]:
-    """The selected candidate's validation figures, as the policy saw them."""
+    """The selected candidate's figures as the policy saw them (see the report's gap_rows)."""
     row = next(c for c in report["candidates"] if c["name"] == report["selected"])
-    return {k.removeprefix("validation_"): v for k, v in row.items() if k.startswith("validation_")}
+    return {
+        k.removeprefix("validation_"): v
+        for k, v in row.items()
+        if k == "validation_accuracy" or k.endswith("_difference")
+    }
 
 
 def _finish(results: dict, out: Path, started: float) -> None:

@@ -114,6 +114,34 @@ def test_stage_reports_boosted_candidates_and_their_penalty_shrinks_the_gap(
     assert len(boosted) >= 2 and any(
         c["mechanism"] == "boosted_reduction" for c in fairness["candidates"]
     )
-    gaps = [c["validation_demographic_parity_difference"] for c in boosted]
+    gaps = [c["demographic_parity_difference"] for c in boosted]
     assert gaps[-1] < gaps[0], "a stronger penalty must shrink the stacked head's gap"
     assert "selection_margin" in fairness
+
+
+def test_demographic_parity_gaps_use_unlabeled_rows_no_penalty_saw(small_config) -> None:
+    from sslops.finetune.stage import _gap_holdout
+
+    labeled = np.arange(0, 1000, 10)
+    held, penalty_rows = _gap_holdout(small_config, 1000, labeled)
+    assert small_config.finetune.fairness.constraint == "demographic_parity"
+    assert len(held) == 450 and len(penalty_rows) == 450
+    assert not set(held) & set(penalty_rows) and not set(held) & set(labeled)
+    assert np.array_equal(held, _gap_holdout(small_config, 1000, labeled)[0])  # seeded
+    eo = small_config.model_copy(deep=True)
+    eo.finetune.fairness.constraint = "equalized_odds"  # needs labels: validation only
+    assert len(_gap_holdout(eo, 1000, labeled)[0]) == 0
+    off = small_config.model_copy(deep=True)
+    off.finetune.fairness.gap_holdout = 0.0
+    held, penalty_rows = _gap_holdout(off, 1000, labeled)
+    assert len(held) == 0 and len(penalty_rows) == 900
+
+
+def test_stage_report_says_where_each_gap_was_measured(stage_artifacts: dict[str, Path]) -> None:
+    fairness = json.loads((stage_artifacts["finetune"] / "finetune.json").read_text())["fairness"]
+    rows = fairness["gap_rows"]
+    data = PreparedData(stage_artifacts["prepare"])
+    labeled = np.load(stage_artifacts["finetune"] / "labeled_rows.npy")
+    held = round(0.5 * (len(data.train.target) - len(labeled)))
+    assert f"+ {held} unlabeled training rows" in rows["demographic_parity"]
+    assert rows["equalized_odds"] == f"validation ({len(data.validation.target)} rows)"

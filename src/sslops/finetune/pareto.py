@@ -49,7 +49,7 @@ class Candidate:
             "mechanism": self.mechanism,
             "strength": self.strength,
             "validation_accuracy": round(self.accuracy, 5),
-            **{f"validation_{k}_difference": round(v, 5) for k, v in self.gaps.items()},
+            **{f"{k}_difference": round(v, 5) for k, v in self.gaps.items()},
             "deployable": self.deployable,
             "on_pareto_front": self.on_front,
         }

@@ -34,9 +34,13 @@ CandidateFactory = Callable[[str, str, float, TabularClassifier], Candidate]
 
 def stacked_candidates(
     cfg: Config, data: PreparedData, sensitive: np.ndarray, labeled: np.ndarray,
-    probe: TabularClassifier, zs: np.ndarray, candidate: CandidateFactory,
+    penalty_rows: np.ndarray, probe: TabularClassifier, zs: np.ndarray,
+    candidate: CandidateFactory,
 ) -> list[Candidate]:  # fmt: skip
-    """The boosted-stack penalty and reduction sweeps; ``sensitive`` has one row per train row."""
+    """The boosted-stack penalty and reduction sweeps; ``sensitive`` has one row per train row.
+
+    The penalties see the labeled rows and the unlabeled ``penalty_rows`` only.
+    """
     fc, fair = cfg.finetune, cfg.finetune.fairness
     settings = fair.boosted
     if settings is None or not (settings.penalties or settings.reductions):
@@ -74,7 +78,7 @@ def stacked_candidates(
             constraint=fair.constraint, penalty=weight, C=fc.regularization, max_iter=fair.steps
         ).fit(
             stack[labeled], y_lab, sensitive_features=sensitive[labeled],
-            X_unlabeled=stack[unlabeled], sensitive_features_unlabeled=sensitive[unlabeled],
+            X_unlabeled=stack[penalty_rows], sensitive_features_unlabeled=sensitive[penalty_rows],
             init=init,
         )  # fmt: skip
         init = (head.coef_, head.intercept_)  # warm start along the sweep

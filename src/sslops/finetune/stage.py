@@ -37,7 +37,7 @@ from sslops.finetune.estimators import (
     GroupThresholdPostprocessor,
 )
 from sslops.finetune.fairness import FairnessPenalty
-from sslops.finetune.pareto import Candidate, fairness_gaps, mark_front, plot_front, select
+from sslops.finetune.pareto import GAPS, Candidate, fairness_gaps, mark_front, plot_front, select
 from sslops.finetune.stacked import stacked_candidates
 from sslops.finetune.transfer import FineTuneSettings, fine_tune
 from sslops.models.tabular import MLPEncoder, TabularClassifier, save_classifier
@@ -129,20 +129,36 @@ def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pat
     baseline = linear_model(None, *logistic(train.features[labeled], y_lab, fc.regularization))
 
     val_groups = {c: val.groups(c).to_numpy() for c in columns}
+    held, penalty_rows = _gap_holdout(cfg, len(train.target), labeled)
+    held_groups = {c: train.groups(c).to_numpy()[held] for c in columns}
+
+    def gaps_of(predicted: np.ndarray, predicted_held: np.ndarray) -> dict[str, float]:
+        """Gaps on validation; demographic parity also over the held-out unlabeled rows."""
+        gaps = fairness_gaps(val.target, predicted, val_groups)
+        if len(held):
+            both = np.concatenate([predicted, predicted_held])
+            groups = {c: np.concatenate([val_groups[c], held_groups[c]]) for c in columns}
+            gaps["demographic_parity"] = demographic_parity_gap(both, groups)
+        return gaps
 
     def candidate(
         name: str, mechanism: str, strength: float, model: TabularClassifier
     ) -> Candidate:
         predicted = (_predict(model, val.features) >= threshold).astype(int)
         acc = float(np.mean(predicted == val.target))
-        gaps = fairness_gaps(val.target, predicted, val_groups)
+        on_held = (_predict(model, train.features[held]) >= threshold).astype(int)
+        gaps = gaps_of(predicted, on_held)
         return Candidate(name, mechanism, strength, acc, gaps, extra={"model": model})
 
     candidates = [candidate("ssl", "none", 0.0, ssl)]
     if fair.constraint != "none":
-        candidates += _mitigation_candidates(cfg, data, columns, labeled, ssl, probe, zs, candidate)
+        candidates += _mitigation_candidates(
+            cfg, data, columns, labeled, penalty_rows, ssl, probe, zs, candidate
+        )
         sens = train.frame[columns].astype("string").fillna("(missing)").to_numpy()
-        candidates += stacked_candidates(cfg, data, sens, labeled, probe, zs, candidate)
+        candidates += stacked_candidates(
+            cfg, data, sens, labeled, penalty_rows, probe, zs, candidate
+        )
     constraint = fair.constraint if fair.constraint != "none" else "demographic_parity"
     mark_front(candidates, constraint)
     chosen, policy_met = (
@@ -154,17 +170,19 @@ def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pat
     postprocessing = None
     if fair.postprocessing and fair.constraint != "none":
         scores = _predict(ssl, train.features[labeled])
-        sens = train.frame.loc[labeled, columns].astype("string").fillna("(missing)").to_numpy()
+        sens_all = train.frame[columns].astype("string").fillna("(missing)").to_numpy()
         post = GroupThresholdPostprocessor(constraint=fair.constraint).fit(
-            scores, y_lab, sensitive_features=sens
+            scores, y_lab, sensitive_features=sens_all[labeled]
         )
         val_sens = val.frame[columns].astype("string").fillna("(missing)").to_numpy()
         predicted = post.predict(_predict(ssl, val.features), sensitive_features=val_sens,
                                  seed=cfg.seed)  # fmt: skip
+        on_held = post.predict(_predict(ssl, train.features[held]),
+                               sensitive_features=sens_all[held], seed=cfg.seed)  # fmt: skip
         candidates.append(Candidate(
             "ssl+threshold_optimizer", "postprocessing", 0.0,
-            float(np.mean(predicted == val.target)),
-            fairness_gaps(val.target, predicted, val_groups), deployable=False,
+            float(np.mean(predicted == val.target)), gaps_of(predicted, on_held),
+            deployable=False,
         ))  # fmt: skip
         postprocessing = {
             "flag": "needs the sensitive attribute at prediction time; reported, never deployed",
@@ -189,7 +207,13 @@ def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pat
             "policy_met_on_validation": policy_met,
             "selection_margin": fair.selection_margin,
             "selection_rule": "highest validation accuracy among deployable candidates whose "
-            "validation gap is within max_gap - selection_margin; otherwise the smallest gap",
+            "gap is within max_gap - selection_margin; otherwise the smallest gap",
+            "gap_rows": {
+                "demographic_parity": f"validation ({len(val.target)} rows) + {len(held)} "
+                "unlabeled training rows held out of every penalty",
+                "equalized_odds": f"validation ({len(val.target)} rows)",
+                "equal_opportunity": f"validation ({len(val.target)} rows)",
+            },
             "candidates": [c.row() for c in candidates],
         },
     }
@@ -217,28 +241,56 @@ def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pat
     return Path(out_dir)
 
 
+def _gap_holdout(cfg: Config, rows: int, labeled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(held, penalty_rows): a seeded share of the unlabeled training rows kept out of every
+    fairness penalty to estimate demographic parity (which needs no labels), and the rest.
+
+    Only for demographic parity: the other gaps need labels, which unlabeled rows lack.
+    """
+    fair = cfg.finetune.fairness
+    unlabeled = np.setdiff1d(np.arange(rows), labeled)
+    if fair.constraint != "demographic_parity" or fair.gap_holdout == 0 or len(unlabeled) < 2:
+        return np.zeros(0, dtype=np.int64), unlabeled
+    rng = np.random.default_rng(cfg.seed + 1)
+    held = np.sort(rng.choice(unlabeled, size=round(fair.gap_holdout * len(unlabeled)),
+                              replace=False))  # fmt: skip
+    return held, np.setdiff1d(unlabeled, held)
+
+
+def demographic_parity_gap(predicted: np.ndarray, groups: dict[str, np.ndarray]) -> float:
+    """The largest demographic-parity difference over the sensitive columns (no labels)."""
+    dp = GAPS["demographic_parity"]
+    return max(float(dp(predicted, predicted, sensitive_features=g)) for g in groups.values())
+
+
 def _mitigation_candidates(
     cfg: Config, data: PreparedData, columns: list[str], labeled: np.ndarray,
-    ssl: TabularClassifier, probe: TabularClassifier, zs: np.ndarray, candidate: Any,
+    penalty_rows: np.ndarray, ssl: TabularClassifier, probe: TabularClassifier, zs: np.ndarray,
+    candidate: Any,
 ) -> list[Candidate]:  # fmt: skip
-    """The penalty sweep and the reductions sweep, each a deployable classifier."""
+    """The penalty sweep and the reductions sweep, each a deployable classifier.
+
+    A penalty sees the labeled rows and ``penalty_rows`` (unlabeled rows, for demographic
+    parity), never the rows held out to estimate the gaps.
+    """
     fc, fair = cfg.finetune, cfg.finetune.fairness
     train = data.train
     y_lab = train.target[labeled]
     sens_all = train.frame[columns].astype("string").fillna("(missing)").to_numpy()
     sens_lab = sens_all[labeled]
-    unlabeled = np.setdiff1d(np.arange(len(train.target)), labeled)
+    unlabeled = penalty_rows
     encoder, shift, scale = probe.encoder, probe.shift, probe.scale
     out: list[Candidate] = []
     for weight in sorted(w for w in fair.penalties if w > 0):
         if fc.transfer == "full":
+            rows = np.sort(np.concatenate([labeled, penalty_rows]))
             y_pen = np.full(len(train.target), -1)
             y_pen[labeled] = y_lab
-            penalty = FairnessPenalty(fair.constraint, sens_all, y_pen)  # type: ignore[arg-type]
+            penalty = FairnessPenalty(fair.constraint, sens_all[rows], y_pen[rows])  # type: ignore[arg-type]
             x_all = torch.from_numpy(train.features)
             model = fine_tune(
                 probe, x_all[labeled], torch.tensor(y_lab, dtype=torch.float32), _settings(cfg),
-                seed=cfg.seed, penalty=penalty, x_penalty=x_all, weight=weight,
+                seed=cfg.seed, penalty=penalty, x_penalty=x_all[rows], weight=weight,
             )  # fmt: skip
         else:
             head = FairnessPenalizedLogisticRegression(
