@@ -42,8 +42,8 @@ def test_mitigated_model_has_a_smaller_parity_gap(stage_artifacts: dict[str, Pat
     assert metrics["mitigated"]["dp_difference"] < metrics["ssl"]["dp_difference"] - 0.05
     fairness = json.loads((stage_artifacts["finetune"] / "finetune.json").read_text())["fairness"]
     penalties = [c for c in fairness["candidates"] if c["mechanism"] in ("none", "penalty")]
-    gaps = [c["validation_demographic_parity_difference"] for c in penalties]
-    assert gaps[-1] < gaps[0], "a stronger penalty must shrink the validation gap"
+    gaps = [c["demographic_parity_difference"] for c in penalties]
+    assert gaps[-1] < gaps[0], "a stronger penalty must shrink the estimated gap"
 
 
 def test_onnx_matches_torch_at_several_batch_sizes(stage_artifacts: dict[str, Path]) -> None:
