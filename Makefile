@@ -38,9 +38,10 @@ test-slow: $(STAMP)  ## slow tests: the full-size pipeline and benchmarks' smoke
 test-ddp: $(STAMP)  ## multi-process tests: torchrun pretraining on 2 gloo ranks equals 1 process
 	$(BIN)/python -m pytest -q -m 'ddp and not gpu'
 
-bench-pretrain: $(STAMP)  ## SimCLR throughput and quality vs lightly 1.6 (installs the bench extra; ~1 h on 2 cores)
+bench-pretrain: $(STAMP)  ## SimCLR throughput and quality vs lightly 1.6 (installs the bench extra; ~45 min on 2 cores)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
-	$(BIN)/python benchmarks/pretrain_simclr_vs_lightly.py --phase all --rounds 3 --ssl-epochs 5 \
+	$(BIN)/python benchmarks/pretrain_simclr_vs_lightly.py --phase all --rounds 3 --steps 4 \
+		--recipe digits --ssl-epochs 12 --supervised-epochs 100 30 --draws 3 \
 		--out runs/bench/pretrain_simclr_vs_lightly.json
 
 bench-gpu: $(STAMP)  ## GPU pretraining throughput + share of bf16 peak (SimCLR ResNet-18, MAE ViT-Tiny; needs CUDA)
