@@ -108,6 +108,9 @@ def test_sslops_run_on_another_csv_through_kfp_local(
     assert selected in result.stdout
     finetuned = json.loads((out / "finetune" / "finetune.json").read_text())
     assert selected == finetuned["fairness"]["selected"]
+    measured_on = summary["fairness"]["gap_measured_on"]
+    assert measured_on == finetuned["fairness"]["gap_rows"][summary["fairness"]["constraint"]]
+    assert "measured" in " ".join(result.stdout.split())
     assert not list(tmp_path.glob(".run.partial-*"))
 
 

@@ -271,7 +271,8 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
         met = "met" if fairness["policy_met_on_validation"] else "NOT met (fairest candidate)"
         console.print(
             f"Mitigated:    {fairness['selected']} ({fairness['selected_mechanism']}); policy "
-            f"{fairness['constraint']} <= {fairness['max_gap']} on validation: {met}"
+            f"{fairness['constraint']} <= {fairness['max_gap']}: {met}, measured on "
+            f"{fairness.get('gap_measured_on', 'validation')}"
         )
     console.print(
         f"ONNX model:   {summary['onnx']['path']}  (max |onnx - torch| = "

@@ -124,6 +124,9 @@ def build_summary(run_dir: Path) -> dict[str, Any]:
         for key in ("constraint", "max_gap", "selected", "selected_mechanism",
                     "policy_met_on_validation")
     }  # fmt: skip
+    # Where the constrained gap was measured (images and series: validation only).
+    gap_rows = fairness.get("gap_rows", {}).get(fairness["constraint"])
+    summary["fairness"]["gap_measured_on"] = gap_rows or "validation"
     bundle = run_dir / "audit" / "bundle"
     quant = exported.get("quantization") or {}
     gates = json.loads((bundle / "gates.json").read_text(encoding="utf-8"))
