@@ -55,6 +55,12 @@ def test_fresh_bundle_verifies_with_its_public_key(signed: Path, keys: dict[str,
     assert verify_bundle(signed / "bundle.zip")["problems"] == []
 
 
+def test_model_card_names_the_policy_and_where_its_gap_was_measured(signed: Path) -> None:
+    card = " ".join((signed / "bundle" / "model_card.md").read_text().split())
+    assert "Fairness policy: constraint demographic_parity" in card
+    assert "(gap measured on validation (" in card and "unlabeled training rows held out" in card
+
+
 def test_changing_any_byte_of_any_file_is_caught_and_named(signed: Path, tmp_path: Path) -> None:
     bundle = _copy(signed, tmp_path)
     files = sorted(p for p in bundle.rglob("*") if p.is_file())

@@ -191,8 +191,10 @@ def build_card(cfg: Config, bundle: Path, context: dict[str, Any], evidence: lis
             if fairness:
                 items.append(
                     f"Fairness policy: constraint {fairness.get('constraint')} for "
-                    f"'{fairness.get('sensitive', '')}', max gap {fairness.get('max_gap')}; met on "
-                    f"validation: {fairness.get('policy_met_on_validation')}. Deployed as "
+                    f"'{fairness.get('sensitive', '')}', max gap {fairness.get('max_gap')}; met: "
+                    f"{fairness.get('policy_met_on_validation')} (gap measured on "
+                    f"{fairness.get('gap_rows', {}).get(fairness.get('constraint'), 'validation')}"
+                    "). Deployed as "
                     f"'mitigated': {fairness.get('selected')} "
                     f"({fairness.get('selected_mechanism')})."
                 )
