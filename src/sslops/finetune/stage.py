@@ -131,6 +131,8 @@ def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pat
     val_groups = {c: val.groups(c).to_numpy() for c in columns}
     held, penalty_rows = _gap_holdout(cfg, len(train.target), labeled)
     held_groups = {c: train.groups(c).to_numpy()[held] for c in columns}
+    x_held = train.features[held]
+    sens_all = train.frame[columns].astype("string").fillna("(missing)").to_numpy()
 
     def gaps_of(predicted: np.ndarray, predicted_held: np.ndarray) -> dict[str, float]:
         """Gaps on validation; demographic parity also over the held-out unlabeled rows."""
@@ -146,7 +148,7 @@ def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pat
     ) -> Candidate:
         predicted = (_predict(model, val.features) >= threshold).astype(int)
         acc = float(np.mean(predicted == val.target))
-        on_held = (_predict(model, train.features[held]) >= threshold).astype(int)
+        on_held = (_predict(model, x_held) >= threshold).astype(int)
         gaps = gaps_of(predicted, on_held)
         return Candidate(name, mechanism, strength, acc, gaps, extra={"model": model})
 
@@ -155,9 +157,8 @@ def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pat
         candidates += _mitigation_candidates(
             cfg, data, columns, labeled, penalty_rows, ssl, probe, zs, candidate
         )
-        sens = train.frame[columns].astype("string").fillna("(missing)").to_numpy()
         candidates += stacked_candidates(
-            cfg, data, sens, labeled, penalty_rows, probe, zs, candidate
+            cfg, data, sens_all, labeled, penalty_rows, probe, zs, candidate
         )
     constraint = fair.constraint if fair.constraint != "none" else "demographic_parity"
     mark_front(candidates, constraint)
@@ -170,14 +171,13 @@ def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pat
     postprocessing = None
     if fair.postprocessing and fair.constraint != "none":
         scores = _predict(ssl, train.features[labeled])
-        sens_all = train.frame[columns].astype("string").fillna("(missing)").to_numpy()
         post = GroupThresholdPostprocessor(constraint=fair.constraint).fit(
             scores, y_lab, sensitive_features=sens_all[labeled]
         )
         val_sens = val.frame[columns].astype("string").fillna("(missing)").to_numpy()
         predicted = post.predict(_predict(ssl, val.features), sensitive_features=val_sens,
                                  seed=cfg.seed)  # fmt: skip
-        on_held = post.predict(_predict(ssl, train.features[held]),
+        on_held = post.predict(_predict(ssl, x_held),
                                sensitive_features=sens_all[held], seed=cfg.seed)  # fmt: skip
         candidates.append(Candidate(
             "ssl+threshold_optimizer", "postprocessing", 0.0,
@@ -278,7 +278,6 @@ def _mitigation_candidates(
     y_lab = train.target[labeled]
     sens_all = train.frame[columns].astype("string").fillna("(missing)").to_numpy()
     sens_lab = sens_all[labeled]
-    unlabeled = penalty_rows
     encoder, shift, scale = probe.encoder, probe.shift, probe.scale
     out: list[Candidate] = []
     for weight in sorted(w for w in fair.penalties if w > 0):
@@ -297,8 +296,8 @@ def _mitigation_candidates(
                 constraint=fair.constraint, penalty=weight, C=fc.regularization,
                 max_iter=fair.steps,
             ).fit(
-                zs[labeled], y_lab, sensitive_features=sens_lab, X_unlabeled=zs[unlabeled],
-                sensitive_features_unlabeled=sens_all[unlabeled],
+                zs[labeled], y_lab, sensitive_features=sens_lab, X_unlabeled=zs[penalty_rows],
+                sensitive_features_unlabeled=sens_all[penalty_rows],
                 init=(ssl.head.weight[0].detach().numpy(), float(ssl.head.bias.detach()[0])),
             )  # fmt: skip
             model = linear_model(encoder, head.coef_, head.intercept_, shift, scale)
