@@ -373,6 +373,18 @@ class FairnessConfig(_Section):
         "rows is kept out of every fairness penalty and joins the validation split to estimate "
         "each candidate's demographic-parity gap (0: validation only).",
     )  # fmt: skip
+    gap_crossfit: int = Field(
+        default=5, ge=0,
+        description="Equalized odds and equal opportunity need labels: each linear-head "
+        "candidate is refitted on this many folds of the labeled training rows, and its gap is "
+        "measured on the validation split plus the out-of-fold predictions (0: validation only).",
+    )  # fmt: skip
+
+    @model_validator(mode="after")
+    def _crossfit_folds(self) -> FairnessConfig:
+        if self.gap_crossfit == 1:
+            raise ValueError("gap_crossfit must be 0 (off) or at least 2 folds, got 1")
+        return self
 
 
 class FullFineTuneConfig(_Section):

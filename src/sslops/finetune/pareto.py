@@ -41,6 +41,7 @@ class Candidate:
     gaps: dict[str, float]
     deployable: bool = True
     on_front: bool = False
+    cross_fitted: bool = False  # label-dependent gaps also over out-of-fold training rows
     extra: dict[str, Any] = field(default_factory=dict)
 
     def row(self) -> dict[str, Any]:
@@ -52,6 +53,7 @@ class Candidate:
             **{f"{k}_difference": round(v, 5) for k, v in self.gaps.items()},
             "deployable": self.deployable,
             "on_pareto_front": self.on_front,
+            "gaps_cross_fitted": self.cross_fitted,
         }
 
 
@@ -77,8 +79,10 @@ def select(candidates: list[Candidate], constraint: str, max_gap: float) -> tupl
 
 
 def plot_front(
-    path: Path, candidates: list[Candidate], constraint: str, max_gap: float, chosen: Candidate
-) -> None:
+    path: Path, candidates: list[Candidate], constraint: str, max_gap: float, chosen: Candidate,
+    gap_rows: str = "validation",
+) -> None:  # fmt: skip
+    """The accuracy-vs-gap scatter; ``gap_rows`` names where the gaps were measured."""
     fig, ax = plt.subplots(figsize=(6.5, 4), dpi=100)
     markers = {"penalty": "o", "reduction": "s", "boosted_penalty": "^", "boosted_reduction": "v",
                "reweighting": "P", "none": "D", "postprocessing": "x"}  # fmt: skip
@@ -96,7 +100,7 @@ def plot_front(
     ax.axvline(max_gap, color="tab:red", lw=1, label=f"policy: gap <= {max_gap}")
     ax.scatter([chosen.gaps[constraint]], [chosen.accuracy], s=160, facecolors="none",
                edgecolors="tab:red", label="selected")  # fmt: skip
-    ax.set(xlabel=f"{constraint.replace('_', ' ')} difference (validation)",
+    ax.set(xlabel=f"{constraint.replace('_', ' ')} difference ({gap_rows})",
            ylabel="accuracy (validation)", title="Accuracy vs fairness")  # fmt: skip
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

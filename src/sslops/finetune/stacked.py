@@ -20,6 +20,7 @@ import numpy as np
 
 from sslops.config import Config
 from sslops.finetune.boosting import CrossFittedBoostingScore
+from sslops.finetune.crossfit import CrossFit
 from sslops.finetune.estimators import (
     DistilledExponentiatedGradient,
     FairnessPenalizedLogisticRegression,
@@ -29,17 +30,19 @@ from sslops.models.tabular import TabularClassifier
 from sslops.models.trees import BoostedStackClassifier
 from sslops.prepare.dataset import PreparedData
 
-CandidateFactory = Callable[[str, str, float, TabularClassifier], Candidate]
+CandidateFactory = Callable[..., Candidate]  # (name, mechanism, strength, model, out_of_fold)
 
 
 def stacked_candidates(
     cfg: Config, data: PreparedData, sensitive: np.ndarray, labeled: np.ndarray,
     penalty_rows: np.ndarray, probe: TabularClassifier, zs: np.ndarray,
-    candidate: CandidateFactory,
+    candidate: CandidateFactory, crossfit: CrossFit | None = None,
 ) -> list[Candidate]:  # fmt: skip
     """The boosted-stack penalty and reduction sweeps; ``sensitive`` has one row per train row.
 
-    The penalties see the labeled rows and the unlabeled ``penalty_rows`` only.
+    The penalties see the labeled rows and the unlabeled ``penalty_rows`` only. With
+    ``crossfit`` every head is also refitted per fold (on the same out-of-fold tree scores)
+    and the candidate gets the labeled rows' out-of-fold log-odds.
     """
     fc, fair = cfg.finetune, cfg.finetune.fairness
     settings = fair.boosted
@@ -71,27 +74,56 @@ def stacked_candidates(
             score.booster_, coef, intercept, encoder=encoder, shift=shift, scale=scale
         )
 
-    out: list[Candidate] = []
-    init: tuple[np.ndarray, float] | None = None
-    for weight in sorted(settings.penalties):
-        head = FairnessPenalizedLogisticRegression(
+    s_lab, sens_lab = stack[labeled], sensitive[labeled]
+
+    def penalized(
+        weight: float, rows: np.ndarray, init: tuple[np.ndarray, float] | None
+    ) -> FairnessPenalizedLogisticRegression:
+        return FairnessPenalizedLogisticRegression(
             constraint=fair.constraint, penalty=weight, C=fc.regularization, max_iter=fair.steps
         ).fit(
-            stack[labeled], y_lab, sensitive_features=sensitive[labeled],
+            s_lab[rows], y_lab[rows], sensitive_features=sens_lab[rows],
             X_unlabeled=stack[penalty_rows], sensitive_features_unlabeled=sensitive[penalty_rows],
             init=init,
         )  # fmt: skip
+
+    out: list[Candidate] = []
+    everything = np.arange(len(labeled))
+    init: tuple[np.ndarray, float] | None = None
+    fold_inits: dict[int, tuple[np.ndarray, float]] = {}  # each fold warm-starts its own sweep
+
+    def fold_head(
+        weight: float, fold: int, rows: np.ndarray
+    ) -> FairnessPenalizedLogisticRegression:
+        head = penalized(weight, rows, fold_inits.get(fold))
+        fold_inits[fold] = (head.coef_, head.intercept_)
+        return head
+
+    for weight in sorted(settings.penalties):
+        head = penalized(weight, everything, init)
         init = (head.coef_, head.intercept_)  # warm start along the sweep
+        oof = None
+        if crossfit is not None:
+            oof = crossfit.decision(lambda k, rows: fold_head(weight, k, rows), s_lab)  # noqa: B023
         for shift_by in sorted(set(settings.threshold_shifts) | {0.0}):
             # Raising one threshold for everyone trades false positives for false negatives
             # in both groups; with equalized odds that can narrow the gap the penalty leaves.
             name = f"boosted+penalty={weight:g}" + (f"+shift={shift_by:g}" if shift_by else "")
-            out.append(candidate(name, "boosted_penalty", weight,
-                                 model(head.coef_, head.intercept_ - shift_by)))  # fmt: skip
-    for eps in sorted(settings.reductions):
-        reduction = DistilledExponentiatedGradient(
+            out.append(candidate(
+                name, "boosted_penalty", weight, model(head.coef_, head.intercept_ - shift_by),
+                None if oof is None else oof - shift_by,
+            ))  # fmt: skip
+
+    def reduced(eps: float, rows: np.ndarray) -> DistilledExponentiatedGradient:
+        return DistilledExponentiatedGradient(
             constraint=fair.constraint, eps=eps, C=fc.regularization
-        ).fit(stack[labeled], y_lab, sensitive_features=sensitive[labeled])
+        ).fit(s_lab[rows], y_lab[rows], sensitive_features=sens_lab[rows])
+
+    for eps in sorted(settings.reductions):
+        reduction = reduced(eps, everything)
+        oof = None
+        if crossfit is not None:
+            oof = crossfit.decision(lambda _, rows: reduced(eps, rows), s_lab)  # noqa: B023
         out.append(candidate(f"boosted+exponentiated_gradient(eps={eps:g})", "boosted_reduction",
-                             eps, model(reduction.coef_, reduction.intercept_)))  # fmt: skip
+                             eps, model(reduction.coef_, reduction.intercept_), oof))  # fmt: skip
     return out

@@ -9,7 +9,9 @@ Three exportable ``TabularClassifier`` s come out:
   penalties and ExponentiatedGradient reductions (the Pareto front), over the SSL embedding
   and, with ``finetune.fairness.boosted``, over [features | boosted-tree score]: the most
   accurate on the validation split whose constrained gap is within
-  ``finetune.fairness.max_gap`` (less ``selection_margin``);
+  ``finetune.fairness.max_gap`` (less ``selection_margin``); the gap is estimated on the
+  validation split plus held-out unlabeled rows (demographic parity) or plus the labeled
+  rows scored out of fold (equalized odds, equal opportunity: :mod:`.crossfit`);
 - ``baseline``: logistic regression on the raw encoded features, same labels.
 
 ThresholdOptimizer post-processing is fitted and reported, flagged, never deployed: it
@@ -31,6 +33,7 @@ from sklearn.linear_model import LogisticRegression
 from sslops.artifacts import write_artifact
 from sslops.config import Config
 from sslops.errors import ConfigError, DataError
+from sslops.finetune.crossfit import LABELED_GAPS, CrossFit, gap_crossfit
 from sslops.finetune.estimators import (
     DistilledExponentiatedGradient,
     FairnessPenalizedLogisticRegression,
@@ -58,11 +61,19 @@ def stratified_label_subset(target: np.ndarray, fraction: float, seed: int) -> n
     return np.sort(np.concatenate(chosen))
 
 
-def logistic(x: np.ndarray, y: np.ndarray, c: float) -> tuple[np.ndarray, float]:
+def _logistic_regression(x: np.ndarray, y: np.ndarray, c: float) -> LogisticRegression:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        fitted = LogisticRegression(C=c, max_iter=5000).fit(x, y)
+        return LogisticRegression(C=c, max_iter=5000).fit(x, y)
+
+
+def logistic(x: np.ndarray, y: np.ndarray, c: float) -> tuple[np.ndarray, float]:
+    fitted = _logistic_regression(x, y, c)
     return fitted.coef_[0], float(fitted.intercept_[0])
+
+
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-logits))
 
 
 def linear_model(
@@ -134,31 +145,53 @@ def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pat
     x_held = train.features[held]
     sens_all = train.frame[columns].astype("string").fillna("(missing)").to_numpy()
 
-    def gaps_of(predicted: np.ndarray, predicted_held: np.ndarray) -> dict[str, float]:
-        """Gaps on validation; demographic parity also over the held-out unlabeled rows."""
+    crossfit = gap_crossfit(fair.constraint, fair.gap_crossfit, y_lab, cfg.seed)
+    lab_groups = {c: train.groups(c).to_numpy()[labeled] for c in columns}
+
+    def gaps_of(
+        predicted: np.ndarray, predicted_held: np.ndarray, out_of_fold: np.ndarray | None = None
+    ) -> dict[str, float]:
+        """Gaps on validation; demographic parity also over the held-out unlabeled rows, the
+        label-dependent gaps also over the labeled rows' out-of-fold predictions."""
         gaps = fairness_gaps(val.target, predicted, val_groups)
         if len(held):
             both = np.concatenate([predicted, predicted_held])
             groups = {c: np.concatenate([val_groups[c], held_groups[c]]) for c in columns}
             gaps["demographic_parity"] = demographic_parity_gap(both, groups)
+        if out_of_fold is not None:
+            both = np.concatenate([predicted, out_of_fold])
+            groups = {c: np.concatenate([val_groups[c], lab_groups[c]]) for c in columns}
+            pooled = fairness_gaps(np.concatenate([val.target, y_lab]), both, groups)
+            gaps.update({k: pooled[k] for k in LABELED_GAPS})
         return gaps
 
     def candidate(
-        name: str, mechanism: str, strength: float, model: TabularClassifier
-    ) -> Candidate:
+        name: str, mechanism: str, strength: float, model: TabularClassifier,
+        out_of_fold: np.ndarray | None = None,
+    ) -> Candidate:  # fmt: skip
+        """``out_of_fold``: the labeled rows' cross-fitted decision values (log-odds)."""
         predicted = (_predict(model, val.features) >= threshold).astype(int)
         acc = float(np.mean(predicted == val.target))
         on_held = (_predict(model, x_held) >= threshold).astype(int)
-        gaps = gaps_of(predicted, on_held)
-        return Candidate(name, mechanism, strength, acc, gaps, extra={"model": model})
+        oof = None if out_of_fold is None else (_sigmoid(out_of_fold) >= threshold).astype(int)
+        gaps = gaps_of(predicted, on_held, oof)
+        return Candidate(name, mechanism, strength, acc, gaps, extra={"model": model},
+                         cross_fitted=oof is not None)  # fmt: skip
 
-    candidates = [candidate("ssl", "none", 0.0, ssl)]
+    ssl_oof = None
+    if crossfit is not None and fc.transfer == "linear_probe":
+        z_lab = zs[labeled]
+        ssl_oof = crossfit.decision(
+            lambda _, rows: _logistic_regression(z_lab[rows], y_lab[rows], fc.regularization),
+            z_lab,
+        )  # fmt: skip
+    candidates = [candidate("ssl", "none", 0.0, ssl, ssl_oof)]
     if fair.constraint != "none":
         candidates += _mitigation_candidates(
-            cfg, data, columns, labeled, penalty_rows, ssl, probe, zs, candidate
+            cfg, data, columns, labeled, penalty_rows, ssl, probe, zs, candidate, crossfit
         )
         candidates += stacked_candidates(
-            cfg, data, sens_all, labeled, penalty_rows, probe, zs, candidate
+            cfg, data, sens_all, labeled, penalty_rows, probe, zs, candidate, crossfit
         )
     constraint = fair.constraint if fair.constraint != "none" else "demographic_parity"
     mark_front(candidates, constraint)
@@ -192,6 +225,14 @@ def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pat
             "thresholds": post.thresholds_,
         }
 
+    dp_gap_rows = labeled_gap_rows = f"validation ({len(val.target)} rows)"
+    if len(held):
+        dp_gap_rows += f" + {len(held)} unlabeled training rows held out of every penalty"
+    if crossfit is not None:
+        labeled_gap_rows += (
+            f" + {len(labeled)} labeled training rows scored out of fold ({crossfit.folds} folds;"
+            " candidates that cannot be refitted cheaply, full fine-tunes, on validation only)"
+        )
     report: dict[str, Any] = {
         "labels_used": len(labeled),
         "label_fraction": fc.label_fraction,
@@ -209,10 +250,8 @@ def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pat
             "selection_rule": "highest validation accuracy among deployable candidates whose "
             "gap is within max_gap - selection_margin; otherwise the smallest gap",
             "gap_rows": {
-                "demographic_parity": f"validation ({len(val.target)} rows) + {len(held)} "
-                "unlabeled training rows held out of every penalty",
-                "equalized_odds": f"validation ({len(val.target)} rows)",
-                "equal_opportunity": f"validation ({len(val.target)} rows)",
+                "demographic_parity": dp_gap_rows,
+                **{gap: labeled_gap_rows for gap in LABELED_GAPS},
             },
             "candidates": [c.row() for c in candidates],
         },
@@ -237,7 +276,10 @@ def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pat
                 json.dumps(postprocessing, indent=2) + "\n", encoding="utf-8"
             )
         if fair.constraint != "none":
-            plot_front(tmp / "pareto.png", candidates, constraint, fair.max_gap, chosen)
+            where = "validation" + (" + out-of-fold training rows" if crossfit else "") + (
+                " + held-out unlabeled rows" if len(held) else ""
+            )  # fmt: skip
+            plot_front(tmp / "pareto.png", candidates, constraint, fair.max_gap, chosen, where)
     return Path(out_dir)
 
 
@@ -266,12 +308,13 @@ def demographic_parity_gap(predicted: np.ndarray, groups: dict[str, np.ndarray])
 def _mitigation_candidates(
     cfg: Config, data: PreparedData, columns: list[str], labeled: np.ndarray,
     penalty_rows: np.ndarray, ssl: TabularClassifier, probe: TabularClassifier, zs: np.ndarray,
-    candidate: Any,
+    candidate: Any, crossfit: CrossFit | None = None,
 ) -> list[Candidate]:  # fmt: skip
     """The penalty sweep and the reductions sweep, each a deployable classifier.
 
     A penalty sees the labeled rows and ``penalty_rows`` (unlabeled rows, for demographic
-    parity), never the rows held out to estimate the gaps.
+    parity), never the rows held out to estimate the gaps. With ``crossfit`` the linear heads
+    are also refitted per fold (full fine-tunes are not: too costly).
     """
     fc, fair = cfg.finetune, cfg.finetune.fairness
     train = data.train
@@ -279,8 +322,32 @@ def _mitigation_candidates(
     sens_all = train.frame[columns].astype("string").fillna("(missing)").to_numpy()
     sens_lab = sens_all[labeled]
     encoder, shift, scale = probe.encoder, probe.shift, probe.scale
+    z_lab = zs[labeled]
     out: list[Candidate] = []
+    init = (ssl.head.weight[0].detach().numpy(), float(ssl.head.bias.detach()[0]))
+
+    def penalized(
+        weight: float, rows: np.ndarray, start: Any
+    ) -> FairnessPenalizedLogisticRegression:
+        return FairnessPenalizedLogisticRegression(
+            constraint=fair.constraint, penalty=weight, C=fc.regularization, max_iter=fair.steps,
+        ).fit(
+            z_lab[rows], y_lab[rows], sensitive_features=sens_lab[rows],
+            X_unlabeled=zs[penalty_rows], sensitive_features_unlabeled=sens_all[penalty_rows],
+            init=start,
+        )  # fmt: skip
+
+    everything = np.arange(len(labeled))
+    fold_starts: dict[int, tuple[np.ndarray, float]] = {}
+
+    def fold_start(fold: int, rows: np.ndarray) -> tuple[np.ndarray, float]:
+        """A fold's refits start from that fold's own probe, as the full fit starts from ssl's."""
+        if fold not in fold_starts:
+            fold_starts[fold] = logistic(z_lab[rows], y_lab[rows], fc.regularization)
+        return fold_starts[fold]
+
     for weight in sorted(w for w in fair.penalties if w > 0):
+        oof = None
         if fc.transfer == "full":
             rows = np.sort(np.concatenate([labeled, penalty_rows]))
             y_pen = np.full(len(train.target), -1)
@@ -292,20 +359,25 @@ def _mitigation_candidates(
                 seed=cfg.seed, penalty=penalty, x_penalty=x_all[rows], weight=weight,
             )  # fmt: skip
         else:
-            head = FairnessPenalizedLogisticRegression(
-                constraint=fair.constraint, penalty=weight, C=fc.regularization,
-                max_iter=fair.steps,
-            ).fit(
-                zs[labeled], y_lab, sensitive_features=sens_lab, X_unlabeled=zs[penalty_rows],
-                sensitive_features_unlabeled=sens_all[penalty_rows],
-                init=(ssl.head.weight[0].detach().numpy(), float(ssl.head.bias.detach()[0])),
-            )  # fmt: skip
+            head = penalized(weight, everything, init)
             model = linear_model(encoder, head.coef_, head.intercept_, shift, scale)
-        out.append(candidate(f"penalty={weight:g}", "penalty", weight, model))
-    for eps in sorted(fair.reductions):
-        reduction = DistilledExponentiatedGradient(
+            if crossfit is not None:
+                oof = crossfit.decision(
+                    lambda k, rows: penalized(weight, rows, fold_start(k, rows)),  # noqa: B023
+                    z_lab,
+                )  # fmt: skip
+        out.append(candidate(f"penalty={weight:g}", "penalty", weight, model, oof))
+
+    def reduced(eps: float, rows: np.ndarray) -> DistilledExponentiatedGradient:
+        return DistilledExponentiatedGradient(
             constraint=fair.constraint, eps=eps, C=fc.regularization
-        ).fit(zs[labeled], y_lab, sensitive_features=sens_lab)
+        ).fit(z_lab[rows], y_lab[rows], sensitive_features=sens_lab[rows])
+
+    for eps in sorted(fair.reductions):
+        reduction = reduced(eps, everything)
         model = linear_model(encoder, reduction.coef_, reduction.intercept_, shift, scale)
-        out.append(candidate(f"exponentiated_gradient(eps={eps:g})", "reduction", eps, model))
+        oof = None
+        if crossfit is not None:
+            oof = crossfit.decision(lambda _, rows: reduced(eps, rows), z_lab)  # noqa: B023
+        out.append(candidate(f"exponentiated_gradient(eps={eps:g})", "reduction", eps, model, oof))
     return out
