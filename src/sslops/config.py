@@ -374,10 +374,11 @@ class FairnessConfig(_Section):
         "each candidate's demographic-parity gap (0: validation only).",
     )  # fmt: skip
     gap_crossfit: int = Field(
-        default=5, ge=0,
-        description="Equalized odds and equal opportunity need labels: each linear-head "
-        "candidate is refitted on this many folds of the labeled training rows, and its gap is "
-        "measured on the validation split plus the out-of-fold predictions (0: validation only).",
+        default=0, ge=0,
+        description="Equalized odds and equal opportunity need labels: with k >= 2, each "
+        "linear-head candidate is refitted on k folds of the labeled training rows and its gap "
+        "is measured on the validation split plus the out-of-fold predictions (0, the default: "
+        "validation only; see docs/benchmarks.md for when the two disagree).",
     )  # fmt: skip
 
     @model_validator(mode="after")

@@ -11,7 +11,7 @@ Three exportable ``TabularClassifier`` s come out:
   accurate on the validation split whose constrained gap is within
   ``finetune.fairness.max_gap`` (less ``selection_margin``); the gap is estimated on the
   validation split plus held-out unlabeled rows (demographic parity) or plus the labeled
-  rows scored out of fold (equalized odds, equal opportunity: :mod:`.crossfit`);
+  rows scored out of fold (equalized odds, equal opportunity, with ``gap_crossfit``: :mod:`.crossfit`);
 - ``baseline``: logistic regression on the raw encoded features, same labels.
 
 ThresholdOptimizer post-processing is fitted and reported, flagged, never deployed: it
