@@ -111,3 +111,44 @@ def test_equalized_odds_gaps_pool_validation_and_out_of_fold_rows(
         val.target, on_val, sensitive_features=val.groups("sex").to_numpy()
     )
     assert ssl_row["equalized_odds_difference"] != pytest.approx(on_val_only, abs=1e-6)
+
+
+def test_grid_search_points_are_fairlearns_own_logistic_regressions() -> None:
+    import warnings
+
+    from fairlearn.metrics import demographic_parity_difference
+    from fairlearn.reductions import DemographicParity, GridSearch
+
+    from sslops.finetune.estimators import GridSearchLogisticRegression
+
+    rng = np.random.default_rng(0)
+    x, y = make_classification(n_samples=600, n_features=6, random_state=1)
+    group = np.where(rng.random(len(y)) < 0.3 * y + 0.35, "a", "b")  # tied to the label
+    x = np.column_stack([x, group == "a"]).astype(np.float64)
+    grid = GridSearchLogisticRegression(grid_size=7).fit(x, y, sensitive_features=group)
+    assert grid.coefs_.shape == (7, x.shape[1]) and grid.lambdas_.shape[0] == 7
+    assert len(grid.multipliers_) == 7 and {} in grid.multipliers_  # lambda = 0: plain loss
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        search = GridSearch(LogisticRegression(max_iter=2000), DemographicParity(), grid_size=7)
+        search.fit(x, y, sensitive_features=group)
+    for i, predictor in enumerate(search.predictors_):
+        assert np.array_equal(grid.point(i).predict(x), predictor.predict(x))
+    assert np.array_equal(grid.predict(x), search.predict(x))  # fairlearn's own pick
+    plain = LogisticRegression(max_iter=2000).fit(x, y).predict(x)
+    gaps = [
+        demographic_parity_difference(y, grid.point(i).predict(x), sensitive_features=group)
+        for i in range(7)
+    ]
+    fairest = int(np.argmin(gaps))  # a real trade-off point, not a constant predictor
+    assert gaps[fairest] < demographic_parity_difference(y, plain, sensitive_features=group) / 2
+    assert np.any(grid.coefs_[fairest] != 0)
+    assert np.mean(grid.point(fairest).predict(x) == y) > 0.75
+
+
+def test_stage_offers_every_grid_point_as_a_candidate(stage_artifacts: dict[str, Path]) -> None:
+    fairness = json.loads((stage_artifacts["finetune"] / "finetune.json").read_text())["fairness"]
+    points = [c for c in fairness["candidates"] if c["mechanism"] == "grid_search"]
+    assert len(points) == 11  # finetune.fairness.grid_search's default
+    assert sum("fairlearn's pick" in c["name"] for c in points) == 1
+    assert len({c["demographic_parity_difference"] for c in points}) > 1

@@ -352,6 +352,11 @@ class FairnessConfig(_Section):
         default_factory=lambda: [0.005, 0.01, 0.02, 0.05],
         description="ExponentiatedGradient constraint bounds (eps) to sweep; [] to skip.",
     )
+    grid_search: int = Field(
+        default=11, ge=0,
+        description="fairlearn GridSearch over the SSL embedding: grid size (Lagrange "
+        "multipliers swept; each point's logistic regression is a candidate); 0 to skip.",
+    )  # fmt: skip
     postprocessing: bool = Field(
         default=True,
         description="Also report fairlearn ThresholdOptimizer (flagged: needs the sensitive "

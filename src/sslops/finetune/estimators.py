@@ -5,6 +5,9 @@
 - :class:`DistilledExponentiatedGradient`: fairlearn's ExponentiatedGradient reduction
   over logistic regression; its randomized mixture is distilled into one deterministic
   logistic regression (fitted to the mixture's expected prediction) so it exports.
+- :class:`GridSearchLogisticRegression`: fairlearn's GridSearch reduction over logistic
+  regression; every grid point is already one deterministic logistic regression, so each
+  is a candidate as it is.
 - :class:`GroupThresholdPostprocessor`: fairlearn's ThresholdOptimizer reduced to its
   per-group thresholds. It needs the sensitive attribute at prediction time, so reports
   flag it and the policy never deploys it.
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -27,6 +31,7 @@ from fairlearn.reductions import (
     DemographicParity,
     EqualizedOdds,
     ExponentiatedGradient,
+    GridSearch,
     TruePositiveRateParity,
 )
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -113,6 +118,84 @@ class FairnessPenalizedLogisticRegression(_LinearProba):
         return self
 
 
+@contextlib.contextmanager
+def _quiet_fairlearn() -> Iterator[None]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        # fairlearn 0.15 writes to a pandas Series in a way pandas 3 deprecates.
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        with contextlib.suppress(AttributeError):
+            warnings.simplefilter("ignore", pd.errors.Pandas4Warning)
+        yield
+
+
+class GridSearchLogisticRegression(_LinearProba):
+    """fairlearn GridSearch over LogisticRegression: one deterministic linear model per point.
+
+    Each grid point is a cost-sensitive logistic regression for one Lagrange multiplier
+    vector of the constraint; ``coefs_`` / ``intercepts_`` / ``lambdas_`` hold every
+    point's model (a Pareto-front sweep), ``coef_`` / ``intercept_`` GridSearch's own pick
+    (``best_idx_``, its loss + ``constraint_weight`` * violation trade-off). A point whose
+    relabelled targets had one class (fairlearn's constant DummyClassifier) becomes a linear
+    model with zero weights and a saturated intercept.
+    """
+
+    def __init__(
+        self, *, constraint: str = "demographic_parity", grid_size: int = 11, C: float = 1.0,
+        constraint_weight: float = 0.5,
+    ) -> None:  # fmt: skip
+        self.constraint = constraint
+        self.grid_size = grid_size
+        self.C = C
+        self.constraint_weight = constraint_weight
+
+    def fit(
+        self, X: np.ndarray, y: np.ndarray, *, sensitive_features: Any
+    ) -> GridSearchLogisticRegression:
+        with _quiet_fairlearn():
+            search = GridSearch(
+                LogisticRegression(C=self.C, max_iter=2000), _MOMENTS[self.constraint](),
+                grid_size=self.grid_size, constraint_weight=self.constraint_weight,
+            )  # fmt: skip
+            search.fit(np.asarray(X), np.asarray(y),
+                       sensitive_features=_groups_1d(sensitive_features))  # fmt: skip
+        dim = np.asarray(X).shape[1]
+        coefs, intercepts = [], []
+        for predictor in search.predictors_:
+            if hasattr(predictor, "coef_"):
+                coefs.append(np.asarray(predictor.coef_[0], dtype=np.float64))
+                intercepts.append(float(predictor.intercept_[0]))
+            else:  # DummyClassifier(strategy="constant")
+                coefs.append(np.zeros(dim))
+                intercepts.append(30.0 if int(predictor.constant) == 1 else -30.0)
+        self.coefs_, self.intercepts_ = np.stack(coefs), np.array(intercepts)
+        self.lambdas_ = search.lambda_vecs_.to_numpy().T  # one row per grid point
+        # The net multiplier (lambda+ - lambda-) per constraint (event, group), nonzero only.
+        lam = search.lambda_vecs_
+        net = lam.xs("+", level="sign") - lam.xs("-", level="sign")
+        self.multipliers_ = [
+            {
+                (f"{group}" if event == "all" else f"{event}, {group}"): float(value)
+                for (event, group), value in net[point].items()
+                if value != 0
+            }
+            for point in net.columns
+        ]
+        self.best_idx_ = int(search.best_idx_)
+        self.coef_, self.intercept_ = (
+            self.coefs_[self.best_idx_],
+            float(self.intercepts_[self.best_idx_]),
+        )
+        return self
+
+    def point(self, index: int) -> _LinearProba:
+        """Grid point ``index`` as a fitted linear model."""
+        model = _LinearProba()
+        model.coef_, model.intercept_ = self.coefs_[index], float(self.intercepts_[index])
+        return model
+
+
 class DistilledExponentiatedGradient(_LinearProba):
     """fairlearn ExponentiatedGradient(LogisticRegression), distilled to one linear model."""
 
@@ -129,13 +212,7 @@ class DistilledExponentiatedGradient(_LinearProba):
         self, X: np.ndarray, y: np.ndarray, *, sensitive_features: Any
     ) -> DistilledExponentiatedGradient:
         moment = _MOMENTS[self.constraint](difference_bound=self.eps)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            # fairlearn 0.15 writes to a pandas Series in a way pandas 3 deprecates.
-            warnings.simplefilter("ignore", FutureWarning)
-            warnings.simplefilter("ignore", DeprecationWarning)
-            with contextlib.suppress(AttributeError):
-                warnings.simplefilter("ignore", pd.errors.Pandas4Warning)
+        with _quiet_fairlearn():
             reduction = ExponentiatedGradient(
                 LogisticRegression(C=self.C, max_iter=2000), moment,
                 eps=self.eps, max_iter=self.max_iter,

@@ -85,7 +85,7 @@ def plot_front(
     """The accuracy-vs-gap scatter; ``gap_rows`` names where the gaps were measured."""
     fig, ax = plt.subplots(figsize=(6.5, 4), dpi=100)
     markers = {"penalty": "o", "reduction": "s", "boosted_penalty": "^", "boosted_reduction": "v",
-               "reweighting": "P", "none": "D", "postprocessing": "x"}  # fmt: skip
+               "reweighting": "P", "grid_search": "*", "none": "D", "postprocessing": "x"}  # fmt: skip
     for mechanism, marker in markers.items():
         pts = [c for c in candidates if c.mechanism == mechanism]
         if pts:

@@ -37,6 +37,7 @@ from sslops.finetune.crossfit import LABELED_GAPS, CrossFit, gap_crossfit
 from sslops.finetune.estimators import (
     DistilledExponentiatedGradient,
     FairnessPenalizedLogisticRegression,
+    GridSearchLogisticRegression,
     GroupThresholdPostprocessor,
 )
 from sslops.finetune.fairness import FairnessPenalty
@@ -380,4 +381,46 @@ def _mitigation_candidates(
         if crossfit is not None:
             oof = crossfit.decision(lambda _, rows: reduced(eps, rows), z_lab)  # noqa: B023
         out.append(candidate(f"exponentiated_gradient(eps={eps:g})", "reduction", eps, model, oof))
+    if fair.grid_search:
+        out += _grid_search_candidates(cfg, z_lab, y_lab, sens_lab, probe, candidate, crossfit)
+    return out
+
+
+def _grid_search_candidates(
+    cfg: Config, z_lab: np.ndarray, y_lab: np.ndarray, sens_lab: np.ndarray,
+    probe: TabularClassifier, candidate: Any, crossfit: CrossFit | None,
+) -> list[Candidate]:  # fmt: skip
+    """One candidate per fairlearn GridSearch point over the embedding, named by its net
+    Lagrange multipliers per (event, group); strength: their L1 norm."""
+    fc, fair = cfg.finetune, cfg.finetune.fairness
+
+    def search(rows: np.ndarray) -> GridSearchLogisticRegression:
+        return GridSearchLogisticRegression(
+            constraint=fair.constraint, grid_size=fair.grid_search, C=fc.regularization
+        ).fit(z_lab[rows], y_lab[rows], sensitive_features=sens_lab[rows])
+
+    grid = search(np.arange(len(y_lab)))
+    folds: dict[int, GridSearchLogisticRegression] = {}
+    if crossfit is not None:
+        folds = {k: search(rows) for k, (rows, _) in enumerate(crossfit.splits)}
+        if any(len(f.coefs_) != len(grid.coefs_) for f in folds.values()):
+            crossfit = None  # a fold's grid differs (a group or class missing): validation only
+
+    def fold_point(index: int, fold: int, rows: np.ndarray) -> Any:
+        return folds[fold].point(index)
+
+    out = []
+    for index in range(len(grid.coefs_)):
+        net = grid.multipliers_[index]
+        strength = float(sum(abs(v) for v in net.values()))
+        model = linear_model(probe.encoder, grid.coefs_[index], grid.intercepts_[index],
+                             probe.shift, probe.scale)  # fmt: skip
+        oof = None
+        if crossfit is not None:
+            oof = crossfit.decision(lambda k, rows: fold_point(index, k, rows), z_lab)  # noqa: B023
+        lambdas = ", ".join(f"{k}: {v:+.3g}" for k, v in net.items()) or "0"
+        name = f"grid_search(lambda {lambdas})" + (
+            ", fairlearn's pick" if index == grid.best_idx_ else ""
+        )  # fmt: skip
+        out.append(candidate(name, "grid_search", strength, model, oof))
     return out
