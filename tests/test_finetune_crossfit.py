@@ -152,3 +152,24 @@ def test_stage_offers_every_grid_point_as_a_candidate(stage_artifacts: dict[str,
     assert len(points) == 11  # finetune.fairness.grid_search's default
     assert sum("fairlearn's pick" in c["name"] for c in points) == 1
     assert len({c["demographic_parity_difference"] for c in points}) > 1
+
+
+def test_grid_search_needs_two_groups_and_the_stage_skips_it_otherwise(small_config) -> None:
+    from sslops.finetune.estimators import GridSearchLogisticRegression
+    from sslops.finetune.stage import _grid_search_candidates
+
+    x, y = make_classification(n_samples=200, n_features=4, random_state=0)
+    one_group = np.full((len(y), 1), "Female", dtype=object)
+    with pytest.raises(ValueError, match="at least 2 sensitive groups"):
+        GridSearchLogisticRegression().fit(x, y, sensitive_features=one_group[:, 0])
+    called = []
+    out = _grid_search_candidates(
+        small_config,
+        x,
+        y,
+        one_group,
+        None,
+        lambda *a: called.append(a),
+        None,  # type: ignore[arg-type]
+    )
+    assert out == [] and called == []

@@ -153,13 +153,17 @@ class GridSearchLogisticRegression(_LinearProba):
     def fit(
         self, X: np.ndarray, y: np.ndarray, *, sensitive_features: Any
     ) -> GridSearchLogisticRegression:
+        groups = _groups_1d(sensitive_features)
+        if len(np.unique(groups)) < 2:
+            raise ValueError(
+                "GridSearchLogisticRegression needs at least 2 sensitive groups, got 1"
+            )
         with _quiet_fairlearn():
             search = GridSearch(
                 LogisticRegression(C=self.C, max_iter=2000), _MOMENTS[self.constraint](),
                 grid_size=self.grid_size, constraint_weight=self.constraint_weight,
             )  # fmt: skip
-            search.fit(np.asarray(X), np.asarray(y),
-                       sensitive_features=_groups_1d(sensitive_features))  # fmt: skip
+            search.fit(np.asarray(X), np.asarray(y), sensitive_features=groups)
         dim = np.asarray(X).shape[1]
         coefs, intercepts = [], []
         for predictor in search.predictors_:

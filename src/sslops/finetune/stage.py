@@ -399,10 +399,15 @@ def _grid_search_candidates(
             constraint=fair.constraint, grid_size=fair.grid_search, C=fc.regularization
         ).fit(z_lab[rows], y_lab[rows], sensitive_features=sens_lab[rows])
 
+    if len({"|".join(row) for row in sens_lab.reshape(len(y_lab), -1)}) < 2:
+        return []  # the labeled rows hold one group: no trade-off to sweep
     grid = search(np.arange(len(y_lab)))
     folds: dict[int, GridSearchLogisticRegression] = {}
     if crossfit is not None:
-        folds = {k: search(rows) for k, (rows, _) in enumerate(crossfit.splits)}
+        try:
+            folds = {k: search(rows) for k, (rows, _) in enumerate(crossfit.splits)}
+        except ValueError:  # a fold holds one group
+            crossfit = None
         if any(len(f.coefs_) != len(grid.coefs_) for f in folds.values()):
             crossfit = None  # a fold's grid differs (a group or class missing): validation only
 
