@@ -39,6 +39,7 @@ from sslops.finetune.estimators import (
     FairnessPenalizedLogisticRegression,
     GridSearchLogisticRegression,
     GroupThresholdPostprocessor,
+    _groups_1d,
 )
 from sslops.finetune.fairness import FairnessPenalty
 from sslops.finetune.pareto import GAPS, Candidate, fairness_gaps, mark_front, plot_front, select
@@ -399,7 +400,7 @@ def _grid_search_candidates(
             constraint=fair.constraint, grid_size=fair.grid_search, C=fc.regularization
         ).fit(z_lab[rows], y_lab[rows], sensitive_features=sens_lab[rows])
 
-    if len({"|".join(row) for row in sens_lab.reshape(len(y_lab), -1)}) < 2:
+    if len(np.unique(_groups_1d(sens_lab))) < 2:
         return []  # the labeled rows hold one group: no trade-off to sweep
     grid = search(np.arange(len(y_lab)))
     folds: dict[int, GridSearchLogisticRegression] = {}
@@ -411,9 +412,6 @@ def _grid_search_candidates(
         if any(len(f.coefs_) != len(grid.coefs_) for f in folds.values()):
             crossfit = None  # a fold's grid differs (a group or class missing): validation only
 
-    def fold_point(index: int, fold: int, rows: np.ndarray) -> Any:
-        return folds[fold].point(index)
-
     out = []
     for index in range(len(grid.coefs_)):
         net = grid.multipliers_[index]
@@ -422,7 +420,7 @@ def _grid_search_candidates(
                              probe.shift, probe.scale)  # fmt: skip
         oof = None
         if crossfit is not None:
-            oof = crossfit.decision(lambda k, rows: fold_point(index, k, rows), z_lab)  # noqa: B023
+            oof = crossfit.decision(lambda k, _: folds[k].point(index), z_lab)  # noqa: B023
         lambdas = ", ".join(f"{k}: {v:+.3g}" for k, v in net.items()) or "0"
         name = f"grid_search(lambda {lambdas})" + (
             ", fairlearn's pick" if index == grid.best_idx_ else ""
