@@ -6,7 +6,8 @@ Anchors, rerun in the same process on the same prepared data:
 - logistic regression and HistGradientBoosting with 1% of the labels (5 draws).
 
 sslops: the finetune stage's policy-selected `mitigated` model for each constraint with
-max_gap 0.02 (100% of the labels), and the label-efficiency curve at 1% (5 draws).
+max_gap 0.02 (100% of the labels), and the label-efficiency curve at 1% (5 draws): the SSL
+probe, joint probe, ensemble and fine-tune against the supervised baselines.
 
     .venv/bin/python benchmarks/fairness_bench.py --out runs/fairness-bench
 """
@@ -26,11 +27,12 @@ from fairlearn.reductions import DemographicParity, EqualizedOdds, Exponentiated
 from sklearn.linear_model import LogisticRegression
 
 from sslops.config import load_config
-from sslops.evaluate.label_efficiency import label_efficiency
+from sslops.evaluate.label_efficiency import curve_markdown, label_efficiency
 from sslops.finetune import finetune
 from sslops.models.tabular import load_classifier
 from sslops.prepare import PreparedData, prepare
 from sslops.pretrain import pretrain
+from sslops.pretrain.stage import load_encoder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,12 +75,16 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "adult.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--draws", type=int, default=5)
+    parser.add_argument(
+        "--fractions", default="0.01", help="Label fractions of the curve, comma-separated."
+    )
     parser.add_argument("--transfer", default="full", choices=["full", "linear_probe"])
     parser.add_argument(
         "--constraints", nargs="+", default=["demographic_parity", "equalized_odds"],
         choices=["demographic_parity", "equalized_odds"],
     )  # fmt: skip
     parser.add_argument("--skip-label-efficiency", action="store_true", help="Fairness part only.")
+    parser.add_argument("--skip-fairness", action="store_true", help="Label-efficiency part only.")
     args = parser.parse_args()
     cfg = load_config(args.config, args.overrides)
     out: Path = args.out
@@ -93,7 +99,7 @@ def main() -> None:
     test = data.test
     groups = test.groups("sex").to_numpy()
     results: dict[str, dict] = {"fairness": {}, "label_efficiency": {}}
-    for constraint in args.constraints:
+    for constraint in [] if args.skip_fairness else args.constraints:
         run_cfg = load_config(args.config, [
             *args.overrides, "finetune.label_fraction=1.0", f"finetune.transfer={args.transfer}",
             f"finetune.fairness.constraint={constraint}", "finetune.fairness.max_gap=0.02",
@@ -116,20 +122,26 @@ def main() -> None:
         _finish(results, out, started)
         return
     le_cfg = load_config(args.config, [
-        *args.overrides, "evaluate.label_efficiency.fractions=[0.01]",
+        *args.overrides, f"evaluate.label_efficiency.fractions=[{args.fractions}]",
         f"evaluate.label_efficiency.draws={args.draws}",
     ])  # fmt: skip
-    probe, _ = load_classifier(out / "finetune-demographic_parity", "probe")
-    assert probe.encoder is not None
-    curve = label_efficiency(le_cfg, data, probe.encoder)
-    by_model: dict[str, list[float]] = {}
+    curve = label_efficiency(le_cfg, data, load_encoder(pretrained).eval())
+    by_point: dict[str, dict[str, list[float]]] = {}
     for row in curve["rows"]:
-        by_model.setdefault(row["model"], []).append(row["roc_auc"])
+        by_point.setdefault(str(row["fraction"]), {}).setdefault(row["model"], [])
+        by_point[str(row["fraction"])][row["model"]].append(row["roc_auc"])
     results["label_efficiency"] = {
-        model: {"mean_roc_auc": round(float(np.mean(v)), 4), "min": round(min(v), 4),
-                "max": round(max(v), 4), "draws": len(v)}
-        for model, v in by_model.items()
+        "mean_roc_auc_by_fraction": {
+            fraction: {
+                model: {"mean_roc_auc": round(float(np.mean(v)), 4), "min": round(min(v), 4),
+                        "max": round(max(v), 4), "draws": len(v)}
+                for model, v in models.items()
+            }
+            for fraction, models in by_point.items()
+        },
+        "crossings": curve["crossings"],
     }  # fmt: skip
+    print(curve_markdown(curve), flush=True)
     _finish(results, out, started)
 
 

@@ -101,6 +101,7 @@ def test_every_model_has_metrics_and_gaps_in_range(dataset: str, request: pytest
     assert shortcuts["counterfactual"] and "planted_shortcut" in shortcuts["not_applicable"]
     curve = _json(a["evaluate"] / "label_efficiency.json")
     assert set(curve["mean"]) == {"ssl_linear_probe", "logistic_regression"}
+    assert "| ssl_linear_probe | SSL |" in (a["evaluate"] / "metrics.md").read_text()
     report = _json(a["finetune"] / "finetune.json")
     assert report["fairness"]["selected"] in {c["name"] for c in report["fairness"]["candidates"]}
     assert (a["audit"] / "bundle" / "model_card.html").is_file()

@@ -80,10 +80,18 @@ def test_sslops_run_on_another_csv_through_kfp_local(
         "--set", "data.sensitive=[gender, ethnicity]", "--set", "data.identifiers=[customer_id]",
     ]  # fmt: skip
     for override in FAST_OVERRIDES:
-        args += ["--set", override]
+        if not override.startswith("evaluate.label_efficiency"):
+            args += ["--set", override]
+    for override in ("fractions=[0.2,1.0]", "draws=1", "full_fine_tune=false"):
+        args += ["--set", f"evaluate.label_efficiency.{override}"]
     result = subprocess.run(args, capture_output=True, text=True, env=cli_env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
+    # the label-efficiency curve: a table in the report, one KFP metric per model and fraction
+    assert "| ssl_ensemble | SSL |" in (out / "evaluate" / "metrics.md").read_text()
+    logged = (out / "run.log").read_text()
+    for model in ("ssl_ensemble", "binned_evidence_lr", "logistic_regression"):
+        assert f"label_efficiency_{model}_20pct" in logged
     for model in ("ssl", "mitigated", "baseline"):
         for key in ("accuracy", "roc_auc", "dp_difference", "eo_difference"):
             assert 0.0 <= summary[model][key] <= 1.0

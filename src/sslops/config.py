@@ -420,6 +420,14 @@ class LabelEfficiencyConfig(_Section):
     fractions: list[float] = Field(default_factory=lambda: [0.01, 0.05, 0.1, 1.0])
     draws: int = Field(default=1, ge=1, description="Label draws (seeds) per fraction.")
     full_fine_tune: bool = Field(default=True, description="Include SSL full fine-tuning.")
+    ensemble: bool = Field(
+        default=True,
+        description="Include the SSL joint probe ([raw | embedding]) and its ensemble with a "
+        "binned weight-of-evidence head (tabular), and that head alone as a baseline.",
+    )
+    joint_regularization: float = Field(
+        default=0.1, gt=0, description="Inverse L2 strength C of the joint probe."
+    )
 
 
 class EvaluateConfig(_Section):

@@ -18,7 +18,7 @@ from sklearn.metrics import confusion_matrix, roc_curve
 from sslops.artifacts import read_meta, write_artifact
 from sslops.config import Config
 from sslops.evaluate.corruptions import counterfactuals, shifted_images, shifted_series
-from sslops.evaluate.label_efficiency import plot_curve
+from sslops.evaluate.label_efficiency import curve_markdown, plot_curve
 from sslops.evaluate.multiclass import macro_auc, multiclass_metrics
 from sslops.finetune.arrays import MODELS, embed, fit_multinomial, groups_of
 from sslops.finetune.stage import stratified_label_subset
@@ -222,9 +222,10 @@ def evaluate_arrays(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_di
         if efficiency is not None:
             _write_json(tmp / "label_efficiency.json", efficiency)
             plot_curve(tmp / "label_efficiency.png", efficiency["mean"])
-        (tmp / "metrics.md").write_text(
-            _markdown(metrics, attribute, report["fairness"]["constraint"]), encoding="utf-8"
-        )
+        markdown = _markdown(metrics, attribute, report["fairness"]["constraint"])
+        if efficiency is not None:
+            markdown += "\n" + curve_markdown(efficiency)
+        (tmp / "metrics.md").write_text(markdown, encoding="utf-8")
         line_plot(
             tmp / "roc.png", {n: (c["fpr"], c["tpr"]) for n, c in curves.items()},
             "false positive rate", "true positive rate", "ROC (micro one-vs-rest), test split",

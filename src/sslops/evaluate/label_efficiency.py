@@ -1,9 +1,17 @@
 """Label-efficiency curve: test ROC AUC of SSL transfer and supervised baselines vs labels used.
 
-For each label fraction and draw (seed), the same stratified label subset trains: the SSL
-linear probe, SSL full fine-tuning (optional), logistic regression and
-HistGradientBoosting on the raw encoded features. The report says, per baseline, from
-which fraction on an SSL curve is at least as good.
+For each label fraction and draw (seed), the same stratified label subset trains:
+
+- SSL: the linear probe on the standardized embedding; the joint probe on [raw encoded
+  features | standardized embedding]; the SSL ensemble, the joint probe's and a binned
+  weight-of-evidence head's logits averaged (the head bins the numeric columns at
+  quantiles of all training rows, labels not needed, so it bends with age or hours where
+  a linear model cannot); full fine-tuning (optional);
+- supervised baselines on the raw encoded features: logistic regression,
+  HistGradientBoosting, and the binned weight-of-evidence head alone (so the ensemble's
+  gain over its own raw-feature member is on the curve).
+
+The report says, per baseline, from which fraction on an SSL curve is at least as good.
 """
 
 from __future__ import annotations
@@ -18,14 +26,15 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 
 from sslops.config import Config
 from sslops.evaluate.metrics import auc
+from sslops.finetune.evidence import BinnedEvidenceLogisticRegression
 from sslops.finetune.stage import linear_model, logistic, stratified_label_subset
 from sslops.finetune.transfer import FineTuneSettings, fine_tune
 from sslops.models.tabular import MLPEncoder
 from sslops.plots import line_plot
 from sslops.prepare.dataset import PreparedData
 
-SSL_MODELS = ("ssl_linear_probe", "ssl_full_fine_tune")
-BASELINES = ("logistic_regression", "hist_gradient_boosting")
+SSL_MODELS = ("ssl_linear_probe", "ssl_joint_probe", "ssl_ensemble", "ssl_full_fine_tune")
+BASELINES = ("logistic_regression", "hist_gradient_boosting", "binned_evidence_lr")
 
 
 def _scores(model: Any, x: np.ndarray) -> np.ndarray:
@@ -42,6 +51,8 @@ def label_efficiency(cfg: Config, data: PreparedData, encoder: MLPEncoder) -> di
         z = encoder(x_train)
     shift, scale = z.mean(0), z.std(0).clamp(min=1e-6)
     zs = ((z - shift) / scale).numpy()
+    with torch.no_grad():
+        zs_test = ((encoder(torch.from_numpy(test.features)) - shift) / scale).numpy()
     f = cfg.finetune.full
     settings = FineTuneSettings(
         epochs=f.epochs, freeze_epochs=f.freeze_epochs, learning_rate=f.learning_rate,
@@ -66,6 +77,8 @@ def label_efficiency(cfg: Config, data: PreparedData, encoder: MLPEncoder) -> di
                 warnings.simplefilter("ignore", UserWarning)
                 hgb = HistGradientBoostingClassifier(random_state=seed).fit(train.features[idx], y)
             results["hist_gradient_boosting"] = hgb.predict_proba(test.features)[:, 1]
+            if le.ensemble:
+                results.update(_ensemble(data, zs, zs_test, idx, le.joint_regularization))
             for model, score in results.items():
                 rows.append({
                     "fraction": fraction, "labels": len(idx), "draw": draw, "model": model,
@@ -73,6 +86,29 @@ def label_efficiency(cfg: Config, data: PreparedData, encoder: MLPEncoder) -> di
                     "accuracy": float(np.mean((score >= 0.5) == test.target)),
                 })  # fmt: skip
     return {"rows": rows, "mean": _means(rows), "crossings": _crossings(_means(rows))}
+
+
+def _ensemble(
+    data: PreparedData, zs: np.ndarray, zs_test: np.ndarray, idx: np.ndarray, c: float
+) -> dict[str, np.ndarray]:
+    """Joint probe, binned weight-of-evidence head, and their average in logit space."""
+    train, test = data.train, data.test
+    y = train.target[idx]
+    coef, intercept = logistic(np.hstack([train.features, zs])[idx], y, c)
+    joint_logit = np.hstack([test.features, zs_test]).astype(np.float64) @ coef + intercept
+    evidence = BinnedEvidenceLogisticRegression(
+        column_of=data.encoding.column_of, n_numeric=len(data.encoding.numeric)
+    ).fit(train.features[idx], y, X_unlabeled=train.features)
+    evidence_logit = evidence.decision_function(test.features)
+    return {
+        "ssl_joint_probe": _sigmoid(joint_logit),
+        "ssl_ensemble": _sigmoid((joint_logit + evidence_logit) / 2),
+        "binned_evidence_lr": _sigmoid(evidence_logit),
+    }
+
+
+def _sigmoid(logit: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-logit))
 
 
 def _means(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -93,12 +129,38 @@ def _crossings(means: dict[str, dict[str, float]]) -> dict[str, dict[str, str | 
     out: dict[str, dict[str, str | None]] = {}
     for ssl in (m for m in SSL_MODELS if m in means):
         out[ssl] = {}
-        for base in BASELINES:
+        for base in (b for b in BASELINES if b in means):
             fractions = sorted(means[ssl], key=float)
             at_least = [means[ssl][f] >= means[base][f] for f in fractions]
             first = next((f for i, f in enumerate(fractions) if all(at_least[i:])), None)
             out[ssl][base] = first
     return out
+
+
+def curve_markdown(curve: dict[str, Any]) -> str:
+    """The curve's means as a table (models x label fractions) and where SSL catches up."""
+    means = curve["mean"]
+    fractions = sorted({f for v in means.values() for f in v}, key=float)
+    labels = {str(r["fraction"]): r["labels"] for r in curve["rows"]}
+    kind = {m: "SSL" for m in SSL_MODELS} | {m: "baseline" for m in BASELINES}
+    lines = [
+        "## Label efficiency (test ROC AUC, mean over label draws)",
+        "",
+        "| model | kind | " + " | ".join(f"{100 * float(f):g}% ({labels.get(f, '?')})"
+                                         for f in fractions) + " |",
+        "|---|---|" + "---:|" * len(fractions),
+    ]  # fmt: skip
+    for model, by_fraction in means.items():
+        cells = " | ".join(f"{by_fraction[f]:.4f}" if f in by_fraction else "" for f in fractions)
+        lines.append(f"| {model} | {kind.get(model, '')} | {cells} |")
+    lines.append("")
+    for ssl, bases in curve.get("crossings", {}).items():
+        said = [
+            f"{base} from {100 * float(f):g}%" if f is not None else f"{base} never"
+            for base, f in bases.items()
+        ]
+        lines.append(f"- {ssl} is at least as good as " + "; ".join(said) + ".")
+    return "\n".join(lines) + "\n"
 
 
 def plot_curve(path: Path, means: dict[str, dict[str, float]]) -> None:

@@ -18,7 +18,7 @@ from sklearn.metrics import confusion_matrix, roc_curve
 
 from sslops.artifacts import read_meta, write_artifact
 from sslops.config import Config
-from sslops.evaluate.label_efficiency import label_efficiency, plot_curve
+from sslops.evaluate.label_efficiency import curve_markdown, label_efficiency, plot_curve
 from sslops.evaluate.metrics import model_metrics
 from sslops.evaluate.shortcuts import counterfactual_flip, permutation_reliance
 from sslops.finetune.estimators import GroupThresholdPostprocessor
@@ -164,9 +164,10 @@ def evaluate(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_dir: Path
         if efficiency is not None:
             _write_json(tmp / "label_efficiency.json", efficiency)
             plot_curve(tmp / "label_efficiency.png", efficiency["mean"])
-        (tmp / "metrics.md").write_text(
-            _metrics_markdown(metrics, sensitive, constrained), encoding="utf-8"
-        )
+        markdown = _metrics_markdown(metrics, sensitive, constrained)
+        if efficiency is not None:
+            markdown += "\n" + curve_markdown(efficiency)
+        (tmp / "metrics.md").write_text(markdown, encoding="utf-8")
         line_plot(
             tmp / "roc.png", {n: (c["fpr"], c["tpr"]) for n, c in curves.items()},
             "false positive rate", "true positive rate", "ROC, test split",

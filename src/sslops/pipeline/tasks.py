@@ -104,6 +104,13 @@ def evaluate_task(
         for model, values in payload["models"].items():
             for key in ("accuracy", "roc_auc", "dp_difference", "eo_difference"):
                 metrics.log_metric(f"{model}_{key}", round(values[key], 6))
+        curve_file = out / "label_efficiency.json"
+        if curve_file.is_file():  # one metric per model and label fraction: the curve's means
+            curve = json.loads(curve_file.read_text(encoding="utf-8"))
+            for model, by_fraction in curve["mean"].items():
+                for fraction, value in by_fraction.items():
+                    pct = f"{100 * float(fraction):g}".replace(".", "p")
+                    metrics.log_metric(f"label_efficiency_{model}_{pct}pct", round(value, 6))
         shown = cfg.export.model  # the deployed model's curve and matrix
         curve = payload["roc_curves"][shown]
         classification.log_roc_curve(curve["fpr"], curve["tpr"], curve["thresholds"])

@@ -1,0 +1,146 @@
+"""The binned weight-of-evidence head: bins, evidence tables, cross-fitting, and its use in the curve."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+
+from sslops.config import Config, LabelEfficiencyConfig
+from sslops.evaluate.label_efficiency import _ensemble, curve_markdown, label_efficiency
+from sslops.finetune.evidence import BinnedEvidenceLogisticRegression
+from sslops.finetune.stage import stratified_label_subset
+from sslops.prepare.dataset import PreparedData
+from sslops.pretrain.stage import load_encoder
+
+
+def _one_hot(codes: np.ndarray, k: int) -> np.ndarray:
+    return np.eye(k)[codes]
+
+
+def _u_shaped(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Numeric x0 with a U-shaped effect, x1 with 60% exact zeros, one 3-level categorical."""
+    rng = np.random.default_rng(seed)
+    x0 = rng.normal(size=n)
+    x1 = np.where(rng.random(n) < 0.6, 0.0, rng.exponential(size=n))
+    level = rng.integers(0, 3, n)
+    logit = 1.5 * x0**2 - 1.5 + 0.8 * (x1 > 0) + np.array([-1.0, 0.0, 1.0])[level]
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    return np.column_stack([x0, x1, _one_hot(level, 3)]), y
+
+
+LAYOUT = {"column_of": [0, 1, 2, 2, 2], "n_numeric": 2}
+
+
+def test_it_bends_where_a_linear_model_cannot() -> None:
+    x, y = _u_shaped(400, seed=0)
+    x_test, y_test = _u_shaped(5000, seed=1)
+    unlabeled, _ = _u_shaped(5000, seed=2)
+    head = BinnedEvidenceLogisticRegression(**LAYOUT).fit(x, y, X_unlabeled=unlabeled)
+    linear = LogisticRegression(max_iter=1000).fit(x, y)
+    ours = roc_auc_score(y_test, head.decision_function(x_test))
+    theirs = roc_auc_score(y_test, linear.decision_function(x_test))
+    assert ours > theirs + 0.1, (ours, theirs)
+    assert head.transform(x_test).shape == (5000, 3)  # one evidence feature per raw column
+    proba = head.predict_proba(x_test)
+    np.testing.assert_allclose(proba.sum(1), 1.0)
+    assert set(head.predict(x_test)) <= {0, 1}
+
+
+def test_a_value_that_fills_a_bin_keeps_its_own_bin() -> None:
+    x, y = _u_shaped(1000, seed=0)
+    head = BinnedEvidenceLogisticRegression(**LAYOUT).fit(x, y)
+    zeros = head.columns_[1]
+    assert zeros.atoms.tolist() == [0.0]
+    codes = zeros.codes(x)
+    assert len(set(codes[x[:, 1] == 0])) == 1
+    assert not set(codes[x[:, 1] == 0]) & set(codes[x[:, 1] != 0])
+    assert len(head.columns_[0].atoms) == 0 and len(head.columns_[0].edges) == 6  # 7 bins
+
+
+def test_categorical_evidence_is_the_smoothed_log_odds_of_the_level() -> None:
+    level = np.array([0] * 6 + [1] * 4 + [2] * 10)
+    y = np.array([1, 1, 1, 1, 0, 0] + [0, 0, 0, 1] + [1, 0] * 5)
+    x = _one_hot(level, 3)
+    head = BinnedEvidenceLogisticRegression(column_of=[0, 0, 0], n_numeric=0, alpha=1.0)
+    head.fit(x, y)
+    prior = y.mean()
+    pos = np.array([4, 1, 5, 0]) + 2 * prior
+    neg = np.array([2, 3, 5, 0]) + 2 * (1 - prior)
+    expected = np.log(pos / pos.sum()) - np.log(neg / neg.sum())
+    np.testing.assert_allclose(head.tables_[0], expected)
+    # a row with no level set (an unseen category) takes the extra bin
+    np.testing.assert_allclose(head.transform(np.zeros((1, 3)))[0, 0], expected[3])
+
+
+def test_cross_fitted_evidence_does_not_reward_an_identifier() -> None:
+    """An ID-like column's in-sample evidence predicts the labels perfectly; out of fold, nothing."""
+    rng = np.random.default_rng(0)
+    n = 300
+    signal = rng.normal(size=n)
+    y = (signal + rng.normal(size=n) > 0).astype(int)
+    ident = _one_hot(np.arange(n) % 150, 150)  # two rows per level
+    x = np.column_stack([signal, ident])
+    layout = {"column_of": [0] + [1] * 150, "n_numeric": 1}
+    crossed = BinnedEvidenceLogisticRegression(**layout, cv=5).fit(x, y)
+    in_sample = BinnedEvidenceLogisticRegression(**layout, cv=1).fit(x, y)
+    w_crossed = np.abs(crossed.regression_.coef_[0])
+    w_in_sample = np.abs(in_sample.regression_.coef_[0])
+    assert w_crossed[1] < w_crossed[0]  # the real signal outweighs the identifier
+    assert w_in_sample[1] > w_in_sample[0]  # without cross-fitting the identifier wins
+
+
+def test_settings_follow_scikit_learn_and_bad_input_is_named() -> None:
+    head = BinnedEvidenceLogisticRegression(**LAYOUT, n_bins=5, C=0.3)
+    assert clone(head).get_params()["n_bins"] == 5
+    x, y = _u_shaped(200, seed=0)
+    with pytest.raises(ValueError, match="binary labels expected, got 3 classes"):
+        head.fit(x, np.arange(200) % 3)
+    with pytest.raises(ValueError, match="column_of names 5 features, the matrix has 4"):
+        head.fit(x[:, :4], y)
+    with pytest.raises(ValueError, match="n_bins must be at least 2"):
+        BinnedEvidenceLogisticRegression(**LAYOUT, n_bins=1).fit(x, y)
+
+
+def test_the_curve_holds_the_joint_probe_the_ensemble_and_the_head_as_a_baseline(
+    small_config: Config, stage_artifacts: dict[str, Path]
+) -> None:
+    cfg = small_config.model_copy(deep=True)
+    cfg.evaluate.label_efficiency = LabelEfficiencyConfig(
+        fractions=[0.2, 1.0], draws=1, full_fine_tune=False
+    )
+    data = PreparedData(stage_artifacts["prepare"])
+    encoder = load_encoder(stage_artifacts["pretrain"]).eval()
+    curve = label_efficiency(cfg, data, encoder)
+    assert set(curve["mean"]) == {
+        "ssl_linear_probe", "ssl_joint_probe", "ssl_ensemble",
+        "logistic_regression", "hist_gradient_boosting", "binned_evidence_lr",
+    }  # fmt: skip
+    assert all(0.5 < r["roc_auc"] <= 1 for r in curve["rows"])
+    assert set(curve["crossings"]["ssl_ensemble"]) == {
+        "logistic_regression", "hist_gradient_boosting", "binned_evidence_lr",
+    }  # fmt: skip
+    table = curve_markdown(curve)
+    assert "| ssl_ensemble | SSL |" in table and "| binned_evidence_lr | baseline |" in table
+    assert "- ssl_ensemble is at least as good as logistic_regression" in table
+    # the ensemble averages its members' logits
+    with torch.no_grad():
+        z = encoder(torch.from_numpy(data.train.features))
+        shift, scale = z.mean(0), z.std(0).clamp(min=1e-6)
+        zs = ((z - shift) / scale).numpy()
+        zs_test = ((encoder(torch.from_numpy(data.test.features)) - shift) / scale).numpy()
+    idx = stratified_label_subset(data.train.target, 0.2, cfg.seed)
+    scores = _ensemble(data, zs, zs_test, idx, 0.1)
+    logit = {k: np.log(p / (1 - p)) for k, p in scores.items()}
+    np.testing.assert_allclose(
+        logit["ssl_ensemble"],
+        (logit["ssl_joint_probe"] + logit["binned_evidence_lr"]) / 2,
+        atol=1e-6,
+    )
+    cfg.evaluate.label_efficiency.ensemble = False
+    assert "ssl_ensemble" not in label_efficiency(cfg, data, encoder)["mean"]
