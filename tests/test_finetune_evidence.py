@@ -127,7 +127,7 @@ def test_the_curve_holds_the_joint_probe_the_ensemble_and_the_head_as_a_baseline
     }  # fmt: skip
     table = curve_markdown(curve)
     assert "| ssl_ensemble | SSL |" in table and "| binned_evidence_lr | baseline |" in table
-    assert "- ssl_ensemble is at least as good as logistic_regression" in table
+    assert "- ssl_ensemble vs logistic_regression: at " in table
     # the ensemble averages its members' logits
     with torch.no_grad():
         z = encoder(torch.from_numpy(data.train.features))

@@ -150,16 +150,22 @@ def curve_markdown(curve: dict[str, Any]) -> str:
                                          for f in fractions) + " |",
         "|---|---|" + "---:|" * len(fractions),
     ]  # fmt: skip
-    for model, by_fraction in means.items():
+    order = [m for m in (*SSL_MODELS, *BASELINES) if m in means]
+    for model in order + [m for m in means if m not in order]:
+        by_fraction = means[model]
         cells = " | ".join(f"{by_fraction[f]:.4f}" if f in by_fraction else "" for f in fractions)
         lines.append(f"| {model} | {kind.get(model, '')} | {cells} |")
     lines.append("")
+    lines.append("Where each SSL model is at least as good as each baseline (crossing: from "
+                 "that fraction on, at every larger one):")  # fmt: skip
     for ssl, bases in curve.get("crossings", {}).items():
-        said = [
-            f"{base} from {100 * float(f):g}%" if f is not None else f"{base} never"
-            for base, f in bases.items()
-        ]
-        lines.append(f"- {ssl} is at least as good as " + "; ".join(said) + ".")
+        said = []
+        for base, first in bases.items():
+            at = [f for f in fractions if means[ssl].get(f, -1.0) >= means[base].get(f, 2.0)]
+            where = ", ".join(f"{100 * float(f):g}%" for f in at) or "no fraction"
+            cross = f"from {100 * float(first):g}%" if first is not None else "no crossing"
+            said.append(f"{base}: at {where} ({cross})")
+        lines.append(f"- {ssl} vs " + "; ".join(said) + ".")
     return "\n".join(lines) + "\n"
 
 
