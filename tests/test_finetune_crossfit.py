@@ -74,8 +74,8 @@ def test_equalized_odds_gaps_pool_validation_and_out_of_fold_rows(
     labeled = np.load(out / "labeled_rows.npy")
     assert report["gap_rows"]["equalized_odds"] == (
         f"validation ({len(val.target)} rows) + {len(labeled)} labeled training rows scored out "
-        "of fold (3 folds; candidates that cannot be refitted cheaply, full fine-tunes, on "
-        "validation only)"
+        "of fold (3 folds; candidates that cannot be refitted cheaply, full fine-tunes and the "
+        "SSL ensemble, on validation only)"
     )
     assert all(c["gaps_cross_fitted"] for c in report["candidates"])
 

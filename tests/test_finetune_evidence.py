@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 from sklearn.base import clone
@@ -12,9 +14,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from sslops.config import Config, LabelEfficiencyConfig
-from sslops.evaluate.label_efficiency import _ensemble, curve_markdown, label_efficiency
-from sslops.finetune.evidence import BinnedEvidenceLogisticRegression
+from sslops.evaluate.label_efficiency import curve_markdown, label_efficiency
+from sslops.export.graph import export_raw_column_onnx, raw_inputs
+from sslops.finetune.evidence import BinnedEvidenceLogisticRegression, fit_ensemble
 from sslops.finetune.stage import stratified_label_subset
+from sslops.models.tabular import load_classifier, save_classifier
 from sslops.prepare.dataset import PreparedData
 from sslops.pretrain.stage import load_encoder
 
@@ -95,6 +99,31 @@ def test_cross_fitted_evidence_does_not_reward_an_identifier() -> None:
     assert w_in_sample[1] > w_in_sample[0]  # without cross-fitting the identifier wins
 
 
+def _stumps(x: np.ndarray, tables: dict[str, np.ndarray]) -> np.ndarray:
+    above = x[:, tables["feature"][:, 0]] > tables["threshold"][:, 0]
+    return (above * tables["value"][:, 2]).sum(1)
+
+
+def test_the_decision_function_splits_into_linear_terms_and_stumps() -> None:
+    x, y = _u_shaped(500, seed=0)
+    head = BinnedEvidenceLogisticRegression(**LAYOUT).fit(x, y)
+    assert len(head.columns_[1].atoms) == 1  # the zeros: two stumps
+    coef, tables, constant = head.additive_parts()
+    x_new, _ = _u_shaped(2000, seed=3)
+    x_new[:5, 2:] = 0  # rows with no level set
+    got = x_new @ coef + _stumps(x_new, tables) + constant
+    np.testing.assert_allclose(got, head.decision_function(x_new), atol=1e-5)
+    # a value one float32 ulp away (as the ONNX graph's standardization may leave it) keeps
+    # its bin: atoms match within a tolerance, edges sit between the data's values
+    x32 = x_new.astype(np.float32)
+    nudged = x32.copy()
+    nudged[:, :2] = np.nextafter(x32[:, :2], np.float32(np.inf))
+    for a, b in ((x32, nudged), (nudged, x32)):
+        np.testing.assert_array_equal(head.transform(a.astype(np.float64)),
+                                      head.transform(b.astype(np.float64)))  # fmt: skip
+        np.testing.assert_allclose(_stumps(a, tables), _stumps(b, tables), atol=1e-6)
+
+
 def test_settings_follow_scikit_learn_and_bad_input_is_named() -> None:
     head = BinnedEvidenceLogisticRegression(**LAYOUT, n_bins=5, C=0.3)
     assert clone(head).get_params()["n_bins"] == 5
@@ -128,19 +157,61 @@ def test_the_curve_holds_the_joint_probe_the_ensemble_and_the_head_as_a_baseline
     table = curve_markdown(curve)
     assert "| ssl_ensemble | SSL |" in table and "| binned_evidence_lr | baseline |" in table
     assert "- ssl_ensemble vs logistic_regression: at " in table
-    # the ensemble averages its members' logits
-    with torch.no_grad():
-        z = encoder(torch.from_numpy(data.train.features))
-        shift, scale = z.mean(0), z.std(0).clamp(min=1e-6)
-        zs = ((z - shift) / scale).numpy()
-        zs_test = ((encoder(torch.from_numpy(data.test.features)) - shift) / scale).numpy()
-    idx = stratified_label_subset(data.train.target, 0.2, cfg.seed)
-    scores = _ensemble(data, zs, zs_test, idx, 0.1)
-    logit = {k: np.log(p / (1 - p)) for k, p in scores.items()}
-    np.testing.assert_allclose(
-        logit["ssl_ensemble"],
-        (logit["ssl_joint_probe"] + logit["binned_evidence_lr"]) / 2,
-        atol=1e-6,
-    )
     cfg.evaluate.label_efficiency.ensemble = False
     assert "ssl_ensemble" not in label_efficiency(cfg, data, encoder)["mean"]
+
+
+def test_the_ensemble_is_one_exportable_classifier(
+    stage_artifacts: dict[str, Path], tmp_path: Path
+) -> None:
+    """Its torch logit is the mean of its members'; it round-trips and exports with parity."""
+    data = PreparedData(stage_artifacts["prepare"])
+    encoder = load_encoder(stage_artifacts["pretrain"]).eval()
+    train, test = data.train, data.test
+    with torch.no_grad():
+        z = encoder(torch.from_numpy(train.features))
+        shift, scale = z.mean(0), z.std(0).clamp(min=1e-6)
+        zs = ((z - shift) / scale).numpy()
+        zs_test = ((encoder(torch.from_numpy(test.features)) - shift) / scale).numpy()
+    idx = stratified_label_subset(train.target, 0.2, 0)
+    model, joint, evidence = fit_ensemble(
+        encoder, train.features, zs, shift.numpy(), scale.numpy(), idx,
+        data.encoding.column_of, len(data.encoding.numeric), train.target[idx], 0.1,
+    )  # fmt: skip
+    expected = (
+        joint.decision_function(np.hstack([test.features, zs_test]))
+        + evidence.decision_function(test.features)
+    ) / 2
+    with torch.no_grad():
+        logit = model.logits(torch.from_numpy(test.features)).numpy()
+    np.testing.assert_allclose(logit, expected, atol=1e-4)
+    save_classifier(model, tmp_path, "ssl", {"threshold": 0.5})
+    loaded, arch = load_classifier(tmp_path, "ssl")
+    assert arch["kind"] == "boosted_stack"
+    path = tmp_path / "ssl.onnx"
+    export_raw_column_onnx(data.encoding, loaded, path, 18)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, raw_inputs(data.encoding, test.frame))[0]
+    with torch.no_grad():
+        torch_proba = model(torch.from_numpy(test.features)).numpy()
+    assert np.max(np.abs(got - torch_proba)) <= 1e-5
+    assert np.array_equal(got >= 0.5, torch_proba >= 0.5)
+
+
+def test_finetune_deploys_the_ensemble_as_ssl(
+    small_config: Config, stage_artifacts: dict[str, Path], tmp_path: Path
+) -> None:
+    from sslops.finetune import finetune
+
+    cfg = small_config.model_copy(deep=True)
+    cfg.finetune.transfer = "ensemble"
+    cfg.finetune.fairness.constraint = "none"
+    out = finetune(cfg, stage_artifacts["prepare"], stage_artifacts["pretrain"], tmp_path / "ft")
+    report = json.loads((out / "finetune.json").read_text())
+    assert report["transfer"] == "ensemble"
+    ssl, arch = load_classifier(out, "ssl")
+    assert arch["kind"] == "boosted_stack" and arch["transfer"] == "ensemble"
+    test = PreparedData(stage_artifacts["prepare"]).test
+    with torch.no_grad():
+        proba = ssl(torch.from_numpy(test.features)).numpy()
+    assert roc_auc_score(test.target, proba) > 0.8

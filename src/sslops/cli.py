@@ -245,6 +245,13 @@ def _cmd_audit_tool(args: argparse.Namespace) -> int:
     return 0
 
 
+_SSL_LABELS = {
+    "linear_probe": "SSL (probe)",
+    "full": "SSL (fine-tuned)",
+    "ensemble": "SSL (ensemble)",
+}
+
+
 def _print_summary(summary: dict[str, Any], out: Path) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -255,7 +262,7 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
     for column in ("model", "accuracy", "ROC AUC", "DP diff.", "EO diff."):
         table.add_column(column, justify="left" if column == "model" else "right")
     labels = {
-        "ssl": "SSL (probe)",
+        "ssl": _SSL_LABELS.get(summary.get("transfer", ""), "SSL"),
         "mitigated": "fairness-mitigated",
         "baseline": "supervised baseline",
     }

@@ -409,8 +409,14 @@ class FinetuneConfig(_Section):
     regularization: float = Field(
         default=1.0, gt=0, description="Inverse L2 strength of the heads (scikit-learn's C)."
     )
-    transfer: Literal["linear_probe", "full"] = Field(
-        default="linear_probe", description="How the `ssl` model transfers the encoder."
+    transfer: Literal["linear_probe", "full", "ensemble"] = Field(
+        default="linear_probe",
+        description="How the `ssl` model transfers the encoder: a head on the frozen embedding, "
+        "encoder and head fine-tuned, or the SSL ensemble (joint [features | embedding] probe "
+        "averaged with a binned weight-of-evidence head; tabular).",
+    )
+    joint_regularization: float = Field(
+        default=0.1, gt=0, description="C of the SSL ensemble's joint probe (also on the curve)."
     )
     full: FullFineTuneConfig = Field(default_factory=FullFineTuneConfig)
     fairness: FairnessConfig = Field(default_factory=FairnessConfig)
@@ -424,9 +430,6 @@ class LabelEfficiencyConfig(_Section):
         default=True,
         description="Include the SSL joint probe ([raw | embedding]) and its ensemble with a "
         "binned weight-of-evidence head (tabular), and that head alone as a baseline.",
-    )
-    joint_regularization: float = Field(
-        default=0.1, gt=0, description="Inverse L2 strength C of the joint probe."
     )
 
 

@@ -26,7 +26,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 
 from sslops.config import Config
 from sslops.evaluate.metrics import auc
-from sslops.finetune.evidence import BinnedEvidenceLogisticRegression
+from sslops.finetune.evidence import fit_ensemble
 from sslops.finetune.stage import linear_model, logistic, stratified_label_subset
 from sslops.finetune.transfer import FineTuneSettings, fine_tune
 from sslops.models.tabular import MLPEncoder
@@ -78,7 +78,8 @@ def label_efficiency(cfg: Config, data: PreparedData, encoder: MLPEncoder) -> di
                 hgb = HistGradientBoostingClassifier(random_state=seed).fit(train.features[idx], y)
             results["hist_gradient_boosting"] = hgb.predict_proba(test.features)[:, 1]
             if le.ensemble:
-                results.update(_ensemble(data, zs, zs_test, idx, le.joint_regularization))
+                results.update(_ensemble(data, encoder, zs, zs_test, shift, scale, idx,
+                                         cfg.finetune.joint_regularization))  # fmt: skip
             for model, score in results.items():
                 rows.append({
                     "fraction": fraction, "labels": len(idx), "draw": draw, "model": model,
@@ -89,21 +90,27 @@ def label_efficiency(cfg: Config, data: PreparedData, encoder: MLPEncoder) -> di
 
 
 def _ensemble(
-    data: PreparedData, zs: np.ndarray, zs_test: np.ndarray, idx: np.ndarray, c: float
+    data: PreparedData,
+    encoder: MLPEncoder,
+    zs: np.ndarray,
+    zs_test: np.ndarray,
+    shift: torch.Tensor,
+    scale: torch.Tensor,
+    idx: np.ndarray,
+    c: float,
 ) -> dict[str, np.ndarray]:
-    """Joint probe, binned weight-of-evidence head, and their average in logit space."""
+    """The SSL ensemble (the exportable classifier ``finetune.transfer: ensemble`` deploys)
+    and its two members."""
     train, test = data.train, data.test
-    y = train.target[idx]
-    coef, intercept = logistic(np.hstack([train.features, zs])[idx], y, c)
-    joint_logit = np.hstack([test.features, zs_test]).astype(np.float64) @ coef + intercept
-    evidence = BinnedEvidenceLogisticRegression(
-        column_of=data.encoding.column_of, n_numeric=len(data.encoding.numeric)
-    ).fit(train.features[idx], y, X_unlabeled=train.features)
-    evidence_logit = evidence.decision_function(test.features)
+    model, joint, evidence = fit_ensemble(
+        encoder, train.features, zs, shift.numpy(), scale.numpy(), idx,
+        data.encoding.column_of, len(data.encoding.numeric), train.target[idx], c,
+    )  # fmt: skip
+    joint_logit = joint.decision_function(np.hstack([test.features, zs_test]))
     return {
         "ssl_joint_probe": _sigmoid(joint_logit),
-        "ssl_ensemble": _sigmoid((joint_logit + evidence_logit) / 2),
-        "binned_evidence_lr": _sigmoid(evidence_logit),
+        "ssl_ensemble": _scores(model, test.features),
+        "binned_evidence_lr": _sigmoid(evidence.decision_function(test.features)),
     }
 
 

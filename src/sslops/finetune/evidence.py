@@ -24,9 +24,24 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
+from sslops.models.tabular import MLPEncoder
+from sslops.models.trees import BoostedStackClassifier
+
+
+def _tolerance(value: np.ndarray | float) -> np.ndarray:
+    """How far a value may move under float32 re-standardization (the ONNX graph's) and still
+    count as itself: about 1e-6, relative; far below the spacing of distinct values in data."""
+    return np.maximum(np.abs(value), 1.0) * 2.0**-20
+
 
 class _Column:
-    """How one raw column maps rows to bins; ``ordered`` bins are smoothed with neighbours."""
+    """How one raw column maps rows to bins.
+
+    Categorical: the level set in its one-hot block (the last bin: none set). Numeric: the
+    atoms first (a value within ``_tolerance`` of an atom takes its bin), then the intervals
+    cut by ``edges``, which sit midway between distinct training values so no value of the
+    data lies on one.
+    """
 
     def __init__(self, features: list[int], atoms: np.ndarray, edges: np.ndarray) -> None:
         self.features, self.atoms, self.edges = features, atoms, edges
@@ -39,18 +54,16 @@ class _Column:
     def n_bins(self) -> int:
         if self.numeric:
             return len(self.atoms) + len(self.edges) + 1
-        return len(self.features) + 1  # the last: no level set
+        return len(self.features) + 1
 
     def codes(self, x: np.ndarray) -> np.ndarray:
         if not self.numeric:
             block = x[:, self.features]
             return np.where(block.max(1) > 0.5, block.argmax(1), len(self.features))
         values = x[:, self.features[0]]
-        codes = len(self.atoms) + np.searchsorted(self.edges, values, side="right")
-        if len(self.atoms):
-            at = np.clip(np.searchsorted(self.atoms, values), 0, len(self.atoms) - 1)
-            hit = self.atoms[at] == values
-            codes = np.where(hit, at, codes)
+        codes = len(self.atoms) + np.searchsorted(self.edges, values, side="left")
+        for i, atom in enumerate(self.atoms):
+            codes = np.where(np.abs(values - atom) <= _tolerance(atom), i, codes)
         return codes
 
 
@@ -59,7 +72,11 @@ def _numeric(feature: int, values: np.ndarray, n_bins: int) -> _Column:
     atoms = unique[counts >= len(values) / n_bins]
     rest = values[~np.isin(values, atoms)]
     quantiles = np.linspace(0, 1, n_bins + 1)[1:-1]
-    edges = np.unique(np.quantile(rest, quantiles)) if len(rest) else np.empty(0)
+    cuts = np.unique(np.quantile(rest, quantiles)) if len(rest) else np.empty(0)
+    # each cut moves to the midpoint below the first value at or above it
+    at = np.searchsorted(unique, cuts, side="left")
+    inside = (at > 0) & (at < len(unique))
+    edges = np.unique((unique[at[inside] - 1] + unique[at[inside]]) / 2)
     return _Column([feature], atoms, edges)
 
 
@@ -162,3 +179,92 @@ class BinnedEvidenceLogisticRegression(ClassifierMixin, BaseEstimator):
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return np.asarray(self.classes_[(self.decision_function(X) > 0).astype(int)])
+
+    def additive_parts(self) -> tuple[np.ndarray, dict[str, np.ndarray], float]:
+        """The decision function as ``X @ coef + stumps(X) + constant``: ``(coef, stump node
+        tables, constant)``.
+
+        A categorical column's evidence is linear in its one-hot block; a numeric column's is
+        a step function: one stump (a depth-1 tree, ``x > threshold`` adds its value) per
+        interval edge, and two per atom (up at just below it, back down at just above).
+        The tables are :func:`sslops.models.trees.tree_tables`' layout.
+        """
+        weights = self.regression_.coef_[0]
+        coef = np.zeros(len(self.column_of))
+        constant = float(self.regression_.intercept_[0])
+        stumps: list[tuple[int, float, float]] = []  # (feature, threshold, value above)
+        for column, table, w in zip(self.columns_, self.tables_, weights, strict=True):
+            if not column.numeric:
+                none = table[len(column.features)]
+                constant += w * none
+                coef[column.features] += w * (table[: len(column.features)] - none)
+                continue
+            feature, start = column.features[0], len(column.atoms)
+            constant += w * table[start]
+            for k, edge in enumerate(column.edges):
+                stumps.append((feature, edge, w * (table[start + k + 1] - table[start + k])))
+            for i, atom in enumerate(column.atoms):
+                interval = table[start + np.searchsorted(column.edges, atom, side="left")]
+                step = w * (table[i] - interval)
+                stumps.append((feature, atom - _tolerance(atom), step))
+                stumps.append((feature, atom + _tolerance(atom), -step))
+        stumps = stumps or [(0, np.inf, 0.0)]  # no numeric column: one stump that adds nothing
+        n = len(stumps)
+        tables: dict[str, np.ndarray] = {
+            "feature": np.array([[f, 0, 0] for f, _, _ in stumps], np.int64),
+            "threshold": np.array([[t, np.inf, np.inf] for _, t, _ in stumps], np.float32),
+            "left": np.tile(np.array([1, 1, 2], np.int64), (n, 1)),
+            "right": np.tile(np.array([2, 1, 2], np.int64), (n, 1)),
+            "value": np.array([[0.0, 0.0, v] for _, _, v in stumps], np.float32),
+        }
+        return coef, tables, constant
+
+
+def fit_ensemble(
+    encoder: MLPEncoder,
+    x: np.ndarray,
+    zs: np.ndarray,
+    shift: np.ndarray,
+    scale: np.ndarray,
+    rows: np.ndarray,
+    column_of: Sequence[int],
+    n_numeric: int,
+    y: np.ndarray,
+    c: float,
+) -> tuple[BoostedStackClassifier, LogisticRegression, BinnedEvidenceLogisticRegression]:
+    """Fit the SSL ensemble on the labeled ``rows`` of ``x`` (encoded features; ``zs`` their
+    standardized embedding; every row places the evidence bins). Returns the exportable
+    classifier and its two members (the joint probe, on ``[x | zs]``, and the evidence head)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        joint = LogisticRegression(C=c, max_iter=5000).fit(np.hstack([x, zs])[rows], y)
+    evidence = BinnedEvidenceLogisticRegression(column_of=column_of, n_numeric=n_numeric)
+    evidence.fit(x[rows], y, X_unlabeled=x)
+    model = ensemble_classifier(
+        encoder, shift, scale, joint.coef_[0], float(joint.intercept_[0]), evidence
+    )
+    return model, joint, evidence
+
+
+def ensemble_classifier(
+    encoder: MLPEncoder, shift: np.ndarray, scale: np.ndarray, joint_coef: np.ndarray,
+    joint_intercept: float, evidence: BinnedEvidenceLogisticRegression,
+) -> BoostedStackClassifier:  # fmt: skip
+    """The SSL ensemble as one exportable classifier: the mean of the joint probe's logit
+    (``joint_coef`` over ``[x | (encoder(x) - shift) / scale]``) and the evidence head's.
+
+    The head of a :class:`BoostedStackClassifier` sees ``[x | encoder(x) | stumps(x)]``:
+    the joint probe and the evidence head's categorical part are linear in it, its numeric
+    part is the stumps' sum.
+    """
+    coef_x, tables, constant = evidence.additive_parts()
+    n_inputs = len(coef_x)
+    coef = np.concatenate([
+        0.5 * (joint_coef[:n_inputs] + coef_x), 0.5 * joint_coef[n_inputs:], [0.5],
+    ])  # fmt: skip
+    stack_shift = np.concatenate([np.zeros(n_inputs), np.asarray(shift), [0.0]])
+    stack_scale = np.concatenate([np.ones(n_inputs), np.asarray(scale), [1.0]])
+    return BoostedStackClassifier.from_tables(
+        tables, 1, n_inputs, 0.0, coef, 0.5 * (joint_intercept + constant), encoder=encoder,
+        shift=stack_shift, scale=stack_scale,
+    )  # fmt: skip

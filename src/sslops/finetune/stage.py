@@ -4,7 +4,9 @@ Three exportable ``TabularClassifier`` s come out:
 
 - ``ssl``: the encoder transferred with ``finetune.label_fraction`` of the labels —
   a logistic-regression head on the frozen, standardized embedding (linear probe) or,
-  with ``finetune.transfer: full``, encoder and head fine-tuned together;
+  with ``finetune.transfer: full``, encoder and head fine-tuned together; with
+  ``ensemble``, the joint [features | embedding] probe averaged with a binned
+  weight-of-evidence head (:mod:`.evidence`), one exportable classifier;
 - ``mitigated``: the candidate the fairness policy selects from a sweep of in-training
   penalties and ExponentiatedGradient reductions (the Pareto front), over the SSL embedding
   and, with ``finetune.fairness.boosted``, over [features | boosted-tree score]: the most
@@ -41,6 +43,7 @@ from sslops.finetune.estimators import (
     GroupThresholdPostprocessor,
     _groups_1d,
 )
+from sslops.finetune.evidence import fit_ensemble
 from sslops.finetune.fairness import FairnessPenalty
 from sslops.finetune.pareto import GAPS, Candidate, fairness_gaps, mark_front, plot_front, select
 from sslops.finetune.stacked import stacked_candidates
@@ -139,6 +142,11 @@ def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pat
     if fc.transfer == "full":
         ssl = fine_tune(probe, x_train[labeled], torch.tensor(y_lab, dtype=torch.float32),
                         _settings(cfg), seed=cfg.seed)  # fmt: skip
+    elif fc.transfer == "ensemble":
+        ssl, _, _ = fit_ensemble(
+            encoder, train.features, zs, shift.numpy(), scale.numpy(), labeled,
+            data.encoding.column_of, len(data.encoding.numeric), y_lab, fc.joint_regularization,
+        )  # fmt: skip
     baseline = linear_model(None, *logistic(train.features[labeled], y_lab, fc.regularization))
 
     val_groups = {c: val.groups(c).to_numpy() for c in columns}
@@ -233,7 +241,8 @@ def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pat
     if crossfit is not None:
         labeled_gap_rows += (
             f" + {len(labeled)} labeled training rows scored out of fold ({crossfit.folds} folds;"
-            " candidates that cannot be refitted cheaply, full fine-tunes, on validation only)"
+            " candidates that cannot be refitted cheaply, full fine-tunes and the SSL ensemble, on"
+            " validation only)"
         )
     report: dict[str, Any] = {
         "labels_used": len(labeled),
@@ -326,7 +335,8 @@ def _mitigation_candidates(
     encoder, shift, scale = probe.encoder, probe.shift, probe.scale
     z_lab = zs[labeled]
     out: list[Candidate] = []
-    init = (ssl.head.weight[0].detach().numpy(), float(ssl.head.bias.detach()[0]))
+    start_from = probe if fc.transfer == "ensemble" else ssl  # the ensemble's head is wider
+    init = (start_from.head.weight[0].detach().numpy(), float(start_from.head.bias.detach()[0]))
 
     def penalized(
         weight: float, rows: np.ndarray, start: Any

@@ -101,15 +101,28 @@ class BoostedStackClassifier(TabularClassifier):
     ) -> BoostedStackClassifier:  # fmt: skip
         """The trees of ``booster`` and a head (``coef``, ``intercept``) fitted on
         ``(stack(x) - shift) / scale`` (default shift 0, scale 1)."""
-        tables = tree_tables(booster)
+        return cls.from_tables(
+            tree_tables(booster), tree_depth(booster), int(booster.n_features_in_),
+            float(np.ravel(booster._baseline_prediction)[0]), coef, intercept,
+            encoder=encoder, shift=shift, scale=scale,
+        )  # fmt: skip
+
+    @classmethod
+    def from_tables(
+        cls, tables: dict[str, np.ndarray], depth: int, n_inputs: int, baseline: float,
+        coef: np.ndarray, intercept: float, encoder: MLPEncoder | None = None,
+        shift: np.ndarray | None = None, scale: np.ndarray | None = None,
+    ) -> BoostedStackClassifier:  # fmt: skip
+        """Trees given as node tables (see :func:`tree_tables`; ``threshold`` already as
+        compared: ``x <= threshold`` goes left) and a head, as in :meth:`from_fitted`."""
         n_trees, n_nodes = tables["feature"].shape
-        out = cls(encoder, n_trees, n_nodes, tree_depth(booster), int(booster.n_features_in_))
+        out = cls(encoder, n_trees, n_nodes, depth, n_inputs)
         if len(coef) != out.head.in_features:
             raise ValueError(f"head has {len(coef)} weights; the stack has {out.head.in_features}")
         with torch.no_grad():
             for name in _TABLES:
                 getattr(out, name).copy_(torch.from_numpy(tables[name]))
-            out.baseline.fill_(float(np.ravel(booster._baseline_prediction)[0]))
+            out.baseline.fill_(baseline)
             if shift is not None:
                 out.shift.copy_(torch.as_tensor(shift, dtype=torch.float32))
             if scale is not None:

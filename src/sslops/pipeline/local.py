@@ -117,6 +117,7 @@ def build_summary(run_dir: Path) -> dict[str, Any]:
     }
     summary["sensitive"] = metrics["sensitive"]
     finetuned = json.loads((run_dir / "finetune" / "finetune.json").read_text(encoding="utf-8"))
+    summary["transfer"] = finetuned.get("transfer", "linear_probe")  # how `ssl` was built
     fairness = finetuned["fairness"]
     # Which candidate the policy deployed as `mitigated` (it need not use the SSL encoder).
     summary["fairness"] = {
