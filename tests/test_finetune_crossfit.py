@@ -67,6 +67,7 @@ def test_equalized_odds_gaps_pool_validation_and_out_of_fold_rows(
     cfg = small_config.model_copy(deep=True)
     fair = cfg.finetune.fairness
     fair.constraint, fair.postprocessing, fair.gap_crossfit = "equalized_odds", False, 3
+    cfg.finetune.transfer = "linear_probe"  # the ssl model recomputed below is the probe
     out = finetune(cfg, stage_artifacts["prepare"], stage_artifacts["pretrain"], tmp_path / "ft")
     report = json.loads((out / "finetune.json").read_text())["fairness"]
     data = PreparedData(stage_artifacts["prepare"])
@@ -74,8 +75,8 @@ def test_equalized_odds_gaps_pool_validation_and_out_of_fold_rows(
     labeled = np.load(out / "labeled_rows.npy")
     assert report["gap_rows"]["equalized_odds"] == (
         f"validation ({len(val.target)} rows) + {len(labeled)} labeled training rows scored out "
-        "of fold (3 folds; candidates that cannot be refitted cheaply, full fine-tunes and the "
-        "SSL ensemble, on validation only)"
+        "of fold (3 folds; candidates that cannot be refitted cheaply, full fine-tunes, on "
+        "validation only)"
     )
     assert all(c["gaps_cross_fitted"] for c in report["candidates"])
 

@@ -9,6 +9,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from fairlearn.metrics import equalized_odds_difference
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
@@ -16,6 +17,7 @@ from sklearn.metrics import roc_auc_score
 from sslops.config import Config, LabelEfficiencyConfig
 from sslops.evaluate.label_efficiency import curve_markdown, label_efficiency
 from sslops.export.graph import export_raw_column_onnx, raw_inputs
+from sslops.finetune.crossfit import CrossFit
 from sslops.finetune.evidence import BinnedEvidenceLogisticRegression, fit_ensemble
 from sslops.finetune.stage import stratified_label_subset
 from sslops.models.tabular import load_classifier, save_classifier
@@ -215,3 +217,50 @@ def test_finetune_deploys_the_ensemble_as_ssl(
     with torch.no_grad():
         proba = ssl(torch.from_numpy(test.features)).numpy()
     assert roc_auc_score(test.target, proba) > 0.8
+
+
+def test_the_ensembles_equalized_odds_is_cross_fitted(
+    small_config: Config, stage_artifacts: dict[str, Path], tmp_path: Path
+) -> None:
+    """With gap_crossfit, the ensemble's labeled rows are scored by ensembles fitted without them."""
+    from sslops.finetune import finetune
+
+    cfg = small_config.model_copy(deep=True)
+    cfg.finetune.transfer = "ensemble"
+    fair = cfg.finetune.fairness
+    fair.constraint, fair.postprocessing, fair.gap_crossfit = "equalized_odds", False, 3
+    fair.penalties, fair.reductions, fair.grid_search, fair.boosted = [0.0], [], 0, None
+    out = finetune(cfg, stage_artifacts["prepare"], stage_artifacts["pretrain"], tmp_path / "ft")
+    report = json.loads((out / "finetune.json").read_text())["fairness"]
+    ssl_row = next(c for c in report["candidates"] if c["name"] == "ssl")
+    assert ssl_row["gaps_cross_fitted"]
+
+    data = PreparedData(stage_artifacts["prepare"])
+    train, val = data.train, data.validation
+    labeled = np.load(out / "labeled_rows.npy")
+    y_lab = train.target[labeled]
+    encoder = load_encoder(stage_artifacts["pretrain"]).eval()
+    with torch.no_grad():
+        z = encoder(torch.from_numpy(train.features))
+    shift, scale = z.mean(0), z.std(0).clamp(min=1e-6)
+    zs = ((z - shift) / scale).numpy()
+    oof = np.empty(len(labeled))
+    for fit_rows, held in CrossFit(y_lab, 3, cfg.seed).splits:
+        model, _, _ = fit_ensemble(
+            encoder, train.features, zs, shift.numpy(), scale.numpy(), labeled[fit_rows],
+            data.encoding.column_of, len(data.encoding.numeric), y_lab[fit_rows],
+            cfg.finetune.joint_regularization,
+        )  # fmt: skip
+        with torch.no_grad():
+            oof[held] = model.logits(torch.from_numpy(train.features[labeled[held]])).numpy()
+    ssl, _ = load_classifier(out, "ssl")
+    with torch.no_grad():
+        on_val = (ssl(torch.from_numpy(val.features)).numpy() >= 0.5).astype(int)
+    expected = equalized_odds_difference(
+        np.concatenate([val.target, y_lab]),
+        np.concatenate([on_val, (oof >= 0).astype(int)]),
+        sensitive_features=np.concatenate(
+            [val.groups("sex").to_numpy(), train.groups("sex").to_numpy()[labeled]]
+        ),
+    )
+    assert ssl_row["equalized_odds_difference"] == pytest.approx(expected, abs=1e-5)

@@ -96,6 +96,17 @@ def linear_model(
     return model.eval()
 
 
+class _Logits:
+    """A torch classifier seen as an estimator with ``decision_function`` (its log-odds)."""
+
+    def __init__(self, model: TabularClassifier) -> None:
+        self.model = model
+
+    def decision_function(self, x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return self.model.logits(torch.from_numpy(x)).numpy().astype(np.float64)
+
+
 def _predict(model: TabularClassifier, x: np.ndarray) -> np.ndarray:
     with torch.no_grad():
         return model(torch.from_numpy(x)).numpy().astype(np.float64)
@@ -195,6 +206,15 @@ def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pat
             lambda _, rows: _logistic_regression(z_lab[rows], y_lab[rows], fc.regularization),
             z_lab,
         )  # fmt: skip
+    elif crossfit is not None and fc.transfer == "ensemble":
+        ssl_oof = crossfit.decision(
+            lambda _, rows: _Logits(fit_ensemble(
+                encoder, train.features, zs, shift.numpy(), scale.numpy(), labeled[rows],
+                data.encoding.column_of, len(data.encoding.numeric), y_lab[rows],
+                fc.joint_regularization,
+            )[0]),
+            train.features[labeled],
+        )  # fmt: skip
     candidates = [candidate("ssl", "none", 0.0, ssl, ssl_oof)]
     if fair.constraint != "none":
         candidates += _mitigation_candidates(
@@ -241,8 +261,7 @@ def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pat
     if crossfit is not None:
         labeled_gap_rows += (
             f" + {len(labeled)} labeled training rows scored out of fold ({crossfit.folds} folds;"
-            " candidates that cannot be refitted cheaply, full fine-tunes and the SSL ensemble, on"
-            " validation only)"
+            " candidates that cannot be refitted cheaply, full fine-tunes, on validation only)"
         )
     report: dict[str, Any] = {
         "labels_used": len(labeled),
