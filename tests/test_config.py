@@ -333,3 +333,11 @@ def test_json_round_trip() -> None:
     again = config_from_json(cfg.to_json())
     assert again == cfg
     assert again.to_json() == cfg.to_json()
+
+
+@pytest.mark.parametrize("transfer", ["full", "ensemble"])
+def test_array_data_only_transfers_by_linear_probe(transfer: str) -> None:
+    """Caught before any stage runs, not after pretraining."""
+    root = Path(__file__).resolve().parents[1]
+    with pytest.raises(ConfigError, match=f"finetune.transfer '{transfer}' needs tabular data"):
+        load_config(root / "configs" / "gunpoint.yaml", [f"finetune.transfer={transfer}"])

@@ -603,6 +603,11 @@ class Config(_Section):
             return self
         from sslops.data.attributes import ATTRIBUTES
 
+        if self.finetune.transfer != "linear_probe":
+            raise ValueError(
+                f"finetune.transfer {self.finetune.transfer!r} needs tabular data (modality is "
+                f"{self.modality!r}); images and series use 'linear_probe'"
+            )
         valid = ATTRIBUTES[self.modality]
         named = [*self.data.sensitive, *(self.finetune.fairness.sensitive or [])]
         unknown = [n for n in named if n not in valid]
