@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.special import expit
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from sslops.config import Config
@@ -108,14 +109,10 @@ def _ensemble(
     )  # fmt: skip
     joint_logit = joint.decision_function(np.hstack([test.features, zs_test]))
     return {
-        "ssl_joint_probe": _sigmoid(joint_logit),
+        "ssl_joint_probe": expit(joint_logit),
         "ssl_ensemble": _scores(model, test.features),
-        "binned_evidence_lr": _sigmoid(evidence.decision_function(test.features)),
+        "binned_evidence_lr": expit(evidence.decision_function(test.features)),
     }
-
-
-def _sigmoid(logit: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-logit))
 
 
 def _means(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:

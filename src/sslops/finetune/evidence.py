@@ -19,6 +19,7 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
+from scipy.special import expit
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
@@ -174,7 +175,7 @@ class BinnedEvidenceLogisticRegression(ClassifierMixin, BaseEstimator):
         return np.asarray(self.regression_.decision_function(self.transform(X)))
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        p = 1.0 / (1.0 + np.exp(-self.decision_function(X)))
+        p = expit(self.decision_function(X))
         return np.stack([1 - p, p], axis=1)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
