@@ -18,8 +18,8 @@ from sslops.config import Config, LabelEfficiencyConfig
 from sslops.evaluate.label_efficiency import curve_markdown, label_efficiency
 from sslops.export.graph import export_raw_column_onnx, raw_inputs
 from sslops.finetune.crossfit import CrossFit
-from sslops.finetune.evidence import BinnedEvidenceLogisticRegression, fit_ensemble
-from sslops.finetune.stage import stratified_label_subset
+from sslops.finetune.evidence import BinnedEvidenceLogisticRegression
+from sslops.finetune.stage import fit_ensemble, stratified_label_subset
 from sslops.models.tabular import load_classifier, save_classifier
 from sslops.prepare.dataset import PreparedData
 from sslops.pretrain.stage import load_encoder
@@ -177,8 +177,8 @@ def test_the_ensemble_is_one_exportable_classifier(
         zs_test = ((encoder(torch.from_numpy(test.features)) - shift) / scale).numpy()
     idx = stratified_label_subset(train.target, 0.2, 0)
     model, joint, evidence = fit_ensemble(
-        encoder, train.features, zs, shift.numpy(), scale.numpy(), idx,
-        data.encoding.column_of, len(data.encoding.numeric), train.target[idx], 0.1,
+        encoder, train.features, zs, shift.numpy(), scale.numpy(), idx, data.encoding,
+        train.target[idx], 0.1,
     )  # fmt: skip
     expected = (
         joint.decision_function(np.hstack([test.features, zs_test]))
@@ -248,8 +248,7 @@ def test_the_ensembles_equalized_odds_is_cross_fitted(
     for fit_rows, held in CrossFit(y_lab, 3, cfg.seed).splits:
         model, _, _ = fit_ensemble(
             encoder, train.features, zs, shift.numpy(), scale.numpy(), labeled[fit_rows],
-            data.encoding.column_of, len(data.encoding.numeric), y_lab[fit_rows],
-            cfg.finetune.joint_regularization,
+            data.encoding, y_lab[fit_rows], cfg.finetune.joint_regularization,
         )  # fmt: skip
         with torch.no_grad():
             oof[held] = model.logits(torch.from_numpy(train.features[labeled[held]])).numpy()

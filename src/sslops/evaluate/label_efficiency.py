@@ -27,8 +27,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 
 from sslops.config import Config
 from sslops.evaluate.metrics import auc
-from sslops.finetune.evidence import fit_ensemble
-from sslops.finetune.stage import linear_model, logistic, stratified_label_subset
+from sslops.finetune.stage import fit_ensemble, linear_model, logistic, stratified_label_subset
 from sslops.finetune.transfer import FineTuneSettings, fine_tune
 from sslops.models.tabular import MLPEncoder
 from sslops.plots import line_plot
@@ -104,8 +103,8 @@ def _ensemble(
     and its two members."""
     train, test = data.train, data.test
     model, joint, evidence = fit_ensemble(
-        encoder, train.features, zs, shift.numpy(), scale.numpy(), idx,
-        data.encoding.column_of, len(data.encoding.numeric), train.target[idx], c,
+        encoder, train.features, zs, shift.numpy(), scale.numpy(), idx, data.encoding,
+        train.target[idx], c,
     )  # fmt: skip
     joint_logit = joint.decision_function(np.hstack([test.features, zs_test]))
     return {

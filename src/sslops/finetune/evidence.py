@@ -221,32 +221,6 @@ class BinnedEvidenceLogisticRegression(ClassifierMixin, BaseEstimator):
         return coef, tables, constant
 
 
-def fit_ensemble(
-    encoder: MLPEncoder,
-    x: np.ndarray,
-    zs: np.ndarray,
-    shift: np.ndarray,
-    scale: np.ndarray,
-    rows: np.ndarray,
-    column_of: Sequence[int],
-    n_numeric: int,
-    y: np.ndarray,
-    c: float,
-) -> tuple[BoostedStackClassifier, LogisticRegression, BinnedEvidenceLogisticRegression]:
-    """Fit the SSL ensemble on the labeled ``rows`` of ``x`` (encoded features; ``zs`` their
-    standardized embedding; every row places the evidence bins). Returns the exportable
-    classifier and its two members (the joint probe, on ``[x | zs]``, and the evidence head)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        joint = LogisticRegression(C=c, max_iter=5000).fit(np.hstack([x, zs])[rows], y)
-    evidence = BinnedEvidenceLogisticRegression(column_of=column_of, n_numeric=n_numeric)
-    evidence.fit(x[rows], y, X_unlabeled=x)
-    model = ensemble_classifier(
-        encoder, shift, scale, joint.coef_[0], float(joint.intercept_[0]), evidence
-    )
-    return model, joint, evidence
-
-
 def ensemble_classifier(
     encoder: MLPEncoder, shift: np.ndarray, scale: np.ndarray, joint_coef: np.ndarray,
     joint_intercept: float, evidence: BinnedEvidenceLogisticRegression,

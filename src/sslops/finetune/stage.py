@@ -34,6 +34,7 @@ from sklearn.linear_model import LogisticRegression
 
 from sslops.artifacts import write_artifact
 from sslops.config import Config
+from sslops.data.encoding import TabularEncoding
 from sslops.errors import ConfigError, DataError
 from sslops.finetune.crossfit import LABELED_GAPS, CrossFit, gap_crossfit
 from sslops.finetune.estimators import (
@@ -43,12 +44,13 @@ from sslops.finetune.estimators import (
     GroupThresholdPostprocessor,
     _groups_1d,
 )
-from sslops.finetune.evidence import fit_ensemble
+from sslops.finetune.evidence import BinnedEvidenceLogisticRegression, ensemble_classifier
 from sslops.finetune.fairness import FairnessPenalty
 from sslops.finetune.pareto import GAPS, Candidate, fairness_gaps, mark_front, plot_front, select
 from sslops.finetune.stacked import stacked_candidates
 from sslops.finetune.transfer import FineTuneSettings, fine_tune
 from sslops.models.tabular import MLPEncoder, TabularClassifier, save_classifier
+from sslops.models.trees import BoostedStackClassifier
 from sslops.prepare.dataset import PreparedData
 from sslops.pretrain.stage import load_encoder
 
@@ -75,6 +77,23 @@ def _logistic_regression(x: np.ndarray, y: np.ndarray, c: float) -> LogisticRegr
 def logistic(x: np.ndarray, y: np.ndarray, c: float) -> tuple[np.ndarray, float]:
     fitted = _logistic_regression(x, y, c)
     return fitted.coef_[0], float(fitted.intercept_[0])
+
+
+def fit_ensemble(
+    encoder: MLPEncoder, x: np.ndarray, zs: np.ndarray, shift: np.ndarray, scale: np.ndarray,
+    rows: np.ndarray, encoding: TabularEncoding, y: np.ndarray, c: float,
+) -> tuple[BoostedStackClassifier, LogisticRegression, BinnedEvidenceLogisticRegression]:  # fmt: skip
+    """Fit the SSL ensemble on the labeled ``rows`` of ``x`` (encoded features; ``zs`` their
+    standardized embedding; every row places the evidence bins). Returns the exportable
+    classifier and its two members (the joint probe, on ``[x | zs]``, and the evidence head)."""
+    joint = _logistic_regression(np.hstack([x, zs])[rows], y, c)
+    evidence = BinnedEvidenceLogisticRegression(
+        column_of=encoding.column_of, n_numeric=len(encoding.numeric)
+    ).fit(x[rows], y, X_unlabeled=x)
+    model = ensemble_classifier(
+        encoder, shift, scale, joint.coef_[0], float(joint.intercept_[0]), evidence
+    )
+    return model, joint, evidence
 
 
 def _sigmoid(logits: np.ndarray) -> np.ndarray:
@@ -149,15 +168,21 @@ def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pat
 
     coef, intercept = logistic(zs[labeled], y_lab, fc.regularization)
     probe = linear_model(encoder, coef, intercept, shift, scale)
+
+    def _ssl_ensemble(rows: np.ndarray) -> TabularClassifier:
+        """The SSL ensemble fitted on ``rows`` of the labeled rows."""
+        model, _, _ = fit_ensemble(
+            encoder, train.features, zs, shift.numpy(), scale.numpy(), labeled[rows],
+            data.encoding, y_lab[rows], fc.joint_regularization,
+        )  # fmt: skip
+        return model
+
     ssl = probe
     if fc.transfer == "full":
         ssl = fine_tune(probe, x_train[labeled], torch.tensor(y_lab, dtype=torch.float32),
                         _settings(cfg), seed=cfg.seed)  # fmt: skip
     elif fc.transfer == "ensemble":
-        ssl, _, _ = fit_ensemble(
-            encoder, train.features, zs, shift.numpy(), scale.numpy(), labeled,
-            data.encoding.column_of, len(data.encoding.numeric), y_lab, fc.joint_regularization,
-        )  # fmt: skip
+        ssl = _ssl_ensemble(np.arange(len(labeled)))
     baseline = linear_model(None, *logistic(train.features[labeled], y_lab, fc.regularization))
 
     val_groups = {c: val.groups(c).to_numpy() for c in columns}
@@ -208,13 +233,8 @@ def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pat
         )  # fmt: skip
     elif crossfit is not None and fc.transfer == "ensemble":
         ssl_oof = crossfit.decision(
-            lambda _, rows: _Logits(fit_ensemble(
-                encoder, train.features, zs, shift.numpy(), scale.numpy(), labeled[rows],
-                data.encoding.column_of, len(data.encoding.numeric), y_lab[rows],
-                fc.joint_regularization,
-            )[0]),
-            train.features[labeled],
-        )  # fmt: skip
+            lambda _, rows: _Logits(_ssl_ensemble(rows)), train.features[labeled]
+        )
     candidates = [candidate("ssl", "none", 0.0, ssl, ssl_oof)]
     if fair.constraint != "none":
         candidates += _mitigation_candidates(
