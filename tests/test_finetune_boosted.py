@@ -16,6 +16,7 @@ from sklearn.exceptions import NotFittedError
 from sslops.export import raw_inputs
 from sslops.export.graph import export_raw_column_onnx
 from sslops.finetune.boosting import CrossFittedBoostingScore
+from sslops.finetune.evidence import CrossFittedEvidenceScore
 from sslops.models.tabular import EncoderSpec, MLPEncoder, load_classifier, save_classifier
 from sslops.models.trees import BoostedStackClassifier
 from sslops.prepare import PreparedData
@@ -88,13 +89,22 @@ def test_stack_model_round_trips_through_safetensors(toy, tmp_path: Path) -> Non
     torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("kind", ["trees", "evidence"])
 def test_stack_model_exports_with_raw_columns_and_parity(
-    stage_artifacts: dict[str, Path], tmp_path: Path
+    stage_artifacts: dict[str, Path], tmp_path: Path, kind: str
 ) -> None:
     data = PreparedData(stage_artifacts["prepare"])
     probe, _ = load_classifier(stage_artifacts["finetune"], "probe")
     train = data.train
-    _, model, _ = _stack_model(train.features, train.target, probe.encoder)
+    if kind == "trees":
+        _, model, _ = _stack_model(train.features, train.target, probe.encoder)
+    else:  # the evidence head's bins and one-hot terms as stumps
+        encoding = data.encoding
+        score = CrossFittedEvidenceScore(
+            column_of=encoding.column_of, n_numeric=len(encoding.numeric)
+        ).fit(train.features, train.target)
+        coef = np.random.default_rng(0).normal(size=train.features.shape[1] + 1)
+        model = BoostedStackClassifier.from_tables(**score.stack_trees(), coef=coef, intercept=0.3)
     path = tmp_path / "stack.onnx"
     export_raw_column_onnx(data.encoding, model, path, 18)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -117,6 +127,14 @@ def test_stage_reports_boosted_candidates_and_their_penalty_shrinks_the_gap(
     gaps = [c["demographic_parity_difference"] for c in boosted]
     assert gaps[-1] < gaps[0], "a stronger penalty must shrink the stacked head's gap"
     assert "selection_margin" in fairness
+    # the evidence score gets the same sweeps, under its own names
+    evidence = [c for c in fairness["candidates"] if c["mechanism"] == "evidence_penalty"]
+    assert [c["name"] for c in evidence] == [
+        c["name"].replace("boosted+", "evidence+") for c in boosted
+    ]
+    assert any(c["mechanism"] == "evidence_reduction" for c in fairness["candidates"])
+    gaps = [c["demographic_parity_difference"] for c in evidence]
+    assert gaps[-1] < gaps[0], "a stronger penalty must shrink the evidence head's gap"
 
 
 def test_demographic_parity_gaps_use_unlabeled_rows_no_penalty_saw(small_config) -> None:

@@ -18,9 +18,10 @@ from sslops.config import Config, LabelEfficiencyConfig
 from sslops.evaluate.label_efficiency import curve_markdown, label_efficiency
 from sslops.export.graph import export_raw_column_onnx, raw_inputs
 from sslops.finetune.crossfit import CrossFit
-from sslops.finetune.evidence import BinnedEvidenceLogisticRegression
+from sslops.finetune.evidence import BinnedEvidenceLogisticRegression, CrossFittedEvidenceScore
 from sslops.finetune.stage import fit_ensemble, stratified_label_subset
 from sslops.models.tabular import load_classifier, save_classifier
+from sslops.models.trees import BoostedStackClassifier
 from sslops.prepare.dataset import PreparedData
 from sslops.pretrain.stage import load_encoder
 
@@ -124,6 +125,33 @@ def test_the_decision_function_splits_into_linear_terms_and_stumps() -> None:
         np.testing.assert_array_equal(head.transform(a.astype(np.float64)),
                                       head.transform(b.astype(np.float64)))  # fmt: skip
         np.testing.assert_allclose(_stumps(a, tables), _stumps(b, tables), atol=1e-6)
+
+
+def test_the_whole_decision_function_as_stumps_feeds_a_stack_model() -> None:
+    """``as_stumps`` folds the one-hot terms in too; a BoostedStackClassifier built from
+    :class:`CrossFittedEvidenceScore` scores rows with the full head, in torch."""
+    x, y = _u_shaped(500, seed=0)
+    x_new, _ = _u_shaped(2000, seed=3)
+    x_new[:5, 2:] = 0  # rows with no level set
+    head = BinnedEvidenceLogisticRegression(**LAYOUT).fit(x, y)
+    tables, constant = head.as_stumps()
+    got = _stumps(x_new, tables) + constant
+    np.testing.assert_allclose(got, head.decision_function(x_new), atol=1e-5)
+
+    score = CrossFittedEvidenceScore(**LAYOUT, folds=5)
+    out_of_fold = score.fit_transform(x, y)
+    np.testing.assert_allclose(score.transform(x)[:, 0], score.head_.decision_function(x))
+    # each labeled row is scored by a head that did not see it: less confidently right
+    sign = 2 * y - 1
+    assert np.mean(sign * out_of_fold[:, 0]) < np.mean(sign * score.transform(x)[:, 0])
+    np.testing.assert_array_equal(clone(score).fit_transform(x, y), out_of_fold)  # seeded
+    coef = np.r_[np.zeros(x.shape[1]), 1.0]  # the head passes the score through
+    model = BoostedStackClassifier.from_tables(**score.stack_trees(), coef=coef, intercept=0.0)
+    with torch.no_grad():
+        logits = model.logits(torch.from_numpy(x_new.astype(np.float32))).numpy()
+    np.testing.assert_allclose(logits, score.transform(x_new)[:, 0], atol=1e-4)
+    with pytest.raises(ValueError, match="at least 2 rows of each class"):
+        clone(score).fit(x[:3], np.array([0, 1, 1]))
 
 
 def test_settings_follow_scikit_learn_and_bad_input_is_named() -> None:

@@ -305,11 +305,19 @@ class PretrainConfig(_Section):
 
 
 class BoostedStackConfig(_Section):
-    """Fairness heads over [encoded features | (SSL embedding) | boosted-tree log-odds].
+    """Fairness heads over [encoded features | (SSL embedding) | a cross-fitted score].
 
-    A HistGradientBoosting model is fitted on the labeled rows; the heads train on its
-    out-of-fold log-odds (``folds`` folds), so they see scores like those of unseen rows.
+    Each score in ``scores`` is fitted on the labeled rows and the heads train on its
+    out-of-fold log-odds (``folds`` folds), so they see scores like those of unseen rows:
+    ``trees``, a HistGradientBoosting model (candidates ``boosted+...``), and ``evidence``,
+    the binned weight-of-evidence head (``evidence+...``; the stronger with few labels).
     """
+
+    scores: list[Literal["trees", "evidence"]] = Field(
+        default_factory=lambda: ["trees", "evidence"],  # type: ignore[arg-type]
+        description="Stacked scores, each with its own candidates: trees (boosted+...), "
+        "evidence (the binned weight-of-evidence head, evidence+...); [] to skip.",
+    )
 
     penalties: list[float] = Field(
         default_factory=lambda: [0.0, 30.0, 100.0, 300.0, 1000.0],
@@ -325,7 +333,7 @@ class BoostedStackConfig(_Section):
         "each: a single cost-sensitive threshold for everyone (no sensitive attribute needed).",
     )
     embedding: bool = Field(default=False, description="Also give the head the SSL embedding.")
-    max_iter: int = Field(default=100, ge=1, description="Boosting iterations (trees).")
+    max_iter: int = Field(default=100, ge=1, description="Boosting iterations (trees score).")
     folds: int = Field(default=5, ge=2, description="Cross-fitting folds for the training scores.")
 
 

@@ -11,11 +11,15 @@ confident than those of new rows, and its fairness gaps would not carry over.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.model_selection import StratifiedKFold
 from sklearn.utils.validation import check_is_fitted, validate_data
+
+from sslops.models.trees import booster_trees
 
 
 class CrossFittedBoostingScore(TransformerMixin, BaseEstimator):
@@ -64,6 +68,11 @@ class CrossFittedBoostingScore(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "booster_")
         X = validate_data(self, X, dtype=np.float32, reset=False)
         return self.booster_.decision_function(X)[:, None]
+
+    def stack_trees(self) -> dict[str, Any]:
+        """The full booster as :meth:`BoostedStackClassifier.from_tables` takes its trees."""
+        check_is_fitted(self, "booster_")
+        return booster_trees(self.booster_)
 
     def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
         return np.array(["boosted_log_odds"], dtype=object)

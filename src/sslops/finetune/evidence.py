@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from scipy.special import expit
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
+from sklearn.utils.validation import check_is_fitted
 
 from sslops.models.tabular import MLPEncoder
 from sslops.models.trees import BoostedStackClassifier
@@ -190,6 +192,18 @@ class BinnedEvidenceLogisticRegression(ClassifierMixin, BaseEstimator):
         interval edge, and two per atom (up at just below it, back down at just above).
         The tables are :func:`sslops.models.trees.tree_tables`' layout.
         """
+        coef, stumps, constant = self._parts()
+        return coef, _stump_tables(stumps), constant
+
+    def as_stumps(self) -> tuple[dict[str, np.ndarray], float]:
+        """The whole decision function as ``stumps(X) + constant``: as :meth:`additive_parts`,
+        with each one-hot feature's (0 or 1) linear term as one more stump, at 0.5."""
+        coef, stumps, constant = self._parts()
+        stumps += [(int(f), 0.5, float(coef[f])) for f in np.flatnonzero(coef)]
+        return _stump_tables(stumps), constant
+
+    def _parts(self) -> tuple[np.ndarray, list[tuple[int, float, float]], float]:
+        check_is_fitted(self, "tables_")
         weights = self.regression_.coef_[0]
         coef = np.zeros(len(self.column_of))
         constant = float(self.regression_.intercept_[0])
@@ -209,16 +223,78 @@ class BinnedEvidenceLogisticRegression(ClassifierMixin, BaseEstimator):
                 step = w * (table[i] - interval)
                 stumps.append((feature, atom - _tolerance(atom), step))
                 stumps.append((feature, atom + _tolerance(atom), -step))
-        stumps = stumps or [(0, np.inf, 0.0)]  # no numeric column: one stump that adds nothing
-        n = len(stumps)
-        tables: dict[str, np.ndarray] = {
-            "feature": np.array([[f, 0, 0] for f, _, _ in stumps], np.int64),
-            "threshold": np.array([[t, np.inf, np.inf] for _, t, _ in stumps], np.float32),
-            "left": np.tile(np.array([1, 1, 2], np.int64), (n, 1)),
-            "right": np.tile(np.array([2, 1, 2], np.int64), (n, 1)),
-            "value": np.array([[0.0, 0.0, v] for _, _, v in stumps], np.float32),
-        }
-        return coef, tables, constant
+        return coef, stumps, constant
+
+
+def _stump_tables(stumps: list[tuple[int, float, float]]) -> dict[str, np.ndarray]:
+    """Node tables of depth-1 trees, one per ``(feature, threshold, value above)``."""
+    stumps = stumps or [(0, np.inf, 0.0)]  # nothing to add: one stump that adds nothing
+    n = len(stumps)
+    return {
+        "feature": np.array([[f, 0, 0] for f, _, _ in stumps], np.int64),
+        "threshold": np.array([[t, np.inf, np.inf] for _, t, _ in stumps], np.float32),
+        "left": np.tile(np.array([1, 1, 2], np.int64), (n, 1)),
+        "right": np.tile(np.array([2, 1, 2], np.int64), (n, 1)),
+        "value": np.array([[0.0, 0.0, v] for _, _, v in stumps], np.float32),
+    }
+
+
+class CrossFittedEvidenceScore(TransformerMixin, BaseEstimator):
+    """The evidence head's log-odds as one column; out-of-fold in ``fit_transform``.
+
+    The counterpart of :class:`sslops.finetune.boosting.CrossFittedBoostingScore` for the
+    stacked fairness heads: each labeled row is scored by a head fitted on the other folds,
+    new rows by the head fitted on all of them, whose :meth:`stack_trees` are its stumps.
+    With few labels it is the stronger score (the head needs about one weight per column).
+    """
+
+    def __init__(
+        self, *, column_of: Sequence[int], n_numeric: int, folds: int = 5, random_state: int = 0
+    ) -> None:
+        self.column_of = column_of
+        self.n_numeric = n_numeric
+        self.folds = folds
+        self.random_state = random_state
+
+    def _head(self) -> BinnedEvidenceLogisticRegression:
+        return BinnedEvidenceLogisticRegression(
+            column_of=self.column_of, n_numeric=self.n_numeric, random_state=self.random_state
+        )
+
+    def fit(
+        self, X: np.ndarray, y: np.ndarray, X_unlabeled: np.ndarray | None = None
+    ) -> CrossFittedEvidenceScore:
+        self.fit_transform(X, y, X_unlabeled=X_unlabeled)
+        return self
+
+    def fit_transform(
+        self, X: np.ndarray, y: np.ndarray, X_unlabeled: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Out-of-fold log-odds of the labeled ``X``; ``X_unlabeled`` (features only) joins
+        ``X`` in placing the bin edges, for every fold alike."""
+        x, target = np.asarray(X, dtype=np.float64), np.asarray(y)
+        reference = x if X_unlabeled is None else np.asarray(X_unlabeled, dtype=np.float64)
+        folds = min(self.folds, int(np.min(np.unique(target, return_counts=True)[1])))
+        if folds < 2:
+            raise ValueError("CrossFittedEvidenceScore needs at least 2 rows of each class")
+        out_of_fold = np.zeros(len(x))
+        split = StratifiedKFold(folds, shuffle=True, random_state=self.random_state)
+        for fit_rows, held_out in split.split(x, target):
+            head = self._head().fit(x[fit_rows], target[fit_rows], X_unlabeled=reference)
+            out_of_fold[held_out] = head.decision_function(x[held_out])
+        self.head_ = self._head().fit(x, target, X_unlabeled=reference)
+        return out_of_fold[:, None]
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        check_is_fitted(self, "head_")
+        return self.head_.decision_function(X)[:, None]
+
+    def stack_trees(self) -> dict[str, Any]:
+        """The fitted head as :meth:`BoostedStackClassifier.from_tables` takes its trees."""
+        check_is_fitted(self, "head_")
+        tables, constant = self.head_.as_stumps()
+        return {"tables": tables, "depth": 1, "n_inputs": len(self.column_of),
+                "baseline": constant}  # fmt: skip
 
 
 def ensemble_classifier(

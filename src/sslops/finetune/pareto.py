@@ -35,7 +35,7 @@ def fairness_gaps(
 @dataclass
 class Candidate:
     name: str
-    mechanism: str  # "penalty", "reduction", "boosted_penalty", "boosted_reduction", "none", ...
+    mechanism: str  # "penalty", "reduction", "boosted_penalty", "evidence_reduction", "none", ...
     strength: float
     accuracy: float
     gaps: dict[str, float]
@@ -85,7 +85,8 @@ def plot_front(
     """The accuracy-vs-gap scatter; ``gap_rows`` names where the gaps were measured."""
     fig, ax = plt.subplots(figsize=(6.5, 4), dpi=100)
     markers = {"penalty": "o", "reduction": "s", "boosted_penalty": "^", "boosted_reduction": "v",
-               "reweighting": "P", "grid_search": "*", "none": "D", "postprocessing": "x"}  # fmt: skip
+               "evidence_penalty": "<", "evidence_reduction": ">", "reweighting": "P",
+               "grid_search": "*", "none": "D", "postprocessing": "x"}  # fmt: skip
     for mechanism, marker in markers.items():
         pts = [c for c in candidates if c.mechanism == mechanism]
         if pts:

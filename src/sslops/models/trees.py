@@ -67,6 +67,13 @@ def _above(threshold: np.ndarray) -> np.ndarray:
     return lifted.astype(np.float32)
 
 
+def booster_trees(model: HistGradientBoostingClassifier) -> dict[str, Any]:
+    """A fitted booster's trees as :meth:`BoostedStackClassifier.from_tables` takes them."""
+    return {"tables": tree_tables(model), "depth": tree_depth(model),
+            "n_inputs": int(model.n_features_in_),
+            "baseline": float(np.ravel(model._baseline_prediction)[0])}  # fmt: skip
+
+
 def tree_depth(model: HistGradientBoostingClassifier) -> int:
     return int(max(iteration[0].nodes["depth"].max() for iteration in model._predictors))
 
@@ -102,9 +109,8 @@ class BoostedStackClassifier(TabularClassifier):
         """The trees of ``booster`` and a head (``coef``, ``intercept``) fitted on
         ``(stack(x) - shift) / scale`` (default shift 0, scale 1)."""
         return cls.from_tables(
-            tree_tables(booster), tree_depth(booster), int(booster.n_features_in_),
-            float(np.ravel(booster._baseline_prediction)[0]), coef, intercept,
-            encoder=encoder, shift=shift, scale=scale,
+            **booster_trees(booster), coef=coef, intercept=intercept, encoder=encoder,
+            shift=shift, scale=scale,
         )  # fmt: skip
 
     @classmethod
