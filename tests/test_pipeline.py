@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from sslops.finetune.pareto import MECHANISMS
 from tests.conftest import FAST_OVERRIDES, ROOT
 
 
@@ -116,6 +117,10 @@ def test_sslops_run_on_another_csv_through_kfp_local(
     assert selected in result.stdout
     finetuned = json.loads((out / "finetune" / "finetune.json").read_text())
     assert selected == finetuned["fairness"]["selected"]
+    # the deployed mechanism in words, the same in the summary and on the model card
+    described = summary["fairness"]["selected_description"]
+    assert described == MECHANISMS[summary["fairness"]["selected_mechanism"]]
+    assert described in (bundle / "model_card.md").read_text()
     measured_on = summary["fairness"]["gap_measured_on"]
     assert measured_on == finetuned["fairness"]["gap_rows"][summary["fairness"]["constraint"]]
     assert "measured" in " ".join(result.stdout.split())

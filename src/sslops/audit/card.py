@@ -196,7 +196,7 @@ def build_card(cfg: Config, bundle: Path, context: dict[str, Any], evidence: lis
                     f"{fairness.get('gap_rows', {}).get(fairness.get('constraint'), 'validation')}"
                     "). Deployed as "
                     f"'mitigated': {fairness.get('selected')} "
-                    f"({fairness.get('selected_mechanism')})."
+                    f"({fairness.get('selected_description') or fairness.get('selected_mechanism')})."
                 )
         doc.bullets(items)
     if metrics:

@@ -36,7 +36,7 @@ from sslops.data.attributes import ATTRIBUTES, MEASURES, bucket, tercile_edges
 from sslops.errors import ConfigError, DataError
 from sslops.evaluate.multiclass import GAP_OF, class_gaps
 from sslops.finetune.estimators import DistilledExponentiatedGradient
-from sslops.finetune.pareto import Candidate, mark_front, plot_front, select
+from sslops.finetune.pareto import MECHANISMS, Candidate, mark_front, plot_front, select
 from sslops.finetune.stage import stratified_label_subset
 from sslops.models.arrays import (
     ArrayClassifier,
@@ -264,6 +264,7 @@ def finetune_arrays(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_d
             "(see sslops.evaluate.multiclass); equal to fairlearn's for two classes",
             "selected": chosen.name,
             "selected_mechanism": chosen.mechanism,
+            "selected_description": MECHANISMS.get(chosen.mechanism, chosen.mechanism),
             "selected_strength": chosen.strength,
             "policy_met_on_validation": policy_met,
             "selection_rule": "highest validation accuracy among deployable candidates whose "

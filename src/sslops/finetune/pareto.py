@@ -21,6 +21,28 @@ GAPS = {
     "equal_opportunity": equal_opportunity_difference,
 }
 
+# What each candidate mechanism is, in words for the report and the model card.
+MECHANISMS = {
+    "none": "the SSL model as transferred, no fairness mitigation",
+    "penalty": "a logistic head on the SSL embedding trained with an in-training fairness penalty",
+    "reduction": "fairlearn ExponentiatedGradient over the SSL embedding, distilled to one "
+    "deterministic logistic head",
+    "grid_search": "one point of a fairlearn GridSearch over the SSL embedding (a logistic "
+    "regression)",
+    "boosted_penalty": "a logistic head over the encoded features and cross-fitted boosted-tree "
+    "log-odds, trained with an in-training fairness penalty",
+    "boosted_reduction": "fairlearn ExponentiatedGradient over the encoded features and "
+    "cross-fitted boosted-tree log-odds, distilled to one deterministic logistic head",
+    "evidence_penalty": "a logistic head over the encoded features and the cross-fitted binned "
+    "weight-of-evidence score, trained with an in-training fairness penalty",
+    "evidence_reduction": "fairlearn ExponentiatedGradient over the encoded features and the "
+    "cross-fitted binned weight-of-evidence score, distilled to one deterministic logistic head",
+    "reweighting": "group DRO: a logistic head on the SSL embedding trained with the worst "
+    "group's loss up-weighted",
+    "postprocessing": "fairlearn ThresholdOptimizer group thresholds (needs the sensitive "
+    "attribute at prediction time; never deployed)",
+}
+
 
 def fairness_gaps(
     y: np.ndarray, predicted: np.ndarray, groups: dict[str, np.ndarray]

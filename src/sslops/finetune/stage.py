@@ -46,7 +46,15 @@ from sslops.finetune.estimators import (
 )
 from sslops.finetune.evidence import BinnedEvidenceLogisticRegression, ensemble_classifier
 from sslops.finetune.fairness import FairnessPenalty
-from sslops.finetune.pareto import GAPS, Candidate, fairness_gaps, mark_front, plot_front, select
+from sslops.finetune.pareto import (
+    GAPS,
+    MECHANISMS,
+    Candidate,
+    fairness_gaps,
+    mark_front,
+    plot_front,
+    select,
+)
 from sslops.finetune.stacked import stacked_candidates
 from sslops.finetune.transfer import FineTuneSettings, fine_tune
 from sslops.models.tabular import MLPEncoder, TabularClassifier, save_classifier
@@ -294,6 +302,7 @@ def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pat
             "max_gap": fair.max_gap,
             "selected": chosen.name,
             "selected_mechanism": chosen.mechanism,
+            "selected_description": MECHANISMS.get(chosen.mechanism, chosen.mechanism),
             "selected_strength": chosen.strength,
             "policy_met_on_validation": policy_met,
             "selection_margin": fair.selection_margin,

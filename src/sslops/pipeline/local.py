@@ -123,7 +123,7 @@ def build_summary(run_dir: Path) -> dict[str, Any]:
     summary["fairness"] = {
         key: fairness[key]
         for key in ("constraint", "max_gap", "selected", "selected_mechanism",
-                    "policy_met_on_validation")
+                    "selected_description", "policy_met_on_validation")
     }  # fmt: skip
     # Where the constrained gap was measured (images and series: validation only).
     gap_rows = fairness.get("gap_rows", {}).get(fairness["constraint"])
