@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 import matplotlib
@@ -9,21 +10,29 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import NullLocator
 
 
 def line_plot(
     path: Path, series: dict[str, tuple[list[float], list[float]]], xlabel: str, ylabel: str,
-    title: str, log_x: bool = False,
+    title: str, log_x: bool = False, dashed: Collection[str] = (), x_format: str | None = None,
 ) -> None:  # fmt: skip
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
+    """One line per series; ``dashed`` series (baselines) drawn dashed; ``x_format`` (e.g.
+    ``"{:g}%"``) puts a labeled tick at each x value of the data instead of the default ticks."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.6), dpi=100)
     for name, (x, y) in series.items():
-        ax.plot(x, y, label=name, marker="o" if log_x else None)
+        ax.plot(x, y, label=name, marker="o" if log_x else None,
+                linestyle="--" if name in dashed else "-")  # fmt: skip
     if log_x:
         ax.set_xscale("log")
+    if x_format is not None:
+        ticks = sorted({float(v) for x, _ in series.values() for v in x})
+        ax.set_xticks(ticks, [x_format.format(t) for t in ticks])
+        ax.xaxis.set_minor_locator(NullLocator())
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.grid(alpha=0.3)
     if len(series) > 1:
-        ax.legend()
+        ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(path, metadata={"Software": None})
     plt.close(fig)

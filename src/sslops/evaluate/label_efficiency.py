@@ -181,4 +181,5 @@ def plot_curve(path: Path, means: dict[str, dict[str, float]]) -> None:
         for model, v in means.items()
     }
     line_plot(path, series, "labels used (% of training rows)", "test ROC AUC",
-              "Label efficiency", log_x=True)  # fmt: skip
+              "Label efficiency (dashed: supervised baselines)", log_x=True,
+              dashed=BASELINES, x_format="{:g}%")  # fmt: skip

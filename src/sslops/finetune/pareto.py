@@ -43,6 +43,10 @@ MECHANISMS = {
     "attribute at prediction time; never deployed)",
 }
 
+MARKERS = {"penalty": "o", "reduction": "s", "boosted_penalty": "^", "boosted_reduction": "v",
+           "evidence_penalty": "<", "evidence_reduction": ">", "reweighting": "P",
+           "grid_search": "*", "none": "D", "postprocessing": "x"}  # fmt: skip
+
 
 def fairness_gaps(
     y: np.ndarray, predicted: np.ndarray, groups: dict[str, np.ndarray]
@@ -100,16 +104,23 @@ def select(candidates: list[Candidate], constraint: str, max_gap: float) -> tupl
     return min(deployable, key=lambda c: (c.gaps[constraint], -c.accuracy)), False
 
 
+def plot_floor(candidates: list[Candidate], chosen: Candidate) -> tuple[float, list[Candidate]]:
+    """The plot's lowest accuracy and the candidates below it.
+
+    Degenerate candidates (a GridSearch point that predicts one class) would squash the front
+    into a corner: the axes keep the front and the pick, and say what they leave out.
+    """
+    floor = min(c.accuracy for c in candidates if c.on_front or c is chosen) - 0.02
+    return floor, [c for c in candidates if c.accuracy < floor]
+
+
 def plot_front(
     path: Path, candidates: list[Candidate], constraint: str, max_gap: float, chosen: Candidate,
     gap_rows: str = "validation",
 ) -> None:  # fmt: skip
     """The accuracy-vs-gap scatter; ``gap_rows`` names where the gaps were measured."""
-    fig, ax = plt.subplots(figsize=(6.5, 4), dpi=100)
-    markers = {"penalty": "o", "reduction": "s", "boosted_penalty": "^", "boosted_reduction": "v",
-               "evidence_penalty": "<", "evidence_reduction": ">", "reweighting": "P",
-               "grid_search": "*", "none": "D", "postprocessing": "x"}  # fmt: skip
-    for mechanism, marker in markers.items():
+    fig, ax = plt.subplots(figsize=(8.5, 4.2), dpi=100)
+    for mechanism, marker in MARKERS.items():
         pts = [c for c in candidates if c.mechanism == mechanism]
         if pts:
             label = mechanism + (
@@ -125,8 +136,15 @@ def plot_front(
                edgecolors="tab:red", label="selected")  # fmt: skip
     ax.set(xlabel=f"{constraint.replace('_', ' ')} difference ({gap_rows})",
            ylabel="accuracy (validation)", title="Accuracy vs fairness")  # fmt: skip
+    floor, hidden = plot_floor(candidates, chosen)
+    if hidden:
+        shown = [c.gaps[constraint] for c in candidates if c.accuracy >= floor]
+        ax.set_ylim(bottom=floor)
+        ax.set_xlim(left=-0.01, right=1.08 * max(*shown, max_gap))
+        ax.set_title(f"Accuracy vs fairness\n({len(hidden)} candidate(s) below accuracy "
+                     f"{floor:.2f} not shown)", fontsize=10)  # fmt: skip
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, metadata={"Software": None})
     plt.close(fig)
