@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -26,7 +27,8 @@ from fairlearn.metrics import demographic_parity_difference, equalized_odds_diff
 from fairlearn.reductions import DemographicParity, EqualizedOdds, ExponentiatedGradient
 from sklearn.linear_model import LogisticRegression
 
-from sslops.config import load_config
+from sslops.artifacts import read_meta
+from sslops.config import Config, load_config
 from sslops.evaluate.label_efficiency import curve_markdown, label_efficiency
 from sslops.finetune import finetune
 from sslops.models.tabular import load_classifier
@@ -98,7 +100,11 @@ def main() -> None:
     data = PreparedData(prepared)
     test = data.test
     groups = test.groups("sex").to_numpy()
-    results: dict[str, dict] = {"fairness": {}, "label_efficiency": {}}
+    results: dict[str, dict] = {
+        "artifacts": {stage: _provenance(out / stage, stage, cfg) for stage in STAGES},
+        "fairness": {},
+        "label_efficiency": {},
+    }
     for constraint in [] if args.skip_fairness else args.constraints:
         run_cfg = load_config(args.config, [
             *args.overrides, "finetune.label_fraction=1.0", f"finetune.transfer={args.transfer}",
@@ -143,6 +149,29 @@ def main() -> None:
     }  # fmt: skip
     print(curve_markdown(curve), flush=True)
     _finish(results, out, started)
+
+
+STAGES = ("prepare", "pretrain")
+
+
+def _provenance(path: Path, stage: str, cfg: Config) -> dict[str, object]:
+    """Which code made a (possibly reused) artifact, and whether its settings are today's.
+
+    A reused ``prepare/`` or ``pretrain/`` from an older checkout keeps its old behaviour
+    (another split, other rows): the figures would not be the current code's. Said on
+    stderr and kept in the results.
+    """
+    meta = read_meta(path, stage)
+    made_with = {"seed": meta["config"].get("seed"), stage: meta["config"].get(stage)}
+    today = {"seed": cfg.seed, stage: getattr(cfg, stage).model_dump(mode="json")}
+    current = made_with == today
+    if not current:
+        print(
+            f"warning: {path} was made with other {stage} settings (commit "
+            f"{meta.get('git_commit')}); delete it to rebuild with this code",
+            file=sys.stderr,
+        )
+    return {"git_commit": meta.get("git_commit"), "settings_match_config": current}
 
 
 def _selected_row(report: dict) -> dict[str, float]:
