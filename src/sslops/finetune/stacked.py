@@ -6,10 +6,11 @@ constraint costs accuracy, and the head starts from less of it. Here the head se
 boosted-tree model (``trees``: candidates ``boosted+...``) or the binned weight-of-evidence
 head (``evidence``: ``evidence+...``, which with a few hundred labels ranks better than the
 trees). The score is fitted once on the labeled rows and the heads train on its
-cross-fitted (out-of-fold) log-odds. The same mechanisms as the linear candidates then run over this stack: the
-in-training penalty sweep (each penalized head also with its decision threshold raised by
-``threshold_shifts`` log-odds: one cost-sensitive threshold for everyone, no sensitive
-attribute at prediction time) and distilled ExponentiatedGradient reductions. Each candidate
+cross-fitted (out-of-fold) log-odds. The same mechanisms as the linear candidates then run
+over this stack: the in-training penalty sweep (each penalized head also with its decision
+threshold raised by ``threshold_shifts`` log-odds: one cost-sensitive threshold for
+everyone, no sensitive attribute at prediction time) and distilled ExponentiatedGradient
+reductions. Each candidate
 is one deterministic :class:`BoostedStackClassifier` (trees + head), exported like any
 other classifier (the evidence head's bins and one-hot terms as stumps).
 """
