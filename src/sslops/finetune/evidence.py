@@ -27,6 +27,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 from sklearn.utils.validation import check_is_fitted
 
+from sslops.finetune.crossfit import CrossFit
 from sslops.models.tabular import MLPEncoder
 from sslops.models.trees import BoostedStackClassifier
 
@@ -274,14 +275,15 @@ class CrossFittedEvidenceScore(TransformerMixin, BaseEstimator):
         ``X`` in placing the bin edges, for every fold alike."""
         x, target = np.asarray(X, dtype=np.float64), np.asarray(y)
         reference = x if X_unlabeled is None else np.asarray(X_unlabeled, dtype=np.float64)
-        folds = min(self.folds, int(np.min(np.unique(target, return_counts=True)[1])))
-        if folds < 2:
-            raise ValueError("CrossFittedEvidenceScore needs at least 2 rows of each class")
-        out_of_fold = np.zeros(len(x))
-        split = StratifiedKFold(folds, shuffle=True, random_state=self.random_state)
-        for fit_rows, held_out in split.split(x, target):
-            head = self._head().fit(x[fit_rows], target[fit_rows], X_unlabeled=reference)
-            out_of_fold[held_out] = head.decision_function(x[held_out])
+        try:
+            folds = CrossFit(target, self.folds, self.random_state)
+        except ValueError:
+            raise ValueError(
+                "CrossFittedEvidenceScore needs at least 2 rows of each class"
+            ) from None
+        out_of_fold = folds.decision(
+            lambda _, rows: self._head().fit(x[rows], target[rows], X_unlabeled=reference), x
+        )
         self.head_ = self._head().fit(x, target, X_unlabeled=reference)
         return out_of_fold[:, None]
 
