@@ -284,6 +284,18 @@ def test_encoding_rare_categories_fold_into_other() -> None:
     assert x[:, other].sum() == 6  # c, c, c, d, d, e
 
 
+def test_encoding_min_count_folds_levels_and_stores_none_of_them() -> None:
+    values = ["a"] * 5 + ["b"] * 4 + ["id-1", "id-2", "id-3"]
+    frame = pd.DataFrame({"c": pd.array(values, dtype="string")})
+    enc = TabularEncoding.fit(frame, ["c"], max_categories=50, min_count=4)
+    assert enc.categorical[0].categories == ["a", "b", MISSING, OTHER]
+    other = enc.feature_names.index(f"c={OTHER}")
+    assert enc.transform(frame)[:, other].sum() == 3
+    assert TabularEncoding.fit(frame, ["c"], max_categories=50).categorical[0].categories == [
+        "a", "b", "id-1", "id-2", "id-3", MISSING, OTHER
+    ]  # fmt: skip
+
+
 def test_encoding_save_load_round_trip(tmp_path: Path, train_frame: pd.DataFrame) -> None:
     enc = TabularEncoding.fit(train_frame, ["age", "color", "size"], max_categories=50)
     path = tmp_path / "encoding.json"

@@ -64,6 +64,7 @@ def _renamed_adult(small_data: dict[str, Path], tmp_path: Path) -> dict[str, Pat
         frame = pd.read_csv(path, dtype=str, keep_default_na=False).rename(columns=renames)
         frame["high_earner"] = frame["high_earner"].map({">50K": "yes", "<=50K": "no"})
         frame.insert(0, "customer_id", [f"C{split[0]}{i:06d}" for i in range(len(frame))])
+        frame["ticket"] = [f"TK{split[0]}{i:06d}" for i in range(len(frame))]  # not declared
         paths[split] = tmp_path / f"other_{split}.csv"
         frame.to_csv(paths[split], index=False)
     return paths
@@ -112,6 +113,15 @@ def test_sslops_run_on_another_csv_through_kfp_local(
         elif path.is_file():
             content = path.read_bytes()
             assert not any(value in content for value in planted), path
+    # The undeclared identifier is named in the summary, on screen and on the model card, and
+    # none of its values is stored outside the prepared tables (each occurs once: folded).
+    assert summary["identifier_like_columns"] == ["ticket"]
+    assert "'ticket' is distinct" in " ".join(result.stdout.split())
+    assert "'ticket' (" in (bundle / "model_card.md").read_text()
+    tickets = [f"TKt{i:06d}".encode() for i in range(0, 3000, 97)]
+    for path in out.rglob("*"):
+        if path.is_file() and path.suffix != ".parquet":
+            assert not any(value in path.read_bytes() for value in tickets), path
     assert "fairness-mitigated" in result.stdout
     selected = summary["fairness"]["selected"]
     assert selected in result.stdout

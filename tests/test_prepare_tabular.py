@@ -197,6 +197,26 @@ def test_training_near_copies_of_test_rows_are_dropped(tmp_path: Path) -> None:
     assert not set(trained["note"]) & set(copies["note"]) - set(train["note"])
 
 
+def test_undeclared_identifier_is_flagged_and_its_values_stored_nowhere(tmp_path: Path) -> None:
+    frame, _ = with_notes(adult(800, seed=13))
+    frame["ticket"] = [f"T{i:05d}-{i * 7919 % 10007}" for i in range(len(frame))]  # undeclared
+    frame["branch"] = "HQ"
+    frame.to_csv(tmp_path / "raw.csv", index=False)
+    out = prepare(config(tmp_path / "raw.csv"), tmp_path / "out")
+    card = json.loads((out / "datacard.json").read_text())
+    assert list(card["identifier_like_train"]) == ["ticket"]
+    assert card["identifier_like_train"]["ticket"]["distinct"] == card["splits"]["train"]["rows"]
+    assert card["constant_columns_train"] == ["branch"]
+    markdown = (out / "datacard.md").read_text()
+    assert "look like identifiers or free text" in markdown and "`ticket`" in markdown
+    assert "## Constant columns" in markdown
+    stored = "\n".join(p.read_text() for p in out.iterdir() if p.suffix in {".json", ".md"})
+    assert not [t for t in frame["ticket"] if t in stored]  # no level reached an artifact
+    encoding = json.loads((out / "encoding.json").read_text())
+    ticket = next(c for c in encoding["categorical"] if c["name"] == "ticket")
+    assert ticket["categories"] == ["__missing__", "__other__"]
+
+
 def test_edited_texts_count_as_equal_with_text_jaccard(tmp_path: Path) -> None:
     base, _ = with_notes(adult(1500, seed=12))
     base["note"] = [f"customer {i} asked about the {w} of the account" for i, w in

@@ -281,6 +281,13 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
             f"{fairness['constraint']} <= {fairness['max_gap']}: {met}, measured on "
             f"{fairness.get('gap_measured_on', 'validation')}"
         )
+    suspects = summary.get("identifier_like_columns")
+    if suspects:
+        names = ", ".join(repr(c) for c in suspects)
+        console.print(
+            f"Data:         nearly every value of {names} is distinct: an identifier or free "
+            "text? Declare it in data.identifiers or data.text (prepare/datacard.md)"
+        )
     console.print(
         f"ONNX model:   {summary['onnx']['path']}  (max |onnx - torch| = "
         f"{summary['onnx']['max_abs_diff']:.1e})"

@@ -134,6 +134,12 @@ class PrepareConfig(_Section):
     max_categories: int = Field(
         default=50, ge=2, description="Per column; rarer categories fold into one 'other' level."
     )
+    min_category_count: int = Field(
+        default=5,
+        ge=1,
+        description="Categories seen in fewer training rows fold into the 'other' level too, so "
+        "no artifact or model stores a value that (nearly) identifies a row.",
+    )
     sensitive_as_features: bool = Field(
         default=True, description="Whether sensitive columns are model inputs."
     )

@@ -234,6 +234,16 @@ def build_card(cfg: Config, bundle: Path, context: dict[str, Any], evidence: lis
                 for n, s in card["splits"].items()
             ],
         )
+        suspects = card.get("identifier_like_train") or {}
+        if suspects:
+            listed = ", ".join(
+                f"'{c}' ({i['distinct']:,} distinct values in {i['rows']:,} rows)"
+                for c, i in suspects.items()
+            )
+            doc.paragraph(
+                f"Columns that look like identifiers or free text and were used as features: "
+                f"{listed}. Declare them in data.identifiers or data.text."
+            )
         doc.paragraph("Full data card: evidence/prepare/datacard.md in this bundle.")
     if exported:
         _export_section(doc, exported)

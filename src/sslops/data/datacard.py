@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 
 RARE_SHARE = 0.001  # a category below this share of the train rows (or 5 rows) is rare
+IDENTIFIER_SHARE = 0.5  # a column with at least this share of distinct values looks like an id
+IDENTIFIER_MIN_ROWS = 20
 FIGURES = ("datacard_groups.png", "datacard_missing.png")
 
 
@@ -40,12 +42,21 @@ def _rare_categories(frame: pd.DataFrame, columns: list[str]) -> dict[str, Any]:
         counts = frame[column].dropna().astype(str).value_counts()
         small = counts[counts < limit]
         if len(small):
-            rare[column] = {
-                "levels": len(small),
-                "rows": int(small.sum()),
-                "smallest": {str(k): int(v) for k, v in small.sort_values().head(5).items()},
-            }
+            # Counts only: a level this rare is as good as a row, so its value is not quoted.
+            rare[column] = {"levels": len(small), "rows": int(small.sum())}
     return rare
+
+
+def _identifier_like(frame: pd.DataFrame, columns: list[str]) -> dict[str, Any]:
+    """Categorical columns whose values are (nearly) all distinct: an undeclared identifier or
+    free text, which helps no model and carries personal data into one."""
+    found = {}
+    for column in columns:
+        values = frame[column].dropna()
+        distinct = int(values.nunique())
+        if len(values) >= IDENTIFIER_MIN_ROWS and distinct >= IDENTIFIER_SHARE * len(values):
+            found[column] = {"distinct": distinct, "rows": len(values)}
+    return found
 
 
 def _numeric_edges(frame: pd.DataFrame, columns: list[str]) -> dict[str, Any]:
@@ -86,6 +97,7 @@ def build_datacard(
     train = splits["train"]
     numeric = [c for c in train.columns if pd.api.types.is_numeric_dtype(train[c])]
     categorical = [c for c in train.columns if c not in numeric and c not in text]
+    features = [c for c in train.columns if c not in {label, *text, *hashed_identifiers}]
     totals: dict[str, int] = {}
     for counts in pii.values():
         for kind, count in counts.items():
@@ -126,6 +138,8 @@ def build_datacard(
             for pair in combinations(sensitive, 2)
         },
         "rare_categories_train": _rare_categories(train, [c for c in categorical if c != label]),
+        "identifier_like_train": _identifier_like(train, [c for c in categorical if c in features]),
+        "constant_columns_train": [c for c in features if train[c].nunique() <= 1],
         "numeric_edges_train": _numeric_edges(train, numeric),
     }
 
@@ -205,6 +219,23 @@ def datacard_markdown(card: dict[str, Any]) -> str:
             ["column", "rare levels", "rows"],
             [[f"`{c}`", i["levels"], i["rows"]] for c, i in card["rare_categories_train"].items()],
         )
+    if card.get("identifier_like_train"):
+        lines += ["", "## Columns that look like identifiers or free text (train split)", ""]
+        lines += [
+            "Nearly every value occurs once: declare such a column in `data.identifiers` "
+            "(dropped or hashed) or `data.text`. Kept as a feature, its values seen in fewer "
+            "than `prepare.min_category_count` training rows fold into one level.",
+            "",
+        ]
+        lines += _table(
+            ["column", "distinct values", "rows"],
+            [[f"`{c}`", f"{i['distinct']:,}", f"{i['rows']:,}"]
+             for c, i in card["identifier_like_train"].items()],
+        )  # fmt: skip
+    if card.get("constant_columns_train"):
+        constant = ", ".join(f"`{c}`" for c in card["constant_columns_train"])
+        lines += ["", "## Constant columns (train split)", ""]
+        lines += [f"One value (or none) in every training row, so no information: {constant}."]
     if card["numeric_edges_train"]:
         lines += ["", "## Numeric columns: range and outliers (train split)", ""]
         lines += _table(

@@ -35,7 +35,12 @@ class TabularEncoding:
     categorical: list[CategoricalColumn] = field(default_factory=list)
 
     @classmethod
-    def fit(cls, frame: pd.DataFrame, columns: list[str], max_categories: int) -> TabularEncoding:
+    def fit(
+        cls, frame: pd.DataFrame, columns: list[str], max_categories: int, min_count: int = 1
+    ) -> TabularEncoding:
+        """Levels seen in fewer than ``min_count`` rows, and all but the ``max_categories - 2``
+        most frequent, fold into ``__other__`` (scikit-learn's ``OneHotEncoder`` has the same
+        two knobs: ``min_frequency``, ``max_categories``); a folded value is never stored."""
         encoding = cls()
         for name in columns:
             series = frame[name]
@@ -47,6 +52,7 @@ class TabularEncoding:
                 encoding.numeric.append(NumericColumn(name, median, float(filled.mean()), std))
             else:
                 counts = series.dropna().astype(str).value_counts()
+                counts = counts[counts >= min_count]
                 top = sorted(counts.index[: max_categories - 2].tolist())
                 encoding.categorical.append(CategoricalColumn(name, [*top, MISSING, OTHER]))
         return encoding

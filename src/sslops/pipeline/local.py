@@ -128,6 +128,10 @@ def build_summary(run_dir: Path) -> dict[str, Any]:
     # Where the constrained gap was measured (images and series: validation only).
     gap_rows = fairness.get("gap_rows", {}).get(fairness["constraint"])
     summary["fairness"]["gap_measured_on"] = gap_rows or "validation"
+    card_path = run_dir / "prepare" / "datacard.json"
+    card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
+    # Columns the data card suspects of being undeclared identifiers or free text.
+    summary["identifier_like_columns"] = sorted(card.get("identifier_like_train") or {})
     bundle = run_dir / "audit" / "bundle"
     quant = exported.get("quantization") or {}
     gates = json.loads((bundle / "gates.json").read_text(encoding="utf-8"))

@@ -148,7 +148,9 @@ def _write_metadata(
     excluded = {label, *([] if cfg.prepare.sensitive_as_features else cfg.data.sensitive)}
     excluded |= set(cfg.data.text) | set(cfg.data.identifiers)
     features = [c for c in splits["train"].columns if c not in excluded]
-    encoding = TabularEncoding.fit(splits["train"], features, cfg.prepare.max_categories)
+    encoding = TabularEncoding.fit(
+        splits["train"], features, cfg.prepare.max_categories, cfg.prepare.min_category_count
+    )
 
     scans = [read_scan(f) for f in folders]
     raw_rows: dict[str, int] = {}
