@@ -288,6 +288,17 @@ def test_ragged_row_deep_in_a_chunked_csv_names_the_line(tmp_path: Path) -> None
     assert_fails_cleanly(cfg, tmp_path / "out", "bad.csv", "line 701", "expected 17 fields")
 
 
+def test_a_sensitive_measurement_instead_of_a_grouping_is_refused(tmp_path: Path) -> None:
+    frame, _ = with_notes(adult(600))
+    frame.to_csv(tmp_path / "raw.csv", index=False)
+    raw = config(tmp_path / "raw.csv").model_dump(mode="json")
+    raw["data"]["sensitive"] = ["age", "sex"]
+    assert_fails_cleanly(
+        validate_config(raw), tmp_path / "out", "data.sensitive column 'age'",
+        "distinct values in the training split", "at most 50", "'age_band'",
+    )  # fmt: skip
+
+
 def test_non_utf8_line_is_named(tmp_path: Path) -> None:
     frame, _ = with_notes(adult(300))
     data = frame.to_csv(index=False).encode()

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from sslops.artifacts import read_meta, sha256_file
+from sslops.config import Config
 from sslops.finetune import stratified_label_subset
 from sslops.models import load_classifier
 from sslops.prepare import PreparedData
@@ -132,3 +133,38 @@ def test_full_labels_leave_no_unlabeled_rows_and_still_mitigate() -> None:
         return abs(p[groups == "a"].mean() - p[groups == "b"].mean())
 
     assert gap(fair) < gap(plain) / 2
+
+
+def test_threshold_optimizer_unfittable_groups() -> None:
+    from sslops.finetune.estimators import GroupThresholdPostprocessor
+
+    y = np.array([1, 0, 1, 0, 0, 0])
+    groups = np.array([["a", "x"], ["a", "x"], ["b", "x"], ["b", "x"], ["c", "x"], ["c", "y"]])
+    assert GroupThresholdPostprocessor.unfittable_groups(y, groups[:, 0]) == ["c"]
+    assert GroupThresholdPostprocessor.unfittable_groups(y, groups) == ["c|x", "c|y"]
+
+
+def test_small_groups_skip_threshold_optimizer_not_the_stage(
+    small_config: Config, stage_artifacts: dict[str, Path], tmp_path: Path
+) -> None:
+    """Fairness on `race` with few labels: a group with one class among the labeled rows
+    leaves ThresholdOptimizer unfitted (said in finetune.json); everything else runs."""
+    from sslops.finetune import finetune
+    from sslops.finetune.estimators import GroupThresholdPostprocessor
+
+    cfg = small_config.model_copy(deep=True)
+    cfg.finetune.label_fraction = 0.02
+    cfg.finetune.fairness.sensitive = ["race"]
+    out = finetune(cfg, stage_artifacts["prepare"], stage_artifacts["pretrain"], tmp_path / "ft")
+    report = json.loads((out / "finetune.json").read_text())["fairness"]
+    train = PreparedData(stage_artifacts["prepare"]).train
+    labeled = np.load(out / "labeled_rows.npy")
+    single = GroupThresholdPostprocessor.unfittable_groups(
+        train.target[labeled], train.groups("race").to_numpy()[labeled]
+    )
+    assert single, "this sample was chosen to have a one-class group among its labels"
+    assert report["postprocessing_skipped"].startswith("ThresholdOptimizer not fitted")
+    assert all(repr(g) in report["postprocessing_skipped"] for g in single)
+    assert not (out / "postprocessing.json").exists()
+    assert "ssl+threshold_optimizer" not in {c["name"] for c in report["candidates"]}
+    assert report["selected"] in {c["name"] for c in report["candidates"]}

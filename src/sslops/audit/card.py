@@ -198,6 +198,8 @@ def build_card(cfg: Config, bundle: Path, context: dict[str, Any], evidence: lis
                     f"'mitigated': {fairness.get('selected')} "
                     f"({fairness.get('selected_description') or fairness.get('selected_mechanism')})."
                 )
+            if fairness.get("postprocessing_skipped"):
+                items.append(fairness["postprocessing_skipped"] + ".")
         doc.bullets(items)
     if metrics:
         _metrics_sections(doc, cfg, metrics, deployed)

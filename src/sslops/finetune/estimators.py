@@ -19,6 +19,7 @@ Settings are keyword-only in ``__init__``; data and ``sensitive_features=`` go t
 from __future__ import annotations
 
 import contextlib
+import logging
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -127,7 +128,15 @@ def _quiet_fairlearn() -> Iterator[None]:
         warnings.simplefilter("ignore", DeprecationWarning)
         with contextlib.suppress(AttributeError):
             warnings.simplefilter("ignore", pd.errors.Pandas4Warning)
-        yield
+        # GridSearch logs a warning whenever the grid is smaller than it recommends for the
+        # number of groups; the grid size is a setting (finetune.fairness.grid_search).
+        grid_log = logging.getLogger("fairlearn.reductions._grid_search._grid_generator")
+        level = grid_log.level
+        grid_log.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            grid_log.setLevel(level)
 
 
 class GridSearchLogisticRegression(_LinearProba):
@@ -242,6 +251,14 @@ class GroupThresholdPostprocessor(BaseEstimator):
     """
 
     requires_sensitive_at_prediction = True
+
+    @staticmethod
+    def unfittable_groups(y: np.ndarray, sensitive_features: Any) -> list[str]:
+        """Groups with one class only, for which ThresholdOptimizer has no threshold to pick
+        (fairlearn raises "Degenerate labels" on them): few labels and small groups."""
+        groups = _groups_1d(sensitive_features)
+        target = np.asarray(y)
+        return [str(g) for g in np.unique(groups) if len(np.unique(target[groups == g])) < 2]
 
     def __init__(self, *, constraint: str = "demographic_parity") -> None:
         self.constraint = constraint

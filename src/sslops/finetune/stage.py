@@ -259,13 +259,17 @@ def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pat
         else (candidates[0], True)
     )  # fmt: skip
 
-    postprocessing = None
+    postprocessing, postprocessing_skipped = None, None
+    val_sens = val.frame[columns].astype("string").fillna("(missing)").to_numpy()
     if fair.postprocessing and fair.constraint != "none":
+        postprocessing_skipped = _threshold_optimizer_unfittable(
+            y_lab, sens_all[labeled], [val_sens, sens_all[held]]
+        )
+    if fair.postprocessing and fair.constraint != "none" and not postprocessing_skipped:
         scores = _predict(ssl, train.features[labeled])
         post = GroupThresholdPostprocessor(constraint=fair.constraint).fit(
             scores, y_lab, sensitive_features=sens_all[labeled]
         )
-        val_sens = val.frame[columns].astype("string").fillna("(missing)").to_numpy()
         predicted = post.predict(_predict(ssl, val.features), sensitive_features=val_sens,
                                  seed=cfg.seed)  # fmt: skip
         on_held = post.predict(_predict(ssl, x_held),
@@ -315,6 +319,8 @@ def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pat
             "candidates": [c.row() for c in candidates],
         },
     }
+    if postprocessing_skipped:
+        report["fairness"]["postprocessing_skipped"] = postprocessing_skipped
     models = {"ssl": ssl, "mitigated": chosen.extra["model"], "baseline": baseline}
     info: dict[str, dict[str, Any]] = {
         "ssl": {"transfer": fc.transfer},
@@ -340,6 +346,25 @@ def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pat
             )  # fmt: skip
             plot_front(tmp / "pareto.png", candidates, constraint, fair.max_gap, chosen, where)
     return Path(out_dir)
+
+
+def _threshold_optimizer_unfittable(
+    y_lab: np.ndarray, labeled_sens: np.ndarray, scored_sens: list[np.ndarray]
+) -> str | None:
+    """Why ThresholdOptimizer cannot be fitted on the labeled rows, or None: it needs both
+    classes in every group, and a threshold for every group it is asked to score."""
+    reasons = []
+    single = GroupThresholdPostprocessor.unfittable_groups(y_lab, labeled_sens)
+    if single:
+        reasons.append(f"group(s) {', '.join(map(repr, single))} have one class only among "
+                       f"the {len(y_lab)} labeled rows")  # fmt: skip
+    seen = set(_groups_1d(labeled_sens))
+    unseen = sorted({g for sens in scored_sens for g in _groups_1d(sens)} - seen)
+    if unseen:
+        reasons.append(f"group(s) {', '.join(map(repr, unseen))} have no labeled row")
+    if not reasons:
+        return None
+    return "ThresholdOptimizer not fitted (reported model only): " + "; ".join(reasons)
 
 
 def _gap_holdout(cfg: Config, rows: int, labeled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

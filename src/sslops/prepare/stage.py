@@ -27,6 +27,7 @@ from sslops.prepare.merge import Plan, plan, write_splits
 from sslops.prepare.scan import read_scan, roles_for, scan_file
 
 TABLE_FORMATS = ("csv", "parquet")
+MAX_SENSITIVE_GROUPS = 50  # more distinct values than this is a measurement, not a grouping
 
 
 def input_files(cfg: Config) -> list[tuple[str, str, Path]]:
@@ -125,6 +126,25 @@ def _all_columns(cfg: Config, folders: list[Path], output: list[str]) -> list[st
     return output + dropped
 
 
+def _check_sensitive_groups(train: pd.DataFrame, sensitive: list[str]) -> None:
+    """Fairness is measured per group: a sensitive column needs a few values, not an age in
+    years or an income, whose per-value groups are too small to measure anything."""
+    for column in sensitive:
+        distinct = int(train[column].nunique())
+        if distinct > MAX_SENSITIVE_GROUPS:
+            numeric = pd.api.types.is_numeric_dtype(train[column])
+            hint = (
+                f"add a banded copy of it to the data (e.g. '{column}_band' with values like "
+                "'<30', '30-50', '50+') and list that in data.sensitive instead"
+                if numeric
+                else "merge its values into fewer groups, or list another column"
+            )
+            raise DataError(
+                f"data.sensitive column {column!r} has {distinct:,} distinct values in the "
+                f"training split; fairness groups need at most {MAX_SENSITIVE_GROUPS}: {hint}"
+            )
+
+
 def _write_metadata(
     cfg: Config,
     output: list[str],
@@ -141,6 +161,7 @@ def _write_metadata(
             raise DataError(
                 f"the {name} split is empty; provide more rows or adjust prepare.*_fraction"
             )
+    _check_sensitive_groups(splits["train"], cfg.data.sensitive)
     targets = {name: target_of(frame, label, cfg.data.positive) for name, frame in splits.items()}
     if targets["train"].nunique() < 2:
         raise DataError(f"data.label {label!r}: the train split has only one class; need both")
