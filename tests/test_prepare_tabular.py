@@ -299,6 +299,16 @@ def test_a_sensitive_measurement_instead_of_a_grouping_is_refused(tmp_path: Path
     )  # fmt: skip
 
 
+@pytest.mark.parametrize(("separator", "name"), [(";", "semicolons"), ("\t", "tabs")])
+def test_a_file_with_another_separator_is_named(tmp_path: Path, separator: str, name: str) -> None:
+    frame, _ = with_notes(adult(200))
+    frame.to_csv(tmp_path / "raw.csv", index=False, sep=separator)
+    assert_fails_cleanly(
+        config(tmp_path / "raw.csv"), tmp_path / "out", "column 'income' not found",
+        f"the file looks separated by {name}",
+    )  # fmt: skip
+
+
 def test_non_utf8_line_is_named(tmp_path: Path) -> None:
     frame, _ = with_notes(adult(300))
     data = frame.to_csv(index=False).encode()

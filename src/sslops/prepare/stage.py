@@ -73,14 +73,28 @@ def check_inputs(cfg: Config) -> None:
     if cfg.data.test:
         specs["data.test"] = cfg.data.test
     for key, spec in specs.items():
-        header = [canonical_column_name(h) for h in read_header(spec, key, cfg.data.format)]
+        raw_header = read_header(spec, key, cfg.data.format)
+        header = [canonical_column_name(h) for h in raw_header]
         for role, columns in needed.items():
             for column in columns:
                 if column not in header:
                     raise DataError(
                         f"{role}: column {column!r} not found in {key} ({spec}); "
-                        f"columns are: {', '.join(header)}"
+                        f"columns are: {', '.join(header)}{_separator_hint(raw_header)}"
                     )
+
+
+def _separator_hint(header: list[str]) -> str:
+    """A header read as one column that holds another separator: say so."""
+    if len(header) != 1:
+        return ""
+    for separator, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "pipes")):
+        if separator in header[0]:
+            return (
+                f" (one column: the file looks separated by {name}; sslops reads comma-"
+                "separated CSV or Parquet, so convert it first)"
+            )
+    return ""
 
 
 def train_columns(cfg: Config) -> list[str]:
