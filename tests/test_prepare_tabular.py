@@ -288,7 +288,7 @@ def test_ragged_row_deep_in_a_chunked_csv_names_the_line(tmp_path: Path) -> None
     assert_fails_cleanly(cfg, tmp_path / "out", "bad.csv", "line 701", "expected 17 fields")
 
 
-def test_a_sensitive_measurement_instead_of_a_grouping_is_refused(tmp_path: Path) -> None:
+def test_a_sensitive_column_needs_between_2_and_50_groups(tmp_path: Path) -> None:
     frame, _ = with_notes(adult(600))
     frame.to_csv(tmp_path / "raw.csv", index=False)
     raw = config(tmp_path / "raw.csv").model_dump(mode="json")
@@ -296,6 +296,13 @@ def test_a_sensitive_measurement_instead_of_a_grouping_is_refused(tmp_path: Path
     assert_fails_cleanly(
         validate_config(raw), tmp_path / "out", "data.sensitive column 'age'",
         "distinct values in the training split", "at most 50", "'age_band'",
+    )  # fmt: skip
+    frame["branch"] = "HQ"
+    frame.to_csv(tmp_path / "raw.csv", index=False)
+    raw["data"]["sensitive"] = ["branch"]
+    assert_fails_cleanly(
+        validate_config(raw), tmp_path / "out", "data.sensitive column 'branch' has 1 distinct",
+        "at least 2",
     )  # fmt: skip
 
 

@@ -145,6 +145,11 @@ def _check_sensitive_groups(train: pd.DataFrame, sensitive: list[str]) -> None:
     years or an income, whose per-value groups are too small to measure anything."""
     for column in sensitive:
         distinct = int(train[column].nunique())
+        if distinct < 2:
+            raise DataError(
+                f"data.sensitive column {column!r} has {distinct} distinct value(s) in the "
+                "training split; fairness compares groups, so it needs at least 2"
+            )
         if distinct > MAX_SENSITIVE_GROUPS:
             numeric = pd.api.types.is_numeric_dtype(train[column])
             hint = (
