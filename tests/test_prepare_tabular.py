@@ -306,6 +306,28 @@ def test_a_sensitive_column_needs_between_2_and_50_groups(tmp_path: Path) -> Non
     )  # fmt: skip
 
 
+def test_clusters_that_swallow_a_split_are_refused(tmp_path: Path) -> None:
+    """Four coarse columns: rows differing in one chain into clusters of thousands, and a
+    split that takes one of them is far from its share."""
+    rng = np.random.default_rng(0)
+    rows = 3000
+    frame = pd.DataFrame({
+        "band": rng.choice(["a", "b", "c"], rows), "size": rng.choice(["s", "m", "l"], rows),
+        "flag": rng.choice(["y", "n"], rows), "sex": rng.choice(["Male", "Female"], rows),
+        "race": rng.choice(["x", "z"], rows), "income": rng.choice([">50K", "<=50K"], rows),
+        "customer_id": np.arange(rows), "note": "-",
+    })  # fmt: skip
+    frame.to_csv(tmp_path / "raw.csv", index=False)
+    with pytest.raises(DataError) as info:
+        prepare(config(tmp_path / "raw.csv"), tmp_path / "out")
+    message = str(info.value)
+    assert "split got" in message and "near_duplicates.enabled=false" in message, message
+    assert not (tmp_path / "out").exists()
+    out = prepare(config(tmp_path / "raw.csv", near_duplicates={"enabled": False}),
+                  tmp_path / "plain")  # fmt: skip
+    assert len(pd.read_parquet(out / "test.parquet")) > 0
+
+
 @pytest.mark.parametrize(("separator", "name"), [(";", "semicolons"), ("\t", "tabs")])
 def test_a_file_with_another_separator_is_named(tmp_path: Path, separator: str, name: str) -> None:
     frame, _ = with_notes(adult(200))

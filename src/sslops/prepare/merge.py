@@ -38,6 +38,7 @@ from sslops.data.split import (
     split_by_uniform,
     uniform_of,
 )
+from sslops.errors import DataError
 from sslops.prepare.scan import Roles, read_scan
 
 ROW_GROUP = 65_536
@@ -174,6 +175,8 @@ def plan(cfg: Config, roles: Roles, folders: list[Path]) -> Plan:
     uniform = uniform_of(cluster_key_hashes(keys, cluster))
     chosen = split_by_uniform(uniform, cfg.prepare.validation_fraction, test_fraction)
     train_rows = alive & (source == "train")
+    if near.get("largest_cluster", 0) > 1:
+        _check_split_shares(cfg, chosen[train_rows], test_fraction, near, compared.shape[1])
     split[train_rows] = chosen[train_rows]
     split[alive & (source == "test")] = "test"
     ood_rows = 0
@@ -193,6 +196,31 @@ def plan(cfg: Config, roles: Roles, folders: list[Path]) -> Plan:
         "ood": {"predicate": cfg.prepare.ood, "rows": ood_rows} if cfg.prepare.ood else None,
     }
     return Plan(split, numeric, preferred, report, cluster=cluster, near_pairs=near_pairs)
+
+
+def _check_split_shares(
+    cfg: Config, chosen: np.ndarray, test_fraction: float, near: dict[str, Any], columns: int
+) -> None:
+    """Every near-duplicate cluster goes to one split, so clusters that chain most rows
+    together (a table with few, coarse columns) leave a split far from its share: refuse that
+    rather than evaluate on a sliver of the data."""
+    rows = len(chosen)
+    asked = {"validation": cfg.prepare.validation_fraction, "test": test_fraction}
+    for name, share in asked.items():
+        if not share or not rows:
+            continue
+        expected, got = rows * share, int((chosen == name).sum())
+        noise = 4 * np.sqrt(rows * share * (1 - share))
+        if (got < expected / 2 or got > expected * 2) and abs(got - expected) > noise:
+            raise DataError(
+                f"prepare: the {name} split got {got:,} of {rows:,} rows ({got / rows:.1%}) "
+                f"where prepare.{name}_fraction asks for {share:.0%}: near-duplicate clusters "
+                f"(rows differing in at most {near['max_differing_fields']} of {columns} "
+                f"compared columns) chain together here, the largest holding "
+                f"{near['largest_cluster']:,} rows, and each cluster stays in one split. With "
+                "this few columns set prepare.near_duplicates.enabled=false (exact duplicates "
+                "are still removed)"
+            )
 
 
 def _with_text_clusters(
