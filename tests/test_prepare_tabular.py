@@ -306,6 +306,19 @@ def test_a_sensitive_column_needs_between_2_and_50_groups(tmp_path: Path) -> Non
     )  # fmt: skip
 
 
+def test_a_test_file_with_one_class_is_refused(tmp_path: Path) -> None:
+    frame, _ = with_notes(adult(900, seed=14))
+    frame.iloc[:600].to_csv(tmp_path / "train.csv", index=False)
+    test = frame.iloc[600:]
+    test[test["income"] == "<=50K"].to_csv(tmp_path / "test.csv", index=False)
+    raw = config(tmp_path / "train.csv").model_dump(mode="json")
+    raw["data"]["test"] = str(tmp_path / "test.csv")
+    assert_fails_cleanly(
+        validate_config(raw), tmp_path / "out",
+        "no row of the test split has the positive value '>50K'", "need both classes",
+    )  # fmt: skip
+
+
 def test_clusters_that_swallow_a_split_are_refused(tmp_path: Path) -> None:
     """Four coarse columns: rows differing in one chain into clusters of thousands, and a
     split that takes one of them is far from its share."""

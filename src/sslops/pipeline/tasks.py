@@ -8,6 +8,7 @@ User errors end the task with one line on stderr and exit status 2, not a traceb
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import sys
 from collections.abc import Callable, Iterator
@@ -103,7 +104,8 @@ def evaluate_task(
         payload = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
         for model, values in payload["models"].items():
             for key in ("accuracy", "roc_auc", "dp_difference", "eo_difference"):
-                metrics.log_metric(f"{model}_{key}", round(values[key], 6))
+                if math.isfinite(values[key]):  # KFP metrics hold numbers; NaN stays in the report
+                    metrics.log_metric(f"{model}_{key}", round(values[key], 6))
         curve_file = out / "label_efficiency.json"
         if curve_file.is_file():  # one metric per model and label fraction: the curve's means
             curve = json.loads(curve_file.read_text(encoding="utf-8"))

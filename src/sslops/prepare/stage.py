@@ -182,8 +182,14 @@ def _write_metadata(
             )
     _check_sensitive_groups(splits["train"], cfg.data.sensitive)
     targets = {name: target_of(frame, label, cfg.data.positive) for name, frame in splits.items()}
-    if targets["train"].nunique() < 2:
-        raise DataError(f"data.label {label!r}: the train split has only one class; need both")
+    for name in ("train", "validation", "test"):
+        if targets[name].nunique() < 2:
+            which = "every" if targets[name].iloc[0] else "no"
+            raise DataError(
+                f"data.label {label!r}: {which} row of the {name} split has the positive value "
+                f"{cfg.data.positive!r}; training, model selection and evaluation (ROC AUC, "
+                f"TPR, FPR) need both classes in every split"
+            )
 
     excluded = {label, *([] if cfg.prepare.sensitive_as_features else cfg.data.sensitive)}
     excluded |= set(cfg.data.text) | set(cfg.data.identifiers)
