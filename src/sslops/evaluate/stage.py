@@ -78,7 +78,7 @@ def _evaluate_split(
         thresholder = GroupThresholdPostprocessor(constraint=post["constraint"])
         thresholder.thresholds_ = post["thresholds"]
         score = _scorer(models[post["base_model"]])(split.features)
-        sens = split.frame[post["sensitive"]].astype("string").fillna("(missing)").to_numpy()
+        sens = split.group_matrix(post["sensitive"])
         predicted = thresholder.predict(score, sensitive_features=sens, seed=cfg.seed)
         out[POSTPROCESSED] = model_metrics(
             split.target, score, ec.threshold, groups, intersections=ec.intersections,

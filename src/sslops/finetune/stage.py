@@ -197,7 +197,7 @@ def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pat
     held, penalty_rows = _gap_holdout(cfg, len(train.target), labeled)
     held_groups = {c: train.groups(c).to_numpy()[held] for c in columns}
     x_held = train.features[held]
-    sens_all = train.frame[columns].astype("string").fillna("(missing)").to_numpy()
+    sens_all = train.group_matrix(columns)
 
     crossfit = gap_crossfit(fair.constraint, fair.gap_crossfit, y_lab, cfg.seed)
     lab_groups = {c: train.groups(c).to_numpy()[labeled] for c in columns}
@@ -260,7 +260,7 @@ def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pat
     )  # fmt: skip
 
     postprocessing, postprocessing_skipped = None, None
-    val_sens = val.frame[columns].astype("string").fillna("(missing)").to_numpy()
+    val_sens = val.group_matrix(columns)
     if fair.postprocessing and fair.constraint != "none":
         postprocessing_skipped = _threshold_optimizer_unfittable(
             y_lab, sens_all[labeled], [val_sens, sens_all[held]]
@@ -403,7 +403,7 @@ def _mitigation_candidates(
     fc, fair = cfg.finetune, cfg.finetune.fairness
     train = data.train
     y_lab = train.target[labeled]
-    sens_all = train.frame[columns].astype("string").fillna("(missing)").to_numpy()
+    sens_all = train.group_matrix(columns)
     sens_lab = sens_all[labeled]
     encoder, shift, scale = probe.encoder, probe.shift, probe.scale
     z_lab = zs[labeled]

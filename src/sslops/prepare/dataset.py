@@ -48,6 +48,10 @@ class Split:
     def groups(self, column: str) -> pd.Series:
         return self.frame[column].astype("string").fillna("(missing)")
 
+    def group_matrix(self, columns: list[str]) -> np.ndarray:
+        """Each row's group in each of ``columns``, as :meth:`groups`: shape (rows, columns)."""
+        return self.frame[columns].astype("string").fillna("(missing)").to_numpy()
+
 
 class PreparedData:
     """Lazy access to one prepare artifact.
