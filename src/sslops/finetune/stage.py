@@ -260,8 +260,8 @@ def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pat
     )  # fmt: skip
 
     postprocessing, postprocessing_skipped = None, None
-    val_sens = val.group_matrix(columns)
     if fair.postprocessing and fair.constraint != "none":
+        val_sens = val.group_matrix(columns)
         postprocessing_skipped = _threshold_optimizer_unfittable(
             y_lab, sens_all[labeled], [val_sens, sens_all[held]]
         )
