@@ -91,6 +91,14 @@ def test_unknown_key_without_close_match_lists_allowed_keys() -> None:
 # --- wrong values ---------------------------------------------------------------------------
 
 
+def test_a_word_where_a_list_belongs_shows_the_list_to_write() -> None:
+    with pytest.raises(ConfigError) as info:
+        build("prepare.pii.skip_columns=applied_on")
+    message = str(info.value)
+    assert "'prepare.pii.skip_columns'" in message and "(got 'applied_on')" in message
+    assert "--set prepare.pii.skip_columns=[applied_on]" in message
+
+
 def test_wrong_modality_names_key_value_and_allowed() -> None:
     with pytest.raises(ConfigError) as info:
         build("modality=audio")

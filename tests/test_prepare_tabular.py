@@ -217,6 +217,33 @@ def test_undeclared_identifier_is_flagged_and_its_values_stored_nowhere(tmp_path
     assert ticket["categories"] == ["__missing__", "__other__"]
 
 
+def test_a_column_listed_in_skip_columns_is_not_scanned(tmp_path: Path) -> None:
+    frame, _ = with_notes(adult(800, seed=15))
+    frame["applied"] = [f"2024-03-{1 + i % 20:02d}" for i in range(len(frame))]
+    frame.to_csv(tmp_path / "raw.csv", index=False)
+    scanned = prepare(config(tmp_path / "raw.csv"), tmp_path / "scanned")
+    card = json.loads((scanned / "datacard.json").read_text())
+    assert card["pii_findings_redacted"]["by_column"]["applied"] == {"date_of_birth": 800}
+    assert "applied" in card["constant_columns_train"]
+    assert "`prepare.pii.skip_columns`" in (scanned / "datacard.md").read_text()
+
+    cfg = config(tmp_path / "raw.csv", pii={"skip_columns": ["applied"]})
+    out = prepare(cfg, tmp_path / "out")
+    card = json.loads((out / "datacard.json").read_text())
+    pii = card["pii_findings_redacted"]
+    assert set(pii["by_column"]) == {"note"} and pii["columns_not_scanned"] == ["applied"]
+    assert "applied" not in card["constant_columns_train"]
+    assert "Not scanned, as configured" in (out / "datacard.md").read_text()
+    kept = pd.concat(pd.read_parquet(out / f"{s}.parquet") for s in ("train", "test"))
+    assert set(kept["applied"]) == set(frame["applied"])
+    assert kept["note"].str.contains(r"\[EMAIL\]").sum() == 2  # the other columns still are
+
+    wrong = config(tmp_path / "raw.csv", pii={"skip_columns": ["applied_on"]})
+    assert_fails_cleanly(
+        wrong, tmp_path / "wrong", "prepare.pii.skip_columns: column 'applied_on' not found"
+    )
+
+
 def test_edited_texts_count_as_equal_with_text_jaccard(tmp_path: Path) -> None:
     base, _ = with_notes(adult(1500, seed=12))
     base["note"] = [f"customer {i} asked about the {w} of the account" for i, w in

@@ -126,6 +126,12 @@ class PiiConfig(_Section):
         default="SSLOPS_PII_KEY", description="Environment variable holding the hashing key."
     )
     scan: bool = Field(default=True, description="Scan and redact every text column.")
+    skip_columns: list[str] = Field(
+        default_factory=list,
+        description="Text columns the scan leaves as they are, e.g. an application date it "
+        "would redact as a possible date of birth. Only for columns known to hold no "
+        "personal data; the data card lists them.",
+    )
 
 
 class PrepareConfig(_Section):
@@ -709,6 +715,8 @@ def _describe(error: dict[str, Any]) -> str:
         return f"config key {key!r} is required but missing"
     value = error.get("input")
     shown = f" (got {value!r})" if not isinstance(value, dict) else ""
+    if kind == "list_type" and isinstance(value, str):
+        shown += f"; write a list, e.g. --set {key}=[{value}] or [a, b] in YAML"
     return f"config key {key!r}: {error['msg']}{shown}"
 
 

@@ -93,6 +93,7 @@ def build_datacard(
     canonicalization: dict[str, Any],
     merge_report: dict[str, Any],
     pii: dict[str, dict[str, int]],
+    pii_not_scanned: list[str] | None = None,
 ) -> dict[str, Any]:
     train = splits["train"]
     numeric = [c for c in train.columns if pd.api.types.is_numeric_dtype(train[c])]
@@ -115,7 +116,11 @@ def build_datacard(
         "ood": merge_report["ood"],
         "dropped_identifier_columns": dropped_identifiers,
         "hashed_identifier_columns": hashed_identifiers,
-        "pii_findings_redacted": {"total_by_kind": totals, "by_column": pii},
+        "pii_findings_redacted": {
+            "total_by_kind": totals,
+            "by_column": pii,
+            "columns_not_scanned": list(pii_not_scanned or []),
+        },
         "splits": {
             name: {"rows": len(frame), "positive_rate": _rate(targets[name])}
             for name, frame in splits.items()
@@ -192,6 +197,9 @@ def datacard_markdown(card: dict[str, Any]) -> str:
         lines += _table(["column", *kinds], rows)
     else:
         lines.append("None found.")
+    if pii.get("columns_not_scanned"):
+        skipped = ", ".join(f"`{c}`" for c in pii["columns_not_scanned"])
+        lines += ["", f"Not scanned, as configured (`prepare.pii`): {skipped}."]
     lines += ["", "## Columns", "", "Counts are over all prepared rows (every split).", ""]
     lines += _table(
         ["column", "type", "missing", "text normalized", "case unified"],
@@ -236,6 +244,16 @@ def datacard_markdown(card: dict[str, Any]) -> str:
         constant = ", ".join(f"`{c}`" for c in card["constant_columns_train"])
         lines += ["", "## Constant columns (train split)", ""]
         lines += [f"One value (or none) in every training row, so no information: {constant}."]
+        redacted = [c for c in card["constant_columns_train"] if c in pii["by_column"]]
+        if redacted:
+            lines += [
+                "",
+                "The personal-data scan replaced the values of "
+                + ", ".join(f"`{c}`" for c in redacted)
+                + " by placeholders. If such a column holds no personal data (say, an "
+                "application date rather than a date of birth), list it in "
+                "`prepare.pii.skip_columns`.",
+            ]
     if card["numeric_edges_train"]:
         lines += ["", "## Numeric columns: range and outliers (train split)", ""]
         lines += _table(

@@ -184,7 +184,7 @@ def _scan_column(
     if column in roles.identifiers:
         key_tokens = _spread(_tokens(distinct, casefold=True), codes)
         return _take(distinct, codes), key_tokens, key_tokens
-    if cfg.prepare.pii.scan:
+    if cfg.prepare.pii.scan and column not in cfg.prepare.pii.skip_columns:
         distinct, found = redact_array(distinct, weights)
         for kind, count in found.items():
             stats["pii"].setdefault(column, Counter())[kind] += int(count)

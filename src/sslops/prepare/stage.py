@@ -68,6 +68,7 @@ def check_inputs(cfg: Config) -> None:
         "data.text": cfg.data.text,
         "prepare.split_key": cfg.prepare.split_key,
         "prepare.ood": predicate_columns(cfg.prepare.ood) if cfg.prepare.ood else [],
+        "prepare.pii.skip_columns": cfg.prepare.pii.skip_columns,
     }
     specs = {"data.train": cfg.data.train}
     if cfg.data.test:
@@ -138,6 +139,16 @@ def _all_columns(cfg: Config, folders: list[Path], output: list[str]) -> list[st
     """The input columns: the scanned output plus the dropped identifiers, in input order."""
     dropped = [c for c in cfg.data.identifiers if c not in output]
     return output + dropped
+
+
+def _not_scanned(cfg: Config, train: pd.DataFrame, output: list[str]) -> list[str]:
+    """The text columns the personal-data scan left alone, as configured."""
+    pii = cfg.prepare.pii
+    return [
+        c for c in output
+        if c not in cfg.data.identifiers and not pd.api.types.is_numeric_dtype(train[c])
+        and (not pii.scan or c in pii.skip_columns)
+    ]  # fmt: skip
 
 
 def _check_sensitive_groups(train: pd.DataFrame, sensitive: list[str]) -> None:
@@ -234,6 +245,7 @@ def _write_metadata(
         canonicalization=canonical,
         merge_report=decided.report,
         pii=pii,
+        pii_not_scanned=_not_scanned(cfg, splits["train"], output),
     )
     schema = {
         "modality": "tabular",
