@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -11,6 +12,7 @@ import pytest
 from sslops.data.canonicalize import canonicalize
 from sslops.data.encoding import MISSING, OTHER, TabularEncoding
 from sslops.data.split import assign_splits, drop_exact_duplicates, row_hashes
+from sslops.prepare.dataset import label_hits
 
 NA = ["?", ""]
 
@@ -313,3 +315,22 @@ def test_encoding_without_columns() -> None:
     x = enc.transform(frame)
     assert x.shape == (2, 0)
     assert x.dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    ("values", "dtype", "positive", "expected"),
+    [
+        ([">50K", "<=50K", None], "str", ">50K", [True, False, False]),
+        ([1, 0, 1], "int64", 1, [True, False, True]),
+        ([1.0, 0.0, 1.0], "float64", "1", [True, False, True]),
+        ([1, 0, 1], "int64", True, [True, False, True]),  # True counts as 1
+        ([True, False, None], "boolean", True, [True, False, False]),  # a Parquet boolean
+        (["true", "false", "True"], "str", True, [True, False, True]),  # booleans read as text
+        ([True, False, True], "bool", "false", [False, True, False]),
+        ([1, 0, 1], "int64", "yes", [False, False, False]),
+    ],
+)
+def test_label_hits_compare_numbers_numerically_and_booleans_in_any_case(
+    values: list[Any], dtype: str, positive: Any, expected: list[bool]
+) -> None:
+    assert label_hits(pd.Series(values, dtype=dtype), positive).tolist() == expected

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -375,6 +376,25 @@ def test_a_file_with_another_separator_is_named(tmp_path: Path, separator: str, 
     assert_fails_cleanly(
         config(tmp_path / "raw.csv"), tmp_path / "out", "column 'income' not found",
         f"the file looks separated by {name}",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("cells", "kind"),
+    [([[1, 2], [3]], "list<element: int64>"), ([b"\xff\xfe", b"ok"], "binary")],
+)
+def test_a_parquet_column_without_one_value_per_cell_is_named(
+    tmp_path: Path, cells: list[Any], kind: str
+) -> None:
+    frame = adult(600, seed=16)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = table.append_column("tags", pa.array([cells[i % 2] for i in range(len(frame))]))
+    pq.write_table(table, tmp_path / "raw.parquet")
+    raw = config(tmp_path / "raw.parquet").model_dump(mode="json")
+    raw["data"].update(format="parquet", identifiers=[], text=[])
+    assert_fails_cleanly(
+        validate_config(raw), tmp_path / "out", "data.train: column 'tags'", f"type {kind}",
+        "one number, text, boolean, date or category per cell",
     )  # fmt: skip
 
 

@@ -19,18 +19,27 @@ SPLITS = ("train", "validation", "test")
 SCHEMA = "schema.json"
 
 
+def label_hits(column: pd.Series, positive: Any) -> pd.Series:
+    """Where a label column equals the positive value: numerically when the column holds
+    numbers (``True`` counts as 1), as text otherwise; a boolean value or column compares
+    as true / false in any case, so ``positive: true`` finds a Parquet boolean label."""
+    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+        try:
+            return column == float(positive)
+        except (TypeError, ValueError):
+            return pd.Series(False, index=column.index)
+    text = column.astype("string")
+    if isinstance(positive, bool) or pd.api.types.is_bool_dtype(column):
+        return (text.str.lower() == str(positive).lower()).fillna(False).astype(bool)
+    return (text == str(positive)).fillna(False).astype(bool)
+
+
 def target_of(
     frame: pd.DataFrame, label: str, positive: Any, require_positive: bool = False
 ) -> pd.Series:
-    """1 where the label equals the positive value (compared numerically when both are numbers)."""
+    """1 where the label equals the positive value (see :func:`label_hits`)."""
     column = frame[label]
-    if pd.api.types.is_numeric_dtype(column):
-        try:
-            hit = column == float(positive)
-        except (TypeError, ValueError):
-            hit = pd.Series(False, index=frame.index)
-    else:
-        hit = column.astype("string") == str(positive)
+    hit = label_hits(column, positive)
     if require_positive and not hit.any():
         seen = ", ".join(map(str, pd.unique(column.dropna())[:10]))
         raise DataError(

@@ -124,8 +124,9 @@ def scan_file(
             keys: dict[str, np.ndarray] = {}
             for column in columns:
                 cells[column], content[column], keys[column] = _scan_column(
-                    cfg, roles, column, chunk.column(column), stats
-                )
+                    cfg, roles, column, _scalar_cells(chunk.column(column), column, key, path),
+                    stats,
+                )  # fmt: skip
             token_parts.append(np.stack([content[c] for c in roles.content], axis=1))
             if minhash_columns:
                 minhash_parts.append(
@@ -157,16 +158,33 @@ def scan_file(
     return out
 
 
+def _scalar_cells(raw: pa.ChunkedArray | pa.Array, column: str, key: str, path: Path) -> pa.Array:
+    """The column as numbers or text; a column of lists, structs or bytes that are not
+    UTF-8 is named (a Parquet file can hold them, a table row cannot)."""
+    array = raw.combine_chunks() if isinstance(raw, pa.ChunkedArray) else raw
+    kind = array.type
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_string(kind):
+        return array
+    try:
+        return pc.cast(array, pa.string())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        raise DataError(
+            f"{key}: column {column!r} in {path} holds values of type {array.type}; sslops "
+            "reads one number, text, boolean, date or category per cell: flatten the column "
+            "into such columns or leave it out of the file"
+        ) from None
+
+
 def _scan_column(
-    cfg: Config, roles: Roles, column: str, raw: pa.ChunkedArray, stats: dict[str, Any]
+    cfg: Config, roles: Roles, column: str, array: pa.Array, stats: dict[str, Any]
 ) -> tuple[pa.Array, np.ndarray, np.ndarray]:
-    """One column of a chunk: canonical cells, content tokens and split-key tokens.
+    """One column of a chunk (numbers or text): canonical cells, content tokens and
+    split-key tokens.
 
     The work happens once per distinct value (Arrow dictionary encoding); the results are
     then spread to the rows.
     """
     casefold = cfg.prepare.casefold_categories and column not in roles.text
-    array = raw.combine_chunks() if isinstance(raw, pa.ChunkedArray) else raw
     if pa.types.is_integer(array.type) or pa.types.is_floating(array.type):
         values = pc.cast(array, pa.float64())
         numbers = values.to_numpy(zero_copy_only=False)
@@ -174,8 +192,6 @@ def _scan_column(
         stats["has_value"][column] |= bool((~np.isnan(numbers)).any())
         tokens = value_tokens(pd.Series(numbers, dtype=object), pd.Series(numbers))
         return values, tokens, tokens
-    if not pa.types.is_string(array.type):
-        array = pc.cast(array, pa.string())
     encoded = array.dictionary_encode()
     codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
     weights = np.bincount(codes[codes >= 0], minlength=len(encoded.dictionary))

@@ -19,6 +19,7 @@ from sslops.artifacts import write_artifact
 from sslops.config import Config, DataConfig, KpiConfig, ShadowConfig
 from sslops.errors import DataError
 from sslops.evaluate.metrics import SUMMARY, model_metrics
+from sslops.prepare.dataset import label_hits
 from sslops.shadow.drift import column_drift, flag, numeric_drift
 from sslops.shadow.kpi import decision_costs, labels_saved, read_label_efficiency
 from sslops.shadow.report import write_report
@@ -41,10 +42,7 @@ def _labels(batch: Batch, data: DataConfig | None) -> np.ndarray:
         return y
     column = batch.frame[data.label]
     known = column.notna().to_numpy()
-    if pd.api.types.is_numeric_dtype(column) and isinstance(data.positive, int | float):
-        hit = column.to_numpy(dtype=np.float64, na_value=np.nan) == float(data.positive)
-    else:
-        hit = (column.astype(str) == str(data.positive)).to_numpy()
+    hit = label_hits(column, data.positive).to_numpy(dtype=bool)
     y[known] = hit[known]
     return y
 
