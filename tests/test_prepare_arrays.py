@@ -64,9 +64,30 @@ def test_pixel_csv_bad_value_names_the_line(mnist_rows: list[str], tmp_path: Pat
     lines[31] = lines[31].replace("0,", "300,", 1)
     (tmp_path / "bad.csv").write_text("\n".join(lines) + "\n")
     out = tmp_path / "out"
-    with pytest.raises(DataError, match=r"bad\.csv line 32: .*300"):
+    with pytest.raises(DataError, match=r"bad\.csv line 32: pixel 'pixel\d+' is 300; expected"):
         prepare(image_config(tmp_path / "bad.csv", "pixel_csv"), out)
     assert not out.exists()
+    lines = list(mnist_rows[:50])
+    lines[40] = lines[40].split(",", 2)[2]  # two pixels short
+    (tmp_path / "short.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"short\.csv is not a well-formed CSV: line 41: expected "
+                       r"785 fields \(as in line 1\), got 783"):  # fmt: skip
+        prepare(image_config(tmp_path / "short.csv", "pixel_csv"), out)
+    assert not out.exists()
+
+
+def test_pixel_csv_row_without_label_is_dropped_and_counted(
+    mnist_rows: list[str], tmp_path: Path
+) -> None:
+    lines = list(mnist_rows[:200])
+    lines[7] = lines[7].rsplit(",", 1)[0] + ","
+    (tmp_path / "digits.csv").write_text("\n".join(lines) + "\n")
+    out = prepare(image_config(tmp_path / "digits.csv", "pixel_csv"), tmp_path / "out")
+    card = json.loads((out / "datacard.json").read_text())
+    assert card["rows_without_label_dropped"] == 1
+    data = PreparedData(out)
+    assert sum(len(data.split(s).target) for s in ("train", "validation", "test")) == 199
+    assert "None" not in data.schema["classes"]
 
 
 def test_npz_and_image_folder_resize_and_convert(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from PIL import Image, UnidentifiedImageError
 from scipy.fft import dctn
 
 from sslops.data.dedup import pairs_with_equal_keys
+from sslops.data.readers import csv_problem
 from sslops.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -37,8 +38,10 @@ def read_pixel_csv(path: Path, label: str, key: str) -> tuple[np.ndarray, np.nda
     file has no header row, else the column named ``label``)."""
     try:
         first = pacsv.read_csv(path, read_options=pacsv.ReadOptions(autogenerate_column_names=True))
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise DataError(f"{key}: {path} is not a well-formed CSV ({str(exc)[:120]})") from None
+    except pa.ArrowInvalid:
+        raise DataError(f"{key}: {path} is not a well-formed CSV: {csv_problem(path)}") from None
+    except OSError as exc:
+        raise DataError(f"{key}: {path} could not be read ({exc})") from None
     header = [str(v) for v in first.slice(0, 1).to_pylist()[0].values()] if first.num_rows else []
     has_header = bool(header) and not all(h.replace(".", "", 1).isdigit() for h in header)
     table = first.slice(1) if has_header else first
@@ -49,7 +52,10 @@ def read_pixel_csv(path: Path, label: str, key: str) -> tuple[np.ndarray, np.nda
         raise DataError(f"{key}: {path} has no column {label!r} (data.label)")
     if table.num_rows == 0:
         raise DataError(f"{key}: {path} has no image rows")
-    labels = np.array([str(v) for v in table.column(names.index(label)).to_pylist()], dtype=object)
+    labels = np.array(  # an empty cell is no label: the row is dropped and counted
+        ["" if v is None else str(v) for v in table.column(names.index(label)).to_pylist()],
+        dtype=object,
+    )
     pixel_columns = [i for i, n in enumerate(names) if n != label]
     values = np.empty((table.num_rows, len(pixel_columns)), dtype=np.float64)
     for out, i in enumerate(pixel_columns):
@@ -66,7 +72,7 @@ def read_pixel_csv(path: Path, label: str, key: str) -> tuple[np.ndarray, np.nda
         row, column = np.argwhere(wrong)[0]
         raise DataError(
             f"{key}: {path} line {row + 1 + has_header}: pixel {names[pixel_columns[column]]!r} "
-            f"is {values[row, column]!r}; expected an integer 0..255"
+            f"is {values[row, column]:g}; expected an integer 0..255"
         )
     side, channels = _square_side(len(pixel_columns), path, key)
     images = (

@@ -109,7 +109,7 @@ def read_csv(spec: str, na_values: list[str], key: str = "data.train") -> pd.Dat
     except pd.errors.EmptyDataError:
         raise DataError(f"{key}: {path} is empty; expected a CSV with a header row") from None
     except (pd.errors.ParserError, pd.errors.ParserWarning):
-        raise DataError(f"{key}: {path} is not a well-formed CSV: {_csv_problem(path)}") from None
+        raise DataError(f"{key}: {path} is not a well-formed CSV: {csv_problem(path)}") from None
     except UnicodeDecodeError as exc:
         raise DataError(f"{key}: {path} is not UTF-8 text ({exc.reason})") from None
     if frame.empty:
@@ -126,7 +126,7 @@ def _check_unique_columns(columns: list[str], path: Path, key: str) -> None:
         raise DataError(f"{key}: {path} has duplicate column names {duplicated}")
 
 
-def _csv_problem(path: Path) -> str:
+def csv_problem(path: Path) -> str:
     """Where a CSV goes wrong: the first line that is not UTF-8 or has the wrong field count."""
     opener = gzip.open if path.name.endswith(".gz") else open
     with opener(path, "rb") as raw:
@@ -142,7 +142,7 @@ def _csv_problem(path: Path) -> str:
             if row and len(row) != len(header):
                 return (
                     f"line {reader.line_num}: expected {len(header)} fields "
-                    f"(as in the header), got {len(row)}"
+                    f"(as in line 1), got {len(row)}"
                 )
     return "the file could not be parsed"
 
@@ -177,7 +177,7 @@ def iter_table_chunks(
                 rows += piece.num_rows
                 yield pa.Table.from_batches([piece])
     except (pa.ArrowInvalid, UnicodeDecodeError):
-        raise DataError(f"{key}: {path} is not a well-formed CSV: {_csv_problem(path)}") from None
+        raise DataError(f"{key}: {path} is not a well-formed CSV: {csv_problem(path)}") from None
     if rows == 0:
         raise DataError(f"{key}: {path} has a header but no rows")
 
