@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from sslops.artifacts import META, hash_tree, read_meta, sha256_file, write_artifact
+from sslops.artifacts import (
+    META,
+    check_lineage,
+    hash_tree,
+    read_meta,
+    sha256_file,
+    write_artifact,
+)
 from sslops.errors import ArtifactError
 
 CONFIG = {"seed": 0, "note": "test"}
@@ -237,3 +244,33 @@ def test_read_meta_on_corrupt_meta(tmp_path: Path) -> None:
         read_meta(final)
     assert str(final / META) in str(info.value)
     assert "not valid JSON" in str(info.value)
+
+
+# --- lineage across artifacts given together --------------------------------------------------
+
+
+def test_check_lineage_refuses_artifacts_of_different_runs(tmp_path: Path) -> None:
+    ours, theirs = (
+        make_artifact(tmp_path / "prep-a"),
+        make_artifact(tmp_path / "prep-b", payload="v2"),
+    )
+    with write_artifact(tmp_path / "pre", "pretrain", CONFIG, {"prepared": ours}) as tmp:
+        (tmp / "encoder.bin").write_bytes(b"\x01")
+    with write_artifact(
+        tmp_path / "ft", "finetune", CONFIG, {"prepared": ours, "pretrained": tmp_path / "pre"}
+    ) as tmp:
+        (tmp / "head.bin").write_bytes(b"\x02")
+    check_lineage(ours, tmp_path / "pre")  # one run: fine
+    check_lineage(ours, tmp_path / "pre", tmp_path / "ft")
+    check_lineage(theirs)  # nothing to compare
+    with pytest.raises(ArtifactError) as info:
+        check_lineage(theirs, tmp_path / "pre")
+    message = str(info.value)
+    assert f"{tmp_path / 'pre'} was made from another prepare artifact than {theirs}" in message
+    assert sha256_file(ours / META)[:12] in message and sha256_file(theirs / META)[:12] in message
+    assert f"rerun pretrain on {theirs}" in message
+    # a pretrain artifact rewritten after the fine-tune was made is not the one it records
+    with write_artifact(tmp_path / "pre", "pretrain", CONFIG, {"prepared": ours}) as tmp:
+        (tmp / "encoder.bin").write_bytes(b"\x03")
+    with pytest.raises(ArtifactError, match="made from another pretrain artifact"):
+        check_lineage(ours, tmp_path / "pre", tmp_path / "ft")

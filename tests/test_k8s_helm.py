@@ -77,6 +77,16 @@ def test_schema_refuses_a_secret_value_and_unknown_keys() -> None:
             render_helm_templates(CHART, values)
 
 
+def test_a_values_file_that_is_not_yaml_is_named(tmp_path: Path) -> None:
+    from sslops.errors import ConfigError
+
+    (tmp_path / "values.yaml").write_text("replicaCount: [\n")
+    with pytest.raises(
+        ConfigError, match=r"values file .*values\.yaml is not valid YAML: .*line 2"
+    ):
+        read_values([tmp_path / "values.yaml"])
+
+
 def _leaves(values: dict[str, Any], schema: dict[str, Any], prefix: str = "") -> list[str]:
     """Dotted paths of the values, each checked to have a described schema node."""
     leaves = []

@@ -13,10 +13,12 @@ import pytest
 import torch
 
 from sslops.artifacts import read_meta, sha256_file
+from sslops.audit import audit
 from sslops.config import Config
-from sslops.finetune import stratified_label_subset
+from sslops.errors import ArtifactError
+from sslops.finetune import finetune, stratified_label_subset
 from sslops.models import load_classifier
-from sslops.prepare import PreparedData
+from sslops.prepare import PreparedData, prepare
 
 
 def test_label_subset_is_stratified_and_seeded() -> None:
@@ -100,6 +102,18 @@ def test_audit_lineage_reaches_from_raw_data_to_onnx_bytes(
     assert stages["export"]["inputs"]["finetuned"] == stages["finetune"]["meta_sha256"]
     onnx_hash = sha256_file(stage_artifacts["audit"] / "bundle" / "model.onnx")
     assert stages["export"]["files"]["model.onnx"] == onnx_hash
+
+
+def test_artifacts_of_different_runs_are_refused_before_any_work(
+    stage_artifacts: dict[str, Path], small_config: Config, tmp_path: Path
+) -> None:
+    other = prepare(small_config.model_copy(update={"seed": 1}), tmp_path / "other-prepare")
+    with pytest.raises(ArtifactError, match="made from another prepare artifact"):
+        finetune(small_config, other, stage_artifacts["pretrain"], tmp_path / "finetune")
+    with pytest.raises(ArtifactError, match="made from another prepare artifact"):
+        stages = {k: v for k, v in stage_artifacts.items() if k != "audit"}
+        audit(small_config, {**stages, "prepare": other}, tmp_path / "audit")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other-prepare"]
 
 
 def test_model_card_html_is_self_contained(stage_artifacts: dict[str, Path]) -> None:

@@ -179,3 +179,28 @@ def read_meta(path: Path, stage: str | None = None, verify: bool = True) -> dict
             if actual[name] != expected[name]:
                 raise ArtifactError(f"{path / name} was modified: sha256 differs from {META}")
     return meta
+
+
+_INPUT_STAGE = {"prepared": "prepare", "pretrained": "pretrain", "finetuned": "finetune"}
+
+
+def check_lineage(*paths: Path) -> None:
+    """Refuse artifacts of different runs given together: where one of ``paths`` records an
+    upstream artifact (``inputs`` in its meta.json) of a stage that another of ``paths`` is,
+    both must be the same artifact (equal meta.json hashes). A stage would otherwise apply
+    an encoder to data it was not trained on (a shape error at best), and an audit bundle
+    would describe a chain that never ran."""
+    metas = {Path(p): read_meta(Path(p), verify=False) for p in paths}
+    given = {meta.get("stage"): (path, sha256_file(path / META)) for path, meta in metas.items()}
+    for path, meta in metas.items():
+        for role, record in sorted(meta.get("inputs", {}).items()):
+            stage = _INPUT_STAGE.get(role, role)
+            if stage not in given or given[stage][1] == record.get("meta_sha256"):
+                continue
+            other, digest = given[stage]
+            raise ArtifactError(
+                f"{path} was made from another {stage} artifact than {other}: it records "
+                f"{record.get('path')} (meta.json sha256 {str(record.get('meta_sha256'))[:12]}), "
+                f"the one given has {digest[:12]}; pass the artifacts of one run, or rerun "
+                f"{meta.get('stage')} on {other}"
+            )

@@ -715,7 +715,7 @@ def _describe(error: dict[str, Any]) -> str:
         return f"config key {key!r} is required but missing"
     value = error.get("input")
     shown = f" (got {value!r})" if not isinstance(value, dict) else ""
-    if kind == "list_type" and isinstance(value, str):
+    if kind == "list_type" and isinstance(value, str) and value.isprintable():
         shown += f"; write a list, e.g. --set {key}=[{value}] or [a, b] in YAML"
     return f"config key {key!r}: {error['msg']}{shown}"
 
@@ -728,6 +728,16 @@ def validate_config(raw: dict[str, Any]) -> Config:
         raise ConfigError("; ".join(messages)) from None
 
 
+def read_yaml_file(path: Path, what: str) -> Any:
+    """The YAML document in ``path``; one error naming the file (``what``: "config file",
+    "values file") and PyYAML's line and column when it is not YAML."""
+    try:
+        return read_yaml(Path(path).read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        reason = " ".join(str(exc).split())  # PyYAML's message spans lines; the CLI prints one
+        raise ConfigError(f"{what} {path} is not valid YAML: {reason}") from None
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
     """Read YAML (or start empty), apply ``--set`` overrides, validate."""
     raw: dict[str, Any] = {}
@@ -735,11 +745,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = read_yaml(path.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            reason = " ".join(str(exc).split())  # PyYAML's message spans lines; the CLI prints one
-            raise ConfigError(f"config file {path} is not valid YAML: {reason}") from None
+        loaded = read_yaml_file(path, "config file")
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {path}: expected a mapping at the top level")
         raw = loaded or {}

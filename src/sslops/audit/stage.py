@@ -29,7 +29,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from sslops.artifacts import META, read_meta, sha256_file, write_artifact
+from sslops.artifacts import META, check_lineage, read_meta, sha256_file, write_artifact
 from sslops.audit.bundle import (
     BUNDLE_DIR,
     MANIFEST,
@@ -130,6 +130,7 @@ def audit(
 
     ``run_context`` carries what only the caller knows (KFP run id, container image).
     """
+    check_lineage(*artifacts.values())
     lineage = build_lineage(artifacts, cfg.export.model)
     metrics = json.loads((artifacts["evaluate"] / "metrics.json").read_text(encoding="utf-8"))
     exported = json.loads((artifacts["export"] / "export.json").read_text(encoding="utf-8"))

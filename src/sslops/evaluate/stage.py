@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from sklearn.metrics import confusion_matrix, roc_curve
 
-from sslops.artifacts import read_meta, write_artifact
+from sslops.artifacts import check_lineage, read_meta, write_artifact
 from sslops.config import Config
 from sslops.evaluate.label_efficiency import curve_markdown, label_efficiency, plot_curve
 from sslops.evaluate.metrics import model_metrics
@@ -90,6 +90,7 @@ def _evaluate_split(
 
 def evaluate(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_dir: Path) -> Path:
     """Run the evaluate stage; returns the artifact directory."""
+    check_lineage(prepared_dir, finetuned_dir)
     if cfg.modality != "tabular":  # images and series: sslops.evaluate.arrays
         from sslops.evaluate.arrays import evaluate_arrays
 

@@ -21,7 +21,7 @@ import onnx
 import torch
 
 from sslops import __version__
-from sslops.artifacts import read_meta, sha256_file, write_artifact
+from sslops.artifacts import check_lineage, read_meta, sha256_file, write_artifact
 from sslops.config import Config
 from sslops.errors import ArtifactError
 from sslops.export.graph import OUTPUT, export_raw_column_onnx, raw_inputs
@@ -107,6 +107,7 @@ def _sensitive_policy(cfg: Config) -> str:
 
 def export(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_dir: Path) -> Path:
     """Run the export stage; returns the artifact directory."""
+    check_lineage(prepared_dir, finetuned_dir)
     if cfg.modality != "tabular":  # images and series: sslops.export.arrays
         from sslops.export.arrays import export_arrays
 

@@ -32,7 +32,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
-from sslops.artifacts import write_artifact
+from sslops.artifacts import check_lineage, write_artifact
 from sslops.config import Config
 from sslops.data.encoding import TabularEncoding
 from sslops.errors import ConfigError, DataError
@@ -149,6 +149,7 @@ def _settings(cfg: Config) -> FineTuneSettings:
 
 def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Path) -> Path:
     """Run the finetune stage; returns the artifact directory."""
+    check_lineage(prepared_dir, pretrained_dir)
     if cfg.modality != "tabular":  # images and series: sslops.finetune.arrays
         from sslops.finetune.arrays import finetune_arrays
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from sslops.config import Config, read_yaml
+from sslops.config import Config, read_yaml_file
 from sslops.errors import SslopsError
 
 
@@ -50,7 +50,7 @@ def read_values(files: Iterable[Path]) -> dict[str, Any]:
     for path in files:
         if not Path(path).is_file():
             raise RenderError(f"values file not found: {path}")
-        loaded = read_yaml(Path(path).read_text(encoding="utf-8")) or {}
+        loaded = read_yaml_file(Path(path), "values file") or {}
         if not isinstance(loaded, dict):
             raise RenderError(f"values file {path}: expected a mapping at the top level")
         values = _merge(values, loaded)
