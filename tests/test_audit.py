@@ -179,6 +179,14 @@ def test_failing_gate_names_gate_and_values_and_writes_nothing(
     message = str(info.value)
     assert "min_auc: test ROC AUC = 0." in message and "< limit 0.99" in message
     assert "max_dp_difference" in message and "> limit 0.0001" in message
+    report = json.loads((upstream["finetune"] / "finetune.json").read_text())
+    rows = json.loads((upstream["evaluate"] / "metrics.json").read_text())["rows"]
+    used, train_rows = report["labels_used"], report["train_rows"]
+    few = " (raise finetune.label_fraction)" if used < 50 else ""  # the small run has fewer
+    assert message.endswith(
+        f"; the model was fitted on {used:,} labels of {train_rows:,} training rows{few} and "
+        f"measured on {rows:,} test rows"
+    )
     assert list(tmp_path.iterdir()) == []
 
 

@@ -41,8 +41,11 @@ def measured_values(metrics: dict[str, Any], exported: dict[str, Any]) -> dict[s
     }
 
 
-def evaluate_gates(cfg: Config, values: dict[str, float | None]) -> dict[str, Any]:
-    """Every gate's result; raises GateError when one fails without an override."""
+def evaluate_gates(
+    cfg: Config, values: dict[str, float | None], context: str = ""
+) -> dict[str, Any]:
+    """Every gate's result; raises GateError when one fails without an override (its
+    message ends with ``context``, e.g. how many labels the model saw)."""
     limits = cfg.audit.gates.model_dump()
     results, failures = [], []
     for gate, (what, kind) in GATES.items():
@@ -72,6 +75,7 @@ def evaluate_gates(cfg: Config, values: dict[str, float | None]) -> dict[str, An
             "policy gate failed for model "
             f"{cfg.export.model!r}: {'; '.join(failures)} (to accept a failure, set "
             "audit.overrides.<gate>.justification and .approved_by)"
+            + (f"; {context}" if context else "")
         )
     overridden = any(r["status"] == "overridden" for r in results)
     return {

@@ -87,6 +87,20 @@ def build_lineage(artifacts: dict[str, Path], deployed: str) -> dict[str, Any]:
     return lineage
 
 
+def _gate_context(finetuned: Path, metrics: dict[str, Any]) -> str:
+    """How much data stands behind the measured values: a failing gate on a model that saw
+    a handful of labels should say so."""
+    report = json.loads((finetuned / "finetune.json").read_text(encoding="utf-8"))
+    used, rows = report.get("labels_used"), report.get("train_rows")
+    if used is None or rows is None:
+        return ""
+    hint = " (raise finetune.label_fraction)" if used < 50 and used < rows else ""
+    return (
+        f"the model was fitted on {used:,} labels of {rows:,} training rows{hint} and "
+        f"measured on {metrics.get('rows', 0):,} test rows"
+    )
+
+
 def _copy_evidence(artifacts: dict[str, Path], bundle: Path) -> list[str]:
     """Every result file of the earlier stages, discovered, under evidence/<stage>/."""
     copied = []
@@ -134,7 +148,9 @@ def audit(
     lineage = build_lineage(artifacts, cfg.export.model)
     metrics = json.loads((artifacts["evaluate"] / "metrics.json").read_text(encoding="utf-8"))
     exported = json.loads((artifacts["export"] / "export.json").read_text(encoding="utf-8"))
-    gates = evaluate_gates(cfg, measured_values(metrics, exported))  # raises on a failing gate
+    gates = evaluate_gates(  # raises on a failing gate
+        cfg, measured_values(metrics, exported), _gate_context(artifacts["finetune"], metrics)
+    )
     key = load_signing_key(cfg.audit.signing)
     config = cfg.model_dump(mode="json")
     with write_artifact(out_dir, "audit", config, artifacts) as tmp:
