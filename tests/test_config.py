@@ -99,6 +99,12 @@ def test_a_word_where_a_list_belongs_shows_the_list_to_write() -> None:
     assert "--set prepare.pii.skip_columns=[applied_on]" in message
 
 
+def test_a_categorical_column_cannot_also_be_the_label_or_text() -> None:
+    with pytest.raises(ConfigError, match=r"data.categorical columns \['income'\] are also"):
+        build("data.categorical=[income]")
+    assert build("data.categorical=[education-num]").data.categorical == ["education-num"]
+
+
 def test_wrong_modality_names_key_value_and_allowed() -> None:
     with pytest.raises(ConfigError) as info:
         build("modality=audio")

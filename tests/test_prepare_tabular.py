@@ -245,6 +245,34 @@ def test_a_column_listed_in_skip_columns_is_not_scanned(tmp_path: Path) -> None:
     )
 
 
+def test_a_numeric_column_with_a_few_texts_is_named_not_turned_into_categories(
+    tmp_path: Path,
+) -> None:
+    frame, _ = with_notes(adult(900, seed=17))
+    frame.loc[::60, "age"] = "unknown"  # 15 of 900 rows
+    frame.to_csv(tmp_path / "raw.csv", index=False)
+    assert_fails_cleanly(
+        config(tmp_path / "raw.csv"), tmp_path / "out",
+        "data.train: column 'age' in", "holds numbers in 885 rows and text in 15 (e.g. 'unknown')",
+        """--set 'data.na_values=["?", "", "unknown"]'""", "--set 'data.categorical=[age]'",
+    )  # fmt: skip
+    raw = config(tmp_path / "raw.csv").model_dump(mode="json")
+    raw["data"]["na_values"] = ["?", "", "unknown"]
+    card = json.loads(
+        (prepare(validate_config(raw), tmp_path / "na") / "datacard.json").read_text()
+    )
+    assert card["schema"]["age"] == {"dtype": "numeric", "missing": 15, "normalized_text": 15}
+    raw["data"].update(na_values=["?", ""], categorical=["age", "education-num"])
+    out = prepare(validate_config(raw), tmp_path / "codes")
+    card = json.loads((out / "datacard.json").read_text())
+    assert (
+        card["schema"]["age"]["dtype"] == card["schema"]["education-num"]["dtype"] == "categorical"
+    )
+    encoding = json.loads((out / "encoding.json").read_text())
+    levels = {c["name"]: c["categories"] for c in encoding["categorical"]}
+    assert "unknown" in levels["age"] and {"9", "13"} <= set(levels["education-num"])
+
+
 def test_edited_texts_count_as_equal_with_text_jaccard(tmp_path: Path) -> None:
     base, _ = with_notes(adult(1500, seed=12))
     base["note"] = [f"customer {i} asked about the {w} of the account" for i, w in

@@ -73,6 +73,11 @@ class DataConfig(_Section):
     identifiers: list[str] = Field(
         default_factory=list, description="Columns dropped in prepare; they never reach a model."
     )
+    categorical: list[str] = Field(
+        default_factory=list,
+        description="Columns read as categories even where their values are numbers (a ZIP or "
+        "product code, a grade 1-12 with 'K').",
+    )
     na_values: list[str] = Field(
         default_factory=lambda: ["?", ""], description="Cell values that mean 'missing'."
     )
@@ -84,6 +89,11 @@ class DataConfig(_Section):
         clash = sorted(set(self.sensitive) & set(self.identifiers))
         if clash:
             raise ValueError(f"columns {clash} are both sensitive and identifiers")
+        other = sorted(set(self.categorical) & {self.label, *self.identifiers, *self.text})
+        if other:
+            raise ValueError(
+                f"data.categorical columns {other} are also the label, identifiers or text"
+            )
         return self
 
 

@@ -110,7 +110,9 @@ def plan(cfg: Config, roles: Roles, folders: list[Path]) -> Plan:
     scans = [read_scan(f) for f in folders]
     source = np.concatenate([np.full(s["rows"], s["source"]) for s in scans])
     numeric = {
-        c: all(s["numeric"][c] for s in scans) and any(s["has_value"][c] for s in scans)
+        c: all(s["numeric"][c] for s in scans)
+        and any(s["has_value"][c] for s in scans)
+        and c not in cfg.data.categorical
         for c in roles.content
     }
     spellings: dict[str, Counter[str]] = {}

@@ -108,6 +108,7 @@ def scan_file(
         "numeric": {c: True for c in roles.content},
         "has_value": {c: False for c in roles.content},
         "spellings": {c: Counter() for c in roles.content if c not in roles.text},
+        "_mixed": {},
     }
     token_parts, key_parts, minhash_parts = [], [], []
     minhash_columns = [c for c in roles.content if c in roles.text]
@@ -123,10 +124,12 @@ def scan_file(
             content: dict[str, np.ndarray] = {}
             keys: dict[str, np.ndarray] = {}
             for column in columns:
+                array = _scalar_cells(chunk.column(column), column, key, path)
+                if column in cfg.data.categorical and not pa.types.is_string(array.type):
+                    array = pc.cast(array, pa.string())  # a typed code column: its digits
                 cells[column], content[column], keys[column] = _scan_column(
-                    cfg, roles, column, _scalar_cells(chunk.column(column), column, key, path),
-                    stats,
-                )  # fmt: skip
+                    cfg, roles, column, array, stats
+                )
             token_parts.append(np.stack([content[c] for c in roles.content], axis=1))
             if minhash_columns:
                 minhash_parts.append(
@@ -146,6 +149,7 @@ def scan_file(
     finally:
         if writer is not None:
             writer.close()
+    _check_mixed(stats.pop("_mixed"), cfg, path, key)
     np.save(out / "tokens.npy", np.concatenate(token_parts).reshape(-1, len(roles.content)))
     np.save(out / "keys.npy", np.concatenate(key_parts))
     if minhash_columns:
@@ -209,6 +213,9 @@ def _scan_column(
     all_numeric = bool((~np.isnan(numbers) | ~present).all())
     stats["numeric"][column] &= all_numeric
     stats["has_value"][column] |= bool((present & (weights > 0)).any())
+    if column not in roles.text and column not in cfg.data.categorical:
+        _count_mixed(stats["_mixed"].setdefault(column, _Mixed()), distinct, numbers, present,
+                     weights)  # fmt: skip
     if casefold and not all_numeric:
         for value, weight in zip(distinct.to_pylist(), weights.tolist(), strict=True):
             if weight and value is not None and any(ch.isalpha() for ch in value):
@@ -216,6 +223,46 @@ def _scan_column(
     tokens = _spread(_tokens(distinct, casefold, numbers), codes)
     key_tokens = tokens if casefold else _spread(_tokens(distinct, True, numbers), codes)
     return _take(distinct, codes), tokens, key_tokens
+
+
+@dataclass
+class _Mixed:
+    """Rows of one column that hold a number or text, and the first few texts (in memory
+    only: ``scan.json`` keeps counts, never values)."""
+
+    numbers: int = 0
+    texts: int = 0
+    examples: list[str] = field(default_factory=list)
+
+
+def _count_mixed(
+    mixed: _Mixed, distinct: pa.Array, numbers: np.ndarray, present: np.ndarray,
+    weights: np.ndarray,
+) -> None:  # fmt: skip
+    text = np.flatnonzero(present & np.isnan(numbers) & (weights > 0))
+    mixed.numbers += int(weights[present & ~np.isnan(numbers)].sum())
+    mixed.texts += int(weights[text].sum())
+    for index in text[: 3 - len(mixed.examples)]:
+        mixed.examples.append(str(distinct[int(index)].as_py())[:30])
+
+
+MIXED_NUMERIC_SHARE = 0.95
+
+
+def _check_mixed(mixed: dict[str, _Mixed], cfg: Config, path: Path, key: str) -> None:
+    """A column of numbers with a few texts in it would silently become a category (its
+    order lost, its values folded): name the texts and the two ways to say what they are."""
+    for column, m in mixed.items():
+        if m.texts and m.numbers >= MIXED_NUMERIC_SHARE * (m.numbers + m.texts):
+            examples = ", ".join(repr(v) for v in m.examples)
+            markers = json.dumps([*cfg.data.na_values, *m.examples], ensure_ascii=False)
+            raise DataError(
+                f"{key}: column {column!r} in {path} holds numbers in {m.numbers:,} rows and "
+                f"text in {m.texts:,} (e.g. {examples}); if the text marks a missing value, add "
+                f"it to data.na_values (--set 'data.na_values={markers}'); if the column is a "
+                f"code, list it in data.categorical (--set 'data.categorical=[{column}]'); "
+                "otherwise correct the file"
+            )
 
 
 def _tokens(distinct: pa.Array, casefold: bool, numbers: np.ndarray | None = None) -> np.ndarray:

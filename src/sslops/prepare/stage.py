@@ -66,6 +66,7 @@ def check_inputs(cfg: Config) -> None:
         "data.sensitive": cfg.data.sensitive,
         "data.identifiers": cfg.data.identifiers,
         "data.text": cfg.data.text,
+        "data.categorical": cfg.data.categorical,
         "prepare.split_key": cfg.prepare.split_key,
         "prepare.ood": predicate_columns(cfg.prepare.ood) if cfg.prepare.ood else [],
         "prepare.pii.skip_columns": cfg.prepare.pii.skip_columns,
