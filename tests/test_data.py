@@ -334,3 +334,20 @@ def test_label_hits_compare_numbers_numerically_and_booleans_in_any_case(
     values: list[Any], dtype: str, positive: Any, expected: list[bool]
 ) -> None:
     assert label_hits(pd.Series(values, dtype=dtype), positive).tolist() == expected
+
+
+@pytest.mark.parametrize(
+    "values",
+    [[True, False], [27.0, 2.5, 0.1, 1e20, 123456789.0, -3.0], [5, -12], ["x", "27"]],
+)
+def test_cell_text_is_what_prepare_wrote_for_a_typed_column(values: list[Any]) -> None:
+    """Serving feeds (ONNX, shadow) turn a request's value into the category text that
+    prepare got from Arrow's cast of the same typed column."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from sslops.data.canonicalize import cell_text
+
+    arrow = pc.cast(pa.array(values), pa.string()).to_pylist()
+    assert [cell_text(v) for v in values] == arrow
+    assert [cell_text(v) for v in pd.Series([*values, None]).to_numpy(dtype=object)] == [*arrow, ""]

@@ -24,6 +24,21 @@ def canonical_column_name(name: Any) -> str:
     return " ".join(unicodedata.normalize("NFKC", str(name)).split())
 
 
+def cell_text(value: Any) -> str:
+    """A category cell as ``prepare`` wrote it when it read the value from a typed column
+    (Arrow's cast to text): missing as "", booleans as true / false, a whole float without
+    its ".0". Serving feeds (ONNX export, shadow scoring) use it so that a request holding
+    ``True`` or ``27.0`` finds the category the model learned."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return ""
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"
+    if isinstance(value, float | np.floating):
+        number = float(value)
+        return str(int(number)) if number.is_integer() and abs(number) < 1e16 else repr(number)
+    return str(value)
+
+
 def canonical_strings(
     values: pd.Series, na_values: list[str], weights: np.ndarray | None = None
 ) -> tuple[pd.Series, int]:

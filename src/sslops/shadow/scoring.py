@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sslops.data.canonicalize import canonicalize
+from sslops.data.canonicalize import canonicalize, cell_text
 from sslops.data.readers import read_csv
 from sslops.errors import DataError
 
@@ -127,7 +127,7 @@ class OnnxClassifier:
             column = batch.frame[spec.name]
             if spec.type == "tensor(string)":
                 values = column.to_numpy(dtype=object)
-                array = np.array(["" if pd.isna(v) else str(v) for v in values], dtype=object)
+                array = np.array([cell_text(v) for v in values], dtype=object)
             elif spec.type in _ORT_TYPES:
                 numbers = pd.to_numeric(column, errors="coerce")
                 bad = numbers.isna() & column.notna()
