@@ -124,9 +124,9 @@ def scan_file(
             content: dict[str, np.ndarray] = {}
             keys: dict[str, np.ndarray] = {}
             for column in columns:
-                array = _scalar_cells(chunk.column(column), column, key, path)
-                if column in cfg.data.categorical and not pa.types.is_string(array.type):
-                    array = pc.cast(array, pa.string())  # a typed code column: its digits
+                array = _scalar_cells(
+                    chunk.column(column), column, key, path, column in cfg.data.categorical
+                )
                 cells[column], content[column], keys[column] = _scan_column(
                     cfg, roles, column, array, stats
                 )
@@ -162,12 +162,17 @@ def scan_file(
     return out
 
 
-def _scalar_cells(raw: pa.ChunkedArray | pa.Array, column: str, key: str, path: Path) -> pa.Array:
-    """The column as numbers or text; a column of lists, structs or bytes that are not
-    UTF-8 is named (a Parquet file can hold them, a table row cannot)."""
+def _scalar_cells(
+    raw: pa.ChunkedArray | pa.Array, column: str, key: str, path: Path, as_text: bool = False
+) -> pa.Array:
+    """The column as numbers or text (``as_text``: always text, as for a typed code column
+    in data.categorical); a column of lists, structs or bytes that are not UTF-8 is named
+    (a Parquet file can hold them, a table row cannot)."""
     array = raw.combine_chunks() if isinstance(raw, pa.ChunkedArray) else raw
     kind = array.type
-    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_string(kind):
+    if pa.types.is_string(kind) or (
+        not as_text and (pa.types.is_integer(kind) or pa.types.is_floating(kind))
+    ):
         return array
     try:
         return pc.cast(array, pa.string())
