@@ -87,10 +87,13 @@ SECURITY_VENV  := .tools/security
 SECURITY_TOOLS := $(SECURITY_VENV)/.installed
 PURELIB = $$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
-.PHONY: test-reliability bandit audit-deps
+.PHONY: test-reliability fuzz bandit audit-deps
 
 test-reliability: $(STAMP)  ## fault injection, fuzzing, concurrent runs, secrets (tests/reliability; ~15 min on 2 cores)
 	$(BIN)/python -m pytest -q -m 'not gpu' tests/reliability
+
+fuzz: $(STAMP)  ## new random fuzz cases, 5x as many (the suite's own are fixed); a failure prints its @reproduce_failure
+	SSLOPS_FUZZ_RANDOM=1 SSLOPS_FUZZ_SCALE=$${SSLOPS_FUZZ_SCALE:-5} $(BIN)/python -m pytest -q -m reliability tests/reliability/test_fuzz_inputs.py
 
 # bandit and pip-audit live in their own environment, like checkov: not the package's dependencies.
 $(SECURITY_TOOLS):

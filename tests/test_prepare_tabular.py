@@ -15,8 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from sslops.artifacts import read_meta
-from sslops.config import Config, validate_config
-from sslops.errors import ConfigError, DataError
+from sslops.config import Config, load_config, validate_config
+from sslops.data.readers import read_csv
+from sslops.errors import ConfigError, DataError, one_line
 from sslops.prepare import PreparedData, prepare
 from tests.conftest import ADULT
 
@@ -271,6 +272,34 @@ def test_a_numeric_column_with_a_few_texts_is_named_not_turned_into_categories(
     encoding = json.loads((out / "encoding.json").read_text())
     levels = {c["name"]: c["categories"] for c in encoding["categorical"]}
     assert "unknown" in levels["age"] and {"9", "13"} <= set(levels["education-num"])
+
+
+def test_the_mixed_column_hint_writes_an_untypeable_marker_as_an_escape_that_set_reads_back(
+    tmp_path: Path,
+) -> None:
+    """A damaged cell holding a line break (U+0085, as the fuzzer found) is quoted as \\u0085
+    in the --set hint, and that hint, applied as written, lets prepare read the file."""
+    frame, _ = with_notes(adult(400, seed=3))
+    frame.loc[5, "age"] = "0\x850"
+    frame.to_csv(tmp_path / "raw.csv", index=False)
+    with pytest.raises(DataError) as caught:
+        prepare(config(tmp_path / "raw.csv"), tmp_path / "out")
+    message = str(caught.value)
+    assert one_line(message) == message  # nothing in it breaks the line
+    hint = message.split("--set '")[1].split("'")[0]
+    assert hint == 'data.na_values=["?", "", "0\\u00850"]'
+    cfg = config(tmp_path / "raw.csv").model_dump(mode="json")
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    card = prepare(load_config(tmp_path / "cfg.json", [hint]), tmp_path / "na") / "datacard.json"
+    assert json.loads(card.read_text())["schema"]["age"]["missing"] == 1
+
+
+def test_one_line_escapes_every_line_break_str_splitlines_knows() -> None:
+    breaks = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+    text = one_line(f"column {breaks!r} holds {breaks}")
+    assert len(text.splitlines()) == 1 and text.endswith(
+        "\\n\\r\\x0b\\x0c\\x1c\\x1d\\x1e\\x85\\u2028\\u2029"
+    )
 
 
 def test_edited_texts_count_as_equal_with_text_jaccard(tmp_path: Path) -> None:

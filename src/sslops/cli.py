@@ -18,7 +18,7 @@ import yaml
 
 from sslops import __version__
 from sslops.config import Config, load_config
-from sslops.errors import ConfigError, SslopsError, describe_os_error
+from sslops.errors import ConfigError, SslopsError, describe_os_error, one_line
 from sslops.k8s import commands as k8s_commands
 from sslops.shadow import commands as shadow_commands
 
@@ -370,10 +370,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         handlers.get(args.command, _cmd_stage)(args, cfg)
     except SslopsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except OSError as exc:  # environment: folder not writable, disk full, ...
-        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
+        print(f"error: {one_line(describe_os_error(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; no partial output was kept", file=sys.stderr)

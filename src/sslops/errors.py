@@ -25,6 +25,16 @@ class GateError(SslopsError):
     """A policy gate failed."""
 
 
+# What str.splitlines() (and a terminal or log reader) takes as a line break.
+_LINE_BREAKS = {ord(c): repr(c)[1:-1] for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
+
+
+def one_line(message: str) -> str:
+    """The message as one line: a line break quoted from the input (a damaged cell, a column
+    name) is shown escaped, as repr() would, so the error stays a single line."""
+    return message.translate(_LINE_BREAKS)
+
+
 def describe_os_error(exc: OSError) -> str:
     """One line for a file-system failure (not writable, disk full, ...): why, and where."""
     reason = " ".join((exc.strerror or str(exc) or type(exc).__name__).split())

@@ -65,17 +65,19 @@ def canonical_strings(
 def canonical_text(raw: pa.Array, na_values: list[str]) -> tuple[pa.Array, np.ndarray]:
     """Canonical form of distinct text values (null = missing) and which of them changed
     (an empty cell becoming missing is not a change)."""
-    text = pc.utf8_normalize(raw, "NFKC")
-    text = pc.utf8_trim_whitespace(pc.replace_substring_regex(text, r"\s+", " "))
-    markers = pa.array(
-        sorted({" ".join(unicodedata.normalize("NFKC", v).split()) for v in na_values}),
-        type=pa.string(),
-    )
+    text = _normal_form(raw)
+    markers = _normal_form(pa.array(na_values, type=pa.string())).unique()  # as cells are
     missing = pc.or_(pc.is_in(text, value_set=markers), pc.equal(pc.utf8_length(text), 0))
     canon = pc.if_else(missing, pa.scalar(None, pa.string()), text)
     changed = pc.fill_null(pc.not_equal(canon, raw), True).to_numpy(zero_copy_only=False)
     was_empty = pc.fill_null(pc.equal(pc.utf8_length(raw), 0), True)
     return canon, changed & ~was_empty.to_numpy(zero_copy_only=False)
+
+
+def _normal_form(text: pa.Array) -> pa.Array:
+    """NFKC, runs of whitespace as one space, no space at either end."""
+    text = pc.utf8_normalize(text, "NFKC")
+    return pc.utf8_trim_whitespace(pc.replace_substring_regex(text, r"\s+", " "))
 
 
 def parse_number_array(text: pa.Array) -> np.ndarray:

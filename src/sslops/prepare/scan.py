@@ -260,12 +260,18 @@ def _check_mixed(mixed: dict[str, _Mixed], cfg: Config, path: Path, key: str) ->
     for column, m in mixed.items():
         if m.texts and m.numbers >= MIXED_NUMERIC_SHARE * (m.numbers + m.texts):
             examples = ", ".join(repr(v) for v in m.examples)
-            markers = json.dumps([*cfg.data.na_values, *m.examples], ensure_ascii=False)
+            values = list(dict.fromkeys([*cfg.data.na_values, *m.examples]))
+            # JSON escapes are YAML escapes: a marker that cannot be typed (a control or
+            # line-break character from a damaged file) is written as \uXXXX, which --set
+            # reads back as that character
+            typed = all(v.isprintable() for v in values)
+            markers = json.dumps(values, ensure_ascii=not typed)
+            code = column if column.isprintable() else json.dumps(column)
             raise DataError(
                 f"{key}: column {column!r} in {path} holds numbers in {m.numbers:,} rows and "
                 f"text in {m.texts:,} (e.g. {examples}); if the text marks a missing value, add "
                 f"it to data.na_values (--set 'data.na_values={markers}'); if the column is a "
-                f"code, list it in data.categorical (--set 'data.categorical=[{column}]'); "
+                f"code, list it in data.categorical (--set 'data.categorical=[{code}]'); "
                 "otherwise correct the file"
             )
 
