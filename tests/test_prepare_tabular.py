@@ -4,7 +4,10 @@ change a byte, and bad input fails with the file and line."""
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -362,6 +365,74 @@ def assert_fails_cleanly(cfg: Config, out: Path, *needles: str) -> None:
     for needle in needles:
         assert needle in str(info.value), (needle, str(info.value))
     assert not out.exists() and not list(out.parent.glob(".*partial*"))
+
+
+def _other_formats(frame: pd.DataFrame, folder: Path) -> dict[str, tuple[Path, str]]:
+    """The same rows in files a user might hand over as data.train (format csv)."""
+    text = frame.to_csv(index=False).encode()
+    files = {
+        "parquet": ("rows.csv", "is a Parquet file; set data.format=parquet"),
+        "gzip": ("rows.csv", "is gzip-compressed but its name does not end in .gz; rename it to "
+                 "rows.csv.gz"),
+        "bzip2": ("rows.csv.bz2", "is bzip2-compressed; decompress it"),
+        "xlsx": ("rows.xlsx", "is a zip archive (an Excel .xlsx workbook is one); export"),
+        "json lines": ("rows.jsonl", "looks like JSON; sslops reads CSV or Parquet: convert it, "
+                       "e.g. pandas.read_json(path, lines=True)"),
+        "json array": ("rows.json", "lines=False"),
+        "json in gzip": ("rows.json.gz", "looks like JSON"),
+        "utf-16": ("rows.csv", "is UTF-16 text (it starts with a byte-order mark); save the file "
+                   "as UTF-8, e.g. iconv -f UTF-16"),
+    }  # fmt: skip
+    out = {}
+    for kind, (name, needle) in files.items():
+        path = folder / kind.replace(" ", "_") / name
+        path.parent.mkdir()
+        if kind == "parquet":
+            frame.to_parquet(path)
+        elif kind == "gzip":
+            path.write_bytes(gzip.compress(text))
+        elif kind == "bzip2":
+            path.write_bytes(bz2.compress(text))
+        elif kind == "xlsx":
+            with zipfile.ZipFile(path, "w") as archive:
+                archive.writestr("xl/workbook.xml", "<workbook/>")
+        elif kind == "utf-16":
+            path.write_text(text.decode(), encoding="utf-16")
+        elif kind == "json in gzip":
+            path.write_bytes(gzip.compress(frame.to_json(orient="records", lines=True).encode()))
+        else:
+            frame.to_json(path, orient="records", lines=kind == "json lines")
+        out[kind] = (path, needle)
+    return out
+
+
+def test_a_file_in_another_format_is_named_for_what_it_is(tmp_path: Path) -> None:
+    """Not a header made of the first JSON record or a 'not UTF-8' from the CSV parser: what
+    the file is and what to do, for the table reader, the pixel reader and shadow scoring."""
+    frame, _ = with_notes(adult(200))
+    for path, needle in _other_formats(frame, tmp_path).values():
+        assert_fails_cleanly(config(path), path.parent / "out", f"data.train: {path} ", needle)
+        with pytest.raises(DataError, match=r"data.train: .* (is|looks like) "):
+            read_csv(str(path), ["?"], key="data.train")
+    pixels = validate_config(
+        {"modality": "image", "data": {"train": str(tmp_path / "gzip" / "rows.csv"),
+                                       "format": "pixel_csv", "label": "label"}}
+    )  # fmt: skip
+    assert_fails_cleanly(pixels, tmp_path / "pixels", "is gzip-compressed")
+    lines = frame.to_csv(index=False).splitlines()
+    lines[19] += " (vu à Genève)"  # the note column
+    (tmp_path / "latin1.csv").write_bytes("\n".join(lines).encode("latin-1"))
+    assert_fails_cleanly(  # the header reader decodes a block ahead: it said "line 1"
+        config(tmp_path / "latin1.csv"), tmp_path / "out", "latin1.csv line 20: not UTF-8 text",
+        "iconv -f latin1 -t utf-8",
+    )  # fmt: skip
+    frame.to_csv(tmp_path / "plain.csv", index=False)
+    wrong = config(tmp_path / "plain.csv").model_dump(mode="json")
+    wrong["data"]["format"] = "parquet"
+    assert_fails_cleanly(
+        validate_config(wrong), tmp_path / "out", "is not a readable Parquet file",
+        "it looks like CSV text: set data.format=csv",
+    )  # fmt: skip
 
 
 def test_ragged_row_deep_in_a_chunked_csv_names_the_line(tmp_path: Path) -> None:

@@ -76,12 +76,13 @@ def read_header(spec: str, key: str = "data.train", fmt: str = "csv") -> list[st
         try:
             return [str(n).strip() for n in pq.read_schema(path).names]
         except (OSError, pa.ArrowException) as exc:
-            raise DataError(f"{key}: {path} is not a readable Parquet file ({exc})") from None
+            raise _unreadable_parquet(path, exc, key) from None
+    check_is_csv(path, key)
     try:
         with _open_text(path) as fh:
             header = next(csv.reader(fh), None)
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{key}: {path} line 1: not UTF-8 text ({exc.reason})") from None
+    except UnicodeDecodeError:  # the reader decodes a block ahead: find the line
+        raise DataError(f"{key}: {path} {csv_problem(path)}") from None
     except (OSError, csv.Error) as exc:
         raise DataError(f"{key}: cannot read {path}: {exc}") from None
     if not header or not any(h.strip() for h in header):
@@ -89,9 +90,73 @@ def read_header(spec: str, key: str = "data.train", fmt: str = "csv") -> list[st
     return [h.strip() for h in header]
 
 
+def _to_utf8(source: str = "latin1") -> str:
+    """What to do with a text file in another encoding (latin1: a guess, named as such)."""
+    return f"; save the file as UTF-8, e.g. iconv -f {source} -t utf-8 FILE > FILE.utf8"
+
+
+_TO_UTF8 = _to_utf8()
+
+# Leading bytes of files people hand over as CSV: what the file is, and what to do.
+_NOT_CSV = {
+    b"PAR1": "a Parquet file; set data.format=parquet",
+    b"\xff\xfe\x00\x00": f"UTF-32 text (it starts with a byte-order mark){_to_utf8('UTF-32')}",
+    b"\x00\x00\xfe\xff": f"UTF-32 text (it starts with a byte-order mark){_to_utf8('UTF-32')}",
+    b"\xff\xfe": f"UTF-16 text (it starts with a byte-order mark){_to_utf8('UTF-16')}",
+    b"\xfe\xff": f"UTF-16 text (it starts with a byte-order mark){_to_utf8('UTF-16')}",
+    b"PK\x03\x04": "a zip archive (an Excel .xlsx workbook is one); export the sheet as CSV "
+    "(UTF-8) or Parquet",
+    b"\xd0\xcf\x11\xe0": "an Excel .xls workbook; export the sheet as CSV (UTF-8) or Parquet",
+    b"BZh": "bzip2-compressed; decompress it, or compress it with gzip as .csv.gz",
+    b"\xfd7zXZ": "xz-compressed; decompress it, or compress it with gzip as .csv.gz",
+    b"\x28\xb5\x2f\xfd": "zstd-compressed; decompress it, or compress it with gzip as .csv.gz",
+}
+
+
+def check_is_csv(path: Path, key: str) -> None:
+    """A file named as CSV that is something else gets one line saying what it is, not a
+    parse error from deep inside the CSV reader (or a header made of its first record)."""
+    with open(path, "rb") as fh:
+        head = fh.read(512)
+    gzipped = head.startswith(b"\x1f\x8b")
+    if gzipped and not path.name.endswith(".gz"):
+        raise DataError(
+            f"{key}: {path} is gzip-compressed but its name does not end in .gz; "
+            f"rename it to {path.name}.gz"
+        )
+    if gzipped:
+        with gzip.open(path, "rb") as fh:
+            try:
+                head = fh.read(512)
+            except (OSError, EOFError) as exc:
+                raise DataError(f"{key}: {path} is not a readable gzip file ({exc})") from None
+    for magic, what in _NOT_CSV.items():
+        if head.startswith(magic):
+            raise DataError(f"{key}: {path} is {what}")
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if text.startswith(b'{"') or (text.startswith(b"[") and text[1:].lstrip().startswith(b"{")):
+        raise DataError(
+            f"{key}: {path} looks like JSON; sslops reads CSV or Parquet: convert it, e.g. "
+            f"pandas.read_json(path, lines={not text.startswith(b'[')}).to_parquet(...) and set "
+            "data.format=parquet"
+        )
+
+
+def _unreadable_parquet(path: Path, exc: Exception, key: str) -> DataError:
+    with open(path, "rb") as fh:
+        head = fh.read(4096)
+    try:
+        first_line = head.decode("utf-8").splitlines()[0] if head else ""
+    except UnicodeDecodeError:
+        first_line = ""
+    hint = "; it looks like CSV text: set data.format=csv" if "," in first_line else ""
+    return DataError(f"{key}: {path} is not a readable Parquet file ({exc}){hint}")
+
+
 def read_csv(spec: str, na_values: list[str], key: str = "data.train") -> pd.DataFrame:
     """Read a whole CSV with a header row; every cell in ``na_values`` becomes missing."""
     path = resolve_path(spec, key)
+    check_is_csv(path, key)
     try:
         # index_col=False and ParserWarning as an error: pandas otherwise takes an extra field
         # on the first data row as an index and silently shifts every column.
@@ -110,8 +175,8 @@ def read_csv(spec: str, na_values: list[str], key: str = "data.train") -> pd.Dat
         raise DataError(f"{key}: {path} is empty; expected a CSV with a header row") from None
     except (pd.errors.ParserError, pd.errors.ParserWarning):
         raise DataError(f"{key}: {path} is not a well-formed CSV: {csv_problem(path)}") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{key}: {path} is not UTF-8 text ({exc.reason})") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{key}: {path} {csv_problem(path)}") from None
     if frame.empty:
         raise DataError(f"{key}: {path} has a header but no rows")
     frame.columns = [str(c).strip() for c in frame.columns]
@@ -134,7 +199,7 @@ def csv_problem(path: Path) -> str:
             try:
                 line.decode("utf-8")
             except UnicodeDecodeError as exc:
-                return f"line {number}: not UTF-8 text (byte {exc.start} of the line)"
+                return f"line {number}: not UTF-8 text (byte {exc.start} of the line){_TO_UTF8}"
     with _open_text(path) as fh:
         reader = csv.reader(fh)
         header = next(reader, [])
@@ -186,7 +251,7 @@ def _parquet_chunks(path: Path, chunk_rows: int, key: str) -> Iterator[pa.Table]
     try:
         reader = pq.ParquetFile(path)
     except (OSError, pa.ArrowException) as exc:
-        raise DataError(f"{key}: {path} is not a readable Parquet file ({exc})") from None
+        raise _unreadable_parquet(path, exc, key) from None
     names = [str(n).strip() for n in reader.schema_arrow.names]
     _check_unique_columns(names, path, key)
     if reader.metadata.num_rows == 0:
@@ -211,4 +276,6 @@ def read_text_lines(path: Path, key: str) -> list[str]:
         return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8").read().splitlines()
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise DataError(f"{key}: {path} line {line}: not UTF-8 text ({exc.reason})") from None
+        raise DataError(
+            f"{key}: {path} line {line}: not UTF-8 text ({exc.reason}){_TO_UTF8}"
+        ) from None

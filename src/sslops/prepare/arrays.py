@@ -30,7 +30,7 @@ from sslops.data.images import (
     read_npz,
     read_pixel_csv,
 )
-from sslops.data.readers import local_path, resolve_path
+from sslops.data.readers import check_is_csv, local_path, resolve_path
 from sslops.data.series import canonical_series, near_duplicate_series, read_ts
 from sslops.data.split import (
     SPLIT_NAMES,
@@ -79,6 +79,7 @@ def _check_label(cfg: Config, path: Path, key: str) -> None:
             f"label per series, named {TS_LABEL!r}"
         )
     if fmt == "pixel_csv":
+        check_is_csv(path, key)
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
             first = [h.strip() for h in fh.readline().split(",")]
