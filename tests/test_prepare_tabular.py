@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -22,6 +23,7 @@ from sslops.config import Config, load_config, validate_config
 from sslops.data.readers import read_csv
 from sslops.errors import ConfigError, DataError, one_line
 from sslops.prepare import PreparedData, prepare
+from sslops.prepare.scan import _FORMATTED_NUMBER
 from tests.conftest import ADULT
 
 KEY = "unit-test-key-0123456789"
@@ -433,6 +435,73 @@ def test_a_file_in_another_format_is_named_for_what_it_is(tmp_path: Path) -> Non
         validate_config(wrong), tmp_path / "out", "is not a readable Parquet file",
         "it looks like CSV text: set data.format=csv",
     )  # fmt: skip
+
+
+def test_a_csv_saved_by_excel_reads_as_the_same_table(tmp_path: Path) -> None:
+    """Excel's "CSV UTF-8": a byte-order mark, CRLF, trailing columns without a name and an
+    empty last row. The mark is not part of the first column's name (it was: '\ufeffage'),
+    the unnamed empty columns are left out; one that holds a value is named, not dropped."""
+    frame, _ = with_notes(adult(300))
+    frame = frame[["race", *[c for c in frame.columns if c != "race"]]]  # a column in use first
+    lines = [line + ",," for line in frame.to_csv(index=False).splitlines()]
+    excel = tmp_path / "excel.csv"
+    excel.write_bytes(("\r\n".join([*lines, "," * 18]) + "\r\n").encode("utf-8-sig"))
+    out = prepare(config(excel), tmp_path / "out")
+    card = json.loads((out / "datacard.json").read_text())
+    assert set(card["schema"]) == set(frame.columns) - {"customer_id"}
+    assert {g["group"] for g in card["sensitive_groups_train"]["race"]} <= set(frame["race"])
+    assert card["rows_without_label_dropped"] == 1  # the empty row
+
+    lines[120] += "see note"  # a value under a column without a name
+    (tmp_path / "filled.csv").write_text("\n".join(lines) + "\n")
+    assert_fails_cleanly(
+        config(tmp_path / "filled.csv"), tmp_path / "filled",
+        "filled.csv column 19 has no name in the header row but holds values (data row 120 is "
+        "the first); name it in the header, or delete it",
+    )  # fmt: skip
+    named = frame.copy()
+    named[""] = [None] * (len(named) - 1) + [1.5]
+    pq.write_table(pa.Table.from_pandas(named, preserve_index=False), tmp_path / "t.parquet")
+    parquet = config(tmp_path / "t.parquet").model_dump(mode="json")
+    parquet["data"]["format"] = "parquet"
+    assert_fails_cleanly(
+        validate_config(parquet), tmp_path / "pq", "t.parquet column 18 has no name",
+        "data row 300 is the first",
+    )  # fmt: skip
+
+
+def test_numbers_written_for_people_are_named_not_read_as_text(tmp_path: Path) -> None:
+    """1,234 / $40 / 12,5 / 40% would make a numeric column a category column, as a few
+    texts in it would: named, with the two ways out."""
+    frame, _ = with_notes(adult(400, seed=4))
+    frame["fnlwgt"] = [f"{int(v):,}" for v in frame["fnlwgt"]]  # 177,119; 999 stays plain
+    frame["hours-per-week"] = [
+        f"{v}%" if i % 2 else v for i, v in enumerate(frame["hours-per-week"])
+    ]
+    frame.to_csv(tmp_path / "raw.csv", index=False)
+    assert_fails_cleanly(
+        config(tmp_path / "raw.csv"), tmp_path / "out",
+        "column 'fnlwgt' in", "holds numbers written with separators, a currency or a percent "
+        "sign in 400 rows (e.g. '", "--set 'data.categorical=[fnlwgt]'",
+    )  # fmt: skip
+    raw = config(tmp_path / "raw.csv").model_dump(mode="json")
+    raw["data"]["categorical"] = ["fnlwgt"]
+    assert_fails_cleanly(
+        validate_config(raw),
+        tmp_path / "out",
+        "column 'hours-per-week'",
+        "in 200 rows (e.g. '",
+        "%', '",
+    )
+    raw["data"]["categorical"] = ["fnlwgt", "hours-per-week"]
+    card = json.loads(
+        (prepare(validate_config(raw), tmp_path / "ok") / "datacard.json").read_text()
+    )
+    assert card["schema"]["fnlwgt"]["dtype"] == "categorical"
+    people = ["177,119", "1.234.567", "1 234", "1\u202f234,5", "$40", "-€1,250.00", "12,5", "40 %"]
+    other = ["2024-01-05", "1.2.3", "192.168.1.1", "1,2,3", "40 hrs", "555 123 4567", "12:30"]
+    matched = pc.match_substring_regex(pa.array(people + other), _FORMATTED_NUMBER).to_pylist()
+    assert matched == [True] * len(people) + [False] * len(other)
 
 
 def test_ragged_row_deep_in_a_chunked_csv_names_the_line(tmp_path: Path) -> None:

@@ -19,8 +19,10 @@ from importlib.resources import files
 from pathlib import Path
 from typing import IO
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -65,13 +67,20 @@ def resolve_sources(spec: str, key: str, fmt: str = "csv") -> list[Path]:
 
 def _open_text(path: Path) -> IO[str]:
     if path.name.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
+    return open(path, encoding="utf-8-sig", newline="")
 
 
 def read_header(spec: str, key: str = "data.train", fmt: str = "csv") -> list[str]:
-    """Column names of a table without reading the rest of it (the first file of a folder)."""
+    """Column names of a table without reading the rest of it (the first file of a folder).
+    A column without a name (Excel writes trailing empty ones) is left out: the chunk reader
+    checks that it holds nothing."""
     path = resolve_sources(spec, key, fmt)[0]
+    return [name for name in _all_names(path, key, fmt) if name]
+
+
+def _all_names(path: Path, key: str, fmt: str) -> list[str]:
+    """Every column name of the file, stripped, '' for a column without one."""
     if fmt == "parquet":
         try:
             return [str(n).strip() for n in pq.read_schema(path).names]
@@ -184,9 +193,38 @@ def read_csv(spec: str, na_values: list[str], key: str = "data.train") -> pd.Dat
     return frame
 
 
+_UNNAMED = "\x00unnamed column "  # a name no header can hold (no NUL survives a CSV reader)
+
+
+def _placeholders(names: list[str]) -> list[str]:
+    """Names for the readers: a column without one is named by its position, to be dropped."""
+    return [name or f"{_UNNAMED}{i}" for i, name in enumerate(names)]
+
+
+def _without_unnamed(table: pa.Table, path: Path, key: str, before: int) -> pa.Table:
+    """The chunk without its unnamed columns, which must be empty (else their values would be
+    silently lost); ``before``: rows of the file in earlier chunks."""
+    unnamed = [n for n in table.column_names if n.startswith(_UNNAMED)]
+    for name in unnamed:
+        cells = table.column(name)
+        if pa.types.is_string(cells.type) or pa.types.is_large_string(cells.type):
+            filled = pc.fill_null(pc.not_equal(pc.utf8_trim_whitespace(cells), ""), False)
+        else:
+            filled = pc.is_valid(cells)
+        if pc.any(filled).as_py():
+            row = before + int(np.flatnonzero(filled.to_numpy(zero_copy_only=False))[0]) + 1
+            position = int(name[len(_UNNAMED) :]) + 1
+            raise DataError(
+                f"{key}: {path} column {position} has no name in the header row but holds "
+                f"values (data row {row:,} is the first); name it in the header, or delete it"
+            )
+    return table.drop_columns(unnamed)
+
+
 def _check_unique_columns(columns: list[str], path: Path, key: str) -> None:
     seen: set[str] = set()
-    duplicated = sorted({c for c in columns if c in seen or seen.add(c)})  # type: ignore[func-returns-value]
+    named = [c for c in columns if c]
+    duplicated = sorted({c for c in named if c in seen or seen.add(c)})  # type: ignore[func-returns-value]
     if duplicated:
         raise DataError(f"{key}: {path} has duplicate column names {duplicated}")
 
@@ -219,18 +257,19 @@ def iter_table_chunks(
     if fmt == "parquet":
         yield from _parquet_chunks(path, chunk_rows, key)
         return
-    header = read_header(str(path), key)
+    header = _all_names(path, key, fmt)
     _check_unique_columns(header, path, key)
+    names = _placeholders(header)
     try:
         reader = pacsv.open_csv(
             path,
             read_options=pacsv.ReadOptions(
                 block_size=max(1 << 20, min(chunk_rows * 256, 1 << 26)),
-                column_names=header,
+                column_names=names,
                 skip_rows=1,
             ),
             convert_options=pacsv.ConvertOptions(
-                column_types={name: pa.string() for name in header},
+                column_types={name: pa.string() for name in names},
                 strings_can_be_null=False,
                 quoted_strings_can_be_null=False,
             ),
@@ -238,9 +277,9 @@ def iter_table_chunks(
         rows = 0
         for batch in reader:
             for start in range(0, batch.num_rows, chunk_rows):
-                piece = batch.slice(start, chunk_rows)
+                piece = pa.Table.from_batches([batch.slice(start, chunk_rows)])
+                yield _without_unnamed(piece, path, key, rows)
                 rows += piece.num_rows
-                yield pa.Table.from_batches([piece])
     except (pa.ArrowInvalid, UnicodeDecodeError):
         raise DataError(f"{key}: {path} is not a well-formed CSV: {csv_problem(path)}") from None
     if rows == 0:
@@ -254,13 +293,15 @@ def _parquet_chunks(path: Path, chunk_rows: int, key: str) -> Iterator[pa.Table]
         raise _unreadable_parquet(path, exc, key) from None
     names = [str(n).strip() for n in reader.schema_arrow.names]
     _check_unique_columns(names, path, key)
+    names = _placeholders(names)
     if reader.metadata.num_rows == 0:
         raise DataError(f"{key}: {path} has a schema but no rows")
     done = 0
     try:
         for batch in reader.iter_batches(batch_size=chunk_rows):
             done += batch.num_rows
-            yield pa.Table.from_batches([batch]).rename_columns(names)
+            table = pa.Table.from_batches([batch]).rename_columns(names)
+            yield _without_unnamed(table, path, key, done - batch.num_rows)
     except (OSError, pa.ArrowException) as exc:
         raise DataError(
             f"{key}: {path} record {done + 1}: unreadable Parquet data ({exc})"

@@ -81,7 +81,7 @@ def _check_label(cfg: Config, path: Path, key: str) -> None:
     if fmt == "pixel_csv":
         check_is_csv(path, key)
         opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
+        with opener(path, "rt", encoding="utf-8-sig", errors="replace") as fh:
             first = [h.strip() for h in fh.readline().split(",")]
         has_header = not all(h.replace(".", "", 1).isdigit() for h in first)
         names = first if has_header else ["label"]

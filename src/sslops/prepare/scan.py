@@ -238,17 +238,31 @@ class _Mixed:
     numbers: int = 0
     texts: int = 0
     examples: list[str] = field(default_factory=list)
+    formatted: int = 0  # texts that are numbers written for people: 177,119 / $40 / 12,5 / 40%
+    formatted_examples: list[str] = field(default_factory=list)
 
 
 def _count_mixed(
     mixed: _Mixed, distinct: pa.Array, numbers: np.ndarray, present: np.ndarray,
     weights: np.ndarray,
 ) -> None:  # fmt: skip
-    text = np.flatnonzero(present & np.isnan(numbers) & (weights > 0))
+    is_text = present & np.isnan(numbers) & (weights > 0)
+    formatted = is_text & pc.fill_null(
+        pc.match_substring_regex(distinct, _FORMATTED_NUMBER), False
+    ).to_numpy(zero_copy_only=False)
     mixed.numbers += int(weights[present & ~np.isnan(numbers)].sum())
-    mixed.texts += int(weights[text].sum())
-    for index in text[: 3 - len(mixed.examples)]:
-        mixed.examples.append(str(distinct[int(index)].as_py())[:30])
+    mixed.texts += int(weights[is_text].sum())
+    mixed.formatted += int(weights[formatted].sum())
+    for examples, rows in ((mixed.examples, is_text), (mixed.formatted_examples, formatted)):
+        for index in np.flatnonzero(rows)[: 3 - len(examples)]:
+            examples.append(str(distinct[int(index)].as_py())[:30])
+
+
+# A number with a currency sign, digit grouping (1,234 / 1.234.567 / 1 234), a decimal comma
+# or a percent sign: what a spreadsheet writes when a cell is formatted for reading.
+_FORMATTED_NUMBER = (
+    r"^[+-]?[$€£¥]?\s?(?:\d{1,3}(?:[,.' \x{a0}\x{202f}]\d{3})+|\d+)(?:[.,]\d+)?\s?%?$"
+)
 
 
 MIXED_NUMERIC_SHARE = 0.95
@@ -258,6 +272,17 @@ def _check_mixed(mixed: dict[str, _Mixed], cfg: Config, path: Path, key: str) ->
     """A column of numbers with a few texts in it would silently become a category (its
     order lost, its values folded): name the texts and the two ways to say what they are."""
     for column, m in mixed.items():
+        code = column if column.isprintable() else json.dumps(column)
+        if m.formatted and m.numbers + m.formatted >= MIXED_NUMERIC_SHARE * (m.numbers + m.texts):
+            examples = ", ".join(repr(v) for v in m.formatted_examples)
+            raise DataError(
+                f"{key}: column {column!r} in {path} holds numbers written with separators, "
+                f"a currency or a percent sign in {m.formatted:,} rows (e.g. {examples}); "
+                "sslops reads plain numbers (177119, 40, 12.5), so it would take the column for "
+                "text: write the numbers plain in the file (a spreadsheet's General format), or "
+                f"list the column in data.categorical (--set 'data.categorical=[{code}]') to "
+                "read its values as categories"
+            )
         if m.texts and m.numbers >= MIXED_NUMERIC_SHARE * (m.numbers + m.texts):
             examples = ", ".join(repr(v) for v in m.examples)
             values = list(dict.fromkeys([*cfg.data.na_values, *m.examples]))
@@ -266,7 +291,6 @@ def _check_mixed(mixed: dict[str, _Mixed], cfg: Config, path: Path, key: str) ->
             # reads back as that character
             typed = all(v.isprintable() for v in values)
             markers = json.dumps(values, ensure_ascii=not typed)
-            code = column if column.isprintable() else json.dumps(column)
             raise DataError(
                 f"{key}: column {column!r} in {path} holds numbers in {m.numbers:,} rows and "
                 f"text in {m.texts:,} (e.g. {examples}); if the text marks a missing value, add "
