@@ -355,3 +355,51 @@ def test_array_data_only_transfers_by_linear_probe(transfer: str) -> None:
     root = Path(__file__).resolve().parents[1]
     with pytest.raises(ConfigError, match=f"finetune.transfer '{transfer}' needs tabular data"):
         load_config(root / "configs" / "gunpoint.yaml", [f"finetune.transfer={transfer}"])
+
+
+@pytest.mark.parametrize(
+    ("line", "hint"),
+    [
+        ("  positive: >50K", 'quote the value: positive: ">50K"'),
+        ("  positive: '@home'\n  text: [note]\n  na_values: [?, ``]", ""),
+        ("  positive: @home", 'quote the value: positive: "@home"'),
+    ],
+)
+def test_a_yaml_value_read_as_syntax_shows_the_quoted_line(
+    tmp_path: Path, line: str, hint: str
+) -> None:
+    """``positive: >50K`` opens a YAML folded block: PyYAML's message, plus the line to write."""
+    path = tmp_path / "c.yaml"
+    path.write_text(f"data:\n  train: t.csv\n  label: income\n{line}\n  sensitive: [sex]\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert message.startswith(f"config file {path} is not valid YAML: ")
+    assert message.endswith(f"; {hint}") if hint else "quote the value" not in message
+    if hint:  # the line as the hint writes it is read as the value meant
+        fixed = path.read_text().replace(line.strip(), hint.split(": ", 1)[1])
+        path.write_text(fixed)
+        assert load_config(path).data.positive == hint.split('"')[1]
+
+
+def test_a_percent_where_a_fraction_belongs_shows_the_fraction() -> None:
+    with pytest.raises(ConfigError, match=r"\(got '1%'\); write 0.01 for 1%$"):
+        build("finetune.label_fraction=1%")
+    with pytest.raises(ConfigError, match=r"write 0.025 for 2.5%$"):
+        build("finetune.fairness.max_gap=2.5 %")
+
+
+def test_a_list_yaml_cannot_read_shows_it_with_quoted_items() -> None:
+    with pytest.raises(ConfigError) as caught:
+        build("data.na_values=[?, @]")
+    hint = str(caught.value).split("e.g. --set '")[1].rstrip("'")
+    assert hint == 'data.na_values=["?", "@"]'
+    assert build(hint).data.na_values == ["?", "@"]
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**31)])
+def test_a_seed_numpy_cannot_take_is_refused(seed: str) -> None:
+    """seed=-1 passed validation and ended in numpy's traceback in pretraining."""
+    with pytest.raises(ConfigError, match="config key 'seed'"):
+        build(f"seed={seed}")
+    assert build(f"seed={2**31 - 1}").seed == 2**31 - 1

@@ -595,7 +595,13 @@ class ShadowConfig(_Section):
 class Config(_Section):
     """The whole run. ``seed`` fixes every random choice (label draw, init, augmentations)."""
 
-    seed: int = 0
+    seed: int = Field(
+        default=0,
+        ge=0,
+        le=2**31 - 1,
+        description="Fixes every random choice; 0 to 2**31 - 1 (numpy takes no negative seed, "
+        "and stages add small offsets).",
+    )
     modality: Literal["tabular", "image", "timeseries"] = "tabular"
     data: DataConfig
     prepare: PrepareConfig = Field(default_factory=PrepareConfig)
@@ -726,7 +732,14 @@ def _describe(error: dict[str, Any]) -> str:
     value = error.get("input")
     shown = f" (got {value!r})" if not isinstance(value, dict) else ""
     if kind == "list_type" and isinstance(value, str) and value.isprintable():
-        shown += f"; write a list, e.g. --set {key}=[{value}] or [a, b] in YAML"
+        if value.startswith("[") and value.endswith("]"):  # a list YAML could not read
+            items = json.dumps([v.strip() for v in value[1:-1].split(",") if v.strip()])
+            shown += f"; that list is not valid YAML: quote its items, e.g. --set '{key}={items}'"
+        else:
+            shown += f"; write a list, e.g. --set {key}=[{value}] or [a, b] in YAML"
+    percent = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*%\s*", value) if isinstance(value, str) else None
+    if kind == "float_parsing" and percent:
+        shown += f"; write {float(percent[1]) / 100:g} for {percent[1]}%"
     return f"config key {key!r}: {error['msg']}{shown}"
 
 
@@ -745,7 +758,20 @@ def read_yaml_file(path: Path, what: str) -> Any:
         return read_yaml(Path(path).read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         reason = " ".join(str(exc).split())  # PyYAML's message spans lines; the CLI prints one
-        raise ConfigError(f"{what} {path} is not valid YAML: {reason}") from None
+        raise ConfigError(f"{what} {path} is not valid YAML: {reason}{_quote_hint(exc)}") from None
+
+
+def _quote_hint(exc: Exception) -> str:
+    """A value that YAML reads as syntax (``positive: >50K`` opens a folded block): the line
+    to write instead."""
+    mark = getattr(exc, "problem_mark", None)
+    if mark is None or mark.buffer is None:
+        return ""
+    line = mark.buffer.split("\n")[mark.line] if mark.line < mark.buffer.count("\n") + 1 else ""
+    found = re.fullmatch(r"(\s*(?:- )?[\w.-]+:\s+)([>|%@`&*!][^#]*?)\s*", line)
+    if not found:
+        return ""
+    return f"; quote the value: {found[1].strip()} {json.dumps(found[2])}"
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
