@@ -161,3 +161,33 @@ def test_submit_needs_a_host(capsys) -> None:
     with pytest.raises(SystemExit):
         main(["submit", "--config", str(Path(ROOT / "configs" / "adult.yaml"))])
     assert "--host" in capsys.readouterr().err
+
+
+def test_cli_compile_takes_the_config_as_config_json_default(tmp_path: Path, capsys) -> None:
+    """`sslops compile --config`: what the KFP UI shows as the run's default and where the
+    tasks go; without a config the parameter is required. Nothing lands in the repository."""
+    config = str(ROOT / "configs" / "adult.yaml")
+    out = tmp_path / "mine.yaml"
+    assert main(["compile", "--config", config, "--set", "pretrain.gpus_per_node=1",
+                 "--out", str(out)]) == 0  # fmt: skip
+    assert capsys.readouterr().out == f"compiled {out}\n"
+    spec = next(yaml.safe_load_all(out.read_text()))
+    parameter = spec["root"]["inputDefinitions"]["parameters"]["config_json"]
+    default = json.loads(parameter["defaultValue"])
+    assert default == load_config(config, ["pretrain.gpus_per_node=1"]).model_dump(mode="json")
+    assert "nvidia.com/gpu" in out.read_text()
+    assert main(["compile", "--out", str(tmp_path / "bare.yaml")]) == 0
+    bare = next(yaml.safe_load_all((tmp_path / "bare.yaml").read_text()))
+    assert "defaultValue" not in bare["root"]["inputDefinitions"]["parameters"]["config_json"]
+    assert main(["compile", "--config", config, "--set", "seed=-1", "--out", str(out)]) == 2
+
+
+def test_render_outside_the_repository_says_where_to_run(tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["render", "--target", "helm"]) == 2
+    assert "or pass --chart DIR" in capsys.readouterr().err
+    assert main(["render", "--target", "kustomize", "--overlay", "aws"]) == 2
+    assert "run from the sslops repository root or pass a directory" in capsys.readouterr().err
+    monkeypatch.chdir(ROOT)
+    assert main(["render", "--target", "kustomize", "--overlay", "eu"]) == 2
+    assert "--overlay takes aws, azure, gcp, onprem or a directory" in capsys.readouterr().err

@@ -189,10 +189,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(show)
     show.add_argument("--json", action="store_true", help="print JSON (the pipeline's config_json)")
 
-    comp = sub.add_parser("compile", help="compile the KFP pipeline to IR YAML")
-    comp.add_argument(
-        "--out", type=Path, default=Path("pipelines/compiled/ssl_pipeline.yaml"), metavar="FILE"
+    comp = sub.add_parser(
+        "compile",
+        help="compile the KFP pipeline to IR YAML",
+        description="Write the pipeline as KFP IR YAML, to upload in the KFP UI. With --config "
+        "(and --set), that config is config_json's default and its platform section places the "
+        "tasks; without, config_json is a required run parameter. make compile writes the "
+        "committed pipelines/compiled/ files.",
     )
+    _add_config_args(comp)
+    comp.add_argument(
+        "--out", type=Path, default=Path("ssl_pipeline.yaml"), metavar="FILE",
+        help="IR YAML to write (default: ssl_pipeline.yaml)",
+    )  # fmt: skip
 
     prepared = ("prepared", "prepare artifact")
     finetuned = ("finetuned", "finetune artifact")
@@ -345,7 +354,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "compile":
             from sslops.pipeline.ssl_pipeline import compile_pipeline
 
-            print(f"compiled {compile_pipeline(args.out)}")
+            given = args.config is not None or args.overrides
+            cfg = load_config(args.config, args.overrides) if given else None
+            print(f"compiled {compile_pipeline(args.out, cfg)}")
             return 0
         if args.command in k8s_commands.COMMANDS:
             return k8s_commands.run(args)

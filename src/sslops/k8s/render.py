@@ -68,7 +68,10 @@ def render_helm_templates(
             "rendering the Helm chart needs helm-python-sdk: pip install 'sslops[k8s]'"
         ) from None
     if not (Path(chart) / "Chart.yaml").is_file():
-        raise RenderError(f"no Helm chart at {chart} (expected {chart}/Chart.yaml)")
+        raise RenderError(
+            f"no Helm chart at {chart} (expected {chart}/Chart.yaml); run from the sslops "
+            "repository root or pass --chart DIR"
+        )
     try:
         loaded = helm_python.Chart.load(str(chart))
         loaded.validate_schema(values)
