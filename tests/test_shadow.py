@@ -197,6 +197,26 @@ def test_prediction_log_incumbent_gives_the_same_report(setup: dict[str, Any]) -
     assert report["drift"]["drifted_batches"] == ["day02"]
 
 
+def test_a_spreadsheet_batch_skips_empty_rows_and_keeps_row_numbers(setup: dict[str, Any]) -> None:
+    """Excel's CSV: a byte-order mark, an empty trailing column and rows of commas. Empty rows
+    were scored as rows of missing values; now skipped, counted, and the other rows keep the
+    ids they have in the file, so a prediction log still matches."""
+    folder = setup["root"] / "excel"
+    folder.mkdir()
+    part = _adult("test", 300, 1)
+    lines = [line + "," for line in part.to_csv(index=False).splitlines()]
+    blank = "," * part.shape[1]
+    lines = [*lines[:101], blank, *lines[101:], blank]  # after data row 99, and at the end
+    (folder / "day00.csv").write_bytes(("\r\n".join(lines) + "\r\n").encode("utf-8-sig"))
+    out = shadow(setup["candidate"], setup["incumbent"], folder, setup["root"] / "xl", setup["cfg"])
+    report = _report(out)
+    assert report["rows"] == 300
+    assert report["agreement"]["by_batch"]["day00"]["empty_rows_skipped"] == 2
+    ids = pd.read_csv(out / "scores.csv")["row_id"].tolist()
+    assert ids[99:101] == ["day00:99", "day00:101"] and ids[-1] == "day00:300"
+    assert "were skipped (not scored): day00 2." in (out / "shadow.md").read_text()
+
+
 def test_psi_and_cost_formulas_by_hand() -> None:
     hand = (0.25 - 0.5) * math.log(0.25 / 0.5) + (0.75 - 0.5) * math.log(0.75 / 0.5)
     assert psi_from_counts(np.array([50, 50]), np.array([25, 75])) == pytest.approx(hand)

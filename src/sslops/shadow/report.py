@@ -177,6 +177,14 @@ def build_document(report: dict[str, Any], tmp: Path, kpi: KpiConfig) -> Documen
         + ([_f(b.get("candidate_accuracy")), _f(b.get("incumbent_accuracy"))] if labelled else [])
         for name, b in agreement["by_batch"].items()
     ])  # fmt: skip
+    skipped = {n: b["empty_rows_skipped"] for n, b in agreement["by_batch"].items()
+               if b.get("empty_rows_skipped")}  # fmt: skip
+    if skipped:
+        doc.paragraph(
+            "Rows without a value in any cell were skipped (not scored): "
+            + ", ".join(f"{n} {k:,}" for n, k in skipped.items())
+            + "."
+        )
     doc.image(tmp / "agreement.png", "Decision agreement per batch", "agreement.png")
     doc.heading("Who the models disagree on")
     doc.table(["feature", "agreeing rows", "disagreeing rows", "difference"], [

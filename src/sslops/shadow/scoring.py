@@ -40,6 +40,7 @@ class Batch:
     path: Path
     frame: pd.DataFrame  # canonical columns (numbers as float, text as string)
     row_ids: np.ndarray  # str
+    empty_rows: int = 0  # rows with no value in any cell (a spreadsheet's trailing ,,,), skipped
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,12 @@ def read_batch(path: Path, na_values: list[str], id_column: str | None, key: str
         raise DataError(f"{key}: {path} has no row-id column {id_column!r} (shadow.id_column)")
     else:
         ids = frame[id_column].astype(str).to_numpy(dtype=object)
-    return Batch(name=name, path=path, frame=frame, row_ids=ids)
+    filled = frame.notna().any(axis=1).to_numpy()
+    if not filled.any():
+        raise DataError(f"{key}: {path} has no row with a value")
+    empty = int((~filled).sum())  # row ids keep their numbers in the file
+    frame = frame[filled].reset_index(drop=True) if empty else frame
+    return Batch(name=name, path=path, frame=frame, row_ids=ids[filled], empty_rows=empty)
 
 
 class OnnxClassifier:

@@ -204,6 +204,8 @@ def shadow(
             "candidate_selection_rate": float(rows.loc[here, "candidate_decision"].mean()),
             "incumbent_selection_rate": float(rows.loc[here, "incumbent_decision"].mean()),
         }  # fmt: skip
+        if batch.empty_rows:
+            entry["empty_rows_skipped"] = batch.empty_rows
         known = here & rows["y"].notna()
         if known.any():
             y = rows.loc[known, "y"].to_numpy()
