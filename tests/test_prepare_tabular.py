@@ -576,6 +576,19 @@ def test_a_file_with_another_separator_is_named(tmp_path: Path, separator: str, 
     )  # fmt: skip
 
 
+def test_a_file_without_a_header_row_is_named(tmp_path: Path) -> None:
+    """UCI's adult.data has no header: its first record was listed as the column names."""
+    frame, _ = with_notes(adult(200))
+    frame.to_csv(tmp_path / "raw.csv", index=False, header=False)
+    first = frame.iloc[0]
+    numbers = [repr(str(v)) for v in first if str(v).replace(".", "", 1).isdigit()][:2]
+    assert_fails_cleanly(
+        config(tmp_path / "raw.csv"), tmp_path / "out", "column 'income' not found",
+        f"the first line looks like data, not a header: it holds numbers such as "
+        f"{', '.join(numbers)}; add a first line naming the columns",
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("cells", "kind"),
     [([[1, 2], [3]], "list<element: int64>"), ([b"\xff\xfe", b"ok"], "binary")],

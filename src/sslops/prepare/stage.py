@@ -82,12 +82,20 @@ def check_inputs(cfg: Config) -> None:
                 if column not in header:
                     raise DataError(
                         f"{role}: column {column!r} not found in {key} ({spec}); "
-                        f"columns are: {', '.join(header)}{_separator_hint(raw_header)}"
+                        f"columns are: {', '.join(header)}{_header_hint(raw_header)}"
                     )
 
 
-def _separator_hint(header: list[str]) -> str:
-    """A header read as one column that holds another separator: say so."""
+def _header_hint(header: list[str]) -> str:
+    """A header that is not one: a first line of data (UCI files have no header row), or
+    one column holding another separator."""
+    numbers = [h for h in header if _is_number(h)]
+    if len(numbers) >= 2:
+        shown = ", ".join(repr(h) for h in numbers[:2])
+        return (
+            f" (the first line looks like data, not a header: it holds numbers such as {shown};"
+            " add a first line naming the columns)"
+        )
     if len(header) != 1:
         return ""
     for separator, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "pipes")):
@@ -97,6 +105,14 @@ def _separator_hint(header: list[str]) -> str:
                 "separated CSV or Parquet, so convert it first)"
             )
     return ""
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def train_columns(cfg: Config) -> list[str]:
