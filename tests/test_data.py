@@ -9,10 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sslops.data.canonicalize import canonicalize
+from sslops.data.canonicalize import canonicalize, label_hits
 from sslops.data.encoding import MISSING, OTHER, TabularEncoding
 from sslops.data.split import assign_splits, drop_exact_duplicates, row_hashes
-from sslops.prepare.dataset import label_hits
 
 NA = ["?", ""]
 
@@ -328,6 +327,8 @@ def test_encoding_without_columns() -> None:
         (["true", "false", "True"], "str", True, [True, False, True]),  # booleans read as text
         ([True, False, True], "bool", "false", [False, True, False]),
         ([1, 0, 1], "int64", "yes", [False, False, False]),
+        ([">50K", ">50K.", "<=50K."], "str", [">50K", ">50K."], [True, True, False]),  # a list
+        ([1, 2, 3], "int64", [1, "3"], [True, False, True]),
     ],
 )
 def test_label_hits_compare_numbers_numerically_and_booleans_in_any_case(

@@ -576,6 +576,34 @@ def test_a_file_with_another_separator_is_named(tmp_path: Path, separator: str, 
     )  # fmt: skip
 
 
+def test_the_positive_class_written_another_way_is_named_and_a_list_reads_both(
+    tmp_path: Path,
+) -> None:
+    """UCI's adult.test writes '>50K.' where adult.data writes '>50K': those rows silently
+    counted as the negative class (or, with no '>50K' at all, the split was refused as
+    one-class without saying why)."""
+    frame, _ = with_notes(adult(600, seed=5))
+    test = frame.iloc[400:].copy()
+    test["income"] = test["income"] + "."
+    frame.iloc[:400].to_csv(tmp_path / "train.csv", index=False)
+    test.to_csv(tmp_path / "test.csv", index=False)
+    raw = config(tmp_path / "train.csv").model_dump(mode="json")
+    raw["data"]["test"] = str(tmp_path / "test.csv")
+    positives = int((test["income"] == ">50K.").sum())
+    assert_fails_cleanly(
+        validate_config(raw), tmp_path / "out",
+        f"data.label 'income': {positives:,} rows hold '>50K.', the positive value '>50K' "
+        """written another way, and would count as the negative class; if it is the same """
+        """class, list both: --set 'data.positive=[">50K", ">50K."]'""",
+    )  # fmt: skip
+    raw["data"]["positive"] = [">50K", ">50K."]
+    card = json.loads(
+        (prepare(validate_config(raw), tmp_path / "ok") / "datacard.json").read_text()
+    )
+    assert card["label_balance"]["test"][">50K."] == positives
+    assert "positive class `['>50K', '>50K.']`" in (tmp_path / "ok" / "datacard.md").read_text()
+
+
 def test_a_file_without_a_header_row_is_named(tmp_path: Path) -> None:
     """UCI's adult.data has no header: its first record was listed as the column names."""
     frame, _ = with_notes(adult(200))

@@ -57,8 +57,10 @@ class DataConfig(_Section):
         "pixel_csv / npz / image_folder (images), ts (UCR/sktime time series).",
     )
     label: str = Field(description="Label column (pixel_csv without a header: 'label').")
-    positive: str | int | float | bool | None = Field(
-        default=None, description="Label value of the positive class (required for tabular)."
+    positive: str | int | float | bool | list[str | int | float | bool] | None = Field(
+        default=None,
+        description="Label value of the positive class (required for tabular); a list when "
+        "the class is written several ways (Adult's test file: ['>50K', '>50K.']).",
     )
     sensitive: list[str] = Field(
         default_factory=list,

@@ -47,6 +47,7 @@ from sslops.audit.bundle import (
 )  # fmt: skip
 from sslops.audit.remeasure import remeasure
 from sslops.audit.reproduce import TEST_SPLIT, VERIFIER_KEY_ENV
+from sslops.data.canonicalize import label_hits
 from sslops.errors import ArtifactError, ConfigError, DataError
 
 MODEL, INT8_MODEL = "model.onnx", "model.int8.onnx"
@@ -134,14 +135,8 @@ def score_onnx(model: bytes, frame: pd.DataFrame) -> tuple[np.ndarray, dict[str,
 
 
 def target(frame: pd.DataFrame, label: str, positive: Any) -> np.ndarray:
-    """1 where the label is the positive class (numbers compared as numbers), as prepare does."""
-    column = frame[label]
-    if pd.api.types.is_numeric_dtype(column):
-        try:
-            return (column == float(positive)).to_numpy().astype(np.int64)
-        except (TypeError, ValueError):
-            return np.zeros(len(column), dtype=np.int64)
-    return (column.astype("string") == str(positive)).fillna(False).to_numpy().astype(np.int64)
+    """1 where the label is the positive class, compared as prepare does."""
+    return label_hits(frame[label], positive).to_numpy().astype(np.int64)
 
 
 def flatten(record: dict[str, Any], matrix: list[list[int]] | None) -> dict[str, Any]:

@@ -24,6 +24,27 @@ def canonical_column_name(name: Any) -> str:
     return " ".join(unicodedata.normalize("NFKC", str(name)).split())
 
 
+def label_hits(column: pd.Series, positive: Any) -> pd.Series:
+    """Where a label column equals the positive value (or one of a list of them): numerically
+    when the column holds numbers (``True`` counts as 1), as text otherwise; a boolean value
+    or column compares as true / false in any case, so ``positive: true`` finds a Parquet
+    boolean label. Prepare, shadow scoring and the audit's re-evaluation share it."""
+    if isinstance(positive, list):
+        hit = pd.Series(False, index=column.index)
+        for value in positive:
+            hit |= label_hits(column, value)
+        return hit
+    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+        try:
+            return column == float(positive)
+        except (TypeError, ValueError):
+            return pd.Series(False, index=column.index)
+    text = column.astype("string")
+    if isinstance(positive, bool) or pd.api.types.is_bool_dtype(column):
+        return (text.str.lower() == str(positive).lower()).fillna(False).astype(bool)
+    return (text == str(positive)).fillna(False).astype(bool)
+
+
 def cell_text(value: Any) -> str:
     """A category cell as ``prepare`` wrote it when it read the value from a typed column
     (Arrow's cast to text): missing as "", booleans as true / false, a whole float without

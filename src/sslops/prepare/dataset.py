@@ -12,26 +12,12 @@ import numpy as np
 import pandas as pd
 
 from sslops.artifacts import read_meta
+from sslops.data.canonicalize import label_hits
 from sslops.data.encoding import TabularEncoding
 from sslops.errors import DataError
 
 SPLITS = ("train", "validation", "test")
 SCHEMA = "schema.json"
-
-
-def label_hits(column: pd.Series, positive: Any) -> pd.Series:
-    """Where a label column equals the positive value: numerically when the column holds
-    numbers (``True`` counts as 1), as text otherwise; a boolean value or column compares
-    as true / false in any case, so ``positive: true`` finds a Parquet boolean label."""
-    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
-        try:
-            return column == float(positive)
-        except (TypeError, ValueError):
-            return pd.Series(False, index=column.index)
-    text = column.astype("string")
-    if isinstance(positive, bool) or pd.api.types.is_bool_dtype(column):
-        return (text.str.lower() == str(positive).lower()).fillna(False).astype(bool)
-    return (text == str(positive)).fillna(False).astype(bool)
 
 
 def target_of(

@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from sslops.artifacts import write_artifact
 from sslops.config import Config
-from sslops.data.canonicalize import canonical_column_name, column_report
+from sslops.data.canonicalize import canonical_column_name, column_report, label_hits
 from sslops.data.datacard import build_datacard, datacard_figures, datacard_markdown
 from sslops.data.encoding import TabularEncoding
 from sslops.data.readers import read_header, resolve_sources
@@ -192,6 +193,28 @@ def _check_sensitive_groups(train: pd.DataFrame, sensitive: list[str]) -> None:
             )
 
 
+def _check_positive_spelling(labels: pd.Series, positive: Any, label: str) -> None:
+    """A label value that is the positive one written another way (Adult's test file has
+    '>50K.' where the training file has '>50K') would silently count as the negative class."""
+    values = list(positive) if isinstance(positive, list) else [positive]
+    loose = {_loose(v): v for v in values}
+    missed = labels[~label_hits(labels, positive)].dropna().astype(str)
+    for value, rows in missed.value_counts().items():
+        meant = loose.get(_loose(value))
+        if meant is not None:
+            both = json.dumps([*values, value], ensure_ascii=not str(value).isprintable())
+            raise DataError(
+                f"data.label {label!r}: {rows:,} rows hold {value!r}, the positive value "
+                f"{meant!r} written another way, and would count as the negative class; if it "
+                f"is the same class, list both: --set 'data.positive={both}'; otherwise "
+                "correct the file"
+            )
+
+
+def _loose(value: Any) -> str:
+    return str(value).strip().casefold().rstrip(".")
+
+
 def _write_metadata(
     cfg: Config,
     output: list[str],
@@ -203,6 +226,7 @@ def _write_metadata(
     label = cfg.data.label
     labels = pd.concat([frame[label] for frame in splits.values()], ignore_index=True)
     target_of(labels.to_frame(), label, cfg.data.positive, require_positive=True)
+    _check_positive_spelling(labels, cfg.data.positive, label)
     for name, frame in splits.items():
         if len(frame) == 0 and name != "ood":
             raise DataError(

@@ -17,9 +17,9 @@ import pandas as pd
 
 from sslops.artifacts import write_artifact
 from sslops.config import Config, DataConfig, KpiConfig, ShadowConfig
+from sslops.data.canonicalize import label_hits
 from sslops.errors import DataError
 from sslops.evaluate.metrics import SUMMARY, model_metrics
-from sslops.prepare.dataset import label_hits
 from sslops.shadow.drift import column_drift, flag, numeric_drift
 from sslops.shadow.kpi import decision_costs, labels_saved, read_label_efficiency
 from sslops.shadow.report import write_report
