@@ -149,5 +149,6 @@ def test_sslops_render_kustomize_prints_the_overlay(cli_env: dict[str, str], bui
     assert missing.returncode == 2
     assert (
         missing.stderr.strip()
-        == f"error: no kustomization.yaml in {Path('manifests/overlays/moon')}"
+        == f"error: no kustomization.yaml in {Path('manifests/overlays/moon')}; --overlay takes "
+        "aws, azure, gcp, onprem or a directory"
     )

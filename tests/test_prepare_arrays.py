@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -151,6 +152,64 @@ def test_ts_errors_name_the_line(tmp_path: Path) -> None:
     path.write_text("@data\n1,2,3\n")
     with pytest.raises(DataError, match=r"line 2: expected comma-separated values, ':'"):
         prepare(cfg, tmp_path / "out")
+
+
+TS_HEAD = "@problemName x\n@classLabel true 1 2\n@data\n"
+
+
+def _ts_text(count: int) -> str:
+    rng = np.random.default_rng(0)
+    rows = [
+        ",".join(f"{v:.3f}" for v in rng.normal(size=24)) + f":{1 + i % 2}" for i in range(count)
+    ]
+    return TS_HEAD + "\n".join(rows) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("body", "raw", "needle"),
+    [
+        ("1,2,3:1\n1,inf,3:2\n", None, "line 5: value 2 is inf; expected finite numbers, or '?'"),
+        ("1,2,3:1\n?,?,?:2\n", None, "line 5: expected at least 2 values that are not missing"),
+        ("1,2,3:1\n4,5,6:3\n", None, "line 5: class label '3' is not one that @classLabel "
+         "declares (1, 2)"),
+        (None, b"@classLabel false\n@data\n1,2,3\n", "line 1: @classLabel false: the series "
+         "carry no class label"),  # it said "the train split is empty; ... adjust prepare.*"
+        (None, b"truncated", "is not a readable gzip file"),  # a traceback (EOFError)
+        (None, TS_HEAD.encode(), "is not gzip-compressed despite its .gz name"),
+    ],
+)  # fmt: skip
+def test_ts_series_that_cannot_be_used_are_named(
+    tmp_path: Path, body: str | None, raw: bytes | None, needle: str
+) -> None:
+    path = tmp_path / ("bad.ts.gz" if raw is not None and "gzip" in needle else "bad.ts")
+    if raw == b"truncated":
+        whole = gzip.compress(_ts_text(60).encode(), mtime=0)
+        raw = whole[: len(whole) // 2]
+    path.write_bytes(raw if raw is not None else (TS_HEAD + (body or "")).encode())
+    cfg = validate_config(
+        {"modality": "timeseries", "data": {"train": str(path), "format": "ts", "label": "class"}}
+    )
+    with pytest.raises(DataError, match=re.escape(needle)):
+        prepare(cfg, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_ts_lines_are_counted_as_editors_count_them(tmp_path: Path) -> None:
+    """A byte-order mark, a form feed in a comment and CRLF: str.splitlines broke at the form
+    feed ('expected @data before the series', line numbers shifted) and kept the mark."""
+    text = ("# page\x0cbreak\n" + _ts_text(60)).replace("\n", "\r\n")
+    path = tmp_path / "good.ts"
+    path.write_bytes(text.encode("utf-8-sig"))
+    cfg = validate_config(
+        {"modality": "timeseries", "data": {"train": str(path), "format": "ts", "label": "class"}}
+    )
+    out = prepare(cfg, tmp_path / "out")
+    assert json.loads((out / "datacard.json").read_text())["raw_rows"]["train"] == 60
+    lines = text.split("\r\n")
+    lines[6] = "1,x," + lines[6].split(",", 2)[2]  # line 7 counted from the top, as an editor
+    path.write_bytes("\r\n".join(lines).encode("utf-8-sig"))
+    with pytest.raises(DataError, match=r"good\.ts line 7: .*not a number"):
+        prepare(cfg, tmp_path / "again")
 
 
 def test_format_and_modality_must_agree(tmp_path: Path) -> None:

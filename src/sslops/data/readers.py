@@ -12,8 +12,8 @@ from __future__ import annotations
 import csv
 import glob
 import gzip
-import io
 import warnings
+import zlib
 from collections.abc import Iterator
 from importlib.resources import files
 from pathlib import Path
@@ -128,6 +128,7 @@ def check_is_csv(path: Path, key: str) -> None:
     with open(path, "rb") as fh:
         head = fh.read(512)
     gzipped = head.startswith(b"\x1f\x8b")
+    _check_gzip(head, path, key)
     if gzipped and not path.name.endswith(".gz"):
         raise DataError(
             f"{key}: {path} is gzip-compressed but its name does not end in .gz; "
@@ -309,14 +310,33 @@ def _parquet_chunks(path: Path, chunk_rows: int, key: str) -> Iterator[pa.Table]
 
 
 def read_text_lines(path: Path, key: str) -> list[str]:
-    """All lines of a text file, with a DataError naming the first line that is not UTF-8."""
+    """All lines of a text file, with a DataError naming the first line that is not UTF-8.
+    Lines end at a newline only (CRLF and CR too): ``str.splitlines`` also breaks at form
+    feeds and other separators, which shifted line numbers; a byte-order mark is dropped."""
     data = path.read_bytes()
     if path.name.endswith(".gz"):
-        data = gzip.decompress(data)
+        _check_gzip(data[:2], path, key)
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise DataError(
+                f"{key}: {path} is not a readable gzip file ({exc}); is it truncated?"
+            ) from None
+    data = data.removeprefix(b"\xef\xbb\xbf")
     try:
-        return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8").read().splitlines()
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise DataError(
             f"{key}: {path} line {line}: not UTF-8 text ({exc.reason}){_TO_UTF8}"
         ) from None
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
+def _check_gzip(head: bytes, path: Path, key: str) -> None:
+    """A file named .gz is gzip: say so when it is not (gzip's own "Not a gzipped file
+    (b'#T')" names neither the file nor the fix)."""
+    if path.name.endswith(".gz") and not head.startswith(b"\x1f\x8b"):
+        raise DataError(
+            f"{key}: {path} is not gzip-compressed despite its .gz name; rename it without .gz"
+        )

@@ -19,7 +19,7 @@ from sslops.errors import DataError
 def read_ts(path: Path, key: str) -> tuple[list[np.ndarray], np.ndarray]:
     """Univariate series and their class labels; ``?`` marks a missing value."""
     lines = read_text_lines(path, key)
-    in_data, labelled = False, True
+    in_data, labelled, declared = False, True, set()
     series: list[np.ndarray] = []
     labels: list[str] = []
     for number, raw in enumerate(lines, start=1):
@@ -30,6 +30,13 @@ def read_ts(path: Path, key: str) -> tuple[list[np.ndarray], np.ndarray]:
             lowered = line.lower()
             if lowered.startswith("@classlabel"):
                 labelled = lowered.split()[1:2] == ["true"]
+                declared = set(line.split()[2:])
+                if not labelled:
+                    raise DataError(
+                        f"{key}: {path} line {number}: @classLabel false: the series carry no "
+                        "class label, and sslops fine-tunes and evaluates on labels; write "
+                        "@classLabel true with the classes, and each series' label after ':'"
+                    )
             elif lowered.startswith("@univariate") and lowered.split()[1:2] == ["false"]:
                 raise DataError(f"{key}: {path} line {number}: multivariate .ts is not supported")
             elif lowered.startswith("@data"):
@@ -52,10 +59,26 @@ def read_ts(path: Path, key: str) -> tuple[list[np.ndarray], np.ndarray]:
             raise DataError(
                 f"{key}: {path} line {number}: a series value is not a number"
             ) from None
-        if len(values) < 2 or not np.isfinite(values[~np.isnan(values)]).all():
-            raise DataError(f"{key}: {path} line {number}: expected at least 2 finite values")
+        known = values[~np.isnan(values)]
+        infinite = np.flatnonzero(np.isinf(values))
+        if len(infinite):
+            raise DataError(
+                f"{key}: {path} line {number}: value {infinite[0] + 1} is "
+                f"{values[infinite[0]]}; expected finite numbers, or '?' for a missing one"
+            )
+        if len(known) < 2:
+            raise DataError(
+                f"{key}: {path} line {number}: expected at least 2 values that are not missing "
+                f"('?'), got {len(known)} of {len(values)}"
+            )
+        label = parts[1].strip()
+        if declared and label not in declared:
+            raise DataError(
+                f"{key}: {path} line {number}: class label {label!r} is not one that "
+                f"@classLabel declares ({', '.join(sorted(declared))})"
+            )
         series.append(values)
-        labels.append(parts[1].strip() if labelled else "")
+        labels.append(label)
     if not series:
         raise DataError(f"{key}: {path} has no series after @data")
     return series, np.array(labels, dtype=object)
