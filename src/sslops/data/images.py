@@ -7,7 +7,11 @@ to a few bits; the caller confirms them by pixel correlation.
 
 from __future__ import annotations
 
+import csv
+import gzip
 import itertools
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +21,12 @@ from PIL import Image, UnidentifiedImageError
 from scipy.fft import dctn
 
 from sslops.data.dedup import pairs_with_equal_keys
-from sslops.data.readers import csv_problem
+from sslops.data.readers import check_is_csv, csv_problem, is_number, other_separator
 from sslops.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+PIXEL_RANGE = "0..255 (or floats 0..1)"
+SHOWN_COLUMNS = 20  # a message listing all 785 columns of an MNIST file buries what it says
 
 
 def _square_side(pixels: int, path: Path, key: str) -> tuple[int, int]:
@@ -33,23 +39,73 @@ def _square_side(pixels: int, path: Path, key: str) -> tuple[int, int]:
     )
 
 
+def _pixel_csv_header(path: Path, key: str) -> list[str] | None:
+    """The header row of a pixel CSV, or None when its first row is already an image.
+
+    Most cells of a header are names and most cells of an image row are numbers: one cell
+    that is not a number (a label such as 'zero', or an empty label) makes no header."""
+    check_is_csv(path, key)
+    line = _first_line(path, key)
+    if not line.strip():
+        raise DataError(
+            f"{key}: {path} is empty; expected one image per row: its pixel values (integers "
+            "0..255), then its label"
+        )
+    cells = [cell.strip() for cell in next(csv.reader([line]))]
+    name = other_separator(cells)
+    if name is not None:
+        raise DataError(
+            f"{key}: {path} has one column: the file looks separated by {name}; "
+            "sslops reads comma-separated pixel CSV, so convert it first"
+        )
+    names = sum(not is_number(cell) for cell in cells)
+    return cells if 2 * names > len(cells) else None
+
+
+def _first_line(path: Path, key: str) -> str:
+    """The first line that is not blank ('' for none), as the CSV reader skips blank lines.
+    (check_is_csv has made sure that a .gz name means gzip and the reverse.)"""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8-sig", errors="replace", newline="") as fh:
+            return next((line for line in fh if line.strip()), "")
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{key}: {path} could not be read ({exc})") from None
+
+
+def check_pixel_csv_label(path: Path, label: str, key: str) -> list[str] | None:
+    """The header of a pixel CSV (None: it has none, and its last column is 'label'), once
+    data.label is known to name one of its columns."""
+    header = _pixel_csv_header(path, key)
+    if label not in (header or ["label"]):
+        found = (
+            f"columns are: {_shown_names(header)}"
+            if header
+            else "the file has no header row, so its last column is 'label'"
+        )
+        raise DataError(f"data.label: column {label!r} not found in {key} ({path}); {found}")
+    return header
+
+
+def _shown_names(names: list[str]) -> str:
+    """The first SHOWN_COLUMNS names, and how many there are when that is not all."""
+    shown = ", ".join(names[:SHOWN_COLUMNS])
+    return shown if len(names) <= SHOWN_COLUMNS else f"{shown}, ... ({len(names)} columns)"
+
+
 def read_pixel_csv(path: Path, label: str, key: str) -> tuple[np.ndarray, np.ndarray]:
     """One image per row: row-major pixel values 0..255 and a label (the last column when the
     file has no header row, else the column named ``label``)."""
+    header = check_pixel_csv_label(path, label, key)
     try:
         first = pacsv.read_csv(path, read_options=pacsv.ReadOptions(autogenerate_column_names=True))
     except pa.ArrowInvalid:
         raise DataError(f"{key}: {path} is not a well-formed CSV: {csv_problem(path)}") from None
     except OSError as exc:
         raise DataError(f"{key}: {path} could not be read ({exc})") from None
-    header = [str(v) for v in first.slice(0, 1).to_pylist()[0].values()] if first.num_rows else []
-    has_header = bool(header) and not all(h.replace(".", "", 1).isdigit() for h in header)
+    has_header = header is not None
     table = first.slice(1) if has_header else first
-    names = (
-        header if has_header else [f"pixel{i}" for i in range(first.num_columns - 1)] + ["label"]
-    )
-    if label not in names:
-        raise DataError(f"{key}: {path} has no column {label!r} (data.label)")
+    names = header or [f"pixel{i}" for i in range(first.num_columns - 1)] + ["label"]
     if table.num_rows == 0:
         raise DataError(f"{key}: {path} has no image rows")
     labels = np.array(  # an empty cell is no label: the row is dropped and counted
@@ -59,14 +115,18 @@ def read_pixel_csv(path: Path, label: str, key: str) -> tuple[np.ndarray, np.nda
     pixel_columns = [i for i, n in enumerate(names) if n != label]
     values = np.empty((table.num_rows, len(pixel_columns)), dtype=np.float64)
     for out, i in enumerate(pixel_columns):
+        column = table.column(i)
         try:
-            values[:, out] = table.column(i).cast(pa.float64()).to_numpy(zero_copy_only=False)
+            cells = column.cast(pa.float64())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            bad = _first_bad_row(table.column(i).to_pylist())
+            cells = None
+        if cells is None or cells.null_count:  # not a number, or empty (null, or '' as text)
+            row, problem = _first_bad_cell(column.to_pylist())
             raise DataError(
-                f"{key}: {path} line {bad + 1 + has_header}: pixel column {names[i]!r} "
-                "is not a number (expected 0..255)"
-            ) from None
+                f"{key}: {path} line {row + 1 + has_header}: pixel {names[i]!r} {problem}; "
+                "expected an integer 0..255"
+            )
+        values[:, out] = cells.to_numpy(zero_copy_only=False)
     wrong = ~np.isfinite(values) | (values < 0) | (values > 255) | (values != np.round(values))
     if wrong.any():
         row, column = np.argwhere(wrong)[0]
@@ -81,29 +141,35 @@ def read_pixel_csv(path: Path, label: str, key: str) -> tuple[np.ndarray, np.nda
     return images, labels
 
 
-def _first_bad_row(values: list[object]) -> int:
-    for i, v in enumerate(values):
-        try:
-            float(str(v))
-        except ValueError:
-            return i
-    return 0
+def _first_bad_cell(cells: list[object]) -> tuple[int, str]:
+    """The row of the first cell that is empty or not a number, and which of the two."""
+    for i, cell in enumerate(cells):
+        if cell is None or not str(cell).strip():
+            return i, "is empty"
+        if not is_number(str(cell)):
+            return i, "is not a number"
+    return 0, "is not a number"
+
+
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # what np.load takes for an .npz (or an empty one)
+_SAVE_NPZ = "save images and labels with numpy.savez(path, x=images, y=labels)"
 
 
 def read_npz(path: Path, key: str) -> tuple[np.ndarray, np.ndarray]:
-    """Arrays ``x`` (or ``images``): (N, H, W) or (N, H, W, C); ``y`` (or ``labels``): (N,)."""
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{key}: {path} is not a readable .npz file ({exc})") from None
-    x = next((arrays[k] for k in ("x", "images", "X") if k in arrays), None)
-    y = next((arrays[k] for k in ("y", "labels", "Y") if k in arrays), None)
-    if x is None or y is None:
+    """Arrays ``x`` (or ``images``): (N, H, W) or (N, H, W, C) pixels as :func:`_eight_bit`
+    reads them; ``y`` (or ``labels``): (N,), one label per image."""
+    arrays = _npz_arrays(path, key)
+    x_name = next((k for k in ("x", "images", "X") if k in arrays), None)
+    y_name = next((k for k in ("y", "labels", "Y") if k in arrays), None)
+    if x_name is None or y_name is None:
         raise DataError(
             f"{key}: {path} holds arrays {sorted(arrays)}; expected 'x' (or 'images') and 'y' "
             "(or 'labels')"
         )
+    x, y = arrays[x_name], arrays[y_name]
+    if y.ndim != 1:
+        raise DataError(f"{key}: {path}: {_label_shape_problem(y, y_name)}")
     if x.ndim == 3:
         x = x[..., None]
     if x.ndim != 4 or x.shape[-1] not in (1, 3) or len(y) != len(x):
@@ -111,18 +177,102 @@ def read_npz(path: Path, key: str) -> tuple[np.ndarray, np.ndarray]:
             f"{key}: {path}: images of shape {x.shape} and labels of shape {y.shape}; expected "
             "(N, H, W) or (N, H, W, 1|3) and (N,)"
         )
-    if x.dtype != np.uint8:
-        finite = np.isfinite(x.astype(np.float64))
-        if not finite.all():
-            record = int(np.argwhere(~finite)[0][0])
-            raise DataError(f"{key}: {path} record {record}: non-finite pixel values")
-        top = 1.0 if float(x.max()) <= 1.0 else 255.0
-        x = np.clip(np.round(x.astype(np.float64) / top * 255.0), 0, 255).astype(np.uint8)
+    if len(x) == 0:
+        raise DataError(
+            f"{key}: {path} holds no images ({x_name!r} has shape {arrays[x_name].shape}); "
+            "expected at least one"
+        )
+    x = _eight_bit(x, f"{key}: {path} array {x_name!r}")
     return x, np.array([str(v) for v in y], dtype=object)
 
 
+def _npz_arrays(path: Path, key: str) -> dict[str, np.ndarray]:
+    """Every array of an .npz archive. np.load takes a file that is no zip for a .npy array
+    or else a pickle (and then advises allow_pickle): say what the file is instead."""
+    with open(path, "rb") as fh:
+        head = fh.read(len(_NPY_MAGIC))
+    if head.startswith(_NPY_MAGIC):
+        raise DataError(
+            f"{key}: {path} is a .npy array (numpy.save), not an .npz archive with images and "
+            f"labels; {_SAVE_NPZ}"
+        )
+    if not head.startswith(_ZIP_MAGIC):
+        raise DataError(f"{key}: {path} is not an .npz (zip) archive; {_SAVE_NPZ}")
+    arrays = {}
+    try:  # np.load leaks the file it opened when the zip is damaged: hand it an open one
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as npz:
+            for name in npz.files:
+                try:
+                    arrays[name] = npz[name]
+                except ValueError as exc:
+                    if "allow_pickle" not in str(exc):  # numpy's words for an object array
+                        raise
+                    raise DataError(
+                        f"{key}: {path} array {name!r} holds Python objects (dtype object), "
+                        f"which sslops does not unpickle; save it with a plain dtype, e.g. "
+                        f"{name}.astype(str)"
+                    ) from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise DataError(
+            f"{key}: {path} is not a readable .npz (zip) archive ({exc}); is it truncated? "
+            f"{_SAVE_NPZ}"
+        ) from None
+    return arrays
+
+
+def _label_shape_problem(y: np.ndarray, name: str) -> str:
+    """Why labels that are not one per image are refused, with the fix for the usual shapes."""
+    expected = "expected one label per image, shape (N,)"
+    if _is_one_hot(y):
+        return f"labels {name!r} of shape {y.shape} are one-hot; {expected}: save {name}.argmax(axis=1)"
+    if y.ndim == 2 and y.shape[1] == 1:
+        return f"labels {name!r} have shape {y.shape}; {expected}: save {name}.ravel()"
+    return f"labels {name!r} have shape {y.shape}; {expected}"
+
+
+def _is_one_hot(y: np.ndarray) -> bool:
+    numeric = np.issubdtype(y.dtype, np.number) or y.dtype == bool
+    return (
+        y.ndim == 2
+        and y.shape[1] > 1
+        and numeric
+        and bool(((y == 0) | (y == 1)).all() and (y.sum(axis=1) == 1).all())
+    )
+
+
+def _eight_bit(values: np.ndarray, what: str) -> np.ndarray:
+    """uint8 pixels: integers 0..255, as in a pixel CSV; floats within 0..1 are on the 0..1
+    scale (ToTensor's) and are multiplied by 255, other floats within 0..255 are rounded.
+    Anything else (standardized values, a 16-bit range, negatives, complex numbers) is
+    rejected: clipping or rescaling it would silently change the images."""
+    if values.dtype == np.uint8:
+        return values
+    integers = np.issubdtype(values.dtype, np.integer)
+    if not (integers or values.dtype == bool or np.issubdtype(values.dtype, np.floating)):
+        raise DataError(f"{what} has dtype {values.dtype}; expected pixel values {PIXEL_RANGE}")
+    pixels = values.astype(np.float64)
+    finite = np.isfinite(pixels)
+    if not finite.all():
+        record = int(np.argwhere(~finite)[0][0])
+        raise DataError(f"{what} record {record}: non-finite pixel values; expected {PIXEL_RANGE}")
+    low, high = float(pixels.min()), float(pixels.max())
+    if low < 0 or high > 255:
+        raise DataError(
+            f"{what} holds pixel values from {low:g} to {high:g}; expected {PIXEL_RANGE}: "
+            "save the images unnormalized, on an 8-bit scale"
+        )
+    if not integers and high <= 1:
+        pixels *= 255
+    return np.round(pixels).astype(np.uint8)
+
+
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
 def read_image_folder(root: Path, key: str) -> tuple[list[Image.Image], np.ndarray, list[str]]:
-    """``root/<label>/<image file>``; returns the images, labels and relative file names."""
+    """``root/<label>/<image file>``, read as torchvision's ImageFolder reads it: the label is
+    the folder right under root, and images in its subfolders are found and belong to it (a
+    subfolder is no class of its own). Returns the images, labels and relative file names."""
     if not root.is_dir():
         raise DataError(f"{key}: {root} is not a folder of <label>/<image> files")
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
@@ -130,16 +280,28 @@ def read_image_folder(root: Path, key: str) -> tuple[list[Image.Image], np.ndarr
         raise DataError(f"{key}: {root} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     images, labels = [], []
     for path in files:
-        if path.parent == root:
+        relative = path.relative_to(root)
+        if len(relative.parts) == 1:
             raise DataError(f"{key}: {path} is not inside a <label> folder of {root}")
         try:
             with Image.open(path) as image:
                 image.load()
-                images.append(image.copy())
+                images.append(_eight_bit_image(image.copy(), f"{key}: {path}"))
         except (UnidentifiedImageError, OSError) as exc:
             raise DataError(f"{key}: {path} is not a readable image ({exc})") from None
-        labels.append(path.parent.name)
+        labels.append(relative.parts[0])
     return images, np.array(labels, dtype=object), [p.relative_to(root).as_posix() for p in files]
+
+
+def _eight_bit_image(image: Image.Image, what: str) -> Image.Image:
+    """Pillow's convert('L') clips 16- and 32-bit pixels at 255 (a 12-bit scan turns almost
+    white): a 16-bit image is scaled from 0..65535 as an 8-bit export would; 32-bit integer
+    and float images are read by the rule of :func:`_eight_bit`."""
+    if image.mode in _SIXTEEN_BIT:
+        return Image.fromarray(np.round(np.asarray(image, dtype=np.float64) / 257).astype(np.uint8))
+    if image.mode in ("I", "F"):
+        return Image.fromarray(_eight_bit(np.asarray(image), what))
+    return image
 
 
 def canonical_images(

@@ -163,6 +163,25 @@ def _unreadable_parquet(path: Path, exc: Exception, key: str) -> DataError:
     return DataError(f"{key}: {path} is not a readable Parquet file ({exc}){hint}")
 
 
+def is_number(text: str) -> bool:
+    """Whether a header cell reads as a number (a sign that the first line is data)."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def other_separator(header: list[str]) -> str | None:
+    """A header read as one column that holds another separator: its name ("semicolons")."""
+    if len(header) != 1:
+        return None
+    for separator, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "pipes")):
+        if separator in header[0]:
+            return name
+    return None
+
+
 def read_csv(spec: str, na_values: list[str], key: str = "data.train") -> pd.DataFrame:
     """Read a whole CSV with a header row; every cell in ``na_values`` becomes missing."""
     path = resolve_path(spec, key)

@@ -9,7 +9,6 @@ copies of test items dropped, every near-duplicate cluster on one side.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import unicodedata
@@ -24,13 +23,14 @@ from sslops.config import Config
 from sslops.data.dedup import clusters_from_pairs, first_occurrences, mix
 from sslops.data.images import (
     canonical_images,
+    check_pixel_csv_label,
     near_duplicate_images,
     perceptual_hash,
     read_image_folder,
     read_npz,
     read_pixel_csv,
 )
-from sslops.data.readers import check_is_csv, local_path, resolve_path
+from sslops.data.readers import local_path, resolve_path
 from sslops.data.series import canonical_series, near_duplicate_series, read_ts
 from sslops.data.split import (
     SPLIT_NAMES,
@@ -79,16 +79,7 @@ def _check_label(cfg: Config, path: Path, key: str) -> None:
             f"label per series, named {TS_LABEL!r}"
         )
     if fmt == "pixel_csv":
-        check_is_csv(path, key)
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rt", encoding="utf-8-sig", errors="replace") as fh:
-            first = [h.strip() for h in fh.readline().split(",")]
-        has_header = not all(h.replace(".", "", 1).isdigit() for h in first)
-        names = first if has_header else ["label"]
-        if label not in names:
-            found = (f"columns are: {', '.join(names)}" if has_header
-                     else "the file has no header row, so its last column is 'label'")  # fmt: skip
-            raise DataError(f"data.label: column {label!r} not found in {key} ({path}); {found}")
+        check_pixel_csv_label(path, label, key)
 
 
 def _read(cfg: Config, spec: str, key: str) -> tuple[Any, np.ndarray]:
