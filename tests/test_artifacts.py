@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -105,6 +106,55 @@ def test_success_replaces_existing_final(tmp_path: Path) -> None:
     assert leftovers(tmp_path) == []
     meta = read_meta(final, "prepare")
     assert set(meta["files"]) == {"only-new.txt"}
+
+
+@pytest.mark.parametrize(
+    ("setup", "needle"),
+    [
+        ("user files", "holds files that are not an earlier prepare artifact (notes.txt)"),
+        ("other stage", "holds a pretrain artifact, which writing the prepare artifact there"),
+        ("a file", "is a file; expected a folder"),
+    ],
+)
+def test_a_folder_that_is_not_an_earlier_artifact_of_the_stage_is_never_replaced(
+    tmp_path: Path, setup: str, needle: str
+) -> None:
+    """`sslops prepare --out ~/Documents` replaced the folder, deleting what was in it; so did
+    `pretrain --out` given the prepare artifact. An empty folder or the same stage's earlier
+    artifact is still replaced (the test above)."""
+    final = tmp_path / "out"
+    if setup == "user files":
+        final.mkdir()
+        (final / "notes.txt").write_text("keep")
+    elif setup == "other stage":
+        make_artifact(final, stage="pretrain")
+    else:
+        final.write_text("keep")
+    before = files_of(final) if final.is_dir() else final.read_bytes()
+    with pytest.raises(ArtifactError, match=re.escape(needle)), write_artifact(
+        final, "prepare", CONFIG
+    ) as tmp:  # fmt: skip
+        (tmp / "a.txt").write_text("new")
+    assert (files_of(final) if final.is_dir() else final.read_bytes()) == before
+    assert leftovers(tmp_path) == []
+    (tmp_path / "empty").mkdir()
+    make_artifact(tmp_path / "empty")  # an empty folder is fine
+
+
+def test_cli_and_run_refuse_a_folder_of_other_files_before_any_work(tmp_path: Path, capsys) -> None:
+    from sslops.cli import main
+    from tests.conftest import ROOT
+
+    folder = tmp_path / "Documents"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep")
+    config = str(ROOT / "configs" / "adult.yaml")
+    for command in ("prepare", "run"):
+        assert main([command, "--config", config, "--out", str(folder)]) == 2
+        error = capsys.readouterr().err
+        assert error.startswith(f"error: {folder} exists and holds files that are not an earlier")
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Documents"]
 
 
 def test_missing_input_meta_fails_before_yield_and_cleans_up(tmp_path: Path) -> None:

@@ -201,11 +201,10 @@ def test_prepare_sensitive_not_features(small_config: Config, tmp_path: Path) ->
 
 
 def test_prepare_replaces_previous_output(small_config: Config, tmp_path: Path) -> None:
-    out = tmp_path / "p"
-    out.mkdir()
-    (out / "stale.txt").write_text("old")
+    out = prepare(small_config, tmp_path / "p")  # an earlier prepare artifact ...
+    (out / "stale.txt").write_text("old")  # ... with a file it no longer makes
     prepare(small_config, out)
-    assert not (out / "stale.txt").exists()
+    assert not (out / "stale.txt").exists()  # (a folder that is no artifact: test_artifacts)
     read_meta(out, "prepare")
 
 

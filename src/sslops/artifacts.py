@@ -87,6 +87,40 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def check_replaceable(final: Path, what: str, marker: str = META, stage: str | None = None) -> None:
+    """``final`` may become a new ``what`` when it does not exist, is an empty folder, or holds
+    an earlier one (its ``marker`` file; an artifact of the same ``stage``). Anything else is
+    the user's (``--out ~/Documents``, or the prepare artifact given to ``pretrain --out`` by
+    mistake): refused before any work, since replacing the folder would delete it."""
+    final = Path(final)
+    if not final.exists():
+        return
+    if not final.is_dir():
+        raise ArtifactError(f"{final} is a file; expected a folder to write the {what} into")
+    entries = sorted(p.name for p in final.iterdir())
+    if not entries:
+        return
+    if (final / marker).is_file():
+        if stage is None:
+            return
+        try:
+            earlier = json.loads((final / marker).read_text(encoding="utf-8")).get("stage")
+        except (OSError, ValueError, AttributeError):
+            earlier = None
+        if earlier == stage:
+            return
+        if isinstance(earlier, str):
+            raise ArtifactError(
+                f"{final} holds a {earlier} artifact, which writing the {what} there would "
+                "delete; nothing was written: choose another folder"
+            )
+    shown = ", ".join(entries[:3]) + (f", ... ({len(entries)} entries)" if len(entries) > 3 else "")
+    raise ArtifactError(
+        f"{final} exists and holds files that are not an earlier {what} ({shown}), which "
+        "writing it there would delete; nothing was written: choose a new or empty folder"
+    )
+
+
 def move_into_place(staged: Path, final: Path) -> None:
     """Rename a complete ``staged`` directory to ``final``, replacing an earlier ``final``
     only once the new one is ready (the old one is moved aside, then deleted)."""
@@ -115,6 +149,7 @@ def write_artifact(
     error the temporary directory is removed and ``final`` is left as it was.
     """
     final = Path(final)
+    check_replaceable(final, f"{stage} artifact", stage=stage)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{final.name}.partial-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()

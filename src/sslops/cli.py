@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from sslops import __version__
+from sslops.artifacts import check_replaceable
 from sslops.config import Config, load_config
 from sslops.errors import ConfigError, SslopsError, describe_os_error, one_line
 from sslops.k8s import commands as k8s_commands
@@ -314,6 +315,7 @@ def _cmd_run(args: argparse.Namespace, cfg: Config) -> None:
 
 
 def _cmd_stage(args: argparse.Namespace, cfg: Config) -> None:
+    check_replaceable(args.out, f"{args.command} artifact", stage=args.command)  # before work
     if args.command == "prepare":
         from sslops.prepare import prepare
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from sslops.artifacts import move_into_place
+from sslops.artifacts import check_replaceable, move_into_place
 from sslops.audit.bundle import canonical_json, check_signature_record, signature_record
 from sslops.errors import ArtifactError
 
@@ -87,6 +87,7 @@ def attestation_markdown(record: dict[str, Any]) -> str:
 
 def write_attestation(out_dir: Path, record: dict[str, Any], key: Ed25519PrivateKey) -> Path:
     out_dir = Path(out_dir)
+    check_replaceable(out_dir, "attestation", ATTESTATION)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:

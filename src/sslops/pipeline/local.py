@@ -27,7 +27,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from sslops.artifacts import move_into_place
+from sslops.artifacts import check_replaceable, move_into_place
 from sslops.config import Config
 from sslops.errors import SslopsError
 from sslops.pipeline import stage_cache
@@ -218,6 +218,7 @@ def run_local(cfg: Config, out: Path) -> dict[str, Any]:
     check_inputs(cfg)  # a missing file or column fails here, before any task starts
     cfg = _absolute_paths(cfg)
     out = Path(out).resolve()
+    check_replaceable(out, "sslops run folder", "summary.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     stages = out.parent / f".{out.name}.stages"
     with _exclusive(out):
