@@ -122,6 +122,8 @@ def test_image_folder_labels_by_the_top_level_folder(tmp_path: Path) -> None:
     for i, folder in enumerate(["3", "3", "7", "7/extra", "7/extra/deeper"] * 40):
         (root / folder).mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 256, (8, 8), np.uint8)).save(root / folder / f"{i}.png")
+    (root / ".ipynb_checkpoints").mkdir()  # hidden: no class (it became one)
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / ".ipynb_checkpoints" / "x.png")
     data = PreparedData(prepare(image_config(root, "image_folder"), tmp_path / "out"))
     assert data.schema["classes"] == ["3", "7"]
 
@@ -166,6 +168,26 @@ def test_pixel_csv_first_row_with_a_text_label_is_no_header(
     assert PreparedData(out).schema["classes"] == sorted(classes)
     card = json.loads((out / "datacard.json").read_text())
     assert card["rows_without_label_dropped"] == (first_label == "")
+
+
+def test_pixel_csv_header_of_numbers_and_the_label_is_a_header(tmp_path: Path) -> None:
+    """pandas writes a frame without column names as 0,1,...,35,label: read as an image row,
+    it failed at line 1 with "pixel 'pixel256' is 256"."""
+    header = ",".join([*(str(i) for i in range(36)), "label"])
+    labels = [WORDS[i % 4] for i in range(200)]
+    (tmp_path / "digits.csv").write_text("\n".join([header, *pixel_rows(labels)]) + "\n")
+    out = prepare(image_config(tmp_path / "digits.csv", "pixel_csv"), tmp_path / "out")
+    assert PreparedData(out).schema["classes"] == sorted(WORDS)
+
+
+def test_npz_labels_as_floats_or_bytes_are_the_classes_they_name(tmp_path: Path) -> None:
+    """Labels saved as 3.0 were class '3.0', bytes b'cat' class "b'cat'"."""
+    names = np.array([b"cat", b"dog", b"owl", b"emu"])[Y]
+    for kind, labels, classes in (("float", Y.astype(np.float64), ["0", "1", "2", "3"]),
+                                  ("bytes", names, ["cat", "dog", "emu", "owl"])):  # fmt: skip
+        path = save_npz(tmp_path / f"{kind}.npz", x=X, y=labels)
+        data = PreparedData(prepare(image_config(path, "npz"), tmp_path / kind))
+        assert data.schema["classes"] == classes
 
 
 def test_pixel_csv_missing_label_lists_few_columns(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ import pyarrow.csv as pacsv
 from PIL import Image, UnidentifiedImageError
 from scipy.fft import dctn
 
+from sslops.data.canonicalize import cell_text
 from sslops.data.dedup import pairs_with_equal_keys
 from sslops.data.readers import check_is_csv, csv_problem, is_number, other_separator
 from sslops.errors import DataError
@@ -39,10 +40,11 @@ def _square_side(pixels: int, path: Path, key: str) -> tuple[int, int]:
     )
 
 
-def _pixel_csv_header(path: Path, key: str) -> list[str] | None:
+def _pixel_csv_header(path: Path, key: str, label: str) -> list[str] | None:
     """The header row of a pixel CSV, or None when its first row is already an image.
 
-    Most cells of a header are names and most cells of an image row are numbers: one cell
+    A first row naming data.label is a header (pandas writes ``0,1,...,783,label``); else
+    most cells of a header are names and most cells of an image row are numbers: one cell
     that is not a number (a label such as 'zero', or an empty label) makes no header."""
     check_is_csv(path, key)
     line = _first_line(path, key)
@@ -59,7 +61,7 @@ def _pixel_csv_header(path: Path, key: str) -> list[str] | None:
             "sslops reads comma-separated pixel CSV, so convert it first"
         )
     names = sum(not is_number(cell) for cell in cells)
-    return cells if 2 * names > len(cells) else None
+    return cells if label in cells or 2 * names > len(cells) else None
 
 
 def _first_line(path: Path, key: str) -> str:
@@ -76,7 +78,7 @@ def _first_line(path: Path, key: str) -> str:
 def check_pixel_csv_label(path: Path, label: str, key: str) -> list[str] | None:
     """The header of a pixel CSV (None: it has none, and its last column is 'label'), once
     data.label is known to name one of its columns."""
-    header = _pixel_csv_header(path, key)
+    header = _pixel_csv_header(path, key, label)
     if label not in (header or ["label"]):
         found = (
             f"columns are: {_shown_names(header)}"
@@ -183,7 +185,14 @@ def read_npz(path: Path, key: str) -> tuple[np.ndarray, np.ndarray]:
             "expected at least one"
         )
     x = _eight_bit(x, f"{key}: {path} array {x_name!r}")
-    return x, np.array([str(v) for v in y], dtype=object)
+    return x, np.array([_label_text(v) for v in y], dtype=object)
+
+
+def _label_text(value: object) -> str:
+    """A class name as a table would hold it: 3.0 saved as float is class '3', b'cat' 'cat'."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return cell_text(value)
 
 
 def _npz_arrays(path: Path, key: str) -> dict[str, np.ndarray]:
@@ -272,10 +281,15 @@ _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 def read_image_folder(root: Path, key: str) -> tuple[list[Image.Image], np.ndarray, list[str]]:
     """``root/<label>/<image file>``, read as torchvision's ImageFolder reads it: the label is
     the folder right under root, and images in its subfolders are found and belong to it (a
-    subfolder is no class of its own). Returns the images, labels and relative file names."""
+    subfolder is no class of its own). Hidden files and folders (``.ipynb_checkpoints``) are
+    left out. Returns the images, labels and relative file names."""
     if not root.is_dir():
         raise DataError(f"{key}: {root} is not a folder of <label>/<image> files")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(
+        p for p in root.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )  # fmt: skip
     if not files:
         raise DataError(f"{key}: {root} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     images, labels = [], []
