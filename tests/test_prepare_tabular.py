@@ -360,6 +360,20 @@ def test_chunking_and_parquet_shards_change_no_byte(tmp_path: Path) -> None:
     assert read_meta(sharded)["files"] == files
     assert set(read_meta(sharded)["sources"]) == {f"data.train[{i}]" for i in range(3)}
 
+    hive = tmp_path / "hive"  # a partitioned dataset: shards one or two folders down
+    for i, shard in enumerate(sorted((tmp_path / "shards").iterdir())):
+        folder = hive / f"year={2024 + i}" / ("month=1" if i else "")
+        folder.mkdir(parents=True)
+        shard.rename(folder / shard.name)
+    raw["data"]["train"] = str(hive)
+    assert_fails_cleanly(
+        validate_config(raw), tmp_path / "none", "its subfolders hold 3 (a partitioned "
+        f"dataset?): name them with a glob, e.g. data.train='{hive / '**' / '*.parquet'}'",
+    )  # fmt: skip
+    raw["data"]["train"] = str(hive / "**" / "*.parquet")  # the hint, as written
+    globbed = prepare(validate_config(raw), tmp_path / "globbed")
+    assert read_meta(globbed)["files"] == files
+
 
 def assert_fails_cleanly(cfg: Config, out: Path, *needles: str) -> None:
     with pytest.raises(DataError) as info:

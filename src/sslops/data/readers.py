@@ -51,14 +51,23 @@ def resolve_sources(spec: str, key: str, fmt: str = "csv") -> list[Path]:
     path = local_path(spec)
     if path.is_file():
         return [path]
-    suffixes = _SUFFIXES.get(fmt, ())
+    suffixes: tuple[str, ...] = _SUFFIXES.get(fmt, ())
     if path.is_dir():
         found = sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(suffixes))
         if not found:
-            raise DataError(f"{key}: folder {spec} holds no {fmt} files ({', '.join(suffixes)})")
+            deeper = [p for p in path.rglob("*") if p.is_file() and p.name.endswith(suffixes)]
+            hint = (
+                f"; its subfolders hold {len(deeper)} (a partitioned dataset?): name them with "
+                f"a glob, e.g. {key}='{Path(spec) / '**' / ('*' + suffixes[0])}'"
+                if deeper
+                else ""
+            )
+            raise DataError(
+                f"{key}: folder {spec} holds no {fmt} files ({', '.join(suffixes)}){hint}"
+            )
         return found
     if any(ch in spec for ch in "*?["):
-        found = sorted(Path(p) for p in glob.glob(str(path)) if Path(p).is_file())
+        found = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
         if not found:
             raise DataError(f"{key}: no file matches {spec}")
         return found
