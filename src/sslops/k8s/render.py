@@ -156,7 +156,7 @@ def render_kustomize(path: Path) -> str:
         [kubectl(), "kustomize", str(path)], capture_output=True, text=True, check=False
     )
     if result.returncode != 0:
-        raise RenderError(f"kubectl kustomize {path}: {result.stderr.strip()}")
+        raise RenderError(f"kubectl kustomize {path}: {' '.join(result.stderr.split())}")
     return result.stdout
 
 
