@@ -54,6 +54,12 @@ def config(path: Path, **prepare_options: Any) -> Config:
     return validate_config(raw)
 
 
+def parquet_config(path: Path) -> Config:
+    raw = config(path).model_dump(mode="json")
+    raw["data"]["format"] = "parquet"
+    return validate_config(raw)
+
+
 def with_notes(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """Adds an identifier and a free-text column holding every planted value once."""
     frame = frame.copy()
@@ -443,10 +449,8 @@ def test_a_file_in_another_format_is_named_for_what_it_is(tmp_path: Path) -> Non
         "iconv -f latin1 -t utf-8",
     )  # fmt: skip
     frame.to_csv(tmp_path / "plain.csv", index=False)
-    wrong = config(tmp_path / "plain.csv").model_dump(mode="json")
-    wrong["data"]["format"] = "parquet"
     assert_fails_cleanly(
-        validate_config(wrong), tmp_path / "out", "is not a readable Parquet file",
+        parquet_config(tmp_path / "plain.csv"), tmp_path / "out", "is not a readable Parquet file",
         "it looks like CSV text: set data.format=csv",
     )  # fmt: skip
 
@@ -476,10 +480,8 @@ def test_a_csv_saved_by_excel_reads_as_the_same_table(tmp_path: Path) -> None:
     named = frame.copy()
     named[""] = [None] * (len(named) - 1) + [1.5]
     pq.write_table(pa.Table.from_pandas(named, preserve_index=False), tmp_path / "t.parquet")
-    parquet = config(tmp_path / "t.parquet").model_dump(mode="json")
-    parquet["data"]["format"] = "parquet"
     assert_fails_cleanly(
-        validate_config(parquet), tmp_path / "pq", "t.parquet column 18 has no name",
+        parquet_config(tmp_path / "t.parquet"), tmp_path / "pq", "t.parquet column 18 has no name",
         "data row 300 is the first",
     )  # fmt: skip
 
