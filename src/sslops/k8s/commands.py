@@ -15,13 +15,6 @@ COMMANDS = ("submit", "render")
 OVERLAYS = Path("manifests") / "overlays"
 
 
-def _overlays_here() -> str:
-    names = sorted(p.name for p in OVERLAYS.glob("*") if (p / "kustomization.yaml").is_file())
-    if names:
-        return f"--overlay takes {', '.join(names)} or a directory"
-    return f"there is no {OVERLAYS} here: run from the sslops repository root or pass a directory"
-
-
 def add_parsers(sub: Any, add_config_args: Callable[[argparse.ArgumentParser], None]) -> None:
     submit = sub.add_parser(
         "submit",
@@ -83,9 +76,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.target == "kustomize":
         overlay = Path(args.overlay)
         path = overlay if overlay.is_dir() else OVERLAYS / args.overlay
-        if not (path / "kustomization.yaml").is_file():
-            raise render.RenderError(f"no kustomization.yaml in {path}; {_overlays_here()}")
-        print(render.render_kustomize(path), end="")
+        print(render.render_kustomize(path, OVERLAYS), end="")
     else:
         cfg = load_config(args.config, args.overrides)
         print(render.render_trainjob(cfg, args.namespace), end="")

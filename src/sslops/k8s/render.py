@@ -148,10 +148,20 @@ def kubectl() -> str:
     return found
 
 
-def render_kustomize(path: Path) -> str:
-    """``kubectl kustomize PATH``."""
+def _overlay_hint(overlays: Path | None) -> str:
+    if overlays is None:
+        return ""
+    names = sorted(p.name for p in overlays.glob("*") if (p / "kustomization.yaml").is_file())
+    if names:
+        return f"; --overlay takes {', '.join(names)} or a directory"
+    return f"; there is no {overlays} here: run from the sslops repository root or pass a directory"
+
+
+def render_kustomize(path: Path, overlays: Path | None = None) -> str:
+    """``kubectl kustomize PATH``; ``overlays``: the folder of named overlays, listed when
+    PATH is not one."""
     if not (Path(path) / "kustomization.yaml").is_file():
-        raise RenderError(f"no kustomization.yaml in {path}")
+        raise RenderError(f"no kustomization.yaml in {path}{_overlay_hint(overlays)}")
     result = subprocess.run(
         [kubectl(), "kustomize", str(path)], capture_output=True, text=True, check=False
     )
