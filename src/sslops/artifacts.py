@@ -43,6 +43,11 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def write_json(path: Path, payload: Any) -> None:
+    """Write one JSON payload file of an artifact: indented, ASCII, newline-terminated."""
+    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+
+
 def hash_tree(root: Path) -> dict[str, str]:
     """sha256 of every file below ``root`` except ``meta.json``, keyed by POSIX relative path."""
     return {

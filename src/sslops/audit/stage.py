@@ -29,7 +29,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from sslops.artifacts import META, check_lineage, read_meta, sha256_file, write_artifact
+from sslops.artifacts import META, check_lineage, read_meta, sha256_file, write_artifact, write_json
 from sslops.audit.bundle import (
     BUNDLE_DIR,
     MANIFEST,
@@ -119,11 +119,6 @@ def _copy_evidence(artifacts: dict[str, Path], bundle: Path) -> list[str]:
     return copied
 
 
-def _write_json(path: Path, payload: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-
-
 def _run_record(run_context: dict[str, Any] | None) -> dict[str, Any]:
     if run_context:
         return {"executed_by": "kfp", **run_context}
@@ -159,32 +154,33 @@ def audit(
         evidence = _copy_evidence(artifacts, bundle)
         for model in sorted(artifacts["export"].glob("*.onnx")):
             shutil.copy2(model, bundle / model.name)
-        _write_json(bundle / "config.json", config)
+        write_json(bundle / "config.json", config)
         for stage, meta_path in ((s, artifacts[s]) for s in _STAGES):
             stage_config = read_meta(meta_path, verify=False)["config"]
             if stage_config != config:
-                _write_json(bundle / "configs" / f"{stage}.json", stage_config)
-        _write_json(bundle / "lineage.json", lineage)
+                (bundle / "configs").mkdir(exist_ok=True)
+                write_json(bundle / "configs" / f"{stage}.json", stage_config)
+        write_json(bundle / "lineage.json", lineage)
         versions = {s["stage"]: s["versions"] for s in lineage["stages"]}
-        _write_json(bundle / "environment.json", environment_record(versions))
+        write_json(bundle / "environment.json", environment_record(versions))
         (bundle / "sbom.cdx.json").write_text(
             sbom_json(f"{cfg.export.model} (model.onnx)", exported["onnx_sha256"],
                       lineage["chain"]["raw data"]),
             encoding="utf-8",
         )  # fmt: skip
         run = _run_record(run_context)
-        _write_json(bundle / "run.json", run)
-        _write_json(bundle / "gates.json", gates)
+        write_json(bundle / "run.json", run)
+        write_json(bundle / "gates.json", gates)
         context: dict[str, Any] = {"gates": gates, "lineage": lineage, "run": run}
         if cfg.audit.previous_bundle:
             context["changelog"] = build_changelog(Path(cfg.audit.previous_bundle), bundle)
-            _write_json(bundle / "changelog.json", context["changelog"])
+            write_json(bundle / "changelog.json", context["changelog"])
         names = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()}
         names |= {"model_card.md", "model_card.html", "model_card.pdf", "compliance.json", MANIFEST}
         if key is not None:
             names.add(SIGNATURE)
         context["compliance"] = compliance_map(names)
-        _write_json(bundle / "compliance.json", context["compliance"])
+        write_json(bundle / "compliance.json", context["compliance"])
         context["signing"] = {
             "signed": key is not None,
             "key_fingerprint": fingerprint(key.public_key()) if key else None,

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sslops.artifacts import write_json
+
 OTHER = "__other__"
 MISSING = "__missing__"
 
@@ -98,7 +100,7 @@ class TabularEncoding:
         return np.hstack(blocks).astype(np.float32)
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+        write_json(path, asdict(self))
 
     @classmethod
     def load(cls, path: Path) -> TabularEncoding:

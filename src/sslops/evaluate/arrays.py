@@ -13,13 +13,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import confusion_matrix, roc_curve
+from sklearn.metrics import confusion_matrix
 
 from sslops.artifacts import read_meta, write_artifact
 from sslops.config import Config
 from sslops.evaluate.corruptions import counterfactuals, shifted_images, shifted_series
-from sslops.evaluate.label_efficiency import curve_markdown, plot_curve
 from sslops.evaluate.multiclass import macro_auc, multiclass_metrics
+from sslops.evaluate.report import roc_points, write_reports
 from sslops.finetune.arrays import MODELS, embed, fit_multinomial, groups_of
 from sslops.finetune.stage import stratified_label_subset
 from sslops.models.arrays import (
@@ -28,7 +28,6 @@ from sslops.models.arrays import (
     load_backbone_from,
     model_input,
 )
-from sslops.plots import grouped_bars, line_plot
 from sslops.prepare.dataset import PreparedData
 
 NOT_APPLICABLE = {
@@ -63,11 +62,7 @@ class _Scorer:
 
 def _curve(y: np.ndarray, proba: np.ndarray, points: int = 101) -> dict[str, list[float]]:
     """Micro-averaged one-vs-rest ROC curve (every class's probability against its indicator)."""
-    hot = np.eye(proba.shape[1])[y].ravel()
-    fpr, tpr, thr = roc_curve(hot, proba.ravel())
-    keep = np.unique(np.linspace(0, len(fpr) - 1, points).round().astype(int))
-    thr = np.clip(thr, 0.0, 1.0)
-    return {"fpr": fpr[keep].tolist(), "tpr": tpr[keep].tolist(), "thresholds": thr[keep].tolist()}
+    return roc_points(np.eye(proba.shape[1])[y].ravel(), proba.ravel(), points)
 
 
 def _markdown(metrics: dict[str, dict[str, Any]], attribute: str, constrained: str) -> str:
@@ -211,34 +206,19 @@ def evaluate_arrays(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_di
             "roc_curves": curves,
             "confusion_matrices": confusion,
         }
-        _write_json(tmp / "metrics.json", payload)
-        _write_json(tmp / "shortcuts.json", shortcuts)
-        _write_json(tmp / "ood.json", {
-            "split": "test under seeded corruptions", "rows": len(y),
+        ood_report = {
+            "split": "test under seeded corruptions",
+            "rows": len(y),
             "corruptions": "Gaussian pixel noise (sigma 32/255) + 1-2 pixel translation"
-            if data.modality == "image" else "Gaussian noise (0.1 sd) + smooth time warp (<= 8%)",
+            if data.modality == "image"
+            else "Gaussian noise (0.1 sd) + smooth time warp (<= 8%)",
             "models": ood,
-        })  # fmt: skip
-        if efficiency is not None:
-            _write_json(tmp / "label_efficiency.json", efficiency)
-            plot_curve(tmp / "label_efficiency.png", efficiency["mean"])
-        markdown = _markdown(metrics, attribute, report["fairness"]["constraint"])
-        if efficiency is not None:
-            markdown += "\n" + curve_markdown(efficiency)
-        (tmp / "metrics.md").write_text(markdown, encoding="utf-8")
-        line_plot(
-            tmp / "roc.png", {n: (c["fpr"], c["tpr"]) for n, c in curves.items()},
-            "false positive rate", "true positive rate", "ROC (micro one-vs-rest), test split",
-        )  # fmt: skip
-        levels = list(metrics["ssl"]["by_group"][attribute])
-        grouped_bars(
-            tmp / "group_accuracy.png", levels,
-            {n: [m["by_group"][attribute][g]["accuracy"] for g in levels]
-             for n, m in metrics.items()},
-            "accuracy", f"Accuracy by {attribute} bucket, test split",
+        }
+        write_reports(
+            tmp, payload, shortcuts, _markdown(metrics, attribute, report["fairness"]["constraint"]),
+            ood=ood_report, efficiency=efficiency,
+            roc_title="ROC (micro one-vs-rest), test split",
+            bars=("group_accuracy.png", "accuracy", "accuracy",
+                  f"Accuracy by {attribute} bucket, test split"),
         )  # fmt: skip
     return Path(out_dir)
-
-
-def _write_json(path: Path, payload: Any) -> None:
-    path.write_text(json.dumps(payload, indent=2, allow_nan=True) + "\n", encoding="utf-8")

@@ -14,17 +14,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import confusion_matrix, roc_curve
+from sklearn.metrics import confusion_matrix
 
 from sslops.artifacts import check_lineage, read_meta, write_artifact
 from sslops.config import Config
-from sslops.evaluate.label_efficiency import curve_markdown, label_efficiency, plot_curve
+from sslops.evaluate.label_efficiency import label_efficiency
 from sslops.evaluate.metrics import model_metrics
+from sslops.evaluate.report import roc_points, write_reports
 from sslops.evaluate.shortcuts import counterfactual_flip, permutation_reliance
 from sslops.finetune.estimators import GroupThresholdPostprocessor
 from sslops.finetune.stage import MODELS
 from sslops.models.tabular import TabularClassifier, load_classifier
-from sslops.plots import grouped_bars, line_plot
 from sslops.prepare.dataset import PreparedData, Split
 
 POSTPROCESSED = "ssl+threshold_optimizer"
@@ -36,13 +36,6 @@ def _scorer(model: TabularClassifier) -> Any:
             return model(torch.from_numpy(x)).numpy().astype(np.float64)
 
     return score
-
-
-def _curve(y: np.ndarray, score: np.ndarray, points: int = 101) -> dict[str, list[float]]:
-    fpr, tpr, thr = roc_curve(y, score)
-    keep = np.unique(np.linspace(0, len(fpr) - 1, points).round().astype(int))
-    thr = np.clip(thr, 0.0, 1.0)  # the first threshold is +inf
-    return {"fpr": fpr[keep].tolist(), "tpr": tpr[keep].tolist(), "thresholds": thr[keep].tolist()}
 
 
 def _metrics_markdown(metrics: dict[str, dict[str, Any]], sensitive: str, constrained: str) -> str:
@@ -137,7 +130,7 @@ def evaluate(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_dir: Path
     curves, confusion = {}, {}
     for name, model in models.items():
         s = _scorer(model)(test.features)
-        curves[name] = _curve(test.target, s)
+        curves[name] = roc_points(test.target, s)
         confusion[name] = confusion_matrix(
             test.target, (s >= ec.threshold).astype(int), labels=[0, 1]
         ).tolist()
@@ -156,32 +149,13 @@ def evaluate(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_dir: Path
             "roc_curves": curves,
             "confusion_matrices": confusion,
         }
-        _write_json(tmp / "metrics.json", payload)
-        _write_json(tmp / "shortcuts.json", shortcuts)
+        ood_report = None
         if ood is not None and ood_split is not None:
-            _write_json(
-                tmp / "ood.json", {"split": "ood", "rows": len(ood_split.target), "models": ood}
-            )
-        if efficiency is not None:
-            _write_json(tmp / "label_efficiency.json", efficiency)
-            plot_curve(tmp / "label_efficiency.png", efficiency["mean"])
-        markdown = _metrics_markdown(metrics, sensitive, constrained)
-        if efficiency is not None:
-            markdown += "\n" + curve_markdown(efficiency)
-        (tmp / "metrics.md").write_text(markdown, encoding="utf-8")
-        line_plot(
-            tmp / "roc.png", {n: (c["fpr"], c["tpr"]) for n, c in curves.items()},
-            "false positive rate", "true positive rate", "ROC, test split",
-        )  # fmt: skip
-        levels = list(metrics["ssl"]["by_group"][sensitive])
-        grouped_bars(
-            tmp / "selection_rate.png", levels,
-            {n: [m["by_group"][sensitive][g]["selection_rate"] for g in levels]
-             for n, m in metrics.items()},
-            "selection rate", f"Selection rate by {sensitive}, test split",
+            ood_report = {"split": "ood", "rows": len(ood_split.target), "models": ood}
+        write_reports(
+            tmp, payload, shortcuts, _metrics_markdown(metrics, sensitive, constrained),
+            ood=ood_report, efficiency=efficiency, roc_title="ROC, test split",
+            bars=("selection_rate.png", "selection_rate", "selection rate",
+                  f"Selection rate by {sensitive}, test split"),
         )  # fmt: skip
     return Path(out_dir)
-
-
-def _write_json(path: Path, payload: Any) -> None:
-    path.write_text(json.dumps(payload, indent=2, allow_nan=True) + "\n", encoding="utf-8")

@@ -36,7 +36,7 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from sslops import __version__
-from sslops.artifacts import read_meta, sha256_file, write_artifact
+from sslops.artifacts import read_meta, sha256_file, write_artifact, write_json
 from sslops.config import Config
 from sslops.errors import ArtifactError
 from sslops.export.quantize import _quiet_root_logger, session
@@ -199,5 +199,5 @@ def export_arrays(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_dir:
                 "label_agreement": float(np.mean(fp32.argmax(1) == int8.argmax(1))),
                 "max_abs_diff_vs_fp32": float(np.max(np.abs(int8 - fp32))),
             }
-        (tmp / "export.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        write_json(tmp / "export.json", report)
     return Path(out_dir)

@@ -21,7 +21,7 @@ import onnx
 import torch
 
 from sslops import __version__
-from sslops.artifacts import check_lineage, read_meta, sha256_file, write_artifact
+from sslops.artifacts import check_lineage, read_meta, sha256_file, write_artifact, write_json
 from sslops.config import Config
 from sslops.errors import ArtifactError
 from sslops.export.graph import OUTPUT, export_raw_column_onnx, raw_inputs
@@ -161,5 +161,5 @@ def export(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_dir: Path) 
                 "bytes": (tmp / INT8_FILE).stat().st_size,
                 **quantization_report(fp32, int8, test.target, threshold),
             }
-        (tmp / "export.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        write_json(tmp / "export.json", report)
     return Path(out_dir)

@@ -30,7 +30,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
-from sslops.artifacts import write_artifact
+from sslops.artifacts import write_artifact, write_json
 from sslops.config import Config
 from sslops.data.attributes import ATTRIBUTES, MEASURES, bucket, tercile_edges
 from sslops.errors import ConfigError, DataError
@@ -299,7 +299,7 @@ def finetune_arrays(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_d
         np.save(tmp / "labeled_rows.npy", labeled)
         # Evaluation's label-efficiency curve reuses them instead of a second forward pass.
         np.save(tmp / "train_embeddings.npy", z_train.astype(np.float32))
-        (tmp / "finetune.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        write_json(tmp / "finetune.json", report)
         if fair.constraint != "none":
             plot_front(tmp / "pareto.png", candidates, constraint, fair.max_gap, chosen)
     return Path(out_dir)

@@ -22,7 +22,6 @@ needs the sensitive attribute at prediction time.
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
-from sslops.artifacts import check_lineage, write_artifact
+from sslops.artifacts import check_lineage, write_artifact, write_json
 from sslops.config import Config
 from sslops.data.encoding import TabularEncoding
 from sslops.errors import ConfigError, DataError
@@ -336,11 +335,9 @@ def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pat
         # curve transfers from it at other label fractions.
         save_classifier(probe, tmp, "probe", {"threshold": threshold, "transfer": "linear_probe"})
         np.save(tmp / "labeled_rows.npy", labeled)
-        (tmp / "finetune.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        write_json(tmp / "finetune.json", report)
         if postprocessing:
-            (tmp / "postprocessing.json").write_text(
-                json.dumps(postprocessing, indent=2) + "\n", encoding="utf-8"
-            )
+            write_json(tmp / "postprocessing.json", postprocessing)
         if fair.constraint != "none":
             where = "validation" + (" + out-of-fold training rows" if crossfit else "") + (
                 " + held-out unlabeled rows" if len(held) else ""

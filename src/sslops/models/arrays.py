@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from sslops.artifacts import write_json
 from sslops.errors import ArtifactError
 from sslops.objectives.augment import ImageAugment
 from sslops.pretrain.tasks import build_backbone
@@ -105,7 +106,7 @@ def model_input(modality: str, values: np.ndarray) -> torch.Tensor:
 def save_backbone(backbone: nn.Module, spec: dict[str, Any], directory: Path) -> None:
     state = {k: v.detach().contiguous() for k, v in backbone.state_dict().items()}
     save_file(state, str(directory / f"{BACKBONE}.safetensors"))
-    (directory / f"{BACKBONE}.json").write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
+    write_json(directory / f"{BACKBONE}.json", spec)
 
 
 def load_backbone_from(directory: Path) -> nn.Module:
@@ -129,7 +130,7 @@ def save_array_classifier(model: ArrayClassifier, directory: Path, name: str, in
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()
              if not k.startswith(f"{BACKBONE}.")}  # fmt: skip
     save_file(state, str(directory / f"{name}.safetensors"))
-    (directory / f"{name}.json").write_text(json.dumps(arch, indent=2) + "\n", encoding="utf-8")
+    write_json(directory / f"{name}.json", arch)
 
 
 def load_array_classifier(

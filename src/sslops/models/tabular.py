@@ -14,6 +14,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from sslops.artifacts import write_json
+
 
 @dataclass
 class EncoderSpec:
@@ -75,7 +77,7 @@ def save_classifier(model: TabularClassifier, directory: Path, name: str, info: 
     arch = {**model.architecture(), **info}
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(directory / f"{name}.safetensors"))
-    (directory / f"{name}.json").write_text(json.dumps(arch, indent=2) + "\n", encoding="utf-8")
+    write_json(directory / f"{name}.json", arch)
 
 
 def load_classifier(directory: Path, name: str) -> tuple[TabularClassifier, dict]:

@@ -27,7 +27,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from sslops.artifacts import check_replaceable, move_into_place
+from sslops.artifacts import check_replaceable, move_into_place, write_json
 from sslops.config import Config
 from sslops.errors import SslopsError
 from sslops.pipeline import stage_cache
@@ -254,7 +254,7 @@ def _run_staged(cfg: Config, out: Path) -> dict[str, Any]:
         # Paths in the summary point at the final folder, which exists after the rename.
         summary = build_summary(staging)
         summary = json.loads(json.dumps(summary).replace(str(staging), str(out)))
-        summary_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        write_json(summary_path, summary)
         move_into_place(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

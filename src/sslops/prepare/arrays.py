@@ -10,7 +10,6 @@ copies of test items dropped, every near-duplicate cluster on one side.
 from __future__ import annotations
 
 import hashlib
-import json
 import unicodedata
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sslops.artifacts import write_artifact
+from sslops.artifacts import write_artifact, write_json
 from sslops.config import Config
 from sslops.data.dedup import clusters_from_pairs, first_occurrences, mix
 from sslops.data.images import (
@@ -218,8 +217,8 @@ def prepare_arrays(cfg: Config, out_dir: Path) -> Path:
             pd.DataFrame({"label": pd.array(label[mask], dtype="string"),
                           "cluster": cluster[mask]}).to_parquet(tmp / f"{name}.parquet",
                                                                 index=False)  # fmt: skip
-        (tmp / SCHEMA).write_text(json.dumps(schema, indent=2) + "\n", encoding="utf-8")
-        (tmp / "datacard.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+        write_json(tmp / SCHEMA, schema)
+        write_json(tmp / "datacard.json", card)
         (tmp / "datacard.md").write_text(_markdown(card), encoding="utf-8")
         _figure(cfg, values[split == "train"][:32], tmp / "datacard_samples.png")
     return out_dir

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from sslops.artifacts import write_artifact
+from sslops.artifacts import write_artifact, write_json
 from sslops.config import Config
 from sslops.data.canonicalize import canonical_column_name, column_report, label_hits
 from sslops.data.datacard import build_datacard, datacard_figures, datacard_markdown
@@ -288,7 +288,7 @@ def _write_metadata(
         "splits": list(splits),
     }
     encoding.save(tmp / "encoding.json")
-    (tmp / SCHEMA).write_text(json.dumps(schema, indent=2) + "\n", encoding="utf-8")
-    (tmp / "datacard.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    write_json(tmp / SCHEMA, schema)
+    write_json(tmp / "datacard.json", card)
     (tmp / "datacard.md").write_text(datacard_markdown(card), encoding="utf-8")
     datacard_figures(card, tmp)

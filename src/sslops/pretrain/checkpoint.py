@@ -31,7 +31,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from sslops.artifacts import sha256_file
+from sslops.artifacts import sha256_file, write_json
 from sslops.errors import ArtifactError
 
 LATEST = "latest"
@@ -73,7 +73,7 @@ def save_checkpoint(
         torch.save(state, tmp / "state.pt")
         digests = {file: sha256_file(tmp / file) for file in PAYLOAD}
         record = {"step": step, **info, "sha256": digests}
-        (tmp / "checkpoint.json").write_text(json.dumps(record, indent=2) + "\n")
+        write_json(tmp / "checkpoint.json", record)
         _fsync_dir(tmp)
         final = directory / name
         if final.exists():

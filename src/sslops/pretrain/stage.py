@@ -28,7 +28,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from sslops.artifacts import read_meta, write_artifact
+from sslops.artifacts import read_meta, write_artifact, write_json
 from sslops.config import Config
 from sslops.errors import ArtifactError
 from sslops.models.tabular import EncoderSpec, MLPEncoder
@@ -205,9 +205,9 @@ def _write(
         save_file(backbone_state, str(tmp / "encoder.safetensors"))
         if heads:
             save_file(heads, str(tmp / "heads.safetensors"))
-        (tmp / "encoder.json").write_text(json.dumps(encoder_json, indent=2) + "\n")
-        (tmp / "backbone.json").write_text(json.dumps(spec, indent=2) + "\n")
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_json(tmp / "encoder.json", encoder_json)
+        write_json(tmp / "backbone.json", spec)
+        write_json(tmp / "summary.json", summary)
         write_metrics(tmp / "history.jsonl", history)
         write_metrics(tmp / "metrics.jsonl", result.steps)
         epochs = [h["epoch"] for h in history]

@@ -8,14 +8,13 @@ and decision per row) and the plots.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from sslops.artifacts import write_artifact
+from sslops.artifacts import write_artifact, write_json
 from sslops.config import Config, DataConfig, KpiConfig, ShadowConfig
 from sslops.data.canonicalize import label_hits
 from sslops.errors import DataError
@@ -268,8 +267,6 @@ def shadow(
               "label_efficiency": str(label_efficiency) if label_efficiency else None}  # fmt: skip
     with write_artifact(out_dir, "shadow", config, sources=sources) as tmp:
         rows.rename(columns={"y": "label"}).to_csv(tmp / "scores.csv", index=False)
-        (tmp / "shadow.json").write_text(
-            json.dumps(report, indent=2, allow_nan=True) + "\n", encoding="utf-8"
-        )
+        write_json(tmp / "shadow.json", report)
         write_report(tmp, report, rows, kpi)
     return Path(out_dir)

@@ -1,0 +1,68 @@
+"""The evaluate artifact's files, shared by the tabular and the image / time-series stages.
+
+Both write the same set: ``metrics.json`` and ``metrics.md`` (the table plus the
+label-efficiency curve when it was measured), ``shortcuts.json``, ``ood.json`` when an
+out-of-distribution split was scored, ``label_efficiency.json`` / ``.png``, the ROC
+plot and one bar chart per group of the sensitive attribute.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import roc_curve
+
+from sslops.artifacts import write_json
+from sslops.evaluate.label_efficiency import curve_markdown, plot_curve
+from sslops.plots import grouped_bars, line_plot
+
+
+def roc_points(y: np.ndarray, score: np.ndarray, points: int = 101) -> dict[str, list[float]]:
+    """The ROC curve of ``score`` against the 0/1 ``y``, thinned to at most ``points`` points."""
+    fpr, tpr, thr = roc_curve(y, score)
+    keep = np.unique(np.linspace(0, len(fpr) - 1, points).round().astype(int))
+    thr = np.clip(thr, 0.0, 1.0)  # the first threshold is +inf
+    return {"fpr": fpr[keep].tolist(), "tpr": tpr[keep].tolist(), "thresholds": thr[keep].tolist()}
+
+
+def write_reports(
+    tmp: Path,
+    payload: dict[str, Any],
+    shortcuts: dict[str, Any],
+    markdown: str,
+    *,
+    ood: dict[str, Any] | None,
+    efficiency: dict[str, Any] | None,
+    roc_title: str,
+    bars: tuple[str, str, str, str],
+) -> None:
+    """Write the evaluate artifact's files into ``tmp``.
+
+    ``payload`` is ``metrics.json`` (its ``models`` and ``roc_curves`` feed the plots);
+    ``bars`` is (file name, per-group metric key, axis label, title): one bar per model and
+    group of ``payload["sensitive"]``.
+    """
+    write_json(tmp / "metrics.json", payload)
+    write_json(tmp / "shortcuts.json", shortcuts)
+    if ood is not None:
+        write_json(tmp / "ood.json", ood)
+    if efficiency is not None:
+        write_json(tmp / "label_efficiency.json", efficiency)
+        plot_curve(tmp / "label_efficiency.png", efficiency["mean"])
+        markdown += "\n" + curve_markdown(efficiency)
+    (tmp / "metrics.md").write_text(markdown, encoding="utf-8")
+    curves = payload["roc_curves"]
+    line_plot(
+        tmp / "roc.png", {n: (c["fpr"], c["tpr"]) for n, c in curves.items()},
+        "false positive rate", "true positive rate", roc_title,
+    )  # fmt: skip
+    file_name, key, label, title = bars
+    attribute, models = payload["sensitive"], payload["models"]
+    levels = list(models["ssl"]["by_group"][attribute])
+    grouped_bars(
+        tmp / file_name, levels,
+        {n: [m["by_group"][attribute][g][key] for g in levels] for n, m in models.items()},
+        label, title,
+    )  # fmt: skip
