@@ -120,7 +120,8 @@ def test_another_key_or_an_unsigned_bundle_fails_with_a_public_key(
     unsigned = stage_artifacts["audit"]
     assert verify_bundle(unsigned)["problems"] == [] and not verify_bundle(unsigned)["signed"]
     assert verify_bundle(unsigned, other)["problems"] == [
-        "signature.json is missing: the bundle is not signed"
+        "signature.json is missing: the bundle is not signed "
+        "(the issuer signs it with audit.signing.key_file)"
     ]
 
 

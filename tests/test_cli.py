@@ -101,3 +101,54 @@ def test_stage_refuses_a_tampered_input_artifact(
     assert result.returncode == 2
     assert "train.parquet" in result.stderr and "modified" in result.stderr
     assert not (tmp_path / "pre").exists()
+
+
+def _parsers(parser, path=("sslops",)):
+    """(command path, parser) for the top-level parser and every subcommand below it."""
+    import argparse
+
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield from _parsers(child, (*path, name))
+
+
+def _example_commands(epilog: str) -> list[list[str]]:
+    """The `sslops ...` command lines of an epilog: continuation lines joined, comments and
+    what follows a shell redirection or pipe cut."""
+    import itertools
+    import shlex
+
+    text = ("\n" + epilog).replace("\\\n", " ").partition("\nexample")[2]  # from "example(s):"
+    commands = [shlex.split(line.strip(), comments=True)[1:]
+                for line in text.splitlines() if line.strip().startswith("sslops ")]  # fmt: skip
+    return [list(itertools.takewhile(lambda a: a not in {">", "|"}, c)) for c in commands]
+
+
+def test_every_option_is_explained_and_every_command_has_an_example_that_parses() -> None:
+    from sslops.cli import build_parser
+
+    top = build_parser()
+    leaves = 0
+    for path, parser in _parsers(top):
+        for action in parser._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.help, f"{' '.join(path)} {action.option_strings[0]} has no help"
+        if parser._subparsers is not None and path != ("sslops", "audit"):
+            continue  # a command group: its commands carry the examples
+        leaves += 1
+        examples = _example_commands(parser.epilog or "")
+        assert examples, f"{' '.join(path)} --help shows no example"
+        for argv in examples:
+            top.parse_args(argv)  # an unknown flag or a missing argument exits: the test fails
+    assert leaves >= 17
+
+
+def test_help_states_defaults_and_wraps_prose(cli_env: dict[str, str]) -> None:
+    from sslops.cli import build_parser
+
+    text = build_parser()._subparsers._group_actions[0].choices["render"].format_help()
+    assert "--overlay NAME|DIR    kustomize overlay" in text and "(default: onprem)" in text
+    assert "(default: None)" not in text and "(default: [])" not in text
+    assert max(map(len, text.splitlines())) < 110  # descriptions wrapped, examples as written

@@ -328,6 +328,13 @@ def test_load_config_non_utf8(tmp_path: Path) -> None:
         load_config(path)
 
 
+def test_no_config_file_and_no_data_says_to_pass_one() -> None:
+    with pytest.raises(ConfigError, match=r"no config given: pass --config FILE .*data.train"):
+        load_config(None, ["seed=1"])
+    with pytest.raises(ConfigError, match=r"'data\.label' is required but missing"):
+        load_config(None, ["data.train=rows.csv"])  # the data section begun with --set
+
+
 def test_load_config_empty_file_reports_missing_data(tmp_path: Path) -> None:
     path = tmp_path / "empty.yaml"
     path.write_text("", encoding="utf-8")

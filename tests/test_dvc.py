@@ -42,3 +42,16 @@ def test_dvc_repro_runs_every_stage(small_data, tmp_path: Path, cli_env) -> None
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     status = dvc("status")
     assert "finetune" in status.stdout and "pretrain" not in status.stdout
+
+
+def test_params_yaml_is_the_resolved_demo_config() -> None:
+    """`dvc repro` trains what `make demo` trains: params.yaml is configs/adult.yaml resolved."""
+    from sslops.config import load_config
+
+    params = (ROOT / "params.yaml").read_text(encoding="utf-8")
+    resolved = load_config(ROOT / "configs" / "adult.yaml").model_dump(mode="json")
+    body = "".join(params.splitlines(keepends=True)[2:])  # after the two header lines
+    assert body == yaml.safe_dump(resolved, sort_keys=False), (
+        "params.yaml is stale; regenerate: "
+        "sslops config --config configs/adult.yaml > params.yaml (keep its two header lines)"
+    )

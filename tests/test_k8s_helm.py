@@ -152,8 +152,11 @@ def test_pods_are_locked_down_and_sized(env: str, rendered) -> None:
             assert context["readOnlyRootFilesystem"] is True
             assert context["allowPrivilegeEscalation"] is False
             assert context["capabilities"] == {"drop": ["ALL"]}
-            assert {"cpu", "memory"} <= set(container["resources"]["limits"])
-            assert {"cpu", "memory"} <= set(container["resources"]["requests"])
+            limits, requests = container["resources"]["limits"], container["resources"]["requests"]
+            assert {"cpu", "memory"} <= set(limits)
+            assert {k: requests[k] for k in ("cpu", "memory")} == {
+                k: limits[k] for k in ("cpu", "memory")
+            }, f"{container['name']}: CPU and memory requests differ from the limits"
 
 
 def test_launcher_role_is_least_privilege(rendered) -> None:

@@ -37,8 +37,38 @@ examples:
 """
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Wraps prose, keeps text laid out in lines (examples) as written, and appends
+    "(default: X)" to an option's help where X is a value worth stating."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:  # an epilog of examples or a table: as written
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if "default" in text or default in (None, False, "", [], argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)" if text else "(default: %(default)s)"
+
+
+def _use_formatter(parser: argparse.ArgumentParser) -> None:
+    """Give ``parser`` and every parser below it :class:`HelpFormatter`."""
+    parser.formatter_class = HelpFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in set(action.choices.values()):
+                _use_formatter(child)
+
+
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", "-c", metavar="FILE", help="YAML config (see configs/).")
+    parser.add_argument(
+        "--config", "-c", metavar="FILE",
+        help="YAML config (see configs/); without it, the built-in defaults plus --set, which must "
+        "then give at least data.train and data.label",
+    )  # fmt: skip
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -53,6 +83,12 @@ def _stage(
     sub: Any, name: str, help_text: str, inputs: list[tuple[str, str]], required: bool = True,
     **kwargs: Any,
 ) -> argparse.ArgumentParser:  # fmt: skip
+    flags = "".join(f" --{flag} artifacts/{STAGE_OF[flag]}" for flag, _ in inputs)
+    kwargs.setdefault(
+        "epilog",
+        f"example (one stage, as dvc.yaml runs it):\n  sslops {name} --config params.yaml{flags} "
+        f"--out artifacts/{name}",
+    )
     parser: argparse.ArgumentParser = sub.add_parser(
         name, help=help_text, description=help_text, **kwargs
     )
@@ -65,6 +101,21 @@ def _stage(
     return parser
 
 
+STAGE_OF = {
+    "prepared": "prepare", "pretrained": "pretrain", "finetuned": "finetune",
+    "evaluation": "evaluate", "exported": "export",
+}  # fmt: skip
+
+RUN_EXAMPLES = """\
+examples:
+  sslops run --config configs/adult.yaml                     # the demo: UCI Adult, 1% of labels
+  sslops run --config configs/adult.yaml --set finetune.label_fraction=0.1 --out runs/ten-percent
+  sslops run --config configs/adult.yaml --set finetune.fairness.constraint=equalized_odds
+  sslops run --config configs/adult.yaml --set data.train=my.csv --set data.test=null \\
+             --set data.label=default --set data.positive=yes --set data.sensitive=[gender]
+  sslops run --config configs/mnist.yaml                     # images; configs/gunpoint.yaml: series
+"""
+
 AUDIT_EPILOG = """\
 tools:
   sslops audit verify BUNDLE [--public-key FILE]   check a bundle (folder, .zip or audit folder)
@@ -72,6 +123,11 @@ tools:
   sslops audit reproduce BUNDLE --data DIR --public-key FILE --out DIR [--key-file FILE]
                                                    re-run the evaluation from the bundle, signed attestation
   sslops audit verify-attestation DIR [--public-key FILE]   check an attestation's signature
+examples:
+  sslops audit --config params.yaml --prepared artifacts/prepare --pretrained artifacts/pretrain \\
+      --finetuned artifacts/finetune --evaluation artifacts/evaluate --exported artifacts/export \\
+      --out artifacts/audit
+  sslops audit verify runs/demo/audit --public-key issuer.pub.pem
 """
 
 
@@ -84,6 +140,9 @@ def _audit_tools(audit: argparse.ArgumentParser) -> None:
         help="check a bundle's hashes and signature",
         description="Check every file of an audit bundle against manifest.json and the Ed25519 "
         "signature. Exit 0 when intact; 1 naming each changed, added or missing file.",
+        epilog="examples:\n"
+        "  sslops audit verify runs/demo/audit                             # integrity only\n"
+        "  sslops audit verify bundle.zip --public-key issuer.pub.pem     # and who signed it",
     )
     verify.add_argument(
         "bundle", type=Path, metavar="BUNDLE", help="bundle folder, .zip or audit folder"
@@ -98,9 +157,18 @@ def _audit_tools(audit: argparse.ArgumentParser) -> None:
         help="write a new Ed25519 key pair for signing bundles",
         description="Write a new Ed25519 key pair (PEM). Point audit.signing.key_file at the "
         "private key, or put it in the SSLOPS_SIGNING_KEY environment variable / a Secret.",
+        epilog="example:\n"
+        "  sslops audit keygen --private-key issuer.pem --public-key issuer.pub.pem\n"
+        "  sslops run --config configs/adult.yaml --set audit.signing.key_file=issuer.pem",
     )
-    keygen.add_argument("--private-key", required=True, type=Path, metavar="FILE")
-    keygen.add_argument("--public-key", required=True, type=Path, metavar="FILE")
+    keygen.add_argument(
+        "--private-key", required=True, type=Path, metavar="FILE",
+        help="where to write the private key (mode 0600; keep it out of version control)",
+    )  # fmt: skip
+    keygen.add_argument(
+        "--public-key", required=True, type=Path, metavar="FILE",
+        help="where to write the public key, to hand to whoever verifies bundles",
+    )  # fmt: skip
     _reproduce_tools(tools)
 
 
@@ -128,7 +196,6 @@ def _reproduce_tools(tools: Any) -> None:
         "deployed model within a stated tolerance; write an attestation signed with the "
         "verifier's own key.",
         epilog=REPRODUCE_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(reproduce)
     attested = tools.add_parser(
@@ -136,6 +203,7 @@ def _reproduce_tools(tools: Any) -> None:
         help="check an attestation's signature and files",
         description="Check attestation.json and attestation.md against attestation.sig.json. "
         "Exit 0 when intact (prints the attested result); 1 naming each problem.",
+        epilog="example:\n  sslops audit verify-attestation attestation/ --public-key verifier.pub.pem",
     )
     attested.add_argument("attestation", type=Path, metavar="DIR", help="attestation folder")
     attested.add_argument(
@@ -170,7 +238,6 @@ def build_parser() -> argparse.ArgumentParser:
         description="Self-supervised pretraining on unlabeled data, fairness-aware fine-tuning on few "
         "labels, evaluation, ONNX export and an audit bundle.",
         epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"sslops {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -179,14 +246,24 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="run the whole pipeline locally through kfp.local",
         description="Run prepare -> pretrain -> finetune -> evaluate -> export -> audit locally "
-        "through kfp.local, then write OUT/summary.json. OUT is replaced only when the run succeeds.",
+        "through kfp.local, then write OUT/summary.json. OUT is replaced only when the run "
+        "succeeds.",
+        epilog=RUN_EXAMPLES,
     )
     _add_config_args(run)
     run.add_argument(
         "--out", type=Path, metavar="DIR", help="run folder (default: runs/<config name>)"
     )
 
-    show = sub.add_parser("config", help="print the resolved config (defaults + file + --set)")
+    show = sub.add_parser(
+        "config",
+        help="print the resolved config (defaults + file + --set)",
+        description="Print the config every stage would use: the built-in defaults, then the "
+        "file, then each --set, validated (a wrong key or value is an error here too). Every "
+        "key is explicit, so the output is also a params.yaml for dvc.yaml.",
+        epilog="examples:\n  sslops config --config configs/adult.yaml --set seed=1\n"
+        "  sslops config --config configs/adult.yaml > params.yaml   # the parameters dvc.yaml reads",
+    )
     _add_config_args(show)
     show.add_argument("--json", action="store_true", help="print JSON (the pipeline's config_json)")
 
@@ -197,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(and --set), that config is config_json's default and its platform section places the "
         "tasks; without, config_json is a required run parameter. make compile writes the "
         "committed pipelines/compiled/ files.",
+        epilog="example:\n  sslops compile --config configs/adult.yaml --set pretrain.launcher=trainjob "
+        "--out adult.yaml",
     )
     _add_config_args(comp)
     comp.add_argument(
@@ -217,9 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
     audit = _stage(sub, "audit", "signed compliance bundle: model card, gates, lineage, SBOM", [
         prepared, ("pretrained", "pretrain artifact"), finetuned,
         ("evaluation", "evaluate artifact"), ("exported", "export artifact"),
-    ], required=False, epilog=AUDIT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    ], required=False, epilog=AUDIT_EPILOG)  # fmt: skip
     _audit_tools(audit)
     shadow_commands.add_parsers(sub, _add_config_args)  # shadow, schedule-shadow
+    _use_formatter(parser)
     return parser
 
 
@@ -377,9 +457,8 @@ def main(argv: list[str] | None = None) -> int:
         handlers: dict[str, Callable[[argparse.Namespace, Config], None]] = {"run": _cmd_run}
         if args.command == "config":
             data = cfg.model_dump(mode="json")
-            print(
-                json.dumps(data) if args.json else yaml.safe_dump(data, sort_keys=False), end="\n"
-            )
+            text = json.dumps(data) + "\n" if args.json else yaml.safe_dump(data, sort_keys=False)
+            print(text, end="")
             return 0
         handlers.get(args.command, _cmd_stage)(args, cfg)
     except SslopsError as exc:

@@ -787,7 +787,13 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {path}: expected a mapping at the top level")
         raw = loaded or {}
-    return validate_config(apply_overrides(raw, overrides or []))
+    raw = apply_overrides(raw, overrides or [])
+    if path is None and "data" not in raw:
+        raise ConfigError(
+            "no config given: pass --config FILE (e.g. configs/adult.yaml), or give the data "
+            "section with --set (at least data.train=FILE and data.label=COLUMN)"
+        )
+    return validate_config(raw)
 
 
 def config_from_json(text: str) -> Config:

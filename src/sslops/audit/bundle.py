@@ -259,7 +259,8 @@ def check_signature(
     names = files.names()
     if SIGNATURE not in names:
         if public_key is not None:
-            return [f"{SIGNATURE} is missing: the bundle is not signed"], {"signed": False}
+            unsigned = "the bundle is not signed (the issuer signs it with audit.signing.key_file)"
+            return [f"{SIGNATURE} is missing: {unsigned}"], {"signed": False}
         return [], {"signed": False}
     record, problem = _load_canonical(files, SIGNATURE)
     if problem or record is None:

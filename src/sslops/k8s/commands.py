@@ -22,10 +22,14 @@ def add_parsers(sub: Any, add_config_args: Callable[[argparse.ArgumentParser], N
         description="Compile the pipeline for the config (its platform section places the "
         "tasks), upload it to the KFP endpoint as a new version of 'sslops-ssl-pipeline' "
         "(or '-multinode' for pretrain.launcher trainjob/pytorchjob) and start a run.",
+        epilog="example:\n  sslops submit --config configs/adult.yaml --host http://localhost:8080 "
+        "--run-name adult-1pct",
     )
     add_config_args(submit)
     submit.add_argument("--host", required=True, metavar="URL", help="KFP API endpoint")
-    submit.add_argument("--experiment", default="sslops", metavar="NAME", help="KFP experiment")
+    submit.add_argument(
+        "--experiment", default="sslops", metavar="NAME", help="KFP experiment (created if missing)"
+    )
     submit.add_argument("--namespace", metavar="NS", help="KFP profile namespace (multi-user)")
     submit.add_argument("--service-account", metavar="SA", help="service account of the run")
     submit.add_argument("--run-name", metavar="NAME", help="display name of the run")
@@ -36,19 +40,31 @@ def add_parsers(sub: Any, add_config_args: Callable[[argparse.ArgumentParser], N
         description="helm: the chart rendered with --values files (like helm template); "
         "kustomize: an overlay built with kubectl kustomize; trainjob: the TrainJob or "
         "PyTorchJob that pretrain.launcher would create for the config.",
+        epilog="examples:\n"
+        "  sslops render --target helm --values helm/sslops/values-aws.yaml\n"
+        "  sslops render --target kustomize --overlay gcp\n"
+        "  sslops render --target trainjob --config configs/mnist.yaml "
+        "--set pretrain.launcher=trainjob",
     )
     add_config_args(render)
-    render.add_argument("--target", required=True, choices=("helm", "kustomize", "trainjob"))
+    render.add_argument(
+        "--target", required=True, choices=("helm", "kustomize", "trainjob"),
+        help="what to render (see above)",
+    )  # fmt: skip
     render.add_argument(
         "--values", action="append", default=[], type=Path, metavar="FILE",
         help="helm values file (repeatable; later files win)",
     )  # fmt: skip
-    render.add_argument("--chart", type=Path, default=Path("helm/sslops"), metavar="DIR")
+    render.add_argument(
+        "--chart", type=Path, default=Path("helm/sslops"), metavar="DIR", help="helm chart folder"
+    )
     render.add_argument(
         "--overlay", default="onprem", metavar="NAME|DIR",
         help="kustomize overlay: onprem, aws, gcp, azure, or a directory",
     )  # fmt: skip
-    render.add_argument("--namespace", default="kubeflow", metavar="NS")
+    render.add_argument(
+        "--namespace", default="kubeflow", metavar="NS", help="namespace of the rendered objects"
+    )
     render.add_argument("--release", default="sslops", metavar="NAME", help="helm release name")
 
 

@@ -45,7 +45,6 @@ def add_parsers(sub: Any, add_config_args: Callable[[argparse.ArgumentParser], N
         "inputs and scores (PSI + KS/chi-square) and the kpi section's costs. Writes OUT with "
         "shadow.{json,md,html}, scores.csv and plots; nothing when an input is wrong.",
         epilog=SHADOW_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_config_args(shadow)
     shadow.add_argument(
@@ -91,7 +90,6 @@ def add_parsers(sub: Any, add_config_args: Callable[[argparse.ArgumentParser], N
         "'sslops-shadow-pipeline' and create a recurring run on the cron schedule. Paths are "
         "read by the task in its pod (the workspace PVC).",
         epilog=SHADOW_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_config_args(schedule)
     schedule.add_argument("--host", required=True, metavar="URL", help="KFP API endpoint")
@@ -105,9 +103,17 @@ def add_parsers(sub: Any, add_config_args: Callable[[argparse.ArgumentParser], N
         schedule.add_argument(
             f"--{flag}", required=True, metavar="PATH", help=f"{flag} path as the pod sees it"
         )
-    schedule.add_argument("--reference", default="", metavar="PATH")
-    schedule.add_argument("--label-efficiency", default="", metavar="PATH")
-    schedule.add_argument("--experiment", default="sslops-shadow", metavar="NAME")
+    schedule.add_argument(
+        "--reference", default="", metavar="PATH",
+        help="drift reference CSV as the pod sees it (default: the first batch)",
+    )  # fmt: skip
+    schedule.add_argument(
+        "--label-efficiency", default="", metavar="PATH",
+        help="label_efficiency.json or the evaluate artifact, as the pod sees it (optional)",
+    )  # fmt: skip
+    schedule.add_argument(
+        "--experiment", default="sslops-shadow", metavar="NAME", help="KFP experiment"
+    )
     schedule.add_argument("--name", metavar="NAME", help="recurring run name")
     schedule.add_argument("--namespace", metavar="NS", help="KFP profile namespace (multi-user)")
     schedule.add_argument("--service-account", metavar="SA", help="service account of the runs")
