@@ -12,6 +12,7 @@ import pytest
 from sslops.artifacts import (
     META,
     check_lineage,
+    check_replaceable,
     hash_tree,
     read_meta,
     sha256_file,
@@ -269,9 +270,12 @@ def test_read_meta_detects_wrong_stage(tmp_path: Path) -> None:
     final = make_artifact(tmp_path / "art", stage="pretrain")
     with pytest.raises(ArtifactError) as info:
         read_meta(final, "prepare")
-    message = str(info.value)
-    assert str(final) in message
-    assert "'pretrain'" in message and "'prepare'" in message
+    assert str(info.value) == f"{final} is a pretrain artifact; expected an sslops prepare artifact"
+    export = make_artifact(tmp_path / "exp", stage="export")
+    with pytest.raises(
+        ArtifactError, match="exp is an export artifact; expected an sslops prepare"
+    ):
+        read_meta(export, "prepare")
 
 
 def test_read_meta_without_verify_ignores_changes(tmp_path: Path) -> None:
@@ -294,6 +298,62 @@ def test_read_meta_on_corrupt_meta(tmp_path: Path) -> None:
         read_meta(final)
     assert str(final / META) in str(info.value)
     assert "not valid JSON" in str(info.value)
+
+
+def test_read_meta_names_a_missing_path_or_a_file(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match="nope does not exist; expected an sslops prepare"):
+        read_meta(tmp_path / "nope", "prepare")
+    (tmp_path / "f.txt").write_text("x")
+    with pytest.raises(
+        ArtifactError, match=r"f\.txt is a file; expected an sslops prepare artifact"
+    ):
+        read_meta(tmp_path / "f.txt", "prepare")
+
+
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        (lambda m: [], "expected a JSON object, found list"),
+        (lambda m: "x", "expected a JSON object, found str"),
+        (lambda m: {**m, "files": None}, 'expected "files" to map each file to its sha256'),
+        (lambda m: {**m, "files": [1, 2]}, 'expected "files" to map each file to its sha256'),
+        (lambda m: {k: v for k, v in m.items() if k != "stage"}, 'no "stage" names the stage'),
+        (lambda m: {**m, "inputs": []}, 'expected "inputs" to map each input'),
+        (lambda m: {**m, "inputs": {"prepared": "x"}}, 'expected "inputs" to map each input'),
+    ],
+)
+def test_read_meta_and_check_lineage_name_a_damaged_meta_json(
+    tmp_path: Path, edit, problem: str
+) -> None:
+    final = make_artifact(tmp_path / "art")
+    meta = json.loads((final / META).read_text())
+    (final / META).write_text(json.dumps(edit(meta)))
+    for check in (lambda: read_meta(final, "prepare"), lambda: check_lineage(final)):
+        with pytest.raises(ArtifactError) as info:
+            check()
+        assert str(info.value).startswith(f"{final / META} is damaged: ")
+        assert problem in str(info.value)
+
+
+def test_out_inside_an_input_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    source = make_artifact(tmp_path / "prep")
+    before = files_of(source)
+    for out in (source / "pre", source / "sub" / "deeper", source):
+        inside = re.escape(f"is inside {source}, an input of the pretrain")
+        with (
+            pytest.raises(ArtifactError, match=inside),
+            write_artifact(out, "pretrain", CONFIG, {"prepared": source}),
+        ):
+            raise AssertionError("never reached")
+    # a file of an artifact protects that artifact; a file elsewhere only itself
+    (tmp_path / "plain.csv").write_text("a\n1\n")
+    with pytest.raises(
+        ArtifactError, match=re.escape(f"is inside {source}, an input of the shadow")
+    ):
+        check_replaceable(source / "report", "shadow artifact", inputs=[source / "a.txt"])
+    check_replaceable(tmp_path / "report", "shadow artifact", inputs=[tmp_path / "plain.csv"])
+    check_replaceable(tmp_path / "x", "pretrain artifact", inputs=[tmp_path / "nope", None])
+    assert files_of(source) == before and leftovers(tmp_path) == []
 
 
 # --- lineage across artifacts given together --------------------------------------------------

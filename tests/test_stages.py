@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from sslops.artifacts import read_meta, sha256_file
+from sslops.artifacts import hash_tree, read_meta, sha256_file
 from sslops.audit import audit
 from sslops.config import Config
 from sslops.errors import ArtifactError
@@ -114,6 +114,39 @@ def test_artifacts_of_different_runs_are_refused_before_any_work(
         stages = {k: v for k, v in stage_artifacts.items() if k != "audit"}
         audit(small_config, {**stages, "prepare": other}, tmp_path / "audit")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other-prepare"]
+
+
+def test_a_stage_refuses_a_config_of_another_modality_and_an_out_inside_an_input(
+    stage_artifacts: dict[str, Path], tmp_path: Path, capsys
+) -> None:
+    from sslops.cli import main
+    from tests.conftest import ROOT
+
+    a = {k: str(v) for k, v in stage_artifacts.items()}
+    before = {stage: hash_tree(Path(path)) for stage, path in a.items()}
+    mnist = str(ROOT / "configs" / "mnist.yaml")
+    commands = {
+        "finetune": ["--prepared", a["prepare"], "--pretrained", a["pretrain"]],
+        "evaluate": ["--prepared", a["prepare"], "--finetuned", a["finetune"]],
+        "export": ["--prepared", a["prepare"], "--finetuned", a["finetune"]],
+    }
+    for command, inputs in commands.items():  # a tabular chain, an image config
+        out = tmp_path / command
+        assert main([command, "--config", mnist, *inputs, "--out", str(out)]) == 2
+        error = capsys.readouterr().err
+        assert error == (
+            f"error: {a['prepare']} holds tabular data but the config says modality: image; pass "
+            "the config the chain was prepared with, or prepare the data with this one first\n"
+        )
+        assert not out.exists()
+    for command, inputs in commands.items():  # --out inside the artifact it reads
+        out = Path(inputs[-1]) / "out"
+        assert main([command, "--config", mnist, *inputs, "--out", str(out)]) == 2
+        assert f"error: {out} is inside {inputs[-1]}, an input of the {command} artifact" in (
+            capsys.readouterr().err
+        )
+    assert {stage: hash_tree(Path(path)) for stage, path in a.items()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_model_card_html_is_self_contained(stage_artifacts: dict[str, Path]) -> None:

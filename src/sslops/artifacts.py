@@ -20,7 +20,7 @@ import platform
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -92,12 +92,38 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def check_replaceable(final: Path, what: str, marker: str = META, stage: str | None = None) -> None:
+def _containers(source: Path) -> list[Path]:
+    """The folders that writing below would modify ``source``: a folder itself, the artifact
+    holding a file, and the artifact holding either (a bundle/ inside its audit artifact)."""
+    if source.is_dir():
+        folders = [source]
+    elif source.is_file() and (source.parent / META).is_file():
+        folders = [source.parent]
+    else:
+        return []  # a file outside any artifact, or nothing there
+    if (folders[0].parent / META).is_file():
+        folders.append(folders[0].parent)
+    return folders
+
+
+def check_replaceable(
+    final: Path, what: str, marker: str = META, stage: str | None = None,
+    inputs: Iterable[Path | None] = (),
+) -> None:  # fmt: skip
     """``final`` may become a new ``what`` when it does not exist, is an empty folder, or holds
     an earlier one (its ``marker`` file; an artifact of the same ``stage``). Anything else is
     the user's (``--out ~/Documents``, or the prepare artifact given to ``pretrain --out`` by
-    mistake): refused before any work, since replacing the folder would delete it."""
+    mistake): refused before any work, since replacing the folder would delete it. So is a
+    ``final`` inside one of the ``inputs`` (or the artifact holding an input file): writing
+    there would add files to an input, whose hashes would then no longer match."""
     final = Path(final)
+    for source in (Path(s) for s in inputs if s is not None):
+        for folder in _containers(source):
+            if final.resolve().is_relative_to(folder.resolve()):
+                raise ArtifactError(
+                    f"{final} is inside {folder}, an input of the {what}, which writing there "
+                    "would modify; nothing was written: choose a folder outside it"
+                )
     if not final.exists():
         return
     if not final.is_dir():
@@ -154,10 +180,15 @@ def write_artifact(
     error the temporary directory is removed and ``final`` is left as it was.
     """
     final = Path(final)
-    check_replaceable(final, f"{stage} artifact", stage=stage)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    check_replaceable(final, f"{stage} artifact", stage=stage,
+                      inputs=[*(inputs or {}).values(), *(sources or {}).values()])  # fmt: skip
     tmp = final.parent / f".{final.name}.partial-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+    except OSError as exc:  # a read-only or full disk: name the folder asked for, not tmp
+        reason = " ".join((exc.strerror or str(exc)).split())
+        raise ArtifactError(f"{final} cannot be written: {reason} (in {final.parent})") from None
     started = _now()
     try:
         input_meta = {
@@ -199,18 +230,28 @@ def read_meta(path: Path, stage: str | None = None, verify: bool = True) -> dict
     """Load an artifact's meta.json, check it is from ``stage`` and that no file changed."""
     path = Path(path)
     meta_path = path / META
+    what = f"an sslops {stage} artifact" if stage else "an sslops artifact"
+    if not path.exists():
+        raise ArtifactError(f"{path} does not exist; expected {what} folder")
+    if not path.is_dir():
+        raise ArtifactError(f"{path} is a file; expected {what} folder")
     if not meta_path.is_file():
-        what = f"an sslops {stage} artifact" if stage else "an sslops artifact"
         raise ArtifactError(f"{path} is not {what}: {META} is missing")
     try:
-        meta: dict[str, Any] = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{meta_path} is not valid JSON: {exc}") from None
-    if stage is not None and meta.get("stage") != stage:
-        raise ArtifactError(f"{path} is a {meta.get('stage')!r} artifact, expected {stage!r}")
+    problem = _meta_problem(meta)
+    if problem:
+        raise ArtifactError(f"{meta_path} is damaged: {problem}")
+    if stage is not None and meta["stage"] != stage:
+        found = meta["stage"]
+        raise ArtifactError(
+            f"{path} is {'an' if found[:1] in 'aeiou' else 'a'} {found} artifact; expected {what}"
+        )
     if verify:
         actual = hash_tree(path)
-        expected = meta.get("files", {})
+        expected = meta["files"]
         for name in sorted(set(expected) | set(actual)):
             if name not in actual:
                 raise ArtifactError(f"{path / name} is missing (listed in {META})")
@@ -221,7 +262,26 @@ def read_meta(path: Path, stage: str | None = None, verify: bool = True) -> dict
     return meta
 
 
-_INPUT_STAGE = {"prepared": "prepare", "pretrained": "pretrain", "finetuned": "finetune"}
+def _meta_problem(meta: Any) -> str | None:
+    """What makes ``meta`` not the meta.json that :func:`write_artifact` writes, or None."""
+    if not isinstance(meta, dict):
+        return f"expected a JSON object, found {type(meta).__name__}"
+    if not isinstance(meta.get("stage"), str) or not meta["stage"]:
+        return 'no "stage" names the stage that wrote it'
+    files = meta.get("files")
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+        return 'expected "files" to map each file to its sha256'
+    inputs = meta.get("inputs", {})
+    if not isinstance(inputs, dict) or not all(isinstance(v, dict) for v in inputs.values()):
+        return 'expected "inputs" to map each input to its {"path", "meta_sha256"}'
+    return None
+
+
+INPUT_STAGE = {
+    "prepared": "prepare", "pretrained": "pretrain", "finetuned": "finetune",
+    "evaluation": "evaluate", "exported": "export",
+}  # fmt: skip
+"""The stage that writes each input artifact, by its role (the stage commands' flag)."""
 
 
 def check_lineage(*paths: Path) -> None:
@@ -233,8 +293,8 @@ def check_lineage(*paths: Path) -> None:
     metas = {Path(p): read_meta(Path(p), verify=False) for p in paths}
     given = {meta.get("stage"): (path, sha256_file(path / META)) for path, meta in metas.items()}
     for path, meta in metas.items():
-        for role, record in sorted(meta.get("inputs", {}).items()):
-            stage = _INPUT_STAGE.get(role, role)
+        for role, record in sorted(meta.get("inputs", {}).items()):  # checked by read_meta
+            stage = INPUT_STAGE.get(role, role)
             if stage not in given or given[stage][1] == record.get("meta_sha256"):
                 continue
             other, digest = given[stage]

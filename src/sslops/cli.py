@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from sslops import __version__
-from sslops.artifacts import check_replaceable
+from sslops.artifacts import INPUT_STAGE, check_replaceable
 from sslops.config import Config, load_config
 from sslops.errors import ConfigError, SslopsError, describe_os_error, one_line
 from sslops.k8s import commands as k8s_commands
@@ -83,7 +83,7 @@ def _stage(
     sub: Any, name: str, help_text: str, inputs: list[tuple[str, str]], required: bool = True,
     **kwargs: Any,
 ) -> argparse.ArgumentParser:  # fmt: skip
-    flags = "".join(f" --{flag} artifacts/{STAGE_OF[flag]}" for flag, _ in inputs)
+    flags = "".join(f" --{flag} artifacts/{INPUT_STAGE[flag]}" for flag, _ in inputs)
     kwargs.setdefault(
         "epilog",
         f"example (one stage, as dvc.yaml runs it):\n  sslops {name} --config params.yaml{flags} "
@@ -100,11 +100,6 @@ def _stage(
     )
     return parser
 
-
-STAGE_OF = {
-    "prepared": "prepare", "pretrained": "pretrain", "finetuned": "finetune",
-    "evaluation": "evaluate", "exported": "export",
-}  # fmt: skip
 
 RUN_EXAMPLES = """\
 examples:
@@ -395,7 +390,8 @@ def _cmd_run(args: argparse.Namespace, cfg: Config) -> None:
 
 
 def _cmd_stage(args: argparse.Namespace, cfg: Config) -> None:
-    check_replaceable(args.out, f"{args.command} artifact", stage=args.command)  # before work
+    inputs = [getattr(args, flag, None) for flag in INPUT_STAGE]
+    check_replaceable(args.out, f"{args.command} artifact", stage=args.command, inputs=inputs)
     if args.command == "prepare":
         from sslops.prepare import prepare
 

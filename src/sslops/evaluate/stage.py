@@ -25,7 +25,7 @@ from sslops.evaluate.shortcuts import counterfactual_flip, permutation_reliance
 from sslops.finetune.estimators import GroupThresholdPostprocessor
 from sslops.finetune.stage import MODELS
 from sslops.models.tabular import TabularClassifier, load_classifier
-from sslops.prepare.dataset import PreparedData, Split
+from sslops.prepare.dataset import PreparedData, Split, check_modality
 
 POSTPROCESSED = "ssl+threshold_optimizer"
 
@@ -84,6 +84,7 @@ def _evaluate_split(
 def evaluate(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_dir: Path) -> Path:
     """Run the evaluate stage; returns the artifact directory."""
     check_lineage(prepared_dir, finetuned_dir)
+    check_modality(prepared_dir, cfg.modality)
     if cfg.modality != "tabular":  # images and series: sslops.evaluate.arrays
         from sslops.evaluate.arrays import evaluate_arrays
 

@@ -159,9 +159,7 @@ def finetune_arrays(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_d
             "and series use 'linear_probe'"
         )
     data = PreparedData(prepared_dir)
-    modality, classes = data.modality, len(data.schema["classes"])
-    if modality != cfg.modality:
-        raise DataError(f"{prepared_dir} holds {modality} data but the config says {cfg.modality}")
+    modality, classes = data.modality, len(data.schema["classes"])  # checked by finetune()
     backbone = load_backbone(pretrained_dir)
     spec = json.loads((pretrained_dir / "backbone.json").read_text(encoding="utf-8"))
     train, val = data.train, data.validation

@@ -20,6 +20,19 @@ SPLITS = ("train", "validation", "test")
 SCHEMA = "schema.json"
 
 
+def check_modality(prepared: Path, modality: str) -> None:
+    """Refuse a prepare artifact of another modality than the config's (before any stage
+    reads it the config's way: a tabular chain given an image config, or the reverse)."""
+    schema_path = Path(prepared) / SCHEMA
+    schema = json.loads(schema_path.read_text(encoding="utf-8")) if schema_path.is_file() else {}
+    found = schema.get("modality", "tabular")
+    if found != modality:
+        raise DataError(
+            f"{prepared} holds {found} data but the config says modality: {modality}; pass the "
+            "config the chain was prepared with, or prepare the data with this one first"
+        )
+
+
 def target_of(
     frame: pd.DataFrame, label: str, positive: Any, require_positive: bool = False
 ) -> pd.Series:

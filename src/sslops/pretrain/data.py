@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sslops.errors import DataError
+from sslops.prepare.dataset import SCHEMA, check_modality
 from sslops.pretrain.tasks import InputInfo
 
 Labeled = tuple[torch.Tensor, torch.Tensor]
@@ -96,14 +96,8 @@ def _arrays(prepared: Path, schema: dict, samples: int, seed: int) -> PretrainDa
 
 
 def load_pretrain_data(prepared: Path, modality: str, samples: int, seed: int) -> PretrainData:
-    schema_path = prepared / "schema.json"
-    schema = json.loads(schema_path.read_text(encoding="utf-8")) if schema_path.is_file() else {}
-    found = schema.get("modality", "tabular")
-    if found != modality:
-        raise DataError(
-            f"{prepared} holds {found} data but the config says modality: {modality}; "
-            "prepare it with this config first"
-        )
+    check_modality(prepared, modality)
     if modality == "tabular":
         return _tabular(prepared, samples, seed)
+    schema = json.loads((prepared / SCHEMA).read_text(encoding="utf-8"))
     return _arrays(prepared, schema, samples, seed)
