@@ -300,3 +300,188 @@ def test_failing_gate_stops_sslops_run(
     assert last.startswith("error: policy gate failed") and "min_auc" in last and "0.99" in last
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def _damage_member(archive: Path, member: str, at: int = 50) -> None:
+    """Flip byte ``at`` of ``member``'s compressed data (its headers stay intact)."""
+    data = bytearray(archive.read_bytes())
+    with zipfile.ZipFile(archive) as zf:
+        info = zf.getinfo(member)
+    offset = info.header_offset + 30 + len(info.filename) + len(info.extra) + at
+    data[offset] ^= 0xFF
+    archive.write_bytes(bytes(data))
+
+
+def test_keygen_refuses_one_file_for_both_keys_an_existing_key_or_a_missing_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def keygen(private: Path, public: Path) -> list[str]:
+        assert main(["audit", "keygen", "--private-key", str(private), "--public-key",
+                     str(public)]) == 2  # fmt: skip
+        return capsys.readouterr().err.strip().splitlines()
+
+    same = tmp_path / "k1.pem"
+    assert keygen(same, tmp_path / "." / "k1.pem") == [
+        f"error: --private-key and --public-key are the same file ({same})"
+    ]
+    assert not same.exists()
+    generate_keypair(same, tmp_path / "k1.pub.pem")
+    before = same.read_bytes()
+    err = keygen(same, tmp_path / "k2.pub.pem")
+    assert err == [
+        f"error: {same} exists; a new key pair would replace that private key: remove it "
+        "first or choose another name"
+    ]
+    assert same.read_bytes() == before and not (tmp_path / "k2.pub.pem").exists()
+    err = keygen(tmp_path / "k3.pem", tmp_path / "k1.pub.pem")
+    assert len(err) == 1 and "that public key" in err[0] and not (tmp_path / "k3.pem").exists()
+    nodir = tmp_path / "nodir"
+    assert keygen(tmp_path / "np.pem", nodir / "b.pem") == [
+        f"error: --public-key {nodir / 'b.pem'}: folder {nodir} does not exist"
+    ]
+    assert keygen(nodir / "np.pem", tmp_path / "b.pem") == [
+        f"error: --private-key {nodir / 'np.pem'}: folder {nodir} does not exist"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k1.pem", "k1.pub.pem"]
+
+
+def test_keygen_removes_the_private_key_when_the_public_key_cannot_be_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    real_open = os.open
+
+    def failing_open(path: object, flags: int, mode: int = 0o777) -> int:
+        if str(path).endswith(".pub.pem"):
+            raise OSError(28, "No space left on device", str(path))
+        return real_open(path, flags, mode)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", failing_open)
+    with pytest.raises(OSError, match="No space"):
+        generate_keypair(tmp_path / "k.pem", tmp_path / "k.pub.pem")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_damaged_zip_member_or_a_cut_short_zip_is_a_named_problem(
+    signed: Path, keys: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "audit"
+    shutil.copytree(signed, folder)
+    _damage_member(folder / "bundle.zip", "model.onnx")
+    public = ["--public-key", str(keys["public"])]
+    assert main(["audit", "verify", str(folder), *public]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "  bundle.zip: model.onnx is damaged (Error -3 while decompressing data" in err
+    assert main(["audit", "verify", str(folder / "bundle.zip")]) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"error: {folder / 'bundle.zip'} failed verification (1 problem): ")
+    assert last.endswith(")") and "model.onnx is damaged (" in last
+    for member in ("manifest.json", "signature.json"):  # the seals themselves
+        packed = tmp_path / f"{member}.zip"
+        shutil.copy2(signed / "bundle.zip", packed)
+        _damage_member(packed, member, at=10)
+        problems = verify_bundle(packed, load_public_key(keys["public"]))["problems"]
+        assert any(p.startswith(f"{member} is damaged (") for p in problems), problems
+
+    cut = tmp_path / "cut"
+    shutil.copytree(signed, cut)
+    (cut / "bundle.zip").write_bytes((signed / "bundle.zip").read_bytes()[:5000])
+    assert main(["audit", "verify", str(cut)]) == 1
+    err = capsys.readouterr().err
+    assert "  bundle.zip is damaged (not a readable zip archive: File is not a zip file)" in err
+    assert main(["audit", "verify", str(cut / "bundle.zip")]) == 1
+    assert "bundle.zip is damaged (not a readable zip archive" in capsys.readouterr().err
+
+
+def test_a_folder_that_is_not_a_bundle_is_an_error(
+    stage_artifacts: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "empty").mkdir()
+    for folder in (tmp_path / "empty", stage_artifacts["export"]):
+        assert main(["audit", "verify", str(folder)]) == 2
+        assert capsys.readouterr().err.strip().splitlines() == [
+            f"error: {folder} is not an audit bundle (no manifest.json; expected a bundle "
+            "folder, its bundle.zip or the audit artifact folder)"
+        ]
+    bundle = _copy(stage_artifacts["audit"], tmp_path)  # a real bundle lost its manifest
+    (bundle / "manifest.json").unlink()
+    assert verify_bundle(bundle)["problems"] == ["manifest.json is missing"]
+
+
+def _raw(cfg: Config, section: str, **settings: object) -> Config:
+    raw = cfg.model_dump(mode="json")
+    raw[section].update(settings)
+    return Config.model_validate(raw)
+
+
+def test_audit_refuses_a_config_the_chain_did_not_run_with(
+    stage_artifacts: dict[str, Path], small_config: Config, tmp_path: Path
+) -> None:
+    upstream = {s: stage_artifacts[s] for s in _UPSTREAM}
+    prepared = stage_artifacts["prepare"]
+    ran = small_config.data.sensitive
+    sensitive = _raw(small_config, "data", sensitive=["race"])
+    with pytest.raises(ConfigError) as info:
+        audit(sensitive, upstream, tmp_path / "a")
+    assert str(info.value) == (
+        f"the audit config's data.sensitive is ['race'] but {prepared} was prepared with "
+        f"{ran!r}; pass the config the chain ran with"
+    )
+    from sslops.config import load_config
+    from tests.conftest import ROOT
+
+    gunpoint = load_config(ROOT / "configs" / "gunpoint.yaml")  # another data set's config
+    with pytest.raises(ConfigError) as info:
+        audit(gunpoint, upstream, tmp_path / "b")
+    assert str(info.value) == (
+        f"the audit config's modality is 'timeseries' but {prepared} was prepared with "
+        "'tabular'; pass the config the chain ran with"
+    )
+    with pytest.raises(ConfigError) as info:
+        audit(_raw(small_config, "export", model="ssl"), upstream, tmp_path / "c")
+    assert str(info.value) == (
+        f"export.model is 'ssl' but {stage_artifacts['export']} holds the 'mitigated' model; "
+        "pass the config the chain ran with"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def _rehashed_copy(artifact: Path, target: Path, name: str, data: bytes) -> Path:
+    """A copy of ``artifact`` with ``name`` replaced and its hash rewritten in meta.json."""
+    import hashlib
+
+    shutil.copytree(artifact, target)
+    (target / name).write_bytes(data)
+    meta = json.loads((target / "meta.json").read_text())
+    meta["files"][name] = hashlib.sha256(data).hexdigest()
+    (target / "meta.json").write_text(json.dumps(meta, indent=2))
+    return target
+
+
+def test_audit_refuses_a_replaced_model_or_metrics_without_the_deployed_model(
+    stage_artifacts: dict[str, Path], small_config: Config, tmp_path: Path
+) -> None:
+    from sslops.errors import ArtifactError
+
+    upstream = {s: stage_artifacts[s] for s in _UPSTREAM}
+    export = stage_artifacts["export"]
+    swapped = _rehashed_copy(export, tmp_path / "export", "model.onnx",
+                             (export / "model.int8.onnx").read_bytes())  # fmt: skip
+    with pytest.raises(ArtifactError) as info:
+        audit(small_config, {**upstream, "export": swapped}, tmp_path / "out")
+    recorded = json.loads((export / "export.json").read_text())["onnx_sha256"]
+    message = str(info.value)
+    assert message.startswith(f"{swapped / 'model.onnx'} has sha256 ")
+    assert f"but {swapped / 'export.json'} records {recorded}: the model was replaced" in message
+    metrics = json.loads((stage_artifacts["evaluate"] / "metrics.json").read_text())
+    del metrics["models"]["mitigated"]
+    evaluation = _rehashed_copy(stage_artifacts["evaluate"], tmp_path / "evaluate",
+                                "metrics.json", json.dumps(metrics).encode())  # fmt: skip
+    with pytest.raises(ArtifactError) as info:
+        audit(small_config, {**upstream, "evaluate": evaluation}, tmp_path / "out")
+    assert str(info.value).startswith(
+        f"{evaluation / 'metrics.json'} has no metrics for the deployed model 'mitigated' (it has: "
+    )
+    assert not (tmp_path / "out").exists()

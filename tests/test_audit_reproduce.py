@@ -209,3 +209,58 @@ def test_reproduce_runs_in_a_clean_environment(
     assert result.stdout.strip().splitlines()[-1] == "exit 0"
     record = json.loads((home / "attestation" / ATTESTATION).read_text())
     assert record["result"] == "passed"
+
+
+def test_the_attestation_is_never_written_into_its_inputs_and_covers_only_its_files(
+    signed: Path, stage_artifacts: dict[str, Path], keys: dict[str, Path], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    folder = tmp_path / "audit"
+    shutil.copytree(signed, folder)
+    prepared = stage_artifacts["prepare"]
+    for bundle, holder in ((folder, folder), (folder / "bundle", folder / "bundle"),
+                           (folder / "bundle.zip", folder)):  # fmt: skip
+        out = folder / "bundle" / "att"
+        assert _reproduce(bundle, prepared, keys["issuer.pub"], out, keys) == 2
+        assert capsys.readouterr().err.strip().splitlines() == [
+            f"error: {out} is inside {holder}, an input of the attestation, which writing there "
+            "would modify; nothing was written: choose a folder outside it"
+        ]
+        assert not out.exists()
+    out = prepared / "att"
+    assert _reproduce(folder, prepared, keys["issuer.pub"], out, keys) == 2
+    assert "an input of the attestation" in capsys.readouterr().err and not out.exists()
+    assert main(["audit", "verify", str(folder)]) == 0
+
+    out = tmp_path / "attestation"
+    assert _reproduce(folder, prepared, keys["issuer.pub"], out, keys) == 0
+    (out / "notes.txt").write_text("added later")
+    assert main(["audit", "verify-attestation", str(out)]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: {out}: notes.txt was added (not covered by attestation.sig.json)"
+    )
+
+
+def test_a_damaged_model_in_the_zip_fails_the_attestation(
+    signed: Path, stage_artifacts: dict[str, Path], keys: dict[str, Path], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    import zipfile
+
+    packed = tmp_path / "bundle.zip"
+    shutil.copy2(signed / "bundle.zip", packed)
+    data = bytearray(packed.read_bytes())
+    with zipfile.ZipFile(packed) as zf:
+        info = zf.getinfo("model.onnx")
+    data[info.header_offset + 30 + len(info.filename) + len(info.extra) + 50] ^= 0xFF
+    packed.write_bytes(bytes(data))
+    out = tmp_path / "attestation"
+    assert _reproduce(packed, stage_artifacts["prepare"], keys["issuer.pub"], out, keys) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "integrity: model.onnx is damaged (Error -3 while decompressing data" in err
+    assert "metrics: none re-evaluated: the bundle's model.onnx is missing or damaged" in err
+    record = json.loads((out / ATTESTATION).read_text())
+    assert record["result"] == "failed" and record["checks"] == []
+    assert record["bundle"]["model_onnx_sha256"] is None
+    assert "none re-evaluated" in (out / SUMMARY).read_text()

@@ -14,6 +14,7 @@ import hashlib
 import json
 import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,9 @@ def attestation_markdown(record: dict[str, Any]) -> str:
         f"- File integrity: {record['integrity']['result']}",
         f"- Test data: `{data['file']}` sha256 `{data['actual_sha256']}` "
         f"({data['result']} the frozen test split in lineage.json)",
-        f"- Metrics: {len(checks) - len(failed)} of {len(checks)} reproduced within tolerance",
+        f"- Metrics: {len(checks) - len(failed)} of {len(checks)} reproduced within tolerance"
+        if checks
+        else "- Metrics: none re-evaluated (the bundle's model could not be read)",
         "",
     ]
     problems = [f"- {section}: {p}" for section in ("signature", "integrity")
@@ -85,9 +88,14 @@ def attestation_markdown(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_attestation(out_dir: Path, record: dict[str, Any], key: Ed25519PrivateKey) -> Path:
+def write_attestation(
+    out_dir: Path, record: dict[str, Any], key: Ed25519PrivateKey,
+    inputs: Iterable[Path | None] = (),
+) -> Path:  # fmt: skip
+    """``inputs``: the bundle and the test data attested; the folder may not be inside them
+    (the attestation would add files to the bundle it attests, which then fails verify)."""
     out_dir = Path(out_dir)
-    check_replaceable(out_dir, "attestation", ATTESTATION)
+    check_replaceable(out_dir, "attestation", ATTESTATION, inputs=inputs)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
@@ -131,6 +139,10 @@ def verify_attestation(path: Path, public_key: Ed25519PublicKey | None) -> dict[
             problems.append(f"{name} is missing")
         elif hashlib.sha256(file.read_bytes()).hexdigest() != digest:
             problems.append(f"{name} was modified after it was signed")
+    known = {ATTESTATION, SUMMARY, ATTESTATION_SIGNATURE}
+    for extra in sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()):
+        if extra not in known:
+            problems.append(f"{extra} was added (not covered by {ATTESTATION_SIGNATURE})")
     result: dict[str, Any] = {"path": str(path), "problems": problems}
     result["key_fingerprint"] = signed["key_fingerprint"]
     if not problems:

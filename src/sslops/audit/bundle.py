@@ -20,6 +20,7 @@ import io
 import json
 import os
 import zipfile
+import zlib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -117,22 +118,44 @@ def fingerprint(key: Ed25519PublicKey) -> str:
 
 
 def generate_keypair(private_path: Path, public_path: Path) -> str:
-    """Write a new Ed25519 key pair as PEM (private file mode 0600); returns the fingerprint."""
-    for path in (private_path, public_path):
-        if path.exists():
-            raise ConfigError(f"{path} exists; refusing to overwrite a key")
+    """Write a new Ed25519 key pair as PEM (private file mode 0600); returns the fingerprint.
+
+    Everything is checked before anything is written: the two files must differ, neither
+    may exist (like ssh-keygen, an existing private key is never replaced) and both
+    folders must exist. If the public key still cannot be written, the private key just
+    written is removed again, so a failure leaves no half pair."""
+    private_path, public_path = Path(private_path), Path(public_path)
+    if private_path.resolve() == public_path.resolve():
+        raise ConfigError(f"--private-key and --public-key are the same file ({private_path})")
+    for path, half in ((private_path, "private"), (public_path, "public")):
+        if path.exists() or path.is_symlink():
+            raise ConfigError(
+                f"{path} exists; a new key pair would replace that {half} key: remove it first "
+                "or choose another name"
+            )
+    for path, option in ((private_path, "--private-key"), (public_path, "--public-key")):
+        folder = path.parent
+        if not folder.is_dir():
+            what = "is not a folder" if folder.exists() else "does not exist"
+            raise ConfigError(f"{option} {path}: folder {folder} {what}")
     key = Ed25519PrivateKey.generate()
     private = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(private)
-    public_path.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
+    written: list[Path] = []
+    try:
+        for path, data, mode in ((private_path, private, 0o600), (public_path, public, 0o644)):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            written.append(path)  # created by this call (O_EXCL), so ours to remove
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
     return fingerprint(key.public_key())
 
 
@@ -214,12 +237,32 @@ def write_zip(bundle: Path, target: Path) -> None:
 # --- verification -----------------------------------------------------------------------------
 
 
+class DamagedFile(ArtifactError):
+    """A bundle .zip, or one of its members, that cannot be read back (bad compressed data,
+    bad CRC, cut short): a problem of that file, reported like a modified one."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"{name} is damaged ({reason})")
+        self.name, self.reason = name, reason
+
+
+# What reading a damaged zip member raises: a bad CRC or header, corrupt deflate data,
+# data cut short, an I/O error.
+_ZIP_READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError)
+
+
 class BundleFiles:
     """The files of a bundle folder or .zip, by POSIX relative name."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._zip = zipfile.ZipFile(path) if path.is_file() else None
+        self._zip = None
+        if path.is_file():
+            try:
+                self._zip = zipfile.ZipFile(path)
+            except (zipfile.BadZipFile, EOFError, OSError) as exc:
+                reason = f"not a readable zip archive: {_reason(exc)}"
+                raise DamagedFile(str(path), reason) from None
 
     def names(self) -> set[str]:
         if self._zip is not None:
@@ -228,21 +271,34 @@ class BundleFiles:
 
     def read(self, name: str) -> bytes:
         if self._zip is not None:
-            return self._zip.read(name)
+            try:
+                return self._zip.read(name)
+            except _ZIP_READ_ERRORS as exc:
+                raise DamagedFile(name, _reason(exc)) from None
         return (self.path / name).read_bytes()
 
     def sha256(self, name: str) -> str:
         if self._zip is None:
             return sha256_file(self.path / name)
         digest = hashlib.sha256()
-        with self._zip.open(name) as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
+        try:
+            with self._zip.open(name) as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+        except _ZIP_READ_ERRORS as exc:
+            raise DamagedFile(name, _reason(exc)) from None
         return digest.hexdigest()
 
 
+def _reason(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def _load_canonical(files: BundleFiles, name: str) -> tuple[dict[str, Any] | None, str | None]:
-    data = files.read(name)
+    try:
+        data = files.read(name)
+    except DamagedFile as exc:
+        return None, str(exc)
     try:
         obj = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -269,8 +325,13 @@ def check_signature(
     if problem or key is None:
         return [problem or SIGNATURE], {"signed": True}
     info = {"signed": True, "key_fingerprint": fingerprint(key)}
-    if MANIFEST in names and signed["manifest_sha256"] != files.sha256(MANIFEST):
-        return [f"{MANIFEST} was modified after it was signed"], info
+    if MANIFEST in names:
+        try:
+            manifest_sha256 = files.sha256(MANIFEST)
+        except DamagedFile as exc:
+            return [str(exc)], info
+        if signed["manifest_sha256"] != manifest_sha256:
+            return [f"{MANIFEST} was modified after it was signed"], info
     return [], info
 
 
@@ -282,16 +343,36 @@ def bundle_root(path: Path) -> Path:
     return path
 
 
-def verify_bundle(path: Path, public_key: Ed25519PublicKey | None = None) -> dict[str, Any]:
-    """Check every file of a bundle folder or .zip; ``problems`` is empty when it is intact."""
-    path = bundle_root(path)
+# Files only a bundle has: a folder with none of them (and no manifest.json) is not a
+# bundle whose manifest was removed but another folder given by mistake.
+_BUNDLE_FILES = (SIGNATURE, "lineage.json", "gates.json", "compliance.json", "model_card.md")
+
+
+def verify_bundle(
+    path: Path, public_key: Ed25519PublicKey | None = None, *, known: bool = False
+) -> dict[str, Any]:
+    """Check every file of a bundle folder or .zip; ``problems`` is empty when it is intact.
+
+    ``known``: the caller knows ``path`` is where a bundle was written (the audit artifact
+    folder's ``bundle/``), so an emptied one is a problem, not a folder given by mistake."""
+    given = Path(path)
+    path = bundle_root(given)
     if not path.exists():
         raise ArtifactError(f"bundle not found: {path}")
-    if path.is_file() and not zipfile.is_zipfile(path):
+    if path.is_file() and path.suffix.lower() != ".zip" and not zipfile.is_zipfile(path):
         raise ArtifactError(f"{path} is neither a bundle folder nor a .zip")
-    files = BundleFiles(path)
+    try:
+        files = BundleFiles(path)
+    except DamagedFile as exc:  # a .zip cut short or overwritten: the whole file is damaged
+        damaged = f"{path.name} is damaged ({exc.reason})"
+        return {"path": str(path), "problems": [damaged], "signed": False, "unreadable": True}
     names = files.names()
     if MANIFEST not in names:
+        if not known and not names & set(_BUNDLE_FILES):
+            raise ArtifactError(
+                f"{given} is not an audit bundle (no {MANIFEST}; expected a bundle folder, its "
+                f"{ZIP_NAME} or the audit artifact folder)"
+            )
         return {"path": str(path), "problems": [f"{MANIFEST} is missing"], "signed": False}
     problems, info = check_signature(files, public_key)
     manifest, problem = _load_canonical(files, MANIFEST)
@@ -310,17 +391,25 @@ def verify_bundle(path: Path, public_key: Ed25519PublicKey | None = None) -> dic
             problems.append(f"{name} is missing (listed in {MANIFEST})")
         elif name not in listed:
             problems.append(f"{name} was added (not in {MANIFEST})")
-        elif files.sha256(name) != listed[name]:
-            problems.append(f"{name} was modified (sha256 differs from {MANIFEST})")
+        else:
+            try:
+                if files.sha256(name) != listed[name]:
+                    problems.append(f"{name} was modified (sha256 differs from {MANIFEST})")
+            except DamagedFile as exc:
+                problems.append(str(exc))
     return {"path": str(path), "problems": problems, "files": len(listed), **info}
 
 
 def read_bundle_json(path: Path, name: str) -> Any:
     """One JSON file of a bundle folder, artifact folder or .zip (for the change log)."""
-    files = BundleFiles(bundle_root(path))
+    root = bundle_root(path)
+    files = BundleFiles(root)
     if name not in files.names():
-        raise ArtifactError(f"{bundle_root(path)} has no {name}")
-    return json.load(io.BytesIO(files.read(name)))
+        raise ArtifactError(f"{root} has no {name}")
+    try:
+        return json.load(io.BytesIO(files.read(name)))
+    except DamagedFile as exc:
+        raise ArtifactError(f"{root}: {exc}") from None
 
 
 def verify_path(path: Path, public_key: Ed25519PublicKey | None = None) -> dict[str, Any]:
@@ -334,10 +423,13 @@ def verify_path(path: Path, public_key: Ed25519PublicKey | None = None) -> dict[
     path = Path(path)
     if not (path.is_dir() and (path / BUNDLE_DIR).is_dir() and (path / META).is_file()):
         return verify_bundle(path, public_key)
-    result = verify_bundle(path / BUNDLE_DIR, public_key)
+    result = verify_bundle(path / BUNDLE_DIR, public_key, known=True)
     if (path / ZIP_NAME).is_file():
-        packed = verify_bundle(path / ZIP_NAME, public_key)
-        result["problems"] += [f"{ZIP_NAME}: {p}" for p in packed["problems"]]
+        packed = verify_bundle(path / ZIP_NAME, public_key, known=True)
+        if packed.get("unreadable"):  # already named: "bundle.zip is damaged (...)"
+            result["problems"] += packed["problems"]
+        else:
+            result["problems"] += [f"{ZIP_NAME}: {p}" for p in packed["problems"]]
     try:
         read_meta(path, "audit")
     except ArtifactError as exc:

@@ -22,6 +22,7 @@ cryptography, so ``python -m sslops.audit.reproduce`` runs in a minimal environm
 from __future__ import annotations
 
 import getpass
+import hashlib
 import json
 import platform
 from datetime import UTC, datetime
@@ -33,11 +34,12 @@ import numpy as np
 import onnxruntime as ort
 import pandas as pd
 
-from sslops.artifacts import sha256_file
-from sslops.audit.attestation import write_attestation
+from sslops.artifacts import check_replaceable, sha256_file
+from sslops.audit.attestation import ATTESTATION, write_attestation
 from sslops.audit.bundle import (
     MANIFEST,
     BundleFiles,
+    DamagedFile,
     bundle_root,
     check_signature,
     fingerprint,
@@ -81,7 +83,29 @@ PACKAGES = ("sslops", "numpy", "pandas", "pyarrow", "onnxruntime", "scikit-learn
 def _json(files: BundleFiles, name: str) -> Any:
     if name not in files.names():
         raise ArtifactError(f"{files.path} has no {name}; a bundle written by sslops audit has it")
-    return json.loads(files.read(name))
+    try:
+        return json.loads(files.read(name))
+    except DamagedFile as exc:
+        raise ArtifactError(f"{files.path}: {exc}; the bundle cannot be re-evaluated") from None
+
+
+def _sha256(files: BundleFiles, name: str) -> str | None:
+    """sha256 of a member, None when it is missing or damaged (the integrity check says so)."""
+    try:
+        return files.sha256(name) if name in files.names() else None
+    except DamagedFile:
+        return None
+
+
+def _model(files: BundleFiles) -> bytes | None:
+    """The deployed ONNX model's bytes; None when it is missing or a damaged zip member (the
+    integrity check names it, and the attestation records that nothing was re-evaluated)."""
+    if MODEL not in files.names():
+        return None
+    try:
+        return files.read(MODEL)
+    except DamagedFile:
+        return None
 
 
 def _stage_config(files: BundleFiles, stage: str) -> dict[str, Any]:
@@ -198,7 +222,10 @@ def _int8_claims(files: BundleFiles, exported: dict[str, Any], frame: pd.DataFra
     quant = exported.get("quantization")
     if not quant or INT8_MODEL not in files.names():
         return {}, {}
-    int8, _ = score_onnx(files.read(INT8_MODEL), frame)
+    try:
+        int8, _ = score_onnx(files.read(INT8_MODEL), frame)
+    except DamagedFile:  # named by the integrity check; its claims cannot be re-checked
+        return {}, {}
     fp32_label, int8_label = fp32 >= threshold, int8 >= threshold
     reproduced = {
         "int8.accuracy_fp32": float(np.mean(fp32_label == y)),
@@ -241,6 +268,8 @@ def reproduce(
     root = bundle_root(Path(bundle))
     if not root.exists():
         raise ArtifactError(f"bundle not found: {root}")
+    inputs = (Path(bundle), Path(data))
+    check_replaceable(Path(out_dir), "attestation", ATTESTATION, inputs=inputs)  # before any work
     files = BundleFiles(root)
     metrics, exported = _json(files, METRICS), _json(files, EXPORT)
     lineage, gates = _json(files, "lineage.json"), _json(files, "gates.json")
@@ -260,25 +289,31 @@ def reproduce(
     groups = {
         c: frame[c].astype("string").fillna("(missing)").to_numpy(dtype=str) for c in sensitive
     }
-    score, onnx_meta = score_onnx(files.read(MODEL), frame)
     ev = evaluate_cfg["evaluate"]
-    again = remeasure(y, score, threshold, groups, intersections=bool(ev["intersections"]),
-                      resamples=int(ev["bootstrap"]), seed=int(evaluate_cfg["seed"]))  # fmt: skip
-    matrix = metrics.get("confusion_matrices", {}).get(deployed)
-    reported = {"rows": metrics["rows"], "decision_threshold": float(exported["metadata"]
-                ["decision_threshold"]), **flatten(metrics["models"][deployed], matrix)}  # fmt: skip
-    reproduced = {"rows": len(y), "decision_threshold": threshold,
-                  **flatten(again, again["confusion_matrix"])}  # fmt: skip
-    for row in gates.get("results", []):
-        if row["gate"] in _GATE_METRICS and row.get("value") is not None:
-            reported[f"gates.{row['gate']}.value"] = row["value"]
-            reproduced[f"gates.{row['gate']}.value"] = again[_GATE_METRICS[row["gate"]]]
-    claimed8, again8 = _int8_claims(files, exported, frame, score, y, threshold)
-    checks = compare({**reported, **claimed8}, {**reproduced, **again8})
+    model = _model(files)
+    checks: list[dict[str, Any]] = []
+    onnx_meta: dict[str, str] = {}
+    if model is not None:
+        score, onnx_meta = score_onnx(model, frame)
+        again = remeasure(y, score, threshold, groups, intersections=bool(ev["intersections"]),
+                          resamples=int(ev["bootstrap"]), seed=int(evaluate_cfg["seed"]))  # fmt: skip
+        matrix = metrics.get("confusion_matrices", {}).get(deployed)
+        reported = {"rows": metrics["rows"], "decision_threshold": float(exported["metadata"]
+                    ["decision_threshold"]), **flatten(metrics["models"][deployed], matrix)}  # fmt: skip
+        reproduced = {"rows": len(y), "decision_threshold": threshold,
+                      **flatten(again, again["confusion_matrix"])}  # fmt: skip
+        for row in gates.get("results", []):
+            if row["gate"] in _GATE_METRICS and row.get("value") is not None:
+                reported[f"gates.{row['gate']}.value"] = row["value"]
+                reproduced[f"gates.{row['gate']}.value"] = again[_GATE_METRICS[row["gate"]]]
+        claimed8, again8 = _int8_claims(files, exported, frame, score, y, threshold)
+        checks = compare({**reported, **claimed8}, {**reproduced, **again8})
 
     failures = [f"signature: {p}" for p in signature_problems]
     failures += [f"integrity: {p}" for p in integrity]
     failures += [failure_line(c) for c in checks if not c["passed"]]
+    if model is None:
+        failures.append(f"metrics: none re-evaluated: the bundle's {MODEL} is missing or damaged")
     record = {
         "attestation_format": 1,
         "kind": "sslops audit reproduce",
@@ -286,9 +321,9 @@ def reproduce(
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "bundle": {
             "path": str(root),
-            "manifest_sha256": files.sha256(MANIFEST) if MANIFEST in files.names() else None,
+            "manifest_sha256": _sha256(files, MANIFEST),
             "model": deployed,
-            "model_onnx_sha256": files.sha256(MODEL),
+            "model_onnx_sha256": None if model is None else hashlib.sha256(model).hexdigest(),
             "model_onnx_metadata": {k: v for k, v in onnx_meta.items() if k not in {"inputs", "feature_names"}},
         },
         "signature": {"result": "failed" if signature_problems else "verified",
@@ -309,5 +344,5 @@ def reproduce(
         "verifier": {"name": verifier or f"{getpass.getuser()}@{platform.node()}",
                      "key_fingerprint": fingerprint(key.public_key())},
     }  # fmt: skip
-    write_attestation(Path(out_dir), record, key)
+    write_attestation(Path(out_dir), record, key, inputs=inputs)
     return record

@@ -48,6 +48,7 @@ from sslops.audit.environment import environment_record, sbom_json
 from sslops.audit.gates import evaluate_gates, measured_values
 from sslops.audit.pdf import render_pdf
 from sslops.config import Config
+from sslops.errors import ArtifactError, ConfigError
 
 _STAGES = ("prepare", "pretrain", "finetune", "evaluate", "export")
 CARD_COPIES = ("model_card.html", "model_card.md")
@@ -129,6 +130,64 @@ def _run_record(run_context: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path} is not valid JSON ({exc}); re-run that stage") from None
+
+
+def check_config_matches_chain(cfg: Config, prepared: Path) -> None:
+    """The audit config must describe the data the chain ran on: the card, the bundle's
+    config.json and the gates are written from it, so another config (another data set's, or
+    other sensitive columns) would make a bundle that describes a run that never happened.
+    Other sections (gates, card title, evaluate settings) may legitimately differ."""
+    ran = read_meta(prepared, "prepare", verify=False).get("config") or {}
+    given = cfg.model_dump(mode="json")
+    pairs = [("modality", given["modality"], ran["modality"])] if "modality" in ran else []
+    ran_data: dict[str, Any] = ran["data"] if isinstance(ran.get("data"), dict) else {}
+    pairs += [(f"data.{k}", v, ran_data[k]) for k, v in given["data"].items() if k in ran_data]
+    for key, mine, theirs in pairs:
+        if mine != theirs:
+            raise ConfigError(
+                f"the audit config's {key} is {mine!r} but {prepared} was prepared with "
+                f"{theirs!r}; pass the config the chain ran with"
+            )
+
+
+def check_export(cfg: Config, exported_dir: Path, exported: dict[str, Any]) -> None:
+    """The config deploys the model that was exported, and the ONNX files are the ones the
+    export stage wrote (a replaced model.onnx whose hash was rewritten in meta.json only)."""
+    model = exported.get("model")
+    if model != cfg.export.model:
+        raise ConfigError(
+            f"export.model is {cfg.export.model!r} but {exported_dir} holds the {model!r} model; "
+            "pass the config the chain ran with"
+        )
+    quant = exported.get("quantization") or {}
+    for name, expected in (("model.onnx", exported.get("onnx_sha256")),
+                           (quant.get("file"), quant.get("sha256"))):  # fmt: skip
+        if not name or not expected:
+            continue
+        file = exported_dir / str(name)
+        actual = sha256_file(file) if file.is_file() else "(missing)"
+        if actual != expected:
+            raise ArtifactError(
+                f"{file} has sha256 {actual}, but {exported_dir / 'export.json'} records "
+                f"{expected}: the model was replaced after export; re-run export"
+            )
+
+
+def check_metrics(evaluation: Path, metrics: Any, deployed: str) -> None:
+    models = metrics.get("models") if isinstance(metrics, dict) else None
+    if not isinstance(models, dict) or not isinstance(models.get(deployed), dict):
+        has = ", ".join(sorted(models)) if isinstance(models, dict) and models else "none"
+        raise ArtifactError(
+            f"{evaluation / 'metrics.json'} has no metrics for the deployed model {deployed!r} "
+            f"(it has: {has}); re-run evaluate on the finetune artifact that was exported"
+        )
+
+
 def audit(
     cfg: Config,
     artifacts: dict[str, Path],
@@ -140,9 +199,12 @@ def audit(
     ``run_context`` carries what only the caller knows (KFP run id, container image).
     """
     check_lineage(*artifacts.values())
+    check_config_matches_chain(cfg, artifacts["prepare"])
     lineage = build_lineage(artifacts, cfg.export.model)
-    metrics = json.loads((artifacts["evaluate"] / "metrics.json").read_text(encoding="utf-8"))
-    exported = json.loads((artifacts["export"] / "export.json").read_text(encoding="utf-8"))
+    metrics = _read_json(artifacts["evaluate"] / "metrics.json")
+    exported = _read_json(artifacts["export"] / "export.json")
+    check_export(cfg, artifacts["export"], exported)
+    check_metrics(artifacts["evaluate"], metrics, cfg.export.model)
     gates = evaluate_gates(  # raises on a failing gate
         cfg, measured_values(metrics, exported), _gate_context(artifacts["finetune"], metrics)
     )
