@@ -309,6 +309,133 @@ def test_bad_inputs_are_one_line_and_leave_no_output(
     assert not out.exists()
 
 
+def _cli_error(args: list[str], capsys) -> str:
+    """The one line `sslops` prints for bad input (exit status 2)."""
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    return err
+
+
+def _shadow_args(setup: dict[str, Any], data: Path, out: Path, *extra: str) -> list[str]:
+    return ["shadow", "--candidate", str(setup["candidate"]), "--incumbent",
+            str(setup["incumbent"]), "--data", str(data), "--out", str(out),
+            "--config", str(setup["config"]), *extra]  # fmt: skip
+
+
+def test_a_sensitive_column_in_no_batch_is_refused(
+    setup: dict[str, Any], tmp_path: Path, capsys
+) -> None:
+    """data.sensitive naming a column no batch has was dropped without a word: the fairness
+    section became one group "all rows"."""
+    out = tmp_path / "report"
+    args = _shadow_args(setup, setup["drift"], out, "--set", "data.sensitive=[gender]")
+    err = _cli_error(args, capsys)
+    assert "data.sensitive column 'gender' is in none of the batches" in err
+    assert "(columns: age, workclass, fnlwgt, education," in err
+    assert not out.exists()
+
+
+def test_a_sensitive_column_missing_from_one_batch_names_that_batch(
+    setup: dict[str, Any], tmp_path: Path, capsys
+) -> None:
+    data = tmp_path / "batches"
+    data.mkdir()
+    for name in ("day00", "day01", "day02"):
+        part = pd.read_csv(setup["drift"] / f"{name}.csv", dtype=str, keep_default_na=False)
+        (part if name == "day00" else part.drop(columns="sex")).to_csv(
+            data / f"{name}.csv", index=False
+        )
+    out = tmp_path / "report"
+    err = _cli_error(_shadow_args(setup, data, out), capsys)
+    assert f"data.sensitive column 'sex' is missing from batch {data / 'day01.csv'}" in err
+    assert f"expected it in every batch, as in {data / 'day00.csv'}" in err
+    assert not out.exists()
+
+
+def test_without_a_config_there_are_no_sensitive_columns_and_that_is_fine(
+    setup: dict[str, Any],
+) -> None:
+    out = shadow(setup["candidate"], setup["incumbent"], setup["drift"] / "day00.csv",
+                 setup["root"] / "no-config")  # fmt: skip
+    report = _report(out)
+    assert list(report["metrics"]["fairness"]) == ["all rows"]
+    assert report["metrics"]["labelled_rows"] == 0  # no config: no label column known
+
+
+@pytest.mark.parametrize("positive", ["yes", ">50k"])
+def test_a_positive_value_absent_from_the_labels_is_refused(
+    setup: dict[str, Any], tmp_path: Path, capsys, positive: str
+) -> None:
+    """Every label was read as negative: accuracy, costs and TPR were wrong without a word."""
+    out = tmp_path / "report"
+    args = _shadow_args(setup, setup["drift"], out, "--set", f"data.positive={positive!r}")
+    err = _cli_error(args, capsys)
+    assert (
+        f"data.positive {positive!r} does not occur in label column 'income' of the batches; "
+        "values seen: '<=50K', '>50K'"
+    ) in err
+    assert not out.exists()
+
+
+def test_a_batch_of_negatives_only_or_without_labels_is_still_fine(
+    setup: dict[str, Any], tmp_path: Path, capsys
+) -> None:
+    """The positive value has to occur in the labelled batches taken together, not in each:
+    one day of only negatives, or a day without the label column, is a legitimate batch."""
+    data = tmp_path / "batches"
+    data.mkdir()
+    part = pd.read_csv(setup["drift"] / "day00.csv", dtype=str, keep_default_na=False)
+    part[part["income"] == ">50K"].to_csv(data / "day00.csv", index=False)
+    part[part["income"] != ">50K"].to_csv(data / "day01.csv", index=False)
+    part.drop(columns="income").to_csv(data / "day02.csv", index=False)
+    report = _report(shadow(setup["candidate"], setup["incumbent"], data, tmp_path / "ok",
+                            setup["cfg"]))  # fmt: skip
+    assert report["metrics"]["labelled_rows"] == len(part)
+    assert "candidate_accuracy" in report["agreement"]["by_batch"]["day01"]
+    assert "candidate_accuracy" not in report["agreement"]["by_batch"]["day02"]
+    # The negatives-only day alone is refused: the value occurs in none of the labels.
+    err = _cli_error(_shadow_args(setup, data / "day01.csv", tmp_path / "neg"), capsys)
+    assert "data.positive '>50K' does not occur in label column 'income'" in err
+    assert "values seen: '<=50K'" in err and not (tmp_path / "neg").exists()
+
+
+@pytest.mark.parametrize("inside", ["candidate", "data", "label_efficiency"])
+def test_out_inside_an_input_is_refused_before_any_scoring(
+    setup: dict[str, Any], tmp_path: Path, capsys, monkeypatch, inside: str
+) -> None:
+    """--out inside the export artifact holding --candidate added the report to it (its hash
+    check then failed); refused up front, for every input, before a model is even loaded."""
+    export = tmp_path / "export"
+    export.mkdir()
+    candidate = export / "model.onnx"
+    candidate.write_bytes(setup["candidate"].read_bytes())
+    (export / "meta.json").write_text(json.dumps({"stage": "export"}))
+    data = tmp_path / "batches"
+    data.mkdir()
+    (data / "day00.csv").write_bytes((setup["drift"] / "day00.csv").read_bytes())
+    evaluate = tmp_path / "evaluate"
+    evaluate.mkdir()
+    (evaluate / "label_efficiency.json").write_text(json.dumps(_curve([0.8] * 3, [0.7] * 3)))
+    out = {"candidate": export, "data": data, "label_efficiency": evaluate}[inside] / "shadow"
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+
+    def no_scoring(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a model was loaded before --out was checked")
+
+    monkeypatch.setattr("sslops.shadow.stage.OnnxClassifier", no_scoring)
+    monkeypatch.setattr("sslops.shadow.stage.load_model", no_scoring)
+    args = ["shadow", "--candidate", str(candidate), "--incumbent", str(setup["incumbent"]),
+            "--data", str(data), "--out", str(out), "--config", str(setup["config"]),
+            "--label-efficiency", str(evaluate)]  # fmt: skip
+    err = _cli_error(args, capsys)
+    folder = {"candidate": export, "data": data, "label_efficiency": evaluate}[inside]
+    assert f"{out} is inside {folder}, an input of the shadow artifact" in err
+    assert "nothing was written" in err
+    assert not out.exists()
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
 class FakeKfpWithSchedules(FakeKfp):
     """The stand-in KFP API of test_k8s_submit plus the recurring-run endpoint."""
 

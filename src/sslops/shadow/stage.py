@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sslops.artifacts import write_artifact, write_json
+from sslops.artifacts import check_replaceable, write_artifact, write_json
 from sslops.config import Config, DataConfig, KpiConfig, ShadowConfig
 from sslops.data.canonicalize import label_hits
 from sslops.errors import DataError
@@ -44,6 +44,49 @@ def _labels(batch: Batch, data: DataConfig | None) -> np.ndarray:
     hit = label_hits(column, data.positive).to_numpy(dtype=bool)
     y[known] = hit[known]
     return y
+
+
+def _shown(values: list[Any], limit: int = 20, quote: bool = False) -> str:
+    """Up to ``limit`` values for a message, then how many there are in all."""
+    text = [repr(v) if quote else str(v) for v in values[:limit]]
+    more = f", ... ({len(values)} in all)" if len(values) > limit else ""
+    return ", ".join(text) + more
+
+
+def _check_sensitive(batches: list[Batch], sensitive: list[str]) -> None:
+    """Every configured data.sensitive column is in every batch: a missing one would turn
+    the fairness section into a single group (or a "nan" group) without a word."""
+    for column in sensitive:
+        lacking = [b for b in batches if column not in b.frame.columns]
+        if not lacking:
+            continue
+        seen = list(dict.fromkeys(c for b in batches for c in b.frame.columns))
+        if len(lacking) == len(batches):
+            raise DataError(
+                f"data.sensitive column {column!r} is in none of the batches "
+                f"(columns: {_shown(seen)}); expected each data.sensitive column in every batch"
+            )
+        having = next(b for b in batches if column in b.frame.columns)
+        raise DataError(
+            f"data.sensitive column {column!r} is missing from batch {lacking[0].path} "
+            f"(columns: {_shown(list(lacking[0].frame.columns))}); expected it in every "
+            f"batch, as in {having.path}"
+        )
+
+
+def _check_positive(batches: list[Batch], labels: list[np.ndarray], data: DataConfig) -> None:
+    """data.positive occurs in the label column of the labelled batches taken together (one
+    batch with only negatives is fine); without it every label would read as negative."""
+    labelled = [(b, y) for b, y in zip(batches, labels, strict=True) if (~np.isnan(y)).any()]
+    if not labelled or any(np.nansum(y) > 0 for _, y in labelled):
+        return
+    seen = list(
+        dict.fromkeys(v for b, _ in labelled for v in b.frame[data.label].dropna().tolist())
+    )
+    raise DataError(
+        f"data.positive {data.positive!r} does not occur in label column {data.label!r} of "
+        f"the batches; values seen: {_shown(seen, limit=10, quote=True)}"
+    )
 
 
 def _profile(rows: pd.DataFrame, frame: pd.DataFrame, features: list[str]) -> list[dict]:
@@ -154,6 +197,10 @@ def shadow(
 ) -> Path:  # fmt: skip
     """Score every batch with both models and write the shadow report artifact."""
     candidate, incumbent, data = Path(candidate), Path(incumbent), Path(data)
+    # Before any work: OUT may not replace the user's files nor lie inside an input (the
+    # export artifact holding --candidate, the --data folder, ...), which it would modify.
+    check_replaceable(Path(out_dir), "shadow artifact", stage="shadow",
+                      inputs=[candidate, incumbent, data, reference, label_efficiency])  # fmt: skip
     settings = cfg.shadow if cfg else ShadowConfig()
     kpi = cfg.kpi if cfg else KpiConfig()
     na = cfg.data.na_values if cfg else DEFAULT_NA
@@ -168,15 +215,19 @@ def shadow(
     curve = read_label_efficiency(Path(label_efficiency)) if label_efficiency else None
     batches = [read_batch(f, na, settings.id_column, "--data") for f in files]
     ref_batch = read_batch(Path(reference), na, None, "--reference") if reference else batches[0]
+    labels = [_labels(batch, cfg.data if cfg else None) for batch in batches]
+    if cfg:
+        _check_sensitive(batches, cfg.data.sensitive)
+        _check_positive(batches, labels, cfg.data)
 
     parts, frames = [], []
-    for batch in batches:
+    for batch, y in zip(batches, labels, strict=True):
         c, i = cand_model.score(batch), inc_model.score(batch)
         parts.append(pd.DataFrame({
             "batch": batch.name, "row_id": batch.row_ids,
             "candidate_score": c.score, "candidate_decision": c.decision,
             "incumbent_score": i.score, "incumbent_decision": i.decision,
-            "y": _labels(batch, cfg.data if cfg else None),
+            "y": y,
         }))  # fmt: skip
         frames.append(batch.frame)
     rows = pd.concat(parts, ignore_index=True)
@@ -189,7 +240,7 @@ def shadow(
     if absent:
         raise DataError(f"--reference {ref_batch.path}: missing column {absent[0]!r}")
 
-    sensitive = [c for c in (cfg.data.sensitive if cfg else []) if c in frame.columns]
+    sensitive = cfg.data.sensitive if cfg else []  # in every batch (_check_sensitive)
     groups = {c: frame[c].astype(str).to_numpy() for c in sensitive} or {
         "all rows": np.array(["all"] * len(frame))
     }
