@@ -223,3 +223,36 @@ def test_image_mirror_and_digest_reach_every_task_and_the_launcher(tmp_path: Pat
     assert (
         parameters["gpu_image"]["runtimeValue"]["constant"] == "mirror.local/ml/sslops:0.1.0-cuda"
     )
+
+
+@pytest.mark.parametrize(
+    ("release", "namespace", "message"),
+    [
+        ("Bad Name!", "kubeflow", "--release 'Bad Name!': expected a DNS-1123 label (lowercase "
+         "letters, digits and '-', at most 53 characters)"),
+        ("r" * 54, "kubeflow", "at most 53 characters"),
+        ("sslops", "Bad NS", "--namespace 'Bad NS': expected a DNS-1123 label (lowercase "
+         "letters, digits and '-', at most 63 characters)"),
+        ("sslops", "team-a-", "--namespace 'team-a-'"),
+        ("sslops", "team.a", "--namespace 'team.a'"),
+        ("sslops", "n" * 64, "at most 63 characters"),
+    ],
+)  # fmt: skip
+def test_release_and_namespace_must_be_dns_labels(
+    release: str, namespace: str, message: str, capsys
+) -> None:
+    from sslops.cli import main
+    from sslops.errors import ConfigError
+
+    with pytest.raises(ConfigError) as raised:
+        render_helm_templates(CHART, {}, release, namespace)
+    assert message in str(raised.value)
+    args = ["render", "--target", "helm", "--chart", str(CHART)]
+    assert main([*args, "--release", release, "--namespace", namespace]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("error: ") and err.count("\n") == 1 and message in err
+
+
+def test_a_valid_release_and_namespace_reach_the_objects() -> None:
+    objects = load_documents(render_helm(CHART, [], "r" * 53, "n" * 63))
+    assert {o["metadata"].get("namespace") for o in objects} <= {"n" * 63, None}

@@ -163,3 +163,19 @@ def test_render_trainjob_prints_a_valid_object(crds, tmp_path: Path) -> None:
     (job,) = load_documents(render_trainjob(cfg, namespace="team-a", image="r.local/sslops:1"))
     validate_object(job, crds)
     assert job["spec"]["trainer"]["image"] == "r.local/sslops:1-cuda"
+
+
+def test_render_trainjob_refuses_a_namespace_that_is_not_a_dns_label(capsys) -> None:
+    from sslops.cli import main
+
+    args = ["render", "--target", "trainjob", "--config", str(ROOT / "configs" / "adult.yaml"),
+            "--set", "pretrain.launcher=trainjob", "--set", "platform.storage.workspace_pvc=ws"]  # fmt: skip
+    for namespace in ("Bad NS", "-a", "a" * 64, ""):
+        assert main([*args, f"--namespace={namespace}"]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err == (
+            f"error: --namespace {namespace!r}: expected a DNS-1123 label (lowercase letters, "
+            "digits and '-', at most 63 characters)\n"
+        )
+    assert main([*args, "--namespace", "team-a"]) == 0
+    assert "namespace: team-a" in capsys.readouterr().out

@@ -191,3 +191,174 @@ def test_render_outside_the_repository_says_where_to_run(tmp_path: Path, monkeyp
     monkeypatch.chdir(ROOT)
     assert main(["render", "--target", "kustomize", "--overlay", "eu"]) == 2
     assert "--overlay takes aws, azure, gcp, onprem or a directory" in capsys.readouterr().err
+
+
+SCHEDULE = ["schedule-shadow", "--cron", "0 0 6 * * *", "--candidate", "/w/m.onnx",
+            "--incumbent", "/w/i.onnx", "--data", "/w/b"]  # fmt: skip
+
+
+@pytest.mark.parametrize("command", [["submit"], SCHEDULE])
+@pytest.mark.parametrize(
+    ("host", "message"),
+    [
+        ("127.0.0.1:9", "--host '127.0.0.1:9': expected an http:// or https:// URL"),
+        ("ftp://x", "--host 'ftp://x': expected an http:// or https:// URL"),
+        ("http://", "--host 'http://': expected an http:// or https:// URL"),
+        ("", "--host is empty; expected the KFP API URL"),
+    ],
+)
+def test_a_host_that_is_not_an_http_url_is_refused_before_kfp_is_asked(
+    command: list[str], host: str, message: str, monkeypatch, capsys
+) -> None:
+    """kfp.Client would warn and prefix https:// (or, for '', read the kube config and print
+    to stdout): the host is refused before a client is made, in one line."""
+    import kfp
+
+    def no_client(**kwargs: Any) -> None:
+        raise AssertionError("kfp.Client was created for a bad host")
+
+    monkeypatch.setattr(kfp, "Client", no_client)
+    config = str(ROOT / "configs" / "adult.yaml")
+    assert main([*command, "--config", config, "--host", host]) == 2
+    out, err = capsys.readouterr()
+    assert (out, err) == ("", f"error: {message}, e.g. http://localhost:8080\n")
+
+
+def test_check_host_takes_http_and_https_urls_only() -> None:
+    from sslops.errors import ConfigError
+    from sslops.k8s.submit import check_host
+
+    for good in ("http://localhost:8080", "https://kfp.example.com/pipeline", "http://[::1]:80"):
+        assert check_host(good) == good
+    for bad in ("localhost:8080", "HTTP://x", "http://x:port", "http://x y", " ", "http://[::1"):
+        with pytest.raises(ConfigError, match="--host"):
+            check_host(bad)
+
+
+@pytest.mark.parametrize("command", [["submit"], SCHEDULE])
+def test_kfp_logs_and_warnings_do_not_reach_stderr_only_the_error(
+    command: list[str], monkeypatch, capsys
+) -> None:
+    """An unreachable or wrong endpoint: kfp.Client logs each failed health check with a
+    traceback (logging.exception, which adds a stderr handler to a bare root logger) and then
+    raises. Only the one error line is shown; logging is as it was afterwards."""
+    import logging
+    import warnings
+
+    import kfp
+
+    def failing_client(**kwargs: Any) -> None:
+        for attempt in range(1, 6):
+            try:
+                raise RuntimeError("(404) Reason: Not Found")
+            except RuntimeError:
+                logging.exception(f"Failed to get healthz info attempt {attempt} of 5.")
+        logging.getLogger("kfp").warning("a kfp warning")
+        warnings.warn("The host does not contain the http protocol", UserWarning, stacklevel=1)
+        raise TimeoutError("Failed getting healthz endpoint after 5 attempts.")
+
+    monkeypatch.setattr(kfp, "Client", failing_client)
+    monkeypatch.setattr(logging.root, "handlers", [])  # as in the CLI: no handler configured
+    host = "http://10.255.255.1:8080"
+    config = str(ROOT / "configs" / "adult.yaml")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main([*command, "--config", config, "--host", host]) == 2
+    out, err = capsys.readouterr()
+    assert err == (
+        f"error: cannot reach KFP at {host}: Failed getting healthz endpoint after 5 attempts.\n"
+    )
+    assert out == "" and not caught
+    assert logging.root.handlers == [] and logging.root.manager.disable == logging.NOTSET
+
+
+@pytest.mark.parametrize(
+    "cron",
+    ["0 0 6 * * *", "0 30 5 * * 1-5", "*/15 0-30/10 8,12,18 ? jan-MAR/2 SUN,sat",
+     "5/15 * * 1-31 12 MON-FRI", "  0 0 6 * * *  "],
+)  # fmt: skip
+def test_cron_fields_robfig_takes_are_accepted(cron: str) -> None:
+    from sslops.k8s.schedule import check_cron
+
+    assert check_cron(cron) == " ".join(cron.split())
+
+
+@pytest.mark.parametrize(
+    ("cron", "message"),
+    [
+        ("0 0 25 * * *", "field 3 (hours) '25' is out of range 0-23"),
+        ("a b c d e f", "field 1 (seconds) 'a' is not valid: expected 0-59, *, ?, a list"),
+        ("60 * * * * *", "field 1 (seconds) '60' is out of range 0-59"),
+        ("0 0-61 * * * *", "field 2 (minutes) '61' is out of range 0-59"),
+        ("0 0 0 0 * *", "field 4 (day of month) '0' is out of range 1-31"),
+        ("0 0 0 * 13 *", "field 5 (month) '13' is out of range 1-12 or JAN-DEC"),
+        ("0 0 0 * FOO *", "field 5 (month) 'FOO' is not valid: expected 1-12 or JAN-DEC"),
+        ("0 0 0 * * 7", "field 6 (day of week) '7' is out of range 0-6 or SUN-SAT"),
+        ("0 0 9-5 * * *", "field 3 (hours) '9-5': the range starts after it ends"),
+        ("*/0 * * * * *", "field 1 (seconds) '*/0': the step after '/' must be a number"),
+        ("1,,2 * * * * *", "field 1 (seconds) '1,,2' is not valid"),
+        ("-1 * * * * *", "field 1 (seconds) '-1' is not valid"),
+        ("0 0 6 * *", "expected 6 space-separated fields"),
+        ("@daily", "expected 6 space-separated fields"),
+    ],
+)
+def test_a_cron_field_out_of_range_or_not_cron_is_named(cron: str, message: str) -> None:
+    from sslops.errors import ConfigError
+    from sslops.k8s.schedule import check_cron
+
+    with pytest.raises(ConfigError) as raised:
+        check_cron(cron)
+    assert str(raised.value).startswith(f"--cron {cron!r}: ")
+    assert message in str(raised.value)
+
+
+def test_cli_schedule_shadow_names_the_cron_field_before_kfp_is_asked(monkeypatch, capsys):
+    import kfp
+
+    monkeypatch.setattr(kfp, "Client", None)  # never reached
+    args = [*SCHEDULE, "--config", str(ROOT / "configs" / "adult.yaml"),
+            "--host", "http://localhost:9"]  # fmt: skip
+    args[args.index("0 0 6 * * *")] = "0 0 25 * * *"
+    assert main(args) == 2
+    assert capsys.readouterr() == (
+        "",
+        "error: --cron '0 0 25 * * *': field 3 (hours) '25' is out of range 0-23\n",
+    )
+
+
+TRAINJOB = ["--config", str(ROOT / "configs" / "adult.yaml"), "--set", "pretrain.launcher=trainjob",
+            "--set", "platform.storage.workspace_pvc=ws"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["kustomize", "--overlay", "aws", "--values", "x.yaml"], "--values applies to --target helm only"),
+        (["trainjob", *TRAINJOB, "--values", "x.yaml"], "--values applies to --target helm only"),
+        (["kustomize", "--chart", "helm/sslops"], "--chart applies to --target helm only"),
+        (["trainjob", *TRAINJOB, "--release", "r"], "--release applies to --target helm only"),
+        (["helm", "--overlay", "aws"], "--overlay applies to --target kustomize only"),
+        (["trainjob", *TRAINJOB, "--overlay", "aws"], "--overlay applies to --target kustomize only"),
+        (["kustomize", "--namespace", "team-a"], "--namespace applies to --target helm and trainjob only"),
+        (["helm", *TRAINJOB[:2]], "--config applies to --target trainjob only"),
+        (["kustomize", "--set", "seed=1"], "--set applies to --target trainjob only"),
+    ],
+)  # fmt: skip
+def test_render_refuses_a_flag_its_target_does_not_read(argv: list[str], message: str, capsys):
+    assert main(["render", "--target", *argv]) == 2
+    assert capsys.readouterr() == ("", f"error: {message}\n")
+
+
+def test_render_defaults_apply_when_the_flags_are_not_given(monkeypatch, capsys) -> None:
+    from sslops.k8s import render
+
+    calls: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(render, "render_helm", lambda *a: calls.append(a) or "")
+    monkeypatch.setattr(render, "render_kustomize", lambda *a: calls.append(a) or "")
+    monkeypatch.chdir(ROOT)
+    assert main(["render", "--target", "helm"]) == 0
+    assert main(["render", "--target", "kustomize"]) == 0
+    assert calls == [
+        (Path("helm/sslops"), [], "sslops", "kubeflow"),
+        (Path("manifests/overlays/onprem"), Path("manifests/overlays")),
+    ]

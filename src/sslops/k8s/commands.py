@@ -56,16 +56,38 @@ def add_parsers(sub: Any, add_config_args: Callable[[argparse.ArgumentParser], N
         help="helm values file (repeatable; later files win)",
     )  # fmt: skip
     render.add_argument(
-        "--chart", type=Path, default=Path("helm/sslops"), metavar="DIR", help="helm chart folder"
+        "--chart", type=Path, metavar="DIR", help="helm chart folder (default: helm/sslops)"
     )
     render.add_argument(
-        "--overlay", default="onprem", metavar="NAME|DIR",
-        help="kustomize overlay: onprem, aws, gcp, azure, or a directory",
+        "--overlay", metavar="NAME|DIR",
+        help="kustomize overlay: onprem, aws, gcp, azure, or a directory (default: onprem)",
     )  # fmt: skip
     render.add_argument(
-        "--namespace", default="kubeflow", metavar="NS", help="namespace of the rendered objects"
-    )
-    render.add_argument("--release", default="sslops", metavar="NAME", help="helm release name")
+        "--namespace", metavar="NS",
+        help="namespace of the rendered objects, helm and trainjob (default: kubeflow)",
+    )  # fmt: skip
+    render.add_argument("--release", metavar="NAME", help="helm release name (default: sslops)")
+
+
+# The render flags that apply to some targets only (None: not given, the default applies).
+_RENDER_FLAGS = {
+    "--values": ("values", ("helm",)),
+    "--chart": ("chart", ("helm",)),
+    "--release": ("release", ("helm",)),
+    "--overlay": ("overlay", ("kustomize",)),
+    "--namespace": ("namespace", ("helm", "trainjob")),
+    "--config": ("config", ("trainjob",)),
+    "--set": ("overrides", ("trainjob",)),
+}
+
+
+def _check_render_flags(args: argparse.Namespace) -> None:
+    """Refuse a flag the target does not read rather than ignore it silently."""
+    from sslops.errors import ConfigError
+
+    for flag, (dest, targets) in _RENDER_FLAGS.items():
+        if getattr(args, dest) not in (None, []) and args.target not in targets:
+            raise ConfigError(f"{flag} applies to --target {' and '.join(targets)} only")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,13 +109,18 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from sslops.k8s import render
 
+    _check_render_flags(args)
+    namespace = "kubeflow" if args.namespace is None else args.namespace
     if args.target == "helm":
-        print(render.render_helm(args.chart, args.values, args.release, args.namespace), end="")
+        chart = Path("helm/sslops") if args.chart is None else args.chart
+        release = "sslops" if args.release is None else args.release
+        print(render.render_helm(chart, args.values, release, namespace), end="")
     elif args.target == "kustomize":
-        overlay = Path(args.overlay)
-        path = overlay if overlay.is_dir() else OVERLAYS / args.overlay
+        name = "onprem" if args.overlay is None else args.overlay
+        overlay = Path(name)
+        path = overlay if overlay.is_dir() else OVERLAYS / name
         print(render.render_kustomize(path, OVERLAYS), end="")
     else:
         cfg = load_config(args.config, args.overrides)
-        print(render.render_trainjob(cfg, args.namespace), end="")
+        print(render.render_trainjob(cfg, namespace), end="")
     return 0

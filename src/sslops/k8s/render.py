@@ -64,6 +64,10 @@ def render_helm_templates(
     chart: Path, values: dict[str, Any], release: str = "sslops", namespace: str = "kubeflow"
 ) -> dict[str, str]:
     """``{template path: rendered text}``, values checked against values.schema.json."""
+    from sslops.k8s.validation import check_dns_label
+
+    check_dns_label(release, "--release", 53)
+    check_dns_label(namespace, "--namespace")
     try:
         import helm_python
     except ImportError:
@@ -173,8 +177,10 @@ def render_kustomize(path: Path, overlays: Path | None = None) -> str:
 def render_trainjob(cfg: Config, namespace: str = "kubeflow", image: str | None = None) -> str:
     """The TrainJob or PyTorchJob the launcher would create for ``cfg``."""
     from sslops.k8s.specs import JobRequest, build_training_job, cuda_image
+    from sslops.k8s.validation import check_dns_label
     from sslops.pipeline.image import base_image
 
+    check_dns_label(namespace, "--namespace")
     if cfg.pretrain.launcher == "local":
         raise RenderError(
             "pretrain.launcher is 'local' (no training job); add "

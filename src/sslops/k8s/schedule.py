@@ -17,7 +17,7 @@ from pathlib import Path
 from sslops import __version__
 from sslops.config import Config
 from sslops.errors import ConfigError
-from sslops.k8s.submit import _client, kfp_errors, upload_version
+from sslops.k8s.submit import _client, check_host, kfp_errors, upload_version
 
 
 @dataclass(frozen=True)
@@ -31,14 +31,68 @@ class Scheduled:
     url: str
 
 
+_MONTHS = dict(zip(("JAN", "FEB", "MAR", "APR", "MAY", "JUN",
+                    "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"), range(1, 13), strict=True))  # fmt: skip
+_DAYS = {day: i for i, day in enumerate(("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"))}
+# name, lowest, highest, names taken for numbers, as robfig/cron (which KFP uses) reads them
+_CRON_FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
+    ("seconds", 0, 59, {}),
+    ("minutes", 0, 59, {}),
+    ("hours", 0, 23, {}),
+    ("day of month", 1, 31, {}),
+    ("month", 1, 12, _MONTHS),
+    ("day of week", 0, 6, _DAYS),
+)
+
+
+def _check_cron_field(cron: str, index: int, text: str) -> None:
+    name, low, high, names = _CRON_FIELDS[index]
+    where = f"--cron {cron!r}: field {index + 1} ({name})"
+    span = f"{low}-{high}"
+    if names:
+        span += f" or {next(iter(names))}-{list(names)[-1]}"  # JAN-DEC, SUN-SAT
+    expected = f"expected {span}, *, ?, a list a,b, a range a-b or a step */n or a-b/n"
+
+    def value(token: str, part: str) -> int:
+        number = names.get(token.upper()) if names else None
+        if number is None:
+            if not (token.isascii() and token.isdigit()):
+                raise ConfigError(f"{where} {part!r} is not valid: {expected}")
+            number = int(token)
+        if not low <= number <= high:
+            raise ConfigError(f"{where} {token!r} is out of range {span}")
+        return number
+
+    for part in text.split(","):
+        span_text, slash, step = part.partition("/")
+        if not span_text or (slash and not step):
+            raise ConfigError(f"{where} {part or text!r} is not valid: {expected}")
+        if slash and (not (step.isascii() and step.isdigit()) or int(step) == 0):
+            raise ConfigError(f"{where} {part!r}: the step after '/' must be a number, 1 or more")
+        if span_text in {"*", "?"}:
+            continue
+        start, dash, end = span_text.partition("-")
+        if dash and (not start or not end):
+            raise ConfigError(f"{where} {part!r} is not valid: {expected}")
+        first_value = value(start, part)
+        if dash and value(end, part) < first_value:
+            raise ConfigError(f"{where} {part!r}: the range starts after it ends")
+
+
 def check_cron(cron: str) -> str:
-    """KFP (robfig/cron) takes 6 fields, seconds first: ``0 0 6 * * *`` is 06:00 daily."""
+    """KFP (robfig/cron) takes 6 fields, seconds first: ``0 0 6 * * *`` is 06:00 daily.
+
+    Each field is ``*``, ``?``, a number or (month, day of week) a name, a range ``a-b``, a
+    step ``*/n``, ``a/n`` or ``a-b/n``, or a comma-separated list of those; checked here so
+    that a wrong value is named before anything is compiled or uploaded."""
     fields = cron.split()
     if len(fields) != 6:
         raise ConfigError(
             f"--cron {cron!r}: expected 6 space-separated fields (second minute hour "
             "day-of-month month day-of-week), e.g. '0 0 6 * * *' for 06:00 every day"
         )
+    for index, text in enumerate(fields):
+        _check_cron_field(cron, index, text)
     return " ".join(fields)
 
 
@@ -55,6 +109,7 @@ def schedule_shadow(
     )
 
     cron = check_cron(cron)
+    check_host(host)
     pipeline = SHADOW_PIPELINE_NAME
     with tempfile.TemporaryDirectory(prefix="sslops-schedule-") as tmp:
         package = compile_shadow_pipeline(Path(tmp) / f"{pipeline}.yaml", cfg, pipeline)

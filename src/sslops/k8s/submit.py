@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import tempfile
 import time
 import warnings
@@ -18,10 +19,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from sslops import __version__
 from sslops.config import Config
-from sslops.errors import SslopsError
+from sslops.errors import ConfigError, SslopsError
 
 
 class SubmitError(SslopsError):
@@ -44,9 +46,46 @@ def pipeline_name_for(cfg: Config) -> str:
     return PIPELINE_NAME if cfg.pretrain.launcher == "local" else f"{PIPELINE_NAME}-multinode"
 
 
+def check_host(host: str) -> str:
+    """``--host`` as kfp.Client should get it: an http(s) URL. kfp itself takes an empty host
+    as "ask the kube config" and prefixes anything else with https:// (with a warning)."""
+    example = "e.g. http://localhost:8080"
+    if not host.strip():
+        raise ConfigError(f"--host is empty; expected the KFP API URL, {example}")
+    try:
+        parts = urlsplit(host)
+        usable = bool(parts.hostname) and (parts.port is None or parts.port > 0)
+    except ValueError:  # a port that is not a number, an unclosed [IPv6 bracket
+        usable = False
+    if not usable or not host.startswith(("http://", "https://")) or host != "".join(host.split()):
+        raise ConfigError(f"--host {host!r}: expected an http:// or https:// URL, {example}")
+    return host
+
+
+@contextlib.contextmanager
+def _kfp_quiet() -> Iterator[None]:
+    """No log records and no warnings while kfp works: kfp.Client logs every failed health
+    check with a traceback (``logging.exception`` on the root logger, which also installs a
+    stderr handler when there is none) and warns about its own API; a failure is reported
+    as one :class:`SubmitError` line instead."""
+    root = logging.getLogger()
+    placeholder = logging.NullHandler()  # root has a handler: logging.exception adds none
+    was_disabled = root.manager.disable
+    root.addHandler(placeholder)
+    logging.disable(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(was_disabled)
+        root.removeHandler(placeholder)
+
+
 def _client(host: str, namespace: str | None) -> Any:
     import kfp
 
+    check_host(host)  # before kfp.Client, which would warn about it or read the kube config
     with warnings.catch_warnings():
         # kfp.Client warns on every construction that it needs a KFP v2 backend.
         warnings.simplefilter("ignore", FutureWarning)
@@ -64,12 +103,14 @@ def _latest_version_id(client: Any, pipeline_id: str) -> str:
 
 @contextlib.contextmanager
 def kfp_errors(host: str) -> Iterator[None]:
-    """KFP API and connection failures as one-line :class:`SubmitError`."""
+    """KFP API and connection failures as one-line :class:`SubmitError`; kfp's own log
+    records and warnings are silenced meanwhile (:func:`_kfp_quiet`)."""
     from kfp_server_api.exceptions import ApiException
     from urllib3.exceptions import HTTPError
 
     try:
-        yield
+        with _kfp_quiet():
+            yield
     except ApiException as exc:
         raise SubmitError(
             f"KFP at {host} answered {exc.status} {exc.reason}: {str(exc.body)[:300]}"
@@ -108,6 +149,7 @@ def submit(
     """Compile for ``cfg``, upload a new version, start a run with ``cfg`` as ``config_json``."""
     from sslops.pipeline.ssl_pipeline import DESCRIPTION, compile_pipeline
 
+    check_host(host)
     name = pipeline_name_for(cfg)
     with tempfile.TemporaryDirectory(prefix="sslops-submit-") as tmp:
         package = compile_pipeline(Path(tmp) / f"{name}.yaml", cfg, name)

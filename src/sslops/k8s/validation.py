@@ -18,14 +18,26 @@ from typing import Any
 
 import yaml
 
-from sslops.errors import SslopsError
+from sslops.errors import ConfigError, SslopsError
 
 KUBERNETES_VERSION = "1.31.0"
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_DNS_SUBDOMAIN = re.compile(rf"{_DNS_LABEL}(\.{_DNS_LABEL})*")
 
 
 class ManifestError(SslopsError):
     """A generated object does not match the schema of its kind."""
+
+
+def check_dns_label(value: str, flag: str, max_length: int = 63) -> str:
+    """``value`` of ``flag`` (a namespace, a Helm release name) as Kubernetes takes it: a
+    DNS-1123 label of at most ``max_length`` characters (Helm allows 53 for a release)."""
+    if len(value) > max_length or not re.fullmatch(_DNS_LABEL, value):
+        raise ConfigError(
+            f"{flag} {value!r}: expected a DNS-1123 label (lowercase letters, digits and '-', "
+            f"at most {max_length} characters)"
+        )
+    return value
 
 
 def _closed(schema: Any) -> Any:
@@ -68,7 +80,7 @@ def _where(obj: dict[str, Any]) -> str:
 def _check_metadata(obj: dict[str, Any]) -> None:
     meta = obj.get("metadata") or {}
     name = meta.get("name", "")
-    if not name or len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
+    if not name or len(name) > 253 or not _DNS_SUBDOMAIN.fullmatch(name):
         raise ManifestError(f"{_where(obj)}: metadata.name {name!r} is not a DNS-1123 subdomain")
     for key, value in (meta.get("labels") or {}).items():
         if not isinstance(value, str) or len(value) > 63:
