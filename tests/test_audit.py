@@ -14,7 +14,7 @@ from sslops.audit import audit, generate_keypair, load_public_key, verify_bundle
 from sslops.audit.bundle import verify_path
 from sslops.cli import main
 from sslops.config import Config, validate_config
-from sslops.errors import ConfigError, GateError
+from sslops.errors import ConfigError, DataError, GateError
 
 _UPSTREAM = ("prepare", "pretrain", "finetune", "evaluate", "export")
 
@@ -426,18 +426,19 @@ def test_audit_refuses_a_config_the_chain_did_not_run_with(
     with pytest.raises(ConfigError) as info:
         audit(sensitive, upstream, tmp_path / "a")
     assert str(info.value) == (
-        f"the audit config's data.sensitive is ['race'] but {prepared} was prepared with "
-        f"{ran!r}; pass the config the chain ran with"
+        f"the config's data.sensitive is ['race'] but {prepared} was prepared with "
+        f"{ran!r}; pass the config the chain was prepared with, or prepare the data with this "
+        "one first"
     )
     from sslops.config import load_config
     from tests.conftest import ROOT
 
     gunpoint = load_config(ROOT / "configs" / "gunpoint.yaml")  # another data set's config
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(DataError) as info:
         audit(gunpoint, upstream, tmp_path / "b")
     assert str(info.value) == (
-        f"the audit config's modality is 'timeseries' but {prepared} was prepared with "
-        "'tabular'; pass the config the chain ran with"
+        f"{prepared} holds tabular data but the config says modality: timeseries; pass the "
+        "config the chain was prepared with, or prepare the data with this one first"
     )
     with pytest.raises(ConfigError) as info:
         audit(_raw(small_config, "export", model="ssl"), upstream, tmp_path / "c")

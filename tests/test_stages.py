@@ -15,7 +15,7 @@ import torch
 from sslops.artifacts import hash_tree, read_meta, sha256_file
 from sslops.audit import audit
 from sslops.config import Config
-from sslops.errors import ArtifactError
+from sslops.errors import ArtifactError, ConfigError
 from sslops.finetune import finetune, stratified_label_subset
 from sslops.models import load_classifier
 from sslops.prepare import PreparedData, prepare
@@ -147,6 +147,31 @@ def test_a_stage_refuses_a_config_of_another_modality_and_an_out_inside_an_input
         )
     assert {stage: hash_tree(Path(path)) for stage, path in a.items()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_stage_refuses_data_settings_its_prepare_artifact_was_not_made_with(
+    stage_artifacts: dict[str, Path], small_config: Config, tmp_path: Path
+) -> None:
+    from sslops.evaluate import evaluate
+    from sslops.export import export
+    from sslops.pretrain import pretrain
+
+    a = stage_artifacts
+    data = small_config.data.model_copy(update={"sensitive": ["race"]})  # the chain used sex
+    other = small_config.model_copy(update={"data": data})
+    for run in (
+        lambda: pretrain(other, a["prepare"], tmp_path / "pre"),
+        lambda: finetune(other, a["prepare"], a["pretrain"], tmp_path / "ft"),
+        lambda: evaluate(other, a["prepare"], a["finetune"], tmp_path / "ev"),
+        lambda: export(other, a["prepare"], a["finetune"], tmp_path / "ex"),
+    ):
+        with pytest.raises(ConfigError) as info:
+            run()
+        assert str(info.value).startswith(
+            f"the config's data.sensitive is ['race'] but {a['prepare']} was prepared with "
+            f"{list(small_config.data.sensitive)!r}"
+        )
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_model_card_html_is_self_contained(stage_artifacts: dict[str, Path]) -> None:

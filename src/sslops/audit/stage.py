@@ -49,6 +49,7 @@ from sslops.audit.gates import evaluate_gates, measured_values
 from sslops.audit.pdf import render_pdf
 from sslops.config import Config
 from sslops.errors import ArtifactError, ConfigError
+from sslops.prepare.dataset import check_same_data
 
 _STAGES = ("prepare", "pretrain", "finetune", "evaluate", "export")
 CARD_COPIES = ("model_card.html", "model_card.md")
@@ -137,24 +138,6 @@ def _read_json(path: Path) -> Any:
         raise ArtifactError(f"{path} is not valid JSON ({exc}); re-run that stage") from None
 
 
-def check_config_matches_chain(cfg: Config, prepared: Path) -> None:
-    """The audit config must describe the data the chain ran on: the card, the bundle's
-    config.json and the gates are written from it, so another config (another data set's, or
-    other sensitive columns) would make a bundle that describes a run that never happened.
-    Other sections (gates, card title, evaluate settings) may legitimately differ."""
-    ran = read_meta(prepared, "prepare", verify=False).get("config") or {}
-    given = cfg.model_dump(mode="json")
-    pairs = [("modality", given["modality"], ran["modality"])] if "modality" in ran else []
-    ran_data: dict[str, Any] = ran["data"] if isinstance(ran.get("data"), dict) else {}
-    pairs += [(f"data.{k}", v, ran_data[k]) for k, v in given["data"].items() if k in ran_data]
-    for key, mine, theirs in pairs:
-        if mine != theirs:
-            raise ConfigError(
-                f"the audit config's {key} is {mine!r} but {prepared} was prepared with "
-                f"{theirs!r}; pass the config the chain ran with"
-            )
-
-
 def check_export(cfg: Config, exported_dir: Path, exported: dict[str, Any]) -> None:
     """The config deploys the model that was exported, and the ONNX files are the ones the
     export stage wrote (a replaced model.onnx whose hash was rewritten in meta.json only)."""
@@ -199,7 +182,7 @@ def audit(
     ``run_context`` carries what only the caller knows (KFP run id, container image).
     """
     check_lineage(*artifacts.values())
-    check_config_matches_chain(cfg, artifacts["prepare"])
+    check_same_data(cfg, artifacts["prepare"])
     lineage = build_lineage(artifacts, cfg.export.model)
     metrics = _read_json(artifacts["evaluate"] / "metrics.json")
     exported = _read_json(artifacts["export"] / "export.json")

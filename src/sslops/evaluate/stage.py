@@ -25,7 +25,7 @@ from sslops.evaluate.shortcuts import counterfactual_flip, permutation_reliance
 from sslops.finetune.estimators import GroupThresholdPostprocessor
 from sslops.finetune.stage import MODELS
 from sslops.models.tabular import TabularClassifier, load_classifier
-from sslops.prepare.dataset import PreparedData, Split, check_modality
+from sslops.prepare.dataset import PreparedData, Split, check_same_data
 
 POSTPROCESSED = "ssl+threshold_optimizer"
 
@@ -84,7 +84,7 @@ def _evaluate_split(
 def evaluate(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_dir: Path) -> Path:
     """Run the evaluate stage; returns the artifact directory."""
     check_lineage(prepared_dir, finetuned_dir)
-    check_modality(prepared_dir, cfg.modality)
+    check_same_data(cfg, prepared_dir)
     if cfg.modality != "tabular":  # images and series: sslops.evaluate.arrays
         from sslops.evaluate.arrays import evaluate_arrays
 

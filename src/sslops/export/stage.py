@@ -27,7 +27,7 @@ from sslops.errors import ArtifactError
 from sslops.export.graph import OUTPUT, export_raw_column_onnx, raw_inputs
 from sslops.export.quantize import quantization_report, quantize_int8, session
 from sslops.models.tabular import load_classifier
-from sslops.prepare.dataset import PreparedData, check_modality
+from sslops.prepare.dataset import PreparedData, check_same_data
 
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
@@ -108,7 +108,7 @@ def _sensitive_policy(cfg: Config) -> str:
 def export(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_dir: Path) -> Path:
     """Run the export stage; returns the artifact directory."""
     check_lineage(prepared_dir, finetuned_dir)
-    check_modality(prepared_dir, cfg.modality)
+    check_same_data(cfg, prepared_dir)
     if cfg.modality != "tabular":  # images and series: sslops.export.arrays
         from sslops.export.arrays import export_arrays
 

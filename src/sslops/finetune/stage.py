@@ -58,7 +58,7 @@ from sslops.finetune.stacked import stacked_candidates
 from sslops.finetune.transfer import FineTuneSettings, fine_tune
 from sslops.models.tabular import MLPEncoder, TabularClassifier, save_classifier
 from sslops.models.trees import BoostedStackClassifier
-from sslops.prepare.dataset import PreparedData, check_modality
+from sslops.prepare.dataset import PreparedData, check_same_data
 from sslops.pretrain.stage import load_encoder
 
 MODELS = ("ssl", "mitigated", "baseline")
@@ -149,7 +149,7 @@ def _settings(cfg: Config) -> FineTuneSettings:
 def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Path) -> Path:
     """Run the finetune stage; returns the artifact directory."""
     check_lineage(prepared_dir, pretrained_dir)
-    check_modality(prepared_dir, cfg.modality)
+    check_same_data(cfg, prepared_dir)
     if cfg.modality != "tabular":  # images and series: sslops.finetune.arrays
         from sslops.finetune.arrays import finetune_arrays
 

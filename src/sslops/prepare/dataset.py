@@ -12,9 +12,10 @@ import numpy as np
 import pandas as pd
 
 from sslops.artifacts import read_meta
+from sslops.config import Config
 from sslops.data.canonicalize import label_hits
 from sslops.data.encoding import TabularEncoding
-from sslops.errors import DataError
+from sslops.errors import ConfigError, DataError
 
 SPLITS = ("train", "validation", "test")
 SCHEMA = "schema.json"
@@ -31,6 +32,23 @@ def check_modality(prepared: Path, modality: str) -> None:
             f"{prepared} holds {found} data but the config says modality: {modality}; pass the "
             "config the chain was prepared with, or prepare the data with this one first"
         )
+
+
+def check_same_data(cfg: Config, prepared: Path) -> None:
+    """A stage after prepare is configured for the data ``prepared`` holds: the same modality
+    (checked first, for the clearest message) and the same ``data.*`` settings. Another
+    config's would be silently ignored where the prepared schema wins (``data.sensitive``
+    in evaluate), or describe a run that never happened (the audit's card and gates)."""
+    check_modality(prepared, cfg.modality)
+    ran = read_meta(prepared, "prepare", verify=False).get("config") or {}
+    ran_data: dict[str, Any] = ran["data"] if isinstance(ran.get("data"), dict) else {}
+    for key, value in cfg.model_dump(mode="json")["data"].items():
+        if key in ran_data and ran_data[key] != value:  # keys an older prepare lacks: skipped
+            raise ConfigError(
+                f"the config's data.{key} is {value!r} but {prepared} was prepared with "
+                f"{ran_data[key]!r}; pass the config the chain was prepared with, or prepare "
+                "the data with this one first"
+            )
 
 
 def target_of(

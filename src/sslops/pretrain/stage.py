@@ -33,6 +33,7 @@ from sslops.config import Config
 from sslops.errors import ArtifactError
 from sslops.models.tabular import EncoderSpec, MLPEncoder
 from sslops.plots import line_plot
+from sslops.prepare.dataset import check_same_data
 from sslops.pretrain.data import load_pretrain_data
 from sslops.pretrain.fairness import (
     build_fairness,
@@ -47,6 +48,7 @@ from sslops.pretrain.tasks import Task, backbone_spec, build_backbone, build_tas
 
 def pretrain(cfg: Config, prepared_dir: Path, out_dir: Path) -> Path:
     """Run the pretrain stage; returns the artifact directory."""
+    check_same_data(cfg, Path(prepared_dir))
     pc = cfg.pretrain
     if pc.processes > 1 and pc.launcher == "local" and not under_torchrun():
         return launch_torchrun(cfg, Path(prepared_dir), Path(out_dir), pc.processes)
