@@ -85,7 +85,6 @@ def _kfp_quiet() -> Iterator[None]:
 def _client(host: str, namespace: str | None) -> Any:
     import kfp
 
-    check_host(host)  # before kfp.Client, which would warn about it or read the kube config
     with warnings.catch_warnings():
         # kfp.Client warns on every construction that it needs a KFP v2 backend.
         warnings.simplefilter("ignore", FutureWarning)
