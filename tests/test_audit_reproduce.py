@@ -264,3 +264,19 @@ def test_a_damaged_model_in_the_zip_fails_the_attestation(
     assert record["result"] == "failed" and record["checks"] == []
     assert record["bundle"]["model_onnx_sha256"] is None
     assert "none re-evaluated" in (out / SUMMARY).read_text()
+
+
+def test_verify_attestation_names_a_file_or_a_missing_folder(tmp_path: Path) -> None:
+    from sslops.audit.attestation import verify_attestation
+    from sslops.errors import ArtifactError
+
+    (tmp_path / "notes.txt").write_text("x")
+    for given, found in (
+        (tmp_path / "notes.txt", "is a file"),
+        (tmp_path / "no", "does not exist"),
+    ):
+        with pytest.raises(ArtifactError) as info:
+            verify_attestation(given, None)
+        assert str(info.value) == (
+            f"{given} {found}; expected the attestation folder that sslops audit reproduce wrote"
+        )

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from sslops.errors import SslopsError
 from sslops.k8s.render import read_values, render_helm, render_helm_templates
 from sslops.k8s.validation import load_crd_schemas, load_documents, validate_all
 from tests.conftest import ROOT, SHARED
@@ -103,6 +104,10 @@ def test_a_values_file_that_is_not_yaml_is_named(tmp_path: Path) -> None:
         ConfigError, match=r"values file .*values\.yaml is not valid YAML: .*line 2"
     ):
         read_values([tmp_path / "values.yaml"])
+    with pytest.raises(SslopsError, match=r"values file is a folder: .*; expected a YAML file"):
+        read_values([tmp_path])
+    with pytest.raises(SslopsError, match=r"values file not found: .*nope\.yaml; expected a YAML"):
+        read_values([tmp_path / "nope.yaml"])
 
 
 def _leaves(values: dict[str, Any], schema: dict[str, Any], prefix: str = "") -> list[str]:

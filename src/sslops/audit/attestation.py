@@ -117,7 +117,10 @@ def verify_attestation(path: Path, public_key: Ed25519PublicKey | None) -> dict[
     """Check an attestation folder; ``problems`` is empty when it is intact and signed."""
     path = Path(path)
     if not path.is_dir():
-        raise ArtifactError(f"attestation folder not found: {path}")
+        found = "is a file" if path.exists() else "does not exist"
+        raise ArtifactError(
+            f"{path} {found}; expected the attestation folder that sslops audit reproduce wrote"
+        )
     sig = path / ATTESTATION_SIGNATURE
     if not sig.is_file():
         return {"path": str(path), "problems": [f"{ATTESTATION_SIGNATURE} is missing"]}

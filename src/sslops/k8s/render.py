@@ -52,7 +52,8 @@ def read_values(files: Iterable[Path]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for path in files:
         if not Path(path).is_file():
-            raise RenderError(f"values file not found: {path}")
+            found = "is a folder" if Path(path).is_dir() else "not found"
+            raise RenderError(f"values file {found}: {path}; expected a YAML file")
         loaded = read_yaml_file(Path(path), "values file") or {}
         if not isinstance(loaded, dict):
             raise RenderError(f"values file {path}: expected a mapping at the top level")
