@@ -13,6 +13,10 @@ from typing import Any
 
 COMMANDS = ("submit", "render")
 OVERLAYS = Path("manifests") / "overlays"
+# render's defaults, applied in run() so that a flag given for a target that does not read it
+# can be told from one left out (argparse's default would hide that)
+RENDER_DEFAULTS = {"chart": "helm/sslops", "overlay": "onprem", "namespace": "kubeflow",
+                   "release": "sslops"}  # fmt: skip
 
 
 def add_parsers(sub: Any, add_config_args: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -56,17 +60,26 @@ def add_parsers(sub: Any, add_config_args: Callable[[argparse.ArgumentParser], N
         help="helm values file (repeatable; later files win)",
     )  # fmt: skip
     render.add_argument(
-        "--chart", type=Path, metavar="DIR", help="helm chart folder (default: helm/sslops)"
+        "--chart",
+        type=Path,
+        metavar="DIR",
+        help=f"helm chart folder (default: {RENDER_DEFAULTS['chart']})",
     )
     render.add_argument(
         "--overlay", metavar="NAME|DIR",
-        help="kustomize overlay: onprem, aws, gcp, azure, or a directory (default: onprem)",
+        help="kustomize overlay: onprem, aws, gcp, azure, or a directory "
+        f"(default: {RENDER_DEFAULTS['overlay']})",
     )  # fmt: skip
     render.add_argument(
         "--namespace", metavar="NS",
-        help="namespace of the rendered objects, helm and trainjob (default: kubeflow)",
+        help="namespace of the rendered objects, helm and trainjob "
+        f"(default: {RENDER_DEFAULTS['namespace']})",
     )  # fmt: skip
-    render.add_argument("--release", metavar="NAME", help="helm release name (default: sslops)")
+    render.add_argument(
+        "--release",
+        metavar="NAME",
+        help=f"helm release name (default: {RENDER_DEFAULTS['release']})",
+    )
 
 
 # The render flags that apply to some targets only (None: not given, the default applies).
@@ -110,13 +123,13 @@ def run(args: argparse.Namespace) -> int:
     from sslops.k8s import render
 
     _check_render_flags(args)
-    namespace = "kubeflow" if args.namespace is None else args.namespace
+    given = {k: getattr(args, k) for k in RENDER_DEFAULTS}
+    chart, name, namespace, release = (
+        RENDER_DEFAULTS[k] if v is None else v for k, v in given.items()
+    )
     if args.target == "helm":
-        chart = Path("helm/sslops") if args.chart is None else args.chart
-        release = "sslops" if args.release is None else args.release
-        print(render.render_helm(chart, args.values, release, namespace), end="")
+        print(render.render_helm(Path(chart), args.values, release, namespace), end="")
     elif args.target == "kustomize":
-        name = "onprem" if args.overlay is None else args.overlay
         overlay = Path(name)
         path = overlay if overlay.is_dir() else OVERLAYS / name
         print(render.render_kustomize(path, OVERLAYS), end="")

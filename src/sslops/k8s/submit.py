@@ -85,11 +85,8 @@ def _kfp_quiet() -> Iterator[None]:
 def _client(host: str, namespace: str | None) -> Any:
     import kfp
 
-    with warnings.catch_warnings():
-        # kfp.Client warns on every construction that it needs a KFP v2 backend.
-        warnings.simplefilter("ignore", FutureWarning)
-        kwargs = {"namespace": namespace} if namespace else {}
-        return kfp.Client(host=host, **kwargs)
+    kwargs = {"namespace": namespace} if namespace else {}
+    return kfp.Client(host=host, **kwargs)  # inside kfp_errors: its warnings are silenced
 
 
 def _latest_version_id(client: Any, pipeline_id: str) -> str:
