@@ -224,6 +224,29 @@ def test_a_host_that_is_not_an_http_url_is_refused_before_kfp_is_asked(
     assert (out, err) == ("", f"error: {message}, e.g. http://localhost:8080\n")
 
 
+@pytest.mark.parametrize("command", [["submit"], SCHEDULE])
+@pytest.mark.parametrize("namespace", ["Team A", "team_a", "-team", "x" * 64])
+def test_a_namespace_that_is_no_dns_label_is_refused_before_kfp_is_asked(
+    command: list[str], namespace: str, monkeypatch, capsys
+) -> None:
+    """KFP would send it on and answer with an API error after the upload; refused first."""
+    import kfp
+
+    def no_client(**kwargs: Any) -> None:
+        raise AssertionError("kfp.Client was created for a bad namespace")
+
+    monkeypatch.setattr(kfp, "Client", no_client)
+    config = str(ROOT / "configs" / "adult.yaml")
+    argv = [*command, "--config", config, "--host", "http://localhost:8080"]
+    assert main([*argv, f"--namespace={namespace}"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        f"error: --namespace {namespace!r}: expected a DNS-1123 label (lowercase letters, "
+        "digits and '-', at most 63 characters)\n"
+    )
+
+
 def test_check_host_takes_http_and_https_urls_only() -> None:
     from sslops.errors import ConfigError
     from sslops.k8s.submit import check_host

@@ -17,7 +17,7 @@ from pathlib import Path
 from sslops import __version__
 from sslops.config import Config
 from sslops.errors import ConfigError
-from sslops.k8s.submit import _client, check_host, kfp_errors, upload_version
+from sslops.k8s.submit import _client, check_target, kfp_errors, upload_version
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ def schedule_shadow(
     )
 
     cron = check_cron(cron)
-    check_host(host)
+    check_target(host, namespace)
     pipeline = SHADOW_PIPELINE_NAME
     with tempfile.TemporaryDirectory(prefix="sslops-schedule-") as tmp:
         package = compile_shadow_pipeline(Path(tmp) / f"{pipeline}.yaml", cfg, pipeline)

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from sslops import __version__
 from sslops.config import Config
 from sslops.errors import ConfigError, SslopsError
+from sslops.k8s.validation import check_dns_label
 
 
 class SubmitError(SslopsError):
@@ -60,6 +61,13 @@ def check_host(host: str) -> str:
     if not usable or not host.startswith(("http://", "https://")) or host != "".join(host.split()):
         raise ConfigError(f"--host {host!r}: expected an http:// or https:// URL, {example}")
     return host
+
+
+def check_target(host: str, namespace: str | None) -> None:
+    """``--host`` and ``--namespace`` checked before kfp is asked (submit, schedule-shadow)."""
+    check_host(host)
+    if namespace is not None:
+        check_dns_label(namespace, "--namespace")
 
 
 @contextlib.contextmanager
@@ -145,7 +153,7 @@ def submit(
     """Compile for ``cfg``, upload a new version, start a run with ``cfg`` as ``config_json``."""
     from sslops.pipeline.ssl_pipeline import DESCRIPTION, compile_pipeline
 
-    check_host(host)
+    check_target(host, namespace)
     name = pipeline_name_for(cfg)
     with tempfile.TemporaryDirectory(prefix="sslops-submit-") as tmp:
         package = compile_pipeline(Path(tmp) / f"{name}.yaml", cfg, name)
