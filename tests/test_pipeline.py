@@ -89,6 +89,16 @@ def test_sslops_run_on_another_csv_through_kfp_local(
     result = subprocess.run(args, capture_output=True, text=True, env=cli_env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
+    # The console shows the long stages' progress lines from their logs, and not the logs.
+    console = [line.strip() for line in result.stderr.splitlines()]
+    for start in (
+        "pretrain (scarf, 1 process) 1/", "finetune (candidates) 1/3 ssl (ensemble, ",
+        "finetune (candidates) 2/3 ", "finetune (candidates) 3/3 ",
+        "evaluate (label efficiency) 1/2 0.2 of the labels (",
+        "evaluate (label efficiency) 2/2 1 of the labels (",
+    ):  # fmt: skip
+        assert any(line.startswith(start) for line in console), (start, console)
+    assert not any("KFP Executor" in line for line in console)
     # the label-efficiency curve: a table in the report, one KFP metric per model and fraction
     assert "| ssl_ensemble | SSL |" in (out / "evaluate" / "metrics.md").read_text()
     logged = (out / "run.log").read_text()

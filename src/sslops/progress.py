@@ -1,15 +1,23 @@
-"""Progress reporting: a rich progress bar on a terminal, one log line per epoch elsewhere."""
+"""Progress reporting: a rich progress bar on a terminal, one log line per step elsewhere
+(pretraining epochs, the fine-tuning sweep's phases, the label-efficiency draws).
+
+A line reads ``<stage> (<what>) <done>/<total> <status>``: ``sslops run`` shows exactly
+those lines of its stages' logs on the console."""
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+# What sslops run echoes from a stage's log: a line TaskProgress prints.
+PROGRESS_LINE = re.compile(r"^(pretrain|finetune|evaluate) \([^)]*\) \d+/\d+")
 
-class EpochProgress:
+
+class TaskProgress:
     def __init__(self, description: str, total: int, progress: Progress | None) -> None:
         self._description, self._total, self._progress = description, total, progress
         self._task = progress.add_task(description, total=total, status="") if progress else None
@@ -22,9 +30,9 @@ class EpochProgress:
 
 
 @contextmanager
-def epoch_progress(description: str, total: int) -> Iterator[EpochProgress]:
+def task_progress(description: str, total: int) -> Iterator[TaskProgress]:
     if not sys.stderr.isatty():
-        yield EpochProgress(description, total, None)
+        yield TaskProgress(description, total, None)
         return
     columns = (
         TextColumn("[bold]{task.description}"),
@@ -35,4 +43,4 @@ def epoch_progress(description: str, total: int) -> Iterator[EpochProgress]:
         TextColumn("{task.fields[status]}"),
     )
     with Progress(*columns, transient=False) as progress:
-        yield EpochProgress(description, total, progress)
+        yield TaskProgress(description, total, progress)

@@ -32,6 +32,7 @@ from sslops.finetune.transfer import FineTuneSettings, fine_tune
 from sslops.models.tabular import MLPEncoder
 from sslops.plots import line_plot
 from sslops.prepare.dataset import PreparedData
+from sslops.progress import task_progress
 
 SSL_MODELS = ("ssl_linear_probe", "ssl_joint_probe", "ssl_ensemble", "ssl_full_fine_tune")
 BASELINES = ("logistic_regression", "hist_gradient_boosting", "binned_evidence_lr")
@@ -60,8 +61,9 @@ def label_efficiency(cfg: Config, data: PreparedData, encoder: MLPEncoder) -> di
     )  # fmt: skip
     c = cfg.finetune.regularization
     rows: list[dict[str, Any]] = []
-    for fraction in sorted(le.fractions):
-        for draw in range(le.draws):
+    steps = [(fraction, draw) for fraction in sorted(le.fractions) for draw in range(le.draws)]
+    with task_progress("evaluate (label efficiency)", len(steps)) as progress:
+        for step, (fraction, draw) in enumerate(steps, 1):
             seed = cfg.seed + draw
             idx = stratified_label_subset(train.target, fraction, seed)
             y = train.target[idx]
@@ -86,6 +88,9 @@ def label_efficiency(cfg: Config, data: PreparedData, encoder: MLPEncoder) -> di
                     "roc_auc": auc(test.target, score),
                     "accuracy": float(np.mean((score >= 0.5) == test.target)),
                 })  # fmt: skip
+            best = max(rows[-len(results) :], key=lambda row: row["roc_auc"])
+            progress.update(step, f"{fraction:g} of the labels ({len(idx)}), draw {draw + 1}: "
+                            f"best {best['model']} ROC AUC {best['roc_auc']:.4f}")  # fmt: skip
     return {"rows": rows, "mean": _means(rows), "crossings": _crossings(_means(rows))}
 
 

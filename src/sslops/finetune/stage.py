@@ -60,6 +60,7 @@ from sslops.models.tabular import MLPEncoder, TabularClassifier, save_classifier
 from sslops.models.trees import BoostedStackClassifier
 from sslops.prepare.dataset import PreparedData, check_same_data
 from sslops.pretrain.stage import load_encoder
+from sslops.progress import task_progress
 
 MODELS = ("ssl", "mitigated", "baseline")
 
@@ -244,15 +245,23 @@ def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pat
         ssl_oof = crossfit.decision(
             lambda _, rows: _Logits(_ssl_ensemble(rows)), train.features[labeled]
         )
-    candidates = [candidate("ssl", "none", 0.0, ssl, ssl_oof)]
-    if fair.constraint != "none":
-        candidates += _mitigation_candidates(
-            cfg, data, columns, labeled, penalty_rows, ssl, probe, zs, candidate, crossfit
-        )
-        candidates += stacked_candidates(
-            cfg, data, sens_all, labeled, penalty_rows, probe, zs, candidate, crossfit
-        )
     constraint = fair.constraint if fair.constraint != "none" else "demographic_parity"
+    sweep = fair.constraint != "none"
+    with task_progress("finetune (candidates)", 3 if sweep else 1) as progress:
+        candidates = [candidate("ssl", "none", 0.0, ssl, ssl_oof)]
+        progress.update(1, f"ssl ({fc.transfer}, {len(labeled)} labels): validation accuracy "
+                           f"{candidates[0].accuracy:.4f}")  # fmt: skip
+        if sweep:
+            candidates += _mitigation_candidates(
+                cfg, data, columns, labeled, penalty_rows, ssl, probe, zs, candidate, crossfit
+            )
+            progress.update(2, f"{len(candidates) - 1} fairness-mitigated heads on the embedding")
+            before = len(candidates)
+            candidates += stacked_candidates(
+                cfg, data, sens_all, labeled, penalty_rows, probe, zs, candidate, crossfit
+            )
+            progress.update(3, f"{len(candidates) - before} stacked heads; selecting by "
+                               f"{constraint} <= {fair.max_gap:g}")  # fmt: skip
     mark_front(candidates, constraint)
     chosen, policy_met = (
         select(candidates, constraint, fair.max_gap - fair.selection_margin)

@@ -32,6 +32,7 @@ from sslops.config import Config
 from sslops.errors import SslopsError
 from sslops.pipeline import stage_cache
 from sslops.prepare import check_inputs
+from sslops.progress import PROGRESS_LINE
 
 # (task name, output name) -> folder in the run directory
 _OUTPUTS = {
@@ -82,7 +83,7 @@ class _ConsoleFilter(io.TextIOBase):
         elif line.startswith("error:"):
             self.error_lines.append(line)
             print(f"  {line}", file=sys.__stderr__, flush=True)
-        elif re.match(r"^pretrain \(.*\) \d+/\d+", line):
+        elif PROGRESS_LINE.match(line):
             print(f"    {line}", file=sys.__stderr__, flush=True)
 
 

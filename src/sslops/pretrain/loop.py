@@ -39,7 +39,7 @@ from sslops.pretrain.data import PretrainData
 from sslops.pretrain.fairness import parameter_groups
 from sslops.pretrain.knn import knn_accuracy
 from sslops.pretrain.tasks import Task
-from sslops.progress import epoch_progress
+from sslops.progress import task_progress
 
 
 @dataclass
@@ -154,7 +154,7 @@ def train(
 
     started = time.perf_counter()
     objective = f"pretrain ({pc.objective}, {size} process{'es' if size > 1 else ''})"
-    with epoch_progress(objective, pc.epochs) as progress:
+    with task_progress(objective, pc.epochs) as progress:
         while epoch < pc.epochs:
             sampler.set_epoch(epoch)
             order = torch.tensor(list(sampler), dtype=torch.long)
