@@ -94,8 +94,8 @@ def test_sslops_run_on_another_csv_through_kfp_local(
     for start in (
         "pretrain (scarf, 1 process) 1/", "finetune (candidates) 1/3 ssl (ensemble, ",
         "finetune (candidates) 2/3 ", "finetune (candidates) 3/3 ",
-        "evaluate (label efficiency) 1/2 0.2 of the labels (",
-        "evaluate (label efficiency) 2/2 1 of the labels (",
+        "evaluate (label efficiency) 1/2 20% of the labels (",
+        "evaluate (label efficiency) 2/2 100% of the labels (",
     ):  # fmt: skip
         assert any(line.startswith(start) for line in console), (start, console)
     assert not any("KFP Executor" in line for line in console)

@@ -89,7 +89,7 @@ def label_efficiency(cfg: Config, data: PreparedData, encoder: MLPEncoder) -> di
                     "accuracy": float(np.mean((score >= 0.5) == test.target)),
                 })  # fmt: skip
             best = max(rows[-len(results) :], key=lambda row: row["roc_auc"])
-            progress.update(step, f"{fraction:g} of the labels ({len(idx)}), draw {draw + 1}: "
+            progress.update(step, f"{fraction * 100:g}% of the labels ({len(idx)}), draw {draw + 1}: "
                             f"best {best['model']} ROC AUC {best['roc_auc']:.4f}")  # fmt: skip
     return {"rows": rows, "mean": _means(rows), "crossings": _crossings(_means(rows))}
 
