@@ -25,6 +25,21 @@ def test_help_lists_every_command(cli_env: dict[str, str]) -> None:
     assert "--set" in _sslops("run", "--help", env=cli_env).stdout
 
 
+def test_python_m_sslops_is_the_sslops_command(cli_env: dict[str, str]) -> None:
+    """``python -m sslops`` runs the same CLI: same program name, same exit status."""
+    import sys
+
+    def module(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "sslops", *args], capture_output=True,
+                              text=True, env=cli_env, timeout=300)  # fmt: skip
+
+    assert module("--version").stdout == _sslops("--version", env=cli_env).stdout
+    bad = module("config", "--config", ADULT_CONFIG, "--set", "data.labell=x")
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("error: unknown config key 'data.labell'")
+    assert module("run", "--help").stdout.startswith("usage: sslops run ")
+
+
 def test_config_command_prints_the_resolved_config(cli_env: dict[str, str]) -> None:
     result = _sslops(
         "config", "--config", ADULT_CONFIG, "--set", "finetune.label_fraction=0.1", "--json",
