@@ -57,12 +57,15 @@ def test_image_registry_is_one_setting(monkeypatch) -> None:
 
 
 def _renamed_adult(small_data: dict[str, Path], tmp_path: Path) -> dict[str, Path]:
-    """The Adult sample with other column names and label values: nothing Adult-specific in code."""
+    """The Adult sample with other column names and label values: nothing Adult-specific in
+    code; a third of the training rows carry no label (the data SSL is for)."""
     renames = {"income": "high_earner", "sex": "gender", "race": "ethnicity", "age": "years"}
     paths = {}
     for split, path in small_data.items():
         frame = pd.read_csv(path, dtype=str, keep_default_na=False).rename(columns=renames)
         frame["high_earner"] = frame["high_earner"].map({">50K": "yes", "<=50K": "no"})
+        if split == "train":
+            frame.loc[frame.index % 3 == 2, "high_earner"] = ""
         frame.insert(0, "customer_id", [f"C{split[0]}{i:06d}" for i in range(len(frame))])
         frame["ticket"] = [f"TK{split[0]}{i:06d}" for i in range(len(frame))]  # not declared
         paths[split] = tmp_path / f"other_{split}.csv"
@@ -89,6 +92,16 @@ def test_sslops_run_on_another_csv_through_kfp_local(
     result = subprocess.run(args, capture_output=True, text=True, env=cli_env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
+    # The rows without a label were pretrained on, and only they were not fine-tuned on.
+    card = json.loads((out / "prepare" / "datacard.json").read_text())
+    assert card["rows_without_label_kept"] > 900
+    unlabeled = pd.read_parquet(out / "prepare" / "unlabeled.parquet")
+    train = pd.read_parquet(out / "prepare" / "train.parquet")
+    assert len(unlabeled) == card["rows_without_label_kept"] and train["high_earner"].notna().all()
+    pretrained = json.loads((out / "pretrain" / "summary.json").read_text())
+    assert pretrained["rows"] == len(train) + len(unlabeled)
+    finetuned = json.loads((out / "finetune" / "finetune.json").read_text())
+    assert finetuned["train_rows"] == len(train)
     # The console shows the long stages' progress lines from their logs, and not the logs.
     console = [line.strip() for line in result.stderr.splitlines()]
     for start in (

@@ -706,3 +706,58 @@ def test_no_planted_value_anywhere_in_a_whole_pipeline_run(
         if path.suffix == ".parquet":
             blobs.append(pq.read_table(path).to_pandas().to_csv().encode())
         assert not [n for n in needles for b in blobs if n in b], path
+
+
+def test_rows_without_a_label_are_kept_for_pretraining_only(tmp_path: Path) -> None:
+    """The unlabeled rows of data.train form the `unlabeled` split: pretraining reads them
+    after the training rows, nothing else does; copies of labeled rows (an exact copy of a
+    test row, a copy of a training row, a near-copy of a test row) are dropped and counted."""
+    from sslops.pretrain.data import load_pretrain_data
+
+    test = adult(400, seed=1)
+    frame = adult(1500)
+    frame.loc[500:, "income"] = ""  # 1,000 rows without a label
+    exact_test, exact_train, near_test = (
+        test.iloc[[0]].copy(),
+        frame.iloc[[0]].copy(),
+        test.iloc[[1]].copy(),
+    )
+    near_test["hours-per-week"] = "99"
+    copies = pd.concat([exact_test, exact_train, near_test], ignore_index=True).assign(income="")
+    blank = pd.DataFrame([{c: "" for c in frame.columns}])  # a spreadsheet's row of commas
+    pd.concat([frame, copies, blank], ignore_index=True).to_csv(tmp_path / "train.csv", index=False)
+    test.to_csv(tmp_path / "test.csv", index=False)
+
+    def run(unlabeled: str) -> Path:
+        cfg = config(tmp_path / "train.csv", unlabeled=unlabeled).model_dump(mode="json")
+        cfg["data"] |= {"test": str(tmp_path / "test.csv"), "identifiers": [], "text": []}
+        return prepare(validate_config(cfg), tmp_path / unlabeled)
+
+    out = run("pretrain")
+    data, card = PreparedData(out), json.loads((out / "datacard.json").read_text())
+    unlabeled = pd.read_parquet(out / "unlabeled.parquet")
+    assert card["rows_without_label_kept"] == len(unlabeled) > 950
+    assert card["rows_without_label_kept"] + card["rows_without_label_dropped"] == 1004
+    assert card["unlabeled_rows_dropped_as_near_copies_of_scored_rows"] >= 1
+    for copy in (exact_test, exact_train, near_test):  # the planted copies are gone
+        same = (unlabeled["fnlwgt"] == float(copy["fnlwgt"].iloc[0])) & (
+            unlabeled["age"] == float(copy["age"].iloc[0])
+        )
+        assert not same.any()
+    assert unlabeled["income"].isna().all()
+    for split in ("train", "validation", "test"):
+        assert data.split(split).frame["income"].notna().all()
+    assert json.loads((out / "schema.json").read_text())["splits"][-1] == "unlabeled"
+    assert "kept for self-supervised pretraining only" in (out / "datacard.md").read_text()
+    pretraining = data.pretraining
+    assert (pretraining.target[len(data.train.target) :] == -1).all()
+    assert len(pretraining.target) - len(data.train.target) == len(unlabeled)
+    loaded = load_pretrain_data(out, "tabular", samples=100, seed=0)
+    assert loaded.x.shape[0] == len(pretraining.target)
+    assert loaded.bank is not None and (loaded.bank[1] >= 0).all()  # kNN labels: labeled rows
+
+    dropped = run("drop")
+    card = json.loads((dropped / "datacard.json").read_text())
+    assert not (dropped / "unlabeled.parquet").exists()
+    assert (card["rows_without_label_kept"], card["rows_without_label_dropped"]) == (0, 1004)
+    assert len(PreparedData(dropped).pretraining.target) == len(PreparedData(dropped).train.target)

@@ -175,6 +175,13 @@ class PrepareConfig(_Section):
         description="Rows matching this predicate form an 'ood' split, e.g. "
         '"native-country != United-States" (==, !=, <, <=, >, >=, joined by and / or).',
     )
+    unlabeled: Literal["pretrain", "drop"] = Field(
+        default="pretrain",
+        description="Tables: rows of data.train whose label is empty. 'pretrain' keeps them as "
+        "the 'unlabeled' split, which self-supervised pretraining reads with the training rows "
+        "(never fine-tuning or evaluation); 'drop' drops them. Either way the data card counts "
+        "them; images and series drop them.",
+    )
     chunk_rows: int = Field(default=200_000, ge=1, description="Rows read per chunk.")
     near_duplicates: NearDuplicateConfig = Field(default_factory=NearDuplicateConfig)
     pii: PiiConfig = Field(default_factory=PiiConfig)

@@ -109,6 +109,10 @@ def build_datacard(
         "raw_rows": raw_rows,
         "exact_duplicates_dropped": merge_report["exact_duplicates_dropped"],
         "rows_without_label_dropped": merge_report["rows_without_label_dropped"],
+        "rows_without_label_kept": merge_report["rows_without_label_kept"],
+        "unlabeled_rows_dropped_as_near_copies_of_scored_rows": merge_report[
+            "unlabeled_rows_dropped_as_near_copies_of_scored_rows"
+        ],
         "train_rows_dropped_as_copies_of_test_rows": merge_report[
             "train_rows_dropped_as_copies_of_test_rows"
         ],
@@ -175,6 +179,14 @@ def datacard_markdown(card: dict[str, Any]) -> str:
             "cluster lies within one split"
         )
     lines.append(f"- Rows without a label dropped: {card['rows_without_label_dropped']:,}")
+    if card.get("rows_without_label_kept"):
+        lines.append(
+            f"- Rows without a label kept for self-supervised pretraining only (the "
+            f"`unlabeled` split): {card['rows_without_label_kept']:,}; dropped among them: "
+            "copies of labeled rows, and "
+            f"{card['unlabeled_rows_dropped_as_near_copies_of_scored_rows']:,} near-copies of "
+            "validation, test or ood rows (pretraining must not see the rows models are scored on)"
+        )
     dropped = ", ".join(f"`{c}`" for c in card["dropped_identifier_columns"]) or "none"
     lines.append(f"- Identifier columns dropped: {dropped}")
     if card["hashed_identifier_columns"]:

@@ -110,6 +110,21 @@ class PreparedData:
     def test(self) -> Split:
         return self.split("test")
 
+    @cached_property
+    def pretraining(self) -> Split:
+        """Every row self-supervised pretraining reads: the training split, then the rows of
+        data.train without a label (the ``unlabeled`` split, ``prepare.unlabeled: pretrain``;
+        their ``target`` is -1)."""
+        if not (self.path / "unlabeled.parquet").is_file():
+            return self.train
+        frame = pd.read_parquet(self.path / "unlabeled.parquet")
+        train = self.train
+        return Split(
+            pd.concat([train.frame, frame], ignore_index=True),
+            np.concatenate([train.features, self.encoding.transform(frame)]),
+            np.concatenate([train.target, np.full(len(frame), -1, dtype=np.int64)]),
+        )
+
     def split(self, name: str) -> Split:
         frame = pd.read_parquet(self.path / f"{name}.parquet")
         if self.modality != "tabular":

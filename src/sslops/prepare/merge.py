@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from sslops.config import Config
 from sslops.data.canonicalize import parse_number_array, preferred_spellings
 from sslops.data.dedup import (
+    MISSING_TOKEN,
     clusters_from_pairs,
     combine,
     first_occurrences,
@@ -133,6 +134,7 @@ def plan(cfg: Config, roles: Roles, folders: list[Path]) -> Plan:
     labeled = values[label].notna().to_numpy()
     content_hash = combine(tokens)
     alive = labeled.copy()
+    unlabeled = _unlabeled_kept(cfg, roles, tokens, labeled, source)
     exact: dict[str, int] = {}
     for name in dict.fromkeys(source):
         member = alive & (source == name)
@@ -183,12 +185,21 @@ def plan(cfg: Config, roles: Roles, folders: list[Path]) -> Plan:
     split[alive & (source == "test")] = "test"
     ood_rows = 0
     if cfg.prepare.ood:
-        hit = alive & evaluate_predicate(cfg.prepare.ood, values)
-        whole = alive & np.isin(cluster, np.unique(cluster[hit]))
+        hit = evaluate_predicate(cfg.prepare.ood, values)
+        whole = alive & np.isin(cluster, np.unique(cluster[alive & hit]))
         split[whole] = "ood"
         ood_rows = int(whole.sum())
+        unlabeled &= ~hit  # the ood split is data no model has seen, pretraining included
+    # An unlabeled row near-copying a validation, test or ood row would show the encoder that
+    # row before it is scored: dropped, like the training rows that copy test rows.
+    scored = np.isin(split, ["validation", "test", "ood"])
+    near_scored = _near_scored(cfg, roles, folders, tokens, scored, unlabeled)
+    split[unlabeled & ~near_scored] = UNLABELED
+    kept = int((split == UNLABELED).sum())
     report = {
-        "rows_without_label_dropped": int((~labeled).sum()),
+        "rows_without_label_dropped": int((~labeled).sum()) - kept,
+        "rows_without_label_kept": kept,
+        "unlabeled_rows_dropped_as_near_copies_of_scored_rows": int(near_scored.sum()),
         "exact_duplicates_dropped": exact,
         "train_rows_dropped_as_copies_of_test_rows": {
             "exact": copies_of_test,
@@ -198,6 +209,49 @@ def plan(cfg: Config, roles: Roles, folders: list[Path]) -> Plan:
         "ood": {"predicate": cfg.prepare.ood, "rows": ood_rows} if cfg.prepare.ood else None,
     }
     return Plan(split, numeric, preferred, report, cluster=cluster, near_pairs=near_pairs)
+
+
+UNLABELED = "unlabeled"  # the split of kept rows without a label (pretraining only)
+
+
+def _unlabeled_kept(
+    cfg: Config, roles: Roles, tokens: np.ndarray, labeled: np.ndarray, source: np.ndarray
+) -> np.ndarray:
+    """Rows of data.train without a label that pretraining may read: ``prepare.unlabeled`` is
+    'pretrain', the row holds a value (a spreadsheet's row of commas does not), and its
+    features are not those of a labeled row (in any file) or of an earlier unlabeled row."""
+    if cfg.prepare.unlabeled != "pretrain" or labeled.all():
+        return np.zeros(len(labeled), dtype=bool)
+    cells = np.delete(tokens, roles.content.index(cfg.data.label), axis=1)
+    features = combine(cells)
+    candidate = ~labeled & (source == "train") & (cells != MISSING_TOKEN).any(axis=1)
+    first = np.zeros(len(labeled), dtype=bool)
+    first[candidate] = first_occurrences(features[candidate])
+    return first & ~np.isin(features, features[labeled])
+
+
+def _near_scored(
+    cfg: Config, roles: Roles, folders: list[Path], tokens: np.ndarray, scored: np.ndarray,
+    unlabeled: np.ndarray,
+) -> np.ndarray:  # fmt: skip
+    """The ``unlabeled`` rows within ``prepare.near_duplicates.max_differing_fields`` feature
+    values of a ``scored`` (validation, test, ood) row; the label is not compared."""
+    near = np.zeros(len(unlabeled), dtype=bool)
+    if not (cfg.prepare.near_duplicates.enabled and scored.any() and unlabeled.any()):
+        return near
+    index = np.concatenate([np.flatnonzero(scored), np.flatnonzero(unlabeled)])
+    is_scored = scored[index]
+    compared = _with_text_clusters(cfg, roles, folders, tokens, index)
+    compared = np.delete(compared, roles.content.index(cfg.data.label), axis=1)
+    # One scored row per feature vector: scored rows may differ in their label only, and
+    # near_duplicate_pairs expects no exact copies (unlabeled copies are already gone).
+    keep = ~is_scored
+    keep[is_scored] = first_occurrences(combine(compared[is_scored]))
+    index, compared, is_scored = index[keep], compared[keep], is_scored[keep]
+    a, b, _ = near_duplicate_pairs(compared, cfg.prepare.near_duplicates.max_differing_fields)
+    near[index[b[is_scored[a] & ~is_scored[b]]]] = True
+    near[index[a[is_scored[b] & ~is_scored[a]]]] = True
+    return near
 
 
 def _check_split_shares(

@@ -24,7 +24,7 @@ from sslops.data.readers import is_number, other_separator, read_header, resolve
 from sslops.data.split import SPLIT_NAMES, predicate_columns
 from sslops.errors import DataError
 from sslops.prepare.dataset import SCHEMA, target_of
-from sslops.prepare.merge import Plan, plan, write_splits
+from sslops.prepare.merge import UNLABELED, Plan, plan, write_splits
 from sslops.prepare.scan import read_scan, roles_for, scan_file
 
 TABLE_FORMATS = ("csv", "parquet")
@@ -136,10 +136,11 @@ def finish_tabular(
     roles = roles_for(cfg, _all_columns(cfg, folders, columns))
     decided = plan(cfg, roles, folders)
     names = [*SPLIT_NAMES, *(["ood"] if cfg.prepare.ood else [])]
+    pretrain_only = [UNLABELED] if (decided.split == UNLABELED).any() else []
     with write_artifact(out_dir, "prepare", cfg.model_dump(mode="json"), sources=sources) as tmp:
-        write_splits(folders, roles, decided, tmp, names)
+        write_splits(folders, roles, decided, tmp, [*names, *pretrain_only])
         splits = {name: pd.read_parquet(tmp / f"{name}.parquet") for name in names}
-        _write_metadata(cfg, roles.output, folders, decided, splits, tmp)
+        _write_metadata(cfg, roles.output, folders, decided, splits, tmp, pretrain_only)
     return out_dir
 
 
@@ -212,7 +213,10 @@ def _write_metadata(
     decided: Plan,
     splits: dict[str, pd.DataFrame],
     tmp: Path,
+    pretrain_only: list[str],
 ) -> None:
+    """The checks, encoding, schema and data card of the labeled ``splits``; ``pretrain_only``
+    names the split of unlabeled rows when there is one (in the schema, not checked)."""
     label = cfg.data.label
     labels = pd.concat([frame[label] for frame in splits.values()], ignore_index=True)
     target_of(labels.to_frame(), label, cfg.data.positive, require_positive=True)
@@ -285,7 +289,7 @@ def _write_metadata(
         "sensitive": cfg.data.sensitive,
         "features": features,
         "encoded_features": encoding.feature_names,
-        "splits": list(splits),
+        "splits": [*splits, *pretrain_only],
     }
     encoding.save(tmp / "encoding.json")
     write_json(tmp / SCHEMA, schema)

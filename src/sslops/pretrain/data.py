@@ -1,7 +1,8 @@
 """Pretraining inputs read from a prepare artifact, as tensors ready for the device.
 
-- tabular: the encoded training features (float32 ``(N, F)``) and the raw column of
-  each feature; kNN labels are the binary targets.
+- tabular: the encoded features (float32 ``(N, F)``) of the training rows and of the
+  rows kept without a label, and the raw column of each feature; kNN labels are the
+  binary targets of the training rows.
 - image: ``{split}.npy`` uint8 ``(N, H, W, C)`` -> ``(N, C, H, W)`` uint8 (converted to
   float per batch on the device, so the whole set stays small).
 - timeseries: ``{split}.npy`` float32 ``(N, L)`` or ``(N, C, L)`` -> ``(N, C, L)``,
@@ -62,10 +63,11 @@ def _tabular(prepared: Path, samples: int, seed: int) -> PretrainData:
     from sslops.prepare.dataset import PreparedData
 
     data = PreparedData(prepared)
-    x = torch.tensor(data.train.features)
+    x = torch.tensor(data.pretraining.features)  # the training rows, then the unlabeled ones
     column_of = torch.tensor(data.encoding.column_of, dtype=torch.long)
     info = InputInfo("tabular", (x.shape[1],), column_of=column_of, pool=x)
-    bank = _subset(x, torch.tensor(data.train.target), samples, seed)
+    train = data.train
+    bank = _subset(torch.tensor(train.features), torch.tensor(train.target), samples, seed)
     val = data.validation
     query = _subset(torch.tensor(val.features), torch.tensor(val.target), samples, seed)
     return PretrainData(x, info, bank, query)

@@ -61,14 +61,15 @@ def _check_columns(data: PreparedData, columns: list[str]) -> None:
 
 
 def sensitive_codes(prepared: Path, columns: list[str]) -> tuple[torch.Tensor, list[int]]:
-    """Integer codes ``(N, len(columns))`` of the training rows and each column's level count.
+    """Integer codes ``(N, len(columns))`` of the rows pretraining reads (the training rows,
+    then the unlabeled ones) and each column's level count.
 
     Levels are sorted group names (missing values form a group of their own)."""
     data = PreparedData(prepared)
     _check_columns(data, columns)
     codes, levels = [], []
     for column in columns:
-        groups = data.train.groups(column)
+        groups = data.pretraining.groups(column)
         names = sorted(groups.unique())
         index = {name: i for i, name in enumerate(names)}
         codes.append(torch.tensor(groups.map(index).to_numpy(np.int64)))
