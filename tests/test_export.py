@@ -117,3 +117,29 @@ def test_int8_model_is_smaller_runs_and_reports_its_accuracy_change(
         100 * (quant["accuracy_int8"] - quant["accuracy_fp32"]), 4
     )
     assert quant["label_agreement"] > 0.9
+
+
+def test_the_encoding_scales_numbers_as_the_exported_graph_does_to_the_bit() -> None:
+    """Models train on `TabularEncoding.transform` and are served the graph's float32
+    scaling: the two must agree to the bit, or a value that sits on a tree or bin edge falls
+    on one side in training and the other in ONNX (export failed with "ONNX parity failed:
+    5.17e-04" on a table whose test row held an integer that was a bin edge: the midpoint of
+    two training values)."""
+    from sslops.data.encoding import TabularEncoding
+    from sslops.export.graph import RawColumnModel
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({
+        "fnlwgt": rng.integers(10_000, 1_500_000, 5000).astype(float),
+        "age": rng.integers(17, 90, 5000).astype(float),
+        "hours": rng.normal(40, 12, 5000),
+        "job": rng.choice(["clerk", "nurse", "pilot"], 5000),
+    })  # fmt: skip
+    frame.loc[::7, "age"] = np.nan
+    encoding = TabularEncoding.fit(frame, list(frame.columns), 50, 5)
+    feed = raw_inputs(encoding, frame)
+    numeric = torch.from_numpy(np.stack([feed[c.name] for c in encoding.numeric], axis=1))
+    codes = torch.zeros(len(frame), len(encoding.categorical), dtype=torch.int64)
+    served = RawColumnModel(encoding, None).features(numeric, codes)[:, : numeric.shape[1]]
+    trained = encoding.transform(frame)[:, : numeric.shape[1]]
+    assert np.array_equal(trained, served.numpy())

@@ -82,7 +82,11 @@ class TabularEncoding:
         blocks = []
         for column in self.numeric:
             values = frame[column.name].astype("float64").fillna(column.median).to_numpy()
-            blocks.append(((values - column.mean) / column.std)[:, None])
+            # In float32, as the exported ONNX graph computes it: a model trained on these
+            # values sees bit for bit what it is served (a tree or bin edge that a value sits
+            # on cannot fall on different sides in training and in the graph).
+            scaled = (values.astype(np.float32) - np.float32(column.mean)) / np.float32(column.std)
+            blocks.append(scaled[:, None])
         for cat in self.categorical:
             known = {level: i for i, level in enumerate(cat.categories)}
             series = frame[cat.name]
