@@ -717,6 +717,7 @@ def test_rows_without_a_label_are_kept_for_pretraining_only(tmp_path: Path) -> N
     test = adult(400, seed=1)
     frame = adult(1500)
     frame.loc[500:, "income"] = ""  # 1,000 rows without a label
+    frame.loc[600:607, "workclass"] = "Space-Force"  # a level only unlabeled rows have
     exact_test, exact_train, near_test = (
         test.iloc[[0]].copy(),
         frame.iloc[[0]].copy(),
@@ -749,6 +750,8 @@ def test_rows_without_a_label_are_kept_for_pretraining_only(tmp_path: Path) -> N
         assert data.split(split).frame["income"].notna().all()
     assert json.loads((out / "schema.json").read_text())["splits"][-1] == "unlabeled"
     assert "kept for self-supervised pretraining only" in (out / "datacard.md").read_text()
+    # the encoding needs no labels: fitted on the unlabeled rows too
+    assert any("Space-Force" in name for name in data.encoding.feature_names)
     pretraining = data.pretraining
     assert (pretraining.target[len(data.train.target) :] == -1).all()
     assert len(pretraining.target) - len(data.train.target) == len(unlabeled)
@@ -761,3 +764,4 @@ def test_rows_without_a_label_are_kept_for_pretraining_only(tmp_path: Path) -> N
     assert not (dropped / "unlabeled.parquet").exists()
     assert (card["rows_without_label_kept"], card["rows_without_label_dropped"]) == (0, 1004)
     assert len(PreparedData(dropped).pretraining.target) == len(PreparedData(dropped).train.target)
+    assert not any("Space-Force" in name for name in PreparedData(dropped).encoding.feature_names)

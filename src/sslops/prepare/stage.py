@@ -240,8 +240,13 @@ def _write_metadata(
     excluded = {label, *([] if cfg.prepare.sensitive_as_features else cfg.data.sensitive)}
     excluded |= set(cfg.data.text) | set(cfg.data.identifiers)
     features = [c for c in splits["train"].columns if c not in excluded]
+    # The encoding needs no labels: fitted on the unlabeled rows too, when there are some.
+    fitted_on = pd.concat(
+        [splits["train"], *(pd.read_parquet(tmp / f"{name}.parquet") for name in pretrain_only)],
+        ignore_index=True,
+    )
     encoding = TabularEncoding.fit(
-        splits["train"], features, cfg.prepare.max_categories, cfg.prepare.min_category_count
+        fitted_on, features, cfg.prepare.max_categories, cfg.prepare.min_category_count
     )
 
     scans = [read_scan(f) for f in folders]
