@@ -75,12 +75,14 @@ def load_mnist() -> tuple[torch.Tensor, torch.Tensor]:
     return images, torch.from_numpy(raw[:, 784].astype(np.int64))
 
 
-def sslops_config(epochs: int, recipe: Recipe = RECIPES["lightly"]) -> Any:
+def sslops_config(
+    epochs: int, recipe: Recipe = RECIPES["lightly"], batch: int = BATCH, lr: float = LR
+) -> Any:
     return validate_config({
         "seed": 0, "modality": "image",
         "data": {"train": "mnist_5k", "format": "pixel_csv", "label": "label"},
         "pretrain": {"objective": "simclr", "backbone": "resnet18", "epochs": epochs,
-                     "batch_size": BATCH, "learning_rate": LR, "weight_decay": WD,
+                     "batch_size": batch, "learning_rate": lr, "weight_decay": WD,
                      "temperature": recipe.temperature, "projection_dim": 128,
                      "precision": "bf16", "knn_every": 0, "resume": False, "threads": 2,
                      "augment": {"min_scale": recipe.min_scale, "flip": recipe.flip}},
@@ -314,18 +316,25 @@ def supervised_only(
 
 
 def quality(
-    images: torch.Tensor, labels: torch.Tensor, rates: dict[str, float], ssl_epochs: int,
+    images: torch.Tensor, labels: torch.Tensor, rates: dict[str, float] | None, ssl_epochs: int,
     supervised_epochs: tuple[int, int], save: Any, recipe: Recipe, draws: int,
+    ssl_batch: int = BATCH, ssl_lr: float = LR,
 ) -> dict[str, Any]:  # fmt: skip
-    """``save(partial)`` is called after each part, so a stopped run keeps what it measured."""
+    """``save(partial)`` is called after each part, so a stopped run keeps what it measured.
+
+    ``rates=None`` (``--sslops-only``): sslops' probe alone, no lightly and no supervised
+    baseline (``--phase supervised`` runs that on the same draws).
+    """
     train_x, train_y, test_x, test_y = split(images, labels)
-    ssl_steps = len(train_x) // BATCH * ssl_epochs
-    light_steps = round(ssl_steps * rates["lightly"] / rates["sslops"])
-    budget = ssl_steps * BATCH / rates["sslops"]
-    out: dict[str, Any] = {"budget_s_at_measured_rate": budget, "recipe": asdict(recipe),
-                           "steps": {"sslops": ssl_steps, "lightly": light_steps}}  # fmt: skip
+    ssl_steps = len(train_x) // ssl_batch * ssl_epochs
+    out: dict[str, Any] = {"recipe": asdict(recipe), "steps": {"sslops": ssl_steps},
+                           "ssl_batch_size": ssl_batch, "ssl_lr": ssl_lr}  # fmt: skip
+    if rates is not None:
+        budget = ssl_steps * ssl_batch / rates["sslops"]
+        out["budget_s_at_measured_rate"] = budget
+        out["steps"]["lightly"] = round(budget * rates["lightly"] / BATCH)
     tick = time.perf_counter()
-    cfg = sslops_config(ssl_epochs, recipe)
+    cfg = sslops_config(ssl_epochs, recipe, ssl_batch, ssl_lr)
     torch.manual_seed(0)
     data = PretrainData(train_x, InputInfo("image", (3, 32, 32)))
     task = build_task(cfg, data.info, {"backbone": "resnet18", "args": {"in_channels": 3}})
@@ -333,10 +342,13 @@ def quality(
         train(cfg, data, task, Path(work) / "ckpt", torch.device("cpu"))
     out["seconds"] = {"sslops": time.perf_counter() - tick}
     save(out)
-    tick = time.perf_counter()
-    lightly_net = run_lightly(train_x, light_steps - 1, total=light_steps, recipe=recipe)[1]
-    out["seconds"]["lightly"] = time.perf_counter() - tick
-    backbones = {"sslops": task.backbone, "lightly": lightly_net[0], "random init": ResNet18Cifar()}
+    backbones = {"sslops": task.backbone, "random init": ResNet18Cifar()}
+    if rates is not None:
+        tick = time.perf_counter()
+        light_steps = out["steps"]["lightly"]
+        lightly_net = run_lightly(train_x, light_steps - 1, total=light_steps, recipe=recipe)[1]
+        out["seconds"]["lightly"] = time.perf_counter() - tick
+        backbones["lightly"] = lightly_net[0]
     feats = {k: (_features(b, train_x), _features(b, test_x)) for k, b in backbones.items()}
     out["knn_accuracy"] = {
         k: knn_accuracy(lambda z: z, (tr, train_y), (te, test_y), 20)
@@ -352,9 +364,10 @@ def quality(
             rows = _label_subset(train_y, fraction, seed=seed)
             for k, (tr, te) in feats.items():
                 per_draw.setdefault(k, []).append(linear_probe(tr[rows], train_y[rows], te, test_y))
-            per_draw.setdefault("supervised ResNet-18", []).append(
-                supervised(train_x[rows], train_y[rows], (test_x, test_y), epochs, recipe.flip)
-            )
+            if rates is not None:
+                per_draw.setdefault("supervised ResNet-18", []).append(
+                    supervised(train_x[rows], train_y[rows], (test_x, test_y), epochs, recipe.flip)
+                )
         key = f"{fraction:.0%} ({len(rows)} labels)"
         out["label_efficiency"][key] = {
             k: {"mean": statistics.fmean(v), "draws": v} for k, v in per_draw.items()
@@ -395,10 +408,23 @@ def main() -> None:
         "--draws", type=int, default=1, help="quality: label draws per fraction (seeds 0..N-1)"
     )
     parser.add_argument(
+        "--ssl-batch-size",
+        type=int,
+        default=BATCH,
+        help="quality: sslops' SimCLR batch (throughput always uses %(default)s)",
+    )
+    parser.add_argument("--ssl-lr", type=float, default=LR, help="quality: sslops' AdamW lr")
+    parser.add_argument(
+        "--sslops-only",
+        action="store_true",
+        help="quality: sslops' kNN and probe only (no lightly, no supervised baseline)",
+    )
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
         "--out", type=Path, default=ROOT / "runs/bench/pretrain_simclr_vs_lightly.json"
     )
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     images, labels = load_mnist()
     result: dict[str, Any] = {"torch": torch.__version__, "threads": torch.get_num_threads()}
     if args.out.is_file():
@@ -418,10 +444,10 @@ def main() -> None:
             images, labels, tuple(args.supervised_epochs), RECIPES[args.recipe], args.draws
         )
     if args.phase in ("quality", "all"):
-        rates = result["throughput"]["images_per_s"]
+        rates = None if args.sslops_only else result["throughput"]["images_per_s"]
         quality(
             images, labels, rates, args.ssl_epochs, tuple(args.supervised_epochs), save,
-            RECIPES[args.recipe], args.draws,
+            RECIPES[args.recipe], args.draws, args.ssl_batch_size, args.ssl_lr,
         )  # fmt: skip
     save()
     print(json.dumps(result, indent=2))
