@@ -47,8 +47,11 @@ from sslops.pretrain.loop import train
 from sslops.pretrain.tasks import InputInfo, TwoViewTask, build_task
 
 ROOT = Path(__file__).resolve().parents[1]
-MNIST = ROOT.parent / "shared" / "datasets" / "mnist_5k.csv.gz"
+# The package's copy of ../shared/datasets/mnist_5k.csv.gz (byte for byte), so the
+# benchmark runs where only the checkout travels (the lent GPU machine).
+MNIST = ROOT / "src" / "sslops" / "datasets" / "mnist" / "mnist_5k.csv.gz"
 BATCH, LR, WD = 256, 1e-3, 1e-6
+CPU = torch.device("cpu")
 
 
 @dataclass(frozen=True)
@@ -226,11 +229,15 @@ def throughput(images: torch.Tensor, rounds: int, steps: int) -> dict[str, Any]:
 # --- quality ---------------------------------------------------------------------------------
 
 
-def _features(backbone: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    backbone.eval()
+def _features(
+    backbone: nn.Module, images: torch.Tensor, device: torch.device = CPU
+) -> torch.Tensor:
+    backbone.to(device).eval()
     aug = ImageAugment(size=32)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        return embed_all(lambda x: backbone(normalize_images(x, aug)), images, 500)
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
+        return embed_all(
+            lambda x: backbone(normalize_images(x.to(device), aug)).float().cpu(), images, 500
+        )
 
 
 def _label_subset(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
@@ -254,16 +261,17 @@ def linear_probe(train_z: torch.Tensor, train_y: torch.Tensor, test_z: torch.Ten
 
 
 def supervised(images: torch.Tensor, labels: torch.Tensor, test: tuple[torch.Tensor, torch.Tensor],
-               epochs: int, flip: float) -> float:  # fmt: skip
+               epochs: int, flip: float, device: torch.device = CPU) -> float:  # fmt: skip
     """ResNet-18 (CIFAR stem) from scratch on the labeled images, crop/flip/jitter views.
 
     AdamW with a cosine decay to zero: without it the last iterate of a few hundred steps
     on a few hundred images is a lottery (measured: 0.94 on one draw, 0.25 on another).
     """
     torch.manual_seed(0)
-    model = nn.Sequential(ResNet18Cifar(), nn.Linear(512, 10))
+    model = nn.Sequential(ResNet18Cifar(), nn.Linear(512, 10)).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=1e-4)
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator(device=device).manual_seed(0)
+    images, labels = images.to(device), labels.to(device)
     aug = ImageAugment(size=32, min_scale=0.5, flip=flip)
     batch = min(128, len(images))
     total = epochs * (len(images) // batch)
@@ -271,10 +279,10 @@ def supervised(images: torch.Tensor, labels: torch.Tensor, test: tuple[torch.Ten
         optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s / total, 1.0)))
     )
     for _ in range(epochs):
-        order = torch.randperm(len(images), generator=g)
+        order = torch.randperm(len(images), generator=g, device=device)
         for i in range(0, len(images) - batch + 1, batch):
             rows = order[i : i + batch]
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+            with torch.autocast(device.type, dtype=torch.bfloat16):
                 x = augment_images(images[rows], aug, Draws.local(len(rows), g))
                 loss = F.cross_entropy(model(x).float(), labels[rows])
             loss.backward()
@@ -282,8 +290,8 @@ def supervised(images: torch.Tensor, labels: torch.Tensor, test: tuple[torch.Ten
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
     model.eval()
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        logits = embed_all(lambda x: model(normalize_images(x, aug)), test[0], 500)
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
+        logits = embed_all(lambda x: model(normalize_images(x.to(device), aug)).cpu(), test[0], 500)
     return float((logits.argmax(1) == test[1]).float().mean())
 
 
@@ -297,7 +305,7 @@ def split(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...
 
 def supervised_only(
     images: torch.Tensor, labels: torch.Tensor, supervised_epochs: tuple[int, int],
-    recipe: Recipe, draws: int,
+    recipe: Recipe, draws: int, device: torch.device = CPU,
 ) -> dict[str, Any]:  # fmt: skip
     """``--phase supervised``: the supervised baseline alone, on the quality phase's draws."""
     train_x, train_y, test_x, test_y = split(images, labels)
@@ -307,7 +315,9 @@ def supervised_only(
         for seed in range(draws):
             rows = _label_subset(train_y, fraction, seed=seed)
             accs.append(
-                supervised(train_x[rows], train_y[rows], (test_x, test_y), epochs, recipe.flip)
+                supervised(
+                    train_x[rows], train_y[rows], (test_x, test_y), epochs, recipe.flip, device
+                )
             )
         key = f"{fraction:.0%} ({len(rows)} labels)"
         out[key] = {"mean": statistics.fmean(accs), "draws": accs}
@@ -318,7 +328,8 @@ def supervised_only(
 def quality(
     images: torch.Tensor, labels: torch.Tensor, rates: dict[str, float] | None, ssl_epochs: int,
     supervised_epochs: tuple[int, int], save: Any, recipe: Recipe, draws: int,
-    ssl_batch: int = BATCH, ssl_lr: float = LR,
+    ssl_batch: int = BATCH, ssl_lr: float = LR, device: torch.device = CPU,
+    features_out: Path | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """``save(partial)`` is called after each part, so a stopped run keeps what it measured.
 
@@ -339,8 +350,9 @@ def quality(
     data = PretrainData(train_x, InputInfo("image", (3, 32, 32)))
     task = build_task(cfg, data.info, {"backbone": "resnet18", "args": {"in_channels": 3}})
     with tempfile.TemporaryDirectory() as work:
-        train(cfg, data, task, Path(work) / "ckpt", torch.device("cpu"))
+        train(cfg, data, task, Path(work) / "ckpt", device)
     out["seconds"] = {"sslops": time.perf_counter() - tick}
+    out["device"] = str(device)
     save(out)
     backbones = {"sslops": task.backbone, "random init": ResNet18Cifar()}
     if rates is not None:
@@ -349,7 +361,14 @@ def quality(
         lightly_net = run_lightly(train_x, light_steps - 1, total=light_steps, recipe=recipe)[1]
         out["seconds"]["lightly"] = time.perf_counter() - tick
         backbones["lightly"] = lightly_net[0]
-    feats = {k: (_features(b, train_x), _features(b, test_x)) for k, b in backbones.items()}
+    feats = {
+        k: (_features(b, train_x, device), _features(b, test_x, device))
+        for k, b in backbones.items()
+    }
+    if features_out is not None:  # for probing elsewhere (the GPU lease returns files only)
+        arrays = {f"{k}/{part}": z.half().numpy() for k, pair in feats.items()
+                  for part, z in zip(("train", "test"), pair, strict=True)}  # fmt: skip
+        np.savez_compressed(features_out, train_y=train_y.numpy(), test_y=test_y.numpy(), **arrays)
     out["knn_accuracy"] = {
         k: knn_accuracy(lambda z: z, (tr, train_y), (te, test_y), 20)
         for k, (tr, te) in feats.items()
@@ -366,7 +385,9 @@ def quality(
                 per_draw.setdefault(k, []).append(linear_probe(tr[rows], train_y[rows], te, test_y))
             if rates is not None:
                 per_draw.setdefault("supervised ResNet-18", []).append(
-                    supervised(train_x[rows], train_y[rows], (test_x, test_y), epochs, recipe.flip)
+                    supervised(
+                        train_x[rows], train_y[rows], (test_x, test_y), epochs, recipe.flip, device
+                    )
                 )
         key = f"{fraction:.0%} ({len(rows)} labels)"
         out["label_efficiency"][key] = {
@@ -421,6 +442,15 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
+        "--save-features", type=Path, help="quality: write the train/test embeddings (npz)"
+    )
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="quality and supervised phases: where sslops pretrains, embeds and where the "
+        "supervised baseline trains (throughput is the 2-core CPU comparison, always cpu)",
+    )
+    parser.add_argument(
         "--out", type=Path, default=ROOT / "runs/bench/pretrain_simclr_vs_lightly.json"
     )
     args = parser.parse_args()
@@ -441,13 +471,15 @@ def main() -> None:
     save()
     if args.phase == "supervised":
         result["supervised"] = supervised_only(
-            images, labels, tuple(args.supervised_epochs), RECIPES[args.recipe], args.draws
-        )
+            images, labels, tuple(args.supervised_epochs), RECIPES[args.recipe], args.draws,
+            torch.device(args.device),
+        )  # fmt: skip
     if args.phase in ("quality", "all"):
         rates = None if args.sslops_only else result["throughput"]["images_per_s"]
         quality(
             images, labels, rates, args.ssl_epochs, tuple(args.supervised_epochs), save,
             RECIPES[args.recipe], args.draws, args.ssl_batch_size, args.ssl_lr,
+            torch.device(args.device), args.save_features,
         )  # fmt: skip
     save()
     print(json.dumps(result, indent=2))
