@@ -102,6 +102,12 @@ def test_sslops_run_on_another_csv_through_kfp_local(
     assert pretrained["rows"] == len(train) + len(unlabeled)
     finetuned = json.loads((out / "finetune" / "finetune.json").read_text())
     assert finetuned["train_rows"] == len(train)
+    # ... and they also hold out rows for the demographic-parity estimate (the 10% validation
+    # split of a partly labeled file is small), beside the labeled rows label_fraction leaves
+    assert finetuned["unlabeled_rows"] == len(unlabeled)
+    without_label = len(train) - finetuned["labels_used"] + len(unlabeled)
+    dp_rows = finetuned["fairness"]["gap_rows"]["demographic_parity"]
+    assert f"+ {round(0.5 * without_label)} unlabeled training rows held out" in dp_rows
     # The console shows the long stages' progress lines from their logs, and not the logs.
     console = [line.strip() for line in result.stderr.splitlines()]
     for start in (

@@ -414,8 +414,9 @@ class FairnessConfig(_Section):
     gap_holdout: float = Field(
         default=0.5, ge=0, lt=1,
         description="Demographic parity needs no labels: this share of the unlabeled training "
-        "rows is kept out of every fairness penalty and joins the validation split to estimate "
-        "each candidate's demographic-parity gap (0: validation only).",
+        "rows (those label_fraction leaves out and the rows of data.train without a label) is "
+        "kept out of every fairness penalty and joins the validation split to estimate each "
+        "candidate's demographic-parity gap (0: validation only).",
     )  # fmt: skip
     gap_crossfit: int = Field(
         default=0, ge=0,

@@ -47,7 +47,10 @@ def label_efficiency(cfg: Config, data: PreparedData, encoder: MLPEncoder) -> di
     le = cfg.evaluate.label_efficiency
     assert le is not None
     train, test = data.train, data.test
-    x_train = torch.from_numpy(train.features)
+    # As the finetune stage: the embedding's statistics and the evidence bins come from every
+    # training row, labeled or not (data.pretraining: the training split first, same row
+    # numbers, then the rows without a label); labels are drawn from the training split.
+    x_train = torch.from_numpy(data.pretraining.features)
     with torch.no_grad():
         z = encoder(x_train)
     shift, scale = z.mean(0), z.std(0).clamp(min=1e-6)
@@ -108,7 +111,7 @@ def _ensemble(
     and its two members."""
     train, test = data.train, data.test
     model, joint, evidence = fit_ensemble(
-        encoder, train.features, zs, shift.numpy(), scale.numpy(), idx, data.encoding,
+        encoder, data.pretraining.features, zs, shift.numpy(), scale.numpy(), idx, data.encoding,
         train.target[idx], c,
     )  # fmt: skip
     joint_logit = joint.decision_function(np.hstack([test.features, zs_test]))

@@ -45,7 +45,7 @@ def stacked_candidates(
     candidate: CandidateFactory, crossfit: CrossFit | None = None,
 ) -> list[Candidate]:  # fmt: skip
     """The stacked penalty and reduction sweeps, per score of ``finetune.fairness.boosted``;
-    ``sensitive`` has one row per train row.
+    ``sensitive`` has one row per training row, labeled or not (``data.pretraining``).
 
     The penalties see the labeled rows and the unlabeled ``penalty_rows`` only. With
     ``crossfit`` every head is also refitted per fold (on the same out-of-fold scores)
@@ -83,7 +83,7 @@ def _sweep(
     settings = fair.boosted
     assert settings is not None
     prefix = _PREFIX[kind]
-    x = data.train.features
+    x = data.pretraining.features  # every training row, labeled or not
     y_lab = data.train.target[labeled]
     score = _score(kind, cfg, data)
     margin = np.zeros((len(x), 1), dtype=np.float32)

@@ -164,12 +164,17 @@ def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pat
         raise ConfigError(f"finetune.fairness.sensitive: columns {unknown} are not in the data")
     encoder = load_encoder(pretrained_dir)
     train, val = data.train, data.validation
+    # Every training row, labeled or not: the training split (same row numbers), then the
+    # rows of data.train without a label. Labels are drawn from the first part only; the
+    # rest (and the training rows label_fraction leaves out) place the evidence bins, feed
+    # the demographic-parity penalties and hold out rows for the gap estimates.
+    pool = data.pretraining
     labeled = stratified_label_subset(train.target, fc.label_fraction, cfg.seed)
     y_lab = train.target[labeled]
     if len(np.unique(y_lab)) < 2:
         raise DataError("finetune.label_fraction selects labels of only one class; raise it")
 
-    x_train = torch.from_numpy(train.features)
+    x_train = torch.from_numpy(pool.features)
     with torch.no_grad():
         z_train = encoder(x_train)
     shift, scale = z_train.mean(0), z_train.std(0).clamp(min=1e-6)
@@ -182,7 +187,7 @@ def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pat
     def _ssl_ensemble(rows: np.ndarray) -> TabularClassifier:
         """The SSL ensemble fitted on ``rows`` of the labeled rows."""
         model, _, _ = fit_ensemble(
-            encoder, train.features, zs, shift.numpy(), scale.numpy(), labeled[rows],
+            encoder, pool.features, zs, shift.numpy(), scale.numpy(), labeled[rows],
             data.encoding, y_lab[rows], fc.joint_regularization,
         )  # fmt: skip
         return model
@@ -196,10 +201,10 @@ def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pat
     baseline = linear_model(None, *logistic(train.features[labeled], y_lab, fc.regularization))
 
     val_groups = {c: val.groups(c).to_numpy() for c in columns}
-    held, penalty_rows = _gap_holdout(cfg, len(train.target), labeled)
-    held_groups = {c: train.groups(c).to_numpy()[held] for c in columns}
-    x_held = train.features[held]
-    sens_all = train.group_matrix(columns)
+    held, penalty_rows = _gap_holdout(cfg, len(pool.target), labeled)
+    held_groups = {c: pool.groups(c).to_numpy()[held] for c in columns}
+    x_held = pool.features[held]
+    sens_all = pool.group_matrix(columns)
 
     crossfit = gap_crossfit(fair.constraint, fair.gap_crossfit, y_lab, cfg.seed)
     lab_groups = {c: train.groups(c).to_numpy()[labeled] for c in columns}
@@ -309,6 +314,7 @@ def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pat
         "labels_used": len(labeled),
         "label_fraction": fc.label_fraction,
         "train_rows": len(train.target),
+        "unlabeled_rows": len(pool.target) - len(train.target),
         "transfer": fc.transfer,
         "fairness": {
             "constraint": fair.constraint,
@@ -409,7 +415,7 @@ def _mitigation_candidates(
     are also refitted per fold (full fine-tunes are not: too costly).
     """
     fc, fair = cfg.finetune, cfg.finetune.fairness
-    train = data.train
+    train = data.pretraining  # labeled rows first, then the unlabeled split (target -1)
     y_lab = train.target[labeled]
     sens_all = train.group_matrix(columns)
     sens_lab = sens_all[labeled]
