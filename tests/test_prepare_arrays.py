@@ -77,18 +77,48 @@ def test_pixel_csv_bad_value_names_the_line(mnist_rows: list[str], tmp_path: Pat
     assert not out.exists()
 
 
-def test_pixel_csv_row_without_label_is_dropped_and_counted(
+def test_pixel_csv_rows_without_label_are_kept_for_pretraining(
     mnist_rows: list[str], tmp_path: Path
 ) -> None:
-    lines = list(mnist_rows[:200])
-    lines[7] = lines[7].rsplit(",", 1)[0] + ","
+    """Images without a label form the unlabeled split that pretraining reads after the
+    training images; copies of labeled or earlier unlabeled images, and near-copies of the
+    images models are scored on, are dropped and counted; ``prepare.unlabeled: drop`` drops
+    them all."""
+    from sslops.pretrain.data import load_pretrain_data
+
+    def unlabeled(line: str) -> str:
+        return line.rsplit(",", 1)[0] + ","
+
+    labeled = list(mnist_rows[:200])
+    new = [unlabeled(line) for line in mnist_rows[200:260]]
+    (tmp_path / "a.csv").write_text("\n".join(labeled) + "\n")
+    test_image = PreparedData(prepare(image_config(tmp_path / "a.csv", "pixel_csv"),
+                                      tmp_path / "a")).test.features[0]  # fmt: skip
+    noisy = np.clip(test_image.reshape(-1) + np.random.default_rng(0).normal(0, 4, 784), 0, 255)
+    near_test = ",".join(map(str, noisy.round().astype(int))) + ","
+    lines = [*labeled, *new, unlabeled(labeled[3]), new[0], near_test]
     (tmp_path / "digits.csv").write_text("\n".join(lines) + "\n")
-    out = prepare(image_config(tmp_path / "digits.csv", "pixel_csv"), tmp_path / "out")
+    cfg = image_config(tmp_path / "digits.csv", "pixel_csv")
+    out = prepare(cfg, tmp_path / "out")
     card = json.loads((out / "datacard.json").read_text())
-    assert card["rows_without_label_dropped"] == 1
+    assert card["rows_without_label_kept"] == 60
+    assert card["unlabeled_rows_dropped_as_near_copies_of_scored_rows"] == 1
+    # the copy of a labeled image, the repeated unlabeled one, the near-copy of a test image
+    assert card["rows_without_label_dropped"] == 3
+    assert card["splits"]["unlabeled"] == {"rows": 60}
     data = PreparedData(out)
-    assert sum(len(data.split(s).target) for s in ("train", "validation", "test")) == 199
-    assert "None" not in data.schema["classes"]
+    assert "unlabeled" in data.schema["splits"] and "None" not in data.schema["classes"]
+    assert sum(len(data.split(s).target) for s in ("train", "validation", "test")) == 200
+    pool = data.pretraining
+    assert len(pool.features) == len(data.train.features) + 60
+    assert (pool.target[len(data.train.target) :] == -1).all()
+    loaded = load_pretrain_data(out, "image", 64, 0)
+    assert loaded.x.shape[0] == len(pool.features) and loaded.bank is not None
+    dropped = prepare(cfg.model_copy(update={"prepare": cfg.prepare.model_copy(
+        update={"unlabeled": "drop"})}), tmp_path / "dropped")  # fmt: skip
+    card = json.loads((dropped / "datacard.json").read_text())
+    assert (card["rows_without_label_kept"], card["rows_without_label_dropped"]) == (0, 63)
+    assert not (dropped / "unlabeled.npy").exists()
 
 
 def test_npz_and_image_folder_resize_and_convert(tmp_path: Path) -> None:

@@ -167,7 +167,7 @@ def test_pixel_csv_first_row_with_a_text_label_is_no_header(
     out = prepare(image_config(tmp_path / "digits.csv", "pixel_csv"), tmp_path / "out")
     assert PreparedData(out).schema["classes"] == sorted(classes)
     card = json.loads((out / "datacard.json").read_text())
-    assert card["rows_without_label_dropped"] == (first_label == "")
+    assert card["rows_without_label_kept"] == (first_label == "")  # for pretraining
 
 
 def test_pixel_csv_header_of_numbers_and_the_label_is_a_header(tmp_path: Path) -> None:

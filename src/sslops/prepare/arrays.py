@@ -4,7 +4,9 @@ The artifact holds, per split, ``{split}.npy`` (images: uint8 (N, H, W, C); seri
 float32 (N, L)) and ``{split}.parquet`` (one row per array row: ``label`` and the
 near-duplicate ``cluster``), plus ``schema.json`` (modality, shape, classes) and the
 data card. The split rules are the tabular ones: exact copies dropped, training
-copies of test items dropped, every near-duplicate cluster on one side.
+copies of test items dropped, every near-duplicate cluster on one side. Items of data.train
+without a label form the ``unlabeled`` split (``prepare.unlabeled: pretrain``), which
+pretraining reads after the training items, as for tables.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from sslops.data.split import (
     uniform_of,
 )
 from sslops.errors import DataError
-from sslops.prepare.dataset import SCHEMA
+from sslops.prepare.dataset import SCHEMA, UNLABELED
 
 MODALITY = {"pixel_csv": "image", "npz": "image", "image_folder": "image", "ts": "timeseries"}
 
@@ -186,35 +188,42 @@ def prepare_arrays(cfg: Config, out_dir: Path) -> Path:
     for name in names:
         if name != "ood" and not (split == name).any():
             raise DataError(f"the {name} split is empty; provide more data or adjust prepare.*")
+    unlabeled, near_scored = _unlabeled_items(cfg, label, origin, content, values, split)
+    split[unlabeled] = UNLABELED
+    written = [*names, *([UNLABELED] if unlabeled.any() else [])]
 
     classes = sorted(set(label[alive]))
     card = {
         "modality": cfg.modality,
         "raw_rows": {str(k): int(v) for k, v in pd.Series(origin).value_counts().items()},
-        "rows_without_label_dropped": int((label == "").sum()),
+        "rows_without_label_dropped": int((label == "").sum() - unlabeled.sum()),
+        "rows_without_label_kept": int(unlabeled.sum()),
+        "unlabeled_rows_dropped_as_near_copies_of_scored_rows": near_scored,
         "exact_duplicates_dropped": exact,
         "train_rows_dropped_as_copies_of_test_rows": copies,
         "near_duplicates": near,
         "canonicalization": report,
         "shape": list(values.shape[1:]),
-        "splits": {n: {"rows": int((split == n).sum())} for n in names},
+        "splits": {n: {"rows": int((split == n).sum())} for n in written},
         "label_balance": {
             n: {str(k): int(v) for k, v in pd.Series(label[split == n]).value_counts().items()}
             for n in names
-        },
+        }
+        | {n: {} for n in written if n == UNLABELED},
         "edge_cases": _edge_cases(cfg, values[alive]),
         "pii_findings_redacted": "not applicable: no text fields",
     }
     schema = {"modality": cfg.modality, "label": cfg.data.label, "classes": classes,
-              "shape": list(values.shape[1:]), "splits": names,
+              "shape": list(values.shape[1:]), "splits": written,
               "dtype": str(values.dtype)}  # fmt: skip
     sources = {key: _path(cfg, spec, key) for _, key, spec in specs}
     sources = {k: v for k, v in sources.items() if v.is_file()}
     with write_artifact(out_dir, "prepare", cfg.model_dump(mode="json"), sources=sources) as tmp:
-        for name in names:
+        for name in written:
             mask = split == name
             np.save(tmp / f"{name}.npy", values[mask])
-            pd.DataFrame({"label": pd.array(label[mask], dtype="string"),
+            pd.DataFrame({"label": pd.array(np.where(label[mask] == "", None, label[mask]),
+                                            dtype="string"),
                           "cluster": cluster[mask]}).to_parquet(tmp / f"{name}.parquet",
                                                                 index=False)  # fmt: skip
         write_json(tmp / SCHEMA, schema)
@@ -222,6 +231,33 @@ def prepare_arrays(cfg: Config, out_dir: Path) -> Path:
         (tmp / "datacard.md").write_text(_markdown(card), encoding="utf-8")
         _figure(cfg, values[split == "train"][:32], tmp / "datacard_samples.png")
     return out_dir
+
+
+def _unlabeled_items(
+    cfg: Config, label: np.ndarray, origin: np.ndarray, content: np.ndarray, values: np.ndarray,
+    split: np.ndarray,
+) -> tuple[np.ndarray, int]:  # fmt: skip
+    """Items of data.train without a label that pretraining may read (``prepare.unlabeled:
+    pretrain``): not a copy of a labeled item (any file) or of an earlier unlabeled item, and
+    not a near-copy of a validation, test or ood item (the encoder would see what models are
+    scored on). Returns their mask and how many near-copies were dropped."""
+    has_label = label != ""
+    if cfg.prepare.unlabeled != "pretrain" or has_label.all():
+        return np.zeros(len(label), dtype=bool), 0
+    candidate = ~has_label & (origin == "train")
+    first = np.zeros(len(label), dtype=bool)
+    first[candidate] = first_occurrences(content[candidate])
+    kept = first & ~np.isin(content, content[has_label])
+    scored = np.isin(split, ["validation", "test", "ood"])
+    if not (cfg.prepare.near_duplicates.enabled and scored.any() and kept.any()):
+        return kept, 0
+    index = np.concatenate([np.flatnonzero(scored), np.flatnonzero(kept)])
+    is_scored = scored[index]
+    a, b = _near_pairs(cfg, values[index])
+    near = np.zeros(len(label), dtype=bool)
+    near[index[b[is_scored[a] & ~is_scored[b]]]] = True
+    near[index[a[is_scored[b] & ~is_scored[a]]]] = True
+    return kept & ~near, int(near.sum())
 
 
 def _edge_cases(cfg: Config, values: np.ndarray) -> dict[str, Any]:
@@ -238,6 +274,10 @@ def _markdown(card: dict[str, Any]) -> str:
     lines.append(f"- Exact duplicates dropped: {card['exact_duplicates_dropped']}")
     lines.append(f"- Training items dropped as copies of test items: "
                  f"{card['train_rows_dropped_as_copies_of_test_rows']}")  # fmt: skip
+    lines.append(f"- Items without a label: {card['rows_without_label_kept']:,} kept for "
+                 f"pretraining, {card['rows_without_label_dropped']:,} dropped (of which "
+                 f"{card['unlabeled_rows_dropped_as_near_copies_of_scored_rows']:,} near-copies "
+                 "of scored items)")  # fmt: skip
     lines.append(f"- Near-duplicates: {card['near_duplicates']}")
     lines.append(f"- Canonicalization: {card['canonicalization']}")
     lines.append(f"- Edge cases: {card['edge_cases']}")

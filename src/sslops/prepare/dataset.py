@@ -19,6 +19,7 @@ from sslops.errors import ConfigError, DataError
 
 SPLITS = ("train", "validation", "test")
 SCHEMA = "schema.json"
+UNLABELED = "unlabeled"  # the split of kept rows of data.train without a label
 
 
 def check_modality(prepared: Path, modality: str) -> None:
@@ -115,13 +116,18 @@ class PreparedData:
         """Every row self-supervised pretraining reads: the training split, then the rows of
         data.train without a label (the ``unlabeled`` split, ``prepare.unlabeled: pretrain``;
         their ``target`` is -1)."""
-        if not (self.path / "unlabeled.parquet").is_file():
+        if not (self.path / f"{UNLABELED}.parquet").is_file():
             return self.train
-        frame = pd.read_parquet(self.path / "unlabeled.parquet")
+        frame = pd.read_parquet(self.path / f"{UNLABELED}.parquet")
         train = self.train
+        features = (
+            self.encoding.transform(frame)
+            if self.modality == "tabular"
+            else np.load(self.path / f"{UNLABELED}.npy", allow_pickle=False)
+        )
         return Split(
             pd.concat([train.frame, frame], ignore_index=True),
-            np.concatenate([train.features, self.encoding.transform(frame)]),
+            np.concatenate([train.features, features]),
             np.concatenate([train.target, np.full(len(frame), -1, dtype=np.int64)]),
         )
 

@@ -40,6 +40,7 @@ from sslops.data.split import (
     uniform_of,
 )
 from sslops.errors import DataError
+from sslops.prepare.dataset import UNLABELED
 from sslops.prepare.scan import Roles, read_scan
 
 ROW_GROUP = 65_536
@@ -209,9 +210,6 @@ def plan(cfg: Config, roles: Roles, folders: list[Path]) -> Plan:
         "ood": {"predicate": cfg.prepare.ood, "rows": ood_rows} if cfg.prepare.ood else None,
     }
     return Plan(split, numeric, preferred, report, cluster=cluster, near_pairs=near_pairs)
-
-
-UNLABELED = "unlabeled"  # the split of kept rows without a label (pretraining only)
 
 
 def _unlabeled_kept(

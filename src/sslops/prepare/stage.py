@@ -23,8 +23,8 @@ from sslops.data.encoding import TabularEncoding
 from sslops.data.readers import is_number, other_separator, read_header, resolve_sources
 from sslops.data.split import SPLIT_NAMES, predicate_columns
 from sslops.errors import DataError
-from sslops.prepare.dataset import SCHEMA, target_of
-from sslops.prepare.merge import UNLABELED, Plan, plan, write_splits
+from sslops.prepare.dataset import SCHEMA, UNLABELED, target_of
+from sslops.prepare.merge import Plan, plan, write_splits
 from sslops.prepare.scan import read_scan, roles_for, scan_file
 
 TABLE_FORMATS = ("csv", "parquet")

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sslops.prepare.dataset import SCHEMA, check_modality
+from sslops.prepare.dataset import SCHEMA, UNLABELED, check_modality
 from sslops.pretrain.tasks import InputInfo
 
 Labeled = tuple[torch.Tensor, torch.Tensor]
@@ -94,6 +94,8 @@ def _arrays(prepared: Path, schema: dict, samples: int, seed: int) -> PretrainDa
         vx, vy = split("validation")
         if vy is not None and (y >= 0).all() and (vy >= 0).all() and len(vx):
             bank, query = _subset(x, y, samples, seed), _subset(vx, vy, samples, seed)
+    if (prepared / f"{UNLABELED}.npy").is_file():  # the training items, then the unlabeled ones
+        x = torch.cat([x, split(UNLABELED)[0]])
     return PretrainData(x, InputInfo(modality, tuple(x.shape[1:])), bank, query)
 
 
