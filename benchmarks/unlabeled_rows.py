@@ -60,8 +60,9 @@ def partly_labeled(path: Path, labeled: int, seed: int) -> Path:
 
 
 def run(
-    train: Path, variant: str, seed: int, out: Path, threads: int, fairness: bool = False
-) -> dict[str, float]:
+    train: Path, variant: str, seed: int, out: Path, threads: int, fairness: bool = False,
+    extra: tuple[str, ...] = (),
+) -> dict[str, float]:  # fmt: skip
     overrides = [
         f"data.train={train}", f"prepare.unlabeled={variant}", f"seed={seed}",
         "finetune.label_fraction=1.0", "finetune.fairness.postprocessing=false",
@@ -69,6 +70,7 @@ def run(
     ]  # fmt: skip
     if not fairness:
         overrides.append("finetune.fairness.constraint=none")
+    overrides += extra
     cfg = load_config(ROOT / "configs" / "adult.yaml", overrides)
     started = time.perf_counter()
     prepared = prepare(cfg, out / "prepare")
@@ -111,6 +113,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="overrides",
+        help="a further config override for every run (as sslops --set)",
+    )
+    parser.add_argument(
         "--fairness", action="store_true", help="the demographic-parity policy on (see above)"
     )
     args = parser.parse_args()
@@ -121,7 +131,7 @@ def main() -> None:
         train = partly_labeled(args.out / f"train-{draw}.csv", args.labeled, draw)
         for variant in args.variants:
             row = run(train, variant, draw, args.out / f"{variant}-{draw}", args.threads,
-                      args.fairness)  # fmt: skip
+                      args.fairness, tuple(args.overrides))  # fmt: skip
             rows.append({"draw": draw, "variant": variant, **row})
             print(json.dumps(rows[-1]), flush=True)
     summary = {
@@ -133,7 +143,7 @@ def main() -> None:
         for variant in args.variants
     }
     result = {"labeled": args.labeled, "draws": args.draws, "fairness": args.fairness,
-              "rows": rows, "mean": summary}  # fmt: skip
+              "overrides": args.overrides, "rows": rows, "mean": summary}  # fmt: skip
     (args.out / "unlabeled_rows.json").write_text(json.dumps(result, indent=2) + "\n")
     print("| prepare.unlabeled | rows pretrained on | SSL probe | ssl (ensemble) | baseline |")
     print("|---|---:|---:|---:|---:|")

@@ -7,6 +7,7 @@ import json
 import shutil
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +16,7 @@ from sslops.audit.bundle import verify_path
 from sslops.cli import main
 from sslops.config import Config, validate_config
 from sslops.errors import ConfigError, DataError, GateError
+from tests.conftest import ROOT
 
 _UPSTREAM = ("prepare", "pretrain", "finetune", "evaluate", "export")
 
@@ -287,7 +289,7 @@ def test_failing_gate_stops_sslops_run(
 ) -> None:
     import subprocess
 
-    from tests.conftest import FAST_OVERRIDES, ROOT
+    from tests.conftest import FAST_OVERRIDES
 
     args = ["sslops", "run", "--config", str(ROOT / "configs" / "adult.yaml"),
             "--out", str(tmp_path / "run"), "--set", f"data.train={small_data['train']}",
@@ -486,3 +488,31 @@ def test_audit_refuses_a_replaced_model_or_metrics_without_the_deployed_model(
         f"{evaluation / 'metrics.json'} has no metrics for the deployed model 'mitigated' (it has: "
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_model_card_says_what_unlabeled_rows_did_and_what_the_policy_compared(
+    tmp_path: Path,
+) -> None:
+    from sslops.audit.card import build_card
+    from sslops.config import load_config
+
+    bundle = tmp_path / "bundle"
+    (bundle / "evidence" / "finetune").mkdir(parents=True)
+    fairness = {"constraint": "demographic_parity", "sensitive": ["sex"], "max_gap": 0.02,
+                "policy_met_on_validation": True, "selected": "evidence+penalty=100",
+                "selected_mechanism": "evidence_penalty", "gap_rows": {}}  # fmt: skip
+    context = {"gates": {"overall": "pass", "results": []}, "signing": {"signed": False},
+               "lineage": {"stages": [], "chain": {}}, "run": {"executed_by": "test"},
+               "compliance": []}  # fmt: skip
+    cfg = load_config(ROOT / "configs" / "adult.yaml", [])
+
+    def card(**finetune: Any) -> str:
+        report = {"labels_used": 260, "label_fraction": 1.0, "train_rows": 260, **finetune}
+        (bundle / "evidence" / "finetune" / "finetune.json").write_text(json.dumps(report))
+        return " ".join(build_card(cfg, bundle, context, []).markdown().split())
+
+    plain = card(fairness=fairness)
+    assert "of 260 training rows)." in plain and "upper confidence" not in plain
+    text = card(unlabeled_rows=28000, fairness={**fairness, "gap_confidence": 0.95})
+    assert "28,000 rows without a label were used where no label is needed" in text
+    assert "Selected on the 95% upper confidence bound of each candidate's gap" in text

@@ -240,3 +240,27 @@ def test_small_groups_skip_threshold_optimizer_not_the_stage(
     assert not (out / "postprocessing.json").exists()
     assert "ssl+threshold_optimizer" not in {c["name"] for c in report["candidates"]}
     assert report["selected"] in {c["name"] for c in report["candidates"]}
+
+
+def test_policy_on_upper_confidence_bounds(
+    small_config: Config, stage_artifacts: dict[str, Path], tmp_path: Path
+) -> None:
+    """finetune.fairness.gap_confidence: every candidate reports its bound beside its gap, and
+    the deployed model is the most accurate whose bound (not its gap) is within max_gap."""
+    from sslops.finetune import finetune
+
+    cfg = small_config.model_copy(deep=True)
+    cfg.finetune.fairness.gap_confidence = 0.9
+    cfg.finetune.fairness.max_gap = 0.1
+    out = finetune(cfg, stage_artifacts["prepare"], stage_artifacts["pretrain"], tmp_path / "ft")
+    report = json.loads((out / "finetune.json").read_text())["fairness"]
+    rows = report["candidates"]
+    dp = "demographic_parity"
+    assert all(r[f"{dp}_upper_bound"] > r[f"{dp}_difference"] for r in rows)
+    within = [r for r in rows if r["deployable"] and r[f"{dp}_upper_bound"] <= 0.1]
+    assert within, "this sample has candidates whose 90% bound is within 0.1"
+    best = max(within, key=lambda r: r["validation_accuracy"])
+    assert report["selected"] == best["name"] and report["policy_met_on_validation"]
+    assert "90% upper confidence bound" in report["selection_rule"]
+    tighter = [r for r in rows if r["deployable"] and r[f"{dp}_difference"] <= 0.1]
+    assert len(tighter) > len(within), "the bound must rule out some measured-gap qualifiers"

@@ -185,7 +185,14 @@ def build_card(cfg: Config, bundle: Path, context: dict[str, Any], evidence: lis
             items.append(
                 f"Fine-tuning used {_fmt(finetune.get('labels_used'))} labels "
                 f"({_fmt(finetune.get('label_fraction'))} of {_fmt(finetune.get('train_rows'))} "
-                "training rows)."
+                "training rows)"
+                + (
+                    f"; {_fmt(finetune['unlabeled_rows'])} rows without a label were used where "
+                    "no label is needed (demographic-parity penalties and gap estimate, "
+                    "evidence bins)."
+                    if finetune.get("unlabeled_rows")
+                    else "."
+                )
             )
             fairness = finetune.get("fairness", {})
             if fairness:
@@ -197,6 +204,12 @@ def build_card(cfg: Config, bundle: Path, context: dict[str, Any], evidence: lis
                     "). Deployed as "
                     f"'mitigated': {fairness.get('selected')} "
                     f"({fairness.get('selected_description') or fairness.get('selected_mechanism')})."
+                    + (
+                        f" Selected on the {fairness['gap_confidence']:.0%} upper confidence "
+                        "bound of each candidate's gap, not the measured gap."
+                        if fairness.get("gap_confidence")
+                        else ""
+                    )
                 )
             if fairness.get("postprocessing_skipped"):
                 items.append(fairness["postprocessing_skipped"] + ".")

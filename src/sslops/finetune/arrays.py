@@ -230,7 +230,8 @@ def finetune_arrays(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_d
     constraint = fair.constraint if fair.constraint != "none" else "demographic_parity"
     mark_front(candidates, constraint)
     chosen, policy_met = (
-        select(candidates, constraint, fair.max_gap) if fair.constraint != "none"
+        select(candidates, constraint, fair.max_gap - fair.selection_margin)
+        if fair.constraint != "none"
         else (candidates[0], True)
     )  # fmt: skip
     coef, intercept = chosen.extra["head"]

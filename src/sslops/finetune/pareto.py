@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -52,10 +53,57 @@ def fairness_gaps(
     y: np.ndarray, predicted: np.ndarray, groups: dict[str, np.ndarray]
 ) -> dict[str, float]:
     """Each gap's largest value over the given sensitive columns."""
-    return {
-        name: max(float(metric(y, predicted, sensitive_features=g)) for g in groups.values())
-        for name, metric in GAPS.items()
-    }
+    return {name: fairness_gap(name, y, predicted, groups) for name in GAPS}
+
+
+def fairness_gap(
+    name: str, y: np.ndarray, predicted: np.ndarray, groups: dict[str, np.ndarray]
+) -> float:
+    """One gap (a key of ``GAPS``), its largest value over the given sensitive columns."""
+    metric = GAPS[name]
+    return max(float(metric(y, predicted, sensitive_features=g)) for g in groups.values())
+
+
+def gap_upper_bound(
+    name: str, y: np.ndarray, predicted: np.ndarray, groups: dict[str, np.ndarray],
+    confidence: float,
+) -> float:  # fmt: skip
+    """One-sided upper confidence bound of one gap, largest over the sensitive columns.
+
+    Normal approximation: the difference between the two groups that attain the gap plus
+    z(confidence) times the standard error of that difference, each group's rate smoothed as
+    (k + 1) / (n + 2) for its variance, so that a group of a few rows never looks certain.
+    Equalized odds takes the larger of its true- and false-positive-rate bounds. (The bound is
+    for the attaining pair; with many groups it is not corrected for multiple comparisons.)
+    """
+    if name not in GAPS:
+        raise ValueError(f"unknown gap {name!r}; expected one of {sorted(GAPS)}")
+    z = NormalDist().inv_cdf(confidence)
+    y, predicted = np.asarray(y), np.asarray(predicted)
+    bounds = []
+    for column in groups.values():
+        g = np.asarray(column)
+        if name == "demographic_parity":
+            bounds.append(_rate_gap_upper(predicted, g, z))
+            continue
+        tpr = _rate_gap_upper(predicted[y == 1], g[y == 1], z)
+        fpr = _rate_gap_upper(predicted[y == 0], g[y == 0], z)
+        bounds.append(tpr if name == "equal_opportunity" else max(tpr, fpr))
+    return max(bounds)
+
+
+def _rate_gap_upper(hit: np.ndarray, groups: np.ndarray, z: float) -> float:
+    """Upper bound of (largest - smallest) share of ``hit`` over the groups with rows."""
+    names, index = np.unique(groups, return_inverse=True)
+    if len(names) < 2:
+        return 0.0
+    n = np.bincount(index, minlength=len(names)).astype(float)
+    k = np.bincount(index, weights=np.asarray(hit, dtype=float), minlength=len(names))
+    rate = k / n
+    a, b = int(np.argmax(rate)), int(np.argmin(rate))
+    q = (k + 1) / (n + 2)
+    se = float(np.sqrt(q[a] * (1 - q[a]) / n[a] + q[b] * (1 - q[b]) / n[b]))
+    return float(rate[a] - rate[b]) + z * se
 
 
 @dataclass
@@ -69,6 +117,11 @@ class Candidate:
     on_front: bool = False
     cross_fitted: bool = False  # label-dependent gaps also over out-of-fold training rows
     extra: dict[str, Any] = field(default_factory=dict)
+    upper: dict[str, float] = field(default_factory=dict)  # finetune.fairness.gap_confidence
+
+    def policy_gap(self, constraint: str) -> float:
+        """The figure the policy compares with max_gap: the upper bound when there is one."""
+        return self.upper.get(constraint, self.gaps[constraint])
 
     def row(self) -> dict[str, Any]:
         return {
@@ -77,6 +130,7 @@ class Candidate:
             "strength": self.strength,
             "validation_accuracy": round(self.accuracy, 5),
             **{f"{k}_difference": round(v, 5) for k, v in self.gaps.items()},
+            **{f"{k}_upper_bound": round(v, 5) for k, v in self.upper.items()},
             "deployable": self.deployable,
             "on_pareto_front": self.on_front,
             "gaps_cross_fitted": self.cross_fitted,
@@ -96,12 +150,15 @@ def mark_front(candidates: list[Candidate], constraint: str) -> None:
 
 
 def select(candidates: list[Candidate], constraint: str, max_gap: float) -> tuple[Candidate, bool]:
-    """Highest validation accuracy among deployable candidates within the gap; else the fairest."""
+    """Highest validation accuracy among deployable candidates within the gap; else the fairest.
+
+    The gap compared is each candidate's :meth:`Candidate.policy_gap` (its upper confidence
+    bound with ``finetune.fairness.gap_confidence``, else the measured gap)."""
     deployable = [c for c in candidates if c.deployable]
-    within = [c for c in deployable if c.gaps[constraint] <= max_gap]
+    within = [c for c in deployable if c.policy_gap(constraint) <= max_gap]
     if within:
-        return max(within, key=lambda c: (c.accuracy, -c.gaps[constraint])), True
-    return min(deployable, key=lambda c: (c.gaps[constraint], -c.accuracy)), False
+        return max(within, key=lambda c: (c.accuracy, -c.policy_gap(constraint))), True
+    return min(deployable, key=lambda c: (c.policy_gap(constraint), -c.accuracy)), False
 
 
 def plot_floor(candidates: list[Candidate], chosen: Candidate) -> tuple[float, list[Candidate]]:

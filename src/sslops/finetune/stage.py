@@ -49,7 +49,8 @@ from sslops.finetune.pareto import (
     GAPS,
     MECHANISMS,
     Candidate,
-    fairness_gaps,
+    fairness_gap,
+    gap_upper_bound,
     mark_front,
     plot_front,
     select,
@@ -211,20 +212,26 @@ def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pat
 
     def gaps_of(
         predicted: np.ndarray, predicted_held: np.ndarray, out_of_fold: np.ndarray | None = None
-    ) -> dict[str, float]:
-        """Gaps on validation; demographic parity also over the held-out unlabeled rows, the
-        label-dependent gaps also over the labeled rows' out-of-fold predictions."""
-        gaps = fairness_gaps(val.target, predicted, val_groups)
+    ) -> tuple[dict[str, float], dict[str, float]]:
+        """(gaps, upper bounds): on validation; demographic parity also over the held-out
+        unlabeled rows, the label-dependent gaps also over the labeled rows' out-of-fold
+        predictions. Upper bounds only with ``finetune.fairness.gap_confidence``."""
+        sets = {gap: (val.target, predicted, val_groups) for gap in GAPS}
         if len(held):
             both = np.concatenate([predicted, predicted_held])
             groups = {c: np.concatenate([val_groups[c], held_groups[c]]) for c in columns}
-            gaps["demographic_parity"] = demographic_parity_gap(both, groups)
+            sets["demographic_parity"] = (np.zeros(len(both)), both, groups)  # no labels needed
         if out_of_fold is not None:
             both = np.concatenate([predicted, out_of_fold])
             groups = {c: np.concatenate([val_groups[c], lab_groups[c]]) for c in columns}
-            pooled = fairness_gaps(np.concatenate([val.target, y_lab]), both, groups)
-            gaps.update({k: pooled[k] for k in LABELED_GAPS})
-        return gaps
+            for gap in LABELED_GAPS:
+                sets[gap] = (np.concatenate([val.target, y_lab]), both, groups)
+        gaps = {gap: fairness_gap(gap, *rows) for gap, rows in sets.items()}
+        upper = {}
+        if fair.gap_confidence is not None:
+            upper = {gap: gap_upper_bound(gap, *rows, fair.gap_confidence)
+                     for gap, rows in sets.items()}  # fmt: skip
+        return gaps, upper
 
     def candidate(
         name: str, mechanism: str, strength: float, model: TabularClassifier,
@@ -235,9 +242,9 @@ def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pat
         acc = float(np.mean(predicted == val.target))
         on_held = (_predict(model, x_held) >= threshold).astype(int)
         oof = None if out_of_fold is None else (_sigmoid(out_of_fold) >= threshold).astype(int)
-        gaps = gaps_of(predicted, on_held, oof)
+        gaps, upper = gaps_of(predicted, on_held, oof)
         return Candidate(name, mechanism, strength, acc, gaps, extra={"model": model},
-                         cross_fitted=oof is not None)  # fmt: skip
+                         cross_fitted=oof is not None, upper=upper)  # fmt: skip
 
     ssl_oof = None
     if crossfit is not None and fc.transfer == "linear_probe":
@@ -289,10 +296,10 @@ def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pat
                                  seed=cfg.seed)  # fmt: skip
         on_held = post.predict(_predict(ssl, x_held),
                                sensitive_features=sens_all[held], seed=cfg.seed)  # fmt: skip
+        gaps, upper = gaps_of(predicted, on_held)
         candidates.append(Candidate(
             "ssl+threshold_optimizer", "postprocessing", 0.0,
-            float(np.mean(predicted == val.target)), gaps_of(predicted, on_held),
-            deployable=False,
+            float(np.mean(predicted == val.target)), gaps, deployable=False, upper=upper,
         ))  # fmt: skip
         postprocessing = {
             "flag": "needs the sensitive attribute at prediction time; reported, never deployed",
@@ -326,8 +333,15 @@ def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pat
             "selected_strength": chosen.strength,
             "policy_met_on_validation": policy_met,
             "selection_margin": fair.selection_margin,
+            "gap_confidence": fair.gap_confidence,
             "selection_rule": "highest validation accuracy among deployable candidates whose "
-            "gap is within max_gap - selection_margin; otherwise the smallest gap",
+            + (
+                "gap is"
+                if fair.gap_confidence is None
+                else f"{fair.gap_confidence:.0%} upper confidence bound of the gap is"
+            )
+            + " within max_gap - selection_margin; otherwise the smallest"
+            + (" gap" if fair.gap_confidence is None else " bound"),
             "gap_rows": {
                 "demographic_parity": dp_gap_rows,
                 **{gap: labeled_gap_rows for gap in LABELED_GAPS},
@@ -395,12 +409,6 @@ def _gap_holdout(cfg: Config, rows: int, labeled: np.ndarray) -> tuple[np.ndarra
     held = np.sort(rng.choice(unlabeled, size=round(fair.gap_holdout * len(unlabeled)),
                               replace=False))  # fmt: skip
     return held, np.setdiff1d(unlabeled, held)
-
-
-def demographic_parity_gap(predicted: np.ndarray, groups: dict[str, np.ndarray]) -> float:
-    """The largest demographic-parity difference over the sensitive columns (no labels)."""
-    dp = GAPS["demographic_parity"]
-    return max(float(dp(predicted, predicted, sensitive_features=g)) for g in groups.values())
 
 
 def _mitigation_candidates(
