@@ -163,6 +163,11 @@ def test_sslops_run_on_another_csv_through_kfp_local(
     measured_on = summary["fairness"]["gap_measured_on"]
     assert measured_on == finetuned["fairness"]["gap_rows"][summary["fairness"]["constraint"]]
     assert "measured" in " ".join(result.stdout.split())
+    # how many rows the test table stands on, and the deployed model's intervals
+    metrics = json.loads((out / "evaluate" / "metrics.json").read_text())
+    low, high = metrics["models"]["mitigated"]["intervals"]["accuracy"]
+    assert (f"Test split: {metrics['rows']:,} rows; fairness-mitigated, 95% bootstrap "
+            f"intervals: accuracy [{low:.3f}, {high:.3f}]") in " ".join(result.stdout.split())  # fmt: skip
     assert not list(tmp_path.glob(".run.partial-*"))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -358,6 +359,7 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
             *(f"{m[k]:.4f}" for k in ("accuracy", "roc_auc", "dp_difference", "eo_difference")),
         )
     console.print(table)
+    _print_test_precision(console, out / "evaluate" / "metrics.json")
     fairness = summary.get("fairness")
     if fairness:
         met = "met" if fairness["policy_met_on_validation"] else "NOT met (fairest candidate)"
@@ -379,6 +381,25 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
     )
     console.print(f"Audit bundle: {summary['audit']['path']}  (model card: model_card.html)")
     console.print(f"Summary:      {out / 'summary.json'}")
+
+
+def _print_test_precision(console: Any, metrics_path: Path) -> None:
+    """How many rows the table stands on and the deployed-candidate's 95% bootstrap intervals:
+    with a few hundred labels and no separate test file the test split is a few dozen rows."""
+    if not metrics_path.is_file():
+        return
+    metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+    intervals = metrics.get("models", {}).get("mitigated", {}).get("intervals") or {}
+    shown = []
+    for name, key in (("accuracy", "accuracy"), ("DP diff.", "dp_difference"),
+                      ("EO diff.", "eo_difference")):  # fmt: skip
+        bounds = intervals.get(key) or []
+        if len(bounds) == 2 and all(isinstance(b, float) and math.isfinite(b) for b in bounds):
+            shown.append(f"{name} [{bounds[0]:.3f}, {bounds[1]:.3f}]")
+    line = f"Test split:   {metrics.get('rows', 0):,} rows"
+    if shown:
+        line += "; fairness-mitigated, 95% bootstrap intervals: " + ", ".join(shown)
+    console.print(line + " (evaluate/metrics.md)")
 
 
 def _cmd_run(args: argparse.Namespace, cfg: Config) -> None:
