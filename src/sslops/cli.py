@@ -384,7 +384,7 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
 
 
 def _print_test_precision(console: Any, metrics_path: Path) -> None:
-    """How many rows the table stands on and the deployed-candidate's 95% bootstrap intervals:
+    """How many rows the table stands on and the deployed model's 95% bootstrap intervals:
     with a few hundred labels and no separate test file the test split is a few dozen rows."""
     if not metrics_path.is_file():
         return

@@ -317,6 +317,9 @@ def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pat
             f" + {len(labeled)} labeled training rows scored out of fold ({crossfit.folds} folds;"
             " candidates that cannot be refitted cheaply, full fine-tunes, on validation only)"
         )
+    compared = "gap" if fair.gap_confidence is None else (
+        f"{fair.gap_confidence:.0%} upper confidence bound of the gap"
+    )  # fmt: skip
     report: dict[str, Any] = {
         "labels_used": len(labeled),
         "label_fraction": fc.label_fraction,
@@ -334,14 +337,8 @@ def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pat
             "policy_met_on_validation": policy_met,
             "selection_margin": fair.selection_margin,
             "gap_confidence": fair.gap_confidence,
-            "selection_rule": "highest validation accuracy among deployable candidates whose "
-            + (
-                "gap is"
-                if fair.gap_confidence is None
-                else f"{fair.gap_confidence:.0%} upper confidence bound of the gap is"
-            )
-            + " within max_gap - selection_margin; otherwise the smallest"
-            + (" gap" if fair.gap_confidence is None else " bound"),
+            "selection_rule": f"highest validation accuracy among deployable candidates whose "
+            f"{compared} is within max_gap - selection_margin; otherwise the smallest {compared}",
             "gap_rows": {
                 "demographic_parity": dp_gap_rows,
                 **{gap: labeled_gap_rows for gap in LABELED_GAPS},

@@ -208,8 +208,7 @@ def prepare_arrays(cfg: Config, out_dir: Path) -> Path:
         "label_balance": {
             n: {str(k): int(v) for k, v in pd.Series(label[split == n]).value_counts().items()}
             for n in names
-        }
-        | {n: {} for n in written if n == UNLABELED},
+        },
         "edge_cases": _edge_cases(cfg, values[alive]),
         "pii_findings_redacted": "not applicable: no text fields",
     }
@@ -283,7 +282,8 @@ def _markdown(card: dict[str, Any]) -> str:
     lines.append(f"- Edge cases: {card['edge_cases']}")
     lines += ["", "## Splits", "", "| split | rows | labels |", "|---|---:|---|"]
     for name, info in card["splits"].items():
-        balance = ", ".join(f"{k}: {v}" for k, v in sorted(card["label_balance"][name].items()))
+        labels = card["label_balance"].get(name, {})  # the unlabeled split has none
+        balance = ", ".join(f"{k}: {v}" for k, v in sorted(labels.items()))
         lines.append(f"| {name} | {info['rows']:,} | {balance} |")
     lines += ["", "![training samples](datacard_samples.png)"]
     return "\n".join(lines) + "\n"
