@@ -136,6 +136,33 @@ def test_onnx_takes_raw_arrays_matches_torch_and_int8_is_qdq(
         np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-3)
 
 
+def test_policy_on_upper_confidence_bounds_for_series(
+    gunpoint: dict[str, Path], tmp_path: Path
+) -> None:
+    """finetune.fairness.gap_confidence on images and series: each candidate reports the
+    bound of its K-class gap, and the deployed head is the most accurate whose bound is
+    within max_gap (the fixture's prepared data and backbone, fine-tuned again; the
+    validation split holds 15 series, so the level is low for any head to qualify)."""
+    from sslops.finetune import finetune
+
+    cfg = load_config(
+        ROOT / "configs" / "gunpoint.yaml",
+        [*TINY_PRETRAIN, "finetune.fairness.reductions=[0.05]",
+         "finetune.fairness.gap_confidence=0.6", "finetune.fairness.max_gap=0.5"],
+    )  # fmt: skip
+    out = finetune(cfg, gunpoint["prepare"], gunpoint["pretrain"], tmp_path / "ft")
+    report = _json(out / "finetune.json")["fairness"]
+    gap = report["constraint"]  # equalized_odds in configs/gunpoint.yaml
+    rows = report["candidates"]
+    assert all(r[f"{gap}_upper_bound"] > r[f"{gap}_difference"] for r in rows)
+    within = [r for r in rows if r["deployable"] and r[f"{gap}_upper_bound"] <= 0.5]
+    assert within, "GunPoint's validation split is tiny (a 90% bound is over 1); 60% admits"
+    best = max(within, key=lambda r: r["validation_accuracy"])
+    assert report["selected"] == best["name"] and report["policy_met_on_validation"]
+    assert report["gap_confidence"] == 0.6
+    assert "60% upper confidence bound" in report["selection_rule"]
+
+
 def test_unknown_group_attribute_is_a_config_error() -> None:
     raw = {"modality": "image", "data": {"train": "x.csv", "format": "pixel_csv",
                                          "label": "label", "sensitive": ["sex"]}}  # fmt: skip

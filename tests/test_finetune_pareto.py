@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from sslops.finetune.pareto import (
@@ -81,6 +82,26 @@ def test_gap_upper_bound_is_the_attaining_pair_plus_z_standard_errors() -> None:
     tpr = gap_upper_bound("equal_opportunity", y, hits.astype(int), g2, 0.9)
     fpr = gap_upper_bound("equal_opportunity", 1 - y, hits.astype(int), g2, 0.9)
     assert eo == max(tpr, fpr) and eo > fairness_gap("equalized_odds", y, hits.astype(int), g2)
+
+
+def test_class_gap_upper_bounds_reduce_to_the_binary_bound_and_cover_the_k_class_gaps() -> None:
+    """Images and series: with two classes the K-class bounds are the tabular ones; with ten,
+    each bound is at or above its measured gap (class_gaps) and grows with confidence."""
+    from sslops.evaluate.multiclass import GAP_OF, class_gaps
+    from sslops.finetune.pareto import GAPS, class_gap_upper_bounds, gap_upper_bound
+
+    rng = np.random.default_rng(3)
+    groups = rng.choice(["thin", "mid", "thick"], 600)
+    y2, pred2 = rng.integers(0, 2, 600), rng.integers(0, 2, 600)
+    two = class_gap_upper_bounds(y2, pred2, groups, 2, 0.95)
+    for name in GAPS:
+        assert two[name] == pytest.approx(gap_upper_bound(name, y2, pred2, {"g": groups}, 0.95))
+    y10 = rng.integers(0, 10, 600)
+    pred10 = np.where(rng.random(600) < 0.7, y10, rng.integers(0, 10, 600))
+    measured = class_gaps(y10, pred10, groups, 10)
+    low, high = (class_gap_upper_bounds(y10, pred10, groups, 10, c) for c in (0.8, 0.99))
+    for name, key in GAP_OF.items():
+        assert measured[key] < low[name] < high[name], name
 
 
 def test_gap_upper_bound_covers_the_true_gap_at_its_level() -> None:

@@ -416,7 +416,7 @@ class FairnessConfig(_Section):
         description="Select on each candidate's upper confidence bound of the gap at this "
         "one-sided level (e.g. 0.95) instead of the measured gap: a model qualifies only if "
         "its gap is within max_gap - selection_margin with that confidence, given how many "
-        "rows of each group the gap was measured on. null: the measured gap. Tabular data only.",
+        "rows of each group the gap was measured on. null: the measured gap.",
     )  # fmt: skip
     gap_holdout: float = Field(
         default=0.5, ge=0, lt=1,
@@ -660,12 +660,6 @@ class Config(_Section):
             raise ValueError(
                 f"finetune.transfer {self.finetune.transfer!r} needs tabular data (modality is "
                 f"{self.modality!r}); images and series use 'linear_probe'"
-            )
-        if self.finetune.fairness.gap_confidence is not None:
-            raise ValueError(
-                f"finetune.fairness.gap_confidence {self.finetune.fairness.gap_confidence} needs "
-                f"tabular data (modality is {self.modality!r}); images and series select on "
-                "the measured gap: set it to null"
             )
         valid = ATTRIBUTES[self.modality]
         named = [*self.data.sensitive, *(self.finetune.fairness.sensitive or [])]

@@ -36,7 +36,15 @@ from sslops.data.attributes import ATTRIBUTES, MEASURES, bucket, tercile_edges
 from sslops.errors import ConfigError, DataError
 from sslops.evaluate.multiclass import GAP_OF, class_gaps
 from sslops.finetune.estimators import DistilledExponentiatedGradient
-from sslops.finetune.pareto import MECHANISMS, Candidate, mark_front, plot_front, select
+from sslops.finetune.pareto import (
+    MECHANISMS,
+    Candidate,
+    class_gap_upper_bounds,
+    mark_front,
+    plot_front,
+    select,
+    selection_rule,
+)
 from sslops.finetune.stage import stratified_label_subset
 from sslops.models.arrays import (
     ArrayClassifier,
@@ -197,13 +205,18 @@ def finetune_arrays(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_d
         predicted = (zs_val @ coef.T + intercept).argmax(1)
         acc = float(np.mean(predicted == val.target))
         gaps: dict[str, float] = {}
+        upper: dict[str, float] = {}
         for g in (val_groups[a] for a in columns):
             found = class_gaps(val.target, predicted, g, classes)
             for constraint, key in GAP_OF.items():
                 gaps[constraint] = max(gaps.get(constraint, 0.0), found[key])
             gaps["accuracy_parity"] = max(gaps.get("accuracy_parity", 0.0),
                                           found["accuracy_parity_difference"])  # fmt: skip
-        return Candidate(name, mechanism, strength, acc, gaps,
+            if fair.gap_confidence is not None:
+                bounds = class_gap_upper_bounds(val.target, predicted, g, classes,
+                                                fair.gap_confidence)  # fmt: skip
+                upper = {k: max(upper.get(k, 0.0), v) for k, v in bounds.items()}
+        return Candidate(name, mechanism, strength, acc, gaps, upper=upper,
                          extra={"head": (coef, intercept), **(extra or {})})  # fmt: skip
 
     head = ssl.head.weight.detach().numpy(), ssl.head.bias.detach().numpy()
@@ -266,8 +279,9 @@ def finetune_arrays(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_d
             "selected_description": MECHANISMS.get(chosen.mechanism, chosen.mechanism),
             "selected_strength": chosen.strength,
             "policy_met_on_validation": policy_met,
-            "selection_rule": "highest validation accuracy among deployable candidates whose "
-            "validation gap is within max_gap; otherwise the smallest gap",
+            "selection_margin": fair.selection_margin,
+            "gap_confidence": fair.gap_confidence,
+            "selection_rule": selection_rule(fair.gap_confidence),
             "postprocessing": "not applied to images and series (ThresholdOptimizer needs the "
             "group at prediction time and is binary-only)",
             "candidates": [

@@ -92,6 +92,30 @@ def gap_upper_bound(
     return max(bounds)
 
 
+def class_gap_upper_bounds(
+    y: np.ndarray, predicted: np.ndarray, groups: np.ndarray, classes: int, confidence: float
+) -> dict[str, float]:
+    """Upper confidence bounds of a K-class model's gaps over one group column.
+
+    The gaps are :func:`sslops.evaluate.multiclass.class_gaps`' (the largest, over classes,
+    of a between-group difference of a one-vs-rest rate); each class's rate difference gets
+    the bound of :func:`gap_upper_bound` and the largest bound is the gap's. With two classes
+    this is exactly ``gap_upper_bound`` with class 1 as the positive class. Keys are
+    ``GAPS``' names.
+    """
+    z = NormalDist().inv_cdf(confidence)
+    y, predicted, groups = np.asarray(y), np.asarray(predicted), np.asarray(groups)
+    dp = tpr = fpr = eopp = 0.0
+    for c in range(classes):
+        hit, positive = predicted == c, y == c
+        dp = max(dp, _rate_gap_upper(hit, groups, z))
+        tpr_c = _rate_gap_upper(hit[positive], groups[positive], z)
+        tpr, fpr = max(tpr, tpr_c), max(fpr, _rate_gap_upper(hit[~positive], groups[~positive], z))
+        if classes > 2 or c == 1:
+            eopp = max(eopp, tpr_c)
+    return {"demographic_parity": dp, "equalized_odds": max(tpr, fpr), "equal_opportunity": eopp}
+
+
 def _rate_gap_upper(hit: np.ndarray, groups: np.ndarray, z: float) -> float:
     """Upper bound of (largest - smallest) share of ``hit`` over the groups with rows."""
     names, index = np.unique(groups, return_inverse=True)
@@ -159,6 +183,17 @@ def select(candidates: list[Candidate], constraint: str, max_gap: float) -> tupl
     if within:
         return max(within, key=lambda c: (c.accuracy, -c.policy_gap(constraint))), True
     return min(deployable, key=lambda c: (c.policy_gap(constraint), -c.accuracy)), False
+
+
+def selection_rule(gap_confidence: float | None) -> str:
+    """:func:`select`'s rule in words, for ``finetune.json`` and the model card."""
+    compared = "gap" if gap_confidence is None else (
+        f"{gap_confidence:.0%} upper confidence bound of the gap"
+    )  # fmt: skip
+    return (
+        f"highest validation accuracy among deployable candidates whose {compared} is within "
+        f"max_gap - selection_margin; otherwise the smallest {compared}"
+    )
 
 
 def plot_floor(candidates: list[Candidate], chosen: Candidate) -> tuple[float, list[Candidate]]:

@@ -54,6 +54,7 @@ from sslops.finetune.pareto import (
     mark_front,
     plot_front,
     select,
+    selection_rule,
 )
 from sslops.finetune.stacked import stacked_candidates
 from sslops.finetune.transfer import FineTuneSettings, fine_tune
@@ -317,9 +318,6 @@ def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pat
             f" + {len(labeled)} labeled training rows scored out of fold ({crossfit.folds} folds;"
             " candidates that cannot be refitted cheaply, full fine-tunes, on validation only)"
         )
-    compared = "gap" if fair.gap_confidence is None else (
-        f"{fair.gap_confidence:.0%} upper confidence bound of the gap"
-    )  # fmt: skip
     report: dict[str, Any] = {
         "labels_used": len(labeled),
         "label_fraction": fc.label_fraction,
@@ -337,8 +335,7 @@ def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pat
             "policy_met_on_validation": policy_met,
             "selection_margin": fair.selection_margin,
             "gap_confidence": fair.gap_confidence,
-            "selection_rule": f"highest validation accuracy among deployable candidates whose "
-            f"{compared} is within max_gap - selection_margin; otherwise the smallest {compared}",
+            "selection_rule": selection_rule(fair.gap_confidence),
             "gap_rows": {
                 "demographic_parity": dp_gap_rows,
                 **{gap: labeled_gap_rows for gap in LABELED_GAPS},
