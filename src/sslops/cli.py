@@ -35,6 +35,19 @@ examples:
   sslops submit --config configs/adult.yaml --host http://localhost:8080   # run on a KFP cluster
   sslops render --target helm --values helm/sslops/values-aws.yaml         # review manifests
   sslops shadow --candidate model.onnx --incumbent old.onnx --data batches/ --out shadow/
+  sslops predict --model runs/adult/export/model.onnx --data new.csv --out predictions.csv
+"""
+
+PREDICT_EXAMPLES = """\
+PREDICTIONS.csv: one row per scored row, the format sslops shadow --incumbent reads
+  row_id  the --id-column's value, else '<file stem>:<row number>' (0-based, after the header)
+  score   the model's probability of the positive class
+  label   the decision: 1 where score >= the threshold, else 0
+
+examples:
+  sslops predict --model runs/adult/export/model.onnx --data new.csv --out predictions.csv \\
+                 --config configs/adult.yaml          # '?' marks missing, as in training
+  sslops predict --model model.onnx --data batches/ --out predictions.csv --id-column id
 """
 
 
@@ -295,8 +308,49 @@ def build_parser() -> argparse.ArgumentParser:
     ], required=False, epilog=AUDIT_EPILOG)  # fmt: skip
     _audit_tools(audit)
     shadow_commands.add_parsers(sub, _add_config_args)  # shadow, schedule-shadow
+    _predict_parser(sub)
     _use_formatter(parser)
     return parser
+
+
+def _predict_parser(sub: Any) -> None:
+    pred = sub.add_parser(
+        "predict",
+        help="score new rows with an exported model: PREDICTIONS.csv",
+        description="Feed each row of a CSV, or of every CSV in a folder, to the ONNX model "
+        "sslops export wrote (raw columns in, preprocessing inside the graph) and write one "
+        "score and decision per row. The threshold is the model's own (its "
+        "decision_threshold metadata), else evaluate.threshold; --config supplies "
+        "data.na_values and shadow.id_column. OUT appears whole or not at all, and only an "
+        "earlier predictions file is ever replaced.",
+        epilog=PREDICT_EXAMPLES,
+    )
+    _add_config_args(pred)
+    pred.add_argument("--model", required=True, type=Path, metavar="MODEL.onnx",
+                      help="sslops export's model.onnx (or its int8 copy)")  # fmt: skip
+    pred.add_argument("--data", required=True, type=Path, metavar="FILE.csv|DIR",
+                      help="rows to score: one CSV, or a folder of CSVs (by name)")  # fmt: skip
+    pred.add_argument("--out", required=True, type=Path, metavar="FILE.csv",
+                      help="PREDICTIONS.csv to write")  # fmt: skip
+    pred.add_argument("--id-column", metavar="COLUMN",
+                      help="column whose values name the rows (default: shadow.id_column)")  # fmt: skip
+    pred.add_argument("--threshold", type=float, metavar="P",
+                      help="decision threshold in (0, 1), overriding the model's")  # fmt: skip
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from sslops.predict import predict
+
+    cfg = load_config(args.config, args.overrides) if args.config or args.overrides else None
+    done = predict(args.model, args.data, args.out, cfg, id_column=args.id_column,
+                   threshold=args.threshold)  # fmt: skip
+    share = done.positive / done.rows if done.rows else 0.0
+    skipped = f"; {done.empty_rows} empty row(s) skipped" if done.empty_rows else ""
+    print(
+        f"predict: {done.rows:,} rows from {done.files} file(s), {done.positive:,} ({share:.1%}) "
+        f"at or above threshold {done.threshold:g}{skipped}; wrote {done.out}"
+    )
+    return 0
 
 
 def _cmd_audit_tool(args: argparse.Namespace) -> int:
@@ -461,6 +515,8 @@ def main(argv: list[str] | None = None) -> int:
             return k8s_commands.run(args)
         if args.command in shadow_commands.COMMANDS:
             return shadow_commands.run(args)
+        if args.command == "predict":
+            return _cmd_predict(args)
         if args.command == "audit" and args.audit_command:
             return _cmd_audit_tool(args)
         if args.command == "audit":

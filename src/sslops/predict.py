@@ -1,0 +1,148 @@
+"""Batch scoring: an exported model over new rows, one probability and decision per row.
+
+``sslops predict`` reads one CSV, or every CSV of a folder (by name), feeds each row's raw
+columns to the ONNX model ``sslops export`` wrote (preprocessing is inside the graph, so
+the rows need no preparing) and writes ``PREDICTIONS.csv``: ``row_id``, ``score`` (the
+probability of the positive class) and ``label`` (the decision, ``score >= threshold``).
+That is the format ``sslops shadow --incumbent`` reads, so today's predictions are
+tomorrow's incumbent log.
+
+Rows are read as the shadow test reads batches (:func:`sslops.shadow.scoring.read_batch`:
+``data.na_values`` mark missing cells, rows with no value at all are skipped and counted),
+and fed as :class:`sslops.shadow.scoring.OnnxClassifier` feeds them. The threshold is the
+one the model carries (``decision_threshold`` in its metadata), else
+``evaluate.threshold``; ``--threshold`` overrides both. The file appears whole or not at
+all: it is written beside its final name and renamed, and an existing file is replaced
+only when it is an earlier ``PREDICTIONS.csv`` (never an input, never another file).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sslops.config import Config
+from sslops.errors import ArtifactError, DataError
+from sslops.progress import task_progress
+from sslops.shadow.scoring import PREDICTION_COLUMNS, OnnxClassifier, batch_files, read_batch
+
+DEFAULT_NA = ["?", ""]
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    out: Path
+    rows: int
+    files: int
+    positive: int
+    threshold: float
+    empty_rows: int
+
+
+def check_output(out: Path, inputs: list[Path]) -> None:
+    """``out`` may be written: not a folder, not an input, and not a file of someone else's."""
+    if out.is_dir():
+        raise ArtifactError(f"--out {out} is a folder; expected the CSV file to write")
+    target = out.resolve()
+    for source in inputs:
+        if source.exists() and source.resolve() == target:
+            raise ArtifactError(
+                f"--out {out} is an input ({source}); writing it would destroy it: choose "
+                "another file name"
+            )
+    if not out.exists():
+        return
+    with open(out, encoding="utf-8", errors="replace") as fh:
+        header = fh.readline().strip()
+    if header != ",".join(PREDICTION_COLUMNS):
+        raise ArtifactError(
+            f"--out {out} exists and is not an earlier predictions file (its first line is "
+            f"{header[:60]!r}, expected {','.join(PREDICTION_COLUMNS)!r}); nothing was written: "
+            "choose a new file name"
+        )
+
+
+def _model_takes_columns(model: OnnxClassifier) -> None:
+    arrays = [i for i in model.inputs if len(i.shape) > 2]
+    if arrays:
+        spec = arrays[0]
+        raise DataError(
+            f"--model {model.path}: input {spec.name!r} is an array {spec.shape} (an image or "
+            "series model); sslops predict scores tables, one raw column per model input: "
+            "feed the array to onnxruntime (README, 'Images and time series')"
+        )
+
+
+def predict(
+    model_path: Path,
+    data: Path,
+    out: Path,
+    cfg: Config | None = None,
+    *,
+    id_column: str | None = None,
+    threshold: float | None = None,
+) -> PredictResult:
+    """Score every row of ``data`` (a CSV or a folder of CSVs) with ``model_path``; write ``out``."""
+    model_path, data, out = Path(model_path), Path(data), Path(out)
+    if not model_path.is_file():
+        raise DataError(f"--model {model_path}: no such file; expected sslops export's model.onnx")
+    if threshold is not None and not 0 < threshold < 1:
+        raise DataError(f"--threshold {threshold}: expected a probability between 0 and 1")
+    files = batch_files(data)
+    check_output(out, [model_path, *files])
+    if not out.parent.is_dir():
+        raise ArtifactError(f"--out {out}: folder {out.parent} does not exist")
+    default = cfg.evaluate.threshold if cfg else 0.5
+    model = OnnxClassifier(model_path, default, "--model")
+    _model_takes_columns(model)
+    cut = model.threshold if threshold is None else threshold
+    na = cfg.data.na_values if cfg else DEFAULT_NA
+    if id_column is None and cfg is not None:
+        id_column = cfg.shadow.id_column
+
+    ids: list[np.ndarray] = []
+    scores: list[np.ndarray] = []
+    empty = 0
+    with task_progress("predict", len(files)) as progress:
+        for step, path in enumerate(files, 1):
+            batch = read_batch(path, na, id_column, "--data")
+            scores.append(model.score(batch).score)
+            ids.append(batch.row_ids)
+            empty += batch.empty_rows
+            progress.update(step, f"{path.name}: {len(batch.frame):,} rows")
+    row_ids, score = np.concatenate(ids), np.concatenate(scores)
+    seen: dict[str, int] = {}
+    for i, row_id in enumerate(row_ids):
+        if row_id in seen:
+            raise DataError(
+                f"--data: row id {row_id!r} occurs more than once (rows {seen[row_id] + 1} and "
+                f"{i + 1} in file order); expected unique ids"
+                + (f" in column {id_column!r}" if id_column else ": rename one of the files")
+            )
+        seen[row_id] = i
+    if not np.all(np.isfinite(score)):
+        bad = int(np.flatnonzero(~np.isfinite(score))[0])
+        raise DataError(f"--model {model_path} gave a non-finite score for row {row_ids[bad]!r}")
+    label = (score >= cut).astype(int)
+    _write(out, row_ids, score, label)
+    return PredictResult(out, len(score), len(files), int(label.sum()), cut, empty)
+
+
+def _write(out: Path, row_ids: np.ndarray, score: np.ndarray, label: np.ndarray) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            writer = csv.writer(fh, lineterminator="\n")
+            writer.writerow(PREDICTION_COLUMNS)
+            writer.writerows(
+                zip(row_ids.tolist(), (f"{s:.9g}" for s in score), label.tolist(), strict=True)
+            )
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,132 @@
+"""sslops predict: the exported model over new CSV rows, checked against the torch model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pandas as pd
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+from sslops.cli import main
+from sslops.config import Config
+from sslops.models.tabular import load_classifier
+from sslops.prepare.dataset import PreparedData
+from sslops.shadow.scoring import PredictionLog
+
+
+@pytest.fixture
+def rows(stage_artifacts: dict[str, Path], tmp_path: Path) -> tuple[Path, pd.DataFrame]:
+    """The prepared test split's raw columns as a CSV a user would bring, with an id column."""
+    frame = PreparedData(stage_artifacts["prepare"]).test.frame.copy()
+    frame.insert(0, "id", [f"r{i:05d}" for i in range(len(frame))])
+    path = tmp_path / "new.csv"
+    frame.to_csv(path, index=False)
+    return path, frame
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str, str]:
+    code = main(["predict", *map(str, argv)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_scores_match_the_torch_model_and_read_back_as_an_incumbent_log(
+    stage_artifacts: dict[str, Path], small_config: Config, rows: tuple[Path, pd.DataFrame],
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    data, frame = rows
+    out = tmp_path / "predictions.csv"
+    model = stage_artifacts["export"] / "model.onnx"
+    code, printed, _ = _run(capsys, "--model", model, "--data", data, "--out", out,
+                            "--id-column", "id")  # fmt: skip
+    assert code == 0 and f"{len(frame):,} rows" in printed
+    written = pd.read_csv(out, dtype={"row_id": str})
+    assert list(written.columns) == ["row_id", "score", "label"]
+    assert written["row_id"].tolist() == frame["id"].tolist()
+    classifier, _ = load_classifier(stage_artifacts["finetune"], small_config.export.model)
+    with torch.no_grad():
+        expected = classifier(
+            torch.from_numpy(PreparedData(stage_artifacts["prepare"]).test.features)
+        )
+    np.testing.assert_allclose(written["score"], expected.numpy(), atol=1e-5)
+    threshold = small_config.evaluate.threshold
+    assert (written["label"] == (written["score"] >= threshold)).all()
+    assert 0 < written["label"].sum() < len(written)
+    log = PredictionLog(out, threshold)  # what sslops shadow --incumbent reads
+    assert np.array_equal(log.table["decision"].to_numpy(), written["label"].to_numpy())
+
+    lower = tmp_path / "lower.csv"
+    assert (
+        _run(capsys, "--model", model, "--data", data, "--out", lower, "--threshold", "0.2")[0] == 0
+    )
+    relabeled = pd.read_csv(lower)
+    assert (relabeled["label"] == (written["score"] >= 0.2)).all()
+    assert relabeled["label"].sum() > written["label"].sum()
+    assert relabeled["row_id"].iloc[0] == "new:0"  # no id column: '<file stem>:<row>'
+
+
+def test_a_folder_of_batches_and_an_earlier_predictions_file_replaced(
+    stage_artifacts: dict[str, Path], rows: tuple[Path, pd.DataFrame], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    _, frame = rows
+    folder = tmp_path / "batches"
+    folder.mkdir()
+    frame.iloc[:40].to_csv(folder / "2026-11-01.csv", index=False)
+    frame.iloc[40:100].to_csv(folder / "2026-11-02.csv", index=False)
+    out = tmp_path / "predictions.csv"
+    out.write_text("row_id,score,label\nold:0,0.5,1\n")
+    model = stage_artifacts["export"] / "model.onnx"
+    code, printed, _ = _run(capsys, "--model", model, "--data", folder, "--out", out)
+    assert code == 0 and "100 rows from 2 file(s)" in printed
+    ids = pd.read_csv(out)["row_id"].tolist()
+    assert ids[0] == "2026-11-01:0" and ids[40] == "2026-11-02:0" and len(ids) == 100
+
+
+def _array_model(path: Path) -> Path:
+    """An ONNX model shaped like an exported image model: one [batch, C, H, W] input."""
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 28, 28])
+    y = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 784])
+    graph = helper.make_graph([helper.make_node("Flatten", ["input"], ["probabilities"])],
+                              "images", [x], [y])  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    return path
+
+
+def test_bad_input_is_one_line_and_nothing_is_written_or_lost(
+    stage_artifacts: dict[str, Path], rows: tuple[Path, pd.DataFrame], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    data, frame = rows
+    model = stage_artifacts["export"] / "model.onnx"
+    out = tmp_path / "predictions.csv"
+    no_age = tmp_path / "no_age.csv"
+    frame.drop(columns=["age"]).to_csv(no_age, index=False)
+    twice = tmp_path / "twice.csv"
+    pd.concat([frame.iloc[:3], frame.iloc[:1]]).to_csv(twice, index=False)
+    mine = tmp_path / "mine.csv"
+    mine.write_text("my,own\n1,2\n")
+    cases = {
+        "missing column 'age'": ["--model", model, "--data", no_age, "--out", out],
+        "occurs more than once": ["--model", model, "--data", twice, "--out", out,
+                                  "--id-column", "id"],
+        "is an input": ["--model", model, "--data", data, "--out", data],
+        "not an earlier predictions file": ["--model", model, "--data", data, "--out", mine],
+        "an image or series model": ["--model", _array_model(tmp_path / "img.onnx"),
+                                     "--data", data, "--out", out],
+        "no such file": ["--model", tmp_path / "nope.onnx", "--data", data, "--out", out],
+        "between 0 and 1": ["--model", model, "--data", data, "--out", out, "--threshold", "1.5"],
+    }  # fmt: skip
+    before = {p: p.read_bytes() for p in (data, mine)}
+    for expected, argv in cases.items():
+        code, printed, err = _run(capsys, *argv)
+        assert code == 2 and printed == "", expected
+        errors = [line for line in err.splitlines() if line.startswith("error")]
+        assert errors == [err.splitlines()[-1]] and expected in errors[0], err  # progress above
+        assert not out.exists(), expected
+    assert all(p.read_bytes() == content for p, content in before.items())
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
