@@ -347,8 +347,21 @@ def test_cell_text_is_what_prepare_wrote_for_a_typed_column(values: list[Any]) -
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from sslops.data.canonicalize import cell_text
+    from sslops.data.canonicalize import cell_text, cell_texts
 
     arrow = pc.cast(pa.array(values), pa.string()).to_pylist()
     assert [cell_text(v) for v in values] == arrow
     assert [cell_text(v) for v in pd.Series([*values, None]).to_numpy(dtype=object)] == [*arrow, ""]
+    # the column-wise version (factorized: each distinct value converted once), repeats and
+    # missing cells included, typed and as an object column
+    column = pd.Series([*values, None, *values[::-1]])
+    expected = [*arrow, "", *arrow[::-1]]
+    assert cell_texts(column).tolist() == expected
+    assert cell_texts(column.astype(object)).tolist() == expected
+
+
+def test_cell_texts_keeps_true_and_1_apart_in_an_object_column() -> None:
+    from sslops.data.canonicalize import cell_texts
+
+    mixed = pd.Series([True, 1, 1.0, None, "1"], dtype=object)
+    assert cell_texts(mixed).tolist() == ["true", "1", "1", "", "1"]

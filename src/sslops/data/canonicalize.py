@@ -60,6 +60,19 @@ def cell_text(value: Any) -> str:
     return str(value)
 
 
+def cell_texts(column: pd.Series) -> np.ndarray:
+    """:func:`cell_text` of every cell, as an object array (what an ONNX string input takes).
+
+    A typed column is factorized first, so each distinct value is converted once (a few
+    dozen categories instead of a call per row); an object column, where ``True`` and ``1``
+    would hash alike, is converted cell by cell."""
+    if column.dtype == object:
+        return np.array([cell_text(v) for v in column.to_numpy(dtype=object)], dtype=object)
+    codes, uniques = pd.factorize(column, use_na_sentinel=True)
+    table = np.array([*(cell_text(u) for u in uniques), ""], dtype=object)
+    return table[codes]  # missing (code -1) -> the last entry, ""
+
+
 def canonical_strings(
     values: pd.Series, na_values: list[str], weights: np.ndarray | None = None
 ) -> tuple[pd.Series, int]:

@@ -28,7 +28,7 @@ import torch
 from onnx import TensorProto, helper
 from torch import nn
 
-from sslops.data.canonicalize import cell_text
+from sslops.data.canonicalize import cell_texts
 from sslops.data.encoding import MISSING, OTHER, TabularEncoding
 from sslops.errors import DataError
 from sslops.models.tabular import TabularClassifier
@@ -95,8 +95,7 @@ def raw_inputs(encoding: TabularEncoding, frame: pd.DataFrame) -> dict[str, np.n
     for num in encoding.numeric:
         feed[num.name] = frame[num.name].astype("float64").to_numpy().astype(np.float32)
     for cat in encoding.categorical:
-        values = frame[cat.name].to_numpy(dtype=object)
-        feed[cat.name] = np.array([cell_text(v) for v in values], dtype=object)
+        feed[cat.name] = cell_texts(frame[cat.name])
     return feed
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sslops.data.canonicalize import canonicalize, cell_text
+from sslops.data.canonicalize import canonicalize, cell_texts
 from sslops.data.readers import read_csv
 from sslops.errors import DataError
 
@@ -132,8 +132,7 @@ class OnnxClassifier:
         for spec in self.inputs:
             column = batch.frame[spec.name]
             if spec.type == "tensor(string)":
-                values = column.to_numpy(dtype=object)
-                array = np.array([cell_text(v) for v in values], dtype=object)
+                array = cell_texts(column)
             elif spec.type in _ORT_TYPES:
                 numbers = pd.to_numeric(column, errors="coerce")
                 bad = numbers.isna() & column.notna()
