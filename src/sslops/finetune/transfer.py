@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sslops.models.tabular import TabularClassifier
+from sslops.optim import adamw
 
 Penalty = Callable[..., torch.Tensor]  # (probabilities, rows=None) -> scalar
 
@@ -99,9 +100,7 @@ def fine_tune(
     """Train a copy of ``start`` (encoder + head); ``start`` is left untouched."""
     model = copy.deepcopy(start).train()
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(
-        _param_groups(model, settings), weight_decay=settings.weight_decay
-    )
+    optimizer = adamw(_param_groups(model, settings), weight_decay=settings.weight_decay)
     n = len(y_labeled)
     batch = min(settings.batch_size, n)
     steps = max(n // batch, 1)

@@ -29,6 +29,7 @@ from sslops.config import Config
 from sslops.errors import ArtifactError, ConfigError
 from sslops.objectives import Draws
 from sslops.objectives.gather import world
+from sslops.optim import adamw
 from sslops.pretrain.checkpoint import (
     fingerprint,
     latest_checkpoint,
@@ -103,7 +104,7 @@ def train(
         # (gloo has no SyncBatchNorm kernels; CPU ranks keep per-rank statistics).
         task = torch.nn.SyncBatchNorm.convert_sync_batchnorm(task)
     model: torch.nn.Module = DistributedDataParallel(task) if size > 1 else task
-    optimizer = torch.optim.AdamW(
+    optimizer = adamw(
         parameter_groups(task, cfg), lr=pc.learning_rate, weight_decay=pc.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
