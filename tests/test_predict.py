@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
+from sslops.artifacts import sha256_file
 from sslops.cli import main
 from sslops.config import Config
 from sslops.models.tabular import load_classifier
@@ -58,6 +60,12 @@ def test_scores_match_the_torch_model_and_read_back_as_an_incumbent_log(
     assert 0 < written["label"].sum() < len(written)
     log = PredictionLog(out, threshold)  # what sslops shadow --incumbent reads
     assert np.array_equal(log.table["decision"].to_numpy(), written["label"].to_numpy())
+    record = json.loads((tmp_path / "predictions.meta.json").read_text())  # provenance
+    assert record["model"]["sha256"] == sha256_file(model) and record["rows"] == len(frame)
+    assert record["data"] == [{"path": str(data.resolve()), "sha256": sha256_file(data),
+                               "rows": len(frame), "empty_rows_skipped": 0}]  # fmt: skip
+    assert record["threshold_from"] == "the model's decision_threshold metadata"
+    assert record["label_1_rows"] == written["label"].sum()
 
     lower = tmp_path / "lower.csv"
     assert (
@@ -67,6 +75,8 @@ def test_scores_match_the_torch_model_and_read_back_as_an_incumbent_log(
     assert (relabeled["label"] == (written["score"] >= 0.2)).all()
     assert relabeled["label"].sum() > written["label"].sum()
     assert relabeled["row_id"].iloc[0] == "new:0"  # no id column: '<file stem>:<row>'
+    lower_record = json.loads((tmp_path / "lower.meta.json").read_text())
+    assert (lower_record["threshold"], lower_record["threshold_from"]) == (0.2, "--threshold")
 
 
 def test_a_folder_of_batches_and_an_earlier_predictions_file_replaced(
@@ -80,11 +90,14 @@ def test_a_folder_of_batches_and_an_earlier_predictions_file_replaced(
     frame.iloc[40:100].to_csv(folder / "2026-11-02.csv", index=False)
     out = tmp_path / "predictions.csv"
     out.write_text("row_id,score,label\nold:0,0.5,1\n")
+    (tmp_path / "predictions.meta.json").write_text('{"predictions": "predictions.csv"}')
     model = stage_artifacts["export"] / "model.onnx"
     code, printed, _ = _run(capsys, "--model", model, "--data", folder, "--out", out)
     assert code == 0 and "100 rows from 2 file(s)" in printed
     ids = pd.read_csv(out)["row_id"].tolist()
     assert ids[0] == "2026-11-01:0" and ids[40] == "2026-11-02:0" and len(ids) == 100
+    record = json.loads((tmp_path / "predictions.meta.json").read_text())
+    assert record["rows"] == 100 and [d["rows"] for d in record["data"]] == [40, 60]
 
 
 def _array_model(path: Path) -> Path:
@@ -110,23 +123,27 @@ def test_bad_input_is_one_line_and_nothing_is_written_or_lost(
     pd.concat([frame.iloc[:3], frame.iloc[:1]]).to_csv(twice, index=False)
     mine = tmp_path / "mine.csv"
     mine.write_text("my,own\n1,2\n")
+    (tmp_path / "notes.meta.json").write_text('{"my": "notes"}\n')
     cases = {
         "missing column 'age'": ["--model", model, "--data", no_age, "--out", out],
         "occurs more than once": ["--model", model, "--data", twice, "--out", out,
                                   "--id-column", "id"],
         "is an input": ["--model", model, "--data", data, "--out", data],
         "not an earlier predictions file": ["--model", model, "--data", data, "--out", mine],
+        "not the provenance record": ["--model", model, "--data", data,
+                                      "--out", tmp_path / "notes.csv"],
         "an image or series model": ["--model", _array_model(tmp_path / "img.onnx"),
                                      "--data", data, "--out", out],
         "no such file": ["--model", tmp_path / "nope.onnx", "--data", data, "--out", out],
         "between 0 and 1": ["--model", model, "--data", data, "--out", out, "--threshold", "1.5"],
     }  # fmt: skip
-    before = {p: p.read_bytes() for p in (data, mine)}
+    before = {p: p.read_bytes() for p in (data, mine, tmp_path / "notes.meta.json")}
     for expected, argv in cases.items():
         code, printed, err = _run(capsys, *argv)
         assert code == 2 and printed == "", expected
         errors = [line for line in err.splitlines() if line.startswith("error")]
         assert errors == [err.splitlines()[-1]] and expected in errors[0], err  # progress above
-        assert not out.exists(), expected
+        assert not out.exists() and not (tmp_path / "predictions.meta.json").exists(), expected
+        assert not (tmp_path / "notes.csv").exists(), expected
     assert all(p.read_bytes() == content for p, content in before.items())
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

@@ -39,6 +39,9 @@ examples:
 """
 
 PREDICT_EXAMPLES = """\
+Writes OUT and, beside it, <name>.meta.json: the model's and each input's sha256, the
+threshold and where it came from, row counts.
+
 PREDICTIONS.csv: one row per scored row, the format sslops shadow --incumbent reads
   row_id  the --id-column's value, else '<file stem>:<row number>' (0-based, after the header)
   score   the model's probability of the positive class
@@ -339,7 +342,7 @@ def _predict_parser(sub: Any) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from sslops.predict import predict
+    from sslops.predict import meta_path, predict
 
     cfg = load_config(args.config, args.overrides) if args.config or args.overrides else None
     done = predict(args.model, args.data, args.out, cfg, id_column=args.id_column,
@@ -348,7 +351,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     skipped = f"; {done.empty_rows} empty row(s) skipped" if done.empty_rows else ""
     print(
         f"predict: {done.rows:,} rows from {done.files} file(s), {done.positive:,} ({share:.1%}) "
-        f"at or above threshold {done.threshold:g}{skipped}; wrote {done.out}"
+        f"at or above threshold {done.threshold:g}{skipped}; wrote {done.out} and "
+        f"{meta_path(done.out).name}"
     )
     return 0
 

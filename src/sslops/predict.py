@@ -5,27 +5,34 @@ columns to the ONNX model ``sslops export`` wrote (preprocessing is inside the g
 the rows need no preparing) and writes ``PREDICTIONS.csv``: ``row_id``, ``score`` (the
 probability of the positive class) and ``label`` (the decision, ``score >= threshold``).
 That is the format ``sslops shadow --incumbent`` reads, so today's predictions are
-tomorrow's incumbent log.
+tomorrow's incumbent log. Beside it, ``<stem>.meta.json`` says which model made the
+decisions (its sha256 and threshold, and where the threshold came from) from which files
+(their sha256 and row counts), so a filed decision can be traced to the bundle's model.
 
 Rows are read as the shadow test reads batches (:func:`sslops.shadow.scoring.read_batch`:
 ``data.na_values`` mark missing cells, rows with no value at all are skipped and counted),
 and fed as :class:`sslops.shadow.scoring.OnnxClassifier` feeds them. The threshold is the
 one the model carries (``decision_threshold`` in its metadata), else
 ``evaluate.threshold``; ``--threshold`` overrides both. The file appears whole or not at
-all: it is written beside its final name and renamed, and an existing file is replaced
-only when it is an earlier ``PREDICTIONS.csv`` (never an input, never another file).
+all: both files are written beside their final names and renamed, and an existing file
+is replaced only when it is an earlier ``PREDICTIONS.csv`` (never an input, never another
+file).
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import tempfile
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
+from sslops import __version__
+from sslops.artifacts import sha256_file
 from sslops.config import Config
 from sslops.errors import ArtifactError, DataError
 from sslops.progress import task_progress
@@ -44,6 +51,12 @@ class PredictResult:
     empty_rows: int
 
 
+def meta_path(out: Path) -> Path:
+    """The provenance file beside ``out``: ``predictions.csv`` -> ``predictions.meta.json``."""
+    name = out.name.removesuffix(".gz").removesuffix(".csv")
+    return out.with_name(f"{name}.meta.json")
+
+
 def check_output(out: Path, inputs: list[Path]) -> None:
     """``out`` may be written: not a folder, not an input, and not a file of someone else's."""
     if out.is_dir():
@@ -55,6 +68,12 @@ def check_output(out: Path, inputs: list[Path]) -> None:
                 f"--out {out} is an input ({source}); writing it would destroy it: choose "
                 "another file name"
             )
+    meta = meta_path(out)
+    if meta.exists() and not _ours(meta, out):
+        raise ArtifactError(
+            f"--out {out}: {meta} exists and is not the provenance record of earlier "
+            f"predictions in {out.name}; nothing was written: choose another file name"
+        )
     if not out.exists():
         return
     with open(out, encoding="utf-8", errors="replace") as fh:
@@ -65,6 +84,14 @@ def check_output(out: Path, inputs: list[Path]) -> None:
             f"{header[:60]!r}, expected {','.join(PREDICTION_COLUMNS)!r}); nothing was written: "
             "choose a new file name"
         )
+
+
+def _ours(meta: Path, out: Path) -> bool:
+    try:
+        record = json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and record.get("predictions") == out.name
 
 
 def _model_takes_columns(model: OnnxClassifier) -> None:
@@ -101,12 +128,17 @@ def predict(
     model = OnnxClassifier(model_path, default, "--model")
     _model_takes_columns(model)
     cut = model.threshold if threshold is None else threshold
+    source = "--threshold" if threshold is not None else (
+        "the model's decision_threshold metadata" if model.has_threshold
+        else "evaluate.threshold" if cfg else "the default 0.5"
+    )  # fmt: skip
     na = cfg.data.na_values if cfg else DEFAULT_NA
     if id_column is None and cfg is not None:
         id_column = cfg.shadow.id_column
 
     ids: list[np.ndarray] = []
     scores: list[np.ndarray] = []
+    inputs: list[dict[str, object]] = []
     empty = 0
     with task_progress("predict", len(files)) as progress:
         for step, path in enumerate(files, 1):
@@ -114,6 +146,8 @@ def predict(
             scores.append(model.score(batch).score)
             ids.append(batch.row_ids)
             empty += batch.empty_rows
+            inputs.append({"path": str(path.resolve()), "sha256": sha256_file(path),
+                           "rows": len(batch.frame), "empty_rows_skipped": batch.empty_rows})  # fmt: skip
             progress.update(step, f"{path.name}: {len(batch.frame):,} rows")
     row_ids, score = np.concatenate(ids), np.concatenate(scores)
     seen: dict[str, int] = {}
@@ -129,20 +163,49 @@ def predict(
         bad = int(np.flatnonzero(~np.isfinite(score))[0])
         raise DataError(f"--model {model_path} gave a non-finite score for row {row_ids[bad]!r}")
     label = (score >= cut).astype(int)
-    _write(out, row_ids, score, label)
+    provenance = {
+        "sslops_version": __version__,
+        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "predictions": out.name,
+        "columns": {
+            "row_id": f"column {id_column!r}" if id_column else "<file stem>:<row>",
+            "score": "probability of the positive class",
+            "label": "1 where score >= threshold",
+        },
+        "model": {"path": str(model_path.resolve()), "sha256": sha256_file(model_path)},
+        "threshold": cut,
+        "threshold_from": source,
+        "data": inputs,
+        "rows": len(score),
+        "label_1_rows": int(label.sum()),
+    }
+    _write(out, row_ids, score, label, provenance)
     return PredictResult(out, len(score), len(files), int(label.sum()), cut, empty)
 
 
-def _write(out: Path, row_ids: np.ndarray, score: np.ndarray, label: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+def _write(
+    out: Path, row_ids: np.ndarray, score: np.ndarray, label: np.ndarray,
+    provenance: dict[str, object],
+) -> None:  # fmt: skip
+    """Both files beside their final names, then renamed: the provenance first, so a
+    predictions file never stands without the record of what made it."""
+    temps: list[str] = []
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        temps.append(tmp)
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             writer = csv.writer(fh, lineterminator="\n")
             writer.writerow(PREDICTION_COLUMNS)
             writer.writerows(
                 zip(row_ids.tolist(), (f"{s:.9g}" for s in score), label.tolist(), strict=True)
             )
+        fd, tmp_meta = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        temps.append(tmp_meta)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(provenance, indent=2) + "\n")
+        os.replace(tmp_meta, meta_path(out))
         os.replace(tmp, out)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        for path in temps:
+            Path(path).unlink(missing_ok=True)
         raise
