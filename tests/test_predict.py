@@ -141,8 +141,7 @@ def test_bad_input_is_one_line_and_nothing_is_written_or_lost(
     for expected, argv in cases.items():
         code, printed, err = _run(capsys, *argv)
         assert code == 2 and printed == "", expected
-        errors = [line for line in err.splitlines() if line.startswith("error")]
-        assert errors == [err.splitlines()[-1]] and expected in errors[0], err  # progress above
+        assert err.startswith("error: ") and expected in err and err.count("\n") == 1, err
         assert not out.exists() and not (tmp_path / "predictions.meta.json").exists(), expected
         assert not (tmp_path / "notes.csv").exists(), expected
     assert all(p.read_bytes() == content for p, content in before.items())

@@ -140,28 +140,19 @@ def predict(
     scores: list[np.ndarray] = []
     inputs: list[dict[str, object]] = []
     empty = 0
+    seen: dict[str, str] = {}  # row id -> the file it came from
     with task_progress("predict", len(files)) as progress:
         for step, path in enumerate(files, 1):
             batch = read_batch(path, na, id_column, "--data")
-            scores.append(model.score(batch).score)
+            batch_score = model.score(batch).score
+            _check_batch(batch.row_ids, batch_score, path, seen, id_column, model_path)
+            scores.append(batch_score)
             ids.append(batch.row_ids)
             empty += batch.empty_rows
             inputs.append({"path": str(path.resolve()), "sha256": sha256_file(path),
                            "rows": len(batch.frame), "empty_rows_skipped": batch.empty_rows})  # fmt: skip
             progress.update(step, f"{path.name}: {len(batch.frame):,} rows")
     row_ids, score = np.concatenate(ids), np.concatenate(scores)
-    seen: dict[str, int] = {}
-    for i, row_id in enumerate(row_ids):
-        if row_id in seen:
-            raise DataError(
-                f"--data: row id {row_id!r} occurs more than once (rows {seen[row_id] + 1} and "
-                f"{i + 1} in file order); expected unique ids"
-                + (f" in column {id_column!r}" if id_column else ": rename one of the files")
-            )
-        seen[row_id] = i
-    if not np.all(np.isfinite(score)):
-        bad = int(np.flatnonzero(~np.isfinite(score))[0])
-        raise DataError(f"--model {model_path} gave a non-finite score for row {row_ids[bad]!r}")
     label = (score >= cut).astype(int)
     provenance = {
         "sslops_version": __version__,
@@ -181,6 +172,29 @@ def predict(
     }
     _write(out, row_ids, score, label, provenance)
     return PredictResult(out, len(score), len(files), int(label.sum()), cut, empty)
+
+
+def _check_batch(
+    row_ids: np.ndarray, score: np.ndarray, path: Path, seen: dict[str, str],
+    id_column: str | None, model_path: Path,
+) -> None:  # fmt: skip
+    """Unique row ids over all files so far, and a finite score for every row (checked
+    before the file's progress line, so a bad file ends with its error alone)."""
+    if not np.all(np.isfinite(score)):
+        bad = int(np.flatnonzero(~np.isfinite(score))[0])
+        raise DataError(
+            f"--model {model_path} gave a non-finite score for row {row_ids[bad]!r} of {path}; "
+            "expected finite inputs (an overflowing number such as 1e308?)"
+        )
+    for row_id in row_ids:
+        if row_id in seen:
+            where = "earlier in it" if seen[row_id] == str(path) else f"in {seen[row_id]}"
+            raise DataError(
+                f"--data {path}: row id {row_id!r} occurs more than once (also {where}); "
+                + (f"expected unique values in column {id_column!r}" if id_column
+                   else "expected files with different names")
+            )  # fmt: skip
+        seen[row_id] = str(path)
 
 
 def _write(

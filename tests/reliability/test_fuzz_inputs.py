@@ -1,4 +1,4 @@
-"""Fuzzed input (hypothesis) to ``sslops prepare``, ``sslops config`` and ``sslops run``.
+"""Fuzzed input (hypothesis) to ``sslops prepare``, ``config``, ``run`` and ``predict``.
 
 Malformed CSV rows, other encodings, NaN/inf, empty and truncated files, duplicate or
 missing headers, absurd values, random bytes; wrong types and shapes of config values,
@@ -178,6 +178,38 @@ def test_fuzzed_csv_to_prepare(base_rows: list[list[str]]) -> None:
             with captured() as output:
                 code = main(argv)
             check_outcome("prepare CSV", code, output, out)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    case()
+
+
+def test_fuzzed_csv_to_predict(
+    base_rows: list[list[str]], stage_artifacts: dict[str, Path]
+) -> None:
+    """New rows for the exported model, damaged as for prepare (the label column is not
+    needed here and is ignored): PREDICTIONS.csv and its record, or one error line and no
+    file at all."""
+    model = stage_artifacts["export"] / "model.onnx"
+
+    @fuzz(120)
+    @given(data=damaged_csv(base_rows))
+    def case(data: bytes) -> None:
+        FUZZ_COUNTS["predict CSV cases"] += 1
+        work = Path(tempfile.mkdtemp(prefix="sslops-fuzz-"))
+        try:
+            (work / "rows.csv").write_bytes(data)
+            out = work / "predictions.csv"
+            argv = ["predict", "--config", str(CONFIG), "--model", str(model),
+                    "--data", str(work / "rows.csv"), "--out", str(out)]  # fmt: skip
+            with captured() as output:
+                code = main(argv)
+            check_outcome("predict CSV", code, output, None)
+            if code == 0:
+                assert out.is_file() and (work / "predictions.meta.json").is_file()
+            else:
+                assert not out.exists() and not (work / "predictions.meta.json").exists()
+            assert not [p.name for p in work.iterdir() if p.name.endswith(".tmp")]
         finally:
             shutil.rmtree(work, ignore_errors=True)
 

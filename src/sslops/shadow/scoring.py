@@ -140,7 +140,8 @@ class OnnxClassifier:
                 if bad.any():
                     raise DataError(
                         f"--data {batch.path}: column {spec.name!r} has non-numeric value "
-                        f"{column[bad].iloc[0]!r}; {self.path.name} expects numbers"
+                        f"{column[bad].iloc[0]!r}; {self.path.name} expects numbers (a "
+                        "marker of a missing value belongs in data.na_values)"
                     )
                 array = numbers.astype("float64").to_numpy().astype(_ORT_TYPES[spec.type])
             else:
