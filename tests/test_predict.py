@@ -135,6 +135,7 @@ def test_bad_input_is_one_line_and_nothing_is_written_or_lost(
         "an image or series model": ["--model", _array_model(tmp_path / "img.onnx"),
                                      "--data", data, "--out", out],
         "no such file": ["--model", tmp_path / "nope.onnx", "--data", data, "--out", out],
+        "ending in .csv": ["--model", model, "--data", data, "--out", tmp_path / "out.parquet"],
         "between 0 and 1": ["--model", model, "--data", data, "--out", out, "--threshold", "1.5"],
     }  # fmt: skip
     before = {p: p.read_bytes() for p in (data, mine, tmp_path / "notes.meta.json")}

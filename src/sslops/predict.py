@@ -36,9 +36,13 @@ from sslops.artifacts import sha256_file
 from sslops.config import Config
 from sslops.errors import ArtifactError, DataError
 from sslops.progress import task_progress
-from sslops.shadow.scoring import PREDICTION_COLUMNS, OnnxClassifier, batch_files, read_batch
-
-DEFAULT_NA = ["?", ""]
+from sslops.shadow.scoring import (
+    DEFAULT_NA,
+    PREDICTION_COLUMNS,
+    OnnxClassifier,
+    batch_files,
+    read_batch,
+)
 
 
 @dataclass(frozen=True)
@@ -53,14 +57,15 @@ class PredictResult:
 
 def meta_path(out: Path) -> Path:
     """The provenance file beside ``out``: ``predictions.csv`` -> ``predictions.meta.json``."""
-    name = out.name.removesuffix(".gz").removesuffix(".csv")
-    return out.with_name(f"{name}.meta.json")
+    return out.with_name(f"{out.name.removesuffix('.csv')}.meta.json")
 
 
 def check_output(out: Path, inputs: list[Path]) -> None:
     """``out`` may be written: not a folder, not an input, and not a file of someone else's."""
     if out.is_dir():
         raise ArtifactError(f"--out {out} is a folder; expected the CSV file to write")
+    if out.suffix.lower() != ".csv":
+        raise ArtifactError(f"--out {out}: expected a file name ending in .csv (written plain)")
     target = out.resolve()
     for source in inputs:
         if source.exists() and source.resolve() == target:

@@ -31,6 +31,7 @@ from sslops.errors import DataError
 # PREDICTIONS.csv: one row per scored row. ``label`` (the decision the incumbent took,
 # 0/1) is optional; without it the decision is ``score >= threshold``.
 PREDICTION_COLUMNS = ("row_id", "score", "label")
+DEFAULT_NA = ["?", ""]  # missing-value markers without a config (Adult's "?", an empty cell)
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int64)": np.int64}
 
 

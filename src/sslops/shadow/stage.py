@@ -23,6 +23,7 @@ from sslops.shadow.drift import column_drift, flag, numeric_drift
 from sslops.shadow.kpi import decision_costs, labels_saved, read_label_efficiency
 from sslops.shadow.report import write_report
 from sslops.shadow.scoring import (
+    DEFAULT_NA,
     Batch,
     OnnxClassifier,
     PredictionLog,
@@ -30,8 +31,6 @@ from sslops.shadow.scoring import (
     load_model,
     read_batch,
 )
-
-DEFAULT_NA = ["?", ""]
 
 
 def _labels(batch: Batch, data: DataConfig | None) -> np.ndarray:
