@@ -169,6 +169,14 @@ def test_sslops_run_on_another_csv_through_kfp_local(
     assert (f"Test split: {metrics['rows']:,} rows; fairness-mitigated, 95% bootstrap "
             f"intervals: accuracy [{low:.3f}, {high:.3f}]") in " ".join(result.stdout.split())  # fmt: skip
     assert not list(tmp_path.glob(".run.partial-*"))
+    # the console's last line is a command that scores new rows with the deployed model
+    hint = next(line for line in result.stdout.splitlines() if line.startswith("Score rows:"))
+    named = {"NEW.csv": str(other["test"]), "predictions.csv": str(tmp_path / "scored.csv")}
+    argv = [named.get(a, a) for a in hint.removeprefix("Score rows:").split()]
+    scored = subprocess.run(argv, capture_output=True, text=True, env=cli_env, timeout=120)
+    assert scored.returncode == 0, scored.stderr
+    rows = pd.read_csv(tmp_path / "scored.csv")
+    assert len(rows) == len(pd.read_csv(other["test"])) and rows["score"].between(0, 1).all()
 
 
 @pytest.mark.slow

@@ -396,7 +396,7 @@ _SSL_LABELS = {
 }
 
 
-def _print_summary(summary: dict[str, Any], out: Path) -> None:
+def _print_summary(summary: dict[str, Any], out: Path, config_path: Path | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -439,6 +439,13 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
     )
     console.print(f"Audit bundle: {summary['audit']['path']}  (model card: model_card.html)")
     console.print(f"Summary:      {out / 'summary.json'}")
+    if (out / "prepare" / "encoding.json").is_file():  # tables: the model takes raw columns
+        config = f" --config {config_path}" if config_path else ""
+        console.print(
+            f"Score rows:   sslops predict --model {summary['onnx']['path']} --data NEW.csv "
+            f"--out predictions.csv{config}",
+            soft_wrap=True,  # one line, to copy
+        )
 
 
 def _print_test_precision(console: Any, metrics_path: Path) -> None:
@@ -465,7 +472,7 @@ def _cmd_run(args: argparse.Namespace, cfg: Config) -> None:
 
     out = args.out or Path("runs") / (Path(args.config).stem if args.config else "run")
     summary = run_local(cfg, out)
-    _print_summary(summary, Path(out).resolve())
+    _print_summary(summary, Path(out).resolve(), args.config)
 
 
 def _cmd_stage(args: argparse.Namespace, cfg: Config) -> None:
