@@ -16,8 +16,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pandas as pd
 import pytest
 from fairlearn.metrics import demographic_parity_difference, equalized_odds_difference
+from PIL import Image
 
 from sslops.config import Config, load_config, validate_config
 from sslops.data.attributes import bucket, stroke_thickness, tercile_edges
@@ -161,6 +163,74 @@ def test_policy_on_upper_confidence_bounds_for_series(
     assert report["selected"] == best["name"] and report["policy_met_on_validation"]
     assert report["gap_confidence"] == 0.6
     assert "60% upper confidence bound" in report["selection_rule"]
+
+
+@pytest.mark.parametrize("dataset", ["gunpoint", "mnist"])
+def test_predict_scores_arrays_as_evaluate_did(
+    dataset: str, request: pytest.FixtureRequest, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """sslops predict with the exported image/series model: the prepared test split as a .npy
+    file gets the predictions whose accuracy evaluate reported for the deployed model; MNIST
+    images as PNG files get the same classes, and larger images are resized as prepare does."""
+    from sslops.cli import main
+    from sslops.prepare.dataset import PreparedData
+
+    a = request.getfixturevalue(dataset)
+    data = PreparedData(a["prepare"])
+    model = a["export"] / "model.onnx"
+    np.save(tmp_path / "rows.npy", data.test.features)
+    out = tmp_path / "predictions.csv"
+    assert main(["predict", "--model", str(model), "--data", str(tmp_path / "rows.npy"),
+                 "--out", str(out)]) == 0  # fmt: skip
+    written = pd.read_csv(out, dtype={"label": str})
+    classes = [str(c) for c in data.schema["classes"]]
+    assert list(written.columns) == ["row_id", "score", "label", *(f"p_{c}" for c in classes)]
+    truth = np.array([classes[k] for k in data.test.target])
+    deployed = _json(a["evaluate"] / "metrics.json")["models"]["mitigated"]["accuracy"]
+    assert np.mean(written["label"].to_numpy() == truth) == pytest.approx(deployed, abs=1e-12)
+    probabilities = written[[f"p_{c}" for c in classes]].to_numpy()
+    assert np.allclose(probabilities.sum(1), 1, atol=1e-5)
+    assert np.allclose(written["score"], probabilities.max(1))
+    record = _json(tmp_path / "predictions.meta.json")
+    assert record["classes"] == classes and record["decision"] == "argmax of probabilities"
+    if dataset == "mnist":
+        folder = tmp_path / "digits"
+        folder.mkdir()
+        for i, image in enumerate(data.test.features[:12]):
+            Image.fromarray(image[..., 0]).save(folder / f"{i:02d}.png")
+        assert main(["predict", "--model", str(model), "--data", str(folder),
+                     "--out", str(tmp_path / "png.csv")]) == 0  # fmt: skip
+        png = pd.read_csv(tmp_path / "png.csv", dtype={"label": str})
+        assert png["row_id"].tolist() == [f"{i:02d}.png" for i in range(12)]
+        assert png["label"].tolist() == written["label"].tolist()[:12]
+        big = np.repeat(np.repeat(data.test.features[:12, ..., 0], 2, axis=1), 2, axis=2)
+        np.save(tmp_path / "big.npy", big)  # 32x32 grey, no channel axis
+        assert main(["predict", "--model", str(model), "--data", str(tmp_path / "big.npy"),
+                     "--out", str(tmp_path / "big.csv")]) == 0  # fmt: skip
+        assert _json(tmp_path / "big.meta.json")["resized_or_converted"] == 12
+    capsys.readouterr()
+    bad = {
+        "the threshold is for table models": ["--data", str(tmp_path / "rows.npy"),
+                                              "--threshold", "0.3"],
+        "reads a .npy/.npz file": ["--data", str(a["prepare"] / "test.parquet")],
+        "expected": ["--data", str(_saved(tmp_path / "flat.npy", np.zeros((3, 2, 2, 2, 2))))],
+        "expected one array, or one named 'x'": [
+            "--data", str(_saved(tmp_path / "two.npz", np.zeros(3), np.ones(3)))],
+    }  # fmt: skip
+    for expected, argv in bad.items():
+        code = main(["predict", "--model", str(model), "--out", str(tmp_path / "bad.csv"), *argv])
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith("error: ") and expected in err, (expected, err)
+        assert err.count("\n") == 1 and not (tmp_path / "bad.csv").exists(), err
+
+
+def _saved(path: Path, *arrays: np.ndarray) -> Path:
+    if path.suffix == ".npz":
+        np.savez(path, *arrays)
+    else:
+        np.save(path, arrays[0])
+    return path
 
 
 def test_unknown_group_attribute_is_a_config_error() -> None:

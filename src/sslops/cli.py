@@ -51,6 +51,7 @@ examples:
   sslops predict --model runs/adult/export/model.onnx --data new.csv --out predictions.csv \\
                  --config configs/adult.yaml          # '?' marks missing, as in training
   sslops predict --model model.onnx --data batches/ --out predictions.csv --id-column id
+  sslops predict --model runs/mnist/export/model.onnx --data scans/ --out digits.csv  # images
 """
 
 
@@ -324,15 +325,18 @@ def _predict_parser(sub: Any) -> None:
         "sslops export wrote (raw columns in, preprocessing inside the graph) and write one "
         "score and decision per row. The threshold is the model's own (its "
         "decision_threshold metadata), else evaluate.threshold; --config supplies "
-        "data.na_values and shadow.id_column. OUT appears whole or not at all, and only an "
-        "earlier predictions file is ever replaced.",
+        "data.na_values and shadow.id_column. An image or series model reads a .npy/.npz "
+        "array (images (N, H, W[, C]), series (N, L)) or a folder of image files, resized as "
+        "prepare does, and gives the most probable class and each class's probability. OUT "
+        "appears whole or not at all, and only an earlier predictions file is ever replaced.",
         epilog=PREDICT_EXAMPLES,
     )
     _add_config_args(pred)
     pred.add_argument("--model", required=True, type=Path, metavar="MODEL.onnx",
                       help="sslops export's model.onnx (or its int8 copy)")  # fmt: skip
     pred.add_argument("--data", required=True, type=Path, metavar="FILE.csv|DIR",
-                      help="rows to score: one CSV, or a folder of CSVs (by name)")  # fmt: skip
+                      help="rows to score: one CSV, or a folder of CSVs (by name); image and "
+                      "series models: a .npy/.npz file or a folder of images")  # fmt: skip
     pred.add_argument("--out", required=True, type=Path, metavar="FILE.csv",
                       help="PREDICTIONS.csv to write")  # fmt: skip
     pred.add_argument("--id-column", metavar="COLUMN",
@@ -347,12 +351,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides) if args.config or args.overrides else None
     done = predict(args.model, args.data, args.out, cfg, id_column=args.id_column,
                    threshold=args.threshold)  # fmt: skip
-    share = done.positive / done.rows if done.rows else 0.0
-    skipped = f"; {done.empty_rows} empty row(s) skipped" if done.empty_rows else ""
     print(
-        f"predict: {done.rows:,} rows from {done.files} file(s), {done.positive:,} ({share:.1%}) "
-        f"at or above threshold {done.threshold:g}{skipped}; wrote {done.out} and "
-        f"{meta_path(done.out).name}"
+        f"predict: {done.rows:,} rows from {done.files} file(s), {done.described}; wrote "
+        f"{done.out} and {meta_path(done.out).name}"
     )
     return 0
 
@@ -439,13 +440,13 @@ def _print_summary(summary: dict[str, Any], out: Path, config_path: Path | None 
     )
     console.print(f"Audit bundle: {summary['audit']['path']}  (model card: model_card.html)")
     console.print(f"Summary:      {out / 'summary.json'}")
-    if (out / "prepare" / "encoding.json").is_file():  # tables: the model takes raw columns
-        config = f" --config {config_path}" if config_path else ""
-        console.print(
-            f"Score rows:   sslops predict --model {summary['onnx']['path']} --data NEW.csv "
-            f"--out predictions.csv{config}",
-            soft_wrap=True,  # one line, to copy
-        )
+    tables = (out / "prepare" / "encoding.json").is_file()  # the model takes raw columns
+    config = f" --config {config_path}" if config_path and tables else ""
+    console.print(
+        f"Score rows:   sslops predict --model {summary['onnx']['path']} --data "
+        f"{'NEW.csv' if tables else 'NEW.npy'} --out predictions.csv{config}",
+        soft_wrap=True,  # one line, to copy
+    )
 
 
 def _print_test_precision(console: Any, metrics_path: Path) -> None:

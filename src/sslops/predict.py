@@ -17,6 +17,10 @@ one the model carries (``decision_threshold`` in its metadata), else
 all: both files are written beside their final names and renamed, and an existing file
 is replaced only when it is an earlier ``PREDICTIONS.csv`` (never an input, never another
 file).
+
+An image or series model (one array input) reads ``.npy``/``.npz`` arrays or a folder of
+image files instead, and its CSV gives the most probable class and every class's
+probability (:mod:`sslops.predict_arrays`).
 """
 
 from __future__ import annotations
@@ -25,9 +29,11 @@ import csv
 import json
 import os
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,6 +41,7 @@ from sslops import __version__
 from sslops.artifacts import sha256_file
 from sslops.config import Config
 from sslops.errors import ArtifactError, DataError
+from sslops.predict_arrays import array_input, score_arrays
 from sslops.progress import task_progress
 from sslops.shadow.scoring import (
     DEFAULT_NA,
@@ -50,9 +57,7 @@ class PredictResult:
     out: Path
     rows: int
     files: int
-    positive: int
-    threshold: float
-    empty_rows: int
+    described: str  # what was decided, for the console: "2,600 (16.0%) at or above ..."
 
 
 def meta_path(out: Path) -> Path:
@@ -83,7 +88,7 @@ def check_output(out: Path, inputs: list[Path]) -> None:
         return
     with open(out, encoding="utf-8", errors="replace") as fh:
         header = fh.readline().strip()
-    if header != ",".join(PREDICTION_COLUMNS):
+    if not header.startswith(",".join(PREDICTION_COLUMNS)):
         raise ArtifactError(
             f"--out {out} exists and is not an earlier predictions file (its first line is "
             f"{header[:60]!r}, expected {','.join(PREDICTION_COLUMNS)!r}); nothing was written: "
@@ -97,17 +102,6 @@ def _ours(meta: Path, out: Path) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(record, dict) and record.get("predictions") == out.name
-
-
-def _model_takes_columns(model: OnnxClassifier) -> None:
-    arrays = [i for i in model.inputs if len(i.shape) > 2]
-    if arrays:
-        spec = arrays[0]
-        raise DataError(
-            f"--model {model.path}: input {spec.name!r} is an array {spec.shape} (an image or "
-            "series model); sslops predict scores tables, one raw column per model input: "
-            "feed the array to onnxruntime (README, 'Images and time series')"
-        )
 
 
 def predict(
@@ -125,13 +119,20 @@ def predict(
         raise DataError(f"--model {model_path}: no such file; expected sslops export's model.onnx")
     if threshold is not None and not 0 < threshold < 1:
         raise DataError(f"--threshold {threshold}: expected a probability between 0 and 1")
+    default = cfg.evaluate.threshold if cfg else 0.5
+    model = OnnxClassifier(model_path, default, "--model")
+    spec = array_input(model.inputs)
+    if spec is not None:
+        if threshold is not None:
+            raise DataError(
+                f"--threshold {threshold}: {model_path.name} is an image or series model, "
+                "whose decision is its most probable class; the threshold is for table models"
+            )
+        return _predict_arrays(model, spec, data, out)
     files = batch_files(data)
     check_output(out, [model_path, *files])
     if not out.parent.is_dir():
         raise ArtifactError(f"--out {out}: folder {out.parent} does not exist")
-    default = cfg.evaluate.threshold if cfg else 0.5
-    model = OnnxClassifier(model_path, default, "--model")
-    _model_takes_columns(model)
     cut = model.threshold if threshold is None else threshold
     source = "--threshold" if threshold is not None else (
         "the model's decision_threshold metadata" if model.has_threshold
@@ -143,7 +144,7 @@ def predict(
 
     ids: list[np.ndarray] = []
     scores: list[np.ndarray] = []
-    inputs: list[dict[str, object]] = []
+    inputs: list[dict[str, Any]] = []
     empty = 0
     seen: dict[str, str] = {}  # row id -> the file it came from
     with task_progress("predict", len(files)) as progress:
@@ -159,24 +160,69 @@ def predict(
             progress.update(step, f"{path.name}: {len(batch.frame):,} rows")
     row_ids, score = np.concatenate(ids), np.concatenate(scores)
     label = (score >= cut).astype(int)
-    provenance = {
+    provenance = _provenance(out, model_path, {"threshold": cut, "threshold_from": source}, [])
+    provenance.update({
+        "columns": {"row_id": f"column {id_column!r}" if id_column else "<file stem>:<row>",
+                    "score": "probability of the positive class",
+                    "label": "1 where score >= threshold"},
+        "data": inputs, "rows": len(score), "label_1_rows": int(label.sum()),
+    })  # fmt: skip
+    rows = zip(row_ids.tolist(), (f"{s:.9g}" for s in score), label.tolist(), strict=True)
+    _write(out, PREDICTION_COLUMNS, rows, provenance)
+    share = label.mean() if len(label) else 0.0
+    skipped = f"; {empty} empty row(s) skipped" if empty else ""
+    described = f"{int(label.sum()):,} ({share:.1%}) at or above threshold {cut:g}{skipped}"
+    return PredictResult(out, len(score), len(files), described)
+
+
+def _predict_arrays(model: OnnxClassifier, spec: Any, data: Path, out: Path) -> PredictResult:
+    """An image or series model: the most probable class of each array or image file."""
+    check_output(out, [model.path, data])
+    if not out.parent.is_dir():
+        raise ArtifactError(f"--out {out}: folder {out.parent} does not exist")
+    with task_progress("predict", 1) as progress:
+        scored = score_arrays(model.session, spec, model.metadata, data)
+        if not np.all(np.isfinite(scored.proba)):
+            bad = int(np.flatnonzero(~np.isfinite(scored.proba).all(1))[0])
+            raise DataError(
+                f"--model {model.path} gave a non-finite probability for {scored.row_ids[bad]!r}"
+            )
+        progress.update(1, f"{data.name}: {len(scored.row_ids):,} items")
+    best = scored.proba.argmax(1)
+    labels = [scored.classes[k] for k in best]
+    header = (*PREDICTION_COLUMNS, *(f"p_{c}" for c in scored.classes))
+    rows = (
+        [row_id, f"{p[k]:.9g}", label, *(f"{v:.9g}" for v in p)]
+        for row_id, p, k, label in zip(scored.row_ids, scored.proba, best, labels, strict=True)
+    )
+    counts = dict(zip(*np.unique(labels, return_counts=True), strict=True))
+    provenance = _provenance(out, model.path, None, scored.inputs)
+    provenance.update({
+        "columns": {"row_id": "<file stem>:<row>, or the image's path in the folder",
+                    "score": "probability of the predicted class",
+                    "label": "the predicted class (argmax of the probabilities)",
+                    "p_<class>": "each class's probability"},
+        "decision": "argmax of probabilities", "classes": scored.classes,
+        "resized_or_converted": scored.resized, "rows": len(labels),
+        "predicted_counts": {str(k): int(v) for k, v in counts.items()},
+    })  # fmt: skip
+    _write(out, header, rows, provenance)
+    top = ", ".join(f"{k} {int(v):,}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])[:5])
+    changed = f"; {scored.resized:,} resized or converted" if scored.resized else ""
+    return PredictResult(out, len(labels), len(scored.inputs), f"predicted {top}{changed}")
+
+
+def _provenance(
+    out: Path, model_path: Path, threshold: dict[str, Any] | None, inputs: list[Path]
+) -> dict[str, Any]:
+    return {
         "sslops_version": __version__,
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "predictions": out.name,
-        "columns": {
-            "row_id": f"column {id_column!r}" if id_column else "<file stem>:<row>",
-            "score": "probability of the positive class",
-            "label": "1 where score >= threshold",
-        },
         "model": {"path": str(model_path.resolve()), "sha256": sha256_file(model_path)},
-        "threshold": cut,
-        "threshold_from": source,
-        "data": inputs,
-        "rows": len(score),
-        "label_1_rows": int(label.sum()),
+        **(threshold or {}),
+        "data": [{"path": str(p.resolve()), "sha256": sha256_file(p)} for p in inputs],
     }
-    _write(out, row_ids, score, label, provenance)
-    return PredictResult(out, len(score), len(files), int(label.sum()), cut, empty)
 
 
 def _check_batch(
@@ -203,8 +249,8 @@ def _check_batch(
 
 
 def _write(
-    out: Path, row_ids: np.ndarray, score: np.ndarray, label: np.ndarray,
-    provenance: dict[str, object],
+    out: Path, header: Iterable[str], rows: Iterable[Iterable[object]],
+    provenance: dict[str, Any],
 ) -> None:  # fmt: skip
     """Both files beside their final names, then renamed: the provenance first, so a
     predictions file never stands without the record of what made it."""
@@ -214,10 +260,8 @@ def _write(
         temps.append(tmp)
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             writer = csv.writer(fh, lineterminator="\n")
-            writer.writerow(PREDICTION_COLUMNS)
-            writer.writerows(
-                zip(row_ids.tolist(), (f"{s:.9g}" for s in score), label.tolist(), strict=True)
-            )
+            writer.writerow(header)
+            writer.writerows(rows)
         fd, tmp_meta = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
         temps.append(tmp_meta)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:

@@ -98,6 +98,7 @@ class OnnxClassifier:
             reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
             raise DataError(f"{flag} {path}: not a readable ONNX model ({reason})") from None
         meta = {p.key: p.value for p in proto.metadata_props}
+        self.metadata = meta
         self.has_threshold = "decision_threshold" in meta  # else the caller's default
         self.threshold = float(meta.get("decision_threshold", default_threshold))
         self.inputs = self.session.get_inputs()

@@ -1,0 +1,162 @@
+"""``sslops predict`` for image and series models: arrays or image files in, classes out.
+
+The exported model takes one array input (``[batch, C, H, W]`` uint8-range pixels as
+float32, or ``[batch, 1, L]`` raw series) and returns class probabilities. Accepted data:
+
+- ``.npy`` / ``.npz`` (its only array, or the one named ``x``): images ``(N, H, W)`` or
+  ``(N, H, W, C)`` (pixels 0..255, or floats 0..1), series ``(N, L)``; row ids
+  ``<file stem>:<row>``;
+- for image models, a folder of image files (PNG, JPEG, ...; hidden ones left out, sorted by
+  path); row ids are the paths relative to the folder.
+
+Images are brought to the model's size and channels as ``prepare`` does
+(:func:`sslops.data.images.canonical_images`, bilinear), series to its length by
+resampling with missing values interpolated (:func:`sslops.data.series.canonical_series`).
+The CSV holds ``row_id``, ``score`` (the probability of the predicted class), ``label``
+(the predicted class, as named in the model's ``classes`` metadata) and one ``p_<class>``
+column per class.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from sslops.data.images import IMAGE_SUFFIXES, _eight_bit, _eight_bit_image, canonical_images
+from sslops.data.series import canonical_series
+from sslops.errors import DataError
+from sslops.models.arrays import model_input
+
+
+@dataclass(frozen=True)
+class ArrayScores:
+    row_ids: np.ndarray
+    proba: np.ndarray  # (N, K)
+    classes: list[str]
+    inputs: list[Path]
+    resized: int
+
+
+def array_input(inputs: list[Any]) -> Any | None:
+    """The model's single array input (rank 3 or 4), or None for a model over columns."""
+    arrays = [i for i in inputs if len(i.shape) > 2]
+    return arrays[0] if len(inputs) == 1 and arrays else None
+
+
+def _load_array(path: Path) -> np.ndarray:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise DataError(f"--data {path}: not a readable NumPy file ({reason})") from None
+    if isinstance(loaded, np.ndarray):
+        return loaded
+    with loaded:
+        names = list(loaded.files)
+        if len(names) != 1 and "x" not in names:
+            raise DataError(
+                f"--data {path} holds arrays {names}; expected one array, or one named 'x'"
+            )
+        return np.asarray(loaded["x" if "x" in names else names[0]])
+
+
+def _image_files(root: Path) -> list[Path]:
+    files = sorted(
+        p for p in root.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )  # fmt: skip
+    if not files:
+        raise DataError(
+            f"--data {root}: the folder holds no images ({', '.join(IMAGE_SUFFIXES)}) "
+            "and is not a .npy/.npz file"
+        )
+    return files
+
+
+def _images(path: Path, shape: list[Any]) -> tuple[np.ndarray, np.ndarray, int]:
+    """(model input, row ids, how many images were resized or converted)."""
+    channels, height, width = (int(v) for v in shape[1:4])
+    if path.is_dir():
+        files = _image_files(path)
+        pil = []
+        for file in files:
+            try:
+                with Image.open(file) as image:
+                    image.load()
+                    pil.append(_eight_bit_image(image.copy(), f"--data {file}"))
+            except (UnidentifiedImageError, OSError) as exc:
+                raise DataError(f"--data {file} is not a readable image ({exc})") from None
+        ids = np.array([f.relative_to(path).as_posix() for f in files], dtype=object)
+        images, report = canonical_images(pil, (height, width), channels)
+    else:
+        values = _load_array(path)
+        if values.ndim == 4 and values.shape[-1] not in (1, 3):
+            raise DataError(
+                f"--data {path}: shape {values.shape}; expected images (N, H, W) or "
+                "(N, H, W, C) with C 1 or 3 (channels last)"
+            )
+        if values.ndim not in (3, 4) or len(values) == 0:
+            raise DataError(
+                f"--data {path}: shape {values.shape}; expected images (N, H, W) or (N, H, W, C)"
+            )
+        pixels = _eight_bit(values, f"--data {path}")
+        pixels = pixels if pixels.ndim == 4 else pixels[..., None]
+        if pixels.shape[-1] == 1 and channels == 3:
+            pixels = np.repeat(pixels, 3, axis=-1)
+        images, report = canonical_images(pixels, (height, width), channels)
+        ids = np.array([f"{_stem(path)}:{i}" for i in range(len(values))], dtype=object)
+    changed = report["resized"] + report["channels_converted"]
+    return model_input("image", images).numpy(), ids, changed
+
+
+def _series(path: Path, shape: list[Any]) -> tuple[np.ndarray, np.ndarray, int]:
+    if path.is_dir():
+        raise DataError(f"--data {path} is a folder; a series model reads a .npy/.npz (N, L) file")
+    values = _load_array(path)
+    if values.ndim != 2 or len(values) == 0 or not np.issubdtype(values.dtype, np.number):
+        raise DataError(f"--data {path}: shape {values.shape}, dtype {values.dtype}; expected "
+                        "numeric series (N, L)")  # fmt: skip
+    values = values.astype(np.float64)
+    if np.isinf(values).any() or np.isnan(values).all(axis=1).any():
+        row = int(np.flatnonzero(np.isinf(values).any(1) | np.isnan(values).all(1))[0])
+        raise DataError(f"--data {path}: series {row} is infinite or has no value")
+    length = int(shape[2])
+    series, report = canonical_series(list(values), length, "resample")
+    ids = np.array([f"{_stem(path)}:{i}" for i in range(len(values))], dtype=object)
+    return model_input("timeseries", series).numpy(), ids, report["resampled"]
+
+
+def _stem(path: Path) -> str:
+    return path.name.removesuffix(".npz").removesuffix(".npy")
+
+
+def score_arrays(session: Any, spec: Any, metadata: dict[str, str], data: Path) -> ArrayScores:
+    """Read ``data`` for the model's array input ``spec`` and run ``session``."""
+    if not data.exists():
+        raise DataError(f"--data {data}: no such file or folder")
+    if data.is_file() and not data.name.endswith((".npy", ".npz")):
+        raise DataError(
+            f"--data {data}: an image or series model reads a .npy/.npz file"
+            + (" or a folder of images" if len(spec.shape) == 4 else "")
+        )
+    read = _images if len(spec.shape) == 4 else _series
+    x, ids, changed = read(data, list(spec.shape))
+    output = session.get_outputs()[0].name
+    proba = np.asarray(session.run([output], {spec.name: x})[0], dtype=np.float64)
+    try:
+        classes = [str(c) for c in json.loads(metadata.get("classes", "null"))]
+    except (TypeError, ValueError):
+        classes = []
+    if len(classes) != proba.shape[1]:
+        classes = [str(k) for k in range(proba.shape[1])]
+    inputs = _image_files(data) if data.is_dir() else [data]
+    return ArrayScores(ids, proba, classes, inputs, changed)
