@@ -26,9 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-from sslops.data.images import IMAGE_SUFFIXES, _eight_bit, _eight_bit_image, canonical_images
+from sslops.data.images import (
+    IMAGE_SUFFIXES,
+    _eight_bit,
+    canonical_images,
+    image_files,
+    open_image,
+)
 from sslops.data.series import canonical_series
 from sslops.errors import DataError
 from sslops.models.arrays import model_input
@@ -69,11 +74,7 @@ def _load_array(path: Path) -> np.ndarray:
 
 
 def _image_files(root: Path) -> list[Path]:
-    files = sorted(
-        p for p in root.rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-        and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    )  # fmt: skip
+    files = image_files(root)
     if not files:
         raise DataError(
             f"--data {root}: the folder holds no images ({', '.join(IMAGE_SUFFIXES)}) "
@@ -87,14 +88,7 @@ def _images(path: Path, shape: list[Any]) -> tuple[np.ndarray, np.ndarray, int]:
     channels, height, width = (int(v) for v in shape[1:4])
     if path.is_dir():
         files = _image_files(path)
-        pil = []
-        for file in files:
-            try:
-                with Image.open(file) as image:
-                    image.load()
-                    pil.append(_eight_bit_image(image.copy(), f"--data {file}"))
-            except (UnidentifiedImageError, OSError) as exc:
-                raise DataError(f"--data {file} is not a readable image ({exc})") from None
+        pil = [open_image(file, f"--data {file}") for file in files]
         ids = np.array([f.relative_to(path).as_posix() for f in files], dtype=object)
         images, report = canonical_images(pil, (height, width), channels)
     else:

@@ -278,6 +278,26 @@ def _eight_bit(values: np.ndarray, what: str) -> np.ndarray:
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 
 
+def image_files(root: Path) -> list[Path]:
+    """The image files under ``root`` (any depth), sorted; hidden files and folders
+    (``.ipynb_checkpoints``) left out."""
+    return sorted(
+        p for p in root.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )  # fmt: skip
+
+
+def open_image(path: Path, what: str) -> Image.Image:
+    """One image file, loaded and on an 8-bit scale; an unreadable file is a DataError."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return _eight_bit_image(image.copy(), what)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"{what} is not a readable image ({exc})") from None
+
+
 def read_image_folder(root: Path, key: str) -> tuple[list[Image.Image], np.ndarray, list[str]]:
     """``root/<label>/<image file>``, read as torchvision's ImageFolder reads it: the label is
     the folder right under root, and images in its subfolders are found and belong to it (a
@@ -285,11 +305,7 @@ def read_image_folder(root: Path, key: str) -> tuple[list[Image.Image], np.ndarr
     left out. Returns the images, labels and relative file names."""
     if not root.is_dir():
         raise DataError(f"{key}: {root} is not a folder of <label>/<image> files")
-    files = sorted(
-        p for p in root.rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-        and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    )  # fmt: skip
+    files = image_files(root)
     if not files:
         raise DataError(f"{key}: {root} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     images, labels = [], []
@@ -297,12 +313,7 @@ def read_image_folder(root: Path, key: str) -> tuple[list[Image.Image], np.ndarr
         relative = path.relative_to(root)
         if len(relative.parts) == 1:
             raise DataError(f"{key}: {path} is not inside a <label> folder of {root}")
-        try:
-            with Image.open(path) as image:
-                image.load()
-                images.append(_eight_bit_image(image.copy(), f"{key}: {path}"))
-        except (UnidentifiedImageError, OSError) as exc:
-            raise DataError(f"{key}: {path} is not a readable image ({exc})") from None
+        images.append(open_image(path, f"{key}: {path}"))
         labels.append(relative.parts[0])
     return images, np.array(labels, dtype=object), [p.relative_to(root).as_posix() for p in files]
 
