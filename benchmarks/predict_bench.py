@@ -8,7 +8,9 @@ inputs, one ``InferenceSession.run``, ``DataFrame.to_csv``. ``sslops predict`` a
 the anchor skips: canonical cell values as in training (whitespace, number parsing), a
 clear error for a missing or non-numeric column, duplicate-id and non-finite checks, and
 an atomic write. Each is run in a fresh process (start-up included, as a user pays it),
-interleaved, median of ``--rounds``; the two outputs are compared row by row.
+interleaved, median of ``--rounds``; the two outputs are compared row by row. Peak
+resident memory of each process is recorded too: ``sslops predict`` streams the rows
+``--chunk-rows`` at a time (default 20,000), the anchor holds the whole file.
 
     .venv/bin/python benchmarks/predict_bench.py --run runs/demo --copies 10
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -51,10 +54,17 @@ pd.DataFrame({"row_id": frame["id"], "score": score, "label": (score >= 0.5).ast
 """
 
 
-def _timed(argv: list[str]) -> float:
+def _timed(argv: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak resident memory (MiB) of one fresh process."""
     start = time.perf_counter()
-    subprocess.run(argv, check=True, capture_output=True)
-    return time.perf_counter() - start
+    child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert child.stderr is not None
+    err = child.stderr.read()
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode:
+        raise SystemExit(f"{argv[0]} failed ({child.returncode}): {err.decode()[-500:]}")
+    return time.perf_counter() - start, usage.ru_maxrss / 1024  # Linux: KiB
 
 
 def main() -> None:
@@ -83,9 +93,12 @@ def main() -> None:
                 str(ROOT / "configs" / "adult.yaml"), "--id-column", "id"]  # fmt: skip
         anchor = [sys.executable, str(script), str(model), str(data), f"{tmp}/anchor.csv"]
         times: dict[str, list[float]] = {"sslops predict": [], "pandas + onnxruntime": []}
+        peaks: dict[str, list[float]] = {"sslops predict": [], "pandas + onnxruntime": []}
         for _ in range(args.rounds):
-            times["sslops predict"].append(_timed(ours))
-            times["pandas + onnxruntime"].append(_timed(anchor))
+            for name, argv in (("sslops predict", ours), ("pandas + onnxruntime", anchor)):
+                seconds, peak = _timed(argv)
+                times[name].append(seconds)
+                peaks[name].append(peak)
         a = pd.read_csv(f"{tmp}/sslops.csv")
         b = pd.read_csv(f"{tmp}/anchor.csv")
     same_ids = bool((a["row_id"] == b["row_id"]).all())
@@ -94,6 +107,7 @@ def main() -> None:
         "csv_mb": csv_mb,
         "seconds_median": {k: round(statistics.median(v), 3) for k, v in times.items()},
         "seconds_all": {k: [round(x, 3) for x in v] for k, v in times.items()},
+        "peak_rss_mib_max": {k: round(max(v), 1) for k, v in peaks.items()},
         "rows_per_second": {k: round(len(frame) / statistics.median(v)) for k, v in times.items()},
         "ratio_sslops_over_anchor_time": round(
             statistics.median(times["sslops predict"])

@@ -147,3 +147,51 @@ def test_bad_input_is_one_line_and_nothing_is_written_or_lost(
         assert not (tmp_path / "notes.csv").exists(), expected
     assert all(p.read_bytes() == content for p, content in before.items())
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_rows_stream_in_chunks_with_the_result_of_one_read(
+    stage_artifacts: dict[str, Path], rows: tuple[Path, pd.DataFrame], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """--chunk-rows 7: the same file, byte for byte, as one read; blank lines counted across
+    chunk edges; an error in the last chunk leaves the earlier predictions as they were."""
+    data, frame = rows
+    model = stage_artifacts["export"] / "model.onnx"
+    lines = data.read_text().splitlines()
+    blank = "," * (len(frame.columns) - 1)
+    holed = tmp_path / "holed.csv"  # blank rows at 5 and 12 (data rows), inside chunks 1 and 2
+    holed.write_text("\n".join([*lines[:6], blank, *lines[6:12], blank, *lines[12:]]) + "\n")
+    outs = {}
+    for name, extra in {"whole": [], "chunked": ["--chunk-rows", "7"]}.items():
+        for ids in ("named", "numbered"):
+            out = tmp_path / f"{name}-{ids}.csv"
+            id_args = ["--id-column", "id"] if ids == "named" else []
+            code, printed, _ = _run(capsys, "--model", model, "--data", holed, "--out", out,
+                                    *id_args, *extra)  # fmt: skip
+            assert code == 0 and "2 empty row(s) skipped" in printed, printed
+            outs[name, ids] = out
+    for ids in ("named", "numbered"):
+        assert outs["whole", ids].read_bytes() == outs["chunked", ids].read_bytes()
+    numbered = pd.read_csv(outs["chunked", "numbered"])["row_id"]
+    assert len(numbered) == len(frame) and "holed:5" not in set(numbered)
+    assert numbered.iloc[5] == "holed:6" and numbered.iloc[-1] == f"holed:{len(frame) + 1}"
+
+    late = frame.astype({"age": object})
+    late.loc[len(late) - 1, "age"] = "old"
+    bad = tmp_path / "bad.csv"
+    late.to_csv(bad, index=False)
+    twice = tmp_path / "twice.csv"
+    pd.concat([frame, frame.iloc[:1]]).to_csv(twice, index=False)
+    out = outs["chunked", "named"]
+    before = out.read_bytes()
+    for source, expected, id_args in (
+        (bad, "non-numeric value 'old'", []),
+        (twice, "occurs more than once", ["--id-column", "id"]),
+    ):
+        code, _, err = _run(capsys, "--model", model, "--data", source, "--out", out,
+                            "--chunk-rows", "7", *id_args)  # fmt: skip
+        assert code == 2 and expected in err and err.strip().count("\n") == 0, err
+        assert out.read_bytes() == before
+    code, _, err = _run(capsys, "--model", model, "--data", data, "--out", out, "--chunk-rows", "0")
+    assert code == 2 and "--chunk-rows 0: expected a positive number" in err
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

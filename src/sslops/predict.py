@@ -9,9 +9,10 @@ tomorrow's incumbent log. Beside it, ``<stem>.meta.json`` says which model made 
 decisions (its sha256 and threshold, and where the threshold came from) from which files
 (their sha256 and row counts), so a filed decision can be traced to the bundle's model.
 
-Rows are read as the shadow test reads batches (:func:`sslops.shadow.scoring.read_batch`:
+Rows are read as the shadow test reads batches (:func:`sslops.shadow.scoring.iter_batches`:
 ``data.na_values`` mark missing cells, rows with no value at all are skipped and counted),
-and fed as :class:`sslops.shadow.scoring.OnnxClassifier` feeds them. The threshold is the
+``chunk_rows`` at a time, so a file larger than memory streams through, and fed as
+:class:`sslops.shadow.scoring.OnnxClassifier` feeds them. The threshold is the
 one the model carries (``decision_threshold`` in its metadata), else
 ``evaluate.threshold``; ``--threshold`` overrides both. The file appears whole or not at
 all: both files are written beside their final names and renamed, and an existing file
@@ -29,7 +30,9 @@ import csv
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,15 +44,18 @@ from sslops import __version__
 from sslops.artifacts import sha256_file
 from sslops.config import Config
 from sslops.errors import ArtifactError, DataError
-from sslops.predict_arrays import array_input, score_arrays
 from sslops.progress import task_progress
 from sslops.shadow.scoring import (
     DEFAULT_NA,
     PREDICTION_COLUMNS,
     OnnxClassifier,
     batch_files,
-    read_batch,
+    batch_name,
+    iter_batches,
 )
+
+CHUNK_ROWS = 20_000  # rows read, scored and written at a time: memory stays flat
+PROGRESS_EVERY_S = 5.0  # within a file, a progress line at most this often
 
 
 @dataclass(frozen=True)
@@ -112,11 +118,14 @@ def predict(
     *,
     id_column: str | None = None,
     threshold: float | None = None,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> PredictResult:
     """Score every row of ``data`` (a CSV or a folder of CSVs) with ``model_path``; write ``out``."""
     model_path, data, out = Path(model_path), Path(data), Path(out)
     if not model_path.is_file():
         raise DataError(f"--model {model_path}: no such file; expected sslops export's model.onnx")
+    if chunk_rows < 1:
+        raise DataError(f"--chunk-rows {chunk_rows}: expected a positive number of rows")
     if threshold is not None and not 0 < threshold < 1:
         raise DataError(f"--threshold {threshold}: expected a probability between 0 and 1")
     default = cfg.evaluate.threshold if cfg else 0.5
@@ -142,41 +151,60 @@ def predict(
     if id_column is None and cfg is not None:
         id_column = cfg.shadow.id_column
 
-    ids: list[np.ndarray] = []
-    scores: list[np.ndarray] = []
+    if id_column is None:
+        _check_names(files)
+    seen: dict[str, str] | None = {} if id_column else None  # row id -> the file it came from
     inputs: list[dict[str, Any]] = []
-    empty = 0
-    seen: dict[str, str] = {}  # row id -> the file it came from
-    with task_progress("predict", len(files)) as progress:
+    rows = positive = empty = 0
+    shown = time.monotonic()
+    with _writing(out) as sink, task_progress("predict", len(files)) as progress:
+        sink.writer.writerow(PREDICTION_COLUMNS)
         for step, path in enumerate(files, 1):
-            batch = read_batch(path, na, id_column, "--data")
-            batch_score = model.score(batch).score
-            _check_batch(batch.row_ids, batch_score, path, seen, id_column, model_path)
-            scores.append(batch_score)
-            ids.append(batch.row_ids)
-            empty += batch.empty_rows
+            file_rows = file_empty = 0
+            for batch in iter_batches(path, na, id_column, "--data", chunk_rows):
+                score = model.score(batch).score
+                _check_batch(batch.row_ids, score, path, seen, id_column, model_path)
+                label = (score >= cut).astype(int)
+                sink.writer.writerows(
+                    zip(batch.row_ids.tolist(), (f"{s:.9g}" for s in score), label.tolist(),
+                        strict=True)
+                )  # fmt: skip
+                file_rows += len(score)
+                file_empty += batch.empty_rows
+                positive += int(label.sum())
+                if time.monotonic() - shown >= PROGRESS_EVERY_S:  # a long file: a line now and then
+                    progress.update(step - 1, f"{path.name}: {file_rows:,} rows so far")
+                    shown = time.monotonic()
+            rows += file_rows
+            empty += file_empty
             inputs.append({"path": str(path.resolve()), "sha256": sha256_file(path),
-                           "rows": len(batch.frame), "empty_rows_skipped": batch.empty_rows})  # fmt: skip
-            progress.update(step, f"{path.name}: {len(batch.frame):,} rows")
-    row_ids, score = np.concatenate(ids), np.concatenate(scores)
-    label = (score >= cut).astype(int)
-    provenance = _provenance(out, model_path, {"threshold": cut, "threshold_from": source}, [])
-    provenance.update({
-        "columns": {"row_id": f"column {id_column!r}" if id_column else "<file stem>:<row>",
-                    "score": "probability of the positive class",
-                    "label": "1 where score >= threshold"},
-        "data": inputs, "rows": len(score), "label_1_rows": int(label.sum()),
-    })  # fmt: skip
-    rows = zip(row_ids.tolist(), (f"{s:.9g}" for s in score), label.tolist(), strict=True)
-    _write(out, PREDICTION_COLUMNS, rows, provenance)
-    share = label.mean() if len(label) else 0.0
+                           "rows": file_rows, "empty_rows_skipped": file_empty})  # fmt: skip
+            progress.update(step, f"{path.name}: {file_rows:,} rows")
+        sink.provenance = _provenance(
+            out, model_path, {"threshold": cut, "threshold_from": source}, []
+        )
+        sink.provenance.update({
+            "columns": {"row_id": f"column {id_column!r}" if id_column else "<file stem>:<row>",
+                        "score": "probability of the positive class",
+                        "label": "1 where score >= threshold"},
+            "data": inputs, "rows": rows, "label_1_rows": positive,
+        })  # fmt: skip
+    share = positive / rows if rows else 0.0
     skipped = f"; {empty} empty row(s) skipped" if empty else ""
-    described = f"{int(label.sum()):,} ({share:.1%}) at or above threshold {cut:g}{skipped}"
-    return PredictResult(out, len(score), len(files), described)
+    described = f"{positive:,} ({share:.1%}) at or above threshold {cut:g}{skipped}"
+    return PredictResult(out, rows, len(files), described)
+
+
+def array_input(inputs: list[Any]) -> Any | None:
+    """The model's single array input (rank 3 or 4), or None for a model over columns."""
+    arrays = [i for i in inputs if len(i.shape) > 2]
+    return arrays[0] if len(inputs) == 1 and arrays else None
 
 
 def _predict_arrays(model: OnnxClassifier, spec: Any, data: Path, out: Path) -> PredictResult:
     """An image or series model: the most probable class of each array or image file."""
+    from sslops.predict_arrays import score_arrays  # image readers: only for these models
+
     check_output(out, [model.path, data])
     if not out.parent.is_dir():
         raise ArtifactError(f"--out {out}: folder {out.parent} does not exist")
@@ -206,7 +234,10 @@ def _predict_arrays(model: OnnxClassifier, spec: Any, data: Path, out: Path) -> 
         "resized_or_converted": scored.resized, "rows": len(labels),
         "predicted_counts": {str(k): int(v) for k, v in counts.items()},
     })  # fmt: skip
-    _write(out, header, rows, provenance)
+    with _writing(out) as sink:
+        sink.writer.writerow(header)
+        sink.writer.writerows(rows)
+        sink.provenance = provenance
     top = ", ".join(f"{k} {int(v):,}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])[:5])
     changed = f"; {scored.resized:,} resized or converted" if scored.resized else ""
     return PredictResult(out, len(labels), len(scored.inputs), f"predicted {top}{changed}")
@@ -225,47 +256,69 @@ def _provenance(
     }
 
 
+def _check_names(files: list[Path]) -> None:
+    """Row ids are ``<file stem>:<row>``: two files with one stem (``a.csv``, ``a.csv.gz``)
+    would give the same ids."""
+    named: dict[str, Path] = {}
+    for path in files:
+        other = named.setdefault(batch_name(path), path)
+        if other != path:
+            raise DataError(
+                f"--data {path}: row id {batch_name(path) + ':0'!r} occurs more than once "
+                f"(also in {other}); expected files with different names, or --id-column"
+            )
+
+
 def _check_batch(
-    row_ids: np.ndarray, score: np.ndarray, path: Path, seen: dict[str, str],
+    row_ids: np.ndarray, score: np.ndarray, path: Path, seen: dict[str, str] | None,
     id_column: str | None, model_path: Path,
 ) -> None:  # fmt: skip
-    """Unique row ids over all files so far, and a finite score for every row (checked
-    before the file's progress line, so a bad file ends with its error alone)."""
+    """A finite score for every row, and (``seen``: the ids so far, when a column names the
+    rows) unique row ids over all files; checked before the progress line, so a bad file
+    ends with its error alone."""
     if not np.all(np.isfinite(score)):
         bad = int(np.flatnonzero(~np.isfinite(score))[0])
         raise DataError(
             f"--model {model_path} gave a non-finite score for row {row_ids[bad]!r} of {path}; "
             "expected finite inputs (an overflowing number such as 1e308?)"
         )
+    if seen is None:
+        return
     for row_id in row_ids:
         if row_id in seen:
             where = "earlier in it" if seen[row_id] == str(path) else f"in {seen[row_id]}"
             raise DataError(
                 f"--data {path}: row id {row_id!r} occurs more than once (also {where}); "
-                + (f"expected unique values in column {id_column!r}" if id_column
-                   else "expected files with different names")
-            )  # fmt: skip
+                f"expected unique values in column {id_column!r}"
+            )
         seen[row_id] = str(path)
 
 
-def _write(
-    out: Path, header: Iterable[str], rows: Iterable[Iterable[object]],
-    provenance: dict[str, Any],
-) -> None:  # fmt: skip
-    """Both files beside their final names, then renamed: the provenance first, so a
-    predictions file never stands without the record of what made it."""
+@dataclass
+class _Sink:
+    writer: Any  # csv.writer over the temporary predictions file
+    provenance: dict[str, Any] | None = None
+
+
+@contextmanager
+def _writing(out: Path) -> Iterator[_Sink]:
+    """Rows stream into a file beside ``out``; when the block ends without an error, the
+    provenance record (set on the sink) and then the predictions are renamed into place,
+    so a predictions file never stands without the record of what made it. On any error
+    (or Ctrl-C) both temporary files are removed and nothing of ``out`` changes."""
     temps: list[str] = []
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
         temps.append(tmp)
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            writer = csv.writer(fh, lineterminator="\n")
-            writer.writerow(header)
-            writer.writerows(rows)
+            sink = _Sink(csv.writer(fh, lineterminator="\n"))
+            yield sink
+        if sink.provenance is None:
+            raise RuntimeError("predictions written without a provenance record")
         fd, tmp_meta = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
         temps.append(tmp_meta)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(provenance, indent=2) + "\n")
+            fh.write(json.dumps(sink.provenance, indent=2) + "\n")
         os.replace(tmp_meta, meta_path(out))
         os.replace(tmp, out)
     except BaseException:

@@ -48,12 +48,6 @@ class ArrayScores:
     resized: int
 
 
-def array_input(inputs: list[Any]) -> Any | None:
-    """The model's single array input (rank 3 or 4), or None for a model over columns."""
-    arrays = [i for i in inputs if len(i.shape) > 2]
-    return arrays[0] if len(inputs) == 1 and arrays else None
-
-
 def _load_array(path: Path) -> np.ndarray:
     try:
         with warnings.catch_warnings():

@@ -188,20 +188,22 @@ def test_fuzzed_csv_to_predict(
     base_rows: list[list[str]], stage_artifacts: dict[str, Path]
 ) -> None:
     """New rows for the exported model, damaged as for prepare (the label column is not
-    needed here and is ignored): PREDICTIONS.csv and its record, or one error line and no
-    file at all."""
+    needed here and is ignored), read whole or in chunks of 2 or 13 rows (errors in a later
+    chunk, blank rows at a chunk's edge): PREDICTIONS.csv and its record, or one error line
+    and no file at all."""
     model = stage_artifacts["export"] / "model.onnx"
 
     @fuzz(120)
-    @given(data=damaged_csv(base_rows))
-    def case(data: bytes) -> None:
+    @given(data=damaged_csv(base_rows), chunk=st.sampled_from(["20000", "13", "2"]))
+    def case(data: bytes, chunk: str) -> None:
         FUZZ_COUNTS["predict CSV cases"] += 1
         work = Path(tempfile.mkdtemp(prefix="sslops-fuzz-"))
         try:
             (work / "rows.csv").write_bytes(data)
             out = work / "predictions.csv"
             argv = ["predict", "--config", str(CONFIG), "--model", str(model),
-                    "--data", str(work / "rows.csv"), "--out", str(out)]  # fmt: skip
+                    "--data", str(work / "rows.csv"), "--out", str(out),
+                    "--chunk-rows", chunk]  # fmt: skip
             with captured() as output:
                 code = main(argv)
             check_outcome("predict CSV", code, output, None)

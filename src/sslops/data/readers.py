@@ -15,9 +15,10 @@ import gzip
 import warnings
 import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.resources import files
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 import pandas as pd
@@ -195,28 +196,64 @@ def read_csv(spec: str, na_values: list[str], key: str = "data.train") -> pd.Dat
     """Read a whole CSV with a header row; every cell in ``na_values`` becomes missing."""
     path = resolve_path(spec, key)
     check_is_csv(path, key)
+    with _pandas_errors(path, key):
+        frame = pd.read_csv(path, **_pandas_options(na_values))
+    if frame.empty:
+        raise DataError(f"{key}: {path} has a header but no rows")
+    return _named(frame, path, key)
+
+
+def read_csv_chunks(
+    spec: str, na_values: list[str], key: str = "data.train", chunk_rows: int = 100_000
+) -> Iterator[pd.DataFrame]:
+    """:func:`read_csv` in frames of at most ``chunk_rows`` rows, for files larger than
+    memory; each frame's types are inferred on its own rows (canonicalization decides)."""
+    path = resolve_path(spec, key)
+    check_is_csv(path, key)
+    with _pandas_errors(path, key):
+        reader = pd.read_csv(path, chunksize=chunk_rows, **_pandas_options(na_values))
+    rows = 0
+    with reader:
+        while True:
+            with _pandas_errors(path, key):  # not around the yield: the filter stays ours
+                frame = next(reader, None)
+            if frame is None:
+                break
+            rows += len(frame)
+            yield _named(frame, path, key)
+    if rows == 0:
+        raise DataError(f"{key}: {path} has a header but no rows")
+
+
+def _pandas_options(na_values: list[str]) -> dict[str, Any]:
+    # index_col=False and ParserWarning as an error (see _pandas_errors): pandas otherwise
+    # takes an extra field on the first data row as an index and silently shifts every column.
+    return {
+        "na_values": na_values,
+        "keep_default_na": False,
+        "skipinitialspace": True,
+        "low_memory": False,
+        "encoding": "utf-8",
+        "index_col": False,
+    }
+
+
+@contextmanager
+def _pandas_errors(path: Path, key: str) -> Iterator[None]:
+    """pandas' parse errors (and its ParserWarning, made one) as one DataError naming the line."""
     try:
-        # index_col=False and ParserWarning as an error: pandas otherwise takes an extra field
-        # on the first data row as an index and silently shifts every column.
         with warnings.catch_warnings():
             warnings.simplefilter("error", pd.errors.ParserWarning)
-            frame = pd.read_csv(
-                path,
-                na_values=na_values,
-                keep_default_na=False,
-                skipinitialspace=True,
-                low_memory=False,
-                encoding="utf-8",
-                index_col=False,
-            )
+            yield
     except pd.errors.EmptyDataError:
         raise DataError(f"{key}: {path} is empty; expected a CSV with a header row") from None
     except (pd.errors.ParserError, pd.errors.ParserWarning):
         raise DataError(f"{key}: {path} is not a well-formed CSV: {csv_problem(path)}") from None
     except UnicodeDecodeError:
         raise DataError(f"{key}: {path} {csv_problem(path)}") from None
-    if frame.empty:
-        raise DataError(f"{key}: {path} has a header but no rows")
+
+
+def _named(frame: pd.DataFrame, path: Path, key: str) -> pd.DataFrame:
     frame.columns = [str(c).strip() for c in frame.columns]
     _check_unique_columns(list(frame.columns), path, key)
     return frame

@@ -17,6 +17,7 @@ Nothing here writes anywhere: scoring never feeds back into a decision.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from sslops.data.canonicalize import canonicalize, cell_texts
-from sslops.data.readers import read_csv
+from sslops.data.readers import read_csv, read_csv_chunks
 from sslops.errors import DataError
 
 # PREDICTIONS.csv: one row per scored row. ``label`` (the decision the incumbent took,
@@ -65,17 +66,43 @@ def batch_files(data: Path) -> list[Path]:
 
 
 def read_batch(path: Path, na_values: list[str], id_column: str | None, key: str) -> Batch:
+    """A whole batch file: canonical columns, row ids, rows with no value at all skipped."""
     frame, _ = canonicalize(read_csv(str(path), na_values, key=key), na_values)
-    name = path.name.removesuffix(".gz").removesuffix(".csv")
+    batch = _batch(frame, path, id_column, key, start=0)
+    if batch.frame.empty:
+        raise DataError(f"{key}: {path} has no row with a value")
+    return batch
+
+
+def iter_batches(
+    path: Path, na_values: list[str], id_column: str | None, key: str, chunk_rows: int
+) -> Iterator[Batch]:
+    """:func:`read_batch` in pieces of at most ``chunk_rows`` rows (memory stays flat for a
+    file of any size); row ids number the file's rows as the whole read does."""
+    start = filled = 0
+    for chunk in read_csv_chunks(str(path), na_values, key, chunk_rows):
+        frame, _ = canonicalize(chunk, na_values)
+        batch = _batch(frame, path, id_column, key, start)
+        start += len(chunk)
+        filled += len(batch.frame)
+        yield batch
+    if not filled:
+        raise DataError(f"{key}: {path} has no row with a value")
+
+
+def batch_name(path: Path) -> str:
+    return path.name.removesuffix(".gz").removesuffix(".csv")
+
+
+def _batch(frame: pd.DataFrame, path: Path, id_column: str | None, key: str, start: int) -> Batch:
+    name = batch_name(path)
     if id_column is None:
-        ids = np.array([f"{name}:{i}" for i in range(len(frame))], dtype=object)
+        ids = np.array([f"{name}:{i}" for i in range(start, start + len(frame))], dtype=object)
     elif id_column not in frame.columns:
         raise DataError(f"{key}: {path} has no row-id column {id_column!r} (shadow.id_column)")
     else:
         ids = frame[id_column].astype(str).to_numpy(dtype=object)
     filled = frame.notna().any(axis=1).to_numpy()
-    if not filled.any():
-        raise DataError(f"{key}: {path} has no row with a value")
     empty = int((~filled).sum())  # row ids keep their numbers in the file
     frame = frame[filled].reset_index(drop=True) if empty else frame
     return Batch(name=name, path=path, frame=frame, row_ids=ids[filled], empty_rows=empty)
