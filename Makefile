@@ -63,6 +63,7 @@ format: $(STAMP)
 compile: $(STAMP)  ## recompile pipelines/compiled/ from the pipeline source
 	$(BIN)/python pipelines/ssl_pipeline.py
 	$(BIN)/python pipelines/shadow_pipeline.py
+	$(BIN)/python pipelines/predict_pipeline.py
 
 # checkov pins many packages of its own: it lives in its own environment, never in the package's.
 $(CHECKOV):

@@ -11,7 +11,9 @@ file differs from a fresh compile.
 """
 
 import importlib.util
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from sslops.pipeline.shadow_pipeline import (
     SHADOW_PIPELINE_NAME,
@@ -31,15 +33,28 @@ main_script = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(main_script)
 
 
-def compile_shadow(directory: Path = COMPILED) -> list[Path]:
+def compile_single(
+    directory: Path,
+    stem: str,
+    name: str,
+    build: Callable[..., Any],
+    compile_ir: Callable[..., Path],
+) -> list[Path]:
+    """A one-task pipeline (shadow, predict) as IR YAML and Kubernetes-native manifests."""
     cfg, default = main_script._config(main_script.CLUSTER)
-    name = SHADOW_PIPELINE_NAME
-    ir = compile_shadow_pipeline(directory / "shadow_pipeline.yaml", cfg, name, default)
+    ir = compile_ir(directory / f"{stem}.yaml", cfg, name, default)
     native = compile_kubernetes_manifests(
-        directory / "shadow_pipeline.k8s.yaml", cfg, name, main_script.version_name(name),
-        pipeline=build_shadow_pipeline(cfg, name, default),
+        directory / f"{stem}.k8s.yaml", cfg, name, main_script.version_name(name),
+        pipeline=build(cfg, name, default),
     )  # fmt: skip
     return [ir, native]
+
+
+def compile_shadow(directory: Path = COMPILED) -> list[Path]:
+    return compile_single(
+        directory, "shadow_pipeline", SHADOW_PIPELINE_NAME, build_shadow_pipeline,
+        compile_shadow_pipeline,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -52,6 +52,9 @@ examples:
                  --config configs/adult.yaml          # '?' marks missing, as in training
   sslops predict --model model.onnx --data batches/ --out predictions.csv --id-column id
   sslops predict --model runs/mnist/export/model.onnx --data scans/ --out digits.csv  # images
+  sslops schedule-predict --host http://localhost:8080 --cron '0 0 2 * * *' \\
+                 --model /workspace/model.onnx --data /workspace/incoming \\
+                 --out '/workspace/predictions/{date}.csv' --config configs/adult.yaml
 """
 
 
@@ -347,6 +350,45 @@ def _predict_parser(sub: Any) -> None:
                       help="rows read, scored and written at a time; memory stays flat for "
                       "a file of any size (default: 20000)")  # fmt: skip
 
+    schedule = sub.add_parser(
+        "schedule-predict",
+        help="run the batch-scoring pipeline on a KFP cluster as a recurring run (cron)",
+        description="Compile the batch-scoring pipeline for the config, upload it as a new "
+        "version of 'sslops-predict-pipeline' and create a recurring run on the cron schedule: "
+        "on every run the rows under --data are scored with --model (what sslops predict does) "
+        "into the run's predictions artifact and, with --out, published on the workspace PVC "
+        "({date} = the run's UTC date), where sslops shadow --incumbent reads such a log. "
+        "Paths are read by the task in its pod.",
+        epilog=PREDICT_EXAMPLES,
+    )
+    _add_config_args(schedule)
+    shadow_commands.add_schedule_args(schedule, "sslops-predict", [
+        ("model", "sslops export's model.onnx"), ("data", "a CSV or a folder of CSVs to score"),
+    ])  # fmt: skip
+    schedule.add_argument("--out", default="", metavar="PATH",
+                          help="also publish PREDICTIONS.csv here; must hold {date}")  # fmt: skip
+    schedule.add_argument("--id-column", default="", metavar="COLUMN",
+                          help="column naming the rows (default: shadow.id_column)")  # fmt: skip
+    schedule.add_argument("--threshold", default="", metavar="P",
+                          help="decision threshold in (0, 1) (default: the model's own)")  # fmt: skip
+
+
+def _cmd_schedule_predict(args: argparse.Namespace) -> int:
+    from sslops.k8s.schedule import schedule_predict
+
+    if not (args.config or args.overrides):
+        raise ConfigError(
+            "sslops schedule-predict needs --config (data.na_values, shadow.id_column)"
+        )
+    done = schedule_predict(
+        load_config(args.config, args.overrides), args.host, args.cron, model=args.model,
+        data=args.data, out=args.out, id_column=args.id_column, threshold=args.threshold,
+        experiment=args.experiment, name=args.name, namespace=args.namespace,
+        service_account=args.service_account,
+    )  # fmt: skip
+    shadow_commands.print_scheduled(done)
+    return 0
+
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from sslops.predict import meta_path, predict
@@ -533,6 +575,8 @@ def main(argv: list[str] | None = None) -> int:
             return shadow_commands.run(args)
         if args.command == "predict":
             return _cmd_predict(args)
+        if args.command == "schedule-predict":
+            return _cmd_schedule_predict(args)
         if args.command == "audit" and args.audit_command:
             return _cmd_audit_tool(args)
         if args.command == "audit":

@@ -29,6 +29,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -294,9 +295,37 @@ def _check_batch(
         seen[row_id] = str(path)
 
 
+def check_publish(out: Path, inputs: list[Path]) -> None:
+    """``out`` may take published predictions: checked as ``--out`` is, and not inside a
+    folder of ``inputs``, where the next run would read it as new rows."""
+    check_output(out, inputs)
+    for source in inputs:
+        if source.is_dir() and out.resolve().is_relative_to(source.resolve()):
+            raise ArtifactError(
+                f"out {out} lies in the data folder {source}; the next run would read it as "
+                "rows to score: publish to another folder"
+            )
+
+
+def publish(written: Path, out: Path, inputs: list[Path]) -> Path:
+    """Copy predictions ``written`` (and its record) to ``out``, e.g. on the workspace
+    volume where the shadow pipeline reads the incumbent's log, with the guarantees of
+    :func:`predict`'s own write (:func:`check_publish`; the folder is created; both files
+    appear whole or not at all)."""
+    check_publish(out, inputs)
+    record = json.loads(meta_path(written).read_text(encoding="utf-8"))
+    record["predictions"] = out.name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with _writing(out) as sink, open(written, encoding="utf-8", newline="") as fh:
+        shutil.copyfileobj(fh, sink.file)
+        sink.provenance = record
+    return out
+
+
 @dataclass
 class _Sink:
-    writer: Any  # csv.writer over the temporary predictions file
+    file: Any  # the temporary predictions file, open for writing
+    writer: Any  # csv.writer over it
     provenance: dict[str, Any] | None = None
 
 
@@ -311,7 +340,7 @@ def _writing(out: Path) -> Iterator[_Sink]:
         fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
         temps.append(tmp)
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            sink = _Sink(csv.writer(fh, lineterminator="\n"))
+            sink = _Sink(fh, csv.writer(fh, lineterminator="\n"))
             yield sink
         if sink.provenance is None:
             raise RuntimeError("predictions written without a provenance record")

@@ -1,16 +1,18 @@
-"""``sslops schedule-shadow``: the shadow pipeline as a KFP recurring run (``kfp.Client``).
+"""``sslops schedule-shadow`` / ``schedule-predict``: a one-task pipeline as a KFP recurring run.
 
-Compiles the shadow pipeline for a config, uploads it as a new version of
-``sslops-shadow-pipeline`` (as ``sslops submit`` does for the main pipeline) and creates
-a recurring run of that version on a cron schedule. The paths are read by the task in
-its pod (the workspace PVC); the same ``data`` folder is read again on every run, so
-whatever lands there by the scheduled time is tested.
+Compiles the shadow pipeline (or the batch-scoring pipeline) for a config, uploads it as
+a new version of ``sslops-shadow-pipeline`` (``sslops-predict-pipeline``), as ``sslops
+submit`` does for the main pipeline, and creates a recurring run of that version on a
+cron schedule. The paths are read by the task in its pod (the workspace PVC); the same
+``data`` folder is read again on every run, so whatever lands there by the scheduled time
+is tested (scored).
 """
 
 from __future__ import annotations
 
 import hashlib
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,34 +110,79 @@ def schedule_shadow(
         compile_shadow_pipeline,
     )
 
+    params = {"candidate": candidate, "incumbent": incumbent, "data": data,
+              "reference": reference, "label_efficiency": label_efficiency}  # fmt: skip
+    return _schedule(
+        cfg, host, cron, SHADOW_PIPELINE_NAME, SHADOW_DESCRIPTION, compile_shadow_pipeline,
+        params, "Read-only shadow test of a candidate against the incumbent.",
+        experiment=experiment, name=name, namespace=namespace, service_account=service_account,
+    )  # fmt: skip
+
+
+def schedule_predict(
+    cfg: Config, host: str, cron: str, *, model: str, data: str, out: str = "",
+    id_column: str = "", threshold: str = "", experiment: str = "sslops-predict",
+    name: str | None = None, namespace: str | None = None, service_account: str | None = None,
+) -> Scheduled:  # fmt: skip
+    """Upload the batch-scoring pipeline for ``cfg`` and create an enabled recurring run:
+    the rows under ``data`` scored with ``model`` on every run, published to ``out``
+    (``{date}``: the run's UTC date, so each day keeps its own file)."""
+    from sslops.pipeline.predict_pipeline import (
+        PREDICT_DESCRIPTION,
+        PREDICT_PIPELINE_NAME,
+        compile_predict_pipeline,
+    )
+
+    if out and "{date}" not in out:
+        raise ConfigError(
+            f"--out {out!r}: a recurring run would replace one file every run; expected a "
+            "path with {date} (the run's UTC date), e.g. /workspace/predictions/{date}.csv"
+        )
+    if threshold and not (_is_probability(threshold)):
+        raise ConfigError(f"--threshold {threshold!r}: expected a probability between 0 and 1")
+    params = {"model": model, "data": data, "out": out, "id_column": id_column,
+              "threshold": threshold}  # fmt: skip
+    return _schedule(
+        cfg, host, cron, PREDICT_PIPELINE_NAME, PREDICT_DESCRIPTION, compile_predict_pipeline,
+        params, "Batch scoring of new rows with an exported sslops model.",
+        experiment=experiment, name=name, namespace=namespace, service_account=service_account,
+    )  # fmt: skip
+
+
+def _is_probability(text: str) -> bool:
+    try:
+        return 0 < float(text) < 1
+    except ValueError:
+        return False
+
+
+def _schedule(
+    cfg: Config, host: str, cron: str, pipeline: str, description: str,
+    compile_ir: Callable[..., Path], params: dict[str, str], run_description: str, *,
+    experiment: str, name: str | None, namespace: str | None, service_account: str | None,
+) -> Scheduled:  # fmt: skip
+    """Compile ``pipeline`` for ``cfg``, upload it as a new version and create a recurring
+    run of that version with ``params`` (and the config as ``config_json``)."""
     cron = check_cron(cron)
     check_target(host, namespace)
-    pipeline = SHADOW_PIPELINE_NAME
     with tempfile.TemporaryDirectory(prefix="sslops-schedule-") as tmp:
-        package = compile_shadow_pipeline(Path(tmp) / f"{pipeline}.yaml", cfg, pipeline)
+        package = compile_ir(Path(tmp) / f"{pipeline}.yaml", cfg, pipeline)
         digest = hashlib.sha256(package.read_bytes()).hexdigest()[:12]
         with kfp_errors(host):
             client = _client(host, namespace)
             pipeline_id, version_id, version_name = upload_version(
                 client, package, pipeline, f"{pipeline}-{__version__}-{digest}",
-                SHADOW_DESCRIPTION, namespace,
+                description, namespace,
             )  # fmt: skip
             exp = client.create_experiment(experiment, namespace=namespace)
             job = client.create_recurring_run(
                 experiment_id=exp.experiment_id,
                 job_name=name or f"{pipeline}-daily",
-                description="Read-only shadow test of a candidate against the incumbent.",
+                description=run_description,
                 cron_expression=cron,
                 max_concurrency=1,
-                no_catchup=True,  # a missed day is not replayed: its batch is tested next run
-                params={
-                    "candidate": candidate,
-                    "incumbent": incumbent,
-                    "data": data,
-                    "reference": reference,
-                    "label_efficiency": label_efficiency,
-                    "config_json": cfg.to_json(),
-                },
+                no_catchup=True,  # a missed day is not replayed: its rows are read next run
+                params={**params, "config_json": cfg.to_json()},
                 pipeline_id=pipeline_id,
                 version_id=version_id,
                 pipeline_root=cfg.platform.storage.pipeline_root,

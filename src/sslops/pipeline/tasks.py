@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sslops.config import Config, config_from_json
-from sslops.errors import SslopsError, describe_os_error
+from sslops.errors import DataError, SslopsError, describe_os_error
 from sslops.pipeline.stage_cache import cached_stage
 
 
@@ -216,3 +216,56 @@ def shadow_task(
         if costs:
             metrics.log_metric("cost_per_1000_delta", round(costs["difference"]["per_1000"], 4))
         report.metadata.update({"drifted_batches": result["drift"]["drifted_batches"]})
+
+
+def predict_task(
+    config_json: str, model: str, data: str, out: str, id_column: str, threshold: str,
+    predictions: Any, metrics: Any,
+) -> None:  # fmt: skip
+    """The predict stage on paths the pod can read; the ``predictions`` artifact is a folder
+    (``predictions.csv``, ``predictions.meta.json``); ``out`` (``{date}``: the run's UTC
+    date) also publishes both there. Empty strings: not given."""
+    from datetime import UTC, datetime
+
+    from sslops.predict import check_publish, meta_path, predict, publish
+
+    with _user_errors():
+        cfg = config_from_json(config_json) if config_json else None
+        cut = _probability(threshold)
+        target = Path(out.replace("{date}", datetime.now(UTC).date().isoformat())) if out else None
+        if target is not None and target.is_dir():
+            target = target / "predictions.csv"
+        inputs = [Path(model), Path(data)]
+        if target is not None:  # before the rows are scored: a wrong path fails at once
+            check_publish(target, inputs)
+        folder = Path(predictions.path)
+        folder.mkdir(parents=True, exist_ok=True)
+        written = folder / "predictions.csv"
+        done = predict(
+            Path(model), Path(data), written, cfg, id_column=id_column or None, threshold=cut
+        )
+        if target is not None:
+            publish(written, target, inputs)
+        record = json.loads(meta_path(written).read_text(encoding="utf-8"))
+        metrics.log_metric("rows", done.rows)
+        metrics.log_metric("files", done.files)
+        if "label_1_rows" in record:  # a table model: the share of positive decisions
+            metrics.log_metric(
+                "label_1_share", round(record["label_1_rows"] / max(done.rows, 1), 6)
+            )
+            metrics.log_metric("threshold", record["threshold"])
+        predictions.metadata.update({
+            "rows": done.rows, "model_sha256": record["model"]["sha256"],
+            "summary": done.described, "published": str(target) if target else "",
+        })  # fmt: skip
+        print(f"predict: {done.rows:,} rows, {done.described}", flush=True)
+
+
+def _probability(text: str) -> float | None:
+    if not text.strip():
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise DataError(f"threshold {text!r}: expected a probability between 0 and 1, or empty "
+                        "for the model's own") from None  # fmt: skip

@@ -92,17 +92,10 @@ def add_parsers(sub: Any, add_config_args: Callable[[argparse.ArgumentParser], N
         epilog=SHADOW_EPILOG,
     )
     add_config_args(schedule)
-    schedule.add_argument("--host", required=True, metavar="URL", help="KFP API endpoint")
-    schedule.add_argument(
-        "--cron",
-        required=True,
-        metavar="EXPR",
-        help="6-field cron, seconds first: '0 0 6 * * *' = 06:00 daily",
-    )
-    for flag in ("candidate", "incumbent", "data"):
-        schedule.add_argument(
-            f"--{flag}", required=True, metavar="PATH", help=f"{flag} path as the pod sees it"
-        )
+    add_schedule_args(schedule, "sslops-shadow", [
+        ("candidate", "the candidate .onnx"), ("incumbent", "the incumbent .onnx or PREDICTIONS.csv"),
+        ("data", "a batch CSV or a folder of them"),
+    ])  # fmt: skip
     schedule.add_argument(
         "--reference", default="", metavar="PATH",
         help="drift reference CSV as the pod sees it (default: the first batch)",
@@ -111,12 +104,32 @@ def add_parsers(sub: Any, add_config_args: Callable[[argparse.ArgumentParser], N
         "--label-efficiency", default="", metavar="PATH",
         help="label_efficiency.json or the evaluate artifact, as the pod sees it (optional)",
     )  # fmt: skip
-    schedule.add_argument(
-        "--experiment", default="sslops-shadow", metavar="NAME", help="KFP experiment"
+
+
+def add_schedule_args(
+    parser: argparse.ArgumentParser, experiment: str, paths: list[tuple[str, str]]
+) -> None:
+    """What every ``schedule-*`` command takes: the cluster, the cron, the required paths."""
+    parser.add_argument("--host", required=True, metavar="URL", help="KFP API endpoint")
+    parser.add_argument(
+        "--cron",
+        required=True,
+        metavar="EXPR",
+        help="6-field cron, seconds first: '0 0 6 * * *' = 06:00 daily",
     )
-    schedule.add_argument("--name", metavar="NAME", help="recurring run name")
-    schedule.add_argument("--namespace", metavar="NS", help="KFP profile namespace (multi-user)")
-    schedule.add_argument("--service-account", metavar="SA", help="service account of the runs")
+    for flag, what in paths:
+        parser.add_argument(
+            f"--{flag}", required=True, metavar="PATH", help=f"{what}, as the pod sees it"
+        )
+    parser.add_argument("--experiment", default=experiment, metavar="NAME", help="KFP experiment")
+    parser.add_argument("--name", metavar="NAME", help="recurring run name")
+    parser.add_argument("--namespace", metavar="NS", help="KFP profile namespace (multi-user)")
+    parser.add_argument("--service-account", metavar="SA", help="service account of the runs")
+
+
+def print_scheduled(done: Any) -> None:
+    print(f"pipeline version {done.version_name} ({done.version_id})")
+    print(f"recurring run {done.recurring_run_id} ({done.cron}): {done.url}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -140,8 +153,7 @@ def run(args: argparse.Namespace) -> int:
             namespace=args.namespace,
             service_account=args.service_account,
         )
-        print(f"pipeline version {done.version_name} ({done.version_id})")
-        print(f"recurring run {done.recurring_run_id} ({done.cron}): {done.url}")
+        print_scheduled(done)
         return 0
     from sslops.shadow import shadow
 

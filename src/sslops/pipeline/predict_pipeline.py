@@ -1,0 +1,93 @@
+"""The predict pipeline: batch scoring of new rows with an exported model.
+
+One task, the stage :func:`sslops.predict.predict` (what ``sslops predict`` runs): the
+rows under ``data`` (a CSV or a folder of CSVs; for image and series models a
+``.npy``/``.npz`` file or a folder of images) are scored with ``model`` (``sslops
+export``'s ``model.onnx``) and written as the ``predictions`` artifact (``predictions.csv``
+and its provenance record ``predictions.meta.json``). With ``out`` (a path on the
+workspace PVC, ``{date}`` standing for the run's UTC date) the two files are also
+published there, so the shadow pipeline can read them as tomorrow's incumbent log.
+Caching is off: the same paths hold new rows on every run. Run it once from the KFP UI,
+or nightly with ``sslops schedule-predict``.
+
+No ``from __future__ import annotations`` here: KFP reads the annotations at runtime.
+"""
+
+from pathlib import Path
+from typing import Any
+
+from kfp import compiler, dsl
+from kfp.dsl import Dataset, Metrics, Output
+
+from sslops.config import Config
+from sslops.k8s.kfp_platform import place_task
+from sslops.k8s.settings import PlatformConfig
+from sslops.pipeline.components import IMAGE
+
+PREDICT_PIPELINE_NAME = "sslops-predict-pipeline"
+PREDICT_DESCRIPTION = (
+    "Batch scoring: new rows scored with an exported sslops model (ONNX); predictions.csv "
+    "with each row's score and decision, and the record of which model made them."
+)
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def predict(
+    config_json: str,
+    model: str,
+    data: str,
+    out: str,
+    id_column: str,
+    threshold: str,
+    predictions: Output[Dataset],
+    metrics: Output[Metrics],
+):
+    """Score every row of ``data`` with ``model``: predictions.csv and its provenance record."""
+    from sslops.pipeline.tasks import predict_task
+
+    predict_task(config_json, model, data, out, id_column, threshold, predictions, metrics)
+
+
+def build_predict_pipeline(
+    cfg: Config | None = None, name: str = PREDICT_PIPELINE_NAME, config_default: str | None = None
+) -> Any:
+    """The pipeline; ``cfg`` places the task and becomes ``config_json``'s default."""
+    platform = cfg.platform if cfg else PlatformConfig()
+
+    def predict_pipeline(
+        model: str,
+        data: str,
+        out: str = "",
+        id_column: str = "",
+        threshold: str = "",
+        config_json: str = "",
+    ):
+        """Paths as the task sees them (the workspace PVC); ``out``: also publish there
+        (``{date}`` = the run's UTC date); ``threshold``: empty = the model's own."""
+        task = predict(
+            config_json=config_json, model=model, data=data, out=out, id_column=id_column,
+            threshold=threshold,
+        ).set_display_name("score new rows")  # fmt: skip
+        place_task(task, "evaluate", platform, workspace=True)
+        task.set_caching_options(False)
+
+    if cfg is not None:  # KFP reads the parameter defaults from the signature
+        predict_pipeline.__defaults__ = ("", "", "", config_default or cfg.to_json())
+    return dsl.pipeline(
+        name=name, description=PREDICT_DESCRIPTION, pipeline_root=platform.storage.pipeline_root
+    )(predict_pipeline)
+
+
+predict_pipeline = build_predict_pipeline()
+
+
+def compile_predict_pipeline(
+    path: Path, cfg: Config | None = None, name: str = PREDICT_PIPELINE_NAME,
+    config_default: str | None = None,
+) -> Path:  # fmt: skip
+    """Write the KFP IR YAML (upload in the KFP UI, or what ``sslops schedule-predict`` sends)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(
+        build_predict_pipeline(cfg, name, config_default), str(path), pipeline_name=name
+    )
+    return path

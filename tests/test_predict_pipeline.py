@@ -1,0 +1,186 @@
+"""The batch-scoring pipeline: the `predict` component run through kfp.local (as a cluster
+runs it, in its own process), its published copy, and the compiled YAML."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+
+from sslops.cli import main
+from sslops.config import load_config
+from sslops.k8s.validation import load_crd_schemas, validate_object
+from sslops.prepare.dataset import PreparedData
+from tests.test_k8s_submit import _uploaded_spec
+from tests.test_shadow import CONFIG, FakeKfpWithSchedules
+
+ROOT = Path(__file__).resolve().parents[1]
+CRDS = ROOT.parent / "shared" / "k8s" / "crds"
+
+
+def _load(path: Path) -> Any:
+    """A module of the repository loaded by its path (pipelines/, components/)."""
+    spec = importlib.util.spec_from_file_location(f"{path.parent.name}_{path.stem}", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def local_kfp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from kfp import local
+
+    root = tmp_path_factory.mktemp("kfp-root")
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
+    return root
+
+
+def test_predict_component_scores_and_publishes_on_the_workspace(
+    stage_artifacts: dict[str, Path], local_kfp: Path, tmp_path: Path
+) -> None:
+    from sslops.pipeline.predict_pipeline import predict
+
+    frame = PreparedData(stage_artifacts["prepare"]).test.frame.copy()
+    frame.insert(0, "id", [f"r{i:05d}" for i in range(len(frame))])
+    batches = tmp_path / "workspace" / "batches"
+    batches.mkdir(parents=True)
+    frame.iloc[:300].to_csv(batches / "2026-11-29.csv", index=False)
+    frame.iloc[300:].to_csv(batches / "2026-11-30.csv", index=False)
+    model = stage_artifacts["export"] / "model.onnx"
+    out = tmp_path / "workspace" / "predictions" / "{date}.csv"
+    task = predict(
+        config_json="", model=str(model), data=str(batches), out=str(out), id_column="id",
+        threshold="",
+    )  # fmt: skip
+    artifact = Path(task.outputs["predictions"].path)
+    written = pd.read_csv(artifact / "predictions.csv", dtype={"row_id": str})
+    assert written["row_id"].tolist() == frame["id"].tolist()
+    published = out.with_name(f"{datetime.now(UTC).date().isoformat()}.csv")
+    assert published.read_bytes() == (artifact / "predictions.csv").read_bytes()
+    record = json.loads(published.with_name(f"{published.stem}.meta.json").read_text())
+    assert record["predictions"] == published.name and record["rows"] == len(frame)
+    assert [d["rows"] for d in record["data"]] == [300, len(frame) - 300]
+    metrics = task.outputs["metrics"].metadata
+    assert metrics["rows"] == len(frame) and metrics["files"] == 2
+    assert metrics["label_1_share"] == pytest.approx(written["label"].mean(), abs=1e-6)
+    assert task.outputs["predictions"].metadata["published"] == str(published)
+
+    again = tmp_path / "workspace" / "predictions" / "manual.csv"  # a threshold of one's own
+    task = predict(
+        config_json="", model=str(model), data=str(batches / "2026-11-30.csv"), out=str(again),
+        id_column="", threshold="0.2",
+    )  # fmt: skip
+    relabeled = pd.read_csv(again)
+    assert relabeled["row_id"].iloc[0] == "2026-11-30:0"
+    assert (relabeled["label"] == (relabeled["score"] >= 0.2)).all()
+
+
+@pytest.mark.parametrize(
+    ("out", "threshold", "message"),
+    [
+        ("{batches}/predictions.csv", "", "lies in the data folder"),
+        ("{work}/p.csv", "high", "threshold 'high': expected a probability"),
+        ("{work}/p.parquet", "", "expected a file name ending in .csv"),
+    ],
+)
+def test_predict_component_refuses_bad_input_and_publishes_nothing(
+    stage_artifacts: dict[str, Path], local_kfp: Path, tmp_path: Path, out: str,
+    threshold: str, message: str, capfd: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    from sslops.pipeline.predict_pipeline import predict
+
+    batches = tmp_path / "batches"
+    batches.mkdir()
+    PreparedData(stage_artifacts["prepare"]).test.frame.iloc[:50].to_csv(
+        batches / "day.csv", index=False
+    )
+    target = out.format(batches=batches, work=tmp_path)
+    with pytest.raises(RuntimeError):
+        predict(
+            config_json="", model=str(stage_artifacts["export"] / "model.onnx"),
+            data=str(batches), out=target, id_column="", threshold=threshold,
+        )  # fmt: skip
+    assert message in capfd.readouterr().out  # kfp.local streams the task's stderr
+
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["day.csv"]
+
+
+def test_committed_predict_pipeline_matches_a_fresh_compile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SSLOPS_IMAGE_REGISTRY", raising=False)
+    script = _load(ROOT / "pipelines" / "predict_pipeline.py")
+    fresh = script.compile_predict(tmp_path)
+    assert [p.name for p in fresh] == ["predict_pipeline.yaml", "predict_pipeline.k8s.yaml"]
+    for path in fresh:
+        committed = script.COMPILED / path.name
+        assert committed.is_file(), f"{committed} is missing: run `make compile` and commit it"
+        assert path.read_text() == committed.read_text(), f"{committed} is stale: `make compile`"
+    ir, platform = yaml.safe_load_all((script.COMPILED / "predict_pipeline.yaml").read_text())
+    task = ir["root"]["dag"]["tasks"]["predict"]
+    assert not task.get("cachingOptions", {}).get("enableCache")  # new rows, same paths
+    assert ir["root"]["inputDefinitions"]["parameters"]["threshold"]["defaultValue"] == ""
+    mounts = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-predict"]
+    assert mounts["pvcMount"][0]["mountPath"] == "/workspace"
+    if not CRDS.is_dir():
+        pytest.skip(f"{CRDS} is absent (CRD schemas live outside the repository)")
+    crds = load_crd_schemas(CRDS)
+    native = [
+        d
+        for d in yaml.safe_load_all((script.COMPILED / "predict_pipeline.k8s.yaml").read_text())
+        if d
+    ]
+    assert [d["kind"] for d in native] == ["Pipeline", "PipelineVersion"]
+    for obj in native:
+        assert validate_object(obj, crds) == "crd"
+
+
+def test_component_file_exposes_the_predict_component() -> None:
+    module = _load(ROOT / "components" / "predict" / "component.py")
+    assert module.component.name == "predict"
+
+
+@pytest.fixture
+def kfp_api() -> Iterator[FakeKfpWithSchedules]:
+    server = FakeKfpWithSchedules()
+    yield server
+    server.server.shutdown()
+    server.server.server_close()
+
+
+def test_schedule_predict_creates_a_nightly_recurring_run(
+    kfp_api: FakeKfpWithSchedules, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["schedule-predict", "--config", str(CONFIG), "--host", kfp_api.host,
+            "--cron", "0 0 2 * * *", "--model", "/workspace/model.onnx",
+            "--data", "/workspace/incoming", "--out", "/workspace/predictions/{date}.csv",
+            "--id-column", "id"]  # fmt: skip
+    assert main(args) == 0
+    assert "recurring run rr1 (0 0 2 * * *)" in capsys.readouterr().out
+    assert kfp_api.pipelines == {"sslops-predict-pipeline": "p1"}
+    spec = _uploaded_spec(kfp_api.uploads[0][2])
+    assert list(spec["deploymentSpec"]["executors"]) == ["exec-predict"]
+    job = kfp_api.recurring[0]
+    assert job["trigger"]["cron_schedule"]["cron"] == "0 0 2 * * *"
+    assert job["display_name"] == "sslops-predict-pipeline-daily" and job["no_catchup"] is True
+    params = job["runtime_config"]["parameters"]
+    assert params["out"] == "/workspace/predictions/{date}.csv" and params["threshold"] == ""
+    assert params["id_column"] == "id" and params["model"] == "/workspace/model.onnx"
+    assert json.loads(params["config_json"]) == json.loads(load_config(CONFIG).to_json())
+    bad = {
+        "a recurring run would replace one file every run": ["--out", "/workspace/p.csv"],
+        "--threshold '2': expected a probability": ["--threshold", "2"],
+    }
+    for message, extra in bad.items():
+        code = main([*args[:-4], *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert len(kfp_api.recurring) == 1  # nothing more was created
