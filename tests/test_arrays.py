@@ -194,6 +194,11 @@ def test_predict_scores_arrays_as_evaluate_did(
     assert np.allclose(written["score"], probabilities.max(1))
     record = _json(tmp_path / "predictions.meta.json")
     assert record["classes"] == classes and record["decision"] == "argmax of probabilities"
+    assert main(["predict", "--model", str(model), "--data", str(tmp_path / "rows.npy"),
+                 "--out", str(tmp_path / "by7.csv"), "--chunk-rows", "7"]) == 0  # fmt: skip
+    by7 = pd.read_csv(tmp_path / "by7.csv", dtype={"label": str})  # 7 items per model run
+    assert by7["label"].tolist() == written["label"].tolist()
+    np.testing.assert_allclose(by7[[f"p_{c}" for c in classes]], probabilities, atol=1e-5)
     if dataset == "mnist":
         folder = tmp_path / "digits"
         folder.mkdir()

@@ -347,8 +347,9 @@ def _predict_parser(sub: Any) -> None:
     pred.add_argument("--threshold", type=float, metavar="P",
                       help="decision threshold in (0, 1), overriding the model's")  # fmt: skip
     pred.add_argument("--chunk-rows", type=int, metavar="N",
-                      help="rows read, scored and written at a time; memory stays flat for "
-                      "a file of any size (default: 20000)")  # fmt: skip
+                      help="rows read, scored and written at a time, so memory stays flat "
+                      "for a file of any size (default: 20000; images and series: 256 per "
+                      "model run)")  # fmt: skip
 
     schedule = sub.add_parser(
         "schedule-predict",
@@ -394,9 +395,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from sslops.predict import meta_path, predict
 
     cfg = load_config(args.config, args.overrides) if args.config or args.overrides else None
-    chunks = {"chunk_rows": args.chunk_rows} if args.chunk_rows is not None else {}
     done = predict(args.model, args.data, args.out, cfg, id_column=args.id_column,
-                   threshold=args.threshold, **chunks)  # fmt: skip
+                   threshold=args.threshold, chunk_rows=args.chunk_rows)  # fmt: skip
     print(
         f"predict: {done.rows:,} rows from {done.files} file(s), {done.described}; wrote "
         f"{done.out} and {meta_path(done.out).name}"

@@ -119,13 +119,13 @@ def predict(
     *,
     id_column: str | None = None,
     threshold: float | None = None,
-    chunk_rows: int = CHUNK_ROWS,
+    chunk_rows: int | None = None,
 ) -> PredictResult:
     """Score every row of ``data`` (a CSV or a folder of CSVs) with ``model_path``; write ``out``."""
     model_path, data, out = Path(model_path), Path(data), Path(out)
     if not model_path.is_file():
         raise DataError(f"--model {model_path}: no such file; expected sslops export's model.onnx")
-    if chunk_rows < 1:
+    if chunk_rows is not None and chunk_rows < 1:
         raise DataError(f"--chunk-rows {chunk_rows}: expected a positive number of rows")
     if threshold is not None and not 0 < threshold < 1:
         raise DataError(f"--threshold {threshold}: expected a probability between 0 and 1")
@@ -138,7 +138,7 @@ def predict(
                 f"--threshold {threshold}: {model_path.name} is an image or series model, "
                 "whose decision is its most probable class; the threshold is for table models"
             )
-        return _predict_arrays(model, spec, data, out)
+        return _predict_arrays(model, spec, data, out, chunk_rows)
     files = batch_files(data)
     check_output(out, [model_path, *files])
     if not out.parent.is_dir():
@@ -162,7 +162,7 @@ def predict(
         sink.writer.writerow(PREDICTION_COLUMNS)
         for step, path in enumerate(files, 1):
             file_rows = file_empty = 0
-            for batch in iter_batches(path, na, id_column, "--data", chunk_rows):
+            for batch in iter_batches(path, na, id_column, "--data", chunk_rows or CHUNK_ROWS):
                 score = model.score(batch).score
                 _check_batch(batch.row_ids, score, path, seen, id_column, model_path)
                 label = (score >= cut).astype(int)
@@ -202,15 +202,17 @@ def array_input(inputs: list[Any]) -> Any | None:
     return arrays[0] if len(inputs) == 1 and arrays else None
 
 
-def _predict_arrays(model: OnnxClassifier, spec: Any, data: Path, out: Path) -> PredictResult:
+def _predict_arrays(
+    model: OnnxClassifier, spec: Any, data: Path, out: Path, batch: int | None
+) -> PredictResult:
     """An image or series model: the most probable class of each array or image file."""
-    from sslops.predict_arrays import score_arrays  # image readers: only for these models
+    from sslops.predict_arrays import ARRAY_BATCH, score_arrays  # only for these models
 
     check_output(out, [model.path, data])
     if not out.parent.is_dir():
         raise ArtifactError(f"--out {out}: folder {out.parent} does not exist")
     with task_progress("predict", 1) as progress:
-        scored = score_arrays(model.session, spec, model.metadata, data)
+        scored = score_arrays(model.session, spec, model.metadata, data, batch or ARRAY_BATCH)
         if not np.all(np.isfinite(scored.proba)):
             bad = int(np.flatnonzero(~np.isfinite(scored.proba).all(1))[0])
             raise DataError(

@@ -38,6 +38,8 @@ from sslops.data.series import canonical_series
 from sslops.errors import DataError
 from sslops.models.arrays import model_input
 
+ARRAY_BATCH = 256  # images or series per onnxruntime run (--chunk-rows overrides)
+
 
 @dataclass(frozen=True)
 class ArrayScores:
@@ -127,8 +129,11 @@ def _stem(path: Path) -> str:
     return path.name.removesuffix(".npz").removesuffix(".npy")
 
 
-def score_arrays(session: Any, spec: Any, metadata: dict[str, str], data: Path) -> ArrayScores:
-    """Read ``data`` for the model's array input ``spec`` and run ``session``."""
+def score_arrays(
+    session: Any, spec: Any, metadata: dict[str, str], data: Path, batch: int = ARRAY_BATCH
+) -> ArrayScores:
+    """Read ``data`` for the model's array input ``spec`` and run ``session`` on ``batch``
+    items at a time (the network's activations for a whole folder would not fit)."""
     if not data.exists():
         raise DataError(f"--data {data}: no such file or folder")
     if data.is_file() and not data.name.endswith((".npy", ".npz")):
@@ -139,7 +144,10 @@ def score_arrays(session: Any, spec: Any, metadata: dict[str, str], data: Path) 
     read = _images if len(spec.shape) == 4 else _series
     x, ids, changed = read(data, list(spec.shape))
     output = session.get_outputs()[0].name
-    proba = np.asarray(session.run([output], {spec.name: x})[0], dtype=np.float64)
+    proba = np.concatenate([
+        np.asarray(session.run([output], {spec.name: x[start : start + batch]})[0], np.float64)
+        for start in range(0, len(x), batch)
+    ])  # fmt: skip
     try:
         classes = [str(c) for c in json.loads(metadata.get("classes", "null"))]
     except (TypeError, ValueError):
