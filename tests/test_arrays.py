@@ -199,7 +199,20 @@ def test_predict_scores_arrays_as_evaluate_did(
     by7 = pd.read_csv(tmp_path / "by7.csv", dtype={"label": str})  # 7 items per model run
     assert by7["label"].tolist() == written["label"].tolist()
     np.testing.assert_allclose(by7[[f"p_{c}" for c in classes]], probabilities, atol=1e-5)
+    for name, text in _as_text_files(dataset, data.test.features, classes, data.test.target):
+        (tmp_path / name).write_text(text)  # a pixel CSV or a .ts file, as prepare reads them
+        assert main(["predict", "--model", str(model), "--data", str(tmp_path / name),
+                     "--out", str(tmp_path / "text.csv")]) == 0, name  # fmt: skip
+        text_rows = pd.read_csv(tmp_path / "text.csv", dtype={"label": str})
+        assert text_rows["label"].tolist() == written["label"].tolist(), name
+        assert text_rows["row_id"].iloc[-1] == f"{name.split('.')[0]}:{len(written) - 1}"
     if dataset == "mnist":
+        raw = tmp_path / "raw28.csv"  # shipped 28x28 rows, no header, a label last: resized
+        with gzip.open(MNIST, "rt") as fh:
+            raw.write_text("\n".join(fh.read().splitlines()[:30]) + "\n")
+        assert main(["predict", "--model", str(model), "--data", str(raw),
+                     "--out", str(tmp_path / "raw28-out.csv")]) == 0  # fmt: skip
+        assert _json(tmp_path / "raw28-out.meta.json")["resized_or_converted"] == 30
         folder = tmp_path / "digits"
         folder.mkdir()
         for i, image in enumerate(data.test.features[:12]):
@@ -223,11 +236,39 @@ def test_predict_scores_arrays_as_evaluate_did(
         "expected one array, or one named 'x'": [
             "--data", str(_saved(tmp_path / "two.npz", np.zeros(3), np.ones(3)))],
     }  # fmt: skip
+    odd = tmp_path / ("odd.csv" if dataset == "mnist" else "odd.ts")
+    odd.write_text("9,8,7,6,5,4,3\n" if dataset == "mnist" else "@classLabel false\n@data\n1,x,3\n")
+    bad["is not a square" if dataset == "mnist" else "a series value is not a number"] = [
+        "--data", str(odd)]  # fmt: skip
     for expected, argv in bad.items():
         code = main(["predict", "--model", str(model), "--out", str(tmp_path / "bad.csv"), *argv])
         err = capsys.readouterr().err
         assert code == 2 and err.startswith("error: ") and expected in err, (expected, err)
         assert err.count("\n") == 1 and not (tmp_path / "bad.csv").exists(), err
+
+
+def _as_text_files(
+    dataset: str, features: np.ndarray, classes: list[str], target: np.ndarray
+) -> list[tuple[str, str]]:
+    """The test split as text files a user would bring: pixel CSVs with a header and a
+    label column, with a header and no label, with neither; .ts files with and without
+    class labels."""
+    if dataset == "mnist":
+        pixels = features.reshape(len(features), -1)
+        rows = [",".join(map(str, row)) for row in pixels]
+        header = ",".join(str(i) for i in range(pixels.shape[1]))
+        labelled = [f"{r},{classes[k]}" for r, k in zip(rows, target, strict=True)]
+        return [
+            ("labelled.csv", "\n".join([f"{header},label", *labelled]) + "\n"),
+            ("named.csv", "\n".join([header, *rows]) + "\n"),
+            ("bare.csv", "\n".join(rows) + "\n"),
+        ]
+    lines = [",".join(repr(float(v)) for v in row) for row in features.reshape(len(features), -1)]
+    labels = [f"{line}:{classes[k]}" for line, k in zip(lines, target, strict=True)]
+    return [
+        ("labelled.ts", "\n".join([f"@classLabel true {' '.join(classes)}", "@data", *labels])),
+        ("unlabelled.ts", "\n".join(["@univariate true", "@classLabel false", "@data", *lines])),
+    ]
 
 
 def _saved(path: Path, *arrays: np.ndarray) -> Path:

@@ -132,7 +132,7 @@ def test_bad_input_is_one_line_and_nothing_is_written_or_lost(
         "not an earlier predictions file": ["--model", model, "--data", data, "--out", mine],
         "not the provenance record": ["--model", model, "--data", data,
                                       "--out", tmp_path / "notes.csv"],
-        "an image or series model": ["--model", _array_model(tmp_path / "img.onnx"),
+        "an image model reads a pixel CSV": ["--model", _array_model(tmp_path / "img.onnx"),
                                      "--data", data, "--out", out],
         "no such file": ["--model", tmp_path / "nope.onnx", "--data", data, "--out", out],
         "ending in .csv": ["--model", model, "--data", data, "--out", tmp_path / "out.parquet"],

@@ -329,8 +329,9 @@ def _predict_parser(sub: Any) -> None:
         "score and decision per row. The threshold is the model's own (its "
         "decision_threshold metadata), else evaluate.threshold; --config supplies "
         "data.na_values and shadow.id_column. An image or series model reads a .npy/.npz "
-        "array (images (N, H, W[, C]), series (N, L)) or a folder of image files, resized as "
-        "prepare does, and gives the most probable class and each class's probability. OUT "
+        "array (images (N, H, W[, C]), series (N, L)), a pixel CSV or a folder of image files "
+        "(images), a .ts file (series), brought to the model's size as prepare does, and "
+        "gives the most probable class and each class's probability. OUT "
         "appears whole or not at all, and only an earlier predictions file is ever replaced.",
         epilog=PREDICT_EXAMPLES,
     )
@@ -339,7 +340,8 @@ def _predict_parser(sub: Any) -> None:
                       help="sslops export's model.onnx (or its int8 copy)")  # fmt: skip
     pred.add_argument("--data", required=True, type=Path, metavar="FILE.csv|DIR",
                       help="rows to score: one CSV, or a folder of CSVs (by name); image and "
-                      "series models: a .npy/.npz file or a folder of images")  # fmt: skip
+                      "series models: .npy/.npz; images also a pixel CSV or a folder of "
+                      "images; series a .ts file")  # fmt: skip
     pred.add_argument("--out", required=True, type=Path, metavar="FILE.csv",
                       help="PREDICTIONS.csv to write")  # fmt: skip
     pred.add_argument("--id-column", metavar="COLUMN",

@@ -138,7 +138,7 @@ def predict(
                 f"--threshold {threshold}: {model_path.name} is an image or series model, "
                 "whose decision is its most probable class; the threshold is for table models"
             )
-        return _predict_arrays(model, spec, data, out, chunk_rows)
+        return _predict_arrays(model, spec, data, out, chunk_rows, cfg.data.label if cfg else None)
     files = batch_files(data)
     check_output(out, [model_path, *files])
     if not out.parent.is_dir():
@@ -203,8 +203,9 @@ def array_input(inputs: list[Any]) -> Any | None:
 
 
 def _predict_arrays(
-    model: OnnxClassifier, spec: Any, data: Path, out: Path, batch: int | None
-) -> PredictResult:
+    model: OnnxClassifier, spec: Any, data: Path, out: Path, batch: int | None,
+    label: str | None,
+) -> PredictResult:  # fmt: skip
     """An image or series model: the most probable class of each array or image file."""
     from sslops.predict_arrays import ARRAY_BATCH, score_arrays  # only for these models
 
@@ -212,7 +213,9 @@ def _predict_arrays(
     if not out.parent.is_dir():
         raise ArtifactError(f"--out {out}: folder {out.parent} does not exist")
     with task_progress("predict", 1) as progress:
-        scored = score_arrays(model.session, spec, model.metadata, data, batch or ARRAY_BATCH)
+        scored = score_arrays(
+            model.session, spec, model.metadata, data, batch or ARRAY_BATCH, label or "label"
+        )
         if not np.all(np.isfinite(scored.proba)):
             bad = int(np.flatnonzero(~np.isfinite(scored.proba).all(1))[0])
             raise DataError(

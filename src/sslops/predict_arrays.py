@@ -6,8 +6,12 @@ float32, or ``[batch, 1, L]`` raw series) and returns class probabilities. Accep
 - ``.npy`` / ``.npz`` (its only array, or the one named ``x``): images ``(N, H, W)`` or
   ``(N, H, W, C)`` (pixels 0..255, or floats 0..1), series ``(N, L)``; row ids
   ``<file stem>:<row>``;
-- for image models, a folder of image files (PNG, JPEG, ...; hidden ones left out, sorted by
-  path); row ids are the paths relative to the folder.
+- for image models, a pixel CSV as prepare reads it (one image per row, row-major pixels
+  0..255; the ``data.label`` column, or an unnamed last one, is left out when there is one;
+  row ids ``<file stem>:<row>``), or a folder of image files (PNG, JPEG, ...; hidden ones
+  left out, sorted by path; row ids are the paths relative to the folder);
+- for series models, a ``.ts`` file (sktime/UCR format; ``@classLabel false`` or true, the
+  labels are ignored; series of any length, ``?`` for a missing value).
 
 Images are brought to the model's size and channels as ``prepare`` does
 (:func:`sslops.data.images.canonical_images`, bilinear), series to its length by
@@ -33,12 +37,15 @@ from sslops.data.images import (
     canonical_images,
     image_files,
     open_image,
+    read_pixel_csv,
 )
-from sslops.data.series import canonical_series
+from sslops.data.series import canonical_series, read_ts
 from sslops.errors import DataError
 from sslops.models.arrays import model_input
 
 ARRAY_BATCH = 256  # images or series per onnxruntime run (--chunk-rows overrides)
+_IMAGE_FILES = (".npy", ".npz", ".csv", ".csv.gz")
+_SERIES_FILES = (".npy", ".npz", ".ts")
 
 
 @dataclass(frozen=True)
@@ -79,8 +86,9 @@ def _image_files(root: Path) -> list[Path]:
     return files
 
 
-def _images(path: Path, shape: list[Any]) -> tuple[np.ndarray, np.ndarray, int]:
-    """(model input, row ids, how many images were resized or converted)."""
+def _images(path: Path, shape: list[Any], label: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """(model input, row ids, how many images were resized or converted); a pixel CSV's
+    ``label`` column, when it has one, is left out."""
     channels, height, width = (int(v) for v in shape[1:4])
     if path.is_dir():
         files = _image_files(path)
@@ -88,7 +96,11 @@ def _images(path: Path, shape: list[Any]) -> tuple[np.ndarray, np.ndarray, int]:
         ids = np.array([f.relative_to(path).as_posix() for f in files], dtype=object)
         images, report = canonical_images(pil, (height, width), channels)
     else:
-        values = _load_array(path)
+        values = (
+            _pixel_csv(path, label, channels * height * width)
+            if path.name.endswith((".csv", ".csv.gz"))
+            else _load_array(path)
+        )
         if values.ndim == 4 and values.shape[-1] not in (1, 3):
             raise DataError(
                 f"--data {path}: shape {values.shape}; expected images (N, H, W) or "
@@ -108,9 +120,25 @@ def _images(path: Path, shape: list[Any]) -> tuple[np.ndarray, np.ndarray, int]:
     return model_input("image", images).numpy(), ids, changed
 
 
+def _pixel_csv(path: Path, label: str, pixels: int) -> np.ndarray:
+    try:
+        return read_pixel_csv(path, label, "--data", require_labels=False)[0]
+    except DataError as exc:  # a table of columns given to an image model, most often
+        raise DataError(
+            f"{exc} (an image model reads a pixel CSV as one image per row, {pixels:,} pixel "
+            "values for this model, or a .npy/.npz array or a folder of images)"
+        ) from None
+
+
 def _series(path: Path, shape: list[Any]) -> tuple[np.ndarray, np.ndarray, int]:
     if path.is_dir():
         raise DataError(f"--data {path} is a folder; a series model reads a .npy/.npz (N, L) file")
+    length = int(shape[2])
+    if path.name.endswith(".ts"):  # series of any length, '?' for a missing value
+        raw, _ = read_ts(path, "--data", require_labels=False)
+        series, report = canonical_series(raw, length, "resample")
+        ids = np.array([f"{_stem(path)}:{i}" for i in range(len(raw))], dtype=object)
+        return model_input("timeseries", series).numpy(), ids, report["resampled"]
     values = _load_array(path)
     if values.ndim != 2 or len(values) == 0 or not np.issubdtype(values.dtype, np.number):
         raise DataError(f"--data {path}: shape {values.shape}, dtype {values.dtype}; expected "
@@ -119,30 +147,39 @@ def _series(path: Path, shape: list[Any]) -> tuple[np.ndarray, np.ndarray, int]:
     if np.isinf(values).any() or np.isnan(values).all(axis=1).any():
         row = int(np.flatnonzero(np.isinf(values).any(1) | np.isnan(values).all(1))[0])
         raise DataError(f"--data {path}: series {row} is infinite or has no value")
-    length = int(shape[2])
     series, report = canonical_series(list(values), length, "resample")
     ids = np.array([f"{_stem(path)}:{i}" for i in range(len(values))], dtype=object)
     return model_input("timeseries", series).numpy(), ids, report["resampled"]
 
 
 def _stem(path: Path) -> str:
-    return path.name.removesuffix(".npz").removesuffix(".npy")
+    name = path.name.removesuffix(".gz")
+    for suffix in (".npz", ".npy", ".csv", ".ts"):
+        name = name.removesuffix(suffix)
+    return name
 
 
 def score_arrays(
-    session: Any, spec: Any, metadata: dict[str, str], data: Path, batch: int = ARRAY_BATCH
-) -> ArrayScores:
+    session: Any, spec: Any, metadata: dict[str, str], data: Path, batch: int = ARRAY_BATCH,
+    label: str = "label",
+) -> ArrayScores:  # fmt: skip
     """Read ``data`` for the model's array input ``spec`` and run ``session`` on ``batch``
     items at a time (the network's activations for a whole folder would not fit)."""
     if not data.exists():
         raise DataError(f"--data {data}: no such file or folder")
-    if data.is_file() and not data.name.endswith((".npy", ".npz")):
+    image = len(spec.shape) == 4
+    if data.is_file() and not data.name.endswith(_IMAGE_FILES if image else _SERIES_FILES):
         raise DataError(
-            f"--data {data}: an image or series model reads a .npy/.npz file"
-            + (" or a folder of images" if len(spec.shape) == 4 else "")
+            f"--data {data}: {'an image' if image else 'a series'} model reads a .npy/.npz file, "
+            + (
+                "a pixel CSV (one image per row) or a folder of images"
+                if image
+                else "or a .ts file"
+            )
         )
-    read = _images if len(spec.shape) == 4 else _series
-    x, ids, changed = read(data, list(spec.shape))
+    x, ids, changed = (
+        _images(data, list(spec.shape), label) if image else _series(data, list(spec.shape))
+    )
     output = session.get_outputs()[0].name
     proba = np.concatenate([
         np.asarray(session.run([output], {spec.name: x[start : start + batch]})[0], np.float64)

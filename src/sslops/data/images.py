@@ -40,10 +40,15 @@ def _square_side(pixels: int, path: Path, key: str) -> tuple[int, int]:
     )
 
 
+def _is_image(pixels: int) -> bool:
+    return any(round((pixels / c) ** 0.5) ** 2 * c == pixels for c in (1, 3))
+
+
 def _pixel_csv_header(path: Path, key: str, label: str) -> list[str] | None:
     """The header row of a pixel CSV, or None when its first row is already an image.
 
-    A first row naming data.label is a header (pandas writes ``0,1,...,783,label``); else
+    A first row naming data.label is a header (pandas writes ``0,1,...,783,label``), and so
+    is one that numbers its columns (``0,1,...,255``: no image is drawn that way); else
     most cells of a header are names and most cells of an image row are numbers: one cell
     that is not a number (a label such as 'zero', or an empty label) makes no header."""
     check_is_csv(path, key)
@@ -61,7 +66,11 @@ def _pixel_csv_header(path: Path, key: str, label: str) -> list[str] | None:
             "sslops reads comma-separated pixel CSV, so convert it first"
         )
     names = sum(not is_number(cell) for cell in cells)
-    return cells if label in cells or 2 * names > len(cells) else None
+    numbered = cells in (
+        [str(i) for i in range(len(cells))],
+        [str(i + 1) for i in range(len(cells))],
+    )
+    return cells if label in cells or 2 * names > len(cells) or numbered else None
 
 
 def _first_line(path: Path, key: str) -> str:
@@ -95,10 +104,18 @@ def _shown_names(names: list[str]) -> str:
     return shown if len(names) <= SHOWN_COLUMNS else f"{shown}, ... ({len(names)} columns)"
 
 
-def read_pixel_csv(path: Path, label: str, key: str) -> tuple[np.ndarray, np.ndarray]:
+def read_pixel_csv(
+    path: Path, label: str, key: str, require_labels: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """One image per row: row-major pixel values 0..255 and a label (the last column when the
-    file has no header row, else the column named ``label``)."""
-    header = check_pixel_csv_label(path, label, key)
+    file has no header row, else the column named ``label``). ``require_labels=False`` (new
+    images to score): the label column may be absent (every column is a pixel: the header
+    does not name ``label``, or there is no header and the columns make a whole image); the
+    labels are then empty."""
+    if require_labels:
+        header = check_pixel_csv_label(path, label, key)
+    else:
+        header = _pixel_csv_header(path, key, label)
     try:
         first = pacsv.read_csv(path, read_options=pacsv.ReadOptions(autogenerate_column_names=True))
     except pa.ArrowInvalid:
@@ -107,12 +124,18 @@ def read_pixel_csv(path: Path, label: str, key: str) -> tuple[np.ndarray, np.nda
         raise DataError(f"{key}: {path} could not be read ({exc})") from None
     has_header = header is not None
     table = first.slice(1) if has_header else first
-    names = header or [f"pixel{i}" for i in range(first.num_columns - 1)] + ["label"]
+    names = header or [f"pixel{i}" for i in range(first.num_columns - 1)] + [label]
+    if not require_labels and header is None and _is_image(first.num_columns):
+        names = [f"pixel{i}" for i in range(first.num_columns)]  # no label column
     if table.num_rows == 0:
         raise DataError(f"{key}: {path} has no image rows")
-    labels = np.array(  # an empty cell is no label: the row is dropped and counted
-        ["" if v is None else str(v) for v in table.column(names.index(label)).to_pylist()],
-        dtype=object,
+    labels = (  # an empty cell is no label: the row is dropped and counted
+        np.array(
+            ["" if v is None else str(v) for v in table.column(names.index(label)).to_pylist()],
+            dtype=object,
+        )
+        if label in names
+        else np.full(table.num_rows, "", dtype=object)
     )
     pixel_columns = [i for i, n in enumerate(names) if n != label]
     values = np.empty((table.num_rows, len(pixel_columns)), dtype=np.float64)

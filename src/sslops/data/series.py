@@ -16,8 +16,12 @@ from sslops.data.readers import read_text_lines
 from sslops.errors import DataError
 
 
-def read_ts(path: Path, key: str) -> tuple[list[np.ndarray], np.ndarray]:
-    """Univariate series and their class labels; ``?`` marks a missing value."""
+def read_ts(
+    path: Path, key: str, require_labels: bool = True
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Univariate series and their class labels; ``?`` marks a missing value.
+    ``require_labels=False`` (new series to score): ``@classLabel false`` is accepted and the
+    labels are then empty."""
     lines = read_text_lines(path, key)
     in_data, labelled, declared = False, True, set()
     series: list[np.ndarray] = []
@@ -31,7 +35,7 @@ def read_ts(path: Path, key: str) -> tuple[list[np.ndarray], np.ndarray]:
             if lowered.startswith("@classlabel"):
                 labelled = lowered.split()[1:2] == ["true"]
                 declared = set(line.split()[2:])
-                if not labelled:
+                if not labelled and require_labels:
                     raise DataError(
                         f"{key}: {path} line {number}: @classLabel false: the series carry no "
                         "class label, and sslops fine-tunes and evaluates on labels; write "
@@ -71,8 +75,8 @@ def read_ts(path: Path, key: str) -> tuple[list[np.ndarray], np.ndarray]:
                 f"{key}: {path} line {number}: expected at least 2 values that are not missing "
                 f"('?'), got {len(known)} of {len(values)}"
             )
-        label = parts[1].strip()
-        if declared and label not in declared:
+        label = parts[1].strip() if labelled else ""
+        if labelled and declared and label not in declared:
             raise DataError(
                 f"{key}: {path} line {number}: class label {label!r} is not one that "
                 f"@classLabel declares ({', '.join(sorted(declared))})"
