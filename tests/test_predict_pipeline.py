@@ -72,6 +72,9 @@ def test_predict_component_scores_and_publishes_on_the_workspace(
     assert metrics["rows"] == len(frame) and metrics["files"] == 2
     assert metrics["label_1_share"] == pytest.approx(written["label"].mean(), abs=1e-6)
     assert task.outputs["predictions"].metadata["published"] == str(published)
+    summary = Path(task.outputs["summary"].path).read_text()  # shown in the KFP UI
+    assert f"**{len(frame):,} rows**" in summary and record["model"]["sha256"] in summary
+    assert "| threshold | 0.5 (the model's decision_threshold metadata) |" in summary
 
     again = tmp_path / "workspace" / "predictions" / "manual.csv"  # a threshold of one's own
     task = predict(

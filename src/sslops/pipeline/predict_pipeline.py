@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from kfp import compiler, dsl
-from kfp.dsl import Dataset, Metrics, Output
+from kfp.dsl import Dataset, Markdown, Metrics, Output
 
 from sslops.config import Config
 from sslops.k8s.kfp_platform import place_task
@@ -40,12 +40,13 @@ def predict(
     id_column: str,
     threshold: str,
     predictions: Output[Dataset],
+    summary: Output[Markdown],
     metrics: Output[Metrics],
 ):
     """Score every row of ``data`` with ``model``: predictions.csv and its provenance record."""
     from sslops.pipeline.tasks import predict_task
 
-    predict_task(config_json, model, data, out, id_column, threshold, predictions, metrics)
+    predict_task(config_json, model, data, out, id_column, threshold, predictions, summary, metrics)
 
 
 def build_predict_pipeline(

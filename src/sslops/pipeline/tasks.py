@@ -220,7 +220,7 @@ def shadow_task(
 
 def predict_task(
     config_json: str, model: str, data: str, out: str, id_column: str, threshold: str,
-    predictions: Any, metrics: Any,
+    predictions: Any, summary: Any, metrics: Any,
 ) -> None:  # fmt: skip
     """The predict stage on paths the pod can read; the ``predictions`` artifact is a folder
     (``predictions.csv``, ``predictions.meta.json``); ``out`` (``{date}``: the run's UTC
@@ -258,7 +258,33 @@ def predict_task(
             "rows": done.rows, "model_sha256": record["model"]["sha256"],
             "summary": done.described, "published": str(target) if target else "",
         })  # fmt: skip
+        Path(summary.path).write_text(_predict_markdown(record, done.described, target))
         print(f"predict: {done.rows:,} rows, {done.described}", flush=True)
+
+
+def _predict_markdown(record: dict[str, Any], described: str, published: Path | None) -> str:
+    """The run at a glance in the KFP UI: what was decided, by which model, from which files."""
+    model = record["model"]
+    lines = [
+        "# Batch scoring", "",
+        f"**{record['rows']:,} rows**: {described}.", "",
+        "| | |", "|---|---|",
+        f"| model | `{model['path']}` |",
+        f"| model sha256 | `{model['sha256']}` |",
+    ]  # fmt: skip
+    if "threshold" in record:
+        lines.append(f"| threshold | {record['threshold']:g} ({record['threshold_from']}) |")
+    lines.append(
+        f"| published | `{published}` |" if published else "| published | (artifact only) |"
+    )
+    lines += ["", "| input | rows | sha256 |", "|---|---:|---|"]
+    for item in record["data"][:20]:  # an image folder can hold thousands of files
+        rows = item.get("rows")
+        count = "" if rows is None else f"{rows:,}"
+        lines.append(f"| `{item['path']}` | {count} | `{item['sha256'][:16]}…` |")
+    if len(record["data"]) > 20:
+        lines.append(f"| … and {len(record['data']) - 20:,} more (predictions.meta.json) | | |")
+    return "\n".join(lines) + "\n"
 
 
 def _probability(text: str) -> float | None:
