@@ -290,14 +290,15 @@ def _check_batch(
         )
     if seen is None:
         return
+    source = str(path)  # one string shared by the file's ids, not one per row
     for row_id in row_ids:
         if row_id in seen:
-            where = "earlier in it" if seen[row_id] == str(path) else f"in {seen[row_id]}"
+            where = "earlier in it" if seen[row_id] == source else f"in {seen[row_id]}"
             raise DataError(
                 f"--data {path}: row id {row_id!r} occurs more than once (also {where}); "
                 f"expected unique values in column {id_column!r}"
             )
-        seen[row_id] = str(path)
+        seen[row_id] = source
 
 
 def check_publish(out: Path, inputs: list[Path]) -> None:
