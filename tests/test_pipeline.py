@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import subprocess
@@ -12,6 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from sslops.audit.registry import list_registry
 from sslops.finetune.pareto import MECHANISMS
 from tests.conftest import FAST_OVERRIDES, ROOT
 
@@ -83,15 +85,25 @@ def test_sslops_run_on_another_csv_through_kfp_local(
         "--set", f"data.train={other['train']}", "--set", f"data.test={other['test']}",
         "--set", "data.label=high_earner", "--set", "data.positive=yes",
         "--set", "data.sensitive=[gender, ethnicity]", "--set", "data.identifiers=[customer_id]",
+        "--set", "audit.registry=registry",  # relative to the caller's folder, as kept
     ]  # fmt: skip
     for override in FAST_OVERRIDES:
         if not override.startswith("evaluate.label_efficiency"):
             args += ["--set", override]
     for override in ("fractions=[0.2,1.0]", "draws=1", "full_fine_tune=false"):
         args += ["--set", f"evaluate.label_efficiency.{override}"]
-    result = subprocess.run(args, capture_output=True, text=True, env=cli_env, timeout=600)
+    result = subprocess.run(
+        args, capture_output=True, text=True, env=cli_env, timeout=600, cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
+    # The bundle was filed in the registry, under the demo config's model name.
+    sha = hashlib.sha256((out / "audit" / "bundle" / "manifest.json").read_bytes()).hexdigest()
+    filed = tmp_path / "registry" / "bundles" / f"{sha}.zip"
+    assert summary["audit"]["filed"] == str(filed) and f"Filed as:     {filed}" in result.stdout
+    assert [r["manifest_sha256"] for r in list_registry(tmp_path / "registry", "adult-income")] == [
+        sha
+    ]
     # The rows without a label were pretrained on, and only they were not fine-tuned on.
     card = json.loads((out / "prepare" / "datacard.json").read_text())
     assert card["rows_without_label_kept"] > 900

@@ -139,6 +139,8 @@ tools:
   sslops audit reproduce BUNDLE --data DIR --public-key FILE --out DIR [--key-file FILE]
                                                    re-run the evaluation from the bundle, signed attestation
   sslops audit verify-attestation DIR [--public-key FILE]   check an attestation's signature
+  sslops audit file BUNDLE --registry DIR [--model NAME]   file a bundle in an audit registry
+  sslops audit list --registry DIR [--model NAME] [--verify]   what was filed (and is it intact)
 examples:
   sslops audit --config params.yaml --prepared artifacts/prepare --pretrained artifacts/pretrain \\
       --finetuned artifacts/finetune --evaluation artifacts/evaluate --exported artifacts/export \\
@@ -149,7 +151,7 @@ examples:
 
 def _audit_tools(audit: argparse.ArgumentParser) -> None:
     tools = audit.add_subparsers(
-        dest="audit_command", metavar="{verify,keygen,reproduce,verify-attestation}"
+        dest="audit_command", metavar="{verify,keygen,reproduce,verify-attestation,file,list}"
     )
     verify = tools.add_parser(
         "verify",
@@ -186,6 +188,110 @@ def _audit_tools(audit: argparse.ArgumentParser) -> None:
         help="where to write the public key, to hand to whoever verifies bundles",
     )  # fmt: skip
     _reproduce_tools(tools)
+    _registry_tools(tools)
+
+
+def _registry_tools(tools: Any) -> None:
+    filing = tools.add_parser(
+        "file",
+        help="file a bundle in an audit registry (content-addressed, indexed by model)",
+        description="Verify a bundle and file it in an audit registry folder: "
+        "bundles/<sha256 of manifest.json>.zip (read-only) and an entry in "
+        "models/<model>/index.json (deployed model, gates, metrics, signer, KFP run). Filing "
+        "the same bundle again changes nothing. A bundle that fails verification is not "
+        "filed. The audit stage files its bundle itself when audit.registry is set.",
+        epilog="examples:\n"
+        "  sslops audit file runs/demo/audit --registry /mnt/audit-registry\n"
+        "  sslops audit file bundle.zip --registry reg/ --model income --public-key issuer.pub.pem"
+        " --require-signed",
+    )
+    filing.add_argument(
+        "bundle", type=Path, metavar="BUNDLE", help="bundle folder, .zip or audit folder"
+    )
+    filing.add_argument("--registry", required=True, type=Path, metavar="DIR",
+                        help="the registry folder (made on first use)")  # fmt: skip
+    filing.add_argument(
+        "--model", metavar="NAME",
+        help="file under this model name (default: the bundle's audit.model_name, else its "
+        "title made lower-case with dashes)",
+    )  # fmt: skip
+    filing.add_argument("--public-key", type=Path, metavar="FILE",
+                        help="the bundle must be signed with this PEM public key")  # fmt: skip
+    filing.add_argument("--require-signed", action="store_true",
+                        help="refuse an unsigned bundle")  # fmt: skip
+    listing = tools.add_parser(
+        "list",
+        help="list the bundles filed in an audit registry",
+        description="List the bundles filed in an audit registry, oldest first: when filed, "
+        "model, manifest sha256, deployed model, gates, accuracy, ROC AUC, DP and EO "
+        "differences, signed or not. --verify also re-checks every filed bundle and the "
+        "chain of index entries (exit 1 naming each problem).",
+        epilog="examples:\n"
+        "  sslops audit list --registry /mnt/audit-registry\n"
+        "  sslops audit list --registry reg/ --model income --json\n"
+        "  sslops audit list --registry reg/ --verify --public-key issuer.pub.pem",
+    )
+    listing.add_argument("--registry", required=True, type=Path, metavar="DIR",
+                         help="the registry folder")  # fmt: skip
+    listing.add_argument("--model", metavar="NAME", help="only this model's bundles")
+    listing.add_argument("--json", action="store_true", help="print the entries as JSON")
+    listing.add_argument("--verify", action="store_true",
+                         help="re-check every filed bundle and the index chains")  # fmt: skip
+    listing.add_argument("--public-key", type=Path, metavar="FILE",
+                         help="with --verify: every bundle must be signed with this key")  # fmt: skip
+
+
+def _cmd_registry(args: argparse.Namespace) -> int:
+    from sslops.audit import load_public_key
+    from sslops.audit.registry import check_registry, file_bundle, list_registry
+
+    key = load_public_key(args.public_key) if args.public_key else None
+    if args.audit_command == "file":
+        entry = file_bundle(args.bundle, args.registry, model=args.model, public_key=key,
+                            require_signed=args.require_signed)  # fmt: skip
+        print(
+            f"{entry['status']}: {args.bundle} as {entry['path']} (model {entry['model']}, "
+            f"{'signed' if entry['signed'] else 'NOT signed'}, gates {entry['gates']})"
+        )
+        return 0
+    rows = list_registry(args.registry, args.model)
+    problems = check_registry(args.registry, key) if args.verify else []
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        _print_registry(rows)
+    for problem in problems:
+        print(f"  {problem}", file=sys.stderr)
+    if problems:
+        count = len(problems)
+        print(f"error: {args.registry} failed verification ({count} problem"
+              f"{'s' * (count > 1)}): {problems[0]}", file=sys.stderr)  # fmt: skip
+        return 1
+    if args.verify:
+        print(f"verified: {len(rows)} filed bundle(s) intact, index chains unbroken",
+              file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def _print_registry(rows: list[dict[str, Any]]) -> None:
+    """One line a filed bundle, columns aligned and nothing cut (as ``kubectl get`` prints)."""
+
+    def number(value: Any) -> str:
+        return f"{value:.4f}" if isinstance(value, int | float) else "-"
+
+    table = [("FILED", "MODEL", "MANIFEST", "DEPLOYED", "GATES", "ACCURACY", "ROC_AUC",
+              "DP_DIFF", "EO_DIFF", "SIGNED")]  # fmt: skip
+    for row in rows:
+        m = row.get("metrics") or {}
+        table.append((
+            row.get("filed") or "-", row["model"], row["manifest_sha256"][:12],
+            str(row.get("deployed") or "-"), str(row.get("gates") or "-"),
+            *(number(m.get(k)) for k in ("accuracy", "roc_auc", "dp_difference", "eo_difference")),
+            "yes" if row.get("signed") else "no",
+        ))  # fmt: skip
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    for line in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
 
 
 REPRODUCE_EPILOG = """\
@@ -412,6 +518,8 @@ def _cmd_audit_tool(args: argparse.Namespace) -> int:
 
     if args.audit_command in {"reproduce", "verify-attestation"}:
         return _cmd_attestation(args)
+    if args.audit_command in {"file", "list"}:
+        return _cmd_registry(args)
     if args.audit_command == "keygen":
         fp = generate_keypair(args.private_key, args.public_key)
         print(f"wrote {args.private_key} (private, mode 0600) and {args.public_key}; key {fp}")
@@ -487,6 +595,10 @@ def _print_summary(summary: dict[str, Any], out: Path, config_path: Path | None 
         f"{summary['onnx']['max_abs_diff']:.1e})"
     )
     console.print(f"Audit bundle: {summary['audit']['path']}  (model card: model_card.html)")
+    if summary["audit"].get("filed"):
+        filed = Path(summary["audit"]["filed"])
+        console.print(f"Filed as:     {filed}  (sslops audit list --registry "
+                      f"{filed.parent.parent})", soft_wrap=True)  # fmt: skip
     console.print(f"Summary:      {out / 'summary.json'}")
     tables = (out / "prepare" / "encoding.json").is_file()  # the model takes raw columns
     config = f" --config {config_path}" if config_path and tables else ""

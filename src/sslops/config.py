@@ -549,8 +549,29 @@ class AuditConfig(_Section):
     )
     signing: SigningConfig = Field(default_factory=SigningConfig)
     previous_bundle: str | None = Field(
-        default=None, description="An earlier audit bundle (folder or .zip) for the change log."
+        default=None,
+        description="An earlier audit bundle (folder or .zip) for the change log, or "
+        "'registry:latest': the bundle filed last under audit.model_name in audit.registry.",
     )
+    registry: str | None = Field(
+        default=None,
+        description="Audit registry folder to file the bundle in (bundles/<sha256>.zip, "
+        "models/<model_name>/index.json); on a cluster, a path on the workspace volume.",
+    )
+    model_name: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$",
+        description="The name the registry files bundles under (default: made from the title).",
+    )
+
+    @model_validator(mode="after")
+    def _latest_needs_registry(self) -> AuditConfig:
+        if self.previous_bundle == "registry:latest" and not self.registry:
+            raise ValueError(
+                "audit.previous_bundle 'registry:latest' is the bundle filed last in the audit "
+                "registry: set audit.registry too"
+            )
+        return self
 
     @model_validator(mode="after")
     def _overrides_name_gates(self) -> AuditConfig:

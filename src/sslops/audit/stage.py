@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,13 @@ from sslops.audit.compliance import compliance_map
 from sslops.audit.environment import environment_record, sbom_json
 from sslops.audit.gates import evaluate_gates, measured_values
 from sslops.audit.pdf import render_pdf
+from sslops.audit.registry import (
+    LATEST,
+    check_registry_path,
+    file_bundle,
+    latest_bundle,
+    model_slug,
+)  # fmt: skip
 from sslops.config import Config
 from sslops.errors import ArtifactError, ConfigError
 from sslops.prepare.dataset import check_same_data
@@ -192,6 +200,7 @@ def audit(
         cfg, measured_values(metrics, exported), _gate_context(artifacts["finetune"], metrics)
     )
     key = load_signing_key(cfg.audit.signing)
+    registry = _registry(cfg, Path(out_dir))
     config = cfg.model_dump(mode="json")
     with write_artifact(out_dir, "audit", config, artifacts) as tmp:
         bundle = tmp / BUNDLE_DIR
@@ -217,8 +226,9 @@ def audit(
         write_json(bundle / "run.json", run)
         write_json(bundle / "gates.json", gates)
         context: dict[str, Any] = {"gates": gates, "lineage": lineage, "run": run}
-        if cfg.audit.previous_bundle:
-            context["changelog"] = build_changelog(Path(cfg.audit.previous_bundle), bundle)
+        previous = _previous_bundle(cfg, registry)
+        if previous is not None:
+            context["changelog"] = build_changelog(previous, bundle)
             write_json(bundle / "changelog.json", context["changelog"])
         names = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()}
         names |= {"model_card.md", "model_card.html", "model_card.pdf", "compliance.json", MANIFEST}
@@ -240,4 +250,35 @@ def audit(
         write_zip(bundle, tmp / ZIP_NAME)
         for name in CARD_COPIES:  # where DVC users and the KFP task look for the card
             shutil.copy2(bundle / name, tmp / name)
+        if registry is not None:  # last: a failure here leaves no audit artifact either
+            filed = file_bundle(tmp / ZIP_NAME, registry, model=cfg.audit.model_name)
+            print(
+                f"audit: {filed['status']} in the registry {registry} as {filed['bundle']} "
+                f"(model {filed['model']})",
+                file=sys.stderr,
+            )
     return Path(out_dir)
+
+
+def _previous_bundle(cfg: Config, registry: Path | None) -> Path | None:
+    """``audit.previous_bundle``: a path, or ``registry:latest``, the bundle filed last under
+    this model (none on its first filing)."""
+    previous = cfg.audit.previous_bundle
+    if previous == LATEST and registry is not None:
+        return latest_bundle(registry, cfg.audit.model_name or model_slug(cfg.audit.title))
+    return Path(previous) if previous else None
+
+
+def _registry(cfg: Config, out_dir: Path) -> Path | None:
+    """``audit.registry``, checked before anything is written: a registry or a folder that
+    can become one, and not inside the artifact being written."""
+    if not cfg.audit.registry:
+        return None
+    registry = Path(cfg.audit.registry)
+    if registry.resolve().is_relative_to(out_dir.resolve()):
+        raise ConfigError(
+            f"audit.registry {registry} lies inside the audit artifact {out_dir}; the registry "
+            "keeps bundles across runs: give a folder outside it"
+        )
+    check_registry_path(registry)
+    return registry

@@ -27,7 +27,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from sslops.artifacts import check_replaceable, move_into_place, write_json
+from sslops.artifacts import check_replaceable, move_into_place, sha256_file, write_json
+from sslops.audit.registry import BUNDLES
 from sslops.config import Config
 from sslops.errors import SslopsError
 from sslops.pipeline import stage_cache
@@ -94,7 +95,10 @@ def _absolute_paths(cfg: Config) -> Config:
         value = getattr(data, key)
         if value and not value.startswith("package:"):
             setattr(data, key, str(Path(value).expanduser().resolve()))
-    return cfg.model_copy(update={"data": data})
+    audit = cfg.audit.model_copy()
+    if audit.registry:  # the registry outlives the run: keep where the caller meant
+        audit.registry = str(Path(audit.registry).expanduser().resolve())
+    return cfg.model_copy(update={"data": data, "audit": audit})
 
 
 def _collect(pipeline_root: Path, staging: Path) -> None:
@@ -155,8 +159,19 @@ def build_summary(run_dir: Path) -> dict[str, Any]:
         "manifest": str((bundle / "manifest.json").resolve()),
         "signed": (bundle / "signature.json").is_file(),
         "gates": gates["overall"],
+        "filed": _filed(bundle),
     }
     return summary
+
+
+def _filed(bundle: Path) -> str | None:
+    """The bundle's file in the audit registry, when ``audit.registry`` filed it."""
+    config = json.loads((bundle / "config.json").read_text(encoding="utf-8"))
+    registry = config["audit"].get("registry")
+    if not registry:
+        return None
+    filed = Path(registry) / BUNDLES / f"{sha256_file(bundle / 'manifest.json')}.zip"
+    return str(filed) if filed.is_file() else None
 
 
 def _run_pipeline(pipeline: Any, cfg: Config, log_path: Path) -> None:

@@ -1,0 +1,373 @@
+"""The audit registry: where bundles are filed, immutable, and found again years later.
+
+A registry is a folder (on a cluster: on the workspace volume, or an object-store mount)::
+
+    registry.json                      marks the folder as a registry (format, created)
+    bundles/<sha256>.zip               each bundle, named by the sha256 of its manifest.json
+                                       (content-addressed: the manifest lists the sha256 of
+                                       every other file), read-only once written
+    models/<model>/index.json          one index per model: the bundles filed under it, in
+                                       the order they were filed
+
+Filing is idempotent (the same bundle filed twice is one entry) and never rewrites a
+bundle. Each index entry carries the digest of the entry before it, so an entry removed,
+changed or moved is found by :func:`check_registry` (``sslops audit list --verify``),
+as is any bundle whose bytes no longer match its name. Filing verifies the bundle first
+(hashes, and the signature against ``public_key`` when one is given) and writes under a
+lock, each file atomically: a failed or interrupted filing leaves the registry as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from sslops.audit.bundle import (
+    MANIFEST,
+    BundleFiles,
+    bundle_root,
+    canonical_json,
+    verify_bundle,
+    verify_path,
+    write_zip,
+)  # fmt: skip
+from sslops.errors import ArtifactError
+
+FORMAT = 1
+MARKER = "registry.json"
+BUNDLES = "bundles"
+MODELS = "models"
+INDEX = "index.json"
+LOCK = ".lock"
+LATEST = "registry:latest"  # audit.previous_bundle: the bundle filed last under the model
+MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+MODEL_NAME_RULE = "1-64 characters: lower-case letters, digits, '.', '_' or '-', not first"
+
+# gate name -> the metric an index entry shows (gates.json holds the measured values)
+_METRICS = {
+    "min_accuracy": "accuracy",
+    "min_auc": "roc_auc",
+    "max_dp_difference": "dp_difference",
+    "max_eo_difference": "eo_difference",
+}
+
+
+def model_slug(title: str) -> str:
+    """A registry model name made from a model card title ("Income classifier (UCI Adult)"
+    -> "income-classifier-uci-adult"), used when ``audit.model_name`` is not set."""
+    slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")[:64].rstrip("-")
+    return slug or "model"
+
+
+def check_model_name(name: str, where: str = "model name") -> str:
+    if not MODEL_NAME.match(name):
+        raise ArtifactError(f"{where} {name!r} is not a registry model name ({MODEL_NAME_RULE})")
+    return name
+
+
+def check_registry_path(registry: Path) -> None:
+    """Raise unless ``registry`` is a registry, an empty folder or a path that can become one
+    (so a stage checks this before it writes anything)."""
+    registry = Path(registry)
+    if registry.exists() and not registry.is_dir():
+        raise ArtifactError(f"audit registry {registry} is a file; expected a folder")
+    others = [p for p in registry.iterdir() if p.name != LOCK] if registry.is_dir() else []
+    if others and not (registry / MARKER).is_file():
+        raise ArtifactError(
+            f"audit registry {registry} is not an sslops audit registry (no {MARKER}) and not "
+            "empty; give the registry's folder, or a new or empty one"
+        )
+    if (registry / MARKER).is_file():
+        _read_marker(registry)
+
+
+def _read_marker(registry: Path) -> dict[str, Any]:
+    marker = _read_json(registry / MARKER)
+    if not isinstance(marker, dict) or marker.get("registry_format") != FORMAT:
+        raise ArtifactError(f"{registry / MARKER}: not an sslops audit registry of format {FORMAT}")
+    return marker
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{path}: unreadable ({' '.join(str(exc).split())})") from None
+
+
+def _write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """``data`` at ``path`` whole or not at all (temp file beside it, fsync, rename)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # the rename itself, on file systems that allow it
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+@contextlib.contextmanager
+def _locked(registry: Path) -> Iterator[None]:
+    """One filing at a time (two pipelines finishing together share the index files)."""
+    with open(registry / LOCK, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def entry_digest(entry: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(entry)).hexdigest()
+
+
+def _bundle_json(files: BundleFiles, name: str) -> Any:
+    if name not in files.names():
+        return None
+    try:
+        return json.loads(files.read(name))
+    except (ValueError, ArtifactError):
+        return None
+
+
+def _describe(files: BundleFiles) -> dict[str, Any]:
+    """What an index entry records of a (verified) bundle: when it was made, the deployed
+    model and its gates, the measured values, the ONNX model's sha256, the run."""
+    manifest = json.loads(files.read(MANIFEST))
+    gates = _bundle_json(files, "gates.json") or {}
+    run = _bundle_json(files, "run.json") or {}
+    config = _bundle_json(files, "config.json") or {}
+    signature = _bundle_json(files, "signature.json") or {}
+    measured = {
+        _METRICS[r["gate"]]: r.get("value")
+        for r in gates.get("results", [])
+        if isinstance(r, dict) and r.get("gate") in _METRICS
+    }
+    audit = config.get("audit", {}) if isinstance(config, dict) else {}
+    return {
+        "created": manifest.get("created"),
+        "title": audit.get("title"),
+        "deployed": gates.get("model"),
+        "gates": gates.get("overall"),
+        "metrics": measured,
+        "onnx_sha256": manifest["files"].get("model.onnx"),
+        "signed": "signature.json" in files.names(),
+        "key_fingerprint": signature.get("key_fingerprint"),
+        "kfp_run_id": run.get("kfp_run_id"),
+        "_config_model_name": audit.get("model_name"),
+    }
+
+
+def _problem_line(source: Path, result: dict[str, Any]) -> str:
+    count = len(result["problems"])
+    return (
+        f"{source} failed verification ({count} problem{'s' * (count > 1)}): "
+        f"{result['problems'][0]}; nothing was filed"
+    )
+
+
+def file_bundle(
+    source: Path,
+    registry: Path,
+    *,
+    model: str | None = None,
+    public_key: Ed25519PublicKey | None = None,
+    require_signed: bool = False,
+) -> dict[str, Any]:
+    """File the bundle at ``source`` (folder, .zip or audit artifact folder) in ``registry``.
+
+    Returns the index entry with ``status`` ("filed" or "already filed"), ``model`` and
+    ``path`` (the bundle's file in the registry). Raises :class:`ArtifactError` naming the
+    problem, with the registry unchanged, when the bundle does not verify, is unsigned
+    while ``require_signed``, or the registry is not one.
+    """
+    source, registry = Path(source), Path(registry)
+    check_registry_path(registry)
+    result = verify_path(source, public_key)
+    if result["problems"]:
+        raise ArtifactError(_problem_line(source, result))
+    if require_signed and not result.get("signed"):
+        raise ArtifactError(
+            f"{source} is not signed and signed bundles are required; sign it with "
+            "audit.signing.key_file (sslops audit keygen makes a key)"
+        )
+    root = bundle_root(source)
+    files = BundleFiles(root)
+    manifest_bytes = files.read(MANIFEST)
+    sha = hashlib.sha256(manifest_bytes).hexdigest()
+    described = _describe(files)
+    configured = described.pop("_config_model_name")
+    name = check_model_name(
+        model or configured or model_slug(described["title"] or "model"),
+        "--model" if model else "the bundle's model name",
+    )
+    registry.mkdir(parents=True, exist_ok=True)
+    with _locked(registry):
+        if not (registry / MARKER).is_file():
+            check_registry_path(registry)  # still empty: nothing else filed meanwhile
+            marker = {"registry_format": FORMAT, "created": _now()}
+            _write_atomic(registry / MARKER, canonical_json(marker))
+        (registry / BUNDLES).mkdir(exist_ok=True)
+        target = registry / BUNDLES / f"{sha}.zip"
+        if target.exists():
+            _check_filed(target, sha)
+        else:
+            if root.is_file():
+                data = root.read_bytes()
+            else:
+                with tempfile.TemporaryDirectory(dir=registry) as tmp:
+                    write_zip(root, Path(tmp) / "bundle.zip")
+                    data = (Path(tmp) / "bundle.zip").read_bytes()
+            _write_atomic(target, data, mode=0o444)
+            _check_filed(target, sha)
+        index_dir = registry / MODELS / name
+        index_dir.mkdir(parents=True, exist_ok=True)
+        index = _load_index(index_dir / INDEX, name)
+        for entry in index["entries"]:
+            if entry["manifest_sha256"] == sha:
+                return {**entry, "status": "already filed", "model": name, "path": str(target)}
+        entries = index["entries"]
+        entry = {
+            "manifest_sha256": sha,
+            "bundle": f"{BUNDLES}/{sha}.zip",
+            "filed": _now(),
+            **described,
+            "previous": entry_digest(entries[-1]) if entries else None,
+        }
+        entries.append(entry)
+        _write_atomic(index_dir / INDEX, (json.dumps(index, indent=2) + "\n").encode())
+    return {**entry, "status": "filed", "model": name, "path": str(target)}
+
+
+def _check_filed(target: Path, sha: str) -> None:
+    """The registry's copy is intact and is the bundle named ``sha``."""
+    result = verify_bundle(target)
+    if result["problems"]:
+        raise ArtifactError(
+            f"{target} (in the registry) failed verification: {result['problems'][0]}"
+        )
+    if hashlib.sha256(BundleFiles(target).read(MANIFEST)).hexdigest() != sha:
+        raise ArtifactError(f"{target} (in the registry) holds another bundle than its name says")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _load_index(path: Path, model: str) -> dict[str, Any]:
+    if not path.is_file():
+        return {"registry_format": FORMAT, "model": model, "entries": []}
+    index = _read_json(path)
+    if (
+        not isinstance(index, dict)
+        or index.get("model") != model
+        or not isinstance(index.get("entries"), list)
+    ):
+        raise ArtifactError(f"{path}: not the index of model {model!r}")
+    return index
+
+
+def model_names(registry: Path) -> list[str]:
+    folder = Path(registry) / MODELS
+    return (
+        sorted(p.name for p in folder.iterdir() if (p / INDEX).is_file()) if folder.is_dir() else []
+    )
+
+
+def list_registry(registry: Path, model: str | None = None) -> list[dict[str, Any]]:
+    """Every index entry (with its ``model``), oldest filing first; one model's with ``model``."""
+    registry = Path(registry)
+    if not (registry / MARKER).is_file():
+        raise ArtifactError(f"{registry} is not an sslops audit registry (no {MARKER})")
+    _read_marker(registry)
+    names = model_names(registry)
+    if model is not None:
+        if model not in names:
+            known = ", ".join(names) or "none yet"
+            raise ArtifactError(f"no bundle is filed under model {model!r} in {registry} "
+                                f"(models: {known})")  # fmt: skip
+        names = [model]
+    rows = []
+    for name in names:
+        index = _load_index(registry / MODELS / name / INDEX, name)
+        rows += [{**entry, "model": name} for entry in index["entries"]]
+    return sorted(rows, key=lambda row: (row.get("filed") or "", row["model"]))
+
+
+def latest_bundle(registry: Path, model: str) -> Path | None:
+    """The bundle filed last under ``model`` (``audit.previous_bundle: registry:latest``);
+    None when the registry or the model has none yet."""
+    registry = Path(registry)
+    if not (registry / MARKER).is_file() or model not in model_names(registry):
+        return None
+    entries = _load_index(registry / MODELS / model / INDEX, model)["entries"]
+    return registry / entries[-1]["bundle"] if entries else None
+
+
+def check_registry(registry: Path, public_key: Ed25519PublicKey | None = None) -> list[str]:
+    """Problems with the registry: an index entry removed, changed or moved (the chain of
+    digests breaks), a bundle missing, damaged or holding another manifest than its name
+    says, a bundle no index lists. Empty when every filed bundle is as it was filed."""
+    registry = Path(registry)
+    problems: list[str] = []
+    listed: set[str] = set()
+    for name in model_names(registry):
+        index_path = registry / MODELS / name / INDEX
+        try:
+            entries = _load_index(index_path, name)["entries"]
+        except ArtifactError as exc:
+            problems.append(str(exc))
+            continue
+        previous = None
+        for number, entry in enumerate(entries, 1):
+            where = f"{MODELS}/{name}/{INDEX} entry {number}"
+            if entry.get("previous") != previous:
+                problems.append(f"{where}: the chain of digests breaks (an entry before it was "
+                                "removed, changed or moved)")  # fmt: skip
+            previous = entry_digest(entry)
+            sha = entry.get("manifest_sha256", "")
+            listed.add(sha)
+            target = registry / BUNDLES / f"{sha}.zip"
+            if entry.get("bundle") != f"{BUNDLES}/{sha}.zip" or not target.is_file():
+                problems.append(f"{where}: bundle {BUNDLES}/{sha}.zip is missing")
+                continue
+            result = verify_bundle(target, public_key)
+            if result["problems"]:
+                problems.append(f"{BUNDLES}/{sha}.zip: {result['problems'][0]}")
+                continue
+            files = BundleFiles(target)
+            if hashlib.sha256(files.read(MANIFEST)).hexdigest() != sha:
+                problems.append(f"{BUNDLES}/{sha}.zip holds another bundle than its name says")
+                continue
+            described = _describe(files)
+            described.pop("_config_model_name")
+            changed = sorted(k for k, v in described.items() if entry.get(k) != v)
+            if changed:
+                problems.append(f"{where}: {', '.join(changed)} differ from the filed bundle")
+    folder = registry / BUNDLES
+    for path in sorted(folder.glob("*.zip")) if folder.is_dir() else []:
+        if path.stem not in listed:
+            problems.append(f"{BUNDLES}/{path.name} is filed in no model's index")
+    return problems

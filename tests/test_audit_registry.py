@@ -1,0 +1,321 @@
+"""The audit registry: filing is verified, content-addressed, idempotent and atomic; every
+later change to a filed bundle or an index entry is found by ``sslops audit list --verify``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+
+from sslops.audit import audit, generate_keypair
+from sslops.audit.registry import check_registry, file_bundle, list_registry, model_slug
+from sslops.cli import main
+from sslops.config import Config
+from sslops.errors import ArtifactError, ConfigError
+
+_UPSTREAM = ("prepare", "pretrain", "finetune", "evaluate", "export")
+
+
+def _with(cfg: Config, **audit_settings: object) -> Config:
+    raw = cfg.model_dump(mode="json")
+    raw["audit"].update(audit_settings)
+    return Config.model_validate(raw)
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("registry-keys")
+    paths = {"private": root / "issuer.pem", "public": root / "issuer.pub.pem"}
+    generate_keypair(paths["private"], paths["public"])
+    generate_keypair(root / "other.pem", root / "other.pub.pem")
+    paths["other_public"] = root / "other.pub.pem"
+    return paths
+
+
+@pytest.fixture(scope="module")
+def bundles(
+    stage_artifacts: dict[str, Path], small_config: Config, keys: dict[str, Path],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, Path]:  # fmt: skip
+    """Two audit artifacts of the same run: one unsigned, one signed (different manifests)."""
+    root = tmp_path_factory.mktemp("registry-bundles")
+    upstream = {s: stage_artifacts[s] for s in _UPSTREAM}
+    signed = _with(small_config, signing={"key_file": str(keys["private"])})
+    return {
+        "unsigned": audit(small_config, upstream, root / "unsigned"),
+        "signed": audit(signed, upstream, root / "signed"),
+    }
+
+
+def _sha(audit_dir: Path) -> str:
+    return hashlib.sha256((audit_dir / "bundle" / "manifest.json").read_bytes()).hexdigest()
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    if not folder.exists():
+        return {}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()
+    }
+
+
+def test_filing_is_content_addressed_read_only_and_idempotent(
+    bundles: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry = tmp_path / "registry"
+    source = bundles["unsigned"]
+    assert (
+        main(["audit", "file", str(source), "--registry", str(registry), "--model", "income"]) == 0
+    )
+    sha = _sha(source)
+    filed = registry / "bundles" / f"{sha}.zip"
+    assert (
+        f"filed: {source} as {filed} (model income, NOT signed, gates passed)"
+        in capsys.readouterr().out
+    )
+    # The bundle's own deterministic zip, byte for byte, and read-only.
+    assert filed.read_bytes() == (source / "bundle.zip").read_bytes()
+    assert not filed.stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
+    index = json.loads((registry / "models" / "income" / "index.json").read_text())
+    [entry] = index["entries"]
+    gates = json.loads((source / "bundle" / "gates.json").read_text())
+    measured = {r["gate"]: r["value"] for r in gates["results"]}
+    assert entry["manifest_sha256"] == sha and entry["previous"] is None
+    assert entry["gates"] == gates["overall"] and entry["deployed"] == gates["model"]
+    assert entry["metrics"]["accuracy"] == measured["min_accuracy"]
+    assert entry["metrics"]["eo_difference"] == measured["max_eo_difference"]
+    export = json.loads((source / "bundle" / "evidence" / "export" / "export.json").read_text())
+    assert entry["onnx_sha256"] == export["onnx_sha256"]
+    before = _tree(registry)
+    # Again, from the folder and from the zip: the same bundle, one entry, nothing rewritten.
+    for again in (source / "bundle", source / "bundle.zip"):
+        assert (
+            main(["audit", "file", str(again), "--registry", str(registry), "--model", "income"])
+            == 0
+        )
+        assert "already filed:" in capsys.readouterr().out
+    assert _tree(registry) == before
+    assert main(["audit", "list", "--registry", str(registry), "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["model"] == "income" and row["manifest_sha256"] == sha
+
+
+def test_default_model_name_is_the_configured_one_else_the_title(
+    bundles: dict[str, Path], stage_artifacts: dict[str, Path], small_config: Config,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    configured = small_config.audit.model_name
+    assert configured and file_bundle(bundles["unsigned"], tmp_path / "a")["model"] == configured
+    untitled = _with(small_config, model_name=None, title="Income classifier (UCI Adult), v2")
+    upstream = {s: stage_artifacts[s] for s in _UPSTREAM}
+    source = audit(untitled, upstream, tmp_path / "untitled")
+    assert file_bundle(source, tmp_path / "b")["model"] == "income-classifier-uci-adult-v2"
+    assert model_slug("  --  ") == "model" and len(model_slug("x" * 100)) == 64
+
+
+def test_list_prints_a_row_a_bundle_and_verify_passes_on_an_intact_registry(
+    bundles: dict[str, Path], keys: dict[str, Path], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    registry = tmp_path / "registry"
+    for name in ("unsigned", "signed"):
+        file_bundle(bundles[name], registry, model="income")
+    capsys.readouterr()
+    assert main(["audit", "list", "--registry", str(registry), "--verify"]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
+    assert lines[0].split()[:3] == ["FILED", "MODEL", "MANIFEST"] and len(lines) == 3
+    assert lines[1].split()[2] == _sha(bundles["unsigned"])[:12] and lines[2].split()[-1] == "yes"
+    assert "verified: 2 filed bundle(s) intact" in captured.err
+    # Every bundle must be signed by the issuer: the unsigned one is named.
+    public = str(keys["public"])
+    assert (
+        main(["audit", "list", "--registry", str(registry), "--verify", "--public-key", public])
+        == 1
+    )
+    assert f"{_sha(bundles['unsigned'])}.zip: signature.json is missing" in capsys.readouterr().err
+
+
+def test_signature_requirements_refuse_before_anything_is_written(
+    bundles: dict[str, Path], keys: dict[str, Path], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    registry = tmp_path / "registry"
+    unsigned = ["audit", "file", str(bundles["unsigned"]), "--registry", str(registry)]
+    assert main([*unsigned, "--require-signed"]) == 2
+    assert "is not signed and signed bundles are required" in capsys.readouterr().err
+    assert main([*unsigned, "--public-key", str(keys["public"])]) == 2
+    assert "signature.json is missing" in capsys.readouterr().err
+    wrong = ["audit", "file", str(bundles["signed"]), "--registry", str(registry)]
+    assert main([*wrong, "--public-key", str(keys["other_public"])]) == 2
+    assert "nothing was filed" in capsys.readouterr().err
+    assert not registry.exists()
+    assert main([*wrong, "--public-key", str(keys["public"]), "--require-signed"]) == 0
+    assert ", signed, gates " in capsys.readouterr().out
+
+
+def test_a_tampered_bundle_is_not_filed(bundles: dict[str, Path], tmp_path: Path) -> None:
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundles["unsigned"] / "bundle", copy)
+    gates = copy / "gates.json"
+    gates.write_text(gates.read_text().replace('"failed"', '"passed"').replace("0.", "1.", 1))
+    registry = tmp_path / "registry"
+    with pytest.raises(
+        ArtifactError, match=r"failed verification .*gates.json was modified.*nothing was filed"
+    ):
+        file_bundle(copy, registry)
+    assert not registry.exists()
+
+
+def test_a_folder_that_is_not_a_registry_is_refused(
+    bundles: dict[str, Path], tmp_path: Path
+) -> None:
+    folder = tmp_path / "not-a-registry"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(ArtifactError, match=r"is not an sslops audit registry .* not empty"):
+        file_bundle(bundles["unsigned"], folder)
+    assert _tree(folder) == {"notes.txt": b"mine"}
+    with pytest.raises(ArtifactError, match="not a registry model name"):
+        file_bundle(bundles["unsigned"], tmp_path / "registry", model="Income Model")
+    assert not (tmp_path / "registry").exists()
+
+
+def _tampered(bundles: dict[str, Path], tmp_path: Path) -> tuple[Path, Path]:
+    registry = tmp_path / "registry"
+    for name in ("unsigned", "signed"):
+        file_bundle(bundles[name], registry, model="income")
+    index = registry / "models" / "income" / "index.json"
+    assert check_registry(registry) == []
+    return registry, index
+
+
+def test_verify_finds_a_removed_or_changed_index_entry(
+    bundles: dict[str, Path], tmp_path: Path
+) -> None:
+    registry, index = _tampered(bundles, tmp_path)
+    original = json.loads(index.read_text())
+    # The first entry removed: the chain breaks, and its bundle is in no index.
+    index.write_text(json.dumps({**original, "entries": original["entries"][1:]}))
+    problems = check_registry(registry)
+    assert any("entry 1: the chain of digests breaks" in p for p in problems)
+    assert any(
+        f"{_sha(bundles['unsigned'])}.zip is filed in no model's index" in p for p in problems
+    )
+    # The last entry's figures changed (no entry after it to carry its digest).
+    changed = json.loads(json.dumps(original))
+    changed["entries"][-1]["metrics"]["eo_difference"] = 0.001
+    changed["entries"][-1]["gates"] = (
+        "passed" if changed["entries"][-1]["gates"] != "passed" else "x"
+    )
+    index.write_text(json.dumps(changed))
+    assert check_registry(registry) == [
+        "models/income/index.json entry 2: gates, metrics differ from the filed bundle"
+    ]
+    # The first entry's figures changed: it differs, and the chain breaks after it.
+    changed = json.loads(json.dumps(original))
+    changed["entries"][0]["filed"] = "2020-01-01T00:00:00+00:00"
+    index.write_text(json.dumps(changed))
+    assert check_registry(registry) == ["models/income/index.json entry 2: the chain of digests breaks "
+                                        "(an entry before it was removed, changed or moved)"]  # fmt: skip
+
+
+def test_verify_finds_a_changed_or_swapped_bundle_file(
+    bundles: dict[str, Path], tmp_path: Path
+) -> None:
+    registry, _ = _tampered(bundles, tmp_path)
+    first, second = (
+        registry / "bundles" / f"{_sha(bundles[n])}.zip" for n in ("unsigned", "signed")
+    )
+    saved = first.read_bytes()
+    first.chmod(0o644)
+    first.write_bytes(second.read_bytes())  # another (intact) bundle under the first one's name
+    assert check_registry(registry) == [
+        f"bundles/{first.name} holds another bundle than its name says"
+    ]
+    damaged = bytearray(saved)
+    damaged[len(damaged) // 2] ^= 0xFF
+    first.write_bytes(bytes(damaged))
+    [problem] = check_registry(registry)
+    assert problem.startswith(f"bundles/{first.name}: ")
+    first.unlink()
+    assert check_registry(registry) == [
+        f"models/income/index.json entry 1: bundle bundles/{first.name} is missing"
+    ]
+
+
+def _file_in_process(args: tuple[str, str, str]) -> str:
+    source, registry, model = args
+    return file_bundle(Path(source), Path(registry), model=model)["status"]
+
+
+def test_concurrent_filings_all_land_in_one_unbroken_chain(
+    bundles: dict[str, Path], tmp_path: Path
+) -> None:
+    registry = tmp_path / "registry"
+    jobs = [(str(bundles[name]), str(registry), "income") for name in ("unsigned", "signed")] * 3
+    with multiprocessing.get_context("spawn").Pool(3) as pool:
+        statuses = pool.map(_file_in_process, jobs)
+    assert sorted(statuses) == ["already filed"] * 4 + ["filed"] * 2
+    assert len(list_registry(registry, "income")) == 2 and check_registry(registry) == []
+
+
+def test_the_audit_stage_files_its_bundle_and_logs_against_the_last_one(
+    stage_artifacts: dict[str, Path], small_config: Config, tmp_path: Path
+) -> None:
+    registry = tmp_path / "registry"
+    upstream = {s: stage_artifacts[s] for s in _UPSTREAM}
+    cfg = _with(small_config, registry=str(registry), model_name="small-adult",
+                previous_bundle="registry:latest")  # fmt: skip
+    first = audit(cfg, upstream, tmp_path / "first")
+    assert not (first / "bundle" / "changelog.json").exists()  # nothing filed before it
+    [entry] = list_registry(registry, "small-adult")
+    assert entry["manifest_sha256"] == _sha(first)
+    second = audit(cfg, upstream, tmp_path / "second")
+    changelog = json.loads((second / "bundle" / "changelog.json").read_text())
+    assert changelog["previous"]["manifest_sha256"] == _sha(first)
+    rows = list_registry(registry, "small-adult")
+    assert [r["manifest_sha256"] for r in rows] == [_sha(first), _sha(second)]
+    assert check_registry(registry) == []
+
+
+def test_the_audit_stage_checks_the_registry_before_writing(
+    stage_artifacts: dict[str, Path], small_config: Config, tmp_path: Path
+) -> None:
+    upstream = {s: stage_artifacts[s] for s in _UPSTREAM}
+    folder = tmp_path / "taken"
+    folder.mkdir()
+    (folder / "data.csv").write_text("a,b\n")
+    with pytest.raises(ArtifactError, match="not an sslops audit registry"):
+        audit(_with(small_config, registry=str(folder)), upstream, tmp_path / "out")
+    inside = tmp_path / "out" / "registry"
+    with pytest.raises(ConfigError, match="lies inside the audit artifact"):
+        audit(_with(small_config, registry=str(inside)), upstream, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match=r"set audit\.registry too"):
+        _with(small_config, previous_bundle="registry:latest")
+
+
+def test_with_a_registry_the_compiled_audit_task_mounts_the_workspace(tmp_path: Path) -> None:
+    import yaml
+
+    from sslops.config import load_config
+    from sslops.pipeline.ssl_pipeline import compile_pipeline
+    from tests.conftest import ROOT
+
+    def audit_mounts(cfg: Config) -> list[dict[str, object]]:
+        path = compile_pipeline(tmp_path / "pipeline.yaml", cfg)
+        _, platform = yaml.safe_load_all(path.read_text())
+        executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+        return executors["exec-audit"].get("pvcMount", [])
+
+    volume = ["platform.storage.workspace_pvc=sslops-workspace"]
+    assert audit_mounts(load_config(ROOT / "configs" / "adult.yaml", volume)) == []
+    registry = [*volume, "audit.registry=/workspace/audit-registry"]
+    [mount] = audit_mounts(load_config(ROOT / "configs" / "adult.yaml", registry))
+    assert (mount["constant"], mount["mountPath"]) == ("sslops-workspace", "/workspace")
