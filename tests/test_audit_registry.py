@@ -301,21 +301,35 @@ def test_the_audit_stage_checks_the_registry_before_writing(
         _with(small_config, previous_bundle="registry:latest")
 
 
-def test_with_a_registry_the_compiled_audit_task_mounts_the_workspace(tmp_path: Path) -> None:
+def test_on_a_cluster_the_registry_lies_on_the_mounted_workspace_volume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import yaml
 
     from sslops.config import load_config
     from sslops.pipeline.ssl_pipeline import compile_pipeline
+    from sslops.pipeline.tasks import check_on_volume
     from tests.conftest import ROOT
 
-    def audit_mounts(cfg: Config) -> list[dict[str, object]]:
-        path = compile_pipeline(tmp_path / "pipeline.yaml", cfg)
-        _, platform = yaml.safe_load_all(path.read_text())
-        executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-        return executors["exec-audit"].get("pvcMount", [])
-
     volume = ["platform.storage.workspace_pvc=sslops-workspace"]
-    assert audit_mounts(load_config(ROOT / "configs" / "adult.yaml", volume)) == []
-    registry = [*volume, "audit.registry=/workspace/audit-registry"]
-    [mount] = audit_mounts(load_config(ROOT / "configs" / "adult.yaml", registry))
+    path = compile_pipeline(
+        tmp_path / "pipeline.yaml", load_config(ROOT / "configs" / "adult.yaml", volume)
+    )
+    _, platform = yaml.safe_load_all(path.read_text())
+    [mount] = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-audit"][
+        "pvcMount"
+    ]
     assert (mount["constant"], mount["mountPath"]) == ("sslops-workspace", "/workspace")
+
+    def config(*overrides: str) -> Config:
+        return load_config(ROOT / "configs" / "adult.yaml", list(overrides))
+
+    off_volume = config(*volume, "audit.registry=/tmp/registry")
+    check_on_volume(off_volume)  # not in a pod: any path
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    with pytest.raises(ConfigError, match=r"not on the workspace volume \(mounted at /workspace"):
+        check_on_volume(off_volume)
+    with pytest.raises(ConfigError, match=r"set platform\.storage\.workspace_pvc"):
+        check_on_volume(config("audit.registry=/workspace/registry"))
+    check_on_volume(config(*volume, "audit.registry=/workspace/audit-registry"))
+    check_on_volume(config(*volume))

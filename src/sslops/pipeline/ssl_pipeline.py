@@ -40,7 +40,6 @@ def build_pipeline(
     """
     platform = cfg.platform if cfg else PlatformConfig()
     pretrain_cfg = cfg.pretrain if cfg else PretrainConfig()
-    registry = bool(cfg and cfg.audit.registry)
     place = partial(place_task, platform=platform)
 
     def ssl_pipeline(config_json: str):
@@ -87,7 +86,7 @@ def build_pipeline(
             evaluation=evaluated.outputs["evaluation"],
             onnx_model=exported.outputs["onnx_model"],
         ).set_display_name("audit bundle")
-        place(audited, "audit", workspace=registry)  # the audit registry on the volume
+        place(audited, "audit", workspace=True)  # where audit.registry files bundles
 
     if cfg is not None:  # KFP reads the parameter default from the signature
         ssl_pipeline.__defaults__ = (config_default or cfg.to_json(),)

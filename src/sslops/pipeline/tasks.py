@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import sys
 from collections.abc import Callable, Iterator
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sslops.config import Config, config_from_json
-from sslops.errors import DataError, SslopsError, describe_os_error
+from sslops.errors import ConfigError, DataError, SslopsError, describe_os_error
 from sslops.pipeline.stage_cache import cached_stage
 
 
@@ -166,6 +167,26 @@ def kfp_run_context(artifact: Any) -> dict[str, Any]:
     return {"kfp_run_id": run_id, "kfp_artifact_uri": uri, "image": base_image()}
 
 
+def check_on_volume(cfg: Config) -> None:
+    """In a pod, ``audit.registry`` must lie on the workspace volume: anything written
+    elsewhere is lost with the pod, and the filing would succeed for nothing."""
+    registry, storage = cfg.audit.registry, cfg.platform.storage
+    if not registry or not os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return
+    volume = Path(storage.workspace_path)
+    if not storage.workspace_pvc:
+        raise ConfigError(
+            f"audit.registry {registry} needs the workspace volume in the pod: set "
+            "platform.storage.workspace_pvc (the Helm chart's PVC) and compile again"
+        )
+    if not Path(registry).is_relative_to(volume):
+        raise ConfigError(
+            f"audit.registry {registry} is not on the workspace volume (mounted at {volume}, "
+            "platform.storage.workspace_path): a registry elsewhere in the pod is lost when it "
+            f"ends; give a path under {volume}"
+        )
+
+
 def audit_task(
     config_json: str, prepared: Any, pretrained: Any, finetuned: Any, evaluation: Any,
     onnx_model: Any, bundle: Any, model_card: Any, model_card_md: Any,
@@ -173,6 +194,7 @@ def audit_task(
     from sslops.audit import BUNDLE_DIR, audit
 
     def body(cfg: Config) -> None:
+        check_on_volume(cfg)
         artifacts = {
             "prepare": Path(prepared.path),
             "pretrain": Path(pretrained.path),
