@@ -25,9 +25,11 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +84,7 @@ def check_registry_path(registry: Path) -> None:
     registry = Path(registry)
     if registry.exists() and not registry.is_dir():
         raise ArtifactError(f"audit registry {registry} is a file; expected a folder")
-    others = [p for p in registry.iterdir() if p.name != LOCK] if registry.is_dir() else []
+    others = [p for p in registry.iterdir() if not _own(p.name)] if registry.is_dir() else []
     if others and not (registry / MARKER).is_file():
         raise ArtifactError(
             f"audit registry {registry} is not an sslops audit registry (no {MARKER}) and not "
@@ -90,6 +92,12 @@ def check_registry_path(registry: Path) -> None:
         )
     if (registry / MARKER).is_file():
         _read_marker(registry)
+
+
+def _own(name: str) -> bool:
+    """The lock file, or a temporary file a killed filing left: a folder holding only these
+    is still an empty one."""
+    return name == LOCK or (name.startswith(".") and name.endswith(".tmp"))
 
 
 def _read_marker(registry: Path) -> dict[str, Any]:
@@ -107,18 +115,25 @@ def _read_json(path: Path) -> Any:
 
 
 def _write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """``data`` at ``path`` whole or not at all (temp file beside it, fsync, rename)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """``data`` at ``path`` whole or not at all."""
+    _place(path, lambda tmp: tmp.write_bytes(data), mode)
+
+
+def _place(path: Path, fill: Callable[[Path], object], mode: int = 0o644) -> None:
+    """``fill`` writes a temporary file beside ``path`` (a hidden ``.tmp``), which is
+    fsynced and renamed onto ``path``: the file appears whole or not at all."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
+        fill(tmp)
+        with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
-            os.unlink(tmp)
+            tmp.unlink()
         raise
     with contextlib.suppress(OSError):  # the rename itself, on file systems that allow it
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -225,6 +240,7 @@ def file_bundle(
     )
     registry.mkdir(parents=True, exist_ok=True)
     with _locked(registry):
+        _remove_leftovers(registry)
         if not (registry / MARKER).is_file():
             check_registry_path(registry)  # still empty: nothing else filed meanwhile
             marker = {"registry_format": FORMAT, "created": _now()}
@@ -234,13 +250,8 @@ def file_bundle(
         if target.exists():
             _check_filed(target, sha)
         else:
-            if root.is_file():
-                data = root.read_bytes()
-            else:
-                with tempfile.TemporaryDirectory(dir=registry) as tmp:
-                    write_zip(root, Path(tmp) / "bundle.zip")
-                    data = (Path(tmp) / "bundle.zip").read_bytes()
-            _write_atomic(target, data, mode=0o444)
+            fill = partial(shutil.copyfile, root) if root.is_file() else partial(write_zip, root)
+            _place(target, fill, mode=0o444)
             _check_filed(target, sha)
         index_dir = registry / MODELS / name
         index_dir.mkdir(parents=True, exist_ok=True)
@@ -259,6 +270,15 @@ def file_bundle(
         entries.append(entry)
         _write_atomic(index_dir / INDEX, (json.dumps(index, indent=2) + "\n").encode())
     return {**entry, "status": "filed", "model": name, "path": str(target)}
+
+
+def _remove_leftovers(registry: Path) -> None:
+    """Temporary files of a filing that was killed before its rename (under the lock, no
+    other filing is writing one)."""
+    for folder in (registry, registry / BUNDLES, *(registry / MODELS).glob("*")):
+        for leftover in folder.glob(".*.tmp") if folder.is_dir() else []:
+            with contextlib.suppress(OSError):
+                leftover.unlink()
 
 
 def _check_filed(target: Path, sha: str) -> None:
@@ -369,5 +389,6 @@ def check_registry(registry: Path, public_key: Ed25519PublicKey | None = None) -
     folder = registry / BUNDLES
     for path in sorted(folder.glob("*.zip")) if folder.is_dir() else []:
         if path.stem not in listed:
-            problems.append(f"{BUNDLES}/{path.name} is filed in no model's index")
+            problems.append(f"{BUNDLES}/{path.name} is filed in no model's index (a filing "
+                            "interrupted before its entry: file it again; or an entry removed)")  # fmt: skip
     return problems
