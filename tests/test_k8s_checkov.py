@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.conftest import ROOT
+from tests.test_k8s_audit_registry import build_component
 
 pytestmark = pytest.mark.checkov
 
@@ -43,6 +45,12 @@ def _write_targets(target: Path) -> int:
         (target / f"helm-{env}.yaml").write_text(render_helm(CHART, [CHART / f"values-{env}.yaml"]))
         overlay = ROOT / "manifests" / "overlays" / env
         (target / f"kustomize-{env}.yaml").write_text(render_kustomize(overlay))
+    # The optional audit-registry CronJob (off in every preset), with the issuer's key.
+    values = target.parent / "audit-registry.yaml"
+    values.write_text(yaml.safe_dump({"auditRegistry": {"verify": {
+        "enabled": True, "publicKey": {"configMap": "issuer-key"}}}}))  # fmt: skip
+    (target / "helm-audit-registry.yaml").write_text(render_helm(CHART, [values]))
+    (target / "kustomize-audit-registry.yaml").write_text(build_component(target.parent))
     # checkov recognises Dockerfiles by name.
     shutil.copyfile(ROOT / "Containerfile", target / "Dockerfile")
     return len(list(target.iterdir()))

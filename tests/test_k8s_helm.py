@@ -71,7 +71,7 @@ def test_schema_refuses_a_secret_value_and_unknown_keys() -> None:
             "signingKey: unknown 'value'",
         ),
         ({"signingkey": {"secretName": "k"}}, "the top level: unknown 'signingkey' (did you "
-         "mean 'signingKey'?); allowed: fullnameOverride, global,"),
+         "mean 'signingKey'?); allowed: auditRegistry, fullnameOverride, global,"),
         ({"pipelines": {"pipelineRoot": "azure://container"}}, "pipelines.pipelineRoot: "),
         ({"image": {"digest": "latest"}}, "image.digest: "),
     ):  # fmt: skip
@@ -141,6 +141,8 @@ def _pod_specs(obj: dict[str, Any]) -> list[dict[str, Any]]:
     if obj["kind"] == "ClusterTrainingRuntime":
         jobs = obj["spec"]["template"]["spec"]["replicatedJobs"]
         return [job["template"]["spec"]["template"]["spec"] for job in jobs]
+    if obj["kind"] == "CronJob":
+        return [obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]]
     return []
 
 
@@ -149,19 +151,23 @@ def test_pods_are_locked_down_and_sized(env: str, rendered) -> None:
     pods = [spec for obj in rendered[env] for spec in _pod_specs(obj)]
     assert len(pods) == 2  # the helm test pod and the training runtime's node
     for pod in pods:
-        assert pod["automountServiceAccountToken"] is False
-        assert pod["securityContext"]["runAsNonRoot"] is True
-        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-        for container in pod["containers"]:
-            context = container["securityContext"]
-            assert context["readOnlyRootFilesystem"] is True
-            assert context["allowPrivilegeEscalation"] is False
-            assert context["capabilities"] == {"drop": ["ALL"]}
-            limits, requests = container["resources"]["limits"], container["resources"]["requests"]
-            assert {"cpu", "memory"} <= set(limits)
-            assert {k: requests[k] for k in ("cpu", "memory")} == {
-                k: limits[k] for k in ("cpu", "memory")
-            }, f"{container['name']}: CPU and memory requests differ from the limits"
+        assert_locked_down_and_sized(pod)
+
+
+def assert_locked_down_and_sized(pod: dict[str, Any]) -> None:
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    for container in pod["containers"]:
+        context = container["securityContext"]
+        assert context["readOnlyRootFilesystem"] is True
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["capabilities"] == {"drop": ["ALL"]}
+        limits, requests = container["resources"]["limits"], container["resources"]["requests"]
+        assert {"cpu", "memory"} <= set(limits)
+        assert {k: requests[k] for k in ("cpu", "memory")} == {
+            k: limits[k] for k in ("cpu", "memory")
+        }, f"{container['name']}: CPU and memory requests differ from the limits"
 
 
 def test_launcher_role_is_least_privilege(rendered) -> None:
