@@ -17,14 +17,7 @@ from sslops.audit.registry import check_registry, file_bundle, list_registry, mo
 from sslops.cli import main
 from sslops.config import Config
 from sslops.errors import ArtifactError, ConfigError
-
-_UPSTREAM = ("prepare", "pretrain", "finetune", "evaluate", "export")
-
-
-def _with(cfg: Config, **audit_settings: object) -> Config:
-    raw = cfg.model_dump(mode="json")
-    raw["audit"].update(audit_settings)
-    return Config.model_validate(raw)
+from tests.test_audit import _UPSTREAM, _with
 
 
 @pytest.fixture(scope="module")
