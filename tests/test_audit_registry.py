@@ -123,7 +123,8 @@ def test_list_prints_a_row_a_bundle_and_verify_passes_on_an_intact_registry(
     captured = capsys.readouterr()
     lines = captured.out.strip().splitlines()
     assert lines[0].split()[:3] == ["FILED", "MODEL", "MANIFEST"] and len(lines) == 3
-    assert lines[1].split()[2] == _sha(bundles["unsigned"])[:12] and lines[2].split()[-1] == "yes"
+    assert lines[1].split()[2] == _sha(bundles["unsigned"])[:12]
+    assert lines[2].split()[-2:] == ["yes", "pending"]
     assert "verified: 2 filed bundle(s) intact" in captured.err
     # Every bundle must be signed by the issuer: the unsigned one is named.
     public = str(keys["public"])
@@ -326,3 +327,135 @@ def test_on_a_cluster_the_registry_lies_on_the_mounted_workspace_volume(
         check_on_volume(config("audit.registry=/workspace/registry"))
     check_on_volume(config(*volume, "audit.registry=/workspace/audit-registry"))
     check_on_volume(config(*volume))
+
+
+@pytest.fixture(scope="module")
+def approver(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("approver")
+    generate_keypair(root / "approver.pem", root / "approver.pub.pem")
+    return root / "approver.pem"
+
+
+def test_approve_and_reject_are_signed_chained_and_the_latest_is_the_status(
+    bundles: dict[str, Path], approver: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry = tmp_path / "registry"
+    file_bundle(bundles["unsigned"], registry, model="income")
+    sha = _sha(bundles["unsigned"])
+    assert [r["decision"] for r in list_registry(registry)] == ["pending"]
+    decide = ["--registry", str(registry), "--key-file", str(approver)]
+    assert main(["audit", "approve", sha[:10], *decide, "--by", "J. Doe, model risk",
+                 "--note", "MR-2026-118"]) == 0  # fmt: skip
+    assert (
+        f"approved: bundle {sha[:12]} (model income) by J. Doe, model risk"
+        in capsys.readouterr().out
+    )
+    [row] = list_registry(registry)
+    assert (row["decision"], row["decided_by"]) == ("approved", "J. Doe, model risk")
+    assert main(["audit", "reject", sha, *decide, "--by", "K. Roe, compliance"]) == 0
+    capsys.readouterr()
+    assert list_registry(registry)[0]["decision"] == "rejected"
+    assert check_registry(registry) == []
+    assert main(["audit", "list", "--registry", str(registry)]) == 0
+    assert capsys.readouterr().out.splitlines()[1].endswith("rejected (K. Roe, compliance)")
+    # registry:latest and filing again ignore decisions: one filed entry, three in the index
+    index = json.loads((registry / "models" / "income" / "index.json").read_text())
+    assert [e["kind"] for e in index["entries"]] == ["filed", "decision", "decision"]
+    assert file_bundle(bundles["unsigned"], registry, model="income")["status"] == "already filed"
+
+
+def test_a_decision_names_one_filed_bundle_and_needs_a_second_key(
+    bundles: dict[str, Path], keys: dict[str, Path], approver: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    registry = tmp_path / "registry"
+    file_bundle(bundles["signed"], registry, model="income")
+    sha = _sha(bundles["signed"])
+    issuer = ["--registry", str(registry), "--by", "the issuer", "--key-file", str(keys["private"])]
+    for argv, message in (
+        (["approve", sha, *issuer], "approval needs a second person's key (four eyes)"),
+        (["approve", "0123", *issuer], "expected its manifest sha256 (or its first 8+"),
+        (["approve", "0" * 12, *issuer], f"no bundle {'0' * 12} is filed in {registry}"),
+        (["approve", sha, "--registry", str(registry), "--by", " ", "--key-file", str(approver)],
+         "--by: say who decides"),
+    ):  # fmt: skip
+        before = (registry / "models" / "income" / "index.json").read_bytes()
+        assert main(["audit", *argv]) == 2
+        assert message in capsys.readouterr().err
+        assert (registry / "models" / "income" / "index.json").read_bytes() == before
+    # The issuer may reject its own bundle; another key approves it.
+    assert main(["audit", "reject", sha, *issuer]) == 0
+    assert main(["audit", "approve", sha[:8], *issuer[:4], "--key-file", str(approver)]) == 0
+    [row] = list_registry(registry)
+    assert row["decision"] == "approved" and check_registry(registry) == []
+    assert row["key_fingerprint"].startswith("SHA256:") and row["signed"]
+
+
+def test_verify_finds_a_changed_or_forged_decision(
+    bundles: dict[str, Path], approver: Path, tmp_path: Path
+) -> None:
+    from sslops.audit.bundle import load_private_key
+    from sslops.audit.registry import decide
+
+    registry = tmp_path / "registry"
+    file_bundle(bundles["unsigned"], registry, model="income")
+    key = load_private_key(approver, "", True, "--key-file", "")
+    decide(registry, _sha(bundles["unsigned"]), "rejected", key, by="K. Roe", note="EO too high")
+    index = registry / "models" / "income" / "index.json"
+    original = json.loads(index.read_text())
+    # "rejected" made "approved" in the entry (the last one: no chain after it to break)
+    changed = json.loads(json.dumps(original))
+    changed["entries"][-1]["decision"] = "approved"
+    index.write_text(json.dumps(changed))
+    assert check_registry(registry) == [
+        "models/income/index.json entry 2: decision differ from the signed decision"
+    ]
+    # ... and in its signed record too: the signature no longer verifies
+    changed["entries"][-1]["record"]["signed"]["decision"] = "approved"
+    index.write_text(json.dumps(changed))
+    [problem] = check_registry(registry)
+    assert "the signature does not verify with its embedded public key" in problem
+    assert list_registry(registry)[0]["decision"] == "approved"  # what list shows ...
+    # ... which is why predict --registry verifies the bundle, and --verify the index
+
+
+def test_predict_scores_only_with_an_approved_model(
+    stage_artifacts: dict[str, Path], approver: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    from sslops.audit.bundle import load_private_key
+    from sslops.audit.registry import decide
+    from sslops.prepare.dataset import PreparedData
+
+    rows = tmp_path / "rows.csv"
+    PreparedData(stage_artifacts["prepare"]).test.frame.iloc[:40].to_csv(rows, index=False)
+    registry = tmp_path / "registry"
+    model = stage_artifacts["audit"] / "bundle" / "model.onnx"
+    out = tmp_path / "p.csv"
+    command = ["predict", "--model", str(model), "--data", str(rows), "--out", str(out),
+               "--registry", str(registry)]  # fmt: skip
+    assert main(command) == 2  # no registry there yet
+    entry = file_bundle(stage_artifacts["audit"], registry, model="income")
+    assert main(command) == 2
+    assert f"is not approved in the audit registry {registry}: bundle " in capsys.readouterr().err
+    assert not out.exists()
+    key = load_private_key(approver, "", True, "--key-file", "")
+    decide(registry, entry["manifest_sha256"], "approved", key, by="J. Doe")
+    assert main(command) == 0
+    approval = json.loads((tmp_path / "p.meta.json").read_text())["model"]["approval"]
+    assert approval["bundle_manifest_sha256"] == entry["manifest_sha256"]
+    assert approval["approved_by"] == "J. Doe" and approval["model"] == "income"
+    int8 = ["--model", str(stage_artifacts["audit"] / "bundle" / "model.int8.onnx")]
+    assert (
+        main([*command[:1], *int8, *command[3:5], "--out", str(tmp_path / "q.csv"), *command[7:]])
+        == 0
+    )  # fmt: skip  (the bundle's int8 copy is approved with it)
+    decide(registry, entry["manifest_sha256"], "rejected", key, by="K. Roe", note="withdrawn")
+    out.unlink()
+    capsys.readouterr()
+    assert main(command) == 2
+    assert "is rejected by K. Roe on " in capsys.readouterr().err and not out.exists()
+    other = tmp_path / "other.onnx"
+    other.write_bytes(model.read_bytes() + b"\0")  # not what was filed
+    assert main(["predict", "--model", str(other), *command[3:]]) == 2
+    assert "no bundle filed there holds it" in capsys.readouterr().err

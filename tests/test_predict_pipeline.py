@@ -58,7 +58,7 @@ def test_predict_component_scores_and_publishes_on_the_workspace(
     out = tmp_path / "workspace" / "predictions" / "{date}.csv"
     task = predict(
         config_json="", model=str(model), data=str(batches), out=str(out), id_column="id",
-        threshold="",
+        threshold="", registry="",
     )  # fmt: skip
     artifact = Path(task.outputs["predictions"].path)
     written = pd.read_csv(artifact / "predictions.csv", dtype={"row_id": str})
@@ -76,27 +76,48 @@ def test_predict_component_scores_and_publishes_on_the_workspace(
     assert f"**{len(frame):,} rows**" in summary and record["model"]["sha256"] in summary
     assert "| threshold | 0.5 (the model's decision_threshold metadata) |" in summary
 
-    again = tmp_path / "workspace" / "predictions" / "manual.csv"  # a threshold of one's own
+    # A threshold of one's own, and only with a model whose bundle is approved.
+    registry = _approved_registry(stage_artifacts["audit"], tmp_path)
+    again = tmp_path / "workspace" / "predictions" / "manual.csv"
     task = predict(
         config_json="", model=str(model), data=str(batches / "2026-11-30.csv"), out=str(again),
-        id_column="", threshold="0.2",
+        id_column="", threshold="0.2", registry=str(registry),
     )  # fmt: skip
     relabeled = pd.read_csv(again)
     assert relabeled["row_id"].iloc[0] == "2026-11-30:0"
     assert (relabeled["label"] == (relabeled["score"] >= 0.2)).all()
+    approval = json.loads(again.with_name("manual.meta.json").read_text())["model"]["approval"]
+    assert approval["approved_by"] == "J. Doe, model risk"
+    summary = Path(task.outputs["summary"].path).read_text()
+    assert f"| approved | bundle `{approval['bundle_manifest_sha256'][:12]}` " in summary
+
+
+def _approved_registry(audit_dir: Path, tmp_path: Path, approve: bool = True) -> Path:
+    from sslops.audit import generate_keypair
+    from sslops.audit.bundle import load_private_key
+    from sslops.audit.registry import decide, file_bundle
+
+    registry = tmp_path / "workspace" / "audit-registry"
+    entry = file_bundle(audit_dir, registry, model="income")
+    if approve:
+        generate_keypair(tmp_path / "approver.pem", tmp_path / "approver.pub.pem")
+        key = load_private_key(tmp_path / "approver.pem", "", True, "--key-file", "")
+        decide(registry, entry["manifest_sha256"], "approved", key, by="J. Doe, model risk")
+    return registry
 
 
 @pytest.mark.parametrize(
-    ("out", "threshold", "message"),
+    ("out", "threshold", "registry", "message"),
     [
-        ("{batches}/predictions.csv", "", "lies in the data folder"),
-        ("{work}/p.csv", "high", "threshold 'high': expected a probability"),
-        ("{work}/p.parquet", "", "expected a file name ending in .csv"),
+        ("{batches}/predictions.csv", "", "", "lies in the data folder"),
+        ("{work}/p.csv", "high", "", "threshold 'high': expected a probability"),
+        ("{work}/p.parquet", "", "", "expected a file name ending in .csv"),
+        ("{work}/p.csv", "", "pending", "is not approved in the audit registry"),
     ],
 )
 def test_predict_component_refuses_bad_input_and_publishes_nothing(
     stage_artifacts: dict[str, Path], local_kfp: Path, tmp_path: Path, out: str,
-    threshold: str, message: str, capfd: pytest.CaptureFixture[str],
+    threshold: str, registry: str, message: str, capfd: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
     from sslops.pipeline.predict_pipeline import predict
 
@@ -105,15 +126,18 @@ def test_predict_component_refuses_bad_input_and_publishes_nothing(
     PreparedData(stage_artifacts["prepare"]).test.frame.iloc[:50].to_csv(
         batches / "day.csv", index=False
     )
+    if registry:  # filed, not (yet) approved
+        registry = str(_approved_registry(stage_artifacts["audit"], tmp_path, approve=False))
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
     target = out.format(batches=batches, work=tmp_path)
     with pytest.raises(RuntimeError):
         predict(
             config_json="", model=str(stage_artifacts["export"] / "model.onnx"),
-            data=str(batches), out=target, id_column="", threshold=threshold,
+            data=str(batches), out=target, id_column="", threshold=threshold, registry=registry,
         )  # fmt: skip
     assert message in capfd.readouterr().out  # kfp.local streams the task's stderr
 
-    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["day.csv"]
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file()) == before
 
 
 def test_committed_predict_pipeline_matches_a_fresh_compile(

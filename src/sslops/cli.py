@@ -141,6 +141,7 @@ tools:
   sslops audit verify-attestation DIR [--public-key FILE]   check an attestation's signature
   sslops audit file BUNDLE --registry DIR [--model NAME]   file a bundle in an audit registry
   sslops audit list --registry DIR [--model NAME] [--verify]   what was filed (and is it intact)
+  sslops audit approve|reject SHA256 --registry DIR --by WHO --key-file FILE   signed decision
 examples:
   sslops audit --config params.yaml --prepared artifacts/prepare --pretrained artifacts/pretrain \\
       --finetuned artifacts/finetune --evaluation artifacts/evaluate --exported artifacts/export \\
@@ -151,7 +152,8 @@ examples:
 
 def _audit_tools(audit: argparse.ArgumentParser) -> None:
     tools = audit.add_subparsers(
-        dest="audit_command", metavar="{verify,keygen,reproduce,verify-attestation,file,list}"
+        dest="audit_command",
+        metavar="{verify,keygen,reproduce,verify-attestation,file,list,approve,reject}",
     )
     verify = tools.add_parser(
         "verify",
@@ -219,6 +221,34 @@ def _registry_tools(tools: Any) -> None:
                         help="the bundle must be signed with this PEM public key")  # fmt: skip
     filing.add_argument("--require-signed", action="store_true",
                         help="refuse an unsigned bundle")  # fmt: skip
+    for decision, verb in (("approve", "approve a filed bundle for use"),
+                           ("reject", "reject a filed bundle")):  # fmt: skip
+        decide = tools.add_parser(
+            decision,
+            help=f"{verb} (a signed decision in the registry's index)",
+            description=f"Record a signed decision to {decision} a bundle filed in an audit "
+            "registry: who, when, why, Ed25519-signed with the decider's own key and chained "
+            "into the model's index. The latest decision is the bundle's status in `sslops "
+            "audit list`; `sslops predict --registry` scores only with a model whose bundle is "
+            "approved. Four eyes: the key that signed a bundle cannot approve it.",
+            epilog="examples:\n"
+            f"  sslops audit {decision} 0550d8d2 --registry reg/ --by 'J. Doe, model risk' "
+            "--key-file approver.pem --note 'validation report MR-2026-118'",
+        )
+        decide.add_argument("bundle", metavar="SHA256",
+                            help="the bundle's manifest sha256, or its first 8+ characters")  # fmt: skip
+        decide.add_argument("--registry", required=True, type=Path, metavar="DIR",
+                            help="the registry folder")  # fmt: skip
+        decide.add_argument("--by", required=True, metavar="WHO",
+                            help="who decides: a name and role")  # fmt: skip
+        decide.add_argument(
+            "--key-file", type=Path, metavar="FILE",
+            help="the decider's PEM private key (default: the SSLOPS_APPROVER_KEY variable)",
+        )  # fmt: skip
+        decide.add_argument("--note", default="", metavar="TEXT",
+                            help="why: a ticket, a report, a condition")  # fmt: skip
+        decide.add_argument("--model", metavar="NAME",
+                            help="the model it is filed under (when filed under several)")  # fmt: skip
     listing = tools.add_parser(
         "list",
         help="list the bundles filed in an audit registry",
@@ -245,6 +275,20 @@ def _cmd_registry(args: argparse.Namespace) -> int:
     from sslops.audit import load_public_key
     from sslops.audit.registry import check_registry, file_bundle, list_registry
 
+    if args.audit_command in {"approve", "reject"}:
+        from sslops.audit.bundle import load_private_key
+        from sslops.audit.registry import decide
+
+        private = load_private_key(args.key_file, "SSLOPS_APPROVER_KEY", True, "--key-file",
+                                   "a decision is signed")  # fmt: skip
+        decision = {"approve": "approved", "reject": "rejected"}[args.audit_command]
+        done = decide(args.registry, args.bundle, decision, private, by=args.by, note=args.note,
+                      model=args.model)  # fmt: skip
+        print(
+            f"{done['decision']}: bundle {done['manifest_sha256'][:12]} (model {done['model']}) "
+            f"by {done['by']}, signed with key {done['key_fingerprint']}"
+        )
+        return 0
     key = load_public_key(args.public_key) if args.public_key else None
     if args.audit_command == "file":
         entry = file_bundle(args.bundle, args.registry, model=args.model, public_key=key,
@@ -280,7 +324,7 @@ def _print_registry(rows: list[dict[str, Any]]) -> None:
         return f"{value:.4f}" if isinstance(value, int | float) else "-"
 
     table = [("FILED", "MODEL", "MANIFEST", "DEPLOYED", "GATES", "ACCURACY", "ROC_AUC",
-              "DP_DIFF", "EO_DIFF", "SIGNED")]  # fmt: skip
+              "DP_DIFF", "EO_DIFF", "SIGNED", "STATUS")]  # fmt: skip
     for row in rows:
         m = row.get("metrics") or {}
         table.append((
@@ -288,6 +332,7 @@ def _print_registry(rows: list[dict[str, Any]]) -> None:
             str(row.get("deployed") or "-"), str(row.get("gates") or "-"),
             *(number(m.get(k)) for k in ("accuracy", "roc_auc", "dp_difference", "eo_difference")),
             "yes" if row.get("signed") else "no",
+            row["decision"] + (f" ({row['decided_by']})" if row.get("decided_by") else ""),
         ))  # fmt: skip
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
     for line in table:
@@ -458,6 +503,9 @@ def _predict_parser(sub: Any) -> None:
                       help="rows read, scored and written at a time, so memory stays flat "
                       "for a file of any size (default: 20000; images and series: 256 per "
                       "model run)")  # fmt: skip
+    pred.add_argument("--registry", type=Path, metavar="DIR",
+                      help="score only if the model's bundle is approved in this audit registry "
+                      "(sslops audit approve); the approval goes into the record")  # fmt: skip
 
     schedule = sub.add_parser(
         "schedule-predict",
@@ -480,6 +528,9 @@ def _predict_parser(sub: Any) -> None:
                           help="column naming the rows (default: shadow.id_column)")  # fmt: skip
     schedule.add_argument("--threshold", default="", metavar="P",
                           help="decision threshold in (0, 1) (default: the model's own)")  # fmt: skip
+    schedule.add_argument("--registry", default="", metavar="DIR",
+                          help="an audit registry on the PVC: every run scores only if the "
+                          "model's bundle is approved there (a rejection stops the next run)")  # fmt: skip
 
 
 def _cmd_schedule_predict(args: argparse.Namespace) -> int:
@@ -492,7 +543,7 @@ def _cmd_schedule_predict(args: argparse.Namespace) -> int:
     done = schedule_predict(
         load_config(args.config, args.overrides), args.host, args.cron, model=args.model,
         data=args.data, out=args.out, id_column=args.id_column, threshold=args.threshold,
-        experiment=args.experiment, name=args.name, namespace=args.namespace,
+        registry=args.registry, experiment=args.experiment, name=args.name, namespace=args.namespace,
         service_account=args.service_account,
     )  # fmt: skip
     shadow_commands.print_scheduled(done)
@@ -504,7 +555,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides) if args.config or args.overrides else None
     done = predict(args.model, args.data, args.out, cfg, id_column=args.id_column,
-                   threshold=args.threshold, chunk_rows=args.chunk_rows)  # fmt: skip
+                   threshold=args.threshold, chunk_rows=args.chunk_rows,
+                   registry=args.registry)  # fmt: skip
     print(
         f"predict: {done.rows:,} rows from {done.files} file(s), {done.described}; wrote "
         f"{done.out} and {meta_path(done.out).name}"
@@ -518,7 +570,7 @@ def _cmd_audit_tool(args: argparse.Namespace) -> int:
 
     if args.audit_command in {"reproduce", "verify-attestation"}:
         return _cmd_attestation(args)
-    if args.audit_command in {"file", "list"}:
+    if args.audit_command in {"file", "list", "approve", "reject"}:
         return _cmd_registry(args)
     if args.audit_command == "keygen":
         fp = generate_keypair(args.private_key, args.public_key)

@@ -120,11 +120,21 @@ def predict(
     id_column: str | None = None,
     threshold: float | None = None,
     chunk_rows: int | None = None,
+    registry: Path | None = None,
 ) -> PredictResult:
-    """Score every row of ``data`` (a CSV or a folder of CSVs) with ``model_path``; write ``out``."""
+    """Score every row of ``data`` (a CSV or a folder of CSVs) with ``model_path``; write ``out``.
+
+    ``registry``: an audit registry in which the model's bundle must be approved (its
+    approval goes into the provenance record); checked before anything is read or written.
+    """
     model_path, data, out = Path(model_path), Path(data), Path(out)
     if not model_path.is_file():
         raise DataError(f"--model {model_path}: no such file; expected sslops export's model.onnx")
+    approval = None
+    if registry is not None:
+        from sslops.audit.registry import approval_of
+
+        approval = approval_of(registry, sha256_file(model_path))
     if chunk_rows is not None and chunk_rows < 1:
         raise DataError(f"--chunk-rows {chunk_rows}: expected a positive number of rows")
     if threshold is not None and not 0 < threshold < 1:
@@ -138,7 +148,8 @@ def predict(
                 f"--threshold {threshold}: {model_path.name} is an image or series model, "
                 "whose decision is its most probable class; the threshold is for table models"
             )
-        return _predict_arrays(model, spec, data, out, chunk_rows, cfg.data.label if cfg else None)
+        label = cfg.data.label if cfg else None
+        return _predict_arrays(model, spec, data, out, chunk_rows, label, approval)
     files = batch_files(data)
     check_output(out, [model_path, *files])
     if not out.parent.is_dir():
@@ -182,7 +193,7 @@ def predict(
                            "rows": file_rows, "empty_rows_skipped": file_empty})  # fmt: skip
             progress.update(step, f"{path.name}: {file_rows:,} rows")
         sink.provenance = _provenance(
-            out, model_path, {"threshold": cut, "threshold_from": source}, []
+            out, model_path, {"threshold": cut, "threshold_from": source}, [], approval
         )
         sink.provenance.update({
             "columns": {"row_id": f"column {id_column!r}" if id_column else "<file stem>:<row>",
@@ -204,7 +215,7 @@ def array_input(inputs: list[Any]) -> Any | None:
 
 def _predict_arrays(
     model: OnnxClassifier, spec: Any, data: Path, out: Path, batch: int | None,
-    label: str | None,
+    label: str | None, approval: dict[str, Any] | None,
 ) -> PredictResult:  # fmt: skip
     """An image or series model: the most probable class of each array or image file."""
     from sslops.predict_arrays import ARRAY_BATCH, score_arrays  # only for these models
@@ -230,7 +241,7 @@ def _predict_arrays(
         for row_id, p, k, label in zip(scored.row_ids, scored.proba, best, labels, strict=True)
     )
     counts = dict(zip(*np.unique(labels, return_counts=True), strict=True))
-    provenance = _provenance(out, model.path, None, scored.inputs)
+    provenance = _provenance(out, model.path, None, scored.inputs, approval)
     provenance.update({
         "columns": {"row_id": "<file stem>:<row>, or the image's path in the folder",
                     "score": "probability of the predicted class",
@@ -250,13 +261,15 @@ def _predict_arrays(
 
 
 def _provenance(
-    out: Path, model_path: Path, threshold: dict[str, Any] | None, inputs: list[Path]
-) -> dict[str, Any]:
+    out: Path, model_path: Path, threshold: dict[str, Any] | None, inputs: list[Path],
+    approval: dict[str, Any] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    model = {"path": str(model_path.resolve()), "sha256": sha256_file(model_path)}
     return {
         "sslops_version": __version__,
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "predictions": out.name,
-        "model": {"path": str(model_path.resolve()), "sha256": sha256_file(model_path)},
+        "model": {**model, **({"approval": approval} if approval else {})},
         **(threshold or {}),
         "data": [{"path": str(p.resolve()), "sha256": sha256_file(p)} for p in inputs],
     }

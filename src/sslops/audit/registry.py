@@ -33,13 +33,16 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from sslops.audit.bundle import (
     MANIFEST,
     BundleFiles,
     bundle_root,
     canonical_json,
+    check_signature_record,
+    fingerprint,
+    signature_record,
     verify_bundle,
     verify_path,
     write_zip,
@@ -188,8 +191,9 @@ def _describe(files: BundleFiles) -> dict[str, Any]:
         "gates": gates.get("overall"),
         "metrics": measured,
         "onnx_sha256": manifest["files"].get("model.onnx"),
+        "int8_onnx_sha256": manifest["files"].get("model.int8.onnx"),
         "signed": "signature.json" in files.names(),
-        "key_fingerprint": signature.get("key_fingerprint"),
+        "key_fingerprint": (signature.get("signed") or {}).get("key_fingerprint"),
         "kfp_run_id": run.get("kfp_run_id"),
         "_config_model_name": audit.get("model_name"),
     }
@@ -256,11 +260,12 @@ def file_bundle(
         index_dir = registry / MODELS / name
         index_dir.mkdir(parents=True, exist_ok=True)
         index = _load_index(index_dir / INDEX, name)
-        for entry in index["entries"]:
+        for entry in _filed(index["entries"]):
             if entry["manifest_sha256"] == sha:
                 return {**entry, "status": "already filed", "model": name, "path": str(target)}
         entries = index["entries"]
         entry = {
+            "kind": "filed",
             "manifest_sha256": sha,
             "bundle": f"{BUNDLES}/{sha}.zip",
             "filed": _now(),
@@ -331,9 +336,26 @@ def list_registry(registry: Path, model: str | None = None) -> list[dict[str, An
         names = [model]
     rows = []
     for name in names:
-        index = _load_index(registry / MODELS / name / INDEX, name)
-        rows += [{**entry, "model": name} for entry in index["entries"]]
+        entries = _load_index(registry / MODELS / name / INDEX, name)["entries"]
+        decided = _decisions(entries)
+        for entry in _filed(entries):
+            last = decided.get(entry["manifest_sha256"])
+            rows.append({
+                **entry, "model": name,
+                "decision": last["decision"] if last else "pending",
+                "decided_by": last["by"] if last else None,
+                "decided": last["decided"] if last else None,
+            })  # fmt: skip
     return sorted(rows, key=lambda row: (row.get("filed") or "", row["model"]))
+
+
+def _filed(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in entries if e.get("kind", "filed") == "filed"]
+
+
+def _decisions(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The latest decision on each bundle (manifest sha256 -> decision entry)."""
+    return {e["manifest_sha256"]: e for e in entries if e.get("kind") == "decision"}
 
 
 def latest_bundle(registry: Path, model: str) -> Path | None:
@@ -342,14 +364,15 @@ def latest_bundle(registry: Path, model: str) -> Path | None:
     registry = Path(registry)
     if not (registry / MARKER).is_file() or model not in model_names(registry):
         return None
-    entries = _load_index(registry / MODELS / model / INDEX, model)["entries"]
-    return registry / entries[-1]["bundle"] if entries else None
+    filed = _filed(_load_index(registry / MODELS / model / INDEX, model)["entries"])
+    return registry / filed[-1]["bundle"] if filed else None
 
 
 def check_registry(registry: Path, public_key: Ed25519PublicKey | None = None) -> list[str]:
     """Problems with the registry: an index entry removed, changed or moved (the chain of
     digests breaks), a bundle missing, damaged or holding another manifest than its name
-    says, a bundle no index lists. Empty when every filed bundle is as it was filed."""
+    says, a bundle no index lists, a decision whose signature does not verify or that
+    names no bundle filed before it. Empty when everything is as it was written."""
     registry = Path(registry)
     problems: list[str] = []
     listed: set[str] = set()
@@ -361,6 +384,7 @@ def check_registry(registry: Path, public_key: Ed25519PublicKey | None = None) -
             problems.append(str(exc))
             continue
         previous = None
+        filed: set[str] = set()
         for number, entry in enumerate(entries, 1):
             where = f"{MODELS}/{name}/{INDEX} entry {number}"
             if entry.get("previous") != previous:
@@ -368,27 +392,161 @@ def check_registry(registry: Path, public_key: Ed25519PublicKey | None = None) -
                                 "removed, changed or moved)")  # fmt: skip
             previous = entry_digest(entry)
             sha = entry.get("manifest_sha256", "")
+            if entry.get("kind", "filed") == "decision":
+                problems += _check_decision(entry, name, where, filed)
+                continue
             listed.add(sha)
-            target = registry / BUNDLES / f"{sha}.zip"
-            if entry.get("bundle") != f"{BUNDLES}/{sha}.zip" or not target.is_file():
-                problems.append(f"{where}: bundle {BUNDLES}/{sha}.zip is missing")
-                continue
-            result = verify_bundle(target, public_key)
-            if result["problems"]:
-                problems.append(f"{BUNDLES}/{sha}.zip: {result['problems'][0]}")
-                continue
-            files = BundleFiles(target)
-            if hashlib.sha256(files.read(MANIFEST)).hexdigest() != sha:
-                problems.append(f"{BUNDLES}/{sha}.zip holds another bundle than its name says")
-                continue
-            described = _describe(files)
-            described.pop("_config_model_name")
-            changed = sorted(k for k, v in described.items() if entry.get(k) != v)
-            if changed:
-                problems.append(f"{where}: {', '.join(changed)} differ from the filed bundle")
+            filed.add(sha)
+            problems += _check_filed_entry(registry, entry, where, public_key)
     folder = registry / BUNDLES
     for path in sorted(folder.glob("*.zip")) if folder.is_dir() else []:
         if path.stem not in listed:
             problems.append(f"{BUNDLES}/{path.name} is filed in no model's index (a filing "
                             "interrupted before its entry: file it again; or an entry removed)")  # fmt: skip
     return problems
+
+
+def _check_filed_entry(
+    registry: Path, entry: dict[str, Any], where: str, public_key: Ed25519PublicKey | None
+) -> list[str]:
+    sha = entry.get("manifest_sha256", "")
+    target = registry / BUNDLES / f"{sha}.zip"
+    if entry.get("bundle") != f"{BUNDLES}/{sha}.zip" or not target.is_file():
+        return [f"{where}: bundle {BUNDLES}/{sha}.zip is missing"]
+    result = verify_bundle(target, public_key)
+    if result["problems"]:
+        return [f"{BUNDLES}/{sha}.zip: {result['problems'][0]}"]
+    files = BundleFiles(target)
+    if hashlib.sha256(files.read(MANIFEST)).hexdigest() != sha:
+        return [f"{BUNDLES}/{sha}.zip holds another bundle than its name says"]
+    described = _describe(files)
+    described.pop("_config_model_name")
+    changed = sorted(k for k, v in described.items() if entry.get(k) != v)
+    return [f"{where}: {', '.join(changed)} differ from the filed bundle"] if changed else []
+
+
+def _check_decision(entry: dict[str, Any], model: str, where: str, filed: set[str]) -> list[str]:
+    """A decision verifies with the key that made it, says what its signed record says, and
+    decides on a bundle filed under the model before it."""
+    record = entry.get("record")
+    if not isinstance(record, dict):
+        return [f"{where}: the decision has no signed record"]
+    problem, signed, key = check_signature_record(record, None, f"{where} (decision)")
+    if problem or key is None:
+        return [problem or where]
+    expected = {**{k: entry.get(k) for k in _DECIDED}, "model": model}
+    changed = sorted(k for k, v in expected.items() if signed.get(k) != v)
+    if changed or entry.get("key_fingerprint") != signed.get("key_fingerprint"):
+        return [
+            f"{where}: {', '.join(changed) or 'key_fingerprint'} differ from the signed decision"
+        ]
+    if entry.get("manifest_sha256") not in filed:
+        return [f"{where}: decides on bundle {entry.get('manifest_sha256', '')[:12]}, which is not "
+                "filed under this model before it"]  # fmt: skip
+    return []
+
+
+# The fields of a decision entry that its signed record also holds.
+_DECIDED = ("manifest_sha256", "decision", "by", "note", "decided")
+DECISIONS = ("approved", "rejected")
+
+
+def decide(
+    registry: Path,
+    bundle: str,
+    decision: str,
+    key: Ed25519PrivateKey,
+    *,
+    by: str,
+    note: str = "",
+    model: str | None = None,
+) -> dict[str, Any]:
+    """Record a signed decision (``approved`` or ``rejected``) on a filed bundle, named by
+    its manifest sha256 or a prefix of it (8 characters at least).
+
+    Four eyes: a bundle signed by ``key`` cannot be approved with it. The bundle is checked
+    intact first. The decision is appended to the model's index like a filing (chained,
+    under the lock); the latest decision on a bundle is its status.
+    """
+    registry = Path(registry)
+    if decision not in DECISIONS:
+        raise ArtifactError(f"decision {decision!r}: expected one of {', '.join(DECISIONS)}")
+    if not by.strip():
+        raise ArtifactError(
+            "--by: say who decides (a name and role), e.g. --by 'J. Doe, model risk'"
+        )
+    entry, name = _find_bundle(registry, bundle, model)
+    sha = entry["manifest_sha256"]
+    _check_filed(registry / entry["bundle"], sha)
+    key_fp = fingerprint(key.public_key())
+    if decision == "approved" and entry.get("key_fingerprint") == key_fp:
+        raise ArtifactError(
+            f"bundle {sha[:12]} is signed with the key that would approve it ({key_fp}): "
+            "approval needs a second person's key (four eyes)"
+        )
+    fields = {
+        "manifest_sha256": sha, "decision": decision, "by": by.strip(), "note": note.strip(),
+        "decided": _now(), "model": name,
+    }  # fmt: skip
+    record = signature_record(key, fields)
+    with _locked(registry):
+        path = registry / MODELS / name / INDEX
+        index = _load_index(path, name)
+        entries = index["entries"]
+        made = {
+            "kind": "decision", **{k: fields[k] for k in _DECIDED}, "key_fingerprint": key_fp,
+            "record": record, "previous": entry_digest(entries[-1]) if entries else None,
+        }  # fmt: skip
+        entries.append(made)
+        _write_atomic(path, (json.dumps(index, indent=2) + "\n").encode())
+    return {**made, "model": name}
+
+
+def _find_bundle(registry: Path, bundle: str, model: str | None) -> tuple[dict[str, Any], str]:
+    """The filed entry a (prefix of a) manifest sha256 names, and its model."""
+    prefix = bundle.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{8,64}", prefix):
+        raise ArtifactError(f"bundle {bundle!r}: expected its manifest sha256 (or its first 8+ "
+                            "characters), as `sslops audit list` shows it")  # fmt: skip
+    rows = [r for r in list_registry(registry, model) if r["manifest_sha256"].startswith(prefix)]
+    found = {(r["manifest_sha256"], r["model"]) for r in rows}
+    if not found:
+        raise ArtifactError(f"no bundle {prefix} is filed in {registry}"
+                            + (f" under model {model!r}" if model else ""))  # fmt: skip
+    if len(found) > 1:
+        named = ", ".join(f"{sha[:12]} ({m})" for sha, m in sorted(found))
+        raise ArtifactError(
+            f"bundle {prefix} is ambiguous: {named}; give more characters or --model"
+        )
+    sha, name = found.pop()
+    return next(r for r in rows if r["manifest_sha256"] == sha), name
+
+
+def approval_of(registry: Path, model_sha256: str) -> dict[str, Any]:
+    """The approved filed bundle holding an ONNX model with this sha256 (``model.onnx`` or
+    ``model.int8.onnx``), for ``sslops predict --registry``; raises naming why there is none
+    (not filed, pending, rejected)."""
+    registry = Path(registry)
+    rows = [
+        r for r in list_registry(registry)
+        if model_sha256 in (r.get("onnx_sha256"), r.get("int8_onnx_sha256"))
+    ]  # fmt: skip
+    approved = [r for r in rows if r["decision"] == "approved"]
+    if not approved:
+        if not rows:
+            why = "no bundle filed there holds it"
+        else:
+            why = "; ".join(
+                f"bundle {r['manifest_sha256'][:12]} ({r['model']}) is {r['decision']}"
+                + (f" by {r['decided_by']} on {r['decided']}" if r["decided_by"] else "")
+                for r in rows
+            )
+        raise ArtifactError(f"the model (sha256 {model_sha256[:12]}) is not approved in the audit "
+                            f"registry {registry}: {why}")  # fmt: skip
+    last = approved[-1]
+    _check_filed(registry / last["bundle"], last["manifest_sha256"])
+    return {
+        "registry": str(registry.resolve()), "model": last["model"],
+        "bundle_manifest_sha256": last["manifest_sha256"], "approved_by": last["decided_by"],
+        "approved": last["decided"],
+    }  # fmt: skip

@@ -121,7 +121,8 @@ def schedule_shadow(
 
 def schedule_predict(
     cfg: Config, host: str, cron: str, *, model: str, data: str, out: str = "",
-    id_column: str = "", threshold: str = "", experiment: str = "sslops-predict",
+    id_column: str = "", threshold: str = "", registry: str = "",
+    experiment: str = "sslops-predict",
     name: str | None = None, namespace: str | None = None, service_account: str | None = None,
 ) -> Scheduled:  # fmt: skip
     """Upload the batch-scoring pipeline for ``cfg`` and create an enabled recurring run:
@@ -141,7 +142,7 @@ def schedule_predict(
     if threshold and not (_is_probability(threshold)):
         raise ConfigError(f"--threshold {threshold!r}: expected a probability between 0 and 1")
     params = {"model": model, "data": data, "out": out, "id_column": id_column,
-              "threshold": threshold}  # fmt: skip
+              "threshold": threshold, "registry": registry}  # fmt: skip
     return _schedule(
         cfg, host, cron, PREDICT_PIPELINE_NAME, PREDICT_DESCRIPTION, compile_predict_pipeline,
         params, "Batch scoring of new rows with an exported sslops model.",

@@ -7,7 +7,9 @@ export``'s ``model.onnx``) and written as the ``predictions`` artifact (``predic
 and its provenance record ``predictions.meta.json``). With ``out`` (a path on the
 workspace PVC, ``{date}`` standing for the run's UTC date) the two files are also
 published there, so the shadow pipeline can read them as tomorrow's incumbent log.
-Caching is off: the same paths hold new rows on every run. Run it once from the KFP UI,
+With ``registry`` (an audit registry on the PVC) the task scores only with a model whose
+bundle is approved there (``sslops audit approve``). Caching is off: the same paths hold
+new rows on every run. Run it once from the KFP UI,
 or nightly with ``sslops schedule-predict``.
 
 No ``from __future__ import annotations`` here: KFP reads the annotations at runtime.
@@ -39,6 +41,7 @@ def predict(
     out: str,
     id_column: str,
     threshold: str,
+    registry: str,
     predictions: Output[Dataset],
     summary: Output[Markdown],
     metrics: Output[Metrics],
@@ -46,7 +49,8 @@ def predict(
     """Score every row of ``data`` with ``model``: predictions.csv and its provenance record."""
     from sslops.pipeline.tasks import predict_task
 
-    predict_task(config_json, model, data, out, id_column, threshold, predictions, summary, metrics)
+    predict_task(config_json, model, data, out, id_column, threshold, registry, predictions,
+                 summary, metrics)  # fmt: skip
 
 
 def build_predict_pipeline(
@@ -61,19 +65,21 @@ def build_predict_pipeline(
         out: str = "",
         id_column: str = "",
         threshold: str = "",
+        registry: str = "",
         config_json: str = "",
     ):
         """Paths as the task sees them (the workspace PVC); ``out``: also publish there
-        (``{date}`` = the run's UTC date); ``threshold``: empty = the model's own."""
+        (``{date}`` = the run's UTC date); ``threshold``: empty = the model's own;
+        ``registry``: score only if the model's bundle is approved in this audit registry."""
         task = predict(
             config_json=config_json, model=model, data=data, out=out, id_column=id_column,
-            threshold=threshold,
+            threshold=threshold, registry=registry,
         ).set_display_name("score new rows")  # fmt: skip
         place_task(task, "evaluate", platform, workspace=True)
         task.set_caching_options(False)
 
     if cfg is not None:  # KFP reads the parameter defaults from the signature
-        predict_pipeline.__defaults__ = ("", "", "", config_default or cfg.to_json())
+        predict_pipeline.__defaults__ = ("", "", "", "", config_default or cfg.to_json())
     return dsl.pipeline(
         name=name, description=PREDICT_DESCRIPTION, pipeline_root=platform.storage.pipeline_root
     )(predict_pipeline)

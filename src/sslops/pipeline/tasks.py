@@ -242,7 +242,7 @@ def shadow_task(
 
 def predict_task(
     config_json: str, model: str, data: str, out: str, id_column: str, threshold: str,
-    predictions: Any, summary: Any, metrics: Any,
+    registry: str, predictions: Any, summary: Any, metrics: Any,
 ) -> None:  # fmt: skip
     """The predict stage on paths the pod can read; the ``predictions`` artifact is a folder
     (``predictions.csv``, ``predictions.meta.json``); ``out`` (``{date}``: the run's UTC
@@ -264,7 +264,13 @@ def predict_task(
         folder.mkdir(parents=True, exist_ok=True)
         written = folder / "predictions.csv"
         done = predict(
-            Path(model), Path(data), written, cfg, id_column=id_column or None, threshold=cut
+            Path(model),
+            Path(data),
+            written,
+            cfg,
+            id_column=id_column or None,
+            threshold=cut,
+            registry=Path(registry) if registry else None,
         )
         if target is not None:
             publish(written, target, inputs)
@@ -294,6 +300,11 @@ def _predict_markdown(record: dict[str, Any], described: str, published: Path | 
         f"| model | `{model['path']}` |",
         f"| model sha256 | `{model['sha256']}` |",
     ]  # fmt: skip
+    if "approval" in model:
+        approval = model["approval"]
+        lines.append(f"| approved | bundle `{approval['bundle_manifest_sha256'][:12]}` "
+                     f"({approval['model']}) by {approval['approved_by']}, "
+                     f"{approval['approved']} |")  # fmt: skip
     if "threshold" in record:
         lines.append(f"| threshold | {record['threshold']:g} ({record['threshold_from']}) |")
     lines.append(
