@@ -415,8 +415,14 @@ def test_verify_finds_a_changed_or_forged_decision(
     index.write_text(json.dumps(changed))
     [problem] = check_registry(registry)
     assert "the signature does not verify with its embedded public key" in problem
-    assert list_registry(registry)[0]["decision"] == "approved"  # what list shows ...
-    # ... which is why predict --registry verifies the bundle, and --verify the index
+    assert list_registry(registry)[0]["decision"] == "approved"  # what list shows, but ...
+    from sslops.audit.registry import approval_of
+
+    onnx = list_registry(registry)[0]["onnx_sha256"]
+    with pytest.raises(
+        ArtifactError, match=r"the approval of bundle \w+ does not verify: .*signature"
+    ):
+        approval_of(registry, onnx)  # ... predict --registry checks the approval's signature
 
 
 def test_predict_scores_only_with_an_approved_model(
@@ -445,6 +451,17 @@ def test_predict_scores_only_with_an_approved_model(
     approval = json.loads((tmp_path / "p.meta.json").read_text())["model"]["approval"]
     assert approval["bundle_manifest_sha256"] == entry["manifest_sha256"]
     assert approval["approved_by"] == "J. Doe" and approval["model"] == "income"
+    assert not approval["key_trusted"]  # any key: integrity only
+    approver_public = approver.with_name("approver.pub.pem")
+    trusted = ["--out", str(tmp_path / "t.csv"), "--approver-key", str(approver_public)]
+    assert main([*command[:5], *trusted, *command[7:]]) == 0
+    assert json.loads((tmp_path / "t.meta.json").read_text())["model"]["approval"]["key_trusted"]
+    generate_keypair(tmp_path / "x.pem", tmp_path / "x.pub.pem")
+    untrusted = ["--out", str(tmp_path / "u.csv"), "--approver-key", str(tmp_path / "x.pub.pem")]
+    capsys.readouterr()
+    assert main([*command[:5], *untrusted, *command[7:]]) == 2
+    assert "which is not one of the approver keys given" in capsys.readouterr().err
+    assert not (tmp_path / "u.csv").exists()
     int8 = ["--model", str(stage_artifacts["audit"] / "bundle" / "model.int8.onnx")]
     assert (
         main([*command[:1], *int8, *command[3:5], "--out", str(tmp_path / "q.csv"), *command[7:]])

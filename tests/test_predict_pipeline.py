@@ -58,7 +58,7 @@ def test_predict_component_scores_and_publishes_on_the_workspace(
     out = tmp_path / "workspace" / "predictions" / "{date}.csv"
     task = predict(
         config_json="", model=str(model), data=str(batches), out=str(out), id_column="id",
-        threshold="", registry="",
+        threshold="", registry="", approver_key="",
     )  # fmt: skip
     artifact = Path(task.outputs["predictions"].path)
     written = pd.read_csv(artifact / "predictions.csv", dtype={"row_id": str})
@@ -82,6 +82,7 @@ def test_predict_component_scores_and_publishes_on_the_workspace(
     task = predict(
         config_json="", model=str(model), data=str(batches / "2026-11-30.csv"), out=str(again),
         id_column="", threshold="0.2", registry=str(registry),
+        approver_key=str(tmp_path / "approver.pub.pem"),
     )  # fmt: skip
     relabeled = pd.read_csv(again)
     assert relabeled["row_id"].iloc[0] == "2026-11-30:0"
@@ -90,6 +91,7 @@ def test_predict_component_scores_and_publishes_on_the_workspace(
     assert approval["approved_by"] == "J. Doe, model risk"
     summary = Path(task.outputs["summary"].path).read_text()
     assert f"| approved | bundle `{approval['bundle_manifest_sha256'][:12]}` " in summary
+    assert "(a trusted approver key) |" in summary and approval["key_trusted"]
 
 
 def _approved_registry(audit_dir: Path, tmp_path: Path, approve: bool = True) -> Path:
@@ -113,6 +115,7 @@ def _approved_registry(audit_dir: Path, tmp_path: Path, approve: bool = True) ->
         ("{work}/p.csv", "high", "", "threshold 'high': expected a probability"),
         ("{work}/p.parquet", "", "", "expected a file name ending in .csv"),
         ("{work}/p.csv", "", "pending", "is not approved in the audit registry"),
+        ("{work}/p.csv", "", "another key", "which is not one of the approver keys given"),
     ],
 )
 def test_predict_component_refuses_bad_input_and_publishes_nothing(
@@ -126,14 +129,22 @@ def test_predict_component_refuses_bad_input_and_publishes_nothing(
     PreparedData(stage_artifacts["prepare"]).test.frame.iloc[:50].to_csv(
         batches / "day.csv", index=False
     )
-    if registry:  # filed, not (yet) approved
-        registry = str(_approved_registry(stage_artifacts["audit"], tmp_path, approve=False))
+    approver_key = ""
+    if registry:  # filed and not (yet) approved, or approved with a key not trusted here
+        approved = registry == "another key"
+        registry = str(_approved_registry(stage_artifacts["audit"], tmp_path, approve=approved))
+        if approved:
+            from sslops.audit import generate_keypair
+
+            approver_key = str(tmp_path / "trusted.pub.pem")
+            generate_keypair(tmp_path / "trusted.pem", Path(approver_key))
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
     target = out.format(batches=batches, work=tmp_path)
     with pytest.raises(RuntimeError):
         predict(
             config_json="", model=str(stage_artifacts["export"] / "model.onnx"),
             data=str(batches), out=target, id_column="", threshold=threshold, registry=registry,
+            approver_key=approver_key,
         )  # fmt: skip
     assert message in capfd.readouterr().out  # kfp.local streams the task's stderr
 

@@ -506,6 +506,9 @@ def _predict_parser(sub: Any) -> None:
     pred.add_argument("--registry", type=Path, metavar="DIR",
                       help="score only if the model's bundle is approved in this audit registry "
                       "(sslops audit approve); the approval goes into the record")  # fmt: skip
+    pred.add_argument("--approver-key", action="append", type=Path, metavar="FILE",
+                      help="with --registry: the approval must be signed with this PEM public "
+                      "key (repeatable: any of them; default: any key, integrity only)")  # fmt: skip
 
     schedule = sub.add_parser(
         "schedule-predict",
@@ -531,6 +534,9 @@ def _predict_parser(sub: Any) -> None:
     schedule.add_argument("--registry", default="", metavar="DIR",
                           help="an audit registry on the PVC: every run scores only if the "
                           "model's bundle is approved there (a rejection stops the next run)")  # fmt: skip
+    schedule.add_argument("--approver-key", default="", metavar="FILE",
+                          help="with --registry: a PEM public key on the PVC the approval must "
+                          "be signed with")  # fmt: skip
 
 
 def _cmd_schedule_predict(args: argparse.Namespace) -> int:
@@ -543,7 +549,7 @@ def _cmd_schedule_predict(args: argparse.Namespace) -> int:
     done = schedule_predict(
         load_config(args.config, args.overrides), args.host, args.cron, model=args.model,
         data=args.data, out=args.out, id_column=args.id_column, threshold=args.threshold,
-        registry=args.registry, experiment=args.experiment, name=args.name, namespace=args.namespace,
+        registry=args.registry, approver_key=args.approver_key, experiment=args.experiment, name=args.name, namespace=args.namespace,
         service_account=args.service_account,
     )  # fmt: skip
     shadow_commands.print_scheduled(done)
@@ -556,7 +562,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides) if args.config or args.overrides else None
     done = predict(args.model, args.data, args.out, cfg, id_column=args.id_column,
                    threshold=args.threshold, chunk_rows=args.chunk_rows,
-                   registry=args.registry)  # fmt: skip
+                   registry=args.registry, approver_keys=args.approver_key)  # fmt: skip
     print(
         f"predict: {done.rows:,} rows from {done.files} file(s), {done.described}; wrote "
         f"{done.out} and {meta_path(done.out).name}"

@@ -121,20 +121,26 @@ def predict(
     threshold: float | None = None,
     chunk_rows: int | None = None,
     registry: Path | None = None,
+    approver_keys: list[Path] | None = None,
 ) -> PredictResult:
     """Score every row of ``data`` (a CSV or a folder of CSVs) with ``model_path``; write ``out``.
 
     ``registry``: an audit registry in which the model's bundle must be approved (its
-    approval goes into the provenance record); checked before anything is read or written.
+    approval goes into the provenance record), with ``approver_keys`` (PEM public keys) by
+    one of those keys; checked before anything is read or written.
     """
     model_path, data, out = Path(model_path), Path(data), Path(out)
     if not model_path.is_file():
         raise DataError(f"--model {model_path}: no such file; expected sslops export's model.onnx")
     approval = None
+    if approver_keys and registry is None:
+        raise DataError("--approver-key checks an approval in an audit registry: give --registry")
     if registry is not None:
+        from sslops.audit.bundle import load_public_key
         from sslops.audit.registry import approval_of
 
-        approval = approval_of(registry, sha256_file(model_path))
+        keys = [load_public_key(Path(k)) for k in approver_keys or []]
+        approval = approval_of(registry, sha256_file(model_path), keys)
     if chunk_rows is not None and chunk_rows < 1:
         raise DataError(f"--chunk-rows {chunk_rows}: expected a positive number of rows")
     if threshold is not None and not 0 < threshold < 1:

@@ -256,7 +256,11 @@ def file_bundle(
         else:
             fill = partial(shutil.copyfile, root) if root.is_file() else partial(write_zip, root)
             _place(target, fill, mode=0o444)
-            _check_filed(target, sha)
+            try:  # the source changed after it was verified: keep nothing of it
+                _check_filed(target, sha)
+            except ArtifactError:
+                target.unlink()
+                raise
         index_dir = registry / MODELS / name
         index_dir.mkdir(parents=True, exist_ok=True)
         index = _load_index(index_dir / INDEX, name)
@@ -522,10 +526,13 @@ def _find_bundle(registry: Path, bundle: str, model: str | None) -> tuple[dict[s
     return next(r for r in rows if r["manifest_sha256"] == sha), name
 
 
-def approval_of(registry: Path, model_sha256: str) -> dict[str, Any]:
+def approval_of(
+    registry: Path, model_sha256: str, approvers: list[Ed25519PublicKey] | None = None
+) -> dict[str, Any]:
     """The approved filed bundle holding an ONNX model with this sha256 (``model.onnx`` or
     ``model.int8.onnx``), for ``sslops predict --registry``; raises naming why there is none
-    (not filed, pending, rejected)."""
+    (not filed, pending, rejected). The bundle is verified, and so is the approval's
+    signature; with ``approvers``, it must have been made with one of those keys."""
     registry = Path(registry)
     rows = [
         r for r in list_registry(registry)
@@ -544,9 +551,28 @@ def approval_of(registry: Path, model_sha256: str) -> dict[str, Any]:
         raise ArtifactError(f"the model (sha256 {model_sha256[:12]}) is not approved in the audit "
                             f"registry {registry}: {why}")  # fmt: skip
     last = approved[-1]
-    _check_filed(registry / last["bundle"], last["manifest_sha256"])
+    sha, model = last["manifest_sha256"], last["model"]
+    _check_filed(registry / last["bundle"], sha)
+    entries = _load_index(registry / MODELS / model / INDEX, model)["entries"]
+    number, decision = max(
+        ((n, e) for n, e in enumerate(entries, 1)
+         if e.get("kind") == "decision" and e["manifest_sha256"] == sha),
+        key=lambda found: found[0],
+    )  # fmt: skip
+    filed = {e["manifest_sha256"] for e in _filed(entries[: number - 1])}
+    where = f"{MODELS}/{model}/{INDEX} entry {number}"
+    problems = _check_decision(decision, model, where, filed)
+    if problems:
+        raise ArtifactError(f"the approval of bundle {sha[:12]} does not verify: {problems[0]}")
+    trusted = {fingerprint(k) for k in approvers or []}
+    if approvers and decision["key_fingerprint"] not in trusted:
+        raise ArtifactError(
+            f"bundle {sha[:12]} was approved by {decision['by']} with key "
+            f"{decision['key_fingerprint']}, which is not one of the approver keys given"
+        )
     return {
-        "registry": str(registry.resolve()), "model": last["model"],
-        "bundle_manifest_sha256": last["manifest_sha256"], "approved_by": last["decided_by"],
-        "approved": last["decided"],
+        "registry": str(registry.resolve()), "model": model, "bundle_manifest_sha256": sha,
+        "approved_by": decision["by"], "approved": decision["decided"],
+        "key_fingerprint": decision["key_fingerprint"],
+        "key_trusted": bool(approvers),
     }  # fmt: skip

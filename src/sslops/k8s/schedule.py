@@ -121,7 +121,7 @@ def schedule_shadow(
 
 def schedule_predict(
     cfg: Config, host: str, cron: str, *, model: str, data: str, out: str = "",
-    id_column: str = "", threshold: str = "", registry: str = "",
+    id_column: str = "", threshold: str = "", registry: str = "", approver_key: str = "",
     experiment: str = "sslops-predict",
     name: str | None = None, namespace: str | None = None, service_account: str | None = None,
 ) -> Scheduled:  # fmt: skip
@@ -139,10 +139,13 @@ def schedule_predict(
             f"--out {out!r}: a recurring run would replace one file every run; expected a "
             "path with {date} (the run's UTC date), e.g. /workspace/predictions/{date}.csv"
         )
+    if approver_key and not registry:
+        raise ConfigError("--approver-key checks an approval in an audit registry: give --registry")
     if threshold and not (_is_probability(threshold)):
         raise ConfigError(f"--threshold {threshold!r}: expected a probability between 0 and 1")
     params = {"model": model, "data": data, "out": out, "id_column": id_column,
-              "threshold": threshold, "registry": registry}  # fmt: skip
+              "threshold": threshold, "registry": registry,
+              "approver_key": approver_key}  # fmt: skip
     return _schedule(
         cfg, host, cron, PREDICT_PIPELINE_NAME, PREDICT_DESCRIPTION, compile_predict_pipeline,
         params, "Batch scoring of new rows with an exported sslops model.",

@@ -42,6 +42,7 @@ def predict(
     id_column: str,
     threshold: str,
     registry: str,
+    approver_key: str,
     predictions: Output[Dataset],
     summary: Output[Markdown],
     metrics: Output[Metrics],
@@ -49,8 +50,8 @@ def predict(
     """Score every row of ``data`` with ``model``: predictions.csv and its provenance record."""
     from sslops.pipeline.tasks import predict_task
 
-    predict_task(config_json, model, data, out, id_column, threshold, registry, predictions,
-                 summary, metrics)  # fmt: skip
+    predict_task(config_json, model, data, out, id_column, threshold, registry, approver_key,
+                 predictions, summary, metrics)  # fmt: skip
 
 
 def build_predict_pipeline(
@@ -66,20 +67,22 @@ def build_predict_pipeline(
         id_column: str = "",
         threshold: str = "",
         registry: str = "",
+        approver_key: str = "",
         config_json: str = "",
     ):
         """Paths as the task sees them (the workspace PVC); ``out``: also publish there
         (``{date}`` = the run's UTC date); ``threshold``: empty = the model's own;
-        ``registry``: score only if the model's bundle is approved in this audit registry."""
+        ``registry``: score only if the model's bundle is approved in this audit registry,
+        with ``approver_key`` (a PEM public key on the PVC) by that key."""
         task = predict(
             config_json=config_json, model=model, data=data, out=out, id_column=id_column,
-            threshold=threshold, registry=registry,
+            threshold=threshold, registry=registry, approver_key=approver_key,
         ).set_display_name("score new rows")  # fmt: skip
         place_task(task, "evaluate", platform, workspace=True)
         task.set_caching_options(False)
 
     if cfg is not None:  # KFP reads the parameter defaults from the signature
-        predict_pipeline.__defaults__ = ("", "", "", "", config_default or cfg.to_json())
+        predict_pipeline.__defaults__ = ("", "", "", "", "", config_default or cfg.to_json())
     return dsl.pipeline(
         name=name, description=PREDICT_DESCRIPTION, pipeline_root=platform.storage.pipeline_root
     )(predict_pipeline)

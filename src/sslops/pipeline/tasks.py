@@ -242,7 +242,7 @@ def shadow_task(
 
 def predict_task(
     config_json: str, model: str, data: str, out: str, id_column: str, threshold: str,
-    registry: str, predictions: Any, summary: Any, metrics: Any,
+    registry: str, approver_key: str, predictions: Any, summary: Any, metrics: Any,
 ) -> None:  # fmt: skip
     """The predict stage on paths the pod can read; the ``predictions`` artifact is a folder
     (``predictions.csv``, ``predictions.meta.json``); ``out`` (``{date}``: the run's UTC
@@ -271,6 +271,7 @@ def predict_task(
             id_column=id_column or None,
             threshold=cut,
             registry=Path(registry) if registry else None,
+            approver_keys=[Path(approver_key)] if approver_key else None,
         )
         if target is not None:
             publish(written, target, inputs)
@@ -304,7 +305,8 @@ def _predict_markdown(record: dict[str, Any], described: str, published: Path | 
         approval = model["approval"]
         lines.append(f"| approved | bundle `{approval['bundle_manifest_sha256'][:12]}` "
                      f"({approval['model']}) by {approval['approved_by']}, "
-                     f"{approval['approved']} |")  # fmt: skip
+                     f"{approval['approved']}, key `{approval['key_fingerprint']}`"
+                     f"{' (a trusted approver key)' if approval['key_trusted'] else ''} |")  # fmt: skip
     if "threshold" in record:
         lines.append(f"| threshold | {record['threshold']:g} ({record['threshold_from']}) |")
     lines.append(
