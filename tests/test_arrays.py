@@ -206,6 +206,12 @@ def test_predict_scores_arrays_as_evaluate_did(
         text_rows = pd.read_csv(tmp_path / "text.csv", dtype={"label": str})
         assert text_rows["label"].tolist() == written["label"].tolist(), name
         assert text_rows["row_id"].iloc[-1] == f"{name.split('.')[0]}:{len(written) - 1}"
+    if dataset == "gunpoint":  # half-length series, resampled to the model's length
+        short = data.test.features.reshape(len(data.test.features), -1)[:20, ::2]
+        np.save(tmp_path / "short.npy", short)
+        assert main(["predict", "--model", str(model), "--data", str(tmp_path / "short.npy"),
+                     "--out", str(tmp_path / "short.csv"), "--chunk-rows", "7"]) == 0  # fmt: skip
+        assert _json(tmp_path / "short.meta.json")["resized_or_converted"] == 20
     if dataset == "mnist":
         raw = tmp_path / "raw28.csv"  # shipped 28x28 rows, no header, a label last: resized
         with gzip.open(MNIST, "rt") as fh:
@@ -222,11 +228,25 @@ def test_predict_scores_arrays_as_evaluate_did(
         png = pd.read_csv(tmp_path / "png.csv", dtype={"label": str})
         assert png["row_id"].tolist() == [f"{i:02d}.png" for i in range(12)]
         assert png["label"].tolist() == written["label"].tolist()[:12]
+        # Opened, resized and scored 5 images at a time: the same rows, the last chunk of 2.
+        assert main(["predict", "--model", str(model), "--data", str(folder), "--chunk-rows", "5",
+                     "--out", str(tmp_path / "png5.csv")]) == 0  # fmt: skip
+        assert (tmp_path / "png5.csv").read_bytes() == (tmp_path / "png.csv").read_bytes()
+        (folder / "99-broken.png").write_bytes(b"\x89PNG not an image")  # in the last chunk
+        capsys.readouterr()
+        assert main(["predict", "--model", str(model), "--data", str(folder), "--chunk-rows", "5",
+                     "--out", str(tmp_path / "broken.csv")]) == 2  # fmt: skip
+        assert "99-broken.png" in capsys.readouterr().err and not (tmp_path / "broken.csv").exists()
+        (folder / "99-broken.png").unlink()
         big = np.repeat(np.repeat(data.test.features[:12, ..., 0], 2, axis=1), 2, axis=2)
         np.save(tmp_path / "big.npy", big)  # 32x32 grey, no channel axis
         assert main(["predict", "--model", str(model), "--data", str(tmp_path / "big.npy"),
                      "--out", str(tmp_path / "big.csv")]) == 0  # fmt: skip
         assert _json(tmp_path / "big.meta.json")["resized_or_converted"] == 12
+        assert main(["predict", "--model", str(model), "--data", str(tmp_path / "big.npy"),
+                     "--out", str(tmp_path / "big5.csv"), "--chunk-rows", "5"]) == 0  # fmt: skip
+        assert _json(tmp_path / "big5.meta.json")["resized_or_converted"] == 12  # summed
+        assert (tmp_path / "big5.csv").read_bytes() == (tmp_path / "big.csv").read_bytes()
     capsys.readouterr()
     bad = {
         "the threshold is for table models": ["--data", str(tmp_path / "rows.npy"),

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,38 +87,55 @@ def _image_files(root: Path) -> list[Path]:
     return files
 
 
-def _images(path: Path, shape: list[Any], label: str) -> tuple[np.ndarray, np.ndarray, int]:
-    """(model input, row ids, how many images were resized or converted); a pixel CSV's
-    ``label`` column, when it has one, is left out."""
+def _image_chunks(
+    path: Path, shape: list[Any], label: str, batch: int
+) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+    """(model input, row ids, how many images were resized or converted) for ``batch``
+    images at a time: a folder's files are opened a chunk at a time, an array's or pixel
+    CSV's 8-bit pixels (decided on the whole file: 0..1 floats or 0..255) are brought to
+    the model's size and made its float input a chunk at a time, so only one chunk of the
+    model's input is ever in memory. A pixel CSV's ``label`` column, if any, is left out."""
     channels, height, width = (int(v) for v in shape[1:4])
     if path.is_dir():
         files = _image_files(path)
-        pil = [open_image(file, f"--data {file}") for file in files]
-        ids = np.array([f.relative_to(path).as_posix() for f in files], dtype=object)
-        images, report = canonical_images(pil, (height, width), channels)
-    else:
-        values = (
-            _pixel_csv(path, label, channels * height * width)
-            if path.name.endswith((".csv", ".csv.gz"))
-            else _load_array(path)
+        for start in range(0, len(files), batch):
+            part = files[start : start + batch]
+            pil = [open_image(file, f"--data {file}") for file in part]
+            ids = np.array([f.relative_to(path).as_posix() for f in part], dtype=object)
+            yield _model_input(pil, (height, width), channels, ids)
+        return
+    values = (
+        _pixel_csv(path, label, channels * height * width)
+        if path.name.endswith((".csv", ".csv.gz"))
+        else _load_array(path)
+    )
+    if values.ndim == 4 and values.shape[-1] not in (1, 3):
+        raise DataError(
+            f"--data {path}: shape {values.shape}; expected images (N, H, W) or "
+            "(N, H, W, C) with C 1 or 3 (channels last)"
         )
-        if values.ndim == 4 and values.shape[-1] not in (1, 3):
-            raise DataError(
-                f"--data {path}: shape {values.shape}; expected images (N, H, W) or "
-                "(N, H, W, C) with C 1 or 3 (channels last)"
-            )
-        if values.ndim not in (3, 4) or len(values) == 0:
-            raise DataError(
-                f"--data {path}: shape {values.shape}; expected images (N, H, W) or (N, H, W, C)"
-            )
-        pixels = _eight_bit(values, f"--data {path}")
-        pixels = pixels if pixels.ndim == 4 else pixels[..., None]
-        if pixels.shape[-1] == 1 and channels == 3:
-            pixels = np.repeat(pixels, 3, axis=-1)
-        images, report = canonical_images(pixels, (height, width), channels)
-        ids = np.array([f"{_stem(path)}:{i}" for i in range(len(values))], dtype=object)
+    if values.ndim not in (3, 4) or len(values) == 0:
+        raise DataError(
+            f"--data {path}: shape {values.shape}; expected images (N, H, W) or (N, H, W, C)"
+        )
+    pixels = _eight_bit(values, f"--data {path}")
+    pixels = pixels if pixels.ndim == 4 else pixels[..., None]
+    for start in range(0, len(pixels), batch):
+        part = pixels[start : start + batch]
+        if part.shape[-1] == 1 and channels == 3:
+            part = np.repeat(part, 3, axis=-1)
+        ids = np.array(
+            [f"{_stem(path)}:{i}" for i in range(start, start + len(part))], dtype=object
+        )
+        yield _model_input(part, (height, width), channels, ids)
+
+
+def _model_input(
+    images: np.ndarray | list[Any], size: tuple[int, int], channels: int, ids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, int]:
+    canonical, report = canonical_images(images, size, channels)
     changed = report["resized"] + report["channels_converted"]
-    return model_input("image", images).numpy(), ids, changed
+    return model_input("image", canonical).numpy(), ids, changed
 
 
 def _pixel_csv(path: Path, label: str, pixels: int) -> np.ndarray:
@@ -152,6 +170,16 @@ def _series(path: Path, shape: list[Any]) -> tuple[np.ndarray, np.ndarray, int]:
     return model_input("timeseries", series).numpy(), ids, report["resampled"]
 
 
+def _series_chunks(
+    path: Path, shape: list[Any], batch: int
+) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+    """The series (read whole: they are small) ``batch`` at a time, as ``_image_chunks``."""
+    series, ids, resampled = _series(path, shape)
+    for start in range(0, len(series), batch):
+        stop = start + batch
+        yield series[start:stop], ids[start:stop], resampled if start == 0 else 0
+
+
 def _stem(path: Path) -> str:
     name = path.name.removesuffix(".gz")
     for suffix in (".npz", ".npy", ".csv", ".ts"):
@@ -164,7 +192,8 @@ def score_arrays(
     label: str = "label",
 ) -> ArrayScores:  # fmt: skip
     """Read ``data`` for the model's array input ``spec`` and run ``session`` on ``batch``
-    items at a time (the network's activations for a whole folder would not fit)."""
+    items at a time (the network's input and activations for a whole folder would not fit;
+    a folder's images are also opened a chunk at a time)."""
     if not data.exists():
         raise DataError(f"--data {data}: no such file or folder")
     image = len(spec.shape) == 4
@@ -177,14 +206,18 @@ def score_arrays(
                 else "or a .ts file"
             )
         )
-    x, ids, changed = (
-        _images(data, list(spec.shape), label) if image else _series(data, list(spec.shape))
+    chunks = (
+        _image_chunks(data, list(spec.shape), label, batch)
+        if image
+        else _series_chunks(data, list(spec.shape), batch)
     )
     output = session.get_outputs()[0].name
-    proba = np.concatenate([
-        np.asarray(session.run([output], {spec.name: x[start : start + batch]})[0], np.float64)
-        for start in range(0, len(x), batch)
-    ])  # fmt: skip
+    parts, names, changed = [], [], 0
+    for chunk, chunk_ids, resized in chunks:
+        parts.append(np.asarray(session.run([output], {spec.name: chunk})[0], np.float64))
+        names.append(chunk_ids)
+        changed += resized
+    proba, ids = np.concatenate(parts), np.concatenate(names)
     try:
         classes = [str(c) for c in json.loads(metadata.get("classes", "null"))]
     except (TypeError, ValueError):
