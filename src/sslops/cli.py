@@ -281,6 +281,8 @@ def _cmd_registry(args: argparse.Namespace) -> int:
 
         private = load_private_key(args.key_file, "SSLOPS_APPROVER_KEY", True, "--key-file",
                                    "a decision is signed")  # fmt: skip
+        if private is None:  # required=True: load_private_key raised already
+            raise ConfigError("a decision is signed: give --key-file")
         decision = {"approve": "approved", "reject": "rejected"}[args.audit_command]
         done = decide(args.registry, args.bundle, decision, private, by=args.by, note=args.note,
                       model=args.model)  # fmt: skip

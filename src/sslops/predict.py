@@ -154,8 +154,8 @@ def predict(
                 f"--threshold {threshold}: {model_path.name} is an image or series model, "
                 "whose decision is its most probable class; the threshold is for table models"
             )
-        label = cfg.data.label if cfg else None
-        return _predict_arrays(model, spec, data, out, chunk_rows, label, approval)
+        label_column = cfg.data.label if cfg else None
+        return _predict_arrays(model, spec, data, out, chunk_rows, label_column, approval)
     files = batch_files(data)
     check_output(out, [model_path, *files])
     if not out.parent.is_dir():

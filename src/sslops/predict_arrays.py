@@ -99,9 +99,9 @@ def _image_chunks(
     if path.is_dir():
         files = _image_files(path)
         for start in range(0, len(files), batch):
-            part = files[start : start + batch]
-            pil = [open_image(file, f"--data {file}") for file in part]
-            ids = np.array([f.relative_to(path).as_posix() for f in part], dtype=object)
+            chunk = files[start : start + batch]
+            pil = [open_image(file, f"--data {file}") for file in chunk]
+            ids = np.array([f.relative_to(path).as_posix() for f in chunk], dtype=object)
             yield _model_input(pil, (height, width), channels, ids)
         return
     values = (
