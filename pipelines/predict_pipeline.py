@@ -5,7 +5,8 @@
 ``predict_pipeline.yaml`` is the KFP IR YAML (upload in the KFP UI, or what
 ``sslops schedule-predict`` uploads before it creates the recurring run);
 ``predict_pipeline.k8s.yaml`` the Kubernetes-native ``Pipeline``/``PipelineVersion``
-for GitOps. Compiled as the shadow pipeline is (configs/adult.yaml, the cluster
+for GitOps (manifests/base installs it; the Helm chart's copy is
+helm/sslops/files/pipelines/predict_pipeline.yaml). Compiled as the shadow pipeline is (configs/adult.yaml, the cluster
 conventions of the main pipeline, the workspace PVC). A test fails when a committed file
 differs from a fresh compile.
 """
@@ -28,10 +29,12 @@ _spec.loader.exec_module(shadow_script)
 ROOT, COMPILED = shadow_script.ROOT, shadow_script.COMPILED
 
 
-def compile_predict(directory: Path = COMPILED) -> list[Path]:
+def compile_predict(
+    directory: Path = COMPILED, chart_files: Path = shadow_script.main_script.CHART_FILES
+) -> list[Path]:
     return shadow_script.compile_single(
         directory, "predict_pipeline", PREDICT_PIPELINE_NAME, build_predict_pipeline,
-        compile_predict_pipeline,
+        compile_predict_pipeline, chart_files,
     )  # fmt: skip
 
 

@@ -5,7 +5,8 @@
 ``shadow_pipeline.yaml`` is the KFP IR YAML (upload in the KFP UI, or what
 ``sslops schedule-shadow`` uploads before it creates the recurring run);
 ``shadow_pipeline.k8s.yaml`` the Kubernetes-native ``Pipeline``/``PipelineVersion``
-for GitOps. Compiled from configs/adult.yaml with the cluster conventions of the main
+for GitOps (manifests/base installs it; the Helm chart's copy is
+helm/sslops/files/pipelines/shadow_pipeline.yaml). Compiled from configs/adult.yaml with the cluster conventions of the main
 pipeline (the workspace PVC holds models and batches). A test fails when a committed
 file differs from a fresh compile.
 """
@@ -39,21 +40,25 @@ def compile_single(
     name: str,
     build: Callable[..., Any],
     compile_ir: Callable[..., Path],
+    chart_files: Path,
 ) -> list[Path]:
-    """A one-task pipeline (shadow, predict) as IR YAML and Kubernetes-native manifests."""
+    """A one-task pipeline (shadow, predict) as IR YAML, Kubernetes-native manifests and the
+    Helm chart's copy."""
     cfg, default = main_script._config(main_script.CLUSTER)
     ir = compile_ir(directory / f"{stem}.yaml", cfg, name, default)
     native = compile_kubernetes_manifests(
         directory / f"{stem}.k8s.yaml", cfg, name, main_script.version_name(name),
         pipeline=build(cfg, name, default),
     )  # fmt: skip
-    return [ir, native]
+    return [ir, native, main_script.write_chart_file(native, stem, chart_files)]
 
 
-def compile_shadow(directory: Path = COMPILED) -> list[Path]:
+def compile_shadow(
+    directory: Path = COMPILED, chart_files: Path = main_script.CHART_FILES
+) -> list[Path]:
     return compile_single(
         directory, "shadow_pipeline", SHADOW_PIPELINE_NAME, build_shadow_pipeline,
-        compile_shadow_pipeline,
+        compile_shadow_pipeline, chart_files,
     )  # fmt: skip
 
 

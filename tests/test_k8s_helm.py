@@ -59,7 +59,7 @@ def test_every_rendered_object_validates(env: str, rendered, crds) -> None:
     if env != "default":
         expected |= {"ClusterTrainingRuntime", "ResourceQuota"}
     assert set(counts) == expected
-    assert counts["PipelineVersion"] == 2 and counts["NetworkPolicy"] == 2
+    assert counts["PipelineVersion"] == 4 and counts["NetworkPolicy"] == 2
 
 
 def test_schema_refuses_a_secret_value_and_unknown_keys() -> None:
@@ -201,12 +201,21 @@ def test_network_policy_denies_by_default_and_allows_what_tasks_need(rendered) -
 def test_chart_installs_the_compiled_pipelines_unchanged(rendered) -> None:
     compiled = {
         doc["metadata"]["name"]: doc
-        for name in ("ssl_pipeline", "ssl_pipeline_multinode")
+        for name in (
+            "ssl_pipeline",
+            "ssl_pipeline_multinode",
+            "shadow_pipeline",
+            "predict_pipeline",
+        )
         for doc in load_documents(
             (ROOT / "pipelines" / "compiled" / f"{name}.k8s.yaml").read_text()
         )
     }
-    for version in _of_kind(rendered["default"], "PipelineVersion"):
+    versions = _of_kind(rendered["default"], "PipelineVersion")
+    assert {v["metadata"]["name"] for v in versions} == {
+        n for n, doc in compiled.items() if doc["kind"] == "PipelineVersion"
+    }  # every compiled pipeline, the shadow and predict ones too
+    for version in versions:
         assert version["spec"] == compiled[version["metadata"]["name"]]["spec"]
     for version in _of_kind(rendered["aws"], "PipelineVersion"):
         root = version["spec"]["pipelineSpec"]["defaultPipelineRoot"]
@@ -224,9 +233,9 @@ def test_image_mirror_and_digest_reach_every_task_and_the_launcher(tmp_path: Pat
         for version in versions
         for executor in version["spec"]["pipelineSpec"]["deploymentSpec"]["executors"].values()
     ]
-    assert len(images) == 12
+    assert len(images) == 14
     assert all(i.startswith("mirror.local/ml/sslops:0.1.0") for i in images), images
-    assert images.count(f"mirror.local/ml/sslops:0.1.0@{digest}") == 11  # the CPU tasks
+    assert images.count(f"mirror.local/ml/sslops:0.1.0@{digest}") == 13  # the CPU tasks
     multinode = next(v for v in versions if v["metadata"]["name"].endswith("multinode-0-1-0"))
     launcher = multinode["spec"]["pipelineSpec"]["root"]["dag"]["tasks"]["launch-pretrain"]
     parameters = launcher["inputs"]["parameters"]

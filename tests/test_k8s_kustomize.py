@@ -42,7 +42,7 @@ def test_overlay_builds_and_every_object_validates(env: str, built, crds) -> Non
     counts = validate_all(built[env], crds)
     assert counts == {
         "ServiceAccount": 1, "Role": 1, "RoleBinding": 1, "NetworkPolicy": 2,
-        "PersistentVolumeClaim": 1, "Pipeline": 2, "PipelineVersion": 2,
+        "PersistentVolumeClaim": 1, "Pipeline": 4, "PipelineVersion": 4,
         "TrainingRuntime": 1, "ResourceQuota": 1,
     }  # fmt: skip
     for obj in built[env]:

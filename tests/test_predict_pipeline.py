@@ -156,10 +156,15 @@ def test_committed_predict_pipeline_matches_a_fresh_compile(
 ) -> None:
     monkeypatch.delenv("SSLOPS_IMAGE_REGISTRY", raising=False)
     script = _load(ROOT / "pipelines" / "predict_pipeline.py")
-    fresh = script.compile_predict(tmp_path)
-    assert [p.name for p in fresh] == ["predict_pipeline.yaml", "predict_pipeline.k8s.yaml"]
+    fresh = script.compile_predict(tmp_path, tmp_path / "chart")
+    assert [p.name for p in fresh] == [
+        "predict_pipeline.yaml",
+        "predict_pipeline.k8s.yaml",
+        "predict_pipeline.yaml",
+    ]
+    chart = ROOT / "helm" / "sslops" / "files" / "pipelines"
     for path in fresh:
-        committed = script.COMPILED / path.name
+        committed = (chart if path.parent.name == "chart" else script.COMPILED) / path.name
         assert committed.is_file(), f"{committed} is missing: run `make compile` and commit it"
         assert path.read_text() == committed.read_text(), f"{committed} is stale: `make compile`"
     ir, platform = yaml.safe_load_all((script.COMPILED / "predict_pipeline.yaml").read_text())
