@@ -19,7 +19,7 @@ from sslops.config import load_config
 from sslops.k8s.validation import load_crd_schemas, validate_object
 from sslops.prepare.dataset import PreparedData
 from tests.test_k8s_submit import _uploaded_spec
-from tests.test_shadow import CONFIG, FakeKfpWithSchedules
+from tests.test_shadow import CONFIG, FakeKfpWithSchedules, assert_committed
 
 ROOT = Path(__file__).resolve().parents[1]
 CRDS = ROOT.parent / "shared" / "k8s" / "crds"
@@ -156,17 +156,9 @@ def test_committed_predict_pipeline_matches_a_fresh_compile(
 ) -> None:
     monkeypatch.delenv("SSLOPS_IMAGE_REGISTRY", raising=False)
     script = _load(ROOT / "pipelines" / "predict_pipeline.py")
-    fresh = script.compile_predict(tmp_path, tmp_path / "chart")
-    assert [p.name for p in fresh] == [
-        "predict_pipeline.yaml",
-        "predict_pipeline.k8s.yaml",
-        "predict_pipeline.yaml",
-    ]
-    chart = ROOT / "helm" / "sslops" / "files" / "pipelines"
-    for path in fresh:
-        committed = (chart if path.parent.name == "chart" else script.COMPILED) / path.name
-        assert committed.is_file(), f"{committed} is missing: run `make compile` and commit it"
-        assert path.read_text() == committed.read_text(), f"{committed} is stale: `make compile`"
+    assert_committed(
+        script.compile_predict(tmp_path, tmp_path / "chart"), "predict_pipeline", script
+    )
     ir, platform = yaml.safe_load_all((script.COMPILED / "predict_pipeline.yaml").read_text())
     task = ir["root"]["dag"]["tasks"]["predict"]
     assert not task.get("cachingOptions", {}).get("enableCache")  # new rows, same paths

@@ -499,6 +499,17 @@ def test_cli_schedule_shadow(kfp_api: FakeKfpWithSchedules, capsys) -> None:
     assert kfp_api.recurring[0]["display_name"] == "weekday-shadow"
 
 
+def assert_committed(fresh: list[Path], stem: str, script: Any) -> None:
+    """A one-task pipeline's fresh compile (IR, Kubernetes-native, the chart's copy) equals
+    what is committed."""
+    assert [p.name for p in fresh] == [f"{stem}.yaml", f"{stem}.k8s.yaml", f"{stem}.yaml"]
+    chart = ROOT / "helm" / "sslops" / "files" / "pipelines"
+    for path in fresh:
+        committed = (chart if path.parent.name == "chart" else script.COMPILED) / path.name
+        assert committed.is_file(), f"{committed} is missing: run `make compile` and commit it"
+        assert path.read_text() == committed.read_text(), f"{committed} is stale: `make compile`"
+
+
 def test_committed_shadow_pipeline_matches_a_fresh_compile(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.delenv("SSLOPS_IMAGE_REGISTRY", raising=False)
     spec = importlib.util.spec_from_file_location(
@@ -507,17 +518,7 @@ def test_committed_shadow_pipeline_matches_a_fresh_compile(tmp_path: Path, monke
     assert spec and spec.loader
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    fresh = script.compile_shadow(tmp_path, tmp_path / "chart")
-    assert [p.name for p in fresh] == [
-        "shadow_pipeline.yaml",
-        "shadow_pipeline.k8s.yaml",
-        "shadow_pipeline.yaml",
-    ]
-    chart = ROOT / "helm" / "sslops" / "files" / "pipelines"
-    for path in fresh:
-        committed = (chart if path.parent.name == "chart" else script.COMPILED) / path.name
-        assert committed.is_file(), f"{committed} is missing: run `make compile` and commit it"
-        assert path.read_text() == committed.read_text(), f"{committed} is stale: `make compile`"
+    assert_committed(script.compile_shadow(tmp_path, tmp_path / "chart"), "shadow_pipeline", script)
     ir = next(yaml.safe_load_all((script.COMPILED / "shadow_pipeline.yaml").read_text()))
     task = ir["root"]["dag"]["tasks"]["shadow"]
     assert not task.get("cachingOptions", {}).get("enableCache")  # new data, same paths
