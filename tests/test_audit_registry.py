@@ -219,6 +219,79 @@ def test_verify_finds_a_removed_or_changed_index_entry(
                                         "(an entry before it was removed, changed or moved)"]  # fmt: skip
 
 
+def test_a_checkpoint_kept_elsewhere_finds_entries_removed_from_the_end(
+    bundles: dict[str, Path], approver: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry, index = _tampered(bundles, tmp_path)
+    file_bundle(bundles["unsigned"], registry, model="other")
+    point = tmp_path / "kept-elsewhere" / "checkpoint.json"
+    point.parent.mkdir()
+    assert main(["audit", "checkpoint", "--registry", str(registry), "--out", str(point)]) == 0
+    assert "2 model(s), 3 index entries" in capsys.readouterr().out
+    recorded = json.loads(point.read_text())
+    assert {m: h["entries"] for m, h in recorded["models"].items()} == {"income": 2, "other": 1}
+    check = ["audit", "list", "--registry", str(registry), "--checkpoint", str(point)]
+    assert main(check) == 0
+    assert "every entry of the checkpoint of" in capsys.readouterr().err
+    # Entries appended since (a decision) are fine.
+    sha = _sha(bundles["signed"])
+    assert main(["audit", "reject", sha, "--registry", str(registry), "--by", "K. Roe",
+                 "--key-file", str(approver)]) == 0  # fmt: skip
+    assert main(check) == 0
+    capsys.readouterr()
+    # The chain cannot see its last entry removed; the checkpoint can.
+    original = json.loads(index.read_text())
+    index.write_text(json.dumps({**original, "entries": original["entries"][:1]}))
+    assert check_registry(registry) == [
+        f"bundles/{sha}.zip is filed in no model's index (a filing interrupted before its "
+        "entry: file it again; or an entry removed)"
+    ]
+    assert main(check) == 1
+    assert ("models/income/index.json holds 1 entries, the checkpoint of "
+            f"{recorded['taken']} recorded 2: the last 1 were removed") in capsys.readouterr().err  # fmt: skip
+    # The entry it ended on rewritten (and re-chained: the chain alone is satisfied).
+    from sslops.audit.registry import entry_digest
+
+    forged = json.loads(json.dumps(original))
+    forged["entries"][1]["filed"] = "2020-01-01T00:00:00+00:00"
+    forged["entries"][2]["previous"] = entry_digest(forged["entries"][1])
+    index.write_text(json.dumps(forged))
+    assert main(check) == 1
+    assert "income/index.json entry 2 is not the one the checkpoint" in capsys.readouterr().err
+    # A model's whole index gone, with its bundle: nothing left in the registry shows it.
+    index.write_text(json.dumps(original))
+    shutil.rmtree(registry / "models" / "other")
+    assert check_registry(registry) == []
+    assert main(check) == 1
+    assert "models/other/index.json is gone" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "no such file"),
+        ("{", "not readable JSON"),
+        ('{"registry_checkpoint": 1, "models": {"m": {"entries": 0, "head": "ab"}}}',
+         "not a registry checkpoint"),
+        ('[1, 2]', "not a registry checkpoint"),
+    ],
+)  # fmt: skip
+def test_a_bad_checkpoint_is_one_clear_error(
+    bundles: dict[str, Path], content: str | None, message: str, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    registry, _ = _tampered(bundles, tmp_path)
+    point = tmp_path / "checkpoint.json"
+    if content is not None:
+        point.write_text(content)
+    assert main(["audit", "list", "--registry", str(registry), "--checkpoint", str(point)]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert f"checkpoint {point}: {message}" in line
+    missing = tmp_path / "nowhere" / "checkpoint.json"
+    assert main(["audit", "checkpoint", "--registry", str(registry), "--out", str(missing)]) == 2
+    assert "folder" in capsys.readouterr().err and not missing.parent.exists()
+
+
 def test_verify_finds_a_changed_or_swapped_bundle_file(
     bundles: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -141,6 +141,7 @@ tools:
   sslops audit verify-attestation DIR [--public-key FILE]   check an attestation's signature
   sslops audit file BUNDLE --registry DIR [--model NAME]   file a bundle in an audit registry
   sslops audit list --registry DIR [--model NAME] [--verify]   what was filed (and is it intact)
+  sslops audit checkpoint --registry DIR --out FILE   the registry's head, to keep elsewhere
   sslops audit approve|reject SHA256 --registry DIR --by WHO --key-file FILE   signed decision
 examples:
   sslops audit --config params.yaml --prepared artifacts/prepare --pretrained artifacts/pretrain \\
@@ -153,7 +154,7 @@ examples:
 def _audit_tools(audit: argparse.ArgumentParser) -> None:
     tools = audit.add_subparsers(
         dest="audit_command",
-        metavar="{verify,keygen,reproduce,verify-attestation,file,list,approve,reject}",
+        metavar="{verify,keygen,reproduce,verify-attestation,file,list,checkpoint,approve,reject}",
     )
     verify = tools.add_parser(
         "verify",
@@ -269,11 +270,36 @@ def _registry_tools(tools: Any) -> None:
                          help="re-check every filed bundle and the index chains")  # fmt: skip
     listing.add_argument("--public-key", type=Path, metavar="FILE",
                          help="with --verify: every bundle must be signed with this key")  # fmt: skip
+    listing.add_argument("--checkpoint", type=Path, metavar="FILE",
+                         help="implies --verify: the registry must still hold every entry this "
+                         "checkpoint (sslops audit checkpoint) recorded")  # fmt: skip
+    point = tools.add_parser(
+        "checkpoint",
+        help="record the registry's head, to keep away from it",
+        description="Write the registry's head now (each model's number of index entries and "
+        "the digest of the last one) as JSON. Kept away from the registry (a GitOps "
+        "repository, a ticket, a ConfigMap), it lets `sslops audit list --checkpoint` find "
+        "what the chain of digests alone cannot: entries removed from the end of an index (a "
+        "rejection after an approval, say) and a model's whole index removed.",
+        epilog="examples:\n"
+        "  sslops audit checkpoint --registry /mnt/audit-registry --out gitops/audit-checkpoint.json\n"
+        "  sslops audit list --registry /mnt/audit-registry --checkpoint gitops/audit-checkpoint.json",
+    )
+    point.add_argument("--registry", required=True, type=Path, metavar="DIR",
+                       help="the registry folder")  # fmt: skip
+    point.add_argument("--out", type=Path, metavar="FILE",
+                       help="where to write it (default: print it)")  # fmt: skip
 
 
 def _cmd_registry(args: argparse.Namespace) -> int:
     from sslops.audit import load_public_key
-    from sslops.audit.registry import check_registry, file_bundle, list_registry
+    from sslops.audit.registry import (
+        check_checkpoint,
+        check_registry,
+        file_bundle,
+        list_registry,
+        read_checkpoint,
+    )
 
     if args.audit_command in {"approve", "reject"}:
         from sslops.audit.bundle import load_private_key
@@ -291,6 +317,8 @@ def _cmd_registry(args: argparse.Namespace) -> int:
             f"by {done['by']}, signed with key {done['key_fingerprint']}"
         )
         return 0
+    if args.audit_command == "checkpoint":
+        return _write_checkpoint(args.registry, args.out)
     key = load_public_key(args.public_key) if args.public_key else None
     if args.audit_command == "file":
         entry = file_bundle(args.bundle, args.registry, model=args.model, public_key=key,
@@ -301,7 +329,10 @@ def _cmd_registry(args: argparse.Namespace) -> int:
         )
         return 0
     rows = list_registry(args.registry, args.model)
+    point = read_checkpoint(args.checkpoint) if args.checkpoint else None
+    args.verify = args.verify or point is not None
     problems = check_registry(args.registry, key) if args.verify else []
+    problems += check_checkpoint(args.registry, point) if point else []
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
@@ -314,8 +345,23 @@ def _cmd_registry(args: argparse.Namespace) -> int:
               f"{'s' * (count > 1)}): {problems[0]}", file=sys.stderr)  # fmt: skip
         return 1
     if args.verify:
-        print(f"verified: {len(rows)} filed bundle(s) intact, index chains unbroken",
+        since = f", every entry of the checkpoint of {point['taken']} held" if point else ""
+        print(f"verified: {len(rows)} filed bundle(s) intact, index chains unbroken{since}",
               file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def _write_checkpoint(registry: Path, out: Path | None) -> int:
+    from sslops.audit.registry import checkpoint, write_checkpoint
+
+    if out is None:
+        print(json.dumps(checkpoint(registry), indent=2, sort_keys=True))
+        return 0
+    point = write_checkpoint(registry, out)
+    entries = sum(head["entries"] for head in point["models"].values())
+    print(f"checkpoint of {point['taken']}: {len(point['models'])} model(s), {entries} index "
+          f"entries, written to {out}; keep it away from the registry and check with "
+          f"sslops audit list --registry {registry} --checkpoint {out}")  # fmt: skip
     return 0
 
 
@@ -578,7 +624,7 @@ def _cmd_audit_tool(args: argparse.Namespace) -> int:
 
     if args.audit_command in {"reproduce", "verify-attestation"}:
         return _cmd_attestation(args)
-    if args.audit_command in {"file", "list", "approve", "reject"}:
+    if args.audit_command in {"file", "list", "checkpoint", "approve", "reject"}:
         return _cmd_registry(args)
     if args.audit_command == "keygen":
         fp = generate_keypair(args.private_key, args.public_key)

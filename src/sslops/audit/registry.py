@@ -325,12 +325,17 @@ def model_names(registry: Path) -> list[str]:
     )
 
 
-def list_registry(registry: Path, model: str | None = None) -> list[dict[str, Any]]:
-    """Every index entry (with its ``model``), oldest filing first; one model's with ``model``."""
+def _existing(registry: Path) -> Path:
     registry = Path(registry)
     if not (registry / MARKER).is_file():
         raise ArtifactError(f"{registry} is not an sslops audit registry (no {MARKER})")
     _read_marker(registry)
+    return registry
+
+
+def list_registry(registry: Path, model: str | None = None) -> list[dict[str, Any]]:
+    """Every index entry (with its ``model``), oldest filing first; one model's with ``model``."""
+    registry = _existing(registry)
     names = model_names(registry)
     if model is not None:
         if model not in names:
@@ -448,6 +453,89 @@ def _check_decision(entry: dict[str, Any], model: str, where: str, filed: set[st
         return [f"{where}: decides on bundle {entry.get('manifest_sha256', '')[:12]}, which is not "
                 "filed under this model before it"]  # fmt: skip
     return []
+
+
+def checkpoint(registry: Path) -> dict[str, Any]:
+    """The registry's head now: for each model, how many entries its index holds and the
+    digest of the last one. The chain of digests shows an entry removed or changed *before*
+    another; kept away from the registry (in a GitOps repository, a ticket, a ConfigMap), a
+    checkpoint also shows, through :func:`check_checkpoint`, entries removed from the end of
+    an index and a model's whole index removed, which nothing left in the registry can."""
+    registry = _existing(registry)
+    models = {}
+    for name in model_names(registry):
+        entries = _load_index(registry / MODELS / name / INDEX, name)["entries"]
+        if entries:
+            models[name] = {"entries": len(entries), "head": entry_digest(entries[-1])}
+    return {"registry_checkpoint": FORMAT, "taken": _now(), "models": models}
+
+
+def write_checkpoint(registry: Path, out: Path) -> dict[str, Any]:
+    """:func:`checkpoint` written to ``out`` whole or not at all; returns it."""
+    out = Path(out)
+    if not out.parent.is_dir():
+        raise ArtifactError(f"--out {out}: folder {out.parent} does not exist")
+    point = checkpoint(registry)
+    _write_atomic(out, (json.dumps(point, indent=2, sort_keys=True) + "\n").encode())
+    return point
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint written by :func:`checkpoint` (``sslops audit checkpoint``), checked."""
+    path = Path(path)
+    expected = "the JSON `sslops audit checkpoint` writes"
+    try:
+        point = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ArtifactError(f"checkpoint {path}: no such file (expected {expected})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"checkpoint {path}: not readable JSON ({exc}); expected "
+                            f"{expected}") from None  # fmt: skip
+    models = point.get("models") if isinstance(point, dict) else None
+    well_formed = (
+        isinstance(models, dict)
+        and point.get("registry_checkpoint") == FORMAT
+        and all(
+            isinstance(head, dict)
+            and isinstance(head.get("entries"), int)
+            and head["entries"] > 0
+            and re.fullmatch(r"[0-9a-f]{64}", str(head.get("head", "")))
+            for head in models.values()
+        )
+    )
+    if not well_formed:
+        raise ArtifactError(f"checkpoint {path}: not a registry checkpoint (expected {expected}: "
+                            f"registry_checkpoint {FORMAT}, models: name -> entries, head)")  # fmt: skip
+    return point
+
+
+def check_checkpoint(registry: Path, point: dict[str, Any]) -> list[str]:
+    """Problems against an earlier checkpoint: a model's index gone, entries removed from its
+    end, or the entry the checkpoint ended on replaced. Entries filed or decided since are
+    fine. With :func:`check_registry` (the chain up to that entry) the whole recorded
+    history is covered."""
+    registry = _existing(registry)
+    taken = point.get("taken", "an earlier time")
+    names = set(model_names(registry))
+    problems = []
+    for name, head in sorted(point["models"].items()):
+        where, count = f"{MODELS}/{name}/{INDEX}", head["entries"]
+        if name not in names:
+            problems.append(f"{where} is gone (the checkpoint of {taken} recorded {count} "
+                            "entries)")  # fmt: skip
+            continue
+        try:
+            entries = _load_index(registry / where, name)["entries"]
+        except ArtifactError as exc:
+            problems.append(str(exc))
+            continue
+        if len(entries) < count:
+            problems.append(f"{where} holds {len(entries)} entries, the checkpoint of {taken} "
+                            f"recorded {count}: the last {count - len(entries)} were removed")  # fmt: skip
+        elif entry_digest(entries[count - 1]) != head["head"]:
+            problems.append(f"{where} entry {count} is not the one the checkpoint of {taken} "
+                            "recorded (the index was rewritten)")  # fmt: skip
+    return problems
 
 
 # The fields of a decision entry that its signed record also holds.
