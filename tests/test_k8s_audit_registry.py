@@ -100,6 +100,30 @@ def test_a_public_key_makes_every_bundle_need_the_issuers_signature(tmp_path: Pa
     assert key["configMap"] == {
         "name": "issuer-key", "items": [{"key": "issuer.pub.pem", "path": "issuer.pub.pem"}],
     }  # fmt: skip
+    assert "checkpoint" not in {v["name"] for v in pod["volumes"]}
+
+
+def test_a_checkpoint_from_git_makes_removed_entries_fail_the_job(tmp_path: Path) -> None:
+    values = {"auditRegistry": {"verify": {
+        "enabled": True, "publicKey": {"configMap": "issuer-key"},
+        "checkpoint": {"configMap": "audit-checkpoint", "key": "reg.json"},
+    }}}  # fmt: skip
+    [cronjob] = _cronjobs(values, tmp_path)
+    assert validate_object(cronjob, {}) == "kubernetes"
+    pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["command"][6:] == [
+        "--public-key", "/var/run/sslops/public-key/issuer.pub.pem",
+        "--checkpoint", "/var/run/sslops/checkpoint/reg.json",
+    ]  # fmt: skip
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["checkpoint"] == {
+        "name": "checkpoint", "mountPath": "/var/run/sslops/checkpoint", "readOnly": True,
+    }  # fmt: skip
+    volume = next(v for v in pod["volumes"] if v["name"] == "checkpoint")
+    assert volume["configMap"] == {
+        "name": "audit-checkpoint", "items": [{"key": "reg.json", "path": "reg.json"}],
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -109,6 +133,8 @@ def test_a_public_key_makes_every_bundle_need_the_issuers_signature(tmp_path: Pa
         ({"enabled": True, "schedule": "every night"}, "/workspace/r", "auditRegistry.verify.schedule"),
         ({"enabled": True, "publicKey": {"configMap": "Issuer_Key"}}, "/workspace/r",
          "auditRegistry.verify.publicKey.configMap"),
+        ({"enabled": True, "checkpoint": {"configMap": "c", "key": "a/b.json"}}, "/workspace/r",
+         "auditRegistry.verify.checkpoint.key"),
     ],
 )  # fmt: skip
 def test_the_schema_refuses_a_registry_off_the_volume_and_bad_settings(

@@ -96,3 +96,20 @@ def test_make_image_prints_both_builds_with_version_and_registry(cli_env: dict[s
         "docker build -f Containerfile --build-arg VARIANT=cuda --build-arg VERSION=0.1.0 "
         "-t registry.internal:5000/mirror/sslops:0.1.0-cuda .",
     ]
+
+
+def test_the_build_context_holds_only_what_the_containerfile_copies() -> None:
+    rules = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert rules[0] == "*"  # everything else (.venv, runs/, .git) stays out of the context
+    kept = {rule[1:].rstrip("/") for rule in rules if rule.startswith("!")}
+    sources = {
+        source.rstrip("/").removeprefix("./")
+        for instruction, args in _instructions()
+        if instruction == "COPY" and not args.startswith("--from")
+        for source in args.split()[:-1]
+    }
+    assert sources and sources == kept, (sources, kept)

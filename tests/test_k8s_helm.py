@@ -14,6 +14,7 @@ from sslops.errors import SslopsError
 from sslops.k8s.render import read_values, render_helm, render_helm_templates
 from sslops.k8s.validation import load_crd_schemas, load_documents, validate_all
 from tests.conftest import ROOT, SHARED
+from tests.test_k8s_kustomize import unversioned
 
 helm_python = pytest.importorskip("helm_python")
 
@@ -57,7 +58,7 @@ def test_every_rendered_object_validates(env: str, rendered, crds) -> None:
     expected = {"ServiceAccount", "Role", "RoleBinding", "NetworkPolicy", "PersistentVolumeClaim"}
     expected |= {"Pipeline", "PipelineVersion", "Pod"}
     if env != "default":
-        expected |= {"ClusterTrainingRuntime", "ResourceQuota"}
+        expected |= {"TrainingRuntime", "ResourceQuota"}
     assert set(counts) == expected
     assert counts["PipelineVersion"] == 4 and counts["NetworkPolicy"] == 2
 
@@ -138,7 +139,7 @@ def test_every_value_is_documented() -> None:
 def _pod_specs(obj: dict[str, Any]) -> list[dict[str, Any]]:
     if obj["kind"] == "Pod":
         return [obj["spec"]]
-    if obj["kind"] == "ClusterTrainingRuntime":
+    if obj["kind"] in ("TrainingRuntime", "ClusterTrainingRuntime"):
         jobs = obj["spec"]["template"]["spec"]["replicatedJobs"]
         return [job["template"]["spec"]["template"]["spec"] for job in jobs]
     if obj["kind"] == "CronJob":
@@ -194,13 +195,14 @@ def test_network_policy_denies_by_default_and_allows_what_tasks_need(rendered) -
     (onprem_allow,) = [
         p for p in _of_kind(rendered["onprem"], "NetworkPolicy") if "egress" in p["spec"]
     ]
-    minio = onprem_allow["spec"]["egress"][4]
-    assert minio["to"][0]["podSelector"]["matchLabels"] == {"app": "minio"}
+    store = onprem_allow["spec"]["egress"][4]  # KFP's bundled SeaweedFS, at its pod's port
+    assert store["to"][0]["podSelector"]["matchLabels"] == {"app": "seaweedfs"}
+    assert store["ports"] == [{"protocol": "TCP", "port": 8333}]
 
 
 def test_chart_installs_the_compiled_pipelines_unchanged(rendered) -> None:
     compiled = {
-        doc["metadata"]["name"]: doc
+        unversioned(doc["metadata"]["name"]): doc
         for name in (
             "ssl_pipeline",
             "ssl_pipeline_multinode",
@@ -212,11 +214,15 @@ def test_chart_installs_the_compiled_pipelines_unchanged(rendered) -> None:
         )
     }
     versions = _of_kind(rendered["default"], "PipelineVersion")
-    assert {v["metadata"]["name"] for v in versions} == {
+    assert {unversioned(v["metadata"]["name"]) for v in versions} == {
         n for n, doc in compiled.items() if doc["kind"] == "PipelineVersion"
     }  # every compiled pipeline, the shadow and predict ones too
     for version in versions:
-        assert version["spec"] == compiled[version["metadata"]["name"]]["spec"]
+        assert version["spec"] == compiled[unversioned(version["metadata"]["name"])]["spec"]
+        # Immutable on the cluster: a new spec is a new name, and old versions stay.
+        annotations = version["metadata"]["annotations"]
+        assert annotations["helm.sh/resource-policy"] == "keep"
+        assert annotations["kustomize.toolkit.fluxcd.io/prune"] == "disabled"
     for version in _of_kind(rendered["aws"], "PipelineVersion"):
         root = version["spec"]["pipelineSpec"]["defaultPipelineRoot"]
         assert root == "s3://sslops-artifacts-111122223333/pipelines"
@@ -236,13 +242,77 @@ def test_image_mirror_and_digest_reach_every_task_and_the_launcher(tmp_path: Pat
     assert len(images) == 14
     assert all(i.startswith("mirror.local/ml/sslops:0.1.0") for i in images), images
     assert images.count(f"mirror.local/ml/sslops:0.1.0@{digest}") == 13  # the CPU tasks
-    multinode = next(v for v in versions if v["metadata"]["name"].endswith("multinode-0-1-0"))
+    multinode = next(v for v in versions if "multinode-0-1-0-" in v["metadata"]["name"])
     launcher = multinode["spec"]["pipelineSpec"]["root"]["dag"]["tasks"]["launch-pretrain"]
     parameters = launcher["inputs"]["parameters"]
     assert parameters["image"]["runtimeValue"]["constant"] == images[0]
     assert (
         parameters["gpu_image"]["runtimeValue"]["constant"] == "mirror.local/ml/sslops:0.1.0-cuda"
     )
+
+
+def test_notes_name_the_pipelines_and_warn_when_the_policy_allows_no_store() -> None:
+    notes = render_helm_templates(CHART, {})["sslops/templates/NOTES.txt"]
+    assert "  - sslops-ssl-pipeline\n" in notes and "  - sslops-predict-pipeline" in notes
+    assert "WARNING: the NetworkPolicy denies sslops pods the object store" in notes
+    onprem = read_values([CHART / "values-onprem.yaml"])
+    assert "WARNING" not in render_helm_templates(CHART, onprem)["sslops/templates/NOTES.txt"]
+
+
+def test_the_training_runtime_is_namespaced_unless_asked_cluster_wide(crds) -> None:
+    onprem = read_values([CHART / "values-onprem.yaml"])
+    for release, namespace in (("sslops", "team-a"), ("sslops", "team-b")):
+        objects = load_documents(_rendered_yaml(onprem, release, namespace))
+        [runtime] = [o for o in objects if o["kind"].endswith("TrainingRuntime")]
+        assert (runtime["kind"], runtime["metadata"]["namespace"]) == ("TrainingRuntime", namespace)
+        assert not [o for o in objects if "namespace" not in o["metadata"]]  # nothing cluster-wide
+    onprem["trainingRuntime"]["kind"] = "ClusterTrainingRuntime"
+    [runtime] = [o for o in load_documents(_rendered_yaml(onprem)) if o["kind"].endswith("Runtime")]
+    assert runtime["kind"] == "ClusterTrainingRuntime" and "namespace" not in runtime["metadata"]
+    assert validate_all([runtime], crds) == {"ClusterTrainingRuntime": 1}
+
+
+def _rendered_yaml(
+    values: dict[str, Any], release: str = "sslops", namespace: str = "kubeflow"
+) -> str:
+    rendered = render_helm_templates(CHART, values, release, namespace)
+    return "\n---\n".join(text for name, text in rendered.items() if name.endswith(".yaml"))
+
+
+def test_an_object_store_without_labels_or_ports_is_refused() -> None:
+    from sslops.k8s.render import RenderError
+
+    for store in ({"namespace": "kubeflow", "ports": [8333]},
+                  {"namespace": "kubeflow", "podLabels": {"app": "seaweedfs"}}):  # fmt: skip
+        with pytest.raises(RenderError, match="give podLabels and ports too"):
+            render_helm_templates(CHART, {"networkPolicy": {"objectStore": store}})
+
+
+def _versions(values: dict[str, Any], tmp_path: Path) -> dict[str, dict[str, Any]]:
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    objects = _of_kind(load_documents(render_helm(CHART, [path])), "PipelineVersion")
+    return {v["metadata"]["name"]: v for v in objects}
+
+
+def test_a_changed_spec_is_a_new_version_and_pull_secrets_reach_every_task(
+    tmp_path: Path,
+) -> None:
+    # KFP refuses an update of a PipelineVersion's spec: an upgrade that changes it must
+    # create a version of another name (the old one is kept: helm.sh/resource-policy).
+    default = _versions({}, tmp_path)
+    assert _versions({"workspace": {"size": "2Ti"}}, tmp_path).keys() == default.keys()
+    for changed in ({"image": {"tag": "0.1.1"}}, {"pipelines": {"pipelineRoot": "s3://b/p"}},
+                    {"imagePullSecrets": ["regcred"]}):  # fmt: skip
+        renamed = _versions(changed, tmp_path)
+        assert not renamed.keys() & default.keys(), changed
+        assert {unversioned(n) for n in renamed} == {unversioned(n) for n in default}
+    for version in renamed.values():  # the pull secret, on every task's pod
+        kubernetes = version["spec"]["platformSpec"]["platforms"]["kubernetes"]
+        executors = kubernetes["deploymentSpec"]["executors"]
+        tasks = version["spec"]["pipelineSpec"]["deploymentSpec"]["executors"]
+        assert executors.keys() == tasks.keys()
+        assert all(e["imagePullSecret"] == [{"secretName": "regcred"}] for e in executors.values())
 
 
 @pytest.mark.parametrize(
@@ -276,3 +346,16 @@ def test_release_and_namespace_must_be_dns_labels(
 def test_a_valid_release_and_namespace_reach_the_objects() -> None:
     objects = load_documents(render_helm(CHART, [], "r" * 53, "n" * 63))
     assert {o["metadata"].get("namespace") for o in objects} <= {"n" * 63, None}
+
+
+def test_schema_takes_kubernetes_quantities_and_refuses_a_trailing_slash() -> None:
+    from sslops.k8s.render import RenderError
+
+    for size in ("1.5Ti", "500G", "750Gi"):
+        render_helm_templates(CHART, {"workspace": {"size": size}})
+    for values, where in (
+        ({"workspace": {"size": "500 GB"}}, "workspace.size"),
+        ({"image": {"registry": "mirror.local/ml/"}}, "image.registry"),
+    ):
+        with pytest.raises(RenderError, match=where.replace(".", r"\.")):
+            render_helm_templates(CHART, values)

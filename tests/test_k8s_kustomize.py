@@ -4,6 +4,7 @@ overlays that build."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +51,15 @@ def test_overlay_builds_and_every_object_validates(env: str, built, crds) -> Non
         assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "sslops"
 
 
+def unversioned(name: str) -> str:
+    """A PipelineVersion's name without the digest of its spec (the chart takes it of the spec
+    as rendered, ``make compile`` of the spec as compiled: their JSON differs in form)."""
+    return re.sub(r"-[0-9a-f]{10}$", "", name)
+
+
 def _comparable(obj: dict[str, Any]) -> tuple[tuple[str, str], dict[str, Any]]:
-    """Kind (a ClusterTrainingRuntime compares with a TrainingRuntime), name, and content
-    without the tool-specific metadata."""
+    """Kind (a ClusterTrainingRuntime compares with a TrainingRuntime), name (a
+    PipelineVersion's without its digest), and content without the tool-specific metadata."""
     kind = {"ClusterTrainingRuntime": "TrainingRuntime"}.get(obj["kind"], obj["kind"])
     body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
     annotations = obj["metadata"].get("annotations") or {}
@@ -61,7 +68,8 @@ def _comparable(obj: dict[str, Any]) -> tuple[tuple[str, str], dict[str, Any]]:
         body["subjects"] = [
             {k: v for k, v in s.items() if k != "namespace"} for s in body["subjects"]
         ]
-    return (kind, obj["metadata"]["name"]), body
+    name = obj["metadata"]["name"]
+    return (kind, unversioned(name) if kind == "PipelineVersion" else name), body
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
@@ -94,6 +102,29 @@ def test_onprem_mirror_reaches_the_pipelines_and_the_runtime(built) -> None:
     assert pod["spec"]["containers"][0]["image"] == f"{mirror}-cuda"
     assert pod["spec"]["nodeSelector"] == {"sslops.io/node-pool": "gpu"}
     assert pod["spec"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+
+
+def test_digests_pinned_per_tag_keep_the_cuda_image_on_gpu_work(built, tmp_path: Path) -> None:
+    """The CPU and CUDA images share a name: an ``images:`` entry per tag (as docs/deploy.md
+    shows) pins each by its own digest; one entry without a tag would pin all 17 references,
+    GPU work included, to the CPU image's digest."""
+    import os
+
+    mirror = "registry.internal.example:5000/sslops/sslops"
+    cpu, cuda = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+    overlay = tmp_path / "pinned"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": [os.path.relpath(MANIFESTS / "overlays" / "onprem", overlay)],
+        "images": [{"name": f"{mirror}:0.1.0", "digest": cpu},
+                   {"name": f"{mirror}:0.1.0-cuda", "digest": cuda}],
+    }))  # fmt: skip
+    text = render_kustomize(overlay)
+    assert (text.count(f"{mirror}@{cpu}"), text.count(f"{mirror}@{cuda}")) == (14, 3)
+    cuda_refs = [line for line in render_kustomize(MANIFESTS / "overlays" / "onprem").splitlines()
+                 if f"{mirror}:0.1.0-cuda" in line]  # fmt: skip
+    assert len(cuda_refs) == 3  # exec-pretrain, the launcher's gpu_image, the training runtime
 
 
 def test_kustomizations_use_current_fields_only() -> None:

@@ -38,6 +38,27 @@ def test_committed_pipeline_yaml_matches_a_fresh_compile(tmp_path: Path, monkeyp
         )
 
 
+def test_a_compiled_pipeline_version_is_named_by_its_spec_and_documents_its_parameters() -> None:
+    from sslops.pipeline.ssl_pipeline import spec_digest
+
+    for stem in ("ssl_pipeline", "ssl_pipeline_multinode", "shadow_pipeline", "predict_pipeline"):
+        path = ROOT / "pipelines" / "compiled" / f"{stem}.k8s.yaml"
+        version = next(
+            d for d in yaml.safe_load_all(path.read_text()) if d["kind"] == "PipelineVersion"
+        )
+        assert (
+            version["metadata"]["name"]
+            == f"{version['spec']['displayName']}-{spec_digest(version['spec'])}"
+        )
+        annotations = version["metadata"]["annotations"]  # kept when a new version replaces it
+        assert annotations["argocd.argoproj.io/sync-options"] == "Prune=false"
+        # The KFP UI's run form: every parameter described, on one line.
+        parameters = version["spec"]["pipelineSpec"]["root"]["inputDefinitions"]["parameters"]
+        for name, parameter in parameters.items():
+            assert parameter["description"].strip(), f"{stem}: {name} has no description"
+            assert "\n" not in parameter["description"]
+
+
 def test_compiled_pipeline_uses_the_sslops_image_and_installs_nothing() -> None:
     compiled = (ROOT / "pipelines" / "compiled" / "ssl_pipeline.yaml").read_text()
     spec = next(yaml.safe_load_all(compiled))  # the second document is the platform spec

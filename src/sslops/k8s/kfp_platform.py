@@ -11,11 +11,29 @@ all of this, so local runs are unaffected.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from kfp import kubernetes
+from kfp import dsl, kubernetes
 
 from sslops.k8s.settings import PlatformConfig, Stage
+
+
+def make_pipeline(
+    function: Callable[..., None], name: str, description: str, platform: PlatformConfig
+) -> Any:
+    """``function`` as a KFP pipeline rooted at the platform's pipeline root. The KFP UI's
+    run form shows each parameter's description from the docstring's ``Args:``; they are
+    joined onto one line here (the docstring wraps them)."""
+    pipeline = dsl.pipeline(
+        name=name, description=description, pipeline_root=platform.storage.pipeline_root
+    )(function)
+    parameters = pipeline.pipeline_spec.root.input_definitions.parameters
+    for key, spec in pipeline.component_spec.inputs.items():
+        if spec.description:
+            spec.description = " ".join(spec.description.split())
+            parameters[key].description = spec.description
+    return pipeline
 
 
 def place_task(

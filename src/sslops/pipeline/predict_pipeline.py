@@ -22,7 +22,7 @@ from kfp import compiler, dsl
 from kfp.dsl import Dataset, Markdown, Metrics, Output
 
 from sslops.config import Config
-from sslops.k8s.kfp_platform import place_task
+from sslops.k8s.kfp_platform import make_pipeline, place_task
 from sslops.k8s.settings import PlatformConfig
 from sslops.pipeline.components import IMAGE
 
@@ -70,10 +70,20 @@ def build_predict_pipeline(
         approver_key: str = "",
         config_json: str = "",
     ):
-        """Paths as the task sees them (the workspace PVC); ``out``: also publish there
-        (``{date}`` = the run's UTC date); ``threshold``: empty = the model's own;
-        ``registry``: score only if the model's bundle is approved in this audit registry,
-        with ``approver_key`` (a PEM public key on the PVC) by that key."""
+        """Score new rows with an exported model (paths as the task sees them: /workspace/...).
+
+        Args:
+            model: sslops export's model.onnx (or its int8 copy).
+            data: The rows to score: one CSV, or a folder of CSVs (by name); image and
+                series models: .npy/.npz, images also a folder of images.
+            out: Also publish the predictions CSV here; {date} = the run's UTC date.
+            id_column: The column whose values name the rows (empty: shadow.id_column).
+            threshold: The decision threshold in (0, 1); empty = the model's own.
+            registry: Score only if the model's bundle is approved in this audit registry.
+            approver_key: With registry: a PEM public key the approval must be signed with.
+            config_json: The sslops config as JSON; empty = the one the pipeline was compiled
+                with.
+        """
         task = predict(
             config_json=config_json, model=model, data=data, out=out, id_column=id_column,
             threshold=threshold, registry=registry, approver_key=approver_key,
@@ -83,9 +93,7 @@ def build_predict_pipeline(
 
     if cfg is not None:  # KFP reads the parameter defaults from the signature
         predict_pipeline.__defaults__ = ("", "", "", "", "", config_default or cfg.to_json())
-    return dsl.pipeline(
-        name=name, description=PREDICT_DESCRIPTION, pipeline_root=platform.storage.pipeline_root
-    )(predict_pipeline)
+    return make_pipeline(predict_pipeline, name, PREDICT_DESCRIPTION, platform)
 
 
 predict_pipeline = build_predict_pipeline()

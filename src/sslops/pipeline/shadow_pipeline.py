@@ -17,7 +17,7 @@ from kfp import compiler, dsl
 from kfp.dsl import HTML, Artifact, Markdown, Metrics, Output
 
 from sslops.config import Config
-from sslops.k8s.kfp_platform import place_task
+from sslops.k8s.kfp_platform import make_pipeline, place_task
 from sslops.k8s.settings import PlatformConfig
 from sslops.pipeline.components import IMAGE
 
@@ -64,7 +64,19 @@ def build_shadow_pipeline(
         label_efficiency: str = "",
         config_json: str = "",
     ):
-        """Paths as the task sees them; ``config_json`` = ``sslops config --json`` (optional)."""
+        """Compare a candidate model with the incumbent on the same rows, read-only.
+
+        Args:
+            candidate: The new model: sslops export's model.onnx (paths as the task sees
+                them, on the workspace volume).
+            incumbent: The model in production: its model.onnx or its PREDICTIONS.csv.
+            data: One batch CSV, or a folder of batch CSVs (daily batches, by name).
+            reference: The drift reference CSV; empty = the first batch.
+            label_efficiency: label_efficiency.json or the evaluate artifact holding it (for
+                the labels-saved KPI); optional.
+            config_json: The sslops config as JSON; empty = the one the pipeline was compiled
+                with.
+        """
         task = shadow(
             config_json=config_json, candidate=candidate, incumbent=incumbent, data=data,
             reference=reference, label_efficiency=label_efficiency,
@@ -74,9 +86,7 @@ def build_shadow_pipeline(
 
     if cfg is not None:  # KFP reads the parameter defaults from the signature
         shadow_pipeline.__defaults__ = ("", "", config_default or cfg.to_json())
-    return dsl.pipeline(
-        name=name, description=SHADOW_DESCRIPTION, pipeline_root=platform.storage.pipeline_root
-    )(shadow_pipeline)
+    return make_pipeline(shadow_pipeline, name, SHADOW_DESCRIPTION, platform)
 
 
 shadow_pipeline = build_shadow_pipeline()

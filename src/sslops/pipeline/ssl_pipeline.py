@@ -9,16 +9,18 @@ becomes the default of ``config_json`` so a run can be started from the KFP UI a
 ``ssl_pipeline`` is the pipeline for the default platform, which ``sslops run`` executes.
 """
 
+import hashlib
+import json
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import yaml
-from kfp import compiler, dsl
+from kfp import compiler
 from kfp.compiler.compiler_utils import KubernetesManifestOptions
 
 from sslops.config import Config, PretrainConfig
-from sslops.k8s.kfp_platform import place_task
+from sslops.k8s.kfp_platform import make_pipeline, place_task
 from sslops.k8s.settings import PlatformConfig
 from sslops.k8s.specs import cuda_image
 from sslops.pipeline import components as c
@@ -43,7 +45,13 @@ def build_pipeline(
     place = partial(place_task, platform=platform)
 
     def ssl_pipeline(config_json: str):
-        """``config_json`` is the resolved sslops config (``sslops config --json``)."""
+        """Pretrain, fine-tune under the fairness policy, evaluate, export, audit.
+
+        Args:
+            config_json: The sslops config as JSON (what `sslops config --json` prints); the
+                default is the config this pipeline was compiled with. Edit any key, e.g.
+                data.train (a path on the workspace volume), seed, finetune.fairness.
+        """
         prepared = c.prepare(config_json=config_json).set_display_name("prepare data")
         place(prepared, "prepare")
         if pretrain_cfg.launcher == "local":
@@ -90,9 +98,7 @@ def build_pipeline(
 
     if cfg is not None:  # KFP reads the parameter default from the signature
         ssl_pipeline.__defaults__ = (config_default or cfg.to_json(),)
-    return dsl.pipeline(
-        name=name, description=DESCRIPTION, pipeline_root=platform.storage.pipeline_root
-    )(ssl_pipeline)
+    return make_pipeline(ssl_pipeline, name, DESCRIPTION, platform)
 
 
 ssl_pipeline = build_pipeline()
@@ -142,9 +148,32 @@ def compile_kubernetes_manifests(
     # The Pipeline CRD (pipelines.kubeflow.org/v2beta1) defines only spec.description; the
     # compiler also writes spec.displayName, which strict field validation rejects. The
     # display name equals the object's name, so nothing is lost.
+    # A PipelineVersion's spec is immutable (KFP's admission webhook refuses an update), so
+    # its name carries a digest of the spec: a changed pipeline is a new version, and the
+    # old one stays (not pruned by Argo CD or Flux), as runs and schedules refer to it.
     documents = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
     for document in documents:
         if document["kind"] == "Pipeline":
             document["spec"].pop("displayName", None)
+            # Synced before its versions (KFP refuses a version of a Pipeline not there yet).
+            document["metadata"]["annotations"] = {"argocd.argoproj.io/sync-wave": "-1"}
+        if document["kind"] == "PipelineVersion":
+            document["metadata"]["name"] = f"{version}-{spec_digest(document['spec'])}"
+            document["metadata"]["annotations"] = dict(KEEP_OLD_VERSIONS)
     path.write_text(yaml.safe_dump_all(documents, sort_keys=True), encoding="utf-8")
     return path
+
+
+# On a PipelineVersion: a newer one replaces it in Git, and it stays on the cluster.
+KEEP_OLD_VERSIONS = {
+    "argocd.argoproj.io/sync-options": "Prune=false",
+    "argocd.argoproj.io/compare-options": "IgnoreExtraneous",
+    "kustomize.toolkit.fluxcd.io/prune": "disabled",
+}
+
+
+def spec_digest(spec: dict[str, Any]) -> str:
+    """10 hex digits of the sha256 of a PipelineVersion's pipeline and platform spec."""
+    content = {"pipelineSpec": spec.get("pipelineSpec"), "platformSpec": spec.get("platformSpec")}
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:10]
