@@ -79,6 +79,60 @@ def test_scores_match_the_torch_model_and_read_back_as_an_incumbent_log(
     assert (lower_record["threshold"], lower_record["threshold_from"]) == (0.2, "--threshold")
 
 
+@pytest.mark.parametrize("chunk_rows", ["7", "20000"])
+def test_numeric_row_ids_come_back_exactly_as_written_and_join_an_incumbent_log(
+    stage_artifacts: dict[str, Path], small_config: Config, rows: tuple[Path, pd.DataFrame],
+    chunk_rows: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """Customer numbers: zero-padded, 20 digits, plain; never floats in the output."""
+    data, frame = rows
+    frame = frame.head(30).copy()
+    ids = ["0000002", "12345678901234567890", "12345678901234567891", "1002"]
+    frame["id"] = ids + [str(1003 + i) for i in range(len(frame) - len(ids))]
+    frame.to_csv(data, index=False)
+    model = stage_artifacts["export"] / "model.onnx"
+    out = tmp_path / "p.csv"
+    code, _, err = _run(capsys, "--model", model, "--data", data, "--out", out, "--id-column",
+                        "id", "--chunk-rows", chunk_rows)  # fmt: skip
+    assert code == 0, err
+    assert pd.read_csv(out, dtype=str)["row_id"].tolist() == frame["id"].tolist()
+    # the log written by another system, keyed by the same customer numbers: shadow joins it
+    log = PredictionLog(out, small_config.evaluate.threshold)
+    from sslops.shadow.scoring import read_batch
+
+    batch = read_batch(data, ["?"], "id", "--data")
+    assert (log.score(batch).score == pd.read_csv(out)["score"].to_numpy()).all()
+    # an empty id is named, not written as 'nan'
+    frame.loc[5, "id"] = ""
+    frame.to_csv(data, index=False)
+    code, _, err = _run(capsys, "--model", model, "--data", data, "--out", tmp_path / "q.csv",
+                        "--id-column", "id", "--chunk-rows", chunk_rows)  # fmt: skip
+    assert code == 2 and "data row 6 has no value in row-id column 'id'" in err
+    assert not (tmp_path / "q.csv").exists()
+
+
+def test_values_never_seen_in_training_are_counted_not_kept(
+    stage_artifacts: dict[str, Path], rows: tuple[Path, pd.DataFrame], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    data, frame = rows
+    frame = frame.head(40).copy()
+    frame.loc[:2, "workclass"] = "Space-force"  # 3 rows
+    frame.loc[5, "occupation"] = "Astronaut"
+    frame.loc[6, "occupation"] = None  # missing: not "unseen"
+    frame.to_csv(data, index=False)
+    out = tmp_path / "p.csv"
+    code, printed, err = _run(capsys, "--model", stage_artifacts["export"] / "model.onnx",
+                              "--data", data, "--out", out)  # fmt: skip
+    assert code == 0, err
+    assert "rows with a value outside the model's levels (unseen or rare in training" in printed
+    record = json.loads((tmp_path / "p.meta.json").read_text())
+    counted = record["unseen_values"]["rows_by_column"]
+    assert (counted["workclass"], counted["occupation"]) == (3, 1)
+    assert f"workclass {counted['workclass']}" in printed
+    assert "Space-force" not in (tmp_path / "p.meta.json").read_text()  # counts, not values
+
+
 def test_a_folder_of_batches_and_an_earlier_predictions_file_replaced(
     stage_artifacts: dict[str, Path], rows: tuple[Path, pd.DataFrame], tmp_path: Path,
     capsys: pytest.CaptureFixture[str],

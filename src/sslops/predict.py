@@ -32,6 +32,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -131,7 +132,9 @@ def predict(
     """
     model_path, data, out = Path(model_path), Path(data), Path(out)
     if not model_path.is_file():
-        raise DataError(f"--model {model_path}: no such file; expected sslops export's model.onnx")
+        what = "a folder" if model_path.is_dir() else "no such file"
+        raise DataError(f"--model {model_path}: {what}; expected sslops export's model.onnx "
+                        "(e.g. runs/demo/export/model.onnx)")  # fmt: skip
     approval = None
     if approver_keys and registry is None:
         raise DataError("--approver-key checks an approval in an audit registry: give --registry")
@@ -174,6 +177,7 @@ def predict(
     seen: dict[str, str] | None = {} if id_column else None  # row id -> the file it came from
     inputs: list[dict[str, Any]] = []
     rows = positive = empty = 0
+    unseen: Counter[str] = Counter()
     shown = time.monotonic()
     with _writing(out) as sink, task_progress("predict", len(files)) as progress:
         sink.writer.writerow(PREDICTION_COLUMNS)
@@ -182,6 +186,7 @@ def predict(
             for batch in iter_batches(path, na, id_column, "--data", chunk_rows or CHUNK_ROWS):
                 score = model.score(batch).score
                 _check_batch(batch.row_ids, score, path, seen, id_column, model_path)
+                unseen.update(model.unseen(batch))
                 label = (score >= cut).astype(int)
                 sink.writer.writerows(
                     zip(batch.row_ids.tolist(), (f"{s:.9g}" for s in score), label.tolist(),
@@ -206,10 +211,18 @@ def predict(
                         "score": "probability of the positive class",
                         "label": "1 where score >= threshold"},
             "data": inputs, "rows": rows, "label_1_rows": positive,
+            # counts only: an unseen value may single a person out
+            "unseen_values": {"rows_by_column": dict(sorted(unseen.items())),
+                              "scored_as": "__other__, the level of values unseen or rare "
+                                           "(prepare.min_category_count) in training"},
         })  # fmt: skip
     share = positive / rows if rows else 0.0
     skipped = f"; {empty} empty row(s) skipped" if empty else ""
-    described = f"{positive:,} ({share:.1%}) at or above threshold {cut:g}{skipped}"
+    novel = ", ".join(f"{column} {count:,}" for column, count in sorted(unseen.items()))
+    if novel:
+        novel = (f"; rows with a value outside the model's levels (unseen or rare in training, "
+                 f"scored as __other__): {novel}")  # fmt: skip
+    described = f"{positive:,} ({share:.1%}) at or above threshold {cut:g}{skipped}{novel}"
     return PredictResult(out, rows, len(files), described)
 
 

@@ -14,7 +14,7 @@ import glob
 import gzip
 import warnings
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from importlib.resources import files
 from pathlib import Path
@@ -192,26 +192,49 @@ def other_separator(header: list[str]) -> str | None:
     return None
 
 
-def read_csv(spec: str, na_values: list[str], key: str = "data.train") -> pd.DataFrame:
-    """Read a whole CSV with a header row; every cell in ``na_values`` becomes missing."""
+def header_hint(header: list[str]) -> str:
+    """A header that is not one: a first line of data (UCI files have no header row), or
+    one column holding another separator."""
+    numbers = [h for h in header if is_number(h)]
+    if len(numbers) >= 2:
+        shown = ", ".join(repr(h) for h in numbers[:2])
+        return (
+            f" (the first line looks like data, not a header: it holds numbers such as {shown};"
+            " add a first line naming the columns)"
+        )
+    name = other_separator(header)
+    if name is None:
+        return ""
+    return (
+        f" (one column: the file looks separated by {name}; sslops reads comma-separated CSV "
+        "or Parquet, so convert it first)"
+    )
+
+
+def read_csv(
+    spec: str, na_values: list[str], key: str = "data.train", text_columns: Sequence[str] = ()
+) -> pd.DataFrame:
+    """Read a whole CSV with a header row; every cell in ``na_values`` becomes missing;
+    ``text_columns`` (where present) keep their cells' exact text (an id such as ``0007``)."""
     path = resolve_path(spec, key)
     check_is_csv(path, key)
     with _pandas_errors(path, key):
-        frame = pd.read_csv(path, **_pandas_options(na_values))
+        frame = pd.read_csv(path, **_pandas_options(na_values, text_columns))
     if frame.empty:
         raise DataError(f"{key}: {path} has a header but no rows")
     return _named(frame, path, key)
 
 
 def read_csv_chunks(
-    spec: str, na_values: list[str], key: str = "data.train", chunk_rows: int = 100_000
-) -> Iterator[pd.DataFrame]:
+    spec: str, na_values: list[str], key: str = "data.train", chunk_rows: int = 100_000,
+    text_columns: Sequence[str] = (),
+) -> Iterator[pd.DataFrame]:  # fmt: skip
     """:func:`read_csv` in frames of at most ``chunk_rows`` rows, for files larger than
     memory; each frame's types are inferred on its own rows (canonicalization decides)."""
     path = resolve_path(spec, key)
     check_is_csv(path, key)
     with _pandas_errors(path, key):
-        reader = pd.read_csv(path, chunksize=chunk_rows, **_pandas_options(na_values))
+        reader = pd.read_csv(path, chunksize=chunk_rows, **_pandas_options(na_values, text_columns))
     rows = 0
     with reader:
         while True:
@@ -225,10 +248,11 @@ def read_csv_chunks(
         raise DataError(f"{key}: {path} has a header but no rows")
 
 
-def _pandas_options(na_values: list[str]) -> dict[str, Any]:
+def _pandas_options(na_values: list[str], text_columns: Sequence[str] = ()) -> dict[str, Any]:
     # index_col=False and ParserWarning as an error (see _pandas_errors): pandas otherwise
     # takes an extra field on the first data row as an index and silently shifts every column.
     return {
+        "dtype": {column: "str" for column in text_columns},  # absent ones are ignored
         "na_values": na_values,
         "keep_default_na": False,
         "skipinitialspace": True,

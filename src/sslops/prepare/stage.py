@@ -20,7 +20,7 @@ from sslops.config import Config
 from sslops.data.canonicalize import canonical_column_name, column_report, label_hits
 from sslops.data.datacard import build_datacard, datacard_figures, datacard_markdown
 from sslops.data.encoding import TabularEncoding
-from sslops.data.readers import is_number, other_separator, read_header, resolve_sources
+from sslops.data.readers import header_hint, read_header, resolve_sources
 from sslops.data.split import SPLIT_NAMES, predicate_columns
 from sslops.errors import DataError
 from sslops.prepare.dataset import SCHEMA, UNLABELED, target_of
@@ -83,27 +83,8 @@ def check_inputs(cfg: Config) -> None:
                 if column not in header:
                     raise DataError(
                         f"{role}: column {column!r} not found in {key} ({spec}); "
-                        f"columns are: {', '.join(header)}{_header_hint(raw_header)}"
+                        f"columns are: {', '.join(header)}{header_hint(raw_header)}"
                     )
-
-
-def _header_hint(header: list[str]) -> str:
-    """A header that is not one: a first line of data (UCI files have no header row), or
-    one column holding another separator."""
-    numbers = [h for h in header if is_number(h)]
-    if len(numbers) >= 2:
-        shown = ", ".join(repr(h) for h in numbers[:2])
-        return (
-            f" (the first line looks like data, not a header: it holds numbers such as {shown};"
-            " add a first line naming the columns)"
-        )
-    name = other_separator(header)
-    if name is None:
-        return ""
-    return (
-        f" (one column: the file looks separated by {name}; sslops reads comma-separated CSV "
-        "or Parquet, so convert it first)"
-    )
 
 
 def train_columns(cfg: Config) -> list[str]:

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from sslops.data.canonicalize import canonicalize, cell_texts
-from sslops.data.readers import read_csv, read_csv_chunks
+from sslops.data.readers import header_hint, read_csv, read_csv_chunks
 from sslops.errors import DataError
 
 # PREDICTIONS.csv: one row per scored row. ``label`` (the decision the incumbent took,
@@ -67,8 +67,9 @@ def batch_files(data: Path) -> list[Path]:
 
 def read_batch(path: Path, na_values: list[str], id_column: str | None, key: str) -> Batch:
     """A whole batch file: canonical columns, row ids, rows with no value at all skipped."""
-    frame, _ = canonicalize(read_csv(str(path), na_values, key=key), na_values)
-    batch = _batch(frame, path, id_column, key, start=0)
+    raw = read_csv(str(path), na_values, key=key, text_columns=[id_column] if id_column else [])
+    frame, _ = canonicalize(raw, na_values)
+    batch = _batch(frame, path, id_column, key, start=0, ids=_id_texts(raw, id_column))
     if batch.frame.empty:
         raise DataError(f"{key}: {path} has no row with a value")
     return batch
@@ -80,9 +81,10 @@ def iter_batches(
     """:func:`read_batch` in pieces of at most ``chunk_rows`` rows (memory stays flat for a
     file of any size); row ids number the file's rows as the whole read does."""
     start = filled = 0
-    for chunk in read_csv_chunks(str(path), na_values, key, chunk_rows):
+    texts = [id_column] if id_column else []
+    for chunk in read_csv_chunks(str(path), na_values, key, chunk_rows, text_columns=texts):
         frame, _ = canonicalize(chunk, na_values)
-        batch = _batch(frame, path, id_column, key, start)
+        batch = _batch(frame, path, id_column, key, start, ids=_id_texts(chunk, id_column))
         start += len(chunk)
         filled += len(batch.frame)
         yield batch
@@ -94,15 +96,30 @@ def batch_name(path: Path) -> str:
     return path.name.removesuffix(".gz").removesuffix(".csv")
 
 
-def _batch(frame: pd.DataFrame, path: Path, id_column: str | None, key: str, start: int) -> Batch:
+def _id_texts(raw: pd.DataFrame, id_column: str | None) -> np.ndarray | None:
+    """The id column's cells as written in the file (``0007`` stays ``0007``, a 20-digit id
+    keeps every digit), read before canonicalization turns numbers into floats."""
+    if id_column is None or id_column not in raw.columns:
+        return None
+    return raw[id_column].astype(object).to_numpy()
+
+
+def _batch(
+    frame: pd.DataFrame, path: Path, id_column: str | None, key: str, start: int,
+    ids: np.ndarray | None = None,
+) -> Batch:  # fmt: skip
     name = batch_name(path)
+    filled = frame.notna().any(axis=1).to_numpy()
     if id_column is None:
         ids = np.array([f"{name}:{i}" for i in range(start, start + len(frame))], dtype=object)
-    elif id_column not in frame.columns:
-        raise DataError(f"{key}: {path} has no row-id column {id_column!r} (shadow.id_column)")
+    elif ids is None:
+        raise DataError(f"{key}: {path} has no row-id column {id_column!r}")
     else:
-        ids = frame[id_column].astype(str).to_numpy(dtype=object)
-    filled = frame.notna().any(axis=1).to_numpy()
+        missing = np.flatnonzero(pd.isna(ids) & filled)
+        if len(missing):
+            raise DataError(f"{key}: {path} data row {start + missing[0] + 1} has no value in "
+                            f"row-id column {id_column!r}; expected an id on every row")  # fmt: skip
+        ids = np.array([str(i) for i in ids], dtype=object)
     empty = int((~filled).sum())  # row ids keep their numbers in the file
     frame = frame[filled].reset_index(drop=True) if empty else frame
     return Batch(name=name, path=path, frame=frame, row_ids=ids[filled], empty_rows=empty)
@@ -126,6 +143,7 @@ class OnnxClassifier:
             raise DataError(f"{flag} {path}: not a readable ONNX model ({reason})") from None
         meta = {p.key: p.value for p in proto.metadata_props}
         self.metadata = meta
+        self.levels = _known_levels(proto)
         self.has_threshold = "decision_threshold" in meta  # else the caller's default
         self.threshold = float(meta.get("decision_threshold", default_threshold))
         self.inputs = self.session.get_inputs()
@@ -151,12 +169,25 @@ class OnnxClassifier:
             )
         return usable[0]
 
+    def unseen(self, batch: Batch) -> dict[str, int]:
+        """Per text column: rows whose value the model never saw in training (it scores them
+        as the ``__other__`` level, as values too rare to keep); missing cells not counted."""
+        counts = {}
+        for column, known in self.levels.items():
+            if column in batch.frame.columns:
+                texts = cell_texts(batch.frame[column])
+                count = int(np.count_nonzero(~np.isin(texts, list(known))))
+                if count:
+                    counts[column] = count
+        return counts
+
     def feed(self, batch: Batch) -> dict[str, np.ndarray]:
         missing = [c for c in self.columns if c not in batch.frame.columns]
         if missing:
             raise DataError(
                 f"--data {batch.path}: missing column {missing[0]!r} that {self.flag} "
                 f"{self.path.name} needs (it reads {', '.join(self.columns)})"
+                f"{header_hint([str(c) for c in batch.frame.columns])}"
             )
         feed = {}
         for spec in self.inputs:
@@ -189,12 +220,25 @@ class OnnxClassifier:
         return Scores(score=score, decision=(score >= self.threshold).astype(int))
 
 
+def _known_levels(proto: Any) -> dict[str, frozenset[str]]:
+    """The text levels each string input maps (the export's LabelEncoder keys, "" for missing
+    among them); empty for a model that encodes its inputs another way."""
+    inputs = {i.name for i in proto.graph.input}
+    levels = {}
+    for node in proto.graph.node:
+        if node.op_type == "LabelEncoder" and node.input and node.input[0] in inputs:
+            for attribute in node.attribute:
+                if attribute.name == "keys_strings":
+                    levels[node.input[0]] = frozenset(k.decode() for k in attribute.strings)
+    return levels
+
+
 class PredictionLog:
     """The incumbent's PREDICTIONS.csv, looked up by row id."""
 
     def __init__(self, path: Path, threshold: float) -> None:
         self.path = path
-        frame = read_csv(str(path), [""], key="--incumbent")
+        frame = read_csv(str(path), [""], key="--incumbent", text_columns=["row_id"])
         if "row_id" not in frame.columns or "score" not in frame.columns:
             raise DataError(
                 f"--incumbent {path}: expected columns row_id, score[, label]; "
@@ -234,7 +278,8 @@ class PredictionLog:
 
 def load_model(path: Path, default_threshold: float, flag: str) -> OnnxClassifier | PredictionLog:
     if not path.is_file():
-        raise DataError(f"{flag} {path}: no such file; expected a .onnx model or PREDICTIONS.csv")
+        what = "a folder" if path.is_dir() else "no such file"
+        raise DataError(f"{flag} {path}: {what}; expected a .onnx model or PREDICTIONS.csv")
     if path.name.endswith((".csv", ".csv.gz")):
         return PredictionLog(path, default_threshold)
     return OnnxClassifier(path, default_threshold, flag)
