@@ -118,6 +118,19 @@ def test_stage_refuses_a_tampered_input_artifact(
     assert not (tmp_path / "pre").exists()
 
 
+@pytest.mark.parametrize(("out", "named"), [
+    ("pipeline.json", "expected a .yaml file"), ("", "expected a .yaml file"),
+    ("missing/pipeline.yaml", "does not exist"),
+])  # fmt: skip
+def test_compile_refuses_an_out_it_cannot_write_and_leaves_nothing(
+    out: str, named: str, tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    result = _sslops("compile", "--out", str(tmp_path / out), env=cli_env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: --out") and named in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def _parsers(parser, path=("sslops",)):
     """(command path, parser) for the top-level parser and every subcommand below it."""
     import argparse
@@ -143,6 +156,7 @@ def _example_commands(epilog: str) -> list[list[str]]:
 
 def test_every_option_is_explained_and_every_command_has_an_example_that_parses() -> None:
     from sslops.cli import build_parser
+    from sslops.config import load_config
 
     top = build_parser()
     leaves = 0
@@ -156,7 +170,10 @@ def test_every_option_is_explained_and_every_command_has_an_example_that_parses(
         examples = _example_commands(parser.epilog or "")
         assert examples, f"{' '.join(path)} --help shows no example"
         for argv in examples:
-            top.parse_args(argv)  # an unknown flag or a missing argument exits: the test fails
+            args = top.parse_args(argv)  # an unknown flag or a missing argument exits: fails
+            config = getattr(args, "config", None)
+            if config is not None and (ROOT / config).is_file():  # a shipped config: it holds
+                load_config(ROOT / config, getattr(args, "overrides", None) or [])
     assert leaves >= 17
 
 

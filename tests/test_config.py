@@ -300,7 +300,7 @@ def test_load_config_missing_file(tmp_path: Path) -> None:
 
 
 def test_load_config_directory_is_not_a_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="not found"):
+    with pytest.raises(ConfigError, match="is a folder; expected a YAML file"):
         load_config(tmp_path)
 
 
@@ -410,3 +410,25 @@ def test_a_seed_numpy_cannot_take_is_refused(seed: str) -> None:
     with pytest.raises(ConfigError, match="config key 'seed'"):
         build(f"seed={seed}")
     assert build(f"seed={2**31 - 1}").seed == 2**31 - 1
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("pretrain.epochs=true", "config key 'pretrain.epochs': expected a number (got True)"),
+        (
+            "finetune.label_fraction=false",
+            "config key 'finetune.label_fraction': expected a number",
+        ),
+        ("data.sensitive=[sex, race", "close the list, e.g. --set 'data.sensitive=[sex, race]'"),
+        ("pretrain.launcher=trainjob", "pretrain.launcher 'trainjob' needs platform.storage"),
+        ("data.label=sex", "data.label 'sex' is also listed as sensitive or identifier"),
+        ("pretrain.objective=simclr", "pretrain.objective 'simclr' does not apply to modality"),
+    ],
+)
+def test_config_errors_say_what_is_wrong_in_the_users_words(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        build(override)
+    text = str(caught.value)
+    assert message in text and "Value error" not in text and "(top level)" not in text
+    assert text.startswith(message.split(":")[0]) or text.startswith("config key")

@@ -547,6 +547,17 @@ def test_a_sensitive_column_needs_between_2_and_50_groups(tmp_path: Path) -> Non
     )  # fmt: skip
 
 
+def test_a_training_file_without_any_label_is_named_for_that(tmp_path: Path) -> None:
+    frame, _ = with_notes(adult(600, seed=15))
+    frame["income"] = ""
+    frame.to_csv(tmp_path / "raw.csv", index=False)
+    assert_fails_cleanly(
+        config(tmp_path / "raw.csv"),
+        tmp_path / "out",
+        "label column 'income' has no labeled row (every cell is empty)",
+    )
+
+
 def test_a_test_file_with_one_class_is_refused(tmp_path: Path) -> None:
     frame, _ = with_notes(adult(900, seed=14))
     frame.iloc[:600].to_csv(tmp_path / "train.csv", index=False)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -194,6 +196,15 @@ def _audit_tools(audit: argparse.ArgumentParser) -> None:
     _registry_tools(tools)
 
 
+def check_yaml_out(out: Path) -> None:
+    """``--out`` of a compiled pipeline: a .yaml file in a folder that exists (KFP writes
+    platform settings to YAML only)."""
+    if out.suffix not in (".yaml", ".yml") or out.is_dir():
+        raise ConfigError(f"--out {out}: expected a .yaml file (KFP IR YAML)")
+    if not out.parent.is_dir():
+        raise ConfigError(f"--out {out}: folder {out.parent} does not exist")
+
+
 def _registry_tools(tools: Any) -> None:
     filing = tools.add_parser(
         "file",
@@ -337,13 +348,8 @@ def _cmd_registry(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
     else:
         _print_registry(rows)
-    for problem in problems:
-        print(f"  {problem}", file=sys.stderr)
     if problems:
-        count = len(problems)
-        print(f"error: {args.registry} failed verification ({count} problem"
-              f"{'s' * (count > 1)}): {problems[0]}", file=sys.stderr)  # fmt: skip
-        return 1
+        return _failed_verification(args.registry, problems)
     if args.verify:
         since = f", every entry of the checkpoint of {point['taken']} held" if point else ""
         print(f"verified: {len(rows)} filed bundle(s) intact, index chains unbroken{since}",
@@ -363,6 +369,17 @@ def _write_checkpoint(registry: Path, out: Path | None) -> int:
           f"entries, written to {out}; keep it away from the registry and check with "
           f"sslops audit list --registry {registry} --checkpoint {out}")  # fmt: skip
     return 0
+
+
+def _failed_verification(what: Path, problems: list[str]) -> int:
+    """Exit 1: every problem on its own line when there are several, then one error line."""
+    if len(problems) > 1:
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+    count = len(problems)
+    print(f"error: {what} failed verification ({count} problem{'s' * (count > 1)}): "
+          f"{problems[0]}", file=sys.stderr)  # fmt: skip
+    return 1
 
 
 def _print_registry(rows: list[dict[str, Any]]) -> None:
@@ -489,8 +506,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(and --set), that config is config_json's default and its platform section places the "
         "tasks; without, config_json is a required run parameter. make compile writes the "
         "committed pipelines/compiled/ files.",
-        epilog="example:\n  sslops compile --config configs/adult.yaml --set pretrain.launcher=trainjob "
-        "--out adult.yaml",
+        epilog="example:\n  sslops compile --config configs/adult.yaml --set pretrain.launcher=trainjob \\\n"
+        "      --set platform.storage.workspace_pvc=sslops-workspace --out adult.yaml",
     )
     _add_config_args(comp)
     comp.add_argument(
@@ -607,7 +624,11 @@ def _cmd_schedule_predict(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from sslops.predict import meta_path, predict
 
-    cfg = load_config(args.config, args.overrides) if args.config or args.overrides else None
+    if args.overrides and not args.config:
+        raise ConfigError("--set changes a config: give it with --config FILE too (predict reads "
+                          "only data.na_values and shadow.id_column from it; --id-column sets "
+                          "the latter directly)")  # fmt: skip
+    cfg = load_config(args.config, args.overrides) if args.config else None
     done = predict(args.model, args.data, args.out, cfg, id_column=args.id_column,
                    threshold=args.threshold, chunk_rows=args.chunk_rows,
                    registry=args.registry, approver_keys=args.approver_key)  # fmt: skip
@@ -633,15 +654,7 @@ def _cmd_audit_tool(args: argparse.Namespace) -> int:
     key = load_public_key(args.public_key) if args.public_key else None
     result = verify_path(args.bundle, key)
     if result["problems"]:
-        for problem in result["problems"]:
-            print(f"  {problem}", file=sys.stderr)
-        count = len(result["problems"])
-        print(
-            f"error: {args.bundle} failed verification ({count} problem{'s' * (count > 1)}): "
-            f"{result['problems'][0]}",
-            file=sys.stderr,
-        )
-        return 1
+        return _failed_verification(args.bundle, result["problems"])
     if result.get("signed"):
         trust = "the given public key" if key else "its embedded public key (integrity only; "
         trust += "" if key else "pass --public-key to check who signed it)"
@@ -785,9 +798,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "compile":
             from sslops.pipeline.ssl_pipeline import compile_pipeline
 
+            check_yaml_out(args.out)
             given = args.config is not None or args.overrides
             cfg = load_config(args.config, args.overrides) if given else None
-            print(f"compiled {compile_pipeline(args.out, cfg)}")
+            with tempfile.TemporaryDirectory(dir=args.out.parent, prefix=".sslops-compile-") as tmp:
+                os.replace(compile_pipeline(Path(tmp) / "pipeline.yaml", cfg), args.out)
+            print(f"compiled {args.out}")
             return 0
         if args.command in k8s_commands.COMMANDS:
             return k8s_commands.run(args)

@@ -12,10 +12,18 @@ import difflib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from sslops.errors import ConfigError
 from sslops.k8s.settings import PlatformConfig
@@ -40,8 +48,30 @@ def read_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Yaml12Loader)  # _Yaml12Loader is a SafeLoader  # nosec B506
 
 
+# The pretraining objectives and backbones each modality can use.
+ALLOWED = {
+    "tabular": {"objectives": ("scarf", "vime", "vicreg"), "backbones": ("mlp", "ft_transformer")},
+    "image": {"objectives": ("simclr", "vicreg", "mae"), "backbones": ("resnet18", "vit_tiny")},
+    "timeseries": {
+        "objectives": ("simclr", "vicreg", "masked_segment", "next_patch"),
+        "backbones": ("resnet1d",),
+    },
+}
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True, coerce_numbers_to_str=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_true_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        """``--set pretrain.epochs=true`` is a mistake, not 1 epoch (pydantic would take it)."""
+        if isinstance(value, bool) and info.field_name is not None:
+            annotation = cls.model_fields[info.field_name].annotation
+            kinds = set(get_args(annotation)) or {annotation}
+            if kinds & {int, float} and bool not in kinds:
+                raise ValueError("expected a number")
+        return value
 
 
 class DataConfig(_Section):
@@ -663,6 +693,21 @@ class Config(_Section):
         return self
 
     @model_validator(mode="after")
+    def _pretraining_fits_the_modality(self) -> Config:
+        """A pretraining setting the config names for another modality: refused here, before
+        a run starts, not when pretraining reaches it (unset ones are left to the stage)."""
+        allowed, pc = ALLOWED[self.modality], self.pretrain
+        for key, value, kinds in (("objective", pc.objective, "objectives"),
+                                  ("backbone", pc.backbone, "backbones")):  # fmt: skip
+            named = key in pc.model_fields_set
+            if named and value != "auto" and value not in allowed[kinds]:
+                raise ValueError(
+                    f"pretrain.{key} {value!r} does not apply to modality {self.modality!r}; "
+                    f"choose one of {', '.join(allowed[kinds])}"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _tabular_needs_roles(self) -> Config:
         if self.modality == "tabular":
             if not self.data.sensitive:
@@ -773,12 +818,17 @@ def _describe(error: dict[str, Any]) -> str:
         if value.startswith("[") and value.endswith("]"):  # a list YAML could not read
             items = json.dumps([v.strip() for v in value[1:-1].split(",") if v.strip()])
             shown += f"; that list is not valid YAML: quote its items, e.g. --set '{key}={items}'"
+        elif value.startswith("["):  # an unclosed list
+            shown += f"; close the list, e.g. --set '{key}={value.rstrip(',')}]'"
         else:
             shown += f"; write a list, e.g. --set {key}=[{value}] or [a, b] in YAML"
     percent = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*%\s*", value) if isinstance(value, str) else None
     if kind == "float_parsing" and percent:
         shown += f"; write {float(percent[1]) / 100:g} for {percent[1]}%"
-    return f"config key {key!r}: {error['msg']}{shown}"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if kind == "value_error" and (not loc or message.startswith(f"{key}.")):
+        return message  # a rule across keys: its message names them
+    return f"config key {key!r}: {message}{shown if kind != 'value_error' or value is not None else ''}"
 
 
 def validate_config(raw: dict[str, Any]) -> Config:
@@ -817,6 +867,9 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     raw: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
+        if path.is_dir():
+            raise ConfigError(f"config file {path} is a folder; expected a YAML file such as "
+                              "configs/adult.yaml")  # fmt: skip
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         loaded = read_yaml_file(path, "config file")

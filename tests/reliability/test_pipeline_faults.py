@@ -224,3 +224,20 @@ def test_unwritable_output_folder_is_one_clean_error(
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
     assert str(locked) in lines[0]
+
+
+def test_a_run_failing_late_names_the_stages_it_keeps_for_the_rerun(
+    config: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    """A policy gate fails the audit, the last stage: the error says where the finished
+    stages wait for a rerun (a hidden folder beside --out), and nothing else is left."""
+    out = tmp_path / "run"
+    command = [*run_command(config, out), "--set", "audit.gates.min_auc=0.999"]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 2, done.stderr[-3000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "min_auc" in last
+    stages = tmp_path / ".run.stages"
+    assert f"the stages that finished are kept in {stages}, so a rerun into {out}" in last
+    assert {p.name.split("-")[0] for p in stages.iterdir()} >= set(DETERMINISTIC)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".run.stages"]

@@ -48,7 +48,8 @@ def add_parsers(sub: Any, add_config_args: Callable[[argparse.ArgumentParser], N
         "  sslops render --target helm --values helm/sslops/values-aws.yaml\n"
         "  sslops render --target kustomize --overlay gcp\n"
         "  sslops render --target trainjob --config configs/mnist.yaml "
-        "--set pretrain.launcher=trainjob",
+        "--set pretrain.launcher=trainjob \\\n"
+        "      --set platform.storage.workspace_pvc=sslops-workspace",
     )
     add_config_args(render)
     render.add_argument(

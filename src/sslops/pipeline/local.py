@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from sslops.artifacts import check_replaceable, move_into_place, sha256_file, write_json
+from sslops.audit.bundle import load_signing_key
 from sslops.audit.registry import BUNDLES
 from sslops.config import Config
 from sslops.errors import SslopsError
@@ -175,7 +176,8 @@ def _filed(bundle: Path) -> str | None:
 
 
 def _run_pipeline(pipeline: Any, cfg: Config, log_path: Path) -> None:
-    print(f"running the pipeline locally (kfp.local); full log: {log_path.name}", file=sys.stderr)
+    print("running the pipeline locally (kfp.local); full log: run.log in the output folder",
+          file=sys.stderr)  # fmt: skip
     with open(log_path, "w", encoding="utf-8") as log:
         console = _ConsoleFilter(log)
         with warnings.catch_warnings(), contextlib.redirect_stdout(console):
@@ -233,6 +235,7 @@ def run_local(cfg: Config, out: Path) -> dict[str, Any]:
     """Run the whole pipeline locally into ``out``; returns the summary."""
     check_inputs(cfg)  # a missing file or column fails here, before any task starts
     cfg = _absolute_paths(cfg)
+    load_signing_key(cfg.audit.signing)  # so does a signing key the audit would refuse
     out = Path(out).resolve()
     check_replaceable(out, "sslops run folder", "summary.json")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -242,6 +245,13 @@ def run_local(cfg: Config, out: Path) -> dict[str, Any]:
         os.environ[stage_cache.ENV] = str(stages)  # the task subprocesses inherit it
         try:
             summary = _run_staged(cfg, out)
+        except PipelineFailed as exc:
+            if stages.is_dir() and any(stages.iterdir()):
+                raise PipelineFailed(
+                    f"{exc}; the stages that finished are kept in {stages}, so a rerun into "
+                    f"{out} resumes after them (delete that folder to start over)"
+                ) from None
+            raise
         finally:
             if previous is None:
                 os.environ.pop(stage_cache.ENV, None)

@@ -59,6 +59,12 @@ def target_of(
     column = frame[label]
     hit = label_hits(column, positive)
     if require_positive and not hit.any():
+        if column.isna().all():
+            raise DataError(
+                f"label column {label!r} has no labeled row (every cell is empty); fine-tuning "
+                "and evaluation need some labels: label a few hundred rows (the rest can stay "
+                "empty, for pretraining)"
+            )
         seen = ", ".join(map(str, pd.unique(column.dropna())[:10]))
         raise DataError(
             f"data.positive {positive!r} does not occur in label column {label!r}; values seen: {seen}"

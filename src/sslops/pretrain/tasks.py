@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sslops.config import Config
+from sslops.config import ALLOWED, Config
 from sslops.errors import ConfigError
 from sslops.models.ft_transformer import FTTransformer
 from sslops.models.series import ResNet1D
@@ -37,15 +37,6 @@ from sslops.objectives import (
     vime_loss,
 )
 from sslops.objectives.augment import normalize_images
-
-ALLOWED = {
-    "tabular": {"objectives": ("scarf", "vime", "vicreg"), "backbones": ("mlp", "ft_transformer")},
-    "image": {"objectives": ("simclr", "vicreg", "mae"), "backbones": ("resnet18", "vit_tiny")},
-    "timeseries": {
-        "objectives": ("simclr", "vicreg", "masked_segment", "next_patch"),
-        "backbones": ("resnet1d",),
-    },
-}
 
 
 @dataclass

@@ -87,6 +87,10 @@ def labels_to_reach(points: list[tuple[float, float]], target: float) -> float |
 
 def read_label_efficiency(path: Path) -> dict[str, Any]:
     file = path / "label_efficiency.json" if path.is_dir() else path
+    if not file.is_file():
+        where = f"the folder holds no {file.name}" if path.is_dir() else "no such file"
+        raise DataError(f"--label-efficiency {path}: {where}; expected sslops evaluate's "
+                        "label_efficiency.json or the evaluate artifact holding it")  # fmt: skip
     try:
         data: dict[str, Any] = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
