@@ -132,9 +132,12 @@ def test_compiled_gpu_task_carries_accelerator_and_gpu_pool() -> None:
     placed = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     assert placed["exec-pretrain"]["nodeSelector"]["labels"] == {"sslops.io/node-pool": "gpu"}
     assert placed["exec-pretrain"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+    # the training jobs' deadline (platform.job_timeout_minutes): a hung GPU pod frees its GPU
+    assert placed["exec-pretrain"]["activeDeadlineSeconds"] == "86400"
     for name, executor in executors.items():
         if name != "exec-pretrain":
             assert "accelerator" not in executor["container"].get("resources", {}), name
+            assert "activeDeadlineSeconds" not in placed[name], name
         assert placed[name]["podMetadata"]["labels"]["app.kubernetes.io/part-of"] == "sslops"
         assert placed[name]["securityContext"]["runAsNonRoot"] is True
     audit_env = placed["exec-audit"]["secretAsEnv"][0]

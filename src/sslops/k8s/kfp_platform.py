@@ -56,6 +56,8 @@ def place_task(
     if gpus:
         task.set_accelerator_type(platform.gpu_pool.accelerator_type)
         task.set_accelerator_limit(gpus)
+        # The training jobs' deadline: a hung GPU pod gives its GPUs back too.
+        kubernetes.set_timeout(task, platform.job_timeout_minutes * 60)
     for key, value in platform.pod_labels.items():
         kubernetes.add_pod_label(task, label_key=key, label_value=value)
     if platform.image_pull_secrets:

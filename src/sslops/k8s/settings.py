@@ -119,7 +119,10 @@ class PlatformConfig(_Section):
     queue_name: str | None = Field(
         default=None, description="Kueue LocalQueue for training jobs (kueue.x-k8s.io/queue-name)."
     )
-    job_timeout_minutes: int = Field(default=24 * 60, ge=1, description="Training-job deadline.")
+    job_timeout_minutes: int = Field(
+        default=24 * 60, ge=1,
+        description="Deadline of a training job, and of the in-pod GPU pretraining task.",
+    )  # fmt: skip
 
     def caches(self, stage: Stage) -> bool:
         return self.caching.get(stage, True)
