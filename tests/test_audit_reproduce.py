@@ -280,3 +280,6 @@ def test_verify_attestation_names_a_file_or_a_missing_folder(tmp_path: Path) -> 
         assert str(info.value) == (
             f"{given} {found}; expected the attestation folder that sslops audit reproduce wrote"
         )
+    # a folder that holds no attestation is wrong input (exit 2), not a failed verification
+    with pytest.raises(ArtifactError, match="is not an attestation folder"):
+        verify_attestation(tmp_path, None)

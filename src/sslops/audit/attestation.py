@@ -122,7 +122,12 @@ def verify_attestation(path: Path, public_key: Ed25519PublicKey | None) -> dict[
             f"{path} {found}; expected the attestation folder that sslops audit reproduce wrote"
         )
     sig = path / ATTESTATION_SIGNATURE
-    if not sig.is_file():
+    if not sig.is_file() and not (path / ATTESTATION).is_file():  # not one: wrong input
+        raise ArtifactError(
+            f"{path} is not an attestation folder (no {ATTESTATION} or {ATTESTATION_SIGNATURE}); "
+            "expected the folder that sslops audit reproduce wrote"
+        )
+    if not sig.is_file():  # an attestation whose signature is gone: it fails verification
         return {"path": str(path), "problems": [f"{ATTESTATION_SIGNATURE} is missing"]}
     try:
         record = json.loads(sig.read_bytes())
