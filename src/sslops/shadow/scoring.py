@@ -176,7 +176,7 @@ class OnnxClassifier:
         for column, known in self.levels.items():
             if column in batch.frame.columns:
                 texts = cell_texts(batch.frame[column])
-                count = int(np.count_nonzero(~np.isin(texts, list(known))))
+                count = int(np.count_nonzero(~np.isin(texts, known)))
                 if count:
                     counts[column] = count
         return counts
@@ -220,7 +220,7 @@ class OnnxClassifier:
         return Scores(score=score, decision=(score >= self.threshold).astype(int))
 
 
-def _known_levels(proto: Any) -> dict[str, frozenset[str]]:
+def _known_levels(proto: Any) -> dict[str, np.ndarray]:
     """The text levels each string input maps (the export's LabelEncoder keys, "" for missing
     among them); empty for a model that encodes its inputs another way."""
     inputs = {i.name for i in proto.graph.input}
@@ -229,7 +229,8 @@ def _known_levels(proto: Any) -> dict[str, frozenset[str]]:
         if node.op_type == "LabelEncoder" and node.input and node.input[0] in inputs:
             for attribute in node.attribute:
                 if attribute.name == "keys_strings":
-                    levels[node.input[0]] = frozenset(k.decode() for k in attribute.strings)
+                    keys = [k.decode() for k in attribute.strings]
+                    levels[node.input[0]] = np.array(keys, dtype=object)  # built once
     return levels
 
 
