@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 
 from sslops.artifacts import (
+    LOCATIONS_ENV,
     META,
     check_lineage,
     check_replaceable,
+    final_location,
     hash_tree,
     read_meta,
     sha256_file,
@@ -384,3 +386,29 @@ def test_check_lineage_refuses_artifacts_of_different_runs(tmp_path: Path) -> No
         (tmp / "encoder.bin").write_bytes(b"\x03")
     with pytest.raises(ArtifactError, match="made from another pretrain artifact"):
         check_lineage(ours, tmp_path / "pre", tmp_path / "ft")
+
+
+def test_lineage_names_where_an_artifact_ends_up_after_sslops_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inputs under the staged pipeline root are recorded at their final folder; others as given."""
+    root, out = tmp_path / ".run.partial-1234" / "kfp", tmp_path / "run"
+    staged = root / "sslops-ssl-pipeline-2026" / "prepare" / "prepared"
+    elsewhere = tmp_path / "kept" / "prepared"
+    for folder in (staged, elsewhere):
+        with write_artifact(folder, "prepare", {}):
+            pass
+    assert final_location(staged) == str(staged)  # not in a run: as given
+    locations = {"root": str(root), "out": str(out), "folders": {"prepare/prepared": "prepare"}}
+    monkeypatch.setenv(LOCATIONS_ENV, json.dumps(locations))
+    assert final_location(staged) == str(out / "prepare")
+    assert final_location(staged / "train.parquet") == str(out / "prepare" / "train.parquet")
+    assert final_location(root / "sslops-ssl-pipeline-2026" / "prepare") == str(
+        root / "sslops-ssl-pipeline-2026" / "prepare"
+    )
+    assert final_location(elsewhere) == str(elsewhere)
+    with write_artifact(tmp_path / "pretrained", "pretrain", {}, inputs={"prepared": staged}):
+        pass
+    recorded = json.loads((tmp_path / "pretrained" / META).read_text())["inputs"]["prepared"]
+    assert recorded["path"] == str(out / "prepare")
+    assert recorded["meta_sha256"] == sha256_file(staged / META)

@@ -202,6 +202,16 @@ def test_sslops_run_on_another_csv_through_kfp_local(
     assert (f"Test split: {metrics['rows']:,} rows; fairness-mitigated, 95% bootstrap "
             f"intervals: accuracy [{low:.3f}, {high:.3f}]") in " ".join(result.stdout.split())  # fmt: skip
     assert not list(tmp_path.glob(".run.partial-*"))
+    # Lineage names the folders the artifacts are in after the run, not the deleted staging
+    # ones: each stage's inputs, and the bundle's own location in its run.json.
+    for stage, inputs in (("finetune", ("prepare", "pretrain")), ("audit", ("evaluate", "export"))):
+        recorded = json.loads((out / stage / "meta.json").read_text())["inputs"]
+        for folder in inputs:
+            assert str(out / folder) in [r["path"] for r in recorded.values()], (stage, recorded)
+    assert json.loads((bundle / "run.json").read_text())["kfp_artifact_uri"] == str(out / "audit")
+    for path in out.rglob("*"):
+        if path.is_file() and path.name != "run.log" and path.suffix in {".json", ".md", ".html"}:
+            assert b".partial-" not in path.read_bytes(), path
     # the console's last line is a command that scores new rows with the deployed model
     hint = next(line for line in result.stdout.splitlines() if line.startswith("Score rows:"))
     named = {"NEW.csv": str(other["test"]), "predictions.csv": str(tmp_path / "scored.csv")}

@@ -29,6 +29,7 @@ from typing import Any
 from sslops.errors import ArtifactError, describe_os_error
 
 META = "meta.json"
+LOCATIONS_ENV = "SSLOPS_FINAL_LOCATIONS"
 _STORAGE_FULL_OR_READ_ONLY = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS}
 _TRACKED_PACKAGES = (
     "sslops", "torch", "numpy", "pandas", "scikit-learn", "fairlearn", "onnx", "onnxruntime", "kfp",
@@ -46,6 +47,25 @@ def sha256_file(path: Path) -> str:
 def write_json(path: Path, payload: Any) -> None:
     """Write one JSON payload file of an artifact: indented, ASCII, newline-terminated."""
     path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+
+
+def final_location(path: Path | str) -> str:
+    """Where the artifact at ``path`` will be once the run that writes it has ended.
+
+    ``sslops run`` builds its artifacts under KFP's pipeline root in a staging folder
+    (``<root>/<run id>/<task>/<output>``) and moves each to ``<out>/<folder>`` when the run
+    succeeds. It passes that mapping to the tasks in ``SSLOPS_FINAL_LOCATIONS`` (JSON:
+    ``root``, ``out`` and ``folders``, ``"<task>/<output>"`` -> folder), so lineage in
+    ``meta.json`` and the audit bundle names folders that exist after the run, not deleted
+    staging ones. Any other path (a cluster run, a stage command) is returned as given.
+    """
+    spec = os.environ.get(LOCATIONS_ENV)
+    if not spec or not Path(path).is_relative_to(json.loads(spec)["root"]):
+        return str(path)
+    mapping = json.loads(spec)
+    parts = Path(path).relative_to(mapping["root"]).parts
+    folder = mapping["folders"].get("/".join(parts[1:3]))
+    return str(Path(mapping["out"], folder, *parts[3:])) if folder else str(path)
 
 
 def hash_tree(root: Path) -> dict[str, str]:
@@ -192,7 +212,7 @@ def write_artifact(
     started = _now()
     try:
         input_meta = {
-            name: {"path": str(path), "meta_sha256": sha256_file(Path(path) / META)}
+            name: {"path": final_location(path), "meta_sha256": sha256_file(Path(path) / META)}
             for name, path in (inputs or {}).items()
         }
         source_meta = {

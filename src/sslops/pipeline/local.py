@@ -24,10 +24,17 @@ import sys
 import tempfile
 import uuid
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sslops.artifacts import check_replaceable, move_into_place, sha256_file, write_json
+from sslops.artifacts import (
+    LOCATIONS_ENV,
+    check_replaceable,
+    move_into_place,
+    sha256_file,
+    write_json,
+)
 from sslops.audit.bundle import load_signing_key
 from sslops.audit.registry import BUNDLES
 from sslops.config import Config
@@ -231,6 +238,21 @@ def _exclusive(out: Path) -> Any:
             path.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables (for the task subprocesses) and restore them afterwards."""
+    previous = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def run_local(cfg: Config, out: Path) -> dict[str, Any]:
     """Run the whole pipeline locally into ``out``; returns the summary."""
     check_inputs(cfg)  # a missing file or column fails here, before any task starts
@@ -241,10 +263,9 @@ def run_local(cfg: Config, out: Path) -> dict[str, Any]:
     out.parent.mkdir(parents=True, exist_ok=True)
     stages = out.parent / f".{out.name}.stages"
     with _exclusive(out):
-        previous = os.environ.get(stage_cache.ENV)
-        os.environ[stage_cache.ENV] = str(stages)  # the task subprocesses inherit it
         try:
-            summary = _run_staged(cfg, out)
+            with _environment({stage_cache.ENV: str(stages)}):  # the task subprocesses inherit it
+                summary = _run_staged(cfg, out)
         except PipelineFailed as exc:
             if stages.is_dir() and any(stages.iterdir()):
                 raise PipelineFailed(
@@ -252,11 +273,6 @@ def run_local(cfg: Config, out: Path) -> dict[str, Any]:
                     f"{out} resumes after them (delete that folder to start over)"
                 ) from None
             raise
-        finally:
-            if previous is None:
-                os.environ.pop(stage_cache.ENV, None)
-            else:
-                os.environ[stage_cache.ENV] = previous
         shutil.rmtree(stages, ignore_errors=True)
     return summary
 
@@ -273,7 +289,13 @@ def _run_staged(cfg: Config, out: Path) -> dict[str, Any]:
         kfp.local.init(
             runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root)
         )
-        _run_pipeline(ssl_pipeline, cfg, staging / "run.log")
+        # Lineage records where each artifact will be after the run, not the staging folder.
+        locations = {
+            "root": str(pipeline_root), "out": str(out),
+            "folders": {f"{task}/{output}": folder for (task, output), folder in _OUTPUTS.items()},
+        }  # fmt: skip
+        with _environment({LOCATIONS_ENV: json.dumps(locations)}):
+            _run_pipeline(ssl_pipeline, cfg, staging / "run.log")
         _collect(pipeline_root, staging)
         shutil.rmtree(pipeline_root)
         summary_path = staging / "summary.json"
