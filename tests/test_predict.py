@@ -244,7 +244,9 @@ def test_rows_stream_in_chunks_with_the_result_of_one_read(
     ):
         code, _, err = _run(capsys, "--model", model, "--data", source, "--out", out,
                             "--chunk-rows", "7", *id_args)  # fmt: skip
-        assert code == 2 and expected in err and err.strip().count("\n") == 0, err
+        # one error line; a slow machine may also have shown a progress line before it
+        lines = [line for line in err.splitlines() if not line.startswith("predict 0/1 ")]
+        assert code == 2 and len(lines) == 1 and expected in lines[0], err
         assert out.read_bytes() == before
     code, _, err = _run(capsys, "--model", model, "--data", data, "--out", out, "--chunk-rows", "0")
     assert code == 2 and "--chunk-rows 0: expected a positive number" in err
