@@ -359,3 +359,47 @@ def test_schema_takes_kubernetes_quantities_and_refuses_a_trailing_slash() -> No
     ):
         with pytest.raises(RenderError, match=where.replace(".", r"\.")):
             render_helm_templates(CHART, values)
+
+
+@pytest.mark.parametrize("uid", [1000680000, None])
+def test_the_uid_reaches_every_pod_task_and_training_job_or_none_is_set(
+    uid: int | None, tmp_path: Path, crds
+) -> None:
+    """One value sets the identity everywhere (a large UID stays an integer, not 1.00068e+09);
+    null sets none, for OpenShift's restricted-v2 SCC, which assigns the namespace's UID."""
+    from sslops.config import config_from_json
+    from sslops.k8s.specs import JobRequest, build_training_job
+
+    values = read_values([CHART / "values-onprem.yaml"])
+    values["securityContext"] = {"runAsUser": uid}
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    objects = load_documents(render_helm(CHART, [path]))
+    assert validate_all(objects, crds)
+    pods = [spec for obj in objects for spec in _pod_specs(obj)]
+    assert len(pods) == 2
+    for pod in pods:
+        assert_locked_down_and_sized(pod)
+        identity = {
+            k: pod["securityContext"].get(k) for k in ("runAsUser", "runAsGroup", "fsGroup")
+        }
+        assert identity == dict.fromkeys(identity, uid)
+        assert all(c["securityContext"].get("runAsUser") == uid for c in pod["containers"])
+    for version in _of_kind(objects, "PipelineVersion"):
+        kubernetes = version["spec"]["platformSpec"]["platforms"]["kubernetes"]
+        for name, executor in kubernetes["deploymentSpec"]["executors"].items():
+            context = executor["securityContext"]
+            assert context["runAsNonRoot"] is True, name
+            expected = None if uid is None else str(uid)  # int64 is a string in KFP's JSON
+            assert (context.get("runAsUser"), context.get("runAsGroup")) == (expected,) * 2, name
+        # the launcher's training jobs take the identity from the config the pipeline runs
+        parameters = version["spec"]["pipelineSpec"]["root"]["inputDefinitions"]["parameters"]
+        cfg = config_from_json(parameters["config_json"]["defaultValue"])
+        assert cfg.platform.run_as_user == uid
+        request = JobRequest(name="j", namespace="kubeflow", image="i", run_dir="/workspace/r")
+        job = build_training_job(cfg.model_copy(update={"pretrain": cfg.pretrain.model_copy(
+            update={"launcher": "trainjob"})}), request)  # fmt: skip
+        patch = job["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]
+        pod = patch["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]
+        assert pod["securityContext"].get("runAsUser") == uid
+        assert pod["securityContext"]["runAsNonRoot"] is True

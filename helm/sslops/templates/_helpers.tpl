@@ -46,11 +46,15 @@ app.kubernetes.io/part-of: sslops
 {{- printf "%s/%s:%s" $image.registry $image.repository $tag }}{{ if $digest }}@{{ $digest }}{{ end }}
 {{- end }}
 
+{{- /* runAsUser null: the platform assigns the UID (OpenShift's restricted-v2 SCC refuses a
+     fixed one); int64, since a values number is a float and would print as 1.00068e+09. */}}
 {{- define "sslops.podSecurityContext" -}}
 runAsNonRoot: true
-runAsUser: {{ .Values.securityContext.runAsUser }}
-runAsGroup: {{ .Values.securityContext.runAsUser }}
-fsGroup: {{ .Values.securityContext.runAsUser }}
+{{- with .Values.securityContext.runAsUser }}
+runAsUser: {{ int64 . }}
+runAsGroup: {{ int64 . }}
+fsGroup: {{ int64 . }}
+{{- end }}
 seccompProfile:
   type: RuntimeDefault
 {{- end }}
@@ -59,7 +63,9 @@ seccompProfile:
 allowPrivilegeEscalation: false
 readOnlyRootFilesystem: true
 runAsNonRoot: true
-runAsUser: {{ .Values.securityContext.runAsUser }}
+{{- with .Values.securityContext.runAsUser }}
+runAsUser: {{ int64 . }}
+{{- end }}
 capabilities:
   drop:
     - ALL

@@ -115,7 +115,10 @@ class PlatformConfig(_Section):
     service_account: str | None = Field(
         default=None, description="Service account of the training pods; none = namespace default."
     )
-    run_as_user: int = Field(default=10001, ge=1, description="The image's non-root UID.")
+    run_as_user: int | None = Field(
+        default=10001, ge=1,
+        description="The image's non-root UID; null: the platform assigns one (OpenShift).",
+    )  # fmt: skip
     queue_name: str | None = Field(
         default=None, description="Kueue LocalQueue for training jobs (kueue.x-k8s.io/queue-name)."
     )

@@ -39,7 +39,7 @@ class Placement:
     accelerator_type: str
     workspace_pvc: str
     workspace_path: str
-    run_as_user: int
+    run_as_user: int | None
     timeout_seconds: int
     labels: dict[str, str] = field(default_factory=dict)
     service_account: str | None = None
@@ -78,13 +78,14 @@ class Placement:
         return {"requests": dict(amounts), "limits": dict(amounts)}
 
     def pod_security_context(self) -> dict[str, Any]:
-        return {
-            "runAsNonRoot": True,
+        """Non-root; the image's UID, or none where the platform assigns one (OpenShift's
+        restricted-v2 SCC refuses a UID outside the namespace's range)."""
+        identity = {} if self.run_as_user is None else {
             "runAsUser": self.run_as_user,
             "runAsGroup": self.run_as_user,
             "fsGroup": self.run_as_user,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        }
+        }  # fmt: skip
+        return {"runAsNonRoot": True, **identity, "seccompProfile": {"type": "RuntimeDefault"}}
 
     @staticmethod
     def container_security_context() -> dict[str, Any]:
