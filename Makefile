@@ -14,7 +14,7 @@ REGISTRY ?= $(or $(SSLOPS_IMAGE_REGISTRY),ghcr.io/sslops)
 # The checkov test fails instead of skipping when the scanner is missing.
 CHECKOV_ENV = SSLOPS_CHECKOV=$(CURDIR)/$(CHECKOV) SSLOPS_REQUIRE_CHECKOV=1
 
-.PHONY: help demo test test-slow test-all lint format compile dvc-repro clean test-ddp bench-pretrain bench-gpu checkov image
+.PHONY: help demo test test-slow test-all lint format compile dvc-repro clean test-ddp bench-pretrain bench-gpu checkov image lock
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -72,6 +72,9 @@ $(CHECKOV):
 
 checkov: $(STAMP) $(CHECKOV)  ## checkov scan of the rendered Helm/kustomize manifests and the Containerfile
 	$(CHECKOV_ENV) $(BIN)/python -m pytest -q -m checkov tests/test_k8s_checkov.py
+
+lock: $(STAMP)  ## resolve image.lock again: the image's packages besides torch, by version and sha256 (needs the index)
+	.venv/bin/python scripts/lock_image.py
 
 image:  ## print the commands that build the CPU and CUDA images (registry: SSLOPS_IMAGE_REGISTRY)
 	@echo "docker build -f Containerfile --build-arg VARIANT=cpu --build-arg VERSION=$(VERSION) -t $(REGISTRY)/sslops:$(VERSION) ."

@@ -3,10 +3,12 @@ final stage, CPU and CUDA variants from one file; `make image` prints both build
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -113,3 +115,50 @@ def test_the_build_context_holds_only_what_the_containerfile_copies() -> None:
         for source in args.split()[:-1]
     }
     assert sources and sources == kept, (sources, kept)
+
+
+def _lock_script():
+    spec = importlib.util.spec_from_file_location("lock_image", ROOT / "scripts" / "lock_image.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_image_installs_a_hash_pinned_lock_that_satisfies_pyproject() -> None:
+    """Every package besides torch at one version and sha256 (two builds of a tag are the
+    same), each within pyproject.toml's range; the build installs exactly that and checks it."""
+    from packaging.requirements import Requirement
+
+    script = _lock_script()
+    lock: dict[str, str] = {}
+    for line in (ROOT / "image.lock").read_text().splitlines():
+        if line and not line.startswith("#"):
+            match = re.fullmatch(r"([a-z0-9-]+)==(\S+) --hash=sha256:[0-9a-f]{64}", line)
+            assert match, f"image.lock: {line!r} is not 'name==version --hash=sha256:...'"
+            assert match[1] not in lock, f"image.lock lists {match[1]} twice"
+            lock[match[1]] = match[2]
+    assert not [name for name in lock if script.installed_with_torch(name)]  # torch's index
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    for dependency in map(Requirement, dependencies):
+        name = script.normalize(dependency.name)
+        if script.installed_with_torch(name):
+            continue
+        assert name in lock, f"{name} is a dependency but not in image.lock: run `make lock`"
+        assert dependency.specifier.contains(lock[name], prereleases=True), (
+            f"image.lock has {name} {lock[name]}, pyproject.toml asks {dependency.specifier}: "
+            "run `make lock`"
+        )
+    for source_only in script.SOURCE_ONLY:
+        assert source_only in lock
+    run = " ".join(args for instruction, args in _stages()["build"] if instruction == "RUN")
+    run = " ".join(run.split())
+    no_binary = f"--no-binary {','.join(script.SOURCE_ONLY)}"
+    assert f"--require-hashes --no-deps {no_binary} --requirement image.lock" in run
+    assert "--no-deps --no-binary sslops ." in run and "&& pip check" in run
+
+
+def test_the_lock_script_refuses_another_platform(monkeypatch) -> None:
+    script = _lock_script()
+    monkeypatch.setattr(script.platform, "machine", lambda: "arm64")
+    assert "run it in python:3.11-slim-bookworm" in (script.platform_problem() or "")
