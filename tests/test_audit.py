@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import shutil
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -63,6 +65,28 @@ def test_model_card_names_the_policy_and_where_its_gap_was_measured(signed: Path
     assert "(gap measured on validation (" in card and "unlabeled training rows held out" in card
 
 
+def test_the_card_s_markdown_tables_keep_group_crossings_in_one_cell(signed: Path) -> None:
+    """Intersection groups are named "Female | White": unescaped, the name became two cells
+    and every number sat under the next column's header (rows under race, ...)."""
+    from markdown_it import MarkdownIt
+
+    tokens = (
+        MarkdownIt("commonmark")
+        .enable("table")
+        .parse((signed / "bundle" / "model_card.md").read_text())
+    )
+    rows: list[list[str]] = []
+    for previous, token in itertools.pairwise(tokens):
+        if token.type == "tr_open":
+            rows.append([])
+        elif token.type == "inline" and previous.type in ("th_open", "td_open"):
+            rows[-1].append(token.content)
+    crossings = [row for row in rows if row and " | " in row[0]]
+    assert crossings, "no sex x race table in the card"
+    for row in crossings:  # group | rows | accuracy | ...
+        assert row[1].replace(",", "").isdigit(), row
+
+
 def test_changing_any_byte_of_any_file_is_caught_and_named(signed: Path, tmp_path: Path) -> None:
     bundle = _copy(signed, tmp_path)
     files = sorted(p for p in bundle.rglob("*") if p.is_file())
@@ -108,6 +132,26 @@ def test_zip_members_are_checked_too(signed: Path, tmp_path: Path) -> None:
     assert verify_bundle(packed)["problems"] == [
         "model.onnx was modified (sha256 differs from manifest.json)"
     ]
+
+
+def test_a_zip_member_that_occurs_twice_or_escapes_its_folder_is_refused(
+    signed: Path, keys: dict[str, Path], tmp_path: Path
+) -> None:
+    """Python reads the last of two same-named members, many extractors the first: a
+    verified zip must not hold another model.onnx in front of the one that was verified."""
+    public = load_public_key(keys["public"])
+    for name, first in (("twice", "model.onnx"), ("escapes", "../model.onnx")):
+        packed = tmp_path / f"{name}.zip"
+        source, target = zipfile.ZipFile(signed / "bundle.zip"), zipfile.ZipFile(packed, "w")
+        with source as src, target as dst, warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "Duplicate name"
+            dst.writestr(first, b"another model")
+            for info in src.infolist():
+                dst.writestr(info, src.read(info))
+        problems = verify_bundle(packed, public)["problems"]
+        expected = ("model.onnx occurs 2 times in the zip" if name == "twice"
+                    else "member '../model.onnx' would be extracted outside")  # fmt: skip
+        assert len(problems) == 1 and expected in problems[0], problems
 
 
 def test_another_key_or_an_unsigned_bundle_fails_with_a_public_key(

@@ -263,6 +263,9 @@ class BundleFiles:
             except (zipfile.BadZipFile, EOFError, OSError) as exc:
                 reason = f"not a readable zip archive: {_reason(exc)}"
                 raise DamagedFile(str(path), reason) from None
+            problem = _ambiguous_member(self._zip)
+            if problem:
+                raise DamagedFile(str(path), problem)
 
     def names(self) -> set[str]:
         if self._zip is not None:
@@ -288,6 +291,22 @@ class BundleFiles:
         except _ZIP_READ_ERRORS as exc:
             raise DamagedFile(name, _reason(exc)) from None
         return digest.hexdigest()
+
+
+def _ambiguous_member(archive: zipfile.ZipFile) -> str | None:
+    """A member name that does not say which file it is: one that occurs twice (Python reads
+    the last, many extractors the first, so what was verified need not be what is deployed),
+    or one an extractor would place outside its folder."""
+    seen: set[str] = set()
+    for name in (info.filename for info in archive.infolist()):
+        if name in seen:
+            count = sum(info.filename == name for info in archive.infolist())
+            return f"{name} occurs {count} times in the zip (an extractor may take either copy)"
+        seen.add(name)
+        parts = name.split("/")
+        if name.startswith("/") or "\\" in name or ".." in parts or ":" in parts[0]:
+            return f"member {name!r} would be extracted outside the bundle's folder"
+    return None
 
 
 def _reason(exc: BaseException) -> str:
