@@ -87,6 +87,32 @@ def test_the_card_s_markdown_tables_keep_group_crossings_in_one_cell(signed: Pat
         assert row[1].replace(",", "").isdigit(), row
 
 
+def test_the_audit_folder_is_checked_whole_even_without_its_meta_json(
+    signed: Path, stage_artifacts: dict[str, Path], tmp_path: Path
+) -> None:
+    """Deleting meta.json must not narrow the check to bundle/: bundle.zip (what is sent
+    out) must be the same bundle, and a missing zip or meta.json is named."""
+    from sslops.artifacts import sha256_file
+
+    folder = tmp_path / "audit"
+    shutil.copytree(signed, folder)
+    other = stage_artifacts["audit"] / "bundle.zip"  # a bundle intact by itself, another run's
+    shutil.copy2(other, folder / "bundle.zip")
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["files"]["bundle.zip"] = sha256_file(other)  # meta.json is not signed
+    (folder / "meta.json").write_text(json.dumps(meta))
+    assert verify_path(folder)["problems"] == [
+        "bundle.zip holds another bundle than bundle/ (manifest.json differs)"
+    ]
+    (folder / "meta.json").unlink()
+    problems = verify_path(folder)["problems"]
+    assert problems[0] == "bundle.zip holds another bundle than bundle/ (manifest.json differs)"
+    assert any("meta.json is missing" in p for p in problems), problems
+    (folder / "bundle.zip").unlink()
+    problems = verify_path(folder)["problems"]
+    assert "bundle.zip is missing (the audit stage writes it)" in problems, problems
+
+
 def test_changing_any_byte_of_any_file_is_caught_and_named(signed: Path, tmp_path: Path) -> None:
     bundle = _copy(signed, tmp_path)
     files = sorted(p for p in bundle.rglob("*") if p.is_file())

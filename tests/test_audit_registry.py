@@ -549,3 +549,29 @@ def test_predict_scores_only_with_an_approved_model(
     other.write_bytes(model.read_bytes() + b"\0")  # not what was filed
     assert main(["predict", "--model", str(other), *command[3:]]) == 2
     assert "no bundle filed there holds it" in capsys.readouterr().err
+
+
+def test_a_later_approval_by_an_untrusted_key_does_not_hide_a_trusted_one(
+    bundles: dict[str, Path], approver: Path, keys: dict[str, Path], tmp_path: Path
+) -> None:
+    """Two bundles of one model: approved by a trusted key, then the other by anyone who can
+    write the registry. Scoring with --approver-key keeps using the trusted approval."""
+    from sslops.artifacts import sha256_file
+    from sslops.audit.bundle import load_private_key, load_public_key
+    from sslops.audit.registry import approval_of, decide
+
+    registry = tmp_path / "registry"
+    first = file_bundle(bundles["unsigned"], registry, model="income")
+    second = file_bundle(bundles["signed"], registry, model="income")
+    trusted_key = load_private_key(approver, "", True, "--key-file", "")
+    other_key = load_private_key(keys["private"].with_name("other.pem"), "", True, "--key-file", "")
+    decide(registry, first["manifest_sha256"], "approved", trusted_key, by="J. Doe")
+    decide(registry, second["manifest_sha256"], "approved", other_key, by="J. Doe (forged)")
+    onnx = sha256_file(bundles["unsigned"] / "bundle" / "model.onnx")
+    trusted = [load_public_key(approver.with_name("approver.pub.pem"))]
+    found = approval_of(registry, onnx, trusted)
+    assert found["bundle_manifest_sha256"] == first["manifest_sha256"]
+    assert found["approved_by"] == "J. Doe" and found["key_trusted"]
+    assert approval_of(registry, onnx)["bundle_manifest_sha256"] == second["manifest_sha256"]
+    with pytest.raises(ArtifactError, match=r"J\. Doe \(forged\) with key .* not one of the"):
+        approval_of(registry, onnx, [load_public_key(keys["public"])])  # neither: the latest

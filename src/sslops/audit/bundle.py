@@ -434,21 +434,31 @@ def read_bundle_json(path: Path, name: str) -> Any:
 def verify_path(path: Path, public_key: Ed25519PublicKey | None = None) -> dict[str, Any]:
     """``sslops audit verify``: a bundle folder or .zip, or the audit artifact folder.
 
-    For the artifact folder the bundle inside, ``bundle.zip`` and ``meta.json`` are all
-    checked; problems in the zip are prefixed with its name.
+    The artifact folder is a folder with ``bundle/`` in it. Then the bundle inside,
+    ``bundle.zip`` (which must hold the same bundle: the same ``manifest.json``), the card
+    copies and ``meta.json`` are all checked, and any of them missing is a problem, so that
+    removing ``meta.json`` cannot narrow the check to ``bundle/``; problems in the zip are
+    prefixed with its name.
     """
     from sslops.artifacts import META, read_meta
 
     path = Path(path)
-    if not (path.is_dir() and (path / BUNDLE_DIR).is_dir() and (path / META).is_file()):
+    if not (path.is_dir() and (path / BUNDLE_DIR).is_dir()):
         return verify_bundle(path, public_key)
     result = verify_bundle(path / BUNDLE_DIR, public_key, known=True)
-    if (path / ZIP_NAME).is_file():
-        packed = verify_bundle(path / ZIP_NAME, public_key, known=True)
+    packed_path = path / ZIP_NAME
+    if packed_path.is_file():
+        packed = verify_bundle(packed_path, public_key, known=True)
         if packed.get("unreadable"):  # already named: "bundle.zip is damaged (...)"
             result["problems"] += packed["problems"]
         else:
             result["problems"] += [f"{ZIP_NAME}: {p}" for p in packed["problems"]]
+            if _manifest_bytes(packed_path) != _manifest_bytes(path / BUNDLE_DIR):
+                result["problems"].append(
+                    f"{ZIP_NAME} holds another bundle than {BUNDLE_DIR}/ (manifest.json differs)"
+                )
+    else:
+        result["problems"].append(f"{ZIP_NAME} is missing (the audit stage writes it)")
     try:
         read_meta(path, "audit")
     except ArtifactError as exc:
@@ -458,3 +468,10 @@ def verify_path(path: Path, public_key: Ed25519PublicKey | None = None) -> dict[
         if not original.is_file() or sha256_file(copy) != sha256_file(original):
             result["problems"].append(f"{copy.name} differs from {BUNDLE_DIR}/{copy.name}")
     return result
+
+
+def _manifest_bytes(bundle: Path) -> bytes | None:
+    try:
+        return BundleFiles(bundle).read(MANIFEST)
+    except (DamagedFile, KeyError, OSError):
+        return None

@@ -638,9 +638,27 @@ def approval_of(
             )
         raise ArtifactError(f"the model (sha256 {model_sha256[:12]}) is not approved in the audit "
                             f"registry {registry}: {why}")  # fmt: skip
-    last = approved[-1]
-    sha, model = last["manifest_sha256"], last["model"]
-    _check_filed(registry / last["bundle"], sha)
+    # The latest approval made with a trusted key: one made with another key is passed over
+    # (it would otherwise let anyone who can write the registry stop scoring).
+    untrusted = None
+    for row in reversed(approved):
+        try:
+            return _verified_approval(registry, row, approvers)
+        except _UntrustedApproval as exc:
+            untrusted = untrusted or exc
+    assert untrusted is not None
+    raise ArtifactError(str(untrusted))
+
+
+class _UntrustedApproval(ArtifactError):
+    """An approval that verifies, made with a key not among the approver keys given."""
+
+
+def _verified_approval(
+    registry: Path, row: dict[str, Any], approvers: list[Ed25519PublicKey] | None
+) -> dict[str, Any]:
+    sha, model = row["manifest_sha256"], row["model"]
+    _check_filed(registry / row["bundle"], sha)
     entries = _load_index(registry / MODELS / model / INDEX, model)["entries"]
     number, decision = max(
         ((n, e) for n, e in enumerate(entries, 1)
@@ -654,7 +672,7 @@ def approval_of(
         raise ArtifactError(f"the approval of bundle {sha[:12]} does not verify: {problems[0]}")
     trusted = {fingerprint(k) for k in approvers or []}
     if approvers and decision["key_fingerprint"] not in trusted:
-        raise ArtifactError(
+        raise _UntrustedApproval(
             f"bundle {sha[:12]} was approved by {decision['by']} with key "
             f"{decision['key_fingerprint']}, which is not one of the approver keys given"
         )
