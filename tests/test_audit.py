@@ -263,6 +263,48 @@ def test_failing_gate_names_gate_and_values_and_writes_nothing(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_the_sensitive_reliance_gate_reads_the_counterfactual_test(
+    stage_artifacts: dict[str, Path], small_config: Config, tmp_path: Path
+) -> None:
+    """max_sensitive_reliance: the largest share of the deployed model's test decisions that
+    change when only a sensitive attribute is set to another value (shortcuts.json)."""
+    upstream = {s: stage_artifacts[s] for s in _UPSTREAM}
+    shortcuts = json.loads((upstream["evaluate"] / "shortcuts.json").read_text())
+    shares = [c["changed_share"] for c in shortcuts["counterfactual"].values()]
+    worst = max(shares)
+    assert shortcuts["model"] == small_config.export.model and worst > 0
+    with pytest.raises(
+        GateError,
+        match=r"max_sensitive_reliance: share of decisions changed "
+        rf"by setting only a sensitive attribute to another value = {worst:.4g} >",
+    ):
+        audit(_with(small_config, gates={"max_sensitive_reliance": worst / 2}), upstream,
+              tmp_path / "strict")  # fmt: skip
+    bundle = audit(_with(small_config, gates={"max_sensitive_reliance": 1.0}), upstream,
+                   tmp_path / "audit") / "bundle"  # fmt: skip
+    [row] = [r for r in json.loads((bundle / "gates.json").read_text())["results"]
+             if r["gate"] == "max_sensitive_reliance"]  # fmt: skip
+    assert row["status"] == "passed" and row["value"] == worst
+
+
+def test_the_card_says_the_sensitive_attributes_are_inputs_and_shows_every_gap(
+    signed: Path, small_config: Config
+) -> None:
+    card = " ".join((signed / "bundle" / "model_card.md").read_text().split())
+    shortcuts = json.loads((signed / "bundle" / "evidence" / "evaluate" / "shortcuts.json")
+                           .read_text())  # fmt: skip
+    metrics = json.loads((signed / "bundle" / "evidence" / "evaluate" / "metrics.json").read_text())
+    assert small_config.prepare.sensitive_as_features
+    assert "The deployed model takes the sensitive attributes (sex, race) as inputs" in card
+    for column, result in shortcuts["counterfactual"].items():  # the counterfactual test
+        assert f"| {column} | " in card and f"{result['changed_share']:.1%}" in card
+    deployed = metrics["models"][small_config.export.model]
+    for column, gaps in deployed["gaps"].items():  # every column and the crossing
+        assert f"| {column} | {gaps['dp_difference']:.4f}" in card, column
+    assert "Policy: demographic_parity difference <= 0.02 on 'sex'" in card
+    assert "The deployed model uses sex, race as inputs" in card  # under Limitations
+
+
 def test_override_with_justification_is_recorded(
     stage_artifacts: dict[str, Path], small_config: Config, tmp_path: Path
 ) -> None:

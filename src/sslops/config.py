@@ -523,6 +523,10 @@ class EvaluateConfig(_Section):
     reliance_threshold: float = Field(
         default=0.05, gt=0, lt=1, description="Flag a column when permuting it flips this share."
     )
+    permutation_repeats: int = Field(
+        default=10, ge=1, le=1000,
+        description="Shuffles of each column in the reliance test; the mean decides the flag.",
+    )  # fmt: skip
     label_efficiency: LabelEfficiencyConfig | None = Field(
         default_factory=LabelEfficiencyConfig, description="null to skip the curve."
     )
@@ -549,6 +553,11 @@ class GatesConfig(_Section):
     max_int8_accuracy_drop: float | None = Field(
         default=0.5, ge=0, description="Accuracy points the int8 model may lose against fp32."
     )
+    max_sensitive_reliance: float | None = Field(
+        default=None, ge=0, le=1,
+        description="Share of test decisions that change when only a sensitive attribute is "
+        "set to another value (counterfactual test; the largest over data.sensitive).",
+    )  # fmt: skip
 
 
 class GateOverride(_Section):

@@ -41,6 +41,12 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _names(value: Any) -> str:
+    """'sex' or ['sex', 'race'] as the card's text: 'sex', 'race'."""
+    items = value if isinstance(value, list) else [value]
+    return ", ".join(f"'{item}'" for item in items)
+
+
 def _load(bundle: Path, name: str) -> dict[str, Any]:
     path = bundle / name
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
@@ -101,6 +107,125 @@ def _metrics_sections(doc: Document, cfg: Config, metrics: dict[str, Any], deplo
             [[g, _fmt(int(r.get("count", 0))), _fmt(r.get("accuracy")), _fmt(r.get("roc_auc")),
               _fmt(r.get("selection_rate"))] for g, r in groups.items()],
         )  # fmt: skip
+
+
+_GAP_KEYS = {
+    "demographic_parity": ("dp_difference", "demographic_parity_difference"),
+    "equalized_odds": ("eo_difference", "equalized_odds_difference"),
+    "equal_opportunity": ("eopp_difference", "equal_opportunity_difference"),
+}
+SMALL_GROUP_ROWS = 50
+
+
+def _pct(value: Any) -> str:
+    return f"{value:.1%}" if isinstance(value, float) and value == value else _fmt(value)
+
+
+def _interval(intervals: dict[str, Any], key: str) -> str:
+    bounds = intervals.get(key)
+    return f" [{_fmt(bounds[0])}, {_fmt(bounds[1])}]" if bounds else ""
+
+
+def _fairness_section(
+    doc: Document, cfg: Config, metrics: dict[str, Any], finetune: dict[str, Any],
+    shortcuts: dict[str, Any], deployed: str,
+) -> list[str]:  # fmt: skip
+    """Sensitive attributes, the policy against its test interval, every column's gaps and
+    the shortcut tests of the deployed model; returns what belongs under Limitations."""
+    limits: list[str] = []
+    model = metrics.get("models", {}).get(deployed, {})
+    columns = ", ".join(cfg.data.sensitive)
+    doc.heading(f"Fairness and sensitive attributes of '{deployed}'")
+    if cfg.modality == "tabular" and cfg.data.sensitive:
+        if cfg.prepare.sensitive_as_features:
+            text = (
+                f"The deployed model takes the sensitive attributes ({columns}) as inputs "
+                "(prepare.sensitive_as_features: true): it needs them at prediction time, as "
+                "the post-processing (ThresholdOptimizer) rows do, and its decisions can differ "
+                "between groups for the same other values (see the counterfactual test below). "
+                "prepare.sensitive_as_features: false trains every model without them."
+            )
+            limits.append(f"The deployed model uses {columns} as inputs (disparate treatment "
+                          "where the law forbids it).")  # fmt: skip
+        else:
+            text = (f"The sensitive attributes ({columns}) are not model inputs: they are used "
+                    "only to train under the fairness policy and to evaluate.")  # fmt: skip
+        doc.paragraph(text)
+    fairness = finetune.get("fairness", {})
+    constraint = fairness.get("constraint")
+    if constraint in _GAP_KEYS and fairness.get("max_gap") is not None:
+        metric_key, candidate_key = _GAP_KEYS[constraint]
+        limit = float(fairness["max_gap"])
+        chosen: dict[str, Any] = next((c for c in fairness.get("candidates", [])
+                                       if c.get("name") == fairness.get("selected")), {})  # fmt: skip
+        column = metrics.get("sensitive", "")
+        test_gap = model.get(metric_key)
+        intervals = model.get("intervals", {})
+        bounds = intervals.get(metric_key)
+        measured_on = fairness.get("gap_rows", {}).get(constraint, "validation")
+        text = (
+            f"Policy: {constraint} difference <= {limit:g} on '{column}'. The deployed "
+            f"candidate ({fairness.get('selected')}) measured {_fmt(chosen.get(candidate_key))} "
+            f"on {measured_on}; on the test split {_fmt(test_gap)} (95% bootstrap interval"
+            f"{_interval(intervals, metric_key) or ': n/a'})."
+        )
+        if bounds and bounds[1] > limit:
+            text += (f" The interval reaches past {limit:g}: that the policy holds on new data "
+                     "is not established at 95% confidence.")  # fmt: skip
+            limits.append(f"The {constraint} policy ({limit:g}) is not established at 95% "
+                          f"confidence on new data (test interval up to {_fmt(bounds[1])}).")  # fmt: skip
+        doc.paragraph(text)
+        other = [k for k in ("dp_difference", "eo_difference") if k != metric_key]
+        for key in other:
+            if isinstance(model.get(key), float) and model[key] > 2 * limit:
+                limits.append(f"The policy constrains {constraint}; the other gap "
+                              f"({key.removesuffix('_difference').upper()}) on '{column}' is "
+                              f"{_fmt(model[key])} (when base rates differ both cannot be near "
+                              "zero).")  # fmt: skip
+    gaps = model.get("gaps", {})
+    if gaps:
+        first = metrics.get("sensitive")
+        intervals = model.get("intervals", {})
+        doc.table(
+            ["sensitive column", "DP difference", "EO difference", "equal-opportunity difference"],
+            [[column, *(_fmt(g.get(k)) + (_interval(intervals, k) if column == first else "")
+                        for k in ("dp_difference", "eo_difference", "eopp_difference"))]
+             for column, g in gaps.items()],
+        )  # fmt: skip
+        doc.paragraph("Test split; 95% bootstrap intervals in brackets (computed for "
+                      f"'{first}'). Per-group rates: the tables below.")  # fmt: skip
+    small = [(column, group, int(r.get("count", 0)))
+             for column, groups in model.get("by_group", {}).items() if isinstance(groups, dict)
+             for group, r in groups.items() if int(r.get("count", 0)) < SMALL_GROUP_ROWS]  # fmt: skip
+    if small:
+        limits.append(f"{len(small)} group(s) have fewer than {SMALL_GROUP_ROWS} test rows "
+                      f"(e.g. {small[0][1]} by {small[0][0]}: {small[0][2]}); their metrics are "
+                      "uncertain.")  # fmt: skip
+    permutation, counterfactual = shortcuts.get("permutation"), shortcuts.get("counterfactual")
+    if isinstance(permutation, dict) and isinstance(counterfactual, dict):
+        threshold = shortcuts.get("reliance_threshold")
+        rows = []
+        for column in dict.fromkeys([*permutation, *counterfactual]):
+            perm, flip = permutation.get(column, {}), counterfactual.get(column, {})
+            rows.append([column, _pct(perm.get("prediction_flip_rate")),
+                         _pct(flip.get("changed_share")), _fmt(perm.get("flagged"))])  # fmt: skip
+            if perm.get("flagged"):
+                limits.append(
+                    f"The model relies on '{column}': shuffling it changes "
+                    f"{_pct(perm.get('prediction_flip_rate'))} of decisions (flag above "
+                    f"{_pct(threshold)})"
+                    + (f"; setting only '{column}' to another value changes "
+                       f"{_pct(flip['changed_share'])}." if "changed_share" in flip else ".")
+                )  # fmt: skip
+        doc.paragraph(
+            "Shortcut tests on the test split: the share of decisions that change when the "
+            "column is shuffled across rows (permutation; flagged above "
+            f"{_pct(threshold)}), and when only a sensitive attribute is set to another value "
+            "with everything else kept (counterfactual)."
+        )
+        doc.table(["column", "permutation: decisions changed", "counterfactual: decisions "
+                   "changed", "flagged"], rows)  # fmt: skip
+    return limits
 
 
 def _export_section(doc: Document, exported: dict[str, Any]) -> None:
@@ -198,7 +323,8 @@ def build_card(cfg: Config, bundle: Path, context: dict[str, Any], evidence: lis
             if fairness:
                 items.append(
                     f"Fairness policy: constraint {fairness.get('constraint')} for "
-                    f"'{fairness.get('sensitive', '')}', max gap {fairness.get('max_gap')}; met: "
+                    f"{_names(fairness.get('sensitive', ''))}, max gap {fairness.get('max_gap')}; "
+                    "met on validation: "
                     f"{fairness.get('policy_met_on_validation')} (gap measured on "
                     f"{fairness.get('gap_rows', {}).get(fairness.get('constraint'), 'validation')}"
                     "). Deployed as "
@@ -214,8 +340,11 @@ def build_card(cfg: Config, bundle: Path, context: dict[str, Any], evidence: lis
             if fairness.get("postprocessing_skipped"):
                 items.append(fairness["postprocessing_skipped"] + ".")
         doc.bullets(items)
+    shortcuts = _load(bundle, "evidence/evaluate/shortcuts.json")
+    limits: list[str] = []
     if metrics:
         _metrics_sections(doc, cfg, metrics, deployed)
+        limits = _fairness_section(doc, cfg, metrics, finetune, shortcuts, deployed)
     sensitive = metrics.get("sensitive", "")
     order = ("evidence/evaluate/", "evidence/finetune/", "evidence/pretrain/", "evidence/")
     for name in sorted(
@@ -235,11 +364,14 @@ def build_card(cfg: Config, bundle: Path, context: dict[str, Any], evidence: lis
         if (
             name.endswith(".json")
             and name not in SPECIFIC | weights
+            and not (name == "evidence/evaluate/shortcuts.json" and cfg.modality == "tabular")
             and name.startswith(("evidence/evaluate/", "evidence/finetune/"))
         ):
             _generic_json(doc, name, _load(bundle, name))
-    if "sweep" in finetune.get("fairness", {}):
-        _generic_json(doc, "evidence/finetune/finetune.json (fairness sweep)", finetune["fairness"])
+    candidates = finetune.get("fairness", {}).get("candidates")
+    if candidates:  # the sweep the policy chose from
+        _generic_json(doc, "evidence/finetune/finetune.json (fairness candidates)",
+                      {"candidates": candidates})  # fmt: skip
     if card.get("splits"):
         doc.heading("Data")
         doc.table(
@@ -299,6 +431,7 @@ def build_card(cfg: Config, bundle: Path, context: dict[str, Any], evidence: lis
     )  # fmt: skip
     doc.heading("Limitations")
     doc.bullets([
+        *limits,
         "Metrics are measured on one test split; they do not cover populations absent from it.",
         "Fairness is assessed only for the configured sensitive columns and their listed groups.",
         "Proxies of a sensitive attribute can remain among the other features.",

@@ -22,11 +22,18 @@ GATES: dict[str, tuple[str, str]] = {
     "max_eo_difference": ("equalized-odds difference", "max"),
     "max_onnx_abs_diff": ("max abs. difference ONNX vs torch", "max"),
     "max_int8_accuracy_drop": ("int8 accuracy loss (points)", "max"),
+    "max_sensitive_reliance": (
+        "share of decisions changed by setting only a sensitive attribute to another value",
+        "max",
+    ),
 }
 
 
-def measured_values(metrics: dict[str, Any], exported: dict[str, Any]) -> dict[str, float | None]:
-    """What each gate looks at, for the model that was exported."""
+def measured_values(
+    metrics: dict[str, Any], exported: dict[str, Any], shortcuts: dict[str, Any] | None = None
+) -> dict[str, float | None]:
+    """What each gate looks at, for the model that was exported (``shortcuts``: the evaluate
+    stage's shortcuts.json; its counterfactual test, the largest share over the columns)."""
     deployed = metrics["models"][exported["model"]]  # present: audit's check_metrics
     parity = exported["parity"]
     worst = max([parity["max_abs_diff"], *parity.get("batch_max_abs_diff", {}).values()])
@@ -38,7 +45,19 @@ def measured_values(metrics: dict[str, Any], exported: dict[str, Any]) -> dict[s
         "max_eo_difference": deployed["eo_difference"],
         "max_onnx_abs_diff": worst,
         "max_int8_accuracy_drop": -quant["accuracy_change_points"] if quant else None,
+        "max_sensitive_reliance": _sensitive_reliance(
+            shortcuts if isinstance(shortcuts, dict) else {}, exported["model"]
+        ),
     }
+
+
+def _sensitive_reliance(shortcuts: dict[str, Any], model: str) -> float | None:
+    counterfactual = shortcuts.get("counterfactual")
+    if shortcuts.get("model") != model or not isinstance(counterfactual, dict):
+        return None
+    shares = [c["changed_share"] for c in counterfactual.values()
+              if isinstance(c, dict) and isinstance(c.get("changed_share"), float)]  # fmt: skip
+    return max(shares) if shares else None
 
 
 def evaluate_gates(

@@ -196,9 +196,12 @@ def audit(
     exported = _read_json(artifacts["export"] / "export.json")
     check_export(cfg, artifacts["export"], exported)
     check_metrics(artifacts["evaluate"], metrics, cfg.export.model)
+    shortcuts_file = artifacts["evaluate"] / "shortcuts.json"
+    shortcuts = _read_json(shortcuts_file) if shortcuts_file.is_file() else None
     gates = evaluate_gates(  # raises on a failing gate
-        cfg, measured_values(metrics, exported), _gate_context(artifacts["finetune"], metrics)
-    )
+        cfg, measured_values(metrics, exported, shortcuts),
+        _gate_context(artifacts["finetune"], metrics),
+    )  # fmt: skip
     key = load_signing_key(cfg.audit.signing)
     registry = _registry(cfg, Path(out_dir))
     config = cfg.model_dump(mode="json")

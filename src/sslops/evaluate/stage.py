@@ -110,7 +110,7 @@ def evaluate(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_dir: Path
     checked = [c for c in checked if c not in missing]
     reliance = permutation_reliance(
         score, test.frame, data.encoding, test.target, checked, ec.threshold,
-        ec.reliance_threshold, cfg.seed,
+        ec.reliance_threshold, cfg.seed, ec.permutation_repeats,
     )  # fmt: skip
     shortcuts: dict[str, Any] = {
         "model": cfg.export.model,
