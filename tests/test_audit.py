@@ -59,6 +59,16 @@ def test_fresh_bundle_verifies_with_its_public_key(signed: Path, keys: dict[str,
     assert verify_bundle(signed / "bundle.zip")["problems"] == []
 
 
+def test_the_bundle_does_not_record_where_the_signing_key_lies(
+    signed: Path, keys: dict[str, Path]
+) -> None:
+    path = str(keys["private"]).encode()
+    for file in (p for p in (signed / "bundle").rglob("*") if p.is_file()):
+        assert path not in file.read_bytes(), file
+    config = json.loads((signed / "bundle" / "config.json").read_text())
+    assert config["audit"]["signing"]["key_file"] == "(set; its path is not recorded)"
+
+
 def test_model_card_names_the_policy_and_where_its_gap_was_measured(signed: Path) -> None:
     card = " ".join((signed / "bundle" / "model_card.md").read_text().split())
     assert "Fairness policy: constraint demographic_parity" in card

@@ -90,6 +90,23 @@ def test_metadata_names_version_data_hash_policy_and_threshold(
     assert [c["name"] for c in json.loads(props["inputs"])] == [i.name for i in proto.graph.input]
 
 
+def test_the_shipped_models_carry_no_exporter_stack_traces_or_paths(
+    stage_artifacts: dict[str, Path],
+) -> None:
+    """The torch exporter records each node's source stack trace (absolute paths of the
+    machine that exported); the filed and shipped models drop them."""
+    from sslops import __file__ as package_file
+
+    for name in ("model.onnx", "model.int8.onnx"):
+        path = stage_artifacts["export"] / name
+        model = onnx.load(str(path))
+        keys = {p.key for n in model.graph.node for p in n.metadata_props}
+        assert not [k for k in keys if k.startswith("pkg.torch.onnx.")], (name, keys)
+        data = path.read_bytes()
+        assert b"stack_trace" not in data and b'File "' not in data, name
+        assert str(Path(package_file).parents[1]).encode() not in data, name
+
+
 def test_parity_is_recorded_for_the_whole_split_and_each_batch_size(
     stage_artifacts: dict[str, Path],
 ) -> None:

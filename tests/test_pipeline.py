@@ -208,7 +208,9 @@ def test_sslops_run_on_another_csv_through_kfp_local(
         recorded = json.loads((out / stage / "meta.json").read_text())["inputs"]
         for folder in inputs:
             assert str(out / folder) in [r["path"] for r in recorded.values()], (stage, recorded)
-    assert json.loads((bundle / "run.json").read_text())["kfp_artifact_uri"] == str(out / "audit")
+    run = json.loads((bundle / "run.json").read_text())
+    assert run["kfp_artifact_uri"] == str(out / "audit")
+    assert run["image"] is None and "no container" in run["executed_by"]  # ran as processes here
     for path in out.rglob("*"):
         if path.is_file() and path.name != "run.log" and path.suffix in {".json", ".md", ".html"}:
             assert b".partial-" not in path.read_bytes(), path

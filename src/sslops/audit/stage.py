@@ -139,6 +139,19 @@ def _run_record(run_context: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
+KEY_PATH_REDACTED = "(set; its path is not recorded)"
+
+
+def _without_key_path(config: dict[str, Any]) -> dict[str, Any]:
+    """The config as the bundle keeps it: where the signing key file lies is not shipped
+    with every bundle (the key's fingerprint, in signature.json, says which key signed)."""
+    signing = config.get("audit", {}).get("signing", {})
+    if not signing.get("key_file"):
+        return config
+    audit = {**config["audit"], "signing": {**signing, "key_file": KEY_PATH_REDACTED}}
+    return {**config, "audit": audit}
+
+
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -211,10 +224,10 @@ def audit(
         evidence = _copy_evidence(artifacts, bundle)
         for model in sorted(artifacts["export"].glob("*.onnx")):
             shutil.copy2(model, bundle / model.name)
-        write_json(bundle / "config.json", config)
+        write_json(bundle / "config.json", _without_key_path(config))
         for stage, meta_path in ((s, artifacts[s]) for s in _STAGES):
-            stage_config = read_meta(meta_path, verify=False)["config"]
-            if stage_config != config:
+            stage_config = _without_key_path(read_meta(meta_path, verify=False)["config"])
+            if stage_config != _without_key_path(config):
                 (bundle / "configs").mkdir(exist_ok=True)
                 write_json(bundle / "configs" / f"{stage}.json", stage_config)
         write_json(bundle / "lineage.json", lineage)

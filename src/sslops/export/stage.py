@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -80,8 +81,29 @@ def onnx_parity(
     }
 
 
+_EXPORTER_DEBUG = ("pkg.torch.onnx.", "namespace")
+
+
+def strip_exporter_debug(nodes: Iterable[onnx.NodeProto]) -> None:
+    """Drop what the torch exporter records per node for debugging (its source stack traces
+    and FX names, with absolute paths of the machine that exported): a model that is filed
+    and shipped carries no paths of a workstation. Subgraphs too."""
+    for node in nodes:
+        kept = [p for p in node.metadata_props if not p.key.startswith(_EXPORTER_DEBUG)]
+        del node.metadata_props[:]
+        node.metadata_props.extend(kept)
+        node.doc_string = ""
+        for attribute in node.attribute:
+            for graph in [*([attribute.g] if attribute.HasField("g") else []), *attribute.graphs]:
+                strip_exporter_debug(graph.node)
+
+
 def save_checked(proto: onnx.ModelProto, path: Path, metadata: dict[str, str]) -> None:
-    """Add ``metadata`` to ``metadata_props``, run the full ONNX checker, save to ``path``."""
+    """Drop the exporter's debug records, add ``metadata`` to ``metadata_props``, run the full
+    ONNX checker, save to ``path``."""
+    strip_exporter_debug(proto.graph.node)
+    for function in proto.functions:
+        strip_exporter_debug(function.node)
     for key, value in metadata.items():
         proto.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(proto, full_check=True)

@@ -158,15 +158,18 @@ def kfp_run_context(artifact: Any) -> dict[str, Any]:
     ``.../<pipeline name>-<timestamp>/audit/bundle``): the run id is the path part
     before the task's name.
     """
-    from sslops.artifacts import final_location
+    from sslops.artifacts import LOCATIONS_ENV, final_location
     from sslops.pipeline.image import base_image
 
     uri = str(getattr(artifact, "uri", "") or getattr(artifact, "path", ""))
     parts = uri.rstrip("/").split("/")
     last = len(parts) - 1 - parts[::-1].index("audit") if "audit" in parts else 0
     run_id = parts[last - 1] if last > 0 else None
-    location = final_location(uri)  # sslops run: the folder the bundle ends up in
-    return {"kfp_run_id": run_id, "kfp_artifact_uri": location, "image": base_image()}
+    if os.environ.get(LOCATIONS_ENV):  # sslops run: kfp.local runs the tasks as processes here
+        return {"executed_by": "sslops run (kfp.local, processes on this machine, no container)",
+                "kfp_run_id": run_id, "kfp_artifact_uri": final_location(uri),
+                "image": os.environ.get("SSLOPS_IMAGE")}  # fmt: skip
+    return {"kfp_run_id": run_id, "kfp_artifact_uri": uri, "image": base_image()}
 
 
 def check_on_volume(cfg: Config) -> None:
