@@ -17,7 +17,7 @@ from sslops.audit import audit, generate_keypair, load_public_key, verify_bundle
 from sslops.audit.bundle import verify_path
 from sslops.cli import main
 from sslops.config import Config, validate_config
-from sslops.errors import ConfigError, DataError, GateError
+from sslops.errors import ArtifactError, ConfigError, DataError, GateError
 from tests.conftest import ROOT
 
 _UPSTREAM = ("prepare", "pretrain", "finetune", "evaluate", "export")
@@ -347,6 +347,18 @@ def test_change_log_against_a_previous_bundle(
     rows = {(r["model"], r["metric"]): r for r in log["metrics"]}
     assert rows[("mitigated", "accuracy")]["change"] == 0.0
     assert "Changes since the previous bundle" in (bundle / "model_card.md").read_text()
+    tampered = tmp_path / "tampered"  # a previous bundle whose figures were edited is refused
+    shutil.copytree(stage_artifacts["audit"] / "bundle", tampered)
+    metrics = tampered / "evidence" / "evaluate" / "metrics.json"
+    metrics.write_text(metrics.read_text().replace('"accuracy": 0.', '"accuracy": 0.9', 1))
+    cfg = _with(small_config, previous_bundle=str(tampered))
+    with pytest.raises(
+        ArtifactError,
+        match=r"previous_bundle .* failed verification \(evidence/"
+        r"evaluate/metrics.json was modified",
+    ):
+        audit(cfg, upstream, tmp_path / "again")
+    assert not (tmp_path / "again").exists()
 
 
 def test_bundle_contents_and_compliance_map(stage_artifacts: dict[str, Path]) -> None:

@@ -91,7 +91,23 @@ def test_untouched_bundle_reproduces_and_the_attestation_verifies(
 
     verify = ["audit", "verify-attestation", str(out), "--public-key"]
     assert main([*verify, str(keys["verifier.pub"])]) == 0
-    assert "result: passed" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    sha = record["bundle"]["manifest_sha256"]
+    assert f"attestation of bundle {sha[:12]} by Independent Assurance Ltd" in shown
+    assert "result: passed" in shown and "integrity only" not in shown
+    # --bundle: the attestation must be of that bundle (not shown beside another one)
+    assert main([*verify, str(keys["verifier.pub"]), "--bundle", str(signed)]) == 0
+    capsys.readouterr()
+    other = stage_artifacts["audit"]
+    assert main([*verify, str(keys["verifier.pub"]), "--bundle", str(other)]) == 1
+    assert f"it attests bundle {sha[:12]}, not {other}" in capsys.readouterr().err
+    assert main(["audit", "verify-attestation", str(out)]) == 0
+    assert "(integrity only: pass the verifier's --public-key" in capsys.readouterr().out
+    # an attestation is a record: a second reproduce into its folder is refused
+    before = (out / ATTESTATION).read_bytes()
+    assert _reproduce(signed, stage_artifacts["prepare"], keys["issuer.pub"], out, keys) == 2
+    assert "already holds an attestation" in capsys.readouterr().err
+    assert (out / ATTESTATION).read_bytes() == before
     assert main([*verify, str(keys["issuer.pub"])]) == 1
     assert "does not verify" in capsys.readouterr().err
     (out / ATTESTATION).write_text((out / ATTESTATION).read_text().replace("passed", "failed", 1))

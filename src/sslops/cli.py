@@ -442,24 +442,40 @@ def _reproduce_tools(tools: Any) -> None:
         "--public-key", type=Path, metavar="FILE",
         help="the verifier's PEM public key (default: the embedded key, integrity only)",
     )  # fmt: skip
+    attested.add_argument(
+        "--bundle",
+        type=Path,
+        metavar="PATH",
+        help="the bundle (folder, .zip or audit folder) the attestation must be of",
+    )
 
 
 def _cmd_attestation(args: argparse.Namespace) -> int:
     from sslops.audit import load_public_key
     from sslops.audit.attestation import verify_attestation
+    from sslops.audit.bundle import bundle_manifest_sha256
     from sslops.audit.reproduce import run as run_reproduce
 
     if args.audit_command == "reproduce":
         return run_reproduce(args)
     key = load_public_key(args.public_key) if args.public_key else None
     result = verify_attestation(args.attestation, key)
+    attested = result.get("bundle_manifest_sha256")
+    if args.bundle is not None and not result["problems"]:
+        given = bundle_manifest_sha256(args.bundle)
+        if given != attested:
+            result["problems"].append(
+                f"it attests bundle {str(attested)[:12]}, not {args.bundle} ({given[:12]})"
+            )
     for problem in result["problems"]:
         print(f"error: {args.attestation}: {problem}", file=sys.stderr)
     if result["problems"]:
         return 1
     print(
-        f"verified: {result['path']}: attestation by {result['verifier']} (key "
-        f"{result['key_fingerprint']}), result: {result['result']}"
+        f"verified: {result['path']}: attestation of bundle {str(attested)[:12]} by "
+        f"{result['verifier']} (key {result['key_fingerprint']}) on {result['created']}, "
+        f"result: {result['result']}"
+        + ("" if key else " (integrity only: pass the verifier's --public-key to know who signed)")
     )
     return 0
 

@@ -157,4 +157,6 @@ def verify_attestation(path: Path, public_key: Ed25519PublicKey | None) -> dict[
         attested = json.loads((path / ATTESTATION).read_bytes())
         result["result"] = attested.get("result")
         result["verifier"] = attested.get("verifier", {}).get("name")
+        result["bundle_manifest_sha256"] = attested.get("bundle", {}).get("manifest_sha256")
+        result["created"] = attested.get("created")
     return result

@@ -470,6 +470,17 @@ def verify_path(path: Path, public_key: Ed25519PublicKey | None = None) -> dict[
     return result
 
 
+def bundle_manifest_sha256(path: Path) -> str:
+    """The sha256 of the manifest of a bundle folder, .zip or audit folder (its identity, as
+    the registry and attestations name it)."""
+    root = bundle_root(Path(path))
+    data = _manifest_bytes(root)
+    if data is None:
+        raise ArtifactError(f"{path} holds no readable {MANIFEST}: expected a bundle folder, "
+                            f"{ZIP_NAME} or the audit artifact folder")  # fmt: skip
+    return hashlib.sha256(data).hexdigest()
+
+
 def _manifest_bytes(bundle: Path) -> bytes | None:
     try:
         return BundleFiles(bundle).read(MANIFEST)

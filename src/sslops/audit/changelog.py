@@ -1,7 +1,8 @@
 """The change log of a bundle against an earlier one (``audit.previous_bundle``).
 
-The earlier bundle is verified first and its verification result is recorded: a
-change log against a tampered bundle would be worthless without saying so.
+The earlier bundle is verified first: a change log against a bundle that fails verification
+is refused (its figures would be presented as the previous ones), and the result of an
+intact one (signed or not) is recorded.
 """
 
 from __future__ import annotations
@@ -46,6 +47,15 @@ def build_changelog(previous: Path, bundle: Path) -> dict[str, Any]:
     if not previous.exists():
         raise ArtifactError(f"audit.previous_bundle: not found: {previous}")
     check = verify_bundle(previous)
+    if check["problems"]:  # its figures would be shown as "previous" with nothing behind them
+        problems = "; ".join(check["problems"][:3]) + (
+            "; ..." if len(check["problems"]) > 3 else ""
+        )
+        raise ArtifactError(
+            f"audit.previous_bundle {previous} failed verification ({problems}): a change log "
+            "against it would present figures nobody can vouch for; give an intact bundle or "
+            "unset audit.previous_bundle"
+        )
     root = bundle_root(previous)
     manifest_sha = hashlib.sha256(BundleFiles(root).read(MANIFEST)).hexdigest()
     before, now = _find(previous, "metrics"), _find(bundle, "metrics")

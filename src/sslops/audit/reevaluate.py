@@ -270,6 +270,11 @@ def reproduce(
         raise ArtifactError(f"bundle not found: {root}")
     inputs = (Path(bundle), Path(data))
     check_replaceable(Path(out_dir), "attestation", ATTESTATION, inputs=inputs)  # before any work
+    if (Path(out_dir) / ATTESTATION).is_file():  # a signed record: never replaced
+        raise ArtifactError(
+            f"{out_dir} already holds an attestation; an attestation is a record and is not "
+            "replaced: give another --out (or move that one away yourself)"
+        )
     files = BundleFiles(root)
     metrics, exported = _json(files, METRICS), _json(files, EXPORT)
     lineage, gates = _json(files, "lineage.json"), _json(files, "gates.json")
