@@ -552,7 +552,11 @@ def test_predict_scores_only_with_an_approved_model(
 
 
 def test_a_later_approval_by_an_untrusted_key_does_not_hide_a_trusted_one(
-    bundles: dict[str, Path], approver: Path, keys: dict[str, Path], tmp_path: Path
+    bundles: dict[str, Path],
+    approver: Path,
+    keys: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Two bundles of one model: approved by a trusted key, then the other by anyone who can
     write the registry. Scoring with --approver-key keeps using the trusted approval."""
@@ -575,3 +579,17 @@ def test_a_later_approval_by_an_untrusted_key_does_not_hide_a_trusted_one(
     assert approval_of(registry, onnx)["bundle_manifest_sha256"] == second["manifest_sha256"]
     with pytest.raises(ArtifactError, match=r"J\. Doe \(forged\) with key .* not one of the"):
         approval_of(registry, onnx, [load_public_key(keys["public"])])  # neither: the latest
+    # audit list --approver-key: the name typed in --by is not who decided, the key is
+    listing = ["audit", "list", "--registry", str(registry), "--approver-key",
+               str(approver.with_name("approver.pub.pem"))]  # fmt: skip
+    capsys.readouterr()
+    assert main(listing) == 0
+    lines = capsys.readouterr().out.splitlines()
+    forged = next(line for line in lines if second["manifest_sha256"][:12] in line)
+    genuine = next(line for line in lines if first["manifest_sha256"][:12] in line)
+    assert "approved (J. Doe (forged); key SHA256:" in forged and "not trusted)" in forged
+    assert genuine.endswith("approved (J. Doe)")
+    assert main([*listing, "--json"]) == 0
+    rows = {r["manifest_sha256"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows[first["manifest_sha256"]]["decided_key_trusted"] is True
+    assert rows[second["manifest_sha256"]]["decided_key_trusted"] is False

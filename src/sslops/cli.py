@@ -284,6 +284,9 @@ def _registry_tools(tools: Any) -> None:
     listing.add_argument("--checkpoint", type=Path, metavar="FILE",
                          help="implies --verify: the registry must still hold every entry this "
                          "checkpoint (sslops audit checkpoint) recorded")  # fmt: skip
+    listing.add_argument("--approver-key", action="append", type=Path, metavar="FILE",
+                         help="the approvers' PEM public keys (repeatable): a decision signed "
+                         "with another key shows as 'key not trusted' in STATUS")  # fmt: skip
     point = tools.add_parser(
         "checkpoint",
         help="record the registry's head, to keep away from it",
@@ -340,6 +343,14 @@ def _cmd_registry(args: argparse.Namespace) -> int:
         )
         return 0
     rows = list_registry(args.registry, args.model)
+    if args.approver_key:  # who decided is the key, not the name typed in --by
+        from sslops.audit.bundle import fingerprint
+
+        trusted = {fingerprint(load_public_key(path)) for path in args.approver_key}
+        for row in rows:
+            row["decided_key_trusted"] = (
+                None if row["decided_key"] is None else row["decided_key"] in trusted
+            )
     point = read_checkpoint(args.checkpoint) if args.checkpoint else None
     args.verify = args.verify or point is not None
     problems = check_registry(args.registry, key) if args.verify else []
@@ -397,7 +408,9 @@ def _print_registry(rows: list[dict[str, Any]]) -> None:
             str(row.get("deployed") or "-"), str(row.get("gates") or "-"),
             *(number(m.get(k)) for k in ("accuracy", "roc_auc", "dp_difference", "eo_difference")),
             "yes" if row.get("signed") else "no",
-            row["decision"] + (f" ({row['decided_by']})" if row.get("decided_by") else ""),
+            row["decision"] + (f" ({row['decided_by']}" + (
+                f"; key {row['decided_key']} not trusted" if row.get("decided_key_trusted")
+                is False else "") + ")" if row.get("decided_by") else ""),
         ))  # fmt: skip
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
     for line in table:

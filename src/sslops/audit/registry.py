@@ -354,6 +354,7 @@ def list_registry(registry: Path, model: str | None = None) -> list[dict[str, An
                 "decision": last["decision"] if last else "pending",
                 "decided_by": last["by"] if last else None,
                 "decided": last["decided"] if last else None,
+                "decided_key": last.get("key_fingerprint") if last else None,
             })  # fmt: skip
     return sorted(rows, key=lambda row: (row.get("filed") or "", row["model"]))
 
