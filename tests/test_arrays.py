@@ -18,15 +18,25 @@ import onnx
 import onnxruntime as ort
 import pandas as pd
 import pytest
+import torch
 from fairlearn.metrics import demographic_parity_difference, equalized_odds_difference
 from PIL import Image
 
 from sslops.config import Config, load_config, validate_config
-from sslops.data.attributes import bucket, stroke_thickness, tercile_edges
+from sslops.data.attributes import MEASURES, bucket, stroke_thickness, tercile_edges
+from sslops.data.readers import resolve_path
+from sslops.data.series import read_ts
 from sslops.errors import ConfigError, DataError
+from sslops.evaluate.arrays import (
+    UNREACHABLE_TOLERANCE,
+    counterfactual_markdown,
+    counterfactual_tests,
+    unreachable_attributes,
+)
 from sslops.evaluate.corruptions import counterfactuals, shifted_images, shifted_series
 from sslops.evaluate.multiclass import class_gaps
 from sslops.finetune.arrays import GroupDROLogisticRegression, fit_multinomial
+from sslops.models.arrays import ArrayClassifier, model_input
 from sslops.prepare import check_inputs
 from tests.conftest import ROOT
 
@@ -101,6 +111,20 @@ def test_every_model_has_metrics_and_gaps_in_range(dataset: str, request: pytest
     assert set(ood["models"]) == {"ssl", "mitigated", "baseline"}
     shortcuts = _json(a["evaluate"] / "shortcuts.json")
     assert shortcuts["counterfactual"] and "planted_shortcut" in shortcuts["not_applicable"]
+    for edit in shortcuts["counterfactual"].values():
+        # The series model z-normalizes each series: amplitude edits cannot reach it.
+        assert edit["applicable"] is (dataset == "mnist"), edit
+        assert (edit["flagged"] is None) is (dataset == "gunpoint")
+    assert ("counterfactual: amplitude" in shortcuts["not_applicable"]) is (dataset == "gunpoint")
+    text = (a["evaluate"] / "metrics.md").read_text()
+    assert ("not applicable: the model normalizes" in text) is (dataset == "gunpoint")
+    card = (a["audit"] / "bundle" / "model_card.html").read_text()
+    assert ("not applicable: the model normalizes" in card) is (dataset == "gunpoint")
+    if dataset == "gunpoint":
+        assert metrics["positive_class"] == "2" and "Positive class" in text
+        assert metrics["positive_class_source"].startswith("default") and "Positive class" in card
+    else:
+        assert "positive_class" not in metrics and "Positive class" not in card
     curve = _json(a["evaluate"] / "label_efficiency.json")
     assert set(curve["mean"]) == {"ssl_linear_probe", "logistic_regression"}
     assert "| ssl_linear_probe | SSL |" in (a["evaluate"] / "metrics.md").read_text()
@@ -329,6 +353,72 @@ def test_stroke_thickness_measures_width_and_buckets_by_training_terciles() -> N
     assert list(bucket("stroke_thickness", width, edges)) == ["thin", "medium", "thick"]
     thicker = counterfactuals("stroke_thickness", images)["thicker strokes (dilation)"]
     assert (stroke_thickness(thicker) > width).all()
+
+
+def _gunpoint_test_series() -> tuple[np.ndarray, dict[str, list[float]]]:
+    cfg = load_config(ROOT / "configs" / "gunpoint.yaml")
+    series = np.asarray(read_ts(resolve_path(cfg.data.test, "data.test"), "t")[0], np.float32)
+    edges = {a: tercile_edges(MEASURES[a](series)) for a in ("amplitude", "level")}
+    return series, edges
+
+
+def test_series_counterfactuals_a_z_normalizing_model_cannot_see_are_not_applicable() -> None:
+    series, edges = _gunpoint_test_series()
+    torch.manual_seed(0)
+    model = ArrayClassifier("timeseries", 1, None, series.shape[1], 2).eval()
+    with torch.no_grad():
+        model.head.weight.normal_(0, 3.0)  # an arbitrary head: only reachability matters
+
+    def predict(values: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return model(model_input("timeseries", values)).numpy().astype(np.float64)
+
+    def seen(values: np.ndarray) -> np.ndarray:
+        return model.normalize(model_input("timeseries", values)).numpy()
+
+    for view in (None, seen):  # judged at the output only, or at the model's normalized input
+        edits = counterfactual_tests(predict, series, edges, 0.05, "timeseries", seen=view)
+        assert set(edits) == {"amplitude: amplitude x2", "amplitude: amplitude x0.5",
+                              "level: level + 1 sd", "level: level - 1 sd"}  # fmt: skip
+        for name, e in edits.items():
+            assert e["applicable"] is False and e["flagged"] is None, name
+            assert e["max_probability_change"] < UNREACHABLE_TOLERANCE
+            assert (e["max_input_change"] is None) is (view is None)
+            assert "normalizes each series to mean 0 and sd 1" in e["reason"]
+    assert unreachable_attributes(edits).keys() == {"counterfactual: amplitude",
+                                                    "counterfactual: level"}  # fmt: skip
+    shortcuts = {"model": "m", "reliance_threshold": 0.05, "counterfactual": edits}
+    text = counterfactual_markdown(shortcuts)
+    assert "not applicable: the model normalizes" in text and "not flagged" not in text
+
+
+def test_series_counterfactuals_that_reach_the_model_give_a_share_and_a_flag() -> None:
+    series, edges = _gunpoint_test_series()
+    peak = np.ptp(series, axis=1)
+    middle = float(np.median(peak))
+
+    def by_amplitude(values: np.ndarray) -> np.ndarray:  # decides on the raw amplitude
+        p = 1 / (1 + np.exp(-(np.ptp(np.asarray(values, np.float64), axis=1) - middle)))
+        return np.stack([1 - p, p], axis=1)
+
+    edits = counterfactual_tests(by_amplitude, series, {"amplitude": edges["amplitude"]}, 0.05,
+                                 "timeseries", seen=lambda v: v)  # fmt: skip
+    for e in edits.values():  # the raw series is what it sees
+        assert e["applicable"] is True and "reason" not in e
+        assert e["prediction_change_share"] > 0.05 and e["flagged"] is True
+    assert unreachable_attributes(edits) == {}
+
+    def by_shape(values: np.ndarray) -> np.ndarray:  # sees the level a little: never flips
+        x = np.asarray(values, np.float64)
+        p = 1 / (1 + np.exp(-(3 * np.sign(x[:, 75] - x.mean(axis=1)) + 0.05 * x.mean(axis=1))))
+        return np.stack([1 - p, p], axis=1)
+
+    edits = counterfactual_tests(by_shape, series, {"level": edges["level"]}, 0.05, "timeseries")
+    for e in edits.values():  # level edits reach it (the probabilities move) yet flip nothing
+        assert e["applicable"] is True and e["flagged"] is False
+    text = counterfactual_markdown({"model": "m", "reliance_threshold": 0.05,
+                                    "counterfactual": edits})  # fmt: skip
+    assert "not flagged" in text
 
 
 def test_shifts_are_deterministic_and_change_the_inputs() -> None:

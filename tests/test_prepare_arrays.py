@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from sslops.config import Config, load_config, validate_config
-from sslops.errors import DataError
+from sslops.errors import ConfigError, DataError
 from sslops.prepare import PreparedData, prepare
 from tests.conftest import ROOT
 
@@ -247,3 +247,49 @@ def test_format_and_modality_must_agree(tmp_path: Path) -> None:
                     "positive": "1", "sensitive": ["x"]}}  # fmt: skip
     with pytest.raises(DataError, match="modality"):
         prepare(validate_config(raw), tmp_path / "out")
+
+
+def _two_class_npz(tmp_path: Path, labels: tuple[Any, ...]) -> Path:
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 256, size=(60, 8, 8), dtype=np.uint8)
+    np.savez(tmp_path / "images.npz", x=x, y=np.array(labels * (60 // len(labels))))
+    return tmp_path / "images.npz"
+
+
+def _prepare_with_positive(path: Path, out: Path, positive: Any = None) -> PreparedData:
+    raw = {"modality": "image", "data": {"train": str(path), "format": "npz", "label": "label",
+                                         "positive": positive},
+           "prepare": {"test_fraction": 0.2}}  # fmt: skip
+    return PreparedData(prepare(validate_config(raw), out))
+
+
+def test_data_positive_is_class_index_1_for_two_class_arrays(tmp_path: Path) -> None:
+    path = _two_class_npz(tmp_path, (2, 10))  # as text, '10' sorts before '2'
+    default = _prepare_with_positive(path, tmp_path / "default")
+    assert default.schema["classes"] == ["10", "2"]
+    assert default.schema["positive_class"] == "2"
+    assert default.schema["positive_class_source"].startswith("default")
+    for positive in (10, "10", 10.0, [10]):
+        data = _prepare_with_positive(path, tmp_path / f"p{positive!r}", positive)
+        assert data.schema["classes"] == ["2", "10"] and data.schema["positive_class"] == "10"
+        assert data.schema["positive_class_source"] == "data.positive"
+        labels = data.train.frame["label"].astype(str).to_numpy()
+        assert (data.train.target == (labels == "10")).all()  # class 1 = the positive label
+    with pytest.raises(ConfigError, match=r"data.positive 7 must name exactly one .*'10' or '2'"):
+        _prepare_with_positive(path, tmp_path / "missing", 7)
+
+
+def test_data_positive_is_refused_for_more_than_two_classes(tmp_path: Path) -> None:
+    path = _two_class_npz(tmp_path, (0, 1, 2))
+    with pytest.raises(ConfigError, match=r"3 classes .*two classes only.*remove it"):
+        _prepare_with_positive(path, tmp_path / "three", 1)
+    data = _prepare_with_positive(path, tmp_path / "unset")
+    assert data.schema["classes"] == ["0", "1", "2"] and "positive_class" not in data.schema
+
+
+def test_gunpoint_data_positive_reorders_its_two_classes(tmp_path: Path) -> None:
+    shipped = load_config(ROOT / "configs" / "gunpoint.yaml")
+    assert shipped.data.positive is None  # the shipped order ('1', '2') is unchanged
+    cfg = load_config(ROOT / "configs" / "gunpoint.yaml", ["data.positive=1"])
+    data = PreparedData(prepare(cfg, tmp_path / "gunpoint"))
+    assert data.schema["classes"] == ["2", "1"] and data.schema["positive_class"] == "1"

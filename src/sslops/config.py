@@ -90,7 +90,9 @@ class DataConfig(_Section):
     positive: str | int | float | bool | list[str | int | float | bool] | None = Field(
         default=None,
         description="Label value of the positive class (required for tabular); a list when "
-        "the class is written several ways (Adult's test file: ['>50K', '>50K.']).",
+        "the class is written several ways (Adult's test file: ['>50K', '>50K.']). Images and "
+        "series: optional, two classes only (the class equal opportunity measures; unset: "
+        "the second label in sorted order); refused by prepare with more classes.",
     )
     sensitive: list[str] = Field(
         default_factory=list,

@@ -284,6 +284,9 @@ def build_card(cfg: Config, bundle: Path, context: dict[str, Any], evidence: lis
         f"Intended use: {cfg.audit.intended_use}",
         f"Deployed model: '{deployed}' (ONNX sha256 {exported.get('onnx_sha256', '?')[:16]}…)",
         f"Decision threshold: {metrics.get('threshold', cfg.evaluate.threshold)}",
+        *([f"Positive class: '{metrics['positive_class']}' "
+           f"({metrics.get('positive_class_source', '')})"] if "positive_class" in metrics
+          else []),
         "Bundle signature: " + (f"Ed25519, key {signing['key_fingerprint']}" if signing["signed"]
                                 else "none (no signing key configured); hashes only"),
     ])  # fmt: skip

@@ -8,6 +8,7 @@ split and the counterfactual edits: :mod:`sslops.evaluate.corruptions`.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from sklearn.metrics import confusion_matrix
 
 from sslops.artifacts import read_meta, write_artifact
 from sslops.config import Config
+from sslops.data.attributes import MEASURES
 from sslops.evaluate.corruptions import counterfactuals, shifted_images, shifted_series
 from sslops.evaluate.multiclass import macro_auc, multiclass_metrics
 from sslops.evaluate.report import roc_points, write_reports
@@ -35,6 +37,110 @@ NOT_APPLICABLE = {
     "permute; the counterfactual edits of the group attribute take its place",
     "planted_shortcut": "not applicable: no planted feature column exists for arrays; not run",
 }
+
+
+UNREACHABLE_TOLERANCE = 1e-4
+"""An edit that changes the model's normalized input (values of order 1), or, where that step
+is not known, any predicted probability, by less than this never reached the model: float32
+round-off of a z-normalized series is ~1e-6 at the input and up to ~1e-5 at the output of a
+trained 1-D ResNet, a real edit changes both by orders of magnitude more."""
+_INVISIBLE = {
+    "timeseries": "the model normalizes each series to mean 0 and sd 1, so amplitude and "
+    "level are invisible to it",
+}
+
+
+def counterfactual_tests(
+    predict: Callable[[np.ndarray], np.ndarray], values: np.ndarray,
+    edges: dict[str, list[float]], threshold: float, modality: str, *,
+    base: np.ndarray | None = None, seen: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """Each counterfactual edit of each group attribute, scored by ``predict`` (raw arrays in,
+    class probabilities out; ``base`` = its output on ``values`` when already known).
+
+    ``seen`` is the model's fixed input step (raw arrays in, what the network sees out). An
+    edit that changes the attribute but not what the model sees (or, without ``seen``, no
+    predicted probability) by ``UNREACHABLE_TOLERANCE`` or more cannot reach the model: the
+    series model z-normalizes each series, which undoes scaling and shifting exactly. Such a
+    test cannot show reliance either way; it is reported with ``applicable: false``,
+    ``flagged: null`` and the reason, not as "not flagged".
+    """
+    before_proba = predict(values) if base is None else base
+    before = before_proba.argmax(1)
+    before_seen = seen(values) if seen is not None else None
+    groups = groups_of(values, edges)
+    edits: dict[str, dict[str, Any]] = {}
+    for a in edges:
+        for edit, edited in counterfactuals(a, values).items():
+            proba = predict(edited)
+            changed = proba.argmax(1) != before
+            moved = groups_of(edited, {a: edges[a]})[a] != groups[a]
+            share, moved_share = float(changed.mean()), float(moved.mean())
+            output = float(np.max(np.abs(proba - before_proba), initial=0.0))
+            inputs = (
+                None if seen is None or before_seen is None
+                else float(np.max(np.abs(seen(edited) - before_seen), initial=0.0))
+            )  # fmt: skip
+            result: dict[str, Any] = {
+                "attribute": a,
+                "prediction_change_share": share,
+                "group_change_share": moved_share,
+                "max_probability_change": output,
+                "max_input_change": inputs,
+                "applicable": True,
+                "flagged": bool(share > threshold),
+            }
+            measure = MEASURES[a]
+            attribute_moved = not np.allclose(measure(edited), measure(values))
+            reach = output if inputs is None else inputs
+            if attribute_moved and reach < UNREACHABLE_TOLERANCE:
+                why = _INVISIBLE.get(modality, "the model does not respond to this edit")
+                what = (
+                    f"no predicted probability by {UNREACHABLE_TOLERANCE:g} or more"
+                    if inputs is None
+                    else f"what the model sees by at most {inputs:.1e} and no predicted "
+                    f"probability by more than {output:.1e}"
+                )
+                result |= {
+                    "applicable": False,
+                    "flagged": None,
+                    "reason": f"not applicable: {why} (the edit changed {a} and moved "
+                    f"{moved_share:.0%} of the rows to another bucket, yet changed {what}), "
+                    f"so this test cannot show whether the model relies on {a}",
+                }
+            edits[f"{a}: {edit}"] = result
+    return edits
+
+
+def unreachable_attributes(edits: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """``{"counterfactual: <attribute>": reason}`` for each attribute none of whose edits
+    reached the model (the entries of ``shortcuts.json``'s ``not_applicable``)."""
+    out: dict[str, str] = {}
+    for a in dict.fromkeys(e["attribute"] for e in edits.values()):
+        mine = [e for e in edits.values() if e["attribute"] == a]
+        if not any(e["applicable"] for e in mine):
+            out[f"counterfactual: {a}"] = mine[0]["reason"]
+    return out
+
+
+def counterfactual_markdown(shortcuts: dict[str, Any]) -> str:
+    """The counterfactual tests as lines of ``metrics.md``."""
+    lines = [
+        f"Counterfactual edits of the group attribute (model '{shortcuts['model']}', flagged "
+        f"when more than {shortcuts['reliance_threshold']:g} of its predictions change):",
+        "",
+    ]
+    for name, e in shortcuts["counterfactual"].items():
+        if not e["applicable"]:
+            lines.append(f"- {name}: {e['reason']}")
+        else:
+            verdict = "flagged" if e["flagged"] else "not flagged"
+            lines.append(
+                f"- {name}: {e['prediction_change_share']:.1%} of the predictions change "
+                f"({e['group_change_share']:.1%} of the rows change {e['attribute']} bucket): "
+                f"{verdict}"
+            )
+    return "\n".join(lines) + "\n"
 
 
 class _Scorer:
@@ -65,7 +171,21 @@ def _curve(y: np.ndarray, proba: np.ndarray, points: int = 101) -> dict[str, lis
     return roc_points(np.eye(proba.shape[1])[y].ravel(), proba.ravel(), points)
 
 
-def _markdown(metrics: dict[str, dict[str, Any]], attribute: str, constrained: str) -> str:
+def _positive(schema: dict[str, Any], classes: list[str]) -> dict[str, str]:
+    """Which class the two-class metrics take as positive (index 1), and why."""
+    if len(classes) != 2:
+        return {}
+    return {
+        "positive_class": str(schema.get("positive_class", classes[1])),
+        "positive_class_source": schema.get(
+            "positive_class_source", "default: the second class in sorted label order"
+        ),
+    }
+
+
+def _markdown(
+    metrics: dict[str, dict[str, Any]], attribute: str, constrained: str, positive: dict[str, str]
+) -> str:
     lines = [
         f"| model | accuracy | ROC AUC (macro OvR) | ECE | DP diff. ({attribute}) | "
         f"EO diff. ({attribute}) | worst-group accuracy |",
@@ -84,6 +204,12 @@ def _markdown(metrics: dict[str, dict[str, Any]], attribute: str, constrained: s
         "classes c of the between-group difference in P(pred = c); EO = max over c of the "
         "larger of the between-group one-vs-rest TPR and FPR differences.",
     ]
+    if positive:
+        lines += [
+            "",
+            f"Positive class (two classes: equal opportunity, ROC AUC, selection rate): "
+            f"'{positive['positive_class']}' ({positive['positive_class_source']}).",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -158,24 +284,23 @@ def evaluate_arrays(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_di
     _, ood, _ = evaluate_on(shift(test.features, cfg.seed), cfg.seed)
 
     deployed = cfg.export.model
-    base = proba[deployed].argmax(1)
-    edits: dict[str, Any] = {}
-    for a in edges:
-        for edit, values in counterfactuals(a, test.features).items():
-            changed = score(values)[deployed].argmax(1) != base
-            moved = groups_of(values, {a: edges[a]})[a] != groups_of(test.features, edges)[a]
-            edits[f"{a}: {edit}"] = {
-                "attribute": a,
-                "prediction_change_share": float(changed.mean()),
-                "group_change_share": float(moved.mean()),
-                "flagged": bool(changed.mean() > ec.reliance_threshold),
-            }  # fmt: skip
+
+    def seen(values: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            x = models[deployed].normalize(model_input(data.modality, values))
+        return x.numpy().astype(np.float64)
+
+    edits = counterfactual_tests(
+        lambda values: score(values)[deployed], test.features, edges, ec.reliance_threshold,
+        data.modality, base=proba[deployed], seen=seen,
+    )  # fmt: skip
     shortcuts = {
         "model": deployed,
         "reliance_threshold": ec.reliance_threshold,
+        "unreachable_tolerance": UNREACHABLE_TOLERANCE,
         "counterfactual": edits,
         "flagged": [k for k, v in edits.items() if v["flagged"]],
-        "not_applicable": NOT_APPLICABLE,
+        "not_applicable": {**NOT_APPLICABLE, **unreachable_attributes(edits)},
     }
     efficiency = None
     if ec.label_efficiency is not None:
@@ -185,6 +310,7 @@ def evaluate_arrays(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_di
                                        raw_test)  # fmt: skip
 
     classes = [str(c) for c in data.schema["classes"]]
+    positive = _positive(data.schema, classes)
     curves = {n: _curve(y, p) for n, p in proba.items()}
     confusion = {
         n: confusion_matrix(y, p.argmax(1), labels=list(range(len(classes)))).tolist()
@@ -199,6 +325,7 @@ def evaluate_arrays(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_di
             "decision": "argmax of the class probabilities",
             "threshold": "none (argmax of the class probabilities)",
             "classes": classes,
+            **positive,
             "sensitive": attribute,
             "group_edges": edges,
             "constrained_gap": report["fairness"]["constraint"],
@@ -215,7 +342,9 @@ def evaluate_arrays(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_di
             "models": ood,
         }
         write_reports(
-            tmp, payload, shortcuts, _markdown(metrics, attribute, report["fairness"]["constraint"]),
+            tmp, payload, shortcuts,
+            _markdown(metrics, attribute, report["fairness"]["constraint"], positive) + "\n"
+            + counterfactual_markdown(shortcuts),
             ood=ood_report, efficiency=efficiency,
             roc_title="ROC (micro one-vs-rest), test split",
             bars=("group_accuracy.png", "accuracy", "accuracy",

@@ -1,7 +1,8 @@
 """Metrics of a K-class model (images, series) on one split: overall, per group, intervals.
 
 Fairness gaps for K classes, each in [0, 1] and equal to fairlearn's definitions when
-K = 2 (class 1 is then the positive class):
+K = 2 (class index 1 is then the positive class: ``data.positive`` when set, else the second
+label in sorted order; prepare orders ``schema["classes"]`` so):
 
 - ``dp_difference``: the largest, over classes c, between-group difference of
   P(predicted = c);

@@ -21,6 +21,7 @@ import pandas as pd
 
 from sslops.artifacts import write_artifact, write_json
 from sslops.config import Config
+from sslops.data.canonicalize import label_hits
 from sslops.data.dedup import clusters_from_pairs, first_occurrences, mix
 from sslops.data.images import (
     canonical_images,
@@ -41,7 +42,7 @@ from sslops.data.split import (
     split_key,
     uniform_of,
 )
-from sslops.errors import DataError
+from sslops.errors import ConfigError, DataError
 from sslops.prepare.dataset import SCHEMA, UNLABELED
 
 MODALITY = {"pixel_csv": "image", "npz": "image", "image_folder": "image", "ts": "timeseries"}
@@ -192,7 +193,7 @@ def prepare_arrays(cfg: Config, out_dir: Path) -> Path:
     split[unlabeled] = UNLABELED
     written = [*names, *([UNLABELED] if unlabeled.any() else [])]
 
-    classes = sorted(set(label[alive]))
+    classes = _ordered_classes(cfg, sorted(set(label[alive])))
     card = {
         "modality": cfg.modality,
         "raw_rows": {str(k): int(v) for k, v in pd.Series(origin).value_counts().items()},
@@ -214,7 +215,7 @@ def prepare_arrays(cfg: Config, out_dir: Path) -> Path:
     }
     schema = {"modality": cfg.modality, "label": cfg.data.label, "classes": classes,
               "shape": list(values.shape[1:]), "splits": written,
-              "dtype": str(values.dtype)}  # fmt: skip
+              "dtype": str(values.dtype), **positive_class(cfg, classes)}  # fmt: skip
     sources = {key: _path(cfg, spec, key) for _, key, spec in specs}
     sources = {k: v for k, v in sources.items() if v.is_file()}
     with write_artifact(out_dir, "prepare", cfg.model_dump(mode="json"), sources=sources) as tmp:
@@ -230,6 +231,44 @@ def prepare_arrays(cfg: Config, out_dir: Path) -> Path:
         (tmp / "datacard.md").write_text(_markdown(card), encoding="utf-8")
         _figure(cfg, values[split == "train"][:32], tmp / "datacard_samples.png")
     return out_dir
+
+
+def _ordered_classes(cfg: Config, classes: list[str]) -> list[str]:
+    """The label values in class-index order: sorted as text, except that with two classes
+    ``data.positive`` (when set) is put at index 1, the class that equal opportunity, the
+    two-class ROC AUC and the selection rate take as positive. With more classes every gap
+    is taken over all classes one-vs-rest, so a positive class has no meaning and is refused."""
+    positive = cfg.data.positive
+    if positive is None:
+        return classes
+    if len(classes) != 2:
+        raise ConfigError(
+            f"data.positive {positive!r} names a positive class, but the labels of this "
+            f"{cfg.modality} data have {len(classes)} classes ({', '.join(classes[:10])}); "
+            "data.positive applies to two classes only (with more, every fairness gap, equal "
+            "opportunity included, is the largest over all classes one-vs-rest): remove it"
+        )
+    column = pd.Series(classes, dtype="string")
+    numbers = pd.to_numeric(column, errors="coerce")
+    hit = label_hits(numbers if numbers.notna().all() else column, positive).to_numpy()
+    if hit.sum() != 1:
+        raise ConfigError(
+            f"data.positive {positive!r} must name exactly one of the two classes of "
+            f"data.label {cfg.data.label!r}: {classes[0]!r} or {classes[1]!r}"
+        )
+    return [classes[int(np.argmin(hit))], classes[int(np.argmax(hit))]]
+
+
+def positive_class(cfg: Config, classes: list[str]) -> dict[str, Any]:
+    """``schema.json``'s record of which class is positive (two classes only)."""
+    if len(classes) != 2:
+        return {}
+    source = (
+        "data.positive"
+        if cfg.data.positive is not None
+        else "default: the second class in sorted label order; set data.positive to choose"
+    )
+    return {"positive_class": classes[1], "positive_class_source": source}
 
 
 def _unlabeled_items(
