@@ -121,6 +121,21 @@ def test_prepare_datacard_markdown(prepared: Path) -> None:
     assert "## Sensitive attribute `race` (train split)" in md
 
 
+def test_the_datacard_publishes_percentiles_not_one_person_s_extreme_value(
+    prepared: Path,
+) -> None:
+    import json
+
+    card = json.loads((prepared / "datacard.json").read_text())
+    ages = PreparedData(prepared).train.frame["age"].dropna()
+    edges = card["numeric_edges_train"]["age"]
+    assert set(edges) >= {"p01", "median", "p99"} and not {"min", "max"} & set(edges)
+    assert ages.min() <= edges["p01"] < edges["p99"] <= ages.max()
+    assert edges["p99"] < ages.max()  # the oldest person's age is not on the card
+    md = (prepared / "datacard.md").read_text(encoding="utf-8")
+    assert "| `age` |" in md and f"| {ages.max():g} |" not in md
+
+
 def test_prepared_data_reader(prepared: Path) -> None:
     data = PreparedData(prepared)
     assert data.sensitive == ["sex", "race"]

@@ -67,10 +67,12 @@ def _numeric_edges(frame: pd.DataFrame, columns: list[str]) -> dict[str, Any]:
             continue
         median = float(np.median(values))
         mad = float(np.median(np.abs(values - median))) or float(values.std()) or 1.0
+        # Percentiles, not the minimum and maximum: an extreme value is one person's (the
+        # oldest patient's age, the largest claim), and the card is filed and shared.
         edges[column] = {
-            "min": float(values.min()),
+            "p01": float(np.percentile(values, 1, method="lower")),
             "median": median,
-            "max": float(values.max()),
+            "p99": float(np.percentile(values, 99, method="higher")),
             "outliers_robust_z_over_5": int((np.abs(values - median) / (1.4826 * mad) > 5).sum()),
             "share_at_mode": round(
                 float(pd.Series(values).value_counts().iloc[0] / len(values)), 4
@@ -267,11 +269,17 @@ def datacard_markdown(card: dict[str, Any]) -> str:
                 "`prepare.pii.skip_columns`.",
             ]
     if card["numeric_edges_train"]:
-        lines += ["", "## Numeric columns: range and outliers (train split)", ""]
+        lines += [
+            "",
+            "## Numeric columns: spread and outliers (train split; no minimum or maximum: "
+            "an extreme value is one person's)",
+            "",
+        ]
         lines += _table(
-            ["column", "min", "median", "max", "robust z > 5", "share at mode"],
+            ["column", "1st percentile", "median", "99th percentile", "robust z > 5",
+             "share at mode"],
             [
-                [f"`{c}`", f"{i['min']:g}", f"{i['median']:g}", f"{i['max']:g}",
+                [f"`{c}`", f"{i['p01']:g}", f"{i['median']:g}", f"{i['p99']:g}",
                  i["outliers_robust_z_over_5"], f"{i['share_at_mode']:.3f}"]
                 for c, i in card["numeric_edges_train"].items()
             ],
