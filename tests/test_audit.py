@@ -312,6 +312,8 @@ def test_the_card_says_the_sensitive_attributes_are_inputs_and_shows_every_gap(
     for column, gaps in deployed["gaps"].items():  # every column and the crossing
         assert f"| {column} | {gaps['dp_difference']:.4f}" in card, column
     assert "Policy: demographic_parity difference <= 0.02 on 'sex'" in card
+    flagged = metrics["models"]["ssl+threshold_optimizer"]["flag"]  # in the main table too
+    assert f"| ssl+threshold_optimizer ({flagged}) |" in card
     assert "The deployed model uses sex, race as inputs" in card  # under Limitations
 
 

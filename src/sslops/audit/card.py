@@ -90,7 +90,8 @@ def _metrics_sections(doc: Document, cfg: Config, metrics: dict[str, Any], deplo
     doc.heading(f"Test metrics ({_fmt(metrics.get('rows', 0))} rows)")
     doc.table(
         ["model", "accuracy", "ROC AUC", f"DP diff. ({sensitive})", f"EO diff. ({sensitive})"],
-        [[n, *(_fmt(m.get(k)) for k in ("accuracy", "roc_auc", "dp_difference", "eo_difference"))]
+        [[n + (f" ({m['flag']})" if m.get("flag") else ""),
+          *(_fmt(m.get(k)) for k in ("accuracy", "roc_auc", "dp_difference", "eo_difference"))]
          for n, m in metrics.get("models", {}).items()],
     )  # fmt: skip
     doc.paragraph(
@@ -280,7 +281,9 @@ def build_card(cfg: Config, bundle: Path, context: dict[str, Any], evidence: lis
     doc = Document(cfg.audit.title)
     doc.bullets([
         f"Generated {datetime.now(UTC).isoformat(timespec='seconds')} by sslops {__version__}",
-        f"Owner: {cfg.audit.owner}",
+        f"Owner: {cfg.audit.owner}"
+        + (" (set audit.owner: the person or team accountable for this model)"
+           if cfg.audit.owner == "unspecified" else ""),
         f"Intended use: {cfg.audit.intended_use}",
         f"Deployed model: '{deployed}' (ONNX sha256 {exported.get('onnx_sha256', '?')[:16]}…)",
         f"Decision threshold: {metrics.get('threshold', cfg.evaluate.threshold)}",
