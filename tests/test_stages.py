@@ -264,3 +264,21 @@ def test_policy_on_upper_confidence_bounds(
     assert "90% upper confidence bound" in report["selection_rule"]
     tighter = [r for r in rows if r["deployable"] and r[f"{dp}_difference"] <= 0.1]
     assert len(tighter) > len(within), "the bound must rule out some measured-gap qualifiers"
+
+
+def test_threshold_optimizer_is_fitted_on_out_of_fold_scores(
+    stage_artifacts: dict[str, Path],
+) -> None:
+    """ThresholdOptimizer fitted on the scores of the rows ssl was fitted on equalizes rates
+    there and not on new rows (DP 0.000 in-sample, 0.03 on validation): out of fold now."""
+    post = json.loads((stage_artifacts["finetune"] / "postprocessing.json").read_text())
+    assert post["fitted_on"] == "out-of-fold scores of the labeled rows"
+    assert post["flag"].startswith("needs the sensitive attribute at prediction time")
+    # group thresholds are not a ranking: the base score's ROC AUC is not shown as theirs
+    metrics = json.loads((stage_artifacts["evaluate"] / "metrics.json").read_text())
+    row = metrics["models"]["ssl+threshold_optimizer"]
+    assert row["roc_auc"] != row["roc_auc"] and row["rows_in_groups_without_threshold"] == 0
+    assert (
+        "| ssl+threshold_optimizer (needs sensitive attribute at prediction) | "
+        in (stage_artifacts["evaluate"] / "metrics.md").read_text()
+    )

@@ -22,7 +22,7 @@ from sslops.evaluate.label_efficiency import label_efficiency
 from sslops.evaluate.metrics import model_metrics
 from sslops.evaluate.report import roc_points, write_reports
 from sslops.evaluate.shortcuts import counterfactual_flip, permutation_reliance
-from sslops.finetune.estimators import GroupThresholdPostprocessor
+from sslops.finetune.estimators import GroupThresholdPostprocessor, _groups_1d
 from sslops.finetune.stage import MODELS
 from sslops.models.tabular import TabularClassifier, load_classifier
 from sslops.prepare.dataset import PreparedData, Split, check_same_data
@@ -47,8 +47,9 @@ def _metrics_markdown(metrics: dict[str, dict[str, Any]], sensitive: str, constr
         ci = m.get("intervals", {}).get("accuracy")
         acc = f"{m['accuracy']:.4f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
         flag = " (needs sensitive attribute at prediction)" if name == POSTPROCESSED else ""
+        roc = "n/a" if m["roc_auc"] != m["roc_auc"] else f"{m['roc_auc']:.4f}"
         lines.append(
-            f"| {name}{flag} | {acc} | {m['roc_auc']:.4f} | "
+            f"| {name}{flag} | {acc} | {roc} | "
             f"{m['dp_difference']:.4f} | {m['eo_difference']:.4f} |"
         )
     lines += ["", f"The fairness policy constrains: {constrained}."]
@@ -73,11 +74,20 @@ def _evaluate_split(
         score = _scorer(models[post["base_model"]])(split.features)
         sens = split.group_matrix(post["sensitive"])
         predicted = thresholder.predict(score, sensitive_features=sens, seed=cfg.seed)
-        out[POSTPROCESSED] = model_metrics(
+        metrics = model_metrics(
             split.target, score, ec.threshold, groups, intersections=ec.intersections,
             predicted=predicted,
         )  # fmt: skip
-        out[POSTPROCESSED]["flag"] = post["flag"]
+        # Its decisions are group thresholds (randomized between two), not a ranking of the
+        # base score: that score's ROC AUC is not this classifier's.
+        metrics["roc_auc"] = float("nan")
+        for table in metrics.get("by_group", {}).values():
+            for row in table.values():
+                row["roc_auc"] = float("nan")
+        unseen = ~np.isin(_groups_1d(sens), list(thresholder.thresholds_))
+        metrics["rows_in_groups_without_threshold"] = int(unseen.sum())  # decided 0
+        metrics["flag"] = post["flag"]
+        out[POSTPROCESSED] = metrics
     return out
 
 

@@ -247,17 +247,22 @@ def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pat
         return Candidate(name, mechanism, strength, acc, gaps, extra={"model": model},
                          cross_fitted=oof is not None, upper=upper)  # fmt: skip
 
-    ssl_oof = None
-    if crossfit is not None and fc.transfer == "linear_probe":
-        z_lab = zs[labeled]
-        ssl_oof = crossfit.decision(
-            lambda _, rows: _logistic_regression(z_lab[rows], y_lab[rows], fc.regularization),
-            z_lab,
-        )  # fmt: skip
-    elif crossfit is not None and fc.transfer == "ensemble":
-        ssl_oof = crossfit.decision(
-            lambda _, rows: _Logits(_ssl_ensemble(rows)), train.features[labeled]
-        )
+    def ssl_out_of_fold(folds: CrossFit | None) -> np.ndarray | None:
+        """The labeled rows' decision values, each from ``ssl`` refitted without its fold
+        (None for full fine-tuning, which is not refitted per fold)."""
+        if folds is not None and fc.transfer == "linear_probe":
+            z_lab = zs[labeled]
+            return folds.decision(
+                lambda _, rows: _logistic_regression(z_lab[rows], y_lab[rows], fc.regularization),
+                z_lab,
+            )  # fmt: skip
+        if folds is not None and fc.transfer == "ensemble":
+            return folds.decision(
+                lambda _, rows: _Logits(_ssl_ensemble(rows)), train.features[labeled]
+            )
+        return None
+
+    ssl_oof = ssl_out_of_fold(crossfit)
     constraint = fair.constraint if fair.constraint != "none" else "demographic_parity"
     sweep = fair.constraint != "none"
     with task_progress("finetune (candidates)", 3 if sweep else 1) as progress:
@@ -289,7 +294,18 @@ def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pat
             y_lab, sens_all[labeled], [val_sens, sens_all[held]]
         )
     if fair.postprocessing and fair.constraint != "none" and not postprocessing_skipped:
-        scores = _predict(ssl, train.features[labeled])
+        # Thresholds fitted on ssl's in-sample scores equalize rates on the rows ssl was
+        # fitted on and not on new rows: fit them on out-of-fold scores where ssl refits.
+        oof = ssl_oof
+        if oof is None:
+            try:
+                oof = ssl_out_of_fold(CrossFit(y_lab, 5, cfg.seed))
+            except ValueError:  # fewer than 2 labeled rows of a class
+                oof = None
+        scores = _sigmoid(oof) if oof is not None else _predict(ssl, train.features[labeled])
+        fitted_on = ("out-of-fold scores of the labeled rows" if oof is not None
+                     else "in-sample scores of the labeled rows (full fine-tuning is not "
+                     "refitted per fold; optimistic)")  # fmt: skip
         post = GroupThresholdPostprocessor(constraint=fair.constraint).fit(
             scores, y_lab, sensitive_features=sens_all[labeled]
         )
@@ -307,6 +323,7 @@ def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pat
             "constraint": fair.constraint,
             "sensitive": columns,
             "base_model": "ssl",
+            "fitted_on": fitted_on,
             "thresholds": post.thresholds_,
         }
 
