@@ -149,3 +149,121 @@ def test_penalty_positive_and_differentiable() -> None:
 def test_penalty_single_group_is_zero() -> None:
     penalty = DemographicParityPenalty(np.array(["only"] * 3))
     assert penalty(torch.tensor([0.1, 0.5, 0.9])).item() == 0.0
+
+
+# --- groups where a rate is undefined --------------------------------------------------------
+
+
+def _no_positive_group(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """400 rows in three groups; group "c" (40 rows) has no positives."""
+    rng = np.random.default_rng(seed)
+    groups = np.array(["a"] * 200 + ["b"] * 160 + ["c"] * 40)
+    y = np.concatenate([rng.random(200) < 0.4, rng.random(160) < 0.2, np.zeros(40, bool)])
+    score = np.clip(0.35 * y + rng.random(400) * 0.75, 0, 1)
+    return y.astype(int), score, groups
+
+
+def test_group_without_positives_has_no_tpr_and_is_left_out_of_the_gaps() -> None:
+    from fairlearn.metrics import MetricFrame, equal_opportunity_difference, false_positive_rate
+
+    y, score, groups = _no_positive_group()
+    predicted = (score >= 0.5).astype(int)
+    result = model_metrics(y, score, 0.5, {"g": groups})
+    row = result["by_group"]["g"]["c"]
+    assert math.isnan(row["tpr"])
+    assert row["fpr"] == pytest.approx(predicted[groups == "c"].mean())
+    assert row["selection_rate"] == pytest.approx(predicted[groups == "c"].mean())
+    # the true-positive-rate gap is over "a" and "b" only; the false-positive one over all three
+    both = groups != "c"
+    tpr_gap = equal_opportunity_difference(
+        y[both], predicted[both], sensitive_features=groups[both]
+    )
+    fpr_gap = MetricFrame(
+        metrics=false_positive_rate, y_true=y, y_pred=predicted, sensitive_features=groups
+    ).difference()
+    assert result["eopp_difference"] == pytest.approx(tpr_gap)
+    assert result["eo_difference"] == pytest.approx(max(tpr_gap, fpr_gap))
+    assert result["dp_difference"] == pytest.approx(
+        demographic_parity_difference(y, predicted, sensitive_features=groups)
+    )
+    # fairlearn counts the missing rate as 0, which would make the gap the largest TPR
+    assert equal_opportunity_difference(y, predicted, sensitive_features=groups) > tpr_gap + 0.3
+    assert result["gaps"]["g"] == {
+        k: result[k] for k in ("dp_difference", "eo_difference", "eopp_difference")
+    }
+
+
+def test_point_estimates_lie_in_their_intervals_with_a_group_without_positives() -> None:
+    y, score, groups = _no_positive_group(1)
+    result = model_metrics(y, score, 0.5, {"g": groups}, resamples=300, seed=2)
+    for key in ("dp_difference", "eo_difference", "eopp_difference"):
+        low, high = result["intervals"][key]
+        assert low <= result[key] <= high, key
+    # the small example of the review: group B has no positives
+    y = np.array([1, 1, 0, 0, 0, 0, 0, 0])
+    score = np.array([0.9, 0.8, 0.2, 0.6, 0.1, 0.2, 0.3, 0.7])
+    small = model_metrics(y, score, 0.5, {"g": np.array(["A"] * 4 + ["B"] * 4)}, resamples=200)
+    assert (small["eo_difference"], small["eopp_difference"]) == pytest.approx((0.25, 0.0))
+    for key in ("eo_difference", "eopp_difference"):
+        low, high = small["intervals"][key]
+        assert low <= small[key] <= high, key
+
+
+def test_group_without_negatives_has_no_fpr() -> None:
+    y = np.array([0, 1, 0, 1, 1, 1, 1])
+    score = np.array([0.6, 0.7, 0.2, 0.4, 0.9, 0.3, 0.8])
+    groups = np.array(["a"] * 4 + ["b"] * 3)  # b: positives only
+    result = model_metrics(y, score, 0.5, {"g": groups})
+    assert math.isnan(result["by_group"]["g"]["b"]["fpr"])
+    assert result["by_group"]["g"]["b"]["tpr"] == pytest.approx(2 / 3)
+    # TPR a = 1/2, b = 2/3; FPR only a has one: nothing to compare, 0
+    assert result["eopp_difference"] == pytest.approx(1 / 6)
+    assert result["eo_difference"] == pytest.approx(1 / 6)
+
+
+def test_gaps_and_rates_equal_fairlearn_when_every_group_has_both_classes() -> None:
+    from fairlearn.metrics import (
+        equal_opportunity_difference,
+        false_positive_rate,
+        true_positive_rate,
+    )
+
+    rng = np.random.default_rng(5)
+    groups = rng.choice(["p", "q", "r", "s"], 300)
+    y = rng.integers(0, 2, 300)
+    score = np.clip(0.3 * y + rng.random(300) * 0.7, 0, 1)
+    predicted = (score >= 0.5).astype(int)
+    result = model_metrics(y, score, 0.5, {"g": groups})
+    expected = {
+        "dp_difference": demographic_parity_difference(y, predicted, sensitive_features=groups),
+        "eo_difference": equalized_odds_difference(y, predicted, sensitive_features=groups),
+        "eopp_difference": equal_opportunity_difference(y, predicted, sensitive_features=groups),
+    }
+    assert result["gaps"]["g"] == pytest.approx(expected)
+    for group, row in result["by_group"]["g"].items():
+        m = groups == group
+        assert row["tpr"] == pytest.approx(true_positive_rate(y[m], predicted[m]))
+        assert row["fpr"] == pytest.approx(false_positive_rate(y[m], predicted[m]))
+
+
+def test_audit_remeasure_agrees_on_a_group_without_positives() -> None:
+    """The audit's second implementation gives the same gaps, NaN rates and intervals."""
+    from sslops.audit.remeasure import remeasure
+
+    y, score, groups = _no_positive_group(3)
+    race = np.where(np.arange(400) % 3 == 0, "u", "v")
+    ours = model_metrics(y, score, 0.5, {"g": groups, "r": race}, intersections=True,
+                         resamples=100, seed=4)  # fmt: skip
+    theirs = remeasure(y, score, 0.5, {"g": groups, "r": race}, intersections=True,
+                       resamples=100, seed=4)  # fmt: skip
+    for key in ("dp_difference", "eo_difference", "eopp_difference"):
+        assert theirs[key] == pytest.approx(ours[key], abs=1e-12)
+        assert theirs["intervals"][key] == pytest.approx(ours["intervals"][key], abs=1e-12)
+    for column, table in ours["gaps"].items():
+        assert theirs["gaps"][column] == pytest.approx(table, abs=1e-12)
+        for group, row in ours["by_group"][column].items():
+            for rate in ("tpr", "fpr"):
+                assert theirs["by_group"][column][group][rate] == pytest.approx(
+                    row[rate], abs=1e-12, nan_ok=True
+                )
+    assert math.isnan(theirs["by_group"]["g"]["c"]["tpr"])

@@ -133,3 +133,83 @@ def test_policy_compares_the_upper_bound_when_there_is_one() -> None:
     row = candidates[1].row()
     assert row["demographic_parity_difference"] == 0.015
     assert row["demographic_parity_upper_bound"] == 0.031
+
+
+def test_gaps_leave_out_a_group_without_positives_and_the_bound_stays_above() -> None:
+    """A group without positives has no true-positive rate: the selection's gap is taken
+    over the other groups (fairlearn would count it as 0, so a model predicting few
+    positives looked fair), and the upper bound is at or above the measured gap."""
+    from fairlearn.metrics import equal_opportunity_difference, equalized_odds_difference
+
+    from sslops.evaluate.metrics import model_metrics
+    from sslops.finetune.pareto import fairness_gap, fairness_gaps, gap_upper_bound
+
+    rng = np.random.default_rng(7)
+    race = np.array(["white"] * 300 + ["black"] * 100 + ["amer-indian"] * 25)
+    y = np.concatenate([rng.random(400) < 0.3, np.zeros(25, bool)]).astype(int)
+    score = np.clip(0.4 * y + rng.random(425) * 0.7, 0, 1)
+    predicted = (score >= 0.5).astype(int)
+    groups = {"sex": rng.choice(["f", "m"], 425), "race": race}
+    known = race != "amer-indian"
+    expected = equal_opportunity_difference(
+        y[known], predicted[known], sensitive_features=race[known]
+    )
+    only_race = {"race": race}
+    assert fairness_gap("equal_opportunity", y, predicted, only_race) == pytest.approx(expected)
+    assert equal_opportunity_difference(y, predicted, sensitive_features=race) > expected + 0.3
+    # the evaluate stage reports the same numbers
+    evaluated = model_metrics(y, score, 0.5, only_race)
+    gaps = fairness_gaps(y, predicted, only_race)
+    assert gaps == pytest.approx({
+        "demographic_parity": evaluated["dp_difference"],
+        "equalized_odds": evaluated["eo_difference"],
+        "equal_opportunity": evaluated["eopp_difference"],
+    })  # fmt: skip
+    for name in ("demographic_parity", "equalized_odds", "equal_opportunity"):
+        for columns in (only_race, groups):
+            gap = fairness_gap(name, y, predicted, columns)
+            assert gap_upper_bound(name, y, predicted, columns, 0.95) >= gap, name
+    # two models with equal TPRs in the groups that have positives, one finding 80% of them
+    # and one 4%, and no false positives: counting the missing TPR as 0 made the second the
+    # fairer (0.8 vs 0.04), so the selection took it; over the defined groups both are ~0
+    found = []
+    for rate in (0.8, 0.04):
+        hits = np.zeros(425, dtype=int)
+        for group in ("white", "black"):
+            rows = np.flatnonzero((race == group) & (y == 1))
+            hits[rows[: round(rate * len(rows))]] = 1
+        found.append(hits)
+    old = [equal_opportunity_difference(y, h, sensitive_features=race) for h in found]
+    new = [fairness_gap("equal_opportunity", y, h, only_race) for h in found]
+    assert old[0] > 0.75 and old[1] < 0.1 and max(new) < 0.02
+    candidates = [
+        Candidate(str(i), "penalty", 0.0, float(np.mean(h == y)), {"equal_opportunity": gap})
+        for i, (h, gap) in enumerate(zip(found, new, strict=True))
+    ]  # fmt: skip
+    assert select(candidates, "equal_opportunity", 0.02)[0].name == "0"
+    # every group with both classes: fairlearn's numbers
+    sex = groups["sex"]
+    assert fairness_gap("equalized_odds", y, predicted, {"sex": sex}) == pytest.approx(
+        equalized_odds_difference(y, predicted, sensitive_features=sex)
+    )
+    assert fairness_gap("equal_opportunity", y, predicted, {"sex": sex}) == pytest.approx(
+        equal_opportunity_difference(y, predicted, sensitive_features=sex)
+    )
+
+
+def test_two_class_gaps_are_the_tabular_ones_with_a_group_without_positives() -> None:
+    from sslops.evaluate.multiclass import GAP_OF, class_gaps
+    from sslops.finetune.pareto import class_gap_upper_bounds, fairness_gap, gap_upper_bound
+
+    rng = np.random.default_rng(11)
+    groups = np.array(["a"] * 150 + ["b"] * 120 + ["c"] * 30 + ["d"] * 20)
+    y = np.concatenate([rng.integers(0, 2, 270), np.zeros(30, int), np.ones(20, int)])
+    predicted = np.where(rng.random(320) < 0.75, y, 1 - y)
+    measured = class_gaps(y, predicted, groups, 2)
+    bounds = class_gap_upper_bounds(y, predicted, groups, 2, 0.95)
+    for name, key in GAP_OF.items():
+        gap = fairness_gap(name, y, predicted, {"g": groups})
+        assert measured[key] == pytest.approx(gap), name
+        assert bounds[name] == pytest.approx(gap_upper_bound(name, y, predicted, {"g": groups},
+                                                             0.95))  # fmt: skip
+        assert bounds[name] >= gap

@@ -8,14 +8,15 @@ disagreement rather than be repeated. It reproduces the same definitions:
 - overall: accuracy, ROC AUC, selection rate and, across the groups of the first
   sensitive column, the demographic-parity difference (selection rates), the
   equalized-odds difference (the larger of the TPR and FPR differences) and the
-  equal-opportunity difference (TPR); a group without positives has TPR 0 and one
-  without negatives FPR 0, as fairlearn's confusion-matrix rates give;
+  equal-opportunity difference (TPR), each the largest minus the smallest rate over the
+  groups where it is defined: a group without positives has no TPR and one without
+  negatives no FPR, and is left out of that difference (0 with fewer than two groups);
 - per group of each sensitive column (and their intersection when configured):
-  rows, accuracy, selection rate, TPR, FPR, ROC AUC (undefined with one class) and
-  the expected calibration error over ten equal-width bins;
+  rows, accuracy, selection rate, TPR and FPR (NaN where undefined, as above), ROC AUC
+  (undefined with one class) and the expected calibration error over ten equal-width bins;
 - the bootstrap 95% intervals of the overall numbers: the same row draws (numpy's
-  default generator seeded with the config's seed), where a gap is taken over the
-  groups present in the draw.
+  default generator seeded with the config's seed), the gaps as above over the rows of
+  the draw.
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ def _auc(y: np.ndarray, score: np.ndarray) -> float:
 
 
 def _rate(hits: np.ndarray, rows: np.ndarray) -> float:
-    """Mean of ``hits`` over ``rows`` (a mask); 0 for no rows, like a normalized confusion matrix."""
+    """Mean of ``hits`` over ``rows`` (a mask); NaN (undefined) for no rows."""
     n = int(rows.sum())
-    return float(hits[rows].sum() / n) if n else 0.0
+    return float(hits[rows].sum() / n) if n else float("nan")
 
 
 def _calibration_error(y: np.ndarray, score: np.ndarray) -> float:
@@ -66,7 +67,9 @@ def group_rates(y: np.ndarray, score: np.ndarray, label: np.ndarray, rows: np.nd
 
 
 def _spread(values: list[float]) -> float:
-    return max(values) - min(values) if values else 0.0
+    """Largest minus smallest of the defined (non-NaN) values; 0 with fewer than two."""
+    defined = [v for v in values if v == v]
+    return max(defined) - min(defined) if len(defined) > 1 else 0.0
 
 
 def fairness_gaps(y: np.ndarray, label: np.ndarray, groups: np.ndarray) -> dict[str, float]:
@@ -76,19 +79,6 @@ def fairness_gaps(y: np.ndarray, label: np.ndarray, groups: np.ndarray) -> dict[
         sel.append(_rate(label, rows))
         tpr.append(_rate(label, rows & (y == 1)))
         fpr.append(_rate(label, rows & (y == 0)))
-    return {
-        "dp_difference": _spread(sel),
-        "eo_difference": max(_spread(tpr), _spread(fpr)),
-        "eopp_difference": _spread(tpr),
-    }
-
-
-def _present_gaps(y: np.ndarray, label: np.ndarray, groups: np.ndarray) -> dict[str, float]:
-    """Gaps over the groups that have rows of the kind (the bootstrap's definition)."""
-    present = np.unique(groups)
-    sel = [float(label[groups == g].mean()) for g in present]
-    tpr = [float(label[m].mean()) for g in present if (m := (groups == g) & (y == 1)).any()]
-    fpr = [float(label[m].mean()) for g in present if (m := (groups == g) & (y == 0)).any()]
     return {
         "dp_difference": _spread(sel),
         "eo_difference": max(_spread(tpr), _spread(fpr)),
@@ -113,7 +103,7 @@ def bootstrap(
         draws["accuracy"].append(float(np.mean(label == yr)))
         draws["roc_auc"].append(_auc(yr, sr))
         draws["selection_rate"].append(float(label.mean()))
-        for k, v in _present_gaps(yr, label, gr).items():
+        for k, v in fairness_gaps(yr, label, gr).items():
             draws[k].append(v)
     return {
         k: [float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))]

@@ -3,6 +3,12 @@
 Per group: accuracy, ROC AUC, selection rate, true- and false-positive rates, expected
 calibration error and the row count, for each sensitive column and (optionally) their
 intersection. Overall metrics and fairness gaps get bootstrap 95% intervals.
+
+A group's true-positive rate is undefined when it has no positive rows, and its
+false-positive rate when it has no negative rows: the group table reports NaN and the
+gaps leave the group out (:func:`sslops.gaps.rate_gaps`). fairlearn's confusion-matrix
+rates count such a rate as 0, which made a group without positives look like one whose
+positives are all missed; where every group has both classes the numbers are fairlearn's.
 """
 
 from __future__ import annotations
@@ -13,14 +19,11 @@ import numpy as np
 from fairlearn.metrics import (
     MetricFrame,
     count,
-    demographic_parity_difference,
-    equal_opportunity_difference,
-    equalized_odds_difference,
-    false_positive_rate,
     selection_rate,
-    true_positive_rate,
 )
 from sklearn.metrics import accuracy_score, roc_auc_score
+
+from sslops.gaps import code_gaps, group_codes, rate_gaps
 
 SUMMARY = (
     "accuracy",
@@ -55,14 +58,23 @@ def _summary(y: np.ndarray, score: np.ndarray, predicted: np.ndarray, groups: np
         "accuracy": float(accuracy_score(y, predicted)),
         "roc_auc": auc(y, score),
         "selection_rate": float(predicted.mean()),
-        "dp_difference": float(
-            demographic_parity_difference(y, predicted, sensitive_features=groups)
-        ),
-        "eo_difference": float(equalized_odds_difference(y, predicted, sensitive_features=groups)),
-        "eopp_difference": float(
-            equal_opportunity_difference(y, predicted, sensitive_features=groups)
-        ),
+        **rate_gaps(y, predicted, groups),
     }
+
+
+def _conditional_rate(y_true: np.ndarray, y_pred: np.ndarray, label: int) -> float:
+    rows = np.asarray(y_true) == label
+    return float(np.mean(np.asarray(y_pred)[rows] == 1)) if rows.any() else float("nan")
+
+
+def _true_positive_rate(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """P(predicted 1 | y = 1); NaN without positive rows (fairlearn's would be 0)."""
+    return _conditional_rate(y_true, y_pred, 1)
+
+
+def _false_positive_rate(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """P(predicted 1 | y = 0); NaN without negative rows (fairlearn's would be 0)."""
+    return _conditional_rate(y_true, y_pred, 0)
 
 
 def _group_table(
@@ -71,7 +83,7 @@ def _group_table(
     frame = MetricFrame(
         metrics={
             "accuracy": accuracy_score, "selection_rate": selection_rate,
-            "tpr": true_positive_rate, "fpr": false_positive_rate, "count": count,
+            "tpr": _true_positive_rate, "fpr": _false_positive_rate, "count": count,
         },
         y_true=y, y_pred=predicted, sensitive_features=groups,
     )  # fmt: skip
@@ -83,28 +95,16 @@ def _group_table(
     return {str(g): {k: float(v) for k, v in row.items()} for g, row in table.iterrows()}
 
 
-def _rate_gap(hit: np.ndarray, codes: np.ndarray, mask: np.ndarray, n_groups: int) -> float:
-    total = np.bincount(codes[mask], minlength=n_groups)
-    hits = np.bincount(codes[mask], weights=hit[mask], minlength=n_groups)
-    rates = hits[total > 0] / total[total > 0]
-    return float(rates.max() - rates.min()) if len(rates) else 0.0
-
-
 def _fast_summary(
     y: np.ndarray, score: np.ndarray, predicted: np.ndarray, codes: np.ndarray
 ) -> dict:
-    """The same numbers as ``_summary`` with bincounts (fast enough to bootstrap)."""
-    n_groups = int(codes.max()) + 1
-    everyone = np.ones(len(y), dtype=bool)
-    tpr_gap = _rate_gap(predicted, codes, y == 1, n_groups)
-    fpr_gap = _rate_gap(predicted, codes, y == 0, n_groups)
+    """The same numbers as ``_summary`` with bincounts (fast enough to bootstrap); a group
+    absent from a resample has no rates in it and is left out of its gaps."""
     return {
         "accuracy": float(np.mean(predicted == y)),
         "roc_auc": auc(y, score),
         "selection_rate": float(predicted.mean()),
-        "dp_difference": _rate_gap(predicted, codes, everyone, n_groups),
-        "eo_difference": max(tpr_gap, fpr_gap),
-        "eopp_difference": tpr_gap,
+        **code_gaps(y, predicted, codes),
     }
 
 
@@ -120,7 +120,7 @@ def bootstrap_intervals(
     if resamples == 0:
         return {}
     rng = np.random.default_rng(seed)
-    _, codes = np.unique(np.asarray(groups, dtype=str), return_inverse=True)
+    codes = group_codes(groups)
     draws: dict[str, list[float]] = {k: [] for k in SUMMARY}
     for _ in range(resamples):
         rows = rng.integers(0, len(y), len(y))
@@ -156,10 +156,6 @@ def model_metrics(
         )
     for column, values in tables.items():
         result["by_group"][column] = _group_table(y, score, predicted, values)
-        result["gaps"][column] = {
-            k: v
-            for k, v in _summary(y, score, predicted, values).items()
-            if k.endswith("difference")
-        }
+        result["gaps"][column] = rate_gaps(y, predicted, values)
     result["intervals"] = bootstrap_intervals(y, score, threshold, first, resamples, seed)
     return result

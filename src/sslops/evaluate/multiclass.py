@@ -1,8 +1,12 @@
 """Metrics of a K-class model (images, series) on one split: overall, per group, intervals.
 
-Fairness gaps for K classes, each in [0, 1] and equal to fairlearn's definitions when
-K = 2 (class index 1 is then the positive class: ``data.positive`` when set, else the second
-label in sorted order; prepare orders ``schema["classes"]`` so):
+Fairness gaps for K classes, each in [0, 1]; when K = 2 (class index 1 is then the
+positive class: ``data.positive`` when set, else the second label in sorted order; prepare
+orders ``schema["classes"]`` so) they are the tabular gaps of
+:func:`sslops.gaps.rate_gaps`, and so fairlearn's where every group has both classes. A
+rate is taken over the groups where it is defined: a group without rows of class c has
+no true-positive rate for c (none outside c, no false-positive rate) and is left out of
+that difference; with fewer than two groups where it is defined the difference is 0.
 
 - ``dp_difference``: the largest, over classes c, between-group difference of
   P(predicted = c);

@@ -273,7 +273,9 @@ def finetune_arrays(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_d
             "sensitive": columns,
             "max_gap": fair.max_gap,
             "gap_definitions": "multi-class: max over classes of the between-group difference "
-            "(see sslops.evaluate.multiclass); equal to fairlearn's for two classes",
+            "(see sslops.evaluate.multiclass); for two classes the tabular gaps (fairlearn's "
+            "where every group has both classes; a group without positives or negatives is "
+            "left out of the TPR or FPR difference)",
             "selected": chosen.name,
             "selected_mechanism": chosen.mechanism,
             "selected_description": MECHANISMS.get(chosen.mechanism, chosen.mechanism),

@@ -8,18 +8,17 @@ from statistics import NormalDist
 from typing import Any
 
 import numpy as np
-from fairlearn.metrics import (
-    demographic_parity_difference,
-    equal_opportunity_difference,
-    equalized_odds_difference,
-)
 
+from sslops.gaps import rate_gaps
 from sslops.plots import plt
 
+# Each gap's key in sslops.gaps.rate_gaps (fairlearn's definitions, except that
+# a group without positives has no true-positive rate and one without negatives no false-
+# positive rate, and is left out of those differences rather than counted as 0).
 GAPS = {
-    "demographic_parity": demographic_parity_difference,
-    "equalized_odds": equalized_odds_difference,
-    "equal_opportunity": equal_opportunity_difference,
+    "demographic_parity": "dp_difference",
+    "equalized_odds": "eo_difference",
+    "equal_opportunity": "eopp_difference",
 }
 
 # What each candidate mechanism is, in words for the report and the model card.
@@ -59,9 +58,15 @@ def fairness_gaps(
 def fairness_gap(
     name: str, y: np.ndarray, predicted: np.ndarray, groups: dict[str, np.ndarray]
 ) -> float:
-    """One gap (a key of ``GAPS``), its largest value over the given sensitive columns."""
-    metric = GAPS[name]
-    return max(float(metric(y, predicted, sensitive_features=g)) for g in groups.values())
+    """One gap (a key of ``GAPS``), its largest value over the given sensitive columns.
+
+    Per column as :func:`sslops.gaps.rate_gaps` (the evaluate stage's gaps): a
+    group without positives (negatives) is left out of the true- (false-) positive-rate
+    difference, and a column with fewer than two groups where the rate is defined adds 0.0.
+    """
+    key = GAPS[name]
+    y, predicted = np.asarray(y), np.asarray(predicted)
+    return max(rate_gaps(y, predicted, np.asarray(g))[key] for g in groups.values())
 
 
 def gap_upper_bound(
@@ -75,6 +80,9 @@ def gap_upper_bound(
     (k + 1) / (n + 2) for its variance, so that a group of a few rows never looks certain.
     Equalized odds takes the larger of its true- and false-positive-rate bounds. (The bound is
     for the attaining pair; with many groups it is not corrected for multiple comparisons.)
+    As in :func:`fairness_gap`, a group without positives (negatives) has no true- (false-)
+    positive rate and is left out; fewer than two groups with the rate give 0.0, so the
+    bound is never below the measured gap (for ``confidence`` >= 0.5).
     """
     if name not in GAPS:
         raise ValueError(f"unknown gap {name!r}; expected one of {sorted(GAPS)}")

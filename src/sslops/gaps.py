@@ -1,0 +1,58 @@
+"""Between-group rate differences (fairness gaps), one definition for every stage.
+
+:func:`rate_gaps` is what the evaluate stage reports and what the finetune selection
+compares with ``max_gap``; the bootstrap intervals use the same :func:`code_gaps` on each
+resample. numpy only, so that :mod:`sslops.evaluate` and :mod:`sslops.finetune` can both
+import it without importing each other.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def group_codes(groups: np.ndarray) -> np.ndarray:
+    """Each row's group as an integer 0..n-1 (the groups' string forms, sorted)."""
+    return np.unique(np.asarray(groups, dtype=str), return_inverse=True)[1].reshape(-1)
+
+
+def rate_gap(hit: np.ndarray, codes: np.ndarray, mask: np.ndarray, n_groups: int) -> float:
+    """Largest minus smallest share of ``hit`` within ``mask``, over the groups with rows in
+    ``mask`` (a group without any has no rate and is left out); 0.0 with fewer than two."""
+    total = np.bincount(codes[mask], minlength=n_groups)
+    hits = np.bincount(codes[mask], weights=hit[mask], minlength=n_groups)
+    rates = hits[total > 0] / total[total > 0]
+    return float(rates.max() - rates.min()) if len(rates) > 1 else 0.0
+
+
+def code_gaps(y: np.ndarray, predicted: np.ndarray, codes: np.ndarray) -> dict[str, float]:
+    """:func:`rate_gaps` with the groups already as :func:`group_codes`."""
+    y = np.asarray(y)
+    n_groups = int(codes.max()) + 1 if len(codes) else 0
+    predicted = np.asarray(predicted, dtype=float)
+    tpr_gap = rate_gap(predicted, codes, y == 1, n_groups)
+    fpr_gap = rate_gap(predicted, codes, y == 0, n_groups)
+    return {
+        "dp_difference": rate_gap(predicted, codes, np.ones(len(y), dtype=bool), n_groups),
+        "eo_difference": max(tpr_gap, fpr_gap),
+        "eopp_difference": tpr_gap,
+    }
+
+
+def rate_gaps(y: np.ndarray, predicted: np.ndarray, groups: np.ndarray) -> dict[str, float]:
+    """Demographic-parity, equalized-odds and equal-opportunity differences over one column.
+
+    Each is the largest minus the smallest group rate: selection rate (dp), the larger of
+    the true- and false-positive-rate differences (eo), the true-positive rate (eopp). A
+    rate is taken only over the groups where it is defined: a group without positive rows
+    has no true-positive rate and one without negative rows no false-positive rate, and
+    is left out of that difference (fairlearn counts such a rate as 0, so one group
+    without positives made the gap the largest TPR, and a model that predicts few
+    positives look fair). With fewer than two groups where a rate is defined the
+    difference is 0.0, not NaN: there is nothing to compare, and the finetune selection
+    (gap <= max_gap, the smallest gap) and the audit gates need a number. Where every
+    group has both classes the values equal fairlearn's demographic_parity_difference,
+    equalized_odds_difference and equal_opportunity_difference.
+    """
+    y = np.asarray(y)
+    return code_gaps(y, np.asarray(predicted), group_codes(np.asarray(groups)))
