@@ -317,6 +317,28 @@ def test_the_card_says_the_sensitive_attributes_are_inputs_and_shows_every_gap(
     assert "The deployed model uses sex, race as inputs" in card  # under Limitations
 
 
+def test_the_card_shows_the_ood_split_beside_the_test_split_or_says_there_is_none(
+    signed: Path, small_config: Config
+) -> None:
+    from sslops.audit.card import _ood_section
+    from sslops.audit.document import Document
+
+    card = " ".join((signed / "bundle" / "model_card.md").read_text().split())
+    assert "## Out-of-distribution split Not evaluated: no out-of-distribution split" in card
+    metrics = json.loads((signed / "bundle" / "evidence" / "evaluate" / "metrics.json").read_text())
+    test = metrics["models"]["mitigated"]
+    shifted = {k: test[k] - 0.05 for k in ("accuracy", "roc_auc", "dp_difference", "eo_difference")}
+    cfg = small_config.model_copy(update={"prepare": small_config.prepare.model_copy(
+        update={"ood": "native-country != United-States"})})  # fmt: skip
+    doc = Document("t")
+    _ood_section(
+        doc, cfg, metrics, {"split": "ood", "rows": 1234, "models": {"mitigated": shifted}}
+    )
+    text = " ".join(doc.markdown().split())
+    assert "1,234 rows (prepare.ood: `native-country != United-States`)" in text
+    assert f"| mitigated | {shifted['accuracy']:.4f} (-0.0500) |" in text
+
+
 def test_override_with_justification_is_recorded(
     stage_artifacts: dict[str, Path], small_config: Config, tmp_path: Path
 ) -> None:

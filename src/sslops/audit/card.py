@@ -229,6 +229,35 @@ def _fairness_section(
     return limits
 
 
+def _ood_section(doc: Document, cfg: Config, metrics: dict[str, Any], ood: dict[str, Any]) -> None:
+    """Each model on the out-of-distribution split beside the test split, or why there is none."""
+    doc.heading("Out-of-distribution split")
+    if not ood.get("models"):
+        doc.paragraph(
+            "Not evaluated: no out-of-distribution split is configured (prepare.ood, a row "
+            "predicate such as `native-country != United-States`, holds such rows out of training and scores them "
+            "apart)." if cfg.modality == "tabular" else "Not evaluated: no out-of-distribution "
+            "split is configured."
+        )  # fmt: skip
+        return
+    test = metrics.get("models", {})
+    keys = ("accuracy", "roc_auc", "dp_difference", "eo_difference")
+    rows = []
+    for name, m in ood["models"].items():
+        before = test.get(name, {})
+        rows.append([name, *(
+            _fmt(m.get(k)) + (f" ({m[k] - before[k]:+.4f})" if isinstance(m.get(k), float)
+                              and isinstance(before.get(k), float) else "")
+            for k in keys)])  # fmt: skip
+    sensitive = metrics.get("sensitive", "")
+    what = (f"{ood['split']}: {ood['corruptions']}" if ood.get("corruptions")
+            else f"prepare.ood: `{cfg.prepare.ood}`")  # fmt: skip
+    doc.paragraph(f"{_fmt(ood.get('rows'))} rows ({what}); change against the test split in "
+                  "brackets.")  # fmt: skip
+    doc.table(["model", "accuracy", "ROC AUC", f"DP diff. ({sensitive})",
+               f"EO diff. ({sensitive})"], rows)  # fmt: skip
+
+
 def _export_section(doc: Document, exported: dict[str, Any]) -> None:
     doc.heading("ONNX export")
     parity = exported["parity"]
@@ -351,6 +380,7 @@ def build_card(cfg: Config, bundle: Path, context: dict[str, Any], evidence: lis
     if metrics:
         _metrics_sections(doc, cfg, metrics, deployed)
         limits = _fairness_section(doc, cfg, metrics, finetune, shortcuts, deployed)
+        _ood_section(doc, cfg, metrics, _load(bundle, "evidence/evaluate/ood.json"))
     sensitive = metrics.get("sensitive", "")
     order = ("evidence/evaluate/", "evidence/finetune/", "evidence/pretrain/", "evidence/")
     for name in sorted(
@@ -371,6 +401,7 @@ def build_card(cfg: Config, bundle: Path, context: dict[str, Any], evidence: lis
             name.endswith(".json")
             and name not in SPECIFIC | weights
             and not (name == "evidence/evaluate/shortcuts.json" and cfg.modality == "tabular")
+            and name != "evidence/evaluate/ood.json"
             and name.startswith(("evidence/evaluate/", "evidence/finetune/"))
         ):
             _generic_json(doc, name, _load(bundle, name))
