@@ -267,3 +267,25 @@ def test_audit_remeasure_agrees_on_a_group_without_positives() -> None:
                     row[rate], abs=1e-12, nan_ok=True
                 )
     assert math.isnan(theirs["by_group"]["g"]["c"]["tpr"])
+
+
+def test_a_group_below_min_group_rows_keeps_its_count_and_no_metric() -> None:
+    """A one-row group's accuracy, rates and ECE would be that person's label, decision and
+    score; both implementations (evaluate and the audit's re-measurement) hide them alike."""
+    from sslops.audit.remeasure import remeasure
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    score = rng.random(200)
+    race = np.array(["A"] * 199 + ["Z"])
+    groups = {"sex": np.array(["F", "M"] * 100), "race": race}
+    for measure in (model_metrics, remeasure):
+        kept = measure(y, score, 0.5, groups, intersections=True, resamples=0, seed=0,
+                       min_group_rows=10)  # fmt: skip
+        lone = kept["by_group"]["race"]["Z"]
+        assert lone["count"] == 1 and all(math.isnan(v) for k, v in lone.items() if k != "count")
+        crossing = kept["by_group"]["sex x race"]
+        assert all(math.isnan(r["tpr"]) for g, r in crossing.items() if g.endswith("| Z"))
+        assert not math.isnan(kept["by_group"]["race"]["A"]["accuracy"])
+        shown = measure(y, score, 0.5, groups, intersections=True, resamples=0, seed=0)
+        assert shown["by_group"]["race"]["Z"]["selection_rate"] == float(score[-1] >= 0.5)

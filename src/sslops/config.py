@@ -516,6 +516,11 @@ class EvaluateConfig(_Section):
     threshold: float = Field(default=0.5, gt=0, lt=1, description="Decision threshold.")
     bootstrap: int = Field(default=200, ge=0, description="Resamples for 95% intervals.")
     intersections: bool = Field(default=True, description="Also the sensitive columns' crossings.")
+    min_group_rows: int = Field(
+        default=10, ge=0,
+        description="Tables: a group (or crossing) of fewer test rows is reported by its count "
+        "only, no metric (with one row, its metrics are that person's label and decision).",
+    )  # fmt: skip
     proxies: list[str] = Field(
         default_factory=list, description="Proxy columns checked for reliance, like sensitive ones."
     )

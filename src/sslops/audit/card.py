@@ -103,10 +103,14 @@ def _metrics_sections(doc: Document, cfg: Config, metrics: dict[str, Any], deplo
         if not isinstance(groups, dict):
             continue
         doc.heading(f"Per-group metrics of '{deployed}' by {column}")
+        least = cfg.evaluate.min_group_rows
+        hidden = [f"not shown (< {least} rows)"] * 3
         doc.table(
             ["group", "rows", "accuracy", "ROC AUC", "selection rate"],
-            [[g, _fmt(int(r.get("count", 0))), _fmt(r.get("accuracy")), _fmt(r.get("roc_auc")),
-              _fmt(r.get("selection_rate"))] for g, r in groups.items()],
+            [[g, _fmt(int(r.get("count", 0))),
+              *(hidden if r.get("count", 0) < least else
+                [_fmt(r.get("accuracy")), _fmt(r.get("roc_auc")), _fmt(r.get("selection_rate"))])]
+             for g, r in groups.items()],
         )  # fmt: skip
 
 

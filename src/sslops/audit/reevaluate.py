@@ -301,7 +301,8 @@ def reproduce(
     if model is not None:
         score, onnx_meta = score_onnx(model, frame)
         again = remeasure(y, score, threshold, groups, intersections=bool(ev["intersections"]),
-                          resamples=int(ev["bootstrap"]), seed=int(evaluate_cfg["seed"]))  # fmt: skip
+                          resamples=int(ev["bootstrap"]), seed=int(evaluate_cfg["seed"]),
+                          min_group_rows=int(ev.get("min_group_rows", 0)))  # fmt: skip
         matrix = metrics.get("confusion_matrices", {}).get(deployed)
         reported = {"rows": metrics["rows"], "decision_threshold": float(exported["metadata"]
                     ["decision_threshold"]), **flatten(metrics["models"][deployed], matrix)}  # fmt: skip

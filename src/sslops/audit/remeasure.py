@@ -30,7 +30,7 @@ _BINS = 10
 
 
 def _auc(y: np.ndarray, score: np.ndarray) -> float:
-    if y.min(initial=0) == y.max(initial=0):
+    if len(np.unique(y)) < 2:  # one class (all positive too: min(initial=0) missed that)
         return float("nan")
     return float(roc_auc_score(y, score))
 
@@ -113,7 +113,7 @@ def bootstrap(
 
 def remeasure(
     y: np.ndarray, score: np.ndarray, threshold: float, groups: dict[str, np.ndarray], *,
-    intersections: bool, resamples: int, seed: int,
+    intersections: bool, resamples: int, seed: int, min_group_rows: int = 0,
 ) -> dict[str, Any]:  # fmt: skip
     """The evaluate stage's record of one model (see the module docstring); ``groups`` are
     the sensitive columns as strings, missing values already named."""
@@ -135,6 +135,10 @@ def remeasure(
         column: {str(g): group_rates(y, score, label, values == g) for g in np.unique(values)}
         for column, values in tables.items()
     }
+    for table in result["by_group"].values():  # small groups: the count only (privacy)
+        for row in table.values():
+            if row["count"] < min_group_rows:
+                row.update({k: float("nan") for k in row if k != "count"})
     result["gaps"] = {column: fairness_gaps(y, label, values) for column, values in tables.items()}
     result["intervals"] = bootstrap(y, score, threshold, first, resamples, seed)
     negatives, positives = y == 0, y == 1

@@ -138,11 +138,13 @@ def bootstrap_intervals(
 def model_metrics(
     y: np.ndarray, score: np.ndarray, threshold: float, groups: dict[str, np.ndarray],
     *, intersections: bool = False, resamples: int = 0, seed: int = 0,
-    predicted: np.ndarray | None = None,
+    predicted: np.ndarray | None = None, min_group_rows: int = 0,
 ) -> dict[str, Any]:  # fmt: skip
     """Overall metrics with gaps for the first group column, and per-group tables for each.
 
-    ``predicted`` overrides thresholding (for randomized post-processing).
+    ``predicted`` overrides thresholding (for randomized post-processing). A group of fewer
+    than ``min_group_rows`` rows keeps its row count and no metric (NaN): with one row, its
+    accuracy and rates would be that person's label and decision, its ECE their score.
     """
     predicted = (score >= threshold).astype(int) if predicted is None else predicted
     first = next(iter(groups.values()))
@@ -155,7 +157,11 @@ def model_metrics(
             [" | ".join(parts) for parts in zip(*groups.values(), strict=True)]
         )
     for column, values in tables.items():
-        result["by_group"][column] = _group_table(y, score, predicted, values)
+        table = _group_table(y, score, predicted, values)
+        for row in table.values():
+            if row["count"] < min_group_rows:
+                row.update({k: float("nan") for k in row if k != "count"})
+        result["by_group"][column] = table
         result["gaps"][column] = rate_gaps(y, predicted, values)
     result["intervals"] = bootstrap_intervals(y, score, threshold, first, resamples, seed)
     return result

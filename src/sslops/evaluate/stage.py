@@ -67,6 +67,7 @@ def _evaluate_split(
         out[name] = model_metrics(
             split.target, _scorer(model)(split.features), ec.threshold, groups,
             intersections=ec.intersections, resamples=ec.bootstrap, seed=cfg.seed,
+            min_group_rows=ec.min_group_rows,
         )  # fmt: skip
     if post is not None:
         thresholder = GroupThresholdPostprocessor(constraint=post["constraint"])
@@ -76,7 +77,7 @@ def _evaluate_split(
         predicted = thresholder.predict(score, sensitive_features=sens, seed=cfg.seed)
         metrics = model_metrics(
             split.target, score, ec.threshold, groups, intersections=ec.intersections,
-            predicted=predicted,
+            predicted=predicted, min_group_rows=ec.min_group_rows,
         )  # fmt: skip
         # Its decisions are group thresholds (randomized between two), not a ranking of the
         # base score: that score's ROC AUC is not this classifier's.
