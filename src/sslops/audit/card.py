@@ -35,7 +35,9 @@ def _fmt(value: Any) -> str:
     if isinstance(value, bool) or value is None:
         return str(value)
     if isinstance(value, float):
-        return "n/a" if value != value else f"{value:.4f}" if abs(value) >= 1e-3 else f"{value:.2e}"
+        if value != value:
+            return "n/a"
+        return "0" if value == 0 else f"{value:.4f}" if abs(value) >= 1e-3 else f"{value:.2e}"
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
