@@ -300,6 +300,8 @@ def test_the_sensitive_reliance_gate_reads_the_counterfactual_test(
 def test_the_card_says_the_sensitive_attributes_are_inputs_and_shows_every_gap(
     signed: Path, small_config: Config
 ) -> None:
+    from sslops.audit.card import _fmt
+
     card = " ".join((signed / "bundle" / "model_card.md").read_text().split())
     shortcuts = json.loads((signed / "bundle" / "evidence" / "evaluate" / "shortcuts.json")
                            .read_text())  # fmt: skip
@@ -310,7 +312,8 @@ def test_the_card_says_the_sensitive_attributes_are_inputs_and_shows_every_gap(
         assert f"| {column} | " in card and f"{result['changed_share']:.1%}" in card
     deployed = metrics["models"][small_config.export.model]
     for column, gaps in deployed["gaps"].items():  # every column and the crossing
-        assert f"| {column} | {gaps['dp_difference']:.4f}" in card, column
+        low, high = (_fmt(v) for v in deployed["gap_intervals"][column]["dp_difference"])
+        assert f"| {column} | {_fmt(gaps['dp_difference'])} [{low}, {high}] |" in card, column
     assert "Policy: demographic_parity difference <= 0.02 on 'sex'" in card
     flagged = metrics["models"]["ssl+threshold_optimizer"]["flag"]  # in the main table too
     assert f"| ssl+threshold_optimizer ({flagged}) |" in card

@@ -192,15 +192,16 @@ def _fairness_section(
     gaps = model.get("gaps", {})
     if gaps:
         first = metrics.get("sensitive")
-        intervals = model.get("intervals", {})
+        every = model.get("gap_intervals", {})
         doc.table(
             ["sensitive column", "DP difference", "EO difference", "equal-opportunity difference"],
-            [[column, *(_fmt(g.get(k)) + (_interval(intervals, k) if column == first else "")
+            [[column, *(_fmt(g.get(k)) + _interval(every.get(column) or (
+                model.get("intervals", {}) if column == first else {}), k)
                         for k in ("dp_difference", "eo_difference", "eopp_difference"))]
              for column, g in gaps.items()],
         )  # fmt: skip
-        doc.paragraph("Test split; 95% bootstrap intervals in brackets (computed for "
-                      f"'{first}'). Per-group rates: the tables below.")  # fmt: skip
+        doc.paragraph("Test split; 95% bootstrap intervals in brackets. Per-group rates: the "
+                      "tables below.")  # fmt: skip
     small = [(column, group, int(r.get("count", 0)))
              for column, groups in model.get("by_group", {}).items() if isinstance(groups, dict)
              for group, r in groups.items() if int(r.get("count", 0)) < SMALL_GROUP_ROWS]  # fmt: skip

@@ -173,6 +173,10 @@ def flatten(record: dict[str, Any], matrix: list[list[int]] | None) -> dict[str,
         out.update({f"gaps[{column}].{k}": v for k, v in gaps.items()})
     for metric, (low, high) in record.get("intervals", {}).items():
         out[f"intervals.{metric}.low"], out[f"intervals.{metric}.high"] = low, high
+    for column, intervals in record.get("gap_intervals", {}).items():
+        for metric, (low, high) in intervals.items():
+            out[f"gap_intervals[{column}].{metric}.low"] = low
+            out[f"gap_intervals[{column}].{metric}.high"] = high
     if matrix is not None:
         cells = [value for row in matrix for value in row]
         out.update({f"confusion_matrix.{c}": v for c, v in zip(_CELLS, cells, strict=True)})

@@ -111,6 +111,20 @@ def bootstrap(
     }
 
 
+def gap_bootstrap(
+    y: np.ndarray, label: np.ndarray, groups: np.ndarray, resamples: int, seed: int
+) -> dict[str, list[float]]:
+    """95% percentile intervals of one column's gaps; the resamples of :func:`bootstrap`."""
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {}
+    for _ in range(resamples):
+        rows = rng.integers(0, len(y), len(y))
+        for k, v in fairness_gaps(y[rows], label[rows], groups[rows]).items():
+            draws.setdefault(k, []).append(v)
+    return {k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))]
+            for k, v in draws.items()}  # fmt: skip
+
+
 def remeasure(
     y: np.ndarray, score: np.ndarray, threshold: float, groups: dict[str, np.ndarray], *,
     intersections: bool, resamples: int, seed: int, min_group_rows: int = 0,
@@ -141,6 +155,11 @@ def remeasure(
                 row.update({k: float("nan") for k in row if k != "count"})
     result["gaps"] = {column: fairness_gaps(y, label, values) for column, values in tables.items()}
     result["intervals"] = bootstrap(y, score, threshold, first, resamples, seed)
+    if resamples:
+        result["gap_intervals"] = {
+            column: gap_bootstrap(y, label, values, resamples, seed)
+            for column, values in tables.items()
+        }
     negatives, positives = y == 0, y == 1
     result["confusion_matrix"] = [
         [int((negatives & (label == 0)).sum()), int((negatives & (label == 1)).sum())],

@@ -135,6 +135,28 @@ def bootstrap_intervals(
     }
 
 
+GAP_KEYS = ("dp_difference", "eo_difference", "eopp_difference")
+
+
+def gap_intervals(
+    y: np.ndarray, predicted: np.ndarray, groups: np.ndarray, resamples: int, seed: int
+) -> dict[str, list[float]]:
+    """Percentile 95% intervals of one column's gaps over row resamples: the same rows as
+    :func:`bootstrap_intervals` with the same seed, so the first column's equal those."""
+    if resamples == 0:
+        return {}
+    rng = np.random.default_rng(seed)
+    codes = group_codes(groups)
+    draws: dict[str, list[float]] = {k: [] for k in GAP_KEYS}
+    for _ in range(resamples):
+        rows = rng.integers(0, len(y), len(y))
+        for k, v in code_gaps(y[rows], predicted[rows], codes[rows]).items():
+            draws[k].append(v)
+    return {
+        k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] for k, v in draws.items()
+    }
+
+
 def model_metrics(
     y: np.ndarray, score: np.ndarray, threshold: float, groups: dict[str, np.ndarray],
     *, intersections: bool = False, resamples: int = 0, seed: int = 0,
@@ -164,4 +186,9 @@ def model_metrics(
         result["by_group"][column] = table
         result["gaps"][column] = rate_gaps(y, predicted, values)
     result["intervals"] = bootstrap_intervals(y, score, threshold, first, resamples, seed)
+    if resamples:  # every column's and the crossing's gaps, not only the first column's
+        result["gap_intervals"] = {
+            column: gap_intervals(y, predicted, values, resamples, seed)
+            for column, values in tables.items()
+        }
     return result
