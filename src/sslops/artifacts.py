@@ -60,9 +60,9 @@ def final_location(path: Path | str) -> str:
     staging ones. Any other path (a cluster run, a stage command) is returned as given.
     """
     spec = os.environ.get(LOCATIONS_ENV)
-    if not spec or not Path(path).is_relative_to(json.loads(spec)["root"]):
+    mapping = json.loads(spec) if spec else None
+    if mapping is None or not Path(path).is_relative_to(mapping["root"]):
         return str(path)
-    mapping = json.loads(spec)
     parts = Path(path).relative_to(mapping["root"]).parts
     folder = mapping["folders"].get("/".join(parts[1:3]))
     return str(Path(mapping["out"], folder, *parts[3:])) if folder else str(path)

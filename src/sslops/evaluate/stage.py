@@ -22,7 +22,7 @@ from sslops.evaluate.label_efficiency import label_efficiency
 from sslops.evaluate.metrics import model_metrics
 from sslops.evaluate.report import roc_points, write_reports
 from sslops.evaluate.shortcuts import counterfactual_flip, permutation_reliance
-from sslops.finetune.estimators import GroupThresholdPostprocessor, _groups_1d
+from sslops.finetune.estimators import GroupThresholdPostprocessor, groups_1d
 from sslops.finetune.stage import MODELS
 from sslops.models.tabular import TabularClassifier, load_classifier
 from sslops.prepare.dataset import PreparedData, Split, check_same_data
@@ -85,7 +85,7 @@ def _evaluate_split(
         for table in metrics.get("by_group", {}).values():
             for row in table.values():
                 row["roc_auc"] = float("nan")
-        unseen = ~np.isin(_groups_1d(sens), list(thresholder.thresholds_))
+        unseen = ~np.isin(groups_1d(sens), list(thresholder.thresholds_))
         metrics["rows_in_groups_without_threshold"] = int(unseen.sum())  # decided 0
         metrics["flag"] = post["flag"]
         out[POSTPROCESSED] = metrics

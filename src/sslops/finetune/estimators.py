@@ -54,7 +54,7 @@ _THRESHOLD_CONSTRAINTS = {
 }
 
 
-def _groups_1d(sensitive_features: Any) -> np.ndarray:
+def groups_1d(sensitive_features: Any) -> np.ndarray:
     """One group label per row; several columns become their intersection."""
     array = np.asarray(sensitive_features, dtype=str)
     if array.ndim == 1:
@@ -162,7 +162,7 @@ class GridSearchLogisticRegression(_LinearProba):
     def fit(
         self, X: np.ndarray, y: np.ndarray, *, sensitive_features: Any
     ) -> GridSearchLogisticRegression:
-        groups = _groups_1d(sensitive_features)
+        groups = groups_1d(sensitive_features)
         if len(np.unique(groups)) < 2:
             raise ValueError(
                 "GridSearchLogisticRegression needs at least 2 sensitive groups, got 1"
@@ -230,7 +230,7 @@ class DistilledExponentiatedGradient(_LinearProba):
                 LogisticRegression(C=self.C, max_iter=2000), moment,
                 eps=self.eps, max_iter=self.max_iter,
             )  # fmt: skip
-            reduction.fit(X, y, sensitive_features=_groups_1d(sensitive_features))
+            reduction.fit(X, y, sensitive_features=groups_1d(sensitive_features))
         soft = reduction._pmf_predict(X)[:, 1]  # the mixture's expected prediction
         self.n_predictors_ = int(np.sum(np.asarray(reduction.weights_) > 0))
         x = torch.as_tensor(np.asarray(X), dtype=torch.float32)
@@ -256,7 +256,7 @@ class GroupThresholdPostprocessor(BaseEstimator):
     def unfittable_groups(y: np.ndarray, sensitive_features: Any) -> list[str]:
         """Groups with one class only, for which ThresholdOptimizer has no threshold to pick
         (fairlearn raises "Degenerate labels" on them): few labels and small groups."""
-        groups = _groups_1d(sensitive_features)
+        groups = groups_1d(sensitive_features)
         target = np.asarray(y)
         return [str(g) for g in np.unique(groups) if len(np.unique(target[groups == g])) < 2]
 
@@ -283,7 +283,7 @@ class GroupThresholdPostprocessor(BaseEstimator):
             prefit=True, predict_method="predict",
         )  # fmt: skip
         optimizer.fit(
-            np.asarray(scores)[:, None], y, sensitive_features=_groups_1d(sensitive_features)
+            np.asarray(scores)[:, None], y, sensitive_features=groups_1d(sensitive_features)
         )
         table = optimizer.interpolated_thresholder_.interpolation_dict
         self.thresholds_ = {
@@ -294,7 +294,7 @@ class GroupThresholdPostprocessor(BaseEstimator):
 
     def predict(self, scores: np.ndarray, *, sensitive_features: Any, seed: int = 0) -> np.ndarray:
         rng = np.random.default_rng(seed)
-        groups = _groups_1d(sensitive_features)
+        groups = groups_1d(sensitive_features)
         out = np.zeros(len(scores), dtype=int)
         for group, rule in self.thresholds_.items():
             rows = groups == group

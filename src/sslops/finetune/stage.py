@@ -41,7 +41,7 @@ from sslops.finetune.estimators import (
     FairnessPenalizedLogisticRegression,
     GridSearchLogisticRegression,
     GroupThresholdPostprocessor,
-    _groups_1d,
+    groups_1d,
 )
 from sslops.finetune.evidence import BinnedEvidenceLogisticRegression, ensemble_classifier
 from sslops.finetune.fairness import FairnessPenalty
@@ -397,8 +397,8 @@ def _threshold_optimizer_unfittable(
     if single:
         reasons.append(f"group(s) {', '.join(map(repr, single))} have one class only among "
                        f"the {len(y_lab)} labeled rows")  # fmt: skip
-    seen = set(_groups_1d(labeled_sens))
-    unseen = sorted({g for sens in scored_sens for g in _groups_1d(sens)} - seen)
+    seen = set(groups_1d(labeled_sens))
+    unseen = sorted({g for sens in scored_sens for g in groups_1d(sens)} - seen)
     if unseen:
         reasons.append(f"group(s) {', '.join(map(repr, unseen))} have no labeled row")
     if not reasons:
@@ -516,7 +516,7 @@ def _grid_search_candidates(
             constraint=fair.constraint, grid_size=fair.grid_search, C=fc.regularization
         ).fit(z_lab[rows], y_lab[rows], sensitive_features=sens_lab[rows])
 
-    if len(np.unique(_groups_1d(sens_lab))) < 2:
+    if len(np.unique(groups_1d(sens_lab))) < 2:
         return []  # the labeled rows hold one group: no trade-off to sweep
     grid = search(np.arange(len(y_lab)))
     folds: dict[int, GridSearchLogisticRegression] = {}
