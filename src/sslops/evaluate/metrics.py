@@ -13,6 +13,7 @@ positives are all missed; where every group has both classes the numbers are fai
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -108,6 +109,24 @@ def _fast_summary(
     }
 
 
+def _percentile_intervals(
+    n: int, resamples: int, seed: int, measure: Callable[[np.ndarray], dict[str, float]]
+) -> dict[str, list[float]]:
+    """Percentile 95% intervals of ``measure(rows)`` over ``resamples`` row resamples (drawn
+    from ``seed``: the same rows for every caller with the same seed)."""
+    if resamples == 0:
+        return {}
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {}
+    for _ in range(resamples):
+        for k, v in measure(rng.integers(0, n, n)).items():
+            draws.setdefault(k, []).append(v)
+    return {
+        k: [float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))]
+        for k, v in draws.items()
+    }
+
+
 def bootstrap_intervals(
     y: np.ndarray,
     score: np.ndarray,
@@ -117,25 +136,10 @@ def bootstrap_intervals(
     seed: int,
 ) -> dict[str, list[float]]:
     """Percentile 95% intervals of the summary metrics over row resamples."""
-    if resamples == 0:
-        return {}
-    rng = np.random.default_rng(seed)
     codes = group_codes(groups)
-    draws: dict[str, list[float]] = {k: [] for k in SUMMARY}
-    for _ in range(resamples):
-        rows = rng.integers(0, len(y), len(y))
-        values = _fast_summary(
-            y[rows], score[rows], (score[rows] >= threshold).astype(int), codes[rows]
-        )
-        for k, v in values.items():
-            draws[k].append(v)
-    return {
-        k: [float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))]
-        for k, v in draws.items()
-    }
-
-
-GAP_KEYS = ("dp_difference", "eo_difference", "eopp_difference")
+    return _percentile_intervals(len(y), resamples, seed, lambda rows: _fast_summary(
+        y[rows], score[rows], (score[rows] >= threshold).astype(int), codes[rows]
+    ))  # fmt: skip
 
 
 def gap_intervals(
@@ -143,18 +147,10 @@ def gap_intervals(
 ) -> dict[str, list[float]]:
     """Percentile 95% intervals of one column's gaps over row resamples: the same rows as
     :func:`bootstrap_intervals` with the same seed, so the first column's equal those."""
-    if resamples == 0:
-        return {}
-    rng = np.random.default_rng(seed)
     codes = group_codes(groups)
-    draws: dict[str, list[float]] = {k: [] for k in GAP_KEYS}
-    for _ in range(resamples):
-        rows = rng.integers(0, len(y), len(y))
-        for k, v in code_gaps(y[rows], predicted[rows], codes[rows]).items():
-            draws[k].append(v)
-    return {
-        k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] for k, v in draws.items()
-    }
+    return _percentile_intervals(
+        len(y), resamples, seed, lambda rows: code_gaps(y[rows], predicted[rows], codes[rows])
+    )
 
 
 def model_metrics(
