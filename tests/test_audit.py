@@ -314,6 +314,9 @@ def test_the_card_says_the_sensitive_attributes_are_inputs_and_shows_every_gap(
     for column, gaps in deployed["gaps"].items():  # every column and the crossing
         low, high = (_fmt(v) for v in deployed["gap_intervals"][column]["dp_difference"])
         assert f"| {column} | {_fmt(gaps['dp_difference'])} [{low}, {high}] |" in card, column
+    for group, row in deployed["by_group"]["sex"].items():  # per-group rates with intervals
+        low, high = (_fmt(v) for v in deployed["group_intervals"]["sex"][group]["tpr"])
+        assert f"{_fmt(row['tpr'])} [{low}, {high}]" in card, group
     assert "Policy: demographic_parity difference <= 0.02 on 'sex'" in card
     flagged = metrics["models"]["ssl+threshold_optimizer"]["flag"]  # in the main table too
     assert f"| ssl+threshold_optimizer ({flagged}) |" in card

@@ -317,3 +317,46 @@ def test_every_column_and_the_crossing_get_gap_intervals_and_the_audit_agrees() 
     for column, intervals in ours["gap_intervals"].items():
         for key, bounds in intervals.items():
             assert theirs["gap_intervals"][column][key] == pytest.approx(bounds, abs=1e-12)
+
+
+def test_every_group_gets_intervals_that_the_audit_reproduces() -> None:
+    """Per-group accuracy, selection rate, TPR, FPR, ROC AUC and calibration error get 95%
+    intervals on the overall intervals' resamples; undefined draws are left out; a group
+    below min_group_rows gets none; the audit's independent re-measurement agrees."""
+    from sslops.audit.remeasure import remeasure
+
+    rng = np.random.default_rng(11)
+    n = 800
+    y = rng.integers(0, 2, n)
+    score = np.round(np.clip(y * 0.3 + rng.random(n) * 0.7, 0, 1), 2)  # ties inside groups
+    race = rng.choice(np.array(["A", "B"]), n)
+    race[:12], race[12:15] = "C", "Z"  # C: 12 rows, all positive; Z: 3 rows (hidden)
+    y[:12] = 1
+    groups = {"sex": rng.choice(np.array(["F", "M"]), n), "race": race}
+    ours = model_metrics(y, score, 0.5, groups, intersections=True, resamples=150, seed=5,
+                         min_group_rows=10)  # fmt: skip
+    every = ours["group_intervals"]
+    assert set(every) == {"sex", "race", "sex x race"}
+    assert "Z" not in every["race"] and set(every["race"]) == {"A", "B", "C"}
+    for column, table in every.items():
+        for group, intervals in table.items():
+            point = ours["by_group"][column][group]
+            for key in ("accuracy", "selection_rate", "tpr", "roc_auc", "ece"):
+                if group == "C" and key == "roc_auc":
+                    continue
+                low, high = intervals[key]
+                assert 0 <= low <= high <= 1, (column, group, key)
+                assert low - 0.05 <= point[key] <= high + 0.05, (column, group, key)
+    assert all(math.isnan(b) for b in every["race"]["C"]["fpr"] + every["race"]["C"]["roc_auc"])
+    small, large = every["race"]["C"]["tpr"], every["race"]["A"]["tpr"]
+    assert small[1] - small[0] > large[1] - large[0]  # 12 rows: a wider interval
+    theirs = remeasure(y, score, 0.5, groups, intersections=True, resamples=150, seed=5,
+                       min_group_rows=10)  # fmt: skip
+    assert set(theirs["group_intervals"]["race"]) == {"A", "B", "C"}
+    for column, table in every.items():
+        for group, intervals in table.items():
+            for key, bounds in intervals.items():
+                assert theirs["group_intervals"][column][group][key] == pytest.approx(
+                    bounds, abs=1e-12, nan_ok=True
+                ), (column, group, key)
+    assert "group_intervals" not in model_metrics(y, score, 0.5, groups, resamples=0)

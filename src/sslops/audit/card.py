@@ -100,22 +100,29 @@ def _metrics_sections(doc: Document, cfg: Config, metrics: dict[str, Any], deplo
         "Both fairness gaps are shown for every model: when base rates differ between groups, "
         "demographic parity and equalized odds cannot both be near zero."
     )
-    by_group = metrics.get("models", {}).get(deployed, {}).get("by_group", {})
-    for column, groups in by_group.items():
+    model = metrics.get("models", {}).get(deployed, {})
+    every = model.get("group_intervals", {})
+    for column, groups in model.get("by_group", {}).items():
         if not isinstance(groups, dict):
             continue
         doc.heading(f"Per-group metrics of '{deployed}' by {column}")
         least = cfg.evaluate.min_group_rows
-        hidden = [f"not shown (< {least} rows)"] * 3
+        keys = [k for k in _GROUP_COLUMNS if any(k in r for r in groups.values())]
+        intervals = every.get(column, {}) if isinstance(every, dict) else {}
         doc.table(
-            ["group", "rows", "accuracy", "ROC AUC", "selection rate"],
+            ["group", "rows", *(_GROUP_COLUMNS[k] for k in keys)],
             [[g, _fmt(int(r.get("count", 0))),
-              *(hidden if r.get("count", 0) < least else
-                [_fmt(r.get("accuracy")), _fmt(r.get("roc_auc")), _fmt(r.get("selection_rate"))])]
+              *([f"not shown (< {least} rows)"] * len(keys) if r.get("count", 0) < least else
+                [_fmt(r.get(k)) + _interval(intervals.get(g, {}), k) for k in keys])]
              for g, r in groups.items()],
         )  # fmt: skip
+    if every:
+        doc.paragraph("Test split; 95% bootstrap intervals in brackets, over the same row "
+                      "resamples as the overall intervals.")  # fmt: skip
 
 
+_GROUP_COLUMNS = {"accuracy": "accuracy", "roc_auc": "ROC AUC", "selection_rate": "selection rate",
+                  "tpr": "TPR", "fpr": "FPR", "ece": "calibration error"}  # fmt: skip
 _GAP_KEYS = {
     "demographic_parity": ("dp_difference", "demographic_parity_difference"),
     "equalized_odds": ("eo_difference", "equalized_odds_difference"),
@@ -130,7 +137,9 @@ def _pct(value: Any) -> str:
 
 def _interval(intervals: dict[str, Any], key: str) -> str:
     bounds = intervals.get(key)
-    return f" [{_fmt(bounds[0])}, {_fmt(bounds[1])}]" if bounds else ""
+    if not bounds or any(not isinstance(b, float) or b != b for b in bounds):
+        return ""  # none measured, or undefined in every resample
+    return f" [{_fmt(bounds[0])}, {_fmt(bounds[1])}]"
 
 
 def _fairness_section(

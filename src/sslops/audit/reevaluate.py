@@ -177,6 +177,11 @@ def flatten(record: dict[str, Any], matrix: list[list[int]] | None) -> dict[str,
         for metric, (low, high) in intervals.items():
             out[f"gap_intervals[{column}].{metric}.low"] = low
             out[f"gap_intervals[{column}].{metric}.high"] = high
+    for column, groups in record.get("group_intervals", {}).items():
+        for group, intervals in groups.items():
+            for metric, (low, high) in intervals.items():
+                out[f"group_intervals[{column}={group}].{metric}.low"] = low
+                out[f"group_intervals[{column}={group}].{metric}.high"] = high
     if matrix is not None:
         cells = [value for row in matrix for value in row]
         out.update({f"confusion_matrix.{c}": v for c, v in zip(_CELLS, cells, strict=True)})
@@ -188,7 +193,7 @@ def _tolerance(name: str) -> float:
         return float(TOLERANCES["int8"]["value"])
     if name.startswith("gates."):  # gates.<gate>.value: the tolerance of what it measures
         name = _GATE_METRICS.get(name.split(".")[1], name)
-    scored = name.endswith(("roc_auc", ".ece")) or ".roc_auc." in name
+    scored = name.endswith(("roc_auc", ".ece")) or ".roc_auc." in name or ".ece." in name
     return float(TOLERANCES["scores" if scored else "labels"]["value"])
 
 

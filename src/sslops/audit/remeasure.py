@@ -14,9 +14,11 @@ disagreement rather than be repeated. It reproduces the same definitions:
 - per group of each sensitive column (and their intersection when configured):
   rows, accuracy, selection rate, TPR and FPR (NaN where undefined, as above), ROC AUC
   (undefined with one class) and the expected calibration error over ten equal-width bins;
-- the bootstrap 95% intervals of the overall numbers: the same row draws (numpy's
-  default generator seeded with the config's seed), the gaps as above over the rows of
-  the draw.
+- the bootstrap 95% intervals of the overall numbers, of each column's gaps and of each
+  group's table row (groups of at least ``min_group_rows`` rows): the same row draws
+  (numpy's default generator seeded with the config's seed), every number as above over
+  the rows of the draw; a draw where a number is undefined (NaN) is left out of its
+  interval.
 """
 
 from __future__ import annotations
@@ -125,6 +127,32 @@ def gap_bootstrap(
             for k, v in draws.items()}  # fmt: skip
 
 
+def _percentiles(values: list[float]) -> list[float]:
+    defined = [v for v in values if v == v]
+    if not defined:
+        return [float("nan"), float("nan")]
+    return [float(np.percentile(defined, 2.5)), float(np.percentile(defined, 97.5))]
+
+
+def group_bootstrap(
+    y: np.ndarray, score: np.ndarray, label: np.ndarray, groups: np.ndarray, resamples: int,
+    seed: int, min_group_rows: int,
+) -> dict[str, dict[str, list[float]]]:  # fmt: skip
+    """95% percentile intervals of each group's table row (but its count); the resamples of
+    :func:`bootstrap`. Groups of fewer than ``min_group_rows`` rows get none."""
+    shown = [g for g in np.unique(groups) if int((groups == g).sum()) >= min_group_rows]
+    rng = np.random.default_rng(seed)
+    draws: dict[str, dict[str, list[float]]] = {str(g): {} for g in shown}
+    for _ in range(resamples):
+        rows = rng.integers(0, len(y), len(y))
+        yr, sr, lr, gr = y[rows], score[rows], label[rows], groups[rows]
+        for g in shown:
+            for k, v in group_rates(yr, sr, lr, gr == g).items():
+                if k != "count":
+                    draws[str(g)].setdefault(k, []).append(v)
+    return {g: {k: _percentiles(v) for k, v in row.items()} for g, row in draws.items()}
+
+
 def remeasure(
     y: np.ndarray, score: np.ndarray, threshold: float, groups: dict[str, np.ndarray], *,
     intersections: bool, resamples: int, seed: int, min_group_rows: int = 0,
@@ -158,6 +186,10 @@ def remeasure(
     if resamples:
         result["gap_intervals"] = {
             column: gap_bootstrap(y, label, values, resamples, seed)
+            for column, values in tables.items()
+        }
+        result["group_intervals"] = {
+            column: group_bootstrap(y, score, label, values, resamples, seed, min_group_rows)
             for column, values in tables.items()
         }
     negatives, positives = y == 0, y == 1

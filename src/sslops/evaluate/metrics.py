@@ -2,7 +2,9 @@
 
 Per group: accuracy, ROC AUC, selection rate, true- and false-positive rates, expected
 calibration error and the row count, for each sensitive column and (optionally) their
-intersection. Overall metrics and fairness gaps get bootstrap 95% intervals.
+intersection. Overall metrics, fairness gaps and every per-group metric get bootstrap
+95% intervals, all over the same row resamples (a draw where a group has no rows, or a rate
+no rows to be taken over, leaves that draw out of that interval).
 
 A group's true-positive rate is undefined when it has no positive rows, and its
 false-positive rate when it has no negative rows: the group table reports NaN and the
@@ -22,10 +24,12 @@ from fairlearn.metrics import (
     count,
     selection_rate,
 )
+from scipy.stats import rankdata
 from sklearn.metrics import accuracy_score, roc_auc_score
 
 from sslops.gaps import code_gaps, group_codes, rate_gaps
 
+GROUP_METRICS = ("accuracy", "selection_rate", "tpr", "fpr", "roc_auc", "ece")
 SUMMARY = (
     "accuracy",
     "roc_auc",
@@ -109,22 +113,82 @@ def _fast_summary(
     }
 
 
+def percentile_bounds(draws: list[float]) -> list[float]:
+    """2.5th and 97.5th percentiles of the defined draws; NaN bounds when none is defined."""
+    values = np.asarray(draws, dtype=float)
+    values = values[~np.isnan(values)]
+    if len(values) == 0:
+        return [float("nan"), float("nan")]
+    return [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))]
+
+
 def _percentile_intervals(
-    n: int, resamples: int, seed: int, measure: Callable[[np.ndarray], dict[str, float]]
-) -> dict[str, list[float]]:
+    n: int, resamples: int, seed: int, measure: Callable[[np.ndarray], dict[Any, float]]
+) -> dict[Any, list[float]]:
     """Percentile 95% intervals of ``measure(rows)`` over ``resamples`` row resamples (drawn
     from ``seed``: the same rows for every caller with the same seed)."""
     if resamples == 0:
         return {}
     rng = np.random.default_rng(seed)
-    draws: dict[str, list[float]] = {}
+    draws: dict[Any, list[float]] = {}
     for _ in range(resamples):
         for k, v in measure(rng.integers(0, n, n)).items():
             draws.setdefault(k, []).append(v)
-    return {
-        k: [float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))]
-        for k, v in draws.items()
-    }
+    return {k: percentile_bounds(v) for k, v in draws.items()}
+
+
+def _per_group(
+    y: np.ndarray, score: np.ndarray, predicted: np.ndarray, codes: np.ndarray,
+    ranks: np.ndarray, n_groups: int, bins: int = 10,
+) -> dict[str, np.ndarray]:  # fmt: skip
+    """Every per-group metric at once, with bincounts: NaN for a group without rows, and for a
+    rate (or ROC AUC) without the rows it is taken over. ``ranks`` are the scores' dense ranks
+    (ties share one), so a rank within (group, score) gives each group's Mann-Whitney ROC AUC."""
+    y, predicted = y.astype(float), predicted.astype(float)
+
+    def per(weights: np.ndarray | None = None, keys: np.ndarray = codes, size: int = n_groups):
+        return np.bincount(keys, weights=weights, minlength=size)
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rows, positives, chosen = per(), per(y), per(predicted)
+        negatives, hits = rows - positives, per(predicted * y)
+        within = rankdata(codes * (int(ranks.max()) + 1) + ranks)  # average ranks, ties split
+        before = np.cumsum(rows) - rows  # rows of the groups ranked below
+        u = per(within * y) - positives * before - positives * (positives + 1) / 2
+        cell = codes * bins + np.minimum((score * bins).astype(int), bins - 1)
+        drift = np.abs(per(y, cell, n_groups * bins) - per(score, cell, n_groups * bins))
+        auc = u / (positives * negatives)
+        return {
+            "accuracy": per((predicted == y).astype(float)) / rows,
+            "selection_rate": chosen / rows,
+            "tpr": hits / positives,
+            "fpr": (chosen - hits) / negatives,
+            "roc_auc": np.where((positives > 0) & (negatives > 0), auc, np.nan),
+            "ece": drift.reshape(n_groups, bins).sum(axis=1) / rows,
+        }
+
+
+def group_intervals(
+    y: np.ndarray, score: np.ndarray, predicted: np.ndarray, groups: np.ndarray,
+    resamples: int, seed: int, *, min_group_rows: int = 0,
+) -> dict[str, dict[str, list[float]]]:  # fmt: skip
+    """Percentile 95% intervals of each group's metrics (:data:`GROUP_METRICS`) over the row
+    resamples of :func:`bootstrap_intervals` with the same seed. A group of fewer than
+    ``min_group_rows`` rows gets none (its table row keeps only its count)."""
+    names, codes = np.unique(np.asarray(groups, dtype=str), return_inverse=True)
+    codes = codes.reshape(-1)
+    ranks = np.unique(score, return_inverse=True)[1].reshape(-1)
+    shown = [i for i, name in enumerate(names) if (codes == i).sum() >= min_group_rows]
+
+    def measure(rows: np.ndarray) -> dict[Any, float]:
+        table = _per_group(y[rows], score[rows], predicted[rows], codes[rows], ranks[rows],
+                           len(names))  # fmt: skip
+        return {(i, k): float(table[k][i]) for i in shown for k in GROUP_METRICS}
+
+    bounds = _percentile_intervals(len(y), resamples, seed, measure)
+    return (
+        {str(names[i]): {k: bounds[(i, k)] for k in GROUP_METRICS} for i in shown} if bounds else {}
+    )
 
 
 def bootstrap_intervals(
@@ -187,4 +251,9 @@ def model_metrics(
             column: gap_intervals(y, predicted, values, resamples, seed)
             for column, values in tables.items()
         }
+        result["group_intervals"] = {
+            column: group_intervals(y, score, predicted, values, resamples, seed,
+                                    min_group_rows=min_group_rows)
+            for column, values in tables.items()
+        }  # fmt: skip
     return result

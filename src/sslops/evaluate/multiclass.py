@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from sslops.evaluate.metrics import expected_calibration_error
+from sslops.evaluate.metrics import expected_calibration_error, percentile_bounds
 
 SUMMARY = (
     "accuracy",
@@ -127,9 +127,26 @@ def bootstrap(
         rows = rng.integers(0, len(y), len(y))
         for k, v in summary(y[rows], proba[rows], groups[rows]).items():
             draws[k].append(v)
+    return {k: percentile_bounds(v) for k, v in draws.items()}
+
+
+def group_intervals(
+    y: np.ndarray, proba: np.ndarray, groups: np.ndarray, resamples: int, seed: int
+) -> dict[str, dict[str, list[float]]]:
+    """Percentile 95% intervals of each group's table row (but its count) over the resamples
+    of :func:`bootstrap` with the same seed; draws where a value is undefined are left out."""
+    rng = np.random.default_rng(seed)
+    draws: dict[str, dict[str, list[float]]] = {}
+    for _ in range(resamples):
+        rows = rng.integers(0, len(y), len(y))
+        for g, row in group_table(y[rows], proba[rows], groups[rows]).items():
+            for k, v in row.items():
+                if k != "count":
+                    draws.setdefault(g, {}).setdefault(k, []).append(v)
     return {
-        k: [float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))]
-        for k, v in draws.items()
+        str(g): {k: percentile_bounds(v) for k, v in draws[str(g)].items()}
+        for g in np.unique(groups)
+        if str(g) in draws
     }
 
 
@@ -150,4 +167,8 @@ def multiclass_metrics(
         r["accuracy"] for r in result["by_group"][next(iter(groups))].values()
     )
     result["intervals"] = bootstrap(y, proba, first, resamples, seed)
+    if resamples:
+        result["group_intervals"] = {
+            name: group_intervals(y, proba, g, resamples, seed) for name, g in groups.items()
+        }
     return result
