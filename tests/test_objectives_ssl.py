@@ -12,6 +12,7 @@ from sslops.objectives import (
     ImageAugment,
     augment_images,
     augment_series,
+    changed_columns,
     mae_loss,
     mask_segments,
     masked_reconstruction_loss,
@@ -23,6 +24,7 @@ from sslops.objectives import (
     vime_loss,
 )
 from sslops.objectives.augment import normalize_images
+from sslops.objectives.scarf import corrupt_columns
 from tests.test_objectives import reference_nt_xent
 
 
@@ -102,6 +104,24 @@ def test_vime_loss_matches_formula() -> None:
     )
 
 
+def test_vime_targets_the_columns_that_changed_not_those_drawn() -> None:
+    """A donor with the same value leaves the cell as it was: the mask-estimation target is
+    0 there (the reference code's x != x_tilde), though the column was drawn."""
+    column_of = torch.tensor([0, 1, 1, 2])  # column 1 is one-hot over two features
+    x = torch.tensor([[0.5, 1.0, 0.0, 0.0], [0.2, 0.0, 1.0, 3.0]])
+    pool = torch.tensor([[0.5, 1.0, 0.0, 0.0], [0.5, 0.0, 1.0, 0.0]])
+    corrupted, drawn = corrupt_columns(x, pool, column_of, 1.0, gen(3))
+    assert drawn.all()  # rate 1: every column drawn
+    changed = changed_columns(x, corrupted, column_of, 3)
+    expected = torch.stack([
+        torch.tensor([bool((corrupted[i, column_of == c] != x[i, column_of == c]).any())
+                      for c in range(3)]) for i in range(2)
+    ]).float()  # fmt: skip
+    assert torch.equal(changed, expected) and changed.sum() < drawn.sum()
+    same = changed_columns(x, x.clone(), column_of, 3)
+    assert not same.any()
+
+
 def test_masked_segments_cover_whole_segments_and_loss_uses_them_only() -> None:
     series = torch.randn(4, 1, 30, generator=gen(9))
     mask = mask_segments(series, 5, 0.4, Draws.local(4, gen(10)))
@@ -163,3 +183,26 @@ def test_augment_series_keeps_shape_and_is_seeded() -> None:
     a = augment_series(series, Draws.local(5, gen(19)))
     assert a.shape == series.shape
     assert torch.equal(a, augment_series(series, Draws.local(5, gen(19))))
+
+
+def test_contrastive_and_covariance_losses_stay_fp32_under_bf16_autocast() -> None:
+    """autocast recasts matmuls to bf16 even on fp32 inputs; the losses turn it off, so their
+    gradients under bf16 training equal the fp32 ones (a bf16 similarity at temperature 0.1
+    gave a 2% gradient error)."""
+    from sslops.pretrain.fairness import SensitiveDependencePenalty
+
+    z1 = torch.randn(64, 32, generator=gen(4), requires_grad=True)
+    z2 = torch.randn(64, 32, generator=gen(5))
+    codes = torch.randint(0, 2, (64, 1), generator=gen(6))
+    penalty = SensitiveDependencePenalty([2], 1.0)
+    losses = {
+        "nt_xent": lambda: nt_xent(z1, z2, 0.1),
+        "vicreg": lambda: vicreg(z1, z2),
+        "hsic": lambda: penalty(z1, codes),
+    }
+    for name, loss in losses.items():
+        (plain,) = torch.autograd.grad(loss(), z1)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            value = loss()
+        (mixed,) = torch.autograd.grad(value, z1)  # backward outside autocast, as the loop does
+        assert torch.allclose(mixed, plain, rtol=1e-5, atol=1e-7), name

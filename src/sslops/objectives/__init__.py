@@ -9,13 +9,14 @@ from sslops.objectives.next_patch import next_patch_loss, next_patch_targets
 from sslops.objectives.scarf import corrupt_columns, info_nce, scarf_corrupt
 from sslops.objectives.simclr import nt_xent
 from sslops.objectives.vicreg import vicreg
-from sslops.objectives.vime import vime_loss
+from sslops.objectives.vime import changed_columns, vime_loss
 
 __all__ = [
     "Draws",
     "ImageAugment",
     "augment_images",
     "augment_series",
+    "changed_columns",
     "corrupt_columns",
     "gather_with_grad",
     "info_nce",

@@ -34,9 +34,10 @@ def vicreg(
     covariance: float = 1.0,
     eps: float = 1e-4,
 ) -> torch.Tensor:
-    z1, z2 = gather_with_grad(z1.float()), gather_with_grad(z2.float())
-    return (
-        invariance * F.mse_loss(z1, z2)
-        + variance * (_variance(z1, eps) + _variance(z2, eps))
-        + covariance * (_covariance(z1) + _covariance(z2))
-    )
+    with torch.autocast(z1.device.type, enabled=False):  # fp32 covariance under bf16 autocast
+        z1, z2 = gather_with_grad(z1.float()), gather_with_grad(z2.float())
+        return (
+            invariance * F.mse_loss(z1, z2)
+            + variance * (_variance(z1, eps) + _variance(z2, eps))
+            + covariance * (_covariance(z1) + _covariance(z2))
+        )

@@ -137,12 +137,13 @@ class SensitiveDependencePenalty(nn.Module):
         self.levels, self.weight = levels, weight
 
     def forward(self, h: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        everything = gather_with_grad(h.float())
-        all_codes = gather_with_grad(codes)
-        onehot = torch.cat(
-            [F.one_hot(all_codes[:, i], k).float() for i, k in enumerate(self.levels)], dim=1
-        )
-        return self.weight * normalized_hsic(everything, onehot)
+        with torch.autocast(h.device.type, enabled=False):  # fp32 kernels under bf16 autocast
+            everything = gather_with_grad(h.float())
+            all_codes = gather_with_grad(codes)
+            onehot = torch.cat(
+                [F.one_hot(all_codes[:, i], k).float() for i, k in enumerate(self.levels)], dim=1
+            )
+            return self.weight * normalized_hsic(everything, onehot)
 
 
 def build_fairness(cfg: Config, dim: int, levels: list[int]) -> nn.Module:

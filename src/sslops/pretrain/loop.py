@@ -30,6 +30,7 @@ from sslops.errors import ArtifactError, ConfigError
 from sslops.objectives import Draws
 from sslops.objectives.gather import world
 from sslops.optim import adamw
+from sslops.pretrain.batchnorm import convert_global_batchnorm
 from sslops.pretrain.checkpoint import (
     fingerprint,
     latest_checkpoint,
@@ -99,10 +100,13 @@ def train(
     task.to(device)
     if pc.compile:
         task.backbone.forward = torch.compile(task.backbone.forward)
-    if size > 1 and device.type == "cuda":
-        # Batch statistics over the global batch, as a single process would compute them
-        # (gloo has no SyncBatchNorm kernels; CPU ranks keep per-rank statistics).
-        task = torch.nn.SyncBatchNorm.convert_sync_batchnorm(task)
+    if size > 1:
+        # Batch statistics over the global batch, as a single process would compute them:
+        # SyncBatchNorm on CUDA, on CPU (gloo, where SyncBatchNorm refuses to run) our own.
+        if device.type == "cuda":
+            task = torch.nn.SyncBatchNorm.convert_sync_batchnorm(task)
+        else:
+            task = convert_global_batchnorm(task)
     model: torch.nn.Module = DistributedDataParallel(task) if size > 1 else task
     optimizer = adamw(
         parameter_groups(task, cfg), lr=pc.learning_rate, weight_decay=pc.weight_decay

@@ -25,6 +25,7 @@ from sslops.objectives import (
     ImageAugment,
     augment_images,
     augment_series,
+    changed_columns,
     corrupt_columns,
     mae_loss,
     mask_segments,
@@ -197,11 +198,14 @@ class VimeTask(Task):
 
     def ssl_loss(self, batch: torch.Tensor, draws: Draws) -> torch.Tensor:
         assert self.info.pool is not None and self.info.column_of is not None
-        corrupted, mask = corrupt_columns(
+        corrupted, _ = corrupt_columns(
             batch, self.info.pool, self.info.column_of, self.ratio, draws
         )
+        changed = changed_columns(
+            batch, corrupted, self.info.column_of, self.mask_head.out_features
+        )
         h = self.backbone(corrupted)
-        return vime_loss(self.mask_head(h), mask, self.feature_head(h), batch)
+        return vime_loss(self.mask_head(h), changed, self.feature_head(h), batch)
 
 
 class MaeTask(Task):
