@@ -158,6 +158,16 @@ def test_compiled_multinode_pipeline_launches_a_trainjob(crds) -> None:
     assert (mount["constant"], mount["mountPath"]) == ("sslops-workspace", "/workspace")
 
 
+@pytest.mark.parametrize("name", ["ssl_pipeline.yaml", "ssl_pipeline_multinode.yaml"])
+def test_prepare_reads_data_from_the_workspace_volume(name: str) -> None:
+    """config_json says data.train may be a file on the workspace volume: the prepare task
+    must mount it (it did not, so a cluster run could read only the packaged demo data)."""
+    _, platform = _compiled(name)
+    placed = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    mount = placed["exec-prepare"]["pvcMount"][0]
+    assert (mount["constant"], mount["mountPath"]) == ("sslops-workspace", "/workspace")
+
+
 def test_render_trainjob_prints_a_valid_object(crds, tmp_path: Path) -> None:
     from sslops.k8s.render import render_trainjob
     from sslops.k8s.validation import load_documents

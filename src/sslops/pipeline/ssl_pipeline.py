@@ -50,10 +50,11 @@ def build_pipeline(
         Args:
             config_json: The sslops config as JSON (what `sslops config --json` prints); the
                 default is the config this pipeline was compiled with. Edit any key, e.g.
-                data.train (a path on the workspace volume), seed, finetune.fairness.
+                data.train (a file on the workspace volume, /workspace/...; a new path
+                for new data, as prepare is cached on this text), seed, finetune.fairness.
         """
         prepared = c.prepare(config_json=config_json).set_display_name("prepare data")
-        place(prepared, "prepare")
+        place(prepared, "prepare", workspace=True)  # data.train etc. may lie on the volume
         if pretrain_cfg.launcher == "local":
             gpus = pretrain_cfg.gpus_per_node
             component = c.pretrain_cuda if gpus else c.pretrain
