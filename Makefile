@@ -29,10 +29,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)  ## run the full pipeline locally (kfp.local) on UCI Adult into runs/demo
 	$(BIN)/sslops run --config $(CONFIG) --out $(OUT)
 
-test: $(STAMP) $(CHECKOV)  ## the default test suite (no slow/ddp/gpu tests; includes the checkov scan)
+test: $(STAMP) $(CHECKOV)  ## the default test suite (no slow/ddp/gpu/reliability tests; includes the checkov scan)
 	$(CHECKOV_ENV) $(BIN)/python -m pytest -q
 
-test-slow: $(STAMP)  ## slow tests: the full-size pipeline and benchmarks' smoke runs
+test-slow: $(STAMP)  ## slow tests: end-to-end sslops runs (the full-size Adult demo, MNIST, GunPoint, a few more)
 	$(BIN)/python -m pytest -q -m slow
 
 test-ddp: $(STAMP)  ## multi-process tests: torchrun pretraining on 2 gloo ranks equals 1 process
@@ -93,7 +93,7 @@ PURELIB = $$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["pu
 
 .PHONY: test-reliability fuzz bandit audit-deps
 
-test-reliability: $(STAMP)  ## fault injection, fuzzing, concurrent runs, secrets (tests/reliability; ~15 min on 2 cores)
+test-reliability: $(STAMP)  ## fault injection, fuzzing, concurrent runs, secrets (tests/reliability; ~6 min on 2 cores)
 	$(BIN)/python -m pytest -q -m 'not gpu' tests/reliability
 
 fuzz: $(STAMP)  ## new random fuzz cases, 5x as many (the suite's own are fixed); a failure prints its @reproduce_failure

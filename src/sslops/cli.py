@@ -90,7 +90,8 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", "-c", metavar="FILE",
         help="YAML config (see configs/); without it, the built-in defaults plus --set, which must "
-        "then give at least data.train and data.label",
+        "then give at least data.train and data.label (tables: also data.positive and "
+        "data.sensitive)",
     )  # fmt: skip
     parser.add_argument(
         "--set",

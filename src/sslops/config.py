@@ -635,7 +635,9 @@ class ExportConfig(_Section):
     opset: int = Field(default=18, ge=18)
     max_abs_diff: float = Field(default=1e-4, gt=0, description="ONNX-vs-torch parity bound.")
     quantize: Literal["dynamic_int8", "none"] = Field(
-        default="dynamic_int8", description="Also write model.int8.onnx (dynamic quantization)."
+        default="dynamic_int8",
+        description="Also write model.int8.onnx (tables: dynamic int8; images/series: static "
+        "QDQ int8).",
     )
 
 
@@ -896,7 +898,8 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     if path is None and "data" not in raw:
         raise ConfigError(
             "no config given: pass --config FILE (e.g. configs/adult.yaml), or give the data "
-            "section with --set (at least data.train=FILE and data.label=COLUMN)"
+            "section with --set (at least data.train=FILE and data.label=COLUMN; tables also "
+            "data.positive=LABEL and data.sensitive=[COLUMN])"
         )
     return validate_config(raw)
 
