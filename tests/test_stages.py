@@ -282,3 +282,29 @@ def test_threshold_optimizer_is_fitted_on_out_of_fold_scores(
         "| ssl+threshold_optimizer (needs sensitive attribute at prediction) | "
         in (stage_artifacts["evaluate"] / "metrics.md").read_text()
     )
+
+
+def test_metrics_md_shows_the_deployed_models_groups_with_intervals(
+    stage_artifacts: dict[str, Path], small_config: Config
+) -> None:
+    """The report KFP shows (metrics.md) has the per-group tables with their intervals; a
+    crossing's name stays one cell."""
+    from sslops.evaluate.report import group_markdown
+
+    text = (stage_artifacts["evaluate"] / "metrics.md").read_text()
+    deployed = small_config.export.model
+    model = json.loads((stage_artifacts["evaluate"] / "metrics.json").read_text())["models"][
+        deployed
+    ]
+    assert (
+        f"Per-group metrics of '{deployed}' by sex (95% bootstrap intervals in brackets):" in text
+    )
+    row = model["by_group"]["sex"]["Female"]
+    low, high = model["group_intervals"]["sex"]["Female"]["tpr"]
+    assert (
+        f"| Female | {int(row['count'])} | " in text
+        and f"{row['tpr']:.4f} [{low:.3f}, {high:.3f}]" in text
+    )
+    assert "| Female \\| White |" in text  # the crossing "sex x race"
+    hidden = group_markdown("m", {"by_group": {"race": {"Z": {"count": 3.0, "accuracy": 1.0}}}}, 10)
+    assert "| Z | 3 | not shown (< 10 rows) |" in hidden

@@ -21,7 +21,7 @@ from sslops.config import Config
 from sslops.data.attributes import MEASURES
 from sslops.evaluate.corruptions import counterfactuals, shifted_images, shifted_series
 from sslops.evaluate.multiclass import macro_auc, multiclass_metrics
-from sslops.evaluate.report import roc_points, write_reports
+from sslops.evaluate.report import group_markdown, roc_points, write_reports
 from sslops.finetune.arrays import MODELS, embed, fit_multinomial, groups_of
 from sslops.finetune.stage import stratified_label_subset
 from sslops.models.arrays import (
@@ -343,7 +343,8 @@ def evaluate_arrays(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_di
         }
         write_reports(
             tmp, payload, shortcuts,
-            _markdown(metrics, attribute, report["fairness"]["constraint"], positive) + "\n"
+            _markdown(metrics, attribute, report["fairness"]["constraint"], positive)
+            + group_markdown(deployed, metrics[deployed]) + "\n"
             + counterfactual_markdown(shortcuts),
             ood=ood_report, efficiency=efficiency,
             roc_title="ROC (micro one-vs-rest), test split",

@@ -27,6 +27,44 @@ def roc_points(y: np.ndarray, score: np.ndarray, points: int = 101) -> dict[str,
     return {"fpr": fpr[keep].tolist(), "tpr": tpr[keep].tolist(), "thresholds": thr[keep].tolist()}
 
 
+GROUP_COLUMNS = {"accuracy": "accuracy", "roc_auc": "ROC AUC", "selection_rate": "selection rate",
+                 "tpr": "TPR", "fpr": "FPR", "ece": "ECE"}  # fmt: skip
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")  # a crossing's name ("Female | White") is one cell
+
+
+def _number(value: Any, digits: int = 4) -> str:
+    return "n/a" if value is None or value != value else f"{value:.{digits}f}"
+
+
+def group_markdown(name: str, model: dict[str, Any], min_rows: int = 0) -> str:
+    """Per-group tables of one model, each metric with its 95% interval when measured."""
+    every = model.get("group_intervals", {})
+    lines: list[str] = []
+    for column, groups in model.get("by_group", {}).items():
+        keys = [k for k in GROUP_COLUMNS if any(k in row for row in groups.values())]
+        intervals = every.get(column, {})
+        lines += ["", f"Per-group metrics of '{name}' by {_cell(column)}"
+                  + (" (95% bootstrap intervals in brackets)" if intervals else "") + ":", "",
+                  "| group | rows | " + " | ".join(GROUP_COLUMNS[k] for k in keys) + " |",
+                  "|---|---:|" + "---:|" * len(keys)]  # fmt: skip
+        for group, row in groups.items():
+            if row.get("count", 0) < min_rows:
+                cells = [f"not shown (< {min_rows} rows)"] * len(keys)
+            else:
+                cells = []
+                for k in keys:
+                    low, high = intervals.get(group, {}).get(k, (None, None))
+                    bounds = "" if low is None or low != low else (
+                        f" [{_number(low, 3)}, {_number(high, 3)}]")  # fmt: skip
+                    cells.append(_number(row.get(k)) + bounds)
+            lines.append(f"| {_cell(group)} | {int(row.get('count', 0))} | " + " | ".join(cells)
+                         + " |")  # fmt: skip
+    return "\n".join(lines) + "\n" if lines else ""
+
+
 def write_reports(
     tmp: Path,
     payload: dict[str, Any],

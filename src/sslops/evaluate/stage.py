@@ -20,7 +20,7 @@ from sslops.artifacts import check_lineage, read_meta, write_artifact
 from sslops.config import Config
 from sslops.evaluate.label_efficiency import label_efficiency
 from sslops.evaluate.metrics import model_metrics
-from sslops.evaluate.report import roc_points, write_reports
+from sslops.evaluate.report import group_markdown, roc_points, write_reports
 from sslops.evaluate.shortcuts import counterfactual_flip, permutation_reliance
 from sslops.finetune.estimators import GroupThresholdPostprocessor, groups_1d
 from sslops.finetune.stage import MODELS
@@ -165,7 +165,8 @@ def evaluate(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_dir: Path
         if ood is not None and ood_split is not None:
             ood_report = {"split": "ood", "rows": len(ood_split.target), "models": ood}
         write_reports(
-            tmp, payload, shortcuts, _metrics_markdown(metrics, sensitive, constrained),
+            tmp, payload, shortcuts, _metrics_markdown(metrics, sensitive, constrained)
+            + group_markdown(cfg.export.model, metrics[cfg.export.model], ec.min_group_rows),
             ood=ood_report, efficiency=efficiency, roc_title="ROC, test split",
             bars=("selection_rate.png", "selection_rate", "selection rate",
                   f"Selection rate by {sensitive}, test split"),
