@@ -345,6 +345,18 @@ def test_the_card_shows_the_ood_split_beside_the_test_split_or_says_there_is_non
     assert f"| mitigated | {shifted['accuracy']:.4f} (-0.0500) |" in text
 
 
+def test_the_card_names_the_groups_left_out_of_the_gaps(small_config: Config) -> None:
+    from sslops.audit.card import _fairness_section
+    from sslops.audit.document import Document
+
+    model = {"gaps": {"sex": {"dp_difference": 0.01}}, "small_groups": {"sex": ["Nonbinary"]}}
+    doc = Document("t")
+    _fairness_section(doc, small_config, {"models": {"m": model}, "sensitive": "sex"}, {}, {}, "m")
+    text = " ".join(doc.markdown().split())
+    assert "Left out of every gap (fewer than 10 test rows" in text
+    assert "Nonbinary by sex." in text
+
+
 def test_override_with_justification_is_recorded(
     stage_artifacts: dict[str, Path], small_config: Config, tmp_path: Path
 ) -> None:

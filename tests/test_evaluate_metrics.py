@@ -12,6 +12,7 @@ from sklearn.metrics import accuracy_score, roc_auc_score
 
 from sslops.evaluate import model_metrics
 from sslops.finetune.fairness import DemographicParityPenalty
+from sslops.gaps import rate_gaps
 
 Y = np.array([0, 1, 1, 0, 1, 0, 0, 1, 1, 1])
 SCORE = np.array([0.1, 0.9, 0.6, 0.4, 0.3, 0.7, 0.2, 0.8, 0.55, 0.45])
@@ -360,3 +361,35 @@ def test_every_group_gets_intervals_that_the_audit_reproduces() -> None:
                     bounds, abs=1e-12, nan_ok=True
                 ), (column, group, key)
     assert "group_intervals" not in model_metrics(y, score, 0.5, groups, resamples=0)
+
+
+def test_groups_below_min_group_rows_are_left_out_of_the_gaps_alike() -> None:
+    """Three rows of a third group decided a DP gap of 0.20 where the two large groups
+    differed by 0.02: a group under min_group_rows is named and left out of every gap and
+    its intervals, in evaluate and in the audit's re-measurement."""
+    from sslops.audit.remeasure import remeasure
+
+    rng = np.random.default_rng(2)
+    n = 1000
+    y = rng.integers(0, 2, n)
+    score = rng.random(n)
+    sex = rng.choice(np.array(["F", "M"]), n)
+    sex[:3] = "X"
+    score[:3] = 0.99  # all three selected: selection rate 1.0
+    groups = {"sex": sex}
+    kept = model_metrics(y, score, 0.5, groups, resamples=50, seed=1, min_group_rows=10)
+    every = model_metrics(y, score, 0.5, groups, resamples=50, seed=1)
+    large = sex != "X"
+    expected = rate_gaps(y[large], (score[large] >= 0.5).astype(int), sex[large])
+    assert kept["small_groups"] == {"sex": ["X"]} and every["small_groups"] == {}
+    assert kept["gaps"]["sex"] == pytest.approx(expected) and kept[
+        "dp_difference"
+    ] == pytest.approx(expected["dp_difference"])
+    assert every["dp_difference"] > 0.4 > kept["dp_difference"]
+    assert kept["intervals"]["dp_difference"][1] < 0.2 < every["intervals"]["dp_difference"][1]
+    theirs = remeasure(y, score, 0.5, groups, intersections=False, resamples=50, seed=1,
+                       min_group_rows=10)  # fmt: skip
+    assert theirs["gaps"]["sex"] == pytest.approx(kept["gaps"]["sex"], abs=1e-12)
+    for key, bounds in kept["gap_intervals"]["sex"].items():
+        assert theirs["gap_intervals"]["sex"][key] == pytest.approx(bounds, abs=1e-12)
+        assert theirs["intervals"][key] == pytest.approx(kept["intervals"][key], abs=1e-12)

@@ -12,6 +12,8 @@ from sslops.finetune.pareto import (
     MARKERS,
     MECHANISMS,
     Candidate,
+    fairness_gap,
+    gap_upper_bound,
     mark_front,
     plot_floor,
     plot_front,
@@ -213,3 +215,23 @@ def test_two_class_gaps_are_the_tabular_ones_with_a_group_without_positives() ->
         assert bounds[name] == pytest.approx(gap_upper_bound(name, y, predicted, {"g": groups},
                                                              0.95))  # fmt: skip
         assert bounds[name] >= gap
+
+
+def test_upper_bounds_leave_out_the_rows_of_small_groups() -> None:
+    from sslops.gaps import EXCLUDED, without_small_groups
+
+    rng = np.random.default_rng(0)
+    y, predicted = rng.integers(0, 2, 400), rng.integers(0, 2, 400)
+    groups = rng.choice(np.array(["a", "b"]), 400)
+    groups[:3], predicted[:3] = "tiny", 1
+    masked = without_small_groups(groups, 10)
+    assert set(masked[:3]) == {EXCLUDED} and set(masked[3:]) <= {"a", "b"}
+    kept = slice(3, None)
+    for name in ("demographic_parity", "equalized_odds"):
+        bound = gap_upper_bound(name, y, predicted, {"s": masked}, 0.9)
+        assert bound == pytest.approx(
+            gap_upper_bound(name, y[kept], predicted[kept], {"s": groups[kept]}, 0.9)
+        )
+        assert fairness_gap(name, y, predicted, {"s": masked}) == pytest.approx(
+            fairness_gap(name, y[kept], predicted[kept], {"s": groups[kept]})
+        )

@@ -518,8 +518,10 @@ class EvaluateConfig(_Section):
     intersections: bool = Field(default=True, description="Also the sensitive columns' crossings.")
     min_group_rows: int = Field(
         default=10, ge=0,
-        description="Tables: a group (or crossing) of fewer test rows is reported by its count "
-        "only, no metric (with one row, its metrics are that person's label and decision).",
+        description="Tables: a group (or crossing) of fewer rows is reported by its count "
+        "only, no metric (with one row, its metrics are that person's label and decision), "
+        "and is left out of the fairness gaps (evaluate, the fine-tuning selection on "
+        "validation, the gates): its rate is noise.",
     )  # fmt: skip
     proxies: list[str] = Field(
         default_factory=list, description="Proxy columns checked for reliance, like sensitive ones."

@@ -211,6 +211,14 @@ def _fairness_section(
         )  # fmt: skip
         doc.paragraph("Test split; 95% bootstrap intervals in brackets. Per-group rates: the "
                       "tables below.")  # fmt: skip
+        left_out = model.get("small_groups") or {}
+        if left_out:
+            doc.paragraph(
+                f"Left out of every gap (fewer than {cfg.evaluate.min_group_rows} test rows, "
+                "evaluate.min_group_rows; their rates are noise and would decide the gap): "
+                + "; ".join(f"{', '.join(names)} by {column}" for column, names in left_out.items())
+                + ". The fine-tuning selection leaves such groups out of its validation gaps too."
+            )  # fmt: skip
     small = [(column, group, int(r.get("count", 0)))
              for column, groups in model.get("by_group", {}).items() if isinstance(groups, dict)
              for group, r in groups.items() if int(r.get("count", 0)) < SMALL_GROUP_ROWS]  # fmt: skip

@@ -9,7 +9,7 @@ disagreement rather than be repeated. It reproduces the same definitions:
   sensitive column, the demographic-parity difference (selection rates), the
   equalized-odds difference (the larger of the TPR and FPR differences) and the
   equal-opportunity difference (TPR), each the largest minus the smallest rate over the
-  groups where it is defined: a group without positives has no TPR and one without
+  groups of at least ``min_group_rows`` rows (of the split) where it is defined: a group without positives has no TPR and one without
   negatives no FPR, and is left out of that difference (0 with fewer than two groups);
 - per group of each sensitive column (and their intersection when configured):
   rows, accuracy, selection rate, TPR and FPR (NaN where undefined, as above), ROC AUC
@@ -74,9 +74,15 @@ def _spread(values: list[float]) -> float:
     return max(defined) - min(defined) if len(defined) > 1 else 0.0
 
 
-def fairness_gaps(y: np.ndarray, label: np.ndarray, groups: np.ndarray) -> dict[str, float]:
+def fairness_gaps(
+    y: np.ndarray, label: np.ndarray, groups: np.ndarray, left_out: frozenset[str] = frozenset()
+) -> dict[str, float]:
+    """The gaps over the groups of ``groups`` but those ``left_out`` (too small: the groups of
+    fewer than ``min_group_rows`` rows of the whole split, not of a resample)."""
     sel, tpr, fpr = [], [], []
     for g in np.unique(groups):
+        if str(g) in left_out:
+            continue
         rows = groups == g
         sel.append(_rate(label, rows))
         tpr.append(_rate(label, rows & (y == 1)))
@@ -88,9 +94,14 @@ def fairness_gaps(y: np.ndarray, label: np.ndarray, groups: np.ndarray) -> dict[
     }
 
 
+def _too_small(groups: np.ndarray, min_group_rows: int) -> frozenset[str]:
+    names, counts = np.unique(groups, return_counts=True)
+    return frozenset(str(g) for g, n in zip(names, counts, strict=True) if n < min_group_rows)
+
+
 def bootstrap(
     y: np.ndarray, score: np.ndarray, threshold: float, groups: np.ndarray, resamples: int,
-    seed: int,
+    seed: int, left_out: frozenset[str] = frozenset(),
 ) -> dict[str, list[float]]:  # fmt: skip
     if resamples == 0:
         return {}
@@ -105,7 +116,7 @@ def bootstrap(
         draws["accuracy"].append(float(np.mean(label == yr)))
         draws["roc_auc"].append(_auc(yr, sr))
         draws["selection_rate"].append(float(label.mean()))
-        for k, v in fairness_gaps(yr, label, gr).items():
+        for k, v in fairness_gaps(yr, label, gr, left_out).items():
             draws[k].append(v)
     return {
         k: [float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))]
@@ -114,14 +125,15 @@ def bootstrap(
 
 
 def gap_bootstrap(
-    y: np.ndarray, label: np.ndarray, groups: np.ndarray, resamples: int, seed: int
-) -> dict[str, list[float]]:
+    y: np.ndarray, label: np.ndarray, groups: np.ndarray, resamples: int, seed: int,
+    left_out: frozenset[str] = frozenset(),
+) -> dict[str, list[float]]:  # fmt: skip
     """95% percentile intervals of one column's gaps; the resamples of :func:`bootstrap`."""
     rng = np.random.default_rng(seed)
     draws: dict[str, list[float]] = {}
     for _ in range(resamples):
         rows = rng.integers(0, len(y), len(y))
-        for k, v in fairness_gaps(y[rows], label[rows], groups[rows]).items():
+        for k, v in fairness_gaps(y[rows], label[rows], groups[rows], left_out).items():
             draws.setdefault(k, []).append(v)
     return {k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))]
             for k, v in draws.items()}  # fmt: skip
@@ -162,17 +174,19 @@ def remeasure(
     score = np.asarray(score, dtype=np.float64)
     label = (score >= threshold).astype(int)
     first = next(iter(groups.values()))
-    result: dict[str, Any] = {
-        "accuracy": float(np.mean(label == y)),
-        "roc_auc": _auc(y, score),
-        "selection_rate": float(label.mean()),
-        **fairness_gaps(y, label, first),
-    }
     tables = dict(groups)
     if intersections and len(groups) > 1:
         tables[" x ".join(groups)] = np.array(
             [" | ".join(parts) for parts in zip(*groups.values(), strict=True)]
         )
+    small = {column: _too_small(values, min_group_rows) for column, values in tables.items()}
+    first_small = small[next(iter(groups))]
+    result: dict[str, Any] = {
+        "accuracy": float(np.mean(label == y)),
+        "roc_auc": _auc(y, score),
+        "selection_rate": float(label.mean()),
+        **fairness_gaps(y, label, first, first_small),
+    }
     result["by_group"] = {
         column: {str(g): group_rates(y, score, label, values == g) for g in np.unique(values)}
         for column, values in tables.items()
@@ -181,11 +195,13 @@ def remeasure(
         for row in table.values():
             if row["count"] < min_group_rows:
                 row.update({k: float("nan") for k in row if k != "count"})
-    result["gaps"] = {column: fairness_gaps(y, label, values) for column, values in tables.items()}
-    result["intervals"] = bootstrap(y, score, threshold, first, resamples, seed)
+    result["gaps"] = {
+        column: fairness_gaps(y, label, values, small[column]) for column, values in tables.items()
+    }
+    result["intervals"] = bootstrap(y, score, threshold, first, resamples, seed, first_small)
     if resamples:
         result["gap_intervals"] = {
-            column: gap_bootstrap(y, label, values, resamples, seed)
+            column: gap_bootstrap(y, label, values, resamples, seed, small[column])
             for column, values in tables.items()
         }
         result["group_intervals"] = {

@@ -27,7 +27,7 @@ from fairlearn.metrics import (
 from scipy.stats import rankdata
 from sklearn.metrics import accuracy_score, roc_auc_score
 
-from sslops.gaps import code_gaps, group_codes, rate_gaps
+from sslops.gaps import code_gaps, group_codes, rate_gaps, small_groups, without_small_groups
 
 GROUP_METRICS = ("accuracy", "selection_rate", "tpr", "fpr", "roc_auc", "ece")
 SUMMARY = (
@@ -226,30 +226,35 @@ def model_metrics(
 
     ``predicted`` overrides thresholding (for randomized post-processing). A group of fewer
     than ``min_group_rows`` rows keeps its row count and no metric (NaN): with one row, its
-    accuracy and rates would be that person's label and decision, its ECE their score.
+    accuracy and rates would be that person's label and decision, its ECE their score. It is
+    left out of the gaps too (``small_groups`` names it): a 3-row group's rate is noise, and
+    it decided a gap of 0.20 where the other groups differed by 0.02.
     """
     predicted = (score >= threshold).astype(int) if predicted is None else predicted
-    first = next(iter(groups.values()))
-    result: dict[str, Any] = _summary(y, score, predicted, first)
-    result["by_group"] = {}
-    result["gaps"] = {}
     tables = dict(groups)
     if intersections and len(groups) > 1:
         tables[" x ".join(groups)] = np.array(
             [" | ".join(parts) for parts in zip(*groups.values(), strict=True)]
         )
+    compared = {c: without_small_groups(v, min_group_rows) for c, v in tables.items()}
+    first = compared[next(iter(groups))]
+    result: dict[str, Any] = _summary(y, score, predicted, first)
+    result["by_group"] = {}
+    result["gaps"] = {}
+    small = {c: small_groups(v, min_group_rows) for c, v in tables.items()}
+    result["small_groups"] = {c: names for c, names in small.items() if names}
     for column, values in tables.items():
         table = _group_table(y, score, predicted, values)
         for row in table.values():
             if row["count"] < min_group_rows:
                 row.update({k: float("nan") for k in row if k != "count"})
         result["by_group"][column] = table
-        result["gaps"][column] = rate_gaps(y, predicted, values)
+        result["gaps"][column] = rate_gaps(y, predicted, compared[column])
     result["intervals"] = bootstrap_intervals(y, score, threshold, first, resamples, seed)
     if resamples:  # every column's and the crossing's gaps, not only the first column's
         result["gap_intervals"] = {
-            column: gap_intervals(y, predicted, values, resamples, seed)
-            for column, values in tables.items()
+            column: gap_intervals(y, predicted, compared[column], resamples, seed)
+            for column in tables
         }
         result["group_intervals"] = {
             column: group_intervals(y, score, predicted, values, resamples, seed,

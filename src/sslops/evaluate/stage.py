@@ -53,6 +53,12 @@ def _metrics_markdown(metrics: dict[str, dict[str, Any]], sensitive: str, constr
             f"{m['dp_difference']:.4f} | {m['eo_difference']:.4f} |"
         )
     lines += ["", f"The fairness policy constrains: {constrained}."]
+    left_out = {
+        c: names for m in metrics.values() for c, names in m.get("small_groups", {}).items()
+    }
+    if left_out:
+        lines += ["", "Left out of the gaps (fewer than evaluate.min_group_rows test rows): "
+                  + "; ".join(f"{', '.join(n)} by {c}" for c, n in left_out.items()) + "."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from sslops.gaps import rate_gaps
+from sslops.gaps import EXCLUDED, rate_gaps
 from sslops.plots import plt
 
 # Each gap's key in sslops.gaps.rate_gaps (fairlearn's definitions, except that
@@ -125,7 +125,10 @@ def class_gap_upper_bounds(
 
 
 def _rate_gap_upper(hit: np.ndarray, groups: np.ndarray, z: float) -> float:
-    """Upper bound of (largest - smallest) share of ``hit`` over the groups with rows."""
+    """Upper bound of (largest - smallest) share of ``hit`` over the groups with rows (but
+    :data:`sslops.gaps.EXCLUDED`, the rows of groups too small to compare)."""
+    kept = np.asarray(groups, dtype=str) != EXCLUDED
+    hit, groups = np.asarray(hit)[kept], np.asarray(groups)[kept]
     names, index = np.unique(groups, return_inverse=True)
     if len(names) < 2:
         return 0.0

@@ -58,6 +58,7 @@ from sslops.finetune.pareto import (
 )
 from sslops.finetune.stacked import stacked_candidates
 from sslops.finetune.transfer import FineTuneSettings, fine_tune
+from sslops.gaps import without_small_groups
 from sslops.models.tabular import MLPEncoder, TabularClassifier, save_classifier
 from sslops.models.trees import BoostedStackClassifier
 from sslops.prepare.dataset import PreparedData, check_same_data
@@ -227,6 +228,11 @@ def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pat
             groups = {c: np.concatenate([val_groups[c], lab_groups[c]]) for c in columns}
             for gap in LABELED_GAPS:
                 sets[gap] = (np.concatenate([val.target, y_lab]), both, groups)
+        least = cfg.evaluate.min_group_rows  # smaller groups are left out, as in evaluate
+        sets = {
+            gap: (y, p, {c: without_small_groups(g, least) for c, g in groups.items()})
+            for gap, (y, p, groups) in sets.items()
+        }
         gaps = {gap: fairness_gap(gap, *rows) for gap, rows in sets.items()}
         upper = {}
         if fair.gap_confidence is not None:
