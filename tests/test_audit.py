@@ -692,3 +692,47 @@ def test_model_card_says_what_unlabeled_rows_did_and_what_the_policy_compared(
     text = card(unlabeled_rows=28000, fairness={**fairness, "gap_confidence": 0.95})
     assert "28,000 rows without a label were used where no label is needed" in text
     assert "Selected on the 95% upper confidence bound of each candidate's gap" in text
+
+
+def test_model_card_says_pretraining_read_the_training_rows_without_their_labels(
+    tmp_path: Path,
+) -> None:
+    """Not "SCARF on 2,799 unlabeled rows" when every row had a label: pretraining reads the
+    training rows (labels unused) and the rows without a label, and the card says which."""
+    from sslops.audit.card import build_card
+    from sslops.config import load_config
+
+    bundle = tmp_path / "bundle"
+    for stage in ("finetune", "pretrain", "prepare"):
+        (bundle / "evidence" / stage).mkdir(parents=True)
+    context = {"gates": {"overall": "pass", "results": []}, "signing": {"signed": False},
+               "lineage": {"stages": [], "chain": {}}, "run": {"executed_by": "test"},
+               "compliance": []}  # fmt: skip
+    cfg = load_config(ROOT / "configs" / "adult.yaml", [])
+
+    def card(rows: int, datacard: dict[str, Any] | None = None, **finetune: Any) -> str:
+        evidence = bundle / "evidence"
+        report = {"labels_used": 260, "label_fraction": 0.1, "train_rows": 2799, **finetune}
+        (evidence / "finetune" / "finetune.json").write_text(json.dumps(report))
+        pretrain = {"objective": "scarf", "rows": rows, "steps": 40, "final_loss": 1.5}
+        (evidence / "pretrain" / "summary.json").write_text(json.dumps(pretrain))
+        (evidence / "prepare" / "datacard.json").write_text(json.dumps(datacard or {}))
+        return " ".join(build_card(cfg, bundle, context, []).markdown().split())
+
+    every = card(2799)
+    assert "SCARF on the 2,799 training rows without their labels, 40 steps" in every
+    assert "unlabeled rows" not in every
+    partly = card(3799, unlabeled_rows=1000)
+    assert (
+        "SCARF on 3,799 rows (2,799 training rows without their labels and 1,000 rows without "
+        "a label), 40 steps" in partly
+    )
+    assert "SCARF on 5,000 rows without their labels, 40 steps" in card(5000)  # counts disagree
+    # a label trained one-vs-rest is named with its values in the Data section
+    values = {"positive": {">50K": 501}, "negative": {"<=50K": 1376, "unknown": 196}}
+    datacard = {"label": "income", "splits": {"train": {"rows": 2799, "positive_rate": 0.2}},
+                "label_values": values}  # fmt: skip
+    assert (
+        "Label 'income' has 3 values: positive '>50K' (501); negative '<=50K' (1,376), "
+        "'unknown' (196)" in card(2799, datacard)
+    )

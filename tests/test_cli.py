@@ -75,7 +75,11 @@ def test_bad_input_is_one_clear_line_and_leaves_nothing(
     assert "Traceback" not in result.stderr + result.stdout
     last = [line for line in result.stderr.splitlines() if line.strip()][-1]
     assert last.startswith("error: ") and named in last
-    assert list(tmp_path.iterdir()) == [], "a rejected run must leave no output"
+    # No output; a run that failed inside the pipeline keeps its log beside the output
+    # folder, named in the error, until a run into that folder succeeds.
+    log = tmp_path / ".out.failed.log"
+    assert list(tmp_path.iterdir()) in ([], [log]), "a rejected run must leave no output"
+    assert log.is_file() == (f"(full log: {log})" in last)
 
 
 def test_stage_commands_chain(small_config, tmp_path: Path, cli_env: dict[str, str]) -> None:

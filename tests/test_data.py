@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from sslops.data.canonicalize import canonicalize, label_hits
+from sslops.data.datacard import datacard_markdown, label_note, label_values
 from sslops.data.encoding import MISSING, OTHER, TabularEncoding
 from sslops.data.split import assign_splits, drop_exact_duplicates, row_hashes
 
@@ -64,6 +65,22 @@ def test_canonicalize_numeric_column_infinities_and_int_to_float() -> None:
     assert out["i"].tolist() == [1.0, 2.0, 3.0, 4.0]
     assert report["columns"]["x"] == {"dtype": "numeric", "missing": 2, "infinite_to_missing": 2}
     assert report["columns"]["i"] == {"dtype": "numeric", "missing": 0}
+
+
+def test_canonicalize_a_wide_table_builds_its_frame_at_once() -> None:
+    """135 columns (sslops predict on a wide table) raised a pandas PerformanceWarning per
+    numeric column past about 100, inserted one by one; pytest turns warnings into errors."""
+    frame = pd.DataFrame(
+        {f"c{i}": [str(i), " x ", "?"] if i % 10 == 1 else ["1", "2.5", ""] for i in range(135)},
+        index=[7, 7, 3],  # a repeated index keeps each row where it was
+    )
+    out, report = canonicalize(frame, NA, casefold=True)
+    assert list(out.columns) == list(frame.columns) and out.index.tolist() == [7, 7, 3]
+    assert out["c1"].tolist()[:2] == ["1", "x"] and out["c1"].isna().tolist() == [False] * 2 + [
+        True
+    ]
+    assert out["c0"].tolist()[:2] == [1.0, 2.5] and str(out["c1"].dtype) == "string"
+    assert len(report["columns"]) == 135
 
 
 def test_canonicalize_mixed_column_stays_categorical() -> None:
@@ -365,3 +382,46 @@ def test_cell_texts_keeps_true_and_1_apart_in_an_object_column() -> None:
 
     mixed = pd.Series([True, 1, 1.0, None, "1"], dtype=object)
     assert cell_texts(mixed).tolist() == ["true", "1", "1", "", "1"]
+
+
+# --- label values -----------------------------------------------------------------------------
+
+
+def test_label_values_by_class_and_the_note_only_for_more_than_two() -> None:
+    labels = pd.Series([">50K"] * 5 + ["<=50K"] * 9 + ["unknown"] * 2 + [None] * 3)
+    values = label_values(labels, ">50K")
+    assert values == {"positive": {">50K": 5}, "negative": {"<=50K": 9, "unknown": 2}}
+    assert label_note("income", values) == (
+        "label 'income' has 3 values: positive '>50K' (5); negative '<=50K' (9), 'unknown' (2) "
+        "— a value meaning 'not labeled yet' should be empty instead"
+    )
+    assert label_note("income", label_values(labels[labels != "unknown"], ">50K")) is None
+    # values listed in data.positive were named: no note for them
+    assert label_note("income", label_values(labels, [">50K", "unknown"])) is None
+    assert label_note("income", {}) is None  # a data card written before label values
+    # numbers as prepare writes them (1.0 -> '1'); a list of positive values; ties by value
+    coded = label_values(pd.Series([1.0, 2.0, 2.0, 3.0, 3.0, 4.0]), [2, 4])
+    assert coded == {"positive": {"2": 2, "4": 1}, "negative": {"3": 2, "1": 1}}
+    many = label_values(pd.Series([f"v{i:02d}" for i in range(30)] + ["yes"] * 2), "yes")
+    note = label_note("y", many) or ""
+    assert "31 values" in note and "'v09' (1) and 20 more —" in note and "'v10'" not in note
+
+
+def test_the_data_card_lists_every_label_value_of_a_one_vs_rest_label() -> None:
+    card = {
+        "label": "income", "positive": ">50K", "raw_rows": {}, "exact_duplicates_dropped": {},
+        "train_rows_dropped_as_copies_of_test_rows": {"exact": 0, "near": 0},
+        "near_duplicates": {}, "rows_without_label_dropped": 0, "dropped_identifier_columns": [],
+        "hashed_identifier_columns": [], "ood": None, "splits": {},
+        "pii_findings_redacted": {"by_column": {}}, "schema": {}, "sensitive_groups_train": {},
+        "sensitive_intersections_train": {}, "rare_categories_train": {},
+        "numeric_edges_train": {},
+    }  # fmt: skip
+    two = {"positive": {">50K": 501}, "negative": {"<=50K": 1376}}
+    assert "Label values" not in datacard_markdown({**card, "label_values": two})
+    three = {"positive": {">50K": 501}, "negative": {"<=50K": 1376, "unknown": 196}}
+    text = datacard_markdown({**card, "label_values": three})
+    assert (
+        "- Label values (rows of every split), trained one-vs-rest: positive `>50K` (501); "
+        "negative `<=50K` (1,376), `unknown` (196)." in text
+    )

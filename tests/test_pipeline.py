@@ -96,6 +96,54 @@ def _renamed_adult(small_data: dict[str, Path], tmp_path: Path) -> dict[str, Pat
     return paths
 
 
+def test_a_failed_run_s_log_is_kept_beside_the_output_until_a_run_succeeds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each failed run left a /tmp/sslops-run-*.log (about 90 piled up): the log is kept for
+    the user to read, named in the error, once per output folder, until a run succeeds."""
+    from sslops.config import load_config
+    from sslops.pipeline import local
+
+    cfg = load_config(ROOT / "configs" / "adult.yaml", [])
+    out = tmp_path / "run"
+
+    def failing(config_json: str) -> None:
+        print("error: data.positive 'maybe' does not occur", flush=True)
+        raise RuntimeError("Task 'prepare' finished with status FAILURE")
+
+    with pytest.raises(local.PipelineFailed) as info, monkeypatch.context() as patch:
+        patch.setattr("sslops.pipeline.ssl_pipeline.ssl_pipeline", failing)
+        patch.setattr("kfp.local.init", lambda **_: None)
+        local.run_local(cfg, out)
+    log = tmp_path / ".run.failed.log"
+    assert str(info.value) == f"data.positive 'maybe' does not occur (full log: {log})"
+    assert "does not occur" in log.read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".run.failed.log"]
+    monkeypatch.setattr(local, "_run_staged", lambda cfg, out: {})
+    local.run_local(cfg, out)
+    assert not log.exists()
+
+
+def test_the_run_summary_names_the_values_a_one_vs_rest_label_trains_as_negative(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sslops.cli import _print_summary
+
+    scores = dict.fromkeys(("accuracy", "roc_auc", "dp_difference", "eo_difference"), 0.5)
+    summary = {
+        "sensitive": "sex", "ssl": scores, "mitigated": scores, "baseline": scores,
+        "onnx": {"path": "model.onnx", "max_abs_diff": 1e-6}, "audit": {"path": "bundle"},
+        "label_note": "label 'income' has 3 values: positive '>50K' (501); negative '<=50K' "
+                      "(1,376), '[unknown]' (196) — a value meaning 'not labeled yet' should "
+                      "be empty instead",
+    }  # fmt: skip
+    _print_summary(summary, tmp_path)
+    printed = " ".join(capsys.readouterr().out.split())
+    assert f"Label: {summary['label_note']} (prepare/datacard.md)" in printed
+    _print_summary({**summary, "label_note": None}, tmp_path)
+    assert "Label:" not in capsys.readouterr().out
+
+
 def test_sslops_run_on_another_csv_through_kfp_local(
     small_data: dict[str, Path], tmp_path: Path, cli_env: dict[str, str]
 ) -> None:
@@ -113,11 +161,14 @@ def test_sslops_run_on_another_csv_through_kfp_local(
             args += ["--set", override]
     for override in ("fractions=[0.2,1.0]", "draws=1", "full_fine_tune=false"):
         args += ["--set", f"evaluate.label_efficiency.{override}"]
+    (tmp_path / ".run.failed.log").write_text("an earlier failed run's log")
     result = subprocess.run(
         args, capture_output=True, text=True, env=cli_env, timeout=600, cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    assert not (tmp_path / ".run.failed.log").exists()  # removed by the run that succeeded
     summary = json.loads((out / "summary.json").read_text())
+    assert summary["label_note"] is None  # yes / no: nothing to note
     # The bundle was filed in the registry, under the demo config's model name.
     sha = hashlib.sha256((out / "audit" / "bundle" / "manifest.json").read_bytes()).hexdigest()
     filed = tmp_path / "registry" / "bundles" / f"{sha}.zip"

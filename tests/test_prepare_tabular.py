@@ -547,6 +547,87 @@ def test_a_sensitive_column_needs_between_2_and_50_groups(tmp_path: Path) -> Non
     )  # fmt: skip
 
 
+def test_an_ood_rule_that_removes_a_whole_sensitive_group_is_named_as_the_cause(
+    tmp_path: Path,
+) -> None:
+    frame, _ = with_notes(adult(600, seed=16))
+    frame.to_csv(tmp_path / "raw.csv", index=False)
+    removed = int((frame["sex"] == "Female").sum())
+    assert_fails_cleanly(
+        config(tmp_path / "raw.csv", ood="sex == Female"), tmp_path / "out",
+        "data.sensitive column 'sex' has 1 distinct value(s) in the training split after "
+        f"prepare.ood removed {removed:,} rows (sex == Female), which took group 'Female' out "
+        "of it: the rule removes a whole group; fairness compares groups, so it needs at least 2",
+    )  # fmt: skip
+
+
+def test_a_label_of_more_than_two_values_names_what_counts_as_negative(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One-vs-rest is allowed, but 'unknown' trained as the negative class is made visible:
+    one console line, the schema, the data card."""
+    frame, _ = with_notes(adult(800, seed=17))
+    frame.loc[frame.index % 10 == 3, "income"] = "unknown"
+    frame.to_csv(tmp_path / "raw.csv", index=False)
+    out = prepare(config(tmp_path / "raw.csv"), tmp_path / "out")
+    prepared = pd.concat(
+        [pd.read_parquet(out / f"{name}.parquet") for name in ("train", "validation", "test")]
+    )
+    counts = prepared["income"].value_counts()
+    expected = {
+        "positive": {">50K": int(counts[">50K"])},
+        "negative": {"<=50K": int(counts["<=50K"]), "unknown": int(counts["unknown"])},
+    }
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert notes == [
+        f"note: label 'income' has 3 values: positive '>50K' ({counts['>50K']:,}); negative "
+        f"'<=50K' ({counts['<=50K']:,}), 'unknown' ({counts['unknown']:,}) — a value meaning "
+        "'not labeled yet' should be empty instead"
+    ]
+    assert json.loads((out / "schema.json").read_text())["label_values"] == expected
+    assert json.loads((out / "datacard.json").read_text())["label_values"] == expected
+    markdown = (out / "datacard.md").read_text()
+    assert (
+        f"trained one-vs-rest: positive `>50K` ({counts['>50K']:,}); negative `<=50K`" in markdown
+    )
+    train = PreparedData(out).train
+    assert train.target[(train.frame["income"] == "unknown").to_numpy()].max() == 0
+    # two values: nothing to note
+    frame["income"] = frame["income"].replace("unknown", "<=50K")
+    frame.to_csv(tmp_path / "raw.csv", index=False)
+    out = prepare(config(tmp_path / "raw.csv"), tmp_path / "two")
+    assert "note:" not in capsys.readouterr().err
+    assert "Label values" not in (out / "datacard.md").read_text()
+
+
+def test_the_data_card_s_tables_keep_a_pipe_in_one_cell(tmp_path: Path) -> None:
+    """A column named 'Rasse|Herkunft' and a group 'White | European' split their table cells
+    (a pipe inside backticks too), shifting every number after them one column."""
+    from itertools import pairwise
+
+    from markdown_it import MarkdownIt
+
+    frame, _ = with_notes(adult(600, seed=18))
+    frame["race"] = frame["race"].replace("White", "White | European")
+    frame = frame.rename(columns={"education": "Bildung|Abschluss"})
+    frame.to_csv(tmp_path / "raw.csv", index=False)
+    out = prepare(config(tmp_path / "raw.csv"), tmp_path / "out")
+    tokens = MarkdownIt("commonmark").enable("table").parse((out / "datacard.md").read_text())
+    rows: list[list[str]] = []
+    for previous, token in pairwise(tokens):
+        if token.type == "tr_open":
+            rows.append([])
+        elif token.type == "inline" and previous.type in ("th_open", "td_open"):
+            rows[-1].append(token.content)
+    named = [row for row in rows if "Bildung" in row[0]]
+    assert named and all(row[0] == "`Bildung|Abschluss`" for row in named), named
+    assert ["`Bildung|Abschluss`", "categorical", "0", "0", "0"] in named  # ## Columns
+    groups = [row for row in rows if "European" in row[0]]
+    assert len(groups) >= 3, groups  # race, and sex x race
+    for row in groups:  # group | rows | positive rate
+        assert row[1].replace(",", "").isdigit(), row
+
+
 def test_a_training_file_without_any_label_is_named_for_that(tmp_path: Path) -> None:
     frame, _ = with_notes(adult(600, seed=15))
     frame["income"] = ""

@@ -739,6 +739,8 @@ def _print_summary(summary: dict[str, Any], out: Path, config_path: Path | None 
             f"Data:         nearly every value of {names} is distinct: an identifier or free "
             "text? Declare it in data.identifiers or data.text (prepare/datacard.md)"
         )
+    if summary.get("label_note"):
+        console.print(f"Label:        {summary['label_note']} (prepare/datacard.md)", markup=False)
     console.print(
         f"ONNX model:   {summary['onnx']['path']}  (max |onnx - torch| = "
         f"{summary['onnx']['max_abs_diff']:.1e})"

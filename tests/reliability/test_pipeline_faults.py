@@ -239,5 +239,6 @@ def test_a_run_failing_late_names_the_stages_it_keeps_for_the_rerun(
     assert last.startswith("error: ") and "min_auc" in last
     stages = tmp_path / ".run.stages"
     assert f"the stages that finished are kept in {stages}, so a rerun into {out}" in last
+    assert f"(full log: {tmp_path / '.run.failed.log'})" in last
     assert {p.name.split("-")[0] for p in stages.iterdir()} >= set(DETERMINISTIC)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".run.stages"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".run.failed.log", ".run.stages"]

@@ -17,6 +17,7 @@ from typing import Any
 from sslops import __version__
 from sslops.audit.document import Document
 from sslops.config import Config
+from sslops.data.datacard import label_note
 
 SPECIFIC = {
     "evidence/evaluate/metrics.json", "evidence/finetune/finetune.json",
@@ -351,9 +352,22 @@ def build_card(cfg: Config, bundle: Path, context: dict[str, Any], evidence: lis
         doc.heading("Training")
         items = []
         if pretrain:
+            # Pretraining reads the training split and the rows without a label (the counts
+            # fine-tuning reports); it uses no label, but its rows need not lack one.
+            rows, train_rows = pretrain.get("rows"), finetune.get("train_rows")
+            unlabeled = finetune.get("unlabeled_rows") or 0
+            if train_rows is not None and rows == train_rows + unlabeled:
+                read = (
+                    f"the {_fmt(rows)} training rows without their labels"
+                    if not unlabeled
+                    else f"{_fmt(rows)} rows ({_fmt(train_rows)} training rows without their "
+                    f"labels and {_fmt(unlabeled)} rows without a label)"
+                )
+            else:
+                read = f"{_fmt(rows)} rows without their labels"
             items.append(
                 f"Self-supervised pretraining: {str(pretrain.get('objective', '?')).upper()} on "
-                f"{_fmt(pretrain.get('rows'))} unlabeled rows, {_fmt(pretrain.get('steps'))} steps, "
+                f"{read}, {_fmt(pretrain.get('steps'))} steps, "
                 f"final loss {_fmt(pretrain.get('final_loss'))}."
             )
             fair = pretrain.get("fairness", {})
@@ -452,6 +466,9 @@ def build_card(cfg: Config, bundle: Path, context: dict[str, Any], evidence: lis
                 f"Columns that look like identifiers or free text and were used as features: "
                 f"{listed}. Declare them in data.identifiers or data.text."
             )
+        note = label_note(str(card.get("label", "?")), card.get("label_values"))
+        if note:  # a label of more than two values, trained one-vs-rest
+            doc.paragraph(note[0].upper() + note[1:] + ".")
         doc.paragraph("Full data card: evidence/prepare/datacard.md in this bundle.")
     if exported:
         _export_section(doc, exported)

@@ -13,17 +13,9 @@ import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sslops.markdown import md_cell
+
 HTML_BUDGET = 950_000
-
-
-_MD_CELL = str.maketrans({"|": "\\|", "\n": " ", "\r": " "})
-
-
-def _md_cell(text: str) -> str:
-    """A Markdown table cell as its text: a group crossing is named "Female | White", which
-    unescaped would be two cells and shift every number after it one column; a category
-    value must not become a link."""
-    return str(text).translate(_MD_CELL).replace("](", "\\](")
 
 
 @dataclass
@@ -58,9 +50,9 @@ class Document:
             elif kind == "ul":
                 out += [f"- {item}" for item in block[1]] + [""]
             elif kind == "table":
-                out.append("| " + " | ".join(map(_md_cell, block[1])) + " |")
+                out.append("| " + " | ".join(map(md_cell, block[1])) + " |")
                 out.append("|" + "---|" * len(block[1]))
-                out += ["| " + " | ".join(map(_md_cell, row)) + " |" for row in block[2]] + [""]
+                out += ["| " + " | ".join(map(md_cell, row)) + " |" for row in block[2]] + [""]
             elif kind == "img":
                 out += [f"![{block[2]}]({block[3]})", ""]
         return "\n".join(out)

@@ -175,7 +175,7 @@ def canonicalize(
     frame: pd.DataFrame, na_values: list[str], casefold: bool = False
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Canonicalize a whole in-memory frame; returns it and a report of what changed, per column."""
-    out = pd.DataFrame(index=frame.index)
+    columns: dict[Any, pd.Series] = {}
     report: dict[str, Any] = {"columns": {}}
     for column in frame.columns:
         series, changed = canonical_strings(frame[column], na_values)
@@ -192,9 +192,11 @@ def canonicalize(
             if casefold:
                 preferred = preferred_spellings(case_spellings(series))
                 series, changes["case_unified"] = unify_case(series, preferred)
-        out[column] = series
+        columns[column] = series
         report["columns"][column] = column_report(series, changes)
-    return out, report
+    # One frame built at once: inserting a wide table's columns one by one fragments it
+    # (pandas warns from about 100 columns on).
+    return pd.DataFrame(columns, index=frame.index), report
 
 
 def column_report(series: pd.Series, changes: dict[str, Any]) -> dict[str, Any]:

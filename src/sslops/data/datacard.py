@@ -13,10 +13,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sslops.data.canonicalize import cell_text, label_hits
+from sslops.markdown import md_cell
+
 RARE_SHARE = 0.001  # a category below this share of the train rows (or 5 rows) is rare
 IDENTIFIER_SHARE = 0.5  # a column with at least this share of distinct values looks like an id
 IDENTIFIER_MIN_ROWS = 20
 FIGURES = ("datacard_groups.png", "datacard_missing.png")
+NOTED_LABEL_VALUES = 10  # the console note names at most this many negative label values
+LISTED_LABEL_VALUES = 50  # the data card's Markdown, at most this many of each class
 
 
 def _rate(target: pd.Series) -> float:
@@ -33,6 +38,51 @@ def _group_table(
         group = " & ".join(str(v) for v in names)
         rows.append({"group": group, "rows": len(part), "positive_rate": _rate(part)})
     return sorted(rows, key=lambda r: (-r["rows"], r["group"]))
+
+
+def label_values(labels: pd.Series, positive: Any) -> dict[str, dict[str, int]]:
+    """Each distinct non-missing label value with its rows, by the class it is trained as:
+    ``{"positive": {value: rows}, "negative": {value: rows}}``, the most frequent first.
+    A label of more than two values is trained one-vs-rest: every other value is negative."""
+    present = labels.dropna()
+    hit = label_hits(present, positive).to_numpy(bool)
+
+    def counts(values: pd.Series) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for value, rows in values.value_counts().items():
+            text = cell_text(value)
+            found[text] = found.get(text, 0) + int(rows)
+        return dict(sorted(found.items(), key=lambda item: (-item[1], item[0])))
+
+    return {"positive": counts(present[hit]), "negative": counts(present[~hit])}
+
+
+def one_vs_rest(values: dict[str, dict[str, int]] | None) -> bool:
+    """Whether a label has more values than the two classes and some become the negative
+    class unnamed: every value but ``data.positive`` does (values listed in
+    ``data.positive`` were named, so two of them and one other value need no note)."""
+    return len((values or {}).get("negative", {})) > 1
+
+
+def label_note(label: str, values: dict[str, dict[str, int]] | None) -> str | None:
+    """One line naming the values that count as the negative class, when more than one does
+    (a third value such as 'unknown' or 'pending' would silently be a negative)."""
+    if not values or not one_vs_rest(values):
+        return None
+    total = len(values["positive"]) + len(values["negative"])
+    return (
+        f"label {label!r} has {total:,} values: positive {_listed(values['positive'])}; "
+        f"negative {_listed(values['negative'], NOTED_LABEL_VALUES)} — a value meaning "
+        "'not labeled yet' should be empty instead"
+    )
+
+
+def _listed(counts: dict[str, int], limit: int | None = None, form: str = "{!r}") -> str:
+    """``'a' (1,376), 'b' (196)``: the first ``limit`` values and how many more there are."""
+    shown = list(counts.items())[:limit]
+    text = ", ".join(f"{form.format(value)} ({rows:,})" for value, rows in shown)
+    more = len(counts) - len(shown)
+    return text + (f" and {more:,} more" if more else "")
 
 
 def _rare_categories(frame: pd.DataFrame, columns: list[str]) -> dict[str, Any]:
@@ -96,6 +146,7 @@ def build_datacard(
     merge_report: dict[str, Any],
     pii: dict[str, dict[str, int]],
     pii_not_scanned: list[str] | None = None,
+    labels: dict[str, dict[str, int]] | None = None,
 ) -> dict[str, Any]:
     train = splits["train"]
     numeric = [c for c in train.columns if pd.api.types.is_numeric_dtype(train[c])]
@@ -108,6 +159,8 @@ def build_datacard(
     return {
         "label": label,
         "positive": str(positive),
+        # every label value of the prepared rows (all splits), by the class it is trained as
+        "label_values": labels or {},
         "raw_rows": raw_rows,
         "exact_duplicates_dropped": merge_report["exact_duplicates_dropped"],
         "rows_without_label_dropped": merge_report["rows_without_label_dropped"],
@@ -156,13 +209,24 @@ def build_datacard(
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
+    lines = ["| " + " | ".join(map(md_cell, header)) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(map(md_cell, row)) + " |" for row in rows]
 
 
 def datacard_markdown(card: dict[str, Any]) -> str:
     lines = ["# Data card", ""]
     lines += [f"- Label: `{card['label']}` (positive class `{card['positive']}`)"]
+    values = card.get("label_values") or {}
+    if one_vs_rest(values):
+        positives, negatives = (
+            _listed(values[k], LISTED_LABEL_VALUES, "`{}`") for k in ("positive", "negative")
+        )
+        lines.append(
+            f"- Label values (rows of every split), trained one-vs-rest: positive {positives}; "
+            f"negative {negatives}. A value meaning 'not labeled yet' should be an empty cell "
+            "instead: such rows are dropped or, with `prepare.unlabeled: pretrain`, used for "
+            "pretraining only"
+        )
     raw = ", ".join(f"{k}: {v:,}" for k, v in card["raw_rows"].items())
     dups = ", ".join(f"{k}: {v:,}" for k, v in card["exact_duplicates_dropped"].items())
     lines += [f"- Raw rows: {raw}", f"- Exact duplicates dropped: {dups}"]

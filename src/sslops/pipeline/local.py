@@ -8,7 +8,9 @@ Each finished stage is also kept in ``.<out>.stages`` (see
 :mod:`sslops.pipeline.stage_cache`) until the run succeeds, so running the same
 command again after a kill reuses them and restarts the interrupted stage. A lock
 file (``.<out>.lock``) keeps two runs from writing the same folder at once and lets
-a run remove what a killed run into the same folder left behind.
+a run remove what a killed run into the same folder left behind. The log of a failed
+run is kept in ``.<out>.failed.log`` (the error names it) until a run into the same
+folder succeeds.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -38,6 +39,7 @@ from sslops.artifacts import (
 from sslops.audit.bundle import load_signing_key
 from sslops.audit.registry import BUNDLES
 from sslops.config import Config
+from sslops.data.datacard import label_note
 from sslops.errors import SslopsError
 from sslops.pipeline import stage_cache
 from sslops.prepare import check_inputs
@@ -145,6 +147,8 @@ def build_summary(run_dir: Path) -> dict[str, Any]:
     card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
     # Columns the data card suspects of being undeclared identifiers or free text.
     summary["identifier_like_columns"] = sorted(card.get("identifier_like_train") or {})
+    # A label of more than two values, trained one-vs-rest: which values count as negative.
+    summary["label_note"] = label_note(str(card.get("label", "")), card.get("label_values"))
     bundle = run_dir / "audit" / "bundle"
     quant = exported.get("quantization") or {}
     gates = json.loads((bundle / "gates.json").read_text(encoding="utf-8"))
@@ -182,7 +186,13 @@ def _filed(bundle: Path) -> str | None:
     return str(filed) if filed.is_file() else None
 
 
-def _run_pipeline(pipeline: Any, cfg: Config, log_path: Path) -> None:
+def failure_log(out: Path) -> Path:
+    """Where the log of a failed run into ``out`` is kept (the error names it): beside the
+    output folder, replaced by the next failed run into it and removed by a successful one."""
+    return out.parent / f".{out.name}.failed.log"
+
+
+def _run_pipeline(pipeline: Any, cfg: Config, log_path: Path, kept: Path) -> None:
     print("running the pipeline locally (kfp.local); full log: run.log in the output folder",
           file=sys.stderr)  # fmt: skip
     with open(log_path, "w", encoding="utf-8") as log:
@@ -200,7 +210,6 @@ def _run_pipeline(pipeline: Any, cfg: Config, log_path: Path) -> None:
             except RuntimeError as exc:
                 failure = str(exc)
     # Keep the log of a failed run outside the (discarded) staging folder.
-    kept = Path(tempfile.mkstemp(prefix="sslops-run-", suffix=".log")[1])
     shutil.copyfile(log_path, kept)
     cause = (
         console.error_lines[-1].removeprefix("error: ")
@@ -274,6 +283,7 @@ def run_local(cfg: Config, out: Path) -> dict[str, Any]:
                 ) from None
             raise
         shutil.rmtree(stages, ignore_errors=True)
+        failure_log(out).unlink(missing_ok=True)  # an earlier failed run's: this one succeeded
     return summary
 
 
@@ -295,7 +305,7 @@ def _run_staged(cfg: Config, out: Path) -> dict[str, Any]:
             "folders": {f"{task}/{output}": folder for (task, output), folder in _OUTPUTS.items()},
         }  # fmt: skip
         with _environment({LOCATIONS_ENV: json.dumps(locations)}):
-            _run_pipeline(ssl_pipeline, cfg, staging / "run.log")
+            _run_pipeline(ssl_pipeline, cfg, staging / "run.log", failure_log(out))
         _collect(pipeline_root, staging)
         shutil.rmtree(pipeline_root)
         summary_path = staging / "summary.json"

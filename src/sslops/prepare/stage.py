@@ -9,6 +9,7 @@ Tables go through two steps that also run as separate KFP tasks in shard mode
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,13 @@ import pandas as pd
 from sslops.artifacts import write_artifact, write_json
 from sslops.config import Config
 from sslops.data.canonicalize import canonical_column_name, column_report, label_hits
-from sslops.data.datacard import build_datacard, datacard_figures, datacard_markdown
+from sslops.data.datacard import (
+    build_datacard,
+    datacard_figures,
+    datacard_markdown,
+    label_note,
+    label_values,
+)
 from sslops.data.encoding import TabularEncoding
 from sslops.data.readers import header_hint, read_header, resolve_sources
 from sslops.data.split import SPLIT_NAMES, predicate_columns
@@ -121,7 +128,9 @@ def finish_tabular(
     with write_artifact(out_dir, "prepare", cfg.model_dump(mode="json"), sources=sources) as tmp:
         write_splits(folders, roles, decided, tmp, [*names, *pretrain_only])
         splits = {name: pd.read_parquet(tmp / f"{name}.parquet") for name in names}
-        _write_metadata(cfg, roles.output, folders, decided, splits, tmp, pretrain_only)
+        note = _write_metadata(cfg, roles.output, folders, decided, splits, tmp, pretrain_only)
+    if note:  # a console line, like the run summary's (the data card and model card show it too)
+        print(f"note: {note}", file=sys.stderr, flush=True)
     return out_dir
 
 
@@ -141,15 +150,29 @@ def _not_scanned(cfg: Config, train: pd.DataFrame, output: list[str]) -> list[st
     ]  # fmt: skip
 
 
-def _check_sensitive_groups(train: pd.DataFrame, sensitive: list[str]) -> None:
+def _check_sensitive_groups(
+    train: pd.DataFrame,
+    sensitive: list[str],
+    ood: pd.DataFrame | None = None,
+    predicate: str | None = None,
+) -> None:
     """Fairness is measured per group: a sensitive column needs a few values, not an age in
-    years or an income, whose per-value groups are too small to measure anything."""
+    years or an income, whose per-value groups are too small to measure anything. ``ood``
+    holds the rows ``prepare.ood`` (``predicate``) moved out of the other splits."""
     for column in sensitive:
         distinct = int(train[column].nunique())
         if distinct < 2:
+            cause = ""
+            if ood is not None and len(ood):
+                kept = set(train[column].dropna().astype(str))
+                gone = sorted(set(ood[column].dropna().astype(str)) - kept)
+                took = f"group{'s' * (len(gone) > 1)} {', '.join(map(repr, gone))}"
+                cause = f" after prepare.ood removed {len(ood):,} rows ({predicate})" + (
+                    f", which took {took} out of it: the rule removes a whole group" if gone else ""
+                )
             raise DataError(
                 f"data.sensitive column {column!r} has {distinct} distinct value(s) in the "
-                "training split; fairness compares groups, so it needs at least 2"
+                f"training split{cause}; fairness compares groups, so it needs at least 2"
             )
         if distinct > MAX_SENSITIVE_GROUPS:
             numeric = pd.api.types.is_numeric_dtype(train[column])
@@ -195,19 +218,23 @@ def _write_metadata(
     splits: dict[str, pd.DataFrame],
     tmp: Path,
     pretrain_only: list[str],
-) -> None:
+) -> str | None:
     """The checks, encoding, schema and data card of the labeled ``splits``; ``pretrain_only``
-    names the split of unlabeled rows when there is one (in the schema, not checked)."""
+    names the split of unlabeled rows when there is one (in the schema, not checked).
+    Returns the note on a label of more than two values, if it has more."""
     label = cfg.data.label
     labels = pd.concat([frame[label] for frame in splits.values()], ignore_index=True)
     target_of(labels.to_frame(), label, cfg.data.positive, require_positive=True)
     _check_positive_spelling(labels, cfg.data.positive, label)
+    # One-vs-rest on a label of more values is legitimate, but it is made visible: the note
+    # names every value trained as the negative class (the schema and data card record them).
+    values = label_values(labels, cfg.data.positive)
     for name, frame in splits.items():
         if len(frame) == 0 and name != "ood":
             raise DataError(
                 f"the {name} split is empty; provide more rows or adjust prepare.*_fraction"
             )
-    _check_sensitive_groups(splits["train"], cfg.data.sensitive)
+    _check_sensitive_groups(splits["train"], cfg.data.sensitive, splits.get("ood"), cfg.prepare.ood)
     targets = {name: target_of(frame, label, cfg.data.positive) for name, frame in splits.items()}
     for name in ("train", "validation", "test"):
         if targets[name].nunique() < 2:
@@ -267,11 +294,13 @@ def _write_metadata(
         merge_report=decided.report,
         pii=pii,
         pii_not_scanned=_not_scanned(cfg, splits["train"], output),
+        labels=values,
     )
     schema = {
         "modality": "tabular",
         "label": label,
         "positive": cfg.data.positive,
+        "label_values": values,  # by class: every value not positive is trained as negative
         "sensitive": cfg.data.sensitive,
         "features": features,
         "encoded_features": encoding.feature_names,
@@ -282,3 +311,4 @@ def _write_metadata(
     write_json(tmp / "datacard.json", card)
     (tmp / "datacard.md").write_text(datacard_markdown(card), encoding="utf-8")
     datacard_figures(card, tmp)
+    return label_note(label, values)
