@@ -357,6 +357,19 @@ def test_the_card_names_the_groups_left_out_of_the_gaps(small_config: Config) ->
     assert "Nonbinary by sex." in text
 
 
+def test_the_card_says_when_the_model_is_no_better_than_the_majority_class() -> None:
+    """300 rows: the deployed model scored 0.63 where always predicting the majority class
+    scores 0.75, selected on 30 validation rows; the card said nothing."""
+    from sslops.audit.card import _baseline_limits
+
+    metrics = {"models": {"m": {"accuracy": 0.6308}}, "majority_class_accuracy": 0.7538}
+    limits = _baseline_limits(metrics, {"validation_rows": 30}, "m")
+    assert "not above always predicting the majority class (0.7538)" in limits[0]
+    assert limits[1].startswith("The fine-tuning selection compared candidates on 30 validation")
+    fine = {"models": {"m": {"accuracy": 0.85}}, "majority_class_accuracy": 0.76}
+    assert _baseline_limits(fine, {"validation_rows": 2807}, "m") == []
+
+
 def test_override_with_justification_is_recorded(
     stage_artifacts: dict[str, Path], small_config: Config, tmp_path: Path
 ) -> None:

@@ -306,5 +306,16 @@ def test_metrics_md_shows_the_deployed_models_groups_with_intervals(
         and f"{row['tpr']:.4f} [{low:.3f}, {high:.3f}]" in text
     )
     assert "| Female \\| White |" in text  # the crossing "sex x race"
+    from sslops.prepare.dataset import PreparedData
+
+    positives = PreparedData(stage_artifacts["prepare"]).test.target.mean()
+    metrics = json.loads((stage_artifacts["evaluate"] / "metrics.json").read_text())
+    assert metrics["majority_class_accuracy"] == pytest.approx(max(positives, 1 - positives))
+    assert (
+        f"Always predicting the majority class: accuracy {metrics['majority_class_accuracy']:.4f}."
+        in text
+    )
+    finetune = json.loads((stage_artifacts["finetune"] / "finetune.json").read_text())
+    assert finetune["validation_rows"] > 0
     hidden = group_markdown("m", {"by_group": {"race": {"Z": {"count": 3.0, "accuracy": 1.0}}}}, 10)
     assert "| Z | 3 | not shown (< 10 rows) |" in hidden

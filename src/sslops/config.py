@@ -74,6 +74,16 @@ class _Section(BaseModel):
         return value
 
 
+# Under this many validation rows, the candidates' accuracy differences are mostly noise
+# (one row is 1% of 100): the run says so, and the model card lists it under Limitations.
+FEW_VALIDATION_ROWS = 100
+SMALL_VALIDATION = (
+    "the fine-tuning selection compared candidates on {rows} validation rows; with fewer than "
+    f"{FEW_VALIDATION_ROWS} their accuracy and gap differences are mostly noise "
+    "(more data, or a larger prepare.validation_fraction)"
+)
+
+
 class DataConfig(_Section):
     """Where the raw data is and what its columns mean."""
 

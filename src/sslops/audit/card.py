@@ -16,7 +16,7 @@ from typing import Any
 
 from sslops import __version__
 from sslops.audit.document import Document
-from sslops.config import Config
+from sslops.config import FEW_VALIDATION_ROWS, SMALL_VALIDATION, Config
 from sslops.data.datacard import label_note
 
 SPECIFIC = {
@@ -97,10 +97,13 @@ def _metrics_sections(doc: Document, cfg: Config, metrics: dict[str, Any], deplo
           *(_fmt(m.get(k)) for k in ("accuracy", "roc_auc", "dp_difference", "eo_difference"))]
          for n, m in metrics.get("models", {}).items()],
     )  # fmt: skip
+    majority = metrics.get("majority_class_accuracy")
     doc.paragraph(
         "Both fairness gaps are shown for every model: when base rates differ between groups, "
         "demographic parity and equalized odds cannot both be near zero."
-    )
+        + (f" Always predicting the majority class scores accuracy {_fmt(majority)} here."
+           if isinstance(majority, float) else "")
+    )  # fmt: skip
     model = metrics.get("models", {}).get(deployed, {})
     every = model.get("group_intervals", {})
     for column, groups in model.get("by_group", {}).items():
@@ -322,6 +325,24 @@ def _gates_section(doc: Document, gates: dict[str, Any]) -> None:
     doc.table(["gate", "measures", "limit", "value", "status", "note"], rows)
 
 
+def _baseline_limits(metrics: dict[str, Any], finetune: dict[str, Any], deployed: str) -> list[str]:
+    """A deployed model no more accurate than a constant answer, and a selection made on
+    too few validation rows to tell candidates apart."""
+    limits = []
+    accuracy = metrics.get("models", {}).get(deployed, {}).get("accuracy")
+    majority = metrics.get("majority_class_accuracy")
+    if isinstance(accuracy, float) and isinstance(majority, float) and accuracy <= majority:
+        limits.append(
+            f"The deployed model's test accuracy ({_fmt(accuracy)}) is not above always "
+            f"predicting the majority class ({_fmt(majority)}): as a classifier at this "
+            "threshold it adds nothing over a constant answer."
+        )
+    rows = finetune.get("validation_rows")
+    if isinstance(rows, int) and rows < FEW_VALIDATION_ROWS:
+        limits.append(SMALL_VALIDATION.format(rows=_fmt(rows)).capitalize() + ".")
+    return limits
+
+
 def build_card(cfg: Config, bundle: Path, context: dict[str, Any], evidence: list[str]) -> Document:
     """``context`` holds gates, lineage, run, signing, changelog and compliance records."""
     metrics = _load(bundle, "evidence/evaluate/metrics.json")
@@ -419,6 +440,7 @@ def build_card(cfg: Config, bundle: Path, context: dict[str, Any], evidence: lis
         _metrics_sections(doc, cfg, metrics, deployed)
         limits = _fairness_section(doc, cfg, metrics, finetune, shortcuts, deployed)
         _ood_section(doc, cfg, metrics, _load(bundle, "evidence/evaluate/ood.json"))
+    limits += _baseline_limits(metrics, finetune, deployed)
     sensitive = metrics.get("sensitive", "")
     order = ("evidence/evaluate/", "evidence/finetune/", "evidence/pretrain/", "evidence/")
     for name in sorted(

@@ -20,6 +20,7 @@ from sslops.artifacts import read_meta, write_artifact
 from sslops.config import Config
 from sslops.data.attributes import MEASURES
 from sslops.evaluate.corruptions import counterfactuals, shifted_images, shifted_series
+from sslops.evaluate.metrics import majority_accuracy
 from sslops.evaluate.multiclass import macro_auc, multiclass_metrics
 from sslops.evaluate.report import group_markdown, roc_points, write_reports
 from sslops.finetune.arrays import MODELS, embed, fit_multinomial, groups_of
@@ -324,6 +325,7 @@ def evaluate_arrays(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_di
             "modality": data.modality,
             "decision": "argmax of the class probabilities",
             "threshold": "none (argmax of the class probabilities)",
+            "majority_class_accuracy": majority_accuracy(y),
             "classes": classes,
             **positive,
             "sensitive": attribute,

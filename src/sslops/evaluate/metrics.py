@@ -45,6 +45,12 @@ def auc(y_true: np.ndarray, score: np.ndarray) -> float:
     return float(roc_auc_score(y_true, score)) if len(np.unique(y_true)) == 2 else float("nan")
 
 
+def majority_accuracy(y: np.ndarray) -> float:
+    """Test accuracy of always predicting the most frequent class: the floor a model must beat."""
+    counts = np.bincount(np.asarray(y, dtype=np.int64))
+    return float(counts.max() / counts.sum()) if counts.sum() else float("nan")
+
+
 def expected_calibration_error(y_true: np.ndarray, score: np.ndarray, bins: int = 10) -> float:
     """Mean |accuracy - confidence| over equal-width probability bins, weighted by bin size."""
     y_true, score = np.asarray(y_true), np.asarray(score)

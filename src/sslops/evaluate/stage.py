@@ -19,7 +19,7 @@ from sklearn.metrics import confusion_matrix
 from sslops.artifacts import check_lineage, read_meta, write_artifact
 from sslops.config import Config
 from sslops.evaluate.label_efficiency import label_efficiency
-from sslops.evaluate.metrics import model_metrics
+from sslops.evaluate.metrics import majority_accuracy, model_metrics
 from sslops.evaluate.report import group_markdown, roc_points, write_reports
 from sslops.evaluate.shortcuts import counterfactual_flip, permutation_reliance
 from sslops.finetune.estimators import GroupThresholdPostprocessor, groups_1d
@@ -38,7 +38,9 @@ def _scorer(model: TabularClassifier) -> Any:
     return score
 
 
-def _metrics_markdown(metrics: dict[str, dict[str, Any]], sensitive: str, constrained: str) -> str:
+def _metrics_markdown(
+    metrics: dict[str, dict[str, Any]], sensitive: str, constrained: str, majority: float
+) -> str:
     lines = [
         f"| model | accuracy | ROC AUC | DP diff. ({sensitive}) | EO diff. ({sensitive}) |",
         "|---|---:|---:|---:|---:|",
@@ -52,7 +54,8 @@ def _metrics_markdown(metrics: dict[str, dict[str, Any]], sensitive: str, constr
             f"| {name}{flag} | {acc} | {roc} | "
             f"{m['dp_difference']:.4f} | {m['eo_difference']:.4f} |"
         )
-    lines += ["", f"The fairness policy constrains: {constrained}."]
+    lines += ["", f"Always predicting the majority class: accuracy {majority:.4f}.",
+              "", f"The fairness policy constrains: {constrained}."]  # fmt: skip
     left_out = {
         c: names for m in metrics.values() for c, names in m.get("small_groups", {}).items()
     }
@@ -161,6 +164,7 @@ def evaluate(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_dir: Path
             "split": "test",
             "rows": len(test.target),
             "threshold": ec.threshold,
+            "majority_class_accuracy": majority_accuracy(test.target),
             "sensitive": sensitive,
             "constrained_gap": constrained,
             "models": metrics,
@@ -171,7 +175,7 @@ def evaluate(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_dir: Path
         if ood is not None and ood_split is not None:
             ood_report = {"split": "ood", "rows": len(ood_split.target), "models": ood}
         write_reports(
-            tmp, payload, shortcuts, _metrics_markdown(metrics, sensitive, constrained)
+            tmp, payload, shortcuts, _metrics_markdown(metrics, sensitive, constrained, majority_accuracy(test.target))
             + group_markdown(cfg.export.model, metrics[cfg.export.model], ec.min_group_rows),
             ood=ood_report, efficiency=efficiency, roc_title="ROC, test split",
             bars=("selection_rate.png", "selection_rate", "selection rate",

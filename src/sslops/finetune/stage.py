@@ -22,6 +22,7 @@ needs the sensitive attribute at prediction time.
 
 from __future__ import annotations
 
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
 from sslops.artifacts import check_lineage, write_artifact, write_json
-from sslops.config import Config
+from sslops.config import FEW_VALIDATION_ROWS, SMALL_VALIDATION, Config
 from sslops.data.encoding import TabularEncoding
 from sslops.errors import ConfigError, DataError
 from sslops.finetune.crossfit import LABELED_GAPS, CrossFit, gap_crossfit
@@ -341,10 +342,14 @@ def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pat
             f" + {len(labeled)} labeled training rows scored out of fold ({crossfit.folds} folds;"
             " candidates that cannot be refitted cheaply, full fine-tunes, on validation only)"
         )
+    if len(val.target) < FEW_VALIDATION_ROWS:
+        print(f"warning: {SMALL_VALIDATION.format(rows=len(val.target))}", file=sys.stderr,
+              flush=True)  # fmt: skip
     report: dict[str, Any] = {
         "labels_used": len(labeled),
         "label_fraction": fc.label_fraction,
         "train_rows": len(train.target),
+        "validation_rows": len(val.target),
         "unlabeled_rows": len(pool.target) - len(train.target),
         "transfer": fc.transfer,
         "fairness": {
