@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pandas as pd
+import pytest
 import torch
 
 from sslops.export import raw_inputs
@@ -160,3 +161,47 @@ def test_the_encoding_scales_numbers_as_the_exported_graph_does_to_the_bit() -> 
     served = RawColumnModel(encoding, None).features(numeric, codes)[:, : numeric.shape[1]]
     trained = encoding.transform(frame)[:, : numeric.shape[1]]
     assert np.array_equal(trained, served.numpy())
+
+
+@pytest.mark.parametrize("kind", ["numeric", "categorical"])
+def test_a_table_of_one_column_kind_exports_with_parity_and_predict_scores_it(
+    kind: str, small_data: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A table with only numeric (or only categorical) feature columns: the graph has an input
+    per column and nothing for the absent kind; export once refused it ("needs at least one
+    numeric and one categorical feature column") after the whole run had trained."""
+    from sslops.audit.reevaluate import score_onnx
+    from sslops.cli import main
+    from sslops.data.canonicalize import canonicalize
+    from sslops.data.encoding import TabularEncoding
+    from sslops.export.graph import export_raw_column_onnx
+    from sslops.finetune.stage import linear_model
+
+    def read(split: str) -> pd.DataFrame:
+        raw = pd.read_csv(small_data[split], na_values=["?"], keep_default_na=False)
+        return canonicalize(raw, ["?"])[0]
+
+    train, test = read("train"), read("test")
+    numeric = kind == "numeric"
+    columns = [c for c in train.columns
+               if c != "income" and pd.api.types.is_numeric_dtype(train[c]) == numeric]  # fmt: skip
+    encoding = TabularEncoding.fit(train, columns, 50, 5)
+    assert (len(encoding.numeric) == len(columns)) == numeric and encoding.n_columns == len(columns)
+    width = len(encoding.feature_names)
+    classifier = linear_model(None, np.random.default_rng(0).normal(size=width), 0.1)
+    path = tmp_path / "model.onnx"
+    export_raw_column_onnx(encoding, classifier, path, 18)
+    assert [i.name for i in onnx.load(str(path)).graph.input] == columns
+    with torch.no_grad():
+        expected = classifier(torch.from_numpy(encoding.transform(test))).numpy()
+    got = _session(path).run(None, raw_inputs(encoding, test))[0]
+    assert np.max(np.abs(got - expected)) <= 1e-5
+    reproduced, _ = score_onnx(path.read_bytes(), test)  # sslops audit reproduce's feed
+    assert np.max(np.abs(reproduced - expected)) <= 1e-5
+
+    out = tmp_path / "predictions.csv"
+    code = main(["predict", "--model", str(path), "--data", str(small_data["test"]),
+                 "--out", str(out)])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    scores = pd.read_csv(out)["score"].to_numpy()
+    assert len(scores) == len(test) and np.max(np.abs(scores - expected)) <= 1e-5

@@ -12,6 +12,9 @@ It is built in two pieces that are merged into one model:
   which is why this part is not exported from torch;
 - :class:`RawColumnModel`, exported with the dynamo exporter: imputation, scaling,
   one-hot and the classifier, from the numeric matrix and the codes.
+
+A table without numeric (or without categorical) feature columns has no such graph inputs
+and no numeric matrix (or code matrix) between the two pieces.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ class RawColumnModel(nn.Module):
         super().__init__()
         self.classifier = classifier
         self.n_numeric = len(encoding.numeric)
+        self.n_categorical = len(encoding.categorical)
         levels = [len(c.categories) for c in encoding.categorical]
         self.n_levels = sum(levels)
 
@@ -53,7 +57,7 @@ class RawColumnModel(nn.Module):
         self.register_buffer("median", buffer([c.median for c in encoding.numeric]))
         self.register_buffer("mean", buffer([c.mean for c in encoding.numeric]))
         self.register_buffer("std", buffer([c.std for c in encoding.numeric]))
-        offsets = np.concatenate([[0], np.cumsum(levels)[:-1]]).astype(np.int64)
+        offsets = (np.cumsum(levels) - levels).astype(np.int64)
         self.register_buffer("offsets", torch.from_numpy(offsets))
         self.register_buffer("levels", torch.arange(self.n_levels, dtype=torch.int64))
         self.median: torch.Tensor
@@ -62,14 +66,31 @@ class RawColumnModel(nn.Module):
         self.offsets: torch.Tensor
         self.levels: torch.Tensor
 
-    def features(self, numeric: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        scaled = (torch.where(torch.isnan(numeric), self.median, numeric) - self.mean) / self.std
-        # Every categorical column owns a block of levels; a row's code picks one per block.
-        hot = ((codes + self.offsets).unsqueeze(-1) == self.levels).any(dim=1)
-        return torch.cat([scaled, hot.to(scaled.dtype)], dim=1)
+    @property
+    def blocks(self) -> list[str]:
+        """The matrices the model takes, in order: ``numeric`` and ``codes``, or the one the
+        table has."""
+        return [name for name, n in ((NUMERIC, self.n_numeric), (CODES, self.n_categorical)) if n]
 
-    def forward(self, numeric: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(numeric, codes))
+    def features(self, numeric: torch.Tensor | None, codes: torch.Tensor | None) -> torch.Tensor:
+        """The encoded features; ``numeric`` or ``codes`` is unused (may be None) when the
+        encoding has no column of that kind."""
+        parts = []
+        if self.n_numeric:
+            assert numeric is not None
+            median = torch.where(torch.isnan(numeric), self.median, numeric)
+            parts.append((median - self.mean) / self.std)
+        if self.n_categorical:
+            assert codes is not None
+            # Every categorical column owns a block of levels; a row's code picks one per block.
+            hot = ((codes + self.offsets).unsqueeze(-1) == self.levels).any(dim=1)
+            parts.append(hot.to(self.mean.dtype))
+        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+
+    def forward(self, *blocks: torch.Tensor) -> torch.Tensor:
+        """The probability from the matrices in :attr:`blocks` (an absent kind has none)."""
+        given = dict(zip(self.blocks, blocks, strict=True))
+        return self.classifier(self.features(given.get(NUMERIC), given.get(CODES)))
 
 
 def level_codes(encoding: TabularEncoding, frame: pd.DataFrame) -> np.ndarray:
@@ -140,10 +161,11 @@ def _front_end(encoding: TabularEncoding, opset: int, ir_version: int) -> onnx.M
 
 
 def _export_torch(model: RawColumnModel, encoding: TabularEncoding, opset: int) -> onnx.ModelProto:
-    example = (
-        torch.zeros(2, len(encoding.numeric)),
-        torch.zeros(2, len(encoding.categorical), dtype=torch.int64),
-    )
+    examples = {
+        NUMERIC: torch.zeros(2, len(encoding.numeric)),
+        CODES: torch.zeros(2, len(encoding.categorical), dtype=torch.int64),
+    }
+    example = tuple(examples[name] for name in model.blocks)
     batch = torch.export.Dim("batch")
     # The exporter reports progress on stdout; keep the stage's output to its own lines.
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
@@ -153,9 +175,9 @@ def _export_torch(model: RawColumnModel, encoding: TabularEncoding, opset: int) 
             example,
             dynamo=True,
             opset_version=opset,
-            input_names=[NUMERIC, CODES],
+            input_names=model.blocks,
             output_names=[OUTPUT],
-            dynamic_shapes={"numeric": {0: batch}, "codes": {0: batch}},
+            dynamic_shapes={"blocks": tuple({0: batch} for _ in example)},
             external_data=False,
         )
     assert program is not None
@@ -166,18 +188,13 @@ def export_raw_column_onnx(
     encoding: TabularEncoding, classifier: TabularClassifier, path: Path, opset: int
 ) -> RawColumnModel:
     """Write the merged model (front end + exported torch part); returns the torch reference."""
-    if not encoding.numeric or not encoding.categorical:
-        # Both matrices are graph edges; a table without one kind would need another variant.
-        raise DataError(
-            "ONNX export with preprocessing inside needs at least one numeric and one "
-            f"categorical feature column; got {len(encoding.numeric)} numeric, "
-            f"{len(encoding.categorical)} categorical"
-        )
+    if not encoding.numeric and not encoding.categorical:
+        raise DataError("ONNX export needs at least one feature column; the encoding has none")
     model = RawColumnModel(encoding, classifier).eval()
     body = _export_torch(model, encoding, opset)
     front = _front_end(encoding, opset, body.ir_version)
     merged = onnx.compose.merge_models(
-        front, body, io_map=[(NUMERIC, NUMERIC), (CODES, CODES)], doc_string="sslops"
+        front, body, io_map=[(name, name) for name in model.blocks], doc_string="sslops"
     )
     merged.graph.name = "sslops_classifier"
     # merge_models lists a domain shared by both parts twice; tools expect each domain once.
