@@ -251,3 +251,49 @@ def test_rows_stream_in_chunks_with_the_result_of_one_read(
     code, _, err = _run(capsys, "--model", model, "--data", data, "--out", out, "--chunk-rows", "0")
     assert code == 2 and "--chunk-rows 0: expected a positive number" in err
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_parquet_rows_score_as_their_csv_does_whole_in_chunks_and_in_a_folder(
+    stage_artifacts: dict[str, Path], small_config: Config, rows: tuple[Path, pd.DataFrame],
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """A Parquet file is read as one (its first bytes), whatever data.format says; a folder
+    gives its Parquet files with data.format=parquet. Predict once said "is a Parquet file;
+    set data.format=parquet" even with data.format=parquet set."""
+    from sslops.predict import predict
+    from sslops.shadow.scoring import read_batch
+
+    data, frame = rows
+    model = stage_artifacts["export"] / "model.onnx"
+    frame = frame.assign(id=np.arange(len(frame), dtype=np.int64) * 7 + 3)  # typed ids
+    frame = frame.astype({"race": "category"})  # a dictionary-encoded column
+    frame.loc[3, "workclass"] = "?"  # a missing marker in a text cell
+    frame.to_csv(data, index=False)
+    folder = tmp_path / "batches"
+    folder.mkdir()
+    parquet = folder / "new.parquet"
+    frame.to_parquet(parquet, index=False)
+    expected = tmp_path / "from_csv.csv"
+    code, _, err = _run(capsys, "--model", model, "--data", data, "--out", expected,
+                        "--id-column", "id")  # fmt: skip
+    assert code == 0, err
+    reference = pd.read_csv(expected, dtype={"row_id": str})
+    for extra in ([], ["--chunk-rows", "7"]):
+        out = tmp_path / "from_parquet.csv"
+        code, printed, err = _run(capsys, "--model", model, "--data", parquet, "--out", out,
+                                  "--id-column", "id", *extra)  # fmt: skip
+        assert code == 0 and f"{len(frame):,} rows" in printed, err
+        written = pd.read_csv(out, dtype={"row_id": str})
+        ids = [str(i) for i in frame["id"]]
+        assert written["row_id"].tolist() == reference["row_id"].tolist() == ids
+        np.testing.assert_allclose(written["score"], reference["score"], atol=1e-6)
+    batch = read_batch(parquet, ["?"], "id", "--data")  # sslops shadow reads it too
+    assert batch.frame.equals(read_batch(data, ["?"], "id", "--data").frame)
+
+    settings = small_config.model_copy(
+        update={"data": small_config.data.model_copy(update={"format": "parquet"})}
+    )
+    (folder / "notes.csv").write_text("not,rows\n1,2\n")  # not a batch when data.format=parquet
+    result = predict(model, folder, tmp_path / "folder.csv", settings)
+    assert result.rows == len(frame)
+    assert pd.read_csv(tmp_path / "folder.csv")["row_id"].iloc[0] == "new:0"

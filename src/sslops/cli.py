@@ -570,11 +570,12 @@ def _predict_parser(sub: Any) -> None:
     pred = sub.add_parser(
         "predict",
         help="score new rows with an exported model: PREDICTIONS.csv",
-        description="Feed each row of a CSV, or of every CSV in a folder, to the ONNX model "
-        "sslops export wrote (raw columns in, preprocessing inside the graph) and write one "
-        "score and decision per row. The threshold is the model's own (its "
-        "decision_threshold metadata), else evaluate.threshold; --config supplies "
-        "data.na_values and shadow.id_column. An image or series model reads a .npy/.npz "
+        description="Feed each row of a CSV or Parquet file, or of every such file in a "
+        "folder, to the ONNX model sslops export wrote (raw columns in, preprocessing inside "
+        "the graph) and write one score and decision per row. The threshold is the model's "
+        "own (its decision_threshold metadata), else evaluate.threshold; --config supplies "
+        "data.na_values, shadow.id_column and data.format (which files of a folder to read). "
+        "An image or series model reads a .npy/.npz "
         "array (images (N, H, W[, C]), series (N, L)), a pixel CSV or a folder of image files "
         "(images), a .ts file (series), brought to the model's size as prepare does, and "
         "gives the most probable class and each class's probability. OUT "
@@ -585,7 +586,8 @@ def _predict_parser(sub: Any) -> None:
     pred.add_argument("--model", required=True, type=Path, metavar="MODEL.onnx",
                       help="sslops export's model.onnx (or its int8 copy)")  # fmt: skip
     pred.add_argument("--data", required=True, type=Path, metavar="FILE.csv|DIR",
-                      help="rows to score: one CSV, or a folder of CSVs (by name); image and "
+                      help="rows to score: one CSV or Parquet file, or a folder of CSVs (by "
+                      "name; of Parquet files with data.format=parquet); image and "
                       "series models: .npy/.npz; images also a pixel CSV or a folder of "
                       "images; series a .ts file")  # fmt: skip
     pred.add_argument("--out", required=True, type=Path, metavar="FILE.csv",

@@ -1,8 +1,9 @@
 """Batch scoring: an exported model over new rows, one probability and decision per row.
 
-``sslops predict`` reads one CSV, or every CSV of a folder (by name), feeds each row's raw
-columns to the ONNX model ``sslops export`` wrote (preprocessing is inside the graph, so
-the rows need no preparing) and writes ``PREDICTIONS.csv``: ``row_id``, ``score`` (the
+``sslops predict`` reads one CSV or Parquet file, or every CSV of a folder (by name; every
+Parquet file with ``data.format: parquet``), feeds each row's raw columns to the ONNX
+model ``sslops export`` wrote (preprocessing is inside the graph, so the rows need no
+preparing) and writes ``PREDICTIONS.csv``: ``row_id``, ``score`` (the
 probability of the positive class) and ``label`` (the decision, ``score >= threshold``).
 That is the format ``sslops shadow --incumbent`` reads, so today's predictions are
 tomorrow's incumbent log. Beside it, ``<stem>.meta.json`` says which model made the
@@ -124,7 +125,8 @@ def predict(
     registry: Path | None = None,
     approver_keys: list[Path] | None = None,
 ) -> PredictResult:
-    """Score every row of ``data`` (a CSV or a folder of CSVs) with ``model_path``; write ``out``.
+    """Score every row of ``data`` (a CSV or Parquet file, or a folder of them) with
+    ``model_path``; write ``out``.
 
     ``registry``: an audit registry in which the model's bundle must be approved (its
     approval goes into the provenance record), with ``approver_keys`` (PEM public keys) by
@@ -159,7 +161,7 @@ def predict(
             )
         label_column = cfg.data.label if cfg else None
         return _predict_arrays(model, spec, data, out, chunk_rows, label_column, approval)
-    files = batch_files(data)
+    files = batch_files(data, cfg.data.format if cfg else "csv")
     check_output(out, [model_path, *files])
     if not out.parent.is_dir():
         raise ArtifactError(f"--out {out}: folder {out.parent} does not exist")

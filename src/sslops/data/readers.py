@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from sslops.errors import DataError
 
 PACKAGE_PREFIX = "package:"
-_SUFFIXES = {"csv": (".csv", ".csv.gz"), "parquet": (".parquet", ".pq")}
+TABLE_SUFFIXES = {"csv": (".csv", ".csv.gz"), "parquet": (".parquet", ".pq")}
 
 
 def resolve_path(spec: str, key: str = "data.train") -> Path:
@@ -52,7 +52,7 @@ def resolve_sources(spec: str, key: str, fmt: str = "csv") -> list[Path]:
     path = local_path(spec)
     if path.is_file():
         return [path]
-    suffixes: tuple[str, ...] = _SUFFIXES.get(fmt, ())
+    suffixes: tuple[str, ...] = TABLE_SUFFIXES.get(fmt, ())
     if path.is_dir():
         found = sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(suffixes))
         if not found:
@@ -130,6 +130,15 @@ _NOT_CSV = {
     b"\xfd7zXZ": "xz-compressed; decompress it, or compress it with gzip as .csv.gz",
     b"\x28\xb5\x2f\xfd": "zstd-compressed; decompress it, or compress it with gzip as .csv.gz",
 }
+
+
+def is_parquet(path: Path) -> bool:
+    """Whether the file starts as a Parquet file does (its magic bytes), whatever its name."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4) == b"PAR1"
+    except OSError:  # no such file, a folder: the reader that follows names the problem
+        return False
 
 
 def check_is_csv(path: Path, key: str) -> None:
@@ -374,6 +383,28 @@ def iter_table_chunks(
         raise DataError(f"{key}: {path} is not a well-formed CSV: {csv_problem(path)}") from None
     if rows == 0:
         raise DataError(f"{key}: {path} has a header but no rows")
+
+
+def scalar_cells(
+    raw: pa.ChunkedArray | pa.Array, column: str, key: str, path: Path, as_text: bool = False
+) -> pa.Array:
+    """The column as numbers or text (``as_text``: always text, as for a typed code column
+    in data.categorical); a column of lists, structs or bytes that are not UTF-8 is named
+    (a Parquet file can hold them, a table row cannot)."""
+    array = raw.combine_chunks() if isinstance(raw, pa.ChunkedArray) else raw
+    kind = array.type
+    if pa.types.is_string(kind) or (
+        not as_text and (pa.types.is_integer(kind) or pa.types.is_floating(kind))
+    ):
+        return array
+    try:
+        return pc.cast(array, pa.string())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        raise DataError(
+            f"{key}: column {column!r} in {path} holds values of type {array.type}; sslops "
+            "reads one number, text, boolean, date or category per cell: flatten the column "
+            "into such columns or leave it out of the file"
+        ) from None
 
 
 def _parquet_chunks(path: Path, chunk_rows: int, key: str) -> Iterator[pa.Table]:

@@ -32,7 +32,7 @@ from sslops.data.canonicalize import canonical_column_name, canonical_text, pars
 from sslops.data.dedup import MISSING_TOKEN, combine, value_tokens
 from sslops.data.minhash import shingles, signatures
 from sslops.data.pii import keyed_hash, load_key, redact_array, require_key, siphash_key
-from sslops.data.readers import iter_table_chunks
+from sslops.data.readers import iter_table_chunks, scalar_cells
 from sslops.data.split import split_key
 from sslops.errors import DataError
 
@@ -124,7 +124,7 @@ def scan_file(
             content: dict[str, np.ndarray] = {}
             keys: dict[str, np.ndarray] = {}
             for column in columns:
-                array = _scalar_cells(
+                array = scalar_cells(
                     chunk.column(column), column, key, path, column in cfg.data.categorical
                 )
                 cells[column], content[column], keys[column] = _scan_column(
@@ -160,28 +160,6 @@ def scan_file(
     stats["pii"] = {c: dict(v) for c, v in stats["pii"].items()}
     (out / SCAN).write_text(json.dumps(stats, indent=1) + "\n", encoding="utf-8")
     return out
-
-
-def _scalar_cells(
-    raw: pa.ChunkedArray | pa.Array, column: str, key: str, path: Path, as_text: bool = False
-) -> pa.Array:
-    """The column as numbers or text (``as_text``: always text, as for a typed code column
-    in data.categorical); a column of lists, structs or bytes that are not UTF-8 is named
-    (a Parquet file can hold them, a table row cannot)."""
-    array = raw.combine_chunks() if isinstance(raw, pa.ChunkedArray) else raw
-    kind = array.type
-    if pa.types.is_string(kind) or (
-        not as_text and (pa.types.is_integer(kind) or pa.types.is_floating(kind))
-    ):
-        return array
-    try:
-        return pc.cast(array, pa.string())
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        raise DataError(
-            f"{key}: column {column!r} in {path} holds values of type {array.type}; sslops "
-            "reads one number, text, boolean, date or category per cell: flatten the column "
-            "into such columns or leave it out of the file"
-        ) from None
 
 
 def _scan_column(

@@ -24,15 +24,25 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from sslops.data.canonicalize import canonicalize, cell_texts
-from sslops.data.readers import header_hint, read_csv, read_csv_chunks
+from sslops.data.readers import (
+    TABLE_SUFFIXES,
+    header_hint,
+    is_parquet,
+    iter_table_chunks,
+    read_csv,
+    read_csv_chunks,
+    scalar_cells,
+)
 from sslops.errors import DataError
 
 # PREDICTIONS.csv: one row per scored row. ``label`` (the decision the incumbent took,
 # 0/1) is optional; without it the decision is ``score >= threshold``.
 PREDICTION_COLUMNS = ("row_id", "score", "label")
 DEFAULT_NA = ["?", ""]  # missing-value markers without a config (Adult's "?", an empty cell)
+PARQUET_ROWS = 100_000  # rows per record batch when a whole Parquet batch file is read
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int64)": np.int64}
 
 
@@ -51,23 +61,32 @@ class Scores:
     decision: np.ndarray  # int 0/1
 
 
-def batch_files(data: Path) -> list[Path]:
-    """``data`` itself, or the CSV files in the directory sorted by name."""
+def batch_files(data: Path, fmt: str = "csv") -> list[Path]:
+    """``data`` itself, or the files of the table format ``fmt`` (data.format: ``csv``,
+    ``parquet``) in the directory sorted by name. A file is read as Parquet when it is one
+    (its first bytes), else as CSV."""
     if data.is_file():
         return [data]
     if not data.is_dir():
         raise DataError(f"--data {data}: no such file or directory; expected a CSV or a folder")
-    files = sorted(
-        p for p in data.iterdir() if p.is_file() and p.name.endswith((".csv", ".csv.gz"))
-    )
+    suffixes = TABLE_SUFFIXES.get(fmt, TABLE_SUFFIXES["csv"])
+    files = sorted(p for p in data.iterdir() if p.is_file() and p.name.endswith(suffixes))
     if not files:
-        raise DataError(f"--data {data}: the folder holds no .csv files; expected daily batches")
+        kind = " (data.format: parquet)" if fmt == "parquet" else ""
+        raise DataError(
+            f"--data {data}: the folder holds no {suffixes[0]} files{kind}; expected daily batches"
+        )
     return files
 
 
 def read_batch(path: Path, na_values: list[str], id_column: str | None, key: str) -> Batch:
     """A whole batch file: canonical columns, row ids, rows with no value at all skipped."""
-    raw = read_csv(str(path), na_values, key=key, text_columns=[id_column] if id_column else [])
+    if is_parquet(path):
+        raw = pd.concat(list(_parquet_frames(path, key, PARQUET_ROWS, id_column)))
+        raw = raw.reset_index(drop=True)
+    else:
+        text = [id_column] if id_column else []
+        raw = read_csv(str(path), na_values, key=key, text_columns=text)
     frame, _ = canonicalize(raw, na_values)
     batch = _batch(frame, path, id_column, key, start=0, ids=_id_texts(raw, id_column))
     if batch.frame.empty:
@@ -82,7 +101,12 @@ def iter_batches(
     file of any size); row ids number the file's rows as the whole read does."""
     start = filled = 0
     texts = [id_column] if id_column else []
-    for chunk in read_csv_chunks(str(path), na_values, key, chunk_rows, text_columns=texts):
+    chunks = (
+        _parquet_frames(path, key, chunk_rows, id_column)
+        if is_parquet(path)
+        else read_csv_chunks(str(path), na_values, key, chunk_rows, text_columns=texts)
+    )
+    for chunk in chunks:
         frame, _ = canonicalize(chunk, na_values)
         batch = _batch(frame, path, id_column, key, start, ids=_id_texts(chunk, id_column))
         start += len(chunk)
@@ -92,8 +116,26 @@ def iter_batches(
         raise DataError(f"{key}: {path} has no row with a value")
 
 
+def _parquet_frames(
+    path: Path, key: str, chunk_rows: int, id_column: str | None
+) -> Iterator[pd.DataFrame]:
+    """A Parquet file in frames of at most ``chunk_rows`` rows, its cells as prepare reads
+    them (numbers and text as stored; booleans, dates and categories as text); the id
+    column as text, as the CSV reader keeps it."""
+    for table in iter_table_chunks(path, "parquet", chunk_rows, key):
+        columns = [
+            scalar_cells(table.column(name), name, key, path, as_text=name == id_column)
+            for name in table.column_names
+        ]
+        yield pa.table(columns, names=table.column_names).to_pandas()
+
+
 def batch_name(path: Path) -> str:
-    return path.name.removesuffix(".gz").removesuffix(".csv")
+    name = path.name.removesuffix(".gz")
+    for suffix in (".csv", ".parquet", ".pq"):
+        if name.endswith(suffix):
+            return name.removesuffix(suffix)
+    return name
 
 
 def _id_texts(raw: pd.DataFrame, id_column: str | None) -> np.ndarray | None:

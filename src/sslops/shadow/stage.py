@@ -210,7 +210,7 @@ def shadow(
         raise DataError(f"--candidate {candidate}: no such file; expected an ONNX model")
     cand_model = OnnxClassifier(candidate, threshold, "--candidate")
     inc_model = load_model(incumbent, threshold, "--incumbent")
-    files = batch_files(data)
+    files = batch_files(data, cfg.data.format if cfg else "csv")
     curve = read_label_efficiency(Path(label_efficiency)) if label_efficiency else None
     batches = [read_batch(f, na, settings.id_column, "--data") for f in files]
     ref_batch = read_batch(Path(reference), na, None, "--reference") if reference else batches[0]
