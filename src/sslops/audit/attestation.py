@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from sslops.artifacts import check_replaceable, move_into_place
 from sslops.audit.bundle import canonical_json, check_signature_record, signature_record
 from sslops.errors import ArtifactError
+from sslops.markdown import md_cell
 
 ATTESTATION = "attestation.json"
 SUMMARY = "attestation.md"
@@ -30,10 +31,6 @@ ATTESTATION_SIGNATURE = "attestation.sig.json"
 
 
 _MAX_ROWS = 20
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|")  # group crossings are named "Male | White"
 
 
 def _number(value: Any) -> str:
@@ -73,7 +70,7 @@ def attestation_markdown(record: dict[str, Any]) -> str:
         lines += ["## Failing checks", "", "| check | reported | reproduced | tolerance |",
                   "|---|---:|---:|---:|"]  # fmt: skip
         lines += [
-            f"| {_cell(c['metric'])} | {_number(c['reported'])} | {_number(c['reproduced'])} | "
+            f"| {md_cell(c['metric'])} | {_number(c['reported'])} | {_number(c['reproduced'])} | "
             f"{c['tolerance']:g} |"
             for c in failed[:_MAX_ROWS]
         ]

@@ -16,6 +16,7 @@ from sklearn.metrics import roc_curve
 
 from sslops.artifacts import write_json
 from sslops.evaluate.label_efficiency import curve_markdown, plot_curve
+from sslops.markdown import md_cell
 from sslops.plots import grouped_bars, line_plot
 
 
@@ -31,10 +32,6 @@ GROUP_COLUMNS = {"accuracy": "accuracy", "roc_auc": "ROC AUC", "selection_rate":
                  "tpr": "TPR", "fpr": "FPR", "ece": "ECE"}  # fmt: skip
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|")  # a crossing's name ("Female | White") is one cell
-
-
 def _number(value: Any, digits: int = 4) -> str:
     return "n/a" if value is None or value != value else f"{value:.{digits}f}"
 
@@ -46,7 +43,7 @@ def group_markdown(name: str, model: dict[str, Any], min_rows: int = 0) -> str:
     for column, groups in model.get("by_group", {}).items():
         keys = [k for k in GROUP_COLUMNS if any(k in row for row in groups.values())]
         intervals = every.get(column, {})
-        lines += ["", f"Per-group metrics of '{name}' by {_cell(column)}"
+        lines += ["", f"Per-group metrics of '{name}' by {md_cell(column)}"
                   + (" (95% bootstrap intervals in brackets)" if intervals else "") + ":", "",
                   "| group | rows | " + " | ".join(GROUP_COLUMNS[k] for k in keys) + " |",
                   "|---|---:|" + "---:|" * len(keys)]  # fmt: skip
@@ -60,7 +57,7 @@ def group_markdown(name: str, model: dict[str, Any], min_rows: int = 0) -> str:
                     bounds = "" if low is None or low != low else (
                         f" [{_number(low, 3)}, {_number(high, 3)}]")  # fmt: skip
                     cells.append(_number(row.get(k)) + bounds)
-            lines.append(f"| {_cell(group)} | {int(row.get('count', 0))} | " + " | ".join(cells)
+            lines.append(f"| {md_cell(group)} | {int(row.get('count', 0))} | " + " | ".join(cells)
                          + " |")  # fmt: skip
     return "\n".join(lines) + "\n" if lines else ""
 
