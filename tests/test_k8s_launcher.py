@@ -38,6 +38,8 @@ class FakeApiServer:
         self.pods: list[dict[str, Any]] = []
         self.logs: dict[str, str] = {}
         self.gone_once = False  # answer the first watch with 410 Gone
+        self.unavailable = 0  # answer this many reads of an object with 503 (an API server restart)
+        self.drop_watches = 0  # close this many watch streams mid-response (a connection reset)
         self.on_create = lambda obj: None
         self.changed = threading.Condition()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -106,6 +108,15 @@ class FakeApiServer:
                 if parts[:2] == ["api", "v1"]:
                     pods = {"kind": "PodList", "apiVersion": "v1", "items": api.pods}
                     return self._send(200, pods)
+                if query.get("watch", "").lower() == "true" and api.drop_watches:
+                    api.drop_watches -= 1
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    self.wfile.write(b'ff\r\n{"type": "MOD')  # cut off inside a chunk
+                    self.close_connection = True
+                    return None
                 if query.get("watch", "").lower() == "true":
                     self.send_response(200)
                     self.send_header("Content-Type", "application/json")
@@ -114,6 +125,9 @@ class FakeApiServer:
                     self._watch(query)
                     self.wfile.write(b"0\r\n\r\n")
                     return None
+                if api.unavailable and parts[-1] in api.objects:
+                    api.unavailable -= 1
+                    return self._send(503, {"kind": "Status", "code": 503, "reason": "Unavailable"})
                 if parts[-1] not in api.objects:
                     return self._send(404, {"kind": "Status", "code": 404, "reason": "NotFound"})
                 return self._send(200, api.objects[parts[-1]])
@@ -316,6 +330,52 @@ def test_an_expired_watch_is_resumed_from_a_fresh_read(
     assert final["status"]["conditions"][0]["type"] == "Complete"
     assert lines[-1] == "TrainJob sslops-pretrain-ok: Complete=True"
     assert api_server.deleted == []
+
+
+def test_a_passing_api_server_outage_does_not_delete_a_running_job(
+    api_server: FakeApiServer, api_client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A multi-node job runs for hours; an API server restart or a reset watch connection
+    meanwhile used to end the task, and the task deleted the job (its GPUs' work lost)."""
+    from sslops.k8s import launcher
+
+    monkeypatch.setattr(launcher, "RETRY_SECONDS", 0.05)
+    api_server.unavailable = 3
+    api_server.drop_watches = 2
+
+    def finish_later(job: dict[str, Any]) -> None:
+        name = job["metadata"]["name"]
+        threading.Timer(1.5, api_server.set_conditions, (name, ("Complete", "", ""))).start()
+
+    api_server.on_create = finish_later
+    lines: list[str] = []
+    final = JobWatcher(api_client, NAMESPACE, echo=lines.append).run(
+        _trainjob("sslops-pretrain-flaky"), timeout_seconds=30
+    )
+    assert final["status"]["conditions"][0]["type"] == "Complete"
+    assert api_server.deleted == []
+    assert (api_server.unavailable, api_server.drop_watches) == (0, 0)
+    retried = [line for line in lines if "retrying" in line]
+    assert len(retried) == 5, lines
+    assert retried[0] == (
+        "TrainJob sslops-pretrain-flaky: API server: 503 Service Unavailable; retrying in 0.05 s"
+    )
+    assert any("ProtocolError" in line for line in retried), retried
+
+
+def test_an_api_server_outage_longer_than_the_limit_fails_the_task(
+    api_server: FakeApiServer, api_client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sslops.k8s import launcher
+
+    monkeypatch.setattr(launcher, "RETRY_SECONDS", 0.05)
+    monkeypatch.setattr(launcher, "API_OUTAGE_SECONDS", 0.5)
+    api_server.unavailable = 10**6
+    watcher = JobWatcher(api_client, NAMESPACE, echo=lambda line: None)
+    expected = r"API server was unreachable for .* s \(503 Service Unavailable\)$"
+    with pytest.raises(TrainingJobFailed, match=expected):
+        watcher.run(_trainjob("sslops-pretrain-cut-off"), timeout_seconds=30)
+    assert api_server.deleted == ["sslops-pretrain-cut-off"]  # its GPUs are freed
 
 
 def test_a_job_deleted_by_someone_else_fails_the_task(

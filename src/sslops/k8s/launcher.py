@@ -7,7 +7,9 @@ job succeeds, its output is copied back into the task's KFP output artifact, so 
 rest of the pipeline sees an ordinary ``pretrain`` artifact.
 
 A run that is stopped from the KFP UI sends SIGTERM to this pod; the job is then deleted
-so its GPUs are freed.
+so its GPUs are freed. A passing API server outage (a restart, a 5xx or 429 answer, a reset
+watch connection) does not end the task, nor the job: the launcher reads the job again,
+backing off, for up to ``API_OUTAGE_SECONDS`` in a row.
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ from sslops.errors import SslopsError
 
 SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 WATCH_SECONDS = 60  # one watch request; the loop re-reads the object between requests
+API_OUTAGE_SECONDS = 15 * 60  # how long the API server may stay unreachable before giving up
+RETRY_SECONDS = 2.0  # first wait after a failed request; doubled up to MAX_RETRY_SECONDS
+MAX_RETRY_SECONDS = 60.0
+TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
 class TrainingJobFailed(SslopsError):
@@ -56,6 +62,25 @@ KINDS = {
 
 def _conditions(obj: dict[str, Any]) -> list[dict[str, Any]]:
     return list((obj.get("status") or {}).get("conditions") or [])
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is a passing API server failure worth asking again: a 5xx or 429
+    answer, or no answer at all (connection refused or reset, a cut-off watch stream)."""
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    if isinstance(exc, ApiException):
+        return exc.status in TRANSIENT_STATUSES
+    return isinstance(exc, HTTPError | OSError)
+
+
+def _described(exc: BaseException) -> str:
+    """One short line: ``503 Service Unavailable``, ``ProtocolError: Connection broken...``."""
+    status = getattr(exc, "status", None)
+    if isinstance(status, int) and status:
+        return f"{status} {getattr(exc, 'reason', '') or ''}".strip()
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}"
 
 
 def verdict(kind: JobKind, obj: dict[str, Any]) -> str | None:
@@ -118,39 +143,67 @@ class JobWatcher:
         return final
 
     def _wait(self, job: dict[str, Any], kind: JobKind, deadline: float) -> dict[str, Any]:
+        """Follow the job until it ends; a passing API server outage is waited out."""
+        name = job["metadata"]["name"]
+        outage_since: float | None = None
+        pause = RETRY_SECONDS
+        while True:
+            try:
+                final = self._follow(job, kind, deadline)
+            except Exception as exc:
+                if not transient(exc):
+                    raise
+                now = time.monotonic()
+                outage_since = now if outage_since is None else outage_since
+                problem = _described(exc)
+                if now - outage_since >= API_OUTAGE_SECONDS or now >= deadline:
+                    raise TrainingJobFailed(
+                        f"{job['kind']} {name}: the Kubernetes API server was unreachable for "
+                        f"{now - outage_since:.0f} s ({problem})"
+                    ) from None
+                self.echo(f"{job['kind']} {name}: API server: {problem}; retrying in {pause:g} s")
+                time.sleep(min(pause, max(deadline - now, 0.0)))
+                pause = min(2 * pause, MAX_RETRY_SECONDS)
+                continue
+            if final is not None:
+                return final
+            outage_since, pause = None, RETRY_SECONDS  # the API server answered
+
+    def _follow(self, job: dict[str, Any], kind: JobKind, deadline: float) -> dict[str, Any] | None:
+        """One read and one watch request: the job's final state, or None (still running)."""
         from kubernetes import watch
         from kubernetes.client.exceptions import ApiException
 
         name = job["metadata"]["name"]
-        while True:
-            try:
-                obj = self.custom.get_namespaced_custom_object(*self._args(kind), name)
-            except ApiException as exc:
-                if exc.status == 404:
-                    raise TrainingJobFailed(f"{job['kind']} {name} was deleted") from None
+        try:
+            obj = self.custom.get_namespaced_custom_object(*self._args(kind), name)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise TrainingJobFailed(f"{job['kind']} {name} was deleted") from None
+            raise
+        self._report(job, obj)
+        if verdict(kind, obj):
+            return dict(obj)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TrainingJobFailed(f"{job['kind']} {name} did not finish before its deadline")
+        try:
+            for event in watch.Watch().stream(
+                self.custom.list_namespaced_custom_object, *self._args(kind),
+                field_selector=f"metadata.name={name}",
+                resource_version=obj["metadata"].get("resourceVersion"),
+                timeout_seconds=max(1, int(min(WATCH_SECONDS, remaining))),
+            ):  # fmt: skip
+                current = event["raw_object"]
+                if event["type"] == "DELETED":
+                    raise TrainingJobFailed(f"{job['kind']} {name} was deleted")
+                self._report(job, current)
+                if verdict(kind, current):
+                    return dict(current)
+        except ApiException as exc:
+            if exc.status != 410:  # 410 Gone: the resource version expired; re-read
                 raise
-            self._report(job, obj)
-            if verdict(kind, obj):
-                return dict(obj)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TrainingJobFailed(f"{job['kind']} {name} did not finish before its deadline")
-            try:
-                for event in watch.Watch().stream(
-                    self.custom.list_namespaced_custom_object, *self._args(kind),
-                    field_selector=f"metadata.name={name}",
-                    resource_version=obj["metadata"].get("resourceVersion"),
-                    timeout_seconds=max(1, int(min(WATCH_SECONDS, remaining))),
-                ):  # fmt: skip
-                    current = event["raw_object"]
-                    if event["type"] == "DELETED":
-                        raise TrainingJobFailed(f"{job['kind']} {name} was deleted")
-                    self._report(job, current)
-                    if verdict(kind, current):
-                        return dict(current)
-            except ApiException as exc:
-                if exc.status != 410:  # 410 Gone: the resource version expired; re-read
-                    raise
+        return None
 
     def failed_pod_logs(self, kind: JobKind, name: str, tail: int = 40) -> str:
         """The last lines of every failed container of the job's pods."""
