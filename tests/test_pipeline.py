@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -70,6 +71,42 @@ def test_compiled_pipeline_uses_the_sslops_image_and_installs_nothing() -> None:
         tag = "0.1.0-cuda" if name == "exec-pretrain" else "0.1.0"
         assert container["image"].endswith(f"/sslops:{tag}")
         assert "pip install" not in " ".join(container["command"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "gpus", "message"),
+    [
+        (["pretrain.gpus_per_node=4"], 1,
+         "pretrain.gpus_per_node: 4, but this pod has 1 GPU(s): the pipeline's GPU count is "
+         "fixed when it is compiled"),
+        (["pretrain.gpus_per_node=1"], 0, "pretrain.gpus_per_node: 1, but this pod has 0 GPU(s)"),
+        (["pretrain.launcher=trainjob", "pretrain.nodes=2", "platform.storage.workspace_pvc=ws"],
+         0, "pretrain.launcher: trainjob (nodes 2), but this pipeline pretrains in its own pod"),
+    ],
+)  # fmt: skip
+def test_in_pod_pretraining_refuses_a_config_the_pod_was_not_compiled_for(
+    overrides: list[str], gpus: int, message: str, monkeypatch, capsys
+) -> None:
+    """The run form lets pretrain.gpus_per_node be edited, but the single-pod pipeline's
+    accelerator limit is compiled in: 4 torchrun ranks started on 1 GPU (invalid device
+    ordinal), and launcher trainjob with 2 nodes pretrained silently in one pod."""
+    from sslops.config import load_config
+    from sslops.pipeline.tasks import check_pretrain_pod, pretrain_task
+
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    monkeypatch.delenv("SSLOPS_FINAL_LOCATIONS", raising=False)
+    monkeypatch.setattr("torch.cuda.device_count", lambda: gpus)
+    cfg = load_config(ROOT / "configs" / "adult.yaml", overrides)
+    nothing = SimpleNamespace(path="/nonexistent", metadata={})
+    with pytest.raises(SystemExit) as stopped:
+        pretrain_task(cfg.to_json(), nothing, nothing)
+    assert stopped.value.code == 2
+    assert message in " ".join(capsys.readouterr().err.split())
+    # what the pod was compiled for passes; `sslops run` (kfp.local, this machine) is not checked
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 1)
+    check_pretrain_pod(load_config(ROOT / "configs" / "adult.yaml", ["pretrain.gpus_per_node=1"]))
+    monkeypatch.setenv("SSLOPS_FINAL_LOCATIONS", "{}")
+    check_pretrain_pod(cfg)
 
 
 def test_image_registry_is_one_setting(monkeypatch) -> None:

@@ -54,10 +54,41 @@ def prepare_task(config_json: str, prepared: Any, datacard: Any) -> None:
     _run(config_json, body)
 
 
+def check_pretrain_pod(cfg: Config) -> None:
+    """In a pod of the single-pod pipeline, ``config_json`` may not ask for more than the pod
+    was compiled with: its GPU count (accelerator limit) and in-pod pretraining are fixed at
+    compile time, while the run form lets anyone edit ``pretrain`` (``sslops run``, which runs
+    on this machine, is not checked)."""
+    from sslops.artifacts import LOCATIONS_ENV
+
+    if not os.environ.get("KUBERNETES_SERVICE_HOST") or os.environ.get(LOCATIONS_ENV):
+        return
+    pc = cfg.pretrain
+    if pc.launcher != "local":
+        raise ConfigError(
+            f"config_json says pretrain.launcher: {pc.launcher} (nodes {pc.nodes}), but this "
+            "pipeline pretrains in its own pod; start the run from sslops-ssl-pipeline-multinode, "
+            "or submit the config with `sslops submit`"
+        )
+    if pc.gpus_per_node:
+        import torch
+
+        found = torch.cuda.device_count()
+        if found < pc.gpus_per_node:
+            raise ConfigError(
+                f"config_json says pretrain.gpus_per_node: {pc.gpus_per_node}, but this pod has "
+                f"{found} GPU(s): the pipeline's GPU count is fixed when it is compiled; set "
+                f"pretrain.gpus_per_node to {found} or less, or compile the pipeline for "
+                f"{pc.gpus_per_node} (`sslops submit --set pretrain.gpus_per_node="
+                f"{pc.gpus_per_node}`), or use sslops-ssl-pipeline-multinode"
+            )
+
+
 def pretrain_task(config_json: str, prepared: Any, pretrained: Any) -> None:
     from sslops.pretrain import pretrain
 
     def body(cfg: Config) -> None:
+        check_pretrain_pod(cfg)
         out = cached_stage(
             "pretrain", config_json, {"prepared": Path(prepared.path)}, Path(pretrained.path),
             lambda: pretrain(cfg, Path(prepared.path), Path(pretrained.path)),
