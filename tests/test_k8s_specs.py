@@ -158,6 +158,21 @@ def test_compiled_multinode_pipeline_launches_a_trainjob(crds) -> None:
     assert (mount["constant"], mount["mountPath"]) == ("sslops-workspace", "/workspace")
 
 
+def test_turning_one_stage_s_caching_off_keeps_the_audit_uncached(tmp_path: Path) -> None:
+    """`--set platform.caching.prepare=false` (new data under the same path) replaced the
+    default `{audit: false}`, so the audit task was cached: a rerun reused the earlier bundle,
+    neither signed nor filed again."""
+    from sslops.pipeline.ssl_pipeline import compile_pipeline
+
+    cfg = load_config(ROOT / "configs" / "adult.yaml", ["platform.caching.prepare=false"])
+    spec = next(yaml.safe_load_all(compile_pipeline(tmp_path / "p.yaml", cfg).read_text()))
+    caching = {t: v.get("cachingOptions", {}) for t, v in spec["root"]["dag"]["tasks"].items()}
+    assert not caching["prepare"].get("enableCache") and not caching["audit"].get("enableCache")
+    assert caching["finetune"] == {"enableCache": True}
+    cfg = load_config(ROOT / "configs" / "adult.yaml", ["platform.caching.audit=true"])
+    assert cfg.platform.caches("audit")  # only when asked for
+
+
 @pytest.mark.parametrize("name", ["ssl_pipeline.yaml", "ssl_pipeline_multinode.yaml"])
 def test_prepare_reads_data_from_the_workspace_volume(name: str) -> None:
     """config_json says data.train may be a file on the workspace volume: the prepare task

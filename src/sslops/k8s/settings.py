@@ -103,7 +103,7 @@ class PlatformConfig(_Section):
     )
     caching: dict[Stage, bool] = Field(
         default_factory=lambda: _NOT_CACHED.copy(),
-        description="KFP caching per stage; stages not listed are cached.",
+        description="KFP caching per stage; stages not listed are cached, except audit.",
     )
     training_runtime: str = Field(
         default="torch-distributed", description="Training runtime a TrainJob refers to."
@@ -128,4 +128,6 @@ class PlatformConfig(_Section):
     )  # fmt: skip
 
     def caches(self, stage: Stage) -> bool:
-        return self.caching.get(stage, True)
+        """Whether KFP may cache ``stage``: as set in ``caching``, else the default (audit
+        never: setting another stage's key must not turn the audit's re-signing off)."""
+        return self.caching.get(stage, _NOT_CACHED.get(stage, True))
