@@ -153,6 +153,10 @@ def test_compiled_multinode_pipeline_launches_a_trainjob(crds) -> None:
         assert validate_object(obj, crds) == "crd"
     tasks = version["spec"]["pipelineSpec"]["root"]["dag"]["tasks"]
     assert tasks["launch-pretrain"]["componentRef"]["name"] == "comp-launch-pretrain"
+    # the run form's config_json may say pytorchjob: the graph does not name the compiled kind
+    assert (
+        tasks["launch-pretrain"]["taskInfo"]["name"] == "self-supervised pretraining (training job)"
+    )
     placed = version["spec"]["platformSpec"]["platforms"]["kubernetes"]["deploymentSpec"]
     mount = placed["executors"]["exec-launch-pretrain"]["pvcMount"][0]
     assert (mount["constant"], mount["mountPath"]) == ("sslops-workspace", "/workspace")

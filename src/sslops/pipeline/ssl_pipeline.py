@@ -67,7 +67,9 @@ def build_pipeline(
                 image=c.IMAGE,
                 gpu_image=cuda_image(c.IMAGE),
                 prepared=prepared.outputs["prepared"],
-            ).set_display_name(f"self-supervised pretraining ({pretrain_cfg.launcher})")
+            )
+            # Not the compiled launcher's kind: the run's config_json picks TrainJob or PyTorchJob.
+            pretrained.set_display_name("self-supervised pretraining (training job)")
             place(pretrained, "pretrain", workspace=True)
         finetuned = c.finetune(
             config_json=config_json,
