@@ -218,6 +218,37 @@ def test_cli_verify_exit_codes(signed: Path, keys: dict[str, Path], tmp_path: Pa
     assert main(["audit", "verify", str(tmp_path / "nowhere")]) == 2
 
 
+def test_a_signature_record_that_names_another_key_fails(
+    signed: Path, keys: dict[str, Path], tmp_path: Path
+) -> None:
+    """The record's key_fingerprint was never compared with the key that verified it: a
+    record signed with one key could claim another's fingerprint (which four eyes, the
+    registry index and --approver-key then believed)."""
+    from sslops.audit.bundle import _raw_public, canonical_json, fingerprint, load_private_key
+
+    issuer = load_private_key(keys["private"], "", True, "--key-file", "")
+    bundle = _copy(signed, tmp_path)
+    record = json.loads((bundle / "signature.json").read_text())
+    generate_keypair(tmp_path / "other.pem", tmp_path / "other.pub")
+    other = load_public_key(tmp_path / "other.pub")
+    issuer_public = load_public_key(keys["public"])
+    claims_other = "signature.json: its key_fingerprint is not that of the key that signed it"
+    names_other = "signature.json: it names another public key than the one it was verified with"
+    for field, value, expected in (
+        ("key_fingerprint", fingerprint(other), {None: claims_other, "issuer": claims_other}),
+        ("public_key", base64.b64encode(_raw_public(other)).decode(),
+         {None: "signature.json: the signature does not verify with its embedded public key",
+          "issuer": names_other}),
+    ):  # fmt: skip
+        signed_fields = {**record["signed"], field: value}
+        signature = issuer.sign(canonical_json(signed_fields))  # by the issuer's own key
+        forged = {"signed": signed_fields, "signature": base64.b64encode(signature).decode()}
+        (bundle / "signature.json").write_bytes(canonical_json(forged))
+        for name, key in ((None, None), ("issuer", issuer_public)):
+            [problem] = verify_bundle(bundle, key)["problems"]
+            assert problem.startswith(expected[name]), (field, name, problem)
+
+
 def test_the_private_key_appears_in_no_output(signed: Path, keys: dict[str, Path]) -> None:
     pem = keys["private"].read_bytes()
     body = b"".join(line for line in pem.splitlines() if b"-----" not in line)

@@ -11,6 +11,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sslops.audit import audit, generate_keypair
 from sslops.audit.registry import check_registry, file_bundle, list_registry, model_slug
@@ -593,3 +594,68 @@ def test_a_later_approval_by_an_untrusted_key_does_not_hide_a_trusted_one(
     rows = {r["manifest_sha256"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows[first["manifest_sha256"]]["decided_key_trusted"] is True
     assert rows[second["manifest_sha256"]]["decided_key_trusted"] is False
+
+
+def _forged_record(
+    key: Ed25519PrivateKey, fields: dict[str, object], claimed: str
+) -> dict[str, object]:
+    """A record signed with ``key`` whose key_fingerprint claims the key ``claimed``."""
+    import base64
+
+    from sslops.audit.bundle import _raw_public, canonical_json
+
+    public = key.public_key()
+    signed = {"algorithm": "Ed25519", **fields, "key_fingerprint": claimed,
+              "public_key": base64.b64encode(_raw_public(public)).decode()}  # fmt: skip
+    signature = key.sign(canonical_json(signed))
+    return {"signed": signed, "signature": base64.b64encode(signature).decode()}
+
+
+def test_a_decision_that_claims_a_trusted_key_s_fingerprint_is_refused(
+    bundles: dict[str, Path], approver: Path, tmp_path: Path
+) -> None:
+    """Anyone who can write the index signed an approval with a key of their own and wrote
+    the trusted approver's fingerprint into it: check_registry found nothing and
+    `predict --registry --approver-key` scored with it."""
+    from sslops.audit.bundle import fingerprint, load_public_key
+    from sslops.audit.registry import approval_of, entry_digest
+
+    registry = tmp_path / "registry"
+    entry = file_bundle(bundles["unsigned"], registry, model="income")
+    trusted = load_public_key(approver.with_name("approver.pub.pem"))
+    index_path = registry / "models" / "income" / "index.json"
+    index = json.loads(index_path.read_text())
+    fields = {"manifest_sha256": entry["manifest_sha256"], "decision": "approved",
+              "by": "J. Doe", "note": "", "decided": "2026-01-01T00:00:00+00:00",
+              "model": "income", "previous": entry_digest(index["entries"][-1])}  # fmt: skip
+    record = _forged_record(Ed25519PrivateKey.generate(), fields, fingerprint(trusted))
+    index["entries"].append({"kind": "decision", **{k: v for k, v in fields.items()
+                                                    if k not in ("model", "previous")},
+                             "key_fingerprint": fingerprint(trusted), "record": record,
+                             "previous": fields["previous"]})  # fmt: skip
+    index_path.write_text(json.dumps(index))
+    [problem] = check_registry(registry)
+    assert "key_fingerprint is not that of the key that signed it" in problem
+    with pytest.raises(ArtifactError, match="key_fingerprint is not that of the key"):
+        approval_of(registry, entry["onnx_sha256"], [trusted])
+
+
+def test_the_issuer_cannot_approve_its_own_bundle_by_naming_another_key(
+    bundles: dict[str, Path], keys: dict[str, Path], tmp_path: Path
+) -> None:
+    """Four eyes read the signer from signature.json's key_fingerprint, which the signer
+    wrote: a bundle signed with the issuer's key but naming another verified, and its
+    issuer could then approve it."""
+    from sslops.audit.bundle import canonical_json, load_private_key, load_public_key
+
+    issuer = load_private_key(keys["private"], "", True, "--key-file", "")
+    bundle = tmp_path / "bundle"
+    shutil.copytree(bundles["signed"] / "bundle", bundle)
+    fields = {"signed_file": "manifest.json", "manifest_sha256":
+              hashlib.sha256((bundle / "manifest.json").read_bytes()).hexdigest()}  # fmt: skip
+    forged = _forged_record(issuer, fields, "SHA256:" + "0" * 64)
+    (bundle / "signature.json").write_bytes(canonical_json(forged))
+    with pytest.raises(ArtifactError, match="key_fingerprint is not that of the key"):
+        file_bundle(bundle, tmp_path / "registry", model="income",
+                    public_key=load_public_key(keys["public"]))  # fmt: skip
+    assert not (tmp_path / "registry" / "models").exists()

@@ -220,6 +220,18 @@ def check_signature_record(
         return f"{name}: the signature does not verify with {who}", {}, None
     except (KeyError, TypeError, ValueError):
         return f"{name} was modified: its fields are unreadable", {}, None
+    # The record's own claims about its key must be those of the key that verified it:
+    # callers (four eyes, --approver-key, the registry index) read key_fingerprint from
+    # the record, and a record signed with one key could otherwise name another.
+    if _raw_public(embedded) != _raw_public(key):
+        return f"{name}: it names another public key than the one it was verified with", {}, None
+    if signed.get("key_fingerprint") != fingerprint(key):
+        return (
+            f"{name}: its key_fingerprint is not that of the key that signed it "
+            f"({fingerprint(key)})",
+            {},
+            None,
+        )
     return None, signed, key
 
 
