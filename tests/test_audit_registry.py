@@ -659,3 +659,80 @@ def test_the_issuer_cannot_approve_its_own_bundle_by_naming_another_key(
         file_bundle(bundle, tmp_path / "registry", model="income",
                     public_key=load_public_key(keys["public"]))  # fmt: skip
     assert not (tmp_path / "registry" / "models").exists()
+
+
+def test_a_signed_decision_holds_only_where_it_was_made(
+    bundles: dict[str, Path], approver: Path, tmp_path: Path
+) -> None:
+    """A decision's signature covers the entry it follows: an old approval appended again
+    after a rejection (or copied anywhere else) no longer verifies, in check_registry and in
+    predict's approval_of, and a checkpoint taken after the rejection no longer lets it by."""
+    from sslops.audit.bundle import load_private_key, load_public_key
+    from sslops.audit.registry import (
+        approval_of,
+        check_checkpoint,
+        checkpoint,
+        decide,
+        entry_digest,
+    )
+
+    registry = tmp_path / "registry"
+    entry = file_bundle(bundles["unsigned"], registry, model="income")
+    key = load_private_key(approver, "", True, "--key-file", "")
+    trusted = [load_public_key(approver.with_name("approver.pub.pem"))]
+    decide(registry, entry["manifest_sha256"], "approved", key, by="J. Doe")
+    decide(registry, entry["manifest_sha256"], "rejected", key, by="J. Doe", note="EO gap")
+    point = checkpoint(registry)
+    index_path = registry / "models" / "income" / "index.json"
+    index = json.loads(index_path.read_text())
+    assert index["entries"][1]["record"]["signed"]["previous"] == entry_digest(index["entries"][0])
+    replay = json.loads(json.dumps(index["entries"][1]))  # the approval, genuinely signed
+    replay["previous"] = entry_digest(index["entries"][-1])
+    index["entries"].append(replay)
+    index_path.write_text(json.dumps(index))
+    assert check_checkpoint(registry, point) == []  # entries added since the checkpoint
+    assert check_registry(registry) == [
+        "models/income/index.json entry 4: the decision was signed for another place in the "
+        "index (the entry before it is not the one it was signed after: replayed, moved, or "
+        "an entry before it removed or changed)"
+    ]
+    with pytest.raises(ArtifactError, match=r"approval of bundle .* signed for another place"):
+        approval_of(registry, entry["onnx_sha256"], trusted)
+    # The rejection removed from the end (nothing after it carries its digest): only a
+    # checkpoint kept elsewhere shows that.
+    index["entries"] = [index["entries"][0], index["entries"][1]]
+    index_path.write_text(json.dumps(index))
+    assert approval_of(registry, entry["onnx_sha256"], trusted)["approved_by"] == "J. Doe"
+    assert check_checkpoint(registry, point) != []  # the tail removed: only a checkpoint sees it
+
+
+def test_decisions_signed_before_their_place_was_covered_still_verify_until_a_newer_one(
+    bundles: dict[str, Path], approver: Path, tmp_path: Path
+) -> None:
+    """An index written by an earlier sslops holds decisions whose records do not name their
+    place; they stay valid, but not after a decision that does (an old one replayed)."""
+    from sslops.audit.bundle import load_private_key, signature_record
+    from sslops.audit.registry import decide, entry_digest
+
+    registry = tmp_path / "registry"
+    entry = file_bundle(bundles["unsigned"], registry, model="income")
+    key = load_private_key(approver, "", True, "--key-file", "")
+    decide(registry, entry["manifest_sha256"], "approved", key, by="J. Doe")
+    index_path = registry / "models" / "income" / "index.json"
+    index = json.loads(index_path.read_text())
+    old = index["entries"][1]  # re-signed as an earlier sslops did: no "previous"
+    fields = {k: v for k, v in old["record"]["signed"].items()
+              if k in ("manifest_sha256", "decision", "by", "note", "decided", "model")}  # fmt: skip
+    old["record"] = signature_record(key, fields)
+    index_path.write_text(json.dumps(index))
+    assert check_registry(registry) == []
+    decide(registry, entry["manifest_sha256"], "rejected", key, by="J. Doe")
+    index = json.loads(index_path.read_text())
+    replay = json.loads(json.dumps(old))
+    replay["previous"] = entry_digest(index["entries"][-1])
+    index["entries"].append(replay)
+    index_path.write_text(json.dumps(index))
+    assert check_registry(registry) == [
+        "models/income/index.json entry 4: the decision's signature does not cover its place "
+        "in the index, though an earlier decision's does (an old decision replayed?)"
+    ]

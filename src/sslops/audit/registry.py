@@ -393,26 +393,41 @@ def check_registry(registry: Path, public_key: Ed25519PublicKey | None = None) -
         except ArtifactError as exc:
             problems.append(str(exc))
             continue
-        previous = None
-        filed: set[str] = set()
-        for number, entry in enumerate(entries, 1):
-            where = f"{MODELS}/{name}/{INDEX} entry {number}"
-            if entry.get("previous") != previous:
-                problems.append(f"{where}: the chain of digests breaks (an entry before it was "
-                                "removed, changed or moved)")  # fmt: skip
-            previous = entry_digest(entry)
-            sha = entry.get("manifest_sha256", "")
-            if entry.get("kind", "filed") == "decision":
-                problems += _check_decision(entry, name, where, filed)
-                continue
-            listed.add(sha)
-            filed.add(sha)
-            problems += _check_filed_entry(registry, entry, where, public_key)
+        listed |= {e.get("manifest_sha256", "") for e in _filed(entries)}
+        problems += _index_problems(
+            name, entries, partial(_check_filed_entry, registry, public_key=public_key)
+        )
     folder = registry / BUNDLES
     for path in sorted(folder.glob("*.zip")) if folder.is_dir() else []:
         if path.stem not in listed:
             problems.append(f"{BUNDLES}/{path.name} is filed in no model's index (a filing "
                             "interrupted before its entry: file it again; or an entry removed)")  # fmt: skip
+    return problems
+
+
+def _index_problems(
+    model: str, entries: list[dict[str, Any]],
+    check_filed: Callable[[dict[str, Any], str], list[str]] | None = None,
+) -> list[str]:  # fmt: skip
+    """The chain of digests and every decision of one model's index, in entry order; with
+    ``check_filed``, also what it finds in each filed entry (its bundle)."""
+    problems: list[str] = []
+    previous = None
+    filed: set[str] = set()
+    bound = False  # a decision before this one is signed with its place in the chain
+    for number, entry in enumerate(entries, 1):
+        where = f"{MODELS}/{model}/{INDEX} entry {number}"
+        if entry.get("previous") != previous:
+            problems.append(f"{where}: the chain of digests breaks (an entry before it was "
+                            "removed, changed or moved)")  # fmt: skip
+        link, previous = previous, entry_digest(entry)
+        if entry.get("kind", "filed") == "decision":
+            problems += _check_decision(entry, model, where, filed, link, bound)
+            bound = bound or _chain_bound(entry)
+            continue
+        filed.add(entry.get("manifest_sha256", ""))
+        if check_filed is not None:
+            problems += check_filed(entry, where)
     return problems
 
 
@@ -435,15 +450,39 @@ def _check_filed_entry(
     return [f"{where}: {', '.join(changed)} differ from the filed bundle"] if changed else []
 
 
-def _check_decision(entry: dict[str, Any], model: str, where: str, filed: set[str]) -> list[str]:
-    """A decision verifies with the key that made it, says what its signed record says, and
-    decides on a bundle filed under the model before it."""
+def _chain_bound(entry: dict[str, Any]) -> bool:
+    """A decision whose signed record holds its chain link (``previous``): every decision
+    made since that was added; older ones are accepted until the index holds such a one."""
+    record = entry.get("record")
+    signed = record.get("signed") if isinstance(record, dict) else None
+    return isinstance(signed, dict) and "previous" in signed
+
+
+def _check_decision(
+    entry: dict[str, Any], model: str, where: str, filed: set[str], link: str | None,
+    bound_before: bool,
+) -> list[str]:  # fmt: skip
+    """A decision verifies with the key that made it, says what its signed record says,
+    decides on a bundle filed under the model before it, and stands where it was signed:
+    ``link`` is the digest of the entry before it in the index, which the signed record
+    names (so a decision copied to a later place, replayed after a rejection, or left
+    behind when an entry before it was removed, no longer verifies). ``bound_before``: an
+    earlier decision's record names its link, so this one must too (an old, unbound
+    decision replayed into an index written since)."""
     record = entry.get("record")
     if not isinstance(record, dict):
         return [f"{where}: the decision has no signed record"]
     problem, signed, key = check_signature_record(record, None, f"{where} (decision)")
     if problem or key is None:
         return [problem or where]
+    if "previous" in signed:
+        if signed["previous"] != link:
+            return [f"{where}: the decision was signed for another place in the index (the "
+                    "entry before it is not the one it was signed after: replayed, moved, or "
+                    "an entry before it removed or changed)"]  # fmt: skip
+    elif bound_before:
+        return [f"{where}: the decision's signature does not cover its place in the index, "
+                "though an earlier decision's does (an old decision replayed?)"]  # fmt: skip
     expected = {**{k: entry.get(k) for k in _DECIDED}, "model": model}
     changed = sorted(k for k, v in expected.items() if signed.get(k) != v)
     if changed or entry.get("key_fingerprint") != signed.get("key_fingerprint"):
@@ -577,18 +616,20 @@ def decide(
             f"bundle {sha[:12]} is signed with the key that would approve it ({key_fp}): "
             "approval needs a second person's key (four eyes)"
         )
-    fields = {
-        "manifest_sha256": sha, "decision": decision, "by": by.strip(), "note": note.strip(),
-        "decided": _now(), "model": name,
-    }  # fmt: skip
-    record = signature_record(key, fields)
     with _locked(registry):
         path = registry / MODELS / name / INDEX
         index = _load_index(path, name)
         entries = index["entries"]
+        link = entry_digest(entries[-1]) if entries else None
+        # The signed record names the entry it follows: the decision holds only there.
+        fields = {
+            "manifest_sha256": sha, "decision": decision, "by": by.strip(), "note": note.strip(),
+            "decided": _now(), "model": name, "previous": link,
+        }  # fmt: skip
+        record = signature_record(key, fields)
         made = {
             "kind": "decision", **{k: fields[k] for k in _DECIDED}, "key_fingerprint": key_fp,
-            "record": record, "previous": entry_digest(entries[-1]) if entries else None,
+            "record": record, "previous": link,
         }  # fmt: skip
         entries.append(made)
         _write_atomic(path, (json.dumps(index, indent=2) + "\n").encode())
@@ -661,14 +702,14 @@ def _verified_approval(
     sha, model = row["manifest_sha256"], row["model"]
     _check_filed(registry / row["bundle"], sha)
     entries = _load_index(registry / MODELS / model / INDEX, model)["entries"]
-    number, decision = max(
+    decision = max(
         ((n, e) for n, e in enumerate(entries, 1)
          if e.get("kind") == "decision" and e["manifest_sha256"] == sha),
         key=lambda found: found[0],
-    )  # fmt: skip
-    filed = {e["manifest_sha256"] for e in _filed(entries[: number - 1])}
-    where = f"{MODELS}/{model}/{INDEX} entry {number}"
-    problems = _check_decision(decision, model, where, filed)
+    )[1]  # fmt: skip
+    # The whole index, not only this decision: the chain and every decision's signature and
+    # place, so a decision after it removed from the middle, or moved, is found too.
+    problems = _index_problems(model, entries)
     if problems:
         raise ArtifactError(f"the approval of bundle {sha[:12]} does not verify: {problems[0]}")
     trusted = {fingerprint(k) for k in approvers or []}
