@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sslops.audit import audit, generate_keypair, load_public_key, verify_bundle
 from sslops.audit.bundle import verify_path
@@ -216,6 +217,46 @@ def test_cli_verify_exit_codes(signed: Path, keys: dict[str, Path], tmp_path: Pa
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and "model_card.md was modified" in err[-1]
     assert main(["audit", "verify", str(tmp_path / "nowhere")]) == 2
+
+
+def _reseal(bundle: Path, key: Ed25519PrivateKey | None) -> None:
+    """What anyone who can write a copy of the bundle can do: re-hash it, re-sign it with a
+    key of their own (or strip the signature)."""
+    from sslops.audit.bundle import sign_manifest, write_manifest
+
+    (bundle / "signature.json").unlink(missing_ok=True)
+    write_manifest(bundle, key)
+    if key is not None:
+        sign_manifest(bundle, key)
+
+
+def test_cli_verify_needs_a_trusted_key_or_an_explicit_integrity_only(
+    signed: Path, keys: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`sslops audit verify BUNDLE && file it` exited 0 for a bundle anyone had edited and
+    re-sealed: without a trust root, verification is an error unless asked for."""
+    assert main(["audit", "verify", str(signed)]) == 2
+    captured = capsys.readouterr()
+    assert "files intact" in captured.out and "integrity only" in captured.out
+    assert captured.err.strip().splitlines() == [
+        f"error: {signed}: the signature was not checked against a trusted key, so this does "
+        "not show who made it (anyone can re-seal a changed copy): pass --public-key FILE, or "
+        "--integrity-only to accept a check of the hashes alone"
+    ]
+    assert main(["audit", "verify", str(signed), "--integrity-only"]) == 0
+    assert "verified with its embedded public key (integrity only" in capsys.readouterr().out
+    for resealer in (Ed25519PrivateKey.generate(), None):
+        bundle = _copy(signed, tmp_path / str(resealer is None))
+        (bundle / "model_card.md").write_text("edited after signing")
+        _reseal(bundle, resealer)
+        assert main(["audit", "verify", str(bundle)]) == 2
+        assert main(["audit", "verify", str(bundle), "--integrity-only"]) == 0
+        assert main(["audit", "verify", str(bundle), "--public-key", str(keys["public"])]) == 1
+        capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["audit", "verify", str(signed), "--integrity-only", "--public-key",
+              str(keys["public"])])  # fmt: skip
+    assert exc.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
 
 
 def test_a_signature_record_that_names_another_key_fails(

@@ -104,7 +104,9 @@ def test_untouched_bundle_reproduces_and_the_attestation_verifies(
     other = stage_artifacts["audit"]
     assert main([*verify, str(keys["verifier.pub"]), "--bundle", str(other)]) == 1
     assert f"it attests bundle {sha[:12]}, not {other}" in capsys.readouterr().err
-    assert main(["audit", "verify-attestation", str(out)]) == 0
+    assert main(["audit", "verify-attestation", str(out)]) == 2  # no trusted key: not enough
+    assert "not checked against a trusted key" in capsys.readouterr().err
+    assert main(["audit", "verify-attestation", str(out), "--integrity-only"]) == 0
     assert "(integrity only: pass the verifier's --public-key" in capsys.readouterr().out
     # an attestation is a record: a second reproduce into its folder is refused
     before = (out / ATTESTATION).read_bytes()
@@ -249,7 +251,7 @@ def test_the_attestation_is_never_written_into_its_inputs_and_covers_only_its_fi
     out = prepared / "att"
     assert _reproduce(folder, prepared, keys["issuer.pub"], out, keys) == 2
     assert "an input of the attestation" in capsys.readouterr().err and not out.exists()
-    assert main(["audit", "verify", str(folder)]) == 0
+    assert main(["audit", "verify", str(folder), "--integrity-only"]) == 0
 
     out = tmp_path / "attestation"
     assert _reproduce(folder, prepared, keys["issuer.pub"], out, keys) == 0

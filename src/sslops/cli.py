@@ -137,11 +137,11 @@ examples:
 
 AUDIT_EPILOG = """\
 tools:
-  sslops audit verify BUNDLE [--public-key FILE]   check a bundle (folder, .zip or audit folder)
+  sslops audit verify BUNDLE --public-key FILE|--integrity-only   check a bundle (folder, .zip or audit folder)
   sslops audit keygen --private-key FILE --public-key FILE   new Ed25519 signing key pair
   sslops audit reproduce BUNDLE --data DIR --public-key FILE --out DIR [--key-file FILE]
                                                    re-run the evaluation from the bundle, signed attestation
-  sslops audit verify-attestation DIR [--public-key FILE]   check an attestation's signature
+  sslops audit verify-attestation DIR --public-key FILE|--integrity-only   check an attestation's signature
   sslops audit file BUNDLE --registry DIR [--model NAME]   file a bundle in an audit registry
   sslops audit list --registry DIR [--model NAME] [--verify]   what was filed (and is it intact)
   sslops audit checkpoint --registry DIR --out FILE   the registry's head, to keep elsewhere
@@ -163,19 +163,18 @@ def _audit_tools(audit: argparse.ArgumentParser) -> None:
         "verify",
         help="check a bundle's hashes and signature",
         description="Check every file of an audit bundle against manifest.json and the Ed25519 "
-        "signature. Exit 0 when intact; 1 naming each changed, added or missing file.",
+        "signature against the issuer's public key. Exit 0 when intact and signed with that "
+        "key; 1 naming each changed, added or missing file or a bad signature; 2 when no "
+        "trusted key was given (--public-key, or --integrity-only to check the hashes alone).",
         epilog="examples:\n"
-        "  sslops audit verify runs/demo/audit                             # integrity only\n"
-        "  sslops audit verify bundle.zip --public-key issuer.pub.pem     # and who signed it",
+        "  sslops audit verify bundle.zip --public-key issuer.pub.pem     # intact, and who signed it\n"
+        "  sslops audit verify runs/demo/audit --integrity-only            # hashes only: anyone can "
+        "re-seal a bundle",
     )
     verify.add_argument(
         "bundle", type=Path, metavar="BUNDLE", help="bundle folder, .zip or audit folder"
     )
-    verify.add_argument(
-        "--public-key", type=Path, metavar="FILE",
-        help="PEM public key the bundle must be signed with (default: trust the embedded key "
-        "for integrity only)",
-    )  # fmt: skip
+    _trust_arguments(verify, "PEM public key the bundle must be signed with (the issuer's)")
     keygen = tools.add_parser(
         "keygen",
         help="write a new Ed25519 key pair for signing bundles",
@@ -195,6 +194,28 @@ def _audit_tools(audit: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     _reproduce_tools(tools)
     _registry_tools(tools)
+
+
+def _trust_arguments(parser: argparse.ArgumentParser, key_help: str) -> None:
+    """--public-key, or --integrity-only: a verification needs a trust root, or to be told
+    explicitly that it has none (as cosign and gpg refuse to verify without one)."""
+    trust = parser.add_mutually_exclusive_group()
+    trust.add_argument("--public-key", type=Path, metavar="FILE", help=key_help)
+    trust.add_argument(
+        "--integrity-only", action="store_true",
+        help="check hashes (and the signature against the key embedded in it) without a "
+        "trusted key: proves nothing about who made it, since anyone can re-seal and re-sign "
+        "a changed copy",
+    )  # fmt: skip
+
+
+def _untrusted(what: Path, result: str) -> int:
+    """Exit 2: intact as far as could be checked, but no trusted key was given."""
+    print(result)
+    print(f"error: {what}: the signature was not checked against a trusted key, so this does "
+          "not show who made it (anyone can re-seal a changed copy): pass --public-key FILE, "
+          "or --integrity-only to accept a check of the hashes alone", file=sys.stderr)  # fmt: skip
+    return 2
 
 
 def check_yaml_out(out: Path) -> None:
@@ -338,9 +359,14 @@ def _cmd_registry(args: argparse.Namespace) -> int:
     if args.audit_command == "file":
         entry = file_bundle(args.bundle, args.registry, model=args.model, public_key=key,
                             require_signed=args.require_signed)  # fmt: skip
+        signed = "NOT signed"
+        if entry["signed"]:
+            signed = f"signed with key {entry['key_fingerprint']}" + (
+                "" if key else ", not checked against a trusted key: --public-key"
+            )
         print(
             f"{entry['status']}: {args.bundle} as {entry['path']} (model {entry['model']}, "
-            f"{'signed' if entry['signed'] else 'NOT signed'}, gates {entry['gates']})"
+            f"{signed}, gates {entry['gates']})"
         )
         return 0
     rows = list_registry(args.registry, args.model)
@@ -364,8 +390,10 @@ def _cmd_registry(args: argparse.Namespace) -> int:
         return _failed_verification(args.registry, problems)
     if args.verify:
         since = f", every entry of the checkpoint of {point['taken']} held" if point else ""
-        print(f"verified: {len(rows)} filed bundle(s) intact, index chains unbroken{since}",
-              file=sys.stderr)  # fmt: skip
+        pinned = "" if key else ("; bundle signatures checked against their embedded keys only "
+                                 "(pass --public-key to require the issuer's)")  # fmt: skip
+        print(f"verified: {len(rows)} filed bundle(s) intact, index chains unbroken{since}"
+              f"{pinned}", file=sys.stderr)  # fmt: skip
     return 0
 
 
@@ -452,10 +480,7 @@ def _reproduce_tools(tools: Any) -> None:
         epilog="example:\n  sslops audit verify-attestation attestation/ --public-key verifier.pub.pem",
     )
     attested.add_argument("attestation", type=Path, metavar="DIR", help="attestation folder")
-    attested.add_argument(
-        "--public-key", type=Path, metavar="FILE",
-        help="the verifier's PEM public key (default: the embedded key, integrity only)",
-    )  # fmt: skip
+    _trust_arguments(attested, "the verifier's PEM public key the attestation must be signed with")
     attested.add_argument(
         "--bundle",
         type=Path,
@@ -485,12 +510,15 @@ def _cmd_attestation(args: argparse.Namespace) -> int:
         print(f"error: {args.attestation}: {problem}", file=sys.stderr)
     if result["problems"]:
         return 1
-    print(
+    line = (
         f"verified: {result['path']}: attestation of bundle {str(attested)[:12]} by "
         f"{result['verifier']} (key {result['key_fingerprint']}) on {result['created']}, "
         f"result: {result['result']}"
-        + ("" if key else " (integrity only: pass the verifier's --public-key to know who signed)")
     )
+    if key is None and not args.integrity_only:
+        return _untrusted(args.attestation, line)
+    print(line + ("" if key else " (integrity only: pass the verifier's --public-key to know "
+                  "who signed)"))  # fmt: skip
     return 0
 
 
@@ -693,7 +721,10 @@ def _cmd_audit_tool(args: argparse.Namespace) -> int:
         how = f"signed, Ed25519 key {result['key_fingerprint']}, verified with {trust}"
     else:
         how = "NOT signed (hashes only)"
-    print(f"verified: {result['path']}: {result['files']} files intact; {how}")
+    line = f"verified: {result['path']}: {result['files']} files intact; {how}"
+    if key is None and not args.integrity_only:
+        return _untrusted(args.bundle, line)
+    print(line)
     return 0
 
 
