@@ -290,6 +290,41 @@ def test_a_signature_record_that_names_another_key_fails(
             assert problem.startswith(expected[name]), (field, name, problem)
 
 
+def test_a_symbolic_link_in_a_bundle_folder_fails(signed: Path, tmp_path: Path) -> None:
+    """A file replaced by a link to identical bytes elsewhere verified as intact, though
+    what it points to is not part of the bundle and can change after verification."""
+    bundle = _copy(signed, tmp_path)
+    outside = tmp_path / "elsewhere.onnx"
+    shutil.copy2(bundle / "model.onnx", outside)
+    (bundle / "model.onnx").unlink()
+    (bundle / "model.onnx").symlink_to(outside)
+    assert verify_bundle(bundle)["problems"] == [
+        "model.onnx is a symbolic link (a bundle holds regular files only; what it points to "
+        "is not part of the bundle)"
+    ]
+    (bundle / "model.onnx").unlink()
+    shutil.copy2(outside, bundle / "model.onnx")
+    shutil.move(bundle / "evidence", tmp_path / "evidence")
+    (bundle / "evidence").symlink_to(tmp_path / "evidence")  # a linked folder, too
+    assert [p.split(" ")[0] for p in verify_bundle(bundle)["problems"]] == ["evidence"]
+
+
+def test_a_zip_member_that_is_a_symbolic_link_is_refused(signed: Path, tmp_path: Path) -> None:
+    """unzip creates a link for such a member (pointing wherever its bytes say), not a file
+    holding the bytes that were hashed."""
+    import stat
+
+    packed = tmp_path / "link.zip"
+    with zipfile.ZipFile(signed / "bundle.zip") as src, zipfile.ZipFile(packed, "w") as dst:
+        for info in src.infolist():
+            if info.filename == "model_card.md":
+                info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            dst.writestr(info, src.read(info))
+    problems = verify_bundle(packed)["problems"]
+    assert problems == ["link.zip is damaged (member 'model_card.md' is a symbolic link (an "
+                        "extractor would create a link))"], problems  # fmt: skip
+
+
 def test_the_private_key_appears_in_no_output(signed: Path, keys: dict[str, Path]) -> None:
     pem = keys["private"].read_bytes()
     body = b"".join(line for line in pem.splitlines() if b"-----" not in line)

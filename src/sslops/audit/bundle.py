@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import os
+import stat
 import zipfile
 import zlib
 from datetime import UTC, datetime
@@ -282,7 +283,18 @@ class BundleFiles:
     def names(self) -> set[str]:
         if self._zip is not None:
             return {i.filename for i in self._zip.infolist() if not i.is_dir()}
-        return {p.relative_to(self.path).as_posix() for p in self.path.rglob("*") if p.is_file()}
+        return {
+            p.relative_to(self.path).as_posix()
+            for p in self.path.rglob("*")
+            if p.is_file() or p.is_symlink()
+        }
+
+    def links(self) -> set[str]:
+        """Symbolic links in a bundle folder (to a file or a folder, dangling or not): what
+        they point to is not part of the bundle and may change after it was verified."""
+        if self._zip is not None:
+            return set()
+        return {p.relative_to(self.path).as_posix() for p in self.path.rglob("*") if p.is_symlink()}
 
     def read(self, name: str) -> bytes:
         if self._zip is not None:
@@ -318,6 +330,9 @@ def _ambiguous_member(archive: zipfile.ZipFile) -> str | None:
         parts = name.split("/")
         if name.startswith("/") or "\\" in name or ".." in parts or ":" in parts[0]:
             return f"member {name!r} would be extracted outside the bundle's folder"
+    for info in archive.infolist():  # unzip makes these links, not the bytes that were hashed
+        if stat.S_ISLNK(info.external_attr >> 16):
+            return f"member {info.filename!r} is a symbolic link (an extractor would create a link)"
     return None
 
 
@@ -398,6 +413,11 @@ def verify_bundle(
         damaged = f"{path.name} is damaged ({exc.reason})"
         return {"path": str(path), "problems": [damaged], "signed": False, "unreadable": True}
     names = files.names()
+    links = files.links()
+    if links:  # named, and never read through: a bundle folder holds regular files only
+        problems = [f"{name} is a symbolic link (a bundle holds regular files only; what it "
+                    "points to is not part of the bundle)" for name in sorted(links)]  # fmt: skip
+        return {"path": str(path), "problems": problems, "signed": SIGNATURE in names}
     if MANIFEST not in names:
         if not known and not names & set(_BUNDLE_FILES):
             raise ArtifactError(
