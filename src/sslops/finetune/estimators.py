@@ -13,7 +13,18 @@
   flag it and the policy never deploys it.
 
 Settings are keyword-only in ``__init__``; data and ``sensitive_features=`` go to
-``fit``; learned state ends in ``_``.
+``fit``; learned state ends in ``_``. ``fit`` checks its input as scikit-learn's estimators
+do (NaN, the number of features at prediction, ``n_features_in_`` / ``feature_names_in_``
+from pandas) and raises a ValueError when ``sensitive_features`` is missing or has not one
+row per row of ``X``. Labels may be of any type (strings, {-1, 1}, {False, True}); the
+classifiers are binary: ``classes_`` holds the two labels, ``classes_[1]`` is the one
+``decision_function`` and ``predict_proba[:, 1]`` score. In a ``Pipeline``, ``GridSearchCV``
+or ``cross_val_score``, route the groups with metadata routing::
+
+    sklearn.set_config(enable_metadata_routing=True)
+    model = FairnessPenalizedLogisticRegression().set_fit_request(sensitive_features=True)
+    cross_val_score(make_pipeline(StandardScaler(), model), X, y,
+                    params={"sensitive_features": groups})
 """
 
 from __future__ import annotations
@@ -36,9 +47,12 @@ from fairlearn.reductions import (
     TruePositiveRateParity,
 )
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.exceptions import ConvergenceWarning
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.linear_model import LogisticRegression
+from sklearn.utils import Tags
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
+from sslops.finetune._sklearn import FLOAT_DTYPES, binary_target, sensitive_rows
 from sslops.finetune.fairness import FairnessPenalty
 from sslops.finetune.transfer import fit_linear_head
 
@@ -54,6 +68,17 @@ _THRESHOLD_CONSTRAINTS = {
 }
 
 
+def _constraint(estimator: BaseEstimator, table: dict[str, Any]) -> Any:
+    """``table[estimator.constraint]``, or a ValueError naming the valid constraints."""
+    constraint = getattr(estimator, "constraint", None)
+    if constraint not in table:
+        raise ValueError(
+            f"{type(estimator).__name__}: constraint must be one of {tuple(table)}, "
+            f"got {constraint!r}"
+        )
+    return table[constraint]
+
+
 def groups_1d(sensitive_features: Any) -> np.ndarray:
     """One group label per row; several columns become their intersection."""
     array = np.asarray(sensitive_features, dtype=str)
@@ -63,25 +88,56 @@ def groups_1d(sensitive_features: Any) -> np.ndarray:
 
 
 class _LinearProba(ClassifierMixin, BaseEstimator):
+    """A fitted binary linear model: ``coef_``, ``intercept_`` and ``classes_`` (two labels).
+
+    ``decision_function`` is the log-odds of ``classes_[1]``; ``predict_proba``'s columns
+    follow ``classes_``; ``predict`` returns ``classes_[1]`` where the log-odds are >= 0.
+    """
+
     coef_: np.ndarray
     intercept_: float
+    classes_: np.ndarray
 
-    def decision_function(self, X: np.ndarray) -> np.ndarray:
-        return np.asarray(X) @ self.coef_ + self.intercept_
+    def __sklearn_tags__(self) -> Tags:
+        tags = super().__sklearn_tags__()
+        assert tags.classifier_tags is not None
+        tags.classifier_tags.multi_class = False  # binary labels only
+        return tags
 
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Log-odds of ``classes_[1]``."""
+        if not hasattr(self, "coef_"):  # check_is_fitted wants a fit, which point()s lack
+            raise NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
+                "appropriate arguments before using this estimator."
+            )
+        x = validate_data(self, X, dtype=FLOAT_DTYPES, reset=False)
+        return np.asarray(x @ self.coef_ + self.intercept_)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
         p = 1.0 / (1.0 + np.exp(-self.decision_function(X)))
         return np.column_stack([1 - p, p])
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        return (self.decision_function(X) >= 0).astype(int)
+    def predict(self, X: Any) -> np.ndarray:
+        positive = self.decision_function(X) >= 0
+        return np.asarray(self.classes_[positive.astype(int)])
+
+    def _check_fit_input(self, X: Any, y: Any, sensitive_features: Any) -> tuple[Any, ...]:
+        """``X`` validated (float64/float32 kept), ``y`` as 0/1 codes (``classes_`` set) and
+        ``sensitive_features`` checked to have one row per row of ``X``."""
+        x, y = validate_data(self, X, y, dtype=FLOAT_DTYPES)
+        target = binary_target(self, y)
+        return x, target, sensitive_rows(self, sensitive_features, len(target))
 
 
 class FairnessPenalizedLogisticRegression(_LinearProba):
     """Mean log-loss + L2 (``1/(2 C n)``) + ``penalty`` * fairness penalty, by L-BFGS.
 
-    For demographic parity ``X_unlabeled`` rows (with their sensitive features) join the
-    penalty: parity of predictions needs no labels.
+    For demographic parity ``X_unlabeled`` rows (with their sensitive features,
+    ``sensitive_features_unlabeled``) join the penalty: parity of predictions needs no
+    labels; other constraints ignore them. ``init`` warm-starts L-BFGS from ``(coef,
+    intercept)``; ``n_iter_`` is its iteration count. See the module docstring for the
+    conventions shared by the estimators here.
     """
 
     def __init__(
@@ -94,28 +150,45 @@ class FairnessPenalizedLogisticRegression(_LinearProba):
         self.max_iter = max_iter
 
     def fit(
-        self, X: np.ndarray, y: np.ndarray, *, sensitive_features: Any,
-        X_unlabeled: np.ndarray | None = None, sensitive_features_unlabeled: Any = None,
+        self, X: Any, y: Any, *, sensitive_features: Any = None,
+        X_unlabeled: Any = None, sensitive_features_unlabeled: Any = None,
         init: tuple[np.ndarray, float] | None = None,
     ) -> FairnessPenalizedLogisticRegression:  # fmt: skip
-        x = torch.as_tensor(np.asarray(X), dtype=torch.float32)
-        y_t = torch.as_tensor(np.asarray(y), dtype=torch.float32)
-        groups = np.asarray(sensitive_features, dtype=str).reshape(len(y), -1)
-        x_pen, y_pen, g_pen = x, np.asarray(y), groups
+        X, target, sensitive = self._check_fit_input(X, y, sensitive_features)
+        x = torch.tensor(X, dtype=torch.float32)  # a copy: X may be read-only
+        y_t = torch.as_tensor(target, dtype=torch.float32)
+        groups = np.asarray(sensitive, dtype=str).reshape(len(target), -1)
+        x_pen, y_pen, g_pen = x, target, groups
         if self.constraint == "demographic_parity" and X_unlabeled is not None and len(X_unlabeled):
-            g_u = np.asarray(sensitive_features_unlabeled, dtype=str).reshape(len(X_unlabeled), -1)
-            x_pen = torch.cat([x, torch.as_tensor(np.asarray(X_unlabeled), dtype=torch.float32)])
-            y_pen = np.concatenate([y_pen, -np.ones(len(X_unlabeled), dtype=int)])
+            x_u = check_array(X_unlabeled, dtype=FLOAT_DTYPES, input_name="X_unlabeled")
+            if x_u.shape[1] != X.shape[1]:
+                raise ValueError(
+                    f"X_unlabeled has {x_u.shape[1]} features; expected {X.shape[1]}, as X"
+                )
+            g_u = np.asarray(
+                sensitive_rows(self, sensitive_features_unlabeled, len(x_u),
+                               "sensitive_features_unlabeled", "X_unlabeled"),
+                dtype=str,
+            ).reshape(len(x_u), -1)  # fmt: skip
+            if g_u.shape[1] != groups.shape[1]:
+                raise ValueError(
+                    f"sensitive_features_unlabeled has {g_u.shape[1]} columns; expected "
+                    f"{groups.shape[1]}, as sensitive_features"
+                )
+            x_pen = torch.cat([x, torch.tensor(x_u, dtype=torch.float32)])
+            y_pen = np.concatenate([y_pen, -np.ones(len(x_u), dtype=np.int64)])
             g_pen = np.vstack([groups, g_u])
         start = None
         if init is not None:
             start = (torch.as_tensor(init[0], dtype=torch.float32), torch.tensor(float(init[1])))
+        info: dict[str, int] = {}
         w, b = fit_linear_head(
             x, y_t, regularization=self.C, steps=self.max_iter,
             penalty=FairnessPenalty(self.constraint, g_pen, y_pen),  # type: ignore[arg-type]
-            z_penalty=x_pen, weight=self.penalty, init=start,
+            z_penalty=x_pen, weight=self.penalty, init=start, info=info,
         )  # fmt: skip
         self.coef_, self.intercept_ = w.numpy().astype(np.float64), float(b)
+        self.n_iter_ = info["n_iter"]
         return self
 
 
@@ -147,7 +220,8 @@ class GridSearchLogisticRegression(_LinearProba):
     point's model (a Pareto-front sweep), ``coef_`` / ``intercept_`` GridSearch's own pick
     (``best_idx_``, its loss + ``constraint_weight`` * violation trade-off). A point whose
     relabelled targets had one class (fairlearn's constant DummyClassifier) becomes a linear
-    model with zero weights and a saturated intercept.
+    model with zero weights and a saturated intercept. :meth:`point` returns one point as a
+    fitted classifier. Needs at least 2 sensitive groups.
     """
 
     def __init__(
@@ -160,20 +234,22 @@ class GridSearchLogisticRegression(_LinearProba):
         self.constraint_weight = constraint_weight
 
     def fit(
-        self, X: np.ndarray, y: np.ndarray, *, sensitive_features: Any
+        self, X: Any, y: Any, *, sensitive_features: Any = None
     ) -> GridSearchLogisticRegression:
-        groups = groups_1d(sensitive_features)
+        X, target, sensitive = self._check_fit_input(X, y, sensitive_features)
+        groups = groups_1d(sensitive)
         if len(np.unique(groups)) < 2:
             raise ValueError(
                 "GridSearchLogisticRegression needs at least 2 sensitive groups, got 1"
             )
+        moment = _constraint(self, _MOMENTS)()
         with _quiet_fairlearn():
             search = GridSearch(
-                LogisticRegression(C=self.C, max_iter=2000), _MOMENTS[self.constraint](),
+                LogisticRegression(C=self.C, max_iter=2000), moment,
                 grid_size=self.grid_size, constraint_weight=self.constraint_weight,
             )  # fmt: skip
-            search.fit(np.asarray(X), np.asarray(y), sensitive_features=groups)
-        dim = np.asarray(X).shape[1]
+            search.fit(X, target, sensitive_features=groups)
+        dim = X.shape[1]
         coefs, intercepts = [], []
         for predictor in search.predictors_:
             if hasattr(predictor, "coef_"):
@@ -204,13 +280,22 @@ class GridSearchLogisticRegression(_LinearProba):
 
     def point(self, index: int) -> _LinearProba:
         """Grid point ``index`` as a fitted linear model."""
+        check_is_fitted(self)
         model = _LinearProba()
         model.coef_, model.intercept_ = self.coefs_[index], float(self.intercepts_[index])
+        model.classes_, model.n_features_in_ = self.classes_, self.n_features_in_
+        if hasattr(self, "feature_names_in_"):
+            model.feature_names_in_ = self.feature_names_in_
         return model
 
 
 class DistilledExponentiatedGradient(_LinearProba):
-    """fairlearn ExponentiatedGradient(LogisticRegression), distilled to one linear model."""
+    """fairlearn ExponentiatedGradient(LogisticRegression), distilled to one linear model.
+
+    ``n_predictors_`` counts the mixture's predictors with weight; ``n_iter_`` the
+    reduction's iterations. fairlearn fails (NaN sample weights) when the groups coincide
+    with the labels, where no nonconstant classifier can meet the constraint.
+    """
 
     def __init__(
         self, *, constraint: str = "demographic_parity", eps: float = 0.01, C: float = 1.0,
@@ -222,18 +307,20 @@ class DistilledExponentiatedGradient(_LinearProba):
         self.max_iter = max_iter
 
     def fit(
-        self, X: np.ndarray, y: np.ndarray, *, sensitive_features: Any
+        self, X: Any, y: Any, *, sensitive_features: Any = None
     ) -> DistilledExponentiatedGradient:
-        moment = _MOMENTS[self.constraint](difference_bound=self.eps)
+        X, target, sensitive = self._check_fit_input(X, y, sensitive_features)
+        moment = _constraint(self, _MOMENTS)(difference_bound=self.eps)
         with _quiet_fairlearn():
             reduction = ExponentiatedGradient(
                 LogisticRegression(C=self.C, max_iter=2000), moment,
                 eps=self.eps, max_iter=self.max_iter,
             )  # fmt: skip
-            reduction.fit(X, y, sensitive_features=groups_1d(sensitive_features))
+            reduction.fit(X, target, sensitive_features=groups_1d(sensitive))
         soft = reduction._pmf_predict(X)[:, 1]  # the mixture's expected prediction
         self.n_predictors_ = int(np.sum(np.asarray(reduction.weights_) > 0))
-        x = torch.as_tensor(np.asarray(X), dtype=torch.float32)
+        self.n_iter_ = int(reduction.last_iter_) + 1
+        x = torch.tensor(X, dtype=torch.float32)  # a copy: X may be read-only
         w, b = fit_linear_head(
             x, torch.as_tensor(soft, dtype=torch.float32), regularization=self.C * 10
         )
@@ -244,10 +331,16 @@ class DistilledExponentiatedGradient(_LinearProba):
 class GroupThresholdPostprocessor(BaseEstimator):
     """Per-group thresholds from fairlearn's ThresholdOptimizer over fixed scores.
 
-    ``thresholds_`` maps each group to fairlearn's interpolation (two thresholds and the
-    probability of using the first), which is JSON-serializable and replayed by
-    :meth:`predict` with a seeded generator. Requires the sensitive attribute at
-    prediction time.
+    ``fit(scores, y, sensitive_features=...)`` takes one score per row (a 1-D array, or a
+    single column) where scikit-learn estimators take ``X``: the base model's output, not
+    features. ``thresholds_`` maps each group to fairlearn's interpolation (two thresholds
+    and the probability of using the first), which is JSON-serializable and replayed by
+    :meth:`predict` with a seeded generator (``seed=``). Requires the sensitive attribute at
+    prediction time: with metadata routing, ``set_fit_request(sensitive_features=True)``
+    and ``set_predict_request(sensitive_features=True)``. ``classes_`` holds the two
+    labels; rows of a group without a threshold (unseen in ``fit``) are predicted
+    ``classes_[0]``. An instance given ``thresholds_`` alone (as evaluation restores one
+    from JSON) predicts 0/1 codes.
     """
 
     requires_sensitive_at_prediction = True
@@ -263,8 +356,19 @@ class GroupThresholdPostprocessor(BaseEstimator):
     def __init__(self, *, constraint: str = "demographic_parity") -> None:
         self.constraint = constraint
 
+    def _scores(self, scores: Any) -> np.ndarray:
+        array = np.asarray(scores)
+        if array.ndim == 2 and array.shape[1] == 1:
+            array = array[:, 0]
+        if array.ndim != 1:
+            raise ValueError(
+                f"GroupThresholdPostprocessor takes one score per row (a 1-D array or one "
+                f"column), got shape {array.shape}"
+            )
+        return check_array(array[:, None], dtype=FLOAT_DTYPES, input_name="scores")[:, 0]
+
     def fit(
-        self, scores: np.ndarray, y: np.ndarray, *, sensitive_features: Any
+        self, scores: Any, y: Any, *, sensitive_features: Any = None
     ) -> GroupThresholdPostprocessor:
         class _Scores(BaseEstimator):
             """The scores are already computed: column 0 of X is the prediction."""
@@ -278,13 +382,16 @@ class GroupThresholdPostprocessor(BaseEstimator):
             def predict(self, X: np.ndarray) -> np.ndarray:
                 return np.asarray(X)[:, 0]
 
+        values = self._scores(scores)
+        if len(np.asarray(y)) != len(values):
+            raise ValueError(f"y has {len(np.asarray(y))} rows; expected {len(values)}, as scores")
+        target = binary_target(self, y)
+        sensitive = sensitive_rows(self, sensitive_features, len(values), rows_of="scores")
         optimizer = ThresholdOptimizer(
-            estimator=_Scores(), constraints=_THRESHOLD_CONSTRAINTS[self.constraint],
+            estimator=_Scores(), constraints=_constraint(self, _THRESHOLD_CONSTRAINTS),
             prefit=True, predict_method="predict",
         )  # fmt: skip
-        optimizer.fit(
-            np.asarray(scores)[:, None], y, sensitive_features=groups_1d(sensitive_features)
-        )
+        optimizer.fit(values[:, None], target, sensitive_features=groups_1d(sensitive))
         table = optimizer.interpolated_thresholder_.interpolation_dict
         self.thresholds_ = {
             str(g): {k: float(v) if k.startswith("p") else str(v) for k, v in d.items()}
@@ -292,9 +399,12 @@ class GroupThresholdPostprocessor(BaseEstimator):
         }
         return self
 
-    def predict(self, scores: np.ndarray, *, sensitive_features: Any, seed: int = 0) -> np.ndarray:
+    def predict(self, scores: Any, *, sensitive_features: Any = None, seed: int = 0) -> np.ndarray:
+        check_is_fitted(self, "thresholds_")
+        scores = self._scores(scores)
+        sensitive = sensitive_rows(self, sensitive_features, len(scores), rows_of="scores")
         rng = np.random.default_rng(seed)
-        groups = groups_1d(sensitive_features)
+        groups = groups_1d(sensitive)
         out = np.zeros(len(scores), dtype=int)
         for group, rule in self.thresholds_.items():
             rows = groups == group
@@ -308,7 +418,8 @@ class GroupThresholdPostprocessor(BaseEstimator):
             ignore = rng.random(rows.sum()) < rule.get("p_ignore", 0.0)
             constant = (rng.random(rows.sum()) < rule.get("prediction_constant", 0.0)).astype(int)
             out[rows] = np.where(ignore, constant, decided)
-        return out
+        classes = getattr(self, "classes_", None)
+        return out if classes is None else np.asarray(classes[out])
 
 
 def _apply(scores: np.ndarray, operation: Any) -> np.ndarray:

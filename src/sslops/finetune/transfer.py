@@ -35,8 +35,10 @@ def fit_linear_head(
     z_penalty: torch.Tensor | None = None,
     weight: float = 0.0,
     init: tuple[torch.Tensor, torch.Tensor] | None = None,
+    info: dict[str, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return the head's (weight vector, bias)."""
+    """Return the head's (weight vector, bias); ``info["n_iter"]`` gets L-BFGS's iteration
+    count when ``info`` is given."""
     dim = z_labeled.shape[1]
     w0, b0 = init if init is not None else (torch.zeros(dim), torch.zeros(()))
     w = w0.detach().clone().requires_grad_(True)
@@ -56,6 +58,8 @@ def fit_linear_head(
         return loss
 
     optimizer.step(closure)
+    if info is not None:
+        info["n_iter"] = int(optimizer.state[w].get("n_iter", 0))
     return w.detach(), b.detach()
 
 
