@@ -52,7 +52,7 @@ def test_score_follows_scikit_learn_conventions(toy) -> None:
     assert score.n_features_in_ == x.shape[1] and list(score.classes_) == [0, 1]
     with pytest.raises(ValueError, match="features"):
         score.transform(x[:, :3])
-    with pytest.raises(ValueError, match="two classes"):
+    with pytest.raises(ValueError, match="exactly 2 classes"):
         clone(score).fit(x, np.zeros(len(y), dtype=int))
 
 

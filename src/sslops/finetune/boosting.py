@@ -19,11 +19,17 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.model_selection import StratifiedKFold
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from sslops.finetune._sklearn import binary_target
 from sslops.models.trees import booster_trees
 
 
 class CrossFittedBoostingScore(TransformerMixin, BaseEstimator):
-    """Log-odds of a HistGradientBoostingClassifier; out-of-fold in ``fit_transform``."""
+    """Log-odds of a HistGradientBoostingClassifier; out-of-fold in ``fit_transform``.
+
+    ``fit_transform`` differs from ``fit(...).transform`` by design (out-of-fold versus
+    full-booster scores), as scikit-learn's ``TargetEncoder``. Binary labels only;
+    ``classes_`` holds them, and the score is the log-odds of ``classes_[1]``.
+    """
 
     def __init__(
         self, *, max_iter: int = 100, learning_rate: float = 0.1, max_leaf_nodes: int = 31,
@@ -48,10 +54,11 @@ class CrossFittedBoostingScore(TransformerMixin, BaseEstimator):
         return self
 
     def fit_transform(self, X: np.ndarray, y: np.ndarray, **_: object) -> np.ndarray:
+        """Out-of-fold log-odds of ``X`` (keyword arguments, such as the ``X_unlabeled`` the
+        evidence score takes, are ignored)."""
         X, y = validate_data(self, X, y, dtype=np.float32)
-        classes = np.unique(y)
-        if len(classes) != 2:
-            raise ValueError(f"CrossFittedBoostingScore needs two classes, got {len(classes)}")
+        binary_target(self, y)  # classes_, or a ValueError for other than two classes
+        classes = self.classes_
         folds = min(self.folds, int(np.min(np.bincount(np.searchsorted(classes, y)))))
         if folds < 2:
             raise ValueError("CrossFittedBoostingScore needs at least 2 rows of each class")
@@ -61,7 +68,7 @@ class CrossFittedBoostingScore(TransformerMixin, BaseEstimator):
             booster = self._booster().fit(X[fit_rows], y[fit_rows])
             out_of_fold[held_out] = booster.decision_function(X[held_out])
         self.booster_ = self._booster().fit(X, y)
-        self.classes_ = classes
+        self.n_iter_ = self.booster_.n_iter_
         return out_of_fold[:, None]
 
     def transform(self, X: np.ndarray) -> np.ndarray:

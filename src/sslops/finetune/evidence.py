@@ -25,8 +25,10 @@ from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils import Tags
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
+from sslops.finetune._sklearn import binary_target
 from sslops.finetune.crossfit import CrossFit
 from sslops.models.tabular import MLPEncoder
 from sslops.models.trees import BoostedStackClassifier
@@ -84,19 +86,23 @@ def _numeric(feature: int, values: np.ndarray, n_bins: int) -> _Column:
     return _Column([feature], atoms, edges)
 
 
-class BinnedEvidenceLogisticRegression(ClassifierMixin, BaseEstimator):
+class BinnedEvidenceLogisticRegression(ClassifierMixin, TransformerMixin, BaseEstimator):
     """Logistic regression on cross-fitted per-column weight-of-evidence features.
 
     ``column_of`` gives, for each feature of the encoded matrix, the raw column it came
     from; the first ``n_numeric`` features are numeric columns (one feature each), the rest
-    one-hot groups (``TabularEncoding.column_of`` is this layout). ``fit`` takes the labeled
-    rows and, optionally, ``X_unlabeled``: rows whose feature values (not labels) place the
-    bin edges. Binary labels only.
+    one-hot groups (``TabularEncoding.column_of`` is this layout). Left at ``None``, every
+    feature is a numeric column of its own. ``fit`` takes the labeled rows and, optionally,
+    ``X_unlabeled``: rows whose feature values (not labels) place the bin edges. Binary
+    labels only, of any type: ``classes_`` holds the two, and ``decision_function`` /
+    ``predict_proba[:, 1]`` score ``classes_[1]``. ``X`` may not hold NaN or inf (the
+    tabular encoding imputes missing values before).
     """
 
     def __init__(
-        self, *, column_of: Sequence[int], n_numeric: int, n_bins: int = 7, alpha: float = 1.0,
-        smooth: bool = True, C: float = 1.0, cv: int = 5, random_state: int = 0,
+        self, *, column_of: Sequence[int] | None = None, n_numeric: int | None = None,
+        n_bins: int = 7, alpha: float = 1.0, smooth: bool = True, C: float = 1.0, cv: int = 5,
+        random_state: int = 0,
     ) -> None:  # fmt: skip
         self.column_of = column_of
         self.n_numeric = n_numeric
@@ -110,13 +116,15 @@ class BinnedEvidenceLogisticRegression(ClassifierMixin, BaseEstimator):
     def _layout(self, reference: np.ndarray) -> list[_Column]:
         if self.n_bins < 2:
             raise ValueError(f"n_bins must be at least 2, got {self.n_bins}")
-        column_of = np.asarray(self.column_of)
-        if len(column_of) != reference.shape[1]:
+        n_features = reference.shape[1]
+        column_of = np.arange(n_features) if self.column_of is None else np.asarray(self.column_of)
+        if len(column_of) != n_features:
             raise ValueError(
-                f"column_of names {len(column_of)} features, the matrix has {reference.shape[1]}"
+                f"column_of names {len(column_of)} features, the matrix has {n_features}"
             )
-        columns = [_numeric(j, reference[:, j], self.n_bins) for j in range(self.n_numeric)]
-        for source in dict.fromkeys(column_of[self.n_numeric :].tolist()):
+        n_numeric = len(column_of) if self.n_numeric is None else self.n_numeric
+        columns = [_numeric(j, reference[:, j], self.n_bins) for j in range(n_numeric)]
+        for source in dict.fromkeys(column_of[n_numeric:].tolist()):
             features = np.flatnonzero(column_of == source).tolist()
             columns.append(_Column(features, np.empty(0), np.empty(0)))
         return columns
@@ -145,14 +153,22 @@ class BinnedEvidenceLogisticRegression(ClassifierMixin, BaseEstimator):
     def _codes(self, x: np.ndarray) -> np.ndarray:
         return np.stack([column.codes(x) for column in self.columns_], axis=1)
 
-    def fit(
-        self, X: np.ndarray, y: np.ndarray, X_unlabeled: np.ndarray | None = None
-    ) -> BinnedEvidenceLogisticRegression:
-        x = np.asarray(X, dtype=np.float64)
-        self.classes_, target = np.unique(np.asarray(y), return_inverse=True)
-        if len(self.classes_) != 2:
-            raise ValueError(f"binary labels expected, got {len(self.classes_)} classes")
-        reference = x if X_unlabeled is None else np.asarray(X_unlabeled, dtype=np.float64)
+    def __sklearn_tags__(self) -> Tags:
+        tags = super().__sklearn_tags__()
+        assert tags.classifier_tags is not None
+        tags.classifier_tags.multi_class = False  # binary labels only
+        return tags
+
+    def fit(self, X: Any, y: Any, X_unlabeled: Any = None) -> BinnedEvidenceLogisticRegression:
+        x, y = validate_data(self, X, y, dtype=np.float64)
+        target = binary_target(self, y)
+        reference = x
+        if X_unlabeled is not None:
+            reference = check_array(X_unlabeled, dtype=np.float64, input_name="X_unlabeled")
+            if reference.shape[1] != x.shape[1]:
+                raise ValueError(
+                    f"X_unlabeled has {reference.shape[1]} features; expected {x.shape[1]}, as X"
+                )
         self.columns_ = self._layout(reference)
         codes, yf = self._codes(x), target.astype(np.float64)
         folds = min(self.cv, int(np.bincount(target).min()))
@@ -170,19 +186,24 @@ class BinnedEvidenceLogisticRegression(ClassifierMixin, BaseEstimator):
         self.tables_ = self._tables(codes, yf)
         return self
 
-    def transform(self, X: np.ndarray) -> np.ndarray:
+    def transform(self, X: Any) -> np.ndarray:
         """The weight-of-evidence features (one per raw column) of ``X``."""
-        return self._evidence(self._codes(np.asarray(X, dtype=np.float64)), self.tables_)
+        check_is_fitted(self, "tables_")
+        x = validate_data(self, X, dtype=np.float64, reset=False)
+        return self._evidence(self._codes(x), self.tables_)
 
-    def decision_function(self, X: np.ndarray) -> np.ndarray:
-        return np.asarray(self.regression_.decision_function(self.transform(X)))
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Log-odds of ``classes_[1]``."""
+        evidence = self.transform(X)  # NotFittedError before fit
+        return np.asarray(self.regression_.decision_function(evidence))
 
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+    def predict_proba(self, X: Any) -> np.ndarray:
         p = expit(self.decision_function(X))
         return np.stack([1 - p, p], axis=1)
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        return np.asarray(self.classes_[(self.decision_function(X) > 0).astype(int)])
+    def predict(self, X: Any) -> np.ndarray:
+        positive = self.decision_function(X) > 0
+        return np.asarray(self.classes_[positive.astype(int)])
 
     def additive_parts(self) -> tuple[np.ndarray, dict[str, np.ndarray], float]:
         """The decision function as ``X @ coef + stumps(X) + constant``: ``(coef, stump node
@@ -206,7 +227,7 @@ class BinnedEvidenceLogisticRegression(ClassifierMixin, BaseEstimator):
     def _parts(self) -> tuple[np.ndarray, list[tuple[int, float, float]], float]:
         check_is_fitted(self, "tables_")
         weights = self.regression_.coef_[0]
-        coef = np.zeros(len(self.column_of))
+        coef = np.zeros(self.n_features_in_)
         constant = float(self.regression_.intercept_[0])
         stumps: list[tuple[int, float, float]] = []  # (feature, threshold, value above)
         for column, table, w in zip(self.columns_, self.tables_, weights, strict=True):
@@ -247,11 +268,17 @@ class CrossFittedEvidenceScore(TransformerMixin, BaseEstimator):
     stacked fairness heads: each labeled row is scored by a head fitted on the other folds,
     new rows by the head fitted on all of them, whose :meth:`stack_trees` are its stumps.
     With few labels it is the stronger score (the head needs about one weight per column).
+
+    ``column_of`` / ``n_numeric`` are :class:`BinnedEvidenceLogisticRegression`'s (``None``:
+    every feature numeric). ``fit_transform`` differs from ``fit(...).transform`` by design
+    (out-of-fold versus full-head scores), as scikit-learn's ``TargetEncoder``. Binary labels
+    only; ``classes_`` holds them, and the score is the log-odds of ``classes_[1]``.
     """
 
     def __init__(
-        self, *, column_of: Sequence[int], n_numeric: int, folds: int = 5, random_state: int = 0
-    ) -> None:
+        self, *, column_of: Sequence[int] | None = None, n_numeric: int | None = None,
+        folds: int = 5, random_state: int = 0,
+    ) -> None:  # fmt: skip
         self.column_of = column_of
         self.n_numeric = n_numeric
         self.folds = folds
@@ -262,19 +289,18 @@ class CrossFittedEvidenceScore(TransformerMixin, BaseEstimator):
             column_of=self.column_of, n_numeric=self.n_numeric, random_state=self.random_state
         )
 
-    def fit(
-        self, X: np.ndarray, y: np.ndarray, X_unlabeled: np.ndarray | None = None
-    ) -> CrossFittedEvidenceScore:
+    def fit(self, X: Any, y: Any, X_unlabeled: Any = None) -> CrossFittedEvidenceScore:
         self.fit_transform(X, y, X_unlabeled=X_unlabeled)
         return self
 
-    def fit_transform(
-        self, X: np.ndarray, y: np.ndarray, X_unlabeled: np.ndarray | None = None
-    ) -> np.ndarray:
+    def fit_transform(self, X: Any, y: Any, X_unlabeled: Any = None) -> np.ndarray:
         """Out-of-fold log-odds of the labeled ``X``; ``X_unlabeled`` (features only) joins
         ``X`` in placing the bin edges, for every fold alike."""
-        x, target = np.asarray(X, dtype=np.float64), np.asarray(y)
-        reference = x if X_unlabeled is None else np.asarray(X_unlabeled, dtype=np.float64)
+        x, target = validate_data(self, X, y, dtype=np.float64)
+        binary_target(self, target)  # classes_, or a ValueError for other than two classes
+        reference = x
+        if X_unlabeled is not None:
+            reference = check_array(X_unlabeled, dtype=np.float64, input_name="X_unlabeled")
         try:
             folds = CrossFit(target, self.folds, self.random_state)
         except ValueError:
@@ -287,15 +313,21 @@ class CrossFittedEvidenceScore(TransformerMixin, BaseEstimator):
         self.head_ = self._head().fit(x, target, X_unlabeled=reference)
         return out_of_fold[:, None]
 
-    def transform(self, X: np.ndarray) -> np.ndarray:
+    def transform(self, X: Any) -> np.ndarray:
+        """Log-odds of ``X`` by the head fitted on every labeled row."""
         check_is_fitted(self, "head_")
-        return self.head_.decision_function(X)[:, None]
+        x = validate_data(self, X, dtype=np.float64, reset=False)
+        return self.head_.decision_function(x)[:, None]
+
+    def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
+        check_is_fitted(self, "head_")
+        return np.array(["evidence_log_odds"], dtype=object)
 
     def stack_trees(self) -> dict[str, Any]:
         """The fitted head as :meth:`BoostedStackClassifier.from_tables` takes its trees."""
         check_is_fitted(self, "head_")
         tables, constant = self.head_.as_stumps()
-        return {"tables": tables, "depth": 1, "n_inputs": len(self.column_of),
+        return {"tables": tables, "depth": 1, "n_inputs": self.n_features_in_,
                 "baseline": constant}  # fmt: skip
 
 
