@@ -29,12 +29,15 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from sslops.artifacts import write_artifact, write_json
 from sslops.config import Config
 from sslops.data.attributes import ATTRIBUTES, MEASURES, bucket, tercile_edges
 from sslops.errors import ConfigError, DataError
 from sslops.evaluate.multiclass import GAP_OF, class_gaps
+from sslops.finetune._sklearn import FLOAT_DTYPES, sensitive_rows
 from sslops.finetune.estimators import DistilledExponentiatedGradient
 from sslops.finetune.pareto import (
     MECHANISMS,
@@ -96,6 +99,12 @@ class GroupDROLogisticRegression(ClassifierMixin, BaseEstimator):
     measures each group's mean log-loss and sets ``q_g ∝ q_g * exp(step * loss_g)``: groups
     the model serves worst gain weight. The final model is fitted with the average ``q``
     of the rounds (multiplicative weights). ``step = 0`` is plain group balancing.
+
+    ``fit`` needs ``sensitive_features=`` (one group per row; with metadata routing,
+    ``set_fit_request(sensitive_features=True)``). ``classes=`` (the task's number of
+    classes) takes ``y`` as integer codes ``0 .. classes - 1`` and raises when the rows miss
+    one; left at ``None``, ``y`` holds labels of any type. ``classes_`` holds the labels
+    ``predict`` returns and ``predict_proba``'s columns follow.
     """
 
     def __init__(self, *, step: float = 1.0, rounds: int = 8, C: float = 1.0) -> None:
@@ -104,9 +113,26 @@ class GroupDROLogisticRegression(ClassifierMixin, BaseEstimator):
         self.C = C
 
     def fit(
-        self, X: np.ndarray, y: np.ndarray, *, sensitive_features: Any, classes: int
+        self, X: Any, y: Any, *, sensitive_features: Any = None, classes: int | None = None
     ) -> GroupDROLogisticRegression:
-        _, codes = np.unique(np.asarray(sensitive_features, dtype=str), return_inverse=True)
+        X, y = validate_data(self, X, y, dtype=FLOAT_DTYPES)
+        check_classification_targets(y)
+        if classes is None:
+            self.classes_, y = np.unique(y, return_inverse=True)
+            classes = len(self.classes_)
+        else:
+            if (
+                not np.issubdtype(np.asarray(y).dtype, np.integer)
+                or y.min() < 0
+                or y.max() >= classes
+            ):
+                raise ValueError(
+                    f"with classes={classes}, y must hold integer codes 0..{classes - 1}; "
+                    "leave classes=None for labels of any type"
+                )
+            self.classes_ = np.arange(classes)
+        sensitive = sensitive_rows(self, sensitive_features, len(y))
+        _, codes = np.unique(np.asarray(sensitive, dtype=str), return_inverse=True)
         counts = np.bincount(codes).astype(float)
         log_q = np.zeros(len(counts))
         history = []
@@ -133,13 +159,16 @@ class GroupDROLogisticRegression(ClassifierMixin, BaseEstimator):
         weight = q[codes] / counts[codes] * len(y)
         return fit_multinomial(X, y, self.C, classes, sample_weight=weight)
 
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+    def predict_proba(self, X: Any) -> np.ndarray:
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=FLOAT_DTYPES, reset=False)
         logits = X @ self.coef_.T + self.intercept_
         e = np.exp(logits - logits.max(1, keepdims=True))
         return e / e.sum(1, keepdims=True)
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        return self.predict_proba(X).argmax(1)
+    def predict(self, X: Any) -> np.ndarray:
+        best = self.predict_proba(X).argmax(1)
+        return np.asarray(self.classes_[best])
 
 
 def embed(model: ArrayClassifier, x: torch.Tensor) -> np.ndarray:
