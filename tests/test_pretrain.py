@@ -16,7 +16,7 @@ from sslops.config import Config, validate_config
 from sslops.errors import ArtifactError, ConfigError
 from sslops.pretrain import load_backbone, load_encoder, pretrain, run_pretrain
 from sslops.pretrain.data import PretrainData
-from sslops.pretrain.loop import train
+from sslops.pretrain.loop import lr_factor, train, warmup_steps
 from sslops.pretrain.tasks import InputInfo, backbone_spec, build_task
 from tests.conftest import ROOT
 
@@ -226,3 +226,37 @@ def test_torchrun_two_ranks_match_one_process_with_batchnorm(tmp_path: Path) -> 
     assert stats  # the projector's BatchNorm
     for name in stats:
         torch.testing.assert_close(a[name], b[name], atol=1e-3, rtol=0, msg=name)
+
+
+def test_learning_rate_warms_up_linearly_then_decays_on_a_cosine() -> None:
+    factor = lr_factor(total_steps=20, warmup=4)
+    assert [factor(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert factor(4) == 1.0 and factor(12) == pytest.approx(0.5) and factor(19) < 0.02
+    assert factor(25) == 0.0  # past the end: stays at 0
+    plain = lr_factor(total_steps=20, warmup=0)
+    assert plain(0) == 1.0 and plain(10) == pytest.approx(0.5)
+
+
+def test_warmup_defaults_per_objective_and_is_checked() -> None:
+    assert warmup_steps(config("image", objective="mae", epochs=20), steps_per_epoch=10) == 10
+    assert warmup_steps(config("image", objective="simclr", epochs=20), steps_per_epoch=10) == 0
+    chosen = config("image", objective="simclr", epochs=20, warmup_epochs=0.25)
+    assert warmup_steps(chosen, steps_per_epoch=10) == 3  # a started step counts
+    assert warmup_steps(config("image", objective="mae", warmup_epochs=0), 10) == 0
+    with pytest.raises(ConfigError, match=r"warmup_epochs=3 is longer than pretrain.epochs=2"):
+        config("tabular", warmup_epochs=3)
+
+
+def test_the_logged_learning_rate_follows_the_warmup(tmp_path: Path) -> None:
+    cfg = config("tabular", depth=1, hidden_dim=8, embed_dim=8, epochs=2, warmup_epochs=1,
+                 learning_rate=0.01, knn_every=0)  # fmt: skip
+    x = torch.randn(32, 4)
+    info = InputInfo("tabular", (4,), column_of=torch.tensor([0, 1, 1, 2]), pool=x)
+    task = build_task(cfg, info, backbone_spec(cfg, info))
+    result = train(cfg, PretrainData(x, info, None, None), task, tmp_path / "ckpt",
+                   torch.device("cpu"))  # fmt: skip
+    assert result is not None
+    # 4 steps an epoch: the first step runs at a quarter of the rate, the fourth at all of it
+    lrs = [row["lr"] for row in result.steps]
+    assert lrs[:4] == pytest.approx([0.0025, 0.005, 0.0075, 0.01])
+    assert lrs[4] == pytest.approx(0.01) and lrs[-1] < 0.01

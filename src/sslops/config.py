@@ -341,6 +341,13 @@ class PretrainConfig(_Section):
     epochs: int = Field(default=30, ge=1)
     batch_size: int = Field(default=512, ge=8)
     learning_rate: float = Field(default=1e-3, gt=0)
+    warmup_epochs: float | None = Field(
+        default=None,
+        ge=0,
+        description="Linear learning-rate warmup over the first N epochs (fractions allowed), "
+        "then cosine decay to 0. Default: 5% of pretrain.epochs for mae (the MAE recipe warms "
+        "up its transformer), 0 for the other objectives.",
+    )
     weight_decay: float = Field(default=1e-5, ge=0)
     hidden_dim: int = Field(default=256, ge=4)
     depth: int = Field(default=3, ge=1, le=12)
@@ -369,6 +376,15 @@ class PretrainConfig(_Section):
         if self.nodes > 1 and self.launcher == "local":
             raise ValueError(
                 f"pretrain.nodes={self.nodes} needs pretrain.launcher trainjob or pytorchjob"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _warmup_within_the_run(self) -> PretrainConfig:
+        if self.warmup_epochs is not None and self.warmup_epochs > self.epochs:
+            raise ValueError(
+                f"pretrain.warmup_epochs={self.warmup_epochs:g} is longer than "
+                f"pretrain.epochs={self.epochs}; expected at most the whole run"
             )
         return self
 

@@ -6,7 +6,8 @@ share of the same seeded permutation, so the rows of step k over all ranks are t
 rows a single process would take, and :class:`Draws` makes their views identical too.
 Each step: views on the device, bf16 autocast (optional), loss, backward (DDP
 averages gradients), then — unless the loss was non-finite on any rank, in which case
-the step is skipped and counted — the optimizer and cosine schedule step.
+the step is skipped and counted — the optimizer and learning-rate schedule step (linear
+warmup, ``pretrain.warmup_epochs``, then cosine decay).
 Checkpoints every ``checkpoint_every`` steps and at the end; a run resumes from the
 latest one exactly where it stopped.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,30 @@ class TrainResult:
     seconds: float = 0.0
     knn_initial: float | None = None
     resumed_from: int | None = None
+
+
+WARMUP_SHARE = {"mae": 0.05}  # objectives that warm up by default: share of the epochs
+
+
+def warmup_steps(cfg: Config, steps_per_epoch: int) -> int:
+    """Optimizer steps of linear warmup: ``pretrain.warmup_epochs`` or the objective's share."""
+    pc = cfg.pretrain
+    epochs = pc.warmup_epochs
+    if epochs is None:
+        epochs = WARMUP_SHARE.get(pc.objective, 0.0) * pc.epochs
+    return math.ceil(epochs * steps_per_epoch) if epochs > 0 else 0
+
+
+def lr_factor(total_steps: int, warmup: int) -> Callable[[int], float]:
+    """Learning-rate multiplier at step s: linear warmup to 1, then cosine decay to 0."""
+
+    def factor(s: int) -> float:
+        if s < warmup:
+            return (s + 1) / warmup
+        span = max(total_steps - warmup, 1)
+        return 0.5 * (1 + math.cos(math.pi * min((s - warmup) / span, 1.0)))
+
+    return factor
 
 
 def _autocast(device: torch.device, precision: str) -> torch.autocast:
@@ -112,7 +138,7 @@ def train(
         parameter_groups(task, cfg), lr=pc.learning_rate, weight_decay=pc.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s / total_steps, 1.0)))
+        optimizer, lr_factor(total_steps, warmup_steps(cfg, steps_per_epoch))
     )
     generator = torch.Generator(device=device).manual_seed(cfg.seed + 1)
     indices: Any = range(rows)  # a sized sequence is all DistributedSampler reads
@@ -176,6 +202,7 @@ def train(
                 if size > 1:
                     dist.all_reduce(stats)
                 mean_loss, bad = stats[0].item() / size, stats[1].item() > 0
+                lr = scheduler.get_last_lr()[0]  # the rate this step runs at
                 if bad:
                     result.skipped += 1
                     optimizer.zero_grad(set_to_none=True)
@@ -187,7 +214,7 @@ def train(
                 seconds = time.perf_counter() - tick
                 result.steps.append({
                     "step": step, "epoch": epoch + 1, "loss": mean_loss if not bad else None,
-                    "lr": scheduler.get_last_lr()[0], "samples_per_s": round(batch / seconds, 2),
+                    "lr": lr, "samples_per_s": round(batch / seconds, 2),
                 })  # fmt: skip
                 if stop_after is not None and step >= stop_after:
                     return None
