@@ -2,19 +2,173 @@
 
 from __future__ import annotations
 
+import ast
+import json
 import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.conftest import FAST_OVERRIDES, ROOT, small_config_dict
 
+STAGES = ("prepare", "pretrain", "finetune", "evaluate", "export", "audit")
+SRC = ROOT / "src"
+# What `sslops <stage>` runs besides the stage's own modules: the entry point.
+ENTRY = {"sslops/__init__.py", "sslops/__main__.py", "sslops/cli.py"}
 
+
+def _dvc_yaml() -> dict:
+    return yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))
+
+
+def _module_file(name: str) -> Path | None:
+    path = SRC.joinpath(*name.split("."))
+    for candidate in (path / "__init__.py", path.with_suffix(".py")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported(name: str) -> set[str]:
+    """The sslops modules ``name`` imports anywhere in its file (lazy imports included)."""
+    file = _module_file(name)
+    assert file is not None, name
+    package = name.split(".") if file.name == "__init__.py" else name.split(".")[:-1]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            found |= {module} | {f"{module}.{alias.name}" for alias in node.names}
+    out = set()
+    for module in found:
+        parts = module.split(".")
+        out |= {
+            ".".join(parts[:i])
+            for i in range(1, len(parts) + 1)
+            if parts[0] == "sslops" and _module_file(".".join(parts[:i]))
+        }
+    return out
+
+
+def _closure(name: str) -> set[str]:
+    """Files (relative to src/) of every sslops module ``name`` reaches through imports."""
+    seen: set[str] = set()
+    todo = [name]
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo += _imported(module)
+    return {str(_module_file(m).relative_to(SRC)) for m in seen}  # type: ignore[union-attr]
+
+
+def _code_deps(stage: dict) -> list[str]:
+    return [d.removeprefix("src/") for d in stage["deps"] if d.startswith("src/sslops")]
+
+
+def _covered(path: str, deps: list[str]) -> bool:
+    return any(path == d or path.startswith(d.rstrip("/") + "/") for d in deps)
+
+
+def test_stage_deps_are_the_code_each_stage_runs() -> None:
+    """Editing a source file reruns the stages that import it, and only those."""
+    stages = _dvc_yaml()["stages"]
+    for name in STAGES:
+        runs = _closure(f"sslops.{name}") | ENTRY
+        deps = [d for d in _code_deps(stages[name]) if not d.startswith("sslops/datasets")]
+        missing = sorted(f for f in runs if not _covered(f, deps))
+        assert not missing, f"dvc.yaml stage {name} runs but does not depend on {missing}"
+        unused = [d for d in deps if not any(_covered(f, [d]) for f in runs)]
+        assert not unused, f"dvc.yaml stage {name} depends on {unused} but never imports them"
+
+
+def test_prepare_depends_on_the_data_params_yaml_names() -> None:
+    data = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))["data"]
+    deps = _dvc_yaml()["stages"]["prepare"]["deps"]
+    for key in ("train", "test"):
+        value = data[key]
+        if value is None:
+            continue
+        path = (
+            "src/sslops/datasets/" + value.removeprefix("package:")
+            if value.startswith("package:")
+            else value
+        )
+        assert (ROOT / path).exists(), path
+        assert _covered(path, deps), f"prepare reads data.{key} ({path}) but does not depend on it"
+
+
+def _config_reads(stage: str) -> set[str]:
+    """``cfg.<section>[.<key>]`` read in src/sslops/<stage>/ (the stage's own modules)."""
+    from sslops.config import Config
+
+    sections = set(Config.model_fields)
+    reads = set()
+    for file in (SRC / "sslops" / stage).rglob("*.py"):
+        tree = ast.parse(file.read_text(encoding="utf-8"))
+        inner = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+        for node in (n for n in ast.walk(tree) if id(n) not in inner):
+            chain: list[str] = []
+            while isinstance(node, ast.Attribute):
+                chain.insert(0, node.attr)
+                node = node.value
+            if (
+                isinstance(node, ast.Name)
+                and node.id == "cfg"
+                and chain[:1]
+                and chain[0] in sections
+            ):
+                sub = chain[1:2] if chain[0] not in {"seed", "modality"} else []
+                reads.add(".".join(chain[:1] + [k for k in sub if not k.startswith("_")]))
+    return reads - {"model_dump"}
+
+
+def test_stage_params_name_the_keys_each_stage_reads() -> None:
+    """`dvc params diff` / `dvc status` see every key a stage reads (the audit takes the whole
+    file: its bundle files the resolved config)."""
+    stages = _dvc_yaml()["stages"]
+    for name in STAGES:
+        params = stages[name]["params"]
+        if name == "audit":
+            assert params == [{"params.yaml": None}]
+            continue
+        declared = [p for p in params if isinstance(p, str)]
+        missing = sorted(
+            read for read in _config_reads(name)
+            if not any(read == d or read.startswith(d + ".") for d in declared)
+        )  # fmt: skip
+        assert not missing, f"dvc.yaml stage {name} reads {missing} but does not declare them"
+
+
+def test_dvcignore_keeps_bytecode_out_of_the_code_deps(cli_env) -> None:
+    """A .pyc written next to a source file does not make its stage look changed."""
+    for path in ("src/sslops/__pycache__/cli.cpython-311.pyc", "src/sslops/data/x.pyc"):
+        result = subprocess.run(
+            ["dvc", "check-ignore", path], cwd=ROOT, capture_output=True, text=True,
+            env=cli_env, timeout=120,
+        )  # fmt: skip
+        assert result.returncode == 0, f"{path}: not in .dvcignore"
+
+
+def _copy_sources(repo: Path) -> None:
+    """The sources and Adult files dvc.yaml's deps name (the command runs the installed ones)."""
+    shutil.copytree(
+        ROOT / "src" / "sslops", repo / "src" / "sslops",
+        ignore=shutil.ignore_patterns("__pycache__", "mnist", "gunpoint"),
+    )  # fmt: skip
+
+
+@pytest.mark.slow
 def test_dvc_repro_runs_every_stage(small_data, tmp_path: Path, cli_env) -> None:
     repo = tmp_path / "repo"
     repo.mkdir()
     shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
+    _copy_sources(repo)
     from sslops.config import apply_overrides, validate_config
 
     raw = apply_overrides(small_config_dict(small_data), FAST_OVERRIDES)
@@ -42,6 +196,12 @@ def test_dvc_repro_runs_every_stage(small_data, tmp_path: Path, cli_env) -> None
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     status = dvc("status")
     assert "finetune" in status.stdout and "pretrain" not in status.stdout
+    # export.model names the deployed model evaluate reports on: evaluate reruns too.
+    params["evaluate"]["threshold"] = 0.5
+    params["export"]["model"] = "ssl"
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    changed = set(json.loads(dvc("status", "--json").stdout))
+    assert changed == {"evaluate", "export", "audit"}, changed
 
 
 def test_params_yaml_is_the_resolved_demo_config() -> None:
