@@ -202,6 +202,17 @@ def test_dvc_repro_runs_every_stage(small_data, tmp_path: Path, cli_env) -> None
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     changed = set(json.loads(dvc("status", "--json").stdout))
     assert changed == {"evaluate", "export", "audit"}, changed
+    # dvc metrics / dvc plots read the files dvc.yaml declares.
+    shown = json.loads(dvc("metrics", "show", "--json").stdout)[""]["data"]
+    headline = shown["artifacts/evaluate/headline.json"]["data"]
+    assert 0.5 < headline["models"]["mitigated"]["accuracy"] <= 1
+    assert shown["artifacts/pretrain/summary.json"]["data"]["final_loss"] > 0
+    plots = json.loads(dvc("plots", "show", "--json").stdout)
+    assert plots["data"]["artifacts/pretrain/history.json"][0]["type"] == "vega"
+    assert plots["data"]["artifacts/finetune/finetune.json"][0]["type"] == "vega"
+    assert plots["data"]["artifacts/evaluate/roc.png"][0]["type"] == "image"
+    errors = {e["name"] for e in plots.get("errors", [])}
+    assert errors <= {"artifacts/evaluate/label_efficiency.png"}  # label_efficiency=null here
 
 
 def test_params_yaml_is_the_resolved_demo_config() -> None:
@@ -215,3 +226,28 @@ def test_params_yaml_is_the_resolved_demo_config() -> None:
         "params.yaml is stale; regenerate: "
         "sslops config --config configs/adult.yaml > params.yaml (keep its two header lines)"
     )
+
+
+def test_metrics_and_plots_are_files_of_stage_outs_dvc_reads() -> None:
+    spec = _dvc_yaml()
+    outs = [o for stage in spec["stages"].values() for o in stage["outs"]]
+    files = list(spec["metrics"])
+    for plot in spec["plots"]:
+        name, props = next(iter(plot.items())) if isinstance(plot, dict) else (plot, None)
+        y = (props or {}).get("y")
+        files += list(y) if isinstance(y, dict) else [name]
+    for file in files:
+        assert _covered(file, outs), f"{file} is not inside a stage's outs"
+        assert Path(file).suffix in {".json", ".yaml", ".csv", ".tsv", ".png"}, file
+
+
+def test_headline_is_the_flat_scalars_of_metrics_json() -> None:
+    from sslops.evaluate.report import headline
+
+    payload = {
+        "split": "test", "rows": 10, "threshold": 0.5, "roc_curves": {"ssl": {"fpr": [0.0]}},
+        "models": {"ssl": {"accuracy": 0.9, "by_group": {"sex": {}}, "intervals": {"a": [0, 1]}}},
+    }  # fmt: skip
+    assert headline(payload) == {
+        "split": "test", "rows": 10, "threshold": 0.5, "models": {"ssl": {"accuracy": 0.9}}
+    }  # fmt: skip

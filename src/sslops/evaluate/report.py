@@ -62,6 +62,18 @@ def group_markdown(name: str, model: dict[str, Any], min_rows: int = 0) -> str:
     return "\n".join(lines) + "\n" if lines else ""
 
 
+def headline(payload: dict[str, Any]) -> dict[str, Any]:
+    """``metrics.json``'s scalars (per model: accuracy, ROC AUC, gaps, ...) without the groups,
+    intervals and curves: a small, flat file for ``dvc metrics show`` / ``dvc metrics diff``."""
+    scalar = (str, int, float, bool)
+    out: dict[str, Any] = {k: v for k, v in payload.items() if isinstance(v, scalar)}
+    out["models"] = {
+        name: {k: v for k, v in model.items() if isinstance(v, scalar)}
+        for name, model in payload["models"].items()
+    }
+    return out
+
+
 def write_reports(
     tmp: Path,
     payload: dict[str, Any],
@@ -75,11 +87,13 @@ def write_reports(
 ) -> None:
     """Write the evaluate artifact's files into ``tmp``.
 
-    ``payload`` is ``metrics.json`` (its ``models`` and ``roc_curves`` feed the plots);
+    ``payload`` is ``metrics.json`` (its ``models`` and ``roc_curves`` feed the plots; its
+    scalars also go to ``headline.json``, for ``dvc metrics``);
     ``bars`` is (file name, per-group metric key, axis label, title): one bar per model and
     group of ``payload["sensitive"]``.
     """
     write_json(tmp / "metrics.json", payload)
+    write_json(tmp / "headline.json", headline(payload))
     write_json(tmp / "shortcuts.json", shortcuts)
     if ood is not None:
         write_json(tmp / "ood.json", ood)

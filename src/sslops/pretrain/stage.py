@@ -10,7 +10,8 @@ torchrun (``LOCAL_RANK`` set) every rank trains and rank 0 writes the artifact:
 - ``backbone.json``: backbone name and arguments (rebuilt by :func:`load_backbone`);
 - ``heads.safetensors``: the objective's heads (projector, decoders);
 - ``summary.json``, ``history.jsonl`` (per epoch), ``metrics.jsonl`` (per step),
-  ``loss.png`` and, with kNN monitoring, ``knn.png``.
+  ``loss.png`` and, with kNN monitoring, ``knn.png``;
+- ``history.json``: ``history.jsonl``'s rows as one JSON list, which ``dvc plots`` reads.
 """
 
 from __future__ import annotations
@@ -211,6 +212,7 @@ def _write(
         write_json(tmp / "backbone.json", spec)
         write_json(tmp / "summary.json", summary)
         write_metrics(tmp / "history.jsonl", history)
+        write_json(tmp / "history.json", history)  # the same rows for `dvc plots` (no JSONL)
         write_metrics(tmp / "metrics.jsonl", result.steps)
         epochs = [h["epoch"] for h in history]
         line_plot(
