@@ -8,7 +8,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
 
 from tests.conftest import FAST_OVERRIDES, ROOT, small_config_dict
@@ -163,7 +162,6 @@ def _copy_sources(repo: Path) -> None:
     )  # fmt: skip
 
 
-@pytest.mark.slow
 def test_dvc_repro_runs_every_stage(small_data, tmp_path: Path, cli_env) -> None:
     repo = tmp_path / "repo"
     repo.mkdir()
