@@ -151,17 +151,56 @@ def test_gitops_examples_sync_an_overlay_that_builds() -> None:
     source = application["spec"]["source"]
     assert (ROOT / source["path"] / "kustomization.yaml").is_file()
     assert application["spec"]["destination"]["namespace"] == "kubeflow"
-    repo, flux = load_documents((MANIFESTS / "flux/sslops.yaml").read_text())
-    assert repo["kind"] == "GitRepository"
-    assert (
-        flux["apiVersion"] == "kustomize.toolkit.fluxcd.io/v1" and flux["kind"] == "Kustomization"
-    )
-    assert flux["spec"]["sourceRef"] == {"kind": repo["kind"], "name": repo["metadata"]["name"]}
-    assert (ROOT / flux["spec"]["path"] / "kustomization.yaml").is_file()
+    repo, *fluxes = load_documents((MANIFESTS / "flux/sslops.yaml").read_text())
+    assert repo["kind"] == "GitRepository" and len(fluxes) == 2
+    for flux in fluxes:
+        assert (flux["apiVersion"], flux["kind"]) == (
+            "kustomize.toolkit.fluxcd.io/v1",
+            "Kustomization",
+        )
+        assert flux["spec"]["sourceRef"] == {"kind": repo["kind"], "name": repo["metadata"]["name"]}
+        assert (ROOT / flux["spec"]["path"] / "kustomization.yaml").is_file()
     assert (
         repo["spec"]["url"] == source["repoURL"]
         and repo["spec"]["ref"]["tag"] == source["targetRevision"]
     )
+
+
+def _flux_build(flux: dict[str, Any], tmp_path: Path) -> list[dict[str, Any]]:
+    """What kustomize-controller applies for a Flux Kustomization: its path, built with its
+    targetNamespace and its patches on top."""
+    import os
+
+    folder = tmp_path / flux["metadata"]["name"]
+    folder.mkdir()
+    (folder / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "namespace": flux["spec"]["targetNamespace"],
+        "resources": [os.path.relpath(ROOT / flux["spec"]["path"], folder)],
+        "patches": flux["spec"].get("patches", []),
+    }))  # fmt: skip
+    return load_documents(render_kustomize(folder))
+
+
+def test_flux_applies_the_pipelines_before_their_versions(built, tmp_path: Path) -> None:
+    """KFP's webhook refuses a PipelineVersion whose Pipeline does not exist, also in the
+    server-side dry-run Flux runs on every object of a Kustomization before applying any: one
+    Kustomization holding both never syncs. The Pipelines go first, in a Kustomization of
+    their own, and the overlay (without them) depends on it; together they are the overlay."""
+    _, pipelines, sslops = load_documents((MANIFESTS / "flux/sslops.yaml").read_text())
+    assert sslops["spec"]["dependsOn"] == [{"name": pipelines["metadata"]["name"]}]
+    first, then = _flux_build(pipelines, tmp_path), _flux_build(sslops, tmp_path)
+    assert {o["kind"] for o in first} == {"Pipeline"} and len(first) == 4
+    assert "Pipeline" not in {o["kind"] for o in then}
+    names = {o["metadata"]["name"] for o in first}
+    versions = [o for o in then if o["kind"] == "PipelineVersion"]
+    assert len(versions) == 4 and {v["spec"]["pipelineName"] for v in versions} <= names
+
+    def key(o: dict[str, Any]) -> tuple[str, str]:
+        return o["kind"], o["metadata"]["name"]
+
+    env = sslops["spec"]["path"].rstrip("/").rsplit("/", 1)[1]
+    assert sorted(first + then, key=key) == sorted(built[env], key=key)
 
 
 def test_sslops_render_kustomize_prints_the_overlay(cli_env: dict[str, str], built) -> None:
