@@ -251,6 +251,16 @@ def test_image_mirror_and_digest_reach_every_task_and_the_launcher(tmp_path: Pat
     )
 
 
+@pytest.mark.parametrize("env", ["default", *ENVIRONMENTS])
+def test_the_workspace_is_kept_by_helm_and_by_gitops_tools(env: str, rendered) -> None:
+    from tests.test_k8s_kustomize import KEEP
+
+    (pvc,) = _of_kind(rendered[env], "PersistentVolumeClaim")
+    annotations = pvc["metadata"]["annotations"]
+    assert annotations["helm.sh/resource-policy"] == "keep"
+    assert KEEP.items() <= annotations.items()
+
+
 def test_notes_name_the_pipelines_and_warn_when_the_policy_allows_no_store() -> None:
     notes = render_helm_templates(CHART, {})["sslops/templates/NOTES.txt"]
     assert "  - sslops-ssl-pipeline\n" in notes and "  - sslops-predict-pipeline" in notes

@@ -222,3 +222,18 @@ def test_sslops_render_kustomize_prints_the_overlay(cli_env: dict[str, str], bui
         == f"error: no kustomization.yaml in {Path('manifests/overlays/moon')}; --overlay takes "
         "aws, azure, gcp, onprem or a directory"
     )
+
+
+KEEP = {
+    "argocd.argoproj.io/sync-options": "Prune=false,Delete=false",
+    "kustomize.toolkit.fluxcd.io/prune": "disabled",
+}
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_the_workspace_outlives_a_prune_and_a_deleted_gitops_object(env: str, built) -> None:
+    """The workspace PVC holds the runs' data and the audit registry. The Argo CD Application
+    has the resources finalizer (deleting it deletes what it synced) and Flux prunes what a
+    deleted Kustomization applied: neither may take the PVC, as Helm's keep does not."""
+    (pvc,) = [o for o in built[env] if o["kind"] == "PersistentVolumeClaim"]
+    assert KEEP.items() <= pvc["metadata"]["annotations"].items()
