@@ -70,6 +70,9 @@ def test_the_cronjob_verifies_the_registry_read_only_and_validates(
     assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
     job = cronjob["spec"]["jobTemplate"]["spec"]
     assert job["backoffLimit"] == 0  # a failed verification is reported, not retried away
+    # A run hung on the volume (an NFS server gone) fails and alerts; without a deadline it
+    # would run for ever and Forbid would skip every later run, with no Job ever failing.
+    assert job["activeDeadlineSeconds"] == 3600
     pod = job["template"]["spec"]
     assert_locked_down_and_sized(pod)
     [container] = pod["containers"]
@@ -84,6 +87,16 @@ def test_the_cronjob_verifies_the_registry_read_only_and_validates(
     }  # fmt: skip
     # The NetworkPolicy's default deny covers it (it needs no network).
     assert job["template"]["metadata"]["labels"]["app.kubernetes.io/part-of"] == "sslops"
+
+
+def test_the_deadline_is_a_value_and_must_leave_time_to_run(tmp_path: Path) -> None:
+    values = {"auditRegistry": {"verify": {"enabled": True, "activeDeadlineSeconds": 7200}}}
+    [cronjob] = _cronjobs(values, tmp_path)
+    assert cronjob["spec"]["jobTemplate"]["spec"]["activeDeadlineSeconds"] == 7200
+    for wrong in (0, "1h"):
+        values["auditRegistry"]["verify"]["activeDeadlineSeconds"] = wrong
+        with pytest.raises(RenderError, match=r"auditRegistry\.verify\.activeDeadlineSeconds"):
+            render_helm_templates(CHART, values)
 
 
 def test_a_public_key_makes_every_bundle_need_the_issuers_signature(tmp_path: Path) -> None:
