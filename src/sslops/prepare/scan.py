@@ -124,9 +124,10 @@ def scan_file(
             content: dict[str, np.ndarray] = {}
             keys: dict[str, np.ndarray] = {}
             for column in columns:
-                array = scalar_cells(
-                    chunk.column(column), column, key, path, column in cfg.data.categorical
-                )
+                # Identifiers as text, as a CSV holds them: a Parquet id of 16+ digits
+                # does not fit a float, and its digits are what identifies the row.
+                as_text = column in cfg.data.categorical or column in roles.identifiers
+                array = scalar_cells(chunk.column(column), column, key, path, as_text)
                 cells[column], content[column], keys[column] = _scan_column(
                     cfg, roles, column, array, stats
                 )
@@ -173,7 +174,8 @@ def _scan_column(
     """
     casefold = cfg.prepare.casefold_categories and column not in roles.text
     if pa.types.is_integer(array.type) or pa.types.is_floating(array.type):
-        values = pc.cast(array, pa.float64())
+        # Unsafe: an integer beyond 2**53 is read as the nearest float, as a CSV's is.
+        values = pc.cast(array, pa.float64(), safe=False)
         numbers = values.to_numpy(zero_copy_only=False)
         stats["has_value"].setdefault(column, False)
         stats["has_value"][column] |= bool((~np.isnan(numbers)).any())
