@@ -55,3 +55,21 @@ def test_a_parquet_integer_id_beyond_float_precision_is_dropped_not_a_crash(
     train = pd.read_parquet(out / "train.parquet")
     assert "customer_id" not in train.columns
     assert pd.api.types.is_float_dtype(train["account_no"])
+
+
+def test_the_data_card_counts_the_rows_max_categories_folds_into_other(tmp_path: Path) -> None:
+    credit().to_csv(tmp_path / "credit.csv", index=False)
+    raw = credit_config(tmp_path / "credit.csv").model_dump(mode="json")
+    raw["prepare"].update(max_categories=12, min_category_count=2)
+    out = prepare(validate_config(raw), tmp_path / "out")
+    card = json.loads((out / "datacard.json").read_text())
+    encoding = json.loads((out / "encoding.json").read_text())
+    kept = next(c["categories"] for c in encoding["categorical"] if c["name"] == "postcode")
+    train = pd.read_parquet(out / "train.parquet")
+    folded = card["folded_into_other_train"]["postcode"]
+    assert folded["levels"] == len(kept) - 2 == 10
+    assert folded["rows"] == int((~train["postcode"].isin(kept)).sum()) > len(train) // 2
+    assert folded["distinct"] == train["postcode"].nunique()
+    assert "gender" not in card["folded_into_other_train"]  # 3 values and missing: all kept
+    markdown = (out / "datacard.md").read_text()
+    assert "encoded as `__other__`" in markdown and "| `postcode` | " in markdown

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from sslops.data.canonicalize import cell_text, label_hits
+from sslops.data.encoding import MISSING, OTHER
 from sslops.markdown import md_cell
 
 RARE_SHARE = 0.001  # a category below this share of the train rows (or 5 rows) is rare
@@ -97,6 +98,24 @@ def _rare_categories(frame: pd.DataFrame, columns: list[str]) -> dict[str, Any]:
     return rare
 
 
+def _folded(frame: pd.DataFrame, levels: dict[str, list[str]]) -> dict[str, Any]:
+    """Per categorical feature, the training rows whose value the encoding has no level for
+    (seen in fewer than ``prepare.min_category_count`` rows, or beyond the
+    ``prepare.max_categories`` most frequent): the model sees them all as ``__other__``."""
+    folded = {}
+    for column, kept in levels.items():
+        values = frame[column].dropna().astype(str)
+        other = ~values.isin(kept)
+        if other.any():
+            folded[column] = {
+                "distinct": int(values.nunique()),
+                "levels": len([v for v in kept if v not in (MISSING, OTHER)]),
+                "rows": int(other.sum()),
+                "share": round(float(other.sum()) / max(len(frame), 1), 4),
+            }
+    return folded
+
+
 def _identifier_like(frame: pd.DataFrame, columns: list[str]) -> dict[str, Any]:
     """Categorical columns whose values are (nearly) all distinct: an undeclared identifier or
     free text, which helps no model and carries personal data into one."""
@@ -147,6 +166,7 @@ def build_datacard(
     pii: dict[str, dict[str, int]],
     pii_not_scanned: list[str] | None = None,
     labels: dict[str, dict[str, int]] | None = None,
+    encoded_levels: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
     train = splits["train"]
     numeric = [c for c in train.columns if pd.api.types.is_numeric_dtype(train[c])]
@@ -202,6 +222,7 @@ def build_datacard(
             for pair in combinations(sensitive, 2)
         },
         "rare_categories_train": _rare_categories(train, [c for c in categorical if c != label]),
+        "folded_into_other_train": _folded(train, encoded_levels or {}),
         "identifier_like_train": _identifier_like(train, [c for c in categorical if c in features]),
         "constant_columns_train": [c for c in features if train[c].nunique() <= 1],
         "numeric_edges_train": _numeric_edges(train, numeric),
@@ -305,6 +326,22 @@ def datacard_markdown(card: dict[str, Any]) -> str:
             ["column", "rare levels", "rows"],
             [[f"`{c}`", i["levels"], i["rows"]] for c, i in card["rare_categories_train"].items()],
         )
+    if card.get("folded_into_other_train"):
+        lines += ["", "## Category values encoded as `__other__` (train split)", ""]
+        lines += [
+            "The encoding keeps a level for the values seen in at least "
+            "`prepare.min_category_count` training rows, at most `prepare.max_categories` "
+            "levels per column (the most frequent); every other value is one level, "
+            "`__other__`, so the model cannot tell these rows' values apart. Many rows here "
+            "mean the column's information is mostly lost: raise `prepare.max_categories`, or "
+            "add a coarser copy of the column (a region for a postcode).",
+            "",
+        ]
+        lines += _table(
+            ["column", "distinct values", "levels kept", "rows as `__other__`", "share"],
+            [[f"`{c}`", f"{i['distinct']:,}", f"{i['levels']:,}", f"{i['rows']:,}",
+              f"{i['share']:.1%}"] for c, i in card["folded_into_other_train"].items()],
+        )  # fmt: skip
     if card.get("identifier_like_train"):
         lines += ["", "## Columns that look like identifiers or free text (train split)", ""]
         lines += [

@@ -295,6 +295,7 @@ def _write_metadata(
         pii=pii,
         pii_not_scanned=_not_scanned(cfg, splits["train"], output),
         labels=values,
+        encoded_levels={c.name: c.categories for c in encoding.categorical},
     )
     schema = {
         "modality": "tabular",
