@@ -73,3 +73,23 @@ def test_the_data_card_counts_the_rows_max_categories_folds_into_other(tmp_path:
     assert "gender" not in card["folded_into_other_train"]  # 3 values and missing: all kept
     markdown = (out / "datacard.md").read_text()
     assert "encoded as `__other__`" in markdown and "| `postcode` | " in markdown
+
+
+def test_a_column_the_pii_scan_made_constant_is_not_a_model_input(tmp_path: Path) -> None:
+    # Every date reads as a possible date of birth and becomes one placeholder in training;
+    # a model reading the column would see raw dates at prediction time, all unseen.
+    frame = credit()
+    days = np.random.default_rng(1).integers(0, 900, len(frame))
+    frame["application_date"] = (pd.Timestamp("2021-01-01") + pd.to_timedelta(days, "D")).strftime(
+        "%Y-%m-%d"
+    )
+    frame.to_csv(tmp_path / "credit.csv", index=False)
+    out = prepare(credit_config(tmp_path / "credit.csv"), tmp_path / "out")
+    schema = json.loads((out / "schema.json").read_text())
+    encoding = json.loads((out / "encoding.json").read_text())
+    assert "application_date" not in schema["features"]
+    assert "application_date" not in {c["name"] for c in encoding["categorical"]}
+    assert schema["features"] == ["gender", "postcode", "income", "utilization", "late_payments"]
+    card = json.loads((out / "datacard.json").read_text())
+    assert card["constant_columns_dropped"] == ["application_date"]
+    assert "Left out of the features" in (out / "datacard.md").read_text()

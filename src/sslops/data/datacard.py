@@ -167,6 +167,7 @@ def build_datacard(
     pii_not_scanned: list[str] | None = None,
     labels: dict[str, dict[str, int]] | None = None,
     encoded_levels: dict[str, list[str]] | None = None,
+    constant_dropped: list[str] | None = None,
 ) -> dict[str, Any]:
     train = splits["train"]
     numeric = [c for c in train.columns if pd.api.types.is_numeric_dtype(train[c])]
@@ -225,6 +226,7 @@ def build_datacard(
         "folded_into_other_train": _folded(train, encoded_levels or {}),
         "identifier_like_train": _identifier_like(train, [c for c in categorical if c in features]),
         "constant_columns_train": [c for c in features if train[c].nunique() <= 1],
+        "constant_columns_dropped": list(constant_dropped or []),
         "numeric_edges_train": _numeric_edges(train, numeric),
     }
 
@@ -359,6 +361,11 @@ def datacard_markdown(card: dict[str, Any]) -> str:
         constant = ", ".join(f"`{c}`" for c in card["constant_columns_train"])
         lines += ["", "## Constant columns (train split)", ""]
         lines += [f"One value (or none) in every training row, so no information: {constant}."]
+        if card.get("constant_columns_dropped"):
+            lines += [
+                "Left out of the features (no model reads them, nor does the exported ONNX "
+                "model): " + ", ".join(f"`{c}`" for c in card["constant_columns_dropped"]) + "."
+            ]
         redacted = [c for c in card["constant_columns_train"] if c in pii["by_column"]]
         if redacted:
             lines += [

@@ -253,6 +253,14 @@ def _write_metadata(
         [splits["train"], *(pd.read_parquet(tmp / f"{name}.parquet") for name in pretrain_only)],
         ignore_index=True,
     )
+    # A column of one value in every row (an application date the personal-data scan
+    # replaced by its placeholder) carries no information; kept, the exported model would
+    # read it raw, and every new row's value would be one it never saw in training.
+    constant = [c for c in features if fitted_on[c].nunique(dropna=False) <= 1]
+    if len(constant) < len(features):
+        features = [c for c in features if c not in constant]
+    else:
+        constant = []
     encoding = TabularEncoding.fit(
         fitted_on, features, cfg.prepare.max_categories, cfg.prepare.min_category_count
     )
@@ -296,6 +304,7 @@ def _write_metadata(
         pii_not_scanned=_not_scanned(cfg, splits["train"], output),
         labels=values,
         encoded_levels={c.name: c.categories for c in encoding.categorical},
+        constant_dropped=constant,
     )
     schema = {
         "modality": "tabular",
