@@ -93,3 +93,28 @@ def test_a_column_the_pii_scan_made_constant_is_not_a_model_input(tmp_path: Path
     card = json.loads((out / "datacard.json").read_text())
     assert card["constant_columns_dropped"] == ["application_date"]
     assert "Left out of the features" in (out / "datacard.md").read_text()
+
+
+def test_a_split_with_few_rows_of_the_positive_class_is_noted(
+    tmp_path: Path, capsys: Any
+) -> None:
+    frame = credit(2000)
+    frame["default"] = (np.arange(len(frame)) % 30 == 0).astype(int)  # 3.3%, as a bank's defaults
+    frame.to_csv(tmp_path / "credit.csv", index=False)
+    out = prepare(credit_config(tmp_path / "credit.csv"), tmp_path / "out")
+    card = json.loads((out / "datacard.json").read_text())
+    validation = pd.read_parquet(out / "validation.parquet")
+    positives = int(validation["default"].sum())
+    assert 0 < positives < 20
+    assert card["few_class_rows"]["validation"] == {
+        "positive": positives, "negative": len(validation) - positives
+    }  # fmt: skip
+    expected = f"validation {positives} positive / {len(validation) - positives:,} negative"
+    assert expected in capsys.readouterr().err
+    assert expected in (out / "datacard.md").read_text()
+    # a balanced label: nothing to note
+    frame["default"] = np.arange(len(frame)) % 3 == 0
+    frame["default"] = frame["default"].astype(int)
+    frame.to_csv(tmp_path / "balanced.csv", index=False)
+    balanced = prepare(credit_config(tmp_path / "balanced.csv"), tmp_path / "out3")
+    assert json.loads((balanced / "datacard.json").read_text())["few_class_rows"] == {}

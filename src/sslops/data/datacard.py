@@ -17,6 +17,7 @@ from sslops.data.canonicalize import cell_text, label_hits
 from sslops.data.encoding import MISSING, OTHER
 from sslops.markdown import md_cell
 
+FEW_CLASS_ROWS = 20  # fewer rows of a class than this in a split: its rates are noise
 RARE_SHARE = 0.001  # a category below this share of the train rows (or 5 rows) is rare
 IDENTIFIER_SHARE = 0.5  # a column with at least this share of distinct values looks like an id
 IDENTIFIER_MIN_ROWS = 20
@@ -75,6 +76,32 @@ def label_note(label: str, values: dict[str, dict[str, int]] | None) -> str | No
         f"label {label!r} has {total:,} values: positive {_listed(values['positive'])}; "
         f"negative {_listed(values['negative'], NOTED_LABEL_VALUES)} — a value meaning "
         "'not labeled yet' should be empty instead"
+    )
+
+
+def few_class_rows(targets: dict[str, pd.Series]) -> dict[str, dict[str, int]]:
+    """The splits (not ``ood``) holding fewer than :data:`FEW_CLASS_ROWS` rows of a class,
+    with both counts: a hashed split is not stratified, so a rare class can nearly vanish
+    from the validation split that model selection measures on."""
+    few = {}
+    for name, target in targets.items():
+        positive = int(target.sum())
+        counts = {"positive": positive, "negative": len(target) - positive}
+        if name != "ood" and min(counts.values()) < FEW_CLASS_ROWS:
+            few[name] = counts
+    return few
+
+
+def few_class_note(label: str, few: dict[str, dict[str, int]] | None) -> str | None:
+    if not few:
+        return None
+    held = ", ".join(
+        f"{name} {c['positive']:,} positive / {c['negative']:,} negative" for name, c in few.items()
+    )
+    return (
+        f"label {label!r}: few rows of a class ({held}); the metrics and fairness gaps measured "
+        "there (on validation: the model selection) rest on those rows; more labeled rows or a "
+        "larger prepare.validation_fraction / prepare.test_fraction give the split more"
     )
 
 
@@ -205,6 +232,7 @@ def build_datacard(
             name: {"rows": len(frame), "positive_rate": _rate(targets[name])}
             for name, frame in splits.items()
         },
+        "few_class_rows": few_class_rows(targets),
         "label_balance": {
             name: {str(k): int(v) for k, v in frame[label].astype(str).value_counts().items()}
             for name, frame in splits.items()
@@ -288,6 +316,9 @@ def datacard_markdown(card: dict[str, Any]) -> str:
         ["split", "rows", "positive rate"],
         [[n, f"{i['rows']:,}", f"{i['positive_rate']:.3f}"] for n, i in card["splits"].items()],
     )
+    few = few_class_note(card["label"], card.get("few_class_rows"))
+    if few:
+        lines += ["", f"Note: {few}."]
     pii = card["pii_findings_redacted"]
     lines += ["", "## Personal data found and redacted", ""]
     if pii["by_column"]:

@@ -23,6 +23,7 @@ from sslops.data.datacard import (
     build_datacard,
     datacard_figures,
     datacard_markdown,
+    few_class_note,
     label_note,
     label_values,
 )
@@ -128,8 +129,8 @@ def finish_tabular(
     with write_artifact(out_dir, "prepare", cfg.model_dump(mode="json"), sources=sources) as tmp:
         write_splits(folders, roles, decided, tmp, [*names, *pretrain_only])
         splits = {name: pd.read_parquet(tmp / f"{name}.parquet") for name in names}
-        note = _write_metadata(cfg, roles.output, folders, decided, splits, tmp, pretrain_only)
-    if note:  # a console line, like the run summary's (the data card and model card show it too)
+        notes = _write_metadata(cfg, roles.output, folders, decided, splits, tmp, pretrain_only)
+    for note in notes:  # console lines, like the run summary's (the data card shows them too)
         print(f"note: {note}", file=sys.stderr, flush=True)
     return out_dir
 
@@ -218,10 +219,11 @@ def _write_metadata(
     splits: dict[str, pd.DataFrame],
     tmp: Path,
     pretrain_only: list[str],
-) -> str | None:
+) -> list[str]:
     """The checks, encoding, schema and data card of the labeled ``splits``; ``pretrain_only``
     names the split of unlabeled rows when there is one (in the schema, not checked).
-    Returns the note on a label of more than two values, if it has more."""
+    Returns the notes: on a label of more than two values, on a split with few rows of a
+    class."""
     label = cfg.data.label
     labels = pd.concat([frame[label] for frame in splits.values()], ignore_index=True)
     target_of(labels.to_frame(), label, cfg.data.positive, require_positive=True)
@@ -321,4 +323,5 @@ def _write_metadata(
     write_json(tmp / "datacard.json", card)
     (tmp / "datacard.md").write_text(datacard_markdown(card), encoding="utf-8")
     datacard_figures(card, tmp)
-    return label_note(label, values)
+    notes = (label_note(label, values), few_class_note(label, card["few_class_rows"]))
+    return [note for note in notes if note]
