@@ -17,7 +17,7 @@ from sslops.data.canonicalize import cell_text, label_hits
 from sslops.data.encoding import MISSING, OTHER
 from sslops.markdown import md_cell
 
-FEW_CLASS_ROWS = 20  # fewer rows of a class than this in a split: its rates are noise
+FEW_CLASS_ROWS = 10  # fewer rows of a class in a split (evaluate.min_group_rows): noise
 RARE_SHARE = 0.001  # a category below this share of the train rows (or 5 rows) is rare
 IDENTIFIER_SHARE = 0.5  # a column with at least this share of distinct values looks like an id
 IDENTIFIER_MIN_ROWS = 20
