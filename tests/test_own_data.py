@@ -95,9 +95,7 @@ def test_a_column_the_pii_scan_made_constant_is_not_a_model_input(tmp_path: Path
     assert "Left out of the features" in (out / "datacard.md").read_text()
 
 
-def test_a_split_with_few_rows_of_the_positive_class_is_noted(
-    tmp_path: Path, capsys: Any
-) -> None:
+def test_a_split_with_few_rows_of_the_positive_class_is_noted(tmp_path: Path, capsys: Any) -> None:
     frame = credit(2000)
     frame["default"] = (np.arange(len(frame)) % 30 == 0).astype(int)  # 3.3%, as a bank's defaults
     frame.to_csv(tmp_path / "credit.csv", index=False)
