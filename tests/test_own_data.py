@@ -116,3 +116,25 @@ def test_a_split_with_few_rows_of_the_positive_class_is_noted(tmp_path: Path, ca
     frame.to_csv(tmp_path / "balanced.csv", index=False)
     balanced = prepare(credit_config(tmp_path / "balanced.csv"), tmp_path / "out3")
     assert json.loads((balanced / "datacard.json").read_text())["few_class_rows"] == {}
+
+
+def test_every_row_labeled_finetunes_with_postprocessing(tmp_path: Path) -> None:
+    """The README's advice for a fully labeled table (finetune.label_fraction=1.0) left no
+    held-out rows, and the ThresholdOptimizer candidate scored an empty array: a traceback."""
+    from sslops.config import load_config
+    from sslops.finetune import finetune
+    from sslops.pretrain import pretrain
+    from tests.conftest import FAST_OVERRIDES, ROOT, adult_sample
+
+    train = adult_sample(tmp_path / "train.csv", "train", 600)
+    overrides = [o for o in FAST_OVERRIDES if not o.startswith("finetune.label_fraction")]
+    cfg = load_config(ROOT / "configs" / "adult.yaml", [
+        *overrides, f"data.train={train}", "data.test=null", "finetune.label_fraction=1.0",
+        "finetune.fairness.postprocessing=true",
+    ])  # fmt: skip
+    prepare(cfg, tmp_path / "prepared")
+    pretrain(cfg, tmp_path / "prepared", tmp_path / "pretrained")
+    finetune(cfg, tmp_path / "prepared", tmp_path / "pretrained", tmp_path / "finetuned")
+    report = json.loads((tmp_path / "finetuned" / "finetune.json").read_text())
+    names = [c["name"] for c in report["fairness"]["candidates"]]
+    assert report["unlabeled_rows"] == 0 and "ssl+threshold_optimizer" in names

@@ -318,8 +318,10 @@ def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pat
         )
         predicted = post.predict(_predict(ssl, val.features), sensitive_features=val_sens,
                                  seed=cfg.seed)  # fmt: skip
-        on_held = post.predict(_predict(ssl, x_held),
-                               sensitive_features=sens_all[held], seed=cfg.seed)  # fmt: skip
+        on_held = (  # every training row labeled: no held-out rows to score
+            post.predict(_predict(ssl, x_held), sensitive_features=sens_all[held], seed=cfg.seed)
+            if len(held) else np.empty(0, dtype=int)
+        )
         gaps, upper = gaps_of(predicted, on_held)
         candidates.append(Candidate(
             "ssl+threshold_optimizer", "postprocessing", 0.0,
