@@ -34,7 +34,8 @@ from tests.conftest import FAST_OVERRIDES
 pytestmark = pytest.mark.reliability
 
 DETERMINISTIC = ("prepare", "pretrain", "finetune", "evaluate", "export")
-TIMED = {"pretrain": {"summary.json", "history.jsonl", "metrics.jsonl"}}  # seconds, samples/s
+# files with seconds and samples/s in them
+TIMED = {"pretrain": {"summary.json", "history.jsonl", "history.json", "metrics.jsonl"}}
 FAKE_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "AKIAFAKERELIABILITY7",
     "AWS_SECRET_ACCESS_KEY": "fake/SecretAccessKey+reliability+test+0123456789",
