@@ -14,6 +14,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
@@ -313,16 +314,22 @@ def test_a_job_past_its_deadline_is_deleted(api_server: FakeApiServer, api_clien
     assert api_server.deleted == ["sslops-pretrain-slow"]
 
 
+def _completes_after(api_server: FakeApiServer, seconds: float) -> Callable[[dict[str, Any]], None]:
+    """An ``on_create`` hook: the created job reports Complete ``seconds`` later."""
+
+    def complete(job: dict[str, Any]) -> None:
+        name = job["metadata"]["name"]
+        threading.Timer(seconds, api_server.set_conditions, (name, ("Complete", "", ""))).start()
+
+    return complete
+
+
 def test_an_expired_watch_is_resumed_from_a_fresh_read(
     api_server: FakeApiServer, api_client
 ) -> None:
     api_server.gone_once = True
 
-    def finish_soon(job: dict[str, Any]) -> None:
-        name = job["metadata"]["name"]
-        threading.Timer(0.5, api_server.set_conditions, (name, ("Complete", "", ""))).start()
-
-    api_server.on_create = finish_soon
+    api_server.on_create = _completes_after(api_server, 0.5)
     lines: list[str] = []
     final = JobWatcher(api_client, NAMESPACE, echo=lines.append).run(
         _trainjob("sslops-pretrain-ok"), timeout_seconds=20
@@ -343,11 +350,7 @@ def test_a_passing_api_server_outage_does_not_delete_a_running_job(
     api_server.unavailable = 3
     api_server.drop_watches = 2
 
-    def finish_later(job: dict[str, Any]) -> None:
-        name = job["metadata"]["name"]
-        threading.Timer(1.5, api_server.set_conditions, (name, ("Complete", "", ""))).start()
-
-    api_server.on_create = finish_later
+    api_server.on_create = _completes_after(api_server, 1.5)
     lines: list[str] = []
     final = JobWatcher(api_client, NAMESPACE, echo=lines.append).run(
         _trainjob("sslops-pretrain-flaky"), timeout_seconds=30
