@@ -856,3 +856,9 @@ def test_model_card_says_pretraining_read_the_training_rows_without_their_labels
         "Label 'income' has 3 values: positive '>50K' (501); negative '<=50K' (1,376), "
         "'unknown' (196)" in card(2799, datacard)
     )
+    # a split with fewer than 10 rows of a class is named there too
+    datacard["few_class_rows"] = {"validation": {"positive": 4, "negative": 276}}
+    assert (
+        "Label 'income': few rows of a class (validation 4 positive / 276 negative); the "
+        "metrics and fairness gaps measured there" in card(2799, datacard)
+    )

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from sslops.audit.registry import list_registry
+from sslops.data.datacard import few_class_note
 from sslops.finetune.pareto import MECHANISMS
 from tests.conftest import FAST_OVERRIDES, ROOT
 
@@ -179,6 +180,10 @@ def test_the_run_summary_names_the_values_a_one_vs_rest_label_trains_as_negative
     assert f"Label: {summary['label_note']} (prepare/datacard.md)" in printed
     _print_summary({**summary, "label_note": None}, tmp_path)
     assert "Label:" not in capsys.readouterr().out
+    few = few_class_note("income", {"validation": {"positive": 7, "negative": 213}})
+    assert few and "validation 7 positive / 213 negative" in few
+    _print_summary({**summary, "few_class_note": few}, tmp_path)
+    assert f"Splits: {few} (prepare/datacard.md)" in " ".join(capsys.readouterr().out.split())
 
 
 def test_sslops_run_on_another_csv_through_kfp_local(
@@ -206,6 +211,7 @@ def test_sslops_run_on_another_csv_through_kfp_local(
     assert not (tmp_path / ".run.failed.log").exists()  # removed by the run that succeeded
     summary = json.loads((out / "summary.json").read_text())
     assert summary["label_note"] is None  # yes / no: nothing to note
+    assert summary["few_class_note"] is None  # every split has >= 10 rows of each class
     # The bundle was filed in the registry, under the demo config's model name.
     sha = hashlib.sha256((out / "audit" / "bundle" / "manifest.json").read_bytes()).hexdigest()
     filed = tmp_path / "registry" / "bundles" / f"{sha}.zip"

@@ -547,6 +547,31 @@ def test_a_sensitive_column_needs_between_2_and_50_groups(tmp_path: Path) -> Non
     )  # fmt: skip
 
 
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_a_sensitive_column_coded_as_numbers_names_groups_by_their_codes(
+    tmp_path: Path, fmt: str
+) -> None:
+    """sex = 1/2 (a survey's coding) is a group code, not a quantity: its groups are '1' and
+    '2' (not '1.0'), and as a feature it is one-hot, not one standardized number."""
+    frame, _ = with_notes(adult(600))
+    frame["sex"] = frame["sex"].map({"Male": 1, "Female": 2})
+    if fmt == "csv":
+        frame.to_csv(tmp_path / "raw.csv", index=False)
+        cfg = config(tmp_path / "raw.csv", sensitive_as_features=True)
+    else:
+        frame.to_parquet(tmp_path / "raw.parquet", index=False)  # sex: an int64 column
+        raw = parquet_config(tmp_path / "raw.parquet").model_dump(mode="json")
+        raw["prepare"]["sensitive_as_features"] = True
+        cfg = validate_config(raw)
+    out = prepare(cfg, tmp_path / "out")
+    card = json.loads((out / "datacard.json").read_text())
+    assert card["schema"]["sex"]["dtype"] == "categorical"
+    data = PreparedData(out)
+    assert set(data.train.groups("sex")) == {"1", "2"}
+    names = data.encoding.feature_names
+    assert {"sex=1", "sex=2"} <= set(names) and "sex" not in names
+
+
 def test_an_ood_rule_that_removes_a_whole_sensitive_group_is_named_as_the_cause(
     tmp_path: Path,
 ) -> None:

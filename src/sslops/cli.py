@@ -774,6 +774,9 @@ def _print_summary(summary: dict[str, Any], out: Path, config_path: Path | None 
         )
     if summary.get("label_note"):
         console.print(f"Label:        {summary['label_note']} (prepare/datacard.md)", markup=False)
+    if summary.get("few_class_note"):
+        console.print(f"Splits:       {summary['few_class_note']} (prepare/datacard.md)",
+                      markup=False)  # fmt: skip
     console.print(
         f"ONNX model:   {summary['onnx']['path']}  (max |onnx - torch| = "
         f"{summary['onnx']['max_abs_diff']:.1e})"

@@ -120,11 +120,17 @@ class DataConfig(_Section):
     categorical: list[str] = Field(
         default_factory=list,
         description="Columns read as categories even where their values are numbers (a ZIP or "
-        "product code, a grade 1-12 with 'K').",
+        "product code, a grade 1-12 with 'K'). data.sensitive columns always are.",
     )
     na_values: list[str] = Field(
         default_factory=lambda: ["?", ""], description="Cell values that mean 'missing'."
     )
+
+    @property
+    def category_columns(self) -> list[str]:
+        """Columns read as categories whatever their values: data.categorical and the
+        sensitive columns (a group code such as sex = 1/2 names groups; it is not a quantity)."""
+        return [*self.categorical, *(c for c in self.sensitive if c not in self.categorical)]
 
     @model_validator(mode="after")
     def _roles_do_not_overlap(self) -> DataConfig:

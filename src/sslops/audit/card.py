@@ -17,7 +17,7 @@ from typing import Any
 from sslops import __version__
 from sslops.audit.document import Document
 from sslops.config import FEW_VALIDATION_ROWS, SMALL_VALIDATION, Config
-from sslops.data.datacard import label_note
+from sslops.data.datacard import few_class_note, label_note
 
 SPECIFIC = {
     "evidence/evaluate/metrics.json", "evidence/finetune/finetune.json",
@@ -488,8 +488,12 @@ def build_card(cfg: Config, bundle: Path, context: dict[str, Any], evidence: lis
                 f"Columns that look like identifiers or free text and were used as features: "
                 f"{listed}. Declare them in data.identifiers or data.text."
             )
-        note = label_note(str(card.get("label", "?")), card.get("label_values"))
-        if note:  # a label of more than two values, trained one-vs-rest
+        label = str(card.get("label", "?"))
+        notes = (
+            label_note(label, card.get("label_values")),  # more than two values: one-vs-rest
+            few_class_note(label, card.get("few_class_rows")),  # a split with < 10 of a class
+        )
+        for note in filter(None, notes):
             doc.paragraph(note[0].upper() + note[1:] + ".")
         doc.paragraph("Full data card: evidence/prepare/datacard.md in this bundle.")
     if exported:

@@ -320,7 +320,8 @@ def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pat
                                  seed=cfg.seed)  # fmt: skip
         on_held = (  # every training row labeled: no held-out rows to score
             post.predict(_predict(ssl, x_held), sensitive_features=sens_all[held], seed=cfg.seed)
-            if len(held) else np.empty(0, dtype=int)
+            if len(held)
+            else np.empty(0, dtype=int)
         )
         gaps, upper = gaps_of(predicted, on_held)
         candidates.append(Candidate(

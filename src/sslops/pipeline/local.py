@@ -39,7 +39,7 @@ from sslops.artifacts import (
 from sslops.audit.bundle import load_signing_key
 from sslops.audit.registry import BUNDLES
 from sslops.config import Config
-from sslops.data.datacard import label_note
+from sslops.data.datacard import few_class_note, label_note
 from sslops.errors import SslopsError
 from sslops.pipeline import stage_cache
 from sslops.prepare import check_inputs
@@ -149,6 +149,11 @@ def build_summary(run_dir: Path) -> dict[str, Any]:
     summary["identifier_like_columns"] = sorted(card.get("identifier_like_train") or {})
     # A label of more than two values, trained one-vs-rest: which values count as negative.
     summary["label_note"] = label_note(str(card.get("label", "")), card.get("label_values"))
+    # A split with fewer than 10 rows of a class: its metrics (validation: model selection)
+    # rest on those rows.
+    summary["few_class_note"] = few_class_note(
+        str(card.get("label", "")), card.get("few_class_rows")
+    )
     bundle = run_dir / "audit" / "bundle"
     quant = exported.get("quantization") or {}
     gates = json.loads((bundle / "gates.json").read_text(encoding="utf-8"))

@@ -114,7 +114,7 @@ def plan(cfg: Config, roles: Roles, folders: list[Path]) -> Plan:
     numeric = {
         c: all(s["numeric"][c] for s in scans)
         and any(s["has_value"][c] for s in scans)
-        and c not in cfg.data.categorical
+        and c not in cfg.data.category_columns
         for c in roles.content
     }
     spellings: dict[str, Counter[str]] = {}

@@ -126,7 +126,7 @@ def scan_file(
             for column in columns:
                 # Identifiers as text, as a CSV holds them: a Parquet id of 16+ digits
                 # does not fit a float, and its digits are what identifies the row.
-                as_text = column in cfg.data.categorical or column in roles.identifiers
+                as_text = column in cfg.data.category_columns or column in roles.identifiers
                 array = scalar_cells(chunk.column(column), column, key, path, as_text)
                 cells[column], content[column], keys[column] = _scan_column(
                     cfg, roles, column, array, stats
@@ -198,7 +198,7 @@ def _scan_column(
     all_numeric = bool((~np.isnan(numbers) | ~present).all())
     stats["numeric"][column] &= all_numeric
     stats["has_value"][column] |= bool((present & (weights > 0)).any())
-    if column not in roles.text and column not in cfg.data.categorical:
+    if column not in roles.text and column not in cfg.data.category_columns:
         _count_mixed(stats["_mixed"].setdefault(column, _Mixed()), distinct, numbers, present,
                      weights)  # fmt: skip
     if casefold and not all_numeric:

@@ -176,7 +176,10 @@ def _check_sensitive_groups(
                 f"training split{cause}; fairness compares groups, so it needs at least 2"
             )
         if distinct > MAX_SENSITIVE_GROUPS:
-            numeric = pd.api.types.is_numeric_dtype(train[column])
+            # Read as a category (see DataConfig.category_columns): numbers in every row
+            # mean a quantity such as an age, which is banded rather than merged.
+            values = train[column].dropna()
+            numeric = bool(pd.to_numeric(values, errors="coerce").notna().all())
             hint = (
                 f"add a banded copy of it to the data (e.g. '{column}_band' with values like "
                 "'<30', '30-50', '50+') and list that in data.sensitive instead"
