@@ -33,6 +33,7 @@ from sslops.prepare.dataset import PreparedData, check_same_data
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
 PARITY_BATCHES = (1, 7, 256)
+LONG_METADATA = {"inputs", "preprocessing", "feature_names"}  # export.json has them whole
 
 
 def training_data_sha256(prepare_meta: dict[str, Any]) -> str:
@@ -54,6 +55,31 @@ def input_schema(data: PreparedData) -> list[dict[str, str]]:
         {"name": c.name, "dtype": "string", "missing": "empty string"} for c in enc.categorical
     ]
     return numeric + categorical
+
+
+def preprocessing_spec(cfg: Config, data: PreparedData) -> dict[str, Any]:
+    """What a caller does to a raw cell before it is a graph input, as ``sslops predict``
+    does it (:func:`sslops.data.canonicalize.canonicalize`, then
+    :class:`sslops.shadow.scoring.OnnxClassifier`): shipped in the model's metadata so that
+    a service outside sslops (onnxruntime in Java, C#, Triton) feeds what predict feeds.
+    Imputation, scaling, one-hot and unseen levels are inside the graph."""
+    return {
+        "missing_markers": list(cfg.data.na_values),
+        "text": "Unicode NFKC; every run of whitespace replaced by one space; leading and "
+        "trailing whitespace removed. A cell that is then empty, or equal to a missing "
+        "marker (itself so normalized), is missing",
+        "numeric_inputs": "float32 [batch]: the text as a decimal number (digits with an "
+        "optional sign, point and exponent: 42, -1.5, 3e2), cast from float64; missing, "
+        "and inf or infinity in any case and with any sign, as NaN (the graph imputes the "
+        "training median); any other text is not a number: refuse the row",
+        "categorical_inputs": "string [batch]: the normalized text as written (a code "
+        '02134 stays 02134); missing as "". Values outside the levels the graph holds '
+        "are scored as the __other__ level, inside the graph",
+        "inputs": "one graph input per column, fed by name (order does not matter); every "
+        "input the same batch length; a batch of 0 rows gives 0 probabilities",
+        "output": f"{OUTPUT} float32 [batch]: P({data.schema['label']} = "
+        f"{data.schema['positive']}); the decision is {OUTPUT} >= decision_threshold",
+    }
 
 
 def onnx_parity(
@@ -99,11 +125,24 @@ def strip_exporter_debug(nodes: Iterable[onnx.NodeProto]) -> None:
 
 
 def save_checked(proto: onnx.ModelProto, path: Path, metadata: dict[str, str]) -> None:
-    """Drop the exporter's debug records, add ``metadata`` to ``metadata_props``, run the full
-    ONNX checker, save to ``path``."""
+    """Drop the exporter's debug records, stamp the model as sslops' at the lowest IR
+    version its opsets allow, add ``metadata`` to ``metadata_props``, run the full ONNX
+    checker, save to ``path``.
+
+    The torch exporter stamps the IR version of the onnx package that ran it (10 with
+    onnx 1.16+), which onnxruntime before 1.18 refuses to load ("Unsupported model IR
+    version") although an opset-18 graph needs only IR 8 (onnxruntime 1.14+); the
+    per-tensor metadata the newer IR allows holds exporter debug records only, dropped
+    here. The int8 copies are quantized from this file and keep its IR version."""
     strip_exporter_debug(proto.graph.node)
     for function in proto.functions:
         strip_exporter_debug(function.node)
+    graph = proto.graph
+    for value in [*graph.input, *graph.output, *graph.value_info, *graph.initializer]:
+        del value.metadata_props[:]
+    needed = onnx.helper.find_min_ir_version_for(list(proto.opset_import), ignore_unknown=True)
+    proto.ir_version = min(proto.ir_version, needed)
+    proto.producer_name, proto.producer_version = "sslops", __version__
     for key, value in metadata.items():
         proto.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(proto, full_check=True)
@@ -150,6 +189,7 @@ def export(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_dir: Path) 
         export_raw_column_onnx(data.encoding, classifier, path, cfg.export.opset)
         proto = onnx.load(str(path))
         schema = input_schema(data)
+        preprocessing = preprocessing_spec(cfg, data)
         metadata = {
             "sslops_version": __version__,
             "model": name,
@@ -157,7 +197,10 @@ def export(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_dir: Path) 
             "sensitive_attribute_policy": _sensitive_policy(cfg),
             "training_data_sha256": training_data_sha256(data.meta),
             "finetune_weights_sha256": finetune_meta["files"][f"{name}.safetensors"],
+            "label": str(data.schema["label"]),
+            "positive_class": json.dumps(data.schema["positive"]),
             "inputs": json.dumps(schema),
+            "preprocessing": json.dumps(preprocessing),
             "feature_names": json.dumps(data.schema["encoded_features"]),
         }
         save_checked(proto, path, metadata)
@@ -169,7 +212,8 @@ def export(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_dir: Path) 
             "opset": cfg.export.opset,
             "inputs": schema,
             "output": {"name": OUTPUT, "shape": ["batch"], "dtype": "float32"},
-            "metadata": {k: v for k, v in metadata.items() if k not in {"inputs", "feature_names"}},
+            "preprocessing": preprocessing,
+            "metadata": {k: v for k, v in metadata.items() if k not in LONG_METADATA},
             "parity": parity,
             "onnx_sha256": sha256_file(path),
             "bytes": path.stat().st_size,

@@ -1,0 +1,129 @@
+"""Serving the exported model outside sslops: what a plain onnxruntime service needs to know
+and feed (runtime versions, metadata, the preprocessing spec shipped in the model), checked
+against ``sslops predict`` on raw CSV rows."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import unicodedata
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pandas as pd
+
+from sslops.config import Config
+from sslops.predict import predict
+
+# What onnxruntime 1.16 (built on onnx 1.14) reads at most; it refuses a higher IR version
+# ("Unsupported model IR version: 10, max supported IR version: 9").
+ORT_1_16 = {"ir": 9, "": 19, "ai.onnx.ml": 3}
+
+
+def _session(path: Path, level: str = "ORT_ENABLE_ALL") -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def test_the_models_load_in_older_runtimes_and_say_who_made_them(
+    stage_artifacts: dict[str, Path],
+) -> None:
+    """The torch exporter stamped IR 10, which no onnxruntime before 1.18 loads (a Java or
+    C# service pinned at 1.16, a Triton image a year old); an opset-18 graph needs IR 8."""
+    for name in ("model.onnx", "model.int8.onnx"):
+        proto = onnx.load(str(stage_artifacts["export"] / name))
+        opsets = {o.domain: o.version for o in proto.opset_import}
+        assert proto.ir_version == onnx.helper.find_min_ir_version_for(proto.opset_import), name
+        assert proto.ir_version <= ORT_1_16["ir"], (name, proto.ir_version)
+        assert opsets[""] <= ORT_1_16[""] and opsets.get("ai.onnx.ml", 0) <= ORT_1_16["ai.onnx.ml"]
+        onnx.checker.check_model(proto, full_check=True)
+        onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
+        tensors = [*proto.graph.input, *proto.graph.output, *proto.graph.value_info]
+        assert not [t.name for t in tensors if t.metadata_props], name  # an IR 10 field
+    proto = onnx.load(str(stage_artifacts["export"] / "model.onnx"))
+    assert proto.producer_name == "sslops"  # was "onnx.compose.merge_models" 1.0
+
+
+def _canonical(cell: str, markers: set[str]) -> str | None:
+    """The shipped spec's "text" rule, in plain Python."""
+    text = re.sub(r"[\t\n\f\r ]+", " ", unicodedata.normalize("NFKC", cell)).strip()
+    return None if not text or text in markers else text
+
+
+NUMBER = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$|^[+-]?(?:inf|infinity)$", re.I)
+
+
+def _feed(rows: list[dict[str, str]], session: ort.InferenceSession, spec: dict) -> dict:
+    """A service's feed from raw CSV cells, from the spec alone: no sslops, no pandas."""
+    markers = {_canonical(m, set()) or "" for m in spec["missing_markers"]}
+    feed = {}
+    for item in session.get_inputs():
+        cells = [_canonical(row[item.name], markers) for row in rows]
+        if item.type == "tensor(string)":
+            feed[item.name] = np.array(["" if c is None else c for c in cells], dtype=object)
+            continue
+        numbers = []
+        for cell in cells:
+            assert cell is None or NUMBER.match(cell), (item.name, cell)  # refuse the row
+            value = np.nan if cell is None else float(cell)
+            numbers.append(np.nan if np.isinf(value) else value)
+        feed[item.name] = np.array(numbers, dtype=np.float64).astype(np.float32)
+    return feed
+
+
+def test_a_service_fed_by_the_shipped_spec_scores_raw_rows_as_sslops_predict_does(
+    stage_artifacts: dict[str, Path], small_config: Config, small_data: dict[str, Path],
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """The graph does imputation, scaling and one-hot; what happens to a cell before it is an
+    input (missing markers, Unicode and whitespace, infinities) is in the model's metadata,
+    and following it by hand gives predict's scores to the digit, messy cells included."""
+    model = stage_artifacts["export"] / "model.onnx"
+    proto = onnx.load(str(model))
+    meta = {p.key: p.value for p in proto.metadata_props}
+    spec = json.loads(meta["preprocessing"])
+    assert spec["missing_markers"] == small_config.data.na_values
+    assert meta["label"] == "income" and json.loads(meta["positive_class"]) == ">50K"
+    assert "P(income = >50K)" in spec["output"]
+
+    with open(small_data["test"], encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    messy = {  # row: {column: cell as a person or an upstream system wrote it}
+        0: {"workclass": "  Private  ", "occupation": "?"},
+        1: {"occupation": " ? ", "age": "inf"},
+        2: {"age": "", "hours-per-week": "\uff14\uff10"},  # full-width 40
+        3: {"native-country": "Atlantis", "education": "HS-grad\u00a0"},  # unseen; NBSP
+        4: {"sex": "\uff2d\uff41\uff4c\uff45", "marital-status": "Married-civ-spouse\t"},
+        5: {"age": "-Infinity", "capital-gain": "1e3"},
+    }  # fmt: skip
+    for i, cells in messy.items():
+        rows[i].update(cells)
+    data = tmp_path / "raw.csv"
+    with open(data, "w", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    out = tmp_path / "predictions.csv"
+    predict(model, data, out, small_config)
+    written = pd.read_csv(out, dtype=str)["score"].tolist()
+
+    scores = {}
+    for level in ("ORT_DISABLE_ALL", "ORT_ENABLE_ALL"):
+        session = _session(model, level)
+        scores[level] = session.run(None, _feed(rows, session, spec))[0]
+        for size in (0, 1, 1000):  # the batch axis is dynamic, an empty batch included
+            part = session.run(None, _feed(rows[:size], session, spec))[0]
+            assert part.shape == (size,) and np.array_equal(part, scores[level][:size])
+    assert np.array_equal(scores["ORT_DISABLE_ALL"], scores["ORT_ENABLE_ALL"])
+    assert [f"{s:.9g}" for s in scores["ORT_ENABLE_ALL"].astype(np.float64)] == written
+
+    # The spec matters: the cells fed as written (markers and spaces kept) score otherwise.
+    session = _session(model)
+    raw = {i.name: np.array([r[i.name] for r in rows[:6]], dtype=object)
+           for i in session.get_inputs() if i.type == "tensor(string)"}  # fmt: skip
+    naive = session.run(None, {**_feed(rows[:6], session, spec), **raw})[0]
+    assert not np.array_equal(naive[:5], scores["ORT_ENABLE_ALL"][:5])
