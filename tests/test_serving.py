@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pandas as pd
+import pytest
 
 from sslops.config import Config
 from sslops.predict import predict
@@ -127,3 +128,50 @@ def test_a_service_fed_by_the_shipped_spec_scores_raw_rows_as_sslops_predict_doe
            for i in session.get_inputs() if i.type == "tensor(string)"}  # fmt: skip
     naive = session.run(None, {**_feed(rows[:6], session, spec), **raw})[0]
     assert not np.array_equal(naive[:5], scores["ORT_ENABLE_ALL"][:5])
+
+
+def test_a_category_code_is_scored_as_written_whatever_the_chunk(tmp_path: Path) -> None:
+    """data.categorical is for codes such as a ZIP code: prepare keeps 02134 as text, and
+    predict read a chunk of such cells as the number 2134, a level the model never saw (every
+    row scored as __other__, and counted as unseen)."""
+    from sslops.data.encoding import TabularEncoding
+    from sslops.export.graph import export_raw_column_onnx, raw_inputs
+    from sslops.finetune.stage import linear_model
+
+    rng = np.random.default_rng(0)
+    codes = ["02134", "02135", "10001", "94105", "27.0"]
+    train = pd.DataFrame({"age": rng.integers(18, 80, 500).astype(float),
+                          "zip": rng.choice(codes, 500)})  # fmt: skip
+    encoding = TabularEncoding.fit(train, ["age", "zip"], 50, 5)
+    assert set(codes) <= set(encoding.categorical[0].categories)
+    weights = rng.normal(size=len(encoding.feature_names)) * 3
+    model = tmp_path / "model.onnx"
+    export_raw_column_onnx(encoding, linear_model(None, weights, 0.1), model, 18)
+    new = pd.DataFrame({"age": [30.0, 40.0, 50.0, 60.0, 35.0],
+                        "zip": ["02134", "10001", "02135", "27.0", "abc"]})  # fmt: skip
+    data = tmp_path / "new.csv"
+    new.to_csv(data, index=False)
+    expected = _session(model).run(None, raw_inputs(encoding, new))[0]
+    for chunk in (5, 1, 2):  # a chunk of only numbers, and one with "abc" among them
+        out = tmp_path / f"chunk{chunk}.csv"
+        predict(model, data, out, chunk_rows=chunk)
+        scores = pd.read_csv(out)["score"].to_numpy()
+        np.testing.assert_allclose(scores, expected, rtol=0, atol=1e-7)
+        record = json.loads(out.with_name(f"chunk{chunk}.meta.json").read_text())
+        assert record["unseen_values"]["rows_by_column"] == {"zip": 1}, chunk  # "abc" only
+
+
+def test_a_bad_cell_in_a_large_file_is_named_with_its_row(
+    stage_artifacts: dict[str, Path], small_config: Config, small_data: dict[str, Path],
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    from sslops.errors import DataError
+
+    lines = small_data["test"].read_text(encoding="utf-8").splitlines()
+    lines[701] = "old" + lines[701][lines[701].index(",") :]  # age of data row 700
+    data = tmp_path / "day.csv"
+    data.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"non-numeric value 'old' in row 'day:700'"):
+        predict(stage_artifacts["export"] / "model.onnx", data, tmp_path / "p.csv", small_config,
+                chunk_rows=256)  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["day.csv"]

@@ -177,6 +177,8 @@ def predict(
     if id_column is None:
         _check_names(files)
     seen: dict[str, str] | None = {} if id_column else None  # row id -> the file it came from
+    # category codes stay as written (02134), as prepare read them
+    text_columns = [i.name for i in model.inputs if i.type == "tensor(string)"]
     inputs: list[dict[str, Any]] = []
     rows = positive = empty = 0
     unseen: Counter[str] = Counter()
@@ -185,7 +187,8 @@ def predict(
         sink.writer.writerow(PREDICTION_COLUMNS)
         for step, path in enumerate(files, 1):
             file_rows = file_empty = 0
-            for batch in iter_batches(path, na, id_column, "--data", chunk_rows or CHUNK_ROWS):
+            for batch in iter_batches(path, na, id_column, "--data", chunk_rows or CHUNK_ROWS,
+                                      text_columns):  # fmt: skip
                 score = model.score(batch).score
                 _check_batch(batch.row_ids, score, path, seen, id_column, model_path)
                 unseen.update(model.unseen(batch))

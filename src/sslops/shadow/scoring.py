@@ -17,7 +17,7 @@ Nothing here writes anywhere: scoring never feeds back into a decision.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from sslops.data.canonicalize import canonicalize, cell_texts
+from sslops.data.canonicalize import canonical_strings, canonicalize, cell_texts
 from sslops.data.readers import (
     TABLE_SUFFIXES,
     header_hint,
@@ -95,19 +95,29 @@ def read_batch(path: Path, na_values: list[str], id_column: str | None, key: str
 
 
 def iter_batches(
-    path: Path, na_values: list[str], id_column: str | None, key: str, chunk_rows: int
-) -> Iterator[Batch]:
+    path: Path, na_values: list[str], id_column: str | None, key: str, chunk_rows: int,
+    text_columns: Sequence[str] = (),
+) -> Iterator[Batch]:  # fmt: skip
     """:func:`read_batch` in pieces of at most ``chunk_rows`` rows (memory stays flat for a
-    file of any size); row ids number the file's rows as the whole read does."""
+    file of any size); row ids number the file's rows as the whole read does.
+
+    ``text_columns`` (a model's string inputs) of a CSV stay the canonical text as written,
+    as prepare reads a CSV's category: ``02134`` stays ``02134`` where every cell of the
+    chunk is a number (read as numbers, it became ``2134``, a level the model never saw)."""
     start = filled = 0
-    texts = [id_column] if id_column else []
+    csv_text = [id_column] if id_column else []
+    parquet = is_parquet(path)
     chunks = (
         _parquet_frames(path, key, chunk_rows, id_column)
-        if is_parquet(path)
-        else read_csv_chunks(str(path), na_values, key, chunk_rows, text_columns=texts)
+        if parquet
+        else read_csv_chunks(
+            str(path), na_values, key, chunk_rows, text_columns=[*csv_text, *text_columns]
+        )
     )
     for chunk in chunks:
         frame, _ = canonicalize(chunk, na_values)
+        for column in [] if parquet else [c for c in text_columns if c in chunk.columns]:
+            frame[column] = canonical_strings(chunk[column], na_values)[0].astype("string")
         batch = _batch(frame, path, id_column, key, start, ids=_id_texts(chunk, id_column))
         start += len(chunk)
         filled += len(batch.frame)
@@ -240,10 +250,12 @@ class OnnxClassifier:
                 numbers = pd.to_numeric(column, errors="coerce")
                 bad = numbers.isna() & column.notna()
                 if bad.any():
+                    first = int(np.flatnonzero(bad.to_numpy())[0])  # the row of a large file
                     raise DataError(
                         f"--data {batch.path}: column {spec.name!r} has non-numeric value "
-                        f"{column[bad].iloc[0]!r}; {self.path.name} expects numbers (a "
-                        "marker of a missing value belongs in data.na_values)"
+                        f"{column.iloc[first]!r} in row {batch.row_ids[first]!r}; "
+                        f"{self.path.name} expects numbers (a marker of a missing value "
+                        "belongs in data.na_values)"
                     )
                 array = numbers.astype("float64").to_numpy().astype(_ORT_TYPES[spec.type])
             else:
