@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import unicodedata
 from pathlib import Path
@@ -175,3 +176,18 @@ def test_a_bad_cell_in_a_large_file_is_named_with_its_row(
         predict(stage_artifacts["export"] / "model.onnx", data, tmp_path / "p.csv", small_config,
                 chunk_rows=256)  # fmt: skip
     assert sorted(p.name for p in tmp_path.iterdir()) == ["day.csv"]
+
+
+def test_predictions_get_the_mode_a_new_file_gets(
+    stage_artifacts: dict[str, Path], small_config: Config, small_data: dict[str, Path],
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """mkstemp's 0600 survived the rename: the next job (another user) could not read them."""
+    previous = os.umask(0o022)
+    try:
+        out = tmp_path / "predictions.csv"
+        predict(stage_artifacts["export"] / "model.onnx", small_data["test"], out, small_config)
+    finally:
+        os.umask(previous)
+    for path in (out, tmp_path / "predictions.meta.json"):
+        assert path.stat().st_mode & 0o777 == 0o644, path

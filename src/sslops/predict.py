@@ -382,6 +382,7 @@ def _writing(out: Path) -> Iterator[_Sink]:
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
         temps.append(tmp)
+        _readable(fd)
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             sink = _Sink(fh, csv.writer(fh, lineterminator="\n"))
             yield sink
@@ -389,6 +390,7 @@ def _writing(out: Path) -> Iterator[_Sink]:
             raise RuntimeError("predictions written without a provenance record")
         fd, tmp_meta = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
         temps.append(tmp_meta)
+        _readable(fd)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(json.dumps(sink.provenance, indent=2) + "\n")
         os.replace(tmp_meta, meta_path(out))
@@ -397,3 +399,12 @@ def _writing(out: Path) -> Iterator[_Sink]:
         for path in temps:
             Path(path).unlink(missing_ok=True)
         raise
+
+
+def _readable(fd: int) -> None:
+    """The mode ``open`` would give a new file (0644 under the usual umask 022): mkstemp
+    makes its file 0600 and the rename keeps it, so the predictions, written as root or
+    by a job's user, were unreadable to the job or person who reads them next."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)
