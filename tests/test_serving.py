@@ -183,11 +183,44 @@ def test_predictions_get_the_mode_a_new_file_gets(
     tmp_path: Path,
 ) -> None:  # fmt: skip
     """mkstemp's 0600 survived the rename: the next job (another user) could not read them."""
-    previous = os.umask(0o022)
-    try:
-        out = tmp_path / "predictions.csv"
-        predict(stage_artifacts["export"] / "model.onnx", small_data["test"], out, small_config)
-    finally:
-        os.umask(previous)
-    for path in (out, tmp_path / "predictions.meta.json"):
-        assert path.stat().st_mode & 0o777 == 0o644, path
+    for umask, mode in ((0o022, 0o644), (0o077, 0o600)):  # a private umask is kept
+        previous = os.umask(umask)
+        try:
+            out = tmp_path / f"{umask:o}" / "predictions.csv"
+            out.parent.mkdir()
+            predict(stage_artifacts["export"] / "model.onnx", small_data["test"], out,
+                    small_config)  # fmt: skip
+            assert os.umask(umask) == umask  # predict left the process umask as it was
+        finally:
+            os.umask(previous)
+        for path in (out, out.with_name("predictions.meta.json")):
+            assert path.stat().st_mode & 0o777 == mode, path
+
+
+def test_a_level_written_in_another_case_is_that_level_as_in_training(
+    stage_artifacts: dict[str, Path], small_config: Config, small_data: dict[str, Path],
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """prepare.casefold_categories merges spellings that differ only in case; 'private' at
+    serving time was scored as __other__ (and counted unseen), not as the level Private."""
+    model = stage_artifacts["export"] / "model.onnx"
+    meta = {p.key: p.value for p in onnx.load(str(model)).metadata_props}
+    assert json.loads(meta["preprocessing"])["case_insensitive_levels"] is True
+    rows = pd.read_csv(small_data["test"], dtype=str, keep_default_na=False).head(40)
+    rows = rows[rows["workclass"].str.strip() == "Private"].reset_index(drop=True)
+    scores = {}
+    for spelling in ("Private", "private", "PRIVATE"):
+        data = tmp_path / f"{spelling}.csv"
+        rows.assign(workclass=spelling).to_csv(data, index=False)
+        out = tmp_path / f"{spelling}-scores.csv"
+        predict(model, data, out, small_config)
+        scores[spelling] = pd.read_csv(out)["score"].to_numpy()
+        record = json.loads(out.with_name(f"{spelling}-scores.meta.json").read_text())
+        assert "workclass" not in record["unseen_values"]["rows_by_column"], spelling
+    assert np.array_equal(scores["private"], scores["Private"])
+    assert np.array_equal(scores["PRIVATE"], scores["Private"])
+    other = tmp_path / "other.csv"
+    rows.assign(workclass="Privat").to_csv(other, index=False)  # a typo stays unseen
+    predict(model, other, tmp_path / "other-scores.csv", small_config)
+    record = json.loads((tmp_path / "other-scores.meta.json").read_text())
+    assert record["unseen_values"]["rows_by_column"]["workclass"] == len(rows)

@@ -405,6 +405,18 @@ def _readable(fd: int) -> None:
     """The mode ``open`` would give a new file (0644 under the usual umask 022): mkstemp
     makes its file 0600 and the rename keeps it, so the predictions, written as root or
     by a job's user, were unreadable to the job or person who reads them next."""
-    umask = os.umask(0)
+    os.fchmod(fd, 0o666 & ~_umask())
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux shows it (setting it to read
+    it back would, for that instant, apply to files other threads create)."""
+    try:
+        for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o077)  # elsewhere: set and restore, the most private value meanwhile
     os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)
+    return umask

@@ -74,7 +74,15 @@ def preprocessing_spec(cfg: Config, data: PreparedData) -> dict[str, Any]:
         "training median); any other text is not a number: refuse the row",
         "categorical_inputs": "string [batch]: the normalized text as written (a code "
         '02134 stays 02134); missing as "". Values outside the levels the graph holds '
-        "are scored as the __other__ level, inside the graph",
+        "are scored as the __other__ level, inside the graph"
+        + (
+            "; first, a value that is not a level but equals exactly one level when both "
+            "are lower-cased (private, PRIVATE for Private) is that level, as training "
+            "merged spellings that differ only in case (case_insensitive_levels)"
+            if cfg.prepare.casefold_categories
+            else ""
+        ),
+        "case_insensitive_levels": cfg.prepare.casefold_categories,
         "inputs": "one graph input per column, fed by name (order does not matter); every "
         "input the same batch length; a batch of 0 rows gives 0 probabilities",
         "output": f"{OUTPUT} float32 [batch]: P({data.schema['label']} = "

@@ -16,6 +16,7 @@ Nothing here writes anywhere: scoring never feeds back into a decision.
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -196,6 +197,14 @@ class OnnxClassifier:
         meta = {p.key: p.value for p in proto.metadata_props}
         self.metadata = meta
         self.levels = _known_levels(proto)
+        # Training merged category spellings that differ only in case (sslops models say so
+        # in their preprocessing metadata): 'private' is the level 'Private' here too.
+        spec = _json_or_empty(meta.get("preprocessing"))
+        self.case_levels = (
+            {c: _case_map(known) for c, known in self.levels.items()}
+            if spec.get("case_insensitive_levels")
+            else {}
+        )
         self.has_threshold = "decision_threshold" in meta  # else the caller's default
         self.threshold = float(meta.get("decision_threshold", default_threshold))
         self.inputs = self.session.get_inputs()
@@ -227,11 +236,23 @@ class OnnxClassifier:
         counts = {}
         for column, known in self.levels.items():
             if column in batch.frame.columns:
-                texts = cell_texts(batch.frame[column])
+                texts = self._texts(batch.frame[column], column)
                 count = int(np.count_nonzero(~np.isin(texts, known)))
                 if count:
                     counts[column] = count
         return counts
+
+    def _texts(self, column: pd.Series, name: str) -> np.ndarray:
+        """The cells as the model's string input: text, and a level written in another
+        case as that level (where training merged such spellings)."""
+        texts = cell_texts(column)
+        folds = self.case_levels.get(name)
+        if folds:
+            odd = ~np.isin(texts, self.levels[name])
+            if odd.any():
+                texts = texts.copy()
+                texts[odd] = [folds.get(t.lower(), t) for t in texts[odd]]
+        return texts
 
     def feed(self, batch: Batch) -> dict[str, np.ndarray]:
         missing = [c for c in self.columns if c not in batch.frame.columns]
@@ -245,7 +266,7 @@ class OnnxClassifier:
         for spec in self.inputs:
             column = batch.frame[spec.name]
             if spec.type == "tensor(string)":
-                array = cell_texts(column)
+                array = self._texts(column, spec.name)
             elif spec.type in _ORT_TYPES:
                 numbers = pd.to_numeric(column, errors="coerce")
                 bad = numbers.isna() & column.notna()
@@ -272,6 +293,22 @@ class OnnxClassifier:
         score = out[:, -1] if out.ndim == 2 else out
         score = score.astype(np.float64)
         return Scores(score=score, decision=(score >= self.threshold).astype(int))
+
+
+def _json_or_empty(text: str | None) -> dict[str, Any]:
+    try:
+        value = json.loads(text) if text else {}
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _case_map(known: np.ndarray) -> dict[str, str]:
+    """Lower-cased level -> the level, for the levels no other level equals when lower-cased."""
+    lowered: dict[str, list[str]] = {}
+    for level in known:
+        lowered.setdefault(str(level).lower(), []).append(str(level))
+    return {low: levels[0] for low, levels in lowered.items() if len(levels) == 1}
 
 
 def _known_levels(proto: Any) -> dict[str, np.ndarray]:
