@@ -8,17 +8,21 @@ setuptools' backend in a copy of the tracked files (a few seconds, no index need
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tarfile
 import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from sslops.config import load_config
+from sslops.errors import ConfigError
+from tests.conftest import FAST_OVERRIDES, ROOT
 
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 VERSION = PROJECT["project"]["version"]
@@ -61,3 +65,106 @@ def test_the_sdist_holds_every_tracked_file(dist: dict[str, Path]) -> None:
     missing = [name for name in _tracked() if name not in names]
     assert not missing, f"MANIFEST.in leaves tracked files out of the sdist: {missing}"
     assert not [name for name in names if "__pycache__" in name or name.endswith(".pyc")]
+
+
+def test_the_wheel_holds_every_data_file_sslops_reads(dist: dict[str, Path]) -> None:
+    with zipfile.ZipFile(dist["wheel"]) as wheel:
+        names = set(wheel.namelist())
+    data = [
+        name.removeprefix("src/")
+        for name in _tracked()
+        if name.startswith("src/sslops/") and not name.endswith(".py")
+    ]
+    assert "sslops/datasets/adult/train.csv.gz" in data
+    missing = [name for name in data if name not in names]
+    assert not missing, f"package-data leaves files out of the wheel: {missing}"
+    # The demo configs the docs run are package data, not files of the checkout only:
+    # configs/ links to them.
+    for config in (ROOT / "configs").iterdir():
+        shipped = (ROOT / "src" / "sslops" / "datasets" / config.name).resolve()
+        assert config.resolve() == shipped, f"{config} is not the shipped {shipped}"
+        assert f"sslops/datasets/{config.name}" in names
+
+
+@pytest.fixture(scope="session")
+def installed(dist: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel installed by pip in a folder of a deployment repository (not the checkout)."""
+    deploy = tmp_path_factory.mktemp("deploy")
+    git = ["git", "-c", "user.name=release", "-c", "user.email=release@example.com"]
+    subprocess.run([*git, "init", "-q"], cwd=deploy, check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "deploy"], cwd=deploy, check=True)
+    site = deploy / "site-packages"
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
+         "--target", str(site), str(dist["wheel"])],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return site
+
+
+def _run_installed(site: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(site), "PYTHONDONTWRITEBYTECODE": "1"}
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, check=False
+    )
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in folder.rglob("*")
+    }
+
+
+def test_an_installed_sslops_runs_a_shipped_config_from_any_folder(
+    installed: Path, tmp_path: Path
+) -> None:
+    """From a folder without configs/: the shipped config and data; nothing written where it
+    is installed."""
+    before = _snapshot(installed)
+    where = _run_installed(installed, tmp_path, "-c", "import sslops; print(sslops.__file__)")
+    assert where.stdout.strip() == str(installed / "sslops" / "__init__.py"), where.stderr
+    version = _run_installed(installed, tmp_path, "-m", "sslops", "--version")
+    assert version.stdout.strip() == f"sslops {VERSION}", version.stderr
+    prepared = _run_installed(
+        installed, tmp_path, "-m", "sslops", "prepare",
+        "--config", "package:gunpoint.yaml", "--out", "prepared",
+    )  # fmt: skip
+    assert prepared.returncode == 0, prepared.stderr[-3000:]
+    assert (tmp_path / "prepared" / "meta.json").is_file()
+    assert _snapshot(installed) == before
+
+
+def test_a_shipped_config_loads_by_name_from_any_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert load_config("package:adult.yaml") == load_config(ROOT / "configs" / "adult.yaml")
+    # The command the docs show, outside a checkout: the error names the shipped config.
+    with pytest.raises(ConfigError) as error:
+        load_config("configs/adult.yaml")
+    assert str(error.value) == (
+        "config file not found: configs/adult.yaml (the demo configs ship inside sslops: "
+        "--config package:adult.yaml; all of them: package:adult.yaml, package:gunpoint.yaml, "
+        "package:mnist.yaml)"
+    )
+    with pytest.raises(ConfigError, match=r"^config file not found: package:adults\.yaml; the "
+                       r"configs shipped with sslops are package:adult\.yaml, "):  # fmt: skip
+        load_config("package:adults.yaml")
+    with pytest.raises(ConfigError, match=r"^config file not found: mine\.yaml$"):
+        load_config("mine.yaml")
+
+
+@pytest.mark.slow
+def test_the_installed_wheel_runs_the_demo_pipeline(installed: Path, tmp_path: Path) -> None:
+    """``sslops run`` on the shipped demo config (small settings) from outside the checkout."""
+    before = _snapshot(installed)
+    sets = [arg for override in FAST_OVERRIDES for arg in ("--set", override)]
+    result = _run_installed(
+        installed, tmp_path, "-m", "sslops", "run", "--config", "package:adult.yaml", *sets
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "runs" / "adult" / "summary.json").read_text())
+    assert Path(summary["onnx"]["path"]).is_file()
+    assert _snapshot(installed) == before

@@ -89,9 +89,10 @@ def _use_formatter(parser: argparse.ArgumentParser) -> None:
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", "-c", metavar="FILE",
-        help="YAML config (see configs/); without it, the built-in defaults plus --set, which must "
-        "then give at least data.train and data.label (tables: also data.positive and "
-        "data.sensitive)",
+        help="YAML config (see configs/; the demo configs also ship inside sslops as "
+        "package:adult.yaml, package:mnist.yaml and package:gunpoint.yaml); without it, the "
+        "built-in defaults plus --set, which must then give at least data.train and data.label "
+        "(tables: also data.positive and data.sensitive)",
     )  # fmt: skip
     parser.add_argument(
         "--set",
@@ -818,7 +819,8 @@ def _print_test_precision(console: Any, metrics_path: Path) -> None:
 def _cmd_run(args: argparse.Namespace, cfg: Config) -> None:
     from sslops.pipeline.local import run_local
 
-    out = args.out or Path("runs") / (Path(args.config).stem if args.config else "run")
+    stem = Path(args.config.removeprefix("package:")).stem if args.config else "run"
+    out = args.out or Path("runs") / stem
     summary = run_local(cfg, out)
     _print_summary(summary, Path(out).resolve(), args.config)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -914,16 +915,39 @@ def _quote_hint(exc: Exception) -> str:
     return f"; quote the value: {found[1].strip()} {json.dumps(found[2])}"
 
 
+SHIPPED_PREFIX = "package:"  # as data.train's: a file in sslops/datasets (data/readers.py)
+
+
+def config_file(spec: str) -> Path:
+    """``package:adult.yaml`` -> a demo config shipped inside sslops; else a filesystem path."""
+    if spec.startswith(SHIPPED_PREFIX):
+        return Path(str(files("sslops") / "datasets" / spec.removeprefix(SHIPPED_PREFIX)))
+    return Path(spec)
+
+
+def _shipped_hint(spec: str) -> str:
+    """Where a config that is not here ships with sslops: the demo configs outside a checkout."""
+    shipped = sorted(p.name for p in config_file(SHIPPED_PREFIX).iterdir() if p.suffix == ".yaml")
+    names = ", ".join(SHIPPED_PREFIX + name for name in shipped)
+    if spec.startswith(SHIPPED_PREFIX):
+        return f"; the configs shipped with sslops are {names}"
+    if Path(spec).name in shipped:
+        return (f" (the demo configs ship inside sslops: --config {SHIPPED_PREFIX}"
+                f"{Path(spec).name}; all of them: {names})")  # fmt: skip
+    return ""
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
     """Read YAML (or start empty), apply ``--set`` overrides, validate."""
     raw: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
+        given = str(path)
+        path = config_file(given)
         if path.is_dir():
-            raise ConfigError(f"config file {path} is a folder; expected a YAML file such as "
+            raise ConfigError(f"config file {given} is a folder; expected a YAML file such as "
                               "configs/adult.yaml")  # fmt: skip
         if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
+            raise ConfigError(f"config file not found: {given}{_shipped_hint(given)}")
         loaded = read_yaml_file(path, "config file")
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {path}: expected a mapping at the top level")
