@@ -120,8 +120,8 @@ def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
 def test_an_installed_sslops_runs_a_shipped_config_from_any_folder(
     installed: Path, tmp_path: Path
 ) -> None:
-    """From a folder without configs/: the shipped config and data; nothing written where it
-    is installed."""
+    """From a folder without configs/: the shipped config and data, meta.json without the
+    deployment repository's commit (not sslops's source), nothing written where it is installed."""
     before = _snapshot(installed)
     where = _run_installed(installed, tmp_path, "-c", "import sslops; print(sslops.__file__)")
     assert where.stdout.strip() == str(installed / "sslops" / "__init__.py"), where.stderr
@@ -132,8 +132,22 @@ def test_an_installed_sslops_runs_a_shipped_config_from_any_folder(
         "--config", "package:gunpoint.yaml", "--out", "prepared",
     )  # fmt: skip
     assert prepared.returncode == 0, prepared.stderr[-3000:]
-    assert (tmp_path / "prepared" / "meta.json").is_file()
+    meta = json.loads((tmp_path / "prepared" / "meta.json").read_text(encoding="utf-8"))
+    assert meta["git_commit"] is None
     assert _snapshot(installed) == before
+
+
+def test_git_commit_is_the_checkouts_own_when_sslops_runs_from_it() -> None:
+    from sslops import artifacts
+
+    if Path(artifacts.__file__).resolve() != ROOT / "src" / "sslops" / "artifacts.py":
+        pytest.skip("sslops is not imported from this checkout's src/")
+    if not (ROOT / ".git").exists() or not shutil.which("git"):
+        pytest.skip("not a git checkout")
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert artifacts.git_commit() == head.stdout.strip()
 
 
 def test_a_shipped_config_loads_by_name_from_any_folder(

@@ -86,16 +86,23 @@ def package_versions() -> dict[str, str]:
 
 
 def git_commit() -> str | None:
-    """The commit of the source tree sslops runs from, when it is a git checkout."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
+    """The commit of the source tree sslops runs from, when it is a git checkout.
+
+    None for an installed sslops, also when the environment it is installed in lies inside
+    some other repository (a deployment repo's .venv): that repository's commit does not
+    hold the code that ran. Git must track this very file for its HEAD to count.
+    """
+    here = Path(__file__).resolve()
+
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["git", *args], cwd=here.parent, capture_output=True, text=True, timeout=5, check=False
         )
+
+    try:
+        if git("ls-files", "--error-unmatch", "--", here.name).returncode != 0:
+            return None
+        out = git("rev-parse", "HEAD")
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
