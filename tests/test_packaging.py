@@ -16,6 +16,7 @@ import sys
 import tarfile
 import tomllib
 import zipfile
+from email.parser import Parser
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,33 @@ def test_the_wheel_holds_every_data_file_sslops_reads(dist: dict[str, Path]) -> 
         shipped = (ROOT / "src" / "sslops" / "datasets" / config.name).resolve()
         assert config.resolve() == shipped, f"{config} is not the shipped {shipped}"
         assert f"sslops/datasets/{config.name}" in names
+
+
+def test_the_wheel_metadata(dist: dict[str, Path]) -> None:
+    with zipfile.ZipFile(dist["wheel"]) as wheel:
+        info = f"sslops-{VERSION}.dist-info"
+        metadata = Parser().parsestr(wheel.read(f"{info}/METADATA").decode())
+        entry_points = wheel.read(f"{info}/entry_points.txt").decode()
+        license_text = wheel.read(f"{info}/licenses/LICENSE").decode()
+    assert metadata["Version"] == VERSION
+    assert metadata["Requires-Python"] == ">=3.11"
+    assert metadata["License-Expression"] == "Apache-2.0"
+    assert "Apache License" in license_text and "Version 2.0, January 2004" in license_text
+    assert "Programming Language :: Python :: 3.11" in metadata.get_all("Classifier", [])
+    urls = dict(url.split(", ", 1) for url in metadata.get_all("Project-URL", []))
+    assert urls.get("Source") == "https://github.com/sslops/sslops"
+    assert "sslops = sslops.cli:main" in entry_points
+
+
+def test_the_build_backend_floor_reads_the_metadata() -> None:
+    """``license = "Apache-2.0"`` (PEP 639) needs setuptools 77; an older one on a mirror
+    fails the build with "project.license must be valid exactly by one definition"."""
+    from packaging.requirements import Requirement
+
+    assert isinstance(PROJECT["project"]["license"], str)
+    requires = {Requirement(r).name: Requirement(r) for r in PROJECT["build-system"]["requires"]}
+    assert not requires["setuptools"].specifier.contains("76.1.0"), requires["setuptools"]
+    assert requires["setuptools"].specifier.contains("77.0.3")
 
 
 @pytest.fixture(scope="session")
