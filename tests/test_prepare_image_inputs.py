@@ -132,12 +132,13 @@ def test_image_folder_16_bit_images_are_scaled_not_clipped(tmp_path: Path) -> No
     root, rng = tmp_path / "images", np.random.default_rng(2)
     (root / "a").mkdir(parents=True)
     (root / "b").mkdir()
-    for i in range(200):  # 12-bit scans in 16-bit PNGs
-        pixels = rng.integers(0, 4096, (8, 8)).astype(np.uint16)
+    for i in range(200):  # 16-bit PNGs using the 16-bit range (12-bit ones: test_own_media)
+        pixels = rng.integers(0, 65536, (8, 8)).astype(np.uint16)
         Image.fromarray(pixels).save(root / "ab"[i % 2] / f"{i}.png")
     data = PreparedData(prepare(image_config(root, "image_folder"), tmp_path / "out"))
     values = np.concatenate([data.split(s).features for s in ("train", "validation", "test")])
-    assert values.max() == 16  # 4095 / 257, rounded
+    assert values.max() == 255 and values.min() == 0  # 65535 / 257; clipping made most 255
+    assert (values == 255).mean() < 0.01
 
 
 # ---------------------------------------------------------------- pixel CSV

@@ -299,6 +299,7 @@ def _eight_bit(values: np.ndarray, what: str) -> np.ndarray:
 
 
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+SIXTEEN_BIT_LOW = 4095  # a 16-bit image with no value above this fits in 12 bits
 
 
 def image_files(root: Path) -> list[Path]:
@@ -343,13 +344,32 @@ def read_image_folder(root: Path, key: str) -> tuple[list[Image.Image], np.ndarr
 
 def _eight_bit_image(image: Image.Image, what: str) -> Image.Image:
     """Pillow's convert('L') clips 16- and 32-bit pixels at 255 (a 12-bit scan turns almost
-    white): a 16-bit image is scaled from 0..65535 as an 8-bit export would; 32-bit integer
-    and float images are read by the rule of :func:`_eight_bit`."""
+    white): a 16-bit image is scaled from 0..65535 as an 8-bit export would (one whose values
+    fit in 12 bits is refused, see :func:`_check_sixteen_bit_range`); 32-bit integer and
+    float images are read by the rule of :func:`_eight_bit`."""
     if image.mode in _SIXTEEN_BIT:
-        return Image.fromarray(np.round(np.asarray(image, dtype=np.float64) / 257).astype(np.uint8))
+        pixels = np.asarray(image, dtype=np.float64)
+        _check_sixteen_bit_range(pixels, what)
+        return Image.fromarray(np.round(pixels / 257).astype(np.uint8))
     if image.mode in ("I", "F"):
         return Image.fromarray(_eight_bit(np.asarray(image), what))
     return image
+
+
+def _check_sixteen_bit_range(pixels: np.ndarray, what: str) -> None:
+    """A 16-bit image whose values all fit in 12 bits (a 12-bit scan saved as 16-bit PNG or
+    TIFF, as medical images often are; or 8-bit values saved as 16-bit) reads on the 16-bit
+    scale as an almost black image of at most 17 grey levels, and the group attributes (ink
+    at 128 of 255) find no ink in it: refused with the conversion, as the scale cannot be
+    told from one image. A blank image (all 0) is the same on any scale."""
+    high = float(pixels.max())
+    if 0 < high <= SIXTEEN_BIT_LOW:
+        raise DataError(
+            f"{what} is a 16-bit image whose values reach only {high:g} (of 65535): read on "
+            f"the 16-bit scale it is almost black (8-bit values up to {round(high / 257)}); "
+            "if it holds 12-bit (0..4095) or 8-bit values, convert it to 8 bits on its own "
+            "scale, e.g. numpy.round(a * 255 / 4095).astype('uint8'), and save it again"
+        )
 
 
 def canonical_images(
