@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from sslops.config import Config, validate_config
 from sslops.errors import DataError
 from sslops.prepare import PreparedData, prepare
 from tests.test_prepare_arrays import image_config
@@ -68,3 +69,124 @@ def test_blank_and_full_range_16_bit_images_are_read(tmp_path: Path) -> None:
     data = PreparedData(prepare(image_config(root, "image_folder"), tmp_path / "out"))
     values = np.concatenate([data.split(s).features for s in ("train", "validation", "test")])
     assert values.max() == 255 and len(values) == 40
+
+
+def test_rgb_images_under_a_grey_config_are_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    images = [np.stack([a, a // 2, 255 - a], axis=-1) for a in _digits(30)]
+    root = _folder(tmp_path / "colour", images, ["benign", "malignant", "unclear"] * 10)
+    out = prepare(image_config(root, "image_folder"), tmp_path / "out")
+    notes = _notes(capsys)
+    assert any(
+        "30 of 30 images converted to one grey channel" in n and "RGB (30)" in n
+        and "prepare.image_channels=3" in n
+        for n in notes
+    ), notes  # fmt: skip
+    assert any("converted to one grey channel" in n for n in _card(out)["notes"])
+    assert "converted to one grey channel" in (out / "datacard.md").read_text(encoding="utf-8")
+    # as asked for (image_channels: 3) nothing is converted and nothing is said
+    prepare(image_config(root, "image_folder", image_channels=3), tmp_path / "rgb")
+    assert not [n for n in _notes(capsys) if "converted" in n]
+
+
+def test_images_of_several_sizes_are_named_and_stretching_counted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sizes = [(12, 12), (12, 20), (16, 16)]  # (height, width)
+    images = [RNG.integers(0, 256, sizes[i % 3]).astype(np.uint8) for i in range(30)]
+    for suffix in (".png", ".jpg"):  # PNG and JPEG read alike
+        root = _folder(tmp_path / f"mixed{suffix}", images, ["x", "y"] * 15, suffix)
+        out = prepare(image_config(root, "image_folder"), tmp_path / f"out{suffix}")
+        (note,) = [n for n in _notes(capsys) if "resized" in n]
+        assert "20 of 30 images resized to 12x12 (the first image's size" in note
+        assert "12x20 (10)" in note and "16x16 (10)" in note
+        assert "10 of them stretched to another aspect ratio" in note
+        assert PreparedData(out).train.features.shape[1:] == (12, 12, 1)
+
+
+def _ts(path: Path, series: list[np.ndarray], labels: list[str]) -> Path:
+    classes = " ".join(sorted(set(labels)))
+    rows = [
+        ",".join("?" if np.isnan(v) else f"{v:.5f}" for v in values) + f":{label}"
+        for values, label in zip(series, labels, strict=True)
+    ]
+    text = f"@univariate true\n@missing true\n@classLabel true {classes}\n@data\n"
+    path.write_text(text + "\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def _series_config(train: Path, **prepare_options: object) -> Config:
+    return validate_config(
+        {
+            "modality": "timeseries",
+            "data": {"train": str(train), "format": "ts", "label": "class"},
+            "prepare": {"test_fraction": 0.2, **prepare_options},
+        }
+    )
+
+
+def _walks(n: int, length: int) -> list[np.ndarray]:
+    return [np.cumsum(RNG.normal(size=length)) for _ in range(n)]
+
+
+def test_series_of_another_length_or_with_gaps_are_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    series = _walks(40, 300)  # recorded at twice GunPoint's rate, a config copied from it
+    for values in series[:7]:
+        values[100:110] = np.nan
+    labels = ["sitting", "standing", "walking", "falling"] * 10
+    path = _ts(tmp_path / "ward_TRAIN.ts", series, labels)
+    out = prepare(_series_config(path, series_length=150), tmp_path / "out")
+    notes = _notes(capsys)
+    assert any(
+        "40 of 40 series are not 150 long (prepare.series_length)" in n and "40 resampled" in n
+        and "lengths found: 300 (40)" in n
+        for n in notes
+    ), notes  # fmt: skip
+    assert any("7 of 40 series have missing values ('?')" in n for n in notes), notes
+    assert len(_card(out)["notes"]) >= 2
+    # unequal lengths, cropped at the end to the most common length
+    path = _ts(tmp_path / "uneq.ts", _walks(30, 100) + _walks(10, 120), labels[:40])
+    prepare(_series_config(path, series_length_policy="pad_crop"), tmp_path / "uneq")
+    (note,) = [n for n in _notes(capsys) if "long" in n]
+    assert "10 of 40 series are not 100 long (the most common length)" in note
+    assert "10 cropped at the end" in note and "lengths found: 100 (30), 120 (10)" in note
+
+
+def test_a_rare_class_missing_from_a_split_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    labels = ["gun", "point", "reverse"] * 30 + ["fall"] * 2
+    path = _ts(tmp_path / "rare.ts", _walks(len(labels), 50), labels)
+    out = prepare(_series_config(path, validation_fraction=0.2), tmp_path / "out")
+    data = PreparedData(out)
+    counts = {s: list(data.split(s).frame["label"]) for s in ("train", "validation", "test")}
+    absent = [s for s, found in counts.items() if "fall" not in found]
+    assert absent  # two items cannot reach all three splits
+    (note,) = [n for n in _notes(capsys) if "few items" in n]
+    assert f"no items of class 'fall' in {', '.join(absent)}" in note
+    assert "not measured on that class" in note
+    few = _card(out)["few_class_items"]
+    assert all(few[s]["fall"] == 0 for s in absent)
+    assert "few items of a class" in (out / "datacard.md").read_text(encoding="utf-8")
+
+
+def test_files_of_an_image_folder_that_are_not_read_are_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = _folder(tmp_path / "scans", _digits(30), ["a", "b"] * 15)
+    (root / "a" / "scan_100.dcm").write_bytes(b"\0" * 128 + b"DICM")
+    (root / "b" / "notes.txt").write_text("seen by Dr. X", encoding="utf-8")
+    (root / "a" / ".DS_Store").write_bytes(b"\0")  # hidden: not counted
+    out = prepare(image_config(root, "image_folder"), tmp_path / "out")
+    (note,) = [n for n in _notes(capsys) if "left out" in n]
+    assert "data.train: 2 files are no image sslops reads" in note
+    assert ".dcm (1)" in note and ".txt (1)" in note and "DICOM" in note
+    assert PreparedData(out).schema["classes"] == ["a", "b"]
+    only = tmp_path / "dicom" / "a"
+    only.mkdir(parents=True)
+    (only / "scan.dcm").write_bytes(b"\0" * 128 + b"DICM")
+    with pytest.raises(DataError, match=r"holds no images .*1 \.dcm.*DICOM is not read"):
+        prepare(image_config(only.parent, "image_folder"), tmp_path / "none")

@@ -12,6 +12,7 @@ import gzip
 import itertools
 import zipfile
 import zlib
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -305,11 +306,37 @@ SIXTEEN_BIT_LOW = 4095  # a 16-bit image with no value above this fits in 12 bit
 def image_files(root: Path) -> list[Path]:
     """The image files under ``root`` (any depth), sorted; hidden files and folders
     (``.ipynb_checkpoints``) left out."""
-    return sorted(
+    return sorted(p for p in _visible_files(root) if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _visible_files(root: Path) -> list[Path]:
+    return [
         p for p in root.rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    ]  # fmt: skip
+
+
+def other_files(root: Path) -> Counter[str]:
+    """How many visible files under ``root`` are no image file sslops reads, by suffix
+    (DICOM ``.dcm`` scans, ``.txt`` notes, ``Thumbs.db``): left out, so counted and named."""
+    return Counter(
+        p.suffix.lower() or p.name for p in _visible_files(root)
+        if p.suffix.lower() not in IMAGE_SUFFIXES
     )  # fmt: skip
+
+
+def _other_files_hint(root: Path) -> str:
+    found = other_files(root)
+    if not found:
+        return ""
+    listed = ", ".join(f"{n:,} {suffix}" for suffix, n in found.most_common(5))
+    dicom = (
+        "; DICOM is not read: export the scans as 8-bit PNG first (e.g. with pydicom, "
+        "windowed to 0..255)"
+        if ".dcm" in found
+        else ""
+    )
+    return f"; it holds other files ({listed}){dicom}"
 
 
 def open_image(path: Path, what: str) -> Image.Image:
@@ -331,7 +358,9 @@ def read_image_folder(root: Path, key: str) -> tuple[list[Image.Image], np.ndarr
         raise DataError(f"{key}: {root} is not a folder of <label>/<image> files")
     files = image_files(root)
     if not files:
-        raise DataError(f"{key}: {root} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        raise DataError(
+            f"{key}: {root} holds no images ({', '.join(IMAGE_SUFFIXES)})" + _other_files_hint(root)
+        )
     images, labels = [], []
     for path in files:
         relative = path.relative_to(root)

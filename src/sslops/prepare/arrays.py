@@ -12,7 +12,9 @@ pretraining reads after the training items, as for tables.
 from __future__ import annotations
 
 import hashlib
+import sys
 import unicodedata
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +24,14 @@ import pandas as pd
 from sslops.artifacts import write_artifact, write_json
 from sslops.config import Config
 from sslops.data.canonicalize import label_hits
+from sslops.data.datacard import FEW_CLASS_ROWS
 from sslops.data.dedup import clusters_from_pairs, first_occurrences, mix
 from sslops.data.images import (
+    IMAGE_SUFFIXES,
     canonical_images,
     check_pixel_csv_label,
     near_duplicate_images,
+    other_files,
     perceptual_hash,
     read_image_folder,
     read_npz,
@@ -119,6 +124,139 @@ def _canonical(cfg: Config, raw: list[Any]) -> tuple[np.ndarray, dict[str, Any]]
     return canonical_series(series, cfg.prepare.series_length, cfg.prepare.series_length_policy)
 
 
+def _listed(counts: Counter[str], limit: int = 5) -> str:
+    """``'38x34' (40), '28x28' (25)``: the most common ``limit`` values and how many more."""
+    shown = ", ".join(f"{value} ({n:,})" for value, n in counts.most_common(limit))
+    more = len(counts) - min(limit, len(counts))
+    return shown + (f" and {more:,} more" if more else "")
+
+
+def _left_out_notes(cfg: Config, specs: list[tuple[str, str, str]]) -> list[str]:
+    """Files in an image folder that are no image sslops reads (a few DICOM scans among the
+    PNGs, notes): left out of the data, which is said rather than done without a word."""
+    if cfg.data.format != "image_folder":
+        return []
+    notes = []
+    for _, key, spec in specs:
+        found = other_files(_path(cfg, spec, key))
+        if found:
+            notes.append(
+                f"{key}: {sum(found.values()):,} files are no image sslops reads and were left "
+                f"out ({_listed(found)}); it reads "
+                f"{', '.join(IMAGE_SUFFIXES)}"
+                + ("; DICOM (.dcm): export the scans as 8-bit PNG first" if ".dcm" in found else "")
+            )
+    return notes
+
+
+def _canonical_notes(cfg: Config, raw: list[Any], report: dict[str, Any]) -> list[str]:
+    """What canonicalization changed, in words: images converted to another number of
+    channels or resized (stretched when their aspect ratio differs), series resampled, padded
+    or cropped to one length, missing values filled in. The counts alone sat in the data card,
+    so an RGB scan read as grey, or a 300-step series halved to 150, passed without a word."""
+    items = [item for part in raw for item in part]
+    total = len(items)
+    notes = []
+    if cfg.modality == "image":
+        channels = cfg.prepare.image_channels
+        if report["channels_converted"]:
+            kinds = Counter(
+                item.mode if hasattr(item, "mode") else f"{item.shape[-1]} channel(s)"
+                for item in items
+            )
+            target = "one grey channel" if channels == 1 else "three (RGB) channels"
+            advice = (
+                "; colour is dropped: set prepare.image_channels=3 to keep it"
+                if channels == 1
+                else ""
+            )
+            notes.append(
+                f"{report['channels_converted']:,} of {total:,} images converted to {target} "
+                f"(prepare.image_channels: {channels}; images found: {_listed(kinds)}){advice}"
+            )
+        if report["resized"]:
+            shapes = [
+                (item.height, item.width) if hasattr(item, "height") else item.shape[:2]
+                for item in items
+            ]
+            height, width = cfg.prepare.image_size or [int(shapes[0][0]), int(shapes[0][1])]
+            source = "prepare.image_size" if cfg.prepare.image_size else "the first image's size"
+            stretched = sum(h * width != w * height for h, w in shapes)
+            notes.append(
+                f"{report['resized']:,} of {total:,} images resized to {height}x{width} "
+                f"({source}; sizes found, height x width: "
+                f"{_listed(Counter(f'{h}x{w}' for h, w in shapes))})"
+                + (
+                    f"; {stretched:,} of them stretched to another aspect ratio"
+                    if stretched
+                    else ""
+                )
+            )
+        return notes
+    target = report["target_length"]
+    changed = {"resampled": "resampled", "padded": "edge-padded", "cropped": "cropped at the end"}
+    done = [f"{report[k]:,} {word}" for k, word in changed.items() if report[k]]
+    if done:
+        lengths = Counter(str(len(item)) for item in items)
+        source = "prepare.series_length" if cfg.prepare.series_length else "the most common length"
+        notes.append(
+            f"{sum(report[k] for k in changed):,} of {total:,} series are not {target} long "
+            f"({source}) and were brought to it ({', '.join(done)}; "
+            f"prepare.series_length_policy: {cfg.prepare.series_length_policy}); lengths "
+            f"found: {_listed(lengths)}"
+        )
+    if report["interpolated"]:
+        notes.append(
+            f"{report['interpolated']:,} of {total:,} series have missing values ('?'), filled "
+            "in by linear interpolation between the known values (at either end: the nearest "
+            "known value)"
+        )
+    return notes
+
+
+def _few_class_items(
+    label: np.ndarray, split: np.ndarray, names: list[str], classes: list[str]
+) -> dict[str, dict[str, int]]:
+    """Per split (not ood), the classes with fewer than FEW_CLASS_ROWS items, 0 included: a
+    hashed split is not stratified, so a rare class can be missing from validation or test."""
+    few = {}
+    for name in names:
+        if name == "ood":
+            continue
+        counts = Counter(label[split == name])
+        small = {c: int(counts[c]) for c in classes if counts[c] < FEW_CLASS_ROWS}
+        if small:
+            few[name] = small
+    return few
+
+
+def _few_class_note(few: dict[str, dict[str, int]]) -> str | None:
+    if not few:
+        return None
+    missing: dict[str, list[str]] = {}
+    for name, counts in few.items():
+        for c, n in counts.items():
+            if n == 0:
+                missing.setdefault(c, []).append(name)
+    lead = (
+        "no items of "
+        + "; ".join(f"class {c!r} in {', '.join(splits)}" for c, splits in missing.items())
+        + ": the model is not measured on that class there at all; "
+        if missing
+        else ""
+    )
+    held = "; ".join(
+        f"{name}: " + ", ".join(f"{c!r} {n:,}" for c, n in counts.items())
+        for name, counts in few.items()
+    )
+    return (
+        f"{lead}few items of a class in a split ({held}); the metrics and fairness gaps "
+        "measured there (on validation: the model selection) rest on those items; more "
+        "labeled items or a larger prepare.validation_fraction / prepare.test_fraction give "
+        "the split more"
+    )
+
+
 def _near_pairs(cfg: Config, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     near = cfg.prepare.near_duplicates
     if cfg.modality == "timeseries":
@@ -143,6 +281,7 @@ def prepare_arrays(cfg: Config, out_dir: Path) -> Path:
         labels.append(item_labels)
         source.append(np.full(len(item_labels), name))
     values, report = _canonical(cfg, raw)
+    notes = [*_left_out_notes(cfg, specs), *_canonical_notes(cfg, raw, report)]
     label = np.array([" ".join(unicodedata.normalize("NFKC", str(v)).split()) for v in
                       np.concatenate(labels)], dtype=object)  # fmt: skip
     origin = np.concatenate(source)
@@ -194,6 +333,8 @@ def prepare_arrays(cfg: Config, out_dir: Path) -> Path:
     written = [*names, *([UNLABELED] if unlabeled.any() else [])]
 
     classes = _ordered_classes(cfg, sorted(set(label[alive])))
+    few = _few_class_items(label, split, names, classes)
+    notes += [note for note in [_few_class_note(few)] if note]
     card = {
         "modality": cfg.modality,
         "raw_rows": {str(k): int(v) for k, v in pd.Series(origin).value_counts().items()},
@@ -210,7 +351,9 @@ def prepare_arrays(cfg: Config, out_dir: Path) -> Path:
             n: {str(k): int(v) for k, v in pd.Series(label[split == n]).value_counts().items()}
             for n in names
         },
+        "few_class_items": few,  # per class (tables: "few_class_rows", two classes)
         "edge_cases": _edge_cases(cfg, values[alive]),
+        "notes": notes,
         "pii_findings_redacted": "not applicable: no text fields",
     }
     schema = {"modality": cfg.modality, "label": cfg.data.label, "classes": classes,
@@ -230,6 +373,8 @@ def prepare_arrays(cfg: Config, out_dir: Path) -> Path:
         write_json(tmp / "datacard.json", card)
         (tmp / "datacard.md").write_text(_markdown(card), encoding="utf-8")
         _figure(cfg, values[split == "train"][:32], tmp / "datacard_samples.png")
+    for note in notes:  # console lines, as tabular prepare prints its notes
+        print(f"note: {note}", file=sys.stderr, flush=True)
     return out_dir
 
 
@@ -319,6 +464,7 @@ def _markdown(card: dict[str, Any]) -> str:
     lines.append(f"- Near-duplicates: {card['near_duplicates']}")
     lines.append(f"- Canonicalization: {card['canonicalization']}")
     lines.append(f"- Edge cases: {card['edge_cases']}")
+    lines += [f"- Note: {note}" for note in card["notes"]]
     lines += ["", "## Splits", "", "| split | rows | labels |", "|---|---:|---|"]
     for name, info in card["splits"].items():
         labels = card["label_balance"].get(name, {})  # the unlabeled split has none
