@@ -173,6 +173,32 @@ def test_a_rare_class_missing_from_a_split_is_named(
     assert "few items of a class" in (out / "datacard.md").read_text(encoding="utf-8")
 
 
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("@timeStamps true\n@classLabel true a b\n@data\n(0,1.0),(1,2.0),(2,3.0):a\n",
+         "line 1: @timeStamps true: series written as (time, value) pairs are not read"),
+        ("@classLabel true a b\n@data\n1,2,3:a\n1,2,3,:b\n",
+         "line 4: a series value is not a number: value 4 is empty (a trailing comma?)"),
+        ("@classLabel true a b\n@data\n1 2 3:a\n",
+         "line 3: a series value is not a number: value 1 holds several numbers separated by "
+         "spaces; expected comma-separated numbers"),
+        ("@classLabel true a b\n@data\n1,2,x3:a\n", "value 3 is 'x3'"),
+        ("1.0,2.0,3.0,a\n2.0,3.0,1.0,b\n",  # a CSV of series, the label last
+         "line 1: expected @data before the series; sslops reads the UCR/sktime .ts format"),
+    ],
+)  # fmt: skip
+def test_series_files_that_are_not_read_say_what_is_wrong(
+    tmp_path: Path, text: str, needle: str
+) -> None:
+    path = tmp_path / "own.ts"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(DataError) as info:
+        prepare(_series_config(path), tmp_path / "out")
+    assert needle in str(info.value) and "\n" not in str(info.value)
+    assert not (tmp_path / "out").exists()
+
+
 def test_files_of_an_image_folder_that_are_not_read_are_named(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

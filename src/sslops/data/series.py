@@ -43,10 +43,18 @@ def read_ts(
                     )
             elif lowered.startswith("@univariate") and lowered.split()[1:2] == ["false"]:
                 raise DataError(f"{key}: {path} line {number}: multivariate .ts is not supported")
+            elif lowered.startswith("@timestamps") and lowered.split()[1:2] == ["true"]:
+                raise DataError(
+                    f"{key}: {path} line {number}: @timeStamps true: series written as "
+                    "(time, value) pairs are not read; write each series' values alone, "
+                    "evenly spaced and comma-separated, and @timeStamps false"
+                )
             elif lowered.startswith("@data"):
                 in_data = True
             elif not line.startswith("@"):
-                raise DataError(f"{key}: {path} line {number}: expected @data before the series")
+                raise DataError(
+                    f"{key}: {path} line {number}: expected @data before the series; {TS_FORMAT}"
+                )
             continue
         parts = line.split(":")
         if len(parts) != (2 if labelled else 1):
@@ -55,14 +63,7 @@ def read_ts(
                 + (", ':' and the class label" if labelled else "")
                 + f", got {len(parts)} ':'-separated fields"
             )
-        try:
-            values = np.array(
-                [np.nan if v.strip() == "?" else float(v) for v in parts[0].split(",")]
-            )
-        except ValueError:
-            raise DataError(
-                f"{key}: {path} line {number}: a series value is not a number"
-            ) from None
+        values = _values(parts[0], f"{key}: {path} line {number}")
         known = values[~np.isnan(values)]
         infinite = np.flatnonzero(np.isinf(values))
         if len(infinite):
@@ -86,6 +87,37 @@ def read_ts(
     if not series:
         raise DataError(f"{key}: {path} has no series after @data")
     return series, np.array(labels, dtype=object)
+
+
+TS_FORMAT = (
+    "sslops reads the UCR/sktime .ts format: header lines (@classLabel true, then the "
+    "classes), @data, then one series per line: its values comma-separated ('?' for a missing "
+    "one), ':' and its class label"
+)
+
+
+def _values(text: str, where: str) -> np.ndarray:
+    """The comma-separated values of one series ('?' or NaN: missing); a cell that is no
+    number is named by its position, and empty or space-separated cells are said to be."""
+    cells = text.split(",")
+    values = np.empty(len(cells))
+    for i, cell in enumerate(cells):
+        cell = cell.strip()
+        try:
+            values[i] = np.nan if cell == "?" else float(cell)
+        except ValueError:
+            if not cell:
+                what = "is empty" + (" (a trailing comma?)" if i == len(cells) - 1 else "")
+            elif len(cell.split()) > 1:
+                what = "holds several numbers separated by spaces"
+            else:
+                shown = cell if len(cell) <= 12 else cell[:12] + "..."
+                what = f"is {shown!r}"
+            raise DataError(
+                f"{where}: a series value is not a number: value {i + 1} {what}; expected "
+                "comma-separated numbers, or '?' for a missing one"
+            ) from None
+    return values
 
 
 def _fill_missing(values: np.ndarray) -> np.ndarray:
