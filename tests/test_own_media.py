@@ -216,3 +216,28 @@ def test_files_of_an_image_folder_that_are_not_read_are_named(
     (only / "scan.dcm").write_bytes(b"\0" * 128 + b"DICM")
     with pytest.raises(DataError, match=r"holds no images .*1 \.dcm.*DICOM is not read"):
         prepare(image_config(only.parent, "image_folder"), tmp_path / "none")
+
+
+@pytest.mark.parametrize(
+    ("x", "needle"),
+    [
+        (np.zeros((20, 1, 12, 12), np.uint8),  # PyTorch's layout
+         "images of shape (20, 1, 12, 12) and labels of shape (20,); expected (N, H, W) or "
+         "(N, H, W, 1|3) and (N,); the channels come first (PyTorch's (N, C, H, W)): save "
+         "x.transpose(0, 2, 3, 1)"),
+        (np.full((20, 12, 12), 4000, np.uint16),  # a 12-bit export
+         "holds pixel values from 4000 to 4000; expected 0..255 (or floats 0..1): 16-bit "
+         "images (uint16)? convert them to 8 bits on their own scale, e.g. "
+         "numpy.round(x * 255 / 4095)"),
+        (np.full((20, 12, 12), 60000, np.uint16), "numpy.round(x * 255 / 65535)"),
+    ],
+)  # fmt: skip
+def test_npz_images_in_another_layout_or_bit_depth_say_how_to_save_them(
+    tmp_path: Path, x: np.ndarray, needle: str
+) -> None:
+    path = tmp_path / "scans.npz"
+    np.savez(path, x=x, y=np.arange(20) % 2)
+    with pytest.raises(DataError) as info:
+        prepare(image_config(path, "npz"), tmp_path / "out")
+    assert needle in str(info.value), str(info.value)
+    assert not (tmp_path / "out").exists()

@@ -196,12 +196,20 @@ def read_npz(path: Path, key: str) -> tuple[np.ndarray, np.ndarray]:
     x, y = arrays[x_name], arrays[y_name]
     if y.ndim != 1:
         raise DataError(f"{key}: {path}: {_label_shape_problem(y, y_name)}")
+    shape = x.shape
     if x.ndim == 3:
         x = x[..., None]
     if x.ndim != 4 or x.shape[-1] not in (1, 3) or len(y) != len(x):
+        channels_first = x.ndim == 4 and x.shape[1] in (1, 3) and x.shape[-1] not in (1, 3)
         raise DataError(
-            f"{key}: {path}: images of shape {x.shape} and labels of shape {y.shape}; expected "
+            f"{key}: {path}: images of shape {shape} and labels of shape {y.shape}; expected "
             "(N, H, W) or (N, H, W, 1|3) and (N,)"
+            + (
+                f"; the channels come first (PyTorch's (N, C, H, W)): save "
+                f"{x_name}.transpose(0, 2, 3, 1)"
+                if channels_first
+                else ""
+            )
         )
     if len(x) == 0:
         raise DataError(
@@ -290,9 +298,15 @@ def _eight_bit(values: np.ndarray, what: str) -> np.ndarray:
         raise DataError(f"{what} record {record}: non-finite pixel values; expected {PIXEL_RANGE}")
     low, high = float(pixels.min()), float(pixels.max())
     if low < 0 or high > 255:
+        advice = (  # 16-bit images (a DICOM export): the scale is theirs, not a normalization
+            f"16-bit images ({values.dtype})? convert them to 8 bits on their own scale, e.g. "
+            f"numpy.round(x * 255 / {65535 if high > SIXTEEN_BIT_LOW else 4095})"
+            ".astype('uint8')"
+            if values.dtype == np.uint16 and low >= 0
+            else "save the images unnormalized, on an 8-bit scale"
+        )
         raise DataError(
-            f"{what} holds pixel values from {low:g} to {high:g}; expected {PIXEL_RANGE}: "
-            "save the images unnormalized, on an 8-bit scale"
+            f"{what} holds pixel values from {low:g} to {high:g}; expected {PIXEL_RANGE}: " + advice
         )
     if not integers and high <= 1:
         pixels *= 255
