@@ -189,6 +189,43 @@ def test_policy_on_upper_confidence_bounds_for_series(
     assert "60% upper confidence bound" in report["selection_rule"]
 
 
+def test_predict_brings_series_to_the_models_length_as_prepare_did(
+    gunpoint: dict[str, Path], tmp_path: Path
+) -> None:
+    """A model prepared with series_length_policy: pad_crop says so in its metadata, and
+    predict pads / crops new series as prepare did; it resampled them whatever the policy,
+    so a longer series was squeezed where training had cut it."""
+    import onnx
+
+    from sslops.cli import main
+    from sslops.prepare.dataset import PreparedData
+
+    model = gunpoint["export"] / "model.onnx"
+    proto = onnx.load(str(model))
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["series_length_policy"] == "resample"  # the shipped config's
+    for prop in proto.metadata_props:
+        if prop.key == "series_length_policy":
+            prop.value = "pad_crop"
+    cropping = tmp_path / "pad_crop.onnx"
+    onnx.save(proto, str(cropping))
+    series = PreparedData(gunpoint["prepare"]).test.features.reshape(-1, 150)[:12]
+    rng = np.random.default_rng(0)
+    longer = np.concatenate([series, rng.normal(size=(12, 75))], axis=1)  # 225 steps
+    np.save(tmp_path / "exact.npy", series)
+    np.save(tmp_path / "longer.npy", longer)
+    scores = {}
+    for name, path, data in (("exact", model, "exact"), ("resampled", model, "longer"),
+                             ("cropped", cropping, "longer")):  # fmt: skip
+        out = tmp_path / f"{name}.csv"
+        assert main(["predict", "--model", str(path), "--data", str(tmp_path / f"{data}.npy"),
+                     "--out", str(out)]) == 0  # fmt: skip
+        scores[name] = pd.read_csv(out).filter(like="p_").to_numpy()
+    np.testing.assert_allclose(scores["cropped"], scores["exact"], atol=1e-6)  # the first 150
+    assert not np.allclose(scores["resampled"], scores["exact"], atol=1e-3)
+    assert _json(tmp_path / "cropped.meta.json")["resized_or_converted"] == 12
+
+
 @pytest.mark.parametrize("dataset", ["gunpoint", "mnist"])
 def test_predict_scores_arrays_as_evaluate_did(
     dataset: str, request: pytest.FixtureRequest, tmp_path: Path,

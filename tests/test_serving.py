@@ -59,13 +59,23 @@ def _canonical(cell: str, markers: set[str]) -> str | None:
 NUMBER = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$|^[+-]?(?:inf|infinity)$", re.I)
 
 
-def _feed(rows: list[dict[str, str]], session: ort.InferenceSession, spec: dict) -> dict:
+def _feed(
+    rows: list[dict[str, str]], session: ort.InferenceSession, spec: dict, inputs: list[dict]
+) -> dict:
     """A service's feed from raw CSV cells, from the spec alone: no sslops, no pandas."""
     markers = {_canonical(m, set()) or "" for m in spec["missing_markers"]}
+    levels = {i["name"]: i["levels"] for i in inputs if "levels" in i}
     feed = {}
     for item in session.get_inputs():
         cells = [_canonical(row[item.name], markers) for row in rows]
         if item.type == "tensor(string)":
+            known = levels[item.name]
+            lowered: dict[str, list[str]] = {}
+            for level in known:
+                lowered.setdefault(level.lower(), []).append(level)
+            if spec["case_insensitive_levels"]:  # 'private' is the level 'Private'
+                cells = [c if c is None or c in known or len(lowered.get(c.lower(), [])) != 1
+                         else lowered[c.lower()][0] for c in cells]  # fmt: skip
             feed[item.name] = np.array(["" if c is None else c for c in cells], dtype=object)
             continue
         numbers = []
@@ -87,7 +97,7 @@ def test_a_service_fed_by_the_shipped_spec_scores_raw_rows_as_sslops_predict_doe
     model = stage_artifacts["export"] / "model.onnx"
     proto = onnx.load(str(model))
     meta = {p.key: p.value for p in proto.metadata_props}
-    spec = json.loads(meta["preprocessing"])
+    spec, inputs = json.loads(meta["preprocessing"]), json.loads(meta["inputs"])
     assert spec["missing_markers"] == small_config.data.na_values
     assert meta["label"] == "income" and json.loads(meta["positive_class"]) == ">50K"
     assert "P(income = >50K)" in spec["output"]
@@ -100,6 +110,7 @@ def test_a_service_fed_by_the_shipped_spec_scores_raw_rows_as_sslops_predict_doe
         2: {"age": "", "hours-per-week": "\uff14\uff10"},  # full-width 40
         3: {"native-country": "Atlantis", "education": "HS-grad\u00a0"},  # unseen; NBSP
         4: {"sex": "\uff2d\uff41\uff4c\uff45", "marital-status": "Married-civ-spouse\t"},
+        6: {"workclass": "PRIVATE", "race": "white"},  # levels in another case
         5: {"age": "-Infinity", "capital-gain": "1e3"},
     }  # fmt: skip
     for i, cells in messy.items():
@@ -116,9 +127,9 @@ def test_a_service_fed_by_the_shipped_spec_scores_raw_rows_as_sslops_predict_doe
     scores = {}
     for level in ("ORT_DISABLE_ALL", "ORT_ENABLE_ALL"):
         session = _session(model, level)
-        scores[level] = session.run(None, _feed(rows, session, spec))[0]
+        scores[level] = session.run(None, _feed(rows, session, spec, inputs))[0]
         for size in (0, 1, 1000):  # the batch axis is dynamic, an empty batch included
-            part = session.run(None, _feed(rows[:size], session, spec))[0]
+            part = session.run(None, _feed(rows[:size], session, spec, inputs))[0]
             assert part.shape == (size,) and np.array_equal(part, scores[level][:size])
     assert np.array_equal(scores["ORT_DISABLE_ALL"], scores["ORT_ENABLE_ALL"])
     assert [f"{s:.9g}" for s in scores["ORT_ENABLE_ALL"].astype(np.float64)] == written
@@ -127,7 +138,7 @@ def test_a_service_fed_by_the_shipped_spec_scores_raw_rows_as_sslops_predict_doe
     session = _session(model)
     raw = {i.name: np.array([r[i.name] for r in rows[:6]], dtype=object)
            for i in session.get_inputs() if i.type == "tensor(string)"}  # fmt: skip
-    naive = session.run(None, {**_feed(rows[:6], session, spec), **raw})[0]
+    naive = session.run(None, {**_feed(rows[:6], session, spec, inputs), **raw})[0]
     assert not np.array_equal(naive[:5], scores["ORT_ENABLE_ALL"][:5])
 
 

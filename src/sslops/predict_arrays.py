@@ -14,8 +14,10 @@ float32, or ``[batch, 1, L]`` raw series) and returns class probabilities. Accep
   labels are ignored; series of any length, ``?`` for a missing value).
 
 Images are brought to the model's size and channels as ``prepare`` does
-(:func:`sslops.data.images.canonical_images`, bilinear), series to its length by
-resampling with missing values interpolated (:func:`sslops.data.series.canonical_series`).
+(:func:`sslops.data.images.canonical_images`, bilinear), series to its length as
+prepare did (missing values interpolated, then resampled, or padded / cropped under
+``prepare.series_length_policy: pad_crop``, which the model's metadata records;
+:func:`sslops.data.series.canonical_series`).
 The CSV holds ``row_id``, ``score`` (the probability of the predicted class), ``label``
 (the predicted class, as named in the model's ``classes`` metadata) and one ``p_<class>``
 column per class.
@@ -148,15 +150,15 @@ def _pixel_csv(path: Path, label: str, pixels: int) -> np.ndarray:
         ) from None
 
 
-def _series(path: Path, shape: list[Any]) -> tuple[np.ndarray, np.ndarray, int]:
+def _series(path: Path, shape: list[Any], policy: str) -> tuple[np.ndarray, np.ndarray, int]:
     if path.is_dir():
         raise DataError(f"--data {path} is a folder; a series model reads a .npy/.npz (N, L) file")
     length = int(shape[2])
     if path.name.endswith(".ts"):  # series of any length, '?' for a missing value
         raw, _ = read_ts(path, "--data", require_labels=False)
-        series, report = canonical_series(raw, length, "resample")
+        series, report = canonical_series(raw, length, policy)
         ids = np.array([f"{_stem(path)}:{i}" for i in range(len(raw))], dtype=object)
-        return model_input("timeseries", series).numpy(), ids, report["resampled"]
+        return model_input("timeseries", series).numpy(), ids, _changed(report)
     values = _load_array(path)
     if values.ndim != 2 or len(values) == 0 or not np.issubdtype(values.dtype, np.number):
         raise DataError(f"--data {path}: shape {values.shape}, dtype {values.dtype}; expected "
@@ -165,16 +167,34 @@ def _series(path: Path, shape: list[Any]) -> tuple[np.ndarray, np.ndarray, int]:
     if np.isinf(values).any() or np.isnan(values).all(axis=1).any():
         row = int(np.flatnonzero(np.isinf(values).any(1) | np.isnan(values).all(1))[0])
         raise DataError(f"--data {path}: series {row} is infinite or has no value")
-    series, report = canonical_series(list(values), length, "resample")
+    series, report = canonical_series(list(values), length, policy)
     ids = np.array([f"{_stem(path)}:{i}" for i in range(len(values))], dtype=object)
-    return model_input("timeseries", series).numpy(), ids, report["resampled"]
+    return model_input("timeseries", series).numpy(), ids, _changed(report)
+
+
+def _changed(report: dict[str, int]) -> int:
+    """Series brought to the model's length (resampled, or padded / cropped)."""
+    return report["resampled"] + report["padded"] + report["cropped"]
+
+
+def series_length_policy(metadata: dict[str, str]) -> str:
+    """How the model's training series were brought to its length (prepare.
+    series_length_policy, in the model's metadata); a model exported before it was recorded
+    was trained on resampled series, the default."""
+    policy = metadata.get("series_length_policy", "resample")
+    if policy not in ("resample", "pad_crop"):
+        raise DataError(
+            f"the model's series_length_policy {policy!r} is not one sslops applies; "
+            "expected 'resample' or 'pad_crop'"
+        )
+    return policy
 
 
 def _series_chunks(
-    path: Path, shape: list[Any], batch: int
+    path: Path, shape: list[Any], batch: int, policy: str
 ) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
     """The series (read whole: they are small) ``batch`` at a time, as ``_image_chunks``."""
-    series, ids, resampled = _series(path, shape)
+    series, ids, resampled = _series(path, shape, policy)
     for start in range(0, len(series), batch):
         stop = start + batch
         yield series[start:stop], ids[start:stop], resampled if start == 0 else 0
@@ -209,7 +229,7 @@ def score_arrays(
     chunks = (
         _image_chunks(data, list(spec.shape), label, batch)
         if image
-        else _series_chunks(data, list(spec.shape), batch)
+        else _series_chunks(data, list(spec.shape), batch, series_length_policy(metadata))
     )
     output = session.get_outputs()[0].name
     parts, names, changed = [], [], 0

@@ -153,6 +153,11 @@ def export_arrays(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_dir:
                 {"name": INPUT, "shape": shape, "dtype": "float32", "meaning": described}
             ),
         }
+        if data.modality == "timeseries":  # predict brings new series to the length as prepare
+            ran = (data.meta.get("config") or {}).get("prepare") or {}
+            metadata["series_length_policy"] = str(
+                ran.get("series_length_policy", cfg.prepare.series_length_policy)
+            )
         save_checked(proto, path, metadata)
         feed = x.numpy()
         parity, fp32 = _parity(path, feed, expected)

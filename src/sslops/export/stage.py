@@ -24,6 +24,7 @@ import torch
 from sslops import __version__
 from sslops.artifacts import check_lineage, read_meta, sha256_file, write_artifact, write_json
 from sslops.config import Config
+from sslops.data.encoding import MISSING, OTHER
 from sslops.errors import ArtifactError
 from sslops.export.graph import OUTPUT, export_raw_column_onnx, raw_inputs
 from sslops.export.quantize import quantization_report, quantize_int8, session
@@ -48,12 +49,18 @@ def training_data_sha256(prepare_meta: dict[str, Any]) -> str:
     return hashlib.sha256("\n".join(hashes).encode()).hexdigest()
 
 
-def input_schema(data: PreparedData) -> list[dict[str, str]]:
+def input_schema(data: PreparedData) -> list[dict[str, Any]]:
+    """Each graph input; a categorical one with the levels the graph holds (any other value
+    is scored as ``__other__``), which a service needs for the case rule of the spec."""
     enc = data.encoding
-    numeric = [{"name": c.name, "dtype": "float32", "missing": "NaN"} for c in enc.numeric]
-    categorical = [
-        {"name": c.name, "dtype": "string", "missing": "empty string"} for c in enc.categorical
+    numeric: list[dict[str, Any]] = [
+        {"name": c.name, "dtype": "float32", "missing": "NaN"} for c in enc.numeric
     ]
+    categorical = [
+        {"name": c.name, "dtype": "string", "missing": "empty string",
+         "levels": [v for v in c.categories if v not in (MISSING, OTHER)]}
+        for c in enc.categorical
+    ]  # fmt: skip
     return numeric + categorical
 
 
@@ -78,7 +85,8 @@ def preprocessing_spec(cfg: Config, data: PreparedData) -> dict[str, Any]:
         + (
             "; first, a value that is not a level but equals exactly one level when both "
             "are lower-cased (private, PRIVATE for Private) is that level, as training "
-            "merged spellings that differ only in case (case_insensitive_levels)"
+            "merged spellings that differ only in case (case_insensitive_levels; the levels "
+            "are in the metadata's inputs)"
             if cfg.prepare.casefold_categories
             else ""
         ),
