@@ -10,6 +10,7 @@ import os
 import re
 import unicodedata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -142,12 +143,10 @@ def test_a_service_fed_by_the_shipped_spec_scores_raw_rows_as_sslops_predict_doe
     assert not np.array_equal(naive[:5], scores["ORT_ENABLE_ALL"][:5])
 
 
-def test_a_category_code_is_scored_as_written_whatever_the_chunk(tmp_path: Path) -> None:
-    """data.categorical is for codes such as a ZIP code: prepare keeps 02134 as text, and
-    predict read a chunk of such cells as the number 2134, a level the model never saw (every
-    row scored as __other__, and counted as unseen)."""
+def _zip_model(tmp_path: Path) -> tuple[Path, Any]:
+    """A model over age and a ZIP-code category (levels 02134, 02135, 10001, 94105, 27.0)."""
     from sslops.data.encoding import TabularEncoding
-    from sslops.export.graph import export_raw_column_onnx, raw_inputs
+    from sslops.export.graph import export_raw_column_onnx
     from sslops.finetune.stage import linear_model
 
     rng = np.random.default_rng(0)
@@ -159,6 +158,16 @@ def test_a_category_code_is_scored_as_written_whatever_the_chunk(tmp_path: Path)
     weights = rng.normal(size=len(encoding.feature_names)) * 3
     model = tmp_path / "model.onnx"
     export_raw_column_onnx(encoding, linear_model(None, weights, 0.1), model, 18)
+    return model, encoding
+
+
+def test_a_category_code_is_scored_as_written_whatever_the_chunk(tmp_path: Path) -> None:
+    """data.categorical is for codes such as a ZIP code: prepare keeps 02134 as text, and
+    predict read a chunk of such cells as the number 2134, a level the model never saw (every
+    row scored as __other__, and counted as unseen)."""
+    from sslops.export.graph import raw_inputs
+
+    model, encoding = _zip_model(tmp_path)
     new = pd.DataFrame({"age": [30.0, 40.0, 50.0, 60.0, 35.0],
                         "zip": ["02134", "10001", "02135", "27.0", "abc"]})  # fmt: skip
     data = tmp_path / "new.csv"
@@ -171,6 +180,25 @@ def test_a_category_code_is_scored_as_written_whatever_the_chunk(tmp_path: Path)
         np.testing.assert_allclose(scores, expected, rtol=0, atol=1e-7)
         record = json.loads(out.with_name(f"chunk{chunk}.meta.json").read_text())
         assert record["unseen_values"]["rows_by_column"] == {"zip": 1}, chunk  # "abc" only
+
+
+def test_the_shadow_test_reads_a_category_code_as_written(tmp_path: Path) -> None:
+    """sslops shadow read its batches (and --reference) with the numbers parsed: a day of
+    ZIP codes that are all digits was scored as __other__ by both models."""
+    from sslops.export.graph import raw_inputs
+    from sslops.shadow import shadow
+
+    model, encoding = _zip_model(tmp_path)
+    day = pd.DataFrame(
+        {"age": [30.0, 40.0, 50.0, 60.0], "zip": ["02134", "10001", "02135", "94105"]}
+    )
+    folder = tmp_path / "days"
+    folder.mkdir()
+    day.to_csv(folder / "day01.csv", index=False)
+    out = shadow(model, model, folder, tmp_path / "report", reference=folder / "day01.csv")
+    scores = pd.read_csv(out / "scores.csv")
+    expected = _session(model).run(None, raw_inputs(encoding, day))[0]
+    np.testing.assert_allclose(scores["candidate_score"], expected, rtol=0, atol=1e-6)
 
 
 def test_a_bad_cell_in_a_large_file_is_named_with_its_row(

@@ -80,15 +80,20 @@ def batch_files(data: Path, fmt: str = "csv") -> list[Path]:
     return files
 
 
-def read_batch(path: Path, na_values: list[str], id_column: str | None, key: str) -> Batch:
-    """A whole batch file: canonical columns, row ids, rows with no value at all skipped."""
-    if is_parquet(path):
+def read_batch(
+    path: Path, na_values: list[str], id_column: str | None, key: str,
+    text_columns: Sequence[str] = (),
+) -> Batch:  # fmt: skip
+    """A whole batch file: canonical columns, row ids, rows with no value at all skipped;
+    ``text_columns`` as :func:`iter_batches` keeps them."""
+    parquet = is_parquet(path)
+    if parquet:
         raw = pd.concat(list(_parquet_frames(path, key, PARQUET_ROWS, id_column)))
         raw = raw.reset_index(drop=True)
     else:
         text = [id_column] if id_column else []
-        raw = read_csv(str(path), na_values, key=key, text_columns=text)
-    frame, _ = canonicalize(raw, na_values)
+        raw = read_csv(str(path), na_values, key=key, text_columns=[*text, *text_columns])
+    frame = _canonical(raw, na_values, [] if parquet else text_columns)
     batch = _batch(frame, path, id_column, key, start=0, ids=_id_texts(raw, id_column))
     if batch.frame.empty:
         raise DataError(f"{key}: {path} has no row with a value")
@@ -116,15 +121,23 @@ def iter_batches(
         )
     )
     for chunk in chunks:
-        frame, _ = canonicalize(chunk, na_values)
-        for column in [] if parquet else [c for c in text_columns if c in chunk.columns]:
-            frame[column] = canonical_strings(chunk[column], na_values)[0].astype("string")
+        frame = _canonical(chunk, na_values, [] if parquet else text_columns)
         batch = _batch(frame, path, id_column, key, start, ids=_id_texts(chunk, id_column))
         start += len(chunk)
         filled += len(batch.frame)
         yield batch
     if not filled:
         raise DataError(f"{key}: {path} has no row with a value")
+
+
+def _canonical(
+    raw: pd.DataFrame, na_values: list[str], text_columns: Sequence[str]
+) -> pd.DataFrame:
+    """Canonical cells; ``text_columns`` stay the canonical text as written (not numbers)."""
+    frame, _ = canonicalize(raw, na_values)
+    for column in [c for c in text_columns if c in raw.columns]:
+        frame[column] = canonical_strings(raw[column], na_values)[0].astype("string")
+    return frame
 
 
 def _parquet_frames(

@@ -212,8 +212,13 @@ def shadow(
     inc_model = load_model(incumbent, threshold, "--incumbent")
     files = batch_files(data, cfg.data.format if cfg else "csv")
     curve = read_label_efficiency(Path(label_efficiency)) if label_efficiency else None
-    batches = [read_batch(f, na, settings.id_column, "--data") for f in files]
-    ref_batch = read_batch(Path(reference), na, None, "--reference") if reference else batches[0]
+    # The models' text inputs stay text as written (a code 02134 is not the number 2134).
+    texts = [i.name for m in (cand_model, inc_model) if isinstance(m, OnnxClassifier)
+             for i in m.inputs if i.type == "tensor(string)"]  # fmt: skip
+    batches = [read_batch(f, na, settings.id_column, "--data", texts) for f in files]
+    ref_batch = (
+        read_batch(Path(reference), na, None, "--reference", texts) if reference else batches[0]
+    )
     labels = [_labels(batch, cfg.data if cfg else None) for batch in batches]
     if cfg:
         _check_sensitive(batches, cfg.data.sensitive)
