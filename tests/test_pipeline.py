@@ -184,6 +184,10 @@ def test_the_run_summary_names_the_values_a_one_vs_rest_label_trains_as_negative
     assert few and "validation 7 positive / 213 negative" in few
     _print_summary({**summary, "few_class_note": few}, tmp_path)
     assert f"Splits: {few} (prepare/datacard.md)" in " ".join(capsys.readouterr().out.split())
+    notes = ["153 of 153 images converted to one grey channel", "12 series cropped at the end"]
+    _print_summary({**summary, "data_notes": notes}, tmp_path)
+    printed = " ".join(capsys.readouterr().out.split())
+    assert all(f"Data: {note} (prepare/datacard.md)" in printed for note in notes)
 
 
 def test_sslops_run_on_another_csv_through_kfp_local(

@@ -778,6 +778,8 @@ def _print_summary(summary: dict[str, Any], out: Path, config_path: Path | None 
     if summary.get("few_class_note"):
         console.print(f"Splits:       {summary['few_class_note']} (prepare/datacard.md)",
                       markup=False)  # fmt: skip
+    for note in summary.get("data_notes") or []:
+        console.print(f"Data:         {note} (prepare/datacard.md)", markup=False)
     console.print(
         f"ONNX model:   {summary['onnx']['path']}  (max |onnx - torch| = "
         f"{summary['onnx']['max_abs_diff']:.1e})"

@@ -154,6 +154,9 @@ def build_summary(run_dir: Path) -> dict[str, Any]:
     summary["few_class_note"] = few_class_note(
         str(card.get("label", "")), card.get("few_class_rows")
     )
+    # Images and series: what prepare changed (channels, sizes, lengths, gaps), the files it
+    # left out and the classes a split lacks, as it printed them.
+    summary["data_notes"] = [str(n) for n in card.get("notes") or []]
     bundle = run_dir / "audit" / "bundle"
     quant = exported.get("quantization") or {}
     gates = json.loads((bundle / "gates.json").read_text(encoding="utf-8"))
