@@ -7,6 +7,12 @@
 
 A column is flagged when PSI >= ``psi_threshold`` *and* the test's p-value is below
 ``alpha``: PSI says the shift is large enough to matter, the test that it is not noise.
+
+``psi_noise`` is the PSI two samples of these sizes show with no shift at all, on
+average: (k - 1) (1/n + 1/m) over the k bins either sample fills (n m / (n + m) PSI is
+about chi-square with k - 1 degrees of freedom). A batch of a dozen rows has PSI near 1
+on every feature from sampling alone; where ``psi_noise`` reaches the threshold, a PSI
+is no evidence of drift.
 """
 
 from __future__ import annotations
@@ -25,6 +31,15 @@ def psi_from_counts(expected: np.ndarray, actual: np.ndarray) -> float:
     e = np.maximum(expected / max(expected.sum(), 1), EPSILON)
     a = np.maximum(actual / max(actual.sum(), 1), EPSILON)
     return float(np.sum((a - e) * np.log(a / e)))
+
+
+def psi_noise(expected: np.ndarray, actual: np.ndarray) -> float:
+    """The expected PSI of two samples of these sizes drawn from one distribution."""
+    n, m = float(expected.sum()), float(actual.sum())
+    if not n or not m:
+        return float("inf")
+    filled = int(np.count_nonzero((expected + actual) > 0))
+    return float(max(filled - 1, 0) * (1 / n + 1 / m))
 
 
 def _numeric_counts(reference: np.ndarray, batch: np.ndarray, bins: int) -> tuple:
@@ -49,6 +64,7 @@ def numeric_drift(reference: np.ndarray, batch: np.ndarray, bins: int) -> dict[s
         "kind": "numeric",
         "test": "ks",
         "psi": psi_from_counts(ref_counts, cur_counts),
+        "psi_noise": psi_noise(ref_counts, cur_counts),
         "p_value": p,
         "reference_mean": float(ref.mean()) if len(ref) else None,
         "batch_mean": float(cur.mean()) if len(cur) else None,
@@ -71,6 +87,7 @@ def categorical_drift(reference: pd.Series, batch: pd.Series) -> dict[str, Any]:
         "kind": "categorical",
         "test": "chi-square",
         "psi": psi_from_counts(ref_counts, cur_counts),
+        "psi_noise": psi_noise(ref_counts, cur_counts),
         "p_value": p,
         "largest_share_change": {"level": levels[moved], "change": float(shares[moved])},
     }

@@ -25,6 +25,12 @@ def _f(value: Any, digits: int = 4) -> str:
     return f"{value:+.{digits}f}" if digits < 0 else f"{value:.{digits}f}"
 
 
+def _interval(value: float, interval: list[float] | None) -> str:
+    if interval is None:
+        return _f(value)
+    return f"{value:.4f} [{interval[0]:.2f}, {interval[1]:.2f}]"
+
+
 def _d(value: float) -> str:
     return "n/a" if value is None or np.isnan(value) else f"{value:+.4f}"
 
@@ -57,19 +63,25 @@ def plot_psi(path: Path, drift: dict[str, Any]) -> None:
     names = list(drift["batches"])
     features = list(next(iter(drift["batches"].values()))["features"]) if names else []
     grid = np.array([[drift["batches"][b]["features"][f]["psi"] for f in features] for b in names])
+    # Batches too small for PSI are grey: their noise would set the colour scale.
+    noisy = np.array([not drift["batches"][b]["psi_meaningful"] for b in names], dtype=bool)
     fig, ax = plt.subplots(
         figsize=(max(5, 0.5 * len(features) + 2), max(2.5, 0.35 * len(names) + 1.5)), dpi=100
     )
     if names:
-        image = ax.imshow(grid, aspect="auto", cmap="Reds", vmin=0, vmax=max(0.5, grid.max()))
+        shown = np.ma.masked_array(grid, mask=np.repeat(noisy[:, None], len(features), axis=1))
+        top = float(shown.max()) if shown.count() else 0.0
+        cmap = plt.get_cmap("Reds").with_extremes(bad="#d0d7de")
+        image = ax.imshow(shown, aspect="auto", cmap=cmap, vmin=0, vmax=max(0.5, top))
         fig.colorbar(image, ax=ax, label="PSI")
         for i, b in enumerate(names):
             for j, f in enumerate(features):
                 if drift["batches"][b]["features"][f]["drifted"]:
                     ax.text(j, i, "x", ha="center", va="center", fontsize=8)
         ax.set_xticks(range(len(features)), features, rotation=60, ha="right", fontsize=8)
-        ax.set_yticks(range(len(names)), names, fontsize=8)
-    ax.set_title(f"PSI vs {drift['reference']} (x: flagged)", fontsize=9)
+        ax.set_yticks(range(len(names)), [f"{n} (few rows)" if k else n
+                                          for n, k in zip(names, noisy, strict=True)], fontsize=8)  # fmt: skip
+    ax.set_title(f"PSI vs {drift['reference']} (x: flagged; grey: too few rows)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, metadata={"Software": None})
     plt.close(fig)
@@ -103,13 +115,32 @@ def _drift_section(doc: Document, drift: dict[str, Any]) -> None:
     )
     flagged = drift["drifted_batches"]
     doc.paragraph(f"Flagged batches: {', '.join(flagged) if flagged else 'none'}.")
+    tested = len(drift["batches"])
+    doc.paragraph(
+        f"The Bonferroni correction is per batch, not across the {tested} batches tested: "
+        f"the chance that some batch's test passes by chance alone is up to {tested} x "
+        f"{drift['alpha']:g}; a flag also needs the PSI condition, which noise rarely meets."
+    )
+    noisy = [(n, b) for n, b in drift["batches"].items() if not b["psi_meaningful"]]
+    if noisy:
+        doc.paragraph(
+            "Too few rows for PSI (sampling noise alone gives a PSI at or above "
+            f"{drift['psi_threshold']:g}; grey in the heatmap, not evidence of drift): "
+            + ", ".join(
+                f"{n} ({b['rows']:,} rows, noise up to {b['psi_noise']:.2f})" for n, b in noisy
+            )
+            + "."
+        )
     rows = []
     for name, b in drift["batches"].items():
         worst = max(b["features"].items(), key=lambda kv: kv[1]["psi"])
         scores = ", ".join(f"{m} {s['psi']:.3f}" for m, s in b["scores"].items())
-        rows.append([name, "yes" if b["drifted"] else "no", ", ".join(b["drifted_features"]) or "-",
-                     f"{worst[0]} {worst[1]['psi']:.3f}", scores or "-"])  # fmt: skip
-    doc.table(["batch", "drifted", "drifted features", "largest PSI", "score PSI"], rows)
+        rows.append([name, f"{b['rows']:,}", "yes" if b["drifted"] else "no",
+                     ", ".join(b["drifted_features"]) or "-",
+                     f"{worst[0]} {worst[1]['psi']:.3f}", scores or "-",
+                     f"{b['psi_noise']:.3f}" + ("" if b["psi_meaningful"] else " (too few rows)")])  # fmt: skip
+    doc.table(["batch", "rows", "drifted", "drifted features", "largest PSI", "score PSI",
+               "PSI noise level"], rows)  # fmt: skip
 
 
 def _kpi_section(doc: Document, kpi_report: dict[str, Any], kpi: KpiConfig) -> None:
@@ -162,6 +193,13 @@ def build_document(report: dict[str, Any], tmp: Path, kpi: KpiConfig) -> Documen
         f"Incumbent: {inc['path']} ({inc['kind']}, threshold {inc['threshold']:g})",
         f"Batches: {len(report['batches'])}, {report['rows']:,} rows",
     ])  # fmt: skip
+    skipped_files = report["files_not_read"]["files"]
+    if skipped_files:
+        doc.paragraph(
+            f"Not read (data.format: {report['files_not_read']['data_format']} reads only its "
+            f"own files in a folder): {', '.join(skipped_files)}. Convert them, or give them "
+            "as --data one at a time."
+        )
     doc.heading("Agreement")
     agreement = report["agreement"]
     doc.paragraph(
@@ -169,14 +207,33 @@ def build_document(report: dict[str, Any], tmp: Path, kpi: KpiConfig) -> Documen
         f"{report['disagreement_rows']:,} rows disagree."
     )
     labelled = any("candidate_accuracy" in b for b in agreement["by_batch"].values())
-    header = ["batch", "rows", "agreement", "candidate positive rate", "incumbent positive rate"]
-    header += ["candidate accuracy", "incumbent accuracy"] if labelled else []
+    header = ["batch", "rows", "agreement [95% interval]", "candidate positive rate",
+              "incumbent positive rate"]  # fmt: skip
+    header += ["labelled rows", "candidate accuracy", "incumbent accuracy"] if labelled else []
     doc.table(header, [
-        [name, f"{b['rows']:,}", f"{b['agreement']:.4f}", f"{b['candidate_selection_rate']:.4f}",
-         f"{b['incumbent_selection_rate']:.4f}"]
-        + ([_f(b.get("candidate_accuracy")), _f(b.get("incumbent_accuracy"))] if labelled else [])
+        [name, f"{b['rows']:,}", _interval(b["agreement"], b["agreement_interval_95"]),
+         f"{b['candidate_selection_rate']:.4f}", f"{b['incumbent_selection_rate']:.4f}"]
+        + ([f"{b['labelled_rows']:,}", _f(b.get("candidate_accuracy")),
+            _f(b.get("incumbent_accuracy"))] if labelled else [])
         for name, b in agreement["by_batch"].items()
     ])  # fmt: skip
+    doc.paragraph(
+        "Intervals are Wilson 95% intervals of the batch's agreement; accuracy is on the "
+        "batch's labelled rows only (labels that have not arrived yet are not counted)."
+    )
+    unseen = {n: b["unseen_levels"] for n, b in agreement["by_batch"].items()
+              if b.get("unseen_levels")}  # fmt: skip
+    if unseen:
+        doc.paragraph(
+            "Values a model never saw in training (scored as its 'other' level), rows per "
+            "batch: "
+            + "; ".join(
+                f"{n} "
+                + ", ".join(f"{m} {c} {k:,}" for m, cols in u.items() for c, k in cols.items())
+                for n, u in unseen.items()
+            )
+            + "."
+        )
     skipped = {n: b["empty_rows_skipped"] for n, b in agreement["by_batch"].items()
                if b.get("empty_rows_skipped")}  # fmt: skip
     if skipped:

@@ -17,6 +17,7 @@ import pandas as pd
 from sslops.artifacts import check_replaceable, write_artifact, write_json
 from sslops.config import Config, DataConfig, KpiConfig, ShadowConfig
 from sslops.data.canonicalize import label_hits
+from sslops.data.readers import TABLE_SUFFIXES
 from sslops.errors import DataError
 from sslops.evaluate.metrics import SUMMARY, model_metrics
 from sslops.shadow.drift import column_drift, flag, numeric_drift
@@ -45,6 +46,16 @@ def _labels(batch: Batch, data: DataConfig | None) -> np.ndarray:
     return y
 
 
+def wilson(hits: int, n: int, z: float = 1.959963984540054) -> list[float] | None:
+    """Wilson score 95% interval of a proportion (sane for a dozen rows and for 0 or 1)."""
+    if not n:
+        return None
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [float(max(centre - half, 0.0)), float(min(centre + half, 1.0))]
+
+
 def _shown(values: list[Any], limit: int = 20, quote: bool = False) -> str:
     """Up to ``limit`` values for a message, then how many there are in all."""
     text = [repr(v) if quote else str(v) for v in values[:limit]]
@@ -71,6 +82,42 @@ def _check_sensitive(batches: list[Batch], sensitive: list[str]) -> None:
             f"(columns: {_shown(list(lacking[0].frame.columns))}); expected it in every "
             f"batch, as in {having.path}"
         )
+
+
+def _not_read(data: Path, fmt: str) -> list[str]:
+    """Files of the folder in the other table format, which data.format leaves out: a
+    Parquet day among CSV days was skipped without a word (the report said 10 batches of
+    a folder of 11 days)."""
+    if not data.is_dir():
+        return []
+    fmt = fmt if fmt in TABLE_SUFFIXES else "csv"  # as batch_files reads the folder
+    other = tuple(s for f, suffixes in TABLE_SUFFIXES.items() if f != fmt for s in suffixes)
+    return sorted(p.name for p in data.iterdir() if p.is_file() and p.name.endswith(other))
+
+
+def _check_unique_ids(batches: list[Batch], id_column: str | None) -> None:
+    """Row ids are unique across the batches when the incumbent is a prediction log: it is
+    looked up by row id, so a day that reused another day's ids was given that day's
+    incumbent scores and decisions without a word."""
+    column = f"column {id_column!r}" if id_column else "'<file stem>:<row number>'"
+    seen: dict[str, Batch] = {}
+    for batch in batches:
+        ids = pd.Series(batch.row_ids)
+        repeated = ids[ids.duplicated()]
+        if len(repeated):
+            raise DataError(
+                f"--data {batch.path}: row id {repeated.iloc[0]!r} ({column}) "
+                f"appears more than once ({repeated.nunique()} id(s) repeated); expected "
+                "unique row ids (a prediction log is looked up by row id)"
+            )
+        clash = [i for i in batch.row_ids if i in seen]
+        if clash:
+            raise DataError(
+                f"--data {batch.path}: row id {clash[0]!r} ({column}) is also in "
+                f"{seen[clash[0]].path} ({len(clash)} id(s) shared); expected row ids unique "
+                "across the batches (a prediction log is looked up by row id)"
+            )
+        seen.update(dict.fromkeys(batch.row_ids, batch))
 
 
 def _check_positive(batches: list[Batch], labels: list[np.ndarray], data: DataConfig) -> None:
@@ -182,9 +229,12 @@ def _drift(
                 result = numeric_drift(ref, here[f"{model}_score"].to_numpy(), settings.bins)
                 scores[model] = {**result, "drifted": flag(result, settings.psi_threshold, alpha)}
         drifted = sorted(n for n, r in per_feature.items() if r["drifted"])
+        noise = max((r["psi_noise"] for r in per_feature.values()), default=0.0)
         out["batches"][batch.name] = {
-            "features": per_feature, "scores": scores,
+            "rows": len(batch.frame), "features": per_feature, "scores": scores,
             "drifted_features": drifted, "drifted": bool(drifted),
+            # Sampling noise alone reaches the PSI threshold: PSI says nothing here.
+            "psi_noise": noise, "psi_meaningful": noise < settings.psi_threshold,
         }  # fmt: skip
     out["drifted_batches"] = [b for b, r in out["batches"].items() if r["drifted"]]
     return out
@@ -210,7 +260,8 @@ def shadow(
         raise DataError(f"--candidate {candidate}: no such file; expected an ONNX model")
     cand_model = OnnxClassifier(candidate, threshold, "--candidate")
     inc_model = load_model(incumbent, threshold, "--incumbent")
-    files = batch_files(data, cfg.data.format if cfg else "csv")
+    fmt = cfg.data.format if cfg else "csv"
+    files = batch_files(data, fmt)
     curve = read_label_efficiency(Path(label_efficiency)) if label_efficiency else None
     # The models' text inputs stay text as written (a code 02134 is not the number 2134).
     texts = [i.name for m in (cand_model, inc_model) if isinstance(m, OnnxClassifier)
@@ -219,6 +270,8 @@ def shadow(
     ref_batch = (
         read_batch(Path(reference), na, None, "--reference", texts) if reference else batches[0]
     )
+    if isinstance(inc_model, PredictionLog):
+        _check_unique_ids(batches, settings.id_column)
     labels = [_labels(batch, cfg.data if cfg else None) for batch in batches]
     if cfg:
         _check_sensitive(batches, cfg.data.sensitive)
@@ -251,16 +304,26 @@ def shadow(
     thresholds = {"candidate": cand_model.threshold, "incumbent": inc_model.threshold}
     agree = rows["candidate_decision"] == rows["incumbent_decision"]
     per_batch = {}
+    models = (("candidate", cand_model), ("incumbent", inc_model))
     for batch in batches:
         here = rows["batch"] == batch.name
-        entry = {
+        entry: dict[str, Any] = {
             "rows": int(here.sum()), "agreement": float(agree[here].mean()),
+            "agreement_interval_95": wilson(int(agree[here].sum()), int(here.sum())),
             "candidate_selection_rate": float(rows.loc[here, "candidate_decision"].mean()),
             "incumbent_selection_rate": float(rows.loc[here, "incumbent_decision"].mean()),
         }  # fmt: skip
         if batch.empty_rows:
             entry["empty_rows_skipped"] = batch.empty_rows
+        # Text values a model never saw in training: it scores them as its "other" level.
+        unseen = {
+            m: model.unseen(batch) for m, model in models if isinstance(model, OnnxClassifier)
+        }
+        unseen = {m: counts for m, counts in unseen.items() if counts}
+        if unseen:
+            entry["unseen_levels"] = unseen
         known = here & rows["y"].notna()
+        entry["labelled_rows"] = int(known.sum())
         if known.any():
             y = rows.loc[known, "y"].to_numpy()
             for model in ("candidate", "incumbent"):
@@ -293,6 +356,7 @@ def shadow(
             "kind": "predictions" if isinstance(inc_model, PredictionLog) else "onnx",
         },
         "batches": [str(f) for f in files],
+        "files_not_read": {"data_format": fmt, "files": _not_read(data, fmt)},
         "rows": len(rows),
         "agreement": {"overall": float(agree.mean()), "by_batch": per_batch},
         "disagreement_rows": int((~agree).sum()),

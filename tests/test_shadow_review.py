@@ -1,0 +1,227 @@
+"""`sslops shadow` on the days a monitoring engineer sees: ids reused across days, a Parquet
+day among CSV days, a dozen-row day, a new category value, labels that arrive late;
+and its drift statistics recomputed with numpy/scipy."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from scipy import stats
+
+from sslops.cli import main
+from sslops.config import load_config
+from sslops.data.canonicalize import canonicalize
+from sslops.shadow import shadow
+from sslops.shadow.incumbent import logistic_regression_onnx
+from tests.conftest import ADULT, ROOT
+
+COLUMNS = ["age", "hours-per-week", "education", "sex", "workclass", "marital-status"]
+
+
+def _adult(split: str) -> pd.DataFrame:
+    with gzip.open(ADULT / f"{split}.csv.gz", "rt", encoding="utf-8") as fh:
+        return pd.read_csv(fh, dtype=str, keep_default_na=False)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("shadow-review")
+    train, _ = canonicalize(_adult("train").sample(800, random_state=0), ["?", ""])
+    y = (train["income"] == ">50K").to_numpy().astype(int)
+    candidate = logistic_regression_onnx(train, y, COLUMNS, root / "candidate.onnx")
+    incumbent = logistic_regression_onnx(train, y, COLUMNS[:4], root / "incumbent.onnx")
+    test = _adult("test").sample(2400, random_state=1).reset_index(drop=True)
+    test.insert(0, "id", [f"r{i:05d}" for i in range(len(test))])
+    config = root / "shadow.yaml"
+    raw = yaml.safe_load((ROOT / "configs" / "adult.yaml").read_text())
+    raw["shadow"] = {"id_column": "id"}
+    raw["kpi"] = {"bootstrap": 50}
+    config.write_text(yaml.safe_dump(raw))
+    return {"root": root, "candidate": candidate, "incumbent": incumbent, "test": test,
+            "config": config, "cfg": load_config(config)}  # fmt: skip
+
+
+def _days(folder: Path, parts: list[pd.DataFrame]) -> Path:
+    folder.mkdir()
+    for i, part in enumerate(parts):
+        part.to_csv(folder / f"day{i:02d}.csv", index=False)
+    return folder
+
+
+def _report(path: Path) -> dict[str, Any]:
+    return json.loads((path / "shadow.json").read_text())
+
+
+def _cli_error(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    return err
+
+
+def test_a_prediction_log_with_ids_reused_across_days_is_refused(
+    setup: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """day01 reused day00's ids (a replayed extract): the log is looked up by row id, so
+    day01 was silently given day00's incumbent scores and decisions."""
+    test = setup["test"]
+    day0, day1 = test.iloc[:300], test.iloc[300:600].copy()
+    day1["id"] = day0["id"].to_numpy()
+    data = _days(tmp_path / "batches", [day0, day1])
+    log = tmp_path / "predictions.csv"
+    pd.DataFrame({"row_id": day0["id"], "score": 0.3}).to_csv(log, index=False)
+    out = tmp_path / "report"
+    args = ["shadow", "--candidate", str(setup["candidate"]), "--incumbent", str(log),
+            "--data", str(data), "--out", str(out), "--config", str(setup["config"])]  # fmt: skip
+    err = _cli_error(args, capsys)
+    assert f"--data {data / 'day01.csv'}: row id 'r00000' (column 'id') is also in" in err
+    assert f"{data / 'day00.csv'} (300 id(s) shared)" in err
+    assert not out.exists()
+    # The same id twice within one day is refused too.
+    day0 = test.iloc[:300].copy()
+    day0.loc[5, "id"] = day0.loc[4, "id"]
+    single = tmp_path / "one.csv"
+    day0.to_csv(single, index=False)
+    args[args.index("--data") + 1] = str(single)
+    err = _cli_error(args, capsys)
+    assert "row id 'r00004' (column 'id') appears more than once" in err
+    assert not out.exists()
+    # An ONNX incumbent scores every row itself: reused ids are no problem there.
+    report = _report(shadow(setup["candidate"], setup["incumbent"], data, out, setup["cfg"]))
+    assert report["rows"] == 600
+
+
+def test_a_parquet_day_in_a_csv_folder_is_named_not_dropped_silently(
+    setup: dict[str, Any], tmp_path: Path
+) -> None:
+    """data.format csv reads a folder's CSVs; a Parquet day there was left out and the report
+    only said "Batches: 2" of a folder of three days."""
+    test = setup["test"]
+    data = _days(tmp_path / "batches", [test.iloc[:300], test.iloc[300:600]])
+    test.iloc[600:900].to_parquet(data / "day02.parquet", index=False)
+    out = shadow(setup["candidate"], setup["incumbent"], data, tmp_path / "report", setup["cfg"])
+    report = _report(out)
+    assert len(report["batches"]) == 2
+    assert report["files_not_read"] == {"data_format": "csv", "files": ["day02.parquet"]}
+    assert (
+        "Not read (data.format: csv reads only its own files in a folder): day02.parquet."
+        in (out / "shadow.md").read_text()
+    )
+
+
+def test_a_dozen_row_day_is_too_small_for_psi_and_its_agreement_has_an_interval(
+    setup: dict[str, Any], tmp_path: Path
+) -> None:
+    """A 12-row day had PSI 1-3 on every feature (the largest in the table and the darkest
+    cells of the heatmap, whose colour scale it set) and agreement 0.75 with no interval."""
+    test = setup["test"]
+    parts = [test.iloc[:600], test.iloc[600:1200], test.iloc[1200:1212]]
+    data = _days(tmp_path / "batches", parts)
+    out = shadow(setup["candidate"], setup["incumbent"], data, tmp_path / "report", setup["cfg"])
+    report = _report(out)
+    drift = report["drift"]["batches"]
+    assert drift["day01"]["psi_meaningful"] and not drift["day02"]["psi_meaningful"]
+    assert drift["day02"]["rows"] == 12 and not drift["day02"]["drifted"]
+    # psi_noise = (k - 1)(1/n + 1/m), k the categories either sample has.
+    ref, cur = parts[0]["education"], parts[2]["education"]
+    k = len(set(ref) | set(cur))
+    education = drift["day02"]["features"]["education"]
+    assert education["psi_noise"] == pytest.approx((k - 1) * (1 / 600 + 1 / 12))
+    assert drift["day02"]["psi_noise"] >= education["psi_noise"] > 0.2
+    markdown = (out / "shadow.md").read_text()
+    assert "Too few rows for PSI" in markdown and "day02 (12 rows, noise up to" in markdown
+    # Agreement intervals: Wilson, as scipy computes it.
+    for name, part in (("day01", 600), ("day02", 12)):
+        entry = report["agreement"]["by_batch"][name]
+        hits = round(entry["agreement"] * part)
+        ci = stats.binomtest(hits, part).proportion_ci(method="wilson")
+        assert entry["agreement_interval_95"] == pytest.approx([ci.low, ci.high], abs=1e-9)
+    assert (
+        report["agreement"]["by_batch"]["day02"]["agreement_interval_95"][1]
+        - report["agreement"]["by_batch"]["day02"]["agreement_interval_95"][0]
+        > 0.3
+    )
+
+
+def test_psi_noise_matches_the_psi_of_days_without_drift(setup: dict[str, Any]) -> None:
+    """The noise level is calibrated: on same-population days, the mean PSI of a feature is
+    close to its psi_noise (the approximation PSI * nm/(n+m) ~ chi-square(k - 1))."""
+    from sslops.shadow.drift import column_drift
+
+    test = setup["test"]
+    frame, _ = canonicalize(test, ["?", ""])
+    ratios = []
+    for feature in ("age", "education", "occupation", "hours-per-week"):
+        results = [column_drift(frame[feature].iloc[:1200], frame[feature].iloc[s : s + 200], 10)
+                   for s in range(1200, 2400, 200)]  # fmt: skip
+        ratios.append(
+            np.mean([r["psi"] for r in results]) / np.mean([r["psi_noise"] for r in results])
+        )
+    assert 0.5 < float(np.mean(ratios)) < 2.0, ratios
+
+
+def test_drift_statistics_match_an_independent_computation(
+    setup: dict[str, Any], tmp_path: Path
+) -> None:
+    """PSI (quantile bins of the reference, right-closed, a missing bin, shares floored at
+    1e-4), KS and chi-square of one numeric and one categorical feature, from numpy/scipy."""
+    test = setup["test"]
+    day0, day1 = test.iloc[:800], test.iloc[800:1600].copy()
+    day1["age"] = (day1["age"].astype(int) + 7).astype(str)
+    day1.loc[day1.index[:40], "workclass"] = "Gig-economy"  # a level the reference lacks
+    data = _days(tmp_path / "batches", [day0, day1])
+    report = _report(shadow(setup["candidate"], setup["incumbent"], data, tmp_path / "r"))
+    got = report["drift"]["batches"]["day01"]["features"]
+
+    def psi(e: np.ndarray, a: np.ndarray) -> float:
+        pe, pa = np.maximum(e / e.sum(), 1e-4), np.maximum(a / a.sum(), 1e-4)
+        return float(np.sum((pa - pe) * np.log(pa / pe)))
+
+    ref, cur = day0["age"].astype(float).to_numpy(), day1["age"].astype(float).to_numpy()
+    edges = np.unique(np.quantile(ref, np.arange(1, 10) / 10))
+    e = np.append(np.bincount(np.digitize(ref, edges, right=True), minlength=len(edges) + 1), 0)
+    a = np.append(np.bincount(np.digitize(cur, edges, right=True), minlength=len(edges) + 1), 0)
+    assert got["age"]["psi"] == pytest.approx(psi(e, a), rel=1e-9)
+    assert got["age"]["p_value"] == pytest.approx(stats.ks_2samp(ref, cur).pvalue, rel=1e-6)
+    table = pd.crosstab(
+        np.r_[np.zeros(len(day0)), np.ones(len(day1))],
+        np.r_[
+            day0["workclass"].replace("?", "<missing>"), day1["workclass"].replace("?", "<missing>")
+        ],
+    ).to_numpy()
+    assert got["workclass"]["psi"] == pytest.approx(psi(table[0], table[1]), rel=1e-9)
+    chi = stats.chi2_contingency(table).pvalue
+    assert got["workclass"]["p_value"] == pytest.approx(chi, rel=1e-6)
+
+
+def test_new_category_values_and_late_labels_are_reported_per_day(
+    setup: dict[str, Any], tmp_path: Path
+) -> None:
+    """A day with a workclass no model saw (both scored it as their 'other' level) was only
+    visible as workclass drift; a day whose labels had only partly arrived showed an
+    accuracy without saying it was on a third of its rows."""
+    test = setup["test"]
+    day0, day1 = test.iloc[:300], test.iloc[300:600].copy()
+    day1.loc[day1.index[:30], "workclass"] = "Gig-economy"
+    day1.loc[day1.index[100:], "income"] = ""  # labels of 100 rows arrived
+    data = _days(tmp_path / "batches", [day0, day1])
+    out = shadow(setup["candidate"], setup["incumbent"], data, tmp_path / "report", setup["cfg"])
+    entry = _report(out)["agreement"]["by_batch"]["day01"]
+    assert entry["unseen_levels"]["candidate"]["workclass"] == 30
+    assert "unseen_levels" not in _report(out)["agreement"]["by_batch"]["day00"]
+    assert entry["labelled_rows"] == 100
+    rows = pd.read_csv(out / "scores.csv")
+    known = rows[(rows["batch"] == "day01") & rows["label"].notna()]
+    assert entry["candidate_accuracy"] == pytest.approx(
+        (known["candidate_decision"] == known["label"]).mean()
+    )
+    markdown = (out / "shadow.md").read_text()
+    assert "day01 candidate workclass 30" in markdown
+    assert "| day01 | 300 |" in markdown and "| 100 |" in markdown
