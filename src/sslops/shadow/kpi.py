@@ -46,12 +46,18 @@ def decision_costs(
         "cost_matrix": kpi.costs.model_dump(),
     }
     rng = np.random.default_rng(seed)
-    draws = [rng.integers(0, len(y), len(y)) for _ in range(kpi.bootstrap)] if len(y) else []
+    # One resample at a time, the same rows for the three (paired): holding all of them
+    # took resamples x rows x 8 bytes (3.8 GB for 30 days of 16,000 rows).
+    means: dict[str, list[float]] = {name: [] for name in costs}
+    for _ in range(kpi.bootstrap if len(y) else 0):
+        rows = rng.integers(0, len(y), len(y))
+        for name, values in costs.items():
+            means[name].append(1000 * values[rows].mean())
     for name, values in costs.items():
         per_1000 = 1000 * values.mean() if len(values) else float("nan")
-        means = [1000 * values[rows].mean() for rows in draws]
+        drawn = means[name]
         interval = (
-            [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))] if means else None
+            [float(np.percentile(drawn, 2.5)), float(np.percentile(drawn, 97.5))] if drawn else None
         )
         result[name] = {"per_1000": float(per_1000), "interval_95": interval}
     return result
