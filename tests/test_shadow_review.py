@@ -253,3 +253,38 @@ def test_decision_cost_intervals_keep_memory_flat() -> None:
         [np.percentile(means, 2.5), np.percentile(means, 97.5)]
     )
     assert result["difference"]["interval_95"][0] <= result["difference"]["per_1000"]
+
+
+def test_the_report_opens_with_what_the_cost_interval_says(
+    setup: dict[str, Any], tmp_path: Path
+) -> None:
+    """The cost difference, its interval and whether it excludes 0 were at the bottom of the
+    report, after the fairness tables; nothing said what they meant for the decision."""
+    test = setup["test"]
+    data = _days(tmp_path / "batches", [test.iloc[:1200], test.iloc[1200:2400]])
+    out = shadow(setup["candidate"], setup["incumbent"], data, tmp_path / "report", setup["cfg"])
+    report = _report(out)
+    low, high = report["kpi"]["decision_costs"]["difference"]["interval_95"]
+    expected = (
+        "candidate_costlier" if low > 0 else "candidate_cheaper" if high < 0
+        else "no_difference_shown"
+    )  # fmt: skip
+    assert report["kpi"]["cost_verdict"] == expected
+    markdown = (out / "shadow.md").read_text()
+    summary = markdown[markdown.index("## Summary") : markdown.index("## Agreement")]
+    assert "Cost, candidate - incumbent:" in summary and f"{low:+,.1f} to {high:+,.1f}" in summary
+    assert "No input drift flagged." in summary
+    # The candidate against itself: no difference, and the report says the interval holds 0.
+    same = shadow(setup["candidate"], setup["candidate"], data, tmp_path / "same", setup["cfg"])
+    assert _report(same)["kpi"]["cost_verdict"] == "no_difference_shown"
+    assert "no cost difference shown" in (same / "shadow.md").read_text()
+    # Without labels: said, not a verdict.
+    unlabelled = tmp_path / "unlabelled.csv"
+    test.iloc[:300].drop(columns="income").to_csv(unlabelled, index=False)
+    bare = shadow(
+        setup["candidate"], setup["incumbent"], unlabelled, tmp_path / "bare", setup["cfg"]
+    )
+    assert _report(bare)["kpi"]["cost_verdict"] is None
+    assert (
+        "No labelled rows: cost and quality cannot be compared" in (bare / "shadow.md").read_text()
+    )

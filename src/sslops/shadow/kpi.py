@@ -63,6 +63,20 @@ def decision_costs(
     return result
 
 
+def cost_verdict(costs: dict[str, Any] | None) -> str | None:
+    """What the paired interval of candidate - incumbent says: ``candidate_costlier`` or
+    ``candidate_cheaper`` when it excludes 0, else ``no_difference_shown``; None without
+    labels or without resamples."""
+    if costs is None or costs["difference"]["interval_95"] is None:
+        return None
+    low, high = costs["difference"]["interval_95"]
+    if low > 0:
+        return "candidate_costlier"
+    if high < 0:
+        return "candidate_cheaper"
+    return "no_difference_shown"
+
+
 def _curve(mean: dict[str, dict[str, float]], labels: dict[str, float], models: tuple) -> dict:
     """Per fraction: the best model of ``models`` there (the upper envelope)."""
     out = {}

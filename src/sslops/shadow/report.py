@@ -184,6 +184,48 @@ def _kpi_section(doc: Document, kpi_report: dict[str, Any], kpi: KpiConfig) -> N
     )  # fmt: skip
 
 
+VERDICTS = {
+    "candidate_costlier": "the interval excludes 0: the candidate costs more",
+    "candidate_cheaper": "the interval excludes 0: the candidate costs less",
+    "no_difference_shown": "the interval includes 0: no cost difference shown on these rows",
+}
+
+
+def _summary(doc: Document, report: dict[str, Any]) -> None:
+    """What the numbers say, first: the cost difference and its interval, the quality deltas,
+    the days on another population. Promotion itself is the team's decision."""
+    doc.heading("Summary")
+    items = []
+    costs, verdict = report["kpi"]["decision_costs"], report["kpi"]["cost_verdict"]
+    if costs is None:
+        items.append("No labelled rows: cost and quality cannot be compared; agreement and "
+                     "drift only.")  # fmt: skip
+    else:
+        d = costs["difference"]
+        ci = d["interval_95"]
+        between = f" (95% interval {ci[0]:+,.1f} to {ci[1]:+,.1f})" if ci else ""
+        items.append(
+            f"Cost, candidate - incumbent: {d['per_1000']:+,.1f} {costs['currency']} per "
+            f"1,000 decisions on {costs['rows']:,} labelled rows{between}"
+            + (f"; {VERDICTS[verdict]}." if verdict else ".")
+        )
+        overall = report["metrics"]["overall"]
+        items.append(
+            f"Accuracy {_d(overall['accuracy']['delta'])}, ROC AUC "
+            f"{_d(overall['roc_auc']['delta'])} (candidate - incumbent; no intervals)."
+        )
+    flagged = report["drift"]["drifted_batches"]
+    items.append(
+        f"Input drift flagged in {', '.join(flagged)}: those days' numbers are on a different "
+        "population."
+        if flagged
+        else "No input drift flagged."
+    )
+    items.append(f"Decisions agree on {report['agreement']['overall']:.1%} of rows.")
+    doc.bullets(items)
+    doc.paragraph("This report does not decide promotion; it states what the shadow rows show.")
+
+
 def build_document(report: dict[str, Any], tmp: Path, kpi: KpiConfig) -> Document:
     doc = Document("Shadow test: candidate vs incumbent")
     doc.paragraph(READ_ONLY)
@@ -193,6 +235,7 @@ def build_document(report: dict[str, Any], tmp: Path, kpi: KpiConfig) -> Documen
         f"Incumbent: {inc['path']} ({inc['kind']}, threshold {inc['threshold']:g})",
         f"Batches: {len(report['batches'])}, {report['rows']:,} rows",
     ])  # fmt: skip
+    _summary(doc, report)
     skipped_files = report["files_not_read"]["files"]
     if skipped_files:
         doc.paragraph(

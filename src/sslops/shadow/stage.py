@@ -21,7 +21,12 @@ from sslops.data.readers import TABLE_SUFFIXES
 from sslops.errors import DataError
 from sslops.evaluate.metrics import SUMMARY, model_metrics
 from sslops.shadow.drift import column_drift, flag, numeric_drift
-from sslops.shadow.kpi import decision_costs, labels_saved, read_label_efficiency
+from sslops.shadow.kpi import (
+    cost_verdict,
+    decision_costs,
+    labels_saved,
+    read_label_efficiency,
+)
 from sslops.shadow.report import write_report
 from sslops.shadow.scoring import (
     DEFAULT_NA,
@@ -376,6 +381,7 @@ def shadow(
             "labels_saved": labels_saved(curve, kpi) if curve else None,
         },
     }
+    report["kpi"]["cost_verdict"] = cost_verdict(report["kpi"]["decision_costs"])
     sources = {f"data.{i}": f for i, f in enumerate(files)} | {
         "candidate": candidate,
         "incumbent": incumbent,
