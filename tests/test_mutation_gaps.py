@@ -202,3 +202,16 @@ def test_one_resample_s_group_intervals_equal_scikit_learn_on_its_rows() -> None
         }
         for key, value in expected.items():
             assert table[key] == pytest.approx([value, value], abs=1e-12), (group, key)
+
+
+def test_a_group_named_by_the_empty_string_is_not_taken_for_the_excluded_rows() -> None:
+    """group_codes found the excluded rows' label by its sort position (first); a group
+    named "" sorts before it, and then the small group's rows were compared as a group."""
+    from sslops.gaps import EXCLUDED, group_codes, rate_gaps
+
+    groups = np.array([""] * 10 + ["a"] * 10 + [EXCLUDED] * 2, dtype=object)
+    codes = group_codes(groups)
+    assert codes.tolist() == [0] * 10 + [1] * 10 + [-1] * 2
+    y = np.ones(22, dtype=int)
+    predicted = np.array([1] * 10 + [1] * 5 + [0] * 5 + [0, 0])
+    assert rate_gaps(y, predicted, groups)["dp_difference"] == pytest.approx(0.5)

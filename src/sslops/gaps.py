@@ -36,8 +36,10 @@ def group_codes(groups: np.ndarray) -> np.ndarray:
     rows of :data:`EXCLUDED`."""
     names, codes = np.unique(np.asarray(groups, dtype=str), return_inverse=True)
     codes = codes.reshape(-1)
-    if len(names) and names[0] == EXCLUDED:  # sorts first: NUL
-        codes = codes - 1
+    found = np.flatnonzero(names == EXCLUDED)
+    if len(found):  # looked up, not assumed first: a group named "" sorts before NUL
+        at = int(found[0])
+        codes = np.where(codes == at, -1, codes - (codes > at))
     return codes
 
 
