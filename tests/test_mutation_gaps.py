@@ -215,3 +215,19 @@ def test_a_group_named_by_the_empty_string_is_not_taken_for_the_excluded_rows() 
     y = np.ones(22, dtype=int)
     predicted = np.array([1] * 10 + [1] * 5 + [0] * 5 + [0, 0])
     assert rate_gaps(y, predicted, groups)["dp_difference"] == pytest.approx(0.5)
+
+
+def test_intervals_are_of_the_decisions_the_point_estimates_are_of() -> None:
+    """model_metrics(predicted=...) took its point estimates from ``predicted`` but its
+    intervals from score >= threshold: two decision rules in one row of the report."""
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 400)
+    score = rng.random(400)
+    groups = {"g": rng.choice(["a", "b"], 400)}
+    flipped = (score < 0.5).astype(int)  # the opposite of thresholding at 0.5
+    out = model_metrics(y, score, 0.5, groups, resamples=50, seed=1, predicted=flipped)
+    low, high = out["intervals"]["accuracy"]
+    assert low <= out["accuracy"] <= high
+    assert out["accuracy"] == pytest.approx(accuracy_score(y, flipped))
+    plain = model_metrics(y, score, 0.5, groups, resamples=50, seed=1)
+    assert out["intervals"]["accuracy"] != plain["intervals"]["accuracy"]

@@ -204,11 +204,14 @@ def bootstrap_intervals(
     groups: np.ndarray,
     resamples: int,
     seed: int,
+    predicted: np.ndarray | None = None,
 ) -> dict[str, list[float]]:
-    """Percentile 95% intervals of the summary metrics over row resamples."""
+    """Percentile 95% intervals of the summary metrics over row resamples; ``predicted``,
+    where given, is the decision (as :func:`model_metrics` takes it), else score >= threshold."""
     codes = group_codes(groups)
+    decided = (score >= threshold).astype(int) if predicted is None else np.asarray(predicted)
     return _percentile_intervals(len(y), resamples, seed, lambda rows: _fast_summary(
-        y[rows], score[rows], (score[rows] >= threshold).astype(int), codes[rows]
+        y[rows], score[rows], decided[rows], codes[rows]
     ))  # fmt: skip
 
 
@@ -256,7 +259,9 @@ def model_metrics(
                 row.update({k: float("nan") for k in row if k != "count"})
         result["by_group"][column] = table
         result["gaps"][column] = rate_gaps(y, predicted, compared[column])
-    result["intervals"] = bootstrap_intervals(y, score, threshold, first, resamples, seed)
+    result["intervals"] = bootstrap_intervals(
+        y, score, threshold, first, resamples, seed, predicted
+    )  # the decisions the point estimates are of
     if resamples:  # every column's and the crossing's gaps, not only the first column's
         result["gap_intervals"] = {
             column: gap_intervals(y, predicted, compared[column], resamples, seed)
