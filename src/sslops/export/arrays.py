@@ -154,9 +154,8 @@ def export_arrays(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_dir:
             ),
         }
         if data.modality == "timeseries":  # predict brings new series to the length as prepare
-            ran = (data.meta.get("config") or {}).get("prepare") or {}
             metadata["series_length_policy"] = str(
-                ran.get("series_length_policy", cfg.prepare.series_length_policy)
+                data.prepared_with("series_length_policy", cfg.prepare.series_length_policy)
             )
         save_checked(proto, path, metadata)
         feed = x.numpy()

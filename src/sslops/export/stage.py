@@ -70,6 +70,7 @@ def preprocessing_spec(cfg: Config, data: PreparedData) -> dict[str, Any]:
     :class:`sslops.shadow.scoring.OnnxClassifier`): shipped in the model's metadata so that
     a service outside sslops (onnxruntime in Java, C#, Triton) feeds what predict feeds.
     Imputation, scaling, one-hot and unseen levels are inside the graph."""
+    casefold = bool(data.prepared_with("casefold_categories", cfg.prepare.casefold_categories))
     return {
         "missing_markers": list(cfg.data.na_values),
         "text": "Unicode NFKC; every run of whitespace replaced by one space; leading and "
@@ -87,10 +88,10 @@ def preprocessing_spec(cfg: Config, data: PreparedData) -> dict[str, Any]:
             "are lower-cased (private, PRIVATE for Private) is that level, as training "
             "merged spellings that differ only in case (case_insensitive_levels; the levels "
             "are in the metadata's inputs)"
-            if cfg.prepare.casefold_categories
+            if casefold
             else ""
         ),
-        "case_insensitive_levels": cfg.prepare.casefold_categories,
+        "case_insensitive_levels": casefold,
         "inputs": "one graph input per column, fed by name (order does not matter); every "
         "input the same batch length; a batch of 0 rows gives 0 probabilities",
         "output": f"{OUTPUT} float32 [batch]: P({data.schema['label']} = "

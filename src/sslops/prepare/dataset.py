@@ -149,3 +149,10 @@ class PreparedData:
     @property
     def sensitive(self) -> list[str]:
         return list(self.schema["sensitive"])
+
+    def prepared_with(self, key: str, default: Any) -> Any:
+        """The ``prepare.<key>`` setting these data were prepared with (what a later stage
+        records for serving must be what prepare did, not its own config's value, which
+        check_same_data does not compare); ``default`` for an artifact that lacks it."""
+        ran = (self.meta.get("config") or {}).get("prepare") or {}
+        return ran.get(key, default)
