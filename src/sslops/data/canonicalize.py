@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -172,14 +173,21 @@ def unify_case(values: pd.Series, preferred: dict[str, str]) -> tuple[pd.Series,
 
 
 def canonicalize(
-    frame: pd.DataFrame, na_values: list[str], casefold: bool = False
-) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Canonicalize a whole in-memory frame; returns it and a report of what changed, per column."""
+    frame: pd.DataFrame, na_values: list[str], casefold: bool = False,
+    text_columns: Sequence[str] = (),
+) -> tuple[pd.DataFrame, dict[str, Any]]:  # fmt: skip
+    """Canonicalize a whole in-memory frame; returns it and a report of what changed, per column.
+    ``text_columns`` stay text even where every cell is a number (a code 02134)."""
     columns: dict[Any, pd.Series] = {}
     report: dict[str, Any] = {"columns": {}}
     for column in frame.columns:
         series, changed = canonical_strings(frame[column], na_values)
         changes: dict[str, Any] = {"normalized_text": changed}
+        if column in text_columns:
+            series = series.astype("string")
+            columns[column] = series
+            report["columns"][column] = column_report(series, changes)
+            continue
         numbers, all_numeric = parse_numbers(series)
         if pd.api.types.is_float_dtype(series) or (series.notna().any() and all_numeric):
             if not pd.api.types.is_float_dtype(series):

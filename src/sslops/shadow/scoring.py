@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from sslops.data.canonicalize import canonical_strings, canonicalize, cell_texts
+from sslops.data.canonicalize import canonicalize, cell_texts
 from sslops.data.readers import (
     TABLE_SUFFIXES,
     header_hint,
@@ -134,10 +134,7 @@ def _canonical(
     raw: pd.DataFrame, na_values: list[str], text_columns: Sequence[str]
 ) -> pd.DataFrame:
     """Canonical cells; ``text_columns`` stay the canonical text as written (not numbers)."""
-    frame, _ = canonicalize(raw, na_values)
-    for column in [c for c in text_columns if c in raw.columns]:
-        frame[column] = canonical_strings(raw[column], na_values)[0].astype("string")
-    return frame
+    return canonicalize(raw, na_values, text_columns=text_columns)[0]
 
 
 def _parquet_frames(
