@@ -1,7 +1,9 @@
 """Data card: what a reviewer needs to know about the prepared data, as JSON, Markdown, PNG.
 
 Counts, rates and column statistics only: the card never quotes a row, and free-text
-columns are described by counts, never by their values.
+columns are described by counts, never by their values. A sensitive group (or crossing) of
+fewer than ``evaluate.min_group_rows`` training rows shows its count and no positive rate:
+with all of its few rows of one class, the rate would be each member's label.
 """
 
 from __future__ import annotations
@@ -31,14 +33,17 @@ def _rate(target: pd.Series) -> float:
 
 
 def _group_table(
-    frame: pd.DataFrame, columns: list[str], target: pd.Series
+    frame: pd.DataFrame, columns: list[str], target: pd.Series, min_rows: int
 ) -> list[dict[str, Any]]:
+    """Rows and positive rate per group; a group of fewer than ``min_rows`` rows has a
+    ``positive_rate`` of None (a small cell: its rate would disclose its members' labels)."""
     keys = [frame[c].astype("string").fillna("(missing)") for c in columns]
     rows = []
     for value, part in target.groupby(keys):
         names = value if isinstance(value, tuple) else (value,)
         group = " & ".join(str(v) for v in names)
-        rows.append({"group": group, "rows": len(part), "positive_rate": _rate(part)})
+        rate = _rate(part) if len(part) >= min_rows else None
+        rows.append({"group": group, "rows": len(part), "positive_rate": rate})
     return sorted(rows, key=lambda r: (-r["rows"], r["group"]))
 
 
@@ -143,9 +148,10 @@ def _folded(frame: pd.DataFrame, levels: dict[str, list[str]]) -> dict[str, Any]
     return folded
 
 
-def _identifier_like(frame: pd.DataFrame, columns: list[str]) -> dict[str, Any]:
+def identifier_like(frame: pd.DataFrame, columns: list[str]) -> dict[str, Any]:
     """Categorical columns whose values are (nearly) all distinct: an undeclared identifier or
-    free text, which helps no model and carries personal data into one."""
+    free text, which helps no model and carries personal data into one (the prepare stage
+    keeps no level of such a column, so none of its values reaches a model file)."""
     found = {}
     for column in columns:
         values = frame[column].dropna()
@@ -195,6 +201,7 @@ def build_datacard(
     labels: dict[str, dict[str, int]] | None = None,
     encoded_levels: dict[str, list[str]] | None = None,
     constant_dropped: list[str] | None = None,
+    min_group_rows: int,
 ) -> dict[str, Any]:
     train = splits["train"]
     numeric = [c for c in train.columns if pd.api.types.is_numeric_dtype(train[c])]
@@ -243,16 +250,17 @@ def build_datacard(
             for c in train.columns
             if train[c].isna().any()
         },
+        "small_group_rows": min_group_rows,  # fewer: count only, no positive rate
         "sensitive_groups_train": {
-            c: _group_table(train, [c], targets["train"]) for c in sensitive
+            c: _group_table(train, [c], targets["train"], min_group_rows) for c in sensitive
         },
         "sensitive_intersections_train": {
-            " x ".join(pair): _group_table(train, list(pair), targets["train"])
+            " x ".join(pair): _group_table(train, list(pair), targets["train"], min_group_rows)
             for pair in combinations(sensitive, 2)
         },
         "rare_categories_train": _rare_categories(train, [c for c in categorical if c != label]),
         "folded_into_other_train": _folded(train, encoded_levels or {}),
-        "identifier_like_train": _identifier_like(train, [c for c in categorical if c in features]),
+        "identifier_like_train": identifier_like(train, [c for c in categorical if c in features]),
         "constant_columns_train": [c for c in features if train[c].nunique() <= 1],
         "constant_columns_dropped": list(constant_dropped or []),
         "numeric_edges_train": _numeric_edges(train, numeric),
@@ -262,6 +270,11 @@ def build_datacard(
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     lines = ["| " + " | ".join(map(md_cell, header)) + " |", "|" + "---|" * len(header)]
     return lines + ["| " + " | ".join(map(md_cell, row)) + " |" for row in rows]
+
+
+def _group_rate(group: dict[str, Any], least: int) -> str:
+    rate = group["positive_rate"]
+    return f"not shown (< {least} rows)" if rate is None else f"{rate:.3f}"
 
 
 def datacard_markdown(card: dict[str, Any]) -> str:
@@ -341,18 +354,20 @@ def datacard_markdown(card: dict[str, Any]) -> str:
             for n, i in card["schema"].items()
         ],
     )  # fmt: skip
-    for column, groups in card["sensitive_groups_train"].items():
-        lines += ["", f"## Sensitive attribute `{column}` (train split)", ""]
+    least = card.get("small_group_rows", 0)
+    tables = [
+        *((f"Sensitive attribute `{c}`", g) for c, g in card["sensitive_groups_train"].items()),
+        *((f"Intersection {p}", g) for p, g in card["sensitive_intersections_train"].items()),
+    ]
+    for title, groups in tables:
+        lines += ["", f"## {title} (train split)", ""]
         lines += _table(
             ["group", "rows", "positive rate"],
-            [[g["group"], f"{g['rows']:,}", f"{g['positive_rate']:.3f}"] for g in groups],
+            [[g["group"], f"{g['rows']:,}", _group_rate(g, least)] for g in groups],
         )
-    for pair, groups in card["sensitive_intersections_train"].items():
-        lines += ["", f"## Intersection {pair} (train split)", ""]
-        lines += _table(
-            ["group", "rows", "positive rate"],
-            [[g["group"], f"{g['rows']:,}", f"{g['positive_rate']:.3f}"] for g in groups],
-        )
+        if any(g["positive_rate"] is None for g in groups):
+            lines += ["", f"A group of fewer than {least} rows (`evaluate.min_group_rows`) "
+                      "shows no rate: with so few people, it would tell their labels."]  # fmt: skip
     if card["rare_categories_train"]:
         lines += ["", "## Rare categories (train split)", ""]
         lines += _table(
@@ -379,8 +394,10 @@ def datacard_markdown(card: dict[str, Any]) -> str:
         lines += ["", "## Columns that look like identifiers or free text (train split)", ""]
         lines += [
             "Nearly every value occurs once: declare such a column in `data.identifiers` "
-            "(dropped or hashed) or `data.text`. Kept as a feature, its values seen in fewer "
-            "than `prepare.min_category_count` training rows fold into one level.",
+            "(dropped or hashed) or `data.text`. Kept as a feature, every value of it is the "
+            "one level `__other__`, even one repeated in many rows (a patient's name over "
+            "their visits): no value of it is stored in the encoding or the exported model, "
+            "and the model cannot use it.",
             "",
         ]
         lines += _table(
@@ -432,7 +449,11 @@ def datacard_figures(card: dict[str, Any], out: Path) -> None:
     """Positive rate per sensitive group and missing share per column, as PNG."""
     from sslops.plots import plt
 
-    groups = [(c, g) for c, rows in card["sensitive_groups_train"].items() for g in rows[:8]]
+    groups = [
+        (c, g)
+        for c, rows in card["sensitive_groups_train"].items()
+        for g in [g for g in rows if g["positive_rate"] is not None][:8]
+    ]
     fig, ax = plt.subplots(figsize=(7, 0.3 * len(groups) + 1.2), dpi=100)
     ax.barh([f"{c}: {g['group']}" for c, g in groups], [g["positive_rate"] for c, g in groups])
     ax.invert_yaxis()

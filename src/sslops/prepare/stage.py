@@ -24,10 +24,11 @@ from sslops.data.datacard import (
     datacard_figures,
     datacard_markdown,
     few_class_note,
+    identifier_like,
     label_note,
     label_values,
 )
-from sslops.data.encoding import TabularEncoding
+from sslops.data.encoding import MISSING, OTHER, TabularEncoding
 from sslops.data.readers import header_hint, read_header, resolve_sources
 from sslops.data.split import SPLIT_NAMES, predicate_columns
 from sslops.errors import DataError
@@ -269,6 +270,13 @@ def _write_metadata(
     encoding = TabularEncoding.fit(
         fitted_on, features, cfg.prepare.max_categories, cfg.prepare.min_category_count
     )
+    # A column whose values are nearly all distinct is an identifier or free text (the data
+    # card flags it): none of its values becomes a level, not even one repeated in enough
+    # rows (a patient's name over their visits), so none reaches the exported model.
+    suspects = identifier_like(splits["train"], [c.name for c in encoding.categorical])
+    for column in encoding.categorical:
+        if column.name in suspects:
+            column.categories = [MISSING, OTHER]
 
     scans = [read_scan(f) for f in folders]
     raw_rows: dict[str, int] = {}
@@ -310,6 +318,7 @@ def _write_metadata(
         labels=values,
         encoded_levels={c.name: c.categories for c in encoding.categorical},
         constant_dropped=constant,
+        min_group_rows=cfg.evaluate.min_group_rows,
     )
     schema = {
         "modality": "tabular",

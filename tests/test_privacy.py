@@ -1,0 +1,102 @@
+"""What of the raw data leaves the training boundary: no value of an identifier-like column
+in the encoding or the exported model, no positive rate of a small sensitive group in the
+data card."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from sslops.config import Config, validate_config
+from sslops.data.encoding import MISSING, OTHER
+from sslops.export.graph import _front_end
+from sslops.export.stage import input_schema
+from sslops.prepare import PreparedData, prepare
+from tests.conftest import ADULT
+
+FREQUENT = [f"Frequent Patient{j:02d}" for j in range(20)]
+
+
+def adult(rows: int, seed: int) -> pd.DataFrame:
+    frame = pd.read_csv(ADULT / "train.csv.gz", dtype=str, keep_default_na=False)
+    return frame.sample(n=rows, random_state=seed).reset_index(drop=True)
+
+
+def config(path: Path, **sections: Any) -> Config:
+    raw: dict[str, Any] = {
+        "data": {"train": str(path), "label": "income", "positive": ">50K",
+                 "sensitive": ["sex", "race"]},
+        "prepare": {"test_fraction": 0.2},
+        **sections,
+    }  # fmt: skip
+    return validate_config(raw)
+
+
+@pytest.fixture(scope="module")
+def patients(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Adult rows with an undeclared ``name`` column: most names once, 20 patients with six
+    visits each (more than prepare.min_category_count rows)."""
+    root = tmp_path_factory.mktemp("patients")
+    frame = adult(1500, seed=1)
+    names = [f"Patient Unique{i:04d}" for i in range(len(frame))]
+    for j, name in enumerate(FREQUENT):
+        names[j * 6 : j * 6 + 6] = [name] * 6
+    frame["name"] = names
+    frame.to_csv(root / "raw.csv", index=False)
+    return root, prepare(config(root / "raw.csv"), root / "prepared")
+
+
+def test_an_identifier_like_column_keeps_no_level_not_even_a_repeated_value(
+    patients: tuple[Path, Path],
+) -> None:
+    """A patient's name over six visits was a level, so it was in encoding.json, the model's
+    metadata (``inputs``) and its LabelEncoder: a model file that is shipped named patients."""
+    _, out = patients
+    card = json.loads((out / "datacard.json").read_text())
+    assert list(card["identifier_like_train"]) == ["name"]
+    data = PreparedData(out)
+    name = next(c for c in data.encoding.categorical if c.name == "name")
+    assert name.categories == [MISSING, OTHER]
+    shipped = json.dumps(input_schema(data)) + json.dumps(data.schema["encoded_features"])
+    front = _front_end(data.encoding, 18, 8).SerializeToString()
+    stored = b"".join(p.read_bytes() for p in out.iterdir() if p.suffix in {".json", ".md"})
+    for text in FREQUENT:
+        assert text not in shipped and text.encode() not in front + stored, text
+    assert "no value of it is stored" in (out / "datacard.md").read_text()
+    # Other categorical columns keep their levels.
+    workclass = next(c for c in data.encoding.categorical if c.name == "workclass")
+    assert "Private" in workclass.categories
+
+
+def test_a_small_sensitive_group_shows_its_count_and_no_positive_rate(
+    patients: tuple[Path, Path],
+) -> None:
+    """With all of a group's five rows negative, a rate of 0.000 told each member's label."""
+    _, out = patients
+    card = json.loads((out / "datacard.json").read_text())
+    assert card["small_group_rows"] == 10  # evaluate.min_group_rows
+    tables = [*card["sensitive_groups_train"].values(),
+              *card["sensitive_intersections_train"].values()]  # fmt: skip
+    groups = [g for table in tables for g in table]
+    small = [g for g in groups if g["rows"] < 10]
+    assert small and all(g["positive_rate"] is None for g in small)
+    assert all(isinstance(g["positive_rate"], float) for g in groups if g["rows"] >= 10)
+    markdown = (out / "datacard.md").read_text()
+    for g in small:
+        assert f"| {g['group']} | {g['rows']} | not shown (< 10 rows) |" in markdown
+
+
+def test_the_small_group_threshold_is_evaluate_min_group_rows(
+    patients: tuple[Path, Path], tmp_path: Path
+) -> None:
+    root, _ = patients
+    cfg = config(root / "raw.csv", evaluate={"min_group_rows": 3})
+    card = json.loads((prepare(cfg, tmp_path / "out") / "datacard.json").read_text())
+    assert card["small_group_rows"] == 3
+    groups = [g for table in card["sensitive_intersections_train"].values() for g in table]
+    assert any(3 <= g["rows"] < 10 and g["positive_rate"] is not None for g in groups)
+    assert all(g["positive_rate"] is None for g in groups if g["rows"] < 3)
