@@ -239,7 +239,7 @@ def test_rows_stream_in_chunks_with_the_result_of_one_read(
     out = outs["chunked", "named"]
     before = out.read_bytes()
     for source, expected, id_args in (
-        (bad, "non-numeric value 'old'", []),
+        (bad, "non-numeric value in row 'bad:", []),
         (twice, "occurs more than once", ["--id-column", "id"]),
     ):
         code, _, err = _run(capsys, "--model", model, "--data", source, "--out", out,

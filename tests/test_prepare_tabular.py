@@ -288,10 +288,11 @@ def test_a_numeric_column_with_a_few_texts_is_named_not_turned_into_categories(
 def test_the_mixed_column_hint_writes_an_untypeable_marker_as_an_escape_that_set_reads_back(
     tmp_path: Path,
 ) -> None:
-    """A damaged cell holding a line break (U+0085, as the fuzzer found) is quoted as \\u0085
-    in the --set hint, and that hint, applied as written, lets prepare read the file."""
+    """A damaged marker holding a line break (U+0085, as the fuzzer found) is quoted as
+    \\u0085 in the --set hint, and that hint, applied as written, lets prepare read the file.
+    (A marker repeats: a text in fewer than prepare.min_category_count rows is not quoted.)"""
     frame, _ = with_notes(adult(400, seed=3))
-    frame.loc[5, "age"] = "0\x850"
+    frame.loc[5:9, "age"] = "0\x850"
     frame.to_csv(tmp_path / "raw.csv", index=False)
     with pytest.raises(DataError) as caught:
         prepare(config(tmp_path / "raw.csv"), tmp_path / "out")
@@ -302,7 +303,7 @@ def test_the_mixed_column_hint_writes_an_untypeable_marker_as_an_escape_that_set
     cfg = config(tmp_path / "raw.csv").model_dump(mode="json")
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     card = prepare(load_config(tmp_path / "cfg.json", [hint]), tmp_path / "na") / "datacard.json"
-    assert json.loads(card.read_text())["schema"]["age"]["missing"] == 1
+    assert json.loads(card.read_text())["schema"]["age"]["missing"] == 5
 
 
 def test_one_line_escapes_every_line_break_str_splitlines_knows() -> None:
@@ -498,7 +499,7 @@ def test_numbers_written_for_people_are_named_not_read_as_text(tmp_path: Path) -
     assert_fails_cleanly(
         config(tmp_path / "raw.csv"), tmp_path / "out",
         "column 'fnlwgt' in", "holds numbers written with separators, a currency or a percent "
-        "sign in 400 rows (e.g. '", "--set 'data.categorical=[fnlwgt]'",
+        "sign in 400 rows (e.g. data row ", "'99", "--set 'data.categorical=[fnlwgt]'",
     )  # fmt: skip
     raw = config(tmp_path / "raw.csv").model_dump(mode="json")
     raw["data"]["categorical"] = ["fnlwgt"]

@@ -1,6 +1,6 @@
 """What of the raw data leaves the training boundary: no value of an identifier-like column
 in the encoding or the exported model, no positive rate of a small sensitive group in the
-data card."""
+data card, no rare cell quoted in an error message."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import pytest
 
 from sslops.config import Config, validate_config
 from sslops.data.encoding import MISSING, OTHER
+from sslops.data.pii import value_shape
+from sslops.errors import DataError
 from sslops.export.graph import _front_end
 from sslops.export.stage import input_schema
 from sslops.prepare import PreparedData, prepare
@@ -100,3 +102,36 @@ def test_the_small_group_threshold_is_evaluate_min_group_rows(
     groups = [g for table in card["sensitive_intersections_train"].values() for g in table]
     assert any(3 <= g["rows"] < 10 and g["positive_rate"] is not None for g in groups)
     assert all(g["positive_rate"] is None for g in groups if g["rows"] < 3)
+
+
+def test_a_name_in_a_number_column_is_named_by_its_row_not_quoted(tmp_path: Path) -> None:
+    """The error went to the console, the KFP log and the ticket, with the name, and its hint
+    proposed the name as a missing-value marker: a config (filed in every artifact, the
+    ONNX metadata's preprocessing) that held a patient's name."""
+    frame = adult(600, seed=2)
+    frame.loc[5, "age"] = "Jane Doe"
+    frame.loc[::40, "hours-per-week"] = "unknown"  # a marker: repeated, so quoted
+    frame.to_csv(tmp_path / "raw.csv", index=False)
+    with pytest.raises(DataError) as caught:
+        prepare(config(tmp_path / "raw.csv"), tmp_path / "out")
+    message = str(caught.value)
+    assert "Jane" not in message and "Doe" not in message
+    assert "column 'age'" in message and "data row 6: 'Aaaa Aaa'" in message
+    assert "is not quoted" in message and "data.na_values=" not in message
+    assert not (tmp_path / "out").exists()
+    frame.loc[5, "age"] = "39"
+    frame.to_csv(tmp_path / "raw.csv", index=False)
+    with pytest.raises(DataError) as caught:
+        prepare(config(tmp_path / "raw.csv"), tmp_path / "out")
+    message = str(caught.value)
+    assert "(e.g. 'unknown')" in message and "not quoted" not in message
+    assert """--set 'data.na_values=["?", "", "unknown"]'""" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "shape"),
+    [("Jane Doe", "Aaaa Aaa"), ("$40,000", "$99,999"), ("12.5%", "99.9%"), ("Zoë 3", "Aaa 9"),
+     ("x" * 40, "a" * 30)],
+)  # fmt: skip
+def test_value_shape_keeps_the_form_not_the_text(text: str, shape: str) -> None:
+    assert value_shape(text) == shape

@@ -160,6 +160,17 @@ def redact_column(
     return pd.Series(table[codes], index=values.index, dtype=object), found
 
 
+def value_shape(text: str, limit: int = 30) -> str:
+    """``text`` with every letter written as ``a`` or ``A`` and every digit as ``9``, the
+    rest as it is, cut to ``limit`` characters: what an error message shows of a cell that
+    may be a person's (a name in a number column is 'Aaaa Aaaaa', a formatted amount
+    '$99,999'), enough to see what is wrong without quoting it."""
+    return "".join(
+        ("A" if ch.isupper() else "a") if ch.isalpha() else "9" if ch.isdigit() else ch
+        for ch in text[:limit]
+    )
+
+
 def load_key(key_file: str | None, key_env: str) -> bytes | None:
     """The hashing key from ``key_file`` or the environment variable ``key_env``; None if neither."""
     if key_file:

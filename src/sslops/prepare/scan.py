@@ -31,7 +31,14 @@ from sslops.config import Config
 from sslops.data.canonicalize import canonical_column_name, canonical_text, parse_number_array
 from sslops.data.dedup import MISSING_TOKEN, combine, value_tokens
 from sslops.data.minhash import shingles, signatures
-from sslops.data.pii import keyed_hash, load_key, redact_array, require_key, siphash_key
+from sslops.data.pii import (
+    keyed_hash,
+    load_key,
+    redact_array,
+    require_key,
+    siphash_key,
+    value_shape,
+)
 from sslops.data.readers import iter_table_chunks, scalar_cells
 from sslops.data.split import split_key
 from sslops.errors import DataError
@@ -199,8 +206,8 @@ def _scan_column(
     stats["numeric"][column] &= all_numeric
     stats["has_value"][column] |= bool((present & (weights > 0)).any())
     if column not in roles.text and column not in cfg.data.category_columns:
-        _count_mixed(stats["_mixed"].setdefault(column, _Mixed()), distinct, numbers, present,
-                     weights)  # fmt: skip
+        mixed = stats["_mixed"].setdefault(column, _Mixed())
+        _count_mixed(mixed, distinct, numbers, present, weights, codes, stats["rows"] - len(codes))
     if casefold and not all_numeric:
         for value, weight in zip(distinct.to_pylist(), weights.tolist(), strict=True):
             if weight and value is not None and any(ch.isalpha() for ch in value):
@@ -211,21 +218,33 @@ def _scan_column(
 
 
 @dataclass
+class _Example:
+    """A text found in a number column: its first data row (1-based) and the rows of its
+    chunk that hold it."""
+
+    text: str
+    row: int
+    rows: int
+
+
+@dataclass
 class _Mixed:
     """Rows of one column that hold a number or text, and the first few texts (in memory
     only: ``scan.json`` keeps counts, never values)."""
 
     numbers: int = 0
     texts: int = 0
-    examples: list[str] = field(default_factory=list)
+    examples: list[_Example] = field(default_factory=list)
     formatted: int = 0  # texts that are numbers written for people: 177,119 / $40 / 12,5 / 40%
-    formatted_examples: list[str] = field(default_factory=list)
+    formatted_examples: list[_Example] = field(default_factory=list)
 
 
 def _count_mixed(
     mixed: _Mixed, distinct: pa.Array, numbers: np.ndarray, present: np.ndarray,
-    weights: np.ndarray,
+    weights: np.ndarray, codes: np.ndarray, before: int,
 ) -> None:  # fmt: skip
+    """Add a chunk's counts; ``codes`` index ``distinct`` per row, ``before`` rows of the file
+    came in earlier chunks."""
     is_text = present & np.isnan(numbers) & (weights > 0)
     formatted = is_text & pc.fill_null(
         pc.match_substring_regex(distinct, _FORMATTED_NUMBER), False
@@ -235,7 +254,23 @@ def _count_mixed(
     mixed.formatted += int(weights[formatted].sum())
     for examples, rows in ((mixed.examples, is_text), (mixed.formatted_examples, formatted)):
         for index in np.flatnonzero(rows)[: 3 - len(examples)]:
-            examples.append(str(distinct[int(index)].as_py())[:30])
+            row = before + int(np.flatnonzero(codes == index)[0]) + 1
+            examples.append(_Example(str(distinct[int(index)].as_py()), row, int(weights[index])))
+
+
+def _shown(examples: list[_Example], quotable: int) -> str:
+    """The examples for an error message: a text held by at least ``quotable`` rows (a
+    marker such as 'unknown') quoted, a rarer one (a name typed into the wrong column) by
+    its row and its shape only, as error messages end up in logs and tickets."""
+    shown = [
+        repr(e.text[:30]) if e.rows >= quotable else f"data row {e.row:,}: {value_shape(e.text)!r}"
+        for e in examples
+    ]
+    note = (
+        f"; a text in fewer than {quotable} rows (prepare.min_category_count) is not quoted: "
+        "letters are shown as a/A, digits as 9"
+    )
+    return ", ".join(shown) + (note if any(e.rows < quotable for e in examples) else "")
 
 
 # A number with a currency sign, digit grouping (1,234 / 1.234.567 / 1 234), a decimal comma
@@ -253,8 +288,9 @@ def _check_mixed(mixed: dict[str, _Mixed], cfg: Config, path: Path, key: str) ->
     order lost, its values folded): name the texts and the two ways to say what they are."""
     for column, m in mixed.items():
         code = column if column.isprintable() else json.dumps(column)
+        quotable = cfg.prepare.min_category_count
         if m.formatted and m.numbers + m.formatted >= MIXED_NUMERIC_SHARE * (m.numbers + m.texts):
-            examples = ", ".join(repr(v) for v in m.formatted_examples)
+            examples = _shown(m.formatted_examples, quotable)
             raise DataError(
                 f"{key}: column {column!r} in {path} holds numbers written with separators, "
                 f"a currency or a percent sign in {m.formatted:,} rows (e.g. {examples}); "
@@ -264,17 +300,20 @@ def _check_mixed(mixed: dict[str, _Mixed], cfg: Config, path: Path, key: str) ->
                 "read its values as categories"
             )
         if m.texts and m.numbers >= MIXED_NUMERIC_SHARE * (m.numbers + m.texts):
-            examples = ", ".join(repr(v) for v in m.examples)
-            values = list(dict.fromkeys([*cfg.data.na_values, *m.examples]))
+            examples = _shown(m.examples, quotable)
+            # A marker of a missing value repeats; a text in fewer rows is not put in the hint.
+            repeated = [e.text[:30] for e in m.examples if e.rows >= quotable]
+            values = list(dict.fromkeys([*cfg.data.na_values, *repeated]))
             # JSON escapes are YAML escapes: a marker that cannot be typed (a control or
             # line-break character from a damaged file) is written as \uXXXX, which --set
             # reads back as that character
             typed = all(v.isprintable() for v in values)
             markers = json.dumps(values, ensure_ascii=not typed)
+            hint = f" (--set 'data.na_values={markers}')" if repeated else ""
             raise DataError(
                 f"{key}: column {column!r} in {path} holds numbers in {m.numbers:,} rows and "
                 f"text in {m.texts:,} (e.g. {examples}); if the text marks a missing value, add "
-                f"it to data.na_values (--set 'data.na_values={markers}'); if the column is a "
+                f"it to data.na_values{hint}; if the column is a "
                 f"code, list it in data.categorical (--set 'data.categorical=[{code}]'); "
                 "otherwise correct the file"
             )
