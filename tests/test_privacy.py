@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 
 from sslops.config import Config, validate_config
-from sslops.data.encoding import MISSING, OTHER
 from sslops.data.pii import value_shape
 from sslops.errors import DataError
 from sslops.export.graph import _front_end
@@ -52,26 +51,38 @@ def patients(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return root, prepare(config(root / "raw.csv"), root / "prepared")
 
 
-def test_an_identifier_like_column_keeps_no_level_not_even_a_repeated_value(
+def test_an_identifier_like_column_is_no_feature_and_no_value_of_it_is_stored(
     patients: tuple[Path, Path],
 ) -> None:
     """A patient's name over six visits was a level, so it was in encoding.json, the model's
-    metadata (``inputs``) and its LabelEncoder: a model file that is shipped named patients."""
+    metadata (``inputs``) and its LabelEncoder: a model file that is shipped named patients,
+    and every request to it had to send the name."""
     _, out = patients
     card = json.loads((out / "datacard.json").read_text())
     assert list(card["identifier_like_train"]) == ["name"]
     data = PreparedData(out)
-    name = next(c for c in data.encoding.categorical if c.name == "name")
-    assert name.categories == [MISSING, OTHER]
+    assert "name" not in data.schema["features"]
+    assert "name" not in [c["name"] for c in input_schema(data)]
     shipped = json.dumps(input_schema(data)) + json.dumps(data.schema["encoded_features"])
     front = _front_end(data.encoding, 18, 8).SerializeToString()
     stored = b"".join(p.read_bytes() for p in out.iterdir() if p.suffix in {".json", ".md"})
     for text in FREQUENT:
         assert text not in shipped and text.encode() not in front + stored, text
-    assert "no value of it is stored" in (out / "datacard.md").read_text()
+    assert "left out of the features" in (out / "datacard.md").read_text()
     # Other categorical columns keep their levels.
     workclass = next(c for c in data.encoding.categorical if c.name == "workclass")
     assert "Private" in workclass.categories
+
+
+def test_a_table_whose_only_feature_looks_like_an_identifier_is_refused(tmp_path: Path) -> None:
+    frame = adult(1000, seed=3)[["income", "sex", "race"]]
+    frame["visit"] = [f"V{i:05d}" for i in range(len(frame))]
+    frame.to_csv(tmp_path / "raw.csv", index=False)
+    prepare_options = {"sensitive_as_features": False, "near_duplicates": {"enabled": False}}
+    cfg = config(tmp_path / "raw.csv", prepare=prepare_options)
+    with pytest.raises(DataError, match=r"every feature column \('visit'\) has a distinct value"):
+        prepare(cfg, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_small_sensitive_group_shows_its_count_and_no_positive_rate(

@@ -485,9 +485,9 @@ def build_card(cfg: Config, bundle: Path, context: dict[str, Any], evidence: lis
                 for c, i in suspects.items()
             )
             doc.paragraph(
-                f"Columns that look like identifiers or free text: {listed}. The model reads "
-                "each as one level for every value (none of their values is stored in it), "
-                "so they carry no information; declare them in data.identifiers or data.text."
+                f"Columns that look like identifiers or free text: {listed}. They were left "
+                "out of the features (the model neither reads them nor stores their values); "
+                "declare them in data.identifiers or data.text."
             )
         label = str(card.get("label", "?"))
         notes = (

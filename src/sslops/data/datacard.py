@@ -151,7 +151,7 @@ def _folded(frame: pd.DataFrame, levels: dict[str, list[str]]) -> dict[str, Any]
 def identifier_like(frame: pd.DataFrame, columns: list[str]) -> dict[str, Any]:
     """Categorical columns whose values are (nearly) all distinct: an undeclared identifier or
     free text, which helps no model and carries personal data into one (the prepare stage
-    keeps no level of such a column, so none of its values reaches a model file)."""
+    leaves such a column out of the features, so no model reads it or stores its values)."""
     found = {}
     for column in columns:
         values = frame[column].dropna()
@@ -394,10 +394,10 @@ def datacard_markdown(card: dict[str, Any]) -> str:
         lines += ["", "## Columns that look like identifiers or free text (train split)", ""]
         lines += [
             "Nearly every value occurs once: declare such a column in `data.identifiers` "
-            "(dropped or hashed) or `data.text`. Kept as a feature, every value of it is the "
-            "one level `__other__`, even one repeated in many rows (a patient's name over "
-            "their visits): no value of it is stored in the encoding or the exported model, "
-            "and the model cannot use it.",
+            "(dropped or hashed) or `data.text`. Such a column is left out of the features: "
+            "no model reads it, and none of its values, not even one repeated in many rows "
+            "(a patient's name over their visits), is stored in the encoding or the "
+            "exported model.",
             "",
         ]
         lines += _table(

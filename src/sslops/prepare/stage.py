@@ -28,7 +28,7 @@ from sslops.data.datacard import (
     label_note,
     label_values,
 )
-from sslops.data.encoding import MISSING, OTHER, TabularEncoding
+from sslops.data.encoding import TabularEncoding
 from sslops.data.readers import header_hint, read_header, resolve_sources
 from sslops.data.split import SPLIT_NAMES, predicate_columns
 from sslops.errors import DataError
@@ -267,16 +267,23 @@ def _write_metadata(
         features = [c for c in features if c not in constant]
     else:
         constant = []
+    # A text column whose values are nearly all distinct is an identifier or free text (the
+    # data card flags it): left out of the features too. Kept, a value repeated in enough
+    # rows (a patient's name over their visits) would be a level stored in the exported
+    # model, and every request to that model would have to send the column.
+    texts = [c for c in features if not pd.api.types.is_numeric_dtype(splits["train"][c])]
+    suspects = list(identifier_like(splits["train"], texts))
+    if suspects and len(suspects) == len(features):
+        raise DataError(
+            f"every feature column ({', '.join(map(repr, suspects))}) has a distinct value in "
+            "nearly every training row, like an identifier or free text, which no model "
+            "learns from; declare such columns in data.identifiers or data.text and provide "
+            "columns with shared values"
+        )
+    features = [c for c in features if c not in suspects]
     encoding = TabularEncoding.fit(
         fitted_on, features, cfg.prepare.max_categories, cfg.prepare.min_category_count
     )
-    # A column whose values are nearly all distinct is an identifier or free text (the data
-    # card flags it): none of its values becomes a level, not even one repeated in enough
-    # rows (a patient's name over their visits), so none reaches the exported model.
-    suspects = identifier_like(splits["train"], [c.name for c in encoding.categorical])
-    for column in encoding.categorical:
-        if column.name in suspects:
-            column.categories = [MISSING, OTHER]
 
     scans = [read_scan(f) for f in folders]
     raw_rows: dict[str, int] = {}
