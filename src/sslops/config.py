@@ -552,7 +552,8 @@ class EvaluateConfig(_Section):
     min_group_rows: int = Field(
         default=10, ge=0,
         description="Tables: a group (or crossing) of fewer rows is reported by its count "
-        "only, no metric (with one row, its metrics are that person's label and decision), "
+        "only, no metric (with one row, its metrics are that person's label and decision; "
+        "the data card's group tables show no positive rate either), "
         "and is left out of the fairness gaps (evaluate, the fine-tuning selection on "
         "validation, the gates): its rate is noise.",
     )  # fmt: skip
