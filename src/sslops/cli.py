@@ -138,7 +138,7 @@ examples:
 
 AUDIT_EPILOG = """\
 tools:
-  sslops audit verify BUNDLE --public-key FILE|--integrity-only   check a bundle (folder, .zip or audit folder)
+  sslops audit verify BUNDLE --public-key FILE|--trusted-keys FILE|--integrity-only   check a bundle
   sslops audit keygen --private-key FILE --public-key FILE   new Ed25519 signing key pair
   sslops audit reproduce BUNDLE --data DIR --public-key FILE --out DIR [--key-file FILE]
                                                    re-run the evaluation from the bundle, signed attestation
@@ -175,7 +175,8 @@ def _audit_tools(audit: argparse.ArgumentParser) -> None:
     verify.add_argument(
         "bundle", type=Path, metavar="BUNDLE", help="bundle folder, .zip or audit folder"
     )
-    _trust_arguments(verify, "PEM public key the bundle must be signed with (the issuer's)")
+    _trust_arguments(verify, "PEM public key the bundle must be signed with (the issuer's)",
+                     trusted_keys=True)  # fmt: skip
     keygen = tools.add_parser(
         "keygen",
         help="write a new Ed25519 key pair for signing bundles",
@@ -197,11 +198,21 @@ def _audit_tools(audit: argparse.ArgumentParser) -> None:
     _registry_tools(tools)
 
 
-def _trust_arguments(parser: argparse.ArgumentParser, key_help: str) -> None:
+_TRUSTED_KEYS_HELP = (
+    "a trusted-keys file (JSON: issuer keys with the window each may sign in, and revoked "
+    "ones; docs/audit.md): the bundle must be signed with one, valid when it was created"
+)
+
+
+def _trust_arguments(
+    parser: argparse.ArgumentParser, key_help: str, *, trusted_keys: bool = False
+) -> None:
     """--public-key, or --integrity-only: a verification needs a trust root, or to be told
     explicitly that it has none (as cosign and gpg refuse to verify without one)."""
     trust = parser.add_mutually_exclusive_group()
     trust.add_argument("--public-key", type=Path, metavar="FILE", help=key_help)
+    if trusted_keys:
+        trust.add_argument("--trusted-keys", type=Path, metavar="FILE", help=_TRUSTED_KEYS_HELP)
     trust.add_argument(
         "--integrity-only", action="store_true",
         help="check hashes (and the signature against the key embedded in it) without a "
@@ -252,10 +263,16 @@ def _registry_tools(tools: Any) -> None:
         help="file under this model name (default: the bundle's audit.model_name, else its "
         "title made lower-case with dashes)",
     )  # fmt: skip
-    filing.add_argument("--public-key", type=Path, metavar="FILE",
-                        help="the bundle must be signed with this PEM public key")  # fmt: skip
+    filing_trust = filing.add_mutually_exclusive_group()
+    filing_trust.add_argument("--public-key", type=Path, metavar="FILE",
+                              help="the bundle must be signed with this PEM public key")  # fmt: skip
+    filing_trust.add_argument("--trusted-keys", type=Path, metavar="FILE", help=_TRUSTED_KEYS_HELP)
     filing.add_argument("--require-signed", action="store_true",
                         help="refuse an unsigned bundle")  # fmt: skip
+    filing.add_argument("--key-file", type=Path, metavar="FILE",
+                        help="sign the index entry with this Ed25519 private key (PEM): the "
+                        "entry, and every entry before it, then cannot be removed, changed or "
+                        "reordered without the key")  # fmt: skip
     for decision, verb in (("approve", "approve a filed bundle for use"),
                            ("reject", "reject a filed bundle")):  # fmt: skip
         decide = tools.add_parser(
@@ -302,8 +319,11 @@ def _registry_tools(tools: Any) -> None:
     listing.add_argument("--json", action="store_true", help="print the entries as JSON")
     listing.add_argument("--verify", action="store_true",
                          help="re-check every filed bundle and the index chains")  # fmt: skip
-    listing.add_argument("--public-key", type=Path, metavar="FILE",
-                         help="with --verify: every bundle must be signed with this key")  # fmt: skip
+    listing_trust = listing.add_mutually_exclusive_group()
+    listing_trust.add_argument("--public-key", type=Path, metavar="FILE",
+                               help="with --verify: every bundle must be signed with this key")  # fmt: skip
+    listing_trust.add_argument("--trusted-keys", type=Path, metavar="FILE",
+                               help=f"with --verify: {_TRUSTED_KEYS_HELP}")  # fmt: skip
     listing.add_argument("--checkpoint", type=Path, metavar="FILE",
                          help="implies --verify: the registry must still hold every entry this "
                          "checkpoint (sslops audit checkpoint) recorded")  # fmt: skip
@@ -356,18 +376,26 @@ def _cmd_registry(args: argparse.Namespace) -> int:
         return 0
     if args.audit_command == "checkpoint":
         return _write_checkpoint(args.registry, args.out)
-    key = load_public_key(args.public_key) if args.public_key else None
+    key = _trust_root(args)
     if args.audit_command == "file":
+        from sslops.audit.bundle import load_private_key
+
+        filer = (
+            load_private_key(args.key_file, "", False, "--key-file", "") if args.key_file else None
+        )
         entry = file_bundle(args.bundle, args.registry, model=args.model, public_key=key,
-                            require_signed=args.require_signed)  # fmt: skip
+                            require_signed=args.require_signed, key=filer)  # fmt: skip
         signed = "NOT signed"
         if entry["signed"]:
             signed = f"signed with key {entry['key_fingerprint']}" + (
                 "" if key else ", not checked against a trusted key: --public-key"
             )
+        entry_signed = (
+            f", entry signed with key {entry['filer_key']}" if entry.get("filer_key") else ""
+        )
         print(
             f"{entry['status']}: {args.bundle} as {entry['path']} (model {entry['model']}, "
-            f"{signed}, gates {entry['gates']})"
+            f"{signed}, gates {entry['gates']}{entry_signed})"
         )
         return 0
     rows = list_registry(args.registry, args.model)
@@ -700,8 +728,20 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _trust_root(args: argparse.Namespace) -> Any:
+    """``--public-key`` (one issuer key) or ``--trusted-keys`` (keys with validity windows);
+    None when neither was given."""
+    from sslops.audit import load_public_key
+
+    if getattr(args, "trusted_keys", None):
+        from sslops.audit.keys import TrustedKeys
+
+        return TrustedKeys.load(args.trusted_keys)
+    return load_public_key(args.public_key) if args.public_key else None
+
+
 def _cmd_audit_tool(args: argparse.Namespace) -> int:
-    from sslops.audit import generate_keypair, load_public_key
+    from sslops.audit import generate_keypair
     from sslops.audit.bundle import verify_path
 
     if args.audit_command in {"reproduce", "verify-attestation"}:
@@ -712,13 +752,17 @@ def _cmd_audit_tool(args: argparse.Namespace) -> int:
         fp = generate_keypair(args.private_key, args.public_key)
         print(f"wrote {args.private_key} (private, mode 0600) and {args.public_key}; key {fp}")
         return 0
-    key = load_public_key(args.public_key) if args.public_key else None
+    key = _trust_root(args)
     result = verify_path(args.bundle, key)
     if result["problems"]:
         return _failed_verification(args.bundle, result["problems"])
     if result.get("signed"):
         trust = "the given public key" if key else "its embedded public key (integrity only; "
         trust += "" if key else "pass --public-key to check who signed it)"
+        judged = result.get("trusted_key")
+        if judged:
+            trust = (f"the trusted keys {args.trusted_keys}: key {judged['key_name']}, valid "
+                     f"{judged['key_valid']}, signed {judged['signed_at']}, within it")  # fmt: skip
         how = f"signed, Ed25519 key {result['key_fingerprint']}, verified with {trust}"
     else:
         how = "NOT signed (hashes only)"

@@ -619,6 +619,14 @@ class SigningConfig(_Section):
         description="Environment variable holding the key (a Kubernetes Secret on a cluster).",
     )
     required: bool = Field(default=False, description="Fail the audit when no key is found.")
+    command: str | None = Field(
+        default=None,
+        description="A command that signs instead (HSM, KMS): it reads the bytes to sign on "
+        "stdin and prints the Ed25519 signature, base64; the private key never enters sslops.",
+    )
+    public_key_file: str | None = Field(
+        default=None, description="The public key of the key audit.signing.command signs with."
+    )
 
 
 class AuditConfig(_Section):

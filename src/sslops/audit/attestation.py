@@ -18,10 +18,16 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from sslops.artifacts import check_replaceable, move_into_place
-from sslops.audit.bundle import canonical_json, check_signature_record, signature_record
+from sslops.audit.bundle import (
+    BundleFiles,
+    Signer,
+    canonical_json,
+    check_signature_record,
+    signature_record,
+)
 from sslops.errors import ArtifactError
 from sslops.markdown import md_cell
 
@@ -86,7 +92,7 @@ def attestation_markdown(record: dict[str, Any]) -> str:
 
 
 def write_attestation(
-    out_dir: Path, record: dict[str, Any], key: Ed25519PrivateKey,
+    out_dir: Path, record: dict[str, Any], key: Signer,
     inputs: Iterable[Path | None] = (),
 ) -> Path:  # fmt: skip
     """``inputs``: the bundle and the test data attested; the folder may not be inside them
@@ -124,6 +130,12 @@ def verify_attestation(path: Path, public_key: Ed25519PublicKey | None) -> dict[
             f"{path} is not an attestation folder (no {ATTESTATION} or {ATTESTATION_SIGNATURE}); "
             "expected the folder that sslops audit reproduce wrote"
         )
+    irregular = BundleFiles(path).irregular()
+    if irregular:  # a link's target is not what was signed, and can change after verification
+        return {"path": str(path), "problems": [
+            f"{name} is {what}; an attestation folder holds regular files only"
+            for name, what in sorted(irregular.items())
+        ]}  # fmt: skip
     if not sig.is_file():  # an attestation whose signature is gone: it fails verification
         return {"path": str(path), "problems": [f"{ATTESTATION_SIGNATURE} is missing"]}
     try:

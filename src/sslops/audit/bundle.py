@@ -24,7 +24,7 @@ import zipfile
 import zlib
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -34,11 +34,13 @@ from sslops.artifacts import sha256_file
 from sslops.errors import ArtifactError, ConfigError
 
 if TYPE_CHECKING:  # the config (pydantic) is not needed to verify or reproduce a bundle
+    from sslops.audit.keys import TrustedKeys
     from sslops.config import SigningConfig
 
 MANIFEST = "manifest.json"
 SIGNATURE = "signature.json"
 BUNDLE_FORMAT = 2
+ALGORITHM = "Ed25519"
 BUNDLE_DIR = "bundle"
 ZIP_NAME = "bundle.zip"
 _SEALS = (MANIFEST, SIGNATURE)
@@ -55,8 +57,25 @@ def _digest(obj: Any) -> str:
 # --- keys -------------------------------------------------------------------------------------
 
 
-def load_signing_key(signing: SigningConfig) -> Ed25519PrivateKey | None:
-    """The configured private key, or None when none is configured and none is required."""
+class Signer(Protocol):
+    """What signing needs of a key: an Ed25519 private key, or a
+    :class:`sslops.audit.keys.CommandSigner` whose key stays in an HSM or KMS."""
+
+    def public_key(self) -> Ed25519PublicKey: ...
+
+    def sign(self, data: bytes) -> bytes: ...
+
+
+def load_signing_key(signing: SigningConfig) -> Signer | None:
+    """The configured signer (``audit.signing.command``, else the private key), or None when
+    none is configured and none is required."""
+    if signing.command:
+        from sslops.audit.keys import CommandSigner
+
+        if signing.key_file:
+            raise ConfigError("audit.signing.command and audit.signing.key_file are both set: "
+                              "the key is either held by the command or read from the file")  # fmt: skip
+        return CommandSigner(signing.command, signing.public_key_file)
     return load_private_key(
         signing.key_file, signing.key_env, signing.required, "audit.signing.key_file",
         "audit.signing.required is true",
@@ -163,7 +182,7 @@ def generate_keypair(private_path: Path, public_path: Path) -> str:
 # --- sealing ----------------------------------------------------------------------------------
 
 
-def write_manifest(bundle: Path, key: Ed25519PrivateKey | None = None) -> bytes:
+def write_manifest(bundle: Path, key: Signer | None = None) -> bytes:
     """``key``: the key that will sign it, so a removed signature.json is noticed."""
     files = {
         p.relative_to(bundle).as_posix(): sha256_file(p)
@@ -174,7 +193,7 @@ def write_manifest(bundle: Path, key: Ed25519PrivateKey | None = None) -> bytes:
         "bundle_format": BUNDLE_FORMAT,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "files": files,
-        "signature": {"algorithm": "Ed25519", "key_fingerprint": fingerprint(key.public_key())}
+        "signature": {"algorithm": ALGORITHM, "key_fingerprint": fingerprint(key.public_key())}
         if key is not None
         else None,
     }
@@ -183,11 +202,11 @@ def write_manifest(bundle: Path, key: Ed25519PrivateKey | None = None) -> bytes:
     return data
 
 
-def signature_record(key: Ed25519PrivateKey, fields: dict[str, Any]) -> dict[str, Any]:
+def signature_record(key: Signer, fields: dict[str, Any]) -> dict[str, Any]:
     """``{"signed": fields + algorithm, public key, fingerprint; "signature": Ed25519}``."""
     public = key.public_key()
     signed = {
-        "algorithm": "Ed25519",
+        "algorithm": ALGORITHM,
         **fields,
         "public_key": base64.b64encode(_raw_public(public)).decode(),
         "key_fingerprint": fingerprint(public),
@@ -196,7 +215,7 @@ def signature_record(key: Ed25519PrivateKey, fields: dict[str, Any]) -> dict[str
     return {"signed": signed, "signature": signature}
 
 
-def sign_manifest(bundle: Path, key: Ed25519PrivateKey) -> dict[str, Any]:
+def sign_manifest(bundle: Path, key: Signer) -> dict[str, Any]:
     fields = {
         "signed_file": MANIFEST,
         "manifest_sha256": hashlib.sha256((bundle / MANIFEST).read_bytes()).hexdigest(),
@@ -212,6 +231,9 @@ def check_signature_record(
     """(problem or None, the signed fields, the key that verified) for a signature record."""
     try:
         signed = record["signed"]
+        if signed.get("algorithm") != ALGORITHM:  # the only one signed or accepted: no downgrade
+            return (f"{name}: algorithm {signed.get('algorithm')!r} is not {ALGORITHM}, the only "
+                    "one sslops signs with or accepts", {}, None)  # fmt: skip
         embedded = Ed25519PublicKey.from_public_bytes(base64.b64decode(signed["public_key"]))
         signature = base64.b64decode(record["signature"], validate=True)
         key = public_key or embedded
@@ -286,15 +308,25 @@ class BundleFiles:
         return {
             p.relative_to(self.path).as_posix()
             for p in self.path.rglob("*")
-            if p.is_file() or p.is_symlink()
+            if p.is_symlink() or not p.is_dir()
         }
 
-    def links(self) -> set[str]:
-        """Symbolic links in a bundle folder (to a file or a folder, dangling or not): what
-        they point to is not part of the bundle and may change after it was verified."""
+    def irregular(self) -> dict[str, str]:
+        """Entries of a bundle folder that are not regular files or folders, and what they
+        are: a symbolic link (to a file or a folder, dangling or not: what it points to is
+        not part of the bundle and may change after it was verified), or a FIFO, socket or
+        device (reading one may block or never end, and it holds no bytes that were hashed)."""
         if self._zip is not None:
-            return set()
-        return {p.relative_to(self.path).as_posix() for p in self.path.rglob("*") if p.is_symlink()}
+            return {}
+        found = {}
+        for p in self.path.rglob("*"):
+            if p.is_symlink():
+                found[p.relative_to(self.path).as_posix()] = "a symbolic link"
+            elif not p.is_dir() and not p.is_file():
+                found[p.relative_to(self.path).as_posix()] = (
+                    "not a regular file (a FIFO, socket or device)"
+                )
+        return found
 
     def read(self, name: str) -> bytes:
         if self._zip is not None:
@@ -333,7 +365,15 @@ def _ambiguous_member(archive: zipfile.ZipFile) -> str | None:
     for info in archive.infolist():  # unzip makes these links, not the bytes that were hashed
         if stat.S_ISLNK(info.external_attr >> 16):
             return f"member {info.filename!r} is a symbolic link (an extractor would create a link)"
+        if info.flag_bits & 0x1:  # reading it needs a password: zipfile raises RuntimeError
+            return f"member {info.filename!r} is encrypted (a bundle's members never are)"
+        if info.compress_type not in _ZIP_METHODS:
+            return (f"member {info.filename!r} uses compression method {info.compress_type}, "
+                    "which cannot be read (expected deflate or stored)")  # fmt: skip
     return None
+
+
+_ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
 
 
 def _reason(exc: BaseException) -> str:
@@ -355,18 +395,21 @@ def _load_canonical(files: BundleFiles, name: str) -> tuple[dict[str, Any] | Non
 
 
 def check_signature(
-    files: BundleFiles, public_key: Ed25519PublicKey | None
+    files: BundleFiles, trust: Ed25519PublicKey | TrustedKeys | None
 ) -> tuple[list[str], dict[str, Any]]:
-    """Problems with ``signature.json`` (and whether it covers the manifest as it is now)."""
+    """Problems with ``signature.json`` (and whether it covers the manifest as it is now).
+    With trusted keys, the signature is checked with the key it names here; whether that key
+    is trusted, and was at the date signed, is judged once the manifest is read."""
     names = files.names()
     if SIGNATURE not in names:
-        if public_key is not None:
+        if trust is not None:
             unsigned = "the bundle is not signed (the issuer signs it with audit.signing.key_file)"
             return [f"{SIGNATURE} is missing: {unsigned}"], {"signed": False}
         return [], {"signed": False}
     record, problem = _load_canonical(files, SIGNATURE)
     if problem or record is None:
         return [problem or SIGNATURE], {"signed": True}
+    public_key = trust if isinstance(trust, Ed25519PublicKey) else None
     problem, signed, key = check_signature_record(record, public_key, SIGNATURE)
     if problem or key is None:
         return [problem or SIGNATURE], {"signed": True}
@@ -395,9 +438,12 @@ _BUNDLE_FILES = (SIGNATURE, "lineage.json", "gates.json", "compliance.json", "mo
 
 
 def verify_bundle(
-    path: Path, public_key: Ed25519PublicKey | None = None, *, known: bool = False
+    path: Path, public_key: Ed25519PublicKey | TrustedKeys | None = None, *, known: bool = False
 ) -> dict[str, Any]:
     """Check every file of a bundle folder or .zip; ``problems`` is empty when it is intact.
+
+    ``public_key``: the issuer's key, or trusted keys (then ``trusted_key`` says which key
+    signed and whether it was valid when the manifest was created).
 
     ``known``: the caller knows ``path`` is where a bundle was written (the audit artifact
     folder's ``bundle/``), so an emptied one is a problem, not a folder given by mistake."""
@@ -413,10 +459,12 @@ def verify_bundle(
         damaged = f"{path.name} is damaged ({exc.reason})"
         return {"path": str(path), "problems": [damaged], "signed": False, "unreadable": True}
     names = files.names()
-    links = files.links()
-    if links:  # named, and never read through: a bundle folder holds regular files only
-        problems = [f"{name} is a symbolic link (a bundle holds regular files only; what it "
-                    "points to is not part of the bundle)" for name in sorted(links)]  # fmt: skip
+    irregular = files.irregular()
+    if irregular:  # named, and never read through: a bundle folder holds regular files only
+        problems = [f"{name} is {what} (a bundle holds regular files only; what it points to "
+                    "is not part of the bundle)" if what == "a symbolic link" else
+                    f"{name} is {what}; a bundle holds regular files only"
+                    for name, what in sorted(irregular.items())]  # fmt: skip
         return {"path": str(path), "problems": problems, "signed": SIGNATURE in names}
     if MANIFEST not in names:
         if not known and not names & set(_BUNDLE_FILES):
@@ -433,8 +481,28 @@ def verify_bundle(
             problem = f"{MANIFEST} was modified: its digest does not match its content"
     if problem or manifest is None:
         return {"path": str(path), "problems": [*problems, problem], **info}
-    if manifest.get("signature") and SIGNATURE not in names and not problems:
+    claim = manifest.get("signature")
+    if claim and SIGNATURE not in names and not problems:
         problems.append(f"{SIGNATURE} is missing ({MANIFEST} says the bundle is signed)")
+    elif claim and info.get("key_fingerprint") and not problems:
+        # The manifest names the key it was sealed for: signature.json by another key over
+        # the same manifest is a re-signed copy, whoever verifies it.
+        claim = claim if isinstance(claim, dict) else {}
+        if claim.get("algorithm") != ALGORITHM:
+            problems.append(f"{MANIFEST} names signature algorithm {claim.get('algorithm')!r}; "
+                            f"sslops signs with {ALGORITHM} only")  # fmt: skip
+        elif claim.get("key_fingerprint") != info["key_fingerprint"]:
+            problems.append(f"{MANIFEST} names signing key {claim.get('key_fingerprint')}, but "
+                            f"{SIGNATURE} is signed with {info['key_fingerprint']} (re-signed "
+                            "with another key)")  # fmt: skip
+    if (public_key is not None and not isinstance(public_key, Ed25519PublicKey)
+            and info.get("key_fingerprint") and not problems):  # fmt: skip
+        # The date judged is the manifest's: the signature covers it.
+        untrusted, info["trusted_key"] = public_key.judge(
+            info["key_fingerprint"], manifest.get("created")
+        )
+        if untrusted:
+            problems.append(f"{SIGNATURE}: {untrusted}")
     listed: dict[str, str] = manifest["files"]
     actual = names - set(_SEALS)
     for name in sorted(set(listed) | actual):
@@ -463,7 +531,9 @@ def read_bundle_json(path: Path, name: str) -> Any:
         raise ArtifactError(f"{root}: {exc}") from None
 
 
-def verify_path(path: Path, public_key: Ed25519PublicKey | None = None) -> dict[str, Any]:
+def verify_path(
+    path: Path, public_key: Ed25519PublicKey | TrustedKeys | None = None
+) -> dict[str, Any]:
     """``sslops audit verify``: a bundle folder or .zip, or the audit artifact folder.
 
     The artifact folder is a folder with ``bundle/`` in it. Then the bundle inside,

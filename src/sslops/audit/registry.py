@@ -31,13 +31,14 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from sslops.audit.bundle import (
     MANIFEST,
     BundleFiles,
+    Signer,
     bundle_root,
     canonical_json,
     check_signature_record,
@@ -48,6 +49,9 @@ from sslops.audit.bundle import (
     write_zip,
 )  # fmt: skip
 from sslops.errors import ArtifactError
+
+if TYPE_CHECKING:
+    from sslops.audit.keys import TrustedKeys
 
 FORMAT = 1
 MARKER = "registry.json"
@@ -212,10 +216,15 @@ def file_bundle(
     registry: Path,
     *,
     model: str | None = None,
-    public_key: Ed25519PublicKey | None = None,
+    public_key: Ed25519PublicKey | TrustedKeys | None = None,
     require_signed: bool = False,
+    key: Signer | None = None,
 ) -> dict[str, Any]:
     """File the bundle at ``source`` (folder, .zip or audit artifact folder) in ``registry``.
+
+    ``key``: sign the index entry (its bundle, model, time and the digest of the entry before
+    it), so that the entry, and through its link every entry before it, cannot be removed,
+    changed or reordered by someone who can write the registry but does not hold the key.
 
     Returns the index entry with ``status`` ("filed" or "already filed"), ``model`` and
     ``path`` (the bundle's file in the registry). Raises :class:`ArtifactError` naming the
@@ -276,6 +285,10 @@ def file_bundle(
             **described,
             "previous": entry_digest(entries[-1]) if entries else None,
         }
+        if key is not None:
+            fields = {k: entry[k] for k in _SIGNED_FILING} | {"model": name}
+            entry["filer_key"] = fingerprint(key.public_key())
+            entry["record"] = signature_record(key, fields)
         entries.append(entry)
         _write_atomic(index_dir / INDEX, (json.dumps(index, indent=2) + "\n").encode())
     return {**entry, "status": "filed", "model": name, "path": str(target)}
@@ -378,7 +391,9 @@ def latest_bundle(registry: Path, model: str) -> Path | None:
     return registry / filed[-1]["bundle"] if filed else None
 
 
-def check_registry(registry: Path, public_key: Ed25519PublicKey | None = None) -> list[str]:
+def check_registry(
+    registry: Path, public_key: Ed25519PublicKey | TrustedKeys | None = None
+) -> list[str]:
     """Problems with the registry: an index entry removed, changed or moved (the chain of
     digests breaks), a bundle missing, damaged or holding another manifest than its name
     says, a bundle no index lists, a decision whose signature does not verify or that
@@ -425,6 +440,8 @@ def _index_problems(
             problems += _check_decision(entry, model, where, filed, link, bound)
             bound = bound or _chain_bound(entry)
             continue
+        if "record" in entry:
+            problems += _check_signed_filing(entry, model, where, link)
         filed.add(entry.get("manifest_sha256", ""))
         if check_filed is not None:
             problems += check_filed(entry, where)
@@ -432,7 +449,10 @@ def _index_problems(
 
 
 def _check_filed_entry(
-    registry: Path, entry: dict[str, Any], where: str, public_key: Ed25519PublicKey | None
+    registry: Path,
+    entry: dict[str, Any],
+    where: str,
+    public_key: Ed25519PublicKey | TrustedKeys | None,
 ) -> list[str]:
     sha = entry.get("manifest_sha256", "")
     target = registry / BUNDLES / f"{sha}.zip"
@@ -448,6 +468,31 @@ def _check_filed_entry(
     described.pop("_config_model_name")
     changed = sorted(k for k, v in described.items() if entry.get(k) != v)
     return [f"{where}: {', '.join(changed)} differ from the filed bundle"] if changed else []
+
+
+# The fields of a filing entry its signed record holds (with the model).
+_SIGNED_FILING = ("kind", "manifest_sha256", "bundle", "filed", "previous")
+
+
+def _check_signed_filing(
+    entry: dict[str, Any], model: str, where: str, link: str | None
+) -> list[str]:
+    """A signed filing verifies with the key it names, says what its record says, and stands
+    where it was signed (the record names the digest of the entry before it)."""
+    record = entry["record"]
+    if not isinstance(record, dict):
+        return [f"{where}: the filing's signed record is unreadable"]
+    problem, signed, _ = check_signature_record(record, None, f"{where} (filing)")
+    if problem:
+        return [problem]
+    if signed.get("previous") != link:
+        return [f"{where}: the filing was signed for another place in the index (an entry "
+                "before it removed, changed or moved, or the filing moved)"]  # fmt: skip
+    expected = {**{k: entry.get(k) for k in _SIGNED_FILING}, "model": model}
+    changed = sorted(k for k, v in expected.items() if signed.get(k) != v)
+    if changed or entry.get("filer_key") != signed.get("key_fingerprint"):
+        return [f"{where}: {', '.join(changed) or 'filer_key'} differ from the signed filing"]
+    return []
 
 
 def _chain_bound(entry: dict[str, Any]) -> bool:

@@ -267,7 +267,7 @@ def audit(
         for name in CARD_COPIES:  # where DVC users and the KFP task look for the card
             shutil.copy2(bundle / name, tmp / name)
         if registry is not None:  # last: a failure here leaves no audit artifact either
-            filed = file_bundle(tmp / ZIP_NAME, registry, model=cfg.audit.model_name)
+            filed = file_bundle(tmp / ZIP_NAME, registry, model=cfg.audit.model_name, key=key)
             print(
                 f"audit: {filed['status']} in the registry {registry} as {filed['bundle']} "
                 f"(model {filed['model']})",
