@@ -92,11 +92,12 @@ def test_make_image_prints_both_builds_with_version_and_registry(cli_env: dict[s
         ["make", "--no-print-directory", "image"], capture_output=True, text=True, env=env, cwd=ROOT
     )
     assert result.returncode == 0, result.stderr
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert result.stdout.splitlines() == [
-        "docker build -f Containerfile --build-arg VARIANT=cpu --build-arg VERSION=0.1.0 "
-        "-t registry.internal:5000/mirror/sslops:0.1.0 .",
-        "docker build -f Containerfile --build-arg VARIANT=cuda --build-arg VERSION=0.1.0 "
-        "-t registry.internal:5000/mirror/sslops:0.1.0-cuda .",
+        f"docker build -f Containerfile --build-arg VARIANT=cpu --build-arg VERSION={version} "
+        f"-t registry.internal:5000/mirror/sslops:{version} .",
+        f"docker build -f Containerfile --build-arg VARIANT=cuda --build-arg VERSION={version} "
+        f"-t registry.internal:5000/mirror/sslops:{version}-cuda .",
     ]
 
 

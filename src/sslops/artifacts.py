@@ -26,13 +26,14 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from sslops import __version__
 from sslops.errors import ArtifactError, describe_os_error
 
 META = "meta.json"
 LOCATIONS_ENV = "SSLOPS_FINAL_LOCATIONS"
 _STORAGE_FULL_OR_READ_ONLY = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS}
-_TRACKED_PACKAGES = (
-    "sslops", "torch", "numpy", "pandas", "scikit-learn", "fairlearn", "onnx", "onnxruntime", "kfp",
+_TRACKED_PACKAGES = (  # besides sslops itself
+    "torch", "numpy", "pandas", "scikit-learn", "fairlearn", "onnx", "onnxruntime", "kfp",
 )  # fmt: skip
 
 
@@ -78,7 +79,7 @@ def hash_tree(root: Path) -> dict[str, str]:
 
 
 def package_versions() -> dict[str, str]:
-    found = {}
+    found = {"sslops": __version__}  # the running tree's, which install metadata may lag
     for name in _TRACKED_PACKAGES:
         with contextlib.suppress(PackageNotFoundError):
             found[name] = version(name)
