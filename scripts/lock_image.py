@@ -22,6 +22,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,6 +34,12 @@ WITH_TORCH_PREFIXES = ("nvidia-", "cuda-")
 # Pure-Python packages published as sdists only, built in the image (setuptools, no compiler).
 SOURCE_ONLY = ("kfp-server-api",)
 GLIBC = (2, 36)  # Debian bookworm, the image's base
+
+
+def build_requirements() -> list[str]:
+    """pyproject.toml's ``[build-system] requires``: what building sslops needs."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    return list(project["build-system"]["requires"])
 
 
 def normalize(name: str) -> str:
@@ -60,14 +67,15 @@ def platform_problem() -> str | None:
 
 
 def resolve() -> list[dict[str, str]]:
-    """What ``pip install .`` in the build stage would install, from pip's dry-run report."""
+    """What ``pip install .`` in the build stage would install, and the build requirements,
+    from pip's dry-run report."""
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
         command = [
             sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed",
             "--quiet", "--report", str(report),
             "--only-binary=:all:", f"--no-binary={','.join(('sslops', *SOURCE_ONLY))}",
-            str(ROOT),
+            str(ROOT), *build_requirements(),
         ]  # fmt: skip
         subprocess.run(command, check=True)
         installs = json.loads(report.read_text(encoding="utf-8"))["install"]

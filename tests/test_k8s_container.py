@@ -155,8 +155,34 @@ def test_the_image_installs_a_hash_pinned_lock_that_satisfies_pyproject() -> Non
     run = " ".join(args for instruction, args in _stages()["build"] if instruction == "RUN")
     run = " ".join(run.split())
     no_binary = f"--no-binary {','.join(script.SOURCE_ONLY)}"
-    assert f"--require-hashes --no-deps {no_binary} --requirement image.lock" in run
-    assert "--no-deps --no-binary sslops ." in run and "&& pip check" in run
+    assert (
+        f"--require-hashes --no-deps --no-build-isolation {no_binary} --requirement image.lock"
+        in run
+    )
+    assert "--no-deps --no-build-isolation --no-binary sslops ." in run and "&& pip check" in run
+
+
+def test_builds_from_source_use_the_locks_setuptools_not_the_newest() -> None:
+    """pip's isolated build of an sdist installs the newest setuptools, by no version and no
+    hash: the image's two builds from source (kfp-server-api, sslops) must not be isolated,
+    and the setuptools they use is the lock's, within pyproject's build requirement,
+    installed by hash before either build."""
+    from packaging.requirements import Requirement
+
+    script = _lock_script()
+    lock = dict(re.findall(r"^([a-z0-9-]+)==(\S+) --hash", (ROOT / "image.lock").read_text(), re.M))
+    for requirement in map(Requirement, script.build_requirements()):
+        name = script.normalize(requirement.name)
+        assert name in lock, f"{name} builds sslops but is not in image.lock: run `make lock`"
+        assert requirement.specifier.contains(lock[name]), (name, lock[name])
+    run = " ".join(args for instruction, args in _stages()["build"] if instruction == "RUN")
+    commands = [" ".join(c.split()) for c in run.split("&&")]
+    installs = [c for c in commands if c.startswith("pip install")]
+    builds = [c for c in installs if "--no-binary" in c]
+    assert len(builds) == 2 and all("--no-build-isolation" in c for c in builds), builds
+    first = installs[0]
+    assert "--require-hashes --no-deps --requirement /tmp/build.txt" in first, installs
+    assert "grep -E '^setuptools==' image.lock > /tmp/build.txt" in commands
 
 
 def test_the_lock_script_refuses_another_platform(monkeypatch) -> None:
