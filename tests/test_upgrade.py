@@ -4,6 +4,7 @@ with one error naming the format found and the formats it reads."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -11,9 +12,12 @@ import sys
 import tomllib
 from pathlib import Path
 
+import onnx
+import pandas as pd
 import pytest
 import yaml
 
+from sslops.predict import predict
 from tests.conftest import ROOT
 
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
@@ -108,3 +112,50 @@ def test_meta_json_records_the_version_that_ran_not_the_install_metadatas(
     versions = artifacts.package_versions()
     assert versions["sslops"] == VERSION
     assert versions["torch"] == real("torch")
+
+
+# --- artifacts an older sslops wrote ------------------------------------------------------------
+
+
+def _without_metadata(model: Path, out: Path, drop: set[str], **replace: str) -> Path:
+    proto = onnx.load(str(model))
+    kept = [(p.key, replace.get(p.key, p.value)) for p in proto.metadata_props if p.key not in drop]
+    del proto.metadata_props[:]
+    for key, value in kept:
+        proto.metadata_props.add(key=key, value=value)
+    onnx.save(proto, str(out))
+    return out
+
+
+def test_a_model_exported_before_the_case_rule_was_recorded_scores_as_training_did(
+    stage_artifacts: dict[str, Path], small_data: dict[str, Path], tmp_path: Path
+) -> None:
+    """model.onnx without ``preprocessing``/``inputs`` metadata (or a spec without
+    ``case_insensitive_levels``): training's default rule, said in the summary and the
+    provenance record, not every 'private' silently scored as an unseen level."""
+    frame = pd.read_csv(small_data["test"], dtype=str, keep_default_na=False).head(40)
+    frame["workclass"] = frame["workclass"].str.lower()
+    data = tmp_path / "rows.csv"
+    frame.to_csv(data, index=False)
+    current = stage_artifacts["export"] / "model.onnx"
+    expected = predict(current, data, tmp_path / "current.csv")
+    assert "case_insensitive_levels" not in expected.described
+    spec = json.loads(
+        {p.key: p.value for p in onnx.load(str(current)).metadata_props}["preprocessing"]
+    )
+    older_spec = json.dumps({k: v for k, v in spec.items() if k != "case_insensitive_levels"})
+    for name, model in {
+        "no-spec": _without_metadata(current, tmp_path / "a.onnx", {"preprocessing", "inputs"}),
+        "old-spec": _without_metadata(
+            current, tmp_path / "b.onnx", set(), preprocessing=older_spec
+        ),
+    }.items():
+        result = predict(model, data, tmp_path / f"{name}.csv")
+        assert (tmp_path / f"{name}.csv").read_text().splitlines()[1:] == (
+            (tmp_path / "current.csv").read_text().splitlines()[1:]
+        ), name
+        assert "workclass" not in result.described  # not counted unseen
+        assert "does not record case_insensitive_levels" in result.described
+        record = json.loads((tmp_path / f"{name}.meta.json").read_text())
+        assert f"(sslops {VERSION})" in record["case_rule"]
+    assert "case_rule" not in json.loads((tmp_path / "current.meta.json").read_text())

@@ -179,6 +179,7 @@ def predict(
     seen: dict[str, str] | None = {} if id_column else None  # row id -> the file it came from
     # category codes stay as written (02134), as prepare read them
     text_columns = [i.name for i in model.inputs if i.type == "tensor(string)"]
+    fallback = _case_rule_fallback(model)
     inputs: list[dict[str, Any]] = []
     rows = positive = empty = 0
     unseen: Counter[str] = Counter()
@@ -221,14 +222,28 @@ def predict(
                               "scored_as": "__other__, the level of values unseen or rare "
                                            "(prepare.min_category_count) in training"},
         })  # fmt: skip
+        if fallback:
+            sink.provenance["case_rule"] = fallback
     share = positive / rows if rows else 0.0
     skipped = f"; {empty} empty row(s) skipped" if empty else ""
     novel = ", ".join(f"{column} {count:,}" for column, count in sorted(unseen.items()))
     if novel:
         novel = (f"; rows with a value outside the model's levels (unseen or rare in training, "
                  f"scored as __other__): {novel}")  # fmt: skip
-    described = f"{positive:,} ({share:.1%}) at or above threshold {cut:g}{skipped}{novel}"
+    older = f"; {fallback}" if fallback else ""
+    described = f"{positive:,} ({share:.1%}) at or above threshold {cut:g}{skipped}{novel}{older}"
     return PredictResult(out, rows, len(files), described)
+
+
+def _case_rule_fallback(model: OnnxClassifier) -> str | None:
+    """What predict assumed for an sslops model exported before its metadata recorded the case
+    rule (``case_insensitive_levels``), or None when the model says (docs/upgrading.md)."""
+    if model.case_rule_recorded or not model.levels or "sslops_version" not in model.metadata:
+        return None
+    return (f"{model.path.name} (sslops {model.metadata['sslops_version']}) does not record "
+            "case_insensitive_levels (exported before sslops recorded it): a category written "
+            "in another case was read as its level, as training's default "
+            "(prepare.casefold_categories: true) merges them; re-export to record the rule")  # fmt: skip
 
 
 def array_input(inputs: list[Any]) -> Any | None:

@@ -210,11 +210,13 @@ class OnnxClassifier:
         self.levels = _known_levels(proto)
         # Training merged category spellings that differ only in case (sslops models say so
         # in their preprocessing metadata): 'private' is the level 'Private' here too.
+        # An sslops model exported before the rule was recorded: training's default
+        # (prepare.casefold_categories: true), as a series model's length policy is.
         spec = _json_or_empty(meta.get("preprocessing"))
+        self.case_rule_recorded = "case_insensitive_levels" in spec
+        folded = spec.get("case_insensitive_levels", "sslops_version" in meta)
         self.case_levels = (
-            {c: _case_map(known) for c, known in self.levels.items()}
-            if spec.get("case_insensitive_levels")
-            else {}
+            {c: _case_map(known) for c, known in self.levels.items()} if folded else {}
         )
         self.has_threshold = "decision_threshold" in meta  # else the caller's default
         self.threshold = float(meta.get("decision_threshold", default_threshold))
