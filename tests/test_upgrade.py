@@ -11,12 +11,14 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import onnx
 import pandas as pd
 import pytest
 import yaml
 
+from sslops.audit.bundle import BUNDLE_FORMAT, MANIFEST, _digest, canonical_json, verify_path
 from sslops.predict import predict
 from tests.conftest import ROOT
 
@@ -159,3 +161,25 @@ def test_a_model_exported_before_the_case_rule_was_recorded_scores_as_training_d
         record = json.loads((tmp_path / f"{name}.meta.json").read_text())
         assert f"(sslops {VERSION})" in record["case_rule"]
     assert "case_rule" not in json.loads((tmp_path / "current.meta.json").read_text())
+
+
+def _reseal(bundle: Path, **changes: Any) -> None:
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    body = {k: v for k, v in manifest.items() if k != "digest"} | changes
+    (bundle / MANIFEST).write_bytes(canonical_json({**body, "digest": _digest(body)}))
+
+
+@pytest.mark.parametrize("found", [BUNDLE_FORMAT + 1, "2", None])
+def test_a_bundle_of_a_format_this_sslops_does_not_read_is_not_reported_intact(
+    stage_artifacts: dict[str, Path], tmp_path: Path, found: Any
+) -> None:
+    bundle = tmp_path / "bundle"
+    shutil.copytree(stage_artifacts["audit"] / "bundle", bundle)
+    assert verify_path(bundle)["problems"] == []
+    _reseal(bundle, bundle_format=found)
+    assert verify_path(bundle)["problems"] == [
+        f"{MANIFEST}: bundle_format {found!r} is not one sslops {VERSION} reads (1 to "
+        f"{BUNDLE_FORMAT}); verify it with the sslops version that wrote it or a newer one"
+    ]
+    _reseal(bundle, bundle_format=1)  # the earliest format: its files and hashes still check
+    assert verify_path(bundle)["problems"] == []

@@ -481,6 +481,7 @@ def verify_bundle(
             problem = f"{MANIFEST} was modified: its digest does not match its content"
     if problem or manifest is None:
         return {"path": str(path), "problems": [*problems, problem], **info}
+    problems += _format_problem(manifest.get("bundle_format"))
     claim = manifest.get("signature")
     if claim and SIGNATURE not in names and not problems:
         problems.append(f"{SIGNATURE} is missing ({MANIFEST} says the bundle is signed)")
@@ -517,6 +518,17 @@ def verify_bundle(
             except DamagedFile as exc:
                 problems.append(str(exc))
     return {"path": str(path), "problems": problems, "files": len(listed), **info}
+
+
+def _format_problem(found: Any) -> list[str]:
+    """A bundle of a format this sslops does not know is not reported intact: a newer format
+    may seal what this version would not check (docs/upgrading.md)."""
+    if isinstance(found, int) and not isinstance(found, bool) and 1 <= found <= BUNDLE_FORMAT:
+        return []
+    from sslops import __version__
+
+    return [f"{MANIFEST}: bundle_format {found!r} is not one sslops {__version__} reads (1 to "
+            f"{BUNDLE_FORMAT}); verify it with the sslops version that wrote it or a newer one"]  # fmt: skip
 
 
 def read_bundle_json(path: Path, name: str) -> Any:
