@@ -432,3 +432,19 @@ def test_config_errors_say_what_is_wrong_in_the_users_words(override: str, messa
     text = str(caught.value)
     assert message in text and "Value error" not in text and "(top level)" not in text
     assert text.startswith(message.split(":")[0]) or text.startswith("config key")
+
+
+def test_a_key_of_an_earlier_layout_names_where_this_version_has_it() -> None:
+    """A key this version has in another section (a config of a release where it lived
+    there, or one written in the wrong section): the error says where it is now."""
+    from sslops import __version__
+
+    with pytest.raises(ConfigError) as info:
+        build("audit.min_accuracy=0.8")
+    assert str(info.value).startswith(
+        f"unknown config key 'audit.min_accuracy' (sslops {__version__} has it at "
+        "'audit.gates.min_accuracy'); allowed here: "
+    )
+    with pytest.raises(ConfigError) as info:
+        build("finetune.epochs=3")
+    assert "has it at 'pretrain.epochs' and 'finetune.full.epochs')" in str(info.value)

@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from sslops import __version__
 from sslops.errors import ConfigError
 from sslops.k8s.settings import PlatformConfig
 
@@ -860,6 +861,17 @@ def _model_at(path: tuple[Any, ...]) -> type[BaseModel] | None:
     return model
 
 
+def _key_elsewhere(name: str, given: str, model: type[BaseModel] | None = None) -> list[str]:
+    """The dotted keys named ``name`` anywhere in the schema (other than ``given``)."""
+    found = []
+    for field, info in (model or Config).model_fields.items():
+        if field == name:
+            found.append(field)
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+            found += [f"{field}.{k}" for k in _key_elsewhere(name, "", info.annotation)]
+    return [k for k in found if k != given]
+
+
 def _describe(error: dict[str, Any]) -> str:
     loc = tuple(error["loc"])
     key = ".".join(str(p) for p in loc) or "(top level)"
@@ -871,6 +883,9 @@ def _describe(error: dict[str, Any]) -> str:
         did_you_mean = (
             f" (did you mean {'.'.join([*map(str, loc[:-1]), hint[0]])!r}?)" if hint else ""
         )
+        moved = _key_elsewhere(str(loc[-1]), key)
+        if moved and not hint:  # a config of an earlier release, where the key lived there
+            did_you_mean = f" (sslops {__version__} has it at {' and '.join(map(repr, moved))})"
         return f"unknown config key {key!r}{did_you_mean}; allowed here: {', '.join(allowed)}"
     if kind == "missing":
         return f"config key {key!r} is required but missing"
