@@ -68,6 +68,27 @@ def test_the_sdist_holds_every_tracked_file(dist: dict[str, Path]) -> None:
     assert not [name for name in names if "__pycache__" in name or name.endswith(".pyc")]
 
 
+def test_the_unpacked_sdist_runs_its_tests_without_git(
+    dist: dict[str, Path], tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    """An sdist has no .git: its tests of the DVC wiring run there too (those that list
+    git's files skip, naming why)."""
+    with tarfile.open(dist["sdist"]) as sdist:
+        sdist.extractall(tmp_path, filter="data")
+    tree = tmp_path / f"sslops-{VERSION}"
+    assert not (tree / ".git").exists()
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
+         "tests/test_dvc.py", "tests/test_packaging.py",
+         "-k", "dvcignore or sdist_holds"],
+        cwd=tree, env={**cli_env, "PYTHONDONTWRITEBYTECODE": "1"},
+        capture_output=True, text=True, check=False, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "1 passed, 1 skipped" in result.stdout, result.stdout[-3000:]
+    assert "not a git checkout: which files the release holds is git's list" in result.stdout
+
+
 def test_the_wheel_holds_every_data_file_sslops_reads(dist: dict[str, Path]) -> None:
     with zipfile.ZipFile(dist["wheel"]) as wheel:
         names = set(wheel.namelist())
