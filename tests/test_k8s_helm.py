@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -441,3 +442,64 @@ def test_the_uid_reaches_every_pod_task_and_training_job_or_none_is_set(
         pod = patch["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]
         assert pod["securityContext"].get("runAsUser") == uid
         assert pod["securityContext"]["runAsNonRoot"] is True
+
+
+# Fields the API server refuses to change on an existing object (`helm upgrade` would fail
+# on the first changed one), by kind; a Pod or Job that is not a hook is immutable as a whole.
+IMMUTABLE = {
+    "PersistentVolumeClaim": (("spec", "accessModes"), ("spec", "storageClassName"),
+                              ("spec", "volumeName"), ("spec", "volumeMode")),
+    "RoleBinding": (("roleRef",),),
+    "Job": (("spec",),),
+    "Pod": (("spec",),),
+    "PipelineVersion": (("spec",),),  # KFP's webhook refuses an update of a version's spec
+}  # fmt: skip
+
+
+def _release(version: str, tmp_path: Path, values: list[Path]) -> dict[tuple[str, str], Any]:
+    """The chart rendered as release ``version`` (chart and app version), by kind and name."""
+    chart = tmp_path / version / "sslops"
+    shutil.copytree(CHART, chart)
+    meta = yaml.safe_load((chart / "Chart.yaml").read_text())
+    meta["version"] = meta["appVersion"] = version
+    (chart / "Chart.yaml").write_text(yaml.safe_dump(meta))
+    return {
+        (o["kind"], o["metadata"]["name"]): o for o in load_documents(render_helm(chart, values))
+    }
+
+
+@pytest.mark.parametrize("env", ["default", "onprem"])
+def test_helm_upgrade_to_the_next_release_changes_no_immutable_field(
+    env: str, tmp_path: Path
+) -> None:
+    """``helm upgrade`` from this release to the next: every object both render keeps its
+    immutable fields and its selectors (a selector naming the version would leave the old
+    release's pods unselected); new pipeline versions get new names and the old ones stay."""
+    values = [CHART / f"values-{env}.yaml"] if env != "default" else []
+    old, new = _release("0.1.0", tmp_path, values), _release("0.2.0", tmp_path, values)
+    hooks = {
+        key for key, o in new.items() if "helm.sh/hook" in o["metadata"].get("annotations", {})
+    }
+    for key in sorted(set(old) & set(new) - hooks):
+        for path in IMMUTABLE.get(key[0], ()):
+            before, after = old[key], new[key]
+            for part in path:
+                before, after = (before or {}).get(part), (after or {}).get(part)
+            assert before == after, f"{key}: {'.'.join(path)} changes on upgrade"
+
+    def selectors(obj: Any) -> list[Any]:
+        if isinstance(obj, dict):
+            found = [v for k, v in obj.items() if k in ("podSelector", "selector", "matchLabels")]
+            return found + [s for v in obj.values() for s in selectors(v)]
+        return [s for v in obj for s in selectors(v)] if isinstance(obj, list) else []
+
+    for key in sorted(set(old) & set(new)):
+        assert selectors(old[key]) == selectors(new[key]), f"{key}: a selector names the version"
+        assert "app.kubernetes.io/version" not in json.dumps(selectors(new[key])), key
+    replaced = {k for k in set(old) - set(new)}
+    assert replaced and {k[0] for k in replaced} == {"PipelineVersion"}, replaced
+    for key in replaced:
+        assert old[key]["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep", key
+    for key in hooks:  # helm test pods: deleted before the next release's are created
+        policy = new[key]["metadata"]["annotations"].get("helm.sh/hook-delete-policy", "")
+        assert "before-hook-creation" in policy, key
