@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from sslops.gaps import EXCLUDED, rate_gaps
-from sslops.plots import plt
+from sslops.plots import OKABE_ITO, ON_WHITE, plt
 
 # Each gap's key in sslops.gaps.rate_gaps (fairlearn's definitions, except that
 # a group without positives has no true-positive rate and one without negatives no false-
@@ -223,20 +223,24 @@ def plot_front(
 ) -> None:  # fmt: skip
     """The accuracy-vs-gap scatter; ``gap_rows`` names where the gaps were measured."""
     fig, ax = plt.subplots(figsize=(8.5, 4.2), dpi=100)
-    for mechanism, marker in MARKERS.items():
+    for i, (mechanism, marker) in enumerate(MARKERS.items()):
         pts = [c for c in candidates if c.mechanism == mechanism]
         if pts:
             label = mechanism + (
                 " (needs sensitive attr.)" if mechanism == "postprocessing" else ""
             )
             ax.scatter([c.gaps[constraint] for c in pts], [c.accuracy for c in pts],
-                       marker=marker, label=label, alpha=0.8)  # fmt: skip
+                       marker=marker, label=label, alpha=0.8,
+                       color=ON_WHITE[i % len(ON_WHITE)])  # fmt: skip
     front = sorted((c for c in candidates if c.on_front), key=lambda c: c.gaps[constraint])
     ax.plot([c.gaps[constraint] for c in front], [c.accuracy for c in front], "k--", lw=1,
             label="Pareto front")  # fmt: skip
-    ax.axvline(max_gap, color="tab:red", lw=1, label=f"policy: gap <= {max_gap}")
+    # Told apart from the front by line style, not colour alone (greyscale print).
+    ax.axvline(
+        max_gap, color=OKABE_ITO[1], lw=1.5, linestyle=":", label=f"policy: gap <= {max_gap}"
+    )
     ax.scatter([chosen.gaps[constraint]], [chosen.accuracy], s=160, facecolors="none",
-               edgecolors="tab:red", label="selected")  # fmt: skip
+               edgecolors="black", linewidths=1.5, label="selected")  # fmt: skip
     ax.set(xlabel=f"{constraint.replace('_', ' ')} difference ({gap_rows})",
            ylabel="accuracy (validation)", title="Accuracy vs fairness")  # fmt: skip
     floor, hidden = plot_floor(candidates, chosen)
@@ -247,7 +251,7 @@ def plot_front(
         ax.set_title(f"Accuracy vs fairness\n({len(hidden)} candidate(s) below accuracy "
                      f"{floor:.2f} not shown)", fontsize=10)  # fmt: skip
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, metadata={"Software": None})
     plt.close(fig)

@@ -10,7 +10,7 @@ import pandas as pd
 
 from sslops.audit.document import Document
 from sslops.config import KpiConfig
-from sslops.plots import plt
+from sslops.plots import OKABE_ITO, plt
 from sslops.shadow.kpi import describe_labels_saved
 
 READ_ONLY = (
@@ -28,7 +28,8 @@ def _f(value: Any, digits: int = 4) -> str:
 def _interval(value: float, interval: list[float] | None) -> str:
     if interval is None:
         return _f(value)
-    return f"{value:.4f} [{interval[0]:.2f}, {interval[1]:.2f}]"
+    # Bounds to 3 decimals, as in metrics.md (a value keeps 4).
+    return f"{value:.4f} [{interval[0]:.3f}, {interval[1]:.3f}]"
 
 
 def _d(value: float) -> str:
@@ -47,13 +48,18 @@ def plot_agreement(path: Path, report: dict[str, Any]) -> None:
     drifted = set(report["drift"]["drifted_batches"])
     names = list(by_batch)
     fig, ax = plt.subplots(figsize=(7, 3.4), dpi=100)
-    colors = ["#cf222e" if n in drifted else "#0969da" for n in names]
-    ax.bar(range(len(names)), [by_batch[n]["agreement"] for n in names], color=colors)
-    ax.axhline(report["agreement"]["overall"], color="#57606a", linestyle="--", label="overall")
-    ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
-    ax.set(ylabel="decision agreement", title="Agreement per batch (red: input drift flagged)",
-           ylim=(0, 1))  # fmt: skip
-    ax.legend(loc="lower right")
+    # Drifted batches differ by hatch as well as colour: the report is printed in greyscale.
+    for drift in (False, True):
+        at = [i for i, n in enumerate(names) if (n in drifted) == drift]
+        if not at:
+            continue  # a legend entry for bars that are not there would mislead
+        ax.bar(at, [by_batch[names[i]]["agreement"] for i in at], edgecolor="black",
+               color=OKABE_ITO[1] if drift else OKABE_ITO[0], hatch="//" if drift else "",
+               linewidth=0.6, label="input drift flagged" if drift else "no drift flagged")  # fmt: skip
+    ax.axhline(report["agreement"]["overall"], color="black", linestyle="--", label="overall")
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=9)
+    ax.set(ylabel="decision agreement (share of rows)", title="Agreement per batch", ylim=(0, 1))
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, metadata={"Software": None})
     plt.close(fig)
@@ -90,8 +96,12 @@ def plot_psi(path: Path, drift: dict[str, Any]) -> None:
 def plot_scores(path: Path, rows: pd.DataFrame) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=100)
     bins = np.linspace(0, 1, 41)
-    for model in ("candidate", "incumbent"):
-        left.hist(rows[f"{model}_score"], bins=bins, histtype="step", label=model, density=True)
+    for model, colour, style in (
+        ("candidate", OKABE_ITO[0], "-"),
+        ("incumbent", OKABE_ITO[1], "--"),
+    ):
+        left.hist(rows[f"{model}_score"], bins=bins, histtype="step", label=model, density=True,
+                  color=colour, linestyle=style, linewidth=1.5)  # fmt: skip
     left.set(xlabel="score", ylabel="density", title="Score distributions")
     left.legend()
     names = list(dict.fromkeys(rows["batch"]))
