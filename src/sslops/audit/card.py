@@ -24,10 +24,19 @@ SPECIFIC = {
     "evidence/pretrain/summary.json", "evidence/export/export.json",
     "evidence/prepare/datacard.json",
 }  # fmt: skip
+# Each figure's caption is also its alternative text: it says what is plotted, not the file.
 _CAPTIONS = {
     "evidence/evaluate/roc.png": "ROC curves on the test split",
     "evidence/evaluate/selection_rate.png": "Selection rate by {sensitive}, test split",
+    "evidence/evaluate/label_efficiency.png": "Label efficiency: test ROC AUC by share of "
+    "training labels used, SSL models and supervised baselines",
+    "evidence/finetune/pareto.png": "Fairness candidates: validation accuracy against the "
+    "fairness gap, with the Pareto front, the policy limit and the selected candidate",
     "evidence/pretrain/loss.png": "Self-supervised pretraining loss",
+    "evidence/pretrain/knn.png": "Online kNN accuracy of the embedding during pretraining",
+    "evidence/prepare/datacard_groups.png": "Positive-label rate by sensitive group, "
+    "training split",
+    "evidence/prepare/datacard_missing.png": "Share of missing values by column, training split",
 }
 _MAX_ROWS = 40
 
@@ -443,6 +452,8 @@ def build_card(cfg: Config, bundle: Path, context: dict[str, Any], evidence: lis
     limits += _baseline_limits(metrics, finetune, deployed)
     sensitive = metrics.get("sensitive", "")
     order = ("evidence/evaluate/", "evidence/finetune/", "evidence/pretrain/", "evidence/")
+    if any(name.endswith(".png") for name in evidence):
+        doc.heading("Figures")  # not under the section before them
     for name in sorted(
         evidence, key=lambda n: next(i for i, p in enumerate(order) if n.startswith(p))
     ):

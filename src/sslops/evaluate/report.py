@@ -62,6 +62,22 @@ def group_markdown(name: str, model: dict[str, Any], min_rows: int = 0) -> str:
     return "\n".join(lines) + "\n" if lines else ""
 
 
+NOTATION = (
+    "How to read the tables: accuracy, ROC AUC, rates and differences are shares from 0 to 1 "
+    "(not percentages), given to 4 decimals. `[low, high]` after a value is its 95% "
+    "bootstrap interval over resampled rows (3 decimals). TPR: true positive rate; FPR: false "
+    "positive rate; ECE: expected calibration error; DP diff.: demographic parity difference "
+    "(largest gap in selection rate between groups); EO diff.: equalized odds difference "
+    "(largest gap in TPR or FPR between groups); n/a: not defined on these rows."
+)
+
+
+def metrics_title(payload: dict[str, Any]) -> str:
+    """The top of ``metrics.md``: one title (the document's only level-1 heading) and how to
+    read its numbers, so that the file stands alone when KFP or DVC shows it."""
+    return f"# Evaluation metrics ({payload.get('split', 'test')} split)\n\n{NOTATION}\n\n"
+
+
 def headline(payload: dict[str, Any]) -> dict[str, Any]:
     """``metrics.json``'s scalars (per model: accuracy, ROC AUC, gaps, ...) without the groups,
     intervals and curves: a small, flat file for ``dvc metrics show`` / ``dvc metrics diff``."""
@@ -101,7 +117,7 @@ def write_reports(
         write_json(tmp / "label_efficiency.json", efficiency)
         plot_curve(tmp / "label_efficiency.png", efficiency["mean"])
         markdown += "\n" + curve_markdown(efficiency)
-    (tmp / "metrics.md").write_text(markdown, encoding="utf-8")
+    (tmp / "metrics.md").write_text(metrics_title(payload) + markdown, encoding="utf-8")
     curves = payload["roc_curves"]
     line_plot(
         tmp / "roc.png", {n: (c["fpr"], c["tpr"]) for n, c in curves.items()},
