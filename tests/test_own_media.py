@@ -240,3 +240,65 @@ def test_npz_images_in_another_layout_or_bit_depth_say_how_to_save_them(
         prepare(image_config(path, "npz"), tmp_path / "out")
     assert needle in str(info.value), str(info.value)
     assert not (tmp_path / "out").exists()
+
+
+def _upright_and_tagged(tmp_path: Path) -> tuple[np.ndarray, Path]:
+    """An upright image, and a JPEG of it as a phone or scanner writes it: the pixels stored
+    rotated 90 degrees with EXIF Orientation 6 ('rotate 90 clockwise to show')."""
+    upright = np.zeros((24, 16), np.uint8)
+    upright[:8] = 255  # a bright band at the top: which way is up can be told
+    stored = np.rot90(upright, k=1)  # what the camera wrote: (16, 24), band on the left
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation
+    path = tmp_path / "phone.jpg"
+    Image.fromarray(stored).save(path, exif=exif, quality=100)
+    return upright, path
+
+
+def test_jpeg_exif_orientation_is_read_upright(tmp_path: Path) -> None:
+    """Pillow hands a JPEG over as stored: a phone photo of a film, tagged Orientation 6,
+    was read lying on its side (and another shape), which a viewer never shows."""
+    from sslops.data.images import open_image
+
+    upright, path = _upright_and_tagged(tmp_path)
+    image = open_image(path, "data.train: phone.jpg")
+    pixels = np.asarray(image.convert("L"), dtype=np.int16)
+    assert pixels.shape == upright.shape  # (24, 16): taller than wide, as shown
+    assert np.abs(pixels - upright).max() < 40  # JPEG round-off only
+    # through prepare (a folder of such images) the same holds
+    for i in range(30):
+        (tmp_path / "scans" / "ab"[i % 2]).mkdir(parents=True, exist_ok=True)
+        band = upright | RNG.integers(0, 40, upright.shape).astype(np.uint8)  # distinct
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        Image.fromarray(np.rot90(band, k=1)).save(
+            tmp_path / "scans" / "ab"[i % 2] / f"p{i:02d}.jpg", exif=exif, quality=100
+        )
+    data = PreparedData(prepare(image_config(tmp_path / "scans", "image_folder"),
+                                tmp_path / "out"))  # fmt: skip
+    values = data.train.features[..., 0].astype(np.int16)
+    assert values.shape[1:] == (24, 16)
+    assert (values[:, :8].mean() > 200) and (values[:, 8:].mean() < 50)
+
+
+@pytest.mark.parametrize(("fmt", "suffix", "what"), [("TIFF", ".tif", "pages"),
+                                                       ("GIF", ".gif", "frames")])  # fmt: skip
+def test_a_multi_page_image_file_is_refused_with_its_page_count(
+    tmp_path: Path, fmt: str, suffix: str, what: str
+) -> None:
+    """Only the first page of a multi-page TIFF (a scan series in one file) was read, and the
+    rest dropped without a word."""
+    pages = [Image.fromarray(a) for a in _digits(3)]
+    root = _folder(tmp_path / "scans", _digits(20), ["a", "b"] * 10)
+    stack = root / "b" / f"series{suffix}"
+    pages[0].save(stack, format=fmt, save_all=True, append_images=pages[1:])
+    with pytest.raises(DataError) as info:
+        prepare(image_config(root, "image_folder"), tmp_path / "out")
+    message = str(info.value)
+    assert f"series{suffix}" in message and "data.train" in message and "\n" not in message
+    assert f"holds 3 {what}" in message and "one image per file" in message
+    assert not (tmp_path / "out").exists()
+    # a one-page TIFF is read as before
+    stack.unlink()
+    pages[0].save(stack, format=fmt)
+    assert PreparedData(prepare(image_config(root, "image_folder"), tmp_path / "ok")).train

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy.fft import dctn
 
 from sslops.data.canonicalize import cell_text
@@ -354,13 +354,30 @@ def _other_files_hint(root: Path) -> str:
 
 
 def open_image(path: Path, what: str) -> Image.Image:
-    """One image file, loaded and on an 8-bit scale; an unreadable file is a DataError."""
+    """One image file, loaded upright (as its EXIF Orientation tag says a viewer shows it:
+    phones and some scanners store the pixels rotated) and on an 8-bit scale. An unreadable
+    file, or one of several pages or frames, is a DataError."""
     try:
         with Image.open(path) as image:
+            _check_one_frame(image, what)
             image.load()
-            return _eight_bit_image(image.copy(), what)
+            upright = ImageOps.exif_transpose(image)
+            return _eight_bit_image(upright if upright is not image else image.copy(), what)
     except (UnidentifiedImageError, OSError) as exc:
         raise DataError(f"{what} is not a readable image ({exc})") from None
+
+
+def _check_one_frame(image: Image.Image, what: str) -> None:
+    """Pillow opens the first page of a multi-page TIFF (a scan series in one file) or the
+    first frame of an animation: the rest would be dropped without a word."""
+    frames = int(getattr(image, "n_frames", 1))
+    if frames > 1:
+        kind = "pages" if image.format == "TIFF" else "frames"
+        raise DataError(
+            f"{what} holds {frames} {kind} ({image.format}); sslops reads one image per file: "
+            f"save each of the {kind} as its own file (e.g. with Pillow's "
+            "ImageSequence.Iterator), or keep the one meant"
+        )
 
 
 def read_image_folder(root: Path, key: str) -> tuple[list[Image.Image], np.ndarray, list[str]]:
