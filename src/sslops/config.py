@@ -127,6 +127,18 @@ class DataConfig(_Section):
     na_values: list[str] = Field(
         default_factory=lambda: ["?", ""], description="Cell values that mean 'missing'."
     )
+    attributes_file: str | None = Field(
+        default=None,
+        description="Images and series: a CSV of each item's group attributes (sex, site, "
+        "scanner, age band), one row per image file or series; data.sensitive then names its "
+        "columns (read as categories) instead of attributes computed from the pixels.",
+    )
+    attributes_key: str = Field(
+        default="file",
+        description="Column of data.attributes_file naming the item: an image's path under "
+        "its folder (or its file name); '<file name>:<n>' for the n-th image or series of a "
+        "pixel CSV, .npz or .ts file.",
+    )
 
     @property
     def category_columns(self) -> list[str]:
@@ -782,6 +794,11 @@ class Config(_Section):
     @model_validator(mode="after")
     def _array_groups_are_derived_attributes(self) -> Config:
         if self.modality == "tabular":
+            if self.data.attributes_file is not None:
+                raise ValueError(
+                    "data.attributes_file is for images and series; a table's sensitive "
+                    "columns are its own: name them in data.sensitive"
+                )
             return self
         from sslops.data.attributes import ATTRIBUTES
 
@@ -790,6 +807,8 @@ class Config(_Section):
                 f"finetune.transfer {self.finetune.transfer!r} needs tabular data (modality is "
                 f"{self.modality!r}); images and series use 'linear_probe'"
             )
+        if self.data.attributes_file is not None:
+            return self._metadata_groups_are_named()
         valid = ATTRIBUTES[self.modality]
         named = [*self.data.sensitive, *(self.finetune.fairness.sensitive or [])]
         unknown = [n for n in named if n not in valid]
@@ -797,6 +816,30 @@ class Config(_Section):
             raise ValueError(
                 f"data.sensitive / finetune.fairness.sensitive: {unknown} are not group "
                 f"attributes of {self.modality} data; valid names: {', '.join(valid)}"
+            )
+        return self
+
+    def _metadata_groups_are_named(self) -> Config:
+        """Groups from data.attributes_file: data.sensitive names its columns (checked
+        against the file by prepare), each stored beside the label and cluster."""
+        data = self.data
+        if not data.sensitive:
+            raise ValueError(
+                "data.attributes_file needs data.sensitive: the columns of that file that "
+                "hold the groups (e.g. [sex, site])"
+            )
+        reserved = sorted({data.attributes_key, "label", "cluster"} & set(data.sensitive))
+        if reserved:
+            raise ValueError(
+                f"data.sensitive {reserved} cannot be group columns of data.attributes_file "
+                f"(data.attributes_key {data.attributes_key!r} names the items; 'label' and "
+                "'cluster' are taken by prepare's output): rename them in the file"
+            )
+        unknown = [c for c in self.finetune.fairness.sensitive or [] if c not in data.sensitive]
+        if unknown:
+            raise ValueError(
+                f"finetune.fairness.sensitive {unknown} must also be listed in data.sensitive "
+                f"({', '.join(data.sensitive)})"
             )
         return self
 

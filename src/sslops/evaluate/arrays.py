@@ -23,7 +23,7 @@ from sslops.evaluate.corruptions import counterfactuals, shifted_images, shifted
 from sslops.evaluate.metrics import majority_accuracy
 from sslops.evaluate.multiclass import macro_auc, multiclass_metrics
 from sslops.evaluate.report import group_markdown, roc_points, write_reports
-from sslops.finetune.arrays import MODELS, embed, fit_multinomial, groups_of
+from sslops.finetune.arrays import MODELS, embed, fit_multinomial, groups_of, measured
 from sslops.finetune.stage import stratified_label_subset
 from sslops.models.arrays import (
     ArrayClassifier,
@@ -122,6 +122,29 @@ def unreachable_attributes(edits: dict[str, dict[str, Any]]) -> dict[str, str]:
         if not any(e["applicable"] for e in mine):
             out[f"counterfactual: {a}"] = mine[0]["reason"]
     return out
+
+
+def record_attribute_tests(edges: dict[str, list[float] | None]) -> dict[str, dict[str, Any]]:
+    """A counterfactual entry, not applicable, for each group column of data.attributes_file:
+    no edit of an image or series changes a patient's recorded sex or site. Written as the
+    unreachable edits are (``applicable: false``, ``flagged: null``, a ``reason``), so
+    ``shortcuts.json``, ``metrics.md`` and the model card say why there is no test."""
+    return {
+        f"{a}: any edit of the input": {
+            "attribute": a,
+            "prediction_change_share": None,
+            "group_change_share": None,
+            "max_probability_change": None,
+            "max_input_change": None,
+            "applicable": False,
+            "flagged": None,
+            "reason": f"not applicable: {a} comes from data.attributes_file (the records), "
+            "not from the input, so no edit of the input changes it; the per-group metrics "
+            "and gaps measure it",
+        }
+        for a, e in edges.items()
+        if e is None
+    }
 
 
 def counterfactual_markdown(shortcuts: dict[str, Any]) -> str:
@@ -276,7 +299,7 @@ def evaluate_arrays(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_di
 
     def evaluate_on(values: np.ndarray, seed: int) -> tuple[dict, dict, np.ndarray]:
         proba, z = score.with_embeddings(values)
-        groups = groups_of(values, edges)
+        groups = groups_of(values, edges, test)  # the shifted copy: the same rows
         return proba, {n: multiclass_metrics(y, p, groups, resamples=ec.bootstrap, seed=seed)
                        for n, p in proba.items()}, z  # fmt: skip
 
@@ -292,9 +315,10 @@ def evaluate_arrays(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_di
         return x.numpy().astype(np.float64)
 
     edits = counterfactual_tests(
-        lambda values: score(values)[deployed], test.features, edges, ec.reliance_threshold,
+        lambda values: score(values)[deployed], test.features, measured(edges),
+        ec.reliance_threshold,
         data.modality, base=proba[deployed], seen=seen,
-    )  # fmt: skip
+    ) | record_attribute_tests(edges)  # fmt: skip
     shortcuts = {
         "model": deployed,
         "reliance_threshold": ec.reliance_threshold,
@@ -351,6 +375,7 @@ def evaluate_arrays(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_di
             ood=ood_report, efficiency=efficiency,
             roc_title="ROC (micro one-vs-rest), test split",
             bars=("group_accuracy.png", "accuracy", "accuracy",
-                  f"Accuracy by {attribute} bucket, test split"),
+                  f"Accuracy by {attribute} {'group' if edges[attribute] is None else 'bucket'}, "
+                  "test split"),
         )  # fmt: skip
     return Path(out_dir)

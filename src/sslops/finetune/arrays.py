@@ -14,17 +14,21 @@ Three exportable :class:`ArrayClassifier` s come out (plus ``probe``, the same a
 
 Groups are the derived attribute(s) named in ``data.sensitive`` (see
 :mod:`sslops.data.attributes`), bucketed with tercile edges from the training split;
-the edges are written to ``finetune.json`` so evaluation buckets the same way.
+the edges are written to ``finetune.json`` so evaluation buckets the same way. With
+``data.attributes_file`` they are columns of the user's metadata, which prepare stored
+beside each item (:mod:`sslops.data.group_metadata`); their edges are ``None``.
 """
 
 from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
@@ -56,7 +60,7 @@ from sslops.models.arrays import (
     save_backbone,
     set_head,
 )
-from sslops.prepare.dataset import PreparedData
+from sslops.prepare.dataset import PreparedData, Split
 from sslops.pretrain.stage import load_backbone
 from sslops.pretrain.tasks import feature_dim
 
@@ -178,12 +182,44 @@ def embed(model: ArrayClassifier, x: torch.Tensor) -> np.ndarray:
     return torch.cat(parts).numpy() if parts else np.zeros((0, model.head.in_features), np.float32)
 
 
-def group_edges(cfg: Config, train_values: np.ndarray) -> dict[str, list[float]]:
-    return {a: tercile_edges(MEASURES[a](train_values)) for a in group_attributes(cfg)}
+def group_edges(cfg: Config, data: PreparedData) -> dict[str, list[float] | None]:
+    """Tercile edges of each measured attribute on the training split; ``None`` for a group
+    column of data.attributes_file, which prepare stored beside each item."""
+    stored = data.schema.get("group_columns", [])
+    absent = [a for a in group_attributes(cfg) if a not in stored and a not in MEASURES]
+    if absent:
+        raise DataError(
+            f"data.sensitive {absent} are not group columns of the prepared data "
+            f"({', '.join(stored) or 'none'}): prepare again with data.attributes_file "
+            "holding them"
+        )
+    return {
+        a: None if a in stored else tercile_edges(MEASURES[a](data.train.features))
+        for a in group_attributes(cfg)
+    }
 
 
-def groups_of(values: np.ndarray, edges: dict[str, list[float]]) -> dict[str, np.ndarray]:
-    return {a: bucket(a, MEASURES[a](values), e) for a, e in edges.items()}
+def measured(edges: dict[str, list[float] | None]) -> dict[str, list[float]]:
+    """The attributes computed from the arrays (which counterfactual edits can move)."""
+    return {a: e for a, e in edges.items() if e is not None}
+
+
+def groups_of(
+    values: np.ndarray, edges: Mapping[str, list[float] | None], split: Split | None = None
+) -> dict[str, np.ndarray]:
+    """Each row's group: a measured attribute bucketed by its edges, a stored one (edges
+    ``None``) read from ``split``, the prepared rows ``values`` are (or are an edit of)."""
+    return {
+        a: bucket(a, MEASURES[a](values), e) if e is not None
+        else _stored(split, a).to_numpy(dtype=object)
+        for a, e in edges.items()
+    }  # fmt: skip
+
+
+def _stored(split: Split | None, column: str) -> pd.Series:
+    if split is None:
+        raise ValueError(f"group {column!r} comes from data.attributes_file: pass the split")
+    return split.groups(column)
 
 
 def finetune_arrays(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Path) -> Path:
@@ -219,7 +255,7 @@ def finetune_arrays(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_d
     raw_lab = embed(classifier(False), x_train[labeled])
     baseline = set_head(classifier(False), *fit_multinomial(raw_lab, y_lab, c, classes))
 
-    edges = group_edges(cfg, train.features)
+    edges = group_edges(cfg, data)
     columns = fair.sensitive or group_attributes(cfg)[:1]
     unknown = [a for a in columns if a not in edges]
     if unknown:
@@ -227,7 +263,8 @@ def finetune_arrays(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_d
             f"finetune.fairness.sensitive {unknown} must also be listed in data.sensitive "
             f"({', '.join(edges)})"
         )
-    train_groups, val_groups = groups_of(train.features, edges), groups_of(val.features, edges)
+    train_groups = groups_of(train.features, edges, train)
+    val_groups = groups_of(val.features, edges, val)
 
     def candidate(name: str, mechanism: str, strength: float, coef: np.ndarray,
                   intercept: np.ndarray, extra: dict | None = None) -> Candidate:  # fmt: skip
@@ -289,6 +326,9 @@ def finetune_arrays(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_d
         "groups": {
             a: {
                 "edges": e,
+                "source": "computed from the input"
+                if e is not None
+                else f"data.attributes_file column {a!r}",
                 "buckets": sorted(set(train_groups[a])),
                 "train_counts": {
                     str(k): int(v)

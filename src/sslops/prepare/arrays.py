@@ -26,6 +26,13 @@ from sslops.config import Config
 from sslops.data.canonicalize import label_hits
 from sslops.data.datacard import FEW_CLASS_ROWS
 from sslops.data.dedup import clusters_from_pairs, first_occurrences, mix
+from sslops.data.group_metadata import (
+    ItemNames,
+    file_items,
+    folder_items,
+    join_group_metadata,
+    read_group_metadata,
+)
 from sslops.data.images import (
     IMAGE_SUFFIXES,
     canonical_images,
@@ -49,6 +56,7 @@ from sslops.data.split import (
 )
 from sslops.errors import ConfigError, DataError
 from sslops.prepare.dataset import SCHEMA, UNLABELED
+from sslops.prepare.stage import _check_sensitive_groups
 
 MODALITY = {"pixel_csv": "image", "npz": "image", "image_folder": "image", "ts": "timeseries"}
 
@@ -72,6 +80,17 @@ def check_array_inputs(cfg: Config) -> None:
     _check_label(cfg, _path(cfg, cfg.data.train, "data.train"), "data.train")
     if cfg.data.test:
         _check_label(cfg, _path(cfg, cfg.data.test, "data.test"), "data.test")
+    _group_table(cfg)
+
+
+def _group_table(cfg: Config) -> pd.DataFrame | None:
+    """The groups of data.attributes_file by item key (None: groups are computed)."""
+    data = cfg.data
+    if data.attributes_file is None:
+        return None
+    return read_group_metadata(
+        data.attributes_file, data.attributes_key, data.sensitive, data.na_values
+    )
 
 
 TS_LABEL = "class"
@@ -89,17 +108,22 @@ def _check_label(cfg: Config, path: Path, key: str) -> None:
         check_pixel_csv_label(path, label, key)
 
 
-def _read(cfg: Config, spec: str, key: str) -> tuple[Any, np.ndarray]:
+def _read(cfg: Config, spec: str, key: str) -> tuple[Any, np.ndarray, ItemNames]:
+    """The items of one file or folder, their labels, and the keys data.attributes_file
+    names them by."""
     path = _path(cfg, spec, key)
     fmt = cfg.data.format
-    if fmt == "pixel_csv":
-        return read_pixel_csv(path, cfg.data.label, key)
-    if fmt == "npz":
-        return read_npz(path, key)
     if fmt == "image_folder":
-        images, labels, _ = read_image_folder(path, key)
-        return images, labels
-    return read_ts(path, key)
+        images, labels, files = read_image_folder(path, key)
+        return images, labels, folder_items(files)
+    items: Any
+    if fmt == "pixel_csv":
+        items, labels = read_pixel_csv(path, cfg.data.label, key)
+    elif fmt == "npz":
+        items, labels = read_npz(path, key)
+    else:
+        items, labels = read_ts(path, key)
+    return items, labels, file_items(path, len(labels))
 
 
 def _item_hashes(values: np.ndarray) -> np.ndarray:
@@ -274,17 +298,20 @@ def prepare_arrays(cfg: Config, out_dir: Path) -> Path:
     specs = [("train", "data.train", cfg.data.train)]
     if cfg.data.test:
         specs.append(("test", "data.test", cfg.data.test))
-    raw, labels, source = [], [], []
+    raw, labels, source, item_names = [], [], [], []
     for name, key, spec in specs:
-        items, item_labels = _read(cfg, spec, key)
+        items, item_labels, item_keys = _read(cfg, spec, key)
         raw.append(items)
         labels.append(item_labels)
         source.append(np.full(len(item_labels), name))
+        item_names.append(item_keys)
     values, report = _canonical(cfg, raw)
     notes = [*_left_out_notes(cfg, specs), *_canonical_notes(cfg, raw, report)]
     label = np.array([" ".join(unicodedata.normalize("NFKC", str(v)).split()) for v in
                       np.concatenate(labels)], dtype=object)  # fmt: skip
     origin = np.concatenate(source)
+    groups, group_notes = _metadata_groups(cfg, item_names, label != "")
+    notes += group_notes
     content = _item_hashes(values)
 
     alive = label != ""
@@ -328,6 +355,8 @@ def prepare_arrays(cfg: Config, out_dir: Path) -> Path:
     for name in names:
         if name != "ood" and not (split == name).any():
             raise DataError(f"the {name} split is empty; provide more data or adjust prepare.*")
+    if groups is not None:
+        _check_sensitive_groups(groups[split == "train"], cfg.data.sensitive)
     unlabeled, near_scored = _unlabeled_items(cfg, label, origin, content, values, split)
     split[unlabeled] = UNLABELED
     written = [*names, *([UNLABELED] if unlabeled.any() else [])]
@@ -352,23 +381,31 @@ def prepare_arrays(cfg: Config, out_dir: Path) -> Path:
             for n in names
         },
         "few_class_items": few,  # per class (tables: "few_class_rows", two classes)
+        **({} if groups is None else {"groups": _group_counts(groups, split, names)}),
         "edge_cases": _edge_cases(cfg, values[alive]),
         "notes": notes,
         "pii_findings_redacted": "not applicable: no text fields",
     }
     schema = {"modality": cfg.modality, "label": cfg.data.label, "classes": classes,
               "shape": list(values.shape[1:]), "splits": written,
-              "dtype": str(values.dtype), **positive_class(cfg, classes)}  # fmt: skip
+              "dtype": str(values.dtype), **positive_class(cfg, classes),
+              **({} if groups is None else {"group_columns": list(groups.columns)})}  # fmt: skip
     sources = {key: _path(cfg, spec, key) for _, key, spec in specs}
+    if cfg.data.attributes_file is not None:
+        sources["data.attributes_file"] = resolve_path(
+            cfg.data.attributes_file, "data.attributes_file"
+        )
     sources = {k: v for k, v in sources.items() if v.is_file()}
     with write_artifact(out_dir, "prepare", cfg.model_dump(mode="json"), sources=sources) as tmp:
         for name in written:
             mask = split == name
             np.save(tmp / f"{name}.npy", values[mask])
-            pd.DataFrame({"label": pd.array(np.where(label[mask] == "", None, label[mask]),
-                                            dtype="string"),
-                          "cluster": cluster[mask]}).to_parquet(tmp / f"{name}.parquet",
-                                                                index=False)  # fmt: skip
+            frame = pd.DataFrame({"label": pd.array(np.where(label[mask] == "", None,
+                                                             label[mask]), dtype="string"),
+                                  "cluster": cluster[mask]})  # fmt: skip
+            if groups is not None:  # the groups of data.attributes_file, by data.sensitive
+                frame[list(groups.columns)] = groups[mask].reset_index(drop=True)
+            frame.to_parquet(tmp / f"{name}.parquet", index=False)
         write_json(tmp / SCHEMA, schema)
         write_json(tmp / "datacard.json", card)
         (tmp / "datacard.md").write_text(_markdown(card), encoding="utf-8")
@@ -376,6 +413,35 @@ def prepare_arrays(cfg: Config, out_dir: Path) -> Path:
     for note in notes:  # console lines, as tabular prepare prints its notes
         print(f"note: {note}", file=sys.stderr, flush=True)
     return out_dir
+
+
+def _metadata_groups(
+    cfg: Config, keys: list[ItemNames], labeled: np.ndarray
+) -> tuple[pd.DataFrame | None, list[str]]:
+    """Each item's groups from data.attributes_file (None without one), and notes."""
+    table = _group_table(cfg)
+    if table is None:
+        return None, []
+    names = [k.names for k in keys]
+    items = ItemNames(
+        [key for k in keys for key in k.keys],
+        None if None in names else [n for part in names for n in part or []],
+    )
+    return join_group_metadata(
+        table, items, labeled, str(cfg.data.attributes_file), cfg.data.attributes_key
+    )
+
+
+def _group_counts(groups: pd.DataFrame, split: np.ndarray, names: list[str]) -> dict[str, Any]:
+    """Per group column and split, how many items each group holds ('(missing)': no value)."""
+    filled = groups.fillna("(missing)")
+    return {
+        column: {
+            name: {str(k): int(v) for k, v in filled[column][split == name].value_counts().items()}
+            for name in names
+        }
+        for column in groups.columns
+    }
 
 
 def _ordered_classes(cfg: Config, classes: list[str]) -> list[str]:
@@ -464,6 +530,10 @@ def _markdown(card: dict[str, Any]) -> str:
     lines.append(f"- Near-duplicates: {card['near_duplicates']}")
     lines.append(f"- Canonicalization: {card['canonicalization']}")
     lines.append(f"- Edge cases: {card['edge_cases']}")
+    for column, splits in card.get("groups", {}).items():
+        lines.append(f"- Groups of {column} (data.attributes_file): " + "; ".join(
+            f"{name} " + ", ".join(f"{g} {n:,}" for g, n in counts.items())
+            for name, counts in splits.items()))  # fmt: skip
     lines += [f"- Note: {note}" for note in card["notes"]]
     lines += ["", "## Splits", "", "| split | rows | labels |", "|---|---:|---|"]
     for name, info in card["splits"].items():
