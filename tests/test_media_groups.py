@@ -275,6 +275,39 @@ def test_series_are_keyed_by_file_and_number(tmp_path: Path) -> None:
         prepare(cfg, tmp_path / "again")
 
 
+def test_a_site_held_out_as_the_ood_split(tmp_path: Path) -> None:
+    """prepare.ood names a column of the records (a site the model never trains on); a
+    column that is neither the label nor in the records is one line, not a KeyError."""
+    records = _gunpoint_records(tmp_path)
+    frame = pd.read_csv(records)
+    frame["site"] = ["s2" if i % 5 == 0 else "s1" for i in range(len(frame))]
+    _write(frame, records)
+
+    def config(*overrides: str) -> Config:
+        return load_config(ROOT / "configs" / "gunpoint.yaml", [
+            f"data.attributes_file={records}", "data.sensitive=[actor]", *overrides])  # fmt: skip
+
+    data = PreparedData(prepare(config("prepare.ood=site == s2"), tmp_path / "out"))
+    ood = data.split("ood").frame
+    assert len(ood) >= 40 and "site" not in ood  # read for the predicate only
+    kept = sum(len(data.split(s).frame) for s in ("train", "validation", "test"))
+    assert kept + len(ood) <= 200 and kept <= 160
+    # a group column held out: the training split keeps one site, refused with the cause
+    with pytest.raises(DataError, match=r"'site' has 1 distinct value.*after prepare.ood removed"):
+        prepare(config("prepare.ood=site == s2", "data.sensitive=[site]"), tmp_path / "again")
+    with pytest.raises(DataError, match=r"prepare\.ood: column\(s\) 'ward' not found in "
+                                        r"data\.attributes_file"):  # fmt: skip
+        prepare(config("prepare.ood=ward == 3"), tmp_path / "bad")
+    without = load_config(ROOT / "configs" / "gunpoint.yaml", ["prepare.ood=ward == 3"])
+    with pytest.raises(DataError, match=r"prepare\.ood: column 'ward' is not a column of "
+                                        r"timeseries data; the predicate can name 'label' "
+                                        r"\(or data\.label 'class'\)"):  # fmt: skip
+        prepare(without, tmp_path / "bad")
+    # the label by its data.label name ('class'), as by 'label'
+    by_class = PreparedData(prepare(config("prepare.ood=class == 2"), tmp_path / "cls"))
+    assert set(by_class.split("ood").frame["label"]) == {"2"}
+
+
 def _stages(cfg: Config, root: Path, audit: bool) -> dict[str, Path]:
     from sslops.evaluate import evaluate
     from sslops.finetune import finetune

@@ -56,10 +56,12 @@ def file_items(path: Path, count: int) -> ItemNames:
 
 
 def read_group_metadata(
-    spec: str, key_column: str, sensitive: list[str], na_values: list[str]
+    spec: str, key_column: str, needed: dict[str, list[str]], na_values: list[str]
 ) -> pd.DataFrame:
-    """The metadata file's key and ``sensitive`` columns as text, one row per key."""
-    frame = read_csv(spec, na_values, KEY, text_columns=[key_column, *sensitive])
+    """The metadata file's columns that ``needed`` names (by the setting that names them:
+    data.sensitive, prepare.ood) as text, indexed by key."""
+    wanted = list(dict.fromkeys(c for names in needed.values() for c in names))
+    frame = read_csv(spec, na_values, KEY, text_columns=[key_column, *wanted])
     columns = list(frame.columns)
     shown = ", ".join(columns[:20]) + (
         f", ... ({len(columns)} columns)" if len(columns) > 20 else ""
@@ -70,12 +72,13 @@ def read_group_metadata(
             f"columns are: {shown}; set data.attributes_key to the column naming each image "
             "file or series"
         )
-    absent = [c for c in sensitive if c not in columns]
-    if absent:
-        raise DataError(
-            f"data.sensitive: column(s) {', '.join(map(repr, absent))} not found in {KEY} "
-            f"({spec}); its columns are: {shown}"
-        )
+    for setting, names in needed.items():
+        absent = [c for c in names if c not in columns]
+        if absent:
+            raise DataError(
+                f"{setting}: column(s) {', '.join(map(repr, absent))} not found in {KEY} "
+                f"({spec}); its columns are: {shown}"
+            )
     keys = frame[key_column].map(_key, na_action="ignore")
     empty = np.flatnonzero(keys.isna().to_numpy())
     if len(empty):
@@ -91,7 +94,7 @@ def read_group_metadata(
             f"({repeated.nunique():,} key(s) repeat); expected one row per image file or "
             "series, so its groups are not a guess"
         )
-    groups = frame[sensitive].apply(lambda c: c.map(_text, na_action="ignore"))
+    groups = frame[wanted].apply(lambda c: c.map(_text, na_action="ignore"))
     return groups.set_axis(keys.to_list()).astype("string")
 
 

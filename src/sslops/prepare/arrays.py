@@ -50,6 +50,7 @@ from sslops.data.split import (
     SPLIT_NAMES,
     cluster_key_hashes,
     evaluate_predicate,
+    predicate_columns,
     split_by_uniform,
     split_key,
     uniform_of,
@@ -81,16 +82,32 @@ def check_array_inputs(cfg: Config) -> None:
     if cfg.data.test:
         _check_label(cfg, _path(cfg, cfg.data.test, "data.test"), "data.test")
     _group_table(cfg)
+    other = _ood_record_columns(cfg)
+    if other and cfg.data.attributes_file is None:
+        raise DataError(
+            f"prepare.ood: column {other[0]!r} is not a column of {cfg.modality} data; the "
+            f"predicate can name 'label' (or data.label {cfg.data.label!r}), and columns of "
+            "data.attributes_file when one is given"
+        )
+
+
+def _ood_record_columns(cfg: Config) -> list[str]:
+    """The columns prepare.ood names other than the label: columns of data.attributes_file
+    (hold out a site or a scanner)."""
+    if not cfg.prepare.ood:
+        return []
+    label = {"label", cfg.data.label}
+    return [c for c in predicate_columns(cfg.prepare.ood) if c not in label]
 
 
 def _group_table(cfg: Config) -> pd.DataFrame | None:
-    """The groups of data.attributes_file by item key (None: groups are computed)."""
+    """The columns of data.attributes_file that data.sensitive and prepare.ood name, by
+    item key (None: there is no such file, groups are computed)."""
     data = cfg.data
     if data.attributes_file is None:
         return None
-    return read_group_metadata(
-        data.attributes_file, data.attributes_key, data.sensitive, data.na_values
-    )
+    needed = {"data.sensitive": data.sensitive, "prepare.ood": _ood_record_columns(cfg)}
+    return read_group_metadata(data.attributes_file, data.attributes_key, needed, data.na_values)
 
 
 TS_LABEL = "class"
@@ -310,8 +327,9 @@ def prepare_arrays(cfg: Config, out_dir: Path) -> Path:
     label = np.array([" ".join(unicodedata.normalize("NFKC", str(v)).split()) for v in
                       np.concatenate(labels)], dtype=object)  # fmt: skip
     origin = np.concatenate(source)
-    groups, group_notes = _metadata_groups(cfg, item_names, label != "")
+    records, group_notes = _metadata_groups(cfg, item_names, label != "")
     notes += group_notes
+    groups = None if records is None else records[cfg.data.sensitive]
     content = _item_hashes(values)
 
     alive = label != ""
@@ -348,7 +366,10 @@ def prepare_arrays(cfg: Config, out_dir: Path) -> Path:
     chosen = split_by_uniform(uniform, cfg.prepare.validation_fraction, test_fraction)
     split = np.where(origin == "test", "test", chosen).astype(object)
     if cfg.prepare.ood:
-        hit = evaluate_predicate(cfg.prepare.ood, pd.DataFrame({"label": label}))
+        frame = pd.DataFrame({"label": label, cfg.data.label: label})
+        if records is not None:
+            frame[list(records.columns)] = records
+        hit = evaluate_predicate(cfg.prepare.ood, frame)
         split[np.isin(cluster, np.unique(cluster[alive & hit]))] = "ood"
     split[~alive] = ""
     names = [*SPLIT_NAMES, *(["ood"] if cfg.prepare.ood else [])]
@@ -356,7 +377,9 @@ def prepare_arrays(cfg: Config, out_dir: Path) -> Path:
         if name != "ood" and not (split == name).any():
             raise DataError(f"the {name} split is empty; provide more data or adjust prepare.*")
     if groups is not None:
-        _check_sensitive_groups(groups[split == "train"], cfg.data.sensitive)
+        _check_sensitive_groups(
+            groups[split == "train"], cfg.data.sensitive, groups[split == "ood"], cfg.prepare.ood
+        )
     unlabeled, near_scored = _unlabeled_items(cfg, label, origin, content, values, split)
     split[unlabeled] = UNLABELED
     written = [*names, *([UNLABELED] if unlabeled.any() else [])]
