@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pandas as pd
 import pytest
 from PIL import Image
@@ -367,6 +368,8 @@ def test_image_groups_from_records_reach_evaluation_and_the_model_card(tmp_path:
             "stages"
         ][0]["sources"]
     )  # the records are part of the lineage, hashed
+    props = {p.key: p.value for p in onnx.load(str(a["export"] / "model.onnx")).metadata_props}
+    assert "read from the records file records.csv" in props["sensitive_attribute_policy"]
 
 
 def test_series_groups_from_records_reach_evaluation(tmp_path: Path) -> None:

@@ -139,13 +139,18 @@ def export_arrays(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_dir:
             "z-score inside)"
         )  # fmt: skip
         groups = ", ".join(cfg.data.sensitive) or "the modality's default attribute"
+        source = (
+            f"read from the records file {Path(cfg.data.attributes_file).name}"
+            if cfg.data.attributes_file
+            else "derived from the input"
+        )
         metadata = {
             "sslops_version": __version__,
             "model": name,
             "decision_rule": "argmax of probabilities",
             "classes": json.dumps(classes),
-            "sensitive_attribute_policy": f"groups ({groups}) are derived from the input for "
-            "evaluation only; not a separate model input",
+            "sensitive_attribute_policy": f"groups ({groups}) are {source} for evaluation "
+            "only; not a separate model input",
             "training_data_sha256": training_data_sha256(data.meta),
             "finetune_weights_sha256": finetune_meta["files"][f"{name}.safetensors"],
             "backbone_weights_sha256": finetune_meta["files"]["backbone.safetensors"],
