@@ -8,6 +8,7 @@ bundle's dependencies against advisories.
 
 from __future__ import annotations
 
+import os
 import platform
 from importlib.metadata import Distribution, distributions
 from typing import Any
@@ -36,12 +37,49 @@ def _installed() -> list[Distribution]:
     return [seen[k] for k in sorted(seen)]
 
 
+# Variables that set how many threads the math libraries use (and so how float sums are split).
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def numerics_record() -> dict[str, Any]:
+    """What decides the last bits of the floats beyond the package versions: the CPU's
+    vector instructions torch dispatches to, the thread counts (a sum split over more
+    threads rounds differently) and torch's determinism switch. Recorded in this process,
+    with the variables every stage process of ``sslops run`` inherits."""
+    import numpy as np
+    import torch  # here only: verifying a bundle must not need torch
+
+    blas = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
+    return {
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "torch_deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "numpy_blas": f"{blas.get('name', '?')} {blas.get('version', '')}".strip(),
+        "thread_variables": {name: os.environ.get(name) for name in THREAD_VARIABLES},
+    }
+
+
 def environment_record(stage_versions: dict[str, dict[str, str]]) -> dict[str, Any]:
     return {
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
         "machine": platform.machine(),
+        "numerics": numerics_record(),
         "packages": {d.metadata["Name"]: d.version for d in _installed()},
         "stage_versions": stage_versions,
     }

@@ -355,6 +355,9 @@ def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pat
         "validation_rows": len(val.target),
         "unlabeled_rows": len(pool.target) - len(train.target),
         "transfer": fc.transfer,
+        # torch's threads in this process (the cores, or OMP_NUM_THREADS): the mitigated
+        # head's last bits depend on it, so a bit-identical rebuild needs the same count
+        "threads": torch.get_num_threads(),
         "fairness": {
             "constraint": fair.constraint,
             "sensitive": columns,

@@ -119,6 +119,10 @@ def run_pretrain(
     """Train in this process (one rank of torchrun, or alone) and write the artifact on rank 0."""
     pc = cfg.pretrain
     device, created = _start_process_group()
+    # Restored after: pretrain.threads is pretrain's. In one process (the stage functions
+    # called in turn) it leaked into finetune, whose weights depend on the thread count, so
+    # the same config gave another model.onnx than `sslops run` (a process per stage).
+    threads_before = torch.get_num_threads()
     try:
         size = dist.get_world_size() if dist.is_initialized() else 1
         threads = pc.threads or max(1, (os.cpu_count() or 1) // size)
@@ -142,6 +146,7 @@ def run_pretrain(
         if dist.is_initialized():
             dist.barrier()
     finally:
+        torch.set_num_threads(threads_before)
         if created:
             dist.destroy_process_group()
     return out_dir
@@ -187,6 +192,8 @@ def _write(
         "knn_accuracy": knn[-1] if knn else None,
         "precision": pc.precision,
         "world_size": dist.get_world_size() if dist.is_initialized() else 1,
+        # per process: the weights' last bits depend on it (pretrain.threads 0 = the cores)
+        "threads": torch.get_num_threads(),
         "resumed_from_step": result.resumed_from,
         **(probe or {}),
     }
