@@ -143,6 +143,7 @@ tools:
   sslops audit reproduce BUNDLE --data DIR --public-key FILE --out DIR [--key-file FILE]
                                                    re-run the evaluation from the bundle, signed attestation
   sslops audit verify-attestation DIR --public-key FILE|--integrity-only   check an attestation's signature
+  sslops audit compare FILED REBUILT   is a rebuilt bundle the filed one, bit for bit (and why not)
   sslops audit file BUNDLE --registry DIR [--model NAME]   file a bundle in an audit registry
   sslops audit list --registry DIR [--model NAME] [--verify]   what was filed (and is it intact)
   sslops audit checkpoint --registry DIR --out FILE   the registry's head, to keep elsewhere
@@ -158,7 +159,8 @@ examples:
 def _audit_tools(audit: argparse.ArgumentParser) -> None:
     tools = audit.add_subparsers(
         dest="audit_command",
-        metavar="{verify,keygen,reproduce,verify-attestation,file,list,checkpoint,approve,reject}",
+        metavar="{verify,keygen,reproduce,verify-attestation,compare,file,list,checkpoint,approve,"
+        "reject}",
     )
     verify = tools.add_parser(
         "verify",
@@ -195,6 +197,12 @@ def _audit_tools(audit: argparse.ArgumentParser) -> None:
         help="where to write the public key, to hand to whoever verifies bundles",
     )  # fmt: skip
     _reproduce_tools(tools)
+    from sslops.audit import rebuild
+
+    compare = tools.add_parser("compare", help=rebuild.COMPARE_HELP, epilog=rebuild.COMPARE_EPILOG,
+                               description=rebuild.COMPARE_DESCRIPTION,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    rebuild.add_arguments(compare)
     _registry_tools(tools)
 
 
@@ -746,6 +754,10 @@ def _cmd_audit_tool(args: argparse.Namespace) -> int:
 
     if args.audit_command in {"reproduce", "verify-attestation"}:
         return _cmd_attestation(args)
+    if args.audit_command == "compare":
+        from sslops.audit.rebuild import run as run_compare
+
+        return run_compare(args)
     if args.audit_command in {"file", "list", "checkpoint", "approve", "reject"}:
         return _cmd_registry(args)
     if args.audit_command == "keygen":
