@@ -393,3 +393,65 @@ def test_groups_below_min_group_rows_are_left_out_of_the_gaps_alike() -> None:
     for key, bounds in kept["gap_intervals"]["sex"].items():
         assert theirs["gap_intervals"]["sex"][key] == pytest.approx(bounds, abs=1e-12)
         assert theirs["intervals"][key] == pytest.approx(kept["intervals"][key], abs=1e-12)
+
+
+def _metric_frame_table(y: np.ndarray, score: np.ndarray, predicted: np.ndarray,
+                        groups: np.ndarray) -> dict:  # fmt: skip
+    """The group table as fairlearn's MetricFrame computes it (the implementation the
+    bincount table replaced), rates without the rows they are taken over as NaN."""
+    from fairlearn.metrics import MetricFrame, count, selection_rate
+
+    from sslops.evaluate.metrics import auc, expected_calibration_error
+
+    def rate(label: int):
+        def conditional(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+            rows = np.asarray(y_true) == label
+            return float(np.mean(np.asarray(y_pred)[rows] == 1)) if rows.any() else math.nan
+
+        return conditional
+
+    decided = MetricFrame(
+        metrics={"accuracy": accuracy_score, "selection_rate": selection_rate,
+                 "tpr": rate(1), "fpr": rate(0), "count": count},
+        y_true=y, y_pred=predicted, sensitive_features=groups,
+    )  # fmt: skip
+    scored = MetricFrame(
+        metrics={"roc_auc": auc, "ece": expected_calibration_error},
+        y_true=y, y_pred=score, sensitive_features=groups,
+    )  # fmt: skip
+    table = decided.by_group.join(scored.by_group)
+    return {str(g): {k: float(v) for k, v in row.items()} for g, row in table.iterrows()}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_group_table_equals_fairlearn_metric_frame(seed: int) -> None:
+    # Groups of every awkward kind: one row, only positives, only negatives, tied scores
+    # across classes, scores of exactly 0 and 1 (the ECE's last bin), and many rows.
+    rng = np.random.default_rng(seed)
+    n = 3000
+    groups = rng.choice(np.array(["Amer-Indian", "Black", "White", "Other", "Z"]), n,
+                        p=[0.05, 0.15, 0.6, 0.2, 0.0]).astype(object)  # fmt: skip
+    y = (rng.random(n) < 0.3).astype(int)
+    score = np.round(np.clip(0.3 * y + rng.random(n) * 0.8 - 0.05, 0, 1), 2)  # ties, 0 and 1
+    groups[:1] = "one row"
+    groups[1:40] = "positives only"
+    y[1:40] = 1
+    groups[40:70] = "negatives only"
+    y[40:70] = 0
+    predicted = (score >= 0.5).astype(int)
+    predicted[rng.random(n) < 0.05] ^= 1  # randomized decisions: not a threshold of the score
+    from sslops.evaluate.metrics import _group_table
+
+    ours, theirs = _group_table(y, score, predicted, groups), _metric_frame_table(
+        y, score, predicted, groups
+    )
+    assert list(ours) == list(theirs)  # the same groups in the same order
+    for group, row in theirs.items():
+        assert list(ours[group]) == list(row)
+        for key, value in row.items():
+            if math.isnan(value):
+                assert math.isnan(ours[group][key]), (group, key)
+            else:
+                assert ours[group][key] == pytest.approx(value, abs=1e-12, rel=0), (group, key)
+    assert math.isnan(ours["positives only"]["fpr"]) and math.isnan(ours["one row"]["roc_auc"])
+    assert math.isnan(ours["negatives only"]["tpr"])

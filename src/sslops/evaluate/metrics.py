@@ -1,4 +1,4 @@
-"""Metrics of one model on one split: overall, per group (fairlearn MetricFrame), intervals.
+"""Metrics of one model on one split: overall, per group, intervals.
 
 Per group: accuracy, ROC AUC, selection rate, true- and false-positive rates, expected
 calibration error and the row count, for each sensitive column and (optionally) their
@@ -11,6 +11,10 @@ false-positive rate when it has no negative rows: the group table reports NaN an
 gaps leave the group out (:func:`sslops.gaps.rate_gaps`). fairlearn's confusion-matrix
 rates count such a rate as 0, which made a group without positives look like one whose
 positives are all missed; where every group has both classes the numbers are fairlearn's.
+
+Every per-group number comes from bincounts over integer group codes, for the table and
+for each bootstrap resample alike; the tests hold the table equal to fairlearn's
+``MetricFrame.by_group`` (with the undefined rates above as NaN) to 1e-12.
 """
 
 from __future__ import annotations
@@ -19,11 +23,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from fairlearn.metrics import (
-    MetricFrame,
-    count,
-    selection_rate,
-)
 from scipy.stats import rankdata
 from sklearn.metrics import accuracy_score, roc_auc_score
 
@@ -73,37 +72,23 @@ def _summary(y: np.ndarray, score: np.ndarray, predicted: np.ndarray, groups: np
     }
 
 
-def _conditional_rate(y_true: np.ndarray, y_pred: np.ndarray, label: int) -> float:
-    rows = np.asarray(y_true) == label
-    return float(np.mean(np.asarray(y_pred)[rows] == 1)) if rows.any() else float("nan")
-
-
-def _true_positive_rate(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """P(predicted 1 | y = 1); NaN without positive rows (fairlearn's would be 0)."""
-    return _conditional_rate(y_true, y_pred, 1)
-
-
-def _false_positive_rate(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """P(predicted 1 | y = 0); NaN without negative rows (fairlearn's would be 0)."""
-    return _conditional_rate(y_true, y_pred, 0)
-
-
 def _group_table(
     y: np.ndarray, score: np.ndarray, predicted: np.ndarray, groups: np.ndarray
 ) -> dict:
-    frame = MetricFrame(
-        metrics={
-            "accuracy": accuracy_score, "selection_rate": selection_rate,
-            "tpr": _true_positive_rate, "fpr": _false_positive_rate, "count": count,
-        },
-        y_true=y, y_pred=predicted, sensitive_features=groups,
-    )  # fmt: skip
-    scored = MetricFrame(
-        metrics={"roc_auc": auc, "ece": expected_calibration_error},
-        y_true=y, y_pred=score, sensitive_features=groups,
-    )  # fmt: skip
-    table = frame.by_group.join(scored.by_group)
-    return {str(g): {k: float(v) for k, v in row.items()} for g, row in table.iterrows()}
+    """Each group's accuracy, selection rate, TPR, FPR, row count, ROC AUC and ECE (groups
+    as strings, sorted): fairlearn ``MetricFrame.by_group`` of those metrics (the tests hold
+    them equal to 1e-12), from one pass of bincounts. MetricFrame called every metric once
+    per group through pandas: 120 s of a 480,000-row shadow test; this takes under a second."""
+    names, codes = np.unique(np.asarray(groups, dtype=str), return_inverse=True)
+    if len(names) == 0:
+        return {}
+    codes = codes.reshape(-1)
+    score = np.asarray(score, dtype=float)
+    ranks = np.unique(score, return_inverse=True)[1].reshape(-1)
+    table = _per_group(np.asarray(y), score, np.asarray(predicted), codes, ranks, len(names))
+    table["count"] = np.bincount(codes, minlength=len(names)).astype(float)
+    keys = ("accuracy", "selection_rate", "tpr", "fpr", "count", "roc_auc", "ece")
+    return {str(g): {k: float(table[k][i]) for k in keys} for i, g in enumerate(names)}
 
 
 def _fast_summary(

@@ -74,9 +74,11 @@ def numeric_drift(reference: np.ndarray, batch: np.ndarray, bins: int) -> dict[s
 def categorical_drift(reference: pd.Series, batch: pd.Series) -> dict[str, Any]:
     ref = reference.astype(object).where(reference.notna(), "<missing>").astype(str)
     cur = batch.astype(object).where(batch.notna(), "<missing>").astype(str)
-    levels = sorted(set(ref) | set(cur))
-    ref_counts = ref.value_counts().reindex(levels, fill_value=0).to_numpy()
-    cur_counts = cur.value_counts().reindex(levels, fill_value=0).to_numpy()
+    ref_found, cur_found = ref.value_counts(), cur.value_counts()
+    # The levels from the counts, not the cells: a set of 480,000 cells took 8 s.
+    levels = sorted(set(ref_found.index) | set(cur_found.index))
+    ref_counts = ref_found.reindex(levels, fill_value=0).to_numpy()
+    cur_counts = cur_found.reindex(levels, fill_value=0).to_numpy()
     table = np.vstack([ref_counts, cur_counts])
     p = 1.0
     if len(levels) > 1:
