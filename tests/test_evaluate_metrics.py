@@ -442,8 +442,9 @@ def test_group_table_equals_fairlearn_metric_frame(seed: int) -> None:
     predicted[rng.random(n) < 0.05] ^= 1  # randomized decisions: not a threshold of the score
     from sslops.evaluate.metrics import _group_table
 
-    ours, theirs = _group_table(y, score, predicted, groups), _metric_frame_table(
-        y, score, predicted, groups
+    ours, theirs = (
+        _group_table(y, score, predicted, groups),
+        _metric_frame_table(y, score, predicted, groups),
     )
     assert list(ours) == list(theirs)  # the same groups in the same order
     for group, row in theirs.items():
@@ -455,3 +456,60 @@ def test_group_table_equals_fairlearn_metric_frame(seed: int) -> None:
                 assert ours[group][key] == pytest.approx(value, abs=1e-12, rel=0), (group, key)
     assert math.isnan(ours["positives only"]["fpr"]) and math.isnan(ours["one row"]["roc_auc"])
     assert math.isnan(ours["negatives only"]["tpr"])
+
+
+def _two_models(seed: int) -> tuple:
+    rng = np.random.default_rng(seed)
+    n = 600
+    y = (rng.random(n) < 0.35).astype(int)
+    groups = rng.choice(np.array(["a", "b", "c"]), n, p=[0.5, 0.4, 0.1])
+    first = np.round(np.clip(0.3 * y + rng.random(n) * 0.7, 0, 1), 2)  # tied scores
+    second = np.round(np.clip(0.1 * y + rng.random(n) * 0.9, 0, 1), 2)
+    return y, groups, first, second, (first >= 0.5).astype(int), (second >= 0.5).astype(int)
+
+
+def test_paired_delta_intervals_are_those_of_each_resample_computed_by_hand() -> None:
+    from sslops.evaluate.metrics import SUMMARY, paired_delta_intervals
+
+    y, groups, first, second, d1, d2 = _two_models(0)
+    result = paired_delta_intervals(y, (first, second), (d1, d2), groups, 300, 7)
+    rng = np.random.default_rng(7)
+    draws: dict[str, list[float]] = {k: [] for k in SUMMARY}
+    for _ in range(300):
+        rows = rng.integers(0, len(y), len(y))  # one resample, the same rows for both models
+        both = []
+        for score, decided in ((first, d1), (second, d2)):
+            yr, dr = y[rows], decided[rows]
+            both.append({"accuracy": accuracy_score(yr, dr), "roc_auc": roc_auc_score(yr, score[rows]),
+                         "selection_rate": dr.mean(), **rate_gaps(yr, dr, groups[rows])})  # fmt: skip
+        for k in SUMMARY:
+            draws[k].append(both[0][k] - both[1][k])
+    for k in SUMMARY:
+        expected = [np.percentile(draws[k], 2.5), np.percentile(draws[k], 97.5)]
+        assert result[k] == pytest.approx(expected, abs=1e-12), k
+    # Paired: a model against itself differs by exactly 0 on every resample.
+    same = paired_delta_intervals(y, (first, first), (d1, d1), groups, 50, 7)
+    assert all(same[k] == [0.0, 0.0] for k in SUMMARY)
+    assert paired_delta_intervals(y, (first, second), (d1, d2), groups, 0, 7) == {}
+
+
+def test_bootstrap_intervals_are_those_of_each_resample_with_a_left_out_group() -> None:
+    from sslops.evaluate.metrics import SUMMARY, bootstrap_intervals
+    from sslops.gaps import without_small_groups
+
+    y, groups, score, _, decided, _ = _two_models(1)
+    compared = without_small_groups(groups, 80)  # "c" (about 60 rows) is left out of the gaps
+    assert (compared != groups).any()
+    result = bootstrap_intervals(y, score, 0.5, compared, 200, 3)
+    rng = np.random.default_rng(3)
+    draws: dict[str, list[float]] = {k: [] for k in SUMMARY}
+    for _ in range(200):
+        rows = rng.integers(0, len(y), len(y))
+        yr, dr = y[rows], decided[rows]
+        drawn = {"accuracy": accuracy_score(yr, dr), "roc_auc": roc_auc_score(yr, score[rows]),
+                 "selection_rate": dr.mean(), **rate_gaps(yr, dr, compared[rows])}  # fmt: skip
+        for k in SUMMARY:
+            draws[k].append(drawn[k])
+    for k in SUMMARY:
+        expected = [np.percentile(draws[k], 2.5), np.percentile(draws[k], 97.5)]
+        assert result[k] == pytest.approx(expected, abs=1e-12), k

@@ -288,3 +288,36 @@ def test_the_report_opens_with_what_the_cost_interval_says(
     assert (
         "No labelled rows: cost and quality cannot be compared" in (bare / "shadow.md").read_text()
     )
+
+
+def test_quality_deltas_get_paired_intervals_on_the_resamples_of_the_cost_interval(
+    setup: dict[str, Any], tmp_path: Path
+) -> None:
+    """Only the cost difference had an interval; the accuracy and ROC AUC deltas the
+    summary names had none. With a cost of 1 per wrong decision and 0 per right one, the
+    cost difference per 1,000 is -1,000 x the accuracy delta on every resample: the two
+    intervals must mirror each other exactly when the deltas are paired and drawn on the
+    same rows as the costs."""
+    raw = yaml.safe_load(setup["config"].read_text())
+    raw["kpi"] = {"bootstrap": 80, "costs": {"false_positive": 1.0, "false_negative": 1.0}}
+    config = tmp_path / "unit-costs.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    data = _days(tmp_path / "batches", [setup["test"].iloc[:900], setup["test"].iloc[900:1500]])
+    out = shadow(setup["candidate"], setup["incumbent"], data, tmp_path / "report",
+                 load_config(config))  # fmt: skip
+    report = _report(out)
+    overall = report["metrics"]["overall"]
+    low, high = overall["accuracy"]["delta_interval_95"]
+    cost_low, cost_high = report["kpi"]["decision_costs"]["difference"]["interval_95"]
+    assert [cost_low, cost_high] == pytest.approx([-1000 * high, -1000 * low], abs=1e-9)
+    assert low < high
+    for key, entry in overall.items():
+        interval = entry["delta_interval_95"]
+        assert len(interval) == 2 and interval[0] <= interval[1], key
+    auc = overall["roc_auc"]
+    assert auc["delta_interval_95"][0] <= auc["delta"] <= auc["delta_interval_95"][1]
+    markdown = (out / "shadow.md").read_text()
+    summary = markdown[markdown.index("## Summary") : markdown.index("## Agreement")]
+    assert f"Accuracy {overall['accuracy']['delta']:+.4f} [{low:+.4f}, {high:+.4f}]" in summary
+    assert "no intervals" not in summary
+    assert "delta [paired 95% interval]" in markdown

@@ -72,6 +72,12 @@ def _summary(y: np.ndarray, score: np.ndarray, predicted: np.ndarray, groups: np
     }
 
 
+def dense_ranks(score: np.ndarray) -> tuple[np.ndarray, int]:
+    """Each score's dense rank (ties share one) and the number of distinct scores."""
+    levels, ranks = np.unique(np.asarray(score, dtype=float), return_inverse=True)
+    return ranks.reshape(-1), len(levels)
+
+
 def _group_table(
     y: np.ndarray, score: np.ndarray, predicted: np.ndarray, groups: np.ndarray
 ) -> dict:
@@ -83,25 +89,70 @@ def _group_table(
     if len(names) == 0:
         return {}
     codes = codes.reshape(-1)
-    score = np.asarray(score, dtype=float)
-    ranks = np.unique(score, return_inverse=True)[1].reshape(-1)
-    table = _per_group(np.asarray(y), score, np.asarray(predicted), codes, ranks, len(names))
+    ranks = dense_ranks(score)[0]
+    table = _per_group(
+        np.asarray(y), np.asarray(score, dtype=float), np.asarray(predicted), codes, ranks,
+        len(names),
+    )  # fmt: skip
     table["count"] = np.bincount(codes, minlength=len(names)).astype(float)
     keys = ("accuracy", "selection_rate", "tpr", "fpr", "count", "roc_auc", "ece")
     return {str(g): {k: float(table[k][i]) for k in keys} for i, g in enumerate(names)}
 
 
-def _fast_summary(
-    y: np.ndarray, score: np.ndarray, predicted: np.ndarray, codes: np.ndarray
-) -> dict:
-    """The same numbers as ``_summary`` with bincounts (fast enough to bootstrap); a group
-    absent from a resample has no rates in it and is left out of its gaps."""
-    return {
-        "accuracy": float(np.mean(predicted == y)),
-        "roc_auc": auc(y, score),
-        "selection_rate": float(predicted.mean()),
-        **code_gaps(y, predicted, codes),
-    }
+def _auc_from_counts(negatives: np.ndarray, positives: np.ndarray) -> float:
+    """ROC AUC (Mann-Whitney: ties count one half) from the negatives and positives at each
+    distinct score, in score order; NaN with one class."""
+    pairs = positives.sum() * negatives.sum()
+    if pairs == 0:
+        return float("nan")
+    below = np.cumsum(negatives) - negatives
+    return float((positives * (below + 0.5 * negatives)).sum() / pairs)
+
+
+def _spread(rates: np.ndarray, rows: np.ndarray) -> float:
+    """Largest minus smallest of the rates defined (over some rows); 0.0 with fewer than two,
+    as :func:`sslops.gaps.rate_gap`."""
+    defined = rates[rows > 0]
+    return float(defined.max() - defined.min()) if len(defined) > 1 else 0.0
+
+
+class _Resampled:
+    """``_summary``'s numbers on row resamples given as row weights (how often each row was
+    drawn), from two bincounts per resample: one over each row's (group, label, decision)
+    cell, one over its (score rank, label) cell, both coded once. Indexing every array by
+    the drawn rows and masking per rate took 0.35 s a resample of 480,000 rows; counts are
+    integers, so the numbers are those of the indexed rows exactly (ROC AUC to 1e-12).
+    Labels and decisions are 0/1, as everywhere in this module."""
+
+    def __init__(self, y: np.ndarray, score: np.ndarray, decided: np.ndarray,
+                 codes: np.ndarray) -> None:  # fmt: skip
+        y, decided = np.asarray(y).astype(np.int64), np.asarray(decided).astype(np.int64)
+        self.groups = int(codes.max()) + 1 if len(codes) else 0
+        group = np.where(codes < 0, self.groups, codes)  # the left-out rows: a last cell
+        self.cells = (group * 2 + y) * 2 + decided
+        ranks, self.levels = dense_ranks(score)
+        self.scored = ranks * 2 + y
+
+    def summary(self, weights: np.ndarray) -> dict[str, float]:
+        counts = np.bincount(self.cells, weights=weights, minlength=(self.groups + 1) * 4)
+        cell = counts.reshape(self.groups + 1, 2, 2)  # group, label, decision
+        kept = cell[: self.groups]
+        by_rank = np.bincount(self.scored, weights=weights, minlength=self.levels * 2)
+        by_rank = by_rank.reshape(self.levels, 2)
+        rows, positives, negatives = kept.sum(axis=(1, 2)), kept[:, 1].sum(1), kept[:, 0].sum(1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            tpr_gap = _spread(kept[:, 1, 1] / positives, positives)
+            fpr_gap = _spread(kept[:, 0, 1] / negatives, negatives)
+            dp = _spread(kept[:, :, 1].sum(1) / rows, rows)
+        total = counts.sum()
+        return {
+            "accuracy": float((cell[:, 0, 0].sum() + cell[:, 1, 1].sum()) / total),
+            "roc_auc": _auc_from_counts(by_rank[:, 0], by_rank[:, 1]),
+            "selection_rate": float(cell[:, :, 1].sum() / total),
+            "dp_difference": dp,
+            "eo_difference": max(tpr_gap, fpr_gap),
+            "eopp_difference": tpr_gap,
+        }
 
 
 def percentile_bounds(draws: list[float]) -> list[float]:
@@ -168,7 +219,7 @@ def group_intervals(
     ``min_group_rows`` rows gets none (its table row keeps only its count)."""
     names, codes = np.unique(np.asarray(groups, dtype=str), return_inverse=True)
     codes = codes.reshape(-1)
-    ranks = np.unique(score, return_inverse=True)[1].reshape(-1)
+    ranks = dense_ranks(score)[0]
     shown = [i for i, name in enumerate(names) if (codes == i).sum() >= min_group_rows]
 
     def measure(rows: np.ndarray) -> dict[Any, float]:
@@ -193,11 +244,34 @@ def bootstrap_intervals(
 ) -> dict[str, list[float]]:
     """Percentile 95% intervals of the summary metrics over row resamples; ``predicted``,
     where given, is the decision (as :func:`model_metrics` takes it), else score >= threshold."""
-    codes = group_codes(groups)
     decided = (score >= threshold).astype(int) if predicted is None else np.asarray(predicted)
-    return _percentile_intervals(len(y), resamples, seed, lambda rows: _fast_summary(
-        y[rows], score[rows], decided[rows], codes[rows]
-    ))  # fmt: skip
+    resampled = _Resampled(y, score, decided, group_codes(groups))
+    return _percentile_intervals(
+        len(y), resamples, seed, lambda rows: resampled.summary(np.bincount(rows, minlength=len(y)))
+    )
+
+
+def paired_delta_intervals(
+    y: np.ndarray, scores: tuple[np.ndarray, np.ndarray],
+    decisions: tuple[np.ndarray, np.ndarray], groups: np.ndarray, resamples: int, seed: int,
+) -> dict[str, list[float]]:  # fmt: skip
+    """Percentile 95% intervals of the first model's summary metrics (:data:`SUMMARY`) minus
+    the second's, both taken on the same row resample each time (paired: the rows both
+    models scored, so what the two have in common cancels). ``groups`` gives the gaps, as
+    the first column of :func:`model_metrics`; the resamples are those of
+    :func:`bootstrap_intervals` with the same seed."""
+    codes = group_codes(groups)
+    first, second = (
+        _Resampled(y, score, decided, codes)
+        for score, decided in zip(scores, decisions, strict=True)
+    )
+
+    def measure(rows: np.ndarray) -> dict[Any, float]:
+        weights = np.bincount(rows, minlength=len(y))
+        a, b = first.summary(weights), second.summary(weights)
+        return {k: a[k] - b[k] for k in SUMMARY}
+
+    return _percentile_intervals(len(y), resamples, seed, measure)
 
 
 def gap_intervals(

@@ -36,6 +36,14 @@ def _d(value: float) -> str:
     return "n/a" if value is None or np.isnan(value) else f"{value:+.4f}"
 
 
+def _delta(entry: dict[str, Any]) -> str:
+    """A delta and its paired 95% interval, where there is one."""
+    interval = entry.get("delta_interval_95")
+    if interval is None or any(np.isnan(v) for v in interval):
+        return _d(entry["delta"])
+    return f"{_d(entry['delta'])} [{interval[0]:+.4f}, {interval[1]:+.4f}]"
+
+
 def _saved(value: float | None, spec: str = ",") -> str:
     """A saving; none when the SSL curve never gets there or needs more than the baseline."""
     if value is None:
@@ -220,10 +228,13 @@ def _summary(doc: Document, report: dict[str, Any]) -> None:
             + (f"; {VERDICTS[verdict]}." if verdict else ".")
         )
         overall = report["metrics"]["overall"]
+        paired = overall["accuracy"].get("delta_interval_95") is not None
         items.append(
-            f"Accuracy {_d(overall['accuracy']['delta'])}, ROC AUC "
-            f"{_d(overall['roc_auc']['delta'])} (candidate - incumbent; no intervals)."
-        )
+            f"Accuracy {_delta(overall['accuracy'])}, ROC AUC {_delta(overall['roc_auc'])} "
+            "(candidate - incumbent"
+            + ("; paired 95% intervals over the resamples of the cost interval)." if paired
+               else "; no intervals: kpi.bootstrap is 0).")
+        )  # fmt: skip
     flagged = report["drift"]["drifted_batches"]
     items.append(
         f"Input drift flagged in {', '.join(flagged)}: those days' numbers are on a different "
@@ -308,8 +319,8 @@ def build_document(report: dict[str, Any], tmp: Path, kpi: KpiConfig) -> Documen
     doc.heading("Metric deltas (candidate - incumbent)")
     if metrics["labelled_rows"]:
         doc.paragraph(f"On {metrics['labelled_rows']:,} labelled rows.")
-        doc.table(["metric", "candidate", "incumbent", "delta"], [
-            [k, _f(v["candidate"]), _f(v["incumbent"]), _d(v["delta"])]
+        doc.table(["metric", "candidate", "incumbent", "delta [paired 95% interval]"], [
+            [k, _f(v["candidate"]), _f(v["incumbent"]), _delta(v)]
             for k, v in metrics["overall"].items()
         ])  # fmt: skip
     else:

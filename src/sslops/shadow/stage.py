@@ -19,7 +19,7 @@ from sslops.config import Config, DataConfig, KpiConfig, ShadowConfig
 from sslops.data.canonicalize import label_hits
 from sslops.data.readers import TABLE_SUFFIXES
 from sslops.errors import DataError
-from sslops.evaluate.metrics import SUMMARY, model_metrics
+from sslops.evaluate.metrics import SUMMARY, model_metrics, paired_delta_intervals
 from sslops.shadow.drift import column_drift, flag, numeric_drift
 from sslops.shadow.kpi import (
     cost_verdict,
@@ -184,10 +184,16 @@ def _fairness(cand: dict, inc: dict, labelled: bool) -> dict[str, Any]:
     return out
 
 
-def _metrics(rows: pd.DataFrame, groups: dict[str, np.ndarray], thresholds: dict) -> dict:
+def _metrics(
+    rows: pd.DataFrame, groups: dict[str, np.ndarray], thresholds: dict, resamples: int,
+    seed: int,
+) -> dict:  # fmt: skip
+    """Both models' metrics and candidate - incumbent; on labelled rows each summary delta
+    gets a paired 95% interval over ``resamples`` row resamples drawn from ``seed`` (the
+    rows of the cost intervals: :func:`sslops.shadow.kpi.decision_costs` draws the same)."""
     labelled = rows["y"].notna().to_numpy()
     if labelled.sum() == 0:
-        # No labels: selection rates per group only (fairlearn needs a y; it is ignored).
+        # No labels: selection rates per group only (model_metrics needs a y; it is ignored).
         y = np.zeros(len(rows), dtype=int)
         cand = model_metrics(y, rows["candidate_score"].to_numpy(), thresholds["candidate"],
                              groups, predicted=rows["candidate_decision"].to_numpy())  # fmt: skip
@@ -204,9 +210,16 @@ def _metrics(rows: pd.DataFrame, groups: dict[str, np.ndarray], thresholds: dict
             predicted=sub[f"{model}_decision"].to_numpy(),
         )  # fmt: skip
     cand, inc = result["candidate"], result["incumbent"]
+    intervals = paired_delta_intervals(
+        y, (sub["candidate_score"].to_numpy(), sub["incumbent_score"].to_numpy()),
+        (sub["candidate_decision"].to_numpy(), sub["incumbent_decision"].to_numpy()),
+        part[next(iter(part))], resamples, seed,
+    )  # fmt: skip
     overall = {
-        k: {"candidate": cand[k], "incumbent": inc[k], "delta": cand[k] - inc[k]} for k in SUMMARY
-    }
+        k: {"candidate": cand[k], "incumbent": inc[k], "delta": cand[k] - inc[k],
+            "delta_interval_95": intervals.get(k)}
+        for k in SUMMARY
+    }  # fmt: skip
     return {"labelled_rows": int(labelled.sum()), "overall": overall,
             "fairness": _fairness(cand, inc, labelled=True)}  # fmt: skip
 
@@ -366,7 +379,7 @@ def shadow(
         "agreement": {"overall": float(agree.mean()), "by_batch": per_batch},
         "disagreement_rows": int((~agree).sum()),
         "disagreement_profile": _profile(rows, frame, features),
-        "metrics": _metrics(rows, groups, thresholds),
+        "metrics": _metrics(rows, groups, thresholds, kpi.bootstrap, cfg.seed if cfg else 0),
         "drift": _drift(ref_batch.frame, ref_scores, batches, rows, features, settings, ref_name),
         "kpi": {
             "decision_costs": decision_costs(
