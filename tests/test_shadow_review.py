@@ -321,3 +321,20 @@ def test_quality_deltas_get_paired_intervals_on_the_resamples_of_the_cost_interv
     assert f"Accuracy {overall['accuracy']['delta']:+.4f} [{low:+.4f}, {high:+.4f}]" in summary
     assert "no intervals" not in summary
     assert "delta [paired 95% interval]" in markdown
+
+
+def test_the_shadow_stage_starts_without_importing_torch() -> None:
+    """A shadow test scores ONNX models; importing it pulled in torch and torchvision through
+    sslops.evaluate's package import and the label-efficiency constants (19 s of a
+    480,000-row run on the shared machine, before a row was read)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from sslops.cli import main\n"
+        "import sslops.shadow.stage\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'torchvision'}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -19,7 +19,6 @@ import numpy as np
 
 from sslops.config import KpiConfig
 from sslops.errors import DataError
-from sslops.evaluate.label_efficiency import BASELINES, SSL_MODELS
 
 
 def row_costs(y: np.ndarray, decision: np.ndarray, kpi: KpiConfig) -> np.ndarray:
@@ -129,6 +128,10 @@ def labels_saved(curve: dict[str, Any], kpi: KpiConfig) -> dict[str, Any]:
     ``headline`` is the comparison at the baseline's largest label budget: the quality of
     the fullest supervised baseline on the curve.
     """
+    # Imported here: label_efficiency trains models (torch); a shadow test without
+    # --label-efficiency spent its start-up importing it.
+    from sslops.evaluate.label_efficiency import BASELINES, SSL_MODELS
+
     labels: dict[str, list[float]] = {}
     for row in curve["rows"]:
         labels.setdefault(str(row["fraction"]), []).append(float(row["labels"]))
