@@ -513,3 +513,22 @@ def test_bootstrap_intervals_are_those_of_each_resample_with_a_left_out_group() 
     for k in SUMMARY:
         expected = [np.percentile(draws[k], 2.5), np.percentile(draws[k], 97.5)]
         assert result[k] == pytest.approx(expected, abs=1e-12), k
+
+
+def test_group_intervals_are_those_of_metric_frame_on_each_resample() -> None:
+    from sslops.evaluate.metrics import GROUP_METRICS, group_intervals, percentile_bounds
+
+    y, groups, score, _, decided, _ = _two_models(2)
+    y, groups, score, decided = y[:300], groups[:300], score[:300], decided[:300]
+    result = group_intervals(y, score, decided, groups, 40, 9)
+    rng = np.random.default_rng(9)
+    draws: dict[tuple[str, str], list[float]] = {}
+    for _ in range(40):
+        rows = rng.integers(0, len(y), len(y))
+        table = _metric_frame_table(y[rows], score[rows], decided[rows], groups[rows])
+        for group in np.unique(groups):  # a group absent from the draw: no value (NaN)
+            for k in GROUP_METRICS:
+                draws.setdefault((group, k), []).append(table.get(group, {}).get(k, math.nan))
+    assert list(result) == sorted(np.unique(groups))
+    for (group, k), values in draws.items():
+        assert result[group][k] == pytest.approx(percentile_bounds(values), abs=1e-12), (group, k)
