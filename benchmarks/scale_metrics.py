@@ -4,7 +4,7 @@ Both paths run in one process on the same rows: UCI Adult (train + test, package
 resampled with replacement to ``--rows`` rows, scored by two logistic regressions (fit on
 5,000 rows, one on more columns than the other), groups ``sex``, ``race`` and their
 crossing. The old path is ``src/sslops/evaluate/metrics.py`` as committed at ``--old``
-(default ``origin/main``), loaded from git: fairlearn ``MetricFrame`` per group table, and a
+(default: the last commit before the counted tables), loaded from git: fairlearn ``MetricFrame`` per group table, and a
 bootstrap resample that indexes every array by the drawn rows and sorts the scores for
 sklearn's ROC AUC. The new one is the working tree's: the group table from bincounts, and
 resamples as row weights over cells coded once. Figures: seconds per step (median of
@@ -42,6 +42,7 @@ from sslops.shadow.incumbent import logistic_regression_onnx
 
 ROOT = Path(__file__).resolve().parents[1]
 ADULT = ROOT / "src" / "sslops" / "datasets" / "adult"
+OLD = "c460074"  # the last commit whose metrics.py has MetricFrame tables and indexed resamples
 COLUMNS = ["age", "hours-per-week", "education", "sex", "workclass", "marital-status", "race"]
 
 
@@ -131,7 +132,7 @@ def main() -> None:
     parser.add_argument("--resamples", type=int, default=200, help="bootstrap resamples")
     parser.add_argument("--rounds", type=int, default=1, help="timed repeats (median)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--old", default="origin/main", help="git ref of the old metrics.py")
+    parser.add_argument("--old", default=OLD, help="git ref of the old metrics.py")
     parser.add_argument("--days", type=Path, help="also write the shadow test's input here")
     parser.add_argument("--out", type=Path, default=Path("runs/scale_metrics.json"))
     args = parser.parse_args()
@@ -163,7 +164,9 @@ def main() -> None:
         ),
         f"model_metrics, intersections, {args.resamples} resamples": (
             lambda: old.model_metrics(y, cand, 0.5, groups, intersections=True, resamples=r),
-            lambda: new.model_metrics(y, cand, 0.5, groups, intersections=True, resamples=r),
+            lambda: new.model_metrics(
+                y, cand, 0.5, groups, intersections=True, resamples=r, group_table="counts"
+            ),  # as sslops shadow calls it
         ),
     }
     for name, (before, after) in steps.items():

@@ -395,34 +395,6 @@ def test_groups_below_min_group_rows_are_left_out_of_the_gaps_alike() -> None:
         assert theirs["intervals"][key] == pytest.approx(kept["intervals"][key], abs=1e-12)
 
 
-def _metric_frame_table(y: np.ndarray, score: np.ndarray, predicted: np.ndarray,
-                        groups: np.ndarray) -> dict:  # fmt: skip
-    """The group table as fairlearn's MetricFrame computes it (the implementation the
-    bincount table replaced), rates without the rows they are taken over as NaN."""
-    from fairlearn.metrics import MetricFrame, count, selection_rate
-
-    from sslops.evaluate.metrics import auc, expected_calibration_error
-
-    def rate(label: int):
-        def conditional(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-            rows = np.asarray(y_true) == label
-            return float(np.mean(np.asarray(y_pred)[rows] == 1)) if rows.any() else math.nan
-
-        return conditional
-
-    decided = MetricFrame(
-        metrics={"accuracy": accuracy_score, "selection_rate": selection_rate,
-                 "tpr": rate(1), "fpr": rate(0), "count": count},
-        y_true=y, y_pred=predicted, sensitive_features=groups,
-    )  # fmt: skip
-    scored = MetricFrame(
-        metrics={"roc_auc": auc, "ece": expected_calibration_error},
-        y_true=y, y_pred=score, sensitive_features=groups,
-    )  # fmt: skip
-    table = decided.by_group.join(scored.by_group)
-    return {str(g): {k: float(v) for k, v in row.items()} for g, row in table.iterrows()}
-
-
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_group_table_equals_fairlearn_metric_frame(seed: int) -> None:
     # Groups of every awkward kind: one row, only positives, only negatives, tied scores
@@ -440,11 +412,11 @@ def test_group_table_equals_fairlearn_metric_frame(seed: int) -> None:
     y[40:70] = 0
     predicted = (score >= 0.5).astype(int)
     predicted[rng.random(n) < 0.05] ^= 1  # randomized decisions: not a threshold of the score
-    from sslops.evaluate.metrics import _group_table
+    from sslops.evaluate.metrics import _group_table, metric_frame_table
 
     ours, theirs = (
         _group_table(y, score, predicted, groups),
-        _metric_frame_table(y, score, predicted, groups),
+        metric_frame_table(y, score, predicted, groups),
     )
     assert list(ours) == list(theirs)  # the same groups in the same order
     for group, row in theirs.items():
@@ -516,7 +488,12 @@ def test_bootstrap_intervals_are_those_of_each_resample_with_a_left_out_group() 
 
 
 def test_group_intervals_are_those_of_metric_frame_on_each_resample() -> None:
-    from sslops.evaluate.metrics import GROUP_METRICS, group_intervals, percentile_bounds
+    from sslops.evaluate.metrics import (
+        GROUP_METRICS,
+        group_intervals,
+        metric_frame_table,
+        percentile_bounds,
+    )
 
     y, groups, score, _, decided, _ = _two_models(2)
     y, groups, score, decided = y[:300], groups[:300], score[:300], decided[:300]
@@ -525,10 +502,36 @@ def test_group_intervals_are_those_of_metric_frame_on_each_resample() -> None:
     draws: dict[tuple[str, str], list[float]] = {}
     for _ in range(40):
         rows = rng.integers(0, len(y), len(y))
-        table = _metric_frame_table(y[rows], score[rows], decided[rows], groups[rows])
+        table = metric_frame_table(y[rows], score[rows], decided[rows], groups[rows])
         for group in np.unique(groups):  # a group absent from the draw: no value (NaN)
             for k in GROUP_METRICS:
                 draws.setdefault((group, k), []).append(table.get(group, {}).get(k, math.nan))
     assert list(result) == sorted(np.unique(groups))
     for (group, k), values in draws.items():
         assert result[group][k] == pytest.approx(percentile_bounds(values), abs=1e-12), (group, k)
+
+
+def test_the_evaluate_stage_tables_are_metric_frames_and_shadows_counted_alike(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """model_metrics' default per-group tables come from fairlearn MetricFrame (the evaluate
+    stage's report); group_table="counts" (sslops shadow, at scale) gives the same numbers."""
+    import sslops.evaluate.metrics as metrics
+
+    y, groups, score, *_ = _two_models(4)
+    calls = []
+
+    class Spy(metrics.MetricFrame):  # type: ignore[misc]
+        def __init__(self, *args, **kwargs) -> None:
+            calls.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(metrics, "MetricFrame", Spy)
+    by_sex = {"sex": groups}
+    fair = metrics.model_metrics(y, score, 0.5, by_sex, min_group_rows=5)
+    assert len(calls) == 2  # decisions' and scores' frames, one column
+    counted = metrics.model_metrics(y, score, 0.5, by_sex, min_group_rows=5, group_table="counts")
+    assert len(calls) == 2
+    assert list(fair["by_group"]["sex"]) == list(counted["by_group"]["sex"])
+    for group, row in fair["by_group"]["sex"].items():
+        assert counted["by_group"]["sex"][group] == pytest.approx(row, abs=1e-12, rel=0)

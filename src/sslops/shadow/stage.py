@@ -196,9 +196,11 @@ def _metrics(
         # No labels: selection rates per group only (model_metrics needs a y; it is ignored).
         y = np.zeros(len(rows), dtype=int)
         cand = model_metrics(y, rows["candidate_score"].to_numpy(), thresholds["candidate"],
-                             groups, predicted=rows["candidate_decision"].to_numpy())  # fmt: skip
+                             groups, predicted=rows["candidate_decision"].to_numpy(),
+                             group_table="counts")  # fmt: skip
         inc = model_metrics(y, rows["incumbent_score"].to_numpy(), thresholds["incumbent"],
-                            groups, predicted=rows["incumbent_decision"].to_numpy())  # fmt: skip
+                            groups, predicted=rows["incumbent_decision"].to_numpy(),
+                            group_table="counts")  # fmt: skip
         return {"labelled_rows": 0, "fairness": _fairness(cand, inc, labelled=False)}
     sub = rows[labelled]
     y = sub["y"].to_numpy().astype(int)
@@ -207,7 +209,7 @@ def _metrics(
     for model in ("candidate", "incumbent"):
         result[model] = model_metrics(
             y, sub[f"{model}_score"].to_numpy(), thresholds[model], part,
-            predicted=sub[f"{model}_decision"].to_numpy(),
+            predicted=sub[f"{model}_decision"].to_numpy(), group_table="counts",
         )  # fmt: skip
     cand, inc = result["candidate"], result["incumbent"]
     intervals = paired_delta_intervals(
