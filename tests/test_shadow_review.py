@@ -338,3 +338,29 @@ def test_the_shadow_stage_starts_without_importing_torch() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_a_category_value_few_rows_hold_is_not_quoted_in_drift_or_the_profile() -> None:
+    """A value one patient holds (a name typed into a category column) is the largest share
+    change of a small day, or what tells disagreeing rows apart: shadow.json names the rule,
+    not the value (found by the privacy review); values enough rows hold are still named."""
+    from sslops.shadow.drift import MIN_NAMED_ROWS, categorical_drift
+    from sslops.shadow.stage import _profile
+
+    reference = pd.Series(["A"] * 60 + ["B"] * 40)
+    rare = categorical_drift(reference, pd.Series(["Jane Doe"] * (MIN_NAMED_ROWS - 1)))
+    assert rare["largest_share_change"]["level"] == "(a value in fewer than 5 rows)"
+    assert rare["largest_share_change"]["change"] == pytest.approx(1.0)
+    common = categorical_drift(reference, pd.Series(["Jane Doe"] * MIN_NAMED_ROWS))
+    assert common["largest_share_change"]["level"] == "Jane Doe"
+
+    n = 40
+    frame = pd.DataFrame({"name": ["Jane Doe"] * 2 + ["A"] * (n - 2),
+                          "ward": ["W1"] * 10 + ["W2"] * (n - 10)})  # fmt: skip
+    disagree = np.zeros(n, dtype=int)
+    disagree[:10] = 1  # the disagreeing rows: both of Jane's, the rest of ward W1
+    rows = pd.DataFrame({"candidate_decision": disagree, "incumbent_decision": 0})
+    profile = {p["feature"]: p for p in _profile(rows, frame, ["name", "ward"])}
+    assert profile["name"]["level"] == "(a value in fewer than 5 rows)"
+    assert profile["ward"]["level"] == "W1"  # held by 10 rows: named
+    assert "Jane Doe" not in json.dumps(profile)

@@ -24,6 +24,15 @@ import pandas as pd
 from scipy import stats
 
 EPSILON = 1e-4  # floor on a bin's share so an empty bin does not make PSI infinite
+# A category value is quoted in shadow.json and the report only when at least this many of
+# the rows compared hold it (prepare.min_category_count's default keeps rarer values out of
+# a model too): a value one row holds can be a person's name or record number.
+MIN_NAMED_ROWS = 5
+
+
+def quoted(level: str, rows: int) -> str:
+    """``level`` itself when ``rows`` rows hold it, else a placeholder naming only the rule."""
+    return level if rows >= MIN_NAMED_ROWS else f"(a value in fewer than {MIN_NAMED_ROWS} rows)"
 
 
 def psi_from_counts(expected: np.ndarray, actual: np.ndarray) -> float:
@@ -91,7 +100,10 @@ def categorical_drift(reference: pd.Series, batch: pd.Series) -> dict[str, Any]:
         "psi": psi_from_counts(ref_counts, cur_counts),
         "psi_noise": psi_noise(ref_counts, cur_counts),
         "p_value": p,
-        "largest_share_change": {"level": levels[moved], "change": float(shares[moved])},
+        "largest_share_change": {
+            "level": quoted(levels[moved], int(ref_counts[moved] + cur_counts[moved])),
+            "change": float(shares[moved]),
+        },
     }
 
 

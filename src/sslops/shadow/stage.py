@@ -20,7 +20,7 @@ from sslops.data.canonicalize import label_hits
 from sslops.data.readers import TABLE_SUFFIXES
 from sslops.errors import DataError
 from sslops.evaluate.metrics import SUMMARY, model_metrics, paired_delta_intervals
-from sslops.shadow.drift import column_drift, flag, numeric_drift
+from sslops.shadow.drift import column_drift, flag, numeric_drift, quoted
 from sslops.shadow.kpi import (
     cost_verdict,
     decision_costs,
@@ -158,7 +158,8 @@ def _profile(rows: pd.DataFrame, frame: pd.DataFrame, features: list[str]) -> li
             shares_d = d.astype(str).value_counts(normalize=True)
             diff = shares_d.subtract(shares_a, fill_value=0.0)
             top = str(diff.abs().idxmax()) if len(diff) else ""
-            out.append({"feature": name, "kind": "categorical", "level": top,
+            held = int((column.astype(str) == top).sum())
+            out.append({"feature": name, "kind": "categorical", "level": quoted(top, held),
                         "agree_share": float(shares_a.get(top, 0.0)),
                         "disagree_share": float(shares_d.get(top, 0.0)),
                         "effect": float(0.5 * diff.abs().sum()) if len(d) else 0.0,
