@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from sslops import __version__ as VERSION
 from sslops.errors import SslopsError
 from sslops.k8s.render import read_values, render_helm, render_helm_templates
 from sslops.k8s.validation import load_crd_schemas, load_documents, validate_all
@@ -241,14 +242,15 @@ def test_image_mirror_and_digest_reach_every_task_and_the_launcher(tmp_path: Pat
         for executor in version["spec"]["pipelineSpec"]["deploymentSpec"]["executors"].values()
     ]
     assert len(images) == 14
-    assert all(i.startswith("mirror.local/ml/sslops:0.1.0") for i in images), images
-    assert images.count(f"mirror.local/ml/sslops:0.1.0@{digest}") == 13  # the CPU tasks
+    assert all(i.startswith(f"mirror.local/ml/sslops:{VERSION}") for i in images), images
+    assert images.count(f"mirror.local/ml/sslops:{VERSION}@{digest}") == 13  # the CPU tasks
     multinode = next(v for v in versions if "multinode-0-1-0-" in v["metadata"]["name"])
     launcher = multinode["spec"]["pipelineSpec"]["root"]["dag"]["tasks"]["launch-pretrain"]
     parameters = launcher["inputs"]["parameters"]
     assert parameters["image"]["runtimeValue"]["constant"] == images[0]
     assert (
-        parameters["gpu_image"]["runtimeValue"]["constant"] == "mirror.local/ml/sslops:0.1.0-cuda"
+        parameters["gpu_image"]["runtimeValue"]["constant"]
+        == f"mirror.local/ml/sslops:{VERSION}-cuda"
     )
 
 

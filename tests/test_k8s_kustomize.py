@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from sslops import __version__ as VERSION
 from sslops.k8s.render import RenderError, kubectl, render_helm, render_kustomize
 from sslops.k8s.validation import load_crd_schemas, load_documents, validate_all
 from tests.conftest import ROOT, SHARED
@@ -87,7 +88,7 @@ def test_overlay_equals_the_helm_chart_with_the_same_environment(env: str, built
 
 
 def test_onprem_mirror_reaches_the_pipelines_and_the_runtime(built) -> None:
-    mirror = "registry.internal.example:5000/sslops/sslops:0.1.0"
+    mirror = f"registry.internal.example:5000/sslops/sslops:{VERSION}"
     versions = [o for o in built["onprem"] if o["kind"] == "PipelineVersion"]
     for version in versions:
         spec = version["spec"]["pipelineSpec"]
@@ -117,13 +118,13 @@ def test_digests_pinned_per_tag_keep_the_cuda_image_on_gpu_work(built, tmp_path:
     (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
         "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
         "resources": [os.path.relpath(MANIFESTS / "overlays" / "onprem", overlay)],
-        "images": [{"name": f"{mirror}:0.1.0", "digest": cpu},
-                   {"name": f"{mirror}:0.1.0-cuda", "digest": cuda}],
+        "images": [{"name": f"{mirror}:{VERSION}", "digest": cpu},
+                   {"name": f"{mirror}:{VERSION}-cuda", "digest": cuda}],
     }))  # fmt: skip
     text = render_kustomize(overlay)
     assert (text.count(f"{mirror}@{cpu}"), text.count(f"{mirror}@{cuda}")) == (14, 3)
     cuda_refs = [line for line in render_kustomize(MANIFESTS / "overlays" / "onprem").splitlines()
-                 if f"{mirror}:0.1.0-cuda" in line]  # fmt: skip
+                 if f"{mirror}:{VERSION}-cuda" in line]  # fmt: skip
     assert len(cuda_refs) == 3  # exec-pretrain, the launcher's gpu_image, the training runtime
 
 

@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 import yaml
 
+from sslops import __version__ as VERSION
 from sslops.cli import main
 from sslops.config import load_config
 from sslops.k8s.submit import submit
@@ -120,7 +121,7 @@ def test_first_submit_creates_the_pipeline_later_ones_add_versions(kfp_api: Fake
     assert kfp_api.pipelines == {"sslops-ssl-pipeline": "p1"}
     assert [kind for kind, _, _ in kfp_api.uploads] == ["pipeline", "version"]
     assert (first.version_id, second.version_id) == ("p1-v1", "p1-v2")
-    assert second.version_name.startswith("sslops-ssl-pipeline-0.1.0-")
+    assert second.version_name.startswith(f"sslops-ssl-pipeline-{VERSION}-")
     spec = _uploaded_spec(kfp_api.uploads[1][2])
     accelerator = spec["deploymentSpec"]["executors"]["exec-pretrain"]["container"]["resources"]
     assert accelerator["accelerator"]["resourceCount"] == "2"  # the config's GPUs, compiled in

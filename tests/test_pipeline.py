@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from sslops import __version__ as VERSION
 from sslops.audit.registry import list_registry
 from sslops.data.datacard import few_class_note
 from sslops.finetune.pareto import MECHANISMS
@@ -69,7 +70,7 @@ def test_compiled_pipeline_uses_the_sslops_image_and_installs_nothing() -> None:
     for name, executor in executors.items():
         container = executor["container"]
         # In-pod GPU pretraining runs on the CUDA variant of the same image.
-        tag = "0.1.0-cuda" if name == "exec-pretrain" else "0.1.0"
+        tag = f"{VERSION}-cuda" if name == "exec-pretrain" else VERSION
         assert container["image"].endswith(f"/sslops:{tag}")
         assert "pip install" not in " ".join(container["command"])
 
@@ -114,7 +115,7 @@ def test_image_registry_is_one_setting(monkeypatch) -> None:
     from sslops.pipeline.image import base_image
 
     monkeypatch.setenv("SSLOPS_IMAGE_REGISTRY", "registry.internal:5000/mirror/")
-    assert base_image() == "registry.internal:5000/mirror/sslops:0.1.0"
+    assert base_image() == f"registry.internal:5000/mirror/sslops:{VERSION}"
 
 
 def _renamed_adult(small_data: dict[str, Path], tmp_path: Path) -> dict[str, Path]:
