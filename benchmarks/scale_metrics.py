@@ -20,11 +20,13 @@ of the resampled rows, ``candidate.onnx``, ``incumbent.onnx`` and ``shadow.yaml`
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import platform
 import statistics
 import subprocess
+import tempfile
 import time
 import types
 from collections.abc import Callable
@@ -52,8 +54,13 @@ def old_metrics(ref: str) -> types.ModuleType:
         ["git", "show", f"{ref}:src/sslops/evaluate/metrics.py"],
         cwd=ROOT, capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
-    module = types.ModuleType("metrics_at_" + ref.replace("/", "_"))
-    exec(compile(source, f"{ref}:src/sslops/evaluate/metrics.py", "exec"), module.__dict__)
+    folder = Path(tempfile.mkdtemp(prefix="old_metrics_"))
+    path = folder / "metrics_at_{}.py".format(ref.replace("/", "_"))
+    path.write_text(source, encoding="utf-8")
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
     return module
 
 
