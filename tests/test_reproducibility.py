@@ -118,6 +118,29 @@ def test_pretrain_records_its_threads_and_leaves_the_process_as_it_found_it(
     assert after == before
 
 
+def test_finetune_threads_pins_the_count_it_records_and_restores_the_process(
+    stage_artifacts: dict[str, Path], small_config: Config, tmp_path: Path
+) -> None:
+    """finetune.threads (0: torch's default) pins the thread count the mitigated head's last
+    bits depend on, so a rebuild on a machine with other cores can match; it is recorded in
+    finetune.json and the process keeps its own count afterwards."""
+    import torch
+
+    from sslops.finetune import finetune
+
+    before = torch.get_num_threads()
+    raw = small_config.model_dump(mode="json")
+    raw["finetune"]["threads"] = before + 1
+    try:
+        out = finetune(Config.model_validate(raw), stage_artifacts["prepare"],
+                       stage_artifacts["pretrain"], tmp_path / "f")  # fmt: skip
+        after = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+    assert json.loads((out / "finetune.json").read_text())["threads"] == before + 1
+    assert after == before
+
+
 # --- compare: a copy of the session's bundle, edited and sealed again ------------------------
 
 

@@ -531,6 +531,12 @@ class FullFineTuneConfig(_Section):
 
 class FinetuneConfig(_Section):
     label_fraction: float = Field(default=0.01, gt=0, le=1)
+    threads: int = Field(
+        default=0, ge=0,
+        description="torch threads while fine-tuning; 0 = torch's default (the cores, or "
+        "OMP_NUM_THREADS). The weights' last bits depend on it: pin it, with pretrain.threads, "
+        "to rebuild a model bit for bit on another machine.",
+    )  # fmt: skip
     regularization: float = Field(
         default=1.0, gt=0, description="Inverse L2 strength of the heads (scikit-learn's C)."
     )

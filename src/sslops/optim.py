@@ -10,7 +10,8 @@ numbers differ from the unfused loop only in float rounding.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
@@ -27,3 +28,17 @@ def adamw(params: Iterable[Any], **settings: Any) -> torch.optim.AdamW:
         p.is_floating_point() and p.device.type in FUSED_DEVICES for p in tensors
     )
     return torch.optim.AdamW(groups, fused=fused or None, **settings)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """torch's intra-op threads set to ``threads`` (0: left as they are) for the block, then
+    restored: the weights' last bits depend on the count, and a stage run in the same
+    process as the next must not change that one's (docs/audit.md, "Rebuilding")."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -62,6 +62,7 @@ from sslops.finetune.transfer import FineTuneSettings, fine_tune
 from sslops.gaps import without_small_groups
 from sslops.models.tabular import MLPEncoder, TabularClassifier, save_classifier
 from sslops.models.trees import BoostedStackClassifier
+from sslops.optim import torch_threads
 from sslops.prepare.dataset import PreparedData, check_same_data
 from sslops.pretrain.stage import load_encoder
 from sslops.progress import task_progress
@@ -153,6 +154,11 @@ def _settings(cfg: Config) -> FineTuneSettings:
 
 def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Path) -> Path:
     """Run the finetune stage; returns the artifact directory."""
+    with torch_threads(cfg.finetune.threads):
+        return _finetune(cfg, prepared_dir, pretrained_dir, out_dir)
+
+
+def _finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Path) -> Path:
     check_lineage(prepared_dir, pretrained_dir)
     check_same_data(cfg, prepared_dir)
     if cfg.modality != "tabular":  # images and series: sslops.finetune.arrays
@@ -355,8 +361,8 @@ def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pat
         "validation_rows": len(val.target),
         "unlabeled_rows": len(pool.target) - len(train.target),
         "transfer": fc.transfer,
-        # torch's threads in this process (the cores, or OMP_NUM_THREADS): the mitigated
-        # head's last bits depend on it, so a bit-identical rebuild needs the same count
+        # torch's threads (finetune.threads, else the cores or OMP_NUM_THREADS): the
+        # mitigated head's last bits depend on it, so a bit-identical rebuild needs the same
         "threads": torch.get_num_threads(),
         "fairness": {
             "constraint": fair.constraint,
