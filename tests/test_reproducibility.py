@@ -330,3 +330,28 @@ def test_sslops_run_builds_what_the_stage_functions_build(
     assert report["unexplained"] == [], report["unexplained"]
     assert "model.onnx" in report["identical"]
     assert "run.json" in {e["file"] for e in report["explained"]}
+
+
+def test_the_installed_packages_do_not_depend_on_what_the_process_imported() -> None:
+    """Importing setuptools puts its _vendor folder on sys.path; its bundled copies were
+    then listed as installed distributions (environment.json and the SBOM), so a rebuild
+    after a setuptools import differed from the filed bundle (found by the clean-clone run)."""
+    import sys
+
+    import setuptools
+
+    from sslops.audit.environment import _installed
+
+    vendor = Path(setuptools.__file__).parent / "_vendor"
+    assert any(vendor.glob("*.dist-info")), "setuptools bundles no distributions here"
+    added = str(vendor) not in sys.path
+    if added:
+        sys.path.append(str(vendor))
+    try:
+        found = _installed()
+    finally:
+        if added:
+            sys.path.remove(str(vendor))
+    assert {"sslops", "torch", "setuptools"} <= {d.metadata["Name"] for d in found}
+    inside = [d.metadata["Name"] for d in found if Path(str(d.locate_file(""))) == vendor]
+    assert inside == []

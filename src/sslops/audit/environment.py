@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
+import sysconfig
 from importlib.metadata import Distribution, distributions
+from pathlib import Path
 from typing import Any
 
 from cyclonedx.model import HashAlgorithm, HashType
@@ -28,9 +31,19 @@ def _field(dist: Distribution, key: str) -> str:
     return str(values[0]).strip() if values else ""
 
 
+def _search_path() -> list[str]:
+    """``sys.path`` without folders inside an installed package: importing setuptools puts
+    its ``_vendor`` folder on the path, and its bundled copies (autocommand, jaraco.*) are
+    no installed distributions; listed, they made the record depend on what the process
+    had imported before (a rebuild's environment.json differed from the filed one)."""
+    sites = {Path(p).resolve() for p in (sysconfig.get_path("purelib"),
+                                         sysconfig.get_path("platlib")) if p}  # fmt: skip
+    return [e for e in sys.path if not sites & set(Path(e or ".").resolve().parents)]
+
+
 def _installed() -> list[Distribution]:
     seen: dict[str, Distribution] = {}
-    for dist in distributions():
+    for dist in distributions(path=_search_path()):
         name = _field(dist, "Name")
         if name and name.lower() not in seen:
             seen[name.lower()] = dist
