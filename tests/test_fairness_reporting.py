@@ -1,0 +1,73 @@
+"""What the reports say about fairness: the policy's gap on the columns the policy names, every
+column's gaps with intervals and the worst-off group, and what the counterfactual test cannot
+show (found by the fairness review)."""
+
+from __future__ import annotations
+
+from sslops.config import Config
+
+_GAPS = {
+    "sex": {"dp_difference": 0.01, "eo_difference": 0.03, "eopp_difference": 0.02},
+    "race": {"dp_difference": 0.05, "eo_difference": 0.04, "eopp_difference": 0.04},
+    "sex x race": {"dp_difference": 0.30, "eo_difference": 0.25, "eopp_difference": 0.2},
+}
+_INTERVALS = {
+    "sex": {"dp_difference": [0.0, 0.015], "eo_difference": [0.01, 0.05],
+            "eopp_difference": [0.0, 0.04]},
+    "race": {"dp_difference": [0.03, 0.08], "eo_difference": [0.02, 0.06],
+             "eopp_difference": [0.01, 0.07]},
+    "sex x race": {"dp_difference": [0.2, 0.4], "eo_difference": [0.1, 0.3],
+                   "eopp_difference": [0.1, 0.3]},
+}  # fmt: skip
+_BY_GROUP = {
+    "sex": {"Female": {"count": 400.0, "selection_rate": 0.10, "tpr": 0.5},
+            "Male": {"count": 600.0, "selection_rate": 0.11, "tpr": 0.52}},
+    "race": {"Black": {"count": 100.0, "selection_rate": 0.07, "tpr": 0.45},
+             "White": {"count": 900.0, "selection_rate": 0.12, "tpr": 0.55}},
+    "sex x race": {"Female | Black": {"count": 40.0, "selection_rate": 0.02, "tpr": 0.3},
+                   "Female | Other": {"count": 3.0, "selection_rate": 0.0, "tpr": 0.0},
+                   "Male | White": {"count": 557.0, "selection_rate": 0.32, "tpr": 0.6}},
+}  # fmt: skip
+
+
+def _model() -> dict:
+    return {
+        "dp_difference": 0.01, "eo_difference": 0.03, "eopp_difference": 0.02,
+        "intervals": {"dp_difference": [0.0, 0.015]},
+        "gaps": _GAPS, "gap_intervals": _INTERVALS, "by_group": _BY_GROUP,
+    }  # fmt: skip
+
+
+def _card(cfg: Config, policy_columns: list[str]) -> tuple[str, list[str]]:
+    from sslops.audit.card import _fairness_section
+    from sslops.audit.document import Document
+
+    finetune = {"fairness": {
+        "constraint": "demographic_parity", "max_gap": 0.02, "sensitive": policy_columns,
+        "selected": "m1", "candidates": [{"name": "m1", "demographic_parity_difference": 0.015}],
+    }}  # fmt: skip
+    doc = Document("t")
+    limits = _fairness_section(
+        doc, cfg, {"models": {"m": _model()}, "sensitive": "sex"}, finetune, {}, "m"
+    )
+    return " ".join(doc.markdown().split()), limits
+
+
+def test_the_card_reports_the_policy_on_the_column_it_names(small_config: Config) -> None:
+    """A policy on race was reported as 'on sex' with the gap by sex (0.01, interval within
+    0.02), hiding a test gap by race of 0.05 whose interval reaches 0.08."""
+    text, limits = _card(small_config, ["race"])
+    assert "Policy: demographic_parity difference <= 0.02 on 'race'." in text
+    assert "on the test split 0.0500 (95% bootstrap interval [0.0300, 0.0800])" in text
+    assert "that the policy holds on new data is not established" in text
+    assert any("(test interval on 'race' up to 0.0800)" in line for line in limits)
+
+
+def test_the_card_takes_the_largest_gap_over_every_policy_column(small_config: Config) -> None:
+    text, limits = _card(small_config, ["sex", "race"])
+    assert "on 'sex', 'race'." in text
+    assert "on the test split 0.0500 (the largest over sex, race" in text
+    assert "'race' attains it" in text
+    text, limits = _card(small_config, ["sex"])  # within the policy and its interval too
+    assert "on the test split 0.0100 (95% bootstrap interval [0, 0.0150])" in text
+    assert not any("not established" in line for line in limits)
