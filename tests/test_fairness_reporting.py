@@ -71,3 +71,28 @@ def test_the_card_takes_the_largest_gap_over_every_policy_column(small_config: C
     text, limits = _card(small_config, ["sex"])  # within the policy and its interval too
     assert "on the test split 0.0100 (95% bootstrap interval [0, 0.0150])" in text
     assert not any("not established" in line for line in limits)
+
+
+def test_the_card_names_the_worst_off_group_of_every_column(small_config: Config) -> None:
+    text, _ = _card(small_config, ["sex"])
+    # The crossing's lowest rates, leaving out the 3-row group (evaluate.min_group_rows 10).
+    assert "| sex x race | 0.3000 [0.2000, 0.4000] |" in text
+    assert "| Female \\| Black (0.0200) | Female \\| Black (0.3000) |" in text
+    assert "| race | 0.0500 [0.0300, 0.0800] | 0.0400 [0.0200, 0.0600] | 0.0400 " in text
+    assert "Black (0.0700) | Black (0.4500) |" in text
+
+
+def test_metrics_md_shows_every_columns_gaps_with_intervals_and_the_worst_off_group() -> None:
+    """metrics.md showed the DP and EO differences of the first column only, without
+    intervals: not the crossing's, not equal opportunity, and no group named."""
+    from sslops.evaluate.report import gap_markdown, group_markdown
+
+    text = gap_markdown("mitigated", _model(), min_rows=10)
+    assert "Fairness gaps of 'mitigated' by every sensitive column" in text
+    assert (
+        "| sex x race | 0.3000 [0.200, 0.400] | 0.2500 [0.100, 0.300] | 0.2000 [0.100, 0.300] | "
+        "Female \\| Black (0.0200) | Female \\| Black (0.3000) |" in text
+    )
+    assert "| race | 0.0500 [0.030, 0.080] |" in text
+    assert text in group_markdown("mitigated", _model(), 10)  # what the stage writes
+    assert gap_markdown("m", {"by_group": _BY_GROUP}) == ""  # no gaps measured: no table

@@ -8,6 +8,8 @@ import it without importing each other.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 # A group too small to compare (fewer rows than ``evaluate.min_group_rows``): its rows keep
@@ -87,3 +89,18 @@ def rate_gaps(y: np.ndarray, predicted: np.ndarray, groups: np.ndarray) -> dict[
     """
     y = np.asarray(y)
     return code_gaps(y, np.asarray(predicted), group_codes(np.asarray(groups)))
+
+
+# The group each gap's rate is worst for, named beside the gaps in metrics.md and the model
+# card: the lowest selection rate (DP) and the lowest true-positive rate (the group whose
+# positives are most often missed).
+WORST_OFF = {"selection_rate": "lowest selection rate", "tpr": "lowest TPR"}
+
+
+def lowest_rate(groups: dict[str, Any], key: str, min_rows: int = 0) -> tuple[str, float] | None:
+    """The group of a per-group table with the lowest ``key``, among those with ``min_rows``
+    rows or more and the rate defined, and that rate; None when no group has it."""
+    rated = [(str(g), float(r[key])) for g, r in groups.items()
+             if r.get("count", 0) >= min_rows and isinstance(r.get(key), float)
+             and r[key] == r[key]]  # fmt: skip
+    return min(rated, key=lambda item: item[1]) if rated else None

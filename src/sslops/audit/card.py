@@ -18,6 +18,7 @@ from sslops import __version__
 from sslops.audit.document import Document
 from sslops.config import FEW_VALIDATION_ROWS, SMALL_VALIDATION, Config
 from sslops.data.datacard import few_class_note, label_note
+from sslops.gaps import WORST_OFF, lowest_rate
 
 SPECIFIC = {
     "evidence/evaluate/metrics.json", "evidence/finetune/finetune.json",
@@ -155,6 +156,11 @@ def _interval(intervals: dict[str, Any], key: str) -> str:
     return f" [{_fmt(bounds[0])}, {_fmt(bounds[1])}]"
 
 
+def _worst_off(groups: dict[str, Any], key: str, min_rows: int) -> str:
+    low = lowest_rate(groups, key, min_rows)
+    return "n/a" if low is None else f"{low[0]} ({_fmt(low[1])})"
+
+
 def _policy_test_gap(
     metrics: dict[str, Any], model: dict[str, Any], fairness: dict[str, Any], metric_key: str
 ) -> tuple[list[str], str, Any, dict[str, Any]]:
@@ -238,15 +244,21 @@ def _fairness_section(
     if gaps:
         first = metrics.get("sensitive")
         every = model.get("gap_intervals", {})
+        least = cfg.evaluate.min_group_rows
         doc.table(
-            ["sensitive column", "DP difference", "EO difference", "equal-opportunity difference"],
+            ["sensitive column", "DP difference", "EO difference", "equal-opportunity difference",
+             *WORST_OFF.values()],
             [[column, *(_fmt(g.get(k)) + _interval(every.get(column) or (
                 model.get("intervals", {}) if column == first else {}), k)
-                        for k in ("dp_difference", "eo_difference", "eopp_difference"))]
+                        for k in ("dp_difference", "eo_difference", "eopp_difference")),
+              *(_worst_off(model.get("by_group", {}).get(column, {}), key, least)
+                for key in WORST_OFF)]
              for column, g in gaps.items()],
         )  # fmt: skip
-        doc.paragraph("Test split; 95% bootstrap intervals in brackets. Per-group rates: the "
-                      "tables below.")  # fmt: skip
+        doc.paragraph("Test split; 95% bootstrap intervals in brackets. Each difference is the "
+                      "largest minus the smallest group rate (EO: the larger of the TPR and FPR "
+                      "differences); the last columns name the group with the lowest rate. "
+                      "Per-group rates: the tables below.")  # fmt: skip
         left_out = model.get("small_groups") or {}
         if left_out:
             doc.paragraph(

@@ -16,6 +16,7 @@ from sklearn.metrics import roc_curve
 
 from sslops.artifacts import write_json
 from sslops.evaluate.label_efficiency import curve_markdown, plot_curve
+from sslops.gaps import WORST_OFF, lowest_rate
 from sslops.markdown import md_cell
 from sslops.plots import grouped_bars, line_plot
 
@@ -36,10 +37,52 @@ def _number(value: Any, digits: int = 4) -> str:
     return "n/a" if value is None or value != value else f"{value:.{digits}f}"
 
 
+def _with_interval(value: Any, bounds: Any) -> str:
+    """``value`` to 4 decimals, then its ``[low, high]`` to 3 when measured."""
+    low, high = bounds if bounds else (None, None)
+    ranged = "" if low is None or low != low else f" [{_number(low, 3)}, {_number(high, 3)}]"
+    return _number(value) + ranged
+
+
+GAP_COLUMNS = {"dp_difference": "DP diff.", "eo_difference": "EO diff.",
+               "eopp_difference": "equal-opp. diff."}  # fmt: skip
+
+
+def worst_off_cells(groups: dict[str, Any], min_rows: int = 0) -> list[str]:
+    """One cell per :data:`WORST_OFF` rate: the group it is lowest for, with the rate."""
+    cells = []
+    for key in WORST_OFF:
+        low = lowest_rate(groups, key, min_rows)
+        cells.append("n/a" if low is None else f"{md_cell(low[0])} ({_number(low[1])})")
+    return cells
+
+
+def gap_markdown(name: str, model: dict[str, Any], min_rows: int = 0) -> str:
+    """Every sensitive column's (and the crossing's) gaps of one model with their 95%
+    intervals, and the worst-off group of each: the overall table shows the first column's."""
+    gaps, every = model.get("gaps", {}), model.get("gap_intervals", {})
+    if not gaps:
+        return ""
+    lines = ["", f"Fairness gaps of '{name}' by every sensitive column (largest minus smallest "
+             "group rate" + ("; 95% bootstrap intervals in brackets" if every else "") + "):", "",
+             "| sensitive column | " + " | ".join(GAP_COLUMNS.values()) + " | "
+             + " | ".join(WORST_OFF.values()) + " |",
+             "|---|" + "---:|" * len(GAP_COLUMNS) + "---|" * len(WORST_OFF)]  # fmt: skip
+    for column, values in gaps.items():
+        cells = []
+        for key in GAP_COLUMNS:
+            cells.append(_with_interval(values.get(key), every.get(column, {}).get(key)))
+        cells += worst_off_cells(model.get("by_group", {}).get(column, {}), min_rows)
+        lines.append(f"| {md_cell(column)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def group_markdown(name: str, model: dict[str, Any], min_rows: int = 0) -> str:
-    """Per-group tables of one model, each metric with its 95% interval when measured."""
+    """Every column's gaps (:func:`gap_markdown`), then per-group tables of one model, each
+    metric with its 95% interval when measured."""
     every = model.get("group_intervals", {})
-    lines: list[str] = []
+    head = gap_markdown(name, model, min_rows).rstrip("\n")
+    lines: list[str] = [head] if head else []
     for column, groups in model.get("by_group", {}).items():
         keys = [k for k in GROUP_COLUMNS if any(k in row for row in groups.values())]
         intervals = every.get(column, {})
@@ -51,12 +94,7 @@ def group_markdown(name: str, model: dict[str, Any], min_rows: int = 0) -> str:
             if row.get("count", 0) < min_rows:
                 cells = [f"not shown (< {min_rows} rows)"] * len(keys)
             else:
-                cells = []
-                for k in keys:
-                    low, high = intervals.get(group, {}).get(k, (None, None))
-                    bounds = "" if low is None or low != low else (
-                        f" [{_number(low, 3)}, {_number(high, 3)}]")  # fmt: skip
-                    cells.append(_number(row.get(k)) + bounds)
+                cells = [_with_interval(row.get(k), intervals.get(group, {}).get(k)) for k in keys]
             lines.append(f"| {md_cell(group)} | {int(row.get('count', 0))} | " + " | ".join(cells)
                          + " |")  # fmt: skip
     return "\n".join(lines) + "\n" if lines else ""
@@ -68,7 +106,10 @@ NOTATION = (
     "bootstrap interval over resampled rows (3 decimals). TPR: true positive rate; FPR: false "
     "positive rate; ECE: expected calibration error; DP diff.: demographic parity difference "
     "(largest gap in selection rate between groups); EO diff.: equalized odds difference "
-    "(largest gap in TPR or FPR between groups); n/a: not defined on these rows."
+    "(the larger of the largest gaps in TPR and in FPR between groups); equal-opp. diff.: "
+    "equal opportunity difference (largest gap in TPR between groups); n/a: not defined on "
+    "these rows. Which gap the fairness policy constrains is said below the first table: when "
+    "base rates differ between groups, DP and EO differences cannot both be near zero."
 )
 
 
