@@ -4,7 +4,12 @@ show (found by the fairness review)."""
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
+
 from sslops.config import Config
+from sslops.data.encoding import TabularEncoding
+from sslops.evaluate.shortcuts import counterfactual_flip
 
 _GAPS = {
     "sex": {"dp_difference": 0.01, "eo_difference": 0.03, "eopp_difference": 0.02},
@@ -96,3 +101,53 @@ def test_metrics_md_shows_every_columns_gaps_with_intervals_and_the_worst_off_gr
     assert "| race | 0.0500 [0.030, 0.080] |" in text
     assert text in group_markdown("mitigated", _model(), 10)  # what the stage writes
     assert gap_markdown("m", {"by_group": _BY_GROUP}) == ""  # no gaps measured: no table
+
+
+def _frame() -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    sex = rng.choice(["Female", "Male"], 200)
+    proxy = np.where(sex == "Male", "Husband", "Wife")  # the attribute, under another name
+    return pd.DataFrame({"x": rng.normal(size=200), "sex": sex, "relationship": proxy})
+
+
+def test_the_counterfactual_says_it_measures_direct_use_only() -> None:
+    frame = _frame()
+    encoding = TabularEncoding.fit(frame, ["x", "sex", "relationship"], max_categories=10)
+    names = encoding.feature_names
+
+    def through_proxy(x: np.ndarray) -> np.ndarray:  # decides on the proxy alone
+        return x[:, names.index("relationship=Husband")]
+
+    result = counterfactual_flip(through_proxy, frame, encoding, "sex", 0.5)
+    # Every decision differs by sex, and the counterfactual changes none of them.
+    assert result["changed_share"] == 0.0 and result["model_input"] is True
+    assert "direct use of 'sex' only" in result["scope"]
+    assert "proxies" in result["scope"] and "not evidence that the model is fair" in result["scope"]
+
+
+def test_the_counterfactual_of_a_column_the_model_does_not_read_says_so() -> None:
+    frame = _frame()
+    encoding = TabularEncoding.fit(frame, ["x", "relationship"], max_categories=10)
+    result = counterfactual_flip(lambda x: x[:, 0], frame, encoding, "sex", 0.0)
+    assert result["changed_share"] == 0.0 and result["model_input"] is False
+    assert "'sex' is not a model input" in result["scope"]
+
+
+def test_the_card_says_what_the_counterfactual_and_not_flagged_cannot_show(
+    small_config: Config,
+) -> None:
+    from sslops.audit.card import _fairness_section
+    from sslops.audit.document import Document
+
+    shortcuts = {
+        "reliance_threshold": 0.05,
+        "permutation": {"sex": {"prediction_flip_rate": 0.0, "flagged": False}},
+        "counterfactual": {"sex": {"changed_share": 0.0, "model_input": False}},
+    }
+    doc = Document("t")
+    _fairness_section(doc, small_config, {"models": {"m": {}}}, {}, shortcuts, "m")
+    text = " ".join(doc.markdown().split())
+    assert "The counterfactual measures direct use of the attribute only" in text
+    assert "it is not evidence that the model is fair" in text
+    assert "| flagged (permutation) |" in text
+    assert "sex: not model input(s), so their counterfactual share is 0 by construction" in text

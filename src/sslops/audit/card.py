@@ -294,10 +294,22 @@ def _fairness_section(
             "Shortcut tests on the test split: the share of decisions that change when the "
             "column is shuffled across rows (permutation; flagged above "
             f"{_pct(threshold)}), and when only a sensitive attribute is set to another value "
-            "with everything else kept (counterfactual)."
+            "with everything else kept (counterfactual). The counterfactual measures direct "
+            "use of the attribute only: its correlated proxies keep their values, so use "
+            "through them is not measured. Not flagged means only that these edits changed "
+            "few decisions; it is not evidence that the model is fair (the gaps above are "
+            "the outcome measures)."
         )
         doc.table(["column", "permutation: decisions changed", "counterfactual: decisions "
-                   "changed", "flagged"], rows)  # fmt: skip
+                   "changed", "flagged (permutation)"], rows)  # fmt: skip
+        unused = [c for c, flip in counterfactual.items()
+                  if isinstance(flip, dict) and flip.get("model_input") is False]  # fmt: skip
+        if unused:
+            doc.paragraph(
+                f"{', '.join(unused)}: not model input(s), so their counterfactual share is 0 by "
+                "construction and says nothing about proxies among the inputs (the permutation "
+                "rows of evaluate.proxies do)."
+            )  # fmt: skip
     return limits
 
 

@@ -4,7 +4,12 @@
   sees it), several times, and measure the mean share of decisions that flip and the mean
   drop in ROC AUC;
 - counterfactual flip: set each row's sensitive attribute to every other observed value
-  and measure the share of decisions that change.
+  and measure the share of decisions that change. Every other column keeps its value,
+  correlated proxies included (on Adult, ``relationship`` = Husband / Wife carries ``sex``):
+  the test measures *direct* use of the attribute only, and a model that is not given the
+  attribute changes no decision by construction. Each result says which case it is
+  (``model_input``, ``scope``), so that 0% is not read as "the model does not use the
+  attribute" or "the model is fair".
 
 A column is flagged when its permutations flip more than ``reliance_threshold`` of the
 decisions on average: a planted feature the model learned to use is flagged; one it ignores is not.
@@ -57,10 +62,26 @@ def permutation_reliance(
     return out
 
 
+def counterfactual_scope(column: str, model_input: bool) -> str:
+    """What :func:`counterfactual_flip`'s share of ``column`` can and cannot show, in words."""
+    if not model_input:
+        return (
+            f"'{column}' is not a model input: setting it changes no decision by construction. "
+            "The 0 says nothing about proxies of it among the inputs (see the permutation "
+            "test of evaluate.proxies) nor about the gaps between its groups."
+        )
+    return (
+        f"direct use of '{column}' only: every other column, its correlated proxies "
+        "included, keeps its value, so use of the attribute through proxies is not "
+        "measured; a small share is not evidence that the model is fair (the gaps are)."
+    )
+
+
 def counterfactual_flip(
     score: Scorer, frame: pd.DataFrame, encoding: TabularEncoding, column: str, threshold: float
 ) -> dict[str, Any]:
-    """Share of rows whose decision changes when ``column`` takes any other observed value."""
+    """Share of rows whose decision changes when ``column`` takes any other observed value,
+    with whether ``column`` is a model input at all and :func:`counterfactual_scope`."""
     base_pred = score(encoding.transform(frame)) >= threshold
     values = frame[column].dropna().unique()
     changed = np.zeros(len(frame), dtype=bool)
@@ -73,4 +94,11 @@ def counterfactual_flip(
         differs &= others.to_numpy()
         per_value[str(value)] = float(differs[others.to_numpy()].mean()) if others.any() else 0.0
         changed |= differs
-    return {"changed_share": float(changed.mean()), "changed_share_when_set_to": per_value}
+    inputs = {c.name for c in encoding.numeric} | {c.name for c in encoding.categorical}
+    model_input = column in inputs
+    return {
+        "changed_share": float(changed.mean()),
+        "changed_share_when_set_to": per_value,
+        "model_input": model_input,
+        "scope": counterfactual_scope(column, model_input),
+    }
