@@ -151,3 +151,30 @@ def test_the_card_says_what_the_counterfactual_and_not_flagged_cannot_show(
     assert "it is not evidence that the model is fair" in text
     assert "| flagged (permutation) |" in text
     assert "sex: not model input(s), so their counterfactual share is 0 by construction" in text
+
+
+def test_the_card_says_when_mitigation_worsens_a_groups_calibration(small_config: Config) -> None:
+    """The card compared no calibration between the mitigated and the unmitigated model: a
+    group whose ECE rose from 0.03 to 0.08 went unmentioned."""
+    from sslops.audit.card import _fairness_section
+    from sslops.audit.document import Document
+
+    def model(female: float, male: float, tiny: float) -> dict:
+        return {"by_group": {
+            "sex": {"Female": {"count": 400.0, "ece": female}, "Male": {"count": 600.0, "ece": male}},
+            "race": {"Other": {"count": 3.0, "ece": tiny}},  # under min_group_rows: not judged
+        }}  # fmt: skip
+
+    def card(deployed: dict) -> tuple[str, list[str]]:
+        doc = Document("t")
+        metrics = {"models": {"ssl": model(0.03, 0.04, 0.0), "mitigated": deployed}}
+        limits = _fairness_section(doc, small_config, metrics, {}, {}, "mitigated")
+        return " ".join(doc.markdown().split()), limits
+
+    text, limits = card(model(0.08, 0.045, 0.5))
+    assert "mitigation worsened the test calibration error (ECE, 'ssl' -> 'mitigated'" in text
+    assert "of 1 group(s): Female by sex: 0.0300 -> 0.0800." in text
+    assert any("Female by sex: 0.0300 -> 0.0800" in line for line in limits)
+    text, limits = card(model(0.035, 0.04, 0.5))
+    assert "no group's test calibration error (ECE) under 'mitigated' is more than 0.02" in text
+    assert not any("calibration" in line for line in limits)

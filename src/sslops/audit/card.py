@@ -161,6 +161,48 @@ def _worst_off(groups: dict[str, Any], key: str, min_rows: int) -> str:
     return "n/a" if low is None else f"{low[0]} ({_fmt(low[1])})"
 
 
+# A group's calibration error this much above the unmitigated model's is reported.
+CALIBRATION_WORSE = 0.02
+
+
+def _calibration_by_group(
+    doc: Document, cfg: Config, metrics: dict[str, Any], deployed: str, base: str = "ssl"
+) -> list[str]:
+    """The groups (of every column and the crossing, with evaluate.min_group_rows rows or
+    more) whose test calibration error under the deployed model is more than
+    :data:`CALIBRATION_WORSE` above the unmitigated ``base`` model's: a mitigation that
+    moves scores to close a gap can leave one group's scores far from its outcome rates,
+    and the card said nothing of it."""
+    models = metrics.get("models", {})
+    if deployed == base or base not in models or deployed not in models:
+        return []
+    mine, theirs = models[deployed].get("by_group", {}), models[base].get("by_group", {})
+    worse = []
+    for column, groups in mine.items():
+        for group, row in groups.items() if isinstance(groups, dict) else ():
+            before = theirs.get(column, {}).get(group, {}).get("ece")
+            after = row.get("ece")
+            if (row.get("count", 0) >= cfg.evaluate.min_group_rows
+                    and isinstance(after, float) and isinstance(before, float)
+                    and after - before > CALIBRATION_WORSE):  # fmt: skip
+                worse.append(f"{group} by {column}: {_fmt(before)} -> {_fmt(after)}")
+    if not worse:
+        doc.paragraph(
+            f"Calibration within groups: no group's test calibration error (ECE) under "
+            f"'{deployed}' is more than {CALIBRATION_WORSE:g} above the unmitigated '{base}' "
+            "model's."
+        )
+        return []
+    text = (
+        f"Calibration within groups: mitigation worsened the test calibration error (ECE, "
+        f"'{base}' -> '{deployed}', by more than {CALIBRATION_WORSE:g}) of {len(worse)} "
+        f"group(s): {'; '.join(worse)}. Scores of these groups are further from their outcome "
+        "rates; do not read them as probabilities."
+    )
+    doc.paragraph(text)
+    return [text]
+
+
 def _policy_test_gap(
     metrics: dict[str, Any], model: dict[str, Any], fairness: dict[str, Any], metric_key: str
 ) -> tuple[list[str], str, Any, dict[str, Any]]:
@@ -274,6 +316,7 @@ def _fairness_section(
         limits.append(f"{len(small)} group(s) have fewer than {SMALL_GROUP_ROWS} test rows "
                       f"(e.g. {small[0][1]} by {small[0][0]}: {small[0][2]}); their metrics are "
                       "uncertain.")  # fmt: skip
+    limits += _calibration_by_group(doc, cfg, metrics, deployed)
     permutation, counterfactual = shortcuts.get("permutation"), shortcuts.get("counterfactual")
     if isinstance(permutation, dict) and isinstance(counterfactual, dict):
         threshold = shortcuts.get("reliance_threshold")
