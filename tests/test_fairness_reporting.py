@@ -178,3 +178,26 @@ def test_the_card_says_when_mitigation_worsens_a_groups_calibration(small_config
     text, limits = card(model(0.035, 0.04, 0.5))
     assert "no group's test calibration error (ECE) under 'mitigated' is more than 0.02" in text
     assert not any("calibration" in line for line in limits)
+
+
+def test_the_card_lists_a_large_counterfactual_share_the_permutation_missed(
+    small_config: Config,
+) -> None:
+    """Adult fast run: setting only race to another value changed 15.6% of decisions, a
+    shuffle of race (85% White) 1.6%; race was 'flagged: False' and not under Limitations."""
+    from sslops.audit.card import _fairness_section
+    from sslops.audit.document import Document
+
+    shortcuts = {
+        "reliance_threshold": 0.05,
+        "permutation": {"race": {"prediction_flip_rate": 0.016, "flagged": False},
+                        "sex": {"prediction_flip_rate": 0.01, "flagged": False}},
+        "counterfactual": {"race": {"changed_share": 0.156, "model_input": True},
+                           "sex": {"changed_share": 0.02, "model_input": True}},
+    }  # fmt: skip
+    limits = _fairness_section(
+        Document("t"), small_config, {"models": {"m": {}}}, {}, shortcuts, "m"
+    )
+    [line] = [x for x in limits if "depend directly" in x]
+    assert "setting only 'race' to another value changes 15.6% of decisions (above 5.0%)" in line
+    assert "shuffling it changes 1.6%" in line and "disparate treatment" in line
