@@ -67,10 +67,13 @@ _TASK_DONE = re.compile(r"Task '(?P<task>[\w-]+)' finished with status (?P<statu
 
 class _ConsoleFilter(io.TextIOBase):
     """Everything kfp.local prints goes to the log file; the console gets task status,
-    stage progress and error lines only."""
+    stage progress and error lines only. The console is ``sys.stderr`` as the run starts
+    (a notebook's cell output, or what the caller redirected it to), not the process's
+    own stderr, which a notebook shows nowhere."""
 
     def __init__(self, log: io.TextIOBase) -> None:
         self.log, self._pending = log, ""
+        self.console = sys.stderr
         self.error_lines: list[str] = []
 
     def writable(self) -> bool:
@@ -88,14 +91,14 @@ class _ConsoleFilter(io.TextIOBase):
         done = _TASK_DONE.search(line)
         if done:
             mark = "ok" if done["status"] == "SUCCESS" else done["status"]
-            print(f"  [{mark}] {done['task']}", file=sys.__stderr__, flush=True)
+            print(f"  [{mark}] {done['task']}", file=self.console, flush=True)
         elif line.startswith(("reused ", "not reusing ")):
-            print(f"    {line}", file=sys.__stderr__, flush=True)
+            print(f"    {line}", file=self.console, flush=True)
         elif line.startswith("error:"):
             self.error_lines.append(line)
-            print(f"  {line}", file=sys.__stderr__, flush=True)
+            print(f"  {line}", file=self.console, flush=True)
         elif PROGRESS_LINE.match(line):
-            print(f"    {line}", file=sys.__stderr__, flush=True)
+            print(f"    {line}", file=self.console, flush=True)
 
 
 def _absolute_paths(cfg: Config) -> Config:
