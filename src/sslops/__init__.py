@@ -1,5 +1,19 @@
 """sslops: self-supervised pretraining to audited, fairness-checked ONNX models.
 
+The Python API (docs/python-api.md), the functions the ``sslops`` commands call::
+
+    import sslops
+    cfg = sslops.load_config("package:adult.yaml", {"pretrain.epochs": 2})
+    summary = sslops.run(cfg, "runs/adult")          # the whole pipeline: a dict
+    scores = sslops.predict_frame(summary["onnx"]["path"], frame)   # a DataFrame
+
+One stage at a time: ``sslops.api.prepare``, ``pretrain``, ``finetune``, ``evaluate``,
+``export``, ``audit`` (each returns its artifact folder; ``sslops.prepare`` and its
+siblings are the stages' packages), or :func:`run_stage`; :func:`read_metrics` reads an
+evaluation. Errors raise :class:`SslopsError` (bad
+config: :class:`ConfigError`, bad data: :class:`DataError`). The names load on first
+use, so ``import sslops`` stays light (no torch).
+
 ``__version__`` is recorded in every artifact (export metadata, audit bundle, stage cache
 key, the KFP components' image tag), so it is never a made-up number: imported from a
 source tree (a checkout, an unpacked sdist, an editable install) it is that tree's
@@ -11,6 +25,7 @@ no release has, and no valid image tag), never a release's number.
 import tomllib
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 UNKNOWN_VERSION = "0+unknown"
 
@@ -39,4 +54,47 @@ def _version() -> str:
 
 __version__ = _version()
 
-__all__ = ["__version__"]
+# name -> the module that defines it, imported on first use (PEP 562)
+_LAZY = {
+    **dict.fromkeys(
+        ("load_config", "run", "run_stage", "read_metrics", "predict_frame"),
+        "sslops.api",
+    ),
+    "Config": "sslops.config",
+    **dict.fromkeys(("SslopsError", "ConfigError", "DataError", "ArtifactError", "GateError"),
+                    "sslops.errors"),
+}  # fmt: skip
+
+__all__ = ["__version__", "api", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    import importlib
+
+    if name == "api":
+        return importlib.import_module("sslops.api")
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sslops' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+if TYPE_CHECKING:  # what the lazy names are, for type checkers (redundant aliases: exported)
+    from sslops import api as api
+    from sslops.api import load_config as load_config
+    from sslops.api import predict_frame as predict_frame
+    from sslops.api import read_metrics as read_metrics
+    from sslops.api import run as run
+    from sslops.api import run_stage as run_stage
+    from sslops.config import Config as Config
+    from sslops.errors import ArtifactError as ArtifactError
+    from sslops.errors import ConfigError as ConfigError
+    from sslops.errors import DataError as DataError
+    from sslops.errors import GateError as GateError
+    from sslops.errors import SslopsError as SslopsError

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from sslops import __version__
-from sslops.artifacts import INPUT_STAGE, check_replaceable
+from sslops.artifacts import INPUT_STAGE
 from sslops.config import Config, load_config
 from sslops.errors import ConfigError, SslopsError, describe_os_error, one_line
 from sslops.k8s import commands as k8s_commands
@@ -884,39 +884,11 @@ def _cmd_run(args: argparse.Namespace, cfg: Config) -> None:
 
 
 def _cmd_stage(args: argparse.Namespace, cfg: Config) -> None:
-    inputs = [getattr(args, flag, None) for flag in INPUT_STAGE]
-    check_replaceable(args.out, f"{args.command} artifact", stage=args.command, inputs=inputs)
-    if args.command == "prepare":
-        from sslops.prepare import prepare
+    from sslops.api import run_stage
 
-        prepare(cfg, args.out)
-    elif args.command == "pretrain":
-        from sslops.pretrain import pretrain
-
-        pretrain(cfg, args.prepared, args.out)
-    elif args.command == "finetune":
-        from sslops.finetune import finetune
-
-        finetune(cfg, args.prepared, args.pretrained, args.out)
-    elif args.command == "evaluate":
-        from sslops.evaluate import evaluate
-
-        evaluate(cfg, args.prepared, args.finetuned, args.out)
-    elif args.command == "export":
-        from sslops.export import export
-
-        export(cfg, args.prepared, args.finetuned, args.out)
-    elif args.command == "audit":
-        from sslops.audit import audit
-
-        artifacts = {
-            "prepare": args.prepared,
-            "pretrain": args.pretrained,
-            "finetune": args.finetuned,
-            "evaluate": args.evaluation,
-            "export": args.exported,
-        }
-        audit(cfg, artifacts, args.out)
+    run_stage(
+        args.command, cfg, args.out, {flag: getattr(args, flag, None) for flag in INPUT_STAGE}
+    )
     print(f"{args.command}: wrote {args.out}")
 
 

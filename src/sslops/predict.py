@@ -20,6 +20,9 @@ all: both files are written beside their final names and renamed, and an existin
 is replaced only when it is an earlier ``PREDICTIONS.csv`` (never an input, never another
 file).
 
+:func:`predict_frame` scores a pandas DataFrame in memory the same way (no files; a
+score and decision per row, indexed as the frame).
+
 An image or series model (one array input) reads ``.npy``/``.npz`` arrays or a folder of
 image files instead, and its CSV gives the most probable class and every class's
 probability (:mod:`sslops.predict_arrays`).
@@ -42,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from sslops import __version__
 from sslops.artifacts import sha256_file
@@ -52,6 +56,8 @@ from sslops.shadow.scoring import (
     DEFAULT_NA,
     PREDICTION_COLUMNS,
     OnnxClassifier,
+    _batch,
+    _canonical,
     batch_files,
     batch_name,
     iter_batches,
@@ -133,10 +139,7 @@ def predict(
     one of those keys; checked before anything is read or written.
     """
     model_path, data, out = Path(model_path), Path(data), Path(out)
-    if not model_path.is_file():
-        what = "a folder" if model_path.is_dir() else "no such file"
-        raise DataError(f"--model {model_path}: {what}; expected sslops export's model.onnx "
-                        "(e.g. runs/demo/export/model.onnx)")  # fmt: skip
+    _check_model_file(model_path)
     approval = None
     if approver_keys and registry is None:
         raise DataError("--approver-key checks an approval in an audit registry: give --registry")
@@ -148,10 +151,8 @@ def predict(
         approval = approval_of(registry, sha256_file(model_path), keys)
     if chunk_rows is not None and chunk_rows < 1:
         raise DataError(f"--chunk-rows {chunk_rows}: expected a positive number of rows")
-    if threshold is not None and not 0 < threshold < 1:
-        raise DataError(f"--threshold {threshold}: expected a probability between 0 and 1")
-    default = cfg.evaluate.threshold if cfg else 0.5
-    model = OnnxClassifier(model_path, default, "--model")
+    _check_threshold(threshold)
+    model = _classifier(model_path, cfg)
     spec = array_input(model.inputs)
     if spec is not None:
         if threshold is not None:
@@ -165,11 +166,7 @@ def predict(
     check_output(out, [model_path, *files])
     if not out.parent.is_dir():
         raise ArtifactError(f"--out {out}: folder {out.parent} does not exist")
-    cut = model.threshold if threshold is None else threshold
-    source = "--threshold" if threshold is not None else (
-        "the model's decision_threshold metadata" if model.has_threshold
-        else "evaluate.threshold" if cfg else "the default 0.5"
-    )  # fmt: skip
+    cut, source = _cut(model, threshold, cfg)
     na = cfg.data.na_values if cfg else DEFAULT_NA
     if id_column is None and cfg is not None:
         id_column = cfg.shadow.id_column
@@ -233,6 +230,94 @@ def predict(
     older = f"; {fallback}" if fallback else ""
     described = f"{positive:,} ({share:.1%}) at or above threshold {cut:g}{skipped}{novel}{older}"
     return PredictResult(out, rows, len(files), described)
+
+
+def predict_frame(
+    model_path: Path, frame: pd.DataFrame, cfg: Config | None = None, *,
+    threshold: float | None = None,
+) -> pd.DataFrame:  # fmt: skip
+    """Score the rows of an in-memory table with an exported table model, as
+    :func:`predict` scores a file's rows (same reading of cells, same threshold rule).
+
+    Parameters
+    ----------
+    model_path : Path
+        ``model.onnx`` from the export stage (or a run's ``export/model.onnx``).
+    frame : pandas.DataFrame
+        The raw columns the model reads (extra columns are ignored); cells as in the
+        training file (``cfg.data.na_values``, else ``"?"`` and ``""``, mark missing).
+    cfg : Config, optional
+        The run's config: its ``data.na_values`` and ``evaluate.threshold`` (used when the
+        model carries no threshold).
+    threshold : float, optional
+        The decision threshold, overriding the model's.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed as ``frame``: ``score`` (probability of the positive class, float) and
+        ``label`` (``score >= threshold``, nullable int); a row with no value in any cell
+        is not scored (``score`` NaN, ``label`` missing). ``attrs["threshold"]`` holds the
+        threshold used, ``attrs["threshold_from"]`` where it came from.
+
+    Raises
+    ------
+    sslops.errors.DataError
+        Not a DataFrame, a model that is not a table model, a missing column, a
+        non-numeric value in a numeric column, or a non-finite score.
+    """
+    _check_model_file(model_path)
+    _check_threshold(threshold)
+    if not isinstance(frame, pd.DataFrame):
+        raise DataError(f"frame: got {type(frame).__name__}; expected a pandas DataFrame")
+    model = _classifier(model_path, cfg)
+    if array_input(model.inputs) is not None:
+        raise DataError(
+            f"--model {model_path.name} is an image or series model; predict_frame scores a "
+            "table model's rows: score arrays with sslops.predict.predict (files)"
+        )
+    cut, source = _cut(model, threshold, cfg)
+    na = cfg.data.na_values if cfg else DEFAULT_NA
+    text_columns = [i.name for i in model.inputs if i.type == "tensor(string)"]
+    where = Path("DataFrame")
+    rows = _canonical(frame.reset_index(drop=True), na, text_columns)
+    batch = _batch(rows, where, None, "frame", 0)
+    score = model.score(batch).score if len(batch.frame) else np.empty(0)
+    _check_batch(batch.row_ids, score, where, None, None, model_path)
+    scored = np.array([int(i.rsplit(":", 1)[1]) for i in batch.row_ids], dtype=np.int64)
+    result = pd.DataFrame(
+        {"score": np.full(len(frame), np.nan), "label": pd.array([pd.NA] * len(frame), "Int64")},
+        index=frame.index,
+    )
+    result.iloc[scored, 0] = score
+    result.iloc[scored, 1] = (score >= cut).astype(int)
+    result.attrs.update({"threshold": cut, "threshold_from": source})
+    return result
+
+
+def _check_model_file(model_path: Path) -> None:
+    if not model_path.is_file():
+        what = "a folder" if model_path.is_dir() else "no such file"
+        raise DataError(f"--model {model_path}: {what}; expected sslops export's model.onnx "
+                        "(e.g. runs/demo/export/model.onnx)")  # fmt: skip
+
+
+def _check_threshold(threshold: float | None) -> None:
+    if threshold is not None and not 0 < threshold < 1:
+        raise DataError(f"--threshold {threshold}: expected a probability between 0 and 1")
+
+
+def _classifier(model_path: Path, cfg: Config | None) -> OnnxClassifier:
+    return OnnxClassifier(model_path, cfg.evaluate.threshold if cfg else 0.5, "--model")
+
+
+def _cut(model: OnnxClassifier, threshold: float | None, cfg: Config | None) -> tuple[float, str]:
+    """The decision threshold and where it came from."""
+    if threshold is not None:
+        return threshold, "--threshold"
+    source = ("the model's decision_threshold metadata" if model.has_threshold
+              else "evaluate.threshold" if cfg else "the default 0.5")  # fmt: skip
+    return model.threshold, source
 
 
 def _case_rule_fallback(model: OnnxClassifier) -> str | None:
