@@ -78,6 +78,14 @@ def test_overrides_as_a_dict_a_nested_dict_or_set_strings_give_one_config(
     assert flat.pretrain.epochs == 2 and flat.data.sensitive == ["sex"]
     # text stays text (written unquoted on a command line, YAML reads `yes` as true)
     assert sslops.load_config(small_yaml, {"data.positive": "yes"}).data.positive == "yes"
+    # a stage's cfg: a Config, a file, or the file's content as a dict, validated the same
+    from sslops.api import _config
+
+    raw = yaml.safe_load(small_yaml.read_text())
+    assert _config(raw) == _config(small_yaml) == sslops.load_config(small_yaml)
+    raw["pretrain"]["epochs"] = "many"
+    with pytest.raises(sslops.ConfigError, match=r"pretrain\.epochs"):
+        _config(raw)
     assert (
         sslops.load_config(
             small_yaml, {"evaluate.label_efficiency": None}

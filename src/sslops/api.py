@@ -21,8 +21,9 @@ from sslops.errors import ConfigError
 if TYPE_CHECKING:
     import pandas as pd
 
-ConfigLike = Config | str | Path
-"""A validated :class:`~sslops.config.Config`, or a config file (``package:adult.yaml``)."""
+ConfigLike = Config | str | Path | Mapping[str, Any]
+"""A validated :class:`~sslops.config.Config`, a config file (``package:adult.yaml``), or a
+config as a dict (what the YAML file would hold; validated as it is)."""
 
 STAGES = ("prepare", "pretrain", "finetune", "evaluate", "export", "audit")
 # The input artifacts each stage reads, by role (the CLI's flags), in order.
