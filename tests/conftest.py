@@ -40,6 +40,17 @@ FAST_OVERRIDES = [
 ]
 
 
+def fresh_interpreter_loads(code: str, packages: set[str]) -> tuple[str, list[str]]:
+    """Run ``code`` in a new interpreter: (what it printed, which of ``packages`` it loaded)."""
+    import ast
+    import subprocess
+
+    probe = f"{code}\nimport sys\nprint(sorted({{m.split('.')[0] for m in sys.modules}} & set({sorted(packages)!r})))\n"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    *printed, loaded = done.stdout.strip().split("\n")
+    return "\n".join(printed), [str(m) for m in ast.literal_eval(loaded)]
+
+
 def adult_sample(path: Path, split: str, rows: int, seed: int = 0) -> Path:
     """The first ``rows`` rows of a random permutation of the shipped Adult split, as plain CSV."""
     with gzip.open(ADULT / f"{split}.csv.gz", "rt", encoding="utf-8") as fh:

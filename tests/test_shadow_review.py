@@ -22,7 +22,7 @@ from sslops.data.canonicalize import canonicalize
 from sslops.shadow import shadow
 from sslops.shadow.incumbent import logistic_regression_onnx
 from sslops.shadow.kpi import decision_costs
-from tests.conftest import ADULT, ROOT
+from tests.conftest import ADULT, ROOT, fresh_interpreter_loads
 
 COLUMNS = ["age", "hours-per-week", "education", "sex", "workclass", "marital-status"]
 
@@ -327,17 +327,8 @@ def test_the_shadow_stage_starts_without_importing_torch() -> None:
     """A shadow test scores ONNX models; importing it pulled in torch and torchvision through
     sslops.evaluate's package import and the label-efficiency constants (19 s of a
     480,000-row run on the shared machine, before a row was read)."""
-    import subprocess
-    import sys
-
-    code = (
-        "import sys\n"
-        "from sslops.cli import main\n"
-        "import sslops.shadow.stage\n"
-        "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'torchvision'}))\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "[]"
+    code = "from sslops.cli import main\nimport sslops.shadow.stage"
+    assert fresh_interpreter_loads(code, {"torch", "torchvision"}) == ("", [])
 
 
 def test_a_category_value_few_rows_hold_is_not_quoted_in_drift_or_the_profile() -> None:
