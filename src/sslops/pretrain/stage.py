@@ -33,6 +33,7 @@ from sslops.artifacts import read_meta, write_artifact, write_json
 from sslops.config import Config
 from sslops.errors import ArtifactError
 from sslops.models.tabular import EncoderSpec, MLPEncoder
+from sslops.optim import torch_threads
 from sslops.plots import line_plot
 from sslops.prepare.dataset import check_same_data
 from sslops.pretrain.data import load_pretrain_data
@@ -119,34 +120,31 @@ def run_pretrain(
     """Train in this process (one rank of torchrun, or alone) and write the artifact on rank 0."""
     pc = cfg.pretrain
     device, created = _start_process_group()
-    # Restored after: pretrain.threads is pretrain's. In one process (the stage functions
-    # called in turn) it leaked into finetune, whose weights depend on the thread count, so
-    # the same config gave another model.onnx than `sslops run` (a process per stage).
-    threads_before = torch.get_num_threads()
+    # pretrain.threads is pretrain's, restored after (optim.torch_threads): in one process
+    # (the stage functions called in turn) it leaked into finetune, whose weights depend on
+    # the thread count, so the same config gave another model.onnx than `sslops run`.
+    size = dist.get_world_size() if dist.is_initialized() else 1
     try:
-        size = dist.get_world_size() if dist.is_initialized() else 1
-        threads = pc.threads or max(1, (os.cpu_count() or 1) // size)
-        torch.set_num_threads(threads)
-        torch.manual_seed(cfg.seed)
-        data = load_pretrain_data(prepared_dir, cfg.modality, pc.knn_samples, cfg.seed)
-        spec = backbone_spec(cfg, data.info)
-        task = build_task(cfg, data.info, spec)
-        if pc.fairness.method != "none":
-            data.sensitive, levels = sensitive_codes(prepared_dir, sensitive_columns(cfg))
-            task.fairness = build_fairness(cfg, feature_dim(task.backbone), levels)
-        if pc.init_from:
-            _initialize(task.backbone, pc.init_from)
-        checkpoints = checkpoint_dir_for(cfg, out_dir)
-        result = train(cfg, data, task, checkpoints, device, stop_after=stop_after)
-        if result is not None and (not dist.is_initialized() or dist.get_rank() == 0):
-            probe = _probe(cfg, prepared_dir, task, device)
-            _write(cfg, prepared_dir, out_dir, task, spec, data.x.shape, result, probe)
-            if not pc.checkpoint_dir:
-                shutil.rmtree(checkpoints, ignore_errors=True)
-        if dist.is_initialized():
-            dist.barrier()
+        with torch_threads(pc.threads or max(1, (os.cpu_count() or 1) // size)):
+            torch.manual_seed(cfg.seed)
+            data = load_pretrain_data(prepared_dir, cfg.modality, pc.knn_samples, cfg.seed)
+            spec = backbone_spec(cfg, data.info)
+            task = build_task(cfg, data.info, spec)
+            if pc.fairness.method != "none":
+                data.sensitive, levels = sensitive_codes(prepared_dir, sensitive_columns(cfg))
+                task.fairness = build_fairness(cfg, feature_dim(task.backbone), levels)
+            if pc.init_from:
+                _initialize(task.backbone, pc.init_from)
+            checkpoints = checkpoint_dir_for(cfg, out_dir)
+            result = train(cfg, data, task, checkpoints, device, stop_after=stop_after)
+            if result is not None and (not dist.is_initialized() or dist.get_rank() == 0):
+                probe = _probe(cfg, prepared_dir, task, device)
+                _write(cfg, prepared_dir, out_dir, task, spec, data.x.shape, result, probe)
+                if not pc.checkpoint_dir:
+                    shutil.rmtree(checkpoints, ignore_errors=True)
+            if dist.is_initialized():
+                dist.barrier()
     finally:
-        torch.set_num_threads(threads_before)
         if created:
             dist.destroy_process_group()
     return out_dir
