@@ -42,3 +42,17 @@ def torch_threads(threads: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def stage_numerics(threads: int, seed: int) -> Iterator[None]:
+    """A training stage's numerics: :func:`torch_threads`, and torch's global generators
+    seeded with ``seed`` for the block and given back as they were after it, so a caller's
+    own random stream (a notebook calling the stage functions) goes on as if the stage had
+    not run. Of the GPUs only the current one's generator is kept, when CUDA is started: a
+    torchrun rank forking every device's would open a context on each."""
+    started = torch.cuda.is_available() and torch.cuda.is_initialized()
+    devices = [torch.cuda.current_device()] if started else []
+    with torch_threads(threads), torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield

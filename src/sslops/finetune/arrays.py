@@ -223,8 +223,8 @@ def _stored(split: Split | None, column: str) -> pd.Series:
 
 
 def finetune_arrays(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Path) -> Path:
-    """The finetune stage for images and series; returns the artifact directory."""
-    torch.manual_seed(cfg.seed)
+    """The finetune stage for images and series (seeded by ``finetune``); returns the
+    artifact directory."""
     fc, fair = cfg.finetune, cfg.finetune.fairness
     if fc.transfer != "linear_probe":
         raise ConfigError(

@@ -62,7 +62,7 @@ from sslops.finetune.transfer import FineTuneSettings, fine_tune
 from sslops.gaps import without_small_groups
 from sslops.models.tabular import MLPEncoder, TabularClassifier, save_classifier
 from sslops.models.trees import BoostedStackClassifier
-from sslops.optim import torch_threads
+from sslops.optim import stage_numerics
 from sslops.prepare.dataset import PreparedData, check_same_data
 from sslops.pretrain.stage import load_encoder
 from sslops.progress import task_progress
@@ -154,7 +154,7 @@ def _settings(cfg: Config) -> FineTuneSettings:
 
 def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Path) -> Path:
     """Run the finetune stage; returns the artifact directory."""
-    with torch_threads(cfg.finetune.threads):
+    with stage_numerics(cfg.finetune.threads, cfg.seed):
         return _finetune(cfg, prepared_dir, pretrained_dir, out_dir)
 
 
@@ -165,7 +165,6 @@ def _finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pa
         from sslops.finetune.arrays import finetune_arrays
 
         return finetune_arrays(cfg, prepared_dir, pretrained_dir, out_dir)
-    torch.manual_seed(cfg.seed)
     fc, fair = cfg.finetune, cfg.finetune.fairness
     data = PreparedData(prepared_dir)
     columns = fair.sensitive or data.sensitive[:1]

@@ -33,7 +33,7 @@ from sslops.artifacts import read_meta, write_artifact, write_json
 from sslops.config import Config
 from sslops.errors import ArtifactError
 from sslops.models.tabular import EncoderSpec, MLPEncoder
-from sslops.optim import torch_threads
+from sslops.optim import stage_numerics
 from sslops.plots import line_plot
 from sslops.prepare.dataset import check_same_data
 from sslops.pretrain.data import load_pretrain_data
@@ -120,13 +120,12 @@ def run_pretrain(
     """Train in this process (one rank of torchrun, or alone) and write the artifact on rank 0."""
     pc = cfg.pretrain
     device, created = _start_process_group()
-    # pretrain.threads is pretrain's, restored after (optim.torch_threads): in one process
+    # pretrain.threads is pretrain's, restored after (optim.stage_numerics): in one process
     # (the stage functions called in turn) it leaked into finetune, whose weights depend on
     # the thread count, so the same config gave another model.onnx than `sslops run`.
     size = dist.get_world_size() if dist.is_initialized() else 1
     try:
-        with torch_threads(pc.threads or max(1, (os.cpu_count() or 1) // size)):
-            torch.manual_seed(cfg.seed)
+        with stage_numerics(pc.threads or max(1, (os.cpu_count() or 1) // size), cfg.seed):
             data = load_pretrain_data(prepared_dir, cfg.modality, pc.knn_samples, cfg.seed)
             spec = backbone_spec(cfg, data.info)
             task = build_task(cfg, data.info, spec)
