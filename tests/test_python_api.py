@@ -178,8 +178,19 @@ def test_predict_frame_bad_input_raises_data_error(
         sslops.predict_frame(model, frame.to_dict())  # type: ignore[arg-type]
     with pytest.raises(sslops.DataError, match=r"expected sslops export's model\.onnx"):
         sslops.predict_frame(stage_artifacts["export"], frame)
-    with pytest.raises(sslops.DataError, match="between 0 and 1"):
+    with pytest.raises(sslops.DataError, match="between 0 and 1") as raised:
         sslops.predict_frame(model, frame, threshold=1.5)
+    messages = [str(raised.value)]
+    bad = frame.copy()
+    bad.loc[2, "age"] = "forty"
+    for args in ((model, frame.drop(columns="age")), (stage_artifacts["export"], frame),
+                 (model, bad)):  # fmt: skip
+        with pytest.raises(sslops.DataError) as raised:
+            sslops.predict_frame(*args)
+        messages.append(str(raised.value))
+    assert "non-numeric value" in messages[-1]
+    # a notebook's errors name its arguments (model, frame, threshold), not the CLI's flags
+    assert not [m for m in messages if "--" in m], messages
 
 
 def test_read_metrics_from_the_artifact_or_a_run_folder(

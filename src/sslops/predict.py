@@ -31,6 +31,7 @@ probability (:mod:`sslops.predict_arrays`).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import shutil
@@ -266,24 +267,25 @@ def predict_frame(
         Not a DataFrame, a model that is not a table model, a missing column, a
         non-numeric value in a numeric column, or a non-finite score.
     """
-    _check_model_file(model_path)
-    _check_threshold(threshold)
+    # errors name the arguments as the caller wrote them (model=, threshold=), not the CLI's flags
+    _check_model_file(model_path, "model")
+    _check_threshold(threshold, "threshold")
     if not isinstance(frame, pd.DataFrame):
         raise DataError(f"frame: got {type(frame).__name__}; expected a pandas DataFrame")
-    model = _classifier(model_path, cfg)
+    model = _classifier(model_path, cfg, "model")
     if array_input(model.inputs) is not None:
         raise DataError(
-            f"--model {model_path.name} is an image or series model; predict_frame scores a "
+            f"model {model_path.name} is an image or series model; predict_frame scores a "
             "table model's rows: score arrays with sslops.predict.predict (files)"
         )
-    cut, source = _cut(model, threshold, cfg)
+    cut, source = _cut(model, threshold, cfg, "the threshold argument")
     na = cfg.data.na_values if cfg else DEFAULT_NA
     text_columns = [i.name for i in model.inputs if i.type == "tensor(string)"]
     where = Path("DataFrame")
     rows = _canonical(frame.reset_index(drop=True), na, text_columns)
-    batch = _batch(rows, where, None, "frame", 0)
+    batch = dataclasses.replace(_batch(rows, where, None, "frame", 0), source="frame")
     score = model.score(batch).score if len(batch.frame) else np.empty(0)
-    _check_batch(batch.row_ids, score, where, None, None, model_path)
+    _check_batch(batch.row_ids, score, where, None, None, model_path, "model")
     scored = np.array([int(i.rsplit(":", 1)[1]) for i in batch.row_ids], dtype=np.int64)
     result = pd.DataFrame(
         {"score": np.full(len(frame), np.nan), "label": pd.array([pd.NA] * len(frame), "Int64")},
@@ -295,26 +297,28 @@ def predict_frame(
     return result
 
 
-def _check_model_file(model_path: Path) -> None:
+def _check_model_file(model_path: Path, flag: str = "--model") -> None:
     if not model_path.is_file():
         what = "a folder" if model_path.is_dir() else "no such file"
-        raise DataError(f"--model {model_path}: {what}; expected sslops export's model.onnx "
+        raise DataError(f"{flag} {model_path}: {what}; expected sslops export's model.onnx "
                         "(e.g. runs/demo/export/model.onnx)")  # fmt: skip
 
 
-def _check_threshold(threshold: float | None) -> None:
+def _check_threshold(threshold: float | None, flag: str = "--threshold") -> None:
     if threshold is not None and not 0 < threshold < 1:
-        raise DataError(f"--threshold {threshold}: expected a probability between 0 and 1")
+        raise DataError(f"{flag} {threshold}: expected a probability between 0 and 1")
 
 
-def _classifier(model_path: Path, cfg: Config | None) -> OnnxClassifier:
-    return OnnxClassifier(model_path, cfg.evaluate.threshold if cfg else 0.5, "--model")
+def _classifier(model_path: Path, cfg: Config | None, flag: str = "--model") -> OnnxClassifier:
+    return OnnxClassifier(model_path, cfg.evaluate.threshold if cfg else 0.5, flag)
 
 
-def _cut(model: OnnxClassifier, threshold: float | None, cfg: Config | None) -> tuple[float, str]:
-    """The decision threshold and where it came from."""
+def _cut(
+    model: OnnxClassifier, threshold: float | None, cfg: Config | None, flag: str = "--threshold"
+) -> tuple[float, str]:
+    """The decision threshold and where it came from (``flag``: how the caller gave one)."""
     if threshold is not None:
-        return threshold, "--threshold"
+        return threshold, flag
     source = ("the model's decision_threshold metadata" if model.has_threshold
               else "evaluate.threshold" if cfg else "the default 0.5")  # fmt: skip
     return model.threshold, source
@@ -414,7 +418,7 @@ def _check_names(files: list[Path]) -> None:
 
 def _check_batch(
     row_ids: np.ndarray, score: np.ndarray, path: Path, seen: dict[str, str] | None,
-    id_column: str | None, model_path: Path,
+    id_column: str | None, model_path: Path, model_flag: str = "--model",
 ) -> None:  # fmt: skip
     """A finite score for every row, and (``seen``: the ids so far, when a column names the
     rows) unique row ids over all files; checked before the progress line, so a bad file
@@ -422,7 +426,7 @@ def _check_batch(
     if not np.all(np.isfinite(score)):
         bad = int(np.flatnonzero(~np.isfinite(score))[0])
         raise DataError(
-            f"--model {model_path} gave a non-finite score for row {row_ids[bad]!r} of {path}; "
+            f"{model_flag} {model_path} gave a non-finite score for row {row_ids[bad]!r} of {path}; "
             "expected finite inputs (an overflowing number such as 1e308?)"
         )
     if seen is None:

@@ -55,6 +55,11 @@ class Batch:
     frame: pd.DataFrame  # canonical columns (numbers as float, text as string)
     row_ids: np.ndarray  # str
     empty_rows: int = 0  # rows with no value in any cell (a spreadsheet's trailing ,,,), skipped
+    source: str = ""  # how errors name the rows; "" = the --data file (predict_frame: "frame")
+
+    @property
+    def where(self) -> str:
+        return self.source or f"--data {self.path}"
 
 
 @dataclass(frozen=True)
@@ -271,7 +276,7 @@ class OnnxClassifier:
         missing = [c for c in self.columns if c not in batch.frame.columns]
         if missing:
             raise DataError(
-                f"--data {batch.path}: missing column {missing[0]!r} that {self.flag} "
+                f"{batch.where}: missing column {missing[0]!r} that {self.flag} "
                 f"{self.path.name} needs (it reads {', '.join(self.columns)})"
                 f"{header_hint([str(c) for c in batch.frame.columns])}"
             )
@@ -289,7 +294,7 @@ class OnnxClassifier:
                     # of the logs and tickets an error ends up in.
                     shape = value_shape(str(column.iloc[first]))
                     raise DataError(
-                        f"--data {batch.path}: column {spec.name!r} has a non-numeric value "
+                        f"{batch.where}: column {spec.name!r} has a non-numeric value "
                         f"in row {batch.row_ids[first]!r} (shaped {shape!r}: letters as a/A, "
                         f"digits as 9; not quoted); {self.path.name} expects numbers (a "
                         "marker of a missing value belongs in data.na_values)"
