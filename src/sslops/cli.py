@@ -25,6 +25,7 @@ from sslops.config import Config, load_config
 from sslops.errors import ConfigError, SslopsError, describe_os_error, one_line
 from sslops.k8s import commands as k8s_commands
 from sslops.shadow import commands as shadow_commands
+from sslops.sigterm import EXIT_SIGINT, EXIT_SIGTERM, Terminated, sigterm_as_interrupt
 
 EXAMPLES = """\
 examples:
@@ -38,6 +39,17 @@ examples:
   sslops render --target helm --values helm/sslops/values-aws.yaml         # review manifests
   sslops shadow --candidate model.onnx --incumbent old.onnx --data batches/ --out shadow/
   sslops predict --model runs/adult/export/model.onnx --data new.csv --out predictions.csv
+
+output: results on stdout (a stage's 'wrote' line, the run's table, config, render, --json);
+progress, status and errors on stderr: a progress bar on a terminal, else one line a step
+exit status (docs/automation.md):
+  0    done; a check (audit verify, list --verify, reproduce, compare) found nothing wrong
+  1    a check found a problem (one line each on stderr); or a crash with a traceback (a bug)
+  2    unusable input, config or environment; a policy gate failed; a task of sslops run
+       failed; a verification without a trusted key: one 'error:' line, nothing written
+  130  interrupted (SIGINT, Ctrl-C): nothing partial kept
+  143  stopped by SIGTERM (CI cancel, docker stop, Kubernetes): as for 130, child
+       processes stopped too
 """
 
 PREDICT_EXAMPLES = """\
@@ -894,6 +906,11 @@ def _cmd_stage(args: argparse.Namespace, cfg: Config) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    with sigterm_as_interrupt():
+        return _main(args)
+
+
+def _main(args: argparse.Namespace) -> int:
     try:
         if args.command == "compile":
             from sslops.pipeline.ssl_pipeline import compile_pipeline
@@ -936,9 +953,12 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # environment: folder not writable, disk full, ...
         print(f"error: {one_line(describe_os_error(exc))}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("terminated (SIGTERM); no partial output was kept", file=sys.stderr)
+        return EXIT_SIGTERM
     except KeyboardInterrupt:
         print("interrupted; no partial output was kept", file=sys.stderr)
-        return 130
+        return EXIT_SIGINT
     return 0
 
 

@@ -1,0 +1,68 @@
+"""SIGTERM handled as Ctrl-C is: how CI runners, Kubernetes, ``docker stop``, ``timeout`` and
+schedulers stop a job.
+
+Without a handler Python dies on SIGTERM at once: no stage's temporary folder is removed,
+the tasks ``sslops run`` started keep running (and writing) as orphans, and a process that is
+PID 1 in a container ignores the signal altogether. Under :func:`sigterm_as_interrupt` the
+signal is passed on to the command's own child processes and raised as :class:`Terminated`,
+a ``KeyboardInterrupt``, so every clean-up that runs on Ctrl-C runs on it too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+
+# 128 + the signal's number, as a shell reports a process that the signal ended.
+EXIT_SIGINT, EXIT_SIGTERM = 128 + signal.SIGINT, 128 + signal.SIGTERM
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: unwind as for Ctrl-C, then exit with status 143."""
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children, their children, ...), from /proc; none where
+    there is no /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # "pid (comm) state ppid ...": comm may hold spaces and parentheses
+            fields = stat.read_text(encoding="utf-8", errors="replace").rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):  # the process ended meanwhile
+            continue
+    found, queue = [], [pid]
+    while queue:
+        below = children.get(queue.pop(), [])
+        found += below
+        queue += below
+    return found
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # A second SIGTERM while unwinding would cut a clean-up short; SIGKILL still ends it.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for child in descendants(os.getpid()):
+        with contextlib.suppress(OSError):  # ended meanwhile, or not ours to signal
+            os.kill(child, signal.SIGTERM)
+    raise Terminated
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM stops the command's children and raises :class:`Terminated`
+    (only in the main thread, where Python runs signal handlers; elsewhere nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,143 @@
+"""The CLI run unattended (CI jobs, cron, Kubernetes): signals, exit statuses, what goes to
+stdout and what to stderr."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+# Stands in for a stage: inside write_artifact (a temporary folder beside OUT holds a file),
+# with a child shell that has a child of its own (as sslops run's kfp.local tasks are
+# `sh -ec ... python`), the process gets SIGTERM, as a CI runner or the kubelet sends it.
+_TERMINATED_STAGE = """
+import os, signal, subprocess, sys, time
+from pathlib import Path
+import sslops.api
+from sslops.artifacts import write_artifact
+from sslops.cli import main
+
+def stage(command, cfg, out, inputs):
+    with write_artifact(out, command, {}) as tmp:
+        (tmp / "half.txt").write_text("half written")
+        shell = subprocess.Popen(["sh", "-c", "sleep 600 & echo $! > grandchild.pid; wait"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while not Path("grandchild.pid").is_file() or not Path("grandchild.pid").read_text():
+            time.sleep(0.05)
+        Path("child.pid").write_text(str(shell.pid))
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(600)
+
+sslops.api.run_stage = stage
+sys.exit(main(sys.argv[1:]))
+"""
+
+# The least a table's config needs (no file is read before the stage starts).
+_TABLE = ["--set", "data.train=x.csv", "--set", "data.label=y", "--set", "data.positive=1",
+          "--set", "data.sensitive=[s]"]  # fmt: skip
+
+
+def _alive(pid: int) -> bool:
+    """Running, and not a zombie waiting for a parent that does not reap it."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _wait_gone(pid: int) -> bool:
+    """Whether ``pid`` ended (checked for up to a minute; a SIGTERM ends a sleep at once)."""
+    for _ in range(600):
+        if not _alive(pid):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs /proc (Linux)")
+def test_sigterm_keeps_nothing_partial_stops_children_and_exits_143(tmp_path: Path) -> None:
+    out = tmp_path / "runs" / "prepare"
+    done = subprocess.run(
+        [sys.executable, "-c", _TERMINATED_STAGE, "prepare", *_TABLE, "--out", str(out)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    child = int((tmp_path / "child.pid").read_text())
+    grandchild = int((tmp_path / "grandchild.pid").read_text())
+    try:
+        assert done.returncode == 143, done.stderr
+        assert done.stderr.strip().splitlines()[-1] == (
+            "terminated (SIGTERM); no partial output was kept"
+        )
+        assert done.stdout == ""
+        assert sorted(p.name for p in out.parent.iterdir()) == []  # no .prepare.partial-*
+        assert _wait_gone(child) and _wait_gone(grandchild), "orphaned child processes"
+    finally:
+        for pid in (child, grandchild):
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_sigint_still_exits_130(tmp_path: Path) -> None:
+    """Ctrl-C (here: SIGINT to the process alone) unwinds the same way, with status 130."""
+    script = _TERMINATED_STAGE.replace("signal.SIGTERM", "signal.SIGINT")
+    done = subprocess.run(
+        [sys.executable, "-c", script, "prepare", *_TABLE, "--out", str(tmp_path / "prepare")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        # a process started in the background of a shell inherits SIGINT ignored
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    for name in ("child.pid", "grandchild.pid"):
+        pid = int((tmp_path / name).read_text())
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "interrupted; no partial output was kept"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".prepare")] == []
+
+
+def test_sigterm_handler_is_restored_after_the_command() -> None:
+    from sslops.cli import main
+
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["config", *_TABLE, "--json"]) == 0
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_descendants_lists_children_and_their_children(tmp_path: Path) -> None:
+    from sslops.sigterm import descendants
+
+    if not Path("/proc/self/stat").is_file():
+        assert descendants(os.getpid()) == []
+        return
+    shell = subprocess.Popen(["sh", "-c", f"sleep 600 & echo $! > {tmp_path}/gc; wait"])
+    try:
+        while not (tmp_path / "gc").is_file() or not (tmp_path / "gc").read_text():
+            time.sleep(0.05)
+        grandchild = int((tmp_path / "gc").read_text())
+        assert {shell.pid, grandchild} <= set(descendants(os.getpid()))
+        assert grandchild in descendants(shell.pid)
+    finally:
+        for pid in descendants(shell.pid):
+            os.kill(pid, signal.SIGKILL)
+        shell.kill()
+        shell.wait()
+
+
+def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sslops", *args], capture_output=True, text=True, cwd=cwd,
+        env={**os.environ, "NO_COLOR": "1"}, timeout=300,
+    )  # fmt: skip
+
+
+def test_main_help_documents_the_exit_statuses() -> None:
+    text = _cli("--help").stdout
+    block = text[text.index("exit status") :]
+    for code in ("0 ", "1 ", "2 ", "130 ", "143 "):
+        assert f"\n  {code}" in block, code
