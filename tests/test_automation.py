@@ -141,3 +141,52 @@ def test_main_help_documents_the_exit_statuses() -> None:
     block = text[text.index("exit status") :]
     for code in ("0 ", "1 ", "2 ", "130 ", "143 "):
         assert f"\n  {code}" in block, code
+
+
+def _signed_bundle(tmp_path: Path) -> Path:
+    """A small bundle sealed and signed as the audit stage does (two files)."""
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    from sslops.audit.bundle import generate_keypair, sign_manifest, write_manifest
+
+    generate_keypair(tmp_path / "issuer.pem", tmp_path / "issuer.pub.pem")
+    key = load_pem_private_key((tmp_path / "issuer.pem").read_bytes(), None)
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "model_card.md").write_text("# card\n")
+    (bundle / "gates.json").write_text('{"overall": "passed"}\n')
+    write_manifest(bundle, key)  # type: ignore[arg-type]
+    sign_manifest(bundle, key)  # type: ignore[arg-type]
+    return bundle
+
+
+def test_audit_verify_json_is_the_only_stdout_with_the_same_exit_status(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from sslops.cli import main
+
+    bundle = _signed_bundle(tmp_path)
+    public = ["--public-key", str(tmp_path / "issuer.pub.pem")]
+
+    assert main(["audit", "verify", str(bundle), *public, "--json"]) == 0
+    done = capsys.readouterr()
+    report = json.loads(done.out)
+    assert report["verified"] is True and report["trust"] == "public-key"
+    assert report["signed"] is True and report["files"] == 2 and report["problems"] == []
+    assert report["key_fingerprint"] and done.err == ""
+
+    assert main(["audit", "verify", str(bundle), "--json"]) == 2  # no trusted key given
+    done = capsys.readouterr()
+    assert json.loads(done.out)["verified"] is False
+    assert json.loads(done.out)["trust"] == "none"
+    assert "not checked against a trusted key" in done.err
+
+    (bundle / "model_card.md").write_text("# edited\n")
+    assert main(["audit", "verify", str(bundle), *public, "--json"]) == 1
+    done = capsys.readouterr()
+    report = json.loads(done.out)
+    assert report["verified"] is False
+    assert any("model_card.md" in problem for problem in report["problems"])
+    assert done.err.startswith("error: ") and "failed verification" in done.err

@@ -191,6 +191,11 @@ def _audit_tools(audit: argparse.ArgumentParser) -> None:
     )
     _trust_arguments(verify, "PEM public key the bundle must be signed with (the issuer's)",
                      trusted_keys=True)  # fmt: skip
+    verify.add_argument(
+        "--json", action="store_true",
+        help="print the result as one JSON object on stdout (verified, trust, path, files, "
+        "signed, key_fingerprint, trusted_key, problems); the exit status is the same",
+    )  # fmt: skip
     keygen = tools.add_parser(
         "keygen",
         help="write a new Ed25519 key pair for signing bundles",
@@ -241,9 +246,10 @@ def _trust_arguments(
     )  # fmt: skip
 
 
-def _untrusted(what: Path, result: str) -> int:
+def _untrusted(what: Path, result: str | None) -> int:
     """Exit 2: intact as far as could be checked, but no trusted key was given."""
-    print(result)
+    if result is not None:
+        print(result)
     print(f"error: {what}: the signature was not checked against a trusted key, so this does "
           "not show who made it (anyone can re-seal a changed copy): pass --public-key FILE, "
           "or --integrity-only to accept a check of the hashes alone", file=sys.stderr)  # fmt: skip
@@ -778,6 +784,8 @@ def _cmd_audit_tool(args: argparse.Namespace) -> int:
         return 0
     key = _trust_root(args)
     result = verify_path(args.bundle, key)
+    if args.json:
+        _print_verification_json(args, result, key is not None)
     if result["problems"]:
         return _failed_verification(args.bundle, result["problems"])
     if result.get("signed"):
@@ -792,9 +800,22 @@ def _cmd_audit_tool(args: argparse.Namespace) -> int:
         how = "NOT signed (hashes only)"
     line = f"verified: {result['path']}: {result['files']} files intact; {how}"
     if key is None and not args.integrity_only:
-        return _untrusted(args.bundle, line)
-    print(line)
+        return _untrusted(args.bundle, None if args.json else line)
+    if not args.json:
+        print(line)
     return 0
+
+
+def _print_verification_json(args: argparse.Namespace, result: dict[str, Any], keyed: bool) -> None:
+    """``audit verify --json``: what a CI job reads instead of the lines (same exit status)."""
+    trust = "trusted-keys" if args.trusted_keys else "public-key" if keyed else (
+        "integrity-only" if args.integrity_only else "none")  # fmt: skip
+    print(json.dumps({
+        "verified": not result["problems"] and trust != "none", "trust": trust,
+        "path": result["path"], "files": result.get("files"), "signed": bool(result.get("signed")),
+        "key_fingerprint": result.get("key_fingerprint"),
+        "trusted_key": result.get("trusted_key"), "problems": result["problems"],
+    }, indent=2))  # fmt: skip
 
 
 _SSL_LABELS = {
