@@ -190,3 +190,34 @@ def test_audit_verify_json_is_the_only_stdout_with_the_same_exit_status(
     assert report["verified"] is False
     assert any("model_card.md" in problem for problem in report["problems"])
     assert done.err.startswith("error: ") and "failed verification" in done.err
+
+
+def test_run_summary_lines_stay_whole_in_a_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What sslops run ends with, written to a pipe (a CI log): each line whole, so that
+    `grep 'policy demographic_parity <= 0.02: met'` finds it, and no trailing blanks."""
+    from sslops.cli import _print_summary
+
+    metrics = {"accuracy": 0.8, "roc_auc": 0.9, "dp_difference": 0.01, "eo_difference": 0.05}
+    summary = {
+        "ssl": metrics, "mitigated": metrics, "baseline": metrics, "sensitive": "sex",
+        "transfer": "ensemble",
+        "fairness": {
+            "selected": "evidence+penalty=100", "selected_mechanism": "evidence_penalty",
+            "constraint": "demographic_parity", "max_gap": 0.02, "policy_met_on_validation": True,
+            "gap_measured_on": "validation (286 rows) + 1208 unlabeled training rows held out "
+            "of every penalty",
+        },
+        "onnx": {"path": str(tmp_path / "a-long-folder-name" / "audit" / "bundle" / "model.onnx"),
+                 "max_abs_diff": 3.6e-07},
+        "audit": {"path": str(tmp_path / "a-long-folder-name" / "audit" / "bundle")},
+    }  # fmt: skip
+    _print_summary(summary, tmp_path)
+    lines = capsys.readouterr().out.splitlines()
+    mitigated = [line for line in lines if line.startswith("Mitigated:")]
+    assert len(mitigated) == 1 and mitigated[0].endswith("held out of every penalty")
+    assert "policy demographic_parity <= 0.02: met" in mitigated[0]
+    onnx = [line for line in lines if line.startswith("ONNX model:")]
+    assert len(onnx) == 1 and onnx[0].endswith("(max |onnx - torch| = 3.6e-07)")
+    assert all(line == line.rstrip() for line in lines[lines.index(mitigated[0]) :])

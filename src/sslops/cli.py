@@ -846,6 +846,9 @@ def _print_summary(summary: dict[str, Any], out: Path, config_path: Path | None 
             *(f"{m[k]:.4f}" for k in ("accuracy", "roc_auc", "dp_difference", "eo_difference")),
         )
     console.print(table)
+    # Into a pipe or a CI log, each line after the table stays whole (greppable, no
+    # trailing blanks) rather than broken at 80 columns; a terminal fits them to its width.
+    console.soft_wrap = not sys.stdout.isatty()
     _print_test_precision(console, out / "evaluate" / "metrics.json")
     fairness = summary.get("fairness")
     if fairness:
