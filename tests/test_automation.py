@@ -221,3 +221,24 @@ def test_run_summary_lines_stay_whole_in_a_log(
     onnx = [line for line in lines if line.startswith("ONNX model:")]
     assert len(onnx) == 1 and onnx[0].endswith("(max |onnx - torch| = 3.6e-07)")
     assert all(line == line.rstrip() for line in lines[lines.index(mitigated[0]) :])
+
+
+def test_every_subcommand_help_states_its_exit_statuses() -> None:
+    import argparse
+
+    from sslops.cli import build_parser
+
+    def subcommands(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+        found = []
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for child in set(action.choices.values()):
+                    found += [child, *subcommands(child)]
+        return found
+
+    parsers = subcommands(build_parser())
+    assert len(parsers) > 20
+    for parser in parsers:
+        text = " ".join(parser.format_help().split()).lower()
+        assert "exit status" in text or "exit 0" in text, parser.prog
+        assert any(f" 2 {word}" in text for word in ("unusable", "when", "for")), parser.prog

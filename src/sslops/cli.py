@@ -89,13 +89,26 @@ class HelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)" if text else "(default: %(default)s)"
 
 
-def _use_formatter(parser: argparse.ArgumentParser) -> None:
-    """Give ``parser`` and every parser below it :class:`HelpFormatter`."""
+# Every subcommand's --help ends with this unless it states its own exit statuses.
+SUBCOMMAND_EXIT = """\
+exit status: 0 done; 2 unusable input, config or environment, or a failed policy gate (one
+'error:' line on stderr, nothing written); 130 SIGINT, 143 SIGTERM (nothing partial kept);
+1 a bug (a traceback). Results go to stdout, progress and errors to stderr: sslops --help"""
+
+
+def _use_formatter(parser: argparse.ArgumentParser, top: bool = True) -> None:
+    """Give ``parser`` and every parser below it :class:`HelpFormatter`, and each
+    subcommand the exit statuses (where its own text does not give them)."""
     parser.formatter_class = HelpFormatter
+    said = f"{parser.description or ''} {parser.epilog or ''}".lower()
+    if not top and "exit" not in said:
+        parser.epilog = (
+            f"{parser.epilog}\n\n{SUBCOMMAND_EXIT}" if parser.epilog else SUBCOMMAND_EXIT
+        )
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for child in set(action.choices.values()):
-                _use_formatter(child)
+                _use_formatter(child, top=False)
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -333,7 +346,8 @@ def _registry_tools(tools: Any) -> None:
         description="List the bundles filed in an audit registry, oldest first: when filed, "
         "model, manifest sha256, deployed model, gates, accuracy, ROC AUC, DP and EO "
         "differences, signed or not. --verify also re-checks every filed bundle and the "
-        "chain of index entries (exit 1 naming each problem).",
+        "chain of index entries: exit 0 when all is intact, 1 naming each problem, 2 for an "
+        "unusable registry, key or checkpoint.",
         epilog="examples:\n"
         "  sslops audit list --registry /mnt/audit-registry\n"
         "  sslops audit list --registry reg/ --model income --json\n"
@@ -531,7 +545,8 @@ def _reproduce_tools(tools: Any) -> None:
         "verify-attestation",
         help="check an attestation's signature and files",
         description="Check attestation.json and attestation.md against attestation.sig.json. "
-        "Exit 0 when intact (prints the attested result); 1 naming each problem.",
+        "Exit 0 when intact (prints the attested result); 1 naming each problem; 2 when no "
+        "trusted key was given (--public-key, or --integrity-only) or the input is unusable.",
         epilog="example:\n  sslops audit verify-attestation attestation/ --public-key verifier.pub.pem",
     )
     attested.add_argument("attestation", type=Path, metavar="DIR", help="attestation folder")
