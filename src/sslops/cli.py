@@ -626,6 +626,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_args(show)
     show.add_argument("--json", action="store_true", help="print JSON (the pipeline's config_json)")
+    show.add_argument(
+        "--schema", action="store_true",
+        help="print the JSON Schema of a config file instead (for editors: docs/config.md)",
+    )  # fmt: skip
 
     comp = sub.add_parser(
         "compile",
@@ -943,6 +947,16 @@ def _cmd_stage(args: argparse.Namespace, cfg: Config) -> None:
     print(f"{args.command}: wrote {args.out}")
 
 
+def _print_schema(args: argparse.Namespace) -> int:
+    if args.config or args.overrides or args.json:
+        raise ConfigError("sslops config --schema describes every config: it takes no --config, "
+                          "--set or --json")  # fmt: skip
+    from sslops.config_reference import config_schema
+
+    print(json.dumps(config_schema(), indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     with sigterm_as_interrupt():
@@ -978,6 +992,8 @@ def _main(args: argparse.Namespace) -> int:
                 raise ConfigError(
                     f"sslops audit needs {', '.join(missing)} (or: sslops audit verify BUNDLE)"
                 )
+        if args.command == "config" and args.schema:
+            return _print_schema(args)
         cfg = load_config(args.config, args.overrides)
         handlers: dict[str, Callable[[argparse.Namespace, Config], None]] = {"run": _cmd_run}
         if args.command == "config":

@@ -13,7 +13,7 @@ import json
 import re
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, cast, get_args
 
 import yaml
 from pydantic import (
@@ -32,7 +32,28 @@ from sslops.k8s.settings import PlatformConfig
 
 
 class _Yaml12Loader(yaml.SafeLoader):
-    """Safe YAML with YAML 1.2 booleans: only true/false, so a label value ``yes`` stays a string."""
+    """Safe YAML with YAML 1.2 booleans: only true/false, so a label value ``yes`` stays a string.
+
+    A key written twice in one mapping is an error: PyYAML would keep the last silently, and a
+    config author editing the first would change nothing. A merge key (``<<: *base``) may
+    still be overridden by the mapping's own keys."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Mark] = {}
+        for key_node, _ in node.value:
+            merge = key_node.tag == "tag:yaml.org,2002:merge"
+            if merge or not isinstance(key_node, yaml.ScalarNode):
+                continue
+            key = self.construct_object(key_node)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None,
+                    f"found duplicate key {key!r} (first on line {seen[key].line + 1}); YAML "
+                    "would keep only the last one: remove or rename one of them",
+                    key_node.start_mark,
+                )  # fmt: skip
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
 
 
 _Yaml12Loader.yaml_implicit_resolvers = {
@@ -62,7 +83,10 @@ ALLOWED = {
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True, coerce_numbers_to_str=True)
+    # allow_inf_nan: `.nan` passes no range check and `.inf` every lower bound.
+    model_config = ConfigDict(
+        extra="forbid", validate_default=True, coerce_numbers_to_str=True, allow_inf_nan=False
+    )
 
     @field_validator("*", mode="before")
     @classmethod
@@ -75,6 +99,10 @@ class _Section(BaseModel):
                 raise ValueError("expected a number")
         return value
 
+
+# List items a range applies to: a penalty weight or constraint bound; a share of the labels.
+Weight = Annotated[float, Field(ge=0)]
+Share = Annotated[float, Field(gt=0, le=1)]
 
 # Under this many validation rows, the candidates' accuracy differences are mostly noise
 # (one row is 1% of 100): the run says so, and the model card lists it under Limitations.
@@ -164,7 +192,9 @@ class DataConfig(_Section):
 class NearDuplicateConfig(_Section):
     """Near-duplicate detection; every cluster of near-copies stays on one side of each split."""
 
-    enabled: bool = True
+    enabled: bool = Field(
+        default=True, description="Off: only exact duplicate rows/items are removed."
+    )
     max_differing_fields: int = Field(
         default=1, ge=1, description="Tabular: rows differing in at most this many columns."
     )
@@ -209,7 +239,11 @@ class PiiConfig(_Section):
 
 
 class PrepareConfig(_Section):
-    validation_fraction: float = Field(default=0.1, gt=0, lt=0.5)
+    """Canonicalization, PII handling, deduplication and the train/validation/test splits."""
+
+    validation_fraction: float = Field(
+        default=0.1, gt=0, lt=0.5, description="Share of the rows kept for model selection."
+    )
     test_fraction: float = Field(default=0.2, gt=0, lt=0.5, description="Used without data.test.")
     max_categories: int = Field(
         default=50, ge=2, description="Per column; rarer categories fold into one 'other' level."
@@ -320,7 +354,8 @@ class PretrainConfig(_Section):
     objective: Objective = Field(
         default="scarf",
         description="tabular: scarf, vime, vicreg; image: simclr, vicreg, mae (vit_tiny); "
-        "timeseries: simclr, vicreg, masked_segment, next_patch.",
+        "timeseries: simclr, vicreg, masked_segment, next_patch. Unset: the modality's first "
+        "(scarf for tables, simclr for images and series).",
     )
     backbone: Backbone = Field(
         default="auto",
@@ -354,13 +389,15 @@ class PretrainConfig(_Section):
     knn_every: int = Field(
         default=1, ge=0, description="Online kNN accuracy every N epochs (0: off)."
     )
-    knn_k: int = Field(default=20, ge=1)
+    knn_k: int = Field(default=20, ge=1, description="Neighbours of the online kNN accuracy.")
     knn_samples: int = Field(
         default=1000, ge=10, description="Labeled rows in the kNN bank (train) and queries."
     )
-    epochs: int = Field(default=30, ge=1)
-    batch_size: int = Field(default=512, ge=8)
-    learning_rate: float = Field(default=1e-3, gt=0)
+    epochs: int = Field(default=30, ge=1, description="Passes over the pretraining rows.")
+    batch_size: int = Field(
+        default=512, ge=8, description="Rows per optimizer step, over all ranks."
+    )
+    learning_rate: float = Field(default=1e-3, gt=0, description="AdamW peak learning rate.")
     warmup_epochs: float | None = Field(
         default=None,
         ge=0,
@@ -368,13 +405,22 @@ class PretrainConfig(_Section):
         "then cosine decay to 0. Default: 5% of pretrain.epochs for mae (the MAE recipe warms "
         "up its transformer), 0 for the other objectives.",
     )
-    weight_decay: float = Field(default=1e-5, ge=0)
-    hidden_dim: int = Field(default=256, ge=4)
-    depth: int = Field(default=3, ge=1, le=12)
-    embed_dim: int = Field(default=128, ge=2)
-    projection_dim: int = Field(default=64, ge=2)
-    corruption_rate: float = Field(default=0.6, gt=0, lt=1)
-    temperature: float = Field(default=1.0, gt=0)
+    weight_decay: float = Field(default=1e-5, ge=0, description="AdamW weight decay.")
+    hidden_dim: int = Field(
+        default=256, ge=4, description="Tabular backbones and projector: hidden width."
+    )
+    depth: int = Field(default=3, ge=1, le=12, description="Tabular backbones: layers.")
+    embed_dim: int = Field(default=128, ge=2, description="Tabular backbones: embedding size.")
+    projection_dim: int = Field(
+        default=64, ge=2, description="Projection head output (contrastive and VICReg losses)."
+    )
+    corruption_rate: float = Field(
+        default=0.6,
+        gt=0,
+        lt=1,
+        description="Tabular views (scarf, vicreg): share of a row's columns replaced.",
+    )
+    temperature: float = Field(default=1.0, gt=0, description="Contrastive loss temperature.")
     threads: int = Field(default=0, ge=0, description="torch threads; 0 = all cores.")
     launcher: Literal["local", "trainjob", "pytorchjob"] = Field(
         default="local",
@@ -386,7 +432,11 @@ class PretrainConfig(_Section):
     processes_per_node: int = Field(
         default=0, ge=0, description="torchrun processes per node; 0 = one per GPU (1 on CPU)."
     )
-    fairness: PretrainFairnessConfig = Field(default_factory=PretrainFairnessConfig)
+    fairness: PretrainFairnessConfig = Field(
+        default_factory=PretrainFairnessConfig,
+        description="Fairness-aware pretraining (tabular): keep sensitive columns out of the "
+        "embedding.",
+    )
     augment: ImageAugmentConfig = Field(
         default_factory=ImageAugmentConfig, description="Image views (simclr, vicreg)."
     )
@@ -428,11 +478,11 @@ class BoostedStackConfig(_Section):
         "evidence (the binned weight-of-evidence head, evidence+...); [] to skip.",
     )
 
-    penalties: list[float] = Field(
+    penalties: list[Weight] = Field(
         default_factory=lambda: [0.0, 30.0, 100.0, 300.0, 1000.0],
         description="In-training penalty weights of the stacked head; [] to skip.",
     )
-    reductions: list[float] = Field(
+    reductions: list[Weight] = Field(
         default_factory=lambda: [0.002, 0.005, 0.01],
         description="ExponentiatedGradient bounds (eps) of the stacked head, distilled; [] to skip.",
     )
@@ -450,8 +500,9 @@ class FairnessConfig(_Section):
     """Fairness mitigation and the policy that selects the deployed (``mitigated``) model."""
 
     constraint: Literal["demographic_parity", "equalized_odds", "equal_opportunity", "none"] = (
-        "demographic_parity"
-    )
+        Field(default="demographic_parity", description="The gap the mitigation constrains and "
+              "the policy bounds by max_gap; none: no fairness mitigation.")
+    )  # fmt: skip
     max_gap: float = Field(
         default=0.02, gt=0, lt=1, description="Policy: the constrained gap on validation."
     )
@@ -460,12 +511,12 @@ class FairnessConfig(_Section):
         description="Columns the constraint covers (default: data.sensitive[0]); several are "
         "each constrained.",
     )
-    penalties: list[float] = Field(
+    penalties: list[Weight] = Field(
         default_factory=lambda: [0.0, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0],
         min_length=1,
         description="Sweep of the in-training penalty weight (Pareto front candidates).",
     )
-    reductions: list[float] = Field(
+    reductions: list[Weight] = Field(
         default_factory=lambda: [0.005, 0.01, 0.02, 0.05],
         description="ExponentiatedGradient constraint bounds (eps) to sweep; [] to skip.",
     )
@@ -521,16 +572,26 @@ class FairnessConfig(_Section):
 class FullFineTuneConfig(_Section):
     """Full fine-tuning of encoder + head (``finetune.transfer: full``)."""
 
-    epochs: int = Field(default=10, ge=1)
+    epochs: int = Field(default=10, ge=1, description="Epochs, head-only ones included.")
     freeze_epochs: int = Field(default=2, ge=0, description="Head-only epochs first.")
-    learning_rate: float = Field(default=1e-3, gt=0)
+    learning_rate: float = Field(
+        default=1e-3,
+        gt=0,
+        description="The head's; encoder layers get it times layer_decay per layer below.",
+    )
     layer_decay: float = Field(default=0.7, gt=0, le=1, description="Layer-wise LR decay.")
-    weight_decay: float = Field(default=1e-4, ge=0)
-    batch_size: int = Field(default=256, ge=2)
+    weight_decay: float = Field(default=1e-4, ge=0, description="AdamW weight decay.")
+    batch_size: int = Field(default=256, ge=2, description="Labeled rows per step.")
 
 
 class FinetuneConfig(_Section):
-    label_fraction: float = Field(default=0.01, gt=0, le=1)
+    """Fine-tuning on the labels: the transfer of the SSL encoder and fairness mitigation."""
+
+    label_fraction: float = Field(
+        default=0.01, gt=0, le=1,
+        description="Share of the labeled training rows the heads are fitted on (1: all); the "
+        "rest are treated as unlabeled, to simulate a few labels.",
+    )  # fmt: skip
     threads: int = Field(
         default=0, ge=0,
         description="torch threads while fine-tuning; 0 = torch's default (the cores, or "
@@ -549,12 +610,26 @@ class FinetuneConfig(_Section):
     joint_regularization: float = Field(
         default=0.1, gt=0, description="C of the SSL ensemble's joint probe (also on the curve)."
     )
-    full: FullFineTuneConfig = Field(default_factory=FullFineTuneConfig)
-    fairness: FairnessConfig = Field(default_factory=FairnessConfig)
+    full: FullFineTuneConfig = Field(
+        default_factory=FullFineTuneConfig,
+        description="Full fine-tuning (finetune.transfer: full, and the curve's fine-tuning).",
+    )
+    fairness: FairnessConfig = Field(
+        default_factory=FairnessConfig,
+        description="Fairness mitigation and the policy that selects the deployed "
+        "(`mitigated`) model.",
+    )
 
 
 class LabelEfficiencyConfig(_Section):
-    fractions: list[float] = Field(default_factory=lambda: [0.01, 0.05, 0.1, 1.0])
+    """The label-efficiency curve: each model's test metrics by the share of labels it saw."""
+
+    fractions: list[Share] = Field(
+        default_factory=lambda: [0.01, 0.05, 0.1, 1.0],
+        min_length=1,
+        description="Shares of the labeled training rows, one point of the curve each "
+        "(evaluate.label_efficiency: null skips the curve).",
+    )
     draws: int = Field(default=1, ge=1, description="Label draws (seeds) per fraction.")
     full_fine_tune: bool = Field(default=True, description="Include SSL full fine-tuning.")
     ensemble: bool = Field(
@@ -565,6 +640,8 @@ class LabelEfficiencyConfig(_Section):
 
 
 class EvaluateConfig(_Section):
+    """Test metrics overall and per group, shortcut and OOD tests, the label-efficiency curve."""
+
     threshold: float = Field(default=0.5, gt=0, lt=1, description="Decision threshold.")
     bootstrap: int = Field(default=200, ge=0, description="Resamples for 95% intervals.")
     intersections: bool = Field(default=True, description="Also the sensitive columns' crossings.")
@@ -649,14 +726,24 @@ class SigningConfig(_Section):
 
 
 class AuditConfig(_Section):
-    title: str = "sslops model card"
-    owner: str = "unspecified"
-    intended_use: str = "Decision support; not for fully automated decisions about people."
-    gates: GatesConfig = Field(default_factory=GatesConfig)
+    """The model card, the policy gates and the signed audit bundle."""
+
+    title: str = Field(default="sslops model card", description="Model card title.")
+    owner: str = Field(default="unspecified", description="Accountable owner on the card.")
+    intended_use: str = Field(
+        default="Decision support; not for fully automated decisions about people.",
+        description="Intended use stated on the model card.",
+    )
+    gates: GatesConfig = Field(
+        default_factory=GatesConfig,
+        description="Policy gates on the deployed model; null switches a gate off.",
+    )
     overrides: dict[str, GateOverride] = Field(
         default_factory=dict, description="Accepted gate failures, keyed by gate name."
     )
-    signing: SigningConfig = Field(default_factory=SigningConfig)
+    signing: SigningConfig = Field(
+        default_factory=SigningConfig, description="Where the Ed25519 signing key comes from."
+    )
     previous_bundle: str | None = Field(
         default=None,
         description="An earlier audit bundle (folder or .zip) for the change log, or "
@@ -694,8 +781,13 @@ class AuditConfig(_Section):
 
 
 class ExportConfig(_Section):
-    model: Literal["mitigated", "ssl"] = "mitigated"
-    opset: int = Field(default=18, ge=18)
+    """ONNX export of the deployed model, its parity check and quantization."""
+
+    model: Literal["mitigated", "ssl"] = Field(
+        default="mitigated",
+        description="The model exported and gated: the fairness-selected one or the SSL model.",
+    )
+    opset: int = Field(default=18, ge=18, description="ONNX opset.")
     max_abs_diff: float = Field(default=1e-4, gt=0, description="ONNX-vs-torch parity bound.")
     quantize: Literal["dynamic_int8", "none"] = Field(
         default="dynamic_int8",
@@ -718,7 +810,9 @@ class KpiConfig(_Section):
 
     currency: str = Field(default="EUR", min_length=1, description="Label printed beside costs.")
     cost_per_label: float = Field(default=1.0, ge=0, description="Cost of labelling one row.")
-    costs: CostMatrix = Field(default_factory=CostMatrix)
+    costs: CostMatrix = Field(
+        default_factory=CostMatrix, description="Cost of each decision outcome, in kpi.currency."
+    )
     bootstrap: int = Field(default=1000, ge=0, description="Resamples for 95% cost intervals.")
 
 
@@ -751,8 +845,10 @@ class Config(_Section):
         description="Fixes every random choice; 0 to 2**31 - 1 (numpy takes no negative seed, "
         "and stages add small offsets).",
     )
-    modality: Literal["tabular", "image", "timeseries"] = "tabular"
-    data: DataConfig
+    modality: Literal["tabular", "image", "timeseries"] = Field(
+        default="tabular", description="What data.train holds: tables, images or series."
+    )
+    data: DataConfig = Field(description="Where the raw data is and what its columns mean.")
     prepare: PrepareConfig = Field(default_factory=PrepareConfig)
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
@@ -776,8 +872,12 @@ class Config(_Section):
     @model_validator(mode="after")
     def _pretraining_fits_the_modality(self) -> Config:
         """A pretraining setting the config names for another modality: refused here, before
-        a run starts, not when pretraining reaches it (unset ones are left to the stage)."""
+        a run starts, not when pretraining reaches it. An objective left unset is the
+        modality's first one, so the resolved config (``sslops config``, every artifact's
+        meta.json, the pipeline's config_json) loads again as it was printed."""
         allowed, pc = ALLOWED[self.modality], self.pretrain
+        if "objective" not in pc.model_fields_set:
+            pc.objective = cast(Objective, allowed["objectives"][0])
         for key, value, kinds in (("objective", pc.objective, "objectives"),
                                   ("backbone", pc.backbone, "backbones")):  # fmt: skip
             named = key in pc.model_fields_set
@@ -880,7 +980,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         # Not YAML (e.g. `>50K`): take the text as typed, the way a shell user means it;
         # the schema still rejects it where another type is expected.
         value = raw.strip()
-    return [part.strip() for part in key.split(".")], value
+    path = [part.strip() for part in key.split(".")]
+    if not all(path):
+        raise ConfigError(f"--set {text!r}: empty key between dots; expected KEY.SUBKEY=VALUE, "
+                          "e.g. --set finetune.label_fraction=0.05")  # fmt: skip
+    return path, value
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -899,14 +1003,30 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
+def _section_in(annotation: Any) -> tuple[type[BaseModel], bool] | None:
+    """The section a key holds, and whether through a list or mapping of them:
+    ``BoostedStackConfig | None`` -> (BoostedStackConfig, False), ``list[TolerationConfig]``
+    -> (TolerationConfig, True)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation, False
+    inner = [_section_in(a) for a in get_args(annotation)]
+    found = next((i for i in inner if i is not None), None)
+    container = getattr(annotation, "__origin__", None) in (list, dict)
+    return (found[0], container or found[1]) if found else None
+
+
 def _model_at(path: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The section at a key path (list indices and mapping keys included), or None."""
     model: type[BaseModel] = Config
-    for part in path:
+    parts = iter(path)
+    for part in parts:
         field = model.model_fields.get(str(part))
-        annotation = field.annotation if field else None
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        section = _section_in(field.annotation) if field else None
+        if section is None:
             return None
-        model = annotation
+        model, through_container = section
+        if through_container and next(parts, None) is None:
+            return None  # the list or mapping itself, not one of its sections
     return model
 
 
@@ -921,17 +1041,20 @@ def _key_elsewhere(name: str, given: str, model: type[BaseModel] | None = None) 
     return [k for k in found if k != given]
 
 
+def _dotted(loc: tuple[Any, ...]) -> str:
+    """The key path as a config author writes it: ``finetune.fairness.penalties[2]``."""
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+
+
 def _describe(error: dict[str, Any]) -> str:
     loc = tuple(error["loc"])
-    key = ".".join(str(p) for p in loc) or "(top level)"
+    key = _dotted(loc) or "(top level)"
     kind = error["type"]
     if kind == "extra_forbidden":
         section = _model_at(loc[:-1])
         allowed = sorted(section.model_fields) if section else []
         hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-        did_you_mean = (
-            f" (did you mean {'.'.join([*map(str, loc[:-1]), hint[0]])!r}?)" if hint else ""
-        )
+        did_you_mean = f" (did you mean {_dotted((*loc[:-1], hint[0]))!r}?)" if hint else ""
         moved = _key_elsewhere(str(loc[-1]), key)
         if moved and not hint:  # a config of an earlier release, where the key lived there
             did_you_mean = f" (sslops {__version__} has it at {' and '.join(map(repr, moved))})"
@@ -939,6 +1062,11 @@ def _describe(error: dict[str, Any]) -> str:
     if kind == "missing":
         return f"config key {key!r} is required but missing"
     value = error.get("input")
+    section = _model_at(loc) if kind == "model_type" else None
+    if section is not None:  # `prepare:` with every line under it commented out, or a list
+        what = "is empty (null)" if value is None else f"is a section, not {value!r}"
+        return (f"config key {key!r} {what}; expected a mapping of its keys "
+                f"({', '.join(section.model_fields)}), or leave it out for the defaults")  # fmt: skip
     shown = f" (got {value!r})" if not isinstance(value, dict) else ""
     if kind == "list_type" and isinstance(value, str) and value.isprintable():
         if value.startswith("[") and value.endswith("]"):  # a list YAML could not read
@@ -951,10 +1079,22 @@ def _describe(error: dict[str, Any]) -> str:
     percent = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*%\s*", value) if isinstance(value, str) else None
     if kind == "float_parsing" and percent:
         shown += f"; write {float(percent[1]) / 100:g} for {percent[1]}%"
+    if kind == "literal_error" and isinstance(value, str):
+        shown += _closest_choice(value, error.get("ctx", {}).get("expected", ""))
     message = str(error["msg"]).removeprefix("Value error, ")
     if kind == "value_error" and (not loc or message.startswith(f"{key}.")):
         return message  # a rule across keys: its message names them
     return f"config key {key!r}: {message}{shown if kind != 'value_error' or value is not None else ''}"
+
+
+def _closest_choice(value: str, expected: str) -> str:
+    """``parket`` -> did you mean 'parquet'; ``BF16`` / ``demographic-parity`` (case, dash)
+    -> the spelling the schema takes."""
+    choices = re.findall(r"'([^']*)'", expected)
+    norm = {c.lower().replace("-", "_"): c for c in choices}
+    hint = norm.get(value.strip().lower().replace("-", "_").replace(" ", "_"))
+    close = [hint] if hint else difflib.get_close_matches(value, choices, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def validate_config(raw: dict[str, Any]) -> Config:
@@ -1023,7 +1163,12 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             raise ConfigError(f"config file not found: {given}{_shipped_hint(given)}")
         loaded = read_yaml_file(path, "config file")
         if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path}: expected a mapping at the top level")
+            got = f"a {type(loaded).__name__}" if isinstance(loaded, list) else repr(loaded)
+            raise ConfigError(f"config file {path}: expected a mapping of config keys (seed, "
+                              f"data, prepare, ...) at the top level, got {got}")  # fmt: skip
+        if not loaded and not overrides:
+            raise ConfigError(f"config file {path} is empty; config key 'data' is required but "
+                              "missing (at least data.train and data.label)")  # fmt: skip
         raw = loaded or {}
     raw = apply_overrides(raw, overrides or [])
     if path is None and "data" not in raw:

@@ -26,10 +26,14 @@ class _Section(BaseModel):
 class TolerationConfig(_Section):
     """One Kubernetes toleration; the default tolerates any value of the key."""
 
-    key: str
-    operator: Literal["Exists", "Equal"] = "Exists"
-    value: str | None = None
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    key: str = Field(description="The taint's key, e.g. nvidia.com/gpu.")
+    operator: Literal["Exists", "Equal"] = Field(
+        default="Exists", description="Exists: any value of the key; Equal: only `value`."
+    )
+    value: str | None = Field(default=None, description="The taint's value (operator Equal).")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="The taint effect tolerated; null: every effect."
+    )
 
     def to_k8s(self) -> dict[str, str]:
         toleration = {"key": self.key, "operator": self.operator}
@@ -43,8 +47,12 @@ class TolerationConfig(_Section):
 class NodePoolConfig(_Section):
     """Where a pod runs and what it gets: node labels, tolerated taints, CPU and memory."""
 
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[TolerationConfig] = Field(default_factory=list)
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Node labels the pods must match."
+    )
+    tolerations: list[TolerationConfig] = Field(
+        default_factory=list, description="Taints of those nodes the pods tolerate."
+    )
     cpu: str = Field(default="2", description="CPU request = limit, per pod (per node for jobs).")
     memory: str = Field(default="8Gi", description="Memory request = limit, per pod.")
 
@@ -52,12 +60,16 @@ class NodePoolConfig(_Section):
 class GpuPoolConfig(NodePoolConfig):
     """The GPU node pool. The defaults match the node label and taint docs/deploy.md sets up."""
 
-    node_selector: dict[str, str] = Field(default_factory=lambda: {"sslops.io/node-pool": "gpu"})
-    tolerations: list[TolerationConfig] = Field(
-        default_factory=lambda: [TolerationConfig(key="nvidia.com/gpu", effect="NoSchedule")]
+    node_selector: dict[str, str] = Field(
+        default_factory=lambda: {"sslops.io/node-pool": "gpu"},
+        description="Node labels the pods must match.",
     )
-    cpu: str = "8"
-    memory: str = "64Gi"
+    tolerations: list[TolerationConfig] = Field(
+        default_factory=lambda: [TolerationConfig(key="nvidia.com/gpu", effect="NoSchedule")],
+        description="Taints of those nodes the pods tolerate.",
+    )
+    cpu: str = Field(default="8", description="CPU request = limit, per pod (per node for jobs).")
+    memory: str = Field(default="64Gi", description="Memory request = limit, per pod.")
     accelerator_type: str = Field(
         default="nvidia.com/gpu", description="Extended resource name of the accelerator."
     )
@@ -96,7 +108,9 @@ class PlatformConfig(_Section):
         default="SSLOPS_SIGNING_KEY",
         description="Env var the key is exposed as in audit (the same as audit.signing.key_env).",
     )
-    image_pull_secrets: list[str] = Field(default_factory=list)
+    image_pull_secrets: list[str] = Field(
+        default_factory=list, description="Secrets the pods pull the sslops image with."
+    )
     pod_labels: dict[str, str] = Field(
         default_factory=lambda: {"app.kubernetes.io/part-of": "sslops"},
         description="Labels on every task and training pod (the NetworkPolicy selects them).",
