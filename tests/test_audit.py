@@ -540,7 +540,7 @@ def test_bundle_contents_and_compliance_map(stage_artifacts: dict[str, Path]) ->
     assert torch_entry["purl"].startswith("pkg:pypi/torch@")
     compliance = json.loads((bundle / "compliance.json").read_text())
     frameworks = {r["framework"] for r in compliance}
-    assert frameworks == {"EU AI Act Annex IV", "NIST AI RMF"}
+    assert frameworks == {"EU AI Act Annex IV", "EU AI Act Articles", "NIST AI RMF"}
     for row in compliance:
         for name in row["evidence_files"]:
             assert (bundle / name).is_file() or name in {"manifest.json", "signature.json"}

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sslops import __version__
+from sslops.audit.compliance import ANNEX_IV, DISCLAIMER, NIST, STATUS
 from sslops.audit.document import Document
 from sslops.config import FEW_VALIDATION_ROWS, SMALL_VALIDATION, Config
 from sslops.data.datacard import few_class_note, label_note
@@ -454,6 +455,24 @@ def _baseline_limits(metrics: dict[str, Any], finetune: dict[str, Any], deployed
     return limits
 
 
+def _compliance_section(doc: Document, rows: list[dict[str, Any]]) -> None:
+    """compliance.json as a table: what each file shows, what is absent and why, and what is
+    to be provided by the provider, under a statement that this is no conformity finding."""
+    doc.heading("EU AI Act and NIST AI RMF (MEASURE): where the evidence is")
+    doc.paragraph(
+        f"{DISCLAIMER} Status: " + "; ".join(f"{k}: {v}" for k, v in STATUS.items()) + "."
+    )
+    label = {ANNEX_IV: "Annex IV ", NIST: ""}
+    doc.table(
+        ["item", "status", "evidence in this bundle (what it shows)",
+         "to be provided by the provider"],
+        [[f"{label.get(r['framework'], '')}{r['id']}: {r['requirement']}", r["coverage"],
+          "; ".join([*(f"{p}: {what}" for p, what in r["evidence_shows"].items()),
+                     *(f"absent: {p} ({why})" for p, why in r["absent"].items())]) or "—",
+          r["provider_supplies"] or "—"] for r in rows],
+    )  # fmt: skip
+
+
 def build_card(cfg: Config, bundle: Path, context: dict[str, Any], evidence: list[str]) -> Document:
     """``context`` holds gates, lineage, run, signing, changelog and compliance records."""
     metrics = _load(bundle, "evidence/evaluate/metrics.json")
@@ -641,12 +660,7 @@ def build_card(cfg: Config, bundle: Path, context: dict[str, Any], evidence: lis
         "Environment: environment.json (Python and every package version); "
         "SBOM: sbom.cdx.json (CycloneDX 1.6).",
     ])  # fmt: skip
-    doc.heading("EU AI Act Annex IV and NIST AI RMF (MEASURE)")
-    doc.table(
-        ["framework", "item", "coverage", "evidence in this bundle", "organisation supplies"],
-        [[r["framework"], r["id"], r["coverage"], ", ".join(r["evidence"]) or "—",
-          r["organisation_supplies"] or "—"] for r in context["compliance"]],
-    )  # fmt: skip
+    _compliance_section(doc, context["compliance"])
     doc.heading("Limitations")
     doc.bullets([
         *limits,

@@ -13,7 +13,7 @@ them, and the usual ``meta.json``::
       environment.json, sbom.cdx.json  Python and package versions; CycloneDX SBOM
       run.json                         KFP run id and container image, when present
       gates.json                       policy-gate results and accepted overrides
-      compliance.json                  EU AI Act Annex IV / NIST AI RMF MEASURE mapping
+      compliance.json                  EU AI Act (Annex IV, Art. 10, 12-15) / NIST AI RMF map
       changelog.json                   metric changes against audit.previous_bundle
       manifest.json, signature.json    sha256 of every file; Ed25519 signature over it
 
