@@ -149,6 +149,30 @@ def test_the_card_states_the_map_is_no_conformity_finding(bundle: Path) -> None:
     assert "it is not a conformity assessment" in card
     assert "to be provided by the provider" in card
     assert "Annex IV 8: EU declaration of conformity (Art. 47) | provider |" in card
+    # The test config keeps sslops' default intended-use text: the card says it is not the
+    # provider's statement of intended purpose.
+    assert "sslops' default text: set audit.intended_use" in card
+
+
+def test_the_card_says_when_the_intended_use_is_sslops_default(tmp_path: Path) -> None:
+    """Annex IV 1(a) asks for the intended purpose: a card that printed the config's default
+    text read as the provider's statement of it."""
+    from sslops.audit.card import build_card
+    from sslops.config import load_config
+
+    context = {"gates": {"overall": "pass", "results": []}, "signing": {"signed": False},
+               "lineage": {"stages": [], "chain": {}}, "run": {"executed_by": "test"},
+               "compliance": compliance_map(EVERY_FILE)}  # fmt: skip
+
+    def card(*overrides: str) -> str:
+        cfg = load_config(ROOT / "configs" / "adult.yaml", list(overrides))
+        return " ".join(build_card(cfg, tmp_path, context, []).markdown().split())
+
+    assert "sslops' default text: set audit.intended_use" in card()
+    own = card("audit.intended_use=Ranks loan files for a credit officer to review")
+    assert "Intended use: Ranks loan files for a credit officer to review" in own
+    assert "default text" not in own
+    assert "| Annex IV 2(a): Development methods" in own
 
 
 def test_the_docs_table_matches_the_map() -> None:

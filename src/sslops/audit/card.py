@@ -17,7 +17,7 @@ from typing import Any
 from sslops import __version__
 from sslops.audit.compliance import ANNEX_IV, DISCLAIMER, NIST, STATUS
 from sslops.audit.document import Document
-from sslops.config import FEW_VALIDATION_ROWS, SMALL_VALIDATION, Config
+from sslops.config import FEW_VALIDATION_ROWS, SMALL_VALIDATION, AuditConfig, Config
 from sslops.data.datacard import few_class_note, label_note
 from sslops.gaps import WORST_OFF, lowest_rate
 
@@ -41,6 +41,7 @@ _CAPTIONS = {
     "evidence/prepare/datacard_missing.png": "Share of missing values by column, training split",
 }
 _MAX_ROWS = 40
+DEFAULT_INTENDED_USE = AuditConfig.model_fields["intended_use"].default
 
 
 def _fmt(value: Any) -> str:
@@ -489,7 +490,9 @@ def build_card(cfg: Config, bundle: Path, context: dict[str, Any], evidence: lis
         f"Owner: {cfg.audit.owner}"
         + (" (set audit.owner: the person or team accountable for this model)"
            if cfg.audit.owner == "unspecified" else ""),
-        f"Intended use: {cfg.audit.intended_use}",
+        f"Intended use: {cfg.audit.intended_use}"
+        + (" (sslops' default text: set audit.intended_use to the intended purpose in the "
+           "provider's words)" if cfg.audit.intended_use == DEFAULT_INTENDED_USE else ""),
         f"Deployed model: '{deployed}' (ONNX sha256 {exported.get('onnx_sha256', '?')[:16]}…)",
         f"Decision threshold: {metrics.get('threshold', cfg.evaluate.threshold)}",
         *([f"Positive class: '{metrics['positive_class']}' "
