@@ -83,6 +83,11 @@ def test_the_files_say_what_the_map_claims(bundle: Path, rows: list[dict[str, An
     assert all("accuracy" in g for groups in deployed["by_group"].values() for g in groups.values())
     assert isinstance(deployed["dp_difference"], float)
     assert isinstance(deployed["eo_difference"], float)
+    shortcuts = json.loads((bundle / "evidence/evaluate/shortcuts.json").read_text())
+    assert (
+        "only a sensitive or group attribute" in shows["2(g)"]["evidence/evaluate/shortcuts.json"]
+    )
+    assert shortcuts["model"] == exported["model"] and shortcuts["counterfactual"]
     assert "input" in shows["3"]["evidence/export/export.json"]
     assert exported["inputs"] and exported["parity"]["rows"] > 0
     card = json.loads((bundle / "evidence/prepare/datacard.json").read_text())

@@ -55,6 +55,9 @@ _OOD = "evidence/evaluate/ood.json"
 _EXPORT = "evidence/export/export.json"
 _DATACARD = "evidence/prepare/datacard.*"
 _FINETUNE = "evidence/finetune/finetune.json"
+_SHORTCUTS_SHOWS = ("evidence/evaluate/shortcuts.json", "the share of decisions that change "
+                    "when only a sensitive or group attribute is changed (direct use only; "
+                    "proxies are not measured)")  # fmt: skip
 _OOD_SHOWS = (_OOD, "each model on the held-out out-of-distribution split (robustness)")
 _SIGNATURE_SHOWS = ("signature.json", "an Ed25519 signature over the manifest: which key "
                     "signed, not who")  # fmt: skip
@@ -127,6 +130,7 @@ ITEMS: tuple[Item, ...] = (
          "signed by the responsible persons",
          ((_METRICS, "test-split accuracy and ROC AUC with bootstrap intervals; per-group "
                      "metrics and demographic-parity and equalized-odds gaps"),
+          _SHORTCUTS_SHOWS,
           _OOD_SHOWS,
           (_DATACARD, "the test split's size and label rate"),
           ("gates.json", "the gate results"),
@@ -179,7 +183,7 @@ ITEMS: tuple[Item, ...] = (
          "gaps, relevance and representativeness",
          ((_DATACARD, "rows and positive rate per sensitive group in the training split, "
                       "missing values, small classes"),
-          (_METRICS, "per-group test metrics")),
+          (_METRICS, "per-group test metrics"), _SHORTCUTS_SHOWS),
          "the data-governance practices: collection and the original purpose of personal "
          "data; availability, quantity and suitability; representativeness for the intended "
          "purpose; bias examination beyond the configured sensitive columns; the legal basis "
@@ -253,7 +257,7 @@ ITEMS: tuple[Item, ...] = (
     Item(NIST, "MEASURE 2.11", "Fairness and bias are evaluated and documented",
          ((_METRICS, "per-group metrics and DP/EO gaps with intervals, for the configured "
                      "sensitive columns"),
-          (_FINETUNE, "the fairness policy and its candidates"),
+          _SHORTCUTS_SHOWS, (_FINETUNE, "the fairness policy and its candidates"),
           ("gates.json", "the fairness gates")), ""),
     Item(NIST, "MEASURE 2.12", "Environmental impact is assessed",
          (("lineage.json", "stage times only"),), "energy and emissions figures"),
