@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from sslops.audit.compliance import ABSENT_WHY, ANNEX_IV, ARTICLES, ITEMS, NIST, compliance_map
+from sslops.config import Config
 from tests.conftest import ROOT
 
 # Every file sslops can put in a bundle that the map cites: signed, with an OOD split and a
@@ -191,3 +192,26 @@ def test_the_docs_table_matches_the_map() -> None:
         if found:
             status[found[1]] = found[2]
     assert status == {r["id"]: r["coverage"] for r in compliance_map(EVERY_FILE)}
+
+
+def test_a_signed_bundle_and_its_unsigned_rebuild_differ_only_where_explained(
+    stage_artifacts: dict[str, Path], small_config: Config, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """docs/audit.md rebuilds a filed bundle without the issuer's key; the card's table rows
+    citing signature.json then differ ('signature.json: ...' vs 'absent: signature.json'),
+    and the comparison called the card unexplained."""
+    from sslops.audit import audit, generate_keypair
+    from sslops.audit.rebuild import compare_bundles
+
+    generate_keypair(tmp_path / "issuer.pem", tmp_path / "issuer.pub.pem")
+    # The key from the environment (audit.signing.key_env): the config stays the stages' own.
+    monkeypatch.setenv(small_config.audit.signing.key_env,
+                       (tmp_path / "issuer.pem").read_text())  # fmt: skip
+    upstream = {s: stage_artifacts[s] for s in ("prepare", "pretrain", "finetune", "evaluate",
+                                                "export")}  # fmt: skip
+    signed = audit(small_config, upstream, tmp_path / "signed")
+    assert (signed / "bundle" / "signature.json").is_file()
+    report = compare_bundles(signed, stage_artifacts["audit"])
+    assert report["unexplained"] == [], report["unexplained"]
+    assert report["result"] == "identical but for the fields explained"

@@ -80,6 +80,8 @@ _CARD_RENDERINGS = ("model_card.html", "model_card.pdf")
 _CARD_VOLATILE = re.compile(
     r"^- (Generated \S+ by sslops |Executed by: |Container image: |Bundle signature: )"
 )
+# A compliance row of the card that cites the signature (the map's rows, docs/audit.md).
+_CARD_SIGNED_ROW = re.compile(r"^\| .*\bsignature\.json\b")
 _SIGNED_WHY = "the rebuild is signed with another key or not at all (signature.json)"
 
 
@@ -186,13 +188,18 @@ def _config_fields(
 
 
 def _card_lines(filed: _Side, rebuilt: _Side) -> list[str]:
+    """The card's differing lines, but for those that show when and how it was built and,
+    when one bundle is signed and the other not, the compliance rows citing signature.json."""
     a, b = filed.text(CARD), rebuilt.text(CARD)
     if len(a) != len(b):
         return [f"{len(a)} lines vs {len(b)}"]
+    signing = filed.signed != rebuilt.signed
     return [
         f"line {i}: {x!r} vs {y!r}"
         for i, (x, y) in enumerate(zip(a, b, strict=True), 1)
-        if x != y and not (_CARD_VOLATILE.match(x) and _CARD_VOLATILE.match(y))
+        if x != y
+        and not (_CARD_VOLATILE.match(x) and _CARD_VOLATILE.match(y))
+        and not (signing and _CARD_SIGNED_ROW.match(x) and _CARD_SIGNED_ROW.match(y))
     ]
 
 
