@@ -45,29 +45,39 @@ def group_codes(groups: np.ndarray) -> np.ndarray:
     return codes
 
 
-def rate_gap(hit: np.ndarray, codes: np.ndarray, mask: np.ndarray, n_groups: int) -> float:
+def rate_gap(
+    hit: np.ndarray, codes: np.ndarray, mask: np.ndarray, n_groups: int, undefined: float = 0.0
+) -> float:
     """Largest minus smallest share of ``hit`` within ``mask``, over the groups with rows in
-    ``mask`` (a group without any has no rate and is left out); 0.0 with fewer than two."""
+    ``mask`` (a group without any has no rate and is left out); ``undefined`` (0.0) with
+    fewer than two."""
     total = np.bincount(codes[mask], minlength=n_groups)
     hits = np.bincount(codes[mask], weights=hit[mask], minlength=n_groups)
     rates = hits[total > 0] / total[total > 0]
-    return float(rates.max() - rates.min()) if len(rates) > 1 else 0.0
+    return float(rates.max() - rates.min()) if len(rates) > 1 else undefined
 
 
-def code_gaps(y: np.ndarray, predicted: np.ndarray, codes: np.ndarray) -> dict[str, float]:
+def code_gaps(
+    y: np.ndarray, predicted: np.ndarray, codes: np.ndarray, undefined: float = 0.0
+) -> dict[str, float]:
     """:func:`rate_gaps` with the groups already as :func:`group_codes` (rows coded -1, a
-    small group's, are left out)."""
+    small group's, are left out). ``undefined`` is a gap with fewer than two groups where its
+    rate is defined: 0.0 for the point estimates; NaN for a bootstrap draw, which then leaves
+    that draw out of the interval rather than counting it as no gap (equalized odds, the
+    larger of its two differences, is undefined only where both are)."""
     y = np.asarray(y)
     if len(codes) and codes.min() < 0:
         kept = codes >= 0
         y, predicted, codes = y[kept], np.asarray(predicted)[kept], codes[kept]
     n_groups = int(codes.max()) + 1 if len(codes) else 0
     predicted = np.asarray(predicted, dtype=float)
-    tpr_gap = rate_gap(predicted, codes, y == 1, n_groups)
-    fpr_gap = rate_gap(predicted, codes, y == 0, n_groups)
+    tpr_gap = rate_gap(predicted, codes, y == 1, n_groups, undefined)
+    fpr_gap = rate_gap(predicted, codes, y == 0, n_groups, undefined)
     return {
-        "dp_difference": rate_gap(predicted, codes, np.ones(len(y), dtype=bool), n_groups),
-        "eo_difference": max(tpr_gap, fpr_gap),
+        "dp_difference": rate_gap(
+            predicted, codes, np.ones(len(y), dtype=bool), n_groups, undefined
+        ),
+        "eo_difference": float(np.fmax(tpr_gap, fpr_gap)),  # the larger defined one
         "eopp_difference": tpr_gap,
     }
 

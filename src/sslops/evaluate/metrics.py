@@ -135,10 +135,10 @@ def _auc_from_counts(negatives: np.ndarray, positives: np.ndarray) -> float:
 
 
 def _spread(rates: np.ndarray, rows: np.ndarray) -> float:
-    """Largest minus smallest of the rates defined (over some rows); 0.0 with fewer than two,
-    as :func:`sslops.gaps.rate_gap`."""
+    """Largest minus smallest of the rates defined (over some rows); NaN with fewer than two
+    (a resample where the gap is undefined: :func:`sslops.gaps.code_gaps` with NaN)."""
     defined = rates[rows > 0]
-    return float(defined.max() - defined.min()) if len(defined) > 1 else 0.0
+    return float(defined.max() - defined.min()) if len(defined) > 1 else float("nan")
 
 
 class _Resampled:
@@ -175,16 +175,23 @@ class _Resampled:
             "roc_auc": _auc_from_counts(by_rank[:, 0], by_rank[:, 1]),
             "selection_rate": float(cell[:, :, 1].sum() / total),
             "dp_difference": dp,
-            "eo_difference": max(tpr_gap, fpr_gap),
+            "eo_difference": float(np.fmax(tpr_gap, fpr_gap)),  # the larger defined one
             "eopp_difference": tpr_gap,
         }
 
 
-def percentile_bounds(draws: list[float]) -> list[float]:
-    """2.5th and 97.5th percentiles of the defined draws; NaN bounds when none is defined."""
+# A gap is undefined in a resample where fewer than two groups have the rate (a group's few
+# positives all left out): a 95% interval needs it defined in this share of the draws.
+GAP_DEFINED_SHARE = 0.95
+GAP_KEYS = ("dp_difference", "eo_difference", "eopp_difference")
+
+
+def percentile_bounds(draws: list[float], defined_share: float = 0.0) -> list[float]:
+    """2.5th and 97.5th percentiles of the defined draws; NaN bounds when none is defined,
+    or fewer than ``defined_share`` of them."""
     values = np.asarray(draws, dtype=float)
     values = values[~np.isnan(values)]
-    if len(values) == 0:
+    if len(values) == 0 or len(values) < defined_share * len(draws):
         return [float("nan"), float("nan")]
     return [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))]
 
@@ -193,7 +200,11 @@ def _percentile_intervals(
     n: int, resamples: int, seed: int, measure: Callable[[np.ndarray], dict[Any, float]]
 ) -> dict[Any, list[float]]:
     """Percentile 95% intervals of ``measure(rows)`` over ``resamples`` row resamples (drawn
-    from ``seed``: the same rows for every caller with the same seed)."""
+    from ``seed``: the same rows for every caller with the same seed). A gap's interval
+    (:data:`GAP_KEYS`) is NaN when the gap is undefined in more than 5% of the draws: the
+    draws where it is defined would make an interval narrower than the rows support (one
+    positive row in a group gave [0.75, 0.96] from the 63% of draws that hold it), and
+    counting the others as no gap gave a lower bound of 0 no draw measured."""
     if resamples == 0:
         return {}
     rng = np.random.default_rng(seed)
@@ -201,7 +212,10 @@ def _percentile_intervals(
     for _ in range(resamples):
         for k, v in measure(rng.integers(0, n, n)).items():
             draws.setdefault(k, []).append(v)
-    return {k: percentile_bounds(v) for k, v in draws.items()}
+    return {
+        k: percentile_bounds(v, GAP_DEFINED_SHARE if k in GAP_KEYS else 0.0)
+        for k, v in draws.items()
+    }
 
 
 class _GroupCells:
@@ -328,7 +342,10 @@ def gap_intervals(
     :func:`bootstrap_intervals` with the same seed, so the first column's equal those."""
     codes = group_codes(groups)
     return _percentile_intervals(
-        len(y), resamples, seed, lambda rows: code_gaps(y[rows], predicted[rows], codes[rows])
+        len(y),
+        resamples,
+        seed,
+        lambda rows: code_gaps(y[rows], predicted[rows], codes[rows], float("nan")),
     )
 
 
