@@ -11,10 +11,122 @@ counted as a gap of 0, so a measured gap of 0.8 got the interval [0.0, 0.96].
 
 from __future__ import annotations
 
+import csv
+import gzip
+import json
+import random
+from pathlib import Path
+
 import numpy as np
 import pytest
+import yaml
 
+from sslops.config import Config, load_config
+from sslops.errors import DataError
 from sslops.evaluate.metrics import model_metrics
+from sslops.finetune.pareto import Candidate, one_class_note
+from sslops.finetune.stage import FEW_LABELS, _few_positives_note, check_label_classes
+from tests.conftest import ADULT, FAST_OVERRIDES, ROOT
+
+
+def _rare_sample(path: Path, split: str, rows: int, share: float, seed: int) -> Path:
+    """``rows`` rows of the shipped Adult split of which ``share`` earn >50K."""
+    with gzip.open(ADULT / f"{split}.csv.gz", "rt", encoding="utf-8") as fh:
+        header, *body = list(csv.reader(fh))
+    label = header.index("income")
+    positive = [r for r in body if r[label].startswith(">50K")]
+    negative = [r for r in body if not r[label].startswith(">50K")]
+    rng = random.Random(seed)
+    chosen = rng.sample(positive, round(rows * share))
+    chosen += rng.sample(negative, rows - len(chosen))
+    rng.shuffle(chosen)
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows([header, *chosen])
+    return path
+
+
+@pytest.fixture(scope="module")
+def rare_positive(tmp_path_factory: pytest.TempPathFactory) -> tuple[Config, dict[str, Path]]:
+    """Adult at 2% positives, 1% of the labels: prepare -> pretrain -> finetune -> evaluate."""
+    from sslops.evaluate import evaluate
+    from sslops.finetune import finetune
+    from sslops.prepare import prepare
+    from sslops.pretrain import pretrain
+
+    root = tmp_path_factory.mktemp("rare")
+    raw = yaml.safe_load((ROOT / "configs" / "adult.yaml").read_text(encoding="utf-8"))
+    raw["data"]["train"] = str(_rare_sample(root / "train.csv", "train", 2500, 0.02, 0))
+    raw["data"]["test"] = str(_rare_sample(root / "test.csv", "test", 1500, 0.02, 1))
+    (root / "cfg.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
+    cfg = load_config(root / "cfg.yaml", [
+        *FAST_OVERRIDES, "finetune.label_fraction=0.01", "finetune.fairness.boosted=null",
+        "finetune.fairness.grid_search=0", "evaluate.permutation_repeats=1",
+    ])  # fmt: skip
+    a = {"prepare": prepare(cfg, root / "prepare")}
+    a["pretrain"] = pretrain(cfg, a["prepare"], root / "pretrain")
+    a["finetune"] = finetune(cfg, a["prepare"], a["pretrain"], root / "finetune")
+    a["evaluate"] = evaluate(cfg, a["prepare"], a["finetune"], root / "evaluate")
+    return cfg, a
+
+
+def test_few_positive_labels_are_counted_and_named(rare_positive) -> None:
+    _, a = rare_positive
+    report = json.loads((a["finetune"] / "finetune.json").read_text(encoding="utf-8"))
+    by_class = report["labels_by_class"]
+    assert by_class["positive"] == 2  # 1% of ~45 positives, at least 2 per class
+    assert by_class["positive"] + by_class["negative"] == report["labels_used"]
+    assert "2 positive" in report["few_labels_note"]
+    assert "finetune.label_fraction" in report["few_labels_note"]
+
+
+def test_a_selection_of_the_constant_predictor_is_called_out(rare_positive) -> None:
+    _, a = rare_positive
+    fairness = json.loads((a["finetune"] / "finetune.json").read_text(encoding="utf-8"))["fairness"]
+    chosen = next(c for c in fairness["candidates"] if c["name"] == fairness["selected"])
+    assert chosen["validation_selection_rate"] == 0.0  # the constant "no": the 2% finding
+    assert any("predicts negative for all" in note and "evaluate.threshold" in note
+               for note in fairness["selection_caveats"])  # fmt: skip
+
+
+def test_a_training_split_with_under_two_rows_of_a_class_is_refused() -> None:
+    target = np.zeros(500, dtype=np.int64)
+    target[7] = 1
+    with pytest.raises(DataError, match=r"1 row\(s\) of the positive class of label 'income'"):
+        check_label_classes(target, np.arange(500), "income", 0.01)
+    with pytest.raises(DataError, match="needs at least 2 of each class"):
+        check_label_classes(np.ones(50, dtype=np.int64), np.arange(50), "income", 0.5)
+
+
+def test_enough_labels_of_each_class_carry_no_note() -> None:
+    target = np.array([1] * FEW_LABELS + [0] * 90)
+    out = check_label_classes(target, np.arange(100), "y", 1.0)
+    assert out == {"labels_by_class": {"positive": FEW_LABELS, "negative": 90}}
+    few = check_label_classes(target, np.arange(1, 100), "y", 1.0)
+    assert (
+        f"{FEW_LABELS - 1} positive (of {FEW_LABELS} in the training split)"
+        in (few["few_labels_note"])
+    )
+
+
+def test_one_class_note_only_for_a_constant_selection() -> None:
+    constant = Candidate("ssl", "none", 0.0, 0.98, {}, selection_rate=0.0)
+    assert "predicts negative for all 376 validation rows" in one_class_note(constant, 376)
+    assert "predicts positive" in one_class_note(
+        Candidate("x", "none", 0.0, 0.02, {}, selection_rate=1.0), 50
+    )
+    assert one_class_note(Candidate("x", "none", 0.0, 0.9, {}, selection_rate=0.01), 50) is None
+
+
+def test_a_labeled_gap_on_one_group_with_positives_says_it_measures_nothing() -> None:
+    y = np.array([1] * 6 + [0] * 200)
+    sex = np.array(["Male"] * 106 + ["Female"] * 100)  # every positive is a man
+    note = _few_positives_note("equal_opportunity", y, {"sex": sex}, 10)
+    assert note is not None
+    assert "sex: Female 0, Male 6" in note and "0 for every candidate" in note
+    assert _few_positives_note("demographic_parity", y, {"sex": sex}, 10) is None
+    many = np.array(([1] * 20 + [0] * 80) * 2)
+    assert _few_positives_note("equalized_odds", many, {"sex": np.repeat(["a", "b"], 100)},
+                               10) is None  # fmt: skip
 
 
 def _one_positive_in_a_group() -> tuple[np.ndarray, np.ndarray, np.ndarray]:

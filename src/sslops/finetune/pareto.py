@@ -153,6 +153,7 @@ class Candidate:
     cross_fitted: bool = False  # label-dependent gaps also over out-of-fold training rows
     extra: dict[str, Any] = field(default_factory=dict)
     upper: dict[str, float] = field(default_factory=dict)  # finetune.fairness.gap_confidence
+    selection_rate: float | None = None  # share of validation rows predicted positive
 
     def policy_gap(self, constraint: str) -> float:
         """The figure the policy compares with max_gap: the upper bound when there is one."""
@@ -164,6 +165,11 @@ class Candidate:
             "mechanism": self.mechanism,
             "strength": self.strength,
             "validation_accuracy": round(self.accuracy, 5),
+            **(
+                {}
+                if self.selection_rate is None
+                else {"validation_selection_rate": round(self.selection_rate, 5)}
+            ),
             **{f"{k}_difference": round(v, 5) for k, v in self.gaps.items()},
             **{f"{k}_upper_bound": round(v, 5) for k, v in self.upper.items()},
             "deployable": self.deployable,
@@ -194,6 +200,21 @@ def select(candidates: list[Candidate], constraint: str, max_gap: float) -> tupl
     if within:
         return max(within, key=lambda c: (c.accuracy, -c.policy_gap(constraint))), True
     return min(deployable, key=lambda c: (c.policy_gap(constraint), -c.accuracy)), False
+
+
+def one_class_note(chosen: Candidate, rows: int) -> str | None:
+    """Why the selected candidate's validation figures say little when it predicts one class
+    for every validation row (a rare positive class at the default threshold), else None."""
+    if chosen.selection_rate not in (0.0, 1.0):
+        return None
+    decided = "negative" if chosen.selection_rate == 0.0 else "positive"
+    return (
+        f"the selected candidate {chosen.name!r} predicts {decided} for all {rows:,} validation "
+        f"rows: its validation accuracy ({chosen.accuracy:.4f}) is that of always predicting "
+        f"{decided}, and its fairness gaps are 0 because it decides the same for everyone; "
+        "with a rare positive class, lower evaluate.threshold (the decision threshold every "
+        "candidate is selected and evaluated at) or raise finetune.label_fraction"
+    )
 
 
 def selection_rule(gap_confidence: float | None) -> str:

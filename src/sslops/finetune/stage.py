@@ -53,13 +53,14 @@ from sslops.finetune.pareto import (
     fairness_gap,
     gap_upper_bound,
     mark_front,
+    one_class_note,
     plot_front,
     select,
     selection_rule,
 )
 from sslops.finetune.stacked import stacked_candidates
 from sslops.finetune.transfer import FineTuneSettings, fine_tune
-from sslops.gaps import without_small_groups
+from sslops.gaps import EXCLUDED, without_small_groups
 from sslops.models.tabular import MLPEncoder, TabularClassifier, save_classifier
 from sslops.models.trees import BoostedStackClassifier
 from sslops.optim import stage_numerics
@@ -70,8 +71,14 @@ from sslops.progress import task_progress
 MODELS = ("ssl", "mitigated", "baseline")
 
 
+# Fewer labels of a class than this (the data card's FEW_CLASS_ROWS) and the heads rest on
+# a handful of rows: finetune.json, the progress line and stderr say so.
+FEW_LABELS = 10
+
+
 def stratified_label_subset(target: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Indices of ``fraction`` of the rows, drawn per class, at least 2 per class."""
+    """Indices of ``fraction`` of the rows, drawn per class, at least 2 per class
+    (:func:`check_label_classes` refuses a split with fewer than 2 rows of a class)."""
     rng = np.random.default_rng(seed)
     chosen = []
     for cls in np.unique(target):
@@ -79,6 +86,37 @@ def stratified_label_subset(target: np.ndarray, fraction: float, seed: int) -> n
         k = min(len(rows), max(2, round(fraction * len(rows))))
         chosen.append(rng.choice(rows, size=k, replace=False))
     return np.sort(np.concatenate(chosen))
+
+
+def check_label_classes(
+    target: np.ndarray, labeled: np.ndarray, label: str, fraction: float
+) -> dict[str, Any]:
+    """``labels_by_class``: the labeled rows per class (``positive``, ``negative``) and, with
+    fewer than :data:`FEW_LABELS` of a class, ``few_labels_note`` saying so. A training split with fewer than 2
+    rows of a class is refused: no label fraction can give a head two classes to learn, and
+    one positive row would be that person's features, not a class."""
+    rows = {"positive": int(target.sum()), "negative": int(len(target) - target.sum())}
+    short = {name: n for name, n in rows.items() if n < 2}
+    if short:
+        name, n = next(iter(short.items()))
+        raise DataError(
+            f"the training split holds {n} row(s) of the {name} class of label {label!r} "
+            f"({rows['positive']:,} positive, {rows['negative']:,} negative); fine-tuning "
+            f"needs at least 2 of each class: label more {name} rows"
+        )
+    used = {"positive": int(target[labeled].sum())}
+    used["negative"] = len(labeled) - used["positive"]
+    few = {name: n for name, n in used.items() if n < FEW_LABELS}
+    out: dict[str, Any] = {"labels_by_class": used}
+    if few:
+        held = ", ".join(f"{n} {name} (of {rows[name]:,} in the training split)"
+                         for name, n in few.items())  # fmt: skip
+        out["few_labels_note"] = (
+            f"the heads are fitted on few labels of a class: {held}, finetune.label_fraction "
+            f"{fraction:g} with at least 2 per class; models fitted on so few rows of a class "
+            "are mostly noise and may never predict it: raise finetune.label_fraction"
+        )
+    return out
 
 
 def _logistic_regression(x: np.ndarray, y: np.ndarray, c: float) -> LogisticRegression:
@@ -179,9 +217,12 @@ def _finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pa
     # the demographic-parity penalties and hold out rows for the gap estimates.
     pool = data.pretraining
     labeled = stratified_label_subset(train.target, fc.label_fraction, cfg.seed)
+    labels = check_label_classes(
+        train.target, labeled, str(data.schema.get("label", "label")), fc.label_fraction
+    )
     y_lab = train.target[labeled]
-    if len(np.unique(y_lab)) < 2:
-        raise DataError("finetune.label_fraction selects labels of only one class; raise it")
+    if "few_labels_note" in labels:
+        print(f"warning: {labels['few_labels_note']}", file=sys.stderr, flush=True)
 
     x_train = torch.from_numpy(pool.features)
     with torch.no_grad():
@@ -257,7 +298,8 @@ def _finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pa
         oof = None if out_of_fold is None else (_sigmoid(out_of_fold) >= threshold).astype(int)
         gaps, upper = gaps_of(predicted, on_held, oof)
         return Candidate(name, mechanism, strength, acc, gaps, extra={"model": model},
-                         cross_fitted=oof is not None, upper=upper)  # fmt: skip
+                         cross_fitted=oof is not None, upper=upper,
+                         selection_rate=float(predicted.mean()))  # fmt: skip
 
     def ssl_out_of_fold(folds: CrossFit | None) -> np.ndarray | None:
         """The labeled rows' decision values, each from ``ssl`` refitted without its fold
@@ -299,6 +341,19 @@ def _finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pa
         else (candidates[0], True)
     )  # fmt: skip
 
+    caveats = [note for note in (
+        one_class_note(chosen, len(val.target)) if fair.constraint != "none" else None,
+        _few_positives_note(
+            fair.constraint,
+            np.concatenate([val.target, y_lab]) if crossfit is not None else val.target,
+            {c: np.concatenate([val_groups[c], lab_groups[c]]) if crossfit is not None
+             else val_groups[c] for c in columns},
+            cfg.evaluate.min_group_rows,
+        ),
+    ) if note]  # fmt: skip
+    for note in caveats:
+        print(f"warning: {note}", file=sys.stderr, flush=True)
+
     postprocessing, postprocessing_skipped = None, None
     if fair.postprocessing and fair.constraint != "none":
         val_sens = val.group_matrix(columns)
@@ -332,6 +387,7 @@ def _finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pa
         candidates.append(Candidate(
             "ssl+threshold_optimizer", "postprocessing", 0.0,
             float(np.mean(predicted == val.target)), gaps, deployable=False, upper=upper,
+            selection_rate=float(np.mean(predicted)),
         ))  # fmt: skip
         postprocessing = {
             "flag": "needs the sensitive attribute at prediction time; reported, never deployed",
@@ -355,6 +411,7 @@ def _finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pa
               flush=True)  # fmt: skip
     report: dict[str, Any] = {
         "labels_used": len(labeled),
+        **labels,  # labels_by_class, and few_labels_note when a class has few
         "label_fraction": fc.label_fraction,
         "train_rows": len(train.target),
         "validation_rows": len(val.target),
@@ -384,6 +441,8 @@ def _finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pa
     }
     if postprocessing_skipped:
         report["fairness"]["postprocessing_skipped"] = postprocessing_skipped
+    if caveats:  # the selection's figures say less than they seem to
+        report["fairness"]["selection_caveats"] = caveats
     models = {"ssl": ssl, "mitigated": chosen.extra["model"], "baseline": baseline}
     info: dict[str, dict[str, Any]] = {
         "ssl": {"transfer": fc.transfer},
@@ -407,6 +466,39 @@ def _finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pa
             )  # fmt: skip
             plot_front(tmp / "pareto.png", candidates, constraint, fair.max_gap, chosen, where)
     return Path(out_dir)
+
+
+def _few_positives_note(
+    constraint: str, y: np.ndarray, groups: dict[str, np.ndarray], least: int
+) -> str | None:
+    """For a label-dependent constraint, what the true-positive-rate gap the selection
+    compared rests on when a compared group has fewer than :data:`FEW_LABELS` positive rows
+    (no positive at all: no rate, and with fewer than two groups with a rate the gap is 0 by
+    convention, for every candidate), else None."""
+    if constraint not in LABELED_GAPS:
+        return None
+    counts = {}
+    for column, values in groups.items():
+        kept = without_small_groups(values, least)
+        names = [g for g in np.unique(kept) if g != EXCLUDED]
+        counts[column] = {str(g): int(y[kept == g].sum()) for g in names}
+    few = {c: n for c, n in counts.items() if n and min(n.values()) < FEW_LABELS}
+    if not few:
+        return None
+    held = "; ".join(f"{c}: " + ", ".join(f"{g} {k}" for g, k in n.items())
+                     for c, n in few.items())  # fmt: skip
+    unmeasured = [c for c, n in few.items() if sum(k > 0 for k in n.values()) < 2]
+    return (
+        f"the {constraint} gap the selection compared rests on few positive rows per group "
+        f"({held})"
+        + (f"; by {', '.join(map(repr, unmeasured))} fewer than two groups have a positive row, "
+           "so the true-positive-rate difference there is 0 for every candidate and says "
+           "nothing" if unmeasured else "")
+        + ("; label more positive rows, or set finetune.fairness.gap_crossfit to measure it "
+           "on the labeled training rows too" if unmeasured else
+           "; finetune.fairness.gap_confidence selects on an upper bound that accounts for "
+           "the rows")
+    )  # fmt: skip
 
 
 def _threshold_optimizer_unfittable(
