@@ -23,7 +23,7 @@ import yaml
 
 from sslops.config import Config, load_config
 from sslops.errors import DataError
-from sslops.evaluate.metrics import model_metrics
+from sslops.evaluate.metrics import majority_note, model_metrics
 from sslops.finetune.pareto import Candidate, one_class_note
 from sslops.finetune.stage import FEW_LABELS, _few_positives_note, check_label_classes
 from tests.conftest import ADULT, FAST_OVERRIDES, ROOT
@@ -86,6 +86,16 @@ def test_a_selection_of_the_constant_predictor_is_called_out(rare_positive) -> N
     assert chosen["validation_selection_rate"] == 0.0  # the constant "no": the 2% finding
     assert any("predicts negative for all" in note and "evaluate.threshold" in note
                for note in fairness["selection_caveats"])  # fmt: skip
+
+
+def test_evaluate_says_when_a_model_is_no_better_than_the_majority_class(rare_positive) -> None:
+    _, a = rare_positive
+    metrics = json.loads((a["evaluate"] / "metrics.json").read_text(encoding="utf-8"))
+    mitigated = metrics["models"]["mitigated"]
+    assert mitigated["accuracy"] <= metrics["majority_class_accuracy"]
+    assert "no better than always predicting the majority class" in mitigated["majority_note"]
+    md = (a["evaluate"] / "metrics.md").read_text(encoding="utf-8")
+    assert f"- mitigated: {mitigated['majority_note']}." in md
 
 
 def test_a_training_split_with_under_two_rows_of_a_class_is_refused() -> None:
@@ -162,3 +172,33 @@ def test_a_gap_defined_in_every_resample_keeps_its_interval() -> None:
         low, high = m["gap_intervals"]["s"][key]
         assert 0.0 <= low <= high <= 1.0  # both groups hold both classes in every draw
         assert m["intervals"][key] == m["gap_intervals"]["s"][key]
+
+
+def test_majority_note_speaks_only_for_a_model_at_the_majority_floor() -> None:
+    constant = {"selection_rate": 0.0, "accuracy": 0.98, "roc_auc": 0.9}
+    note = majority_note(constant, 0.98, 0.5)
+    assert "predicts negative for every row" in note and "ROC AUC (0.9000)" in note
+    few = {"selection_rate": 0.001, "accuracy": 0.979, "roc_auc": float("nan")}
+    assert "predicts positive for 0.10% of the rows" in majority_note(few, 0.98, 0.5)
+    assert "ROC AUC" not in majority_note(few, 0.98, 0.5)
+    assert (
+        majority_note({"selection_rate": 0.02, "accuracy": 0.985, "roc_auc": 0.9}, 0.98, 0.5)
+        is None
+    )
+
+
+def test_the_label_efficiency_curve_counts_the_positives_it_was_fitted_on(rare_positive) -> None:
+    from sslops.config import LabelEfficiencyConfig
+    from sslops.evaluate.label_efficiency import curve_markdown, label_efficiency
+    from sslops.prepare.dataset import PreparedData
+    from sslops.pretrain.stage import load_encoder
+
+    cfg, a = rare_positive
+    cfg = cfg.model_copy(deep=True)
+    cfg.evaluate.label_efficiency = LabelEfficiencyConfig(
+        fractions=[0.01], full_fine_tune=False, ensemble=False
+    )
+    curve = label_efficiency(cfg, PreparedData(a["prepare"]), load_encoder(a["pretrain"]).eval())
+    assert {r["positive_labels"] for r in curve["rows"]} == {2}
+    labels = curve["rows"][0]["labels"]
+    assert f"| 1% ({labels}; 2 positive) |" in curve_markdown(curve)

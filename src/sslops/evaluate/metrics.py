@@ -52,6 +52,27 @@ def majority_accuracy(y: np.ndarray) -> float:
     return float(counts.max() / counts.sum()) if counts.sum() else float("nan")
 
 
+def majority_note(model: dict[str, Any], majority: float, threshold: float) -> str | None:
+    """What a model's accuracy says when it is no better than always predicting the majority
+    class (a rare positive class at the default threshold: a constant "no" scores 98% on 2%
+    positives), else None. ``model`` is one :func:`model_metrics` result."""
+    rate, accuracy, ranked = model["selection_rate"], model["accuracy"], model["roc_auc"]
+    if 0.0 < rate < 1.0 and accuracy > majority:
+        return None
+    said = (
+        f"predicts {'negative' if rate == 0.0 else 'positive'} for every row, so its "
+        "fairness gaps are 0 because it decides the same for everyone"
+        if rate in (0.0, 1.0)
+        else f"predicts positive for {rate:.2%} of the rows"
+    )
+    ranking = "" if ranked != ranked else f"; its ROC AUC ({ranked:.4f}) is that of its ranking"
+    return (
+        f"accuracy {accuracy:.4f} is no better than always predicting the majority class "
+        f"({majority:.4f}): at the decision threshold {threshold:g} it {said}{ranking}; "
+        "with a rare positive class, lower evaluate.threshold"
+    )
+
+
 def expected_calibration_error(y_true: np.ndarray, score: np.ndarray, bins: int = 10) -> float:
     """Mean |accuracy - confidence| over equal-width probability bins, weighted by bin size."""
     y_true, score = np.asarray(y_true), np.asarray(score)

@@ -19,7 +19,7 @@ from sklearn.metrics import confusion_matrix
 from sslops.artifacts import check_lineage, read_meta, write_artifact
 from sslops.config import Config
 from sslops.evaluate.label_efficiency import label_efficiency
-from sslops.evaluate.metrics import majority_accuracy, model_metrics
+from sslops.evaluate.metrics import majority_accuracy, majority_note, model_metrics
 from sslops.evaluate.report import group_markdown, roc_points, write_reports
 from sslops.evaluate.shortcuts import counterfactual_flip, permutation_reliance
 from sslops.finetune.estimators import GroupThresholdPostprocessor, groups_1d
@@ -54,8 +54,10 @@ def _metrics_markdown(
             f"| {name}{flag} | {acc} | {roc} | "
             f"{m['dp_difference']:.4f} | {m['eo_difference']:.4f} |"
         )
-    lines += ["", f"Always predicting the majority class: accuracy {majority:.4f}.",
-              "", f"The fairness policy constrains: {constrained}."]  # fmt: skip
+    lines += ["", f"Always predicting the majority class: accuracy {majority:.4f}."]
+    lines += [f"- {name}: {m['majority_note']}." for name, m in metrics.items()
+              if m.get("majority_note")]  # fmt: skip
+    lines += ["", f"The fairness policy constrains: {constrained}."]
     left_out = {
         c: names for m in metrics.values() for c, names in m.get("small_groups", {}).items()
     }
@@ -119,6 +121,11 @@ def evaluate(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_dir: Path
     test = data.test
     columns = data.sensitive
     metrics = _evaluate_split(cfg, test, models, columns, post)
+    majority = majority_accuracy(test.target)
+    for m in metrics.values():  # a model no better than a constant "no" says so
+        note = majority_note(m, majority, ec.threshold)
+        if note:
+            m["majority_note"] = note
     # prepare writes an out-of-distribution split when the config names a predicate for it.
     ood_split = data.split("ood") if (data.path / "ood.parquet").is_file() else None
     ood = _evaluate_split(cfg, ood_split, models, columns, None) if ood_split is not None else None
@@ -164,7 +171,7 @@ def evaluate(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_dir: Path
             "split": "test",
             "rows": len(test.target),
             "threshold": ec.threshold,
-            "majority_class_accuracy": majority_accuracy(test.target),
+            "majority_class_accuracy": majority,
             "sensitive": sensitive,
             "constrained_gap": constrained,
             "models": metrics,
@@ -175,7 +182,7 @@ def evaluate(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_dir: Path
         if ood is not None and ood_split is not None:
             ood_report = {"split": "ood", "rows": len(ood_split.target), "models": ood}
         write_reports(
-            tmp, payload, shortcuts, _metrics_markdown(metrics, sensitive, constrained, majority_accuracy(test.target))
+            tmp, payload, shortcuts, _metrics_markdown(metrics, sensitive, constrained, majority)
             + group_markdown(cfg.export.model, metrics[cfg.export.model], ec.min_group_rows),
             ood=ood_report, efficiency=efficiency, roc_title="ROC, test split",
             bars=("selection_rate.png", "selection_rate", "selection rate",
