@@ -8,6 +8,7 @@ overrides. Errors in input or configuration print one line starting with
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import os
@@ -957,8 +958,47 @@ def _print_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _portable_paths_and_output(args: argparse.Namespace) -> None:
+    """Whatever machine runs it: ``--out=~/runs/x`` reaches sslops unexpanded (a shell expands
+    ``~`` only at the start of a word), so expand it as data paths are rather than create a
+    folder named ``~``; and where stdout cannot encode a path or column name (an ASCII locale,
+    a folder name in Latin-1 bytes), print it escaped rather than fail after the work is done."""
+    for name, value in vars(args).items():
+        if isinstance(value, Path):
+            setattr(args, name, value.expanduser())
+        elif isinstance(value, list) and value and all(isinstance(v, Path) for v in value):
+            setattr(args, name, [v.expanduser() for v in value])
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+            stream.reconfigure(errors="backslashreplace")
+
+
+def describe_unencodable(exc: UnicodeEncodeError) -> str:
+    """A path that cannot become bytes: non-ASCII under an ASCII locale, or a name whose bytes
+    are not UTF-8 (Python keeps those as surrogates, which pyarrow cannot pass on). Names the
+    file or folder holding the characters, as its bytes where it has them."""
+    where = sys.getfilesystemencoding()
+    start = exc.object.rfind(os.sep, 0, exc.start) + 1
+    end = exc.object.find(os.sep, exc.end)
+    name = exc.object[start : end if end >= 0 else None]
+    try:
+        shown = repr(name.encode(where, "surrogateescape"))
+    except UnicodeEncodeError:
+        shown = repr(name)
+    if where == "utf-8":
+        return (
+            f"the file or folder name {shown} is not UTF-8 text; rename it with UTF-8 "
+            "characters (e.g. convmv -f latin1 -t utf-8 --notest NAME)"
+        )
+    return (
+        f"the file or folder name {shown} cannot be used under this locale, whose file "
+        f"names are {where}; run under a UTF-8 locale (LANG=C.UTF-8) or with PYTHONUTF8=1"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _portable_paths_and_output(args)
     with sigterm_as_interrupt():
         return _main(args)
 
@@ -1011,6 +1051,9 @@ def _main(args: argparse.Namespace) -> int:
     except Terminated:
         print("terminated (SIGTERM); no partial output was kept", file=sys.stderr)
         return EXIT_SIGTERM
+    except UnicodeEncodeError as exc:  # a file name the locale or pyarrow cannot encode
+        print(f"error: {one_line(describe_unencodable(exc))}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted; no partial output was kept", file=sys.stderr)
         return EXIT_SIGINT

@@ -1135,7 +1135,7 @@ def config_file(spec: str) -> Path:
     """``package:adult.yaml`` -> a demo config shipped inside sslops; else a filesystem path."""
     if spec.startswith(SHIPPED_PREFIX):
         return Path(str(files("sslops") / "datasets" / spec.removeprefix(SHIPPED_PREFIX)))
-    return Path(spec)
+    return Path(spec).expanduser()  # as data paths: --config=~/x.yaml reaches us unexpanded
 
 
 def _shipped_hint(spec: str) -> str:

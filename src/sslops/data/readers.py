@@ -37,7 +37,7 @@ def resolve_path(spec: str, key: str = "data.train") -> Path:
     """``package:adult/train.csv.gz`` -> the file inside sslops/datasets; else a filesystem path."""
     path = local_path(spec)
     if not path.is_file():
-        raise DataError(f"{key}: file not found: {spec}")
+        raise DataError(f"{key}: file not found: {spec}{_where_relative(path)}")
     return path
 
 
@@ -72,7 +72,13 @@ def resolve_sources(spec: str, key: str, fmt: str = "csv") -> list[Path]:
         if not found:
             raise DataError(f"{key}: no file matches {spec}")
         return found
-    raise DataError(f"{key}: file not found: {spec}")
+    raise DataError(f"{key}: file not found: {spec}{_where_relative(path)}")
+
+
+def _where_relative(path: Path) -> str:
+    """A relative path is read from the working directory, not the config file's folder: say
+    which folder that was, for the run started from somewhere else."""
+    return "" if path.is_absolute() else f" (relative to the working directory {Path.cwd()})"
 
 
 def _open_text(path: Path) -> IO[str]:

@@ -1,0 +1,123 @@
+"""The CLI on a machine that is not the developer's: paths with accents, spaces, ``~`` or
+bytes that are not UTF-8, an ASCII locale, a run started from another folder. Each case
+either works as on the developer's machine or ends with one error line and no output."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sslops.data.readers import resolve_path, resolve_sources
+from sslops.errors import DataError
+from tests.conftest import small_config_dict
+
+
+def _prepare(
+    *args: str, env: dict[str, str], cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["sslops", "prepare", *args], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=300)  # fmt: skip
+
+
+@pytest.fixture
+def config_file(small_data: dict[str, Path], tmp_path: Path) -> Path:
+    path = tmp_path / "small config.yaml"
+    path.write_text(yaml.safe_dump(small_config_dict(small_data)), encoding="utf-8")
+    return path
+
+
+def _ascii_locale(cli_env: dict[str, str]) -> dict[str, str]:
+    """LANG=C as Python sees it when neither its UTF-8 mode nor locale coercion steps in."""
+    env = {k: v for k, v in cli_env.items() if k != "PYTHONIOENCODING" and not k.startswith("LC_")}
+    env |= {"LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    probe = [sys.executable, "-c", "import sys; print(sys.getfilesystemencoding())"]
+    if subprocess.run(probe, capture_output=True, text=True, env=env).stdout.strip() != "ascii":
+        pytest.skip("this platform reads file names as UTF-8 whatever the locale")
+    return env
+
+
+def test_an_ascii_stdout_prints_a_non_ascii_folder_escaped(
+    config_file: Path, tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    """The stage's last line named the folder with print(): under PYTHONIOENCODING=ascii (or an
+    ASCII locale) it raised UnicodeEncodeError, exit 1, after the artifact was written."""
+    out = tmp_path / "données ü" / "prepare"
+    done = _prepare("--config", str(config_file), "--out", str(out),
+                    env={**cli_env, "PYTHONIOENCODING": "ascii"})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    escaped = str(out).encode("ascii", "backslashreplace").decode("ascii")
+    assert done.stdout == f"prepare: wrote {escaped}\n"
+    assert (out / "meta.json").is_file()
+
+
+def test_a_folder_name_in_latin1_bytes_is_one_error_and_no_output(
+    config_file: Path, tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    """A folder copied from an older system keeps its Latin-1 name; Python holds the byte that
+    is not UTF-8 as a surrogate, which pyarrow refused with a traceback."""
+    folder = os.fsencode(tmp_path) + b"/caf\xe9"
+    try:
+        os.mkdir(folder)
+    except (OSError, UnicodeError):
+        pytest.skip("this file system takes only UTF-8 names")
+    out = os.fsdecode(folder + b"/prepare")
+    done = _prepare("--config", str(config_file), "--out", out, env=cli_env)
+    assert done.returncode == 2
+    assert done.stderr == (
+        "error: the file or folder name b'caf\\xe9' is not UTF-8 text; rename it with UTF-8 "
+        "characters (e.g. convmv -f latin1 -t utf-8 --notest NAME)\n"
+    )
+    assert os.listdir(folder) == []
+
+
+def test_an_ascii_locale_refuses_a_non_ascii_path_in_one_line(
+    config_file: Path, tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    env = _ascii_locale(cli_env)
+    folder = tmp_path / "données"
+    folder.mkdir()
+    done = _prepare("--config", str(config_file), "--out", str(folder / "prepare"), env=env)
+    assert done.returncode == 2
+    assert done.stderr == (
+        "error: the file or folder name b'donn\\xc3\\xa9es' cannot be used under this locale, "
+        "whose file names are ascii; run under a UTF-8 locale (LANG=C.UTF-8) or with "
+        "PYTHONUTF8=1\n"
+    )
+    assert list(folder.iterdir()) == []
+
+
+def test_a_tilde_in_config_and_out_is_the_home_folder(
+    config_file: Path, tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    """``--out=~/x`` reaches sslops unexpanded (the shell expands only a word's leading ``~``):
+    it made a folder named ``~`` in the working directory and then failed in pyarrow, which
+    expands it; ``--config=~/x`` was not found. Data paths already expanded ``~``."""
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    (home / "c.yaml").write_bytes(config_file.read_bytes())
+    env = {**cli_env, "HOME": str(home)}
+    done = _prepare("--config=~/c.yaml", "--out=~/runs/prepare", env=env, cwd=work)
+    assert done.returncode == 0, done.stderr
+    assert (home / "runs" / "prepare" / "meta.json").is_file()
+    assert list(work.iterdir()) == []
+
+
+def test_a_relative_data_path_not_found_names_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Relative data paths are read from the working directory, not the config's folder: a
+    run started elsewhere is told which folder was looked in."""
+    monkeypatch.chdir(tmp_path)
+    where = f"relative to the working directory {tmp_path}"
+    with pytest.raises(DataError, match=rf"^data.train: file not found: train.csv \({where}\)$"):
+        resolve_sources("train.csv", "data.train")
+    with pytest.raises(DataError, match=rf"^data.test: file not found: t.csv \({where}\)$"):
+        resolve_path("t.csv", "data.test")
+    with pytest.raises(DataError, match=r"^data.test: file not found: /nowhere/t.csv$"):
+        resolve_path("/nowhere/t.csv", "data.test")
