@@ -4,6 +4,7 @@ either works as on the developer's machine or ends with one error line and no ou
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import yaml
 
 from sslops.data.readers import resolve_path, resolve_sources
 from sslops.errors import DataError
-from tests.conftest import small_config_dict
+from tests.conftest import ROOT, small_config_dict
 
 
 def _prepare(
@@ -121,3 +122,34 @@ def test_a_relative_data_path_not_found_names_the_working_directory(
         resolve_path("t.csv", "data.test")
     with pytest.raises(DataError, match=r"^data.test: file not found: /nowhere/t.csv$"):
         resolve_path("/nowhere/t.csv", "data.test")
+
+
+def test_the_run_summary_names_the_final_folder_when_its_name_has_an_accent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``sslops run --out 'runs/é'`` printed and recorded in summary.json the ONNX model and
+    the bundle under the deleted ``.é.partial-*`` staging folder: the paths were replaced in
+    the summary's JSON text, where ``é`` is written ``\\u00e9``."""
+    from sslops.config import load_config
+    from sslops.pipeline import local
+
+    def pipeline_ran(pipeline: object, cfg: object, log: Path, kept: Path) -> None:
+        (log.parent / "kfp").mkdir()
+
+    def summary_of(run_dir: Path) -> dict[str, object]:
+        bundle = run_dir / "audit" / "bundle"
+        return {"onnx": {"path": str(bundle / "model.onnx")}, "audit": {"paths": [str(bundle)]}}
+
+    monkeypatch.setattr("kfp.local.init", lambda **_: None)
+    monkeypatch.setattr(local, "_run_pipeline", pipeline_ran)
+    monkeypatch.setattr(local, "_collect", lambda root, staging: None)
+    monkeypatch.setattr(local, "build_summary", summary_of)
+    out = tmp_path / "runs" / 'données "ü"'
+    out.parent.mkdir()
+    summary = local.run_local(load_config(ROOT / "configs" / "adult.yaml", []), out)
+    bundle = out / "audit" / "bundle"
+    assert summary == {
+        "onnx": {"path": str(bundle / "model.onnx")},
+        "audit": {"paths": [str(bundle)]},
+    }
+    assert json.loads((out / "summary.json").read_text(encoding="utf-8")) == summary

@@ -298,6 +298,19 @@ def run_local(cfg: Config, out: Path) -> dict[str, Any]:
     return summary
 
 
+def _moved(value: Any, staging: str, out: str) -> Any:
+    """``value`` with each path under ``staging`` naming ``out`` instead. Replaced in the
+    strings, not in their JSON text, where an accent in the folder (``\\u00e9``) or a quote
+    is escaped and the staging folder went unnoticed."""
+    if isinstance(value, str):
+        return value.replace(staging, out)
+    if isinstance(value, dict):
+        return {key: _moved(item, staging, out) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_moved(item, staging, out) for item in value]
+    return value
+
+
 def _run_staged(cfg: Config, out: Path) -> dict[str, Any]:
     staging = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
@@ -322,7 +335,7 @@ def _run_staged(cfg: Config, out: Path) -> dict[str, Any]:
         summary_path = staging / "summary.json"
         # Paths in the summary point at the final folder, which exists after the rename.
         summary = build_summary(staging)
-        summary = json.loads(json.dumps(summary).replace(str(staging), str(out)))
+        summary = _moved(summary, str(staging), str(out))
         write_json(summary_path, summary)
         move_into_place(staging, out)
     except BaseException:
