@@ -153,3 +153,25 @@ def test_the_run_summary_names_the_final_folder_when_its_name_has_an_accent(
         "audit": {"paths": [str(bundle)]},
     }
     assert json.loads((out / "summary.json").read_text(encoding="utf-8")) == summary
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077], ids=["022", "027", "077"])
+def test_every_file_of_an_artifact_gets_the_umask_s_mode(tmp_path: Path, umask: int) -> None:
+    """safetensors writes its file 0600 whatever the umask: the weights alone were unreadable
+    to the group (or the next KFP pod's user) that could read every other file."""
+    import torch
+    from safetensors.torch import save_file
+
+    from sslops.artifacts import write_artifact
+
+    previous = os.umask(umask)
+    try:
+        with write_artifact(tmp_path / "pretrain", "pretrain", {}) as tmp:
+            save_file({"w": torch.zeros(2)}, str(tmp / "encoder.safetensors"))
+            (tmp / "history.json").write_text("[]\n", encoding="utf-8")
+    finally:
+        os.umask(previous)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "pretrain").iterdir()}
+    assert modes == dict.fromkeys(
+        ("encoder.safetensors", "history.json", "meta.json"), 0o666 & ~umask
+    )

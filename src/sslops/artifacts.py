@@ -116,6 +116,35 @@ def _fsync_tree(root: Path) -> None:
                 os.fsync(fh.fileno())
 
 
+def new_file_mode() -> int:
+    """The mode ``open`` gives a new file: 0666 less the process umask (0644 under 022)."""
+    return 0o666 & ~process_umask()
+
+
+def process_umask() -> int:
+    """The process umask, read without changing it where Linux shows it (setting it to read
+    it back would, for that instant, apply to files other threads create)."""
+    try:
+        for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o077)  # elsewhere: set and restore, the most private value meanwhile
+    os.umask(umask)
+    return umask
+
+
+def _modes_as_open(root: Path) -> None:
+    """Every payload file gets the mode a new file gets: safetensors (like mkstemp) writes
+    0600 whatever the umask, so the weights alone were unreadable to the group, the next
+    pod's user or the reviewer that could read every other file of the artifact."""
+    mode = new_file_mode()
+    for path in root.rglob("*"):
+        if path.is_file() and not path.is_symlink() and (path.stat().st_mode & 0o777) != mode:
+            path.chmod(mode)
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -242,6 +271,7 @@ def write_artifact(
             "ended": _now(),
         }
         (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        _modes_as_open(tmp)
         _fsync_tree(tmp)
         move_into_place(tmp, final)
     except OSError as exc:

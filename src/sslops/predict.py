@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 
 from sslops import __version__
-from sslops.artifacts import sha256_file
+from sslops.artifacts import new_file_mode, sha256_file
 from sslops.config import Config
 from sslops.errors import ArtifactError, DataError
 from sslops.progress import task_progress
@@ -509,18 +509,4 @@ def _readable(fd: int) -> None:
     """The mode ``open`` would give a new file (0644 under the usual umask 022): mkstemp
     makes its file 0600 and the rename keeps it, so the predictions, written as root or
     by a job's user, were unreadable to the job or person who reads them next."""
-    os.fchmod(fd, 0o666 & ~_umask())
-
-
-def _umask() -> int:
-    """The process umask, read without changing it where Linux shows it (setting it to read
-    it back would, for that instant, apply to files other threads create)."""
-    try:
-        for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    umask = os.umask(0o077)  # elsewhere: set and restore, the most private value meanwhile
-    os.umask(umask)
-    return umask
+    os.fchmod(fd, new_file_mode())
