@@ -175,3 +175,23 @@ def test_every_file_of_an_artifact_gets_the_umask_s_mode(tmp_path: Path, umask: 
     assert modes == dict.fromkeys(
         ("encoder.safetensors", "history.json", "meta.json"), 0o666 & ~umask
     )
+
+
+def test_an_unwritable_home_adds_no_matplotlib_warning(
+    config_file: Path, tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    """With HOME unwritable (a CI runner, a pod under an arbitrary user id) matplotlib warned
+    twice on stderr per process ("mkdir -p failed …", "it is highly recommended to set the
+    MPLCONFIGDIR …"); the temporary folder it falls back to is now given it quietly."""
+    home = tmp_path / "home"
+    home.mkdir()
+    home.chmod(0o555)
+    unwritable = str(home) if not os.access(home, os.W_OK) else "/proc/sslops-no-home"
+    env = {k: v for k, v in cli_env.items() if k not in ("MPLCONFIGDIR", "XDG_CONFIG_HOME")}
+    out = tmp_path / "prepare"
+    done = _prepare(
+        "--config", str(config_file), "--out", str(out), env={**env, "HOME": unwritable}
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert (out / "datacard_groups.png").is_file()

@@ -25,6 +25,7 @@ from sslops.artifacts import INPUT_STAGE
 from sslops.config import Config, load_config
 from sslops.errors import ConfigError, SslopsError, describe_os_error, one_line
 from sslops.k8s import commands as k8s_commands
+from sslops.matplotlib_home import quiet_config_dir
 from sslops.shadow import commands as shadow_commands
 from sslops.sigterm import EXIT_SIGINT, EXIT_SIGTERM, Terminated, sigterm_as_interrupt
 
@@ -999,6 +1000,7 @@ def describe_unencodable(exc: UnicodeEncodeError) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _portable_paths_and_output(args)
+    quiet_config_dir()
     with sigterm_as_interrupt():
         return _main(args)
 
