@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -195,3 +196,31 @@ def test_an_unwritable_home_adds_no_matplotlib_warning(
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     assert (out / "datacard_groups.png").is_file()
+
+
+def test_the_run_summary_prints_paths_as_they_are_and_quoted_to_copy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The end of ``sslops run`` went through rich markup, so 'runs/[v2]' was printed as
+    'runs/' (and '[/x]' raised MarkupError), and its 'Score rows' command split a folder with
+    a space into two arguments."""
+    from sslops.cli import _print_summary
+
+    out = tmp_path / "runs [v2]" / "a[/x]"
+    (out / "prepare").mkdir(parents=True)
+    (out / "prepare" / "encoding.json").write_text("{}", encoding="utf-8")
+    model = str(out / "audit" / "bundle" / "model.onnx")
+    scores = dict.fromkeys(("accuracy", "roc_auc", "dp_difference", "eo_difference"), 0.5)
+    summary = {
+        "sensitive": "sex[1]", "ssl": scores, "mitigated": scores, "baseline": scores,
+        "onnx": {"path": model, "max_abs_diff": 1e-6}, "audit": {"path": str(out / "audit")},
+    }  # fmt: skip
+    _print_summary(summary, out, Path("my configs") / "loans [2].yaml")
+    printed = capsys.readouterr().out
+    assert " ".join(f"ONNX model: {model} (max".split()) in " ".join(printed.split())
+    assert "fairness for 'sex[1]'" in printed
+    command = next(line for line in printed.splitlines() if line.startswith("Score rows:"))
+    assert shlex.split(command)[2:] == [
+        "sslops", "predict", "--model", model, "--data", "NEW.csv", "--out", "predictions.csv",
+        "--config", "my configs/loans [2].yaml",
+    ]  # fmt: skip

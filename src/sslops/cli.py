@@ -12,6 +12,7 @@ import io
 import json
 import math
 import os
+import shlex
 import sys
 import tempfile
 from collections.abc import Callable
@@ -850,7 +851,9 @@ def _print_summary(summary: dict[str, Any], out: Path, config_path: Path | None 
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(stderr=False)
+    # No markup: paths and column names are printed as they are ('runs/[v2]' lost its '[v2]',
+    # a '[/x]' raised MarkupError after the run).
+    console = Console(stderr=False, markup=False)
     sensitive = summary["sensitive"]
     table = Table(title=f"sslops run: test split (fairness for '{sensitive}')")
     for column in ("model", "accuracy", "ROC AUC", "DP diff.", "EO diff."):
@@ -904,9 +907,9 @@ def _print_summary(summary: dict[str, Any], out: Path, config_path: Path | None 
                       f"{filed.parent.parent})", soft_wrap=True)  # fmt: skip
     console.print(f"Summary:      {out / 'summary.json'}")
     tables = (out / "prepare" / "encoding.json").is_file()  # the model takes raw columns
-    config = f" --config {config_path}" if config_path and tables else ""
-    console.print(
-        f"Score rows:   sslops predict --model {summary['onnx']['path']} --data "
+    config = f" --config {shlex.quote(str(config_path))}" if config_path and tables else ""
+    console.print(  # quoted: a folder name with a space or an accent stays one argument
+        f"Score rows:   sslops predict --model {shlex.quote(summary['onnx']['path'])} --data "
         f"{'NEW.csv' if tables else 'NEW.npy'} --out predictions.csv{config}",
         soft_wrap=True,  # one line, to copy
     )
