@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from sslops.artifacts import new_folder_mode
 from sslops.audit import audit, generate_keypair
 from sslops.audit.attestation import ATTESTATION, SUMMARY
 from sslops.audit.bundle import load_private_key, sign_manifest, write_manifest
@@ -76,6 +77,8 @@ def test_untouched_bundle_reproduces_and_the_attestation_verifies(
     assert "reproduced:" in capsys.readouterr().out
     record = json.loads((out / ATTESTATION).read_text())
     assert record["result"] == "passed" and record["failures"] == []
+    # the folder as mkdir makes one (mkdtemp's 0700 left it the owner's alone: the port review)
+    assert out.stat().st_mode & 0o777 == new_folder_mode()
     assert record["signature"]["result"] == "verified" and record["integrity"]["result"] == "intact"
     assert record["data"]["result"] == "matches"
     names = {c["metric"] for c in record["checks"]}

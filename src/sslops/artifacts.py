@@ -121,6 +121,11 @@ def new_file_mode() -> int:
     return 0o666 & ~process_umask()
 
 
+def new_folder_mode() -> int:
+    """The mode ``mkdir`` gives a new folder: 0777 less the process umask (0755 under 022)."""
+    return 0o777 & ~process_umask()
+
+
 def process_umask() -> int:
     """The process umask, read without changing it where Linux shows it (setting it to read
     it back would, for that instant, apply to files other threads create)."""

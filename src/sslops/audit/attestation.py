@@ -20,7 +20,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from sslops.artifacts import check_replaceable, move_into_place
+from sslops.artifacts import check_replaceable, move_into_place, new_folder_mode
 from sslops.audit.bundle import (
     BundleFiles,
     Signer,
@@ -102,6 +102,7 @@ def write_attestation(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
+        staged.chmod(new_folder_mode())  # mkdtemp's 0700 whatever the umask: as mkdir's
         (staged / ATTESTATION).write_bytes(canonical_json(record))
         (staged / SUMMARY).write_text(attestation_markdown(record), encoding="utf-8")
         files = {
