@@ -12,6 +12,7 @@ from sslops.finetune.pareto import (
     MARKERS,
     MECHANISMS,
     Candidate,
+    decides_one_class,
     fairness_gap,
     gap_upper_bound,
     mark_front,
@@ -235,3 +236,24 @@ def test_upper_bounds_leave_out_the_rows_of_small_groups() -> None:
         assert fairness_gap(name, y, predicted, {"s": masked}) == pytest.approx(
             fairness_gap(name, y[kept], predicted[kept], {"s": groups[kept]})
         )
+
+
+def test_a_candidate_deciding_one_class_is_taken_only_when_no_other_qualifies() -> None:
+    """With a rare positive class the constant "no" has the majority's accuracy and every gap
+    0: it won every policy while deciding nothing (the imbalanced-data review)."""
+
+    def pool(*rows: tuple[str, float, float, float]) -> list[Candidate]:
+        return [Candidate(n, "penalty", 0.0, acc, {DP: gap}, selection_rate=rate)
+                for n, acc, gap, rate in rows]  # fmt: skip
+
+    constant = ("always-no", 0.98, 0.0, 0.0)
+    assert select(pool(constant, ("decides", 0.95, 0.01, 0.03)), DP, 0.02)[0].name == "decides"
+    # nothing that decides within the gap: the constant is what meets the policy
+    chosen, met = select(pool(constant, ("decides", 0.95, 0.04, 0.03)), DP, 0.02)
+    assert (chosen.name, met) == ("always-no", True)
+    # nothing within (a bound no gap meets): the fairest candidate that decides
+    chosen, met = select(pool(("always-yes", 0.02, 0.0, 1.0), ("decides", 0.95, 0.04, 0.03),
+                              ("worse", 0.96, 0.09, 0.05)), DP, -1.0)  # fmt: skip
+    assert (chosen.name, met) == ("decides", False)
+    # selection rate unknown (older candidates): as before
+    assert not decides_one_class(Candidate("x", "penalty", 0.0, 0.9, {DP: 0.0}))

@@ -194,18 +194,29 @@ def select(candidates: list[Candidate], constraint: str, max_gap: float) -> tupl
     """Highest validation accuracy among deployable candidates within the gap; else the fairest.
 
     The gap compared is each candidate's :meth:`Candidate.policy_gap` (its upper confidence
-    bound with ``finetune.fairness.gap_confidence``, else the measured gap)."""
+    bound with ``finetune.fairness.gap_confidence``, else the measured gap). A candidate that
+    decides the same for every validation row (:func:`decides_one_class`) is taken only when no
+    other is there to take: its gaps are 0 because it treats everyone alike, and with a rare
+    positive class its accuracy is the majority's, so it would win every policy while
+    deciding nothing (found by the imbalanced-data review)."""
     deployable = [c for c in candidates if c.deployable]
+    deciding = [c for c in deployable if not decides_one_class(c)] or deployable
     within = [c for c in deployable if c.policy_gap(constraint) <= max_gap]
+    within = [c for c in within if not decides_one_class(c)] or within
     if within:
         return max(within, key=lambda c: (c.accuracy, -c.policy_gap(constraint))), True
-    return min(deployable, key=lambda c: (c.policy_gap(constraint), -c.accuracy)), False
+    return min(deciding, key=lambda c: (c.policy_gap(constraint), -c.accuracy)), False
+
+
+def decides_one_class(candidate: Candidate) -> bool:
+    """Whether the candidate predicts one class for every validation row (unknown: no)."""
+    return candidate.selection_rate in (0.0, 1.0)
 
 
 def one_class_note(chosen: Candidate, rows: int) -> str | None:
     """Why the selected candidate's validation figures say little when it predicts one class
     for every validation row (a rare positive class at the default threshold), else None."""
-    if chosen.selection_rate not in (0.0, 1.0):
+    if not decides_one_class(chosen):
         return None
     decided = "negative" if chosen.selection_rate == 0.0 else "positive"
     return (
@@ -224,7 +235,8 @@ def selection_rule(gap_confidence: float | None) -> str:
     )  # fmt: skip
     return (
         f"highest validation accuracy among deployable candidates whose {compared} is within "
-        f"max_gap - selection_margin; otherwise the smallest {compared}"
+        f"max_gap - selection_margin; otherwise the smallest {compared}; a candidate that "
+        "predicts one class for every validation row only when no other qualifies"
     )
 
 
