@@ -697,7 +697,9 @@ def test_a_folder_that_is_not_a_bundle_is_an_error(
     stage_artifacts: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (tmp_path / "empty").mkdir()
-    for folder in (tmp_path / "empty", stage_artifacts["export"]):
+    (tmp_path / "links").mkdir()  # no bundle either, whatever it holds (the docs review)
+    (tmp_path / "links" / "x").symlink_to(tmp_path / "empty")
+    for folder in (tmp_path / "empty", stage_artifacts["export"], tmp_path / "links"):
         assert main(["audit", "verify", str(folder)]) == 2
         assert capsys.readouterr().err.strip().splitlines() == [
             f"error: {folder} is not an audit bundle (no manifest.json; expected a bundle "

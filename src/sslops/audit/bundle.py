@@ -460,6 +460,14 @@ def verify_bundle(
         return {"path": str(path), "problems": [damaged], "signed": False, "unreadable": True}
     names = files.names()
     irregular = files.irregular()
+    present = names | set(irregular)
+    if MANIFEST not in present and not known and not present & set(_BUNDLE_FILES):
+        # before the irregular files: a folder that is no bundle at all is the wrong input
+        # (exit 2), whatever it holds, not a bundle that failed verification (exit 1)
+        raise ArtifactError(
+            f"{given} is not an audit bundle (no {MANIFEST}; expected a bundle folder, its "
+            f"{ZIP_NAME} or the audit artifact folder)"
+        )
     if irregular:  # named, and never read through: a bundle folder holds regular files only
         problems = [f"{name} is {what} (a bundle holds regular files only; what it points to "
                     "is not part of the bundle)" if what == "a symbolic link" else
@@ -467,11 +475,6 @@ def verify_bundle(
                     for name, what in sorted(irregular.items())]  # fmt: skip
         return {"path": str(path), "problems": problems, "signed": SIGNATURE in names}
     if MANIFEST not in names:
-        if not known and not names & set(_BUNDLE_FILES):
-            raise ArtifactError(
-                f"{given} is not an audit bundle (no {MANIFEST}; expected a bundle folder, its "
-                f"{ZIP_NAME} or the audit artifact folder)"
-            )
         return {"path": str(path), "problems": [f"{MANIFEST} is missing"], "signed": False}
     problems, info = check_signature(files, public_key)
     manifest, problem = _load_canonical(files, MANIFEST)
