@@ -294,6 +294,8 @@ def test_sslops_run_on_another_csv_through_kfp_local(
     assert described in (bundle / "model_card.md").read_text()
     measured_on = summary["fairness"]["gap_measured_on"]
     assert measured_on == finetuned["fairness"]["gap_rows"][summary["fairness"]["constraint"]]
+    caveats = summary["fairness"]["selection_caveats"]
+    assert caveats == finetuned["fairness"].get("selection_caveats", [])
     assert "measured" in " ".join(result.stdout.split())
     # how many rows the test table stands on, and the deployed model's intervals
     metrics = json.loads((out / "evaluate" / "metrics.json").read_text())

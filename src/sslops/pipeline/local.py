@@ -146,6 +146,9 @@ def build_summary(run_dir: Path) -> dict[str, Any]:
     # Where the constrained gap was measured (images and series: validation only).
     gap_rows = fairness.get("gap_rows", {}).get(fairness["constraint"])
     summary["fairness"]["gap_measured_on"] = gap_rows or "validation"
+    # What the selection's figures do not show (a constant predictor taken, a gap measured
+    # on few positives), as finetune warned: a CI job reads them without the logs.
+    summary["fairness"]["selection_caveats"] = list(fairness.get("selection_caveats") or [])
     card_path = run_dir / "prepare" / "datacard.json"
     card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
     # Columns the data card suspects of being undeclared identifiers or free text.
