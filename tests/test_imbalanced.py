@@ -202,3 +202,18 @@ def test_the_label_efficiency_curve_counts_the_positives_it_was_fitted_on(rare_p
     assert {r["positive_labels"] for r in curve["rows"]} == {2}
     labels = curve["rows"][0]["labels"]
     assert f"| 1% ({labels}; 2 positive) |" in curve_markdown(curve)
+
+
+def test_images_and_series_name_a_class_the_training_split_lacks_and_count_few_labels() -> None:
+    """The image/series path said "raise finetune.label_fraction" for a class the training
+    split does not hold (no fraction can help) and never said a class had few labels."""
+    names = ["0", "1", "2"]
+    lacking = np.array([0] * 5 + [2] * 5)
+    with pytest.raises(DataError, match=r"0 row\(s\) of class '1' of label 'digit' .*label more "
+                                        r"rows of class '1'"):  # fmt: skip
+        check_label_classes(lacking, np.arange(10), "digit", 0.5, names)
+    target = np.repeat([0, 1, 2], 20)
+    labeled = np.r_[0, 1, 20, 21, 40:60]
+    out = check_label_classes(target, labeled, "digit", 0.1, names)
+    assert out["labels_by_class"] == {"0": 2, "1": 2, "2": 20}
+    assert "2 '0' (of 20 in the training split), 2 '1' (of 20" in out["few_labels_note"]

@@ -22,6 +22,7 @@ beside each item (:mod:`sslops.data.group_metadata`); their edges are ``None``.
 from __future__ import annotations
 
 import json
+import sys
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -52,7 +53,7 @@ from sslops.finetune.pareto import (
     select,
     selection_rule,
 )
-from sslops.finetune.stage import stratified_label_subset
+from sslops.finetune.stage import check_label_classes, stratified_label_subset
 from sslops.models.arrays import (
     ArrayClassifier,
     model_input,
@@ -245,6 +246,10 @@ def finetune_arrays(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_d
                                classes)  # fmt: skip
 
     labeled = stratified_label_subset(train.target, fc.label_fraction, cfg.seed)
+    labels = check_label_classes(train.target, labeled, str(data.schema.get("label", "label")),
+                                 fc.label_fraction, data.schema["classes"])  # fmt: skip
+    if "few_labels_note" in labels:
+        print(f"warning: {labels['few_labels_note']}", file=sys.stderr, flush=True)
     y_lab = train.target[labeled]
     z_train, z_val = embed(classifier(True), x_train), embed(classifier(True), x_val)
     shift, scale = z_train.mean(0), np.maximum(z_train.std(0), 1e-6)
@@ -320,6 +325,7 @@ def finetune_arrays(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_d
         "modality": modality,
         "classes": data.schema["classes"],
         "labels_used": len(labeled),
+        **labels,  # labels_by_class, and few_labels_note when a class has few
         "label_fraction": fc.label_fraction,
         "train_rows": len(train.target),
         "transfer": "linear_probe",

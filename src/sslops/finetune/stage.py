@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,32 +90,42 @@ def stratified_label_subset(target: np.ndarray, fraction: float, seed: int) -> n
 
 
 def check_label_classes(
-    target: np.ndarray, labeled: np.ndarray, label: str, fraction: float
-) -> dict[str, Any]:
-    """``labels_by_class``: the labeled rows per class (``positive``, ``negative``) and, with
-    fewer than :data:`FEW_LABELS` of a class, ``few_labels_note`` saying so. A training split with fewer than 2
-    rows of a class is refused: no label fraction can give a head two classes to learn, and
-    one positive row would be that person's features, not a class."""
-    rows = {"positive": int(target.sum()), "negative": int(len(target) - target.sum())}
+    target: np.ndarray, labeled: np.ndarray, label: str, fraction: float,
+    classes: Sequence[str] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """``labels_by_class``: the labeled rows per class (``positive``, ``negative``; images
+    and series: by the names in ``classes``) and, with fewer than :data:`FEW_LABELS` of a
+    class, ``few_labels_note`` saying so. A training split with fewer than 2 rows of a class
+    is refused: no label fraction can give a head that class to learn, and one positive row
+    would be that person's features, not a class."""
+    names = ["negative", "positive"] if classes is None else [str(c) for c in classes]
+    order = [1, 0] if classes is None else list(range(len(names)))
+    known = "the {} class" if classes is None else "class {!r}"
+    target = np.asarray(target).astype(np.int64)
+    counts = np.bincount(target, minlength=len(names))
+    rows = {names[k]: int(counts[k]) for k in order}
     short = {name: n for name, n in rows.items() if n < 2}
     if short:
         name, n = next(iter(short.items()))
+        shown = ", ".join(f"{c:,} {c_name}" for c_name, c in list(rows.items())[:6])
         raise DataError(
-            f"the training split holds {n} row(s) of the {name} class of label {label!r} "
-            f"({rows['positive']:,} positive, {rows['negative']:,} negative); fine-tuning "
-            f"needs at least 2 of each class: label more {name} rows"
+            f"the training split holds {n} row(s) of {known.format(name)} of label {label!r} "
+            f"({shown}{', ...' if len(rows) > 6 else ''}); fine-tuning needs at least 2 of "
+            f"each class: label more rows of {known.format(name)}"
         )
-    used = {"positive": int(target[labeled].sum())}
-    used["negative"] = len(labeled) - used["positive"]
+    used_counts = np.bincount(target[labeled], minlength=len(names))
+    used = {names[k]: int(used_counts[k]) for k in order}
     few = {name: n for name, n in used.items() if n < FEW_LABELS}
     out: dict[str, Any] = {"labels_by_class": used}
     if few:
-        held = ", ".join(f"{n} {name} (of {rows[name]:,} in the training split)"
-                         for name, n in few.items())  # fmt: skip
+        held = ", ".join(f"{n} {name if classes is None else repr(name)} (of {rows[name]:,} in "
+                         "the training split)" for name, n in list(few.items())[:3])  # fmt: skip
+        more = f" and {len(few) - 3} more classes" if len(few) > 3 else ""
         out["few_labels_note"] = (
-            f"the heads are fitted on few labels of a class: {held}, finetune.label_fraction "
-            f"{fraction:g} with at least 2 per class; models fitted on so few rows of a class "
-            "are mostly noise and may never predict it: raise finetune.label_fraction"
+            f"the heads are fitted on few labels of a class: {held}{more}, "
+            f"finetune.label_fraction {fraction:g} with at least 2 per class; models fitted on "
+            "so few rows of a class are mostly noise and may never predict it: raise "
+            "finetune.label_fraction"
         )
     return out
 
