@@ -1112,6 +1112,8 @@ def read_yaml_file(path: Path, what: str) -> Any:
         return read_yaml(Path(path).read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         reason = " ".join(str(exc).split())  # PyYAML's message spans lines; the CLI prints one
+        # PyYAML read a string, so it names the source "<unicode string>"; the file is named above
+        reason = reason.replace('in "<unicode string>", ', "at ")
         raise ConfigError(f"{what} {path} is not valid YAML: {reason}{_quote_hint(exc)}") from None
 
 
