@@ -593,7 +593,7 @@ def test_failing_gate_stops_sslops_run(
     for override in FAST_OVERRIDES:
         args += ["--set", override]
     result = subprocess.run(args, capture_output=True, text=True, env=cli_env, timeout=900)
-    assert result.returncode == 2
+    assert result.returncode == 3  # a failed gate; 2 is bad input
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: policy gate failed") and "min_auc" in last and "0.99" in last
     assert "Traceback" not in result.stderr

@@ -139,8 +139,53 @@ def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str
 def test_main_help_documents_the_exit_statuses() -> None:
     text = _cli("--help").stdout
     block = text[text.index("exit status") :]
-    for code in ("0 ", "1 ", "2 ", "130 ", "143 "):
+    for code in ("0 ", "1 ", "2 ", "3 ", "130 ", "143 "):
         assert f"\n  {code}" in block, code
+
+
+def test_a_failed_gate_exits_3_not_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A CI job tells "the model is not fit to ship" from "the job is misconfigured"."""
+    import sslops.api
+    from sslops.cli import main
+    from sslops.errors import GateError
+
+    def stage(command: str, *args: object) -> None:
+        raise GateError("policy gate failed for model 'ssl': min_auc: roc_auc 0.80 < 0.99")
+
+    monkeypatch.setattr(sslops.api, "run_stage", stage)
+    inputs = [f"--{name}=x" for name in ("prepared", "pretrained", "finetuned", "evaluation",
+                                         "exported")]  # fmt: skip
+    assert main(["audit", *_TABLE, *inputs, "--out", "nowhere"]) == 3
+    assert capsys.readouterr().err.startswith("error: policy gate failed for model 'ssl'")
+    assert main(["audit", *_TABLE, "--set", "seed=-1", *inputs, "--out", "nowhere"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("line", "gate"),
+    [("error: policy gate failed for model 'ssl': min_auc", True),
+     ("error: column 'sex' is missing from data.train", False)],
+)  # fmt: skip
+def test_sslops_run_tells_a_failed_gate_from_a_failed_task(
+    tmp_path: Path, line: str, gate: bool
+) -> None:
+    """The audit task's error line, read from kfp.local's output, sets the exception type
+    (and so the exit status) of the whole run."""
+    from sslops.config import Config
+    from sslops.errors import GateError
+    from sslops.pipeline.local import PipelineFailed, _run_pipeline
+
+    def pipeline(config_json: str) -> None:
+        print(line)
+        raise RuntimeError("Task 'audit' finished with status FAILURE")
+
+    cfg = Config.model_validate({"data": {"train": "x.csv", "label": "y", "positive": 1,
+                                          "sensitive": ["s"]}})  # fmt: skip
+    with pytest.raises(PipelineFailed) as failed:
+        _run_pipeline(pipeline, cfg, tmp_path / "run.log", tmp_path / "kept.log")
+    assert isinstance(failed.value, GateError) is gate
+    assert str(failed.value).startswith(line.removeprefix("error: "))
 
 
 def _signed_bundle(tmp_path: Path) -> Path:

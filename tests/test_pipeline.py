@@ -215,6 +215,7 @@ def test_sslops_run_on_another_csv_through_kfp_local(
     assert result.returncode == 0, result.stderr[-3000:]
     assert not (tmp_path / ".run.failed.log").exists()  # removed by the run that succeeded
     summary = json.loads((out / "summary.json").read_text())
+    assert (summary["summary_format"], summary["sslops_version"]) == (1, VERSION)
     assert summary["label_note"] is None  # yes / no: nothing to note
     assert summary["few_class_note"] is None  # every split has >= 10 rows of each class
     # The bundle was filed in the registry, under the demo config's model name.

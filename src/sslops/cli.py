@@ -24,7 +24,14 @@ import yaml
 from sslops import __version__
 from sslops.artifacts import INPUT_STAGE
 from sslops.config import Config, load_config
-from sslops.errors import ConfigError, SslopsError, describe_os_error, one_line
+from sslops.errors import (
+    EXIT_GATE,
+    ConfigError,
+    GateError,
+    SslopsError,
+    describe_os_error,
+    one_line,
+)
 from sslops.k8s import commands as k8s_commands
 from sslops.matplotlib_home import quiet_config_dir
 from sslops.shadow import commands as shadow_commands
@@ -48,8 +55,9 @@ progress, status and errors on stderr: a progress bar on a terminal, else one li
 exit status (docs/automation.md):
   0    done; a check (audit verify, list --verify, reproduce, compare) found nothing wrong
   1    a check found a problem (one line each on stderr); or a crash with a traceback (a bug)
-  2    unusable input, config or environment; a policy gate failed; a task of sslops run
-       failed; a verification without a trusted key: one 'error:' line, nothing written
+  2    unusable input, config or environment; a task of sslops run failed; a verification
+       without a trusted key: one 'error:' line, nothing written
+  3    a policy gate failed (audit.gates): the model is not fit to ship; as for 2 otherwise
   130  interrupted (SIGINT, Ctrl-C): nothing partial kept
   143  stopped by SIGTERM (CI cancel, docker stop, Kubernetes): as for 130, child
        processes stopped too
@@ -94,9 +102,9 @@ class HelpFormatter(argparse.HelpFormatter):
 
 # Every subcommand's --help ends with this unless it states its own exit statuses.
 SUBCOMMAND_EXIT = """\
-exit status: 0 done; 2 unusable input, config or environment, or a failed policy gate (one
-'error:' line on stderr, nothing written); 130 SIGINT, 143 SIGTERM (nothing partial kept);
-1 a bug (a traceback). Results go to stdout, progress and errors to stderr: sslops --help"""
+exit status: 0 done; 2 unusable input, config or environment (one 'error:' line on stderr,
+nothing written); 3 a policy gate failed (likewise); 130 SIGINT, 143 SIGTERM (nothing
+partial kept); 1 a bug (a traceback). Results go to stdout, progress and errors to stderr: sslops --help"""
 
 
 def _use_formatter(parser: argparse.ArgumentParser, top: bool = True) -> None:
@@ -1047,6 +1055,9 @@ def _main(args: argparse.Namespace) -> int:
             print(text, end="")
             return 0
         handlers.get(args.command, _cmd_stage)(args, cfg)
+    except GateError as exc:  # the input was fine; the model is not fit to ship
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)
+        return EXIT_GATE
     except SslopsError as exc:
         print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return 2

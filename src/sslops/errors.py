@@ -22,7 +22,11 @@ class ArtifactError(SslopsError):
 
 
 class GateError(SslopsError):
-    """A policy gate failed."""
+    """A policy gate failed: the input was fine, the model is not fit to ship. The CLI exits
+    with :data:`EXIT_GATE`, so a CI job tells it from a broken config (status 2)."""
+
+
+EXIT_GATE = 3
 
 
 # What str.splitlines() (and a terminal or log reader) takes as a line break.

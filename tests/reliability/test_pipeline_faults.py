@@ -235,9 +235,9 @@ def test_a_run_failing_late_names_the_stages_it_keeps_for_the_rerun(
     out = tmp_path / "run"
     command = [*run_command(config, out), "--set", "audit.gates.min_auc=0.999"]
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
-    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.returncode == 3, done.stderr[-3000:]  # a failed gate, not bad input (2)
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: ") and "min_auc" in last
+    assert last.startswith("error: policy gate failed") and "min_auc" in last
     stages = tmp_path / ".run.stages"
     assert f"the stages that finished are kept in {stages}, so a rerun into {out}" in last
     assert f"(full log: {tmp_path / '.run.failed.log'})" in last

@@ -14,6 +14,8 @@ from typing import Any
 from sslops.config import Config
 from sslops.errors import GateError
 
+GATE_FAILED = "policy gate failed"  # how its error line starts (sslops run tells it by this)
+
 # gate -> (what is measured, "min" or "max")
 GATES: dict[str, tuple[str, str]] = {
     "min_accuracy": ("test accuracy", "min"),
@@ -91,7 +93,7 @@ def evaluate_gates(
         results.append(row)
     if failures:
         raise GateError(
-            "policy gate failed for model "
+            f"{GATE_FAILED} for model "
             f"{cfg.export.model!r}: {'; '.join(failures)} (to accept a failure, set "
             "audit.overrides.<gate>.justification and .approved_by)"
             + (f"; {context}" if context else "")

@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from sslops import __version__
 from sslops.artifacts import (
     LOCATIONS_ENV,
     check_replaceable,
@@ -37,10 +38,11 @@ from sslops.artifacts import (
     write_json,
 )
 from sslops.audit.bundle import load_signing_key
+from sslops.audit.gates import GATE_FAILED
 from sslops.audit.registry import BUNDLES
 from sslops.config import Config
 from sslops.data.datacard import few_class_note, label_note
-from sslops.errors import SslopsError
+from sslops.errors import GateError, SslopsError
 from sslops.pipeline import stage_cache
 from sslops.prepare import check_inputs
 from sslops.progress import PROGRESS_LINE
@@ -55,10 +57,17 @@ _OUTPUTS = {
     ("audit", "bundle"): "audit",
 }
 SUMMARY_KEYS = ("accuracy", "roc_auc", "dp_difference", "eo_difference")
+# summary.json's layout: raised when a key is removed, renamed or changes meaning (adding a
+# key does not), so a tool can refuse a layout it was not written for.
+SUMMARY_FORMAT = 1
 
 
 class PipelineFailed(SslopsError):
     """A task of the local pipeline run failed; its own error was printed above."""
+
+
+class PipelineGateFailed(PipelineFailed, GateError):
+    """The audit task's policy gate failed (the CLI's exit status 3, not 2)."""
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -129,7 +138,8 @@ def build_summary(run_dir: Path) -> dict[str, Any]:
     """The stable contract other tools read from ``summary.json``."""
     metrics = json.loads((run_dir / "evaluate" / "metrics.json").read_text(encoding="utf-8"))
     exported = json.loads((run_dir / "export" / "export.json").read_text(encoding="utf-8"))
-    summary: dict[str, Any] = {
+    summary: dict[str, Any] = {"summary_format": SUMMARY_FORMAT, "sslops_version": __version__}
+    summary |= {
         name: {key: metrics["models"][name][key] for key in SUMMARY_KEYS}
         for name in ("ssl", "mitigated", "baseline")
     }
@@ -230,7 +240,8 @@ def _run_pipeline(pipeline: Any, cfg: Config, log_path: Path, kept: Path) -> Non
         if console.error_lines
         else _ANSI.sub("", failure)
     )
-    raise PipelineFailed(f"{cause} (full log: {kept})")
+    failed = PipelineGateFailed if cause.startswith(GATE_FAILED) else PipelineFailed
+    raise failed(f"{cause} (full log: {kept})")
 
 
 @contextlib.contextmanager
@@ -291,7 +302,7 @@ def run_local(cfg: Config, out: Path) -> dict[str, Any]:
                 summary = _run_staged(cfg, out)
         except PipelineFailed as exc:
             if stages.is_dir() and any(stages.iterdir()):
-                raise PipelineFailed(
+                raise type(exc)(
                     f"{exc}; the stages that finished are kept in {stages}, so a rerun into "
                     f"{out} resumes after them (delete that folder to start over)"
                 ) from None
