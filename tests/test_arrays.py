@@ -483,6 +483,20 @@ def test_two_class_gaps_equal_fairlearn_and_stay_in_range() -> None:
     assert perfect["eo_difference"] == 0 and perfect["accuracy_parity_difference"] == 0
 
 
+def test_a_class_code_without_rows_is_named_not_blamed_on_the_label_fraction() -> None:
+    # Found by the static review: GroupDROLogisticRegression(classes=3) fitted on codes 0 and
+    # 2 said "raise finetune.label_fraction", advice for no estimator user (and no stage
+    # reaches it: check_label_classes refuses such a training split first).
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 3)), np.array([0, 2] * 20)
+    groups = np.array(["a", "b"] * 20)
+    with pytest.raises(ValueError, match=r"2 of the 3 class codes 0\.\.2 \(missing: \[1\]\)"):
+        fit_multinomial(x, y, 1.0, 3)
+    with pytest.raises(ValueError, match=r"missing: \[1\]") as raised:
+        GroupDROLogisticRegression(rounds=1).fit(x, y, sensitive_features=groups, classes=3)
+    assert "label_fraction" not in str(raised.value)
+
+
 def test_group_dro_raises_worst_group_accuracy_over_plain_logistic_regression() -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 5))

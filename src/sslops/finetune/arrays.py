@@ -86,9 +86,12 @@ def fit_multinomial(
         warnings.simplefilter("ignore", ConvergenceWarning)
         fitted = LogisticRegression(C=c, max_iter=2000).fit(x, y, sample_weight=sample_weight)
     if len(fitted.classes_) != classes:
-        raise DataError(
-            f"the labeled rows hold {len(fitted.classes_)} of {classes} classes; raise "
-            "finetune.label_fraction"
+        # The stages never get here: check_label_classes refuses a training split without
+        # 2 rows of every class, and stratified_label_subset draws rows of every class.
+        missing = sorted(set(range(classes)) - {int(c) for c in fitted.classes_})
+        raise ValueError(
+            f"y holds {len(fitted.classes_)} of the {classes} class codes 0..{classes - 1} "
+            f"(missing: {missing}); a softmax head needs rows of every class"
         )
     if classes == 2:
         coef = np.vstack([np.zeros_like(fitted.coef_[0]), fitted.coef_[0]])
