@@ -111,7 +111,7 @@ def read_label_efficiency(path: Path) -> dict[str, Any]:
         raise DataError(f"--label-efficiency {path}: {where}; expected sslops evaluate's "
                         "label_efficiency.json or the evaluate artifact holding it")  # fmt: skip
     try:
-        data: dict[str, Any] = json.loads(file.read_text(encoding="utf-8"))
+        data: Any = json.loads(file.read_text(encoding="utf-8"))  # a list, a number: refused below
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"--label-efficiency {file}: not a readable JSON file ({exc})") from None
     if not isinstance(data, dict) or "rows" not in data or "mean" not in data:

@@ -32,7 +32,7 @@ def _interval(value: float, interval: list[float] | None) -> str:
     return f"{value:.4f} [{interval[0]:.3f}, {interval[1]:.3f}]"
 
 
-def _d(value: float) -> str:
+def _d(value: float | None) -> str:
     return "n/a" if value is None or np.isnan(value) else f"{value:+.4f}"
 
 
