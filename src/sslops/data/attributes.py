@@ -73,7 +73,3 @@ def bucket(name: str, values: np.ndarray, edges: list[float]) -> np.ndarray:
     """The bucket label of each value (``edges`` from the training split)."""
     labels = np.array(BUCKETS[name], dtype=object)
     return labels[np.searchsorted(np.asarray(edges), values, side="right")]
-
-
-def group_labels(name: str, arrays: np.ndarray, edges: list[float]) -> np.ndarray:
-    return bucket(name, MEASURES[name](arrays), edges)

@@ -17,7 +17,6 @@ from sslops.data.canonicalize import label_hits
 from sslops.data.encoding import TabularEncoding
 from sslops.errors import ConfigError, DataError
 
-SPLITS = ("train", "validation", "test")
 SCHEMA = "schema.json"
 UNLABELED = "unlabeled"  # the split of kept rows of data.train without a label
 
