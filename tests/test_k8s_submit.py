@@ -386,3 +386,23 @@ def test_render_defaults_apply_when_the_flags_are_not_given(monkeypatch, capsys)
         (Path("helm/sslops"), [], "sslops", "kubeflow"),
         (Path("manifests/overlays/onprem"), Path("manifests/overlays")),
     ]
+
+
+def test_the_default_run_name_is_in_utc_whatever_the_submitter_s_zone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import time
+
+    from sslops.k8s.submit import default_run_name
+
+    monkeypatch.setenv("TZ", "Pacific/Kiritimati")  # UTC+14: another day than UTC's
+    time.tzset()
+    try:
+        before = time.gmtime()
+        name = default_run_name("sslops-pipeline")
+        after = time.gmtime()
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    stamps = {time.strftime("%Y%m%d-%H%M%S", t) for t in (before, after)}
+    assert name.removeprefix("sslops-pipeline-").removesuffix("Z") in stamps and name[-1] == "Z"

@@ -36,7 +36,12 @@ def add_parsers(sub: Any, add_config_args: Callable[[argparse.ArgumentParser], N
     )
     submit.add_argument("--namespace", metavar="NS", help="KFP profile namespace (multi-user)")
     submit.add_argument("--service-account", metavar="SA", help="service account of the run")
-    submit.add_argument("--run-name", metavar="NAME", help="display name of the run")
+    submit.add_argument(
+        "--run-name",
+        metavar="NAME",
+        help="display name of the run (default: the pipeline's name and the UTC time, "
+        "e.g. sslops-pipeline-20261201-093000Z)",
+    )
 
     render = sub.add_parser(
         "render",

@@ -31,6 +31,12 @@ class SubmitError(SslopsError):
     """The KFP endpoint refused or could not be reached."""
 
 
+def default_run_name(pipeline: str) -> str:
+    """``<pipeline>-<UTC time>Z``: the same name whichever zone the submitter's machine is in
+    (a cluster and its other records keep UTC)."""
+    return f"{pipeline}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}Z"
+
+
 @dataclass(frozen=True)
 class Submitted:
     pipeline_id: str
@@ -167,7 +173,7 @@ def submit(
             exp = client.create_experiment(experiment, namespace=namespace)
             run = client.run_pipeline(
                 experiment_id=exp.experiment_id,
-                job_name=run_name or f"{name}-{time.strftime('%Y%m%d-%H%M%S')}",
+                job_name=run_name or default_run_name(name),
                 params={"config_json": cfg.to_json()},
                 pipeline_id=pipeline_id,
                 version_id=version_id,
