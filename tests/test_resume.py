@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file
 
 from sslops.config import Config
-from sslops.errors import ArtifactError
+from sslops.errors import ArtifactError, SslopsError
 from sslops.pretrain import run_pretrain
 from sslops.pretrain.checkpoint import latest_checkpoint
 from sslops.pretrain.data import load_pretrain_data
@@ -84,15 +84,26 @@ def test_resume_mid_epoch_reproduces_the_uninterrupted_run(
     assert not checkpoints.exists(), "the default checkpoint folder is removed after success"
 
 
+KILL_RANK = Path(__file__).parent / "reliability" / "kill_rank.py"
+
+
+def stage_command(
+    cfg: Config, prepared: Path, tmp_path: Path, *entry: str
+) -> tuple[list[str], Path, Path]:
+    """``python <entry> --config ... --out <tmp>/out``, the output and its checkpoint folder."""
+    config = tmp_path / "config.json"
+    config.write_text(cfg.to_json())
+    out = tmp_path / "out"
+    command = [sys.executable, *entry, "--config", str(config),
+               "--prepared", str(prepared), "--out", str(out)]  # fmt: skip
+    return command, out, tmp_path / "out.checkpoints"
+
+
 def test_kill_during_training_then_resume(
     small_config: Config, prepared: Path, uninterrupted: Path, tmp_path: Path
 ) -> None:
     cfg = configured(small_config, checkpoint_every=2, threads=1)
-    config = tmp_path / "config.json"
-    config.write_text(cfg.to_json())
-    out, checkpoints = tmp_path / "out", tmp_path / "out.checkpoints"
-    command = [sys.executable, "-m", "sslops.pretrain", "--config", str(config),
-               "--prepared", str(prepared), "--out", str(out)]  # fmt: skip
+    command, out, checkpoints = stage_command(cfg, prepared, tmp_path, "-m", "sslops.pretrain")
     process = subprocess.Popen(command, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
     while latest_checkpoint(checkpoints) is None and process.poll() is None:
@@ -106,6 +117,32 @@ def test_kill_during_training_then_resume(
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert_same_weights(out, uninterrupted)
+
+
+def test_sigterm_checkpoints_the_step_under_way_and_the_rerun_resumes_from_it(
+    small_config: Config, prepared: Path, uninterrupted: Path, tmp_path: Path
+) -> None:
+    # As a preempted pod: SIGTERM mid-epoch, with no periodic checkpoint to fall back on.
+    cfg = configured(small_config, checkpoint_every=0, threads=1)
+    command, out, checkpoints = stage_command(cfg, prepared, tmp_path, str(KILL_RANK))
+    env = {**os.environ, "SSLOPS_TEST_KILL_LOG": str(tmp_path / "starts.log")}
+    term = {"SSLOPS_TEST_KILL_RANK": "0", "SSLOPS_TEST_KILL_AT": "7", "SSLOPS_TEST_KILLS": "1",
+            "SSLOPS_TEST_KILL_SIGNAL": "SIGTERM"}  # fmt: skip
+    first = subprocess.run(
+        command, env={**env, **term}, capture_output=True, text=True, timeout=300
+    )
+    assert first.returncode == 143, first.stderr[-2000:]
+    assert first.stderr.splitlines()[-1] == (
+        f"stopped: rank 0: pretraining stopped by SIGTERM after step 7 of 30; checkpoint "
+        f"{checkpoints / 'step-00000007'}; the same command resumes from it"
+    )
+    assert latest_checkpoint(checkpoints) == checkpoints / "step-00000007" and not out.exists()
+    assert torch.load(checkpoints / "step-00000007" / "state.pt", weights_only=True)["step"] == 7
+    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert json.loads((out / "summary.json").read_text())["resumed_from_step"] == 7
+    assert_same_weights(out, uninterrupted)
+    assert history(out) == history(uninterrupted)
 
 
 def test_checkpoint_from_other_settings_is_refused(
@@ -140,4 +177,65 @@ def test_non_finite_steps_are_skipped_and_counted(
     assert result.history[-1]["loss"] == pytest.approx(
         sum(s["loss"] for s in result.steps if s["loss"] is not None)
         / (result.total_steps - len(skipped))
+    )
+
+
+def test_an_epoch_without_one_finite_loss_stops_with_what_to_change(
+    small_config: Config, prepared: Path, tmp_path: Path
+) -> None:
+    # Before: every step skipped, the epoch's loss reported as 0.0 and the run "succeeded".
+    cfg = configured(small_config, epochs=2, batch_size=64, knn_every=0)
+    data = load_pretrain_data(prepared, "tabular", 100, 0)
+    data.x[:] = float("nan")
+    task = build_task(cfg, data.info, backbone_spec(cfg, data.info))
+    with pytest.raises(SslopsError, match=r"diverged: every step of epoch 1 \(\d+ steps\) had a "
+                       r"non-finite loss.*lower pretrain.learning_rate \(now "):  # fmt: skip
+        train(cfg, data, task, tmp_path / "ckpt", torch.device("cpu"))
+
+
+def test_out_of_memory_names_the_rank_step_and_what_to_change(
+    small_config: Config, prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = configured(small_config, epochs=1, batch_size=64, knn_every=0)
+    data = load_pretrain_data(prepared, "tabular", 100, 0)
+    task = build_task(cfg, data.info, backbone_spec(cfg, data.info))
+    calls = []
+
+    def forward(*args: object) -> None:
+        calls.append(1)
+        if len(calls) == 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(*args)
+
+    real = task.forward
+    monkeypatch.setattr(task, "forward", forward)
+    with pytest.raises(SslopsError) as raised:
+        train(cfg, data, task, tmp_path / "ckpt", torch.device("cpu"))
+    assert (
+        str(raised.value).startswith("rank 0: out of cpu memory at step 3 of ")
+        and "lower pretrain.batch_size" in str(raised.value)
+        and "Tried to allocate 2.00 GiB" in str(raised.value)
+    )
+
+
+def test_sslops_pretrain_stopped_by_sigterm_says_where_the_checkpoint_is(
+    small_config: Config, prepared: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    import sslops.api
+    from sslops.cli import main
+    from sslops.pretrain.loop import StoppedBySigterm
+
+    message = "rank 0: pretraining stopped by SIGTERM after step 7 of 30; checkpoint /c/step-7"
+
+    def stopped(*args: object, **kwargs: object) -> None:
+        raise StoppedBySigterm(message)
+
+    monkeypatch.setattr(sslops.api, "run_stage", stopped)
+    config = tmp_path / "config.json"
+    config.write_text(small_config.to_json())
+    argv = ["pretrain", "--config", str(config), "--prepared", str(prepared), "--out", "o"]
+    assert main(argv) == 143
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"terminated (SIGTERM); no partial output was kept; {message}"
     )

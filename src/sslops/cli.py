@@ -1064,8 +1064,9 @@ def _main(args: argparse.Namespace) -> int:
     except OSError as exc:  # environment: folder not writable, disk full, ...
         print(f"error: {one_line(describe_os_error(exc))}", file=sys.stderr)
         return 2
-    except Terminated:
-        print("terminated (SIGTERM); no partial output was kept", file=sys.stderr)
+    except Terminated as exc:  # pretraining's says where its checkpoint is
+        where = f"; {one_line(str(exc))}" if str(exc) else ""
+        print(f"terminated (SIGTERM); no partial output was kept{where}", file=sys.stderr)
         return EXIT_SIGTERM
     except UnicodeEncodeError as exc:  # a file name the locale or pyarrow cannot encode
         print(f"error: {one_line(describe_unencodable(exc))}", file=sys.stderr)

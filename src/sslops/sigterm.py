@@ -14,7 +14,7 @@ import contextlib
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 
@@ -64,5 +64,27 @@ def sigterm_as_interrupt() -> Iterator[None]:
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def sigterm_flag() -> Iterator[Callable[[], bool]]:
+    """Within the block, SIGTERM only raises a flag; yields the function that reads it.
+
+    For a loop that stops at its next safe point (pretraining: after the optimizer step,
+    with a checkpoint) instead of where the signal lands. Outside the main thread nothing
+    changes and the flag stays down."""
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    received: list[int] = []
+
+    def raise_flag(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+
+    previous = signal.signal(signal.SIGTERM, raise_flag)
+    try:
+        yield lambda: bool(received)
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -5,6 +5,11 @@ SIGKILL when it builds the views of the n-th optimizer step of this attempt, on 
 the first ``SSLOPS_TEST_KILLS`` attempts (torchrun counts them in
 ``TORCHELASTIC_RESTART_COUNT``). The trigger is a step, not a time, so the kill always
 lands at the same point of training. Every start is appended to ``SSLOPS_TEST_KILL_LOG``.
+
+``SSLOPS_TEST_KILL_SIGNAL=SIGTERM`` sends that signal instead, and
+``SSLOPS_TEST_KILL_TARGET=parent`` sends it to the parent process (torchrun, as the
+kubelet does to a pod's first process) instead of the rank itself. Run alone (no
+``RANK``), the process is rank 0.
 """
 
 from __future__ import annotations
@@ -34,12 +39,14 @@ def _arm(rank: str) -> None:
         global _calls
         _calls += 1
         if _calls == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
+            target = os.getppid() if os.environ.get("SSLOPS_TEST_KILL_TARGET") == "parent" else 0
+            name = os.environ.get("SSLOPS_TEST_KILL_SIGNAL", "SIGKILL")
+            os.kill(target or os.getpid(), signal.Signals[name])
         return real(*args, **kwargs)
 
     loop.Draws = draws  # type: ignore[assignment,misc]
 
 
 if __name__ == "__main__":
-    _arm(os.environ["RANK"])
+    _arm(os.environ.get("RANK", "0"))
     sys.exit(main())

@@ -4,6 +4,9 @@
   ``torchrun --max-restarts=2`` restarts the group, each attempt resumes from the
   latest checkpoint and the final weights equal an uninterrupted 2-rank run's, bit
   for bit.
+- SIGTERM to torchrun (as the kubelet sends it to a preempted pod) stops both ranks
+  after the same step, rank 0 checkpoints that step, and the rerun resumes from it to the
+  uninterrupted run's weights.
 - A truncated or bit-flipped checkpoint is detected by the sha256 in its
   ``checkpoint.json``; training resumes from the previous checkpoint and still ends
   with the uninterrupted run's weights. With no intact checkpoint the stage stops
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -58,13 +62,17 @@ def assert_same_weights(a: Path, b: Path) -> None:
         assert torch.equal(wa[name], wb[name]), name
 
 
-def torchrun(cfg: Config, prepared: Path, out: Path, kills: int) -> tuple[int, str, list[str]]:
+def torchrun(
+    cfg: Config, prepared: Path, out: Path, kills: int, **kill: str
+) -> tuple[int, str, list[str]]:
+    """``kill``: SSLOPS_TEST_KILL_SIGNAL / _TARGET for kill_rank.py, by their last word."""
     config = out.parent / f"{out.name}.config.json"
     config.write_text(cfg.to_json())
     log = out.parent / f"{out.name}.starts.log"
     env = {
         **os.environ, "OMP_NUM_THREADS": "1", "SSLOPS_TEST_KILL_LOG": str(log),
         "SSLOPS_TEST_KILL_RANK": "1", "SSLOPS_TEST_KILL_AT": "7", "SSLOPS_TEST_KILLS": str(kills),
+        **{f"SSLOPS_TEST_KILL_{key.upper()}": value for key, value in kill.items()},
     }  # fmt: skip
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
@@ -85,14 +93,26 @@ def torchrun(cfg: Config, prepared: Path, out: Path, kills: int) -> tuple[int, s
     return process.returncode, stderr, log.read_text().splitlines()
 
 
-def test_sigkilled_rank_is_restarted_and_resumes_to_the_same_weights(
-    small_config: Config, prepared: Path, tmp_path: Path
-) -> None:
-    cfg = configured(small_config)
-    code, stderr, starts = torchrun(cfg, prepared, tmp_path / "uninterrupted", kills=0)
+@pytest.fixture(scope="module")
+def two_ranks(
+    small_config: Config, prepared: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """An uninterrupted 2-rank run (checkpoint_every changes no weight)."""
+    out = tmp_path_factory.mktemp("two-ranks") / "uninterrupted"
+    code, stderr, starts = torchrun(configured(small_config), prepared, out, kills=0)
     assert code == 0, stderr[:3000]
     assert sorted(starts) == ["rank 0 attempt 0", "rank 1 attempt 0"]
+    return out
 
+
+def losses(artifact: Path) -> list[float]:
+    return [json.loads(x)["loss"] for x in (artifact / "history.jsonl").read_text().splitlines()]
+
+
+def test_sigkilled_rank_is_restarted_and_resumes_to_the_same_weights(
+    small_config: Config, prepared: Path, two_ranks: Path, tmp_path: Path
+) -> None:
+    cfg = configured(small_config)
     out = tmp_path / "killed"
     code, stderr, starts = torchrun(cfg, prepared, out, kills=2)
     assert code == 0, stderr[:3000]
@@ -102,10 +122,33 @@ def test_sigkilled_rank_is_restarted_and_resumes_to_the_same_weights(
     assert "SIGKILL" in stderr or "Signals.SIGKILL" in stderr or "-9" in stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["resumed_from_step"] == 8 and summary["world_size"] == 2
-    assert_same_weights(out, tmp_path / "uninterrupted")
-    history = [json.loads(x) for x in (out / "history.jsonl").read_text().splitlines()]
-    reference = (tmp_path / "uninterrupted" / "history.jsonl").read_text().splitlines()
-    assert [h["loss"] for h in history] == [json.loads(x)["loss"] for x in reference]
+    assert_same_weights(out, two_ranks)
+    assert losses(out) == losses(two_ranks)
+
+
+@pytest.mark.ddp
+def test_sigterm_to_torchrun_checkpoints_the_step_and_the_rerun_resumes_from_it(
+    small_config: Config, prepared: Path, two_ranks: Path, tmp_path: Path
+) -> None:
+    # No periodic checkpoint: whatever survives was written on SIGTERM.
+    cfg = configured(small_config, checkpoint_every=0)
+    out, checkpoints = tmp_path / "preempted", tmp_path / "preempted.checkpoints"
+    # Rank 1 sends SIGTERM to torchrun at its 7th step; torchrun passes it to both ranks.
+    code, stderr, _ = torchrun(cfg, prepared, out, kills=1, signal="SIGTERM", target="parent")
+    assert code != 0 and not out.exists(), stderr[-3000:]
+    stops = re.findall(r"rank (\d): pretraining stopped by SIGTERM after step (\d+) of", stderr)
+    assert sorted(rank for rank, _ in stops) == ["0", "1"], stderr[-3000:]
+    (step,) = {int(s) for _, s in stops}  # both ranks stopped after the same step
+    latest = latest_checkpoint(checkpoints)
+    assert latest is not None and latest.name == f"step-{step:08d}" and step >= 7
+    assert f"checkpoint {latest};" in stderr
+
+    code, stderr, _ = torchrun(cfg, prepared, out, kills=0)
+    assert code == 0, stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["resumed_from_step"] == step
+    assert_same_weights(out, two_ranks)
+    assert losses(out) == losses(two_ranks)
 
 
 @pytest.fixture(scope="module")

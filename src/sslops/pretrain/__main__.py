@@ -12,6 +12,7 @@ from pathlib import Path
 from sslops.config import load_config
 from sslops.errors import SslopsError
 from sslops.pretrain.stage import run_pretrain
+from sslops.sigterm import EXIT_SIGTERM, Terminated
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     except SslopsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Terminated as exc:  # loop.StoppedBySigterm says where the checkpoint is
+        print(f"stopped: {str(exc) or 'SIGTERM'}", file=sys.stderr)
+        return EXIT_SIGTERM
     return 0
 
 

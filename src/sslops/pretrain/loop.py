@@ -9,7 +9,10 @@ averages gradients), then — unless the loss was non-finite on any rank, in whi
 the step is skipped and counted — the optimizer and learning-rate schedule step (linear
 warmup, ``pretrain.warmup_epochs``, then cosine decay).
 Checkpoints every ``checkpoint_every`` steps and at the end; a run resumes from the
-latest one exactly where it stopped.
+latest one exactly where it stopped. SIGTERM (a preempted pod, ``docker stop``, torchrun
+passing on its own SIGTERM) does not end a rank where it lands: the ranks finish the step
+under way, agree through the step's all-reduce to stop after it, rank 0 writes a
+checkpoint, and every rank raises :class:`StoppedBySigterm` (exit status 143).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
 from sslops.config import Config
-from sslops.errors import ArtifactError, ConfigError
+from sslops.errors import ArtifactError, ConfigError, SslopsError
 from sslops.objectives import Draws
 from sslops.objectives.gather import world
 from sslops.optim import adamw
@@ -44,6 +47,7 @@ from sslops.pretrain.fairness import parameter_groups
 from sslops.pretrain.knn import knn_accuracy
 from sslops.pretrain.tasks import Task
 from sslops.progress import task_progress
+from sslops.sigterm import Terminated, sigterm_flag
 
 
 @dataclass
@@ -55,6 +59,18 @@ class TrainResult:
     seconds: float = 0.0
     knn_initial: float | None = None
     resumed_from: int | None = None
+
+
+class StoppedBySigterm(Terminated):
+    """SIGTERM arrived during training; the ranks stopped after one step, rank 0 saved it."""
+
+
+def _stopped(rank: int, step: int, total: int, saved: Path | None) -> StoppedBySigterm:
+    where = f"checkpoint {saved}" if saved is not None else "rank 0 writes the checkpoint"
+    return StoppedBySigterm(
+        f"rank {rank}: pretraining stopped by SIGTERM after step {step} of {total}; {where}; "
+        "the same command resumes from it"
+    )
 
 
 WARMUP_SHARE = {"mae": 0.05}  # objectives that warm up by default: share of the epochs
@@ -170,9 +186,9 @@ def train(
     elif rank == 0 and pc.knn_every:
         result.knn_initial = _knn(task, data, cfg, device)
 
-    def save(epoch_now: int, step_in_epoch: int) -> None:
+    def save(epoch_now: int, step_in_epoch: int) -> Path | None:
         if rank != 0:
-            return
+            return None
         state = {
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "generator": generator.get_state().cpu(), "torch_rng": torch.get_rng_state(),
@@ -181,11 +197,12 @@ def train(
             "steps": result.steps, "knn_initial": result.knn_initial,
         }  # fmt: skip
         info = {"epoch": epoch_now, "fingerprint": fingerprint(config), "world_size": size}
-        save_checkpoint(checkpoint_dir, step, task, state, info)
+        return save_checkpoint(checkpoint_dir, step, task, state, info)
 
     started = time.perf_counter()
     objective = f"pretrain ({pc.objective}, {size} process{'es' if size > 1 else ''})"
-    with task_progress(objective, pc.epochs) as progress:
+    stopping = False
+    with task_progress(objective, pc.epochs) as progress, sigterm_flag() as stop_requested:
         while epoch < pc.epochs:
             sampler.set_epoch(epoch)
             order = torch.tensor(list(sampler), dtype=torch.long)
@@ -193,15 +210,31 @@ def train(
             for k in range(first, steps_per_epoch):
                 tick = time.perf_counter()
                 rows_k = order[k * per_rank : (k + 1) * per_rank].to(device)
-                with _autocast(device, pc.precision):
-                    codes = sensitive[rows_k] if sensitive is not None else None
-                    loss = model(x[rows_k], Draws(generator, batch, positions), codes)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                stats = torch.stack([loss.detach().float(), (~torch.isfinite(loss)).float()])
+                try:
+                    with _autocast(device, pc.precision):
+                        codes = sensitive[rows_k] if sensitive is not None else None
+                        loss = model(x[rows_k], Draws(generator, batch, positions), codes)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                except torch.OutOfMemoryError as exc:
+                    raise SslopsError(
+                        f"rank {rank}: out of {device.type} memory at step {step + 1} of "
+                        f"{total_steps} ({per_rank} rows per rank, pretrain.precision "
+                        f"{pc.precision}): lower pretrain.batch_size, set pretrain.precision bf16 "
+                        f"or spread the batch over more processes; the run resumes from the "
+                        f"latest checkpoint in {checkpoint_dir}, if any "
+                        f"({' '.join(str(exc).split())[:200]})"
+                    ) from None
+                # The step's one all-reduce also carries SIGTERM: every rank stops after
+                # the same step, whichever ranks the signal reached and when.
+                stats = torch.stack([
+                    loss.detach().float(), (~torch.isfinite(loss)).float(),
+                    loss.new_tensor(float(stop_requested())).float(),
+                ])  # fmt: skip
                 if size > 1:
                     dist.all_reduce(stats)
                 mean_loss, bad = stats[0].item() / size, stats[1].item() > 0
+                stopping = stats[2].item() > 0
                 lr = scheduler.get_last_lr()[0]  # the rate this step runs at
                 if bad:
                     result.skipped += 1
@@ -219,9 +252,19 @@ def train(
                 if stop_after is not None and step >= stop_after:
                     return None
                 mid_epoch = k + 1 < steps_per_epoch
-                if pc.checkpoint_every and step % pc.checkpoint_every == 0 and mid_epoch:
-                    save(epoch, k + 1)
+                periodic = pc.checkpoint_every and step % pc.checkpoint_every == 0
+                if mid_epoch and (periodic or stopping):
+                    saved = save(epoch, k + 1)
+                    if stopping:
+                        raise _stopped(rank, step, total_steps, saved)
             train_seconds = time.perf_counter() - epoch_start
+            if done and not epoch_losses:  # no weight moved in the whole epoch
+                raise SslopsError(
+                    f"pretraining diverged: every step of epoch {epoch + 1} ({done} steps) had a "
+                    f"non-finite loss on some rank and was skipped; lower "
+                    f"pretrain.learning_rate (now {pc.learning_rate}), set pretrain.precision "
+                    f"fp32 (now {pc.precision}), or look for NaN/inf in the prepared data"
+                )
             row: dict[str, Any] = {
                 "epoch": epoch + 1,
                 "loss": sum(epoch_losses) / max(len(epoch_losses), 1),
@@ -234,8 +277,11 @@ def train(
                     row["knn_accuracy"] = knn
             result.history.append(row)
             epoch, first, epoch_losses = epoch + 1, 0, []
-            if (pc.checkpoint_every and step % pc.checkpoint_every == 0) or last:
-                save(epoch, 0)
+            saved = None
+            if (pc.checkpoint_every and step % pc.checkpoint_every == 0) or last or stopping:
+                saved = save(epoch, 0)
+            if stopping and not last:  # after the last step the run ends as usual
+                raise _stopped(rank, step, total_steps, saved)
             status = f"loss {row['loss']:.4f}  {row['samples_per_s']:,.0f} samples/s"
             if "knn_accuracy" in row:
                 status += f"  kNN {row['knn_accuracy']:.3f}"
