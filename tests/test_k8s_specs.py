@@ -211,3 +211,52 @@ def test_render_trainjob_refuses_a_namespace_that_is_not_a_dns_label(capsys) -> 
         )
     assert main([*args, "--namespace", "team-a"]) == 0
     assert "namespace: team-a" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("launcher", ["trainjob", "pytorchjob"])
+@pytest.mark.parametrize(
+    ("overrides", "grace"), [((), 120), (("platform.termination_grace_seconds=600",), 600)]
+)
+def test_preempted_pods_get_time_to_checkpoint(launcher: str, overrides, grace: int, crds) -> None:
+    # Kubernetes' default grace (30 s) and torchrun's shutdown timeout (30 s) would SIGKILL
+    # ranks still finishing their step and writing the checkpoint SIGTERM asked for.
+    job = _job(launcher, *GPU_POOL, *overrides)
+    validate_object(job, crds)
+    assert all(pod["terminationGracePeriodSeconds"] == grace for pod in _pods(job))
+    if launcher == "trainjob":
+        env = job["spec"]["trainer"]["env"]
+    else:
+        env = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0][
+            "env"
+        ]
+    assert {"name": "TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "value": str(grace - 10)} in env
+
+
+@pytest.mark.parametrize("launcher", ["trainjob", "pytorchjob"])
+def test_training_pods_keep_their_checkpoints_on_the_workspace_volume(launcher: str) -> None:
+    from sslops.pretrain.stage import checkpoint_dir_for
+
+    for overrides in [(), ("pretrain.checkpoint_dir=/workspace/ckpt/run-1",)]:
+        cfg = load_config(
+            ROOT / "configs" / "adult.yaml",
+            [f"pretrain.launcher={launcher}", *GPU_POOL, *overrides],
+        )
+        mounts = _pods(
+            build_training_job(cfg, JobRequest("j", "ns", "img", "/workspace/sslops/j"))
+        )[0]
+        (mount,) = [m for m in mounts["containers"][0]["volumeMounts"] if m["name"] == "workspace"]
+        folder = checkpoint_dir_for(cfg, Path("/workspace/sslops/j/pretrained"))
+        assert folder.is_relative_to(mount["mountPath"]), folder
+    for elsewhere in ["/tmp/ckpt", "ckpt", "/workspace-other/ckpt"]:
+        with pytest.raises(
+            ConfigError,
+            match=f"pretrain.checkpoint_dir '{elsewhere}' is not on the workspace volume",
+        ):
+            load_config(
+                ROOT / "configs" / "adult.yaml",
+                [
+                    f"pretrain.launcher={launcher}",
+                    *GPU_POOL,
+                    f"pretrain.checkpoint_dir={elsewhere}",
+                ],
+            )

@@ -12,7 +12,7 @@ import difflib
 import json
 import re
 from importlib.resources import files
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal, cast, get_args
 
 import yaml
@@ -866,6 +866,17 @@ class Config(_Section):
                 f"pretrain.launcher {self.pretrain.launcher!r} needs "
                 "platform.storage.workspace_pvc (a ReadWriteMany PVC that the launcher and "
                 "the training pods share)"
+            )
+        checkpoints, workspace = self.pretrain.checkpoint_dir, self.platform.storage.workspace_path
+        if (
+            self.pretrain.launcher != "local"
+            and checkpoints
+            and not PurePosixPath(checkpoints).is_relative_to(PurePosixPath(workspace))
+        ):
+            raise ValueError(
+                f"pretrain.checkpoint_dir {checkpoints!r} is not on the workspace volume "
+                f"({workspace}): a restarted training pod would not find its checkpoints; "
+                f"set a folder under {workspace}, or leave it unset (beside the output there)"
             )
         return self
 

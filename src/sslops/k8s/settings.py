@@ -140,6 +140,11 @@ class PlatformConfig(_Section):
         default=24 * 60, ge=1,
         description="Deadline of a training job, and of the in-pod GPU pretraining task.",
     )  # fmt: skip
+    termination_grace_seconds: int = Field(
+        default=120, ge=30, le=3600,
+        description="Training pods' terminationGracePeriodSeconds: time from SIGTERM (a "
+        "preempted node) to SIGKILL for the ranks to finish their step and write a checkpoint.",
+    )  # fmt: skip
 
     def caches(self, stage: Stage) -> bool:
         """Whether KFP may cache ``stage``: as set in ``caching``, else the default (audit

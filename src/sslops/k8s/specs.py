@@ -21,6 +21,9 @@ LAUNCHER = "sslops.io/launcher"  # manager of the TrainJob's runtime patch
 TRAINER_CONTAINER = "node"  # the container name in the torch-distributed runtime
 PYTORCH_CONTAINER = "pytorch"  # the container name the Training Operator requires
 SHM_SIZE = "16Gi"  # NCCL and DataLoader workers share memory through /dev/shm
+# torchrun's own SIGKILL comes this much before the kubelet's, so torchrun can still
+# report how its ranks ended.
+SHUTDOWN_MARGIN_SECONDS = 10
 
 
 def cuda_image(image: str) -> str:
@@ -41,6 +44,7 @@ class Placement:
     workspace_path: str
     run_as_user: int | None
     timeout_seconds: int
+    grace_seconds: int = 120
     labels: dict[str, str] = field(default_factory=dict)
     service_account: str | None = None
     image_pull_secrets: tuple[str, ...] = ()
@@ -66,6 +70,7 @@ class Placement:
             workspace_path=platform.storage.workspace_path,
             run_as_user=platform.run_as_user,
             timeout_seconds=platform.job_timeout_minutes * 60,
+            grace_seconds=platform.termination_grace_seconds,
             labels=labels,
             service_account=platform.service_account,
             image_pull_secrets=tuple(platform.image_pull_secrets),
@@ -95,6 +100,16 @@ class Placement:
             "runAsNonRoot": True,
             "capabilities": {"drop": ["ALL"]},
         }
+
+    def env(self) -> list[dict[str, str]]:
+        """On SIGTERM torchrun passes the signal to its ranks (which finish the step and
+        checkpoint it) and SIGKILLs them after ``TORCH_ELASTIC_SHUTDOWN_TIMEOUT`` (30 s by
+        default, whatever the pod's grace period): the pod's grace less a margin."""
+        shutdown = self.grace_seconds - SHUTDOWN_MARGIN_SECONDS
+        return [
+            {"name": "PYTHONUNBUFFERED", "value": "1"},
+            {"name": "TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "value": str(shutdown)},
+        ]
 
     def volumes(self) -> list[dict[str, Any]]:
         return [
@@ -147,6 +162,7 @@ def build_trainjob(
     in a runtime patch, the only place a TrainJob may change the runtime's pod template.
     """
     pod_spec: dict[str, Any] = {
+        "terminationGracePeriodSeconds": placement.grace_seconds,
         "nodeSelector": placement.pool.node_selector,
         "tolerations": [t.to_k8s() for t in placement.pool.tolerations],
         "securityContext": placement.pod_security_context(),
@@ -187,7 +203,7 @@ def build_trainjob(
                 "numNodes": placement.nodes,
                 "numProcPerNode": placement.processes_per_node,
                 "resourcesPerNode": placement.resources(),
-                "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}],
+                "env": placement.env(),
             },
             "runtimePatches": [
                 {
@@ -215,13 +231,14 @@ def build_pytorchjob(placement: Placement, request: JobRequest) -> dict[str, Any
         "imagePullPolicy": "IfNotPresent",
         "command": ["torchrun"],
         "args": rendezvous + pretrain_args(request),
-        "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}],
+        "env": placement.env(),
         "resources": placement.resources(),
         "securityContext": placement.container_security_context(),
         "volumeMounts": placement.volume_mounts(),
     }
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
+        "terminationGracePeriodSeconds": placement.grace_seconds,
         "nodeSelector": placement.pool.node_selector,
         "tolerations": [t.to_k8s() for t in placement.pool.tolerations],
         "securityContext": placement.pod_security_context(),
