@@ -11,6 +11,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -462,6 +463,26 @@ def test_the_card_names_the_groups_left_out_of_the_gaps(small_config: Config) ->
     text = " ".join(doc.markdown().split())
     assert "Left out of every gap (fewer than 10 test rows" in text
     assert "Nonbinary by sex." in text
+
+
+def test_the_card_shows_an_undefined_gap_as_such_and_says_why(small_config: Config) -> None:
+    """A gap with fewer than two groups to compare was 0 on the card (found by the
+    recompute review)."""
+    from sslops.audit.card import _fairness_section
+    from sslops.audit.document import Document
+    from sslops.evaluate import model_metrics
+
+    sex = np.array(["Male"] * 6 + ["Female"] * 4)
+    y = np.array([1, 1, 1, 0, 0, 0, 0, 0, 0, 0])  # Female: no positive row
+    score = np.array([0.9, 0.8, 0.3, 0.6, 0.2, 0.1, 0.7, 0.2, 0.1, 0.3])
+    model = model_metrics(y, score, 0.5, {"sex": sex})
+    doc = Document("t")
+    _fairness_section(doc, small_config, {"models": {"m": model}, "sensitive": "sex"}, {}, {}, "m")
+    text = " ".join(doc.markdown().split())
+    row = next(line for line in doc.markdown().splitlines() if line.startswith("| sex |"))
+    assert row.split(" | ")[3] == "n/a"  # equal-opportunity difference
+    assert "Gaps not measured as such (n/a: fewer than two groups to compare)" in text
+    assert "only 'Male' has positive rows" in text
 
 
 def test_the_card_says_when_the_model_is_no_better_than_the_majority_class() -> None:

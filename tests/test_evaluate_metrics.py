@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -204,9 +205,10 @@ def test_point_estimates_lie_in_their_intervals_with_a_group_without_positives()
     y = np.array([1, 1, 0, 0, 0, 0, 0, 0])
     score = np.array([0.9, 0.8, 0.2, 0.6, 0.1, 0.2, 0.3, 0.7])
     small = model_metrics(y, score, 0.5, {"g": np.array(["A"] * 4 + ["B"] * 4)}, resamples=200)
-    assert (small["eo_difference"], small["eopp_difference"]) == pytest.approx((0.25, 0.0))
+    assert small["eo_difference"] == pytest.approx(0.25)
+    assert math.isnan(small["eopp_difference"])  # undefined, not 0 (the recompute review)
     # B has no positives, so the TPR gap is never defined: no interval (it was [0, 0], as if
-    # measured), though its point estimate is 0 by convention. EO then rests on the FPR gap,
+    # measured), and no point estimate either. EO then rests on the FPR gap,
     # undefined in the ~10% of draws without A's two negatives: no interval either.
     for key in ("eo_difference", "eopp_difference"):
         assert np.isnan(small["intervals"][key]).all(), key
@@ -270,6 +272,84 @@ def test_audit_remeasure_agrees_on_a_group_without_positives() -> None:
                     row[rate], abs=1e-12, nan_ok=True
                 )
     assert math.isnan(theirs["by_group"]["g"]["c"]["tpr"])
+
+
+def _one_group_without_positives() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """200 rows: 120 of "Male" with both classes, 80 of "Female" without a positive row."""
+    rng = np.random.default_rng(0)
+    sex = np.array(["Male"] * 120 + ["Female"] * 80)
+    y = np.concatenate([rng.integers(0, 2, 120), np.zeros(80, dtype=int)])
+    score = np.clip(rng.random(200) * 0.6 + 0.4 * y, 0, 1)
+    return y, score, sex
+
+
+def test_an_undefined_gap_is_nan_with_its_reason_everywhere_never_zero() -> None:
+    """With one group of two without positives there is no TPR difference to measure: it was
+    reported 0.0000 in metrics.json, metrics.md, summary.json and the model card, as if the
+    groups' positives were found alike (found by the recompute review)."""
+    from sslops.audit.reevaluate import compare, flatten
+    from sslops.audit.remeasure import remeasure
+    from sslops.evaluate.report import group_markdown
+    from sslops.evaluate.stage import _metrics_markdown
+    from sslops.pipeline.local import _summary_numbers
+
+    y, score, sex = _one_group_without_positives()
+    predicted = (score >= 0.5).astype(int)
+    result = model_metrics(y, score, 0.5, {"sex": sex}, resamples=20, seed=0)
+    assert math.isnan(result["eopp_difference"])
+    assert math.isnan(result["gaps"]["sex"]["eopp_difference"])
+    male, female = sex == "Male", sex == "Female"
+    fpr = abs(predicted[male & (y == 0)].mean() - predicted[female].mean())
+    assert result["eo_difference"] == pytest.approx(fpr)  # the FPR difference alone
+    notes = result["gap_notes"]["sex"]
+    assert "only 'Male' has positive rows" in notes["eopp_difference"]
+    assert "false-positive-rate difference alone" in notes["eo_difference"]
+    assert "dp_difference" not in notes
+    overall = _metrics_markdown({"mitigated": result}, "sex", "demographic_parity", 0.5)
+    assert notes["eo_difference"] in overall
+    table = group_markdown("mitigated", result, 10)
+    gap_row = next(line for line in table.splitlines() if line.startswith("| sex |"))
+    assert gap_row.split(" | ")[3] == "undefined"  # the equal-opportunity cell
+    assert notes["eopp_difference"] in table
+    # summary.json: null (the bare NaN json.dumps writes is no JSON), and why
+    summary = _summary_numbers(result, "sex")
+    assert summary["eo_difference"] == pytest.approx(fpr)
+    assert summary["gap_notes"]["eo_difference"] == notes["eo_difference"]
+    apart = (sex == "Male").astype(int)  # TPR only for Male, FPR only for Female: no EO
+    split = _summary_numbers(model_metrics(apart, score, 0.5, {"sex": sex}), "sex")
+    assert split["eo_difference"] is None
+    assert split["gap_notes"]["eo_difference"].startswith("equalized-odds difference undefined")
+    nobody = _summary_numbers(model_metrics(0 * y, score, 0.5, {"sex": sex}), "sex")
+    assert nobody["roc_auc"] is None  # one class
+    json.dumps([split, nobody], allow_nan=False)
+    from sslops.cli import _cell  # the table `sslops run` prints from summary.json
+
+    assert (_cell(split["eo_difference"]), _cell(0.0)) == ("undefined", "0.0000")
+    # the audit's second implementation agrees, so that `audit reproduce` passes
+    again = remeasure(y, score, 0.5, {"sex": sex}, intersections=False, resamples=20, seed=0)
+    assert math.isnan(again["eopp_difference"])
+    checks = compare(flatten(result, None), flatten(again, None))
+    assert [c["metric"] for c in checks if not c["passed"]] == []
+
+
+def test_audit_reproduce_agrees_when_a_gap_is_undefined_in_some_bootstrap_draws() -> None:
+    """Group b holds two positive rows, both left out of ~13% of the draws: evaluate gives the
+    equal-opportunity gap no interval (undefined in over 5% of the draws), while the audit's
+    re-measure counted those draws as a gap of 0 ([0.0, 0.22]), so `audit reproduce` failed
+    an untouched bundle (found by the recompute review)."""
+    from sslops.audit.reevaluate import compare, flatten
+    from sslops.audit.remeasure import remeasure
+
+    rng = np.random.default_rng(0)
+    g = np.array(["a"] * 150 + ["b"] * 50)
+    y = np.concatenate([rng.integers(0, 2, 150), [1, 1], np.zeros(48, dtype=int)])
+    score = np.clip(rng.random(200) * 0.6 + 0.4 * y, 0, 1)
+    ours = model_metrics(y, score, 0.5, {"g": g}, resamples=200, seed=0)
+    theirs = remeasure(y, score, 0.5, {"g": g}, intersections=False, resamples=200, seed=0)
+    assert np.isnan(ours["intervals"]["eopp_difference"]).all()
+    assert np.isnan(theirs["gap_intervals"]["g"]["eopp_difference"]).all()
+    assert [c["metric"] for c in compare(flatten(ours, None), flatten(theirs, None))
+            if not c["passed"]] == []  # fmt: skip
 
 
 def test_a_group_below_min_group_rows_keeps_its_count_and_no_metric() -> None:

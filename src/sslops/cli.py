@@ -875,7 +875,7 @@ def _print_summary(summary: dict[str, Any], out: Path, config_path: Path | None 
         m = summary[key]
         table.add_row(
             label,
-            *(f"{m[k]:.4f}" for k in ("accuracy", "roc_auc", "dp_difference", "eo_difference")),
+            *(_cell(m[k]) for k in ("accuracy", "roc_auc", "dp_difference", "eo_difference")),
         )
     console.print(table)
     # Into a pipe or a CI log, each line after the table stays whole (greppable, no
@@ -921,6 +921,12 @@ def _print_summary(summary: dict[str, Any], out: Path, config_path: Path | None 
         f"{'NEW.csv' if tables else 'NEW.npy'} --out predictions.csv{config}",
         soft_wrap=True,  # one line, to copy
     )
+
+
+def _cell(value: float | None) -> str:
+    """A summary.json number for the run's table: null is a number evaluate could not take
+    (a gap with fewer than two groups to compare; summary.json's gap_notes say why)."""
+    return "undefined" if value is None else f"{value:.4f}"
 
 
 def _print_test_precision(console: Any, metrics_path: Path) -> None:

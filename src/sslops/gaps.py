@@ -82,7 +82,9 @@ def code_gaps(
     }
 
 
-def rate_gaps(y: np.ndarray, predicted: np.ndarray, groups: np.ndarray) -> dict[str, float]:
+def rate_gaps(
+    y: np.ndarray, predicted: np.ndarray, groups: np.ndarray, undefined: float = 0.0
+) -> dict[str, float]:
     """Demographic-parity, equalized-odds and equal-opportunity differences over one column.
 
     Each is the largest minus the smallest group rate: selection rate (dp), the larger of
@@ -92,13 +94,60 @@ def rate_gaps(y: np.ndarray, predicted: np.ndarray, groups: np.ndarray) -> dict[
     is left out of that difference (fairlearn counts such a rate as 0, so one group
     without positives made the gap the largest TPR, and a model that predicts few
     positives look fair). With fewer than two groups where a rate is defined the
-    difference is 0.0, not NaN: there is nothing to compare, and the finetune selection
-    (gap <= max_gap, the smallest gap) and the audit gates need a number. Where every
+    difference is ``undefined``: 0.0 for the finetune selection (gap <= max_gap, the
+    smallest gap), NaN for what the evaluate stage reports (:func:`gap_notes` says
+    why; a 0.0000 there read as a measured absence of a gap). Where every
     group has both classes the values equal fairlearn's demographic_parity_difference,
     equalized_odds_difference and equal_opportunity_difference.
     """
     y = np.asarray(y)
-    return code_gaps(y, np.asarray(predicted), group_codes(np.asarray(groups)))
+    return code_gaps(y, np.asarray(predicted), group_codes(np.asarray(groups)), undefined)
+
+
+# Each gap's rate, the rows it is taken over and the gap's name, for gap_notes.
+_GAP_RATES = {
+    "dp_difference": ("selection rate", "rows", "demographic-parity difference"),
+    "eopp_difference": ("true-positive rate", "positive rows", "equal-opportunity difference"),
+}
+
+
+def gap_notes(y: np.ndarray, groups: np.ndarray) -> dict[str, str]:
+    """Why a gap of :func:`rate_gaps` over ``groups`` is undefined (fewer than two groups
+    where its rate is defined), keyed as rate_gaps; empty when every gap is defined. The
+    equalized-odds difference is undefined when both its TPR and its FPR differences are,
+    and is the defined one alone when one is: that gets a note too."""
+    y, values = np.asarray(y), np.asarray(groups, dtype=str)
+    kept = values != EXCLUDED
+    y, values = y[kept], values[kept]
+
+    def undefined(mask: np.ndarray, rate: str, rows: str, name: str) -> str | None:
+        found = sorted({str(v) for v in values[mask]})
+        if len(found) > 1:
+            return None
+        which = f"only {found[0]!r} has {rows}" if found else f"none has {rows}"
+        return (f"{name} undefined: it compares the groups' {rate}s, and of the groups "
+                f"compared {which}")  # fmt: skip
+
+    notes = {}
+    for key, (rate, rows, name) in _GAP_RATES.items():
+        mask = np.ones(len(y), dtype=bool) if key == "dp_difference" else y == 1
+        note = undefined(mask, rate, rows, name)
+        if note:
+            notes[key] = note
+    fpr = undefined(y == 0, "false-positive rate", "negative rows", "the FPR difference")
+    tpr = notes.get("eopp_difference")
+    if tpr and fpr:
+        notes["eo_difference"] = "equalized-odds difference undefined: " + "; ".join(
+            n.split(": ", 1)[1] for n in (tpr, fpr)
+        )
+    elif tpr or fpr:
+        part, other = ("true", "false") if tpr else ("false", "true")
+        notes["eo_difference"] = (
+            f"equalized-odds difference is the {other}-positive-rate difference alone: the "
+            f"{part}-positive-rate difference is undefined (fewer than two groups compared "
+            f"have {'positive' if tpr else 'negative'} rows)"
+        )
+    return notes
 
 
 # The group each gap's rate is worst for, named beside the gaps in metrics.md and the model

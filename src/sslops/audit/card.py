@@ -303,6 +303,11 @@ def _fairness_section(
                       "largest minus the smallest group rate (EO: the larger of the TPR and FPR "
                       "differences); the last columns name the group with the lowest rate. "
                       "Per-group rates: the tables below.")  # fmt: skip
+        undefined = [f"{column}: {text}" for column, notes in (model.get("gap_notes") or {}).items()
+                     for text in notes.values()]  # fmt: skip
+        if undefined:  # a gap shown n/a: why, so that no reader takes it for no gap
+            doc.paragraph("Gaps not measured as such (n/a: fewer than two groups to compare): "
+                          + "; ".join(undefined) + ".")  # fmt: skip
         left_out = model.get("small_groups") or {}
         if left_out:
             doc.paragraph(

@@ -10,7 +10,8 @@ disagreement rather than be repeated. It reproduces the same definitions:
   equalized-odds difference (the larger of the TPR and FPR differences) and the
   equal-opportunity difference (TPR), each the largest minus the smallest rate over the
   groups of at least ``min_group_rows`` rows (of the split) where it is defined: a group without positives has no TPR and one without
-  negatives no FPR, and is left out of that difference (0 with fewer than two groups);
+  negatives no FPR, and is left out of that difference (undefined, NaN, with fewer than
+  two groups; equalized odds is the defined one of its two differences);
 - per group of each sensitive column (and their intersection when configured):
   rows, accuracy, selection rate, TPR and FPR (NaN where undefined, as above), ROC AUC
   (undefined with one class) and the expected calibration error over ten equal-width bins;
@@ -18,7 +19,8 @@ disagreement rather than be repeated. It reproduces the same definitions:
   group's table row (groups of at least ``min_group_rows`` rows): the same row draws
   (numpy's default generator seeded with the config's seed), every number as above over
   the rows of the draw; a draw where a number is undefined (NaN) is left out of its
-  interval.
+  interval, and a gap's interval is undefined when the gap is in fewer than 95% of the
+  draws.
 """
 
 from __future__ import annotations
@@ -69,9 +71,23 @@ def group_rates(y: np.ndarray, score: np.ndarray, label: np.ndarray, rows: np.nd
 
 
 def _spread(values: list[float]) -> float:
-    """Largest minus smallest of the defined (non-NaN) values; 0 with fewer than two."""
+    """Largest minus smallest of the defined (non-NaN) values; NaN (undefined) with fewer
+    than two."""
     defined = [v for v in values if v == v]
-    return max(defined) - min(defined) if len(defined) > 1 else 0.0
+    return max(defined) - min(defined) if len(defined) > 1 else float("nan")
+
+
+_GAPS = ("dp_difference", "eo_difference", "eopp_difference")
+
+
+def _gap_bounds(draws: list[float]) -> list[float]:
+    """A gap's 95% interval: the 2.5th and 97.5th percentiles of the draws where it is
+    defined, when it is in at least 95% of them; else undefined (NaN), not an interval
+    narrower than the rows support."""
+    defined = [v for v in draws if v == v]
+    if not defined or len(defined) < 0.95 * len(draws):
+        return [float("nan"), float("nan")]
+    return [float(np.percentile(defined, 2.5)), float(np.percentile(defined, 97.5))]
 
 
 def fairness_gaps(
@@ -89,7 +105,7 @@ def fairness_gaps(
         fpr.append(_rate(label, rows & (y == 0)))
     return {
         "dp_difference": _spread(sel),
-        "eo_difference": max(_spread(tpr), _spread(fpr)),
+        "eo_difference": float(np.fmax(_spread(tpr), _spread(fpr))),  # the defined one
         "eopp_difference": _spread(tpr),
     }
 
@@ -119,9 +135,10 @@ def bootstrap(
         for k, v in fairness_gaps(yr, label, gr, left_out).items():
             draws[k].append(v)
     return {
-        k: [float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))]
+        k: _gap_bounds(v) if k in _GAPS else
+        [float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))]
         for k, v in draws.items()
-    }
+    }  # fmt: skip
 
 
 def gap_bootstrap(
@@ -135,8 +152,7 @@ def gap_bootstrap(
         rows = rng.integers(0, len(y), len(y))
         for k, v in fairness_gaps(y[rows], label[rows], groups[rows], left_out).items():
             draws.setdefault(k, []).append(v)
-    return {k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))]
-            for k, v in draws.items()}  # fmt: skip
+    return {k: _gap_bounds(v) for k, v in draws.items()}
 
 
 def _percentiles(values: list[float]) -> list[float]:

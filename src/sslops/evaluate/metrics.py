@@ -8,7 +8,8 @@ no rows to be taken over, leaves that draw out of that interval).
 
 A group's true-positive rate is undefined when it has no positive rows, and its
 false-positive rate when it has no negative rows: the group table reports NaN and the
-gaps leave the group out (:func:`sslops.gaps.rate_gaps`). fairlearn's confusion-matrix
+gaps leave the group out (:func:`sslops.gaps.rate_gaps`); a gap with fewer than two groups
+left is NaN, with a note why (:func:`sslops.gaps.gap_notes`). fairlearn's confusion-matrix
 rates count such a rate as 0, which made a group without positives look like one whose
 positives are all missed; where every group has both classes the numbers are fairlearn's.
 
@@ -28,7 +29,14 @@ import numpy as np
 from fairlearn.metrics import MetricFrame, count, selection_rate
 from sklearn.metrics import accuracy_score, roc_auc_score
 
-from sslops.gaps import code_gaps, group_codes, rate_gaps, small_groups, without_small_groups
+from sslops.gaps import (
+    code_gaps,
+    gap_notes,
+    group_codes,
+    rate_gaps,
+    small_groups,
+    without_small_groups,
+)
 
 GROUP_METRICS = ("accuracy", "selection_rate", "tpr", "fpr", "roc_auc", "ece")
 SUMMARY = (
@@ -91,7 +99,7 @@ def _summary(y: np.ndarray, score: np.ndarray, predicted: np.ndarray, groups: np
         "accuracy": float(accuracy_score(y, predicted)),
         "roc_auc": auc(y, score),
         "selection_rate": float(predicted.mean()),
-        **rate_gaps(y, predicted, groups),
+        **rate_gaps(y, predicted, groups, float("nan")),
     }
 
 
@@ -383,7 +391,9 @@ def model_metrics(
     than ``min_group_rows`` rows keeps its row count and no metric (NaN): with one row, its
     accuracy and rates would be that person's label and decision, its ECE their score. It is
     left out of the gaps too (``small_groups`` names it): a 3-row group's rate is noise, and
-    it decided a gap of 0.20 where the other groups differed by 0.02.
+    it decided a gap of 0.20 where the other groups differed by 0.02. A gap with fewer than
+    two groups to compare (say, the TPR difference where one group has no positive rows) is
+    NaN, not 0.0, and ``gap_notes`` (column -> gap -> text) says why.
     """
     predicted = (score >= threshold).astype(int) if predicted is None else predicted
     tables = dict(groups)
@@ -406,7 +416,10 @@ def model_metrics(
             if row["count"] < min_group_rows:
                 row.update({k: float("nan") for k in row if k != "count"})
         result["by_group"][column] = table
-        result["gaps"][column] = rate_gaps(y, predicted, compared[column])
+        result["gaps"][column] = rate_gaps(y, predicted, compared[column], float("nan"))
+        notes = gap_notes(y, compared[column])
+        if notes:
+            result.setdefault("gap_notes", {})[column] = notes
     result["intervals"] = bootstrap_intervals(
         y, score, threshold, first, resamples, seed, predicted
     )  # the decisions the point estimates are of

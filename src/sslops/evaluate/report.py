@@ -48,6 +48,20 @@ GAP_COLUMNS = {"dp_difference": "DP diff.", "eo_difference": "EO diff.",
                "eopp_difference": "equal-opp. diff."}  # fmt: skip
 
 
+def gap_cell(value: Any, bounds: Any = None) -> str:
+    """A gap as a table cell: :func:`_with_interval`, or "undefined" where fewer than two
+    groups have its rate (NaN; the note below the table says why), never 0.0000."""
+    return "undefined" if value is None or value != value else _with_interval(value, bounds)
+
+
+def gap_note_lines(notes: dict[str, dict[str, str]], name: str = "") -> list[str]:
+    """One line per undefined (or partly defined) gap of ``notes`` (column -> gap -> why:
+    :func:`sslops.gaps.gap_notes`), for below a table that shows gaps."""
+    who = f"'{name}', " if name else ""
+    return [f"- {who}{md_cell(column)}: {md_cell(text)}."
+            for column, by_gap in notes.items() for text in by_gap.values()]  # fmt: skip
+
+
 def worst_off_cells(groups: dict[str, Any], min_rows: int = 0) -> list[str]:
     """One cell per :data:`WORST_OFF` rate: the group it is lowest for, with the rate."""
     cells = []
@@ -71,9 +85,13 @@ def gap_markdown(name: str, model: dict[str, Any], min_rows: int = 0) -> str:
     for column, values in gaps.items():
         cells = []
         for key in GAP_COLUMNS:
-            cells.append(_with_interval(values.get(key), every.get(column, {}).get(key)))
+            cells.append(gap_cell(values.get(key), every.get(column, {}).get(key)))
         cells += worst_off_cells(model.get("by_group", {}).get(column, {}), min_rows)
         lines.append(f"| {md_cell(column)} | " + " | ".join(cells) + " |")
+    notes = gap_note_lines(model.get("gap_notes", {}))
+    if notes:
+        lines += ["", "Gaps not measured as such (undefined: fewer than two groups to compare):",
+                  "", *notes]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -104,11 +122,14 @@ NOTATION = (
     "How to read the tables: accuracy, ROC AUC, rates and differences are shares from 0 to 1 "
     "(not percentages), given to 4 decimals. `[low, high]` after a value is its 95% "
     "bootstrap interval over resampled rows (3 decimals). TPR: true positive rate; FPR: false "
-    "positive rate; ECE: expected calibration error; DP diff.: demographic parity difference "
+    "positive rate; ECE: expected calibration error over ten equal-width probability bins "
+    "(each bin's |observed share - mean predicted probability|, weighted by its rows; tables: "
+    "of the positive class's probability; images and series: of the top label); DP diff.: demographic parity difference "
     "(largest gap in selection rate between groups); EO diff.: equalized odds difference "
     "(the larger of the largest gaps in TPR and in FPR between groups); equal-opp. diff.: "
     "equal opportunity difference (largest gap in TPR between groups); n/a: not defined on "
-    "these rows. Which gap the fairness policy constrains is said below the first table: when "
+    "these rows; undefined (a gap): fewer than two groups have the rate it compares (say, one "
+    "group has no positive rows, so no TPR), with the reason below its table. Which gap the fairness policy constrains is said below the first table: when "
     "base rates differ between groups, DP and EO differences cannot both be near zero."
 )
 

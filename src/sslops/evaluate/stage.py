@@ -20,7 +20,13 @@ from sslops.artifacts import check_lineage, read_meta, write_artifact
 from sslops.config import Config
 from sslops.evaluate.label_efficiency import label_efficiency
 from sslops.evaluate.metrics import majority_accuracy, majority_note, model_metrics
-from sslops.evaluate.report import group_markdown, roc_points, write_reports
+from sslops.evaluate.report import (
+    gap_cell,
+    gap_note_lines,
+    group_markdown,
+    roc_points,
+    write_reports,
+)
 from sslops.evaluate.shortcuts import counterfactual_flip, permutation_reliance
 from sslops.finetune.estimators import GroupThresholdPostprocessor, groups_1d
 from sslops.finetune.stage import MODELS
@@ -52,8 +58,12 @@ def _metrics_markdown(
         roc = "n/a" if m["roc_auc"] != m["roc_auc"] else f"{m['roc_auc']:.4f}"
         lines.append(
             f"| {name}{flag} | {acc} | {roc} | "
-            f"{m['dp_difference']:.4f} | {m['eo_difference']:.4f} |"
+            f"{gap_cell(m['dp_difference'])} | {gap_cell(m['eo_difference'])} |"
         )
+    notes = [line for name, m in metrics.items()
+             for line in gap_note_lines({sensitive: m.get("gap_notes", {}).get(sensitive, {})}, name)]  # fmt: skip
+    if notes:
+        lines += ["", *notes]
     lines += ["", f"Always predicting the majority class: accuracy {majority:.4f}."]
     lines += [f"- {name}: {m['majority_note']}." for name, m in metrics.items()
               if m.get("majority_note")]  # fmt: skip

@@ -134,13 +134,27 @@ def _collect(pipeline_root: Path, staging: Path) -> None:
         shutil.move(str(source), str(staging / folder))
 
 
+def _summary_numbers(model: dict[str, Any], sensitive: str) -> dict[str, Any]:
+    """One model's :data:`SUMMARY_KEYS`, an undefined one (NaN: a ROC AUC on one class, a gap
+    with fewer than two groups to compare) as null, not the bare NaN that is no JSON; with
+    ``gap_notes`` (gap -> why it is undefined or partly defined) where evaluate wrote any."""
+    out: dict[str, Any] = {
+        key: None if model[key] != model[key] else model[key] for key in SUMMARY_KEYS
+    }
+    notes = {k: v for k, v in model.get("gap_notes", {}).get(sensitive, {}).items()
+             if k in SUMMARY_KEYS}  # fmt: skip
+    if notes:
+        out["gap_notes"] = notes
+    return out
+
+
 def build_summary(run_dir: Path) -> dict[str, Any]:
     """The stable contract other tools read from ``summary.json``."""
     metrics = json.loads((run_dir / "evaluate" / "metrics.json").read_text(encoding="utf-8"))
     exported = json.loads((run_dir / "export" / "export.json").read_text(encoding="utf-8"))
     summary: dict[str, Any] = {"summary_format": SUMMARY_FORMAT, "sslops_version": __version__}
     summary |= {
-        name: {key: metrics["models"][name][key] for key in SUMMARY_KEYS}
+        name: _summary_numbers(metrics["models"][name], metrics["sensitive"])
         for name in ("ssl", "mitigated", "baseline")
     }
     summary["sensitive"] = metrics["sensitive"]
