@@ -191,6 +191,34 @@ def test_the_curve_holds_the_joint_probe_the_ensemble_and_the_head_as_a_baseline
     assert "ssl_ensemble" not in label_efficiency(cfg, data, encoder)["mean"]
 
 
+def test_the_curve_measures_accuracy_at_the_evaluate_threshold(
+    small_config: Config, stage_artifacts: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """label_efficiency.json's accuracy was at 0.5 whatever evaluate.threshold said, unlike
+    every other accuracy of the run (found by the recompute review)."""
+    import sslops.evaluate.label_efficiency as curve_module
+
+    scored: list[np.ndarray] = []
+
+    def auc(y: np.ndarray, score: np.ndarray) -> float:
+        scored.append(np.asarray(score))
+        return roc_auc_score(y, score)
+
+    monkeypatch.setattr(curve_module, "auc", auc)
+    cfg = small_config.model_copy(deep=True)
+    cfg.evaluate.threshold = 0.3
+    cfg.evaluate.label_efficiency = LabelEfficiencyConfig(
+        fractions=[1.0], draws=1, full_fine_tune=False, ensemble=False
+    )
+    data = PreparedData(stage_artifacts["prepare"])
+    curve = label_efficiency(cfg, data, load_encoder(stage_artifacts["pretrain"]).eval())
+    y = data.test.target
+    assert len(scored) == len(curve["rows"]) == 3
+    for row, score in zip(curve["rows"], scored, strict=True):
+        assert row["accuracy"] == pytest.approx(np.mean((score >= 0.3) == y), abs=1e-12)
+    assert any((np.mean((s >= 0.5) == y) != np.mean((s >= 0.3) == y)) for s in scored)
+
+
 def test_the_ensemble_is_one_exportable_classifier(
     stage_artifacts: dict[str, Path], tmp_path: Path
 ) -> None:

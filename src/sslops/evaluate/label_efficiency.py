@@ -90,7 +90,8 @@ def label_efficiency(cfg: Config, data: PreparedData, encoder: MLPEncoder) -> di
                     "fraction": fraction, "labels": len(idx), "draw": draw, "model": model,
                     "positive_labels": int(y.sum()),  # 2 of 36 at 2% positives: noise
                     "roc_auc": auc(test.target, score),
-                    "accuracy": float(np.mean((score >= 0.5) == test.target)),
+                    # at the evaluate stage's threshold, as its accuracy (0.5 was fixed)
+                    "accuracy": float(np.mean((score >= cfg.evaluate.threshold) == test.target)),
                 })  # fmt: skip
             best = max(rows[-len(results) :], key=lambda row: row["roc_auc"])
             progress.update(step, f"{fraction * 100:g}% of the labels ({len(idx)}), draw {draw + 1}: "
