@@ -451,6 +451,14 @@ def test_the_card_shows_the_ood_split_beside_the_test_split_or_says_there_is_non
     text = " ".join(doc.markdown().split())
     assert "1,234 rows (prepare.ood: `native-country != United-States`)" in text
     assert f"| mitigated | {shifted['accuracy']:.4f} (-0.0500) |" in text
+    # an undefined gap on the split: n/a with no "(+nan)" change, and why (the recompute review)
+    undefined = {**shifted, "eo_difference": float("nan"), "gap_notes": {"sex": {
+        "eo_difference": "equalized-odds difference undefined: no group to compare"}}}  # fmt: skip
+    doc = Document("t")
+    _ood_section(doc, cfg, metrics, {"split": "ood", "rows": 9, "models": {"mitigated": undefined}})
+    text = " ".join(doc.markdown().split())
+    assert "nan" not in text and f"{undefined['dp_difference']:.4f} (-0.0500) | n/a |" in text
+    assert "on this split: mitigated: equalized-odds difference undefined: no group" in text
 
 
 def test_the_card_names_the_groups_left_out_of_the_gaps(small_config: Config) -> None:

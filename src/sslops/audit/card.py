@@ -389,19 +389,29 @@ def _ood_section(doc: Document, cfg: Config, metrics: dict[str, Any], ood: dict[
     test = metrics.get("models", {})
     keys = ("accuracy", "roc_auc", "dp_difference", "eo_difference")
     rows = []
+    sensitive = metrics.get("sensitive", "")
+    undefined = []
     for name, m in ood["models"].items():
         before = test.get(name, {})
         rows.append([name, *(
-            _fmt(m.get(k)) + (f" ({m[k] - before[k]:+.4f})" if isinstance(m.get(k), float)
-                              and isinstance(before.get(k), float) else "")
+            _fmt(m.get(k)) + (f" ({m[k] - before[k]:+.4f})" if _defined(m.get(k))
+                              and _defined(before.get(k)) else "")
             for k in keys)])  # fmt: skip
-    sensitive = metrics.get("sensitive", "")
+        notes = (m.get("gap_notes") or {}).get(sensitive, {})
+        undefined += [f"{name}: {notes[k]}" for k in keys if k in notes]
     what = (f"{ood['split']}: {ood['corruptions']}" if ood.get("corruptions")
             else f"prepare.ood: `{cfg.prepare.ood}`")  # fmt: skip
     doc.paragraph(f"{_fmt(ood.get('rows'))} rows ({what}); change against the test split in "
                   "brackets.")  # fmt: skip
     doc.table(["model", "accuracy", "ROC AUC", f"DP diff. ({sensitive})",
                f"EO diff. ({sensitive})"], rows)  # fmt: skip
+    if undefined:  # n/a, or one half of EO: why (a split of few rows often lacks a group)
+        doc.paragraph("Gaps not measured as such on this split: " + "; ".join(undefined) + ".")
+
+
+def _defined(value: Any) -> bool:
+    """A float that is a number (not NaN): a change against it means something."""
+    return isinstance(value, float) and value == value
 
 
 def _export_section(doc: Document, exported: dict[str, Any]) -> None:
