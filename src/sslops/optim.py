@@ -51,8 +51,17 @@ def stage_numerics(threads: int, seed: int) -> Iterator[None]:
     own random stream (a notebook calling the stage functions) goes on as if the stage had
     not run. Of the GPUs only the current one's generator is kept, when CUDA is started: a
     torchrun rank forking every device's would open a context on each."""
+    with torch_threads(threads), callers_generators():
+        torch.manual_seed(seed)
+        yield
+
+
+@contextlib.contextmanager
+def callers_generators() -> Iterator[None]:
+    """torch's global generators given back as they were after the block (a decorator too):
+    the stages that build torch modules to load weights into (evaluate, export) draw their
+    initial weights from them. Of the GPUs only the current one's, when CUDA is started."""
     started = torch.cuda.is_available() and torch.cuda.is_initialized()
     devices = [torch.cuda.current_device()] if started else []
-    with torch_threads(threads), torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+    with torch.random.fork_rng(devices=devices):
         yield

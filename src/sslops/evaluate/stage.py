@@ -31,6 +31,7 @@ from sslops.evaluate.shortcuts import counterfactual_flip, permutation_reliance
 from sslops.finetune.estimators import GroupThresholdPostprocessor, groups_1d
 from sslops.finetune.stage import MODELS
 from sslops.models.tabular import TabularClassifier, load_classifier
+from sslops.optim import callers_generators
 from sslops.prepare.dataset import PreparedData, Split, check_same_data
 
 POSTPROCESSED = "ssl+threshold_optimizer"
@@ -113,6 +114,7 @@ def _evaluate_split(
     return out
 
 
+@callers_generators()  # the modules built to load weights into draw from them
 def evaluate(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_dir: Path) -> Path:
     """Run the evaluate stage; returns the artifact directory."""
     check_lineage(prepared_dir, finetuned_dir)

@@ -29,6 +29,7 @@ from sslops.errors import ArtifactError
 from sslops.export.graph import OUTPUT, export_raw_column_onnx, raw_inputs
 from sslops.export.quantize import quantization_report, quantize_int8, session
 from sslops.models.tabular import load_classifier
+from sslops.optim import callers_generators
 from sslops.prepare.dataset import PreparedData, check_same_data
 
 ONNX_FILE = "model.onnx"
@@ -183,6 +184,7 @@ def _sensitive_policy(cfg: Config) -> str:
     return f"not inputs ({columns}); used only in training and evaluation"
 
 
+@callers_generators()  # the modules built to load weights into draw from them
 def export(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_dir: Path) -> Path:
     """Run the export stage; returns the artifact directory."""
     check_lineage(prepared_dir, finetuned_dir)
