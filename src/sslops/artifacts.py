@@ -214,13 +214,23 @@ def check_replaceable(
     )
 
 
+# ``.<name>.old-<hex>``: an earlier ``<name>`` moved aside while its replacement is renamed in.
+OLD_PREFIX = ".{name}.old-"
+
+
 def move_into_place(staged: Path, final: Path) -> None:
     """Rename a complete ``staged`` directory to ``final``, replacing an earlier ``final``
-    only once the new one is ready (the old one is moved aside, then deleted)."""
+    only once the new one is ready (the old one is moved aside, then deleted). If the new one
+    cannot be renamed into place (an I/O error, a full directory), the old one is put back
+    before the error is raised, so ``final`` never goes missing."""
     if final.exists():
-        old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+        old = final.parent / f"{OLD_PREFIX.format(name=final.name)}{uuid.uuid4().hex[:8]}"
         final.rename(old)
-        staged.rename(final)
+        try:
+            staged.rename(final)
+        except BaseException:
+            old.rename(final)
+            raise
         shutil.rmtree(old, ignore_errors=True)
     else:
         staged.rename(final)

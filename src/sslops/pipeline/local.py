@@ -32,6 +32,7 @@ from typing import Any
 from sslops import __version__
 from sslops.artifacts import (
     LOCATIONS_ENV,
+    OLD_PREFIX,
     check_replaceable,
     move_into_place,
     sha256_file,
@@ -42,7 +43,7 @@ from sslops.audit.gates import GATE_FAILED
 from sslops.audit.registry import BUNDLES
 from sslops.config import Config
 from sslops.data.datacard import few_class_note, label_note
-from sslops.errors import GateError, SslopsError
+from sslops.errors import GateError, SslopsError, describe_os_error
 from sslops.pipeline import stage_cache
 from sslops.prepare import check_inputs
 from sslops.progress import PROGRESS_LINE
@@ -247,40 +248,82 @@ def _run_pipeline(pipeline: Any, cfg: Config, log_path: Path, kept: Path) -> Non
                 return
             except RuntimeError as exc:
                 failure = str(exc)
-    # Keep the log of a failed run outside the (discarded) staging folder.
-    shutil.copyfile(log_path, kept)
+    # Keep the log of a failed run outside the (discarded) staging folder. A disk too full
+    # for the copy must not hide the task's error behind the copy's, nor leave half a log.
+    try:
+        shutil.copyfile(log_path, kept)
+        where = f"full log: {kept}"
+    except OSError as exc:
+        kept.unlink(missing_ok=True)
+        where = f"its log could not be kept: {describe_os_error(exc)}"
     cause = (
         console.error_lines[-1].removeprefix("error: ")
         if console.error_lines
         else _ANSI.sub("", failure)
     )
     failed = PipelineGateFailed if cause.startswith(GATE_FAILED) else PipelineFailed
-    raise failed(f"{cause} (full log: {kept})")
+    raise failed(f"{cause} ({where})")
+
+
+def _holder(lock: Any) -> str:
+    """The process id a run wrote into the lock file it holds (or held), as text."""
+    lock.seek(0)
+    pid = lock.read(32).decode("ascii", "replace").strip()
+    return pid if pid.isdigit() else ""
+
+
+def _clean_leftovers(out: Path) -> None:
+    """Under the lock: remove what runs into ``out`` that were killed left beside it, and say
+    so. A run killed between moving the earlier ``out`` aside and renaming its own staging
+    folder into place left no ``out`` but the earlier one under ``.<out>.old-*``: that one is
+    put back (it was complete; the killed run's staging folder is removed like any other)."""
+    olds = sorted(out.parent.glob(f"{OLD_PREFIX.format(name=out.name)}*"),
+                  key=lambda p: p.stat().st_mtime)  # fmt: skip
+    if olds and not out.exists():
+        olds.pop().rename(out)
+        print(f"restored {out}: a run killed while replacing it had moved it aside",
+              file=sys.stderr)  # fmt: skip
+    for stale in [*out.parent.glob(f".{out.name}.partial-*"), *olds]:
+        shutil.rmtree(stale, ignore_errors=True)
+        print(f"removed {stale}, left by an interrupted run into {out}", file=sys.stderr)
 
 
 @contextlib.contextmanager
 def _exclusive(out: Path) -> Any:
-    """Hold ``.<out>.lock``; then remove the staging folders of killed runs into ``out``.
+    """Hold ``.<out>.lock`` (it holds this process's id, for the message of a run refused
+    meanwhile); then remove the staging folders of killed runs into ``out``.
 
     The lock file is removed on the way out, while still locked; a run that opened it
     just before checks that it locked the file that is still there.
     """
     path = out.parent / f".{out.name}.lock"
-    busy = SslopsError(f"another sslops run is writing {out}; wait for it")
+
+    def busy(pid: str) -> SslopsError:
+        holder = f"another sslops run (process {pid})" if pid else "another sslops run"
+        return SslopsError(
+            f"{holder} is writing {out} (lock {path}); wait for it to end, or choose another --out"
+        )
+
     with open(path, "a+b") as lock:
         try:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise busy from None
+            raise busy(_holder(lock)) from None
         try:
             same = os.stat(path).st_ino == os.fstat(lock.fileno()).st_ino
         except FileNotFoundError:
             same = False
         if not same:
-            raise busy
+            raise busy("")
+        killed = _holder(lock)  # a run that ended normally removed the file, id and all
+        if killed:
+            print(f"taking over the lock {path} of a run (process {killed}) that was killed",
+                  file=sys.stderr)  # fmt: skip
+        lock.truncate(0)
+        lock.write(f"{os.getpid()}\n".encode("ascii"))
+        lock.flush()
         try:
-            for stale in out.parent.glob(f".{out.name}.partial-*"):
-                shutil.rmtree(stale, ignore_errors=True)
+            _clean_leftovers(out)
             yield
         finally:
             path.unlink(missing_ok=True)

@@ -1,0 +1,178 @@
+"""Replacing an earlier result: a failure or a kill at the moment of the swap keeps it.
+
+Cheap (no pipeline runs: the pipeline is replaced by a failure), so no marker: these run in
+the default suite too. Found by the session-23 fault-injection review.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sslops.artifacts import read_meta, write_artifact
+from sslops.config import Config
+from sslops.errors import ArtifactError, SslopsError
+from sslops.pipeline import local
+from sslops.pipeline.local import PipelineFailed, run_local
+
+
+def _rename_failing_at(monkeypatch: pytest.MonkeyPatch, call: int, err: int) -> None:
+    """``Path.rename`` raises ``OSError(err)`` at its ``call``-th use, as a full directory or
+    an I/O error makes rename(2) fail."""
+    real, calls = Path.rename, [0]
+
+    def rename(self: Path, target: Any) -> Path:
+        calls[0] += 1
+        if calls[0] == call:
+            raise OSError(err, os.strerror(err), str(self))
+        return real(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename)
+
+
+def _artifact(final: Path, text: str) -> None:
+    with write_artifact(final, "prepare", {"v": text}) as tmp:
+        (tmp / "data.txt").write_text(text, encoding="utf-8")
+
+
+def test_a_failed_swap_puts_the_earlier_artifact_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    final = tmp_path / "prepared"
+    _artifact(final, "old")
+    before = {p.name: p.read_bytes() for p in final.iterdir()}
+    # 1st rename: the earlier artifact moved aside; 2nd: the new one into place (fails).
+    _rename_failing_at(monkeypatch, 2, errno.ENOSPC)
+    with pytest.raises(ArtifactError, match="was not written: No space left on device"):
+        _artifact(final, "new")
+    assert {p.name: p.read_bytes() for p in final.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prepared"]  # nothing aside, no tmp
+    read_meta(final, "prepare")
+
+
+@pytest.fixture
+def failing_pipeline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pipeline fails at once (its own runs are in test_pipeline_faults.py)."""
+
+    def fail(cfg: Config, out: Path) -> dict[str, Any]:
+        raise PipelineFailed("finetune failed (injected)")
+
+    monkeypatch.setattr(local, "_run_staged", fail)
+
+
+def _previous_run(out: Path) -> dict[str, bytes]:
+    out.mkdir()
+    (out / "summary.json").write_text(json.dumps({"run": "previous"}), encoding="utf-8")
+    (out / "run.log").write_text("previous run\n", encoding="utf-8")
+    return {p.name: p.read_bytes() for p in out.iterdir()}
+
+
+@pytest.mark.usefixtures("failing_pipeline")
+def test_a_run_killed_mid_swap_gets_the_earlier_run_back(
+    small_config: Config, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Killed between moving the earlier run aside and renaming its own into place: no
+    output folder, the earlier run under ``.<out>.old-*``. The next run puts it back and
+    says so; its failure leaves it as it was."""
+    out = tmp_path / "run"
+    before = _previous_run(out)
+    out.rename(tmp_path / ".run.old-0123abcd")
+    (tmp_path / ".run.partial-89abcdef").mkdir()
+    with pytest.raises(PipelineFailed, match="injected"):
+        run_local(small_config, out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    err = capsys.readouterr().err
+    assert f"restored {out}" in err
+    assert "removed " + str(tmp_path / ".run.partial-89abcdef") in err
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".run")) == []
+
+
+@pytest.mark.usefixtures("failing_pipeline")
+def test_leftovers_of_killed_runs_are_removed_and_named(
+    small_config: Config, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    before = _previous_run(out)
+    half_deleted = tmp_path / ".run.old-0123abcd"  # killed while deleting the replaced run
+    half_deleted.mkdir()
+    staging = tmp_path / ".run.partial-89abcdef"
+    staging.mkdir()
+    with pytest.raises(PipelineFailed):
+        run_local(small_config, out)
+    err = capsys.readouterr().err
+    for stale in (half_deleted, staging):
+        assert f"removed {stale}, left by an interrupted run into {out}" in err
+        assert not stale.exists()
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+_HOLD = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from sslops.pipeline.local import _exclusive
+    with _exclusive(Path(sys.argv[1])):
+        print("holding", flush=True)
+        time.sleep(600)
+    """
+)
+
+
+@pytest.mark.usefixtures("failing_pipeline")
+def test_the_lock_names_its_holder_and_a_killed_holder_s_lock_is_taken_over(
+    small_config: Config, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(out)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "holding\n"
+        with pytest.raises(SslopsError) as refused:
+            run_local(small_config, out)
+        message = str(refused.value)
+        assert f"another sslops run (process {holder.pid}) is writing {out}" in message
+        assert str(tmp_path / ".run.lock") in message
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        holder.stdout.close()
+    assert (tmp_path / ".run.lock").is_file()  # the killed run's lock file, not its lock
+    capsys.readouterr()
+    with pytest.raises(PipelineFailed):
+        run_local(small_config, out)
+    assert f"of a run (process {holder.pid}) that was killed" in capsys.readouterr().err
+    assert not (tmp_path / ".run.lock").exists()
+
+
+def test_a_log_that_cannot_be_kept_does_not_hide_the_failure(
+    small_config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk fills while the failed run's log is copied beside the output folder: the
+    error still names the task's failure, and no half-copied log is left."""
+    log, kept = tmp_path / "staging.log", tmp_path / ".run.failed.log"
+
+    def pipeline(config_json: str) -> None:
+        print("error: finetune: the injected failure")
+        raise RuntimeError("Pipeline 'ssl' finished with status FAILURE")
+
+    def copy_half(source: Path, target: Path) -> None:
+        target.write_bytes(Path(source).read_bytes()[:5])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
+
+    monkeypatch.setattr(local.shutil, "copyfile", copy_half)
+    with pytest.raises(PipelineFailed) as failed:
+        local._run_pipeline(pipeline, small_config, log, kept)
+    message = str(failed.value)
+    assert message.startswith("finetune: the injected failure")
+    assert f"its log could not be kept: No space left on device: {kept}" in message
+    assert not kept.exists()
