@@ -1,5 +1,7 @@
 """User-facing errors: one message that names what is wrong and what was expected."""
 
+import errno
+
 
 class SslopsError(Exception):
     """An error caused by input, configuration or environment, not by a bug.
@@ -39,7 +41,23 @@ def one_line(message: str) -> str:
     return message.translate(_LINE_BREAKS)
 
 
+# What to do about the file-system failures an output meets (disk full, read-only, ...).
+_ADVICE = {
+    **dict.fromkeys(
+        (errno.ENOSPC, errno.EDQUOT, errno.EFBIG),
+        "free space there (or write to another file system) and run again",
+    ),
+    **dict.fromkeys(
+        (errno.EROFS, errno.EACCES, errno.EPERM),
+        "write to a folder you may write to (or change its permissions) and run again",
+    ),
+}
+
+
 def describe_os_error(exc: OSError) -> str:
-    """One line for a file-system failure (not writable, disk full, ...): why, and where."""
+    """One line for a file-system failure (not writable, disk full, ...): why, where, and,
+    for a full or unwritable disk, what to do."""
     reason = " ".join((exc.strerror or str(exc) or type(exc).__name__).split())
-    return f"{reason}: {exc.filename}" if exc.filename else reason
+    where = f"{reason}: {exc.filename}" if exc.filename else reason
+    advice = _ADVICE.get(exc.errno) if exc.errno is not None else None
+    return f"{where}; {advice}" if advice else where

@@ -497,8 +497,23 @@ def _writing(out: Path) -> Iterator[_Sink]:
         _readable(fd)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(json.dumps(sink.provenance, indent=2) + "\n")
-        os.replace(tmp_meta, meta_path(out))
-        os.replace(tmp, out)
+        meta, kept = meta_path(out), None
+        if meta.is_file():  # the earlier record, put back if its predictions cannot be replaced
+            fd, kept = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+            os.close(fd)
+            temps.append(kept)
+            shutil.copy2(meta, kept)
+        os.replace(tmp_meta, meta)
+        try:
+            os.replace(tmp, out)
+        except BaseException:
+            if kept:
+                os.replace(kept, meta)
+            else:
+                meta.unlink(missing_ok=True)
+            raise
+        if kept:
+            Path(kept).unlink()
     except BaseException:
         for path in temps:
             Path(path).unlink(missing_ok=True)

@@ -176,3 +176,48 @@ def test_a_log_that_cannot_be_kept_does_not_hide_the_failure(
     assert message.startswith("finetune: the injected failure")
     assert f"its log could not be kept: No space left on device: {kept}" in message
     assert not kept.exists()
+
+
+def test_predictions_whose_rename_fails_keep_the_earlier_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``sslops predict`` renames the new record, then the new predictions into place; when
+    the second rename fails, the earlier predictions must not stand beside the new record
+    (it named the new file's sha256 and rows): the earlier record is put back."""
+    from sslops.predict import _writing, meta_path
+
+    out = tmp_path / "predictions.csv"
+
+    def predict(rows: list[list[str]], record: dict[str, Any]) -> None:
+        with _writing(out) as sink:
+            sink.writer.writerows(rows)
+            sink.provenance = record
+
+    predict([["id", "score"], ["1", "0.25"]], {"run": "earlier"})
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    real, calls = os.replace, [0]
+
+    def replace(source: Any, target: Any) -> None:
+        calls[0] += 1
+        if calls[0] == 2:  # 1st: the record; 2nd: the predictions
+            raise OSError(errno.EIO, os.strerror(errno.EIO), str(source))
+        real(source, target)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OSError, match="Input/output error"):
+        predict([["id", "score"], ["1", "0.75"]], {"run": "new"})
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert json.loads(meta_path(out).read_text(encoding="utf-8")) == {"run": "earlier"}
+
+
+def test_a_full_or_read_only_disk_says_what_to_do() -> None:
+    from sslops.errors import describe_os_error
+
+    full = describe_os_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/d/x"))
+    assert full == (
+        "No space left on device: /d/x; free space there (or write to another file system) "
+        "and run again"
+    )
+    read_only = describe_os_error(OSError(errno.EROFS, os.strerror(errno.EROFS), "/d/x"))
+    assert read_only.startswith("Read-only file system: /d/x; write to a folder you may write")
+    assert describe_os_error(OSError(errno.EIO, os.strerror(errno.EIO))) == "Input/output error"
