@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import os
 import platform
 import shutil
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -236,6 +238,55 @@ def move_into_place(staged: Path, final: Path) -> None:
         staged.rename(final)
 
 
+def _remove_abandoned(final: Path, keep: Path) -> None:
+    """Remove the staging folders of ``final`` that no live process holds (their writer was
+    killed: each writer holds a lock on its folder until it ends), and name each on stderr."""
+    for stale in final.parent.glob(f".{final.name}.partial-*"):
+        if stale == keep or not stale.is_dir():
+            continue
+        try:
+            fd = os.open(stale, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held: a writer is filling it now
+            continue
+        else:
+            shutil.rmtree(stale, ignore_errors=True)
+            print(f"removed {stale}, left by an interrupted write of {final}", file=sys.stderr)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def staging_folder(final: Path) -> Iterator[Path]:
+    """A new hidden sibling of ``final`` (``.<name>.partial-<hex>``) to fill, locked for as
+    long as this process holds it, so a later writer of ``final`` can tell it from the folder
+    of a killed one, which it removes. It is locked before it gets the name others look
+    for. Removing or renaming the folder is the caller's."""
+    suffix = uuid.uuid4().hex[:8]
+    fresh = final.parent / f".{final.name}.new-{suffix}"
+    fresh.mkdir()
+    try:
+        fd = os.open(fresh, os.O_RDONLY)
+    except BaseException:
+        fresh.rmdir()
+        raise
+    try:
+        staged = final.parent / f".{final.name}.partial-{suffix}"
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            fresh.rename(staged)
+        except BaseException:
+            fresh.rmdir()
+            raise
+        _remove_abandoned(final, staged)
+        yield staged
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def write_artifact(
     final: Path,
@@ -254,49 +305,53 @@ def write_artifact(
     final = Path(final)
     check_replaceable(final, f"{stage} artifact", stage=stage,
                       inputs=[*(inputs or {}).values(), *(sources or {}).values()])  # fmt: skip
-    tmp = final.parent / f".{final.name}.partial-{uuid.uuid4().hex[:8]}"
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp.mkdir()
-    except OSError as exc:  # a read-only or full disk: name the folder asked for, not tmp
-        reason = " ".join((exc.strerror or str(exc)).split())
-        raise ArtifactError(f"{final} cannot be written: {reason} (in {final.parent})") from None
-    started = _now()
-    try:
-        input_meta = {
-            name: {"path": final_location(path), "meta_sha256": sha256_file(Path(path) / META)}
-            for name, path in (inputs or {}).items()
-        }
-        source_meta = {
-            key: {"path": str(path), "sha256": sha256_file(Path(path))}
-            for key, path in (sources or {}).items()
-        }
-        yield tmp
-        meta = {
-            "stage": stage,
-            "config": config,
-            "inputs": input_meta,
-            "sources": source_meta,
-            "files": hash_tree(tmp),
-            "versions": package_versions(),
-            "git_commit": git_commit(),
-            "host": platform.node(),
-            "python": platform.python_version(),
-            "started": started,
-            "ended": _now(),
-        }
-        (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        _modes_as_open(tmp)
-        _fsync_tree(tmp)
-        move_into_place(tmp, final)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if exc.errno in _STORAGE_FULL_OR_READ_ONLY:  # name the artifact, not only the file
-            raise ArtifactError(f"{final} was not written: {describe_os_error(exc)}") from None
-        raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with contextlib.ExitStack() as hold:
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            tmp = hold.enter_context(staging_folder(final))
+        except OSError as exc:  # a read-only or full disk: name the folder asked for, not tmp
+            reason = " ".join((exc.strerror or str(exc)).split())
+            raise ArtifactError(
+                f"{final} cannot be written: {reason} (in {final.parent})"
+            ) from None
+        started = _now()
+        try:
+            input_meta = {
+                name: {"path": final_location(path), "meta_sha256": sha256_file(Path(path) / META)}
+                for name, path in (inputs or {}).items()
+            }
+            source_meta = {
+                key: {"path": str(path), "sha256": sha256_file(Path(path))}
+                for key, path in (sources or {}).items()
+            }
+            yield tmp
+            meta = {
+                "stage": stage,
+                "config": config,
+                "inputs": input_meta,
+                "sources": source_meta,
+                "files": hash_tree(tmp),
+                "versions": package_versions(),
+                "git_commit": git_commit(),
+                "host": platform.node(),
+                "python": platform.python_version(),
+                "started": started,
+                "ended": _now(),
+            }
+            (tmp / META).write_text(
+                json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+            )
+            _modes_as_open(tmp)
+            _fsync_tree(tmp)
+            move_into_place(tmp, final)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if exc.errno in _STORAGE_FULL_OR_READ_ONLY:  # name the artifact, not only the file
+                raise ArtifactError(f"{final} was not written: {describe_os_error(exc)}") from None
+            raise
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
 
 def read_meta(path: Path, stage: str | None = None, verify: bool = True) -> dict[str, Any]:

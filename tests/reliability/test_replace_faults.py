@@ -221,3 +221,48 @@ def test_a_full_or_read_only_disk_says_what_to_do() -> None:
     read_only = describe_os_error(OSError(errno.EROFS, os.strerror(errno.EROFS), "/d/x"))
     assert read_only.startswith("Read-only file system: /d/x; write to a folder you may write")
     assert describe_os_error(OSError(errno.EIO, os.strerror(errno.EIO))) == "Input/output error"
+
+
+_WRITER = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    from pathlib import Path
+    from sslops.artifacts import write_artifact
+    with write_artifact(Path(sys.argv[1]), "prepare", {}) as tmp:
+        (tmp / "half.bin").write_bytes(b"x" * 1000)
+        if sys.argv[2] == "die":
+            os.kill(os.getpid(), signal.SIGKILL)
+        print("writing", flush=True)
+        time.sleep(600)
+    """
+)
+
+
+def test_a_killed_writer_s_folder_is_removed_by_the_next_and_a_live_one_s_is_not(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``sslops prepare --out X`` (any stage) SIGKILLed left ``.X.partial-*`` for good; the
+    next write of X now removes it and says so, and never touches a live writer's."""
+    final = tmp_path / "out"
+    killed = subprocess.run([sys.executable, "-c", _WRITER, str(final), "die"], check=False)
+    assert killed.returncode == -signal.SIGKILL
+    (abandoned,) = tmp_path.glob(".out.partial-*")
+    _artifact(final, "next")
+    assert not abandoned.exists()
+    err = capsys.readouterr().err
+    assert f"removed {abandoned}, left by an interrupted write of {final}" in err
+    with subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(final), "live"], stdout=subprocess.PIPE, text=True
+    ) as live:
+        try:
+            assert live.stdout is not None and live.stdout.readline() == "writing\n"
+            (alive,) = tmp_path.glob(".out.partial-*")
+            _artifact(final, "after")
+            assert alive.is_dir() and (alive / "half.bin").is_file()
+        finally:
+            live.kill()
+            live.wait()
+            assert live.stdout is not None
+            live.stdout.close()
+    assert "removed" not in capsys.readouterr().err
+    assert read_meta(final, "prepare")["config"] == {"v": "after"}

@@ -23,7 +23,6 @@ import os
 import re
 import shutil
 import sys
-import uuid
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +35,7 @@ from sslops.artifacts import (
     check_replaceable,
     move_into_place,
     sha256_file,
+    staging_folder,
     write_json,
 )
 from sslops.audit.bundle import load_signing_key
@@ -383,8 +383,13 @@ def _moved(value: Any, staging: str, out: str) -> Any:
 
 
 def _run_staged(cfg: Config, out: Path) -> dict[str, Any]:
-    staging = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
+    # Locked while it runs, so a stage command writing the same folder meanwhile
+    # (write_artifact) does not take it for a killed run's.
+    with staging_folder(out) as staging:
+        return _run_in(staging, cfg, out)
+
+
+def _run_in(staging: Path, cfg: Config, out: Path) -> dict[str, Any]:
     try:
         import kfp.local
 
