@@ -109,6 +109,18 @@ def test_every_model_has_metrics_and_gaps_in_range(dataset: str, request: pytest
         assert len(metrics["confusion_matrices"][name]) == classes
     ood = _json(a["evaluate"] / "ood.json")
     assert set(ood["models"]) == {"ssl", "mitigated", "baseline"}
+    # the corrupted copy against test: the same rows, so paired draws; and how far it moved
+    assert ood["paired"] is True and 0.5 <= ood["shift"]["domain_auc"] <= 1
+    for name, row in ood["compared_with_test"].items():
+        acc = row["accuracy"]
+        assert acc["test"] == pytest.approx(metrics["models"][name]["accuracy"])
+        assert acc["ood"] == pytest.approx(ood["models"][name]["accuracy"])
+        low, high = acc["difference_interval"]
+        assert low <= acc["difference"] <= high
+    assert (
+        "Out-of-distribution split (test under seeded corruptions"
+        in (a["evaluate"] / "metrics.md").read_text()
+    )
     shortcuts = _json(a["evaluate"] / "shortcuts.json")
     assert shortcuts["counterfactual"] and "planted_shortcut" in shortcuts["not_applicable"]
     for edit in shortcuts["counterfactual"].values():
@@ -443,7 +455,12 @@ def test_series_counterfactuals_that_reach_the_model_give_a_share_and_a_flag() -
     for e in edits.values():  # the raw series is what it sees
         assert e["applicable"] is True and "reason" not in e
         assert e["prediction_change_share"] > 0.05 and e["flagged"] is True
+        low, high = e["prediction_change_low"], e["prediction_change_high"]  # bootstrap
+        assert 0 <= low < e["prediction_change_share"] < high <= 1
     assert unreachable_attributes(edits) == {}
+    text = counterfactual_markdown({"model": "m", "reliance_threshold": 0.05,
+                                    "counterfactual": edits})  # fmt: skip
+    assert "[95% interval " in text
 
     def by_shape(values: np.ndarray) -> np.ndarray:  # sees the level a little: never flips
         x = np.asarray(values, np.float64)

@@ -74,8 +74,36 @@ def test_permutation_reliance_is_the_mean_over_the_shuffles_the_model_was_given(
     # age: the model ignores it; no flip, exactly at flag_above 0.0, is not flagged
     assert out["age"] == {
         "prediction_flip_rate": 0.0, "prediction_flip_rate_sd": 0.0,
-        "mean_abs_score_change": 0.0, "roc_auc_drop": 0.0, "repeats": repeats, "flagged": False,
+        "prediction_flip_rate_interval": [0.0, 0.0], "mean_abs_score_change": 0.0,
+        "roc_auc_drop": 0.0, "repeats": repeats, "flagged": False, "flag_uncertain": False,
     }  # fmt: skip
+
+
+def test_permutation_reliance_interval_resamples_the_rows_of_the_shuffles() -> None:
+    """The flip rate's 95% interval: each row's share of the shuffles that flipped it,
+    its mean over 200 bootstrap draws of the rows; the flag is uncertain when the interval
+    holds the threshold (another test sample could have decided the other way)."""
+    frame, y = _frame()
+    encoding = TabularEncoding.fit(frame, ["planted", "age"], max_categories=10)
+    scorer = _Recording(encoding)
+    out = permutation_reliance(scorer, frame, encoding, y, ["planted"], 0.5, 0.0, seed=3,
+                               repeats=4, resamples=200)["planted"]  # fmt: skip
+    base, *shuffles = scorer.calls
+    before = scorer.score(base) >= 0.5
+    per_row = np.mean([(scorer.score(x) >= 0.5) != before for x in shuffles], axis=0)
+    assert per_row.mean() == pytest.approx(out["prediction_flip_rate"], abs=1e-12)
+    draws = np.random.default_rng([3, 1])
+    means = [per_row[draws.integers(0, 60, 60)].mean() for _ in range(200)]
+    low, high = out["prediction_flip_rate_interval"]
+    assert (low, high) == pytest.approx((np.percentile(means, 2.5), np.percentile(means, 97.5)))
+    assert 0 < low < out["prediction_flip_rate"] < high
+    assert out["flagged"] is True and out["flag_uncertain"] is False  # low > 0.0
+    at_mean = permutation_reliance(_Recording(encoding), frame, encoding, y, ["planted"], 0.5,
+                                   out["prediction_flip_rate"], seed=3, repeats=4)["planted"]  # fmt: skip
+    assert at_mean["flagged"] is False and at_mean["flag_uncertain"] is True
+    none = permutation_reliance(_Recording(encoding), frame, encoding, y, ["planted"], 0.5, 0.0,
+                                seed=3, repeats=4, resamples=0)["planted"]  # fmt: skip
+    assert none["prediction_flip_rate_interval"] is None and none["flag_uncertain"] is False
 
 
 def test_one_shuffle_has_no_spread() -> None:

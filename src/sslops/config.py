@@ -660,8 +660,12 @@ class EvaluateConfig(_Section):
         default_factory=list, description="Suspected shortcut columns (e.g. a planted feature)."
     )
     reliance_threshold: float = Field(
-        default=0.05, gt=0, lt=1, description="Flag a column when permuting it flips this share."
-    )
+        default=0.05, gt=0, lt=1,
+        description="Flag a column when permuting it flips more than this share of the "
+        "decisions on average: a tolerance, as a gate's bound is; shortcuts.json gives the "
+        "flip rate's 95% interval over test rows and marks a flag uncertain when the interval "
+        "holds this value.",
+    )  # fmt: skip
     permutation_repeats: int = Field(
         default=10, ge=1, le=1000,
         description="Shuffles of each column in the reliance test; the mean decides the flag.",

@@ -330,8 +330,11 @@ def _fairness_section(
         rows = []
         for column in dict.fromkeys([*permutation, *counterfactual]):
             perm, flip = permutation.get(column, {}), counterfactual.get(column, {})
-            rows.append([column, _pct(perm.get("prediction_flip_rate")),
-                         _pct(flip.get("changed_share")), _fmt(perm.get("flagged"))])  # fmt: skip
+            bounds = perm.get("prediction_flip_rate_interval")
+            ranged = f" [{_pct(bounds[0])}, {_pct(bounds[1])}]" if bounds else ""
+            rows.append([column, _pct(perm.get("prediction_flip_rate")) + ranged,
+                         _pct(flip.get("changed_share")), _fmt(perm.get("flagged"))
+                         + (" (uncertain)" if perm.get("flag_uncertain") else "")])  # fmt: skip
             if perm.get("flagged"):
                 limits.append(
                     f"The model relies on '{column}': shuffling it changes "
@@ -354,8 +357,9 @@ def _fairness_section(
                 )
         doc.paragraph(
             "Shortcut tests on the test split: the share of decisions that change when the "
-            "column is shuffled across rows (permutation; flagged above "
-            f"{_pct(threshold)}), and when only a sensitive attribute is set to another value "
+            "column is shuffled across rows (permutation, with its 95% bootstrap interval "
+            f"over test rows; flagged above {_pct(threshold)}, uncertain when the interval "
+            "holds that threshold), and when only a sensitive attribute is set to another value "
             "with everything else kept (counterfactual). The counterfactual measures direct "
             "use of the attribute only: its correlated proxies keep their values, so use "
             "through them is not measured. Not flagged means only that these edits changed "
@@ -407,6 +411,23 @@ def _ood_section(doc: Document, cfg: Config, metrics: dict[str, Any], ood: dict[
                f"EO diff. ({sensitive})"], rows)  # fmt: skip
     if undefined:  # n/a, or one half of EO: why (a split of few rows often lacks a group)
         doc.paragraph("Gaps not measured as such on this split: " + "; ".join(undefined) + ".")
+    shift, compared = ood.get("shift") or {}, ood.get("compared_with_test") or {}
+    notes = []
+    if isinstance(shift.get("domain_auc"), float):
+        notes.append(f"A classifier tells these rows from the test rows with ROC AUC "
+                     f"{shift['domain_auc']:.3f} (0.5: no shift)" + (
+                         f", {shift['domain_auc_without_predicate']:.3f} without the columns "
+                         "that define the split" if isinstance(
+                             shift.get("domain_auc_without_predicate"), float) else "") + ".")  # fmt: skip
+    for name, row in compared.items():
+        parts = [f"{key.replace('roc_auc', 'ROC AUC')} {r['difference']:+.4f} "
+                 f"[{r['difference_interval'][0]:+.3f}, {r['difference_interval'][1]:+.3f}]"
+                 for key, r in row.items()
+                 if r.get("difference_interval") and r["difference_interval"][0] == r["difference_interval"][0]]  # fmt: skip
+        if parts:
+            notes.append(f"{name}, OOD minus test (95% bootstrap interval): {', '.join(parts)}.")
+    if notes:
+        doc.paragraph(" ".join(notes))
 
 
 def _defined(value: Any) -> bool:

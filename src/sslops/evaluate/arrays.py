@@ -23,6 +23,8 @@ from sslops.evaluate.corruptions import counterfactuals, shifted_images, shifted
 from sslops.evaluate.metrics import majority_accuracy
 from sslops.evaluate.multiclass import macro_auc, multiclass_metrics
 from sslops.evaluate.report import group_markdown, roc_points, write_reports
+from sslops.evaluate.shift import compare_with_test, domain_auc
+from sslops.evaluate.shortcuts import mean_interval
 from sslops.finetune.arrays import MODELS, embed, fit_multinomial, groups_of, measured
 from sslops.finetune.stage import stratified_label_subset
 from sslops.models.arrays import (
@@ -55,6 +57,7 @@ def counterfactual_tests(
     predict: Callable[[np.ndarray], np.ndarray], values: np.ndarray,
     edges: dict[str, list[float]], threshold: float, modality: str, *,
     base: np.ndarray | None = None, seen: Callable[[np.ndarray], np.ndarray] | None = None,
+    resamples: int = 200, seed: int = 0,
 ) -> dict[str, dict[str, Any]]:  # fmt: skip
     """Each counterfactual edit of each group attribute, scored by ``predict`` (raw arrays in,
     class probabilities out; ``base`` = its output on ``values`` when already known).
@@ -64,7 +67,8 @@ def counterfactual_tests(
     predicted probability) by ``UNREACHABLE_TOLERANCE`` or more cannot reach the model: the
     series model z-normalizes each series, which undoes scaling and shifting exactly. Such a
     test cannot show reliance either way; it is reported with ``applicable: false``,
-    ``flagged: null`` and the reason, not as "not flagged".
+    ``flagged: null`` and the reason, not as "not flagged". ``prediction_change_low`` and
+    ``_high``: the share's 95% interval over ``resamples`` bootstrap draws of the rows.
     """
     before_proba = predict(values) if base is None else base
     before = before_proba.argmax(1)
@@ -82,9 +86,14 @@ def counterfactual_tests(
                 None if seen is None or before_seen is None
                 else float(np.max(np.abs(seen(edited) - before_seen), initial=0.0))
             )  # fmt: skip
+            bounds = mean_interval(changed.astype(float), resamples, np.random.default_rng(seed))
+            low, high = bounds if bounds else (None, None)
             result: dict[str, Any] = {
                 "attribute": a,
                 "prediction_change_share": share,
+                # two scalars, not a list: the card shows these records as a flat table
+                "prediction_change_low": low,
+                "prediction_change_high": high,
                 "group_change_share": moved_share,
                 "max_probability_change": output,
                 "max_input_change": inputs,
@@ -133,6 +142,8 @@ def record_attribute_tests(edges: dict[str, list[float] | None]) -> dict[str, di
         f"{a}: any edit of the input": {
             "attribute": a,
             "prediction_change_share": None,
+            "prediction_change_low": None,
+            "prediction_change_high": None,
             "group_change_share": None,
             "max_probability_change": None,
             "max_input_change": None,
@@ -159,8 +170,10 @@ def counterfactual_markdown(shortcuts: dict[str, Any]) -> str:
             lines.append(f"- {name}: {e['reason']}")
         else:
             verdict = "flagged" if e["flagged"] else "not flagged"
+            low, high = e.get("prediction_change_low"), e.get("prediction_change_high")
+            ranged = "" if low is None else f" [95% interval {low:.1%}, {high:.1%}]"
             lines.append(
-                f"- {name}: {e['prediction_change_share']:.1%} of the predictions change "
+                f"- {name}: {e['prediction_change_share']:.1%}{ranged} of the predictions change "
                 f"({e['group_change_share']:.1%} of the rows change {e['attribute']} bucket): "
                 f"{verdict}"
             )
@@ -305,7 +318,17 @@ def evaluate_arrays(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_di
 
     proba, metrics, z_test = evaluate_on(test.features, cfg.seed)
     shift = shifted_images if data.modality == "image" else shifted_series
-    _, ood, _ = evaluate_on(shift(test.features, cfg.seed), cfg.seed)
+    proba_ood, ood, z_ood = evaluate_on(shift(test.features, cfg.seed), cfg.seed)
+    compared = compare_with_test(
+        {"accuracy": lambda t, p: float(np.mean(p.argmax(1) == t)), "roc_auc": macro_auc},
+        {n: (y, p) for n, p in proba.items()}, {n: (y, p) for n, p in proba_ood.items()},
+        paired=True, resamples=ec.bootstrap, seed=cfg.seed,
+    )  # fmt: skip
+    drift = {
+        "measure": "out-of-fold ROC AUC of a logistic regression telling the corrupted copy "
+        "from the test items (backbone embeddings; 0.5: no shift)",
+        "domain_auc": domain_auc(z_test, z_ood, cfg.seed),
+    }
 
     deployed = cfg.export.model
 
@@ -317,7 +340,7 @@ def evaluate_arrays(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_di
     edits = counterfactual_tests(
         lambda values: score(values)[deployed], test.features, measured(edges),
         ec.reliance_threshold,
-        data.modality, base=proba[deployed], seen=seen,
+        data.modality, base=proba[deployed], seen=seen, resamples=ec.bootstrap, seed=cfg.seed,
     ) | record_attribute_tests(edges)  # fmt: skip
     shortcuts = {
         "model": deployed,
@@ -366,6 +389,9 @@ def evaluate_arrays(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_di
             if data.modality == "image"
             else "Gaussian noise (0.1 sd) + smooth time warp (<= 8%)",
             "models": ood,
+            "shift": drift,
+            "paired": True,
+            "compared_with_test": compared,
         }
         write_reports(
             tmp, payload, shortcuts,

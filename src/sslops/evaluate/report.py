@@ -16,6 +16,7 @@ from sklearn.metrics import roc_curve
 
 from sslops.artifacts import write_json
 from sslops.evaluate.label_efficiency import curve_markdown, plot_curve
+from sslops.evaluate.shift import comparison_markdown
 from sslops.gaps import WORST_OFF, lowest_rate
 from sslops.markdown import md_cell
 from sslops.plots import grouped_bars, line_plot
@@ -175,6 +176,7 @@ def write_reports(
     write_json(tmp / "shortcuts.json", shortcuts)
     if ood is not None:
         write_json(tmp / "ood.json", ood)
+        markdown += comparison_markdown(ood)
     if efficiency is not None:
         write_json(tmp / "label_efficiency.json", efficiency)
         plot_curve(tmp / "label_efficiency.png", efficiency["mean"])

@@ -32,34 +32,61 @@ Scorer = Callable[[np.ndarray], np.ndarray]
 def permutation_reliance(
     score: Scorer, frame: pd.DataFrame, encoding: TabularEncoding, y: np.ndarray,
     columns: list[str], threshold: float, flag_above: float, seed: int, repeats: int = 10,
+    resamples: int = 200,
 ) -> dict[str, dict[str, Any]]:  # fmt: skip
     """Each column shuffled ``repeats`` times; the means decide the flag. One shuffle's flip
     rate varies from draw to draw (by about 0.002 on 16k rows), so a column near the
-    threshold would be flagged by one seed and not by another."""
+    threshold would be flagged by one seed and not by another.
+
+    ``prediction_flip_rate_interval`` is the 95% percentile interval of the mean flip rate
+    over ``resamples`` bootstrap draws of the rows (each row's share of the shuffles that
+    flipped it): what another test sample of the same size could have measured. The flag
+    compares the mean with ``flag_above``; ``flag_uncertain`` says when the interval holds
+    ``flag_above``, i.e. when another test sample could have decided the other way."""
     base = score(encoding.transform(frame))
     base_pred = base >= threshold
     base_auc = auc(y, base)
     rng = np.random.default_rng(seed)
+    rows = np.random.default_rng([seed, 1])  # its own stream: the shuffles stay as they were
     out: dict[str, dict[str, Any]] = {}
     for column in columns:
         flips, changes, drops = [], [], []
+        per_row = np.zeros(len(frame))
         for _ in range(repeats):
             shuffled = frame.copy()
             shuffled[column] = frame[column].to_numpy()[rng.permutation(len(frame))]
             permuted = score(encoding.transform(shuffled))
-            flips.append(float(np.mean((permuted >= threshold) != base_pred)))
+            flipped = (permuted >= threshold) != base_pred
+            per_row += flipped / repeats
+            flips.append(float(np.mean(flipped)))
             changes.append(float(np.mean(np.abs(permuted - base))))
             drops.append(base_auc - auc(y, permuted))
         mean_flips = float(np.mean(flips))
+        bounds = mean_interval(per_row, resamples, rows)
         out[column] = {
             "prediction_flip_rate": mean_flips,
             "prediction_flip_rate_sd": float(np.std(flips, ddof=1)) if repeats > 1 else 0.0,
+            "prediction_flip_rate_interval": bounds,
             "mean_abs_score_change": float(np.mean(changes)),
             "roc_auc_drop": float(np.mean(drops)),
             "repeats": repeats,
             "flagged": mean_flips > flag_above,
+            "flag_uncertain": bounds is not None and bounds[0] <= flag_above < bounds[1],
         }
     return out
+
+
+def mean_interval(
+    values: np.ndarray, resamples: int, rng: np.random.Generator
+) -> list[float] | None:
+    """The 2.5th and 97.5th percentiles of the mean of ``values`` over ``resamples``
+    bootstrap draws of its rows; None without draws or rows."""
+    if resamples == 0 or len(values) == 0:
+        return None
+    means = [
+        float(values[rng.integers(0, len(values), len(values))].mean()) for _ in range(resamples)
+    ]
+    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
 
 
 def counterfactual_scope(column: str, model_input: bool) -> str:

@@ -18,8 +18,9 @@ from sklearn.metrics import confusion_matrix
 
 from sslops.artifacts import check_lineage, read_meta, write_artifact
 from sslops.config import Config
+from sslops.data.split import predicate_columns
 from sslops.evaluate.label_efficiency import label_efficiency
-from sslops.evaluate.metrics import majority_accuracy, majority_note, model_metrics
+from sslops.evaluate.metrics import auc, majority_accuracy, majority_note, model_metrics
 from sslops.evaluate.report import (
     gap_cell,
     gap_note_lines,
@@ -27,6 +28,7 @@ from sslops.evaluate.report import (
     roc_points,
     write_reports,
 )
+from sslops.evaluate.shift import compare_with_test, domain_auc
 from sslops.evaluate.shortcuts import counterfactual_flip, permutation_reliance
 from sslops.finetune.estimators import GroupThresholdPostprocessor, groups_1d
 from sslops.finetune.stage import MODELS
@@ -35,6 +37,42 @@ from sslops.optim import callers_generators
 from sslops.prepare.dataset import PreparedData, Split, check_same_data
 
 POSTPROCESSED = "ssl+threshold_optimizer"
+
+
+def _ood_comparison(
+    cfg: Config, data: PreparedData, test: Split, ood: Split, models: dict[str, TabularClassifier]
+) -> dict[str, Any]:
+    """``ood.json``'s shift measure (domain-classifier ROC AUC on the encoded features, with
+    and without the columns ``prepare.ood`` names, and the positive rate of each split) and
+    every model's accuracy and ROC AUC on test vs OOD, the difference with its interval."""
+    assert cfg.prepare.ood is not None
+    ec, enc = cfg.evaluate, data.encoding
+    names = [c.name for c in enc.numeric] + [c.name for c in enc.categorical]
+    defining = set(predicate_columns(cfg.prepare.ood))
+    rest = [k for k, col in enumerate(enc.column_of) if names[col] not in defining]
+    shift = {
+        "measure": "out-of-fold ROC AUC of a logistic regression telling OOD from test rows "
+        "(encoded features; 0.5: no shift)",
+        "domain_auc": domain_auc(test.features, ood.features, cfg.seed),
+        "predicate_columns": sorted(defining),
+        "domain_auc_without_predicate": domain_auc(
+            test.features[:, rest], ood.features[:, rest], cfg.seed
+        ),
+        "positive_rate": {"test": float(test.target.mean()), "ood": float(ood.target.mean())},
+    }
+
+    def accuracy(y: np.ndarray, s: np.ndarray) -> float:
+        return float(np.mean((s >= ec.threshold) == y))
+
+    on = {
+        key: {n: (split.target, _scorer(m)(split.features)) for n, m in models.items()}
+        for key, split in (("test", test), ("ood", ood))
+    }
+    compared = compare_with_test(
+        {"accuracy": accuracy, "roc_auc": auc}, on["test"], on["ood"], paired=False,
+        resamples=ec.bootstrap, seed=cfg.seed,
+    )  # fmt: skip
+    return {"shift": shift, "paired": False, "compared_with_test": compared}
 
 
 def _scorer(model: TabularClassifier) -> Any:
@@ -149,7 +187,7 @@ def evaluate(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_dir: Path
     checked = [c for c in checked if c not in missing]
     reliance = permutation_reliance(
         score, test.frame, data.encoding, test.target, checked, ec.threshold,
-        ec.reliance_threshold, cfg.seed, ec.permutation_repeats,
+        ec.reliance_threshold, cfg.seed, ec.permutation_repeats, ec.bootstrap,
     )  # fmt: skip
     shortcuts: dict[str, Any] = {
         "model": cfg.export.model,
@@ -192,7 +230,8 @@ def evaluate(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_dir: Path
         }
         ood_report = None
         if ood is not None and ood_split is not None:
-            ood_report = {"split": "ood", "rows": len(ood_split.target), "models": ood}
+            ood_report = {"split": "ood", "rows": len(ood_split.target), "models": ood,
+                          **_ood_comparison(cfg, data, test, ood_split, models)}  # fmt: skip
         write_reports(
             tmp, payload, shortcuts, _metrics_markdown(metrics, sensitive, constrained, majority)
             + group_markdown(cfg.export.model, metrics[cfg.export.model], ec.min_group_rows),
