@@ -231,3 +231,20 @@ def test_the_installed_wheel_runs_the_demo_pipeline(installed: Path, tmp_path: P
     summary = json.loads((tmp_path / "runs" / "adult" / "summary.json").read_text())
     assert Path(summary["onnx"]["path"]).is_file()
     assert _snapshot(installed) == before
+
+
+@pytest.mark.parametrize("caller", [None, "0"])
+def test_importing_sslops_keeps_onnxruntime_from_writing_telemetry_files(
+    tmp_path: Path, caller: str | None
+) -> None:
+    """onnxruntime writes a device id and an event database into $HOME on import; sslops
+    turns that off unless the caller chose otherwise (then the files appear: the probe
+    sees them)."""
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    env["HOME"] = str(tmp_path)
+    if caller is not None:
+        env["ORT_DISABLE_TELEMETRY"] = caller
+    code = "import sslops, onnxruntime; onnxruntime.InferenceSession"
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
+    written = sorted(p.name for p in (tmp_path / ".cache").rglob("*") if p.is_file())
+    assert written == ([] if caller is None else ["deviceid", "onnxruntime.db"])

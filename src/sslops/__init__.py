@@ -22,12 +22,19 @@ wheel, the installed metadata's. With neither, it is ``0+unknown`` (a PEP 440 lo
 no release has, and no valid image tag), never a release's number.
 """
 
+import os
 import tomllib
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 UNKNOWN_VERSION = "0+unknown"
+
+# onnxruntime's import writes a device id and a telemetry event database under
+# ~/.cache/Microsoft/DeveloperTools (and warns on stderr where HOME is read-only). sslops
+# runs in air-gapped, regulated places, so that is off unless the caller set it themselves;
+# it must be set before onnxruntime is first imported (docs/security.md).
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 
 def _source_tree_version() -> str | None:
