@@ -209,10 +209,12 @@ def test_sslops_run_on_another_csv_through_kfp_local(
     for override in ("fractions=[0.2,1.0]", "draws=1", "full_fine_tune=false"):
         args += ["--set", f"evaluate.label_efficiency.{override}"]
     (tmp_path / ".run.failed.log").write_text("an earlier failed run's log")
-    result = subprocess.run(
-        args, capture_output=True, text=True, env=cli_env, timeout=600, cwd=tmp_path
-    )
+    (tmp_path / "tmp").mkdir()
+    env = {**cli_env, "TMPDIR": str(tmp_path / "tmp")}
+    result = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600,
+                            cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
+    assert list((tmp_path / "tmp").iterdir()) == []  # kfp.local's per-task folders went too
     assert not (tmp_path / ".run.failed.log").exists()  # removed by the run that succeeded
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["summary_format"], summary["sslops_version"]) == (1, VERSION)

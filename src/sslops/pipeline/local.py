@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -353,9 +354,15 @@ def run_local(cfg: Config, out: Path) -> dict[str, Any]:
     check_replaceable(out, "sslops run folder", "summary.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     stages = out.parent / f".{out.name}.stages"
+    tempfile.gettempdir()  # this process keeps its own temporary folder (cached from here on)
     with _exclusive(out):
         try:
-            with _environment({stage_cache.ENV: str(stages)}):  # the task subprocesses inherit it
+            # The task subprocesses inherit both: kfp.local's task command makes a `mktemp -d`
+            # folder per task and never removes it; under TMPDIR here, they go with the run.
+            with (
+                tempfile.TemporaryDirectory(prefix="sslops-tasks-") as tasks_tmp,
+                _environment({stage_cache.ENV: str(stages), "TMPDIR": tasks_tmp}),
+            ):
                 summary = _run_staged(cfg, out)
         except PipelineFailed as exc:
             if stages.is_dir() and any(stages.iterdir()):
