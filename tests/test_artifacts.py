@@ -412,3 +412,33 @@ def test_lineage_names_where_an_artifact_ends_up_after_sslops_run(
     recorded = json.loads((tmp_path / "pretrained" / META).read_text())["inputs"]["prepared"]
     assert recorded["path"] == str(out / "prepare")
     assert recorded["meta_sha256"] == sha256_file(staged / META)
+
+
+def test_renames_into_place_are_made_durable_by_syncing_their_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rename is an entry of its folder: until the folder is synced, a power loss can take
+    the new artifact or checkpoint back (the files inside were synced already)."""
+    import os
+
+    import torch
+
+    from sslops.artifacts import move_into_place
+    from sslops.pretrain.checkpoint import save_checkpoint
+
+    synced: list[str] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    staged = tmp_path / ".out.partial-1"
+    staged.mkdir()
+    move_into_place(staged, tmp_path / "out")
+    assert synced == [str(tmp_path)]
+    synced.clear()
+    folder = tmp_path / "checkpoints"
+    save_checkpoint(folder, 3, torch.nn.Linear(2, 1), {"step": 3}, {})
+    assert synced.count(str(folder)) == 2  # the step folder's rename, then the pointer's

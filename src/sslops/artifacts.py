@@ -118,6 +118,18 @@ def _fsync_tree(root: Path) -> None:
                 os.fsync(fh.fileno())
 
 
+def fsync_folder(folder: Path) -> None:
+    """Make the renames in ``folder`` durable: a rename is an entry of its folder, which a
+    power loss can take back until the folder itself is synced (where the file system
+    allows a folder to be opened and synced; elsewhere nothing is done)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 def new_file_mode() -> int:
     """The mode ``open`` gives a new file: 0666 less the process umask (0644 under 022)."""
     return 0o666 & ~process_umask()
@@ -236,6 +248,7 @@ def move_into_place(staged: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         staged.rename(final)
+    fsync_folder(final.parent)
 
 
 def _remove_abandoned(final: Path, keep: Path) -> None:

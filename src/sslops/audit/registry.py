@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from sslops.artifacts import fsync_folder
 from sslops.audit.bundle import (
     MANIFEST,
     BundleFiles,
@@ -142,12 +143,7 @@ def _place(path: Path, fill: Callable[[Path], object], mode: int = 0o644) -> Non
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    with contextlib.suppress(OSError):  # the rename itself, on file systems that allow it
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    fsync_folder(path.parent)  # the rename itself
 
 
 @contextlib.contextmanager

@@ -31,7 +31,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from sslops.artifacts import sha256_file, write_json
+from sslops.artifacts import fsync_folder, sha256_file, write_json
 from sslops.errors import ArtifactError
 
 LATEST = "latest"
@@ -79,6 +79,7 @@ def save_checkpoint(
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
+        fsync_folder(directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -87,6 +88,7 @@ def save_checkpoint(
     with open(pointer, "rb") as fh:
         os.fsync(fh.fileno())
     os.replace(pointer, directory / LATEST)
+    fsync_folder(directory)  # a power loss after this keeps the pointer and what it names
     for old in sorted(directory.glob("step-*"))[:-KEEP]:
         shutil.rmtree(old, ignore_errors=True)
     return final
