@@ -586,6 +586,21 @@ def test_an_ood_rule_that_removes_a_whole_sensitive_group_is_named_as_the_cause(
     )  # fmt: skip
 
 
+def test_an_ood_rule_that_selects_no_row_is_refused_with_the_values_there_are(
+    tmp_path: Path,
+) -> None:
+    """A misspelt value left the OOD split empty: prepare and training ran, and evaluate
+    failed on it with sklearn's 'Found empty input array' traceback."""
+    frame, _ = with_notes(adult(600, seed=16))
+    frame.to_csv(tmp_path / "raw.csv", index=False)
+    assert_fails_cleanly(
+        config(tmp_path / "raw.csv", ood="native-country == United States"), tmp_path / "out",
+        "prepare.ood 'native-country == United States' holds for no row of the data, so there "
+        "is no out-of-distribution split to evaluate; expected a predicate that some rows meet "
+        "(commonest values: 'native-country': 'United-States',",
+    )  # fmt: skip
+
+
 def test_a_label_of_more_than_two_values_names_what_counts_as_negative(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -269,7 +269,8 @@ class PrepareConfig(_Section):
     ood: str | None = Field(
         default=None,
         description="Rows matching this predicate form an 'ood' split, e.g. "
-        '"native-country != United-States" (==, !=, <, <=, >, >=, joined by and / or).',
+        '"native-country != United-States" (==, !=, <, <=, >, >=, joined by and / or; text '
+        "compares case-insensitively); one that matches no row is an error.",
     )
     unlabeled: Literal["pretrain", "drop"] = Field(
         default="pretrain",

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from sslops.data.dedup import cell_tokens, combine, first_occurrences, mix
-from sslops.errors import ConfigError
+from sslops.errors import ConfigError, DataError
 
 SPLIT_NAMES = ("train", "validation", "test")
 
@@ -123,3 +123,27 @@ def evaluate_predicate(text: str, frame: pd.DataFrame) -> np.ndarray:
             mask &= _OPS[op](series, target).fillna(False).to_numpy(dtype=bool)
         result |= mask
     return result
+
+
+def require_ood_rows(text: str, frame: pd.DataFrame, selected: np.ndarray, min_count: int) -> None:
+    """An OOD predicate that selects none of the rows kept (a value spelt otherwise than in the
+    data, most often) is refused here: left empty, the split passed prepare and training and
+    evaluate then failed on it. The message shows each named text column's commonest values
+    held by at least ``min_count`` rows (``prepare.min_category_count``), as other errors do."""
+    if selected.any():
+        return
+    seen = []
+    for column in predicate_columns(text):
+        series = frame[column] if column in frame.columns else None
+        if series is None or pd.api.types.is_numeric_dtype(series):
+            continue
+        counts = series.dropna().astype(str).value_counts()
+        common = [repr(v) for v in counts[counts >= min_count].index[:5]]
+        if common:
+            seen.append(f"{column!r}: {', '.join(common)}")
+    hint = f" (commonest values: {'; '.join(seen)})" if seen else ""
+    raise DataError(
+        f"prepare.ood {text!r} holds for no row of the data, so there is no out-of-distribution "
+        f"split to evaluate; expected a predicate that some rows meet{hint} (values compare "
+        "case-insensitively), or leave prepare.ood unset"
+    )

@@ -51,6 +51,7 @@ from sslops.data.split import (
     cluster_key_hashes,
     evaluate_predicate,
     predicate_columns,
+    require_ood_rows,
     split_by_uniform,
     split_key,
     uniform_of,
@@ -370,6 +371,8 @@ def prepare_arrays(cfg: Config, out_dir: Path) -> Path:
         if records is not None:
             frame[list(records.columns)] = records
         hit = evaluate_predicate(cfg.prepare.ood, frame)
+        require_ood_rows(cfg.prepare.ood, frame[alive], hit[alive],
+                         cfg.prepare.min_category_count)  # fmt: skip
         split[np.isin(cluster, np.unique(cluster[alive & hit]))] = "ood"
     split[~alive] = ""
     names = [*SPLIT_NAMES, *(["ood"] if cfg.prepare.ood else [])]

@@ -36,6 +36,7 @@ from sslops.data.split import (
     cluster_key_hashes,
     evaluate_predicate,
     predicate_columns,
+    require_ood_rows,
     split_by_uniform,
     uniform_of,
 )
@@ -187,6 +188,8 @@ def plan(cfg: Config, roles: Roles, folders: list[Path]) -> Plan:
     ood_rows = 0
     if cfg.prepare.ood:
         hit = evaluate_predicate(cfg.prepare.ood, values)
+        require_ood_rows(cfg.prepare.ood, values[alive], hit[alive],
+                         cfg.prepare.min_category_count)  # fmt: skip
         whole = alive & np.isin(cluster, np.unique(cluster[alive & hit]))
         split[whole] = "ood"
         ood_rows = int(whole.sum())
