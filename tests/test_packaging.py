@@ -233,18 +233,47 @@ def test_the_installed_wheel_runs_the_demo_pipeline(installed: Path, tmp_path: P
     assert _snapshot(installed) == before
 
 
-@pytest.mark.parametrize("caller", [None, "0"])
-def test_importing_sslops_keeps_onnxruntime_from_writing_telemetry_files(
-    tmp_path: Path, caller: str | None
-) -> None:
-    """onnxruntime writes a device id and an event database into $HOME on import; sslops
-    turns that off unless the caller chose otherwise (then the files appear: the probe
-    sees them)."""
-    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
-    env["HOME"] = str(tmp_path)
+def _telemetry_files_written(home: Path, caller: str | None) -> list[str]:
+    """Import sslops and onnxruntime in a fresh interpreter with `home` as $HOME (and no
+    XDG_CACHE_HOME, so the cache lands under it); the files that appeared under `home`."""
+    home.mkdir()
+    drop = {"ORT_DISABLE_TELEMETRY", "XDG_CACHE_HOME"}
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env["HOME"] = str(home)
     if caller is not None:
         env["ORT_DISABLE_TELEMETRY"] = caller
     code = "import sslops, onnxruntime; onnxruntime.InferenceSession"
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
-    written = sorted(p.name for p in (tmp_path / ".cache").rglob("*") if p.is_file())
-    assert written == ([] if caller is None else ["deviceid", "onnxruntime.db"])
+    return sorted(p.name for p in home.rglob("*") if p.is_file())
+
+
+def test_importing_sslops_turns_onnxruntime_telemetry_off_unless_the_caller_chose() -> None:
+    """The switch itself: set to "1" when the caller left it unset, kept when they chose."""
+    code = "import os, sslops; print(os.environ['ORT_DISABLE_TELEMETRY'])"
+    for caller, expected in ((None, "1"), ("0", "0"), ("1", "1")):
+        env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+        if caller is not None:
+            env["ORT_DISABLE_TELEMETRY"] = caller
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            env=env,
+            check=True,
+            timeout=120,
+            capture_output=True,
+            text=True,
+        )
+        assert out.stdout.strip() == expected, (caller, out.stdout)
+
+
+def test_importing_sslops_keeps_onnxruntime_from_writing_telemetry_files(
+    tmp_path: Path,
+) -> None:
+    """onnxruntime writes a device id and an event database into $HOME on import; sslops
+    turns that off. The control (the caller allows telemetry) shows the probe can see the
+    files; where this onnxruntime build writes none even then (a build or a machine without
+    the telemetry store; CI has been one), the default cannot be told apart and the test
+    says so rather than passing."""
+    allowed = _telemetry_files_written(tmp_path / "allowed", "0")
+    if not allowed:
+        pytest.skip("onnxruntime wrote no telemetry files here even with telemetry allowed")
+    assert _telemetry_files_written(tmp_path / "default", None) == []
