@@ -172,6 +172,25 @@ def test_a_rare_class_missing_from_a_split_is_named(
     assert "few items of a class" in (out / "datacard.md").read_text(encoding="utf-8")
 
 
+def test_an_ood_predicate_that_takes_a_whole_class_out_of_train_is_refused(
+    tmp_path: Path,
+) -> None:
+    """GunPoint with prepare.ood 'label == 2' passed prepare with a note and left training
+    one class; a rare class missing from train by chance, others left, stays a note (above)."""
+    labels = ["gun", "point", "reverse"] * 20
+    path = _ts(tmp_path / "three.ts", _walks(len(labels), 50), labels)
+    with pytest.raises(DataError) as caught:
+        prepare(_series_config(path, ood="label == reverse"), tmp_path / "out")
+    message = str(caught.value)
+    assert "no item of class 'reverse' (20 in ood) is in the train split" in message, message
+    assert "prepare.ood 'label == reverse' took it" in message, message
+    assert not (tmp_path / "out").exists()
+    # two classes, one taken: the train split would hold one class
+    path = _ts(tmp_path / "two.ts", _walks(40, 50), ["gun", "point"] * 20)
+    with pytest.raises(DataError, match="no item of class 'point'"):
+        prepare(_series_config(path, ood="label == point"), tmp_path / "out2")
+
+
 @pytest.mark.parametrize(
     ("text", "needle"),
     [

@@ -270,7 +270,8 @@ class PrepareConfig(_Section):
         default=None,
         description="Rows matching this predicate form an 'ood' split, e.g. "
         '"native-country != United-States" (==, !=, <, <=, >, >=, joined by and / or; text '
-        "compares case-insensitively); one that matches no row is an error.",
+        "compares case-insensitively); one that matches no row, or that takes a whole class "
+        "out of train (an unseen class is not a shift in the inputs), is an error.",
     )
     unlabeled: Literal["pretrain", "drop"] = Field(
         default="pretrain",

@@ -272,6 +272,34 @@ def _few_class_items(
     return few
 
 
+def _require_train_classes(
+    cfg: Config, label: np.ndarray, split: np.ndarray, few: dict[str, dict[str, int]]
+) -> None:
+    """A class that ``prepare.ood`` took whole out of train, or a train split left with one
+    class, is refused: no model can learn the class, and fine-tuning on one class fails later,
+    after pretraining. (A rare class missing from a split by the hash's chance, with others
+    left to learn, stays a note: the model is not measured on it.)"""
+    missing = [c for c, n in few.get("train", {}).items() if n == 0]
+    held = {c: Counter(split[(label == c) & (split != "")]) for c in missing}
+    took = [c for c in missing if held[c].get("ood")]
+    if not took and len(set(label[split == "train"])) > 1:
+        return
+    where = [f"{c!r} ({', '.join(f'{n:,} in {s}' for s, n in held[c].items())})" for c in missing]
+    cause = (
+        f"; prepare.ood {cfg.prepare.ood!r} took "
+        + ("them" if len(missing) > 1 else "it")
+        + " into the out-of-distribution split, which measures a shift in the inputs, not an "
+        "unseen class"
+        if cfg.prepare.ood and all(held[c].get("ood") for c in missing)
+        else ""
+    )
+    raise DataError(
+        f"no item of class {', '.join(where)} is in the train split, so no model can learn "
+        f"it{cause}; expected every class in train: an OOD predicate on something other "
+        "than the class alone, or more labeled items of the class"
+    )
+
+
 def _few_class_note(few: dict[str, dict[str, int]]) -> str | None:
     if not few:
         return None
@@ -389,6 +417,7 @@ def prepare_arrays(cfg: Config, out_dir: Path) -> Path:
 
     classes = _ordered_classes(cfg, sorted(set(label[alive])))
     few = _few_class_items(label, split, names, classes)
+    _require_train_classes(cfg, label, split, few)
     notes += [note for note in [_few_class_note(few)] if note]
     card = {
         "modality": cfg.modality,
