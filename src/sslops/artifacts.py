@@ -16,6 +16,7 @@ import errno
 import fcntl
 import hashlib
 import json
+import math
 import os
 import platform
 import shutil
@@ -47,9 +48,48 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def strict_json(payload: Any) -> Any:
+    """``payload`` with every float that is not finite (NaN: an undefined ROC AUC or gap; inf)
+    as None, recursively through dicts, lists and tuples. JSON has no NaN: ``json.dumps``
+    writes a bare ``NaN`` that Go, jq and ``JSON.parse`` refuse, so every file sslops writes
+    says null there instead (and, where the file has notes, why)."""
+    if isinstance(payload, float):
+        return payload if math.isfinite(payload) else None
+    if isinstance(payload, dict):
+        return {key: strict_json(value) for key, value in payload.items()}
+    if isinstance(payload, list | tuple):
+        return [strict_json(value) for value in payload]
+    return payload
+
+
+def null_as_nan(payload: Any) -> Any:
+    """The inverse of :func:`strict_json` for the evaluate stage's files (``metrics.json``,
+    ``ood.json``, ``shortcuts.json``), where null is always an undefined number: every None
+    as NaN, so that readers inside sslops compute with it as they do with the in-memory
+    values (a gate on an undefined gap fails as undefined instead of "nothing to measure";
+    a change between an undefined and a defined value is undefined, not a TypeError).
+    Files written before strict JSON hold the bare NaN, which ``json.loads`` reads as NaN
+    too."""
+    if payload is None:
+        return math.nan
+    if isinstance(payload, dict):
+        return {key: null_as_nan(value) for key, value in payload.items()}
+    if isinstance(payload, list):
+        return [null_as_nan(value) for value in payload]
+    return payload
+
+
+def json_text(payload: Any, **options: Any) -> str:
+    """The one way sslops turns a payload into JSON text (files, ``--json`` output, digests):
+    :func:`strict_json` of it, and ``allow_nan=False`` so that nothing non-standard slips by.
+    ``options`` go to ``json.dumps`` (``indent``, ``sort_keys``, ...)."""
+    return json.dumps(strict_json(payload), allow_nan=False, **options)
+
+
 def write_json(path: Path, payload: Any) -> None:
-    """Write one JSON payload file of an artifact: indented, ASCII, newline-terminated."""
-    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    """Write one JSON payload file of an artifact: indented, ASCII, newline-terminated, strict
+    (:func:`json_text`: null, never NaN)."""
+    path.write_text(json_text(payload, indent=2) + "\n", encoding="utf-8")
 
 
 def final_location(path: Path | str) -> str:
@@ -352,7 +392,7 @@ def write_artifact(
                 "ended": _now(),
             }
             (tmp / META).write_text(
-                json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+                json_text(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8"
             )
             _modes_as_open(tmp)
             _fsync_tree(tmp)

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from sslops import __version__
-from sslops.artifacts import INPUT_STAGE
+from sslops.artifacts import INPUT_STAGE, json_text
 from sslops.config import Config, load_config
 from sslops.errors import (
     EXIT_GATE,
@@ -463,7 +463,7 @@ def _cmd_registry(args: argparse.Namespace) -> int:
     problems = check_registry(args.registry, key) if args.verify else []
     problems += check_checkpoint(args.registry, point) if point else []
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json_text(rows, indent=2))
     else:
         _print_registry(rows)
     if problems:
@@ -481,7 +481,7 @@ def _write_checkpoint(registry: Path, out: Path | None) -> int:
     from sslops.audit.registry import checkpoint, write_checkpoint
 
     if out is None:
-        print(json.dumps(checkpoint(registry), indent=2, sort_keys=True))
+        print(json_text(checkpoint(registry), indent=2, sort_keys=True))
         return 0
     point = write_checkpoint(registry, out)
     entries = sum(head["entries"] for head in point["models"].values())
@@ -505,7 +505,13 @@ def _failed_verification(what: Path, problems: list[str]) -> int:
 def _print_registry(rows: list[dict[str, Any]]) -> None:
     """One line a filed bundle, columns aligned and nothing cut (as ``kubectl get`` prints)."""
 
-    def number(value: Any) -> str:
+    def number(metrics: dict[str, Any], key: str) -> str:
+        """A measured value; "undefined" where it was measured and is not defined (null, or
+        NaN in an index filed before strict JSON: it printed "nan"); "-" where no gate
+        measured it."""
+        value = metrics.get(key, "-")
+        if value is None or (isinstance(value, float) and not math.isfinite(value)):
+            return "undefined"
         return f"{value:.4f}" if isinstance(value, int | float) else "-"
 
     table = [("FILED", "MODEL", "MANIFEST", "DEPLOYED", "GATES", "ACCURACY", "ROC_AUC",
@@ -515,7 +521,7 @@ def _print_registry(rows: list[dict[str, Any]]) -> None:
         table.append((
             row.get("filed") or "-", row["model"], row["manifest_sha256"][:12],
             str(row.get("deployed") or "-"), str(row.get("gates") or "-"),
-            *(number(m.get(k)) for k in ("accuracy", "roc_auc", "dp_difference", "eo_difference")),
+            *(number(m, k) for k in ("accuracy", "roc_auc", "dp_difference", "eo_difference")),
             "yes" if row.get("signed") else "no",
             row["decision"] + (f" ({row['decided_by']}" + (
                 f"; key {row['decided_key']} not trusted" if row.get("decided_key_trusted")
@@ -840,7 +846,7 @@ def _print_verification_json(args: argparse.Namespace, result: dict[str, Any], k
     """``audit verify --json``: what a CI job reads instead of the lines (same exit status)."""
     trust = "trusted-keys" if args.trusted_keys else "public-key" if keyed else (
         "integrity-only" if args.integrity_only else "none")  # fmt: skip
-    print(json.dumps({
+    print(json_text({
         "verified": not result["problems"] and trust != "none", "trust": trust,
         "path": result["path"], "files": result.get("files"), "signed": bool(result.get("signed")),
         "key_fingerprint": result.get("key_fingerprint"),
@@ -1057,7 +1063,7 @@ def _main(args: argparse.Namespace) -> int:
         handlers: dict[str, Callable[[argparse.Namespace, Config], None]] = {"run": _cmd_run}
         if args.command == "config":
             data = cfg.model_dump(mode="json")
-            text = json.dumps(data) + "\n" if args.json else yaml.safe_dump(data, sort_keys=False)
+            text = json_text(data) + "\n" if args.json else yaml.safe_dump(data, sort_keys=False)
             print(text, end="")
             return 0
         handlers.get(args.command, _cmd_stage)(args, cfg)

@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 
 from sslops import __version__
-from sslops.artifacts import new_file_mode, sha256_file
+from sslops.artifacts import json_text, new_file_mode, sha256_file
 from sslops.config import Config
 from sslops.errors import ArtifactError, DataError
 from sslops.progress import task_progress
@@ -496,7 +496,7 @@ def _writing(out: Path) -> Iterator[_Sink]:
         temps.append(tmp_meta)
         _readable(fd)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(sink.provenance, indent=2) + "\n")
+            fh.write(json_text(sink.provenance, indent=2) + "\n")
         meta, kept = meta_path(out), None
         if meta.is_file():  # the earlier record, put back if its predictions cannot be replaced
             fd, kept = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)

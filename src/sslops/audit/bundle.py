@@ -30,7 +30,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from sslops.artifacts import sha256_file
+from sslops.artifacts import json_text, sha256_file
 from sslops.errors import ArtifactError, ConfigError
 
 if TYPE_CHECKING:  # the config (pydantic) is not needed to verify or reproduce a bundle
@@ -47,7 +47,7 @@ _SEALS = (MANIFEST, SIGNATURE)
 
 
 def canonical_json(obj: Any) -> bytes:
-    return (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=True) + "\n").encode()
+    return (json_text(obj, indent=2, sort_keys=True, ensure_ascii=True) + "\n").encode()
 
 
 def _digest(obj: Any) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sslops import __version__
+from sslops.artifacts import null_as_nan
 from sslops.audit.compliance import ANNEX_IV, DISCLAIMER, NIST, STATUS
 from sslops.audit.document import Document
 from sslops.config import FEW_VALIDATION_ROWS, SMALL_VALIDATION, AuditConfig, Config
@@ -64,7 +65,10 @@ def _names(value: Any) -> str:
 
 def _load(bundle: Path, name: str) -> dict[str, Any]:
     path = bundle / name
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    found = json.loads(path.read_text(encoding="utf-8"))
+    return null_as_nan(found) if name.startswith("evidence/evaluate/") else found
 
 
 def _is_flat(record: Any) -> bool:
@@ -265,7 +269,8 @@ def _fairness_section(
         text = (
             f"Policy: {constraint} difference <= {limit:g} on "
             f"{', '.join(repr(c) for c in policy_columns)}. The deployed "
-            f"candidate ({fairness.get('selected')}) measured {_fmt(chosen.get(candidate_key))} "
+            f"candidate ({fairness.get('selected')}) measured "
+            f"{_fmt(null_as_nan(chosen.get(candidate_key)))} "
             f"on {measured_on}; on the test split {_fmt(test_gap)}{over} (95% bootstrap interval"
             f"{_interval(intervals, metric_key) or ': n/a'})."
         )

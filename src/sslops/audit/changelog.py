@@ -11,6 +11,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from sslops.artifacts import null_as_nan
 from sslops.audit.bundle import MANIFEST, BundleFiles, bundle_root, read_bundle_json, verify_bundle
 from sslops.errors import ArtifactError
 
@@ -26,7 +27,7 @@ def _find(path: Path, kind: str) -> dict[str, Any]:
     for name in _LOCATIONS[kind]:
         try:
             found: dict[str, Any] = read_bundle_json(path, name)
-            return found
+            return null_as_nan(found) if kind == "metrics" else found
         except ArtifactError:
             continue
     return {}

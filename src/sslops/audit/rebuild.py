@@ -30,6 +30,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
+from sslops.artifacts import json_text
 from sslops.audit.bundle import MANIFEST, SIGNATURE, BundleFiles, bundle_root, verify_bundle
 from sslops.errors import ArtifactError
 
@@ -357,7 +358,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     report = compare_bundles(args.filed, args.rebuilt)
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(json_text(report, indent=2))
     else:
         for line in report_lines(report):
             print(line, file=sys.stderr if line.startswith("UNEXPLAINED") else sys.stdout)

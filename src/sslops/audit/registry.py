@@ -22,7 +22,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import itertools
 import json
+import math
 import os
 import re
 import shutil
@@ -35,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from sslops.artifacts import fsync_folder
+from sslops.artifacts import fsync_folder, json_text, strict_json
 from sslops.audit.bundle import (
     MANIFEST,
     BundleFiles,
@@ -161,6 +163,23 @@ def entry_digest(entry: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json(entry)).hexdigest()
 
 
+def _entry_digests(entry: dict[str, Any]) -> set[str]:
+    """:func:`entry_digest`, and for an entry whose metrics hold an undefined value, the
+    digests it may have been chained with before indexes were strict JSON: its bytes then
+    held a bare NaN where the index now holds null (rewritten by a later filing) or NaN
+    (as read). Each null may have been a NaN or a null (a gate with nothing to measure)."""
+    digests = {entry_digest(entry)}
+    metrics = entry.get("metrics")
+    if not isinstance(metrics, dict):
+        return digests
+    undefined = [k for k, v in metrics.items() if v is None or (isinstance(v, float) and v != v)]
+    for nans in itertools.product((None, math.nan), repeat=len(undefined)):
+        legacy = {**entry, "metrics": {**metrics, **dict(zip(undefined, nans, strict=True))}}
+        text = json.dumps(legacy, indent=2, sort_keys=True, ensure_ascii=True) + "\n"
+        digests.add(hashlib.sha256(text.encode()).hexdigest())
+    return digests
+
+
 def _bundle_json(files: BundleFiles, name: str) -> Any:
     if name not in files.names():
         return None
@@ -184,12 +203,12 @@ def _describe(files: BundleFiles) -> dict[str, Any]:
         if isinstance(r, dict) and r.get("gate") in _METRICS
     }
     audit = config.get("audit", {}) if isinstance(config, dict) else {}
-    return {
+    return {  # strict_json: an undefined metric (NaN in gates.json) as null
         "created": manifest.get("created"),
         "title": audit.get("title"),
         "deployed": gates.get("model"),
         "gates": gates.get("overall"),
-        "metrics": measured,
+        "metrics": strict_json(measured),
         "onnx_sha256": manifest["files"].get("model.onnx"),
         "int8_onnx_sha256": manifest["files"].get("model.int8.onnx"),
         "signed": "signature.json" in files.names(),
@@ -286,7 +305,7 @@ def file_bundle(
             entry["filer_key"] = fingerprint(key.public_key())
             entry["record"] = signature_record(key, fields)
         entries.append(entry)
-        _write_atomic(index_dir / INDEX, (json.dumps(index, indent=2) + "\n").encode())
+        _write_atomic(index_dir / INDEX, (json_text(index, indent=2) + "\n").encode())
     return {**entry, "status": "filed", "model": name, "path": str(target)}
 
 
@@ -423,15 +442,18 @@ def _index_problems(
     """The chain of digests and every decision of one model's index, in entry order; with
     ``check_filed``, also what it finds in each filed entry (its bundle)."""
     problems: list[str] = []
-    previous = None
+    previous: str | None = None  # the entry before's digest
+    accepted: set[str | None] = {None}  # and those of it before strict JSON (_entry_digests)
     filed: set[str] = set()
     bound = False  # a decision before this one is signed with its place in the chain
     for number, entry in enumerate(entries, 1):
         where = f"{MODELS}/{model}/{INDEX} entry {number}"
-        if entry.get("previous") != previous:
+        link = entry.get("previous")
+        if link not in accepted:
             problems.append(f"{where}: the chain of digests breaks (an entry before it was "
                             "removed, changed or moved)")  # fmt: skip
-        link, previous = previous, entry_digest(entry)
+            link = previous
+        previous, accepted = entry_digest(entry), set(_entry_digests(entry))
         if entry.get("kind", "filed") == "decision":
             problems += _check_decision(entry, model, where, filed, link, bound)
             bound = bound or _chain_bound(entry)
@@ -462,7 +484,9 @@ def _check_filed_entry(
         return [f"{BUNDLES}/{sha}.zip holds another bundle than its name says"]
     described = _describe(files)
     described.pop("_config_model_name")
-    changed = sorted(k for k, v in described.items() if entry.get(k) != v)
+    # strict_json: an undefined metric is null in the index (NaN in one filed before strict
+    # JSON) and NaN in an older bundle's gates.json; NaN != NaN, so compared as null
+    changed = sorted(k for k, v in described.items() if strict_json(entry.get(k)) != strict_json(v))
     return [f"{where}: {', '.join(changed)} differ from the filed bundle"] if changed else []
 
 
@@ -557,7 +581,7 @@ def write_checkpoint(registry: Path, out: Path) -> dict[str, Any]:
     if not out.parent.is_dir():
         raise ArtifactError(f"--out {out}: folder {out.parent} does not exist")
     point = checkpoint(registry)
-    _write_atomic(out, (json.dumps(point, indent=2, sort_keys=True) + "\n").encode())
+    _write_atomic(out, (json_text(point, indent=2, sort_keys=True) + "\n").encode())
     return point
 
 
@@ -613,7 +637,7 @@ def check_checkpoint(registry: Path, point: dict[str, Any]) -> list[str]:
         if len(entries) < count:
             problems.append(f"{where} holds {len(entries)} entries, the checkpoint of {taken} "
                             f"recorded {count}: the last {count - len(entries)} were removed")  # fmt: skip
-        elif entry_digest(entries[count - 1]) != head["head"]:
+        elif head["head"] not in _entry_digests(entries[count - 1]):
             problems.append(f"{where} entry {count} is not the one the checkpoint of {taken} "
                             "recorded (the index was rewritten)")  # fmt: skip
     return problems
@@ -673,7 +697,7 @@ def decide(
             "record": record, "previous": link,
         }  # fmt: skip
         entries.append(made)
-        _write_atomic(path, (json.dumps(index, indent=2) + "\n").encode())
+        _write_atomic(path, (json_text(index, indent=2) + "\n").encode())
     return {**made, "model": name}
 
 

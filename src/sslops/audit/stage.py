@@ -30,7 +30,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sslops.artifacts import META, check_lineage, read_meta, sha256_file, write_artifact, write_json
+from sslops.artifacts import (
+    META,
+    check_lineage,
+    null_as_nan,
+    read_meta,
+    sha256_file,
+    write_artifact,
+    write_json,
+)
 from sslops.audit.bundle import (
     BUNDLE_DIR,
     MANIFEST,
@@ -205,12 +213,12 @@ def audit(
     check_lineage(*artifacts.values())
     check_same_data(cfg, artifacts["prepare"])
     lineage = build_lineage(artifacts, cfg.export.model)
-    metrics = _read_json(artifacts["evaluate"] / "metrics.json")
+    metrics = null_as_nan(_read_json(artifacts["evaluate"] / "metrics.json"))
     exported = _read_json(artifacts["export"] / "export.json")
     check_export(cfg, artifacts["export"], exported)
     check_metrics(artifacts["evaluate"], metrics, cfg.export.model)
     shortcuts_file = artifacts["evaluate"] / "shortcuts.json"
-    shortcuts = _read_json(shortcuts_file) if shortcuts_file.is_file() else None
+    shortcuts = null_as_nan(_read_json(shortcuts_file)) if shortcuts_file.is_file() else None
     gates = evaluate_gates(  # raises on a failing gate
         cfg, measured_values(metrics, exported, shortcuts),
         _gate_context(artifacts["finetune"], metrics),

@@ -133,27 +133,36 @@ def evaluate_task(
             "evaluate", config_json, inputs, Path(evaluation.path),
             lambda: evaluate(cfg, Path(prepared.path), Path(finetuned.path), Path(evaluation.path)),
         )  # fmt: skip
-        payload = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
-        for model, values in payload["models"].items():
-            for key in ("accuracy", "roc_auc", "dp_difference", "eo_difference"):
-                if math.isfinite(values[key]):  # KFP metrics hold numbers; NaN stays in the report
-                    metrics.log_metric(f"{model}_{key}", round(values[key], 6))
-        curve_file = out / "label_efficiency.json"
-        if curve_file.is_file():  # one metric per model and label fraction: the curve's means
-            curve = json.loads(curve_file.read_text(encoding="utf-8"))
-            for model, by_fraction in curve["mean"].items():
-                for fraction, value in by_fraction.items():
-                    pct = f"{100 * float(fraction):g}".replace(".", "p")
-                    metrics.log_metric(f"label_efficiency_{model}_{pct}pct", round(value, 6))
-        shown = cfg.export.model  # the deployed model's curve and matrix
-        curve = payload["roc_curves"][shown]
-        classification.log_roc_curve(curve["fpr"], curve["tpr"], curve["thresholds"])
-        classification.log_confusion_matrix(
-            payload.get("classes", ["negative", "positive"]), payload["confusion_matrices"][shown]
-        )
-        shutil.copyfile(out / "metrics.md", report.path)
+        log_evaluation(out, metrics, classification, Path(report.path), cfg.export.model)
 
     _run(config_json, body)
+
+
+def log_evaluation(
+    out: Path, metrics: Any, classification: Any, report: Path, shown: str
+) -> None:  # fmt: skip
+    """The evaluate artifact ``out`` as KFP Metrics (numbers only: an undefined value, null
+    in metrics.json, stays in the report), ClassificationMetrics of the deployed model
+    ``shown`` and the Markdown report."""
+    payload = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    for model, values in payload["models"].items():
+        for key in ("accuracy", "roc_auc", "dp_difference", "eo_difference"):
+            if values[key] is not None and math.isfinite(values[key]):
+                metrics.log_metric(f"{model}_{key}", round(values[key], 6))
+    curve_file = out / "label_efficiency.json"
+    if curve_file.is_file():  # one metric per model and label fraction: the curve's means
+        curve = json.loads(curve_file.read_text(encoding="utf-8"))
+        for model, by_fraction in curve["mean"].items():
+            for fraction, value in by_fraction.items():
+                if value is not None and math.isfinite(value):  # undefined: not for KFP
+                    pct = f"{100 * float(fraction):g}".replace(".", "p")
+                    metrics.log_metric(f"label_efficiency_{model}_{pct}pct", round(value, 6))
+    curve = payload["roc_curves"][shown]
+    classification.log_roc_curve(curve["fpr"], curve["tpr"], curve["thresholds"])
+    classification.log_confusion_matrix(
+        payload.get("classes", ["negative", "positive"]), payload["confusion_matrices"][shown]
+    )
+    shutil.copyfile(out / "metrics.md", report)
 
 
 def export_task(config_json: str, prepared: Any, finetuned: Any, onnx_model: Any) -> None:

@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from sslops.artifacts import json_text
 from sslops.config import Config
 from sslops.data.canonicalize import canonical_column_name, canonical_text, parse_number_array
 from sslops.data.dedup import MISSING_TOKEN, combine, value_tokens
@@ -166,7 +167,7 @@ def scan_file(
     stats["spellings"] = {c: dict(s) for c, s in stats["spellings"].items() if s}
     stats["normalized_text"] = dict(stats["normalized_text"])
     stats["pii"] = {c: dict(v) for c, v in stats["pii"].items()}
-    (out / SCAN).write_text(json.dumps(stats, indent=1) + "\n", encoding="utf-8")
+    (out / SCAN).write_text(json_text(stats, indent=1) + "\n", encoding="utf-8")
     return out
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from sslops.artifacts import json_text
 from sslops.config import Config
 from sslops.errors import DataError
 from sslops.prepare.scan import read_scan, scan_file
@@ -44,7 +45,7 @@ def scan_shard(cfg: Config, shard: str, out: Path) -> Path:
     )
     stats = read_scan(folder)
     stats["index"] = spec["index"]
-    (folder / "scan.json").write_text(json.dumps(stats, indent=1) + "\n", encoding="utf-8")
+    (folder / "scan.json").write_text(json_text(stats, indent=1) + "\n", encoding="utf-8")
     return folder
 
 

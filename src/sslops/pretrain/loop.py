@@ -17,7 +17,6 @@ checkpoint, and every rank raises :class:`StoppedBySigterm` (exit status 143).
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -30,6 +29,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
+from sslops.artifacts import json_text
 from sslops.config import Config
 from sslops.errors import ArtifactError, ConfigError, SslopsError
 from sslops.objectives import Draws
@@ -293,4 +293,4 @@ def train(
 
 def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
     with open(path, "w", encoding="utf-8") as fh:
-        fh.writelines(json.dumps(row) + "\n" for row in rows)
+        fh.writelines(json_text(row) + "\n" for row in rows)
