@@ -257,3 +257,59 @@ def test_a_candidate_deciding_one_class_is_taken_only_when_no_other_qualifies() 
     assert (chosen.name, met) == ("decides", False)
     # selection rate unknown (older candidates): as before
     assert not decides_one_class(Candidate("x", "penalty", 0.0, 0.9, {DP: 0.0}))
+
+
+def test_an_undefined_gap_never_meets_the_policy() -> None:
+    """A gap with fewer than two groups to compare counted 0.0, so every candidate met
+    max_gap on a gap nobody measured and finetune.json said policy_met_on_validation: true
+    (the strict-JSON review). Now it is NaN: never within, on no front, not the fairest."""
+    from sslops.finetune.pareto import undefined_gap_note
+
+    nan = float("nan")
+    y = np.array([0, 0, 1, 1, 0, 0, 0, 0])  # group b has no positive row: no TPR difference
+    groups = {"sex": np.array(["a"] * 4 + ["b"] * 4)}
+    predicted = np.array([0, 1, 1, 0, 0, 0, 1, 0])
+    assert np.isnan(fairness_gap("equal_opportunity", y, predicted, groups))
+    eo = fairness_gap("equalized_odds", y, predicted, groups)  # its FPR half alone
+    assert eo == pytest.approx(abs(1 / 2 - 1 / 4))
+    pool = [Candidate("accurate", "penalty", 0.0, 0.9, {DP: nan}),
+            Candidate("measured", "penalty", 0.0, 0.7, {DP: 0.3}),
+            Candidate("undefined", "penalty", 0.0, 0.8, {DP: nan})]  # fmt: skip
+    chosen, met = select(pool, DP, 0.05)  # nothing within: the smallest measured gap
+    assert (chosen.name, met) == ("measured", False)
+    mark_front(pool, DP)
+    assert [c.on_front for c in pool] == [False, True, False]
+    chosen, met = select([pool[0], pool[2]], DP, 0.05)  # none measured: the most accurate
+    assert (chosen.name, met) == ("accurate", False)
+    note = undefined_gap_note(chosen, DP)
+    assert note is not None and "the policy cannot be checked and is not met" in note
+    assert undefined_gap_note(pool[1], DP) is None
+    # an upper bound that is undefined is not within either
+    bounded = Candidate("b", "penalty", 0.0, 0.9, {DP: 0.0}, upper={DP: nan})
+    assert select([bounded], DP, 0.05)[1] is False
+
+
+def test_the_front_plot_draws_candidates_whose_gaps_are_all_undefined(tmp_path: Path) -> None:
+    """No gap to place on the x axis: the plot still draws (it raised TypeError on the empty
+    list of gaps when a degenerate candidate was cut off below the front)."""
+    pool = [Candidate("ssl", "none", 0.0, 0.85, {DP: float("nan")}),
+            Candidate("grid", "grid_search", 0.0, 0.30, {DP: float("nan")})]  # fmt: skip
+    mark_front(pool, DP)
+    chosen, met = select(pool, DP, 0.02)
+    assert (chosen.name, met) == ("ssl", False)
+    plot_front(tmp_path / "front.png", pool, DP, 0.02, chosen)
+    with Image.open(tmp_path / "front.png") as image:
+        assert image.size[0] > 0
+
+
+def test_the_card_lists_an_undefined_candidate_gap_as_n_a() -> None:
+    """finetune.json holds an undefined gap as null; the card's candidate table read it as
+    the text "None" (build_card passes the candidates through null_as_nan)."""
+    from sslops.artifacts import null_as_nan
+    from sslops.audit.card import _generic_json
+    from sslops.audit.document import Document
+
+    doc = Document("t")
+    rows = [{"name": "ssl", "equal_opportunity_difference": None, "deployable": True}]
+    _generic_json(doc, "finetune.json (fairness candidates)", {"candidates": null_as_nan(rows)})
+    assert "| ssl | n/a | True |" in doc.markdown()

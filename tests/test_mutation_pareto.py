@@ -4,6 +4,7 @@ sensitive columns. Expected picks and values are worked out by hand."""
 
 from __future__ import annotations
 
+import math
 from statistics import NormalDist
 
 import numpy as np
@@ -105,12 +106,16 @@ def test_the_gap_and_its_bound_are_the_largest_over_the_columns() -> None:
         assert gap_upper_bound(DP, y, predicted, columns, 0.9) == pytest.approx(expected)
 
 
-def test_one_group_has_no_gap_and_a_bound_of_zero() -> None:
+def test_one_group_has_no_gap_and_no_bound() -> None:
+    """Undefined (NaN), not 0.0: a 0.0 met every max_gap (the strict-JSON review)."""
     y, predicted = np.array([0, 1, 0, 1]), np.array([1, 1, 0, 0])
     only = {"g": np.array(["a"] * 4)}
     for name in ("demographic_parity", "equalized_odds", "equal_opportunity"):
-        assert fairness_gap(name, y, predicted, only) == 0.0
-        assert gap_upper_bound(name, y, predicted, only, 0.95) == 0.0
+        assert math.isnan(fairness_gap(name, y, predicted, only))
+        assert math.isnan(gap_upper_bound(name, y, predicted, only, 0.95))
+    # a second column where the gap is measured does not make the largest known
+    two = {**only, "h": np.array(["a", "a", "b", "b"])}
+    assert math.isnan(fairness_gap("demographic_parity", y, predicted, two))
 
 
 def test_equalized_odds_bound_is_the_larger_of_the_tpr_and_fpr_bounds() -> None:

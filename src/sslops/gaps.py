@@ -94,9 +94,9 @@ def rate_gaps(
     is left out of that difference (fairlearn counts such a rate as 0, so one group
     without positives made the gap the largest TPR, and a model that predicts few
     positives look fair). With fewer than two groups where a rate is defined the
-    difference is ``undefined``: 0.0 for the finetune selection (gap <= max_gap, the
-    smallest gap), NaN for what the evaluate stage reports (:func:`gap_notes` says
-    why; a 0.0000 there read as a measured absence of a gap). Where every
+    difference is ``undefined``: NaN for what the evaluate stage reports (:func:`gap_notes`
+    says why; a 0.0000 there read as a measured absence of a gap) and for the finetune
+    selection (never within max_gap); 0.0 only where a caller asks for it. Where every
     group has both classes the values equal fairlearn's demographic_parity_difference,
     equalized_odds_difference and equal_opportunity_difference.
     """

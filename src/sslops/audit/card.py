@@ -643,8 +643,9 @@ def build_card(cfg: Config, bundle: Path, context: dict[str, Any], evidence: lis
             _generic_json(doc, name, _load(bundle, name))
     candidates = finetune.get("fairness", {}).get("candidates")
     if candidates:  # the sweep the policy chose from
+        # null_as_nan: an undefined gap (null) shows n/a, not "None"
         _generic_json(doc, "evidence/finetune/finetune.json (fairness candidates)",
-                      {"candidates": candidates})  # fmt: skip
+                      {"candidates": null_as_nan(candidates)})  # fmt: skip
     if card.get("splits"):
         doc.heading("Data")
         doc.table(

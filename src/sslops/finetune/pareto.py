@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import NormalDist
@@ -62,11 +64,20 @@ def fairness_gap(
 
     Per column as :func:`sslops.gaps.rate_gaps` (the evaluate stage's gaps): a
     group without positives (negatives) is left out of the true- (false-) positive-rate
-    difference, and a column with fewer than two groups where the rate is defined adds 0.0.
+    difference. A column with fewer than two groups where the rate is defined has no gap,
+    and then neither has the largest: NaN, which :func:`select` never counts as within
+    ``max_gap`` (it had counted 0.0, so every candidate met the policy on a gap nobody
+    measured; found by the strict-JSON review).
     """
     key = GAPS[name]
     y, predicted = np.asarray(y), np.asarray(predicted)
-    return max(rate_gaps(y, predicted, np.asarray(g))[key] for g in groups.values())
+    return _largest(rate_gaps(y, predicted, np.asarray(g), math.nan)[key] for g in groups.values())
+
+
+def _largest(values: Iterable[float]) -> float:
+    """The largest of ``values``; NaN when any is (the largest is then unknown)."""
+    found = list(values)
+    return math.nan if any(math.isnan(v) for v in found) else max(found)
 
 
 def gap_upper_bound(
@@ -81,8 +92,9 @@ def gap_upper_bound(
     Equalized odds takes the larger of its true- and false-positive-rate bounds. (The bound is
     for the attaining pair; with many groups it is not corrected for multiple comparisons.)
     As in :func:`fairness_gap`, a group without positives (negatives) has no true- (false-)
-    positive rate and is left out; fewer than two groups with the rate give 0.0, so the
-    bound is never below the measured gap (for ``confidence`` >= 0.5).
+    positive rate and is left out; fewer than two groups with the rate give NaN (no bound
+    of a gap that is undefined; equalized odds is then its other half's bound), so the bound
+    is never below the measured gap (for ``confidence`` >= 0.5).
     """
     if name not in GAPS:
         raise ValueError(f"unknown gap {name!r}; expected one of {sorted(GAPS)}")
@@ -96,8 +108,8 @@ def gap_upper_bound(
             continue
         tpr = _rate_gap_upper(predicted[y == 1], g[y == 1], z)
         fpr = _rate_gap_upper(predicted[y == 0], g[y == 0], z)
-        bounds.append(tpr if name == "equal_opportunity" else max(tpr, fpr))
-    return max(bounds)
+        bounds.append(tpr if name == "equal_opportunity" else float(np.fmax(tpr, fpr)))
+    return _largest(bounds)
 
 
 def class_gap_upper_bounds(
@@ -131,7 +143,7 @@ def _rate_gap_upper(hit: np.ndarray, groups: np.ndarray, z: float) -> float:
     hit, groups = np.asarray(hit)[kept], np.asarray(groups)[kept]
     names, index = np.unique(groups, return_inverse=True)
     if len(names) < 2:
-        return 0.0
+        return math.nan
     n = np.bincount(index, minlength=len(names)).astype(float)
     k = np.bincount(index, weights=np.asarray(hit, dtype=float), minlength=len(names))
     rate = k / n
@@ -179,14 +191,16 @@ class Candidate:
 
 
 def mark_front(candidates: list[Candidate], constraint: str) -> None:
-    """A candidate is on the front when no other is at least as accurate and at least as fair."""
+    """A candidate is on the front when no other is at least as accurate and at least as fair;
+    one whose gap is undefined (NaN) is on no front."""
+    measured = [c for c in candidates if not math.isnan(c.gaps[constraint])]
     for c in candidates:
-        c.on_front = not any(
+        c.on_front = not math.isnan(c.gaps[constraint]) and not any(
             o is not c
             and o.accuracy >= c.accuracy
             and o.gaps[constraint] <= c.gaps[constraint]
             and (o.accuracy > c.accuracy or o.gaps[constraint] < c.gaps[constraint])
-            for o in candidates
+            for o in measured
         )
 
 
@@ -198,14 +212,34 @@ def select(candidates: list[Candidate], constraint: str, max_gap: float) -> tupl
     decides the same for every validation row (:func:`decides_one_class`) is taken only when no
     other is there to take: its gaps are 0 because it treats everyone alike, and with a rare
     positive class its accuracy is the majority's, so it would win every policy while
-    deciding nothing (found by the imbalanced-data review)."""
+    deciding nothing (found by the imbalanced-data review). A gap that is undefined (NaN:
+    fewer than two groups to compare, :func:`fairness_gap`) is never within ``max_gap``;
+    when no candidate's gap is defined the policy is not met and the most accurate is taken
+    (:func:`undefined_gap_note` says why)."""
     deployable = [c for c in candidates if c.deployable]
     deciding = [c for c in deployable if not decides_one_class(c)] or deployable
     within = [c for c in deployable if c.policy_gap(constraint) <= max_gap]
     within = [c for c in within if not decides_one_class(c)] or within
     if within:
         return max(within, key=lambda c: (c.accuracy, -c.policy_gap(constraint))), True
-    return min(deciding, key=lambda c: (c.policy_gap(constraint), -c.accuracy)), False
+    measured = [c for c in deciding if not math.isnan(c.policy_gap(constraint))]
+    if measured:
+        return min(measured, key=lambda c: (c.policy_gap(constraint), -c.accuracy)), False
+    return max(deciding, key=lambda c: c.accuracy), False
+
+
+def undefined_gap_note(chosen: Candidate, constraint: str) -> str | None:
+    """Why the policy is not met when the selected candidate's gap is undefined, else None."""
+    if not math.isnan(chosen.policy_gap(constraint)):
+        return None
+    return (
+        f"the {constraint} gap of the selected candidate {chosen.name!r} is undefined on the "
+        "rows it is measured on (fairness.gap_rows): fewer than two groups of a sensitive "
+        "column have the rate it compares, so the policy cannot be checked and is not met; "
+        "a candidate whose gap is "
+        "undefined never counts as within max_gap (label more rows of the missing class, or "
+        "set finetune.fairness.gap_crossfit to measure it on the labeled training rows too)"
+    )
 
 
 def decides_one_class(candidate: Candidate) -> bool:
@@ -262,7 +296,7 @@ def plot_front(
             label = mechanism + (
                 " (needs sensitive attr.)" if mechanism == "postprocessing" else ""
             )
-            ax.scatter([c.gaps[constraint] for c in pts], [c.accuracy for c in pts],
+            ax.scatter([c.gaps[constraint] for c in pts], [c.accuracy for c in pts],  # NaN: left out
                        marker=marker, label=label, alpha=0.8,
                        color=ON_WHITE[i % len(ON_WHITE)])  # fmt: skip
     front = sorted((c for c in candidates if c.on_front), key=lambda c: c.gaps[constraint])
@@ -278,9 +312,10 @@ def plot_front(
            ylabel="accuracy (validation)", title="Accuracy vs fairness")  # fmt: skip
     floor, hidden = plot_floor(candidates, chosen)
     if hidden:
-        shown = [c.gaps[constraint] for c in candidates if c.accuracy >= floor]
+        shown = [c.gaps[constraint] for c in candidates
+                 if c.accuracy >= floor and not math.isnan(c.gaps[constraint])]  # fmt: skip
         ax.set_ylim(bottom=floor)
-        ax.set_xlim(left=-0.01, right=1.08 * max(*shown, max_gap))
+        ax.set_xlim(left=-0.01, right=1.08 * max([*shown, max_gap]))
         ax.set_title(f"Accuracy vs fairness\n({len(hidden)} candidate(s) below accuracy "
                      f"{floor:.2f} not shown)", fontsize=10)  # fmt: skip
     ax.grid(alpha=0.3)

@@ -58,6 +58,7 @@ from sslops.finetune.pareto import (
     plot_front,
     select,
     selection_rule,
+    undefined_gap_note,
 )
 from sslops.finetune.stacked import stacked_candidates
 from sslops.finetune.transfer import FineTuneSettings, fine_tune
@@ -354,6 +355,7 @@ def _finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Pa
 
     caveats = [note for note in (
         one_class_note(chosen, len(val.target)) if fair.constraint != "none" else None,
+        undefined_gap_note(chosen, constraint) if fair.constraint != "none" else None,
         _few_positives_note(
             fair.constraint,
             np.concatenate([val.target, y_lab]) if crossfit is not None else val.target,
@@ -484,8 +486,8 @@ def _few_positives_note(
 ) -> str | None:
     """For a label-dependent constraint, what the true-positive-rate gap the selection
     compared rests on when a compared group has fewer than :data:`FEW_LABELS` positive rows
-    (no positive at all: no rate, and with fewer than two groups with a rate the gap is 0 by
-    convention, for every candidate), else None."""
+    (no positive at all: no rate, and with fewer than two groups with a rate the gap is
+    undefined for every candidate), else None."""
     if constraint not in LABELED_GAPS:
         return None
     counts = {}
@@ -503,8 +505,8 @@ def _few_positives_note(
         f"the {constraint} gap the selection compared rests on few positive rows per group "
         f"({held})"
         + (f"; by {', '.join(map(repr, unmeasured))} fewer than two groups have a positive row, "
-           "so the true-positive-rate difference there is 0 for every candidate and says "
-           "nothing" if unmeasured else "")
+           "so the true-positive-rate difference there is undefined for every candidate and "
+           "none meets the policy" if unmeasured else "")
         + ("; label more positive rows, or set finetune.fairness.gap_crossfit to measure it "
            "on the labeled training rows too" if unmeasured else
            "; finetune.fairness.gap_confidence selects on an upper bound that accounts for "
