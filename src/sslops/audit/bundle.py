@@ -15,6 +15,7 @@ error message; only its public half and fingerprint enter the bundle.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
 import json
@@ -287,20 +288,35 @@ _ZIP_READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError)
 
 
 class BundleFiles:
-    """The files of a bundle folder or .zip, by POSIX relative name."""
+    """The files of a bundle folder or .zip, by POSIX relative name. A context manager:
+    leaving the block closes the zip (a zip that is refused is closed before the error)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._zip = None
         if path.is_file():
             try:
-                self._zip = zipfile.ZipFile(path)
+                archive = zipfile.ZipFile(path)
             except (zipfile.BadZipFile, EOFError, OSError) as exc:
                 reason = f"not a readable zip archive: {_reason(exc)}"
                 raise DamagedFile(str(path), reason) from None
-            problem = _ambiguous_member(self._zip)
-            if problem:
-                raise DamagedFile(str(path), problem)
+            with contextlib.ExitStack() as refused:
+                refused.enter_context(archive)  # closed unless kept below
+                problem = _ambiguous_member(archive)
+                if problem:
+                    raise DamagedFile(str(path), problem)
+                refused.pop_all()
+            self._zip = archive
+
+    def __enter__(self) -> BundleFiles:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._zip is not None:
+            self._zip.close()
 
     def names(self) -> set[str]:
         if self._zip is not None:
@@ -458,6 +474,15 @@ def verify_bundle(
     except DamagedFile as exc:  # a .zip cut short or overwritten: the whole file is damaged
         damaged = f"{path.name} is damaged ({exc.reason})"
         return {"path": str(path), "problems": [damaged], "signed": False, "unreadable": True}
+    with files:
+        return _verify_files(files, given, public_key, known)
+
+
+def _verify_files(
+    files: BundleFiles, given: Path, public_key: Ed25519PublicKey | TrustedKeys | None,
+    known: bool,
+) -> dict[str, Any]:  # fmt: skip
+    path = files.path
     names = files.names()
     irregular = files.irregular()
     present = names | set(irregular)
@@ -537,13 +562,13 @@ def _format_problem(found: Any) -> list[str]:
 def read_bundle_json(path: Path, name: str) -> Any:
     """One JSON file of a bundle folder, artifact folder or .zip (for the change log)."""
     root = bundle_root(path)
-    files = BundleFiles(root)
-    if name not in files.names():
-        raise ArtifactError(f"{root} has no {name}")
-    try:
-        return json.load(io.BytesIO(files.read(name)))
-    except DamagedFile as exc:
-        raise ArtifactError(f"{root}: {exc}") from None
+    with BundleFiles(root) as files:
+        if name not in files.names():
+            raise ArtifactError(f"{root} has no {name}")
+        try:
+            return json.load(io.BytesIO(files.read(name)))
+        except DamagedFile as exc:
+            raise ArtifactError(f"{root}: {exc}") from None
 
 
 def verify_path(
@@ -600,6 +625,7 @@ def bundle_manifest_sha256(path: Path) -> str:
 
 def _manifest_bytes(bundle: Path) -> bytes | None:
     try:
-        return BundleFiles(bundle).read(MANIFEST)
+        with BundleFiles(bundle) as files:
+            return files.read(MANIFEST)
     except (DamagedFile, KeyError, OSError):
         return None

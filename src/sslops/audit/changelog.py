@@ -58,7 +58,8 @@ def build_changelog(previous: Path, bundle: Path) -> dict[str, Any]:
             "unset audit.previous_bundle"
         )
     root = bundle_root(previous)
-    manifest_sha = hashlib.sha256(BundleFiles(root).read(MANIFEST)).hexdigest()
+    with BundleFiles(root) as files:
+        manifest_sha = hashlib.sha256(files.read(MANIFEST)).hexdigest()
     before, now = _find(previous, "metrics"), _find(bundle, "metrics")
     rows = []
     for model, values in now.get("models", {}).items():

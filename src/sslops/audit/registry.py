@@ -257,10 +257,10 @@ def file_bundle(
             "audit.signing.key_file (sslops audit keygen makes a key)"
         )
     root = bundle_root(source)
-    files = BundleFiles(root)
-    manifest_bytes = files.read(MANIFEST)
+    with BundleFiles(root) as files:
+        manifest_bytes = files.read(MANIFEST)
+        described = _describe(files)
     sha = hashlib.sha256(manifest_bytes).hexdigest()
-    described = _describe(files)
     configured = described.pop("_config_model_name")
     name = check_model_name(
         model or configured or model_slug(described["title"] or "model"),
@@ -325,7 +325,9 @@ def _check_filed(target: Path, sha: str) -> None:
         raise ArtifactError(
             f"{target} (in the registry) failed verification: {result['problems'][0]}"
         )
-    if hashlib.sha256(BundleFiles(target).read(MANIFEST)).hexdigest() != sha:
+    with BundleFiles(target) as files:
+        filed = files.read(MANIFEST)
+    if hashlib.sha256(filed).hexdigest() != sha:
         raise ArtifactError(f"{target} (in the registry) holds another bundle than its name says")
 
 
@@ -479,10 +481,10 @@ def _check_filed_entry(
     result = verify_bundle(target, public_key)
     if result["problems"]:
         return [f"{BUNDLES}/{sha}.zip: {result['problems'][0]}"]
-    files = BundleFiles(target)
-    if hashlib.sha256(files.read(MANIFEST)).hexdigest() != sha:
-        return [f"{BUNDLES}/{sha}.zip holds another bundle than its name says"]
-    described = _describe(files)
+    with BundleFiles(target) as files:
+        if hashlib.sha256(files.read(MANIFEST)).hexdigest() != sha:
+            return [f"{BUNDLES}/{sha}.zip holds another bundle than its name says"]
+        described = _describe(files)
     described.pop("_config_model_name")
     # strict_json: an undefined metric is null in the index (NaN in one filed before strict
     # JSON) and NaN in an older bundle's gates.json; NaN != NaN, so compared as null
