@@ -9,8 +9,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from sslops.config import Config
 
 # Stands in for a stage: inside write_artifact (a temporary folder beside OUT holds a file),
 # with a child shell that has a child of its own (as sslops run's kfp.local tasks are
@@ -83,8 +86,11 @@ def test_sigterm_keeps_nothing_partial_stops_children_and_exits_143(tmp_path: Pa
                 os.kill(pid, signal.SIGKILL)
 
 
-def test_sigint_still_exits_130(tmp_path: Path) -> None:
-    """Ctrl-C (here: SIGINT to the process alone) unwinds the same way, with status 130."""
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs /proc (Linux)")
+def test_sigint_to_the_process_alone_stops_its_children_and_exits_130(tmp_path: Path) -> None:
+    """SIGINT to the process alone (`kill -INT PID`, a supervisor; Ctrl-C in a terminal
+    reaches the whole process group) unwinds the same way, with status 130. Its children
+    (`sslops run`'s kfp.local tasks) were once left running."""
     script = _TERMINATED_STAGE.replace("signal.SIGTERM", "signal.SIGINT")
     done = subprocess.run(
         [sys.executable, "-c", script, "prepare", *_TABLE, "--out", str(tmp_path / "prepare")],
@@ -92,13 +98,60 @@ def test_sigint_still_exits_130(tmp_path: Path) -> None:
         # a process started in the background of a shell inherits SIGINT ignored
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
-    for name in ("child.pid", "grandchild.pid"):
-        pid = int((tmp_path / name).read_text())
-        if _alive(pid):
-            os.kill(pid, signal.SIGKILL)
-    assert done.returncode == 130, done.stderr
-    assert done.stderr.strip().splitlines()[-1] == "interrupted; no partial output was kept"
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".prepare")] == []
+    children = [int((tmp_path / name).read_text()) for name in ("child.pid", "grandchild.pid")]
+    try:
+        assert done.returncode == 130, done.stderr
+        assert done.stderr.strip().splitlines()[-1] == "interrupted; no partial output was kept"
+        assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".prepare")] == []
+        assert all(_wait_gone(pid) for pid in children), "orphaned child processes"
+    finally:
+        for pid in children:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_sigint_stays_ignored_where_it_was(tmp_path: Path) -> None:
+    """A shell's background job inherits SIGINT ignored (`sslops run ... &` in a script):
+    sslops leaves it so, and puts its own handler back after the command."""
+    from sslops.sigterm import sigterm_as_interrupt
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with sigterm_as_interrupt():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    with sigterm_as_interrupt():
+        assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_an_interrupted_run_says_where_its_finished_stages_are(
+    small_config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """`sslops run` stopped after a stage finished: one line, status 130, naming the folder
+    that keeps the finished stages for a rerun; nothing at --out, no staging folder."""
+    from sslops.cli import main
+    from sslops.pipeline import local
+
+    out = tmp_path / "run"
+
+    def interrupted(cfg: Any, out: Path) -> dict[str, Any]:
+        (out.parent / f".{out.name}.stages" / "prepare-0123").mkdir(parents=True)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(local, "_run_staged", interrupted)
+    config = tmp_path / "small.yaml"
+    config.write_text(small_config.to_json())  # JSON is YAML
+    code = main(["run", "--config", str(config), "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    stages = tmp_path / ".run.stages"
+    assert code == 130 and err[-1] == (
+        f"interrupted; no partial output was kept; the stages that finished are kept in "
+        f"{stages}, so a rerun into {out} resumes after them (delete that folder to start over)"
+    ), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".run.stages", "small.yaml"]
 
 
 def test_sigterm_handler_is_restored_after_the_command() -> None:

@@ -1083,8 +1083,9 @@ def _main(args: argparse.Namespace) -> int:
     except UnicodeEncodeError as exc:  # a file name the locale or pyarrow cannot encode
         print(f"error: {one_line(describe_unencodable(exc))}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted; no partial output was kept", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # `sslops run`'s says where its finished stages are
+        where = f"; {one_line(str(exc))}" if str(exc) else ""
+        print(f"interrupted; no partial output was kept{where}", file=sys.stderr)
         return EXIT_SIGINT
     return 0
 

@@ -5,7 +5,8 @@ Without a handler Python dies on SIGTERM at once: no stage's temporary folder is
 the tasks ``sslops run`` started keep running (and writing) as orphans, and a process that is
 PID 1 in a container ignores the signal altogether. Under :func:`sigterm_as_interrupt` the
 signal is passed on to the command's own child processes and raised as :class:`Terminated`,
-a ``KeyboardInterrupt``, so every clean-up that runs on Ctrl-C runs on it too.
+a ``KeyboardInterrupt``, so every clean-up that runs on Ctrl-C runs on it too. SIGINT sent
+to the command alone (not its process group) is passed on to its children as well.
 """
 
 from __future__ import annotations
@@ -45,27 +46,46 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    # A second SIGTERM while unwinding would cut a clean-up short; SIGKILL still ends it.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+def _stop_children() -> None:
     for child in descendants(os.getpid()):
         with contextlib.suppress(OSError):  # ended meanwhile, or not ours to signal
             os.kill(child, signal.SIGTERM)
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # A second SIGTERM while unwinding would cut a clean-up short; SIGKILL still ends it.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _stop_children()
     raise Terminated
+
+
+def _on_sigint(signum: int, frame: FrameType | None) -> None:
+    # Ctrl-C in a terminal reaches the whole process group, but `kill -INT PID`, a
+    # supervisor or an IDE's stop button signals this process alone: its children (sslops
+    # run's kfp.local tasks) would go on running, and writing, as orphans.
+    _stop_children()
+    raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """Within the block, SIGTERM stops the command's children and raises :class:`Terminated`
-    (only in the main thread, where Python runs signal handlers; elsewhere nothing changes)."""
+    """Within the block, SIGTERM stops the command's children and raises :class:`Terminated`,
+    and SIGINT stops them too before it raises ``KeyboardInterrupt`` as usual (unless SIGINT
+    is ignored, as in a shell's background job: then it stays ignored). Only in the main
+    thread, where Python runs signal handlers; elsewhere nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    interrupt = signal.getsignal(signal.SIGINT)
+    if interrupt is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _on_sigint)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if interrupt is signal.default_int_handler:
+            signal.signal(signal.SIGINT, interrupt)
 
 
 @contextlib.contextmanager

@@ -364,12 +364,11 @@ def run_local(cfg: Config, out: Path) -> dict[str, Any]:
                 _environment({stage_cache.ENV: str(stages), "TMPDIR": tasks_tmp}),
             ):
                 summary = _run_staged(cfg, out)
-        except PipelineFailed as exc:
+        except (PipelineFailed, KeyboardInterrupt) as exc:  # Ctrl-C and SIGTERM say it too
             if stages.is_dir() and any(stages.iterdir()):
-                raise type(exc)(
-                    f"{exc}; the stages that finished are kept in {stages}, so a rerun into "
-                    f"{out} resumes after them (delete that folder to start over)"
-                ) from None
+                kept = (f"the stages that finished are kept in {stages}, so a rerun into "
+                        f"{out} resumes after them (delete that folder to start over)")  # fmt: skip
+                raise type(exc)(f"{exc}; {kept}" if str(exc) else kept) from None
             raise
         shutil.rmtree(stages, ignore_errors=True)
         failure_log(out).unlink(missing_ok=True)  # an earlier failed run's: this one succeeded
