@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -297,3 +300,72 @@ def test_parquet_rows_score_as_their_csv_does_whole_in_chunks_and_in_a_folder(
     result = predict(model, folder, tmp_path / "folder.csv", settings)
     assert result.rows == len(frame)
     assert pd.read_csv(tmp_path / "folder.csv")["row_id"].iloc[0] == "new:0"
+
+
+def test_out_dash_writes_the_same_csv_to_stdout_and_nothing_else(
+    stage_artifacts: dict[str, Path], rows: tuple[Path, pd.DataFrame], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """`sslops predict ... --out - | gzip > p.csv.gz`: stdout holds the CSV a file would,
+    byte for byte; the summary goes to stderr; no file named '-' and no record. An error
+    found in a late chunk leaves stdout empty, as it leaves no file."""
+    data, frame = rows
+    model = stage_artifacts["export"] / "model.onnx"
+    out = tmp_path / "p.csv"
+    assert _run(capsys, "--model", model, "--data", data, "--out", out, "--id-column", "id")[0] == 0
+    monkeypatch.chdir(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code, printed, err = _run(capsys, "--model", model, "--data", data, "--out", "-",
+                              "--id-column", "id", "--chunk-rows", "7")  # fmt: skip
+    assert code == 0 and printed.encode("utf-8") == out.read_bytes()
+    assert err.splitlines()[-1].startswith(f"predict: {len(frame):,} rows from 1 file(s)")
+    assert err.splitlines()[-1].endswith(
+        "wrote them to stdout (no record: give --out FILE.csv for one)"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+    late = frame.astype({"age": object})
+    late.loc[len(late) - 1, "age"] = "old"
+    late.to_csv(bad := tmp_path / "bad.csv", index=False)
+    code, printed, err = _run(capsys, "--model", model, "--data", bad, "--out", "-",
+                              "--chunk-rows", "7")  # fmt: skip
+    assert code == 2 and printed == "" and "non-numeric value in row 'bad:" in err
+
+
+def test_data_dash_reads_the_rows_from_stdin(
+    stage_artifacts: dict[str, Path], rows: tuple[Path, pd.DataFrame], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """`zcat rows.csv.gz | sslops predict --data - ...`: the scores of the file itself;
+    rows numbered 'stdin:<row>' without --id-column; the record names the input '-'."""
+    data, frame = rows
+    model = stage_artifacts["export"] / "model.onnx"
+    from_file, from_stdin = tmp_path / "file.csv", tmp_path / "stdin.csv"
+    assert _run(capsys, "--model", model, "--data", data, "--out", from_file)[0] == 0
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(data.read_bytes())))
+    code, _, err = _run(capsys, "--model", model, "--data", "-", "--out", from_stdin)
+    assert code == 0, err
+    piped, direct = pd.read_csv(from_stdin), pd.read_csv(from_file)
+    assert piped["row_id"].tolist() == [f"stdin:{i}" for i in range(len(frame))]
+    assert piped[["score", "label"]].equals(direct[["score", "label"]])
+    record = json.loads((tmp_path / "stdin.meta.json").read_text())
+    assert record["data"] == [{"path": "-", "sha256": sha256_file(data), "rows": len(frame),
+                               "empty_rows_skipped": 0}]  # fmt: skip
+
+
+def test_a_reader_that_stops_early_ends_predict_quietly_with_141(
+    stage_artifacts: dict[str, Path], rows: tuple[Path, pd.DataFrame]
+) -> None:
+    """`sslops predict ... --out - | head -1`: the pipe's reader is gone before the rows
+    come; predict ends as `cat` would (status 128 + SIGPIPE), with no traceback."""
+    data, _ = rows
+    model = stage_artifacts["export"] / "model.onnx"
+    with subprocess.Popen(
+        [sys.executable, "-m", "sslops", "predict", "--model", str(model), "--data", str(data),
+         "--out", "-"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    ) as process:  # fmt: skip
+        assert process.stdout is not None and process.stderr is not None
+        process.stdout.close()  # the reader is gone
+        err = process.stderr.read()
+        assert process.wait(timeout=300) == 141, err
+    assert "Traceback" not in err and "Broken pipe" not in err and "error" not in err, err

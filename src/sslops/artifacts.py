@@ -294,7 +294,8 @@ def move_into_place(staged: Path, final: Path) -> None:
 def _remove_abandoned(final: Path, keep: Path) -> None:
     """Remove the staging folders of ``final`` that no live process holds (their writer was
     killed: each writer holds a lock on its folder until it ends), and name each on stderr."""
-    for stale in final.parent.glob(f".{final.name}.partial-*"):
+    left = f".{final.name}."  # .partial-*, or .new-* where a writer was killed before its lock
+    for stale in [*final.parent.glob(f"{left}partial-*"), *final.parent.glob(f"{left}new-*")]:
         if stale == keep or not stale.is_dir():
             continue
         try:
@@ -317,23 +318,36 @@ def staging_folder(final: Path) -> Iterator[Path]:
     """A new hidden sibling of ``final`` (``.<name>.partial-<hex>``) to fill, locked for as
     long as this process holds it, so a later writer of ``final`` can tell it from the folder
     of a killed one, which it removes. It is locked before it gets the name others look
-    for. Removing or renaming the folder is the caller's."""
-    suffix = uuid.uuid4().hex[:8]
-    fresh = final.parent / f".{final.name}.new-{suffix}"
-    fresh.mkdir()
-    try:
-        fd = os.open(fresh, os.O_RDONLY)
-    except BaseException:
-        fresh.rmdir()
-        raise
-    try:
+    for. Removing or renaming the folder is the caller's.
+
+    A writer killed between creating its folder (``.<name>.new-<hex>``) and locking it left
+    it unlocked: the next writer removes that one too. Should it remove a live writer's
+    folder in that instant, that writer finds its folder gone and starts again."""
+    while True:
+        suffix = uuid.uuid4().hex[:8]
+        fresh = final.parent / f".{final.name}.new-{suffix}"
+        fresh.mkdir()
+        try:
+            fd = os.open(fresh, os.O_RDONLY)
+        except FileNotFoundError:  # removed as abandoned before it was opened
+            continue
+        except BaseException:
+            fresh.rmdir()
+            raise
         staged = final.parent / f".{final.name}.partial-{suffix}"
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             fresh.rename(staged)
+        except FileNotFoundError:  # removed as abandoned before it was locked
+            os.close(fd)
+            continue
         except BaseException:
-            fresh.rmdir()
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                fresh.rmdir()
             raise
+        break
+    try:
         _remove_abandoned(final, staged)
         yield staged
     finally:

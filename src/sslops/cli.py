@@ -8,11 +8,14 @@ overrides. Errors in input or configuration print one line starting with
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import math
 import os
+import select
 import shlex
+import signal
 import sys
 import tempfile
 from collections.abc import Callable
@@ -37,6 +40,8 @@ from sslops.matplotlib_home import quiet_config_dir
 from sslops.shadow import commands as shadow_commands
 from sslops.sigterm import EXIT_SIGINT, EXIT_SIGTERM, Terminated, sigterm_as_interrupt
 
+EXIT_SIGPIPE = 128 + signal.SIGPIPE  # stdout's reader went away (`| head -1`)
+
 EXAMPLES = """\
 examples:
   sslops run --config configs/adult.yaml                     # whole pipeline, locally (kfp.local)
@@ -58,14 +63,15 @@ exit status (docs/automation.md):
   2    unusable input, config or environment; a task of sslops run failed; a verification
        without a trusted key: one 'error:' line, nothing written
   3    a policy gate failed (audit.gates): the model is not fit to ship; as for 2 otherwise
-  130  interrupted (SIGINT, Ctrl-C): nothing partial kept
-  143  stopped by SIGTERM (CI cancel, docker stop, Kubernetes): as for 130, child
-       processes stopped too
+  130  interrupted (SIGINT, Ctrl-C): nothing partial kept, child processes stopped too
+  141  stdout's reader went away (sslops predict --out - | head -1): stopped quietly
+  143  stopped by SIGTERM (CI cancel, docker stop, Kubernetes): as for 130
 """
 
 PREDICT_EXAMPLES = """\
 Writes OUT and, beside it, <name>.meta.json: the model's and each input's sha256, the
-threshold and where it came from, row counts.
+threshold and where it came from, row counts. --out - writes the CSV alone to stdout
+(no record), --data - reads a table from stdin: sslops predict ... --out - | gzip > p.csv.gz
 
 PREDICTIONS.csv: one row per scored row, the format sslops shadow --incumbent reads
   row_id  the --id-column's value, else '<file stem>:<row number>' (0-based, after the header)
@@ -704,13 +710,16 @@ def _predict_parser(sub: Any) -> None:
     _add_config_args(pred)
     pred.add_argument("--model", required=True, type=Path, metavar="MODEL.onnx",
                       help="sslops export's model.onnx (or its int8 copy)")  # fmt: skip
-    pred.add_argument("--data", required=True, type=Path, metavar="FILE.csv|DIR",
+    pred.add_argument("--data", required=True, type=Path, metavar="FILE.csv|DIR|-",
                       help="rows to score: one CSV or Parquet file, or a folder of CSVs (by "
-                      "name; of Parquet files with data.format=parquet); image and "
+                      "name; of Parquet files with data.format=parquet), or - (one CSV or "
+                      "Parquet file on stdin); image and "
                       "series models: .npy/.npz; images also a pixel CSV or a folder of "
                       "images; series a .ts file")  # fmt: skip
-    pred.add_argument("--out", required=True, type=Path, metavar="FILE.csv",
-                      help="PREDICTIONS.csv to write")  # fmt: skip
+    pred.add_argument("--out", required=True, type=Path, metavar="FILE.csv|-",
+                      help="PREDICTIONS.csv to write (with PREDICTIONS.meta.json beside it), "
+                      "or - for stdout (the CSV alone, once every row is scored; the summary "
+                      "line goes to stderr)")  # fmt: skip
     pred.add_argument("--id-column", metavar="COLUMN",
                       help="column whose values name the rows (default: shadow.id_column)")  # fmt: skip
     pred.add_argument("--threshold", type=float, metavar="P",
@@ -773,7 +782,7 @@ def _cmd_schedule_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from sslops.predict import meta_path, predict
+    from sslops.predict import STDIO, meta_path, predict
 
     if args.overrides and not args.config:
         raise ConfigError("--set changes a config: give it with --config FILE too (predict reads "
@@ -783,10 +792,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     done = predict(args.model, args.data, args.out, cfg, id_column=args.id_column,
                    threshold=args.threshold, chunk_rows=args.chunk_rows,
                    registry=args.registry, approver_keys=args.approver_key)  # fmt: skip
-    print(
-        f"predict: {done.rows:,} rows from {done.files} file(s), {done.described}; wrote "
-        f"{done.out} and {meta_path(done.out).name}"
-    )
+    wrote = f"{done.out} and {meta_path(done.out).name}"
+    if done.out == STDIO:  # stdout holds the CSV alone
+        wrote = "them to stdout (no record: give --out FILE.csv for one)"
+    print(f"predict: {done.rows:,} rows from {done.files} file(s), {done.described}; wrote "
+          f"{wrote}", file=sys.stderr if done.out == STDIO else sys.stdout)  # fmt: skip
     return 0
 
 
@@ -1020,6 +1030,29 @@ def describe_unencodable(exc: UnicodeEncodeError) -> str:
     )
 
 
+def _stdout_gone() -> bool:
+    """stdout is a pipe or socket with no reader left (poll reports an error on it), so a
+    broken pipe was stdout's, not a task's or a server's."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no file descriptor (a test's capture)
+        return False
+
+
+def _stdout_closed() -> int:
+    """The reader of stdout went away. Quietly, as ``cat`` or ``gzip`` end when SIGPIPE
+    kills them, with the status a shell reports for that (141), which ``set -o pipefail``
+    counts as a failure, so a job learns that not every row was taken. Python would try
+    to flush stdout again on the way out and print a traceback; it flushes to nothing."""
+    with contextlib.suppress(OSError, ValueError):  # no file descriptor (a test's capture)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return EXIT_SIGPIPE
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _portable_paths_and_output(args)
@@ -1074,6 +1107,8 @@ def _main(args: argparse.Namespace) -> int:
         print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except OSError as exc:  # environment: folder not writable, disk full, ...
+        if isinstance(exc, BrokenPipeError) and _stdout_gone():  # `| head -1` had enough
+            return _stdout_closed()
         print(f"error: {one_line(describe_os_error(exc))}", file=sys.stderr)
         return 2
     except Terminated as exc:  # pretraining's says where its checkpoint is

@@ -20,6 +20,11 @@ all: both files are written beside their final names and renamed, and an existin
 is replaced only when it is an earlier ``PREDICTIONS.csv`` (never an input, never another
 file).
 
+``-`` for ``data`` reads one CSV or Parquet file from stdin, and for ``out`` writes the
+predictions to stdout (no record: a stream has no folder to hold one) for a shell pipeline
+(``sslops predict ... --out - | gzip > p.csv.gz``). Both are spooled through an unnamed
+temporary file, so stdout too gets every row or, on an error, none.
+
 :func:`predict_frame` scores a pandas DataFrame in memory the same way (no files; a
 score and decision per row, indexed as the frame).
 
@@ -30,11 +35,16 @@ probability (:mod:`sslops.predict_arrays`).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import fcntl
+import hashlib
+import io
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -64,6 +74,7 @@ from sslops.shadow.scoring import (
     iter_batches,
 )
 
+STDIO = Path("-")  # --data - reads the rows from stdin; --out - writes the predictions to stdout
 CHUNK_ROWS = 20_000  # rows read, scored and written at a time: memory stays flat
 PROGRESS_EVERY_S = 5.0  # within a file, a progress line at most this often
 
@@ -82,7 +93,10 @@ def meta_path(out: Path) -> Path:
 
 
 def check_output(out: Path, inputs: list[Path]) -> None:
-    """``out`` may be written: not a folder, not an input, and not a file of someone else's."""
+    """``out`` may be written: not a folder, not an input, and not a file of someone else's,
+    (or ``-``, stdout)."""
+    if out == STDIO:
+        return
     if out.is_dir():
         raise ArtifactError(f"--out {out} is a folder; expected the CSV file to write")
     if out.suffix.lower() != ".csv":
@@ -112,6 +126,11 @@ def check_output(out: Path, inputs: list[Path]) -> None:
         )
 
 
+def _check_folder(out: Path) -> None:
+    if out != STDIO and not out.parent.is_dir():
+        raise ArtifactError(f"--out {out}: folder {out.parent} does not exist")
+
+
 def _ours(meta: Path, out: Path) -> bool:
     try:
         record = json.loads(meta.read_text(encoding="utf-8"))
@@ -133,13 +152,26 @@ def predict(
     approver_keys: list[Path] | None = None,
 ) -> PredictResult:
     """Score every row of ``data`` (a CSV or Parquet file, or a folder of them) with
-    ``model_path``; write ``out``.
+    ``model_path``; write ``out``. ``-`` for ``data`` reads stdin, for ``out`` writes stdout.
 
     ``registry``: an audit registry in which the model's bundle must be approved (its
     approval goes into the provenance record), with ``approver_keys`` (PEM public keys) by
     one of those keys; checked before anything is read or written.
     """
     model_path, data, out = Path(model_path), Path(data), Path(out)
+    with contextlib.ExitStack() as spool:
+        if data == STDIO:
+            data = spool.enter_context(_stdin_spooled())
+        return _predict(model_path, data, out, cfg, id_column, threshold, chunk_rows,
+                        registry, approver_keys)  # fmt: skip
+    raise AssertionError("unreachable")  # mypy: ExitStack may swallow the return
+
+
+def _predict(
+    model_path: Path, data: Path, out: Path, cfg: Config | None, id_column: str | None,
+    threshold: float | None, chunk_rows: int | None, registry: Path | None,
+    approver_keys: list[Path] | None,
+) -> PredictResult:  # fmt: skip
     _check_model_file(model_path)
     approval = None
     if approver_keys and registry is None:
@@ -161,12 +193,16 @@ def predict(
                 f"--threshold {threshold}: {model_path.name} is an image or series model, "
                 "whose decision is its most probable class; the threshold is for table models"
             )
+        if data.name == STDIN_NAME and data.parent.name.startswith(STDIN_FOLDER):
+            raise DataError(
+                f"--data -: {model_path.name} is an image or series model, which reads "
+                "array or image files; stdin gives table models their rows: name the file"
+            )
         label_column = cfg.data.label if cfg else None
         return _predict_arrays(model, spec, data, out, chunk_rows, label_column, approval)
     files = batch_files(data, cfg.data.format if cfg else "csv")
     check_output(out, [model_path, *files])
-    if not out.parent.is_dir():
-        raise ArtifactError(f"--out {out}: folder {out.parent} does not exist")
+    _check_folder(out)
     cut, source = _cut(model, threshold, cfg)
     na = cfg.data.na_values if cfg else DEFAULT_NA
     if id_column is None and cfg is not None:
@@ -204,7 +240,7 @@ def predict(
                     shown = time.monotonic()
             rows += file_rows
             empty += file_empty
-            inputs.append({"path": str(path.resolve()), "sha256": sha256_file(path),
+            inputs.append({"path": _shown(path), "sha256": sha256_file(path),
                            "rows": file_rows, "empty_rows_skipped": file_empty})  # fmt: skip
             progress.update(step, f"{path.name}: {file_rows:,} rows")
         sink.provenance = _provenance(
@@ -349,8 +385,7 @@ def _predict_arrays(
     from sslops.predict_arrays import ARRAY_BATCH, score_arrays  # only for these models
 
     check_output(out, [model.path, data])
-    if not out.parent.is_dir():
-        raise ArtifactError(f"--out {out}: folder {out.parent} does not exist")
+    _check_folder(out)
     with task_progress("predict", 1) as progress:
         scored = score_arrays(
             model.session, spec, model.metadata, data, batch or ARRAY_BATCH, label or "label"
@@ -476,48 +511,178 @@ class _Sink:
     provenance: dict[str, Any] | None = None
 
 
+STDIN_FOLDER, STDIN_NAME = "sslops-stdin-", "stdin"  # row ids "stdin:<row>"
+
+
+@contextmanager
+def _stdin_spooled() -> Iterator[Path]:
+    """stdin's bytes in a temporary file named ``stdin`` (a table is read from a file: its
+    first bytes say whether it is Parquet, and a chunked read seeks), removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix=STDIN_FOLDER) as folder:
+        path = Path(folder) / STDIN_NAME
+        with open(path, "wb") as fh:
+            shutil.copyfileobj(sys.stdin.buffer, fh)
+        yield path
+
+
+def _shown(path: Path) -> str:
+    """How the record names an input: its absolute path, or ``-`` for stdin."""
+    spooled = path.name == STDIN_NAME and path.parent.name.startswith(STDIN_FOLDER)
+    return "-" if spooled else str(path.resolve())
+
+
+@contextmanager
+def _to_stdout() -> Iterator[_Sink]:
+    """Rows spool into an unnamed temporary file (the system removes it, even after a kill)
+    and go to stdout only once all were scored: an error leaves stdout empty, as it leaves
+    no file. The record is not written: a stream has no folder beside it to hold one."""
+    with tempfile.TemporaryFile() as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+        sink = _Sink(text, csv.writer(text, lineterminator="\n"))
+        yield sink
+        text.flush()
+        raw.seek(0)
+        sys.stdout.flush()
+        target = getattr(sys.stdout, "buffer", None)
+        if target is None:  # a stream without bytes (a notebook's): the text itself
+            shutil.copyfileobj(io.TextIOWrapper(raw, encoding="utf-8", newline=""), sys.stdout)
+        else:
+            shutil.copyfileobj(raw, target)
+        sys.stdout.flush()
+        text.detach()
+
+
 @contextmanager
 def _writing(out: Path) -> Iterator[_Sink]:
     """Rows stream into a file beside ``out``; when the block ends without an error, the
-    provenance record (set on the sink) and then the predictions are renamed into place,
-    so a predictions file never stands without the record of what made it. On any error
-    (or Ctrl-C) both temporary files are removed and nothing of ``out`` changes."""
-    temps: list[str] = []
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-        temps.append(tmp)
-        _readable(fd)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            sink = _Sink(fh, csv.writer(fh, lineterminator="\n"))
+    provenance record (set on the sink, given the predictions' sha256 here) and then the
+    predictions are renamed into place, so a predictions file never stands without the
+    record of what made it. On any error (or Ctrl-C) both temporary files are removed and
+    nothing of ``out`` changes. Each temporary file is locked while this process lives, so
+    the next write of ``out`` can tell a killed writer's (:func:`_recover`) from a live one's."""
+    if out == STDIO:
+        with _to_stdout() as sink:
             yield sink
-        if sink.provenance is None:
-            raise RuntimeError("predictions written without a provenance record")
-        fd, tmp_meta = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-        temps.append(tmp_meta)
-        _readable(fd)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(json_text(sink.provenance, indent=2) + "\n")
-        meta, kept = meta_path(out), None
-        if meta.is_file():  # the earlier record, put back if its predictions cannot be replaced
-            fd, kept = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-            os.close(fd)
-            temps.append(kept)
-            shutil.copy2(meta, kept)
-        os.replace(tmp_meta, meta)
+        return
+    temps: list[str] = []
+    with contextlib.ExitStack() as locks:
+
+        def temporary() -> tuple[int, str]:
+            fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=TEMP_SUFFIX, dir=out.parent)
+            temps.append(tmp)
+            held = os.open(tmp, os.O_RDONLY)  # its own lock, kept after the file is closed
+            locks.callback(os.close, held)
+            fcntl.flock(held, fcntl.LOCK_EX)
+            return fd, tmp
+
         try:
-            os.replace(tmp, out)
-        except BaseException:
+            _recover(out)
+            fd, tmp = temporary()
+            _readable(fd)
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+                hashed = _Hashed(fh)
+                sink = _Sink(hashed, csv.writer(hashed, lineterminator="\n"))
+                yield sink
+            if sink.provenance is None:
+                raise RuntimeError("predictions written without a provenance record")
+            record = {**sink.provenance, "predictions_sha256": hashed.digest.hexdigest()}
+            fd, tmp_meta = temporary()
+            _readable(fd)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(json_text(record, indent=2) + "\n")
+            meta, kept = meta_path(out), None
+            if meta.is_file():  # the earlier record, put back if its predictions cannot be replaced
+                fd, kept = temporary()
+                os.close(fd)
+                shutil.copy2(meta, kept)
+            os.replace(tmp_meta, meta)
+            try:
+                os.replace(tmp, out)
+            except BaseException:
+                if kept:
+                    os.replace(kept, meta)
+                else:
+                    meta.unlink(missing_ok=True)
+                raise
             if kept:
-                os.replace(kept, meta)
-            else:
-                meta.unlink(missing_ok=True)
+                Path(kept).unlink()
+        except BaseException:
+            for path in temps:
+                Path(path).unlink(missing_ok=True)
             raise
-        if kept:
-            Path(kept).unlink()
-    except BaseException:
-        for path in temps:
-            Path(path).unlink(missing_ok=True)
-        raise
+
+
+TEMP_SUFFIX = ".tmp"  # .<out name>.<random>.tmp: predictions or a record being written
+
+
+class _Hashed:
+    """A text file's ``write`` that also hashes the UTF-8 bytes written (the file is opened
+    with ``newline=""``: the bytes on disk are exactly these)."""
+
+    def __init__(self, file: Any) -> None:
+        self.file, self.digest = file, hashlib.sha256()
+
+    def write(self, text: str) -> int:
+        self.digest.update(text.encode("utf-8"))
+        return int(self.file.write(text))
+
+
+def _abandoned(path: Path) -> bool:
+    """A temporary file no live writer holds (its writer was killed)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # held: a predict is writing it now
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+def _record_of(path: Path) -> dict[str, Any]:
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _recover(out: Path) -> None:
+    """Before writing ``out``: mend what a predict into it that was killed left, and say so.
+    Killed between its two renames, it left its new record beside the earlier predictions
+    (or none); the record names the sha256 of the predictions it describes, so the
+    replacement is completed when those predictions were left whole beside it, else the
+    earlier record is put back (or, with none, the record that describes nothing is
+    removed). Its temporary files are then removed. Nothing is touched while another
+    predict into ``out`` is writing."""
+    temps = sorted(out.parent.glob(f".{out.name}.*{TEMP_SUFFIX}"))
+    left = [p for p in temps if _abandoned(p)]
+    if len(left) < len(temps):
+        return
+    meta = meta_path(out)
+    wanted = _record_of(meta).get("predictions_sha256") if meta.is_file() else None
+    current = sha256_file(out) if out.is_file() else None
+    if wanted and wanted != current:
+        whole = [p for p in left if sha256_file(p) == wanted]
+        earlier = [p for p in left if current and _record_of(p).get("predictions_sha256") == current]  # fmt: skip
+        if whole:
+            os.replace(whole[0], out)
+            left.remove(whole[0])
+            said = f"completed the replacement of {out} with the predictions {meta.name} describes"  # fmt: skip
+        elif earlier:
+            os.replace(earlier[0], meta)
+            left.remove(earlier[0])
+            said = f"put back the earlier {meta} (the one that describes {out.name})"
+        else:
+            meta.unlink()
+            said = f"removed {meta} (it describes predictions that are not in {out.name})"
+        print(f"{said}: a predict into {out} was killed while replacing it", file=sys.stderr)
+    for path in left:
+        path.unlink(missing_ok=True)
+        print(f"removed {path}, left by an interrupted predict into {out}", file=sys.stderr)
 
 
 def _readable(fd: int) -> None:

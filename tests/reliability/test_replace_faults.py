@@ -184,6 +184,7 @@ def test_predictions_whose_rename_fails_keep_the_earlier_record(
     """``sslops predict`` renames the new record, then the new predictions into place; when
     the second rename fails, the earlier predictions must not stand beside the new record
     (it named the new file's sha256 and rows): the earlier record is put back."""
+    from sslops.artifacts import sha256_file
     from sslops.predict import _writing, meta_path
 
     out = tmp_path / "predictions.csv"
@@ -207,7 +208,8 @@ def test_predictions_whose_rename_fails_keep_the_earlier_record(
     with pytest.raises(OSError, match="Input/output error"):
         predict([["id", "score"], ["1", "0.75"]], {"run": "new"})
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
-    assert json.loads(meta_path(out).read_text(encoding="utf-8")) == {"run": "earlier"}
+    record = json.loads(meta_path(out).read_text(encoding="utf-8"))
+    assert record == {"run": "earlier", "predictions_sha256": sha256_file(out)}
 
 
 def test_a_full_or_read_only_disk_says_what_to_do() -> None:
@@ -266,3 +268,111 @@ def test_a_killed_writer_s_folder_is_removed_by_the_next_and_a_live_one_s_is_not
             live.stdout.close()
     assert "removed" not in capsys.readouterr().err
     assert read_meta(final, "prepare")["config"] == {"v": "after"}
+
+
+# Killed (SIGKILL, which nothing can handle) at a chosen step of a write: the step's call
+# is replaced by one that kills the process, as a node failure or the OOM killer would.
+_KILLED_AT = textwrap.dedent(
+    """
+    import fcntl, os, signal, sys
+    from pathlib import Path
+    import sslops.audit.attestation as attestation
+    from sslops.predict import _writing
+    from sslops.artifacts import write_artifact
+
+    def die(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    where, target = sys.argv[1], Path(sys.argv[2])
+    if where == "between predict's renames":
+        real, calls = os.replace, [0]
+        def replace(source, destination):
+            calls[0] += 1
+            if calls[0] == 2:  # 1st: the record is in place; 2nd: the predictions
+                die()
+            real(source, destination)
+        os.replace = replace
+        with _writing(target) as sink:
+            sink.writer.writerows([["row_id", "score", "label"], ["a:0", "0.75", "1"]])
+            sink.provenance = {"predictions": target.name, "run": "killed"}
+    elif where == "between mkdir and flock":
+        fcntl.flock = die
+        with write_artifact(target, "prepare", {}):
+            pass
+    elif where == "during attestation":
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+        attestation.attestation_markdown = die  # attestation.json is written by then
+        attestation.write_attestation(target, {"result": "x"}, Ed25519PrivateKey.generate())
+    """
+)
+
+
+def _killed_at(where: str, target: Path) -> None:
+    done = subprocess.run([sys.executable, "-c", _KILLED_AT, where, str(target)], check=False,
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == -signal.SIGKILL, done.stderr
+
+
+def test_a_predict_killed_between_its_renames_is_completed_by_the_next(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Killed after renaming its record into place and before its predictions: the record
+    described predictions that stood nowhere, beside the earlier ones, and its temporary
+    files stayed. The next predict into the file (here one that then fails) completes the
+    replacement from the record's sha256 and removes the rest, naming each."""
+    from sslops.artifacts import sha256_file
+    from sslops.predict import _writing, meta_path
+
+    out = tmp_path / "predictions.csv"
+    with _writing(out) as sink:
+        sink.writer.writerows([["row_id", "score", "label"], ["a:0", "0.25", "0"]])
+        sink.provenance = {"predictions": out.name, "run": "earlier"}
+    _killed_at("between predict's renames", out)
+    record = json.loads(meta_path(out).read_text(encoding="utf-8"))
+    assert record["run"] == "killed" and "0.25" in out.read_text()  # the record is not theirs
+    left = sorted(tmp_path.glob(".predictions.csv.*.tmp"))
+    assert len(left) == 2  # the new predictions, the copy of the earlier record
+    with pytest.raises(ValueError, match="bad row"), _writing(out):
+        raise ValueError("bad row")
+    err = capsys.readouterr().err
+    assert f"completed the replacement of {out}" in err
+    assert err.count(f", left by an interrupted predict into {out}") == 1  # the earlier record
+    assert record["predictions_sha256"] == sha256_file(out) and "0.75" in out.read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "predictions.csv",
+        "predictions.meta.json",
+    ]
+
+
+def test_a_writer_killed_before_locking_its_folder_leaves_nothing_for_long(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Killed between creating ``.X.new-*`` and locking it: the next write of X removes it."""
+    final = tmp_path / "out"
+    _killed_at("between mkdir and flock", final)
+    (abandoned,) = tmp_path.glob(".out.new-*")
+    _artifact(final, "next")
+    assert (
+        f"removed {abandoned}, left by an interrupted write of {final}" in capsys.readouterr().err
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_an_attestation_killed_while_written_is_cleared_by_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Killed while writing its folder: ``.X.tmp-*`` stayed for good; now the folder is
+    locked while written, and the next attestation written to X removes it, naming it."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from sslops.audit import attestation
+    from sslops.audit.attestation import write_attestation
+
+    monkeypatch.setattr(attestation, "attestation_markdown", lambda record: "# summary\n")
+
+    out = tmp_path / "attestation"
+    _killed_at("during attestation", out)
+    (abandoned,) = [p for p in tmp_path.iterdir() if p.name.startswith(".attestation.")]
+    write_attestation(out, {"result": "reproduced"}, Ed25519PrivateKey.generate())
+    assert f"removed {abandoned}, left by an interrupted write of {out}" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["attestation"]

@@ -13,14 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from sslops.artifacts import check_replaceable, move_into_place, new_folder_mode
+from sslops.artifacts import check_replaceable, move_into_place, staging_folder
 from sslops.audit.bundle import (
     BundleFiles,
     Signer,
@@ -100,20 +99,19 @@ def write_attestation(
     out_dir = Path(out_dir)
     check_replaceable(out_dir, "attestation", ATTESTATION, inputs=inputs)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        staged.chmod(new_folder_mode())  # mkdtemp's 0700 whatever the umask: as mkdir's
-        (staged / ATTESTATION).write_bytes(canonical_json(record))
-        (staged / SUMMARY).write_text(attestation_markdown(record), encoding="utf-8")
-        files = {
-            n: hashlib.sha256((staged / n).read_bytes()).hexdigest() for n in (ATTESTATION, SUMMARY)
-        }
-        signed = signature_record(key, {"signed_files": files})
-        (staged / ATTESTATION_SIGNATURE).write_bytes(canonical_json(signed))
-        move_into_place(staged, out_dir)
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
+    # locked while written, so the next write removes (and names) what a killed one left
+    with staging_folder(out_dir) as staged:
+        try:
+            (staged / ATTESTATION).write_bytes(canonical_json(record))
+            (staged / SUMMARY).write_text(attestation_markdown(record), encoding="utf-8")
+            files = {n: hashlib.sha256((staged / n).read_bytes()).hexdigest()
+                     for n in (ATTESTATION, SUMMARY)}  # fmt: skip
+            signed = signature_record(key, {"signed_files": files})
+            (staged / ATTESTATION_SIGNATURE).write_bytes(canonical_json(signed))
+            move_into_place(staged, out_dir)
+        except BaseException:
+            shutil.rmtree(staged, ignore_errors=True)
+            raise
     return out_dir
 
 
@@ -131,7 +129,8 @@ def verify_attestation(path: Path, public_key: Ed25519PublicKey | None) -> dict[
             f"{path} is not an attestation folder (no {ATTESTATION} or {ATTESTATION_SIGNATURE}); "
             "expected the folder that sslops audit reproduce wrote"
         )
-    irregular = BundleFiles(path).irregular()
+    with BundleFiles(path) as files:  # a folder here: nothing to close, but as elsewhere
+        irregular = files.irregular()
     if irregular:  # a link's target is not what was signed, and can change after verification
         return {"path": str(path), "problems": [
             f"{name} is {what}; an attestation folder holds regular files only"
