@@ -253,6 +253,15 @@ def test_sslops_run_on_another_csv_through_kfp_local(
     ):  # fmt: skip
         assert any(line.startswith(start) for line in console), (start, console)
     assert not any("KFP Executor" in line for line in console)
+    # Each task's wall time, as the console's task line shows it (found by the observe review:
+    # meta.json's started/ended span the artifact's writing only, 0 s for a 2-minute finetune).
+    stages = summary["stages"]
+    assert sorted(stages) == sorted(("prepare", "pretrain", "finetune", "evaluate", "export",
+                                     "audit"))  # fmt: skip
+    for task, timing in stages.items():
+        assert timing["reused"] is False and timing["seconds"] > 0
+        assert f"[ok] {task}  {timing['seconds']:.1f} s" in console
+    assert "\x1b[" not in (out / "run.log").read_text()  # kfp.local's colour codes left out
     # the label-efficiency curve: a table in the report, one KFP metric per model and fraction
     assert "| ssl_ensemble | SSL |" in (out / "evaluate" / "metrics.md").read_text()
     logged = (out / "run.log").read_text()

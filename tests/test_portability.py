@@ -134,8 +134,9 @@ def test_the_run_summary_names_the_final_folder_when_its_name_has_an_accent(
     from sslops.config import load_config
     from sslops.pipeline import local
 
-    def pipeline_ran(pipeline: object, cfg: object, log: Path, kept: Path) -> None:
+    def pipeline_ran(pipeline: object, cfg: object, log: Path, kept: Path) -> dict[str, object]:
         (log.parent / "kfp").mkdir()
+        return {}
 
     def summary_of(run_dir: Path) -> dict[str, object]:
         bundle = run_dir / "audit" / "bundle"
@@ -152,6 +153,7 @@ def test_the_run_summary_names_the_final_folder_when_its_name_has_an_accent(
     assert summary == {
         "onnx": {"path": str(bundle / "model.onnx")},
         "audit": {"paths": [str(bundle)]},
+        "stages": {},
     }
     assert json.loads((out / "summary.json").read_text(encoding="utf-8")) == summary
 

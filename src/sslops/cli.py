@@ -18,6 +18,7 @@ import shlex
 import signal
 import sys
 import tempfile
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ import yaml
 from sslops import __version__
 from sslops.artifacts import INPUT_STAGE, json_text
 from sslops.config import Config, load_config
+from sslops.console import JsonLines, log_format, say
 from sslops.errors import (
     EXIT_GATE,
     ConfigError,
@@ -56,7 +58,8 @@ examples:
   sslops predict --model runs/adult/export/model.onnx --data new.csv --out predictions.csv
 
 output: results on stdout (a stage's 'wrote' line, the run's table, config, render, --json);
-progress, status and errors on stderr: a progress bar on a terminal, else one line a step
+progress, status and errors on stderr: a progress bar on a terminal, else one line a step;
+  SSLOPS_LOG_FORMAT=json makes each stderr line one JSON object (docs/automation.md)
 exit status (docs/automation.md):
   0    done; a check (audit verify, list --verify, reproduce, compare) found nothing wrong
   1    a check found a problem (one line each on stderr); or a crash with a traceback (a bug)
@@ -969,6 +972,8 @@ def _cmd_run(args: argparse.Namespace, cfg: Config) -> None:
 
     stem = Path(args.config.removeprefix("package:")).stem if args.config else "run"
     out = args.out or Path("runs") / stem
+    if isinstance(sys.stderr, JsonLines):
+        sys.stderr.run = Path(out).name
     summary = run_local(cfg, out)
     _print_summary(summary, Path(out).resolve(), args.config)
 
@@ -1057,8 +1062,31 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _portable_paths_and_output(args)
     quiet_config_dir()
-    with sigterm_as_interrupt():
-        return _main(args)
+    try:
+        json_log = log_format() == "json"
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not json_log:
+        with sigterm_as_interrupt():
+            return _main(args)
+    stages = {*INPUT_STAGE.values(), "audit"}
+    stage = (
+        args.command
+        if args.command in stages and not getattr(args, "audit_command", None)
+        else None
+    )
+    stderr, lines = sys.stderr, JsonLines(sys.stderr, stage=stage)
+    sys.stderr = lines
+    try:
+        with sigterm_as_interrupt():
+            return _main(args)
+    except Exception:  # a bug: its traceback as one object, not one per line
+        say(lines, traceback.format_exc(), level="critical")
+        return 1
+    finally:
+        lines.finish()
+        sys.stderr = stderr
 
 
 def _main(args: argparse.Namespace) -> int:

@@ -24,8 +24,10 @@ import re
 import shutil
 import sys
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,7 @@ from sslops.audit.bundle import load_signing_key
 from sslops.audit.gates import GATE_FAILED
 from sslops.audit.registry import BUNDLES
 from sslops.config import Config
+from sslops.console import say
 from sslops.data.datacard import few_class_note, label_note
 from sslops.errors import GateError, SslopsError, describe_os_error
 from sslops.pipeline import stage_cache
@@ -73,43 +76,65 @@ class PipelineGateFailed(PipelineFailed, GateError):
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_TASK_START = re.compile(r"Executing task '(?P<task>[\w-]+)'")
 _TASK_DONE = re.compile(r"Task '(?P<task>[\w-]+)' finished with status (?P<status>\w+)")
 
 
 class _ConsoleFilter(io.TextIOBase):
-    """Everything kfp.local prints goes to the log file; the console gets task status,
-    stage progress and error lines only. The console is ``sys.stderr`` as the run starts
-    (a notebook's cell output, or what the caller redirected it to), not the process's
-    own stderr, which a notebook shows nowhere."""
+    """Everything kfp.local prints goes to the log file (without its colour codes); the
+    console gets task status, stage progress and error lines only. The console is
+    ``sys.stderr`` as the run starts (a notebook's cell output, or what the caller redirected
+    it to), not the process's own stderr, which a notebook shows nowhere.
+
+    ``stages`` records each task's wall time as kfp.local ran it (process start, imports,
+    the stage's work, its artifact) and whether it was reused from an interrupted run."""
 
     def __init__(self, log: io.TextIOBase) -> None:
         self.log, self._pending = log, ""
         self.console = sys.stderr
         self.error_lines: list[str] = []
+        self.stages: dict[str, dict[str, Any]] = {}
+        self._task: str | None = None
+        self._started = 0.0
 
     def writable(self) -> bool:
         return True
 
     def write(self, text: str) -> int:
+        text = _ANSI.sub("", text)
         self.log.write(text)
         self._pending += text
         *lines, self._pending = self._pending.split("\n")
         for line in lines:
-            self._echo(_ANSI.sub("", line).strip())
+            self._echo(line.strip())
         return len(text)
 
     def _echo(self, line: str) -> None:
-        done = _TASK_DONE.search(line)
-        if done:
+        started, done = _TASK_START.search(line), _TASK_DONE.search(line)
+        if started:
+            self._task, self._started = started["task"], time.monotonic()
+            self.stages[self._task] = {
+                "started": datetime.now(UTC).isoformat(timespec="seconds"), "seconds": None,
+                "reused": False,
+            }  # fmt: skip
+        elif done:
             mark = "ok" if done["status"] == "SUCCESS" else done["status"]
-            print(f"  [{mark}] {done['task']}", file=self.console, flush=True)
+            timing = self.stages.get(done["task"])
+            took = ""
+            if timing is not None and done["task"] == self._task:
+                timing["seconds"] = round(time.monotonic() - self._started, 1)
+                took = f"  {timing['seconds']:.1f} s"
+            say(self.console, f"[{mark}] {done['task']}{took}", indent="  ", stage=done["task"],
+                level="info" if mark == "ok" else "error")  # fmt: skip
         elif line.startswith(("reused ", "not reusing ")):
-            print(f"    {line}", file=self.console, flush=True)
+            if line.startswith("reused ") and self._task in self.stages:
+                self.stages[self._task]["reused"] = True
+            say(self.console, line, indent="    ", stage=self._task)
         elif line.startswith("error:"):
             self.error_lines.append(line)
-            print(f"  {line}", file=self.console, flush=True)
+            say(self.console, line, indent="  ", stage=self._task, level="error")
         elif PROGRESS_LINE.match(line):
-            print(f"    {line}", file=self.console, flush=True)
+            say(self.console, line, indent="    ", stage=self._task)
 
 
 def _absolute_paths(cfg: Config) -> Config:
@@ -232,9 +257,12 @@ def failure_log(out: Path) -> Path:
     return out.parent / f".{out.name}.failed.log"
 
 
-def _run_pipeline(pipeline: Any, cfg: Config, log_path: Path, kept: Path) -> None:
-    print("running the pipeline locally (kfp.local); full log: run.log in the output folder",
-          file=sys.stderr)  # fmt: skip
+def _run_pipeline(
+    pipeline: Any, cfg: Config, log_path: Path, kept: Path
+) -> dict[str, dict[str, Any]]:
+    """Run ``pipeline``; returns each task's timing (:attr:`_ConsoleFilter.stages`)."""
+    say(sys.stderr, "running the pipeline locally (kfp.local); full log: run.log in the output "
+        "folder")  # fmt: skip
     with open(log_path, "w", encoding="utf-8") as log:
         console = _ConsoleFilter(log)
         with warnings.catch_warnings(), contextlib.redirect_stdout(console):
@@ -246,7 +274,7 @@ def _run_pipeline(pipeline: Any, cfg: Config, log_path: Path, kept: Path) -> Non
             )
             try:
                 pipeline(config_json=cfg.to_json())
-                return
+                return console.stages
             except RuntimeError as exc:
                 failure = str(exc)
     # Keep the log of a failed run outside the (discarded) staging folder. A disk too full
@@ -411,12 +439,12 @@ def _run_in(staging: Path, cfg: Config, out: Path) -> dict[str, Any]:
             "folders": {f"{task}/{output}": folder for (task, output), folder in _OUTPUTS.items()},
         }  # fmt: skip
         with _environment({LOCATIONS_ENV: json.dumps(locations)}):
-            _run_pipeline(ssl_pipeline, cfg, staging / "run.log", failure_log(out))
+            stages = _run_pipeline(ssl_pipeline, cfg, staging / "run.log", failure_log(out))
         _collect(pipeline_root, staging)
         shutil.rmtree(pipeline_root)
         summary_path = staging / "summary.json"
         # Paths in the summary point at the final folder, which exists after the rename.
-        summary = build_summary(staging)
+        summary = build_summary(staging) | {"stages": stages}
         summary = _moved(summary, str(staging), str(out))
         write_json(summary_path, summary)
         move_into_place(staging, out)

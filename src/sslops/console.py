@@ -1,0 +1,119 @@
+"""What sslops writes on stderr, as plain lines or, with ``SSLOPS_LOG_FORMAT=json``, as one
+JSON object a line for a log shipper (Loki, Elasticsearch, a CI log parser).
+
+A JSON line holds ``time`` (UTC, ISO 8601, milliseconds), ``level`` (``info``, ``warning``,
+``error``, ``critical``: a bug's traceback), ``logger`` (``sslops``), ``stage`` (the stage
+command, or the ``sslops run`` task the line came from; else null), ``run`` (``sslops run``'s
+output folder name; else null) and ``message`` (the plain line, without its indentation).
+Everything written on stderr while it is on goes through :class:`JsonLines`: the stage's
+progress, notes, library warnings (a warning and its source line are one object), errors.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from datetime import UTC, datetime
+from typing import TextIO
+
+from sslops.errors import ConfigError
+
+LOG_FORMAT_ENV = "SSLOPS_LOG_FORMAT"
+LOG_FORMATS = ("text", "json")
+
+
+def log_format() -> str:
+    """``text`` (the default) or ``json``, from :data:`LOG_FORMAT_ENV`."""
+    value = os.environ.get(LOG_FORMAT_ENV, "").strip().lower() or "text"
+    if value not in LOG_FORMATS:
+        raise ConfigError(
+            f"{LOG_FORMAT_ENV}={os.environ[LOG_FORMAT_ENV]!r} is not a log format; expected "
+            f"{' or '.join(LOG_FORMATS)}"
+        )
+    return value
+
+
+def _level(message: str) -> str:
+    head = message.split(":", 1)[0] if ":" in message else ""
+    if message.startswith(("error:", "terminated", "interrupted")):
+        return "error"
+    if message.startswith("warning:") or head.endswith("Warning") or "Warning: " in message:
+        return "warning"
+    return "info"
+
+
+class JsonLines(io.TextIOBase):
+    """A text stream writing each line it is given to ``stream`` as one JSON object. Lines
+    written in one call that start with white space (a warning's source line) belong to the
+    line before them; a line that already is a JSON object is passed on as it is."""
+
+    def __init__(self, stream: TextIO, stage: str | None = None, run: str | None = None) -> None:
+        self.stream, self.stage, self.run = stream, stage, run
+        self._pending = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:  # progress bars redraw lines: a JSON log gets one line a step
+        return False
+
+    def write(self, text: str) -> int:
+        *lines, self._pending = (self._pending + text).split("\n")
+        record: list[str] = []
+        for line in lines:
+            if record and line[:1].isspace():
+                record.append(line.strip())
+                continue
+            if record:
+                self.emit("\n".join(record))
+            record = [line] if line.strip() else []
+        if record:
+            self.emit("\n".join(record))
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def finish(self) -> None:
+        """Write what is left of a last line that did not end in a line break."""
+        if self._pending.strip():
+            self.emit(self._pending)
+        self._pending = ""
+
+    def emit(self, message: str, level: str | None = None, stage: str | None = None) -> None:
+        """Write ``message`` as one JSON object (``level`` guessed from it when not given)."""
+        message = message.strip()
+        if message.startswith("{"):
+            try:
+                json.loads(message)
+            except ValueError:
+                pass
+            else:
+                self.stream.write(message + "\n")
+                self.stream.flush()
+                return
+        level = level or _level(message)
+        if level == "error":  # the level says it
+            message = message.removeprefix("error: ")
+        record = {
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": level,
+            "logger": "sslops",
+            "stage": stage or self.stage,
+            "run": self.run,
+            "message": message,
+        }
+        self.stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.stream.flush()
+
+
+def say(
+    stream: TextIO | JsonLines, message: str, *, indent: str = "", level: str | None = None,
+    stage: str | None = None,
+) -> None:  # fmt: skip
+    """One line on ``stream``: indented as text, or a JSON object naming ``stage``."""
+    if isinstance(stream, JsonLines):
+        stream.emit(message, level=level, stage=stage)
+    else:
+        print(f"{indent}{message}", file=stream, flush=True)

@@ -1,0 +1,165 @@
+"""What sslops writes on stderr for a log shipper: SSLOPS_LOG_FORMAT=json (one JSON object a
+line, UTC times, the stage and run it came from), and the timing and colour-free log of the
+tasks sslops run starts (found by the observe review)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import FAST_OVERRIDES, ROOT
+
+ADULT_CONFIG = str(ROOT / "configs" / "adult.yaml")
+KEYS = ["time", "level", "logger", "stage", "run", "message"]
+
+
+def _records(stderr: str) -> list[dict[str, Any]]:
+    """Every stderr line as the JSON object it must be, checked for its keys and UTC time."""
+    records = [json.loads(line) for line in stderr.splitlines()]
+    for record in records:
+        assert list(record) == KEYS, record
+        assert record["time"].endswith("Z"), record
+        stamp = datetime.fromisoformat(record["time"])
+        assert stamp.utcoffset() is not None and stamp.utcoffset().total_seconds() == 0
+        assert abs((datetime.now(UTC) - stamp).total_seconds()) < 3600  # now, not local time
+    return records
+
+
+def test_a_stage_that_fails_inside_sslops_run_is_one_json_error_naming_the_stage(
+    small_data: dict[str, Path], tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    """A real kfp.local run whose prepare task refuses its input: every stderr line is a JSON
+    object; the task's own error line is there once, as an error of stage prepare, with no
+    KFP traceback; the last line is the run's error, naming the kept log."""
+    args = [
+        "sslops", "run", "--config", ADULT_CONFIG, "--out", str(tmp_path / "out"),
+        "--set", f"data.train={small_data['train']}", "--set", f"data.test={small_data['test']}",
+        "--set", "prepare.ood=native-country == United States",
+    ]  # fmt: skip
+    for override in FAST_OVERRIDES:
+        args += ["--set", override]
+    env = {**cli_env, "SSLOPS_LOG_FORMAT": "json"}
+    result = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 2, result.stderr[-3000:]
+    records = _records(result.stderr)
+    assert {r["run"] for r in records} == {"out"} and {r["logger"] for r in records} == {"sslops"}
+    cause = "prepare.ood 'native-country == United States' holds for no row of the data"
+    task_errors = [r for r in records if r["stage"] == "prepare" and r["level"] == "error"]
+    assert [r["message"].startswith(cause) for r in task_errors] == [True, False]
+    assert task_errors[1]["message"].startswith("[FAILURE] prepare")
+    last = records[-1]
+    assert last["level"] == "error" and last["message"].startswith(cause)
+    assert last["message"].endswith(f"(full log: {tmp_path / '.out.failed.log'})")
+    assert "Traceback" not in result.stderr and "KFP Executor" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_a_bad_log_format_is_one_error_line(cli_env: dict[str, str]) -> None:
+    env = {**cli_env, "SSLOPS_LOG_FORMAT": "yaml"}
+    result = subprocess.run(["sslops", "config", "--config", ADULT_CONFIG], capture_output=True,
+                            text=True, env=env, timeout=300)  # fmt: skip
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (
+        "error: SSLOPS_LOG_FORMAT='yaml' is not a log format; expected text or json\n"
+    )
+
+
+def test_progress_lines_and_library_warnings_become_one_object_each() -> None:
+    """The non-terminal progress line and a library's warning (its message and the source
+    line Python prints below it) each make one object, at info and warning."""
+    from sslops.console import JsonLines
+    from sslops.progress import task_progress
+
+    out = io.StringIO()
+    with (
+        contextlib.redirect_stderr(JsonLines(out, stage="pretrain")),
+        task_progress("pretrain (scarf, 1 process)", 2) as progress,
+    ):
+        progress.update(1, "loss 5.5245")
+        print("note: a last line without its line break", end="", file=sys.stderr)
+        sys.stderr.finish()
+    line, note = _records(out.getvalue())
+    assert (line["level"], line["stage"], line["message"]) == (
+        "info", "pretrain", "pretrain (scarf, 1 process) 1/2 loss 5.5245",
+    )  # fmt: skip
+    assert (note["level"], note["message"]) == ("info", "note: a last line without its line break")
+    # Python's own warning printer (pytest replaces it in this process), in a fresh one.
+    code = (
+        "import sys, warnings\n"
+        "from sslops.console import JsonLines\n"
+        "sys.stderr = JsonLines(sys.__stderr__, stage='finetune')\n"
+        "warnings.warn('lbfgs failed to converge', UserWarning)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True)  # fmt: skip
+    (warning,) = _records(done.stderr)
+    assert (warning["level"], warning["stage"]) == ("warning", "finetune")
+    assert warning["message"] == "<string>:4: UserWarning: lbfgs failed to converge"
+
+
+def test_a_bug_is_one_critical_object_with_its_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sslops import cli
+
+    def crash(args: Any) -> int:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setenv("SSLOPS_LOG_FORMAT", "json")
+    monkeypatch.setattr(cli, "_main", crash)
+    assert cli.main(["pretrain", "--out", "x", "--prepared", "y"]) == 1
+    (record,) = _records(capsys.readouterr().err)
+    assert (record["level"], record["stage"]) == ("critical", "pretrain")
+    assert record["message"].startswith("Traceback (most recent call last):")
+    assert record["message"].endswith("RuntimeError: a bug")
+
+
+def _kfp_lines(task: str, succeeded: bool) -> str:
+    """The lines kfp.local's own logging writes around a task, colour codes and all."""
+    from kfp.local import logging_utils, status
+
+    name = logging_utils.format_task_name(task)
+    done = logging_utils.format_status(
+        status.Status.SUCCESS if succeeded else status.Status.FAILURE
+    )
+    return (
+        f"12:00:00.000 - INFO - Executing task {name}\n"
+        f"12:00:00.001 - INFO - Streamed logs:\n\n"
+        f"12:00:05.000 - INFO - Task {name} finished with status {done}\n"
+    )
+
+
+def test_the_run_log_has_no_colour_codes_and_each_task_is_timed() -> None:
+    """run.log kept kfp.local's ANSI colour codes (noise in a log store); the console's task
+    lines now carry the task's wall time, which summary.json records as ``stages``."""
+    from sslops.console import JsonLines
+    from sslops.pipeline.local import _ConsoleFilter
+
+    log, out = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(JsonLines(out)):
+        console = _ConsoleFilter(log)
+    console.write(
+        _kfp_lines("prepare", True).replace(
+            "Streamed logs:\n", "Streamed logs:\nreused prepare: finished earlier\n"
+        )
+    )
+    console.write(_kfp_lines("pretrain", True))
+    assert "\x1b[" not in log.getvalue() and "Executing task 'prepare'" in log.getvalue()
+    assert list(console.stages) == ["prepare", "pretrain"]
+    assert [console.stages[t]["reused"] for t in console.stages] == [True, False]
+    for timing in console.stages.values():
+        assert isinstance(timing["seconds"], float) and timing["seconds"] >= 0
+        assert datetime.fromisoformat(timing["started"]).utcoffset().total_seconds() == 0
+    records = _records(out.getvalue())
+    assert [(r["stage"], r["message"].split()[:2]) for r in records] == [
+        ("prepare", ["reused", "prepare:"]), ("prepare", ["[ok]", "prepare"]),
+        ("pretrain", ["[ok]", "pretrain"]),
+    ]  # fmt: skip
