@@ -239,3 +239,114 @@ def test_sslops_pretrain_stopped_by_sigterm_says_where_the_checkpoint_is(
     assert capsys.readouterr().err.splitlines()[-1] == (
         f"terminated (SIGTERM); no partial output was kept; {message}"
     )
+
+
+class SteppingClock:
+    """A clock that moves ``seconds`` on every read: each check of the loop sees its
+    interval passed, without a test that depends on how fast this machine trains."""
+
+    def __init__(self, seconds: float) -> None:
+        self.now, self.seconds = 0.0, seconds
+
+    def __call__(self) -> float:
+        self.now += self.seconds
+        return self.now
+
+
+def test_timed_checkpoints_are_written_without_checkpoint_every_and_resume_exactly(
+    small_config: Config, prepared: Path, uninterrupted: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """A node lost without notice gives no SIGTERM: with checkpoint_every 0 (the default)
+    nothing was saved before the end. pretrain.checkpoint_minutes saves on rank 0's clock."""
+    from sslops.pretrain import loop
+
+    monkeypatch.setattr(loop, "clock", SteppingClock(61.0))
+    out = tmp_path / "out"
+    never = configured(small_config, checkpoint_every=0)
+    run_pretrain(never, prepared, out, stop_after=5)
+    assert latest_checkpoint(tmp_path / "out.checkpoints") is None
+    timed = configured(small_config, checkpoint_every=0, checkpoint_minutes=1)
+    run_pretrain(timed, prepared, out, stop_after=5)
+    latest = latest_checkpoint(tmp_path / "out.checkpoints")
+    assert latest is not None and latest.name == "step-00000004"
+    monkeypatch.setattr(loop, "clock", time.monotonic)
+    run_pretrain(timed, prepared, out)
+    assert json.loads((out / "summary.json").read_text())["resumed_from_step"] == 4
+    assert_same_weights(out, uninterrupted)
+
+
+def test_timed_checkpoints_default_to_ten_minutes_under_a_job_launcher_only(
+    small_config: Config,
+) -> None:
+    from sslops.pretrain.checkpoint import fingerprint
+    from sslops.pretrain.loop import checkpoint_seconds
+
+    raw = small_config.model_dump(mode="json")
+    raw["platform"]["storage"]["workspace_pvc"] = "ws"
+    job = small_config.model_validate(
+        raw | {"pretrain": raw["pretrain"] | {"launcher": "trainjob"}}
+    )
+    assert checkpoint_seconds(small_config) == 0  # local demos: only the final checkpoint
+    assert checkpoint_seconds(job) == 600
+    assert checkpoint_seconds(configured(small_config, checkpoint_minutes=2.5)) == 150
+    assert checkpoint_seconds(configured(job, checkpoint_minutes=0)) == 0
+    # how often to save or log is not what is learned: a checkpoint stays resumable
+    quiet = configured(small_config, checkpoint_minutes=3, heartbeat_seconds=5, log_level="debug")
+    assert fingerprint(quiet.model_dump(mode="json")) == fingerprint(
+        configured(small_config).model_dump(mode="json")
+    )
+
+
+def test_heartbeat_logs_rank_step_rate_and_loss(
+    small_config: Config, prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    from sslops.pretrain import loop
+
+    monkeypatch.setattr(loop, "clock", SteppingClock(61.0))
+    cfg = configured(small_config, epochs=1, knn_every=0, heartbeat_seconds=60)
+    data = load_pretrain_data(prepared, "tabular", 100, 0)
+    task = build_task(cfg, data.info, backbone_spec(cfg, data.info))
+    with caplog.at_level("DEBUG", logger="sslops.pretrain"):
+        result = train(cfg, data, task, tmp_path / "ckpt", torch.device("cpu"))
+    assert result is not None
+    beats = [r for r in caplog.records if r.getMessage().startswith("heartbeat")]
+    assert len(beats) == result.total_steps and {r.levelname for r in beats} == {"INFO"}
+    last = result.steps[-1]
+    assert (
+        beats[-1]
+        .getMessage()
+        .startswith(f"heartbeat rank 0/1 step {last['step']}/{result.total_steps} ")
+    )
+    assert beats[-1].getMessage().endswith(f" samples/s loss {last['loss']:.4f}")
+    caplog.clear()
+    off = configured(cfg, heartbeat_seconds=0)
+    with caplog.at_level("DEBUG", logger="sslops.pretrain"):
+        train(off, data, build_task(off, data.info, backbone_spec(off, data.info)),
+              tmp_path / "ckpt-off", torch.device("cpu"))  # fmt: skip
+    assert not [r for r in caplog.records if r.getMessage().startswith("heartbeat")]
+
+
+@pytest.mark.ddp
+def test_every_rank_beats_under_torchrun_at_debug(
+    small_config: Config, prepared: Path, tmp_path: Path
+) -> None:
+    """A hung rank shows as the one whose heartbeat stopped: with pretrain.log_level debug
+    each of two gloo ranks logs its own line (rank 0 at info), on stderr with no logging
+    set up (as in a training pod)."""
+    cfg = configured(small_config, epochs=1, knn_every=0, threads=1, log_level="debug",
+                     heartbeat_seconds=1e-6)  # a step takes longer than a microsecond  # fmt: skip
+    command, _, _ = stage_command(cfg, prepared, tmp_path, "-m", "sslops.pretrain")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc_per_node=2", *command[1:]]  # fmt: skip
+    done = subprocess.run(torchrun, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stderr.splitlines()
+    for rank, level in ((0, "INFO"), (1, "DEBUG")):
+        beats = [
+            line for line in lines if f"{level} sslops.pretrain: heartbeat rank {rank}/2 " in line
+        ]
+        assert beats, lines[-20:]
+        step, total = beats[-1].split(" step ")[1].split()[0].split("/")
+        assert step == total, beats[-1]  # the last step's beat

@@ -371,6 +371,24 @@ class PretrainConfig(_Section):
     checkpoint_every: int = Field(
         default=0, ge=0, description="Checkpoint every N optimizer steps (0: only at the end)."
     )
+    checkpoint_minutes: float | None = Field(
+        default=None,
+        ge=0,
+        description="Also checkpoint once this many minutes have passed since the last one "
+        "(rank 0's clock; 0: off). Unset: 10 with launcher trainjob or pytorchjob (a lost "
+        "node costs at most that much training), 0 with local.",
+    )
+    heartbeat_seconds: float = Field(
+        default=60,
+        ge=0,
+        description="Every rank logs rank, step, samples/s and last loss this often "
+        "(logger sslops.pretrain; rank 0 at info, the others at debug; 0: off).",
+    )
+    log_level: Literal["info", "debug"] = Field(
+        default="info",
+        description="Level of the training loop's log: info shows rank 0's heartbeat, debug "
+        "every rank's (to find a hung rank).",
+    )
     checkpoint_dir: str | None = Field(
         default=None, description="Checkpoint folder; default: '<out>.checkpoints' beside --out."
     )

@@ -39,13 +39,16 @@ KEEP = 2
 PAYLOAD = ("model.safetensors", "state.pt")
 
 
+# pretrain settings that say where, how often or how loudly, not what is learned
+OPERATIONAL = frozenset({
+    "checkpoint_every", "checkpoint_minutes", "checkpoint_dir", "resume", "threads", "knn_every",
+    "processes_per_node", "compile", "heartbeat_seconds", "log_level",
+})  # fmt: skip
+
+
 def fingerprint(config: dict[str, Any]) -> str:
     """Hash of the settings that change the trajectory (not where or how often to save)."""
-    pretrain = {
-        k: v for k, v in config.get("pretrain", {}).items()
-        if k not in {"checkpoint_every", "checkpoint_dir", "resume", "threads",
-                     "knn_every", "processes_per_node", "compile"}
-    }  # fmt: skip
+    pretrain = {k: v for k, v in config.get("pretrain", {}).items() if k not in OPERATIONAL}
     relevant = {
         "seed": config.get("seed"),
         "modality": config.get("modality"),

@@ -8,8 +8,11 @@ Each step: views on the device, bf16 autocast (optional), loss, backward (DDP
 averages gradients), then — unless the loss was non-finite on any rank, in which case
 the step is skipped and counted — the optimizer and learning-rate schedule step (linear
 warmup, ``pretrain.warmup_epochs``, then cosine decay).
-Checkpoints every ``checkpoint_every`` steps and at the end; a run resumes from the
-latest one exactly where it stopped. SIGTERM (a preempted pod, ``docker stop``, torchrun
+Checkpoints every ``checkpoint_every`` steps, every ``checkpoint_minutes`` (by default
+10 under a job launcher) and at the end; a run resumes from the latest one exactly where
+it stopped. Every ``heartbeat_seconds`` each rank logs where it is (logger
+``sslops.pretrain``: rank 0 at info, the others at debug), so a hung rank shows as the one
+whose heartbeat stopped. SIGTERM (a preempted pod, ``docker stop``, torchrun
 passing on its own SIGTERM) does not end a rank where it lands: the ranks finish the step
 under way, agree through the step's all-reduce to stop after it, rank 0 writes a
 checkpoint, and every rank raises :class:`StoppedBySigterm` (exit status 143).
@@ -17,6 +20,7 @@ checkpoint, and every rank raises :class:`StoppedBySigterm` (exit status 143).
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -71,6 +75,68 @@ def _stopped(rank: int, step: int, total: int, saved: Path | None) -> StoppedByS
         f"rank {rank}: pretraining stopped by SIGTERM after step {step} of {total}; {where}; "
         "the same command resumes from it"
     )
+
+
+log = logging.getLogger("sslops.pretrain")
+clock = time.monotonic  # the checkpoint and heartbeat clock (tests substitute their own)
+JOB_CHECKPOINT_MINUTES = 10.0  # pretrain.checkpoint_minutes unset, under a job launcher
+
+
+def checkpoint_seconds(cfg: Config) -> float:
+    """Seconds between timed checkpoints (0: none): ``pretrain.checkpoint_minutes``, or by
+    default 10 minutes for a training job (preemptible nodes) and none for a local run."""
+    minutes = cfg.pretrain.checkpoint_minutes
+    if minutes is None:
+        minutes = JOB_CHECKPOINT_MINUTES if cfg.pretrain.launcher != "local" else 0.0
+    return minutes * 60
+
+
+def _show_log(level: str) -> None:
+    """The loop's log at ``level`` (``pretrain.log_level``). Where nothing set logging up (a
+    torchrun rank in a pod) it goes to stderr through a handler of its own; elsewhere the
+    process's setup decides, and only debug is asked of it."""
+    own = [h for h in log.handlers if getattr(h, "sslops_rank_log", False)]
+    if not own and not log.hasHandlers():
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.sslops_rank_log = True  # type: ignore[attr-defined]
+        log.addHandler(handler)
+        own = [handler]
+    if own:
+        log.setLevel(level.upper())
+    elif level == "debug":
+        log.setLevel(logging.DEBUG)
+
+
+class Heartbeat:
+    """One line per ``seconds`` from each rank: rank, step, samples/s since the last line,
+    last loss. Rank 0 logs at info, the others at debug (``pretrain.log_level: debug``)."""
+
+    def __init__(self, rank: int, size: int, total: int, batch: int, seconds: float) -> None:
+        self.rank, self.size, self.total, self.batch, self.seconds = (
+            rank,
+            size,
+            total,
+            batch,
+            seconds,
+        )
+        self.since, self.step = clock(), 0
+
+    def start(self, step: int) -> None:
+        self.since, self.step = clock(), step
+
+    def beat(self, step: int, loss: float | None) -> None:
+        if not self.seconds:
+            return
+        now = clock()
+        if now - self.since < self.seconds:
+            return
+        rate = (step - self.step) * self.batch / max(now - self.since, 1e-9)
+        level = logging.INFO if self.rank == 0 else logging.DEBUG
+        shown = f"{loss:.4f}" if loss is not None else "skipped (non-finite)"
+        log.log(level, "heartbeat rank %d/%d step %d/%d %.1f samples/s loss %s",
+                self.rank, self.size, step, self.total, rate, shown)  # fmt: skip
+        self.since, self.step = now, step
 
 
 WARMUP_SHARE = {"mae": 0.05}  # objectives that warm up by default: share of the epochs
@@ -186,7 +252,12 @@ def train(
     elif rank == 0 and pc.knn_every:
         result.knn_initial = _knn(task, data, cfg, device)
 
+    timed = checkpoint_seconds(cfg)
+    last_saved = clock()
+
     def save(epoch_now: int, step_in_epoch: int) -> Path | None:
+        nonlocal last_saved
+        last_saved = clock()
         if rank != 0:
             return None
         state = {
@@ -199,6 +270,17 @@ def train(
         info = {"epoch": epoch_now, "fingerprint": fingerprint(config), "world_size": size}
         return save_checkpoint(checkpoint_dir, step, task, state, info)
 
+    def due() -> bool:
+        """A checkpoint is due by pretrain.checkpoint_every or checkpoint_minutes (only
+        rank 0 saves, so only its clock matters)."""
+        periodic = bool(pc.checkpoint_every) and step % pc.checkpoint_every == 0
+        return periodic or bool(timed and clock() - last_saved >= timed)
+
+    _show_log(pc.log_level)
+    heartbeat = Heartbeat(rank, size, total_steps, batch, pc.heartbeat_seconds)
+    heartbeat.start(step)
+    if result.resumed_from is not None and rank == 0:
+        log.info("resumed from %s: step %d of %d", checkpoint, step, total_steps)
     started = time.perf_counter()
     objective = f"pretrain ({pc.objective}, {size} process{'es' if size > 1 else ''})"
     stopping = False
@@ -249,11 +331,11 @@ def train(
                     "step": step, "epoch": epoch + 1, "loss": mean_loss if not bad else None,
                     "lr": lr, "samples_per_s": round(batch / seconds, 2),
                 })  # fmt: skip
+                heartbeat.beat(step, mean_loss if not bad else None)
                 if stop_after is not None and step >= stop_after:
                     return None
                 mid_epoch = k + 1 < steps_per_epoch
-                periodic = pc.checkpoint_every and step % pc.checkpoint_every == 0
-                if mid_epoch and (periodic or stopping):
+                if mid_epoch and (stopping or due()):
                     saved = save(epoch, k + 1)
                     if stopping:
                         raise _stopped(rank, step, total_steps, saved)
@@ -278,7 +360,7 @@ def train(
             result.history.append(row)
             epoch, first, epoch_losses = epoch + 1, 0, []
             saved = None
-            if (pc.checkpoint_every and step % pc.checkpoint_every == 0) or last or stopping:
+            if last or stopping or due():
                 saved = save(epoch, 0)
             if stopping and not last:  # after the last step the run ends as usual
                 raise _stopped(rank, step, total_steps, saved)
