@@ -87,6 +87,9 @@ class FakeApiServer:
                 obj = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 obj["metadata"]["resourceVersion"] = "1"
                 with api.changed:
+                    if obj["metadata"]["name"] in api.objects:
+                        conflict = {"kind": "Status", "code": 409, "reason": "AlreadyExists"}
+                        return self._send(409, conflict)
                     api.objects[obj["metadata"]["name"]] = obj
                 self._send(201, obj)
                 api.on_create(obj)
@@ -181,9 +184,9 @@ def prepared_dir(small_config, tmp_path_factory: pytest.TempPathFactory) -> Path
     return prepare(small_config, tmp_path_factory.mktemp("launcher") / "prepare")
 
 
-def _job_config(small_config, workspace: Path, launcher: str = "trainjob") -> Any:
+def _job_config(small_config, workspace: Path, launcher: str = "trainjob", **pretrain: Any) -> Any:
     raw = small_config.model_dump(mode="json")
-    raw["pretrain"] |= {"launcher": launcher, "nodes": 1, "gpus_per_node": 0}
+    raw["pretrain"] |= {"launcher": launcher, "nodes": 1, "gpus_per_node": 0, **pretrain}
     raw["platform"]["storage"] |= {"workspace_pvc": "ws", "workspace_path": str(workspace)}
     return validate_config(raw)
 
@@ -239,6 +242,7 @@ def test_trainjob_runs_its_own_command_and_the_output_comes_back(
     assert job["metadata"]["namespace"] == NAMESPACE
     assert job["spec"]["trainer"]["image"] == "reg/sslops:1"  # no GPUs: the CPU image
     printed = capsys.readouterr().out
+    assert "no KFP run id: job sslops-pretrain-" in printed  # called without one
     assert "Created=True (JobSetCreated): JobSet created" in printed
     assert "Complete=True (JobSetCompleted): finished" in printed
     crd_dir = SHARED / "k8s" / "crds"
@@ -403,3 +407,138 @@ def test_local_launcher_config_is_refused_with_a_hint(small_config, capsys) -> N
     with pytest.raises(SystemExit):
         launch_pretrain_task(small_config.to_json(), "i", "i-cuda", nothing, nothing)
     assert "says pretrain.launcher: local" in capsys.readouterr().err
+
+
+KILL_RANK = Path(__file__).parent / "reliability" / "kill_rank.py"
+
+
+def _trainer(api_server: FakeApiServer, ran: list[dict[str, Any]], **env: str) -> Callable:
+    """An ``on_create`` hook playing the Trainer controller: it runs the TrainJob's command
+    (with ``env``; kill_rank.py instead of ``-m sslops.pretrain`` when it asks for a kill)."""
+
+    def controller(job: dict[str, Any]) -> None:
+        def run() -> None:
+            name, trainer = job["metadata"]["name"], job["spec"]["trainer"]
+            args = list(trainer["args"])
+            if "SSLOPS_TEST_KILL_AT" in env:
+                at = args.index("-m")
+                args[at : at + 2] = [str(KILL_RANK)]
+            pet = {
+                "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+                "PET_NNODES": "1", "PET_NPROC_PER_NODE": "1", "PET_NODE_RANK": "0",
+                "PET_MASTER_ADDR": "127.0.0.1", "PET_MASTER_PORT": str(_free_port()),
+            }  # fmt: skip
+            done = subprocess.run(
+                trainer["command"] + args, env={**os.environ, **pet, **env},
+                capture_output=True, text=True,
+            )  # fmt: skip
+            ran.append({"name": name, "returncode": done.returncode, "stderr": done.stderr})
+            outcome = ("Complete", "JobSetCompleted", "") if done.returncode == 0 else (
+                "Failed", "JobSetFailed", "trainer failed")  # fmt: skip
+            api_server.set_conditions(name, outcome)
+
+        threading.Thread(target=run, daemon=True).start()
+
+    return controller
+
+
+def test_a_retried_task_resumes_its_job_from_the_checkpoint_the_failed_attempt_left(
+    api_server: FakeApiServer, api_client, small_config, prepared_dir, tmp_path: Path, capsys
+) -> None:
+    """Before: every attempt of launch_pretrain created a job of a random name in a new
+    folder and removed the folder when the job failed, so a retry started at step 0."""
+    workspace = tmp_path / "workspace"
+    cfg = _job_config(small_config, workspace, checkpoint_every=2, threads=1)
+    ran: list[dict[str, Any]] = []
+    prepared = SimpleNamespace(path=str(prepared_dir))
+    pretrained = SimpleNamespace(path=str(tmp_path / "pretrained"), metadata={})
+    ids = {"run_id": "0b6f7a52-run", "task_name": "launch-pretrain"}
+    api_server.on_create = _trainer(
+        api_server, ran, SSLOPS_TEST_KILL_RANK="0", SSLOPS_TEST_KILL_AT="5",
+        SSLOPS_TEST_KILLS="1", SSLOPS_TEST_KILL_LOG=str(tmp_path / "kills.log"),
+    )  # fmt: skip
+    with pytest.raises(SystemExit):  # a node lost at step 5: SIGKILL, no SIGTERM checkpoint
+        launch_pretrain_task(cfg.to_json(), "i", "i-cuda", prepared, pretrained, **ids,
+                             api_client=api_client, namespace=NAMESPACE)  # fmt: skip
+    assert ran[0]["returncode"] != 0
+    (name,) = api_server.objects
+    checkpoints = workspace / "sslops" / name / "pretrained.checkpoints"
+    assert (checkpoints / "step-00000004").is_dir()
+    assert f"kept {workspace / 'sslops' / name} with its checkpoints" in capsys.readouterr().err
+
+    api_server.on_create = _trainer(api_server, ran)  # the retry: the same run and task
+    launch_pretrain_task(cfg.to_json(), "i", "i-cuda", prepared, pretrained, **ids,
+                         api_client=api_client, namespace=NAMESPACE)  # fmt: skip
+    assert ran[1] == {**ran[1], "name": name, "returncode": 0}, ran[1]["stderr"][-2000:]
+    printed = capsys.readouterr().out
+    assert f"TrainJob {NAMESPACE}/{name} exists, failed in an earlier attempt" in printed
+    assert f"resuming from {checkpoints / 'step-00000004'} (step 4)" in printed
+    assert pretrained.metadata["resumed_from_step"] == 4
+    assert (
+        json.loads((Path(pretrained.path) / "summary.json").read_text())["resumed_from_step"] == 4
+    )
+    assert api_server.deleted == [name]  # the failed job, replaced
+    assert not (workspace / "sslops" / name).exists()  # removed once the task succeeded
+
+
+def test_a_checkpoint_of_other_settings_is_not_resumed_and_the_log_says_why(
+    small_config, prepared_dir, tmp_path: Path
+) -> None:
+    from sslops.errors import SslopsError
+    from sslops.k8s.launcher import resume_or_start_fresh
+    from sslops.pretrain import run_pretrain
+
+    cfg = small_config.model_copy(
+        update={"pretrain": small_config.pretrain.model_copy(update={"checkpoint_every": 2})}
+    )
+    out = tmp_path / "run" / "pretrained"
+    run_pretrain(cfg, prepared_dir, out, stop_after=3)
+    checkpoints = tmp_path / "run" / "pretrained.checkpoints"
+    lines: list[str] = []
+    resume_or_start_fresh(cfg, checkpoints, lines.append)
+    assert lines == [f"resuming from {checkpoints / 'step-00000002'} (step 2), left by an "
+                     "earlier attempt"]  # fmt: skip
+    changed = cfg.model_copy(
+        update={"pretrain": cfg.pretrain.model_copy(update={"learning_rate": 0.01})}
+    )
+    named = changed.model_copy(
+        update={
+            "pretrain": changed.pretrain.model_copy(update={"checkpoint_dir": str(checkpoints)})
+        }
+    )
+    with pytest.raises(SslopsError, match=r"was written with other pretrain settings .*; remove"):
+        resume_or_start_fresh(named, checkpoints, lines.append)  # the config's own folder: kept
+    assert checkpoints.is_dir()
+    resume_or_start_fresh(changed, checkpoints, lines.append)
+    assert lines[-1].startswith(f"starting fresh at step 0: {checkpoints / 'step-00000002'} was "
+                                "written with other pretrain settings (config fingerprint ")  # fmt: skip
+    assert lines[-1].endswith(f"; removed {checkpoints}") and not checkpoints.exists()
+
+
+def test_the_job_is_named_after_the_kfp_run_and_task() -> None:
+    from sslops.k8s.launcher import job_name
+    from sslops.k8s.validation import check_dns_label
+
+    first = job_name("0b6f7a52-run", "launch-pretrain")
+    assert first is not None and check_dns_label(first, "name") == first
+    assert job_name("0b6f7a52-run", "launch-pretrain") == first  # a retry: the same job
+    assert job_name("another-run", "launch-pretrain") != first
+    assert job_name("", "launch-pretrain") is None
+    assert job_name("{{$.pipeline_job_uuid}}", "launch-pretrain") is None  # not filled in
+
+
+def test_a_job_an_earlier_attempt_left_running_is_followed_not_replaced(
+    api_server: FakeApiServer, api_client
+) -> None:
+    job = _trainjob("sslops-pretrain-left")
+    api_server.objects[job["metadata"]["name"]] = {**job, "metadata": {**job["metadata"],
+                                                                       "resourceVersion": "1"}}  # fmt: skip
+    threading.Timer(
+        0.5, api_server.set_conditions, (job["metadata"]["name"], ("Complete", "", ""))
+    ).start()
+    lines: list[str] = []
+    final = JobWatcher(api_client, NAMESPACE, echo=lines.append).run(job, timeout_seconds=20)
+    assert final["status"]["conditions"][0]["type"] == "Complete"
+    assert lines[0] == (f"TrainJob {NAMESPACE}/sslops-pretrain-left exists, left running by an "
+                        "earlier attempt of this task: following it")  # fmt: skip
+    assert api_server.deleted == []

@@ -6,14 +6,23 @@ the config are staged in the workspace PVC that the training pods also mount; af
 job succeeds, its output is copied back into the task's KFP output artifact, so the
 rest of the pipeline sees an ordinary ``pretrain`` artifact.
 
+The job and its run folder (``<workspace>/sslops/<job>``) are named after the KFP run and
+task (:func:`job_name`), so a retry of the task (KFP's retry policy, a restarted pod, a
+retried run) finds what the earlier attempt left: it follows the job if that still runs,
+collects its artifact if it finished, and otherwise starts the job again, which resumes
+from the latest intact checkpoint of that folder when its config fingerprint matches (a
+changed config starts fresh, saying why). The run folder is removed when the task
+succeeds, and kept for the retry when it fails after a checkpoint was written.
+
 A run that is stopped from the KFP UI sends SIGTERM to this pod; the job is then deleted
-so its GPUs are freed. A passing API server outage (a restart, a 5xx or 429 answer, a reset
+so its GPUs are freed (its checkpoints stay for a retry). A passing API server outage (a restart, a 5xx or 429 answer, a reset
 watch connection) does not end the task, nor the job: the launcher reads the job again,
 backing off, for up to ``API_OUTAGE_SECONDS`` in a row.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import signal
@@ -33,6 +42,7 @@ WATCH_SECONDS = 60  # one watch request; the loop re-reads the object between re
 API_OUTAGE_SECONDS = 15 * 60  # how long the API server may stay unreachable before giving up
 RETRY_SECONDS = 2.0  # first wait after a failed request; doubled up to MAX_RETRY_SECONDS
 MAX_RETRY_SECONDS = 60.0
+DELETE_WAIT_SECONDS = 10 * 60  # how long a failed earlier attempt's job may take to go
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
@@ -121,12 +131,56 @@ class JobWatcher:
                     f"{f' ({key[2]})' if key[2] else ''}{message}"
                 )
 
+    def _create(self, job: dict[str, Any], kind: JobKind) -> None:
+        """Create ``job``; one of that name left by an earlier attempt of the task is followed
+        while it runs, and replaced once it ended or is going."""
+        from kubernetes.client.exceptions import ApiException
+
+        where = f"{job['kind']} {self.namespace}/{job['metadata']['name']}"
+        try:
+            self.custom.create_namespaced_custom_object(*self._args(kind), body=job)
+            self.echo(f"created {where}")
+            return
+        except ApiException as exc:
+            if exc.status != 409:  # 409 Conflict: the name exists
+                raise
+        existing = self.custom.get_namespaced_custom_object(
+            *self._args(kind), job["metadata"]["name"]
+        )
+        state = verdict(kind, existing)
+        if state is None and not existing["metadata"].get("deletionTimestamp"):
+            self.echo(
+                f"{where} exists, left running by an earlier attempt of this task: following it"
+            )
+            return
+        self.echo(
+            f"{where} exists, {state or 'being deleted'} in an earlier attempt of this task: "
+            "replacing it"
+        )
+        self.delete(job)
+        self._wait_gone(job, kind, where)
+        self.custom.create_namespaced_custom_object(*self._args(kind), body=job)
+        self.echo(f"created {where}")
+
+    def _wait_gone(self, job: dict[str, Any], kind: JobKind, where: str) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        deadline = time.monotonic() + DELETE_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            try:
+                self.custom.get_namespaced_custom_object(*self._args(kind), job["metadata"]["name"])
+            except ApiException as exc:
+                if exc.status == 404:
+                    return
+                raise
+            time.sleep(RETRY_SECONDS)
+        raise TrainingJobFailed(f"{where} was still being deleted after {DELETE_WAIT_SECONDS} s")
+
     def run(self, job: dict[str, Any], timeout_seconds: float) -> dict[str, Any]:
         """Create ``job``, wait for it, return its final state; raise when it fails."""
         kind = KINDS[job["kind"]]
         name = job["metadata"]["name"]
-        self.custom.create_namespaced_custom_object(*self._args(kind), body=job)
-        self.echo(f"created {job['kind']} {self.namespace}/{name}")
+        self._create(job, kind)
         try:
             final = self._wait(job, kind, time.monotonic() + timeout_seconds)
         except BaseException:
@@ -265,13 +319,95 @@ def in_cluster() -> tuple[Any, str]:
     return client.ApiClient(), namespace
 
 
+def job_name(run_id: str, task_name: str) -> str | None:
+    """The training job's name for one task of one KFP run: the same on every retry of the
+    task, another in another run. None outside a KFP run (no run id given, or the
+    placeholder not filled in)."""
+    if not run_id or "{{" in run_id:
+        return None
+    digest = hashlib.sha256(f"{run_id}/{task_name}".encode()).hexdigest()[:10]
+    return f"sslops-pretrain-{digest}"
+
+
+def stage_run_folder(config_json: str, prepared: Path, run_dir: Path) -> None:
+    """The job's inputs in its run folder: the prepared data (kept when an earlier attempt
+    staged the same artifact, which a job of that attempt may still read) and the config."""
+    from sslops.artifacts import META, sha256_file
+
+    staged = run_dir / "prepared"
+    if not (staged / META).is_file() or sha256_file(staged / META) != sha256_file(prepared / META):
+        shutil.rmtree(staged, ignore_errors=True)
+        partial = run_dir / f".prepared.partial-{uuid.uuid4().hex[:8]}"
+        shutil.copytree(prepared, partial)
+        partial.rename(staged)
+    partial_config = run_dir / f".config.json.partial-{uuid.uuid4().hex[:8]}"
+    partial_config.write_text(config_json, encoding="utf-8")
+    partial_config.replace(run_dir / "config.json")
+
+
+def finished_artifact(cfg: Any, out: Path) -> bool:
+    """Whether ``out`` is an intact pretrain artifact of this very config (an earlier
+    attempt's job finished it, the attempt ended before collecting it)."""
+    from sslops.artifacts import META, read_meta
+
+    if not (out / META).is_file():
+        return False
+    try:
+        return bool(read_meta(out, "pretrain")["config"] == cfg.model_dump(mode="json"))
+    except SslopsError:
+        return False
+
+
+def resume_or_start_fresh(cfg: Any, checkpoints: Path, echo: Callable[[str], None]) -> None:
+    """Say where the job starts, and clear what it must not resume from: checkpoints of
+    other pretrain settings (another config fingerprint) or none intact. A folder the
+    config names itself (``pretrain.checkpoint_dir``) is never removed: refused instead."""
+    from sslops.errors import ArtifactError
+    from sslops.pretrain.checkpoint import fingerprint, latest_checkpoint
+
+    if not checkpoints.is_dir():
+        echo(f"no checkpoint in {checkpoints}: the job starts at step 0")
+        return
+    if not cfg.pretrain.resume:
+        problem = "pretrain.resume is false"
+    else:
+        try:
+            latest = latest_checkpoint(checkpoints)
+        except ArtifactError as exc:
+            latest, problem = None, str(exc)
+        else:
+            if latest is None:
+                echo(f"no checkpoint in {checkpoints}: the job starts at step 0")
+                return
+            info = json.loads((latest / "checkpoint.json").read_text(encoding="utf-8"))
+            wanted = fingerprint(cfg.model_dump(mode="json"))
+            if info.get("fingerprint") == wanted:
+                echo(f"resuming from {latest} (step {info['step']}), left by an earlier attempt")
+                return
+            problem = (
+                f"{latest} was written with other pretrain settings (config fingerprint "
+                f"{info.get('fingerprint')}, this config's {wanted})"
+            )
+    if cfg.pretrain.checkpoint_dir:
+        raise SslopsError(
+            f"pretrain.checkpoint_dir {checkpoints}: {problem}; remove that folder or set "
+            "another pretrain.checkpoint_dir"
+        )
+    shutil.rmtree(checkpoints)
+    echo(f"starting fresh at step 0: {problem}; removed {checkpoints}")
+
+
 def launch_pretrain_task(
     config_json: str, image: str, gpu_image: str, prepared: Any, pretrained: Any,
-    api_client: Any = None, namespace: str | None = None,
+    run_id: str = "", task_name: str = "", api_client: Any = None, namespace: str | None = None,
 ) -> None:  # fmt: skip
-    """The ``launch_pretrain`` component body: stage, run the job, collect its output."""
+    """The ``launch_pretrain`` component body: stage, run the job, collect its output.
+
+    ``run_id`` and ``task_name`` (the KFP run's id and this task's name) name the job and
+    its run folder, so that a retry of the task resumes what the earlier attempt left."""
     from sslops.config import config_from_json
     from sslops.k8s.specs import JobRequest, build_training_job
+    from sslops.pretrain.stage import checkpoint_dir_for
 
     try:
         cfg = config_from_json(config_json)
@@ -283,23 +419,38 @@ def launch_pretrain_task(
             )
         if api_client is None or namespace is None:
             api_client, namespace = in_cluster()
-        name = f"sslops-pretrain-{uuid.uuid4().hex[:10]}"
+        name = job_name(run_id, task_name)
+        retryable = name is not None
+        if name is None:
+            name = f"sslops-pretrain-{uuid.uuid4().hex[:10]}"
+            print(f"no KFP run id: job {name} is named at random, and a retry starts over")
         run_dir = Path(cfg.platform.storage.workspace_path) / "sslops" / name
-        shutil.copytree(prepared.path, run_dir / "prepared")
-        (run_dir / "config.json").write_text(config_json, encoding="utf-8")
-        if cfg.pretrain.gpus_per_node:
+        out = run_dir / "pretrained"
+        checkpoints = checkpoint_dir_for(cfg, out)
+        if gpus := cfg.pretrain.gpus_per_node:
             image = gpu_image
         job = build_training_job(cfg, JobRequest(name, namespace, image, str(run_dir)))
+        collected = False
         try:
-            with _sigterm_as_exit():
-                JobWatcher(api_client, namespace).run(job, cfg.platform.job_timeout_minutes * 60)
-            if not (run_dir / "pretrained" / "meta.json").is_file():
-                raise TrainingJobFailed(
-                    f"{job['kind']} {name} succeeded but left no pretrain artifact in {run_dir}"
-                )
-            shutil.copytree(run_dir / "pretrained", pretrained.path)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            if finished_artifact(cfg, out):
+                print(f"{out} holds the artifact an earlier attempt's job finished: collecting it")
+            else:
+                shutil.rmtree(out, ignore_errors=True)  # a stale or partial one
+                stage_run_folder(config_json, Path(prepared.path), run_dir)
+                resume_or_start_fresh(cfg, checkpoints, print)
+                with _sigterm_as_exit():
+                    JobWatcher(api_client, namespace).run(
+                        job, cfg.platform.job_timeout_minutes * 60
+                    )
+                if not (out / "meta.json").is_file():
+                    raise TrainingJobFailed(
+                        f"{job['kind']} {name} succeeded but left no pretrain artifact in {run_dir}"
+                    )
+            shutil.copytree(out, pretrained.path)
+            collected = True
         finally:
-            shutil.rmtree(run_dir, ignore_errors=True)
+            _leave_run_folder(run_dir, checkpoints, keep=retryable and not collected)
         summary_path = Path(pretrained.path) / "summary.json"
         summary = json.loads(summary_path.read_text(encoding="utf-8"))
         pretrained.metadata.update(
@@ -308,9 +459,24 @@ def launch_pretrain_task(
                 "loss": summary.get("final_loss"),
                 "job": f"{job['kind']}/{name}",
                 "nodes": cfg.pretrain.nodes,
-                "gpus_per_node": cfg.pretrain.gpus_per_node,
+                "gpus_per_node": gpus,
+                "resumed_from_step": summary.get("resumed_from_step"),
             }
         )
     except SslopsError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+
+
+def _leave_run_folder(run_dir: Path, checkpoints: Path, keep: bool) -> None:
+    """Remove the run folder, unless a retry of the task can resume from a checkpoint in it
+    (one in a ``pretrain.checkpoint_dir`` elsewhere outlives the folder anyway)."""
+    if keep and checkpoints.is_relative_to(run_dir) and any(checkpoints.glob("step-*")):
+        print(
+            f"kept {run_dir} with its checkpoints in {checkpoints}: a retry of this task "
+            "resumes from them; delete the folder if the run is abandoned",
+            file=sys.stderr,
+            flush=True,
+        )
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)

@@ -115,11 +115,18 @@ def launch_pretrain(
     gpu_image: str,
     prepared: Input[Dataset],
     pretrained: Output[Model],
+    run_id: str = "",
+    task_name: str = "",
 ):
     """Multi-node pretraining: a Kubeflow TrainJob or PyTorchJob created, followed and collected.
 
     The training pods run ``image``, or ``gpu_image`` (the CUDA variant) when they get GPUs.
+    ``run_id`` and ``task_name`` (the pipeline passes the KFP run's id and the task's name)
+    name the job and its folder on the workspace volume: a retry of the task resumes from the
+    checkpoints the earlier attempt left; without them each attempt starts over.
     """
     from sslops.k8s.launcher import launch_pretrain_task
 
-    launch_pretrain_task(config_json, image, gpu_image, prepared, pretrained)
+    launch_pretrain_task(
+        config_json, image, gpu_image, prepared, pretrained, run_id=run_id, task_name=task_name
+    )

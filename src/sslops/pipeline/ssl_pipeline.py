@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from kfp import compiler
+from kfp import compiler, dsl
 from kfp.compiler.compiler_utils import KubernetesManifestOptions
 
 from sslops.config import Config, PretrainConfig
@@ -67,6 +67,9 @@ def build_pipeline(
                 image=c.IMAGE,
                 gpu_image=cuda_image(c.IMAGE),
                 prepared=prepared.outputs["prepared"],
+                # the job's identity: the same on a retry of this task, so the retry resumes
+                run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                task_name=dsl.PIPELINE_TASK_NAME_PLACEHOLDER,
             )
             # Not the compiled launcher's kind: the run's config_json picks TrainJob or PyTorchJob.
             pretrained.set_display_name("self-supervised pretraining (training job)")
