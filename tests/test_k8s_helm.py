@@ -505,3 +505,17 @@ def test_helm_upgrade_to_the_next_release_changes_no_immutable_field(
     for key in hooks:  # helm test pods: deleted before the next release's are created
         policy = new[key]["metadata"]["annotations"].get("helm.sh/hook-delete-policy", "")
         assert "before-hook-creation" in policy, key
+
+
+def test_the_training_runtime_carries_a_restart_budget(crds) -> None:
+    """A TrainJob's pods are restarted by its runtime's JobSet failurePolicy, which no
+    runtime of the chart set (a lost node failed the job outright)."""
+    values = read_values([CHART / "values-onprem.yaml"])
+    for budget in (3, 0, 5):
+        if budget != 3:
+            values["trainingRuntime"]["maxRestarts"] = budget
+        [runtime] = [
+            o for o in load_documents(_rendered_yaml(values)) if o["kind"].endswith("Runtime")
+        ]
+        assert runtime["spec"]["template"]["spec"]["failurePolicy"] == {"maxRestarts": budget}
+        assert validate_all([runtime], crds) == {"TrainingRuntime": 1}

@@ -449,6 +449,7 @@ def test_a_retried_task_resumes_its_job_from_the_checkpoint_the_failed_attempt_l
     folder and removed the folder when the job failed, so a retry started at step 0."""
     workspace = tmp_path / "workspace"
     cfg = _job_config(small_config, workspace, checkpoint_every=2, threads=1)
+    cfg.platform.max_restarts = 0  # no restart inside the job: the attempt fails
     ran: list[dict[str, Any]] = []
     prepared = SimpleNamespace(path=str(prepared_dir))
     pretrained = SimpleNamespace(path=str(tmp_path / "pretrained"), metadata={})
@@ -542,3 +543,27 @@ def test_a_job_an_earlier_attempt_left_running_is_followed_not_replaced(
     assert lines[0] == (f"TrainJob {NAMESPACE}/sslops-pretrain-left exists, left running by an "
                         "earlier attempt of this task: following it")  # fmt: skip
     assert api_server.deleted == []
+
+
+def test_the_restart_budget_lets_the_job_survive_a_killed_rank(
+    api_server: FakeApiServer, api_client, small_config, prepared_dir, tmp_path: Path, capsys
+) -> None:
+    """platform.max_restarts reaches torchrun: the rank SIGKILLed at step 5 is restarted in
+    place, resumes from step 4, and the task succeeds on its first attempt."""
+    workspace = tmp_path / "workspace"
+    cfg = _job_config(small_config, workspace, checkpoint_every=2, threads=1)
+    cfg.platform.max_restarts = 1
+    kills = tmp_path / "kills.log"
+    ran: list[dict[str, Any]] = []
+    api_server.on_create = _trainer(
+        api_server, ran, SSLOPS_TEST_KILL_RANK="0", SSLOPS_TEST_KILL_AT="5",
+        SSLOPS_TEST_KILLS="1", SSLOPS_TEST_KILL_LOG=str(kills),
+    )  # fmt: skip
+    pretrained = SimpleNamespace(path=str(tmp_path / "pretrained"), metadata={})
+    launch_pretrain_task(
+        cfg.to_json(), "i", "i-cuda", SimpleNamespace(path=str(prepared_dir)), pretrained,
+        run_id="run-2", task_name="launch-pretrain", api_client=api_client, namespace=NAMESPACE,
+    )  # fmt: skip
+    assert [r["returncode"] for r in ran] == [0], ran[-1]["stderr"][-2000:]
+    assert kills.read_text().splitlines() == ["rank 0 attempt 0", "rank 0 attempt 1"]
+    assert pretrained.metadata["resumed_from_step"] == 4

@@ -72,7 +72,7 @@ def test_two_nodes_of_eight_gpus_on_a_tainted_pool(launcher: str, crds) -> None:
         resources = trainer["resourcesPerNode"]
         assert job["spec"]["runtimeRef"]["name"] == "torch-distributed"
         assert trainer["command"] == ["torchrun"]
-        assert trainer["args"][:3] == ["-m", "sslops.pretrain", "--config"]
+        assert trainer["args"][:4] == ["--max-restarts=3", "-m", "sslops.pretrain", "--config"]
     else:
         replicas = job["spec"]["pytorchReplicaSpecs"]
         assert (replicas["Master"]["replicas"], replicas["Worker"]["replicas"]) == (1, 1)
@@ -260,3 +260,34 @@ def test_training_pods_keep_their_checkpoints_on_the_workspace_volume(launcher: 
                     f"pretrain.checkpoint_dir={elsewhere}",
                 ],
             )
+
+
+@pytest.mark.parametrize("launcher", ["trainjob", "pytorchjob"])
+def test_the_restart_budget_reaches_torchrun_and_the_job(launcher: str, crds) -> None:
+    """Before: torchrun got no --max-restarts (a crashed rank failed its whole pod) and a
+    PyTorchJob's backoffLimit was a fixed 3."""
+    for budget, overrides in ((3, []), (7, ["platform.max_restarts=7"])):
+        job = _job(launcher, *GPU_POOL, *overrides)
+        assert validate_object(job, crds) == "crd"
+        if launcher == "trainjob":
+            args = job["spec"]["trainer"]["args"]
+        else:
+            (master, worker) = job["spec"]["pytorchReplicaSpecs"].values()
+            assert master["template"]["spec"]["containers"][0]["args"] == worker["template"][
+                "spec"]["containers"][0]["args"]  # fmt: skip
+            args = master["template"]["spec"]["containers"][0]["args"]
+            assert job["spec"]["runPolicy"]["backoffLimit"] == budget
+        assert f"--max-restarts={budget}" in args
+        assert args.index(f"--max-restarts={budget}") < args.index("-m")  # torchrun's, not ours
+    with pytest.raises(ConfigError, match="max_restarts"):
+        _job(launcher, *GPU_POOL, "platform.max_restarts=-1")
+
+
+def test_a_trainjob_cannot_carry_its_jobset_failure_policy(crds) -> None:
+    """Why the TrainJob's pod-level budget lives in the runtime (the chart's
+    trainingRuntime.maxRestarts): the CRD refuses a failurePolicy in a runtime patch."""
+    job = _job("trainjob", *GPU_POOL)
+    job["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"][
+        "failurePolicy"] = {"maxRestarts": 3}  # fmt: skip
+    with pytest.raises(ManifestError, match="failurePolicy"):
+        validate_object(job, crds)

@@ -140,6 +140,12 @@ class PlatformConfig(_Section):
         default=24 * 60, ge=1,
         description="Deadline of a training job, and of the in-pod GPU pretraining task.",
     )  # fmt: skip
+    max_restarts: int = Field(
+        default=3, ge=0, le=100,
+        description="Restart budget of a training job: torchrun --max-restarts (a crashed rank "
+        "restarts its node's ranks in place) and a PyTorchJob's runPolicy.backoffLimit (failed "
+        "pods replaced); every restart resumes from the latest checkpoint.",
+    )  # fmt: skip
     termination_grace_seconds: int = Field(
         default=120, ge=30, le=3600,
         description="Training pods' terminationGracePeriodSeconds: time from SIGTERM (a "

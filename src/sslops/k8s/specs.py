@@ -5,6 +5,12 @@ workspace, read from the config), so the two kinds cannot drift apart: same node
 selector, tolerations, resources, security context and volumes. Each node runs
 ``torchrun -m sslops.pretrain`` on files in the workspace PVC; the engines supply
 the rendezvous (``PET_*`` for a TrainJob, ``MASTER_ADDR``/``RANK`` for a PyTorchJob).
+
+The restart budget (``platform.max_restarts``) is torchrun's ``--max-restarts`` in both
+kinds (a crashed rank restarts its node's ranks in place) and a PyTorchJob's
+``runPolicy.backoffLimit``. A TrainJob cannot carry its JobSet's ``failurePolicy`` (the
+CRD lets a runtime patch change ``replicatedJobs`` only): that budget is the runtime's
+(the chart's ``trainingRuntime.maxRestarts``, the gpu-pool component's runtime).
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ class Placement:
     run_as_user: int | None
     timeout_seconds: int
     grace_seconds: int = 120
+    max_restarts: int = 3
     labels: dict[str, str] = field(default_factory=dict)
     service_account: str | None = None
     image_pull_secrets: tuple[str, ...] = ()
@@ -71,6 +78,7 @@ class Placement:
             run_as_user=platform.run_as_user,
             timeout_seconds=platform.job_timeout_minutes * 60,
             grace_seconds=platform.termination_grace_seconds,
+            max_restarts=platform.max_restarts,
             labels=labels,
             service_account=platform.service_account,
             image_pull_secrets=tuple(platform.image_pull_secrets),
@@ -136,9 +144,11 @@ class JobRequest:
     run_dir: str  # inside the workspace: config.json, prepared/, pretrained/ (written)
 
 
-def pretrain_args(request: JobRequest) -> list[str]:
-    """The arguments after ``torchrun ...``: one rank of the pretrain stage (sslops.pretrain)."""
+def pretrain_args(request: JobRequest, max_restarts: int) -> list[str]:
+    """torchrun's restart budget, then one rank of the pretrain stage (sslops.pretrain).
+    Each restart joins under its own store prefix and resumes from the latest checkpoint."""
     return [
+        f"--max-restarts={max_restarts}",
         "-m", "sslops.pretrain",
         "--config", f"{request.run_dir}/config.json",
         "--prepared", f"{request.run_dir}/prepared",
@@ -199,7 +209,7 @@ def build_trainjob(
             "trainer": {
                 "image": request.image,
                 "command": ["torchrun"],
-                "args": pretrain_args(request),
+                "args": pretrain_args(request, placement.max_restarts),
                 "numNodes": placement.nodes,
                 "numProcPerNode": placement.processes_per_node,
                 "resourcesPerNode": placement.resources(),
@@ -230,7 +240,7 @@ def build_pytorchjob(placement: Placement, request: JobRequest) -> dict[str, Any
         "image": request.image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["torchrun"],
-        "args": rendezvous + pretrain_args(request),
+        "args": rendezvous + pretrain_args(request, placement.max_restarts),
         "env": placement.env(),
         "resources": placement.resources(),
         "securityContext": placement.container_security_context(),
@@ -268,7 +278,7 @@ def build_pytorchjob(placement: Placement, request: JobRequest) -> dict[str, Any
             "nprocPerNode": str(placement.processes_per_node),
             "runPolicy": {
                 "cleanPodPolicy": "Running",
-                "backoffLimit": 3,
+                "backoffLimit": placement.max_restarts,
                 "activeDeadlineSeconds": placement.timeout_seconds,
             },
             "pytorchReplicaSpecs": replicas,
