@@ -486,7 +486,7 @@ def test_a_checkpoint_of_other_settings_is_not_resumed_and_the_log_says_why(
     small_config, prepared_dir, tmp_path: Path
 ) -> None:
     from sslops.errors import SslopsError
-    from sslops.k8s.launcher import resume_or_start_fresh
+    from sslops.k8s.run_folder import resume_or_start_fresh
     from sslops.pretrain import run_pretrain
 
     cfg = small_config.model_copy(
@@ -517,7 +517,7 @@ def test_a_checkpoint_of_other_settings_is_not_resumed_and_the_log_says_why(
 
 
 def test_the_job_is_named_after_the_kfp_run_and_task() -> None:
-    from sslops.k8s.launcher import job_name
+    from sslops.k8s.run_folder import job_name
     from sslops.k8s.validation import check_dns_label
 
     first = job_name("0b6f7a52-run", "launch-pretrain")
@@ -567,3 +567,48 @@ def test_the_restart_budget_lets_the_job_survive_a_killed_rank(
     assert [r["returncode"] for r in ran] == [0], ran[-1]["stderr"][-2000:]
     assert kills.read_text().splitlines() == ["rank 0 attempt 0", "rank 0 attempt 1"]
     assert pretrained.metadata["resumed_from_step"] == 4
+
+
+def test_a_job_whose_ranks_stop_stepping_is_reported_as_stalled(
+    api_server: FakeApiServer, api_client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hung rank (or a collective that never returns) left the job Running, silently, until
+    its deadline. The ranks' heartbeat files on the workspace volume show the steps."""
+    from sslops.k8s import launcher
+    from sslops.k8s.run_folder import ProgressWatch
+    from tests.test_resume import SteppingClock
+
+    monkeypatch.setattr(launcher, "WATCH_SECONDS", 1)
+    for rank, step in ((0, 7), (1, 6)):
+        record = {"rank": rank, "step": step, "total": 30}
+        (tmp_path / f"heartbeat-rank-{rank:05d}.json").write_text(json.dumps(record))
+    name = "sslops-pretrain-hung"
+    lines: list[str] = []
+
+    def echo(line: str) -> None:
+        lines.append(line)
+        if "no progress" in line:  # reported: the job may end (the test then stops)
+            api_server.set_conditions(name, ("Complete", "", ""))
+
+    progress = ProgressWatch(tmp_path, 300, echo, clock=SteppingClock(200.0))
+    JobWatcher(api_client, NAMESPACE, echo=lambda line: None).run(
+        _trainjob(name), timeout_seconds=60, progress=progress
+    )
+    assert lines == [f"TrainJob {name}: no progress for 400 s (last heartbeats: rank 0 at step 7, "
+                     "rank 1 at step 6)"]  # fmt: skip
+
+
+def test_steps_that_move_are_not_a_stall(tmp_path: Path) -> None:
+    from sslops.k8s.run_folder import ProgressWatch
+    from tests.test_resume import SteppingClock
+
+    lines: list[str] = []
+    progress = ProgressWatch(tmp_path, 300, lines.append, clock=SteppingClock(200.0))
+    progress.check("TrainJob x")  # no heartbeat file yet: the pods are starting
+    for step in range(1, 6):
+        (tmp_path / "heartbeat-rank-00000.json").write_text(json.dumps({"rank": 0, "step": step}))
+        progress.check("TrainJob x")
+    assert lines == []
+    progress.check("TrainJob x")
+    progress.check("TrainJob x")
+    assert lines == ["TrainJob x: no progress for 400 s (last heartbeats: rank 0 at step 5)"]

@@ -320,6 +320,9 @@ def test_heartbeat_logs_rank_step_rate_and_loss(
         .startswith(f"heartbeat rank 0/1 step {last['step']}/{result.total_steps} ")
     )
     assert beats[-1].getMessage().endswith(f" samples/s loss {last['loss']:.4f}")
+    # the launcher reads the same figures from the workspace volume
+    record = json.loads((tmp_path / "ckpt" / "heartbeat-rank-00000.json").read_text())
+    assert record == {**record, "rank": 0, "step": last["step"], "loss": last["loss"]}
     caplog.clear()
     off = configured(cfg, heartbeat_seconds=0)
     with caplog.at_level("DEBUG", logger="sslops.pretrain"):

@@ -382,7 +382,9 @@ class PretrainConfig(_Section):
         default=60,
         ge=0,
         description="Every rank logs rank, step, samples/s and last loss this often "
-        "(logger sslops.pretrain; rank 0 at info, the others at debug; 0: off).",
+        "(logger sslops.pretrain; rank 0 at info, the others at debug; 0: off) and writes them "
+        "to the checkpoint folder, where a training job's launcher sees a stall (no step in 5 "
+        "intervals).",
     )
     log_level: Literal["info", "debug"] = Field(
         default="info",

@@ -18,11 +18,15 @@ A run that is stopped from the KFP UI sends SIGTERM to this pod; the job is then
 so its GPUs are freed (its checkpoints stay for a retry). A passing API server outage (a restart, a 5xx or 429 answer, a reset
 watch connection) does not end the task, nor the job: the launcher reads the job again,
 backing off, for up to ``API_OUTAGE_SECONDS`` in a row.
+
+While the job runs, its ranks' heartbeat files on the workspace volume (see
+``sslops.pretrain.loop.Heartbeat``) are read between watch requests: when no rank's step
+has moved for ``STALL_HEARTBEATS`` heartbeat intervals the task logs ``no progress for N s``
+with each rank's last step (a hung rank, a stuck collective), and again after as long.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import signal
@@ -36,6 +40,14 @@ from pathlib import Path
 from typing import Any
 
 from sslops.errors import SslopsError
+from sslops.k8s.run_folder import (
+    ProgressWatch,
+    finished_artifact,
+    job_name,
+    leave_run_folder,
+    resume_or_start_fresh,
+    stage_run_folder,
+)
 
 SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 WATCH_SECONDS = 60  # one watch request; the loop re-reads the object between requests
@@ -43,6 +55,7 @@ API_OUTAGE_SECONDS = 15 * 60  # how long the API server may stay unreachable bef
 RETRY_SECONDS = 2.0  # first wait after a failed request; doubled up to MAX_RETRY_SECONDS
 MAX_RETRY_SECONDS = 60.0
 DELETE_WAIT_SECONDS = 10 * 60  # how long a failed earlier attempt's job may take to go
+STALL_HEARTBEATS = 5  # heartbeat intervals without a step before "no progress" is logged
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
@@ -176,13 +189,15 @@ class JobWatcher:
             time.sleep(RETRY_SECONDS)
         raise TrainingJobFailed(f"{where} was still being deleted after {DELETE_WAIT_SECONDS} s")
 
-    def run(self, job: dict[str, Any], timeout_seconds: float) -> dict[str, Any]:
+    def run(
+        self, job: dict[str, Any], timeout_seconds: float, progress: ProgressWatch | None = None
+    ) -> dict[str, Any]:
         """Create ``job``, wait for it, return its final state; raise when it fails."""
         kind = KINDS[job["kind"]]
         name = job["metadata"]["name"]
         self._create(job, kind)
         try:
-            final = self._wait(job, kind, time.monotonic() + timeout_seconds)
+            final = self._wait(job, kind, time.monotonic() + timeout_seconds, progress)
         except BaseException:
             self.delete(job)
             raise
@@ -196,7 +211,10 @@ class JobWatcher:
             )
         return final
 
-    def _wait(self, job: dict[str, Any], kind: JobKind, deadline: float) -> dict[str, Any]:
+    def _wait(
+        self, job: dict[str, Any], kind: JobKind, deadline: float,
+        progress: ProgressWatch | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
         """Follow the job until it ends; a passing API server outage is waited out."""
         name = job["metadata"]["name"]
         outage_since: float | None = None
@@ -222,6 +240,8 @@ class JobWatcher:
             if final is not None:
                 return final
             outage_since, pause = None, RETRY_SECONDS  # the API server answered
+            if progress is not None:
+                progress.check(f"{job['kind']} {name}")
 
     def _follow(self, job: dict[str, Any], kind: JobKind, deadline: float) -> dict[str, Any] | None:
         """One read and one watch request: the job's final state, or None (still running)."""
@@ -319,84 +339,6 @@ def in_cluster() -> tuple[Any, str]:
     return client.ApiClient(), namespace
 
 
-def job_name(run_id: str, task_name: str) -> str | None:
-    """The training job's name for one task of one KFP run: the same on every retry of the
-    task, another in another run. None outside a KFP run (no run id given, or the
-    placeholder not filled in)."""
-    if not run_id or "{{" in run_id:
-        return None
-    digest = hashlib.sha256(f"{run_id}/{task_name}".encode()).hexdigest()[:10]
-    return f"sslops-pretrain-{digest}"
-
-
-def stage_run_folder(config_json: str, prepared: Path, run_dir: Path) -> None:
-    """The job's inputs in its run folder: the prepared data (kept when an earlier attempt
-    staged the same artifact, which a job of that attempt may still read) and the config."""
-    from sslops.artifacts import META, sha256_file
-
-    staged = run_dir / "prepared"
-    if not (staged / META).is_file() or sha256_file(staged / META) != sha256_file(prepared / META):
-        shutil.rmtree(staged, ignore_errors=True)
-        partial = run_dir / f".prepared.partial-{uuid.uuid4().hex[:8]}"
-        shutil.copytree(prepared, partial)
-        partial.rename(staged)
-    partial_config = run_dir / f".config.json.partial-{uuid.uuid4().hex[:8]}"
-    partial_config.write_text(config_json, encoding="utf-8")
-    partial_config.replace(run_dir / "config.json")
-
-
-def finished_artifact(cfg: Any, out: Path) -> bool:
-    """Whether ``out`` is an intact pretrain artifact of this very config (an earlier
-    attempt's job finished it, the attempt ended before collecting it)."""
-    from sslops.artifacts import META, read_meta
-
-    if not (out / META).is_file():
-        return False
-    try:
-        return bool(read_meta(out, "pretrain")["config"] == cfg.model_dump(mode="json"))
-    except SslopsError:
-        return False
-
-
-def resume_or_start_fresh(cfg: Any, checkpoints: Path, echo: Callable[[str], None]) -> None:
-    """Say where the job starts, and clear what it must not resume from: checkpoints of
-    other pretrain settings (another config fingerprint) or none intact. A folder the
-    config names itself (``pretrain.checkpoint_dir``) is never removed: refused instead."""
-    from sslops.errors import ArtifactError
-    from sslops.pretrain.checkpoint import fingerprint, latest_checkpoint
-
-    if not checkpoints.is_dir():
-        echo(f"no checkpoint in {checkpoints}: the job starts at step 0")
-        return
-    if not cfg.pretrain.resume:
-        problem = "pretrain.resume is false"
-    else:
-        try:
-            latest = latest_checkpoint(checkpoints)
-        except ArtifactError as exc:
-            latest, problem = None, str(exc)
-        else:
-            if latest is None:
-                echo(f"no checkpoint in {checkpoints}: the job starts at step 0")
-                return
-            info = json.loads((latest / "checkpoint.json").read_text(encoding="utf-8"))
-            wanted = fingerprint(cfg.model_dump(mode="json"))
-            if info.get("fingerprint") == wanted:
-                echo(f"resuming from {latest} (step {info['step']}), left by an earlier attempt")
-                return
-            problem = (
-                f"{latest} was written with other pretrain settings (config fingerprint "
-                f"{info.get('fingerprint')}, this config's {wanted})"
-            )
-    if cfg.pretrain.checkpoint_dir:
-        raise SslopsError(
-            f"pretrain.checkpoint_dir {checkpoints}: {problem}; remove that folder or set "
-            "another pretrain.checkpoint_dir"
-        )
-    shutil.rmtree(checkpoints)
-    echo(f"starting fresh at step 0: {problem}; removed {checkpoints}")
-
-
 def launch_pretrain_task(
     config_json: str, image: str, gpu_image: str, prepared: Any, pretrained: Any,
     run_id: str = "", task_name: str = "", api_client: Any = None, namespace: str | None = None,
@@ -439,9 +381,13 @@ def launch_pretrain_task(
                 shutil.rmtree(out, ignore_errors=True)  # a stale or partial one
                 stage_run_folder(config_json, Path(prepared.path), run_dir)
                 resume_or_start_fresh(cfg, checkpoints, print)
+                beat = cfg.pretrain.heartbeat_seconds
+                progress = (
+                    ProgressWatch(checkpoints, STALL_HEARTBEATS * beat, print) if beat else None
+                )
                 with _sigterm_as_exit():
                     JobWatcher(api_client, namespace).run(
-                        job, cfg.platform.job_timeout_minutes * 60
+                        job, cfg.platform.job_timeout_minutes * 60, progress
                     )
                 if not (out / "meta.json").is_file():
                     raise TrainingJobFailed(
@@ -450,7 +396,7 @@ def launch_pretrain_task(
             shutil.copytree(out, pretrained.path)
             collected = True
         finally:
-            _leave_run_folder(run_dir, checkpoints, keep=retryable and not collected)
+            leave_run_folder(run_dir, checkpoints, keep=retryable and not collected)
         summary_path = Path(pretrained.path) / "summary.json"
         summary = json.loads(summary_path.read_text(encoding="utf-8"))
         pretrained.metadata.update(
@@ -466,17 +412,3 @@ def launch_pretrain_task(
     except SslopsError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
-
-
-def _leave_run_folder(run_dir: Path, checkpoints: Path, keep: bool) -> None:
-    """Remove the run folder, unless a retry of the task can resume from a checkpoint in it
-    (one in a ``pretrain.checkpoint_dir`` elsewhere outlives the folder anyway)."""
-    if keep and checkpoints.is_relative_to(run_dir) and any(checkpoints.glob("step-*")):
-        print(
-            f"kept {run_dir} with its checkpoints in {checkpoints}: a retry of this task "
-            "resumes from them; delete the folder if the run is abandoned",
-            file=sys.stderr,
-            flush=True,
-        )
-        return
-    shutil.rmtree(run_dir, ignore_errors=True)

@@ -108,11 +108,18 @@ def _show_log(level: str) -> None:
         log.setLevel(logging.DEBUG)
 
 
+HEARTBEAT_FILE = "heartbeat-rank-{rank:05d}.json"  # in the checkpoint folder
+
+
 class Heartbeat:
     """One line per ``seconds`` from each rank: rank, step, samples/s since the last line,
-    last loss. Rank 0 logs at info, the others at debug (``pretrain.log_level: debug``)."""
+    last loss. Rank 0 logs at info, the others at debug (``pretrain.log_level: debug``).
+    The same figures go to ``folder/heartbeat-rank-R.json`` (replaced atomically), where the
+    training-job launcher, which shares the workspace volume, tells progress from a stall."""
 
-    def __init__(self, rank: int, size: int, total: int, batch: int, seconds: float) -> None:
+    def __init__(
+        self, rank: int, size: int, total: int, batch: int, seconds: float, folder: Path
+    ) -> None:
         self.rank, self.size, self.total, self.batch, self.seconds = (
             rank,
             size,
@@ -120,6 +127,7 @@ class Heartbeat:
             batch,
             seconds,
         )
+        self.file = folder / HEARTBEAT_FILE.format(rank=rank)
         self.since, self.step = clock(), 0
 
     def start(self, step: int) -> None:
@@ -137,6 +145,15 @@ class Heartbeat:
         log.log(level, "heartbeat rank %d/%d step %d/%d %.1f samples/s loss %s",
                 self.rank, self.size, step, self.total, rate, shown)  # fmt: skip
         self.since, self.step = now, step
+        record = {"rank": self.rank, "step": step, "total": self.total,
+                  "samples_per_s": round(rate, 1), "loss": loss}  # fmt: skip
+        try:
+            self.file.parent.mkdir(parents=True, exist_ok=True)
+            partial = self.file.with_name(f".{self.file.name}.partial")
+            partial.write_text(json.dumps(record) + "\n", encoding="utf-8")
+            partial.replace(self.file)
+        except OSError as exc:  # a full or read-only volume must not stop training
+            log.warning("rank %d: heartbeat file %s not written: %s", self.rank, self.file, exc)
 
 
 WARMUP_SHARE = {"mae": 0.05}  # objectives that warm up by default: share of the epochs
@@ -277,7 +294,7 @@ def train(
         return periodic or bool(timed and clock() - last_saved >= timed)
 
     _show_log(pc.log_level)
-    heartbeat = Heartbeat(rank, size, total_steps, batch, pc.heartbeat_seconds)
+    heartbeat = Heartbeat(rank, size, total_steps, batch, pc.heartbeat_seconds, checkpoint_dir)
     heartbeat.start(step)
     if result.resumed_from is not None and rank == 0:
         log.info("resumed from %s: step %d of %d", checkpoint, step, total_steps)
