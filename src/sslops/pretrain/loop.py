@@ -150,7 +150,7 @@ class Heartbeat:
         try:
             self.file.parent.mkdir(parents=True, exist_ok=True)
             partial = self.file.with_name(f".{self.file.name}.partial")
-            partial.write_text(json.dumps(record) + "\n", encoding="utf-8")
+            partial.write_text(json_text(record) + "\n", encoding="utf-8")
             partial.replace(self.file)
         except OSError as exc:  # a full or read-only volume must not stop training
             log.warning("rank %d: heartbeat file %s not written: %s", self.rank, self.file, exc)
