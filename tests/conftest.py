@@ -51,6 +51,27 @@ def fresh_interpreter_loads(code: str, packages: set[str]) -> tuple[str, list[st
     return "\n".join(printed), [str(m) for m in ast.literal_eval(loaded)]
 
 
+def shared_path(*parts: str) -> Path:
+    """A path under ../shared, beside the repository (the k8s CRD schemas): CI's checkout has
+    it; where it is missing the test skips naming the path, never passing without checking."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} is absent (../shared is expected beside the checkout, as in CI)")
+    return path
+
+
+def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
+    """The CRD schemas in ../shared/k8s/crds (Trainer, Kubeflow Pipelines …); skips without them."""
+    from sslops.k8s.validation import load_crd_schemas
+
+    return load_crd_schemas(shared_path("k8s", "crds"))
+
+
+@pytest.fixture(scope="session")
+def crds() -> dict[tuple[str, str], dict[str, Any]]:
+    return crd_schemas()
+
+
 def adult_sample(path: Path, split: str, rows: int, seed: int = 0) -> Path:
     """The first ``rows`` rows of a random permutation of the shipped Adult split, as plain CSV."""
     with gzip.open(ADULT / f"{split}.csv.gz", "rt", encoding="utf-8") as fh:

@@ -14,22 +14,14 @@ import yaml
 from sslops import __version__ as VERSION
 from sslops.errors import SslopsError
 from sslops.k8s.render import read_values, render_helm, render_helm_templates
-from sslops.k8s.validation import load_crd_schemas, load_documents, validate_all
-from tests.conftest import ROOT, SHARED
+from sslops.k8s.validation import load_documents, validate_all
+from tests.conftest import ROOT
 from tests.test_k8s_kustomize import unversioned
 
 helm_python = pytest.importorskip("helm_python")
 
 CHART = ROOT / "helm" / "sslops"
 ENVIRONMENTS = ("onprem", "aws", "gcp", "azure")
-
-
-@pytest.fixture(scope="module")
-def crds() -> dict[tuple[str, str], dict[str, Any]]:
-    crd_dir = SHARED / "k8s" / "crds"
-    if not crd_dir.is_dir():
-        pytest.skip(f"{crd_dir} is absent (CRD schemas live outside the repository)")
-    return load_crd_schemas(crd_dir)
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ import yaml
 from sslops.config import load_config
 from sslops.errors import ConfigError
 from sslops.k8s.specs import JobRequest, build_training_job
-from sslops.k8s.validation import ManifestError, load_crd_schemas, validate_object
-from tests.conftest import ROOT, SHARED
+from sslops.k8s.validation import ManifestError, validate_object
+from tests.conftest import ROOT
 
 GPU_POOL = [
     "pretrain.nodes=2",
@@ -25,14 +25,6 @@ GPU_POOL = [
     "platform.queue_name=team-a",
 ]
 REQUEST = JobRequest("sslops-pretrain-0123", "team-a", "registry.local/sslops:0.1.0-cuda", "/w/r")
-
-
-@pytest.fixture(scope="module")
-def crds() -> dict[tuple[str, str], dict[str, Any]]:
-    crd_dir = SHARED / "k8s" / "crds"
-    if not crd_dir.is_dir():
-        pytest.skip(f"{crd_dir} is absent (CRD schemas live outside the repository)")
-    return load_crd_schemas(crd_dir)
 
 
 def _job(launcher: str, *overrides: str) -> dict[str, Any]:
