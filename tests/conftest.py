@@ -125,6 +125,14 @@ def stage_artifacts(
     return a
 
 
+@pytest.fixture(autouse=True)
+def _terminal_of_80_columns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """argparse's help and rich's tables wrap to COLUMNS where it is set (a CI runner may set
+    it): every test, and every command it starts, sees 80 columns, as in a pipe without it."""
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.delenv("LINES", raising=False)
+
+
 @pytest.fixture
 def cli_env() -> dict[str, str]:
     """Environment for running the installed ``sslops`` / ``dvc`` executables in a subprocess."""
