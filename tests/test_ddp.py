@@ -9,8 +9,8 @@ after DDP's averaging with the single-process gradient, for each objective that 
 
 from __future__ import annotations
 
-import os
 import socket
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -82,9 +82,11 @@ def _gather_without_grad(x: torch.Tensor, rank: int) -> torch.Tensor:
     return torch.cat(parts)
 
 
-def _rank(rank: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+def _rank(rank: int, out: str) -> None:
+    # Meet through a file, not a port picked beforehand (another process may take it
+    # meanwhile); a rank that never comes fails the other in 2 minutes, not torch's 30.
+    dist.init_process_group("gloo", init_method=f"file://{out}/rendezvous", rank=rank,
+                            world_size=WORLD, timeout=timedelta(minutes=2))  # fmt: skip
     try:
         positions = torch.arange(rank, GLOBAL_BATCH, WORLD)  # DistributedSampler's interleave
         result = {}
@@ -115,7 +117,7 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def rank_gradients(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     out = tmp_path_factory.mktemp("ddp")
-    mp.spawn(_rank, args=(free_port(), str(out)), nprocs=WORLD, join=True)
+    mp.spawn(_rank, args=(str(out),), nprocs=WORLD, join=True)
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
 
