@@ -290,12 +290,21 @@ def test_audit_verify_json_is_the_only_stdout_with_the_same_exit_status(
     assert done.err.startswith("error: ") and "failed verification" in done.err
 
 
+@pytest.mark.parametrize("force_color", [None, "1"], ids=["plain", "FORCE_COLOR"])
 def test_run_summary_lines_stay_whole_in_a_log(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch, force_color: str | None
 ) -> None:
     """What sslops run ends with, written to a pipe (a CI log): each line whole, so that
-    `grep 'policy demographic_parity <= 0.02: met'` finds it, and no trailing blanks."""
+    `grep 'policy demographic_parity <= 0.02: met'` finds it, and no trailing blanks. Also
+    where the CI sets FORCE_COLOR (for coloured logs): rich coloured each number and path
+    inside the lines, and the grep found nothing."""
     from sslops.cli import _print_summary
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    if force_color is None:
+        monkeypatch.delenv("FORCE_COLOR", raising=False)
+    else:
+        monkeypatch.setenv("FORCE_COLOR", force_color)
 
     metrics = {"accuracy": 0.8, "roc_auc": 0.9, "dp_difference": 0.01, "eo_difference": 0.05}
     summary = {

@@ -879,8 +879,9 @@ def _print_summary(summary: dict[str, Any], out: Path, config_path: Path | None 
     from rich.table import Table
 
     # No markup: paths and column names are printed as they are ('runs/[v2]' lost its '[v2]',
-    # a '[/x]' raised MarkupError after the run).
-    console = Console(stderr=False, markup=False)
+    # a '[/x]' raised MarkupError after the run). No highlighting: with FORCE_COLOR (a CI's
+    # coloured log) each number and path inside a line was coloured, and grep missed it.
+    console = Console(stderr=False, markup=False, highlight=False)
     sensitive = summary["sensitive"]
     table = Table(title=f"sslops run: test split (fairness for '{sensitive}')")
     for column in ("model", "accuracy", "ROC AUC", "DP diff.", "EO diff."):
