@@ -16,13 +16,13 @@ import yaml
 
 from sslops.cli import main
 from sslops.config import load_config
-from sslops.k8s.validation import load_crd_schemas, validate_object
+from sslops.k8s.validation import validate_object
 from sslops.prepare.dataset import PreparedData
+from tests.conftest import crd_schemas
 from tests.test_k8s_submit import _uploaded_spec
 from tests.test_shadow import CONFIG, FakeKfpWithSchedules, assert_committed
 
 ROOT = Path(__file__).resolve().parents[1]
-CRDS = ROOT.parent / "shared" / "k8s" / "crds"
 
 
 def _load(path: Path) -> Any:
@@ -35,12 +35,23 @@ def _load(path: Path) -> Any:
 
 
 @pytest.fixture(scope="module")
-def local_kfp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def local_kfp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """kfp.local set up for this module's tests, its global configuration put back afterwards.
+    A workspace folder of the tests' own: kfp.local removes the one init makes in /tmp after a
+    whole pipeline only, and a component called alone left a kfp-workspace-* there each time."""
     from kfp import local
+    from kfp.local.config import LocalExecutionConfig
 
+    before = LocalExecutionConfig.instance
     root = tmp_path_factory.mktemp("kfp-root")
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
-    return root
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(root), workspace_root=str(tmp_path_factory.mktemp("kfp-workspace")),
+    )  # fmt: skip
+    with pytest.MonkeyPatch.context() as patch:  # the tasks' `mktemp -d` folders go there too
+        patch.setenv("TMPDIR", str(tmp_path_factory.mktemp("kfp-tasks")))
+        yield root
+    LocalExecutionConfig.instance = before
 
 
 def test_predict_component_scores_and_publishes_on_the_workspace(
@@ -165,9 +176,7 @@ def test_committed_predict_pipeline_matches_a_fresh_compile(
     assert ir["root"]["inputDefinitions"]["parameters"]["threshold"]["defaultValue"] == ""
     mounts = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-predict"]
     assert mounts["pvcMount"][0]["mountPath"] == "/workspace"
-    if not CRDS.is_dir():
-        pytest.skip(f"{CRDS} is absent (CRD schemas live outside the repository)")
-    crds = load_crd_schemas(CRDS)
+    crds = crd_schemas()  # skips, naming ../shared, without it
     native = [
         d
         for d in yaml.safe_load_all((script.COMPILED / "predict_pipeline.k8s.yaml").read_text())
