@@ -155,7 +155,13 @@ def test_cli_submit_prints_the_run_and_names_an_unreachable_host(kfp_api: FakeKf
     assert f"run r1: {kfp_api.host}/#/runs/details/r1" in capsys.readouterr().out
     closed = "http://127.0.0.1:9"  # the discard port: nothing listens there
     assert main(["submit", "--config", config, "--host", closed]) == 2
-    assert capsys.readouterr().err.startswith(f"error: cannot reach KFP at {closed}")
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot reach KFP at {closed}")
+    # what a newcomer forgot: the port-forward that serves KFP's API on a laptop (newcomer review)
+    assert err.endswith(
+        "; is KFP's API served there? From a laptop: kubectl -n kubeflow port-forward "
+        "svc/ml-pipeline-ui 8080:80, then --host http://localhost:8080 (docs/deploy.md, step 9)\n"
+    )
 
 
 def test_submit_needs_a_host(capsys) -> None:
@@ -289,9 +295,11 @@ def test_kfp_logs_and_warnings_do_not_reach_stderr_only_the_error(
         warnings.simplefilter("always")
         assert main([*command, "--config", config, "--host", host]) == 2
     out, err = capsys.readouterr()
-    assert err == (
-        f"error: cannot reach KFP at {host}: Failed getting healthz endpoint after 5 attempts.\n"
+    assert err.startswith(
+        f"error: cannot reach KFP at {host}: Failed getting healthz endpoint after 5 attempts; "
+        "is KFP's API served there?"
     )
+    assert err.count("\n") == 1
     assert out == "" and not caught
     assert logging.root.handlers == [] and logging.root.manager.disable == logging.NOTSET
 

@@ -17,6 +17,9 @@ OVERLAYS = Path("manifests") / "overlays"
 # can be told from one left out (argparse's default would hide that)
 RENDER_DEFAULTS = {"chart": "helm/sslops", "overlay": "onprem", "namespace": "kubeflow",
                    "release": "sslops"}  # fmt: skip
+# From a laptop, KFP's API is reached through a port-forward (docs/deploy.md, step 9).
+PORT_FORWARD = "kubectl -n kubeflow port-forward svc/ml-pipeline-ui 8080:80"
+HOST_HELP = f"KFP API endpoint, e.g. http://localhost:8080 while '{PORT_FORWARD}' runs"
 
 
 def add_parsers(sub: Any, add_config_args: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -30,7 +33,7 @@ def add_parsers(sub: Any, add_config_args: Callable[[argparse.ArgumentParser], N
         "--run-name adult-1pct",
     )
     add_config_args(submit)
-    submit.add_argument("--host", required=True, metavar="URL", help="KFP API endpoint")
+    submit.add_argument("--host", required=True, metavar="URL", help=HOST_HELP)
     submit.add_argument(
         "--experiment", default="sslops", metavar="NAME", help="KFP experiment (created if missing)"
     )

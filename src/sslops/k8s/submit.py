@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from sslops import __version__
 from sslops.config import Config
 from sslops.errors import ConfigError, SslopsError
+from sslops.k8s.commands import PORT_FORWARD
 from sslops.k8s.validation import check_dns_label
 
 
@@ -126,7 +127,10 @@ def kfp_errors(host: str) -> Iterator[None]:
             f"KFP at {host} answered {exc.status} {exc.reason}: {str(exc.body)[:300]}"
         ) from None
     except (HTTPError, OSError, TimeoutError) as exc:
-        raise SubmitError(f"cannot reach KFP at {host}: {exc}") from None
+        raise SubmitError(
+            f"cannot reach KFP at {host}: {str(exc).rstrip('.')}; is KFP's API served there? From a laptop: "
+            f"{PORT_FORWARD}, then --host http://localhost:8080 (docs/deploy.md, step 9)"
+        ) from None
 
 
 def upload_version(

@@ -15,6 +15,7 @@ from typing import Any
 
 from sslops.config import load_config
 from sslops.errors import ConfigError
+from sslops.k8s.commands import HOST_HELP
 
 COMMANDS = ("shadow", "schedule-shadow")
 
@@ -110,7 +111,7 @@ def add_schedule_args(
     parser: argparse.ArgumentParser, experiment: str, paths: list[tuple[str, str]]
 ) -> None:
     """What every ``schedule-*`` command takes: the cluster, the cron, the required paths."""
-    parser.add_argument("--host", required=True, metavar="URL", help="KFP API endpoint")
+    parser.add_argument("--host", required=True, metavar="URL", help=HOST_HELP)
     parser.add_argument(
         "--cron",
         required=True,
