@@ -177,7 +177,13 @@ def test_cli_compile_takes_the_config_as_config_json_default(tmp_path: Path, cap
     out = tmp_path / "mine.yaml"
     assert main(["compile", "--config", config, "--set", "pretrain.gpus_per_node=1",
                  "--out", str(out)]) == 0  # fmt: skip
-    assert capsys.readouterr().out == f"compiled {out}\n"
+    printed = capsys.readouterr()
+    assert printed.out == f"compiled {out}\n"  # the result; what to do with it on stderr
+    assert printed.err == (
+        "next: upload it in the KFP UI (Pipelines > Upload pipeline) and create a run from it; "
+        "or compile, upload and start a run in one step with sslops submit "
+        "(docs/deploy.md, step 9)\n"
+    )
     spec = next(yaml.safe_load_all(out.read_text()))
     parameter = spec["root"]["inputDefinitions"]["parameters"]["config_json"]
     default = json.loads(parameter["defaultValue"])

@@ -1101,6 +1101,9 @@ def _main(args: argparse.Namespace) -> int:
             with tempfile.TemporaryDirectory(dir=args.out.parent, prefix=".sslops-compile-") as tmp:
                 os.replace(compile_pipeline(Path(tmp) / "pipeline.yaml", cfg), args.out)
             print(f"compiled {args.out}")
+            print("next: upload it in the KFP UI (Pipelines > Upload pipeline) and create a run "
+                  "from it; or compile, upload and start a run in one step with sslops submit "
+                  "(docs/deploy.md, step 9)", file=sys.stderr)  # fmt: skip
             return 0
         if args.command in k8s_commands.COMMANDS:
             return k8s_commands.run(args)
