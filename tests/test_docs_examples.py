@@ -314,6 +314,51 @@ def test_every_repository_path_named_exists(doc: Path) -> None:
     assert missing == [], f"{doc.name} names paths that do not exist: {missing}"
 
 
+# --- how long it takes ------------------------------------------------------------------------
+
+DURATION = re.compile(r"\b\d+(?: to \d+)? minutes?\b")
+# What the README has a newcomer run that takes minutes on 2 cores (MNIST about 16).
+LONG_RUNS = ["make demo", "make test", "sslops run --config configs/mnist.yaml",
+             "sslops run --config configs/gunpoint.yaml"]  # fmt: skip
+
+
+def _how_long_said(text: str, command: str) -> str | None:
+    """Where the first code-block line running ``command`` says how long it takes: its
+    comment, or the paragraph right after its block; None when neither does."""
+    for block in FENCE.finditer(text):
+        for line in block[2].splitlines():
+            if re.match(rf"{re.escape(command)}(?![\w-])", line):
+                after = text[block.end() :].lstrip("\n").split("\n\n")[0]
+                found = DURATION.search(line.partition("#")[2]) or DURATION.search(after)
+                return found[0] if found else None
+    return None
+
+
+def test_the_readme_says_how_long_its_long_runs_take() -> None:
+    """A newcomer learns before typing it that a command runs for minutes (MNIST ran 16 with
+    no word of it in the README), and how long the first setup of .venv takes. Found by the
+    newcomer review of session 24."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert [command for command in LONG_RUNS if _how_long_said(readme, command) is None] == []
+    two_commands = readme.split("## Two commands", 1)[1].split("\n## ", 1)[0]
+    assert re.search(rf"Setup, once: {DURATION.pattern}", two_commands)
+
+
+def test_the_how_long_check_reads_the_comment_or_the_next_paragraph() -> None:
+    text = (
+        "```bash\nmake test-slow  # an hour\nmake test   # the suite\nsslops run --config a.yaml\n"
+        "```\n\nThis takes about 3 minutes.\n\nNot this: 9 minutes.\n\n"
+        "```bash\nmake demo  # about 2 minutes\n```\n"
+    )
+    assert _how_long_said(text, "make demo") == "2 minutes"
+    assert _how_long_said(text, "sslops run --config a.yaml") == "3 minutes"
+    assert _how_long_said(text, "make test") == "3 minutes"  # not make test-slow's line
+    assert (
+        _how_long_said("```bash\nmake test  # the suite\n```\n\nIt passes.\n", "make test") is None
+    )
+    assert _how_long_said(text, "make lint") is None
+
+
 # --- the Python block of docs/predict.md ------------------------------------------------------
 
 
