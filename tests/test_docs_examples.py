@@ -314,6 +314,31 @@ def test_every_repository_path_named_exists(doc: Path) -> None:
     assert missing == [], f"{doc.name} names paths that do not exist: {missing}"
 
 
+def test_the_readme_own_data_command_replaces_what_adult_yaml_says_of_adult() -> None:
+    """The README's own-data command starts from configs/adult.yaml: run as written, it must
+    not leave Adult's name on the model card and the registry entry, nor Adult's proxy
+    columns (resolved, it kept the title "Income classifier (UCI Adult)" and adult-income).
+    Found by the newcomer review of session 24."""
+    from functools import reduce
+
+    from sslops.config import load_config
+
+    section = (ROOT / "README.md").read_text(encoding="utf-8").split("## Your own data", 1)[1]
+    (line,) = _block_commands(section.split("\n## ", 1)[0])
+    args = build_parser().parse_args(_argv(line))
+    assert args.command == "run" and str(args.config) == "configs/adult.yaml"
+    adult = load_config(ROOT / args.config)
+    own = load_config(ROOT / args.config, args.overrides)
+    adults = ("data.train", "data.label", "data.positive", "data.sensitive", "evaluate.proxies",
+              "audit.title", "audit.model_name")  # fmt: skip
+    kept = [
+        k
+        for k in adults
+        if reduce(getattr, k.split("."), own) == reduce(getattr, k.split("."), adult)
+    ]
+    assert kept == []
+
+
 # --- how long it takes ------------------------------------------------------------------------
 
 DURATION = re.compile(r"\b\d+(?: to \d+)? minutes?\b")
