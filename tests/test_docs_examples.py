@@ -314,19 +314,40 @@ def test_every_repository_path_named_exists(doc: Path) -> None:
     assert missing == [], f"{doc.name} names paths that do not exist: {missing}"
 
 
-def test_the_readme_own_data_command_replaces_what_adult_yaml_says_of_adult() -> None:
-    """The README's own-data command starts from configs/adult.yaml: run as written, it must
-    not leave Adult's name on the model card and the registry entry, nor Adult's proxy
-    columns (resolved, it kept the title "Income classifier (UCI Adult)" and adult-income).
+def _help_own_data_command(epilog: str) -> str:
+    """The own-data ``sslops run`` example of a help epilog, its continuation lines joined."""
+    joined = re.sub(r"\\\n\s*", "", epilog)
+    (line,) = [m.strip() for m in joined.splitlines() if "data.train=my.csv" in m]
+    return line
+
+
+def _own_data_commands() -> list[tuple[str, str]]:
+    import sslops.cli as cli
+
+    section = (ROOT / "README.md").read_text(encoding="utf-8").split("## Your own data", 1)[1]
+    (line,) = _block_commands(section.split("\n## ", 1)[0])
+    return [
+        ("README", line),
+        ("sslops --help", _help_own_data_command(cli.EXAMPLES)),
+        ("sslops run --help", _help_own_data_command(cli.RUN_EXAMPLES)),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("where", "line"), _own_data_commands(), ids=["readme", "help", "run-help"]
+)
+def test_the_own_data_command_replaces_what_adult_yaml_says_of_adult(where: str, line: str) -> None:
+    """The own-data command (README, and the help's examples) starts from configs/adult.yaml:
+    run as written, it must not leave Adult's name on the model card and the registry entry,
+    nor Adult's proxy columns (resolved, it kept the title "Income classifier (UCI Adult)"
+    and adult-income, and the help's example named proxy columns its CSV does not have).
     Found by the newcomer review of session 24."""
     from functools import reduce
 
     from sslops.config import load_config
 
-    section = (ROOT / "README.md").read_text(encoding="utf-8").split("## Your own data", 1)[1]
-    (line,) = _block_commands(section.split("\n## ", 1)[0])
     args = build_parser().parse_args(_argv(line))
-    assert args.command == "run" and str(args.config) == "configs/adult.yaml"
+    assert args.command == "run" and str(args.config) == "configs/adult.yaml", where
     adult = load_config(ROOT / args.config)
     own = load_config(ROOT / args.config, args.overrides)
     adults = ("data.train", "data.label", "data.positive", "data.sensitive", "evaluate.proxies",
@@ -336,7 +357,7 @@ def test_the_readme_own_data_command_replaces_what_adult_yaml_says_of_adult() ->
         for k in adults
         if reduce(getattr, k.split("."), own) == reduce(getattr, k.split("."), adult)
     ]
-    assert kept == []
+    assert kept == [], where
 
 
 # --- how long it takes ------------------------------------------------------------------------

@@ -49,7 +49,9 @@ examples:
   sslops run --config configs/adult.yaml                     # whole pipeline, locally (kfp.local)
   sslops run --config configs/adult.yaml --set finetune.label_fraction=0.1 --out runs/ten-percent
   sslops run --config configs/adult.yaml --set data.train=my.csv --set data.test=null \\
-             --set data.label=default --set data.positive=yes --set data.sensitive=[gender]
+             --set data.label=default --set data.positive=yes --set data.sensitive=[gender] \\
+             --set evaluate.proxies=[] --set audit.model_name=loans \\
+             --set 'audit.title=Loan default model'   # not Adult's proxies, name, title
   sslops config --config configs/adult.yaml                  # print the resolved config
   sslops prepare --config params.yaml --out artifacts/prepare  # one stage (as dvc.yaml does)
   sslops submit --config configs/adult.yaml --host http://localhost:8080   # run on a KFP cluster
@@ -177,7 +179,9 @@ examples:
   sslops run --config configs/adult.yaml --set finetune.label_fraction=0.1 --out runs/ten-percent
   sslops run --config configs/adult.yaml --set finetune.fairness.constraint=equalized_odds
   sslops run --config configs/adult.yaml --set data.train=my.csv --set data.test=null \\
-             --set data.label=default --set data.positive=yes --set data.sensitive=[gender]
+             --set data.label=default --set data.positive=yes --set data.sensitive=[gender] \\
+             --set evaluate.proxies=[] --set audit.model_name=loans \\
+             --set 'audit.title=Loan default model'   # not Adult's proxies, name, title
   sslops run --config configs/mnist.yaml                     # images; configs/gunpoint.yaml: series
 """
 
