@@ -304,9 +304,12 @@ def test_a_site_held_out_as_the_ood_split(tmp_path: Path) -> None:
                                         r"timeseries data; the predicate can name 'label' "
                                         r"\(or data\.label 'class'\)"):  # fmt: skip
         prepare(without, tmp_path / "bad")
-    # the label by its data.label name ('class'), as by 'label'
-    by_class = PreparedData(prepare(config("prepare.ood=class == 2"), tmp_path / "cls"))
-    assert set(by_class.split("ood").frame["label"]) == {"2"}
+    # the label by its data.label name ('class'), as by 'label': it selects the class's items
+    # (here all of them, which leaves train one class: refused, naming where they went)
+    with pytest.raises(DataError, match=r"no item of class '2' \(\d+ in ood\) is in the train "
+                                        r"split.*prepare\.ood 'class == 2' took it"):  # fmt: skip
+        prepare(config("prepare.ood=class == 2"), tmp_path / "cls")
+    assert not (tmp_path / "cls").exists()
 
 
 def _stages(cfg: Config, root: Path, audit: bool) -> dict[str, Path]:

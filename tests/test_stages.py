@@ -277,7 +277,7 @@ def test_threshold_optimizer_is_fitted_on_out_of_fold_scores(
     # group thresholds are not a ranking: the base score's ROC AUC is not shown as theirs
     metrics = json.loads((stage_artifacts["evaluate"] / "metrics.json").read_text())
     row = metrics["models"]["ssl+threshold_optimizer"]
-    assert row["roc_auc"] != row["roc_auc"] and row["rows_in_groups_without_threshold"] == 0
+    assert row["roc_auc"] is None and row["rows_in_groups_without_threshold"] == 0
     assert (
         "| ssl+threshold_optimizer (needs sensitive attribute at prediction) | "
         in (stage_artifacts["evaluate"] / "metrics.md").read_text()
