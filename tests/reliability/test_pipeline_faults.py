@@ -96,7 +96,7 @@ def reference(
 def results(out: Path) -> dict[str, object]:
     """What must not depend on how the run got there: the sha256 of every file of the
     deterministic stages (pretrain's timing files: their contents without the timings),
-    the run summary's numbers and the audit gates."""
+    the run summary's numbers (not its stage timings) and the audit gates."""
     files = {
         stage: {
             name: digest
@@ -115,6 +115,7 @@ def results(out: Path) -> dict[str, object]:
         {k: v for k, v in row.items() if k not in {"samples_per_s", "seconds"}} for row in rows
     ]
     summary = json.loads((out / "summary.json").read_text().replace(str(out), "OUT"))
+    summary.pop("stages")  # each task's start and wall time, and whether it was reused
     return {"files": files, "pretrain": untimed, "summary": summary}
 
 
