@@ -115,7 +115,8 @@ class HelpFormatter(argparse.HelpFormatter):
 SUBCOMMAND_EXIT = """\
 exit status: 0 done; 2 unusable input, config or environment (one 'error:' line on stderr,
 nothing written); 3 a policy gate failed (likewise); 130 SIGINT, 143 SIGTERM (nothing
-partial kept); 1 a bug (a traceback). Results go to stdout, progress and errors to stderr: sslops --help"""
+partial kept); 141 stdout's reader went away (| head); 1 a bug (a traceback). Results go to
+stdout, progress and errors to stderr: sslops --help"""
 
 
 def _use_formatter(parser: argparse.ArgumentParser, top: bool = True) -> None:
