@@ -278,6 +278,12 @@ def test_threshold_optimizer_is_fitted_on_out_of_fold_scores(
     metrics = json.loads((stage_artifacts["evaluate"] / "metrics.json").read_text())
     row = metrics["models"]["ssl+threshold_optimizer"]
     assert row["roc_auc"] is None and row["rows_in_groups_without_threshold"] == 0
+    # its rates have intervals like every other row's (of its own decisions), its ROC AUC none
+    low, high = row["intervals"]["accuracy"]
+    assert 0 < low < high < 1
+    assert "roc_auc" not in row["intervals"] and "sex" in row["gap_intervals"]
+    assert all("roc_auc" not in b for b in row["group_intervals"]["sex"].values())
+    assert "randomized decision kept as drawn" in row["intervals_note"]
     assert (
         "| ssl+threshold_optimizer (needs sensitive attribute at prediction) | "
         in (stage_artifacts["evaluate"] / "metrics.md").read_text()
