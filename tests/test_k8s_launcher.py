@@ -42,6 +42,9 @@ class FakeApiServer:
         self.unavailable = 0  # answer this many reads of an object with 503 (an API server restart)
         self.drop_watches = 0  # close this many watch streams mid-response (a connection reset)
         self.on_create = lambda obj: None
+        self.own_pods: dict[str, dict[str, Any]] = {}  # single pods by name (the launcher's)
+        self.pod_reads = 0
+        self.on_pod_read = lambda name: None
         self.changed = threading.Condition()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -109,6 +112,12 @@ class FakeApiServer:
                 parts = url.path.strip("/").split("/")
                 if parts[:2] == ["api", "v1"] and parts[-1] == "log":
                     return self._send(200, api.logs[parts[-2]])
+                if parts[:2] == ["api", "v1"] and parts[-2] == "pods":  # one pod, by name
+                    api.pod_reads += 1
+                    api.on_pod_read(parts[-1])
+                    if parts[-1] not in api.own_pods:
+                        return self._send(404, {"kind": "Status", "code": 404})
+                    return self._send(200, api.own_pods[parts[-1]])
                 if parts[:2] == ["api", "v1"]:
                     pods = {"kind": "PodList", "apiVersion": "v1", "items": api.pods}
                     return self._send(200, pods)
@@ -610,3 +619,163 @@ def test_steps_that_move_are_not_a_stall(tmp_path: Path) -> None:
     progress.check("TrainJob x")
     progress.check("TrainJob x")
     assert lines == ["TrainJob x: no progress for 400 s (last heartbeats: rank 0 at step 5)"]
+
+
+LAUNCHER_POD = "ssl-pipeline-x7k2q-system-container-impl-1748390411"
+WORKFLOW_REF = {
+    "apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "name": "ssl-pipeline-x7k2q",
+    "uid": "5f0c8e4e-0c1b-4d7e-9f0e-1a2b3c4d5e6f", "controller": True, "blockOwnerDeletion": True,
+}  # fmt: skip
+
+
+def _launcher_pod(*conditions: tuple[str, str, str], deleted: bool = False) -> dict[str, Any]:
+    """The launcher's own pod as Argo creates it (owned by the run's Workflow), with
+    ``(type, status, reason)`` conditions and a deletionTimestamp when ``deleted``."""
+    metadata: dict[str, Any] = {
+        "name": LAUNCHER_POD, "namespace": NAMESPACE, "ownerReferences": [WORKFLOW_REF],
+    }  # fmt: skip
+    if deleted:
+        metadata["deletionTimestamp"] = "2026-12-02T02:30:00Z"
+    status = [{"type": t, "status": s, "reason": r} for t, s, r in conditions]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata,
+            "status": {"phase": "Running", "conditions": status}}  # fmt: skip
+
+
+def _sigterm_once_created(api_server: FakeApiServer) -> None:
+    """SIGTERM to this process (as the kubelet or Argo sends it) soon after the job is
+    created, when the launcher's handler is in place."""
+    import signal
+
+    def created(job: dict[str, Any]) -> None:
+        threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM)).start()
+
+    api_server.on_create = created
+
+
+def _stopped_launch(
+    api_server: FakeApiServer, api_client, cfg: Any, prepared_dir: Path, tmp_path: Path
+) -> tuple[int | str | None, str]:
+    """launch_pretrain_task of a job that never ends, SIGTERMed once created: its exit
+    status and the job's name."""
+    from sslops.k8s.launcher import Stopped
+
+    pretrained = SimpleNamespace(path=str(tmp_path / "pretrained"), metadata={})
+    _sigterm_once_created(api_server)
+    with pytest.raises(Stopped) as stopped:
+        launch_pretrain_task(
+            cfg.to_json(), "i", "i-cuda", SimpleNamespace(path=str(prepared_dir)), pretrained,
+            run_id="run-7", task_name="launch-pretrain", api_client=api_client,
+            namespace=NAMESPACE, pod_name=LAUNCHER_POD,
+        )  # fmt: skip
+    (name,) = api_server.objects or api_server.deleted
+    return stopped.value.code, name
+
+
+def test_a_drained_launcher_pod_leaves_its_job_running_for_the_retry(
+    api_server: FakeApiServer, api_client, small_config, prepared_dir, tmp_path: Path, capsys
+) -> None:
+    """Before: any SIGTERM deleted the job, so a node drain or spot reclaim of the launcher's
+    node killed hours of multi-node training that the retry could have followed. Kubernetes
+    marks a pod it evicts with DisruptionTarget before the SIGTERM; a stopped KFP run never
+    does (Argo signals the containers, the pod is not even deleted)."""
+    workspace = tmp_path / "workspace"
+    cfg = _job_config(small_config, workspace)
+    api_server.own_pods[LAUNCHER_POD] = _launcher_pod(
+        ("Ready", "True", ""), ("DisruptionTarget", "True", "EvictionByEvictionAPI"), deleted=True
+    )
+    code, name = _stopped_launch(api_server, api_client, cfg, prepared_dir, tmp_path)
+    assert code == 143 and api_server.deleted == [] and name in api_server.objects
+    run_dir = workspace / "sslops" / name
+    assert (run_dir / "config.json").is_file() and (
+        run_dir / "prepared"
+    ).is_dir()  # no checkpoint yet
+    out, err = capsys.readouterr()
+    assert (f"this pod is being stopped by a disruption (EvictionByEvictionAPI): leaving TrainJob "
+            f"{NAMESPACE}/{name} running; a retry of this task follows it") in out  # fmt: skip
+    assert f"kept {run_dir}: the job left running works in it" in err
+    # deleting the run (its Workflow) deletes the job no launcher follows any more
+    owner = {k: v for k, v in WORKFLOW_REF.items() if k not in ("controller", "blockOwnerDeletion")}
+    assert api_server.objects[name]["metadata"]["ownerReferences"] == [owner]
+
+
+def test_a_stopped_run_still_deletes_its_job(
+    api_server: FakeApiServer, api_client, small_config, prepared_dir, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """KFP stops a run by setting its Workflow's activeDeadlineSeconds to 0; Argo then
+    SIGTERMs the containers of the pod, which is neither deleted nor marked: the job goes,
+    and its GPUs with it. The pod is read again meanwhile (a kubelet's mark may trail its
+    SIGTERM); a stale mark the control plane cleared (status False) is no disruption."""
+    from sslops.k8s import launcher
+
+    monkeypatch.setattr(launcher, "DISRUPTION_WAIT_SECONDS", 1.5)
+    workspace = tmp_path / "workspace"
+    api_server.own_pods[LAUNCHER_POD] = _launcher_pod(
+        ("Ready", "True", ""), ("DisruptionTarget", "False", "PreemptionByScheduler")
+    )
+    code, name = _stopped_launch(
+        api_server, api_client, _job_config(small_config, workspace), prepared_dir, tmp_path
+    )
+    assert code == 143 and api_server.deleted == [name] and not api_server.objects
+    assert api_server.pod_reads >= 3  # the owner read, then the SIGTERM's first and later reads
+    assert not (workspace / "sslops" / name).exists()  # no checkpoint: nothing to keep
+
+
+@pytest.mark.parametrize(
+    ("pod", "deleted"),
+    [
+        # kubectl delete pod by hand: deleted, never marked: no waiting for a mark
+        (_launcher_pod(deleted=True), True),
+        # the pod cannot be read (no RBAC, API server down): the job goes (the cost of a
+        # wrong guess is the steps since the last checkpoint, not GPU hours)
+        (None, True),
+        # graceful node shutdown: the kubelet's mark arrives after its SIGTERM
+        ("late", False),
+    ],
+    ids=["deleted-by-hand", "unreadable", "kubelet-mark-late"],
+)
+def test_what_the_launcher_does_with_the_job_on_sigterm(
+    api_server: FakeApiServer, api_client, pod: Any, deleted: bool
+) -> None:
+    from sslops.k8s import launcher
+
+    name = "sslops-pretrain-sigterm"
+    if pod == "late":
+        api_server.own_pods[LAUNCHER_POD] = _launcher_pod(("Ready", "True", ""))
+
+        def mark(pod_name: str) -> None:  # the SIGTERM's second read sees the kubelet's mark
+            if api_server.pod_reads == 3:
+                api_server.own_pods[pod_name] = _launcher_pod(
+                    ("DisruptionTarget", "True", "TerminationByKubelet")
+                )
+
+        api_server.on_pod_read = mark
+    elif pod is not None:
+        api_server.own_pods[LAUNCHER_POD] = pod
+    lines: list[str] = []
+    watcher = JobWatcher(api_client, NAMESPACE, echo=lines.append, pod_name=LAUNCHER_POD)
+    _sigterm_once_created(api_server)
+    with pytest.raises(launcher.Stopped) as stopped, launcher._sigterm_as_exit():
+        watcher.run(_trainjob(name), timeout_seconds=30, retryable=True)
+    assert api_server.deleted == ([name] if deleted else [])
+    assert stopped.value.left_running is not deleted
+    if pod is None:
+        assert any(line.startswith("could not read this pod") for line in lines), lines
+    if pod == "late":
+        assert "(TerminationByKubelet)" in lines[-1] and api_server.pod_reads == 3
+
+
+def test_a_job_no_retry_can_find_is_deleted_even_when_the_pod_is_drained(
+    api_server: FakeApiServer, api_client
+) -> None:
+    """Without a KFP run id the job's name is random: left running, nothing would follow it."""
+    from sslops.k8s import launcher
+
+    api_server.own_pods[LAUNCHER_POD] = _launcher_pod(
+        ("DisruptionTarget", "True", "PreemptionByScheduler"), deleted=True
+    )
+    watcher = JobWatcher(api_client, NAMESPACE, echo=lambda line: None, pod_name=LAUNCHER_POD)
+    _sigterm_once_created(api_server)
+    with pytest.raises(launcher.Stopped), launcher._sigterm_as_exit():
+        watcher.run(_trainjob("sslops-pretrain-random"), timeout_seconds=30)
+    assert api_server.deleted == ["sslops-pretrain-random"]

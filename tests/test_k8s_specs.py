@@ -152,6 +152,10 @@ def test_compiled_multinode_pipeline_launches_a_trainjob(crds) -> None:
     placed = version["spec"]["platformSpec"]["platforms"]["kubernetes"]["deploymentSpec"]
     mount = placed["executors"]["exec-launch-pretrain"]["pvcMount"][0]
     assert (mount["constant"], mount["mountPath"]) == ("sslops-workspace", "/workspace")
+    # the launcher reads its own pod on SIGTERM (a drained node leaves the job running)
+    assert placed["executors"]["exec-launch-pretrain"]["fieldPathAsEnv"] == [
+        {"fieldPath": "metadata.name", "name": "SSLOPS_POD_NAME"}
+    ]
 
 
 def test_turning_one_stage_s_caching_off_keeps_the_audit_uncached(tmp_path: Path) -> None:

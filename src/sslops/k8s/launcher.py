@@ -14,8 +14,19 @@ from the latest intact checkpoint of that folder when its config fingerprint mat
 changed config starts fresh, saying why). The run folder is removed when the task
 succeeds, and kept for the retry when it fails after a checkpoint was written.
 
-A run that is stopped from the KFP UI sends SIGTERM to this pod; the job is then deleted
-so its GPUs are freed (its checkpoints stay for a retry). A passing API server outage (a restart, a 5xx or 429 answer, a reset
+SIGTERM reaches this pod for two different reasons, told apart by the pod's own
+``DisruptionTarget`` condition (:meth:`JobWatcher.disruption`), which Kubernetes sets before it
+preempts, evicts (``kubectl drain``, a spot node's drain) or shuts a node's pods down, and
+never when the run is stopped: KFP stops a run by setting its Argo Workflow's
+``activeDeadlineSeconds`` to 0, and Argo then signals the pod's containers without
+deleting the pod. A disrupted launcher leaves the job running, and its run folder, for the
+retry of the task to follow; any other SIGTERM (the run stopped, the pod deleted by hand),
+or one whose reason cannot be read, deletes the job so its GPUs are freed (its checkpoints
+stay for a retry). The job carries an owner reference to the run's Workflow when the pod
+names one, so deleting the run deletes a job no launcher follows any more; its
+``activeDeadlineSeconds`` ends it in any case.
+
+A passing API server outage (a restart, a 5xx or 429 answer, a reset
 watch connection) does not end the task, nor the job: the launcher reads the job again,
 backing off, for up to ``API_OUTAGE_SECONDS`` in a row.
 
@@ -28,6 +39,7 @@ with each rank's last step (a hung rank, a stuck collective), and again after as
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import sys
@@ -56,11 +68,24 @@ RETRY_SECONDS = 2.0  # first wait after a failed request; doubled up to MAX_RETR
 MAX_RETRY_SECONDS = 60.0
 DELETE_WAIT_SECONDS = 10 * 60  # how long a failed earlier attempt's job may take to go
 STALL_HEARTBEATS = 5  # heartbeat intervals without a step before "no progress" is logged
+# The kubelet's DisruptionTarget (node shutdown, node-pressure eviction) reaches the API
+# server after its SIGTERM may have: a SIGTERM on a pod that is neither marked nor deleted
+# looks again for this long, one read a second (well inside the 30 s grace period).
+DISRUPTION_WAIT_SECONDS = 5.0
+POD_NAME_ENV = "SSLOPS_POD_NAME"  # the pipeline sets it to the pod's metadata.name
+WORKFLOW_API_GROUP = "argoproj.io"
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
 class TrainingJobFailed(SslopsError):
     """The training job reached a failed state, was deleted, or ran past its deadline."""
+
+
+class Stopped(SystemExit):
+    """SIGTERM reached the launcher (exit status 143). ``left_running`` is set when the
+    job was left for the retry of the task (the launcher's pod was disrupted)."""
+
+    left_running = False
 
 
 @dataclass(frozen=True)
@@ -121,13 +146,19 @@ def verdict(kind: JobKind, obj: dict[str, Any]) -> str | None:
 class JobWatcher:
     """Create one job object and follow its conditions until it ends."""
 
-    def __init__(self, api_client: Any, namespace: str, echo: Callable[[str], None] = print):
+    def __init__(
+        self, api_client: Any, namespace: str, echo: Callable[[str], None] = print,
+        pod_name: str | None = None,
+    ) -> None:  # fmt: skip
+        """``pod_name``: the launcher's own pod, read on SIGTERM for why it is stopped and
+        at creation for the run's Workflow; None outside a pod."""
         from kubernetes import client
 
         self.custom = client.CustomObjectsApi(api_client)
         self.core = client.CoreV1Api(api_client)
         self.namespace = namespace
         self.echo = echo
+        self.pod_name = pod_name
         self._reported: set[tuple[str, str, str]] = set()
 
     def _args(self, kind: JobKind) -> tuple[str, str, str, str]:
@@ -190,14 +221,30 @@ class JobWatcher:
         raise TrainingJobFailed(f"{where} was still being deleted after {DELETE_WAIT_SECONDS} s")
 
     def run(
-        self, job: dict[str, Any], timeout_seconds: float, progress: ProgressWatch | None = None
-    ) -> dict[str, Any]:
-        """Create ``job``, wait for it, return its final state; raise when it fails."""
+        self, job: dict[str, Any], timeout_seconds: float, progress: ProgressWatch | None = None,
+        retryable: bool = False,
+    ) -> dict[str, Any]:  # fmt: skip
+        """Create ``job``, wait for it, return its final state; raise when it fails.
+
+        ``retryable``: a retry of the task finds the job (it is named after the run and
+        task), so a SIGTERM of a disrupted launcher pod leaves it running."""
         kind = KINDS[job["kind"]]
         name = job["metadata"]["name"]
+        self._adopt(job)
         self._create(job, kind)
         try:
             final = self._wait(job, kind, time.monotonic() + timeout_seconds, progress)
+        except Stopped as stop:
+            why = self.disruption() if retryable else None
+            if why is None:
+                self.delete(job)
+                raise
+            self.echo(
+                f"this pod is being stopped by a disruption ({why}): leaving {job['kind']} "
+                f"{self.namespace}/{name} running; a retry of this task follows it"
+            )
+            stop.left_running = True
+            raise
         except BaseException:
             self.delete(job)
             raise
@@ -279,6 +326,59 @@ class JobWatcher:
                 raise
         return None
 
+    def _own_pod(self) -> Any:
+        if not self.pod_name:
+            raise SslopsError(f"this pod's name is unknown (no {POD_NAME_ENV} or HOSTNAME)")
+        return self.core.read_namespaced_pod(self.pod_name, self.namespace)
+
+    def disruption(self) -> str | None:
+        """Why this pod got SIGTERM, when Kubernetes is disrupting it: the reason of its
+        ``DisruptionTarget`` condition (``EvictionByEvictionAPI``, ``PreemptionByScheduler``,
+        ``DeletionByTaintManager``, ``TerminationByKubelet``, ...); None for any other stop
+        (the run stopped, the pod deleted by hand) and when the pod cannot be read, which
+        then deletes the job: a job wrongly deleted loses the steps since its last
+        checkpoint, one wrongly left runs on GPUs until its deadline."""
+        deadline = time.monotonic() + DISRUPTION_WAIT_SECONDS
+        while True:
+            try:
+                pod = self._own_pod()
+            except Exception as exc:
+                self.echo(
+                    f"could not read this pod to tell a disruption from a stopped run "
+                    f"({_described(exc)}): deleting the job"
+                )
+                return None
+            for condition in (pod.status and pod.status.conditions) or []:
+                if condition.type == "DisruptionTarget" and condition.status == "True":
+                    return str(condition.reason or "DisruptionTarget")
+            # Marked before it is deleted, so a deleted pod without the mark is not
+            # disrupted; the kubelet's mark may trail its SIGTERM: look again.
+            left = deadline - time.monotonic()
+            if pod.metadata.deletion_timestamp is not None or left <= 0:
+                return None
+            time.sleep(min(1.0, left))
+
+    def _adopt(self, job: dict[str, Any]) -> None:
+        """Give ``job`` an owner reference to the Argo Workflow that owns this pod (the KFP
+        run), so that deleting the run deletes the job. No ``blockOwnerDeletion``: that
+        would need rights on the Workflow's finalizers."""
+        if not self.pod_name:
+            return
+        try:
+            owners = self._own_pod().metadata.owner_references or []
+        except Exception as exc:
+            self.echo(
+                f"no owner reference for the job: could not read this pod ({_described(exc)})"
+            )
+            return
+        for owner in owners:
+            if owner.kind == "Workflow" and owner.api_version.startswith(WORKFLOW_API_GROUP + "/"):
+                job["metadata"]["ownerReferences"] = [
+                    {"apiVersion": owner.api_version, "kind": owner.kind,
+                     "name": owner.name, "uid": owner.uid}
+                ]  # fmt: skip
+                return
+
     def failed_pod_logs(self, kind: JobKind, name: str, tail: int = 40) -> str:
         """The last lines of every failed container of the job's pods."""
         pods = self.core.list_namespaced_pod(
@@ -313,10 +413,12 @@ class JobWatcher:
 
 @contextmanager
 def _sigterm_as_exit() -> Iterator[None]:
-    """KFP stops a run with SIGTERM; turn it into SystemExit so cleanup code runs."""
+    """Turn SIGTERM (a stopped run, a disrupted pod) into :class:`Stopped` so cleanup code
+    runs; a second SIGTERM meanwhile is ignored (the cleanup is under way)."""
 
     def handler(signum: int, frame: Any) -> None:
-        raise SystemExit(143)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Stopped(143)
 
     previous = signal.signal(signal.SIGTERM, handler)
     try:
@@ -339,14 +441,22 @@ def in_cluster() -> tuple[Any, str]:
     return client.ApiClient(), namespace
 
 
+def own_pod_name() -> str | None:
+    """This pod's name: ``SSLOPS_POD_NAME`` (the downward API, set by the pipeline), else
+    ``HOSTNAME`` (the pod's name unless the pod sets a hostname)."""
+    return os.environ.get(POD_NAME_ENV) or os.environ.get("HOSTNAME") or None
+
+
 def launch_pretrain_task(
     config_json: str, image: str, gpu_image: str, prepared: Any, pretrained: Any,
     run_id: str = "", task_name: str = "", api_client: Any = None, namespace: str | None = None,
+    pod_name: str | None = None,
 ) -> None:  # fmt: skip
     """The ``launch_pretrain`` component body: stage, run the job, collect its output.
 
     ``run_id`` and ``task_name`` (the KFP run's id and this task's name) name the job and
-    its run folder, so that a retry of the task resumes what the earlier attempt left."""
+    its run folder, so that a retry of the task resumes what the earlier attempt left.
+    ``pod_name`` is this pod's (in a cluster: :func:`own_pod_name`)."""
     from sslops.config import config_from_json
     from sslops.k8s.specs import JobRequest, build_training_job
     from sslops.pretrain.stage import checkpoint_dir_for
@@ -361,6 +471,7 @@ def launch_pretrain_task(
             )
         if api_client is None or namespace is None:
             api_client, namespace = in_cluster()
+            pod_name = pod_name or own_pod_name()
         name = job_name(run_id, task_name)
         retryable = name is not None
         if name is None:
@@ -372,7 +483,7 @@ def launch_pretrain_task(
         if gpus := cfg.pretrain.gpus_per_node:
             image = gpu_image
         job = build_training_job(cfg, JobRequest(name, namespace, image, str(run_dir)))
-        collected = False
+        collected = left_running = False
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
             if finished_artifact(cfg, out):
@@ -385,10 +496,14 @@ def launch_pretrain_task(
                 progress = (
                     ProgressWatch(checkpoints, STALL_HEARTBEATS * beat, print) if beat else None
                 )
-                with _sigterm_as_exit():
-                    JobWatcher(api_client, namespace).run(
-                        job, cfg.platform.job_timeout_minutes * 60, progress
-                    )
+                try:
+                    with _sigterm_as_exit():
+                        JobWatcher(api_client, namespace, pod_name=pod_name).run(
+                            job, cfg.platform.job_timeout_minutes * 60, progress, retryable
+                        )
+                except Stopped as stop:
+                    left_running = stop.left_running
+                    raise
                 if not (out / "meta.json").is_file():
                     raise TrainingJobFailed(
                         f"{job['kind']} {name} succeeded but left no pretrain artifact in {run_dir}"
@@ -396,7 +511,9 @@ def launch_pretrain_task(
             shutil.copytree(out, pretrained.path)
             collected = True
         finally:
-            leave_run_folder(run_dir, checkpoints, keep=retryable and not collected)
+            leave_run_folder(
+                run_dir, checkpoints, keep=retryable and not collected, in_use=left_running
+            )
         summary_path = Path(pretrained.path) / "summary.json"
         summary = json.loads(summary_path.read_text(encoding="utf-8"))
         pretrained.metadata.update(

@@ -99,9 +99,18 @@ def resume_or_start_fresh(cfg: Any, checkpoints: Path, echo: Callable[[str], Non
     echo(f"starting fresh at step 0: {problem}; removed {checkpoints}")
 
 
-def leave_run_folder(run_dir: Path, checkpoints: Path, keep: bool) -> None:
+def leave_run_folder(run_dir: Path, checkpoints: Path, keep: bool, in_use: bool = False) -> None:
     """Remove the run folder, unless a retry of the task can resume from a checkpoint in it
-    (one in a ``pretrain.checkpoint_dir`` elsewhere outlives the folder anyway)."""
+    (one in a ``pretrain.checkpoint_dir`` elsewhere outlives the folder anyway), or the
+    job left running for the retry (``in_use``) still reads and writes it."""
+    if in_use:
+        print(
+            f"kept {run_dir}: the job left running works in it, and a retry of this task "
+            "follows the job",
+            file=sys.stderr,
+            flush=True,
+        )
+        return
     if keep and checkpoints.is_relative_to(run_dir) and any(checkpoints.glob("step-*")):
         print(
             f"kept {run_dir} with its checkpoints in {checkpoints}: a retry of this task "

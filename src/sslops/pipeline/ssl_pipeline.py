@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from kfp import compiler, dsl
+from kfp import compiler, dsl, kubernetes
 from kfp.compiler.compiler_utils import KubernetesManifestOptions
 
 from sslops.config import Config, PretrainConfig
 from sslops.k8s.kfp_platform import make_pipeline, place_task
+from sslops.k8s.launcher import POD_NAME_ENV
 from sslops.k8s.settings import PlatformConfig
 from sslops.k8s.specs import cuda_image
 from sslops.pipeline import components as c
@@ -74,6 +75,8 @@ def build_pipeline(
             # Not the compiled launcher's kind: the run's config_json picks TrainJob or PyTorchJob.
             pretrained.set_display_name("self-supervised pretraining (training job)")
             place(pretrained, "pretrain", workspace=True)
+            # the launcher reads its own pod on SIGTERM: a disruption leaves the job running
+            kubernetes.use_field_path_as_env(pretrained, POD_NAME_ENV, "metadata.name")
         finetuned = c.finetune(
             config_json=config_json,
             prepared=prepared.outputs["prepared"],
