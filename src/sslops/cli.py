@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import json
 import math
@@ -21,7 +22,7 @@ import tempfile
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec
 
 import yaml
 
@@ -1064,6 +1065,41 @@ def _stdout_closed() -> int:
     return EXIT_SIGPIPE
 
 
+P = ParamSpec("P")
+
+
+def _stdout_flushed_at_the_end(entry: Callable[P, int]) -> Callable[P, int]:
+    """What a command printed that still sits in stdout's buffer (help, config, a --json
+    report: anything short) is written before the command returns, not at interpreter exit,
+    where a reader that went away (| head -c1) shows as Python's 'Exception ignored ...
+    BrokenPipeError' and status 120."""
+
+    @functools.wraps(entry)
+    def run(*args: P.args, **kwargs: P.kwargs) -> int:
+        try:
+            status = entry(*args, **kwargs)
+        except SystemExit as done:  # argparse's --help, --version and usage errors
+            if isinstance(done.code, int | None):
+                done.code = _flush_stdout(done.code or 0)
+            raise
+        return _flush_stdout(status)
+
+    return run
+
+
+def _flush_stdout(status: int) -> int:
+    """``status``, or, when stdout's reader went away, 141 for a command that succeeded (as
+    predict's stream ends: not all output was taken); a failure keeps its own status (its
+    error line is on stderr)."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:  # stdout's own flush: its reader, no task's or server's
+        closed = _stdout_closed()  # the exit's own flush now writes to nothing
+        return closed if status == 0 else status
+    return status
+
+
+@_stdout_flushed_at_the_end
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _portable_paths_and_output(args)
