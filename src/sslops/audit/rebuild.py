@@ -155,6 +155,12 @@ class _Side:
         self.listed: dict[str, str] = manifest.get("files", {}) if manifest else {}
         self.signed = SIGNATURE in self.files.names()
 
+    def __enter__(self) -> _Side:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.files.close()
+
     def json(self, name: str) -> Any:
         try:
             return json.load(io.BytesIO(self.files.read(name)))
@@ -206,7 +212,11 @@ def _card_lines(filed: _Side, rebuilt: _Side) -> list[str]:
 
 def compare_bundles(filed_path: Path, rebuilt_path: Path) -> dict[str, Any]:
     """Compare two bundles (folders, .zip or audit folders); see the module docstring."""
-    filed, rebuilt = _Side(filed_path), _Side(rebuilt_path)
+    with _Side(filed_path) as filed, _Side(rebuilt_path) as rebuilt:  # a .zip: closed at the end
+        return _compare(filed, rebuilt)
+
+
+def _compare(filed: _Side, rebuilt: _Side) -> dict[str, Any]:
     report: dict[str, Any] = {
         "filed": str(filed.path), "rebuilt": str(rebuilt.path),
         "identical": [], "explained": [], "environment": [], "unexplained": [],

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import pandas as pd
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from sslops.artifacts import check_replaceable, sha256_file
 from sslops.audit.attestation import ATTESTATION, write_attestation
@@ -284,7 +285,18 @@ def reproduce(
             f"{out_dir} already holds an attestation; an attestation is a record and is not "
             "replaced: give another --out (or move that one away yourself)"
         )
-    files = BundleFiles(root)
+    with BundleFiles(root) as files:  # closed before the attestation is written, or on an error
+        record = _reevaluate(files, Path(data), trusted, key, verifier)
+    write_attestation(Path(out_dir), record, key, inputs=inputs)
+    return record
+
+
+def _reevaluate(
+    files: BundleFiles, data: Path, trusted: Ed25519PublicKey, key: Ed25519PrivateKey,
+    verifier: str | None,
+) -> dict[str, Any]:  # fmt: skip
+    """The attestation's record: the bundle's files checked and its model re-evaluated."""
+    root = files.path
     metrics, exported = _json(files, METRICS), _json(files, EXPORT)
     lineage, gates = _json(files, "lineage.json"), _json(files, "gates.json")
     data_check = check_test_data(Path(data), lineage)
@@ -329,7 +341,7 @@ def reproduce(
     failures += [failure_line(c) for c in checks if not c["passed"]]
     if model is None:
         failures.append(f"metrics: none re-evaluated: the bundle's {MODEL} is missing or damaged")
-    record = {
+    return {
         "attestation_format": 1,
         "kind": "sslops audit reproduce",
         "result": "failed" if failures else "passed",
@@ -359,5 +371,3 @@ def reproduce(
         "verifier": {"name": verifier or f"{getpass.getuser()}@{platform.node()}",
                      "key_fingerprint": fingerprint(key.public_key())},
     }  # fmt: skip
-    write_attestation(Path(out_dir), record, key, inputs=inputs)
-    return record
