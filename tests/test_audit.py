@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import re
 import shutil
 import warnings
 import zipfile
@@ -893,3 +894,31 @@ def test_model_card_says_pretraining_read_the_training_rows_without_their_labels
         "Label 'income': few rows of a class (validation 4 positive / 276 negative); the "
         "metrics and fairness gaps measured there" in card(2799, datacard)
     )
+
+
+def test_a_left_out_groups_selection_rate_in_the_figure_numbers_is_na_and_explained(
+    stage_artifacts: dict[str, Path], small_config: Config, tmp_path: Path
+) -> None:
+    """A group under evaluate.min_group_rows has no rate (NaN): the card's numbers of the
+    selection-rate figure printed 'nan' for it (found by the leftovers review); they print
+    n/a, as the card does for other undefined values, and say why."""
+    from sslops.evaluate import evaluate
+
+    raw = small_config.model_dump(mode="json")
+    raw["evaluate"]["min_group_rows"] = 400  # Female has about 330 of the 1,000 test rows
+    # sex's gaps are undefined then (one group left): those gates would fail, as they should
+    raw["audit"]["gates"].update(max_dp_difference=None, max_eo_difference=None)
+    cfg = Config.model_validate(raw)
+    upstream = {s: stage_artifacts[s] for s in _UPSTREAM}
+    upstream["evaluate"] = evaluate(cfg, upstream["prepare"], upstream["finetune"],
+                                    tmp_path / "evaluate")  # fmt: skip
+    assert (tmp_path / "evaluate" / "selection_rate.csv").read_text().splitlines()[1] == (
+        "Female,nan,nan,nan,nan"  # the data file keeps NaN, as pandas reads it
+    )
+    out = audit(cfg, upstream, tmp_path / "audit")
+    card = (out / "model_card.md").read_text(encoding="utf-8")
+    assert "| Female | n/a | n/a | n/a | n/a |" in card and not re.search(r"\bnan\b", card)
+    assert ("n/a in these numbers: the group has fewer than 400 test rows "
+            "(evaluate.min_group_rows)") in card  # fmt: skip
+    html_card = (out / "model_card.html").read_text(encoding="utf-8")
+    assert "<td>nan</td>" not in html_card and "<td>n/a</td>" in html_card

@@ -17,7 +17,7 @@ from typing import Any
 from sslops import __version__
 from sslops.artifacts import null_as_nan
 from sslops.audit.compliance import ANNEX_IV, DISCLAIMER, NIST, STATUS
-from sslops.audit.document import Document
+from sslops.audit.document import UNDEFINED, Document
 from sslops.config import FEW_VALIDATION_ROWS, SMALL_VALIDATION, AuditConfig, Config
 from sslops.data.datacard import few_class_note, label_note
 from sslops.gaps import WORST_OFF, lowest_rate
@@ -55,6 +55,16 @@ def _fmt(value: Any) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
+
+
+def _undefined_in_figure(cfg: Config, name: str) -> str:
+    """Why a figure's numbers hold n/a: a group's value is undefined, not zero."""
+    if name == "evidence/evaluate/selection_rate.png":
+        return (f"{UNDEFINED} in these numbers: the group has fewer than "
+                f"{cfg.evaluate.min_group_rows} test rows (evaluate.min_group_rows), so no rate "
+                "is measured for it (it would be noise; 'not shown' in the per-group tables "
+                "above) and no bar is drawn.")  # fmt: skip
+    return f"{UNDEFINED} in these numbers: undefined (no rows to measure it on), and not drawn."
 
 
 def _names(value: Any) -> str:
@@ -627,6 +637,9 @@ def build_card(cfg: Config, bundle: Path, context: dict[str, Any], evidence: lis
                 name.removeprefix("evidence/").removesuffix(".png").replace("_", " ")
             )
             doc.image(bundle / name, caption, ref=name)
+            data = doc.blocks[-1][4]
+            if data and any(UNDEFINED in row for row in data[1]):  # why, as for the gaps
+                doc.paragraph(_undefined_in_figure(cfg, name))
     # A JSON beside a .safetensors of the same name describes weights, not results.
     weights = {
         f"evidence/{s['stage']}/{f.removesuffix('.safetensors')}.json"

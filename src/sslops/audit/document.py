@@ -26,14 +26,19 @@ HTML_BUDGET = 950_000
 INLINE_ROWS = 40  # a figure's numbers up to this many rows are shown in full everywhere
 
 
+UNDEFINED = "n/a"  # how a document shows an undefined number (the CSV's "nan")
+
+
 def figure_data(png: Path) -> tuple[list[str], list[list[str]]] | None:
-    """The header and rows of the CSV beside ``png``, or None when it has none."""
+    """The header and rows of the CSV beside ``png``, or None when it has none; an
+    undefined value (NaN, written "nan") as :data:`UNDEFINED`."""
     path = data_path(png)
     if not path.is_file():
         return None
     with path.open(encoding="utf-8", newline="") as fh:
         lines = list(csv.reader(fh))
-    return (lines[0], lines[1:]) if lines else None
+    rows = [[UNDEFINED if cell == "nan" else cell for cell in row] for row in lines[1:]]
+    return (lines[0], rows) if lines else None
 
 
 def table_captions(blocks: list[tuple]) -> list[str]:
