@@ -500,6 +500,51 @@ def test_two_class_gaps_equal_fairlearn_and_stay_in_range() -> None:
     assert perfect["eo_difference"] == 0 and perfect["accuracy_parity_difference"] == 0
 
 
+def test_a_class_gap_that_cannot_be_measured_is_undefined_not_zero() -> None:
+    """Fewer than two groups to compare made every gap 0.0, a measured absence of a gap, so
+    a gate on it passed and the selection counted it within max_gap (found by the leftovers
+    review). It is NaN (null in metrics.json) with a note why, as the tabular gaps are."""
+    import math
+
+    from sslops.artifacts import json_text
+    from sslops.evaluate.multiclass import class_gap_notes, multiclass_metrics
+    from sslops.finetune.pareto import class_gap_upper_bounds, fairness_gap, largest_gap
+    from sslops.gaps import gap_notes
+
+    rng = np.random.default_rng(3)
+    y, pred = rng.integers(0, 3, 90), rng.integers(0, 3, 90)
+    one = np.array(["s1"] * 90)  # one group in the split: nothing to compare
+    assert all(math.isnan(v) for v in class_gaps(y, pred, one, 3).values())
+    assert all(math.isnan(v) for v in class_gap_upper_bounds(y, pred, one, 3, 0.95).values())
+    notes = class_gap_notes(y, one, 3)
+    assert set(notes) == {"dp_difference", "eo_difference", "eopp_difference",
+                          "accuracy_parity_difference"}  # fmt: skip
+    assert "of the groups compared only 's1' has rows" in notes["dp_difference"]
+    # two classes, the positives in one group only: equal opportunity alone is undefined,
+    # as for tables; equalized odds is then its FPR half, with the tabular note
+    sites = np.array(["a"] * 40 + ["b"] * 30)
+    y2 = np.array([1] * 20 + [0] * 50)
+    pred2 = rng.integers(0, 2, 70)
+    gaps = class_gaps(y2, pred2, sites, 2)
+    assert math.isnan(gaps["eopp_difference"])
+    assert gaps["dp_difference"] == pytest.approx(
+        fairness_gap("demographic_parity", y2, pred2, {"site": sites}))  # fmt: skip
+    assert gaps["eo_difference"] == pytest.approx(
+        fairness_gap("equalized_odds", y2, pred2, {"site": sites}))  # fmt: skip
+    assert class_gap_notes(y2, sites, 2) == gap_notes(y2, sites)
+    # three classes, no class in two groups: only equal opportunity is undefined
+    by_class = np.where(y == 0, "a", "b")
+    k3 = class_gaps(y, pred, by_class, 3)
+    assert math.isnan(k3["eopp_difference"]) and not math.isnan(k3["eo_difference"])
+    assert set(class_gap_notes(y, by_class, 3)) == {"eopp_difference"}
+    # what evaluate writes: null and the note; the selection's largest over columns is NaN
+    proba = np.eye(3)[pred] * 0.8 + 0.2 / 3
+    metrics = multiclass_metrics(y, proba, {"site": one, "class-ish": by_class})
+    assert json.loads(json_text(metrics))["gaps"]["site"]["dp_difference"] is None
+    assert metrics["gap_notes"] == {"site": notes, "class-ish": class_gap_notes(y, by_class, 3)}
+    assert math.isnan(largest_gap([0.1, class_gaps(y, pred, one, 3)["dp_difference"]]))
+
+
 def test_a_class_code_without_rows_is_named_not_blamed_on_the_label_fraction() -> None:
     # Found by the static review: GroupDROLogisticRegression(classes=3) fitted on codes 0 and
     # 2 said "raise finetune.label_fraction", advice for no estimator user (and no stage

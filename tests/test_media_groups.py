@@ -16,8 +16,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from sslops.artifacts import null_as_nan
 from sslops.config import Config, load_config, validate_config
-from sslops.errors import ConfigError, DataError
+from sslops.errors import ConfigError, DataError, GateError
 from sslops.prepare import PreparedData, prepare
 from tests.conftest import ROOT
 
@@ -382,3 +383,39 @@ def test_series_groups_from_records_reach_evaluation(tmp_path: Path) -> None:
         [*FAST, f"data.attributes_file={records}", "data.sensitive=[actor]"],
     )  # fmt: skip
     _check_groups_measured(_stages(cfg, tmp_path / "run", audit=False), "actor")
+
+
+def test_a_gap_with_one_test_group_is_undefined_in_metrics_report_gates_and_card(
+    tmp_path: Path,
+) -> None:
+    """Every test series from one site: no gap by site can be measured. It was 0.0, which
+    read as no gap and passed max_dp_difference (found by the leftovers review); now it is
+    null, 'undefined' in metrics.md, n/a on the card, each with why, and a gate on it fails."""
+    from sslops.audit.gates import evaluate_gates, measured_values
+
+    records = _gunpoint_records(tmp_path)
+    frame = pd.read_csv(records)
+    frame["site"] = ["s1" if k.startswith("GunPoint_TEST") or i % 2 else "s2"
+                     for i, k in enumerate(frame["file"])]  # fmt: skip
+    _write(frame, records)
+    cfg = load_config(ROOT / "configs" / "gunpoint.yaml", [
+        *FAST, f"data.attributes_file={records}", "data.sensitive=[site,actor]",
+        "audit.gates.max_dp_difference=null", "audit.gates.max_eo_difference=null"])  # fmt: skip
+    a = _stages(cfg, tmp_path / "run", audit=True)
+    metrics = json.loads((a["evaluate"] / "metrics.json").read_text(encoding="utf-8"))
+    deployed = metrics["models"][cfg.export.model]
+    assert deployed["dp_difference"] is None and deployed["eo_difference"] is None
+    assert deployed["gaps"]["site"]["eopp_difference"] is None
+    assert deployed["gaps"]["actor"]["dp_difference"] is not None  # two actors in the test
+    why = "demographic-parity difference undefined: it compares the groups' selection rates"
+    assert deployed["gap_notes"]["site"]["dp_difference"].startswith(why)
+    report = (a["evaluate"] / "metrics.md").read_text(encoding="utf-8")
+    assert "| undefined | undefined |" in report and f"site: {why}" in report
+    card = (a["audit"] / "bundle" / "model_card.md").read_text(encoding="utf-8")
+    assert "Gaps not measured as such (n/a: fewer than two groups to compare): site: " in card
+    raw = cfg.model_dump(mode="json")
+    raw["audit"]["gates"]["max_dp_difference"] = 0.2
+    gated = Config.model_validate(raw)
+    exported = json.loads((a["export"] / "export.json").read_text(encoding="utf-8"))
+    with pytest.raises(GateError, match="demographic-parity difference is undefined"):
+        evaluate_gates(gated, measured_values(null_as_nan(metrics), exported))

@@ -22,7 +22,13 @@ from sslops.data.attributes import MEASURES
 from sslops.evaluate.corruptions import counterfactuals, shifted_images, shifted_series
 from sslops.evaluate.metrics import majority_accuracy
 from sslops.evaluate.multiclass import macro_auc, multiclass_metrics
-from sslops.evaluate.report import group_markdown, roc_points, write_reports
+from sslops.evaluate.report import (
+    gap_cell,
+    group_markdown,
+    models_gap_note_lines,
+    roc_points,
+    write_reports,
+)
 from sslops.evaluate.shift import compare_with_test, domain_auc
 from sslops.evaluate.shortcuts import mean_interval
 from sslops.finetune.arrays import MODELS, embed, fit_multinomial, groups_of, measured
@@ -232,9 +238,13 @@ def _markdown(
         ci = m.get("intervals", {}).get("accuracy")
         acc = f"{m['accuracy']:.4f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
         lines.append(
-            f"| {name} | {acc} | {m['roc_auc']:.4f} | {m['ece']:.4f} | {m['dp_difference']:.4f} "
-            f"| {m['eo_difference']:.4f} | {m['worst_group_accuracy']:.4f} |"
+            f"| {name} | {acc} | {m['roc_auc']:.4f} | {m['ece']:.4f} | {gap_cell(m['dp_difference'])} "
+            f"| {gap_cell(m['eo_difference'])} | {m['worst_group_accuracy']:.4f} |"
         )
+    notes = models_gap_note_lines(metrics, attribute)
+    if notes:  # "undefined" above: why, so that no reader takes it for no gap
+        lines += ["", "Gaps not measured as such (undefined: fewer than two groups to compare):",
+                  "", *notes]  # fmt: skip
     lines += [
         "",
         f"The fairness policy constrains: {constrained}. Gaps over K classes: DP = max over "

@@ -6,7 +6,11 @@ orders ``schema["classes"]`` so) they are the tabular gaps of
 :func:`sslops.gaps.rate_gaps`, and so fairlearn's where every group has both classes. A
 rate is taken over the groups where it is defined: a group without rows of class c has
 no true-positive rate for c (none outside c, no false-positive rate) and is left out of
-that difference; with fewer than two groups where it is defined the difference is 0.
+that difference; with fewer than two groups where it is defined that class's difference
+is undefined and left out of the largest. A gap with no class's difference defined (one
+group in the test split, say) is undefined: NaN (null in metrics.json, "undefined" in
+metrics.md, n/a on the model card, a failed gate; :func:`class_gap_notes` says why), as
+the tabular gaps are, never 0, which read as a measured absence of a gap.
 
 - ``dp_difference``: the largest, over classes c, between-group difference of
   P(predicted = c);
@@ -22,12 +26,14 @@ of class 1's probability); ECE is the top-label expected calibration error.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from sslops.evaluate.metrics import expected_calibration_error, percentile_bounds
+from sslops.gaps import gap_notes
 
 SUMMARY = (
     "accuracy",
@@ -62,23 +68,29 @@ def top_label_ece(y: np.ndarray, proba: np.ndarray) -> float:
 
 
 def _spread(rates: list[float]) -> float:
-    return float(max(rates) - min(rates)) if len(rates) > 1 else 0.0
+    return float(max(rates) - min(rates)) if len(rates) > 1 else math.nan
+
+
+def _larger(*values: float) -> float:
+    """The largest defined value; NaN when none is."""
+    return float(np.fmax.reduce(np.asarray(values, dtype=float)))
 
 
 def class_gaps(
     y: np.ndarray, predicted: np.ndarray, groups: np.ndarray, k: int
 ) -> dict[str, float]:
-    """dp / eo / eopp / accuracy-parity differences between the groups (see the module doc)."""
+    """dp / eo / eopp / accuracy-parity differences between the groups (see the module doc);
+    NaN where undefined."""
     levels = [groups == g for g in np.unique(groups)]
-    dp, eo, eopp = 0.0, 0.0, 0.0
+    dp, eo, eopp = math.nan, math.nan, math.nan
     for c in range(k):
         hit = predicted == c
-        dp = max(dp, _spread([hit[m].mean() for m in levels if m.any()]))
+        dp = _larger(dp, _spread([hit[m].mean() for m in levels if m.any()]))
         tpr = _spread([hit[m & (y == c)].mean() for m in levels if (m & (y == c)).any()])
         fpr = _spread([hit[m & (y != c)].mean() for m in levels if (m & (y != c)).any()])
-        eo = max(eo, tpr, fpr)
+        eo = _larger(eo, tpr, fpr)
         if k > 2 or c == 1:
-            eopp = max(eopp, tpr)
+            eopp = _larger(eopp, tpr)
     accuracy = [float(np.mean(predicted[m] == y[m])) for m in levels if m.any()]
     return {
         "dp_difference": dp,
@@ -86,6 +98,34 @@ def class_gaps(
         "eopp_difference": eopp,
         "accuracy_parity_difference": _spread(accuracy),
     }
+
+
+# Each gap of class_gaps: its name and the rates it compares, for class_gap_notes.
+_GAP_NAMES = {
+    "dp_difference": ("demographic-parity difference", "selection rates"),
+    "eo_difference": ("equalized-odds difference", "true- and false-positive rates"),
+    "eopp_difference": ("equal-opportunity difference", "true-positive rates"),
+    "accuracy_parity_difference": ("accuracy-parity difference", "accuracies"),
+}
+
+
+def class_gap_notes(y: np.ndarray, groups: np.ndarray, k: int) -> dict[str, str]:
+    """Why a gap of :func:`class_gaps` is undefined, keyed as class_gaps; empty when every
+    one is defined. Two classes: :func:`sslops.gaps.gap_notes` (class 1 positive), which
+    also notes an equalized-odds difference that is one of its halves alone."""
+    y, values = np.asarray(y), np.asarray(groups, dtype=str)
+    found = sorted(set(values.tolist()))
+    if len(found) < 2:
+        which = f"only {found[0]!r} has rows" if found else "none has rows"
+        return {key: f"{name} undefined: it compares the groups' {rates}, and of the groups "
+                f"compared {which}" for key, (name, rates) in _GAP_NAMES.items()}  # fmt: skip
+    if k == 2:
+        return gap_notes(y, values)
+    if any(len(set(values[y == c].tolist())) > 1 for c in range(k)):
+        return {}
+    return {"eopp_difference": "equal-opportunity difference undefined: it compares the "
+            "groups' true-positive rates of a class, and no class has rows in two groups or "
+            "more of those compared"}  # fmt: skip
 
 
 def summary(y: np.ndarray, proba: np.ndarray, groups: np.ndarray) -> dict[str, float]:
@@ -163,6 +203,9 @@ def multiclass_metrics(
     result["gaps"] = {
         name: class_gaps(y, proba.argmax(1), g, proba.shape[1]) for name, g in groups.items()
     }
+    notes = {name: class_gap_notes(y, g, proba.shape[1]) for name, g in groups.items()}
+    if any(notes.values()):  # as the tabular metrics: column -> gap -> why
+        result["gap_notes"] = {name: n for name, n in notes.items() if n}
     result["worst_group_accuracy"] = min(
         r["accuracy"] for r in result["by_group"][next(iter(groups))].values()
     )

@@ -63,6 +63,13 @@ def gap_note_lines(notes: dict[str, dict[str, str]], name: str = "") -> list[str
             for column, by_gap in notes.items() for text in by_gap.values()]  # fmt: skip
 
 
+def models_gap_note_lines(models: dict[str, dict[str, Any]], column: str) -> list[str]:
+    """:func:`gap_note_lines` of each model's gaps over ``column``, for below the table of
+    every model's overall metrics."""
+    return [line for name, m in models.items()
+            for line in gap_note_lines({column: m.get("gap_notes", {}).get(column, {})}, name)]  # fmt: skip
+
+
 def worst_off_cells(groups: dict[str, Any], min_rows: int = 0) -> list[str]:
     """One cell per :data:`WORST_OFF` rate: the group it is lowest for, with the rate."""
     cells = []

@@ -23,8 +23,8 @@ from sslops.evaluate.label_efficiency import label_efficiency
 from sslops.evaluate.metrics import auc, majority_accuracy, majority_note, model_metrics
 from sslops.evaluate.report import (
     gap_cell,
-    gap_note_lines,
     group_markdown,
+    models_gap_note_lines,
     roc_points,
     write_reports,
 )
@@ -103,8 +103,7 @@ def _metrics_markdown(
             f"| {name}{flag} | {acc} | {roc} | "
             f"{gap_cell(m['dp_difference'])} | {gap_cell(m['eo_difference'])} |"
         )
-    notes = [line for name, m in metrics.items()
-             for line in gap_note_lines({sensitive: m.get("gap_notes", {}).get(sensitive, {})}, name)]  # fmt: skip
+    notes = models_gap_note_lines(metrics, sensitive)
     if notes:
         lines += ["", *notes]
     lines += [f"- {name}: {m['intervals_note']}." for name, m in metrics.items()

@@ -48,10 +48,12 @@ from sslops.finetune.pareto import (
     MECHANISMS,
     Candidate,
     class_gap_upper_bounds,
+    largest_gap,
     mark_front,
     plot_front,
     select,
     selection_rule,
+    undefined_gap_note,
 )
 from sslops.finetune.stage import check_label_classes, stratified_label_subset
 from sslops.models.arrays import (
@@ -278,18 +280,15 @@ def finetune_arrays(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_d
                   intercept: np.ndarray, extra: dict | None = None) -> Candidate:  # fmt: skip
         predicted = (zs_val @ coef.T + intercept).argmax(1)
         acc = float(np.mean(predicted == val.target))
-        gaps: dict[str, float] = {}
+        # the largest over the columns; undefined (NaN) when one column's is, as for tables
+        found = [class_gaps(val.target, predicted, val_groups[a], classes) for a in columns]
+        keys = {**GAP_OF, "accuracy_parity": "accuracy_parity_difference"}
+        gaps = {name: largest_gap(f[key] for f in found) for name, key in keys.items()}
         upper: dict[str, float] = {}
-        for g in (val_groups[a] for a in columns):
-            found = class_gaps(val.target, predicted, g, classes)
-            for constraint, key in GAP_OF.items():
-                gaps[constraint] = max(gaps.get(constraint, 0.0), found[key])
-            gaps["accuracy_parity"] = max(gaps.get("accuracy_parity", 0.0),
-                                          found["accuracy_parity_difference"])  # fmt: skip
-            if fair.gap_confidence is not None:
-                bounds = class_gap_upper_bounds(val.target, predicted, g, classes,
-                                                fair.gap_confidence)  # fmt: skip
-                upper = {k: max(upper.get(k, 0.0), v) for k, v in bounds.items()}
+        if fair.gap_confidence is not None:
+            bounds = [class_gap_upper_bounds(val.target, predicted, val_groups[a], classes,
+                                             fair.gap_confidence) for a in columns]  # fmt: skip
+            upper = {name: largest_gap(b[name] for b in bounds) for name in GAP_OF}
         return Candidate(name, mechanism, strength, acc, gaps, upper=upper,
                          extra={"head": (coef, intercept), **(extra or {})})  # fmt: skip
 
@@ -321,6 +320,10 @@ def finetune_arrays(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_d
         if fair.constraint != "none"
         else (candidates[0], True)
     )  # fmt: skip
+    undefined = (undefined_gap_note(chosen, constraint, "the validation items", "label more "
+                 "items of the missing group or class") if fair.constraint != "none" else None)  # fmt: skip
+    if undefined:
+        print(f"warning: {undefined}", file=sys.stderr, flush=True)
     coef, intercept = chosen.extra["head"]
     mitigated = set_head(classifier(True), coef, intercept, shift, scale)
 
@@ -359,6 +362,7 @@ def finetune_arrays(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_d
             "selected_description": MECHANISMS.get(chosen.mechanism, chosen.mechanism),
             "selected_strength": chosen.strength,
             "policy_met_on_validation": policy_met,
+            **({"selection_caveats": [undefined]} if undefined else {}),
             "selection_margin": fair.selection_margin,
             "gap_confidence": fair.gap_confidence,
             "selection_rule": selection_rule(fair.gap_confidence),

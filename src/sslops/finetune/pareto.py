@@ -71,10 +71,12 @@ def fairness_gap(
     """
     key = GAPS[name]
     y, predicted = np.asarray(y), np.asarray(predicted)
-    return _largest(rate_gaps(y, predicted, np.asarray(g), math.nan)[key] for g in groups.values())
+    return largest_gap(
+        rate_gaps(y, predicted, np.asarray(g), math.nan)[key] for g in groups.values()
+    )
 
 
-def _largest(values: Iterable[float]) -> float:
+def largest_gap(values: Iterable[float]) -> float:
     """The largest of ``values``; NaN when any is (the largest is then unknown)."""
     found = list(values)
     return math.nan if any(math.isnan(v) for v in found) else max(found)
@@ -109,7 +111,7 @@ def gap_upper_bound(
         tpr = _rate_gap_upper(predicted[y == 1], g[y == 1], z)
         fpr = _rate_gap_upper(predicted[y == 0], g[y == 0], z)
         bounds.append(tpr if name == "equal_opportunity" else float(np.fmax(tpr, fpr)))
-    return _largest(bounds)
+    return largest_gap(bounds)
 
 
 def class_gap_upper_bounds(
@@ -121,19 +123,21 @@ def class_gap_upper_bounds(
     of a between-group difference of a one-vs-rest rate); each class's rate difference gets
     the bound of :func:`gap_upper_bound` and the largest bound is the gap's. With two classes
     this is exactly ``gap_upper_bound`` with class 1 as the positive class. Keys are
-    ``GAPS``' names.
+    ``GAPS``' names; NaN where the gap is undefined (no class's difference is), as there.
     """
     z = NormalDist().inv_cdf(confidence)
     y, predicted, groups = np.asarray(y), np.asarray(predicted), np.asarray(groups)
-    dp = tpr = fpr = eopp = 0.0
+    dp = tpr = fpr = eopp = math.nan  # a class whose difference is undefined is left out
     for c in range(classes):
         hit, positive = predicted == c, y == c
-        dp = max(dp, _rate_gap_upper(hit, groups, z))
+        dp = float(np.fmax(dp, _rate_gap_upper(hit, groups, z)))
         tpr_c = _rate_gap_upper(hit[positive], groups[positive], z)
-        tpr, fpr = max(tpr, tpr_c), max(fpr, _rate_gap_upper(hit[~positive], groups[~positive], z))
+        tpr = float(np.fmax(tpr, tpr_c))
+        fpr = float(np.fmax(fpr, _rate_gap_upper(hit[~positive], groups[~positive], z)))
         if classes > 2 or c == 1:
-            eopp = max(eopp, tpr_c)
-    return {"demographic_parity": dp, "equalized_odds": max(tpr, fpr), "equal_opportunity": eopp}
+            eopp = float(np.fmax(eopp, tpr_c))
+    return {"demographic_parity": dp, "equalized_odds": float(np.fmax(tpr, fpr)),
+            "equal_opportunity": eopp}  # fmt: skip
 
 
 def _rate_gap_upper(hit: np.ndarray, groups: np.ndarray, z: float) -> float:
@@ -228,17 +232,21 @@ def select(candidates: list[Candidate], constraint: str, max_gap: float) -> tupl
     return max(deciding, key=lambda c: c.accuracy), False
 
 
-def undefined_gap_note(chosen: Candidate, constraint: str) -> str | None:
+def undefined_gap_note(
+    chosen: Candidate, constraint: str,
+    rows: str = "the rows it is measured on (fairness.gap_rows)",
+    remedy: str = "label more rows of the missing class, or set finetune.fairness.gap_crossfit "
+    "to measure it on the labeled training rows too",
+) -> str | None:  # fmt: skip
     """Why the policy is not met when the selected candidate's gap is undefined, else None."""
     if not math.isnan(chosen.policy_gap(constraint)):
         return None
     return (
-        f"the {constraint} gap of the selected candidate {chosen.name!r} is undefined on the "
-        "rows it is measured on (fairness.gap_rows): fewer than two groups of a sensitive "
+        f"the {constraint} gap of the selected candidate {chosen.name!r} is undefined on "
+        f"{rows}: fewer than two groups of a sensitive "
         "column have the rate it compares, so the policy cannot be checked and is not met; "
         "a candidate whose gap is "
-        "undefined never counts as within max_gap (label more rows of the missing class, or "
-        "set finetune.fairness.gap_crossfit to measure it on the labeled training rows too)"
+        f"undefined never counts as within max_gap ({remedy})"
     )
 
 
