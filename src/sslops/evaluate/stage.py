@@ -106,8 +106,10 @@ def _metrics_markdown(
     notes = models_gap_note_lines(metrics, sensitive)
     if notes:
         lines += ["", *notes]
-    lines += [f"- {name}: {m['intervals_note']}." for name, m in metrics.items()
-              if m.get("intervals_note")]  # fmt: skip
+    drawn = [f"- {name}: {m['intervals_note']}." for name, m in metrics.items()
+             if m.get("intervals_note")]  # fmt: skip
+    if drawn:
+        lines += ["", *drawn]
     lines += ["", f"Always predicting the majority class: accuracy {majority:.4f}."]
     lines += [f"- {name}: {m['majority_note']}." for name, m in metrics.items()
               if m.get("majority_note")]  # fmt: skip
