@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
+from collections.abc import Hashable
 from importlib.resources import files
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal, cast, get_args
@@ -38,13 +39,17 @@ class _Yaml12Loader(yaml.SafeLoader):
     config author editing the first would change nothing. A merge key (``<<: *base``) may
     still be overridden by the mapping's own keys."""
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        if not isinstance(node, yaml.MappingNode):  # `!!map 0`: PyYAML's own error names it
+            return super().construct_mapping(node, deep=deep)  # type: ignore[arg-type]
         seen: dict[Any, yaml.Mark] = {}
         for key_node, _ in node.value:
             merge = key_node.tag == "tag:yaml.org,2002:merge"
             if merge or not isinstance(key_node, yaml.ScalarNode):
                 continue
             key = self.construct_object(key_node)
+            if not isinstance(key, Hashable):  # `!!set : x`: PyYAML's own error names it
+                continue
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None,
@@ -54,6 +59,22 @@ class _Yaml12Loader(yaml.SafeLoader):
                 )  # fmt: skip
             seen[key] = key_node.start_mark
         return super().construct_mapping(node, deep=deep)
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        """PyYAML's own scalar readers raise plain ValueError and friends for a value that
+        looks like a date or number but is none (``2001-13-01``, ``!!int 1e3``, a 5,000-digit
+        integer): turn those into a YAML error at the value's line and column."""
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, TypeError, AttributeError, OverflowError, LookupError) as exc:
+            shown = str(node.value) if isinstance(node, yaml.ScalarNode) else type(node).__name__
+            shown = shown if len(shown) <= 40 else f"{shown[:37]}... ({len(shown)} characters)"
+            kind = node.tag.rpartition(":")[2]
+            raise yaml.constructor.ConstructorError(
+                None, None,
+                f"cannot read {shown!r} as YAML type {kind!r} ({exc}); quote it to keep it as text",
+                node.start_mark,
+            ) from None  # fmt: skip
 
 
 _Yaml12Loader.yaml_implicit_resolvers = {
@@ -1145,8 +1166,19 @@ def validate_config(raw: dict[str, Any]) -> Config:
 def read_yaml_file(path: Path, what: str) -> Any:
     """The YAML document in ``path``; one error naming the file (``what``: "config file",
     "values file") and PyYAML's line and column when it is not YAML."""
+    text = ""
     try:
-        return read_yaml(Path(path).read_text(encoding="utf-8"))
+        text = Path(path).read_text(encoding="utf-8")
+        return read_yaml(text)
+    except yaml.reader.ReaderError as exc:  # PyYAML names the character's offset, not its line
+        before = text[: exc.position]
+        where = f"line {before.count(chr(10)) + 1}, column {len(before.rpartition(chr(10))[2]) + 1}"
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise ConfigError(
+            f"{what} {path} is not valid YAML: character U+{code:04X} at {where} is not "
+            "allowed (YAML takes printable characters, tab and line breaks; in a double-quoted "
+            "value write it as an escape such as \\x1f)"
+        ) from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         reason = " ".join(str(exc).split())  # PyYAML's message spans lines; the CLI prints one
         # PyYAML read a string, so it names the source "<unicode string>"; the file is named above
