@@ -163,9 +163,28 @@ def verify_attestation(path: Path, public_key: Ed25519PublicKey | None) -> dict[
     result: dict[str, Any] = {"path": str(path), "problems": problems}
     result["key_fingerprint"] = signed["key_fingerprint"]
     if not problems:
-        attested = json.loads((path / ATTESTATION).read_bytes())
+        attested = _attested_record(path / ATTESTATION)
+        if attested is None:  # signed as it is (with --integrity-only, by any key)
+            problems.append(f"{ATTESTATION} is not an attestation record (expected a JSON "
+                            "object as sslops audit reproduce writes)")  # fmt: skip
+            return result
         result["result"] = attested.get("result")
-        result["verifier"] = attested.get("verifier", {}).get("name")
-        result["bundle_manifest_sha256"] = attested.get("bundle", {}).get("manifest_sha256")
+        result["verifier"] = attested["verifier"].get("name")
+        result["bundle_manifest_sha256"] = attested["bundle"].get("manifest_sha256")
         result["created"] = attested.get("created")
     return result
+
+
+def _attested_record(path: Path) -> dict[str, Any] | None:
+    """The attestation record in ``path``, or None where it is not one."""
+    try:
+        attested = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    if not isinstance(attested, dict):
+        return None
+    attested.setdefault("verifier", {})
+    attested.setdefault("bundle", {})
+    if not isinstance(attested["verifier"], dict) or not isinstance(attested["bundle"], dict):
+        return None
+    return attested

@@ -227,11 +227,20 @@ def sign_manifest(bundle: Path, key: Signer) -> dict[str, Any]:
 
 
 def check_signature_record(
-    record: dict[str, Any], public_key: Ed25519PublicKey | None, name: str
+    record: Any, public_key: Ed25519PublicKey | None, name: str
 ) -> tuple[str | None, dict[str, Any], Ed25519PublicKey | None]:
-    """(problem or None, the signed fields, the key that verified) for a signature record."""
+    """(problem or None, the signed fields, the key that verified) for a signature record
+    (as read from JSON: of any type)."""
+    extra = (
+        sorted(map(str, set(record) - {"signed", "signature"})) if isinstance(record, dict) else []
+    )
+    if extra:  # outside what the signature covers: anyone could have written them
+        return (f"{name} was modified: it holds {', '.join(map(repr, extra))} besides the "
+                "signed fields and their signature", {}, None)  # fmt: skip
     try:
         signed = record["signed"]
+        if not isinstance(signed, dict):
+            raise TypeError("the signed fields are not a mapping")
         if signed.get("algorithm") != ALGORITHM:  # the only one signed or accepted: no downgrade
             return (f"{name}: algorithm {signed.get('algorithm')!r} is not {ALGORITHM}, the only "
                     "one sslops signs with or accepts", {}, None)  # fmt: skip
@@ -435,6 +444,8 @@ def check_signature(
             manifest_sha256 = files.sha256(MANIFEST)
         except DamagedFile as exc:
             return [str(exc)], info
+        if not isinstance(signed.get("manifest_sha256"), str):  # an older or foreign record
+            return [f"{SIGNATURE} was modified: it names no manifest_sha256 of {MANIFEST}"], info
         if signed["manifest_sha256"] != manifest_sha256:
             return [f"{MANIFEST} was modified after it was signed"], info
     return [], info
