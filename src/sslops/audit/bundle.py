@@ -292,8 +292,8 @@ class DamagedFile(ArtifactError):
 
 
 # What reading a damaged zip member raises: a bad CRC or header, corrupt deflate data,
-# data cut short, an I/O error.
-_ZIP_READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError)
+# data cut short, an I/O error; a "version needed to extract" zipfile does not know.
+_ZIP_READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError)
 
 
 class BundleFiles:
@@ -306,7 +306,7 @@ class BundleFiles:
         if path.is_file():
             try:
                 archive = zipfile.ZipFile(path)
-            except (zipfile.BadZipFile, EOFError, OSError) as exc:
+            except _ZIP_READ_ERRORS as exc:
                 reason = f"not a readable zip archive: {_reason(exc)}"
                 raise DamagedFile(str(path), reason) from None
             with contextlib.ExitStack() as refused:
