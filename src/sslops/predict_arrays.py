@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import json
 import warnings
+import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +44,7 @@ from sslops.data.images import (
     open_image,
     read_pixel_csv,
 )
-from sslops.data.series import canonical_series, read_ts
+from sslops.data.series import FLOAT32_MAX, SERIES_FLOATS, canonical_series, read_ts
 from sslops.errors import DataError
 from sslops.models.arrays import model_input
 
@@ -60,23 +62,35 @@ class ArrayScores:
     resized: int
 
 
+# What np.load raises for a damaged .npy or .npz (an .npz is read lazily, member by member):
+# a bad header or CRC, corrupt deflate data, a file cut short; zipfile's NotImplementedError
+# and RuntimeError for a member it cannot read (another "version needed", encrypted).
+_NUMPY_READ_ERRORS = (
+    OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError,
+    RuntimeError,
+)  # fmt: skip
+
+
 def _load_array(path: Path) -> np.ndarray:
-    try:
-        with warnings.catch_warnings():
+    try:  # np.load leaks the file it opened when the zip is damaged: hand it an open one
+        with warnings.catch_warnings(), open(path, "rb") as fh:
             warnings.simplefilter("ignore")
-            loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
+            loaded = np.load(fh, allow_pickle=False)
+            if isinstance(loaded, np.ndarray):
+                return loaded
+            with loaded:
+                names = list(loaded.files)
+                if len(names) != 1 and "x" not in names:
+                    raise DataError(
+                        f"--data {path} holds arrays {names}; expected one array, or one named 'x'"
+                    )
+                return np.asarray(loaded["x" if "x" in names else names[0]])
+    except _NUMPY_READ_ERRORS as exc:
+        if "allow_pickle" in str(exc):  # numpy's words for an array of Python objects
+            raise DataError(f"--data {path} holds Python objects (dtype object), which sslops "
+                            "does not unpickle; save the array with a numeric dtype") from None  # fmt: skip
         reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         raise DataError(f"--data {path}: not a readable NumPy file ({reason})") from None
-    if isinstance(loaded, np.ndarray):
-        return loaded
-    with loaded:
-        names = list(loaded.files)
-        if len(names) != 1 and "x" not in names:
-            raise DataError(
-                f"--data {path} holds arrays {names}; expected one array, or one named 'x'"
-            )
-        return np.asarray(loaded["x" if "x" in names else names[0]])
 
 
 def _image_files(root: Path) -> list[Path]:
@@ -160,12 +174,18 @@ def _series(path: Path, shape: list[Any], policy: str) -> tuple[np.ndarray, np.n
         ids = np.array([f"{_stem(path)}:{i}" for i in range(len(raw))], dtype=object)
         return model_input("timeseries", series).numpy(), ids, _changed(report)
     values = _load_array(path)
-    if values.ndim != 2 or len(values) == 0 or not np.issubdtype(values.dtype, np.number):
+    real = np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating)
+    if values.ndim != 2 or len(values) == 0 or not real:  # complex: its imaginary part lost
         raise DataError(f"--data {path}: shape {values.shape}, dtype {values.dtype}; expected "
-                        "numeric series (N, L)")  # fmt: skip
+                        "real-valued numeric series (N, L)")  # fmt: skip
     values = values.astype(np.float64)
-    if np.isinf(values).any() or np.isnan(values).all(axis=1).any():
-        row = int(np.flatnonzero(np.isinf(values).any(1) | np.isnan(values).all(1))[0])
+    beyond = np.abs(values) > FLOAT32_MAX  # inf, or a value a 32-bit float makes inf
+    if beyond.any() or np.isnan(values).all(axis=1).any():
+        row = int(np.flatnonzero(beyond.any(1) | np.isnan(values).all(1))[0])
+        if beyond[row].any():
+            value = values[row, np.flatnonzero(beyond[row])[0]]
+            raise DataError(f"--data {path}: series {row} holds {value:g}; expected finite "
+                            f"values within ±{FLOAT32_MAX:.3g} ({SERIES_FLOATS})")  # fmt: skip
         raise DataError(f"--data {path}: series {row} is infinite or has no value")
     series, report = canonical_series(list(values), length, policy)
     ids = np.array([f"{_stem(path)}:{i}" for i in range(len(values))], dtype=object)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import gzip
 import itertools
+import warnings
 import zipfile
 import zlib
 from collections import Counter
@@ -253,7 +254,8 @@ def _npz_arrays(path: Path, key: str) -> dict[str, np.ndarray]:
                         f"which sslops does not unpickle; save it with a plain dtype, e.g. "
                         f"{name}.astype(str)"
                     ) from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError,
+            RuntimeError) as exc:  # the last two: a member zipfile cannot read  # fmt: skip
         raise DataError(
             f"{key}: {path} is not a readable .npz (zip) archive ({exc}); is it truncated? "
             f"{_SAVE_NPZ}"
@@ -358,13 +360,24 @@ def open_image(path: Path, what: str) -> Image.Image:
     phones and some scanners store the pixels rotated) and on an 8-bit scale. An unreadable
     file, or one of several pages or frames, is a DataError."""
     try:
-        with Image.open(path) as image:
-            _check_one_frame(image, what)
-            image.load()
-            upright = ImageOps.exif_transpose(image)
-            return _eight_bit_image(upright if upright is not image else image.copy(), what)
-    except (UnidentifiedImageError, OSError) as exc:
+        with warnings.catch_warnings():
+            # Pillow warns (two lines on stderr, per file) of metadata it skips, e.g. "Corrupt
+            # EXIF data" in a damaged TIFF or JPEG; the pixels are read or refused below.
+            warnings.filterwarnings("ignore", category=UserWarning, module="PIL")
+            with Image.open(path) as image:
+                _check_one_frame(image, what)
+                image.load()
+                upright = ImageOps.exif_transpose(image)
+                return _eight_bit_image(upright if upright is not image else image.copy(), what)
+    except Image.DecompressionBombError as exc:  # a corrupt header, or a hostile file
+        raise DataError(f"{what} is not read: {exc}") from None
+    except (UnidentifiedImageError, OSError, EOFError, *_DAMAGED_IMAGE) as exc:
         raise DataError(f"{what} is not a readable image ({exc})") from None
+
+
+# What Pillow's decoders raise for a damaged file besides OSError: "broken PNG file"
+# (SyntaxError), "Truncated IHDR chunk" (ValueError), "Missing dimensions" (TypeError).
+_DAMAGED_IMAGE = (SyntaxError, ValueError, TypeError)
 
 
 def _check_one_frame(image: Image.Image, what: str) -> None:

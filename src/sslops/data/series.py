@@ -65,11 +65,13 @@ def read_ts(
             )
         values = _values(parts[0], f"{key}: {path} line {number}")
         known = values[~np.isnan(values)]
-        infinite = np.flatnonzero(np.isinf(values))
+        infinite = np.flatnonzero(np.abs(values) > FLOAT32_MAX)  # inf too; not NaN
         if len(infinite):
+            value = values[infinite[0]]
+            limit = "" if np.isinf(value) else f" within ±{FLOAT32_MAX:.3g} ({SERIES_FLOATS})"
             raise DataError(
-                f"{key}: {path} line {number}: value {infinite[0] + 1} is "
-                f"{values[infinite[0]]}; expected finite numbers, or '?' for a missing one"
+                f"{key}: {path} line {number}: value {infinite[0] + 1} is {value:g}; expected "
+                f"finite numbers{limit}, or '?' for a missing one"
             )
         if len(known) < 2:
             raise DataError(
@@ -88,6 +90,10 @@ def read_ts(
         raise DataError(f"{key}: {path} has no series after @data")
     return series, np.array(labels, dtype=object)
 
+
+# Series are stored and trained on as 32-bit floats: a larger value would become inf there.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+SERIES_FLOATS = "series are stored as 32-bit floats"
 
 TS_FORMAT = (
     "sslops reads the UCR/sktime .ts format: header lines (@classLabel true, then the "
