@@ -8,48 +8,25 @@ another exception. ``tests/reliability/test_fuzz_inputs.py`` drives the CLI with
 ``yaml.safe_dump`` writes (always quoted where YAML would read them otherwise); these are the
 values a person types.
 
-The cases are derandomized (the same on every run); ``SSLOPS_FUZZ_RANDOM=1`` draws new ones
-and ``SSLOPS_FUZZ_SCALE`` multiplies their number, as for the reliability fuzzers.
+Derandomized (tests/fuzzing.py: ``SSLOPS_FUZZ_RANDOM=1`` / ``SSLOPS_FUZZ_SCALE`` draw more).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
-from sslops.config import Config, config_from_json, load_config
+from sslops.config import config_from_json, load_config
 from sslops.errors import ConfigError
 from tests.conftest import ROOT
-
-SCALE = float(os.environ.get("SSLOPS_FUZZ_SCALE", "1"))
-RANDOM = os.environ.get("SSLOPS_FUZZ_RANDOM", "") not in ("", "0")
-
-
-def fuzz(examples: int) -> settings:
-    return settings(
-        max_examples=max(1, int(examples * SCALE)), deadline=None, database=None,
-        derandomize=not RANDOM, suppress_health_check=list(HealthCheck),
-    )  # fmt: skip
-
+from tests.fuzzing import fuzz, leaf_keys
 
 BASE = yaml.safe_load((ROOT / "configs" / "adult.yaml").read_text(encoding="utf-8"))
-
-
-def leaf_keys(model: type[Any] = Config, prefix: str = "") -> list[str]:
-    keys = []
-    for name, field in model.model_fields.items():
-        annotation = field.annotation
-        if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
-            keys += leaf_keys(annotation, f"{prefix}{name}.")
-        else:
-            keys.append(f"{prefix}{name}")
-    return keys
 
 
 KEYS = leaf_keys()
@@ -104,7 +81,7 @@ def check_loaded(key: str, load: Any) -> None:
         assert config_from_json(cfg.to_json()) == cfg
 
 
-@fuzz(250)
+@fuzz(200)
 @given(key=PLACE, token=TOKENS)
 @example(key="seed", token="2001-13-01")  # month 13: PyYAML raised ValueError
 @example(key="data.positive", token="2024-02-30")  # day 30 of February: ValueError
@@ -118,12 +95,12 @@ def check_loaded(key: str, load: Any) -> None:
 def test_any_typed_value_at_any_key_loads_or_names_the_key(
     key: str, token: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    path = tmp_path_factory.mktemp("cfg", numbered=True) / "config.yaml"
+    path = tmp_path_factory.getbasetemp() / "fuzz-config.yaml"  # rewritten by each case
     path.write_text(config_text(key, token), encoding="utf-8")
     check_loaded(key, lambda: load_config(path))
 
 
-@fuzz(250)
+@fuzz(200)
 @given(key=PLACE, token=TOKENS)
 @example(key="seed", token="!!set :")  # an unhashable key: TypeError in the duplicate-key check
 def test_any_typed_override_loads_or_names_the_key(key: str, token: str) -> None:

@@ -30,7 +30,7 @@ from sslops.config import load_config
 from sslops.errors import SslopsError
 from sslops.prepare import prepare
 from tests.conftest import ADULT, ROOT
-from tests.test_fuzz_config import fuzz
+from tests.fuzzing import fuzz
 
 pytestmark = pytest.mark.slow
 

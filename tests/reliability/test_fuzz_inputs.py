@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import os
 import re
 import shutil
 import tempfile
@@ -30,27 +29,17 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from sslops.artifacts import read_meta
 from sslops.cli import main
 from sslops.config import Config
 from tests.conftest import ROOT
+from tests.fuzzing import fuzz, leaf_keys
 from tests.reliability.conftest import FUZZ_COUNTS
 
 pytestmark = pytest.mark.reliability
-
-SCALE = float(os.environ.get("SSLOPS_FUZZ_SCALE", "1"))
-RANDOM = os.environ.get("SSLOPS_FUZZ_RANDOM", "") not in ("", "0")
-
-
-def fuzz(examples: int) -> settings:
-    return settings(
-        max_examples=max(1, int(examples * SCALE)), deadline=None, database=None,
-        derandomize=not RANDOM, suppress_health_check=list(HealthCheck),
-    )  # fmt: skip
-
 
 CONFIG = ROOT / "configs" / "adult.yaml"
 
@@ -222,17 +211,6 @@ def test_fuzzed_csv_to_predict(
             shutil.rmtree(work, ignore_errors=True)
 
     case()
-
-
-def leaf_keys(model: type[Any] = Config, prefix: str = "") -> list[str]:
-    keys = []
-    for name, field in model.model_fields.items():
-        annotation = field.annotation
-        if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
-            keys += leaf_keys(annotation, f"{prefix}{name}.")
-        else:
-            keys.append(f"{prefix}{name}")
-    return keys
 
 
 KEYS = leaf_keys()
