@@ -12,6 +12,7 @@ Derandomized, as the other fuzzers (``SSLOPS_FUZZ_RANDOM=1`` / ``SSLOPS_FUZZ_SCA
 from __future__ import annotations
 
 import io
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -128,6 +129,14 @@ def _unknown_zip_version(data: bytes) -> bytes:
     return data[:at] + b"\x77\x00" + data[at + 2 :]
 
 
+# An old-format .npy header numpy's parser chokes on: tokenize.TokenError escaped np.load.
+BROKEN_NPY_HEADER = (
+    b"\x93NUMPY\x01\x00v\x00{'descr'( '<f2', 'fortran_order': False, 'shape': (), }"
+    + b" " * 62
+    + b"\n\x00\x00"
+)
+
+
 def _object_npz() -> bytes:
     """An .npz with an object array (np.savez pickles it; np.load refuses without pickle)."""
     buffer = io.BytesIO()
@@ -139,6 +148,7 @@ def _object_npz() -> bytes:
 @given(data=series_array_file())
 @example(data=npy_bytes(np.array([[1.0, 2.0, 3.0, 4.0]]), npz=True)[:100])  # BadZipFile
 @example(data=_object_npz())  # ValueError: Object arrays cannot be loaded
+@example(data=BROKEN_NPY_HEADER)  # tokenize.TokenError
 @example(data=npy_bytes(np.ones((2, 4), complex), npz=False))  # imaginary part dropped
 def test_a_series_array_for_predict_reads_to_finite_float32_or_one_data_error(
     data: bytes, tmp_path_factory: pytest.TempPathFactory
@@ -161,13 +171,14 @@ def test_a_series_array_for_predict_reads_to_finite_float32_or_one_data_error(
         (npy_bytes(np.ones((2, 4), complex), npz=False), "dtype complex128; expected real-valued numeric series"),
         (npy_bytes(np.full((2, 4), 1e300), npz=False), "series 0 holds 1e+300; expected finite values within ±3.4e+38"),
         (_unknown_zip_version(npy_bytes(np.ones((2, 4)), npz=True)), "not a readable NumPy file (zip file version 11.9)"),
+        (BROKEN_NPY_HEADER, "not a readable NumPy file (('EOF in multi-line statement', (2, 0)))"),
     ],
-    ids=["cut-npz", "object-npz", "complex", "beyond-float32", "zip-version"],
+    ids=["cut-npz", "object-npz", "complex", "beyond-float32", "zip-version", "npy-header"],
 )  # fmt: skip
 def test_predict_names_a_damaged_or_unusable_series_array(
     data: bytes, expected: str, tmp_path: Path
 ) -> None:
-    """Were a BadZipFile / ValueError / NotImplementedError traceback, and two silent changes (complex values lost
+    """Were a BadZipFile / ValueError / NotImplementedError / TokenError traceback, and two silent changes (complex values lost
     their imaginary part; 1e300 became inf in float32); found by the fuzz review."""
     path = tmp_path / "series.npz"
     path.write_bytes(data)
@@ -232,6 +243,18 @@ def test_a_damaged_image_header_is_one_data_error(data: bytes, tmp_path: Path) -
     path.write_bytes(data)
     with pytest.raises(DataError, match=f"^data.train: {path} is not"):
         open_image(path, f"data.train: {path}")
+
+
+def test_prepare_names_an_npz_whose_array_header_is_broken(tmp_path: Path) -> None:
+    """numpy's tokenize.TokenError escaped prepare's .npz reader (found by the fuzz review)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("x.npy", BROKEN_NPY_HEADER)
+        archive.writestr("y.npy", BROKEN_NPY_HEADER)
+    path = tmp_path / "images.npz"
+    path.write_bytes(buffer.getvalue())
+    with pytest.raises(DataError, match=r"is not a readable \.npz \(zip\) archive"):
+        read_npz(path, "data.train")
 
 
 def test_prepare_names_an_npz_whose_zip_version_is_unknown(tmp_path: Path) -> None:

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import json
 import warnings
-import zipfile
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +36,7 @@ import numpy as np
 
 from sslops.data.images import (
     IMAGE_SUFFIXES,
+    NUMPY_READ_ERRORS,
     _eight_bit,
     canonical_images,
     image_files,
@@ -62,15 +61,6 @@ class ArrayScores:
     resized: int
 
 
-# What np.load raises for a damaged .npy or .npz (an .npz is read lazily, member by member):
-# a bad header or CRC, corrupt deflate data, a file cut short; zipfile's NotImplementedError
-# and RuntimeError for a member it cannot read (another "version needed", encrypted).
-_NUMPY_READ_ERRORS = (
-    OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError,
-    RuntimeError,
-)  # fmt: skip
-
-
 def _load_array(path: Path) -> np.ndarray:
     try:  # np.load leaks the file it opened when the zip is damaged: hand it an open one
         with warnings.catch_warnings(), open(path, "rb") as fh:
@@ -85,7 +75,7 @@ def _load_array(path: Path) -> np.ndarray:
                         f"--data {path} holds arrays {names}; expected one array, or one named 'x'"
                     )
                 return np.asarray(loaded["x" if "x" in names else names[0]])
-    except _NUMPY_READ_ERRORS as exc:
+    except NUMPY_READ_ERRORS as exc:
         if "allow_pickle" in str(exc):  # numpy's words for an array of Python objects
             raise DataError(f"--data {path} holds Python objects (dtype object), which sslops "
                             "does not unpickle; save the array with a numeric dtype") from None  # fmt: skip

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import gzip
 import itertools
+import tokenize
 import warnings
 import zipfile
 import zlib
@@ -183,6 +184,16 @@ _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # what np.load takes for an .npz (o
 _SAVE_NPZ = "save images and labels with numpy.savez(path, x=images, y=labels)"
 
 
+# What np.load raises for a damaged .npy or .npz (an .npz is read lazily, member by member):
+# a bad header or CRC, corrupt deflate data, a file cut short; zipfile's NotImplementedError
+# and RuntimeError for a member it cannot read (another "version needed", encrypted); the
+# TokenError numpy's parser of an old-format .npy header lets out.
+NUMPY_READ_ERRORS = (
+    OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError,
+    RuntimeError, tokenize.TokenError,
+)  # fmt: skip
+
+
 def read_npz(path: Path, key: str) -> tuple[np.ndarray, np.ndarray]:
     """Arrays ``x`` (or ``images``): (N, H, W) or (N, H, W, C) pixels as :func:`_eight_bit`
     reads them; ``y`` (or ``labels``): (N,), one label per image."""
@@ -254,8 +265,7 @@ def _npz_arrays(path: Path, key: str) -> dict[str, np.ndarray]:
                         f"which sslops does not unpickle; save it with a plain dtype, e.g. "
                         f"{name}.astype(str)"
                     ) from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError,
-            RuntimeError) as exc:  # the last two: a member zipfile cannot read  # fmt: skip
+    except NUMPY_READ_ERRORS as exc:
         raise DataError(
             f"{key}: {path} is not a readable .npz (zip) archive ({exc}); is it truncated? "
             f"{_SAVE_NPZ}"
