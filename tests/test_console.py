@@ -163,3 +163,39 @@ def test_the_run_log_has_no_colour_codes_and_each_task_is_timed() -> None:
         ("prepare", ["reused", "prepare:"]), ("prepare", ["[ok]", "prepare"]),
         ("pretrain", ["[ok]", "pretrain"]),
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("argv", "stage", "message"),
+    [
+        (["run", "--bogus"], None, "sslops: unrecognized arguments: --bogus"),
+        (["predict"], None, "sslops predict: the following arguments are required: --model, "
+         "--data, --out"),
+        (["pretrain", "--config", "c.yaml"], "pretrain", "sslops pretrain: the following "
+         "arguments are required: --prepared, --out"),
+    ],
+)  # fmt: skip
+def test_a_wrong_command_line_is_one_json_error_with_its_usage(
+    argv: list[str], stage: str | None, message: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """argparse printed its usage and error as plain lines even with the JSON format (found
+    by the logs review): now one error object, the usage line a key of its own, exit 2."""
+    from sslops import cli
+
+    monkeypatch.setenv("SSLOPS_LOG_FORMAT", "json")
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(argv)
+    assert stopped.value.code == 2
+    captured = capsys.readouterr()
+    (record,) = [json.loads(line) for line in captured.err.splitlines()]
+    assert list(record) == [*KEYS, "usage"] and captured.out == ""
+    assert (record["level"], record["stage"], record["message"]) == ("error", stage, message)
+    command = " ".join(["sslops", *argv[:1]]) if argv[0] != "run" else "sslops"
+    assert record["usage"].startswith(f"usage: {command} [-h]")
+    assert "\n" not in record["usage"]
+    monkeypatch.setenv("SSLOPS_LOG_FORMAT", "text")  # the text format is argparse's own
+    with pytest.raises(SystemExit):
+        cli.main(argv)
+    plain = capsys.readouterr().err
+    assert plain.startswith("usage: ") and plain.endswith(f"error: {message.split(': ', 1)[1]}\n")

@@ -22,7 +22,7 @@ import tempfile
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ParamSpec
+from typing import Any, NoReturn, ParamSpec
 
 import yaml
 
@@ -118,6 +118,27 @@ exit status: 0 done; 2 unusable input, config or environment (one 'error:' line 
 nothing written); 3 a policy gate failed (likewise); 130 SIGINT, 143 SIGTERM (nothing
 partial kept); 141 stdout's reader went away (| head); 1 a bug (a traceback). Results go to
 stdout, progress and errors to stderr: sslops --help"""
+
+
+# The commands whose JSON log lines name their stage (sslops --help's stage commands).
+LOG_STAGES = {*INPUT_STAGE.values(), "audit"}
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's, but under ``SSLOPS_LOG_FORMAT=json`` a wrong command line is one JSON
+    error object (its usage line a key of its own), not argparse's plain lines."""
+
+    def error(self, message: str) -> NoReturn:
+        with contextlib.suppress(ConfigError):  # a bad format: main() refuses it after this
+            if log_format() == "json":
+                words = self.prog.split()
+                stage = words[1] if len(words) == 2 and words[1] in LOG_STAGES else None
+                usage = " ".join(self.format_usage().split())
+                JsonLines(sys.stderr, stage=stage).emit(
+                    f"{self.prog}: {message}", level="error", fields={"usage": usage}
+                )
+                self.exit(2)
+        super().error(message)
 
 
 def _use_formatter(parser: argparse.ArgumentParser, top: bool = True) -> None:
@@ -625,7 +646,7 @@ def _cmd_attestation(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="sslops",
         description="Self-supervised pretraining on unlabeled data, fairness-aware fine-tuning on few "
         "labels, evaluation, ONNX export and an audit bundle.",
@@ -1112,10 +1133,9 @@ def main(argv: list[str] | None = None) -> int:
     if not json_log:
         with sigterm_as_interrupt():
             return _main(args)
-    stages = {*INPUT_STAGE.values(), "audit"}
     stage = (
         args.command
-        if args.command in stages and not getattr(args, "audit_command", None)
+        if args.command in LOG_STAGES and not getattr(args, "audit_command", None)
         else None
     )
     stderr, lines = sys.stderr, JsonLines(sys.stderr, stage=stage)

@@ -6,7 +6,10 @@ A JSON line holds ``time`` (UTC, ISO 8601, milliseconds), ``level`` (``info``, `
 command, or the ``sslops run`` task the line came from; else null), ``run`` (``sslops run``'s
 output folder name; else null) and ``message`` (the plain line, without its indentation).
 Everything written on stderr while it is on goes through :class:`JsonLines`: the stage's
-progress, notes, library warnings (a warning and its source line are one object), errors.
+progress, notes, library warnings (a warning and its source line are one object), errors,
+argparse's usage errors (with the ``usage`` line as a key of its own). A process that runs
+one stage's work on its own (a torchrun rank, a KFP component) puts itself under
+:func:`json_stderr`; a rank's objects hold its ``rank`` as a key too.
 """
 
 from __future__ import annotations
@@ -14,8 +17,12 @@ from __future__ import annotations
 import io
 import json
 import os
+import sys
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TextIO
+from typing import Any, TextIO
 
 from sslops.errors import ConfigError
 
@@ -48,8 +55,12 @@ class JsonLines(io.TextIOBase):
     written in one call that start with white space (a warning's source line) belong to the
     line before them; a line that already is a JSON object is passed on as it is."""
 
-    def __init__(self, stream: TextIO, stage: str | None = None, run: str | None = None) -> None:
-        self.stream, self.stage, self.run = stream, stage, run
+    def __init__(
+        self, stream: TextIO, stage: str | None = None, run: str | None = None,
+        logger: str = "sslops", fields: dict[str, Any] | None = None,
+    ) -> None:  # fmt: skip
+        self.stream, self.stage, self.run, self.logger = stream, stage, run, logger
+        self.fields = dict(fields or {})  # after ``message`` in every object (a rank's rank)
         self._pending = ""
 
     def writable(self) -> bool:
@@ -81,8 +92,12 @@ class JsonLines(io.TextIOBase):
             self.emit(self._pending)
         self._pending = ""
 
-    def emit(self, message: str, level: str | None = None, stage: str | None = None) -> None:
-        """Write ``message`` as one JSON object (``level`` guessed from it when not given)."""
+    def emit(
+        self, message: str, level: str | None = None, stage: str | None = None,
+        fields: dict[str, Any] | None = None,
+    ) -> None:  # fmt: skip
+        """Write ``message`` as one JSON object (``level`` guessed from it when not given),
+        with ``fields`` after its usual keys."""
         message = message.strip()
         if message.startswith("{"):
             try:
@@ -96,14 +111,15 @@ class JsonLines(io.TextIOBase):
         level = level or _level(message)
         if level == "error":  # the level says it
             message = message.removeprefix("error: ")
-        record = {
+        record: dict[str, Any] = {
             "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "level": level,
-            "logger": "sslops",
+            "logger": self.logger,
             "stage": stage or self.stage,
             "run": self.run,
             "message": message,
         }
+        record |= self.fields | (fields or {})
         self.stream.write(json.dumps(record, ensure_ascii=False) + "\n")
         self.stream.flush()
 
@@ -117,3 +133,24 @@ def say(
         stream.emit(message, level=level, stage=stage)
     else:
         print(f"{indent}{message}", file=stream, flush=True)
+
+
+@contextmanager
+def json_stderr(stage: str | None = None, **fields: Any) -> Iterator[None]:
+    """With ``SSLOPS_LOG_FORMAT=json``, ``sys.stderr`` is :class:`JsonLines` inside (a bug's
+    traceback one ``critical`` object, then exit status 1, as the CLI does); otherwise, or
+    when stderr already is, nothing changes. For a process that is not the CLI: a torchrun
+    rank, a KFP component."""
+    if log_format() != "json" or isinstance(sys.stderr, JsonLines):
+        yield
+        return
+    stderr, lines = sys.stderr, JsonLines(sys.stderr, stage=stage, fields=fields)
+    sys.stderr = lines
+    try:
+        yield
+    except Exception:
+        lines.emit(traceback.format_exc(), level="critical")
+        raise SystemExit(1) from None
+    finally:
+        lines.finish()
+        sys.stderr = stderr
