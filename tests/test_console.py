@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -199,3 +200,79 @@ def test_a_wrong_command_line_is_one_json_error_with_its_usage(
         cli.main(argv)
     plain = capsys.readouterr().err
     assert plain.startswith("usage: ") and plain.endswith(f"error: {message.split(': ', 1)[1]}\n")
+
+
+# What a torchrun job's shared stderr holds: a rank's own JSON object, torchrun's agent lines
+# (torch's glog prefix) and, when it fails, its traceback, which ends its output.
+TORCHRUN_LIKE = r"""
+import sys
+w = sys.stderr.write
+w('{"time": "t", "level": "info", "logger": "sslops", "stage": "pretrain", "run": null, '
+  '"message": "a rank", "rank": 1}\n')
+w("W1202 02:31:09.542000 17204 api.py:1028] Sending process 17218 closing signal SIGTERM\n")
+w("E1202 02:31:09.709000 17204 api.py:1002] failed (exitcode: 2) local_rank: 0\n")
+w("Traceback (most recent call last):\n  File \"run.py\", line 1, in main\n")
+w("torch.distributed.elastic.multiprocessing.errors.ChildFailedError:\n====\nFailures:\n")
+sys.exit(1)
+"""
+
+
+def test_torchrun_s_own_lines_become_objects_and_a_rank_s_pass_as_they_are(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """launch_torchrun let torchrun write on the process's stderr: under the JSON format its
+    agent's lines (a rank's failure, a restart) were plain text among the ranks' objects
+    (found by the logs review). Now read through a pipe: the rank's object unchanged, each
+    agent line one object at its glog level, the closing traceback one error object."""
+    from sslops.console import JsonLines
+    from sslops.pretrain.launch import _run_torchrun
+
+    monkeypatch.setenv("SSLOPS_LOG_FORMAT", "json")
+    monkeypatch.setattr(sys, "stderr", JsonLines(sys.stderr, stage="pretrain"))
+    status = _run_torchrun([sys.executable, "-c", TORCHRUN_LIKE], dict(os.environ))
+    assert status == 1
+    rank, *agent = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert rank == {"time": "t", "level": "info", "logger": "sslops", "stage": "pretrain",
+                    "run": None, "message": "a rank", "rank": 1}  # fmt: skip
+    for record in agent:
+        assert list(record) == KEYS and (record["logger"], record["stage"]) == (
+            "torchrun", "pretrain",
+        )  # fmt: skip
+    assert [r["level"] for r in agent] == ["warning", "error", "error"]
+    assert agent[0]["message"].endswith("Sending process 17218 closing signal SIGTERM")
+    assert agent[2]["message"].startswith("Traceback (most recent call last):\n  File")
+    assert agent[2]["message"].endswith("ChildFailedError:\n====\nFailures:")
+
+
+@pytest.mark.ddp
+def test_every_line_of_two_torchrun_ranks_is_json_with_its_rank(
+    small_config: Any, tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    """sslops pretrain with 2 local processes under SSLOPS_LOG_FORMAT=json: the variable
+    reached the ranks, yet they wrote plain lines (heartbeats, rank 0's progress; found by the
+    logs review). Now every stderr line is an object; a rank's name its rank."""
+    from sslops.prepare import prepare
+
+    prepared = prepare(small_config, tmp_path / "prepare")
+    config = tmp_path / "config.json"
+    config.write_text(small_config.to_json(), encoding="utf-8")
+    settings = ["pretrain.epochs=1", "pretrain.processes_per_node=2", "pretrain.threads=1",
+                "pretrain.knn_every=0", "pretrain.log_level=debug",
+                "pretrain.heartbeat_seconds=0.000001"]  # fmt: skip
+    args = ["sslops", "pretrain", "--config", str(config), "--prepared", str(prepared),
+            "--out", str(tmp_path / "pretrain")]  # fmt: skip
+    for setting in settings:
+        args += ["--set", setting]
+    env = {**cli_env, "SSLOPS_LOG_FORMAT": "json"}
+    done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = [json.loads(line) for line in done.stderr.splitlines()]
+    beats = [r for r in records if r["message"].startswith("heartbeat rank ")]
+    assert {(r["rank"], r["level"], r["logger"]) for r in beats} == {
+        (0, "info", "sslops.pretrain"), (1, "debug", "sslops.pretrain"),
+    }  # fmt: skip
+    for record in beats:
+        assert record["message"].startswith(f"heartbeat rank {record['rank']}/2 step ")
+    (progress,) = [r for r in records if r["message"].startswith("pretrain (")]
+    assert progress["rank"] == 0 and progress["stage"] == "pretrain"
+    assert {r["stage"] for r in records} == {"pretrain"}

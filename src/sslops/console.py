@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import sys
 import traceback
@@ -94,7 +95,7 @@ class JsonLines(io.TextIOBase):
 
     def emit(
         self, message: str, level: str | None = None, stage: str | None = None,
-        fields: dict[str, Any] | None = None,
+        fields: dict[str, Any] | None = None, logger: str | None = None,
     ) -> None:  # fmt: skip
         """Write ``message`` as one JSON object (``level`` guessed from it when not given),
         with ``fields`` after its usual keys."""
@@ -114,7 +115,7 @@ class JsonLines(io.TextIOBase):
         record: dict[str, Any] = {
             "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "level": level,
-            "logger": self.logger,
+            "logger": logger or self.logger,
             "stage": stage or self.stage,
             "run": self.run,
             "message": message,
@@ -122,6 +123,22 @@ class JsonLines(io.TextIOBase):
         record |= self.fields | (fields or {})
         self.stream.write(json.dumps(record, ensure_ascii=False) + "\n")
         self.stream.flush()
+
+
+class JsonLogHandler(logging.Handler):
+    """A :mod:`logging` handler writing each record as one object of ``lines``, with the
+    record's level and logger (``sslops.pretrain``: the loop's heartbeats)."""
+
+    def __init__(self, lines: JsonLines) -> None:
+        super().__init__()
+        self.lines = lines
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.lines.emit(self.format(record), level=record.levelname.lower(),
+                            logger=record.name)  # fmt: skip
+        except Exception:  # logging's rule: a failing handler reports, never raises
+            self.handleError(record)
 
 
 def say(

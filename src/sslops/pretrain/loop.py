@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from torch.utils.data import DistributedSampler
 
 from sslops.artifacts import json_text
 from sslops.config import Config
+from sslops.console import JsonLines, JsonLogHandler
 from sslops.errors import ArtifactError, ConfigError, SslopsError
 from sslops.objectives import Draws
 from sslops.objectives.gather import world
@@ -97,9 +99,15 @@ def _show_log(level: str) -> None:
     process's setup decides, and only debug is asked of it."""
     own = [h for h in log.handlers if getattr(h, "sslops_rank_log", False)]
     if not own and not log.hasHandlers():
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        handler.sslops_rank_log = True  # type: ignore[attr-defined]
+        handler: logging.Handler
+        if isinstance(sys.stderr, JsonLines):  # SSLOPS_LOG_FORMAT=json: its time and level
+            handler = JsonLogHandler(sys.stderr)
+        else:
+            handler = logging.StreamHandler()
+            handler.setFormatter(
+                logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+            )
+        handler.sslops_rank_log = True  # type: ignore[union-attr]
         log.addHandler(handler)
         own = [handler]
     if own:
