@@ -39,7 +39,7 @@ def test_a_stage_that_fails_inside_sslops_run_is_one_json_error_naming_the_stage
 ) -> None:
     """A real kfp.local run whose prepare task refuses its input: every stderr line is a JSON
     object; the task's own error line is there once, as an error of stage prepare, with no
-    KFP traceback; the last line is the run's error, naming the kept log."""
+    KFP traceback; the last line is the run's error, naming the kept log, which is text."""
     args = [
         "sslops", "run", "--config", ADULT_CONFIG, "--out", str(tmp_path / "out"),
         "--set", f"data.train={small_data['train']}", "--set", f"data.test={small_data['test']}",
@@ -61,6 +61,12 @@ def test_a_stage_that_fails_inside_sslops_run_is_one_json_error_naming_the_stage
     assert last["message"].endswith(f"(full log: {tmp_path / '.out.failed.log'})")
     assert "Traceback" not in result.stderr and "KFP Executor" not in result.stderr
     assert result.stdout == ""
+    # The kept log (run.log) is text only: the tasks, which write it, are given the text
+    # format, as their JSON objects among kfp.local's lines made one file of two formats (and
+    # hid the task's error from the console; found by the logs review).
+    log = (tmp_path / ".out.failed.log").read_text(encoding="utf-8").splitlines()
+    assert not [line for line in log if line.startswith('{"time": ')], log
+    assert [line for line in log if line.strip().startswith(f"error: {cause}")], log
 
 
 def test_a_bad_log_format_is_one_error_line(cli_env: dict[str, str]) -> None:
@@ -276,3 +282,37 @@ def test_every_line_of_two_torchrun_ranks_is_json_with_its_rank(
     (progress,) = [r for r in records if r["message"].startswith("pretrain (")]
     assert progress["rank"] == 0 and progress["stage"] == "pretrain"
     assert {r["stage"] for r in records} == {"pretrain"}
+
+
+def test_a_pipeline_task_writes_json_objects_under_the_json_format(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A KFP component (on a cluster: platform.log_format json) wrote plain lines whatever
+    SSLOPS_LOG_FORMAT said (found by the logs review): now its stdout and stderr lines are
+    objects naming its stage, and a user error is one error object, exit status 2."""
+    from types import SimpleNamespace
+
+    from sslops.pipeline import tasks
+
+    monkeypatch.setenv("SSLOPS_LOG_FORMAT", "json")
+    config = {"data": {"train": str(tmp_path / "missing.csv"), "label": "y", "positive": 1,
+                       "sensitive": ["s"]}}  # fmt: skip
+    out = SimpleNamespace(path=str(tmp_path / "prepared"), metadata={})
+    card = SimpleNamespace(path=str(tmp_path / "datacard.md"), metadata={})
+    with pytest.raises(SystemExit) as stopped:
+        tasks.prepare_task(json.dumps(config), out, card)
+    assert stopped.value.code == 2
+    captured = capsys.readouterr()
+    records = [json.loads(line) for line in captured.err.splitlines()]
+    assert captured.out == "" and records and {r["stage"] for r in records} == {"prepare"}
+    assert all(list(r) == KEYS for r in records)
+    assert records[-1]["level"] == "error" and "missing.csv" in records[-1]["message"]
+    with tasks._user_errors("export"):
+        print("a note a stage printed on stdout")  # a pod's log: stdout is no result stream
+    (note,) = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert (note["stage"], note["message"]) == ("export", "a note a stage printed on stdout")
+    monkeypatch.setenv("SSLOPS_LOG_FORMAT", "text")  # the default: plain lines, as before
+    with pytest.raises(SystemExit):
+        tasks.prepare_task(json.dumps(config), out, card)
+    plain = capsys.readouterr().err
+    assert plain.startswith("error: ") and "missing.csv" in plain and "{" not in plain

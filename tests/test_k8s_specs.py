@@ -287,3 +287,43 @@ def test_a_trainjob_cannot_carry_its_jobset_failure_policy(crds) -> None:
         "failurePolicy"] = {"maxRestarts": 3}  # fmt: skip
     with pytest.raises(ManifestError, match="failurePolicy"):
         validate_object(job, crds)
+
+
+def _env_of(job: dict[str, Any]) -> list[list[dict[str, str]]]:
+    if job["kind"] == "TrainJob":
+        return [job["spec"]["trainer"]["env"]]
+    return [r["template"]["spec"]["containers"][0]["env"]
+            for r in job["spec"]["pytorchReplicaSpecs"].values()]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["ssl_pipeline", "ssl_pipeline_multinode"])
+def test_platform_log_format_json_reaches_every_task_and_training_pod(
+    name: str, tmp_path: Path, crds
+) -> None:
+    """SSLOPS_LOG_FORMAT=json reached no container on a cluster: nothing set it in a task or
+    a training pod (found by the logs review). platform.log_format: json sets it in each
+    (the pipeline tasks and both job kinds); text, the default, sets nothing."""
+    from sslops.pipeline.ssl_pipeline import compile_pipeline
+
+    wanted = {"name": "SSLOPS_LOG_FORMAT", "value": "json"}
+    multinode = (
+        ["pretrain.launcher=trainjob", "platform.storage.workspace_pvc=w"]
+        if name.endswith("multinode")
+        else []
+    )
+    for log_format in ("json", "text"):
+        sets = [f"platform.log_format={log_format}", *multinode]
+        cfg = load_config(ROOT / "configs" / "adult.yaml", sets)
+        spec = next(
+            yaml.safe_load_all(compile_pipeline(tmp_path / f"{name}.yaml", cfg).read_text())
+        )
+        executors = spec["deploymentSpec"]["executors"]
+        assert len(executors) >= 6 and ("exec-launch-pretrain" in executors) == bool(multinode)
+        for executor in executors.values():
+            env = executor["container"].get("env", [])
+            assert (wanted in env) == (log_format == "json"), executor["container"]["args"]
+        for launcher in ("trainjob", "pytorchjob"):
+            job = _job(launcher, *GPU_POOL, f"platform.log_format={log_format}")
+            validate_object(job, crds)
+            for env in _env_of(job):
+                assert (wanted in env) == (log_format == "json")

@@ -153,16 +153,22 @@ def say(
 
 
 @contextmanager
-def json_stderr(stage: str | None = None, **fields: Any) -> Iterator[None]:
+def json_stderr(
+    stage: str | None = None, *, stdout: bool = False, fields: dict[str, Any] | None = None
+) -> Iterator[None]:  # fmt: skip
     """With ``SSLOPS_LOG_FORMAT=json``, ``sys.stderr`` is :class:`JsonLines` inside (a bug's
-    traceback one ``critical`` object, then exit status 1, as the CLI does); otherwise, or
-    when stderr already is, nothing changes. For a process that is not the CLI: a torchrun
-    rank, a KFP component."""
+    traceback one ``critical`` object, then exit status 1, as the CLI does), and so is
+    ``sys.stdout`` with ``stdout`` (a KFP component, whose stdout is its pod's log too, not
+    results); ``fields`` are keys of every object (a rank's ``rank``). Otherwise, or when
+    stderr already is, nothing changes. For a process that is not the CLI: a torchrun rank,
+    a KFP component."""
     if log_format() != "json" or isinstance(sys.stderr, JsonLines):
         yield
         return
-    stderr, lines = sys.stderr, JsonLines(sys.stderr, stage=stage, fields=fields)
+    streams, lines = (sys.stdout, sys.stderr), JsonLines(sys.stderr, stage=stage, fields=fields)
     sys.stderr = lines
+    if stdout:
+        sys.stdout = lines
     try:
         yield
     except Exception:
@@ -170,4 +176,4 @@ def json_stderr(stage: str | None = None, **fields: Any) -> Iterator[None]:
         raise SystemExit(1) from None
     finally:
         lines.finish()
-        sys.stderr = stderr
+        sys.stdout, sys.stderr = streams

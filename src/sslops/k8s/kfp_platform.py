@@ -4,7 +4,8 @@ Every task gets its node pool (selector, tolerations, CPU/memory), the pod label
 NetworkPolicy selects, image pull secrets, the storage-credential Secret as environment
 variables, a non-root security context and its stage's caching setting. GPU tasks get
 the accelerator type and limit; the audit task gets the signing-key Secret as the
-environment variable the audit stage reads (``audit.signing.key_env``);
+environment variable the audit stage reads (``audit.signing.key_env``); with
+``platform.log_format: json`` every task gets ``SSLOPS_LOG_FORMAT=json``;
 tasks that share files with training pods mount the workspace PVC. ``kfp.local`` ignores
 all of this, so local runs are unaffected.
 """
@@ -16,6 +17,7 @@ from typing import Any
 
 from kfp import dsl, kubernetes
 
+from sslops.console import LOG_FORMAT_ENV
 from sslops.k8s.settings import PlatformConfig, Stage
 
 
@@ -79,6 +81,8 @@ def place_task(
             secret_name=platform.signing_key_secret,
             secret_key_to_env={platform.signing_key_item: platform.signing_key_env},
         )
+    if platform.log_format != "text":
+        task.set_env_variable(LOG_FORMAT_ENV, platform.log_format)
     kubernetes.set_security_context(
         task,
         run_as_user=platform.run_as_user,

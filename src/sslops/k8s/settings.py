@@ -146,6 +146,12 @@ class PlatformConfig(_Section):
         "restarts its node's ranks in place) and a PyTorchJob's runPolicy.backoffLimit (failed "
         "pods replaced); every restart resumes from the latest checkpoint.",
     )  # fmt: skip
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="json: SSLOPS_LOG_FORMAT=json in every pipeline task's container and "
+        "training pod, so their stderr is one JSON object a line for a log shipper "
+        "(docs/automation.md); text sets nothing (plain lines).",
+    )
     termination_grace_seconds: int = Field(
         default=120, ge=30, le=3600,
         description="Training pods' terminationGracePeriodSeconds: time from SIGTERM (a "

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sslops.config import Config
+from sslops.console import LOG_FORMAT_ENV
 from sslops.k8s.settings import NodePoolConfig
 
 TRAINJOB_API = "trainer.kubeflow.org/v1alpha1"
@@ -55,6 +56,7 @@ class Placement:
     labels: dict[str, str] = field(default_factory=dict)
     service_account: str | None = None
     image_pull_secrets: tuple[str, ...] = ()
+    log_format: str = "text"  # platform.log_format: SSLOPS_LOG_FORMAT in the pods when json
 
     @classmethod
     def from_config(cls, config: Config) -> Placement:
@@ -82,6 +84,7 @@ class Placement:
             labels=labels,
             service_account=platform.service_account,
             image_pull_secrets=tuple(platform.image_pull_secrets),
+            log_format=platform.log_format,
         )
 
     def resources(self) -> dict[str, dict[str, Any]]:
@@ -114,10 +117,13 @@ class Placement:
         checkpoint it) and SIGKILLs them after ``TORCH_ELASTIC_SHUTDOWN_TIMEOUT`` (30 s by
         default, whatever the pod's grace period): the pod's grace less a margin."""
         shutdown = self.grace_seconds - SHUTDOWN_MARGIN_SECONDS
-        return [
+        env = [
             {"name": "PYTHONUNBUFFERED", "value": "1"},
             {"name": "TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "value": str(shutdown)},
         ]
+        if self.log_format != "text":  # the ranks' lines as JSON (torchrun's own stay text)
+            env.append({"name": LOG_FORMAT_ENV, "value": self.log_format})
+        return env
 
     def volumes(self) -> list[dict[str, Any]]:
         return [

@@ -125,8 +125,10 @@ def launch_pretrain(
     name the job and its folder on the workspace volume: a retry of the task resumes from the
     checkpoints the earlier attempt left; without them each attempt starts over.
     """
+    from sslops.console import json_stderr
     from sslops.k8s.launcher import launch_pretrain_task
 
-    launch_pretrain_task(
-        config_json, image, gpu_image, prepared, pretrained, run_id=run_id, task_name=task_name
-    )
+    with json_stderr("pretrain", stdout=True):  # platform.log_format: json
+        launch_pretrain_task(
+            config_json, image, gpu_image, prepared, pretrained, run_id=run_id, task_name=task_name
+        )

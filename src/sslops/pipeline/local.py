@@ -45,7 +45,7 @@ from sslops.audit.bundle import load_signing_key
 from sslops.audit.gates import GATE_FAILED
 from sslops.audit.registry import BUNDLES
 from sslops.config import Config
-from sslops.console import say
+from sslops.console import LOG_FORMAT_ENV, say
 from sslops.data.datacard import few_class_note, label_note
 from sslops.errors import GateError, SslopsError, describe_os_error
 from sslops.pipeline import stage_cache
@@ -385,11 +385,14 @@ def run_local(cfg: Config, out: Path) -> dict[str, Any]:
     tempfile.gettempdir()  # this process keeps its own temporary folder (cached from here on)
     with _exclusive(out):
         try:
-            # The task subprocesses inherit both: kfp.local's task command makes a `mktemp -d`
+            # The task subprocesses inherit these: kfp.local's task command makes a `mktemp -d`
             # folder per task and never removes it; under TMPDIR here, they go with the run.
+            # Their output is run.log, a file a person reads, in text whatever the console's
+            # SSLOPS_LOG_FORMAT (_ConsoleFilter writes the console's lines in that format).
+            run_env = {stage_cache.ENV: str(stages), LOG_FORMAT_ENV: "text"}
             with (
                 tempfile.TemporaryDirectory(prefix="sslops-tasks-") as tasks_tmp,
-                _environment({stage_cache.ENV: str(stages), "TMPDIR": tasks_tmp}),
+                _environment(run_env | {"TMPDIR": tasks_tmp}),
             ):
                 summary = _run_staged(cfg, out)
         except (PipelineFailed, KeyboardInterrupt) as exc:  # Ctrl-C and SIGTERM say it too

@@ -18,24 +18,34 @@ from pathlib import Path
 from typing import Any
 
 from sslops.config import Config, config_from_json
+from sslops.console import json_stderr, log_format
 from sslops.errors import ConfigError, DataError, SslopsError, describe_os_error
 from sslops.pipeline.stage_cache import cached_stage
 
 
 @contextmanager
-def _user_errors() -> Iterator[None]:
+def _user_errors(stage: str) -> Iterator[None]:
+    """A user error as one line and exit status 2; under ``SSLOPS_LOG_FORMAT=json`` (a
+    cluster's ``platform.log_format``) every line the task writes, on stdout or stderr, is a
+    JSON object naming ``stage``."""
     try:
-        yield
-    except SslopsError as exc:
+        log_format()
+    except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
-    except OSError as exc:  # environment: folder not writable, disk full, ...
-        print(f"error: {describe_os_error(exc)}", file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
+    with json_stderr(stage, stdout=True):  # a pod's log: its stdout and its stderr
+        try:
+            yield
+        except SslopsError as exc:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+        except OSError as exc:  # environment: folder not writable, disk full, ...
+            print(f"error: {describe_os_error(exc)}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
 
 
-def _run(config_json: str, body: Callable[[Config], None]) -> None:
-    with _user_errors():
+def _run(stage: str, config_json: str, body: Callable[[Config], None]) -> None:
+    with _user_errors(stage):
         body(config_from_json(config_json))
 
 
@@ -51,7 +61,7 @@ def prepare_task(config_json: str, prepared: Any, datacard: Any) -> None:
         card = json.loads((out / "datacard.json").read_text(encoding="utf-8"))
         prepared.metadata.update({k: v["rows"] for k, v in card["splits"].items()})
 
-    _run(config_json, body)
+    _run("prepare", config_json, body)
 
 
 def check_pretrain_pod(cfg: Config) -> None:
@@ -98,7 +108,7 @@ def pretrain_task(config_json: str, prepared: Any, pretrained: Any) -> None:
             {"objective": summary["objective"], "loss": summary["final_loss"]}
         )
 
-    _run(config_json, body)
+    _run("pretrain", config_json, body)
 
 
 def finetune_task(config_json: str, prepared: Any, pretrained: Any, finetuned: Any) -> None:
@@ -118,7 +128,7 @@ def finetune_task(config_json: str, prepared: Any, pretrained: Any, finetuned: A
             }
         )
 
-    _run(config_json, body)
+    _run("finetune", config_json, body)
 
 
 def evaluate_task(
@@ -135,7 +145,7 @@ def evaluate_task(
         )  # fmt: skip
         log_evaluation(out, metrics, classification, Path(report.path), cfg.export.model)
 
-    _run(config_json, body)
+    _run("evaluate", config_json, body)
 
 
 def log_evaluation(
@@ -187,7 +197,7 @@ def export_task(config_json: str, prepared: Any, finetuned: Any, onnx_model: Any
                 "accuracy_change_points"
             ]
 
-    _run(config_json, body)
+    _run("export", config_json, body)
 
 
 def kfp_run_context(artifact: Any) -> dict[str, Any]:
@@ -253,7 +263,7 @@ def audit_task(
         gates = json.loads((out / BUNDLE_DIR / "gates.json").read_text(encoding="utf-8"))
         bundle.metadata.update({"gates": gates["overall"]})
 
-    _run(config_json, body)
+    _run("audit", config_json, body)
 
 
 def shadow_task(
@@ -263,7 +273,7 @@ def shadow_task(
     """The shadow stage on paths the pod can read (the workspace PVC); empty = not given."""
     from sslops.shadow import shadow
 
-    with _user_errors():
+    with _user_errors("shadow"):
         cfg = config_from_json(config_json) if config_json else None
         out = shadow(
             Path(candidate), Path(incumbent), Path(data), Path(report.path), cfg,
@@ -296,7 +306,7 @@ def predict_task(
 
     from sslops.predict import check_publish, meta_path, predict, publish
 
-    with _user_errors():
+    with _user_errors("predict"):
         cfg = config_from_json(config_json) if config_json else None
         cut = _probability(threshold)
         target = Path(out.replace("{date}", datetime.now(UTC).date().isoformat())) if out else None

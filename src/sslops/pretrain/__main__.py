@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     # JSON objects holding its global rank, as the launching process's are.
     rank = {"rank": int(os.environ["RANK"])} if "RANK" in os.environ else {}
     try:
-        with json_stderr("pretrain", **rank):
+        with json_stderr("pretrain", fields=rank):
             return _run(args)
     except ConfigError as exc:  # a bad SSLOPS_LOG_FORMAT
         print(f"error: {exc}", file=sys.stderr)
