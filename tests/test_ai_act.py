@@ -98,6 +98,12 @@ def test_the_files_say_what_the_map_claims(bundle: Path, rows: list[dict[str, An
     lineage = json.loads((bundle / "lineage.json").read_text())
     assert "when each stage ran" in shows["2(g)"]["lineage.json"]
     assert all(s["started"] and s["ended"] for s in lineage["stages"])
+    # Each time from the stage's own clock (its start, not its artifact's write; found by
+    # the logs review), with its duration.
+    for stage in lineage["stages"]:
+        assert stage["time_source"] == "stage", stage
+        assert isinstance(stage["seconds"], float) and stage["seconds"] >= 0
+        assert stage["started"] <= stage["ended"]
     assert list(lineage["chain"]) == [
         "raw data", "prepared splits", "SSL checkpoint", "fine-tuned model", "ONNX"
     ]  # fmt: skip

@@ -442,3 +442,43 @@ def test_renames_into_place_are_made_durable_by_syncing_their_folder(
     folder = tmp_path / "checkpoints"
     save_checkpoint(folder, 3, torch.nn.Linear(2, 1), {"step": 3}, {})
     assert synced.count(str(folder)) == 2  # the step folder's rename, then the pointer's
+
+
+def test_a_timed_stage_records_its_own_start_not_its_artifact_s_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """meta.json's started is when write_artifact began, which a stage enters at its end
+    (pretrain: after training), yet lineage.json gave it as when the stage ran (found by the
+    logs review). A stage function now records its own start and duration, which the
+    lineage takes, saying so; an artifact without them keeps its write time, marked."""
+    import sslops.artifacts as artifacts
+    from sslops.audit.stage import _stage_times
+
+    clock = iter(f"2026-01-01T00:00:0{second}+00:00" for second in range(10))
+    monkeypatch.setattr(artifacts, "_now", lambda: next(clock))
+
+    @artifacts.timed_stage("pretrain")
+    def outer(out: Path) -> Path:
+        return inner(out)  # pretrain() around run_pretrain(): the outer call's start
+
+    @artifacts.timed_stage("pretrain")
+    def inner(out: Path) -> Path:
+        with write_artifact(out, "pretrain", CONFIG) as tmp:
+            (tmp / "a.txt").write_text("hello")
+        return out
+
+    meta = read_meta(outer(tmp_path / "art"))
+    assert (meta["stage_started"], meta["started"], meta["ended"]) == (
+        "2026-01-01T00:00:00+00:00", "2026-01-01T00:00:01+00:00", "2026-01-01T00:00:02+00:00",
+    )  # fmt: skip
+    assert isinstance(meta["stage_seconds"], float) and meta["stage_seconds"] >= 0
+    assert _stage_times(meta) == {
+        "started": "2026-01-01T00:00:00+00:00", "ended": "2026-01-01T00:00:02+00:00",
+        "seconds": meta["stage_seconds"], "time_source": "stage",
+    }  # fmt: skip
+    untimed = read_meta(make_artifact(tmp_path / "old", stage="prepare", payload="x"))
+    assert "stage_started" not in untimed  # written outside a timed stage function
+    assert _stage_times(untimed) == {
+        "started": untimed["started"], "ended": untimed["ended"], "seconds": None,
+        "time_source": "artifact",
+    }  # fmt: skip

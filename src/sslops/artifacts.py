@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import hashlib
 import json
 import math
@@ -22,12 +23,14 @@ import platform
 import shutil
 import subprocess
 import sys
+import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from sslops import __version__
 from sslops.errors import ArtifactError, describe_os_error
@@ -206,6 +209,36 @@ def _modes_as_open(root: Path) -> None:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+# stage -> (when its function began, UTC ISO; the monotonic clock then), for write_artifact
+_STAGE_CLOCKS: ContextVar[dict[str, tuple[str, float]]] = ContextVar("sslops_stage_clocks")
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def timed_stage(stage: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
+    """Decorate a stage function: the artifact ``stage`` it writes records in its meta.json
+    when the stage's work began and how long it took to the finished artifact
+    (``stage_started``, ``stage_seconds``), not only when its files were written (``started``:
+    a stage writes its artifact at its end). The outermost call times it (``pretrain`` around
+    ``run_pretrain``); a torchrun rank, its own process, times from its own start."""
+
+    def decorate(function: Callable[_P, _R]) -> Callable[_P, _R]:
+        @functools.wraps(function)
+        def timed(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            clocks = _STAGE_CLOCKS.get({})
+            if stage in clocks:
+                return function(*args, **kwargs)
+            token = _STAGE_CLOCKS.set({**clocks, stage: (_now(), time.monotonic())})
+            try:
+                return function(*args, **kwargs)
+            finally:
+                _STAGE_CLOCKS.reset(token)
+
+        return timed
+
+    return decorate
 
 
 def _containers(source: Path) -> list[Path]:
@@ -392,7 +425,7 @@ def write_artifact(
                 for key, path in (sources or {}).items()
             }
             yield tmp
-            meta = {
+            meta: dict[str, Any] = {
                 "stage": stage,
                 "config": config,
                 "inputs": input_meta,
@@ -405,6 +438,10 @@ def write_artifact(
                 "started": started,
                 "ended": _now(),
             }
+            clock = _STAGE_CLOCKS.get({}).get(stage)
+            if clock is not None:
+                meta["stage_started"] = clock[0]
+                meta["stage_seconds"] = round(time.monotonic() - clock[1], 1)
             (tmp / META).write_text(
                 json_text(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8"
             )

@@ -44,6 +44,8 @@ VOLATILE: dict[str, tuple[tuple[str, ...], str]] = {
         (
             "stages/*/started",
             "stages/*/ended",
+            "stages/*/seconds",
+            "stages/*/time_source",
             "stages/*/meta_sha256",
             "stages/*/inputs/*",
             *(f"stages/pretrain/files/{name}" for name in _PRETRAIN_TIMING),

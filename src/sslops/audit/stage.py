@@ -36,6 +36,7 @@ from sslops.artifacts import (
     null_as_nan,
     read_meta,
     sha256_file,
+    timed_stage,
     write_artifact,
     write_json,
 )
@@ -73,6 +74,20 @@ _EVIDENCE_SUFFIXES = {".json", ".md", ".png", ".csv", ".txt"}
 _EVIDENCE_MAX_BYTES = 5_000_000
 
 
+def _stage_times(meta: dict[str, Any]) -> dict[str, Any]:
+    """When a stage ran, from its meta.json, and where that time comes from: ``stage``, the
+    stage's own clock (its function's start in the process that wrote the artifact, and the
+    seconds to the finished artifact); ``artifact`` (an artifact written before sslops kept
+    that), only when its files were written, at the stage's end: no duration is known. The
+    task times ``sslops run`` prints and keeps in summary.json are measured outside the
+    tasks and written after the audit task has run, so the bundle cannot hold them."""
+    if "stage_started" in meta:
+        return {"started": meta["stage_started"], "ended": meta["ended"],
+                "seconds": meta["stage_seconds"], "time_source": "stage"}  # fmt: skip
+    return {"started": meta["started"], "ended": meta["ended"], "seconds": None,
+            "time_source": "artifact"}  # fmt: skip
+
+
 def build_lineage(artifacts: dict[str, Path], deployed: str) -> dict[str, Any]:
     """Each stage's artifact hash, inputs and payload hashes, and the chain from data to ONNX."""
     lineage: dict[str, Any] = {"stages": []}
@@ -86,7 +101,7 @@ def build_lineage(artifacts: dict[str, Path], deployed: str) -> dict[str, Any]:
             "inputs": {k: v["meta_sha256"] for k, v in meta["inputs"].items()},
             "sources": {k: v["sha256"] for k, v in meta.get("sources", {}).items()},
             "files": meta["files"],
-            "started": meta["started"], "ended": meta["ended"],
+            **_stage_times(meta),
             "git_commit": meta["git_commit"], "versions": meta["versions"],
         })  # fmt: skip
 
@@ -200,6 +215,7 @@ def check_metrics(evaluation: Path, metrics: Any, deployed: str) -> None:
         )
 
 
+@timed_stage("audit")
 def audit(
     cfg: Config,
     artifacts: dict[str, Path],

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from sklearn.metrics import confusion_matrix
 
-from sslops.artifacts import check_lineage, read_meta, write_artifact
+from sslops.artifacts import check_lineage, read_meta, timed_stage, write_artifact
 from sslops.config import Config
 from sslops.data.split import predicate_columns
 from sslops.evaluate.label_efficiency import label_efficiency
@@ -169,6 +169,7 @@ def _evaluate_split(
 
 
 @callers_generators()  # the modules built to load weights into draw from them
+@timed_stage("evaluate")
 def evaluate(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_dir: Path) -> Path:
     """Run the evaluate stage; returns the artifact directory."""
     check_lineage(prepared_dir, finetuned_dir)

@@ -22,7 +22,14 @@ import onnx
 import torch
 
 from sslops import __version__
-from sslops.artifacts import check_lineage, read_meta, sha256_file, write_artifact, write_json
+from sslops.artifacts import (
+    check_lineage,
+    read_meta,
+    sha256_file,
+    timed_stage,
+    write_artifact,
+    write_json,
+)
 from sslops.config import Config
 from sslops.data.encoding import MISSING, OTHER
 from sslops.errors import ArtifactError
@@ -185,6 +192,7 @@ def _sensitive_policy(cfg: Config) -> str:
 
 
 @callers_generators()  # the modules built to load weights into draw from them
+@timed_stage("export")
 def export(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_dir: Path) -> Path:
     """Run the export stage; returns the artifact directory."""
     check_lineage(prepared_dir, finetuned_dir)

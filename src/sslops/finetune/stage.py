@@ -33,7 +33,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
-from sslops.artifacts import check_lineage, write_artifact, write_json
+from sslops.artifacts import check_lineage, timed_stage, write_artifact, write_json
 from sslops.config import FEW_VALIDATION_ROWS, SMALL_VALIDATION, Config
 from sslops.data.encoding import TabularEncoding
 from sslops.errors import ConfigError, DataError
@@ -202,6 +202,7 @@ def _settings(cfg: Config) -> FineTuneSettings:
     )  # fmt: skip
 
 
+@timed_stage("finetune")
 def finetune(cfg: Config, prepared_dir: Path, pretrained_dir: Path, out_dir: Path) -> Path:
     """Run the finetune stage; returns the artifact directory."""
     with stage_numerics(cfg.finetune.threads, cfg.seed):

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from sslops.artifacts import write_artifact, write_json
+from sslops.artifacts import timed_stage, write_artifact, write_json
 from sslops.config import Config
 from sslops.data.canonicalize import canonical_column_name, column_report, label_hits
 from sslops.data.datacard import (
@@ -101,6 +101,7 @@ def train_columns(cfg: Config) -> list[str]:
     return [canonical_column_name(h) for h in header]
 
 
+@timed_stage("prepare")
 def prepare(cfg: Config, out_dir: Path) -> Path:
     """Run the prepare stage; returns the artifact directory."""
     check_inputs(cfg)

@@ -29,7 +29,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from sslops.artifacts import read_meta, write_artifact, write_json
+from sslops.artifacts import read_meta, timed_stage, write_artifact, write_json
 from sslops.config import Config
 from sslops.errors import ArtifactError
 from sslops.models.tabular import EncoderSpec, MLPEncoder
@@ -48,6 +48,7 @@ from sslops.pretrain.loop import TrainResult, train, write_metrics
 from sslops.pretrain.tasks import Task, backbone_spec, build_backbone, build_task, feature_dim
 
 
+@timed_stage("pretrain")
 def pretrain(cfg: Config, prepared_dir: Path, out_dir: Path) -> Path:
     """Run the pretrain stage; returns the artifact directory."""
     check_same_data(cfg, Path(prepared_dir))
@@ -114,6 +115,7 @@ def _initialize(backbone: nn.Module, source: str) -> None:
         )
 
 
+@timed_stage("pretrain")
 def run_pretrain(
     cfg: Config, prepared_dir: Path, out_dir: Path, stop_after: int | None = None
 ) -> Path:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sslops.artifacts import check_replaceable, write_artifact, write_json
+from sslops.artifacts import check_replaceable, timed_stage, write_artifact, write_json
 from sslops.config import Config, DataConfig, KpiConfig, ShadowConfig
 from sslops.data.canonicalize import label_hits
 from sslops.data.readers import TABLE_SUFFIXES
@@ -261,6 +261,7 @@ def _drift(
     return out
 
 
+@timed_stage("shadow")
 def shadow(
     candidate: Path, incumbent: Path, data: Path, out_dir: Path, cfg: Config | None = None,
     *, reference: Path | None = None, label_efficiency: Path | None = None,
