@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -205,3 +206,31 @@ def test_a_table_of_one_column_kind_exports_with_parity_and_predict_scores_it(
     assert code == 0, capsys.readouterr().err
     scores = pd.read_csv(out)["score"].to_numpy()
     assert len(scores) == len(test) and np.max(np.abs(scores - expected)) <= 1e-5
+
+
+@pytest.mark.parametrize("silenced", [logging.NOTSET, logging.CRITICAL])
+def test_int8_quantization_gives_back_the_programs_logging_disable_level(
+    silenced: int, tmp_path: Path
+) -> None:
+    """The quantizer's advice on the root logger is kept quiet for the call only: a program
+    that had disabled logging itself (logging.disable) found it enabled again afterwards."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from sslops.export.quantize import quantize_int8
+
+    weights = numpy_helper.from_array(np.ones((4, 8), dtype=np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8])], [weights],
+    )  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+              str(tmp_path / "fp32.onnx"))  # fmt: skip
+    previous = logging.root.manager.disable
+    logging.disable(silenced)
+    try:
+        quantize_int8(tmp_path / "fp32.onnx", tmp_path / "int8.onnx")
+        assert logging.root.manager.disable == silenced
+    finally:
+        logging.disable(previous)
+    assert _session(tmp_path / "int8.onnx").run(None, {"x": np.ones((2, 4), np.float32)})

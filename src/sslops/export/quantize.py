@@ -22,12 +22,14 @@ METHOD = "dynamic int8 (MatMul/Gemm weights int8 per tensor, activations uint8 p
 
 @contextlib.contextmanager
 def _quiet_root_logger() -> Iterator[None]:
-    # The quantizer logs advice ("consider pre-processing") on the root logger.
-    logging.disable(logging.WARNING)
+    # The quantizer logs advice ("consider pre-processing") on the root logger. The level
+    # the program disabled (a library user's own logging.disable) comes back afterwards.
+    previous = logging.root.manager.disable
+    logging.disable(max(previous, logging.WARNING))
     try:
         yield
     finally:
-        logging.disable(logging.NOTSET)
+        logging.disable(previous)
 
 
 def quantize_int8(fp32_path: Path, int8_path: Path) -> None:
