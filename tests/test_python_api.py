@@ -286,3 +286,70 @@ def test_evaluate_and_export_leave_the_callers_random_stream_alone(
         stage(small_config, stage_artifacts["prepare"], stage_artifacts["finetune"],
               tmp_path / stage.__name__)  # fmt: skip
         assert torch.equal(torch.rand(4), expected), stage.__name__
+
+
+def _draw_each_stages_figures(out: Path) -> None:
+    """One figure from each module that draws (plots, datacard, pareto, arrays, shadow)."""
+    from types import SimpleNamespace
+
+    from sslops.data.datacard import datacard_figures
+    from sslops.finetune.pareto import Candidate, mark_front, plot_front, select
+    from sslops.plots import line_plot
+    from sslops.prepare.arrays import _figure
+    from sslops.shadow.report import plot_agreement
+
+    line_plot(out / "line.png", {"ssl": ([1.0, 2.0], [0.7, 0.8])}, "labels", "AUC", "efficiency")
+    plot_agreement(out / "agreement.png", {"drift": {"drifted_batches": ["b2"]}, "agreement": {
+        "overall": 0.9, "by_batch": {"b1": {"agreement": 0.95}, "b2": {"agreement": 0.8}}}})  # fmt: skip
+    candidates = [Candidate("ssl", "none", 0.0, 0.85, {"dp": 0.2}),
+                  Candidate("a", "penalty", 0.0, 0.83, {"dp": 0.01})]  # fmt: skip
+    mark_front(candidates, "dp")
+    plot_front(out / "front.png", candidates, "dp", 0.02, select(candidates, "dp", 0.02)[0])
+    datacard_figures({"sensitive_groups_train": {"sex": [{"group": "F", "positive_rate": 0.1}]},
+                      "missing_share_train": {"age": 0.2}}, out)  # fmt: skip
+    _figure(SimpleNamespace(modality="timeseries"), np.sin(np.arange(40.0)).reshape(2, 20),  # type: ignore[arg-type]
+            out / "samples.png")  # fmt: skip
+
+
+def test_figures_do_not_depend_on_the_programs_matplotlib_settings(tmp_path: Path) -> None:
+    """The figures took the program's rcParams (a style, a dpi, a matplotlibrc), so their
+    bytes, which the audit bundle compares, depended on it (found by the order review)."""
+    import matplotlib
+
+    pngs = {}
+    for name, settings in (("as set", {}), ("program's", {"savefig.dpi": 30, "font.size": 20,
+                                                          "axes.facecolor": "black"})):  # fmt: skip
+        (tmp_path / name).mkdir()
+        with matplotlib.rc_context(settings):
+            _draw_each_stages_figures(tmp_path / name)
+        pngs[name] = {p.name: p.read_bytes() for p in sorted((tmp_path / name).glob("*.png"))}
+    assert len(pngs["as set"]) == 6
+    assert pngs["program's"] == pngs["as set"]
+
+
+def test_drawing_leaves_the_programs_matplotlib_backend_and_settings_alone() -> None:
+    """Importing sslops.plots (any stage that draws) called matplotlib.use("Agg"), so a
+    notebook's inline backend was switched off for the rest of the session (found by the
+    order review). In a fresh interpreter: a backend and rcParams the program set stay set;
+    with none set, none is picked (no pyplot)."""
+    code = """
+import sys, tempfile
+from pathlib import Path
+import matplotlib
+from sslops.plots import line_plot
+from sslops.shadow.report import plot_agreement
+def settings():  # reading rcParams["backend"] unset would pick one (importing pyplot)
+    return {k: matplotlib.rcParams[k] for k in matplotlib.rcParams if k != "backend"}
+with tempfile.TemporaryDirectory() as out:
+    before = settings()
+    line_plot(Path(out) / "a.png", {"s": ([1.0, 2.0], [0.7, 0.8])}, "x", "y", "t")
+    print(before == settings(), "matplotlib.pyplot" in sys.modules)
+    matplotlib.use("svg")
+    matplotlib.rcParams.update({"savefig.dpi": 30, "font.size": 20})
+    before = settings()
+    plot_agreement(Path(out) / "b.png", {"drift": {"drifted_batches": []}, "agreement": {
+        "overall": 0.9, "by_batch": {"b1": {"agreement": 0.95}}}})
+    print(before == settings(), matplotlib.get_backend())
+"""
+    printed, _ = fresh_interpreter_loads(code, set())
+    assert printed == "True False\nTrue svg"

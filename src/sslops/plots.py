@@ -1,4 +1,4 @@
-"""Matplotlib figures saved as PNG (headless backend), each with its numbers beside it as CSV.
+"""Matplotlib figures saved as PNG, each with its numbers beside it as CSV.
 
 The figures are read on screens by people who cannot tell red from green and are printed in
 greyscale by reviewers, so colour is never the only channel: series differ by marker (lines)
@@ -10,17 +10,16 @@ documents show it as a table under the figure, the text alternative to the chart
 
 from __future__ import annotations
 
+import contextlib
 import csv
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
+import matplotlib.style
 from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
@@ -56,25 +55,44 @@ def _write_data(path: Path, header: list[str], rows: Sequence[Sequence[str | flo
         out.writerows([_cell(v) for v in row] for row in rows)
 
 
+# Figures are drawn without pyplot and in matplotlib's default style, leaving the process's
+# matplotlib as the program set it: pyplot's backend (matplotlib.use("Agg") here switched a
+# notebook's inline backend off for good) and its rcParams, style or matplotlibrc (which
+# changed the figures' bytes, so a rebuild of the audit bundle in a notebook differed).
+@contextlib.contextmanager
+def default_style() -> Iterator[None]:
+    """matplotlib's default rcParams within the block (a decorator too), whatever the
+    program, a style or a matplotlibrc set: a figure's bytes depend on its data only."""
+    with matplotlib.style.context("default"):
+        yield
+
+
+def subplots(nrows: int = 1, ncols: int = 1, **figure: Any) -> tuple[Figure, Any]:
+    """A figure and its axes, as ``pyplot.subplots`` gives them, made without pyplot: on an
+    Agg canvas of its own, with no backend chosen and the figure registered nowhere."""
+    fig = Figure(**figure)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(nrows, ncols)
+
+
+@default_style()
 def save(fig: Figure, path: Path) -> None:
-    """Write ``fig`` as PNG (no software tag: the bytes depend on the data only) and close it."""
-    try:
-        fig.savefig(path, metadata={"Software": None})
-    finally:
-        plt.close(fig)
+    """Write ``fig`` as PNG (no software tag: the bytes depend on the data only)."""
+    fig.savefig(path, metadata={"Software": None})
 
 
 def _axes(figsize: tuple[float, float]) -> tuple[Figure, Axes]:
-    with plt.rc_context(_STYLE):
-        return plt.subplots(figsize=figsize, layout="constrained")
+    with matplotlib.rc_context(_STYLE):
+        return subplots(figsize=figsize, layout="constrained")
 
 
 def _legend(ax: Axes) -> None:
     """Outside the axes, right of them: inside it may cover points of the curves."""
-    with plt.rc_context(_STYLE):
+    with matplotlib.rc_context(_STYLE):
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
 
 
+@default_style()
 def line_figure(
     series: dict[str, tuple[list[float], list[float]]], xlabel: str, ylabel: str, title: str,
     log_x: bool = False, dashed: Collection[str] = (), x_format: str | None = None,
@@ -83,7 +101,7 @@ def line_figure(
     drawn dashed; ``x_format`` (e.g. ``"{:g}%"``) puts a labeled tick at each x value of the
     data instead of the default ticks."""
     fig, ax = _axes((7.5 if len(series) > 1 else 6.5, 3.6))
-    with plt.rc_context(_STYLE):
+    with matplotlib.rc_context(_STYLE):
         for i, (name, (x, y)) in enumerate(series.items()):
             ax.plot(x, y, label=name, color=ON_WHITE[i % len(ON_WHITE)],
                     marker=MARKERS[i % len(MARKERS)], markersize=5,
@@ -111,6 +129,7 @@ def line_plot(
     _write_data(path, ["series", xlabel, ylabel], rows)
 
 
+@default_style()
 def bars_figure(
     groups: list[str], values: dict[str, list[float]], ylabel: str, title: str
 ) -> Figure:
@@ -118,7 +137,7 @@ def bars_figure(
     the palette's lighter colours keep their outline on white)."""
     fig, ax = _axes((7.5, 3.6))
     colours = [c for c in OKABE_ITO if c != "#000000"]  # a black bar would hide its hatch
-    with plt.rc_context(_STYLE):
+    with matplotlib.rc_context(_STYLE):
         width = 0.8 / max(len(values), 1)
         for i, (name, vals) in enumerate(values.items()):
             ax.bar([g + i * width for g in range(len(groups))], vals, width, label=name,

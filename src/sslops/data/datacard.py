@@ -447,25 +447,24 @@ def datacard_markdown(card: dict[str, Any]) -> str:
 
 def datacard_figures(card: dict[str, Any], out: Path) -> None:
     """Positive rate per sensitive group and missing share per column, as PNG."""
-    from sslops.plots import plt
+    from sslops.plots import default_style, save, subplots
 
-    groups = [
-        (c, g)
-        for c, rows in card["sensitive_groups_train"].items()
-        for g in [g for g in rows if g["positive_rate"] is not None][:8]
-    ]
-    fig, ax = plt.subplots(figsize=(7, 0.3 * len(groups) + 1.2), dpi=100)
-    ax.barh([f"{c}: {g['group']}" for c, g in groups], [g["positive_rate"] for c, g in groups])
-    ax.invert_yaxis()
-    ax.set(xlabel="positive rate (train split)", title="Label balance by sensitive group")
-    fig.tight_layout()
-    fig.savefig(out / FIGURES[0], metadata={"Software": None})
-    plt.close(fig)
-    missing = card["missing_share_train"] or {"(none)": 0.0}
-    fig, ax = plt.subplots(figsize=(7, 0.3 * len(missing) + 1.2), dpi=100)
-    ax.barh(list(missing), list(missing.values()))
-    ax.invert_yaxis()
-    ax.set(xlabel="share of train rows missing", title="Missing values")
-    fig.tight_layout()
-    fig.savefig(out / FIGURES[1], metadata={"Software": None})
-    plt.close(fig)
+    with default_style():  # the figures' bytes depend on the data only
+        groups = [
+            (c, g)
+            for c, rows in card["sensitive_groups_train"].items()
+            for g in [g for g in rows if g["positive_rate"] is not None][:8]
+        ]
+        fig, ax = subplots(figsize=(7, 0.3 * len(groups) + 1.2), dpi=100)
+        ax.barh([f"{c}: {g['group']}" for c, g in groups], [g["positive_rate"] for c, g in groups])
+        ax.invert_yaxis()
+        ax.set(xlabel="positive rate (train split)", title="Label balance by sensitive group")
+        fig.tight_layout()
+        save(fig, out / FIGURES[0])
+        missing = card["missing_share_train"] or {"(none)": 0.0}
+        fig, ax = subplots(figsize=(7, 0.3 * len(missing) + 1.2), dpi=100)
+        ax.barh(list(missing), list(missing.values()))
+        ax.invert_yaxis()
+        ax.set(xlabel="share of train rows missing", title="Missing values")
+        fig.tight_layout()
+        save(fig, out / FIGURES[1])

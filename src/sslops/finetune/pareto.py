@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from sslops.gaps import EXCLUDED, rate_gaps
-from sslops.plots import OKABE_ITO, ON_WHITE, plt
+from sslops.plots import OKABE_ITO, ON_WHITE, default_style, save, subplots
 
 # Each gap's key in sslops.gaps.rate_gaps (fairlearn's definitions, except that
 # a group without positives has no true-positive rate and one without negatives no false-
@@ -292,12 +292,13 @@ def plot_floor(candidates: list[Candidate], chosen: Candidate) -> tuple[float, l
     return floor, [c for c in candidates if c.accuracy < floor]
 
 
+@default_style()
 def plot_front(
     path: Path, candidates: list[Candidate], constraint: str, max_gap: float, chosen: Candidate,
     gap_rows: str = "validation",
 ) -> None:  # fmt: skip
     """The accuracy-vs-gap scatter; ``gap_rows`` names where the gaps were measured."""
-    fig, ax = plt.subplots(figsize=(8.5, 4.2), dpi=100)
+    fig, ax = subplots(figsize=(8.5, 4.2), dpi=100)
     for i, (mechanism, marker) in enumerate(MARKERS.items()):
         pts = [c for c in candidates if c.mechanism == mechanism]
         if pts:
@@ -329,5 +330,4 @@ def plot_front(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
-    fig.savefig(path, metadata={"Software": None})
-    plt.close(fig)
+    save(fig, path)

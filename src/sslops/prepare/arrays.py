@@ -600,20 +600,20 @@ def _markdown(card: dict[str, Any]) -> str:
 
 
 def _figure(cfg: Config, values: np.ndarray, path: Path) -> None:
-    from sslops.plots import plt
+    from sslops.plots import default_style, save, subplots
 
-    if cfg.modality == "image":
-        fig, axes = plt.subplots(4, 8, figsize=(8, 4.2), dpi=100)
-        for ax, i in zip(axes.ravel(), range(32), strict=True):
-            ax.axis("off")
-            if i < len(values):
-                image = values[i]
-                ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray")
-    else:
-        fig, ax = plt.subplots(figsize=(7, 3.2), dpi=100)
-        for series in values[:10]:
-            ax.plot(series, linewidth=0.8)
-        ax.set(xlabel="time step", title="Training series (first 10)")
-    fig.tight_layout()
-    fig.savefig(path, metadata={"Software": None})
-    plt.close(fig)
+    with default_style():  # the figures' bytes depend on the data only
+        if cfg.modality == "image":
+            fig, axes = subplots(4, 8, figsize=(8, 4.2), dpi=100)
+            for ax, i in zip(axes.ravel(), range(32), strict=True):
+                ax.axis("off")
+                if i < len(values):
+                    image = values[i]
+                    ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray")
+        else:
+            fig, ax = subplots(figsize=(7, 3.2), dpi=100)
+            for series in values[:10]:
+                ax.plot(series, linewidth=0.8)
+            ax.set(xlabel="time step", title="Training series (first 10)")
+        fig.tight_layout()
+        save(fig, path)

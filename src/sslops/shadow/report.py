@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 import pandas as pd
 
 from sslops.audit.document import Document
 from sslops.config import KpiConfig
-from sslops.plots import OKABE_ITO, plt
+from sslops.plots import OKABE_ITO, default_style, save, subplots
 from sslops.shadow.kpi import describe_labels_saved
 
 READ_ONLY = (
@@ -51,11 +52,12 @@ def _saved(value: float | None, spec: str = ",") -> str:
     return format(value, spec) if value >= 0 else f"none ({format(-value, spec)} more)"
 
 
+@default_style()
 def plot_agreement(path: Path, report: dict[str, Any]) -> None:
     by_batch = report["agreement"]["by_batch"]
     drifted = set(report["drift"]["drifted_batches"])
     names = list(by_batch)
-    fig, ax = plt.subplots(figsize=(7, 3.4), dpi=100)
+    fig, ax = subplots(figsize=(7, 3.4), dpi=100)
     # Drifted batches differ by hatch as well as colour: the report is printed in greyscale.
     for drift in (False, True):
         at = [i for i, n in enumerate(names) if (n in drifted) == drift]
@@ -69,23 +71,23 @@ def plot_agreement(path: Path, report: dict[str, Any]) -> None:
     ax.set(ylabel="decision agreement (share of rows)", title="Agreement per batch", ylim=(0, 1))
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, metadata={"Software": None})
-    plt.close(fig)
+    save(fig, path)
 
 
+@default_style()
 def plot_psi(path: Path, drift: dict[str, Any]) -> None:
     names = list(drift["batches"])
     features = list(next(iter(drift["batches"].values()))["features"]) if names else []
     grid = np.array([[drift["batches"][b]["features"][f]["psi"] for f in features] for b in names])
     # Batches too small for PSI are grey: their noise would set the colour scale.
     noisy = np.array([not drift["batches"][b]["psi_meaningful"] for b in names], dtype=bool)
-    fig, ax = plt.subplots(
+    fig, ax = subplots(
         figsize=(max(5, 0.5 * len(features) + 2), max(2.5, 0.35 * len(names) + 1.5)), dpi=100
     )
     if names:
         shown = np.ma.masked_array(grid, mask=np.repeat(noisy[:, None], len(features), axis=1))
         top = float(shown.max()) if shown.count() else 0.0
-        cmap = plt.get_cmap("Reds").with_extremes(bad="#d0d7de")
+        cmap = matplotlib.colormaps["Reds"].with_extremes(bad="#d0d7de")
         image = ax.imshow(shown, aspect="auto", cmap=cmap, vmin=0, vmax=max(0.5, top))
         fig.colorbar(image, ax=ax, label="PSI")
         for i, b in enumerate(names):
@@ -97,12 +99,12 @@ def plot_psi(path: Path, drift: dict[str, Any]) -> None:
                                           for n, k in zip(names, noisy, strict=True)], fontsize=8)  # fmt: skip
     ax.set_title(f"PSI vs {drift['reference']} (x: flagged; grey: too few rows)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, metadata={"Software": None})
-    plt.close(fig)
+    save(fig, path)
 
 
+@default_style()
 def plot_scores(path: Path, rows: pd.DataFrame) -> None:
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=100)
+    fig, (left, right) = subplots(1, 2, figsize=(9, 3.4), dpi=100)
     bins = np.linspace(0, 1, 41)
     for model, colour, style in (
         ("candidate", OKABE_ITO[0], "-"),
@@ -118,8 +120,7 @@ def plot_scores(path: Path, rows: pd.DataFrame) -> None:
     right.set_xticks(range(1, len(names) + 1), names, rotation=45, ha="right", fontsize=8)
     right.set(ylabel="candidate score", title="Candidate score per batch")
     fig.tight_layout()
-    fig.savefig(path, metadata={"Software": None})
-    plt.close(fig)
+    save(fig, path)
 
 
 def _drift_section(doc: Document, drift: dict[str, Any]) -> None:
