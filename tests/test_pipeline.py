@@ -163,6 +163,45 @@ def test_a_failed_run_s_log_is_kept_beside_the_output_until_a_run_succeeds(
     assert not log.exists()
 
 
+def test_a_run_gives_back_the_programs_kfp_local_configuration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sslops.run (and the sharded prepare) called kfp.local.init for its tasks and left it
+    so: a program's own kfp.local set-up was replaced, and a component it ran locally after
+    the run wrote under the run's staging folder, which the run had moved away (found by the
+    order review)."""
+    import tempfile
+
+    from kfp import local as kfp
+    from kfp.local.config import LocalExecutionConfig
+
+    from sslops.config import load_config
+    from sslops.pipeline import local
+
+    roots: list[str] = []
+
+    def pipeline_ran(pipeline: object, cfg: object, log: Path, kept: Path) -> dict[str, object]:
+        roots.append(LocalExecutionConfig.instance.pipeline_root)  # what the tasks used
+        (log.parent / "kfp").mkdir()
+        return {}
+
+    monkeypatch.setattr(local, "_run_pipeline", pipeline_ran)
+    monkeypatch.setattr(local, "_collect", lambda root, staging: None)
+    monkeypatch.setattr(local, "build_summary", lambda run_dir: {})
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # kfp's workspace folder
+    monkeypatch.setattr(LocalExecutionConfig, "instance", None)  # the real one comes back after
+    cfg = load_config(ROOT / "configs" / "adult.yaml", [])
+    for program in ("none", "its-own"):
+        if program == "its-own":
+            kfp.init(runner=kfp.SubprocessRunner(use_venv=False),
+                     pipeline_root=str(tmp_path / program), workspace_root=str(tmp_path))  # fmt: skip
+        before = LocalExecutionConfig.instance
+        local.run_local(cfg, tmp_path / program / "run")
+        assert roots[-1].startswith(str(tmp_path / program / ".run.partial-"))
+        assert LocalExecutionConfig.instance is before, program
+
+
 def test_the_run_summary_names_the_values_a_one_vs_rest_label_trains_as_negative(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

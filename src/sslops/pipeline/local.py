@@ -426,22 +426,33 @@ def _run_staged(cfg: Config, out: Path) -> dict[str, Any]:
         return _run_in(staging, cfg, out)
 
 
+@contextlib.contextmanager
+def kfp_local(pipeline_root: str) -> Iterator[None]:
+    """kfp.local set up for the block (tasks as subprocesses, outputs under
+    ``pipeline_root``), then its process-wide configuration given back: after a run the
+    program's own ``kfp.local.init`` (or none) holds again, not a root the run removed."""
+    import kfp.local
+    from kfp.local.config import LocalExecutionConfig
+
+    before = LocalExecutionConfig.instance
+    kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=pipeline_root)
+    try:
+        yield
+    finally:
+        LocalExecutionConfig.instance = before
+
+
 def _run_in(staging: Path, cfg: Config, out: Path) -> dict[str, Any]:
     try:
-        import kfp.local
-
         from sslops.pipeline.ssl_pipeline import ssl_pipeline
 
         pipeline_root = staging / "kfp"
-        kfp.local.init(
-            runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root)
-        )
         # Lineage records where each artifact will be after the run, not the staging folder.
         locations = {
             "root": str(pipeline_root), "out": str(out),
             "folders": {f"{task}/{output}": folder for (task, output), folder in _OUTPUTS.items()},
         }  # fmt: skip
-        with _environment({LOCATIONS_ENV: json.dumps(locations)}):
+        with kfp_local(str(pipeline_root)), _environment({LOCATIONS_ENV: json.dumps(locations)}):
             stages = _run_pipeline(ssl_pipeline, cfg, staging / "run.log", failure_log(out))
         _collect(pipeline_root, staging)
         shutil.rmtree(pipeline_root)

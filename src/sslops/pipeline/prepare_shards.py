@@ -86,10 +86,9 @@ def compile_prepare_sharded(path: Path) -> Path:
 
 def run_prepare_sharded_locally(cfg: Config, out: Path) -> Path:
     """Run the sharded pipeline through kfp.local and move the prepare artifact to ``out``."""
-    import kfp.local
+    from sslops.pipeline.local import kfp_local
 
-    with tempfile.TemporaryDirectory(prefix="sslops-shards-") as root:
-        kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=root)
+    with tempfile.TemporaryDirectory(prefix="sslops-shards-") as root, kfp_local(root):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="You may be attemping")
             warnings.filterwarnings(
