@@ -156,6 +156,25 @@ def test_compiled_multinode_pipeline_launches_a_trainjob(crds) -> None:
     assert placed["executors"]["exec-launch-pretrain"]["fieldPathAsEnv"] == [
         {"fieldPath": "metadata.name", "name": "SSLOPS_POD_NAME"}
     ]
+    # ... and the task is retried (platform.launcher_retries), so the retry follows the job;
+    # the retry window spans the job's deadline, not KFP's default hour from the first try
+    retry = tasks["launch-pretrain"]["retryPolicy"]
+    assert (retry["maxRetryCount"], retry["backoffMaxDuration"]) == (2, "86400s")
+    assert all("retryPolicy" not in t for n, t in tasks.items() if n != "launch-pretrain")
+
+
+def test_launcher_retries_zero_compiles_no_retry(tmp_path: Path) -> None:
+    from sslops.pipeline.ssl_pipeline import compile_pipeline
+
+    overrides = ["pretrain.launcher=trainjob", "platform.storage.workspace_pvc=ws",
+                 "platform.job_timeout_minutes=90"]  # fmt: skip
+    for retries, expected in ((0, None), (5, (5, "5400s"))):
+        cfg = load_config(ROOT / "configs" / "adult.yaml",
+                          [*overrides, f"platform.launcher_retries={retries}"])  # fmt: skip
+        spec = next(yaml.safe_load_all(compile_pipeline(tmp_path / "p.yaml", cfg).read_text()))
+        retry = spec["root"]["dag"]["tasks"]["launch-pretrain"].get("retryPolicy")
+        got = None if retry is None else (retry["maxRetryCount"], retry["backoffMaxDuration"])
+        assert got == expected
 
 
 def test_turning_one_stage_s_caching_off_keeps_the_audit_uncached(tmp_path: Path) -> None:

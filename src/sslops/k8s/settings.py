@@ -146,6 +146,12 @@ class PlatformConfig(_Section):
         "restarts its node's ranks in place) and a PyTorchJob's runPolicy.backoffLimit (failed "
         "pods replaced); every restart resumes from the latest checkpoint.",
     )  # fmt: skip
+    launcher_retries: int = Field(
+        default=2, ge=0, le=10,
+        description="KFP retries of the launch_pretrain task (set_retry, compiled in; Argo "
+        "retries a failed launcher container): a launcher pod drained or preempted exits "
+        "leaving its training job running, and the retry follows that job.",
+    )  # fmt: skip
     log_format: Literal["text", "json"] = Field(
         default="text",
         description="json: SSLOPS_LOG_FORMAT=json in every pipeline task's container and "

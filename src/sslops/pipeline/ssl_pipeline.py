@@ -77,6 +77,13 @@ def build_pipeline(
             place(pretrained, "pretrain", workspace=True)
             # the launcher reads its own pod on SIGTERM: a disruption leaves the job running
             kubernetes.use_field_path_as_env(pretrained, POD_NAME_ENV, "metadata.name")
+            if platform.launcher_retries:  # ... and the retry follows it
+                # KFP's default retry window (backoff_max_duration) is an hour from the first
+                # attempt: a launcher preempted after that would not be retried.
+                pretrained.set_retry(
+                    num_retries=platform.launcher_retries, backoff_duration="60s",
+                    backoff_max_duration=f"{platform.job_timeout_minutes * 60}s",
+                )  # fmt: skip
         finetuned = c.finetune(
             config_json=config_json,
             prepared=prepared.outputs["prepared"],
