@@ -226,6 +226,12 @@ def _positive(schema: dict[str, Any], classes: list[str]) -> dict[str, str]:
     }
 
 
+def _cell(value: Any) -> str:
+    """A metric as a table cell: "n/a" where it is undefined (a class or group absent from
+    the test split gives NaN: null in metrics.json), never "nan"."""
+    return "n/a" if value is None or value != value else f"{value:.4f}"
+
+
 def _markdown(
     metrics: dict[str, dict[str, Any]], attribute: str, constrained: str, positive: dict[str, str]
 ) -> str:
@@ -237,9 +243,10 @@ def _markdown(
     for name, m in metrics.items():
         ci = m.get("intervals", {}).get("accuracy")
         acc = f"{m['accuracy']:.4f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+        roc, ece, worst = (_cell(m[k]) for k in ("roc_auc", "ece", "worst_group_accuracy"))
         lines.append(
-            f"| {name} | {acc} | {m['roc_auc']:.4f} | {m['ece']:.4f} | {gap_cell(m['dp_difference'])} "
-            f"| {gap_cell(m['eo_difference'])} | {m['worst_group_accuracy']:.4f} |"
+            f"| {name} | {acc} | {roc} | {ece} | {gap_cell(m['dp_difference'])} "
+            f"| {gap_cell(m['eo_difference'])} | {worst} |"
         )
     notes = models_gap_note_lines(metrics, attribute)
     if notes:  # "undefined" above: why, so that no reader takes it for no gap
