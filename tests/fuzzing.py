@@ -1,4 +1,5 @@
-"""Shared by the fuzz tests: derandomized hypothesis settings, the config's keys, damaged bytes.
+"""Shared by the fuzz tests: derandomized hypothesis settings, the config's keys, damaged bytes,
+JSON documents with a field replaced.
 
 The cases are derandomized (the same on every run), so CI fails on a regression and never on
 a case one run happened to draw first; ``SSLOPS_FUZZ_RANDOM=1`` draws new ones and
@@ -7,6 +8,7 @@ a case one run happened to draw first; ``SSLOPS_FUZZ_RANDOM=1`` draws new ones a
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -60,3 +62,49 @@ def damaged_bytes(
         elif kind == "drop":
             del changed[at : at + draw(st.integers(1, 64))]
     return bytes(changed)
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=6,
+)  # fmt: skip
+
+# JSON text Python's json module reads into something odd or refuses in its own way: numbers
+# too large for a float (inf) or for int() (ValueError past 4300 digits), NaN, nesting deeper
+# than the recursion limit.
+ODD_LITERALS = (
+    "1" + "0" * 400, "-1e400", "1e999", "9" * 5000, "18446744073709551616", "-0.0", "NaN",
+    "[" * 3000 + "]" * 3000,
+)  # fmt: skip
+_ODD = [f"\x00odd{i}\x00" for i in range(len(ODD_LITERALS))]
+
+
+@st.composite
+def edited_json(draw: st.DrawFn, obj: Any) -> bytes:
+    """``obj`` as indented JSON with one change: a field (at any depth, in an object or a
+    list) replaced by any JSON value or an odd literal, or removed; or the whole document
+    replaced."""
+    obj = json.loads(json.dumps(obj))
+    value = st.one_of(JSON, st.sampled_from(_ODD))
+    if draw(st.integers(0, 9)) == 0:
+        obj = draw(value)
+    else:
+        node, key = obj, None
+        while isinstance(node, dict | list) and node:
+            key = draw(st.sampled_from(sorted(node)) if isinstance(node, dict)
+                       else st.integers(0, len(node) - 1))  # fmt: skip
+            child = node[key]
+            if not isinstance(child, dict | list) or not child or draw(st.booleans()):
+                break
+            node = child
+        if key is not None and isinstance(node, dict | list):
+            if isinstance(node, dict) and draw(st.integers(0, 3)) == 0:
+                del node[key]
+            else:
+                node[key] = draw(value)
+    text = json.dumps(obj, indent=2)
+    for marker, literal in zip(_ODD, ODD_LITERALS, strict=True):
+        text = text.replace(json.dumps(marker), literal)
+    return text.encode()

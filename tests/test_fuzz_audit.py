@@ -39,7 +39,7 @@ from sslops.audit.bundle import (
 )
 from sslops.cli import main
 from sslops.errors import ArtifactError
-from tests.fuzzing import damaged_bytes, fuzz
+from tests.fuzzing import JSON, damaged_bytes, fuzz
 
 KEY = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"sslops fuzz review").digest())
 
@@ -143,14 +143,6 @@ def test_a_damaged_bundle_folder_is_never_intact(sealed: Path) -> None:
 
     case()
     assert verified(sealed, public_key=KEY.public_key()) == []
-
-
-JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
-    max_leaves=6,
-)  # fmt: skip
 
 
 @st.composite

@@ -1,6 +1,7 @@
 """User-facing errors: one message that names what is wrong and what was expected."""
 
 import errno
+import json
 
 
 class SslopsError(Exception):
@@ -61,3 +62,15 @@ def describe_os_error(exc: OSError) -> str:
     where = f"{reason}: {exc.filename}" if exc.filename else reason
     advice = _ADVICE.get(exc.errno) if exc.errno is not None else None
     return f"{where}; {advice}" if advice else where
+
+
+def describe_json_error(exc: Exception) -> str:
+    """One short line for why ``json.loads`` refused a text: its own message for malformed
+    JSON or bytes that are not UTF-8, a plain one for what Python's reader cannot hold (a
+    number of more than 4300 digits is a ValueError, nesting past the recursion limit a
+    RecursionError)."""
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    if isinstance(exc, ValueError) and not isinstance(exc, json.JSONDecodeError | UnicodeError):
+        return "a number too long to read"
+    return " ".join(str(exc).split())[:200]

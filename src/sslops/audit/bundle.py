@@ -119,10 +119,14 @@ def _parse_private(data: bytes, where: str) -> Ed25519PrivateKey:
 
 
 def load_public_key(path: Path) -> Ed25519PublicKey:
-    if not path.is_file():
+    try:
+        data = path.read_bytes() if path.is_file() else None
+    except OSError as exc:  # a name too long, a file that cannot be read
+        raise ConfigError(f"public key file {path}: {exc.strerror or exc}") from None
+    if data is None:
         raise ConfigError(f"public key file not found: {path}")
     try:
-        key = serialization.load_pem_public_key(path.read_bytes())
+        key = serialization.load_pem_public_key(data)
     except (ValueError, TypeError):
         raise ConfigError(f"{path} is not a PEM public key") from None
     if not isinstance(key, Ed25519PublicKey):

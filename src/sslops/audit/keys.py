@@ -41,7 +41,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from sslops.audit.bundle import fingerprint, load_public_key
-from sslops.errors import ConfigError
+from sslops.errors import ConfigError, describe_json_error
 
 TRUSTED_KEYS_FORMAT = 1
 SIGNER_TIMEOUT_S = 120  # an HSM may wait for a touch or a PIN
@@ -71,7 +71,13 @@ def _when(value: Any, where: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-_FIELDS = ("name", "public_key_file", "valid_from", "valid_until", "revoked", "revoked_reason")
+_EXPECTED = {  # each field: text (JSON strings), or null for the optional ones
+    "name": "a name (text)",
+    "public_key_file": "a file name (text)",
+    **dict.fromkeys(("valid_from", "valid_until", "revoked"), 'an ISO 8601 date ("2026-01-01")'),
+    "revoked_reason": "text",
+}
+_FIELDS = tuple(_EXPECTED)
 
 
 def _trusted_key(entry: Any, where: str, folder: Path) -> TrustedKey:
@@ -85,7 +91,11 @@ def _trusted_key(entry: Any, where: str, folder: Path) -> TrustedKey:
             [f"missing {', '.join(missing)}"] if missing else []
         )
         raise ConfigError(f"{where}: {'; '.join(said)} (allowed: {', '.join(_FIELDS)})")
-    name = str(entry["name"])
+    for field, expected in _EXPECTED.items():
+        if entry.get(field) is not None and not isinstance(entry[field], str):
+            raise ConfigError(f"{where}: {field} is {repr(entry[field])[:40]}; expected "
+                              f"{expected}")  # fmt: skip
+    name = entry["name"]
     key_file = Path(entry["public_key_file"])
     try:
         key = load_public_key(key_file if key_file.is_absolute() else folder / key_file)
@@ -120,10 +130,13 @@ class TrustedKeys:
             raw = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"trusted keys {path}: no such file") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except OSError as exc:
             raise ConfigError(
                 f"trusted keys {path}: not readable JSON ({exc}); {expected}"
             ) from None
+        except (ValueError, RecursionError) as exc:
+            raise ConfigError(f"trusted keys {path}: not readable JSON "
+                              f"({describe_json_error(exc)}); {expected}") from None  # fmt: skip
         if not (isinstance(raw, dict) and raw.get("trusted_keys") == TRUSTED_KEYS_FORMAT
                 and isinstance(raw.get("keys"), list) and raw["keys"]):  # fmt: skip
             raise ConfigError(f"trusted keys {path}: {expected}")

@@ -51,7 +51,7 @@ from sslops.audit.bundle import (
     verify_path,
     write_zip,
 )  # fmt: skip
-from sslops.errors import ArtifactError
+from sslops.errors import ArtifactError, describe_json_error
 
 if TYPE_CHECKING:
     from sslops.audit.keys import TrustedKeys
@@ -120,8 +120,10 @@ def _read_marker(registry: Path) -> dict[str, Any]:
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except OSError as exc:
         raise ArtifactError(f"{path}: unreadable ({' '.join(str(exc).split())})") from None
+    except (ValueError, RecursionError) as exc:
+        raise ArtifactError(f"{path}: unreadable ({describe_json_error(exc)})") from None
 
 
 def _write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -345,7 +347,47 @@ def _load_index(path: Path, model: str) -> dict[str, Any]:
         or not isinstance(index.get("entries"), list)
     ):
         raise ArtifactError(f"{path}: not the index of model {model!r}")
+    if index.get("registry_format", FORMAT) != FORMAT:
+        raise ArtifactError(f"{path}: registry_format {index['registry_format']!r}; this sslops "
+                            f"reads format {FORMAT}")  # fmt: skip
+    for number, entry in enumerate(index["entries"], 1):
+        problem = _entry_problem(entry)
+        if problem:
+            raise ArtifactError(f"{path} entry {number}: {problem}; expected an entry as sslops "
+                                "audit file or approve/reject writes it")  # fmt: skip
     return index
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _entry_problem(entry: Any) -> str | None:
+    """Why ``entry`` is not an index entry of the shape the registry reads (a filing or a
+    decision), or None. Only the shape: whether its values are true, the chain of digests
+    and the signatures tell (:func:`check_registry`)."""
+    if not isinstance(entry, dict):
+        return f"a JSON {type(entry).__name__}, not an object"
+    kind = entry.get("kind", "filed")
+    if kind not in ("filed", "decision"):
+        return f"kind {kind!r} is neither 'filed' nor 'decision'"
+    sha = entry.get("manifest_sha256")
+    if not (isinstance(sha, str) and _SHA256.fullmatch(sha)):
+        return "manifest_sha256 is not a sha256 (64 lower-case hex digits)"
+    if kind == "filed" and entry.get("bundle") != f"{BUNDLES}/{sha}.zip":
+        return f"bundle is not {BUNDLES}/<its manifest_sha256>.zip"
+    if kind == "decision" and entry.get("decision") not in DECISIONS:
+        return f"decision {entry.get('decision')!r} is not one of {', '.join(DECISIONS)}"
+    required = () if kind == "filed" else ("by", "decided")
+    optional = ("filed", "previous", "key_fingerprint", "note")
+    for field in (*required, *optional):
+        value = entry.get(field)
+        if value is None and field in required:
+            return f"{field} is missing"
+        if value is not None and not isinstance(value, str):
+            return f"{field} is {repr(value)[:40]}, not a string"
+    if not isinstance(entry.get("metrics") or {}, dict):
+        return "metrics is not an object"
+    return None
 
 
 def model_names(registry: Path) -> list[str]:
@@ -595,13 +637,15 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         point = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ArtifactError(f"checkpoint {path}: no such file (expected {expected})") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"checkpoint {path}: not readable JSON ({exc}); expected "
+    except (OSError, ValueError, RecursionError) as exc:
+        why = describe_json_error(exc)
+        raise ArtifactError(f"checkpoint {path}: not readable JSON ({why}); expected "
                             f"{expected}") from None  # fmt: skip
     models = point.get("models") if isinstance(point, dict) else None
     well_formed = (
         isinstance(models, dict)
         and point.get("registry_checkpoint") == FORMAT
+        and isinstance(point.get("taken"), str)
         and all(
             isinstance(head, dict)
             and isinstance(head.get("entries"), int)
@@ -612,7 +656,8 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     )
     if not well_formed:
         raise ArtifactError(f"checkpoint {path}: not a registry checkpoint (expected {expected}: "
-                            f"registry_checkpoint {FORMAT}, models: name -> entries, head)")  # fmt: skip
+                            f"registry_checkpoint {FORMAT}, taken, models: name -> entries, "
+                            "head)")  # fmt: skip
     return point
 
 
