@@ -15,6 +15,7 @@ Derandomized, as the other fuzzers (``SSLOPS_FUZZ_RANDOM=1`` / ``SSLOPS_FUZZ_SCA
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from pathlib import Path
@@ -274,3 +275,35 @@ def test_a_public_key_file_name_too_long_names_the_key_file(bundle: Path, tmp_pa
         ConfigError, match=r"key 1 \(issuer\): public key file .*kkk: File name too long"
     ):
         TrustedKeys.load(path)
+
+
+def _unknown_algorithm(pem: bytes) -> bytes:
+    """``pem`` with one bit of its algorithm identifier (id-ecPublicKey) changed."""
+    der = bytearray(serialization.load_pem_public_key(pem).public_bytes(DER, SPKI) if b"PUBLIC"
+                    in pem else serialization.load_pem_private_key(pem, None).private_bytes(
+                        DER, PKCS8, serialization.NoEncryption()))  # fmt: skip
+    der[der.find(bytes.fromhex("2a8648ce3d0201"))] ^= 0x01
+    label = b"PUBLIC KEY" if b"PUBLIC" in pem else b"PRIVATE KEY"
+    body = base64.encodebytes(bytes(der))
+    return b"-----BEGIN " + label + b"-----\n" + body + b"-----END " + label + b"-----\n"
+
+
+def test_a_key_of_an_unknown_algorithm_is_named(
+    keys: dict[str, Any], bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A damaged algorithm identifier was cryptography's ``UnsupportedAlgorithm: Unknown key
+    type: 1.3.840.10045.2.1`` traceback from ``audit verify`` and from every command that
+    loads a private key (found by the fuzz review)."""
+    public = tmp_path / "odd.pub.pem"
+    public.write_bytes(_unknown_algorithm(_public(keys["ec"], "pem")))
+    assert main(["audit", "verify", str(bundle), "--public-key", str(public)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {public} holds a key of an unknown type (Unknown key type: 1.3.840.10045.2.1); "
+        "expected an Ed25519 public key\n"
+    )
+    private = tmp_path / "odd.pem"
+    private.write_bytes(_unknown_algorithm(_private(keys["ec"], "pem")))
+    with pytest.raises(ConfigError, match=r"^--key-file \(.*odd.pem\) holds a key of an unknown "
+                       r"type \(Unknown key type: 1\.3\.840\.10045\.2\.1\); expected an Ed25519 "
+                       r"key$"):  # fmt: skip
+        load_private_key(private, "", True, "--key-file", "a decision is signed")

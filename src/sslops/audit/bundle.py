@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -113,6 +113,9 @@ def _parse_private(data: bytes, where: str) -> Ed25519PrivateKey:
     except (ValueError, TypeError):
         # Never include the bytes: they may be a key in another format.
         raise ConfigError(f"{where} does not hold an unencrypted PEM private key") from None
+    except UnsupportedAlgorithm as exc:  # an algorithm identifier no one knows (damaged)
+        raise ConfigError(f"{where} holds a key of an unknown type ({exc}); expected an "
+                          "Ed25519 key") from None  # fmt: skip
     if not isinstance(key, Ed25519PrivateKey):
         raise ConfigError(f"{where} holds a {type(key).__name__}, expected an Ed25519 key")
     return key
@@ -129,6 +132,9 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
         key = serialization.load_pem_public_key(data)
     except (ValueError, TypeError):
         raise ConfigError(f"{path} is not a PEM public key") from None
+    except UnsupportedAlgorithm as exc:  # an algorithm identifier no one knows (damaged)
+        raise ConfigError(f"{path} holds a key of an unknown type ({exc}); expected an "
+                          "Ed25519 public key") from None  # fmt: skip
     if not isinstance(key, Ed25519PublicKey):
         raise ConfigError(f"{path} is not an Ed25519 public key")
     return key
