@@ -185,7 +185,12 @@ def _unreadable_parquet(path: Path, exc: Exception, key: str) -> DataError:
     except UnicodeDecodeError:
         first_line = ""
     hint = "; it looks like CSV text: set data.format=csv" if "," in first_line else ""
-    return DataError(f"{key}: {path} is not a readable Parquet file ({exc}){hint}")
+    return DataError(f"{key}: {path} is not a readable Parquet file ({_said(exc)}){hint}")
+
+
+def _said(exc: Exception) -> str:
+    """pyarrow's message on one line (a Thrift error ends in a line break)."""
+    return " ".join(str(exc).split())
 
 
 def is_number(text: str) -> bool:
@@ -431,7 +436,7 @@ def _parquet_chunks(path: Path, chunk_rows: int, key: str) -> Iterator[pa.Table]
             yield _without_unnamed(table, path, key, done - batch.num_rows)
     except (OSError, pa.ArrowException) as exc:
         raise DataError(
-            f"{key}: {path} record {done + 1}: unreadable Parquet data ({exc})"
+            f"{key}: {path} record {done + 1}: unreadable Parquet data ({_said(exc)})"
         ) from None
 
 
