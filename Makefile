@@ -97,7 +97,7 @@ test-reliability: $(STAMP)  ## fault injection, fuzzing, concurrent runs, secret
 	$(BIN)/python -m pytest -q -m 'not gpu' tests/reliability
 
 fuzz: $(STAMP)  ## new random fuzz cases, 5x as many (the suite's own are fixed); a failure prints its @reproduce_failure
-	SSLOPS_FUZZ_RANDOM=1 SSLOPS_FUZZ_SCALE=$${SSLOPS_FUZZ_SCALE:-5} $(BIN)/python -m pytest -q -m reliability tests/reliability/test_fuzz_inputs.py
+	SSLOPS_FUZZ_RANDOM=1 SSLOPS_FUZZ_SCALE=$${SSLOPS_FUZZ_SCALE:-5} $(BIN)/python -m pytest -q -m 'not gpu and not slow' tests/reliability/test_fuzz_inputs.py tests/test_fuzz_*.py
 
 # bandit and pip-audit live in their own environment, like checkov: not the package's dependencies.
 $(SECURITY_TOOLS):
