@@ -26,6 +26,7 @@ import pytest
 
 from sslops.config import validate_config
 from sslops.k8s.launcher import JobWatcher, TrainingJobFailed, launch_pretrain_task
+from sslops.k8s.run_folder import job_name
 from tests.conftest import BIN, crd_schemas
 
 
@@ -58,6 +59,7 @@ class FakeApiServer:
         self.own_pods: dict[str, dict[str, Any]] = {}  # single pods by name (the launcher's)
         self.pod_reads = 0
         self.on_pod_read = lambda name: None
+        self.on_watch = lambda name: None  # a watch request on the object of that name
         self.changed = threading.Condition()
         self.server = _QuietServer(("127.0.0.1", 0), self._handler())
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -160,6 +162,7 @@ class FakeApiServer:
 
             def _watch(self, query: dict[str, str]) -> None:
                 name = query["fieldSelector"].removeprefix("metadata.name=")
+                api.on_watch(name)
                 if api.gone_once:
                     api.gone_once = False
                     status = {"kind": "Status", "code": 410, "reason": "Expired", "message": "old"}
@@ -563,6 +566,54 @@ def test_a_job_an_earlier_attempt_left_running_is_followed_not_replaced(
     assert lines[0] == (f"TrainJob {NAMESPACE}/sslops-pretrain-left exists, left running by an "
                         "earlier attempt of this task: following it")  # fmt: skip
     assert api_server.deleted == []
+
+
+@pytest.mark.parametrize("resume", [True, False], ids=["resume", "no-resume"])
+def test_a_retry_re_attaches_to_the_running_job_without_restaging_its_folder(
+    api_server: FakeApiServer, api_client, small_config, prepared_dir, tmp_path: Path, capsys,
+    resume: bool,
+) -> None:  # fmt: skip
+    """The retry after a drained launcher: its job still runs in the run folder. Before, the
+    retry staged the folder first, logging "resuming from ... (step 2)" (untrue: nothing
+    resumed, the running job was followed), and with pretrain.resume false it removed the
+    running job's checkpoints from under it; only then did it find the job."""
+    from sslops.pretrain import run_pretrain
+
+    workspace = tmp_path / "workspace"
+    cfg = _job_config(small_config, workspace, checkpoint_every=2, threads=1, resume=resume)
+    ids = {"run_id": "run-8", "task_name": "launch-pretrain"}
+    name = job_name(ids["run_id"], ids["task_name"])
+    assert name is not None
+    run_dir = workspace / "sslops" / name
+    checkpoints = run_dir / "pretrained.checkpoints"
+    run_pretrain(cfg, prepared_dir, run_dir / "pretrained", stop_after=3)  # the job, so far
+    (run_dir / "config.json").write_text(cfg.to_json())
+    api_server.objects[name] = {**_trainjob(name), "metadata": {
+        "name": name, "namespace": NAMESPACE, "resourceVersion": "1"}}  # fmt: skip
+    seen: list[list[str]] = []
+
+    def job_finishes(watched: str) -> None:  # once followed, the job runs on to its end
+        def finish() -> None:
+            seen.append(sorted(p.name for p in checkpoints.glob("step-*")))
+            run_pretrain(cfg, prepared_dir, run_dir / "pretrained")
+            api_server.set_conditions(watched, ("Complete", "JobSetCompleted", ""))
+
+        if not seen:
+            seen.append([])
+            threading.Thread(target=finish, daemon=True).start()
+
+    api_server.on_watch = job_finishes
+    api_server.on_create = lambda job: pytest.fail("the retry created a job")
+    pretrained = SimpleNamespace(path=str(tmp_path / "pretrained"), metadata={})
+    launch_pretrain_task(cfg.to_json(), "i", "i-cuda", SimpleNamespace(path=str(prepared_dir)),
+                         pretrained, **ids, api_client=api_client, namespace=NAMESPACE)  # fmt: skip
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == (f"re-attaching to TrainJob {NAMESPACE}/{name}, left running by an "
+                          "earlier attempt of this task; its run folder is left as it is")  # fmt: skip
+    assert not [line for line in printed if "resuming from" in line or "step 0" in line]
+    assert seen[1] == ["step-00000002"]  # the running job's checkpoint, still there
+    assert pretrained.metadata["resumed_from_step"] == (2 if resume else None)
+    assert api_server.deleted == [] and not run_dir.exists()  # collected, then removed
 
 
 def test_the_restart_budget_lets_the_job_survive_a_killed_rank(

@@ -8,10 +8,11 @@ rest of the pipeline sees an ordinary ``pretrain`` artifact.
 
 The job and its run folder (``<workspace>/sslops/<job>``) are named after the KFP run and
 task (:func:`job_name`), so a retry of the task (KFP's retry policy, a restarted pod, a
-retried run) finds what the earlier attempt left: it follows the job if that still runs,
-collects its artifact if it finished, and otherwise starts the job again, which resumes
-from the latest intact checkpoint of that folder when its config fingerprint matches (a
-changed config starts fresh, saying why). The run folder is removed when the task
+retried run) finds what the earlier attempt left: it collects the job's artifact if the job
+finished, re-attaches to the job if that still runs (leaving its run folder as it is), and
+otherwise stages the folder again and starts the job again, which resumes from the latest
+intact checkpoint of that folder when its config fingerprint matches (a changed config
+starts fresh, saying why). The run folder is removed when the task
 succeeds, and kept for the retry when it fails after a checkpoint was written.
 
 SIGTERM reaches this pod for two different reasons, told apart by the pod's own
@@ -175,9 +176,26 @@ class JobWatcher:
                     f"{f' ({key[2]})' if key[2] else ''}{message}"
                 )
 
+    def left_running(self, job: dict[str, Any]) -> bool:
+        """Whether a job of ``job``'s name, left by an earlier attempt of the task, still runs
+        (neither ended nor being deleted): the retry then follows it as it is."""
+        from kubernetes.client.exceptions import ApiException
+
+        kind = KINDS[job["kind"]]
+        try:
+            existing = self.custom.get_namespaced_custom_object(
+                *self._args(kind), job["metadata"]["name"]
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return verdict(kind, existing) is None and not existing["metadata"].get("deletionTimestamp")
+
     def _create(self, job: dict[str, Any], kind: JobKind) -> None:
-        """Create ``job``; one of that name left by an earlier attempt of the task is followed
-        while it runs, and replaced once it ended or is going."""
+        """Create ``job``; one of that name (an earlier attempt's, which ended or is going,
+        or one created since :meth:`left_running` looked) is followed while it runs, and
+        replaced once it ended or is going."""
         from kubernetes.client.exceptions import ApiException
 
         where = f"{job['kind']} {self.namespace}/{job['metadata']['name']}"
@@ -222,16 +240,18 @@ class JobWatcher:
 
     def run(
         self, job: dict[str, Any], timeout_seconds: float, progress: ProgressWatch | None = None,
-        retryable: bool = False,
+        retryable: bool = False, attach: bool = False,
     ) -> dict[str, Any]:  # fmt: skip
         """Create ``job``, wait for it, return its final state; raise when it fails.
 
         ``retryable``: a retry of the task finds the job (it is named after the run and
-        task), so a SIGTERM of a disrupted launcher pod leaves it running."""
+        task), so a SIGTERM of a disrupted launcher pod leaves it running. ``attach``: the
+        job exists, left running by an earlier attempt (:meth:`left_running`): follow it."""
         kind = KINDS[job["kind"]]
         name = job["metadata"]["name"]
-        self._adopt(job)
-        self._create(job, kind)
+        if not attach:
+            self._adopt(job)
+            self._create(job, kind)
         try:
             final = self._wait(job, kind, time.monotonic() + timeout_seconds, progress)
         except Stopped as stop:
@@ -486,21 +506,31 @@ def launch_pretrain_task(
         collected = left_running = False
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
+            watcher = JobWatcher(api_client, namespace, pod_name=pod_name)
             if finished_artifact(cfg, out):
                 print(f"{out} holds the artifact an earlier attempt's job finished: collecting it")
             else:
-                shutil.rmtree(out, ignore_errors=True)  # a stale or partial one
-                stage_run_folder(config_json, Path(prepared.path), run_dir)
-                resume_or_start_fresh(cfg, checkpoints, print)
+                # The job a drained launcher left still works in the run folder: look for it
+                # before staging, which would say it resumes and may clear its checkpoints.
+                if attach := retryable and watcher.left_running(job):
+                    print(
+                        f"re-attaching to {job['kind']} {namespace}/{name}, left running by an "
+                        "earlier attempt of this task; its run folder is left as it is"
+                    )
+                else:
+                    shutil.rmtree(out, ignore_errors=True)  # a stale or partial one
+                    stage_run_folder(config_json, Path(prepared.path), run_dir)
+                    resume_or_start_fresh(cfg, checkpoints, print)
                 beat = cfg.pretrain.heartbeat_seconds
                 progress = (
                     ProgressWatch(checkpoints, STALL_HEARTBEATS * beat, print) if beat else None
                 )
                 try:
                     with _sigterm_as_exit():
-                        JobWatcher(api_client, namespace, pod_name=pod_name).run(
-                            job, cfg.platform.job_timeout_minutes * 60, progress, retryable
-                        )
+                        watcher.run(
+                            job, cfg.platform.job_timeout_minutes * 60, progress, retryable,
+                            attach,
+                        )  # fmt: skip
                 except Stopped as stop:
                     left_running = stop.left_running
                     raise
