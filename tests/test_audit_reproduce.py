@@ -236,6 +236,38 @@ def test_reproduce_runs_in_a_clean_environment(
     assert record["result"] == "passed"
 
 
+@pytest.mark.parametrize(
+    ("given", "unbuffered"),
+    [(["--help"], False), ([], False), ([], True)],
+    ids=["help", "reproduce", "reproduce-unbuffered"],
+)
+def test_the_module_entry_ends_quietly_with_141_when_stdout_has_no_reader(
+    signed: Path, stage_artifacts: dict[str, Path], keys: dict[str, Path], tmp_path: Path,
+    given: list[str], unbuffered: bool,
+) -> None:  # fmt: skip
+    """As the ``sslops`` command line does (tests/test_cli.py): before, ``python -m
+    sslops.audit.reproduce ... | head -c1`` ended in Python's 'Exception ignored ...
+    BrokenPipeError' and status 120 (buffered stdout) or a BrokenPipeError traceback and
+    status 1 (unbuffered), found by the leftover2 review. The attestation is written either way."""
+    out = tmp_path / "attestation"
+    args = given or [str(signed), "--data", str(stage_artifacts["prepare"]), "--public-key",
+                     str(keys["issuer.pub"]), "--key-file", str(keys["verifier"]), "--out",
+                     str(out)]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = "1"
+    read, write = os.pipe()
+    os.close(read)  # `| head -c1` that has had enough, made certain
+    try:
+        done = subprocess.run([sys.executable, "-m", "sslops.audit.reproduce", *args],
+                              stdout=write, stderr=subprocess.PIPE, text=True, env=env,
+                              timeout=300)  # fmt: skip
+    finally:
+        os.close(write)
+    assert (done.returncode, done.stderr) == (141, "")
+    assert given or json.loads((out / ATTESTATION).read_text())["result"] == "passed"
+
+
 def test_the_attestation_is_never_written_into_its_inputs_and_covers_only_its_files(
     signed: Path, stage_artifacts: dict[str, Path], keys: dict[str, Path], tmp_path: Path,
     capsys: pytest.CaptureFixture[str],

@@ -9,25 +9,23 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import io
 import json
 import math
 import os
-import select
 import shlex
-import signal
 import sys
 import tempfile
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, ParamSpec
+from typing import Any, NoReturn
 
 import yaml
 
 from sslops import __version__
 from sslops.artifacts import INPUT_STAGE, json_text
+from sslops.closed_stdout import stdout_closed, stdout_flushed_at_the_end, stdout_gone
 from sslops.config import Config, load_config
 from sslops.console import JsonLines, log_format, say
 from sslops.errors import (
@@ -42,8 +40,6 @@ from sslops.k8s import commands as k8s_commands
 from sslops.matplotlib_home import quiet_config_dir
 from sslops.shadow import commands as shadow_commands
 from sslops.sigterm import EXIT_SIGINT, EXIT_SIGTERM, Terminated, sigterm_as_interrupt
-
-EXIT_SIGPIPE = 128 + signal.SIGPIPE  # stdout's reader went away (`| head -1`)
 
 EXAMPLES = """\
 examples:
@@ -1063,64 +1059,7 @@ def describe_unencodable(exc: UnicodeEncodeError) -> str:
     )
 
 
-def _stdout_gone() -> bool:
-    """stdout is a pipe or socket with no reader left (poll reports an error on it), so a
-    broken pipe was stdout's, not a task's or a server's."""
-    try:
-        poller = select.poll()
-        poller.register(sys.stdout.fileno(), select.POLLOUT)
-        return any(events & select.POLLERR for _, events in poller.poll(0))
-    except (OSError, ValueError, AttributeError):  # no file descriptor (a test's capture)
-        return False
-
-
-def _stdout_closed() -> int:
-    """The reader of stdout went away. Quietly, as ``cat`` or ``gzip`` end when SIGPIPE
-    kills them, with the status a shell reports for that (141), which ``set -o pipefail``
-    counts as a failure, so a job learns that not every row was taken. Python would try
-    to flush stdout again on the way out and print a traceback; it flushes to nothing."""
-    with contextlib.suppress(OSError, ValueError):  # no file descriptor (a test's capture)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    return EXIT_SIGPIPE
-
-
-P = ParamSpec("P")
-
-
-def _stdout_flushed_at_the_end(entry: Callable[P, int]) -> Callable[P, int]:
-    """What a command printed that still sits in stdout's buffer (help, config, a --json
-    report: anything short) is written before the command returns, not at interpreter exit,
-    where a reader that went away (| head -c1) shows as Python's 'Exception ignored ...
-    BrokenPipeError' and status 120."""
-
-    @functools.wraps(entry)
-    def run(*args: P.args, **kwargs: P.kwargs) -> int:
-        try:
-            status = entry(*args, **kwargs)
-        except SystemExit as done:  # argparse's --help, --version and usage errors
-            if isinstance(done.code, int | None):
-                done.code = _flush_stdout(done.code or 0)
-            raise
-        return _flush_stdout(status)
-
-    return run
-
-
-def _flush_stdout(status: int) -> int:
-    """``status``, or, when stdout's reader went away, 141 for a command that succeeded (as
-    predict's stream ends: not all output was taken); a failure keeps its own status (its
-    error line is on stderr)."""
-    try:
-        sys.stdout.flush()
-    except BrokenPipeError:  # stdout's own flush: its reader, no task's or server's
-        closed = _stdout_closed()  # the exit's own flush now writes to nothing
-        return closed if status == 0 else status
-    return status
-
-
-@_stdout_flushed_at_the_end
+@stdout_flushed_at_the_end
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _portable_paths_and_output(args)
@@ -1200,8 +1139,8 @@ def _main(args: argparse.Namespace) -> int:
         print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except OSError as exc:  # environment: folder not writable, disk full, ...
-        if isinstance(exc, BrokenPipeError) and _stdout_gone():  # `| head -1` had enough
-            return _stdout_closed()
+        if isinstance(exc, BrokenPipeError) and stdout_gone():  # `| head -1` had enough
+            return stdout_closed()
         print(f"error: {one_line(describe_os_error(exc))}", file=sys.stderr)
         return 2
     except Terminated as exc:  # pretraining's says where its checkpoint is

@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from sslops.closed_stdout import stdout_flushed_at_the_end
 from sslops.errors import SslopsError
 
 VERIFIER_KEY_ENV = "SSLOPS_VERIFIER_KEY"
@@ -54,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+@stdout_flushed_at_the_end
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sslops.audit.reproduce", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
