@@ -114,6 +114,39 @@ def _generic_json(doc: Document, name: str, payload: Any) -> None:
             doc.table(header, rows)
 
 
+POSTPROCESSING = "evidence/finetune/postprocessing.json"
+
+
+def _threshold_rule(operation: Any) -> Any:
+    """fairlearn's ThresholdOperation text, ``[>0.30711116590620846]``, with its number as
+    the card's others: ``score > 0.3071``; any other value as it is."""
+    text = str(operation)
+    if len(text) > 3 and text[0] == "[" and text[1] in "<>" and text[-1] == "]":
+        try:
+            return f"score {text[1]} {_fmt(float(text[2:-1]))}"
+        except ValueError:
+            pass
+    return operation
+
+
+def _postprocessing_json(doc: Document, payload: Any) -> None:
+    """The ThresholdOptimizer's rules per group, rounded as the card's other tables; the
+    artifact's file keeps them exact for evaluate, which replays them."""
+    rules = payload.get("thresholds") if isinstance(payload, dict) else None
+    if not isinstance(rules, dict) or not rules:
+        _generic_json(doc, POSTPROCESSING, payload)
+        return
+    rounded = {
+        group: {k: _threshold_rule(v) if k.startswith("operation") else v for k, v in rule.items()}
+        if isinstance(rule, dict) else rule
+        for group, rule in rules.items()
+    }  # fmt: skip
+    _generic_json(doc, POSTPROCESSING, {**payload, "thresholds": rounded})
+    doc.paragraph(
+        f"The rules' thresholds are rounded here; evaluate replays the exact ones in {POSTPROCESSING}."
+    )
+
+
 def _metrics_sections(doc: Document, cfg: Config, metrics: dict[str, Any], deployed: str) -> None:
     sensitive = metrics.get("sensitive", cfg.data.sensitive[0] if cfg.data.sensitive else "")
     doc.heading(f"Test metrics ({_fmt(metrics.get('rows', 0))} rows)")
@@ -653,7 +686,10 @@ def build_card(cfg: Config, bundle: Path, context: dict[str, Any], evidence: lis
             and name != "evidence/evaluate/ood.json"
             and name.startswith(("evidence/evaluate/", "evidence/finetune/"))
         ):
-            _generic_json(doc, name, _load(bundle, name))
+            if name == POSTPROCESSING:
+                _postprocessing_json(doc, _load(bundle, name))
+            else:
+                _generic_json(doc, name, _load(bundle, name))
     candidates = finetune.get("fairness", {}).get("candidates")
     if candidates:  # the sweep the policy chose from
         # null_as_nan: an undefined gap (null) shows n/a, not "None"
