@@ -331,6 +331,32 @@ def test_heartbeat_logs_rank_step_rate_and_loss(
     assert not [r for r in caplog.records if r.getMessage().startswith("heartbeat")]
 
 
+@pytest.mark.parametrize("logging_set_up", [True, False], ids=["logging-set-up", "none"])
+def test_pretrain_log_level_is_given_back_when_training_returns(
+    small_config: Config, prepared: Path, tmp_path: Path, logging_set_up: bool
+) -> None:
+    """pretrain.log_level debug left the loop's logger at DEBUG (and, where the process had
+    set no logging up, the loop's own stderr handler on it) in a library process after the
+    stage returned, so a later stage's or the user's records went out at debug (found by
+    the leftover2 review); the level a user set, and the handlers, come back as they were."""
+    import logging
+
+    log = logging.getLogger("sslops.pretrain")
+    handlers = list(log.handlers)
+    log.setLevel(logging.WARNING)  # the library user's own choice
+    log.propagate = logging_set_up  # without propagation it sees no handler: none set up
+    try:
+        cfg = configured(small_config, epochs=1, knn_every=0, log_level="debug")
+        data = load_pretrain_data(prepared, "tabular", 100, 0)
+        task = build_task(cfg, data.info, backbone_spec(cfg, data.info))
+        assert train(cfg, data, task, tmp_path / "ckpt", torch.device("cpu")) is not None
+        assert (log.level, log.handlers) == (logging.WARNING, handlers)
+    finally:
+        log.setLevel(logging.NOTSET)
+        log.propagate = True
+        log.handlers[:] = handlers
+
+
 @pytest.mark.ddp
 def test_every_rank_beats_under_torchrun_at_debug(
     small_config: Config, prepared: Path, tmp_path: Path

@@ -20,11 +20,12 @@ checkpoint, and every rank raises :class:`StoppedBySigterm` (exit status 143).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,10 +94,13 @@ def checkpoint_seconds(cfg: Config) -> float:
     return minutes * 60
 
 
-def _show_log(level: str) -> None:
-    """The loop's log at ``level`` (``pretrain.log_level``). Where nothing set logging up (a
-    torchrun rank in a pod) it goes to stderr through a handler of its own; elsewhere the
-    process's setup decides, and only debug is asked of it."""
+@contextlib.contextmanager
+def _shown_log(level: str) -> Iterator[None]:
+    """The loop's log at ``level`` (``pretrain.log_level``) while it runs. Where nothing set
+    logging up (a torchrun rank in a pod) it goes to stderr through a handler of its own;
+    elsewhere the process's setup decides, and only debug is asked of it. The level and the
+    handlers are given back afterwards: a library process goes on with its own."""
+    previous, added = log.level, None
     own = [h for h in log.handlers if getattr(h, "sslops_rank_log", False)]
     if not own and not log.hasHandlers():
         handler: logging.Handler
@@ -109,11 +113,17 @@ def _show_log(level: str) -> None:
             )
         handler.sslops_rank_log = True  # type: ignore[union-attr]
         log.addHandler(handler)
-        own = [handler]
+        own, added = [handler], handler
     if own:
         log.setLevel(level.upper())
     elif level == "debug":
         log.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        log.setLevel(previous)
+        if added is not None:
+            log.removeHandler(added)
 
 
 HEARTBEAT_FILE = "heartbeat-rank-{rank:05d}.json"  # in the checkpoint folder
@@ -214,6 +224,14 @@ def train(
     stop_after: int | None = None,
 ) -> TrainResult | None:
     """Train ``task``; returns None when stopped early by ``stop_after`` (tests: a kill)."""
+    with _shown_log(cfg.pretrain.log_level):
+        return _train(cfg, data, task, checkpoint_dir, device, stop_after)
+
+
+def _train(
+    cfg: Config, data: PretrainData, task: Task, checkpoint_dir: Path, device: torch.device,
+    stop_after: int | None,
+) -> TrainResult | None:  # fmt: skip
     pc = cfg.pretrain
     rank, size = world()
     rows = data.x.shape[0]
@@ -301,7 +319,6 @@ def train(
         periodic = bool(pc.checkpoint_every) and step % pc.checkpoint_every == 0
         return periodic or bool(timed and clock() - last_saved >= timed)
 
-    _show_log(pc.log_level)
     heartbeat = Heartbeat(rank, size, total_steps, batch, pc.heartbeat_seconds, checkpoint_dir)
     heartbeat.start(step)
     if result.resumed_from is not None and rank == 0:
