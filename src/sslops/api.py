@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sslops.artifacts import INPUT_STAGE, check_replaceable
+from sslops.artifacts import INPUT_STAGE, replacing
 from sslops.config import Config, validate_config
 from sslops.config import load_config as _load_config
 from sslops.errors import ConfigError
@@ -116,7 +116,9 @@ def run_stage(stage: str, cfg: ConfigLike, out: str | Path, inputs: Mapping[str,
     """Run one stage into ``out`` with its input artifacts by role (``prepared``, ...).
 
     The shared path of :func:`prepare` ... :func:`audit` and the ``sslops <stage>`` commands:
-    ``out`` is checked first (see :func:`sslops.artifacts.check_replaceable`).
+    ``out`` is checked first (see :func:`sslops.artifacts.check_replaceable`) and held for
+    the stage (:func:`sslops.artifacts.output_lock`: a second command writing ``out``
+    meanwhile is refused, naming this one).
     """
     if stage not in STAGE_INPUTS:
         raise ConfigError(f"stage {stage!r}: expected one of {', '.join(STAGES)}")
@@ -126,7 +128,11 @@ def run_stage(stage: str, cfg: ConfigLike, out: str | Path, inputs: Mapping[str,
     if missing:
         raise ConfigError(f"{stage} needs the artifact(s) {', '.join(missing)}")
     out = Path(out)
-    check_replaceable(out, f"{stage} artifact", stage=stage, inputs=list(given.values()))
+    with replacing(out, stage, f"{stage} artifact", stage=stage, inputs=list(given.values())):
+        return _run(stage, config, given, out)
+
+
+def _run(stage: str, config: Config, given: dict[str, Path], out: Path) -> Path:
     if stage == "prepare":
         from sslops.prepare import prepare as run
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from sslops import __version__
-from sslops.errors import ArtifactError, describe_os_error
+from sslops.errors import ArtifactError, SslopsError, describe_os_error
 
 META = "meta.json"
 LOCATIONS_ENV = "SSLOPS_FINAL_LOCATIONS"
@@ -299,6 +299,79 @@ def check_replaceable(
         f"{final} exists and holds files that are not an earlier {what} ({shown}), which "
         "writing it there would delete; nothing was written: choose a new or empty folder"
     )
+
+
+def _holder(lock: Any) -> tuple[str, str]:
+    """(process id, command) that a writer wrote into the lock file it holds (or held), or
+    empty strings (a lock file of an earlier version holds the process id alone)."""
+    lock.seek(0)
+    pid, _, command = lock.read(200).decode("ascii", "replace").strip().partition(" ")
+    return (pid, " ".join(command.split())) if pid.isdigit() else ("", "")
+
+
+@contextlib.contextmanager
+def output_lock(out: Path, command: str) -> Iterator[None]:
+    """Hold ``.<out>.lock`` (``flock``) for the block: one sslops command writes ``out`` at a
+    time. ``sslops run``, every command that writes an artifact folder (the stage commands
+    and :func:`sslops.run_stage`, ``sslops shadow``, ``sslops audit reproduce``) and
+    ``sslops predict`` (its file) hold it from the check of ``out`` to the rename, so two
+    of them started together do not
+    both compute and then silently replace each other's result (or, first writes, fail at
+    the rename with "Directory not empty"), nor share a pretrain checkpoint folder. The
+    second is refused at once, naming the holder: the file holds its process id and
+    ``command`` ("run", "prepare", ...).
+
+    The lock file is removed on the way out, while still locked; a writer that opened it
+    just before checks that it locked the file that is still there. A SIGKILLed holder
+    leaves the file (not the lock), which the next writer takes over, saying so."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    path = out.parent / f".{out.name}.lock"
+
+    def busy(pid: str, held_by: str) -> SslopsError:
+        holder = f"another sslops {held_by or 'command'}" + (f" (process {pid})" if pid else "")
+        return SslopsError(
+            f"{holder} is writing {out} (lock {path}); wait for it to end, or choose another --out"
+        )
+
+    with open(path, "a+b") as lock:
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise busy(*_holder(lock)) from None
+        try:
+            same = os.stat(path).st_ino == os.fstat(lock.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:
+            raise busy("", "")
+        killed, killed_command = _holder(lock)  # one that ended normally removed the file
+        if killed:
+            print(f"taking over the lock {path} of an sslops {killed_command or 'command'} "
+                  f"(process {killed}) that was killed", file=sys.stderr)  # fmt: skip
+        lock.truncate(0)
+        lock.write(f"{os.getpid()} {command}\n".encode("ascii", "replace"))
+        lock.flush()
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def replacing(
+    out: Path, command: str, what: str, marker: str = META, stage: str | None = None,
+    inputs: Iterable[Path | None] = (),
+) -> Iterator[None]:  # fmt: skip
+    """For the block, ``out`` is this command's to write: :func:`check_replaceable` (the
+    arguments after ``what`` are its), then :func:`output_lock`, then the check again under
+    the lock (another writer may have replaced ``out`` in between). Bad input is refused
+    before the lock file, or the folder that holds it, is made."""
+    out, inputs = Path(out), list(inputs)
+    check_replaceable(out, what, marker, stage, inputs)
+    with output_lock(out, command):
+        check_replaceable(out, what, marker, stage, inputs)
+        yield
 
 
 # ``.<name>.old-<hex>``: an earlier ``<name>`` moved aside while its replacement is renamed in.

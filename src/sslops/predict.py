@@ -59,7 +59,7 @@ import numpy as np
 import pandas as pd
 
 from sslops import __version__
-from sslops.artifacts import json_text, new_file_mode, sha256_file
+from sslops.artifacts import json_text, new_file_mode, output_lock, sha256_file
 from sslops.config import Config
 from sslops.errors import ArtifactError, DataError
 from sslops.progress import task_progress
@@ -559,13 +559,17 @@ def _writing(out: Path) -> Iterator[_Sink]:
     predictions are renamed into place, so a predictions file never stands without the
     record of what made it. On any error (or Ctrl-C) both temporary files are removed and
     nothing of ``out`` changes. Each temporary file is locked while this process lives, so
-    the next write of ``out`` can tell a killed writer's (:func:`_recover`) from a live one's."""
+    the next write of ``out`` can tell a killed writer's (:func:`_recover`) from a live one's.
+    ``out`` itself is held (:func:`sslops.artifacts.output_lock`) for the block: a second
+    predict into it meanwhile is refused, naming this one (two writers' renames could
+    otherwise interleave, leaving one's predictions beside the other's record)."""
     if out == STDIO:
         with _to_stdout() as sink:
             yield sink
         return
     temps: list[str] = []
     with contextlib.ExitStack() as locks:
+        locks.enter_context(output_lock(out, "predict"))
 
         def temporary() -> tuple[int, str]:
             fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=TEMP_SUFFIX, dir=out.parent)

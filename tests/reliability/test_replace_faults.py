@@ -150,7 +150,7 @@ def test_the_lock_names_its_holder_and_a_killed_holder_s_lock_is_taken_over(
     capsys.readouterr()
     with pytest.raises(PipelineFailed):
         run_local(small_config, out)
-    assert f"of a run (process {holder.pid}) that was killed" in capsys.readouterr().err
+    assert f"of an sslops run (process {holder.pid}) that was killed" in capsys.readouterr().err
     assert not (tmp_path / ".run.lock").exists()
 
 

@@ -101,7 +101,7 @@ def test_a_second_run_into_the_same_folder_is_refused(small_config: Config, tmp_
     stale.mkdir()
     with open(tmp_path / ".run.lock", "a+b") as held:  # another run holds the folder
         fcntl.flock(held.fileno(), fcntl.LOCK_EX)
-        with pytest.raises(SslopsError, match="another sslops run is writing"):
+        with pytest.raises(SslopsError, match="another sslops command is writing"):
             run_local(small_config, out)
     assert stale.is_dir(), "a running run's staging folder must not be touched"
     assert not out.exists()

@@ -35,7 +35,7 @@ import onnxruntime as ort
 import pandas as pd
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from sslops.artifacts import check_replaceable, sha256_file
+from sslops.artifacts import replacing, sha256_file
 from sslops.audit.attestation import ATTESTATION, write_attestation
 from sslops.audit.bundle import (
     MANIFEST,
@@ -279,15 +279,17 @@ def reproduce(
     if not root.exists():
         raise ArtifactError(f"bundle not found: {root}")
     inputs = (Path(bundle), Path(data))
-    check_replaceable(Path(out_dir), "attestation", ATTESTATION, inputs=inputs)  # before any work
-    if (Path(out_dir) / ATTESTATION).is_file():  # a signed record: never replaced
-        raise ArtifactError(
-            f"{out_dir} already holds an attestation; an attestation is a record and is not "
-            "replaced: give another --out (or move that one away yourself)"
-        )
-    with BundleFiles(root) as files:  # closed before the attestation is written, or on an error
-        record = _reevaluate(files, Path(data), trusted, key, verifier)
-    write_attestation(Path(out_dir), record, key, inputs=inputs)
+    # Before any work, and held to the end: two verifiers writing one folder at once would
+    # both pass the check below, and the second would replace the first's signed record.
+    with replacing(Path(out_dir), "audit reproduce", "attestation", ATTESTATION, inputs=inputs):
+        if (Path(out_dir) / ATTESTATION).is_file():  # a signed record: never replaced
+            raise ArtifactError(
+                f"{out_dir} already holds an attestation; an attestation is a record and is "
+                "not replaced: give another --out (or move that one away yourself)"
+            )
+        with BundleFiles(root) as files:  # closed before the attestation is written, or on an error
+            record = _reevaluate(files, Path(data), trusted, key, verifier)
+        write_attestation(Path(out_dir), record, key, inputs=inputs)
     return record
 
 

@@ -16,7 +16,6 @@ folder succeeds.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import io
 import json
 import os
@@ -37,6 +36,7 @@ from sslops.artifacts import (
     OLD_PREFIX,
     check_replaceable,
     move_into_place,
+    output_lock,
     sha256_file,
     staging_folder,
     write_json,
@@ -294,13 +294,6 @@ def _run_pipeline(
     raise failed(f"{cause} ({where})")
 
 
-def _holder(lock: Any) -> str:
-    """The process id a run wrote into the lock file it holds (or held), as text."""
-    lock.seek(0)
-    pid = lock.read(32).decode("ascii", "replace").strip()
-    return pid if pid.isdigit() else ""
-
-
 def _clean_leftovers(out: Path) -> None:
     """Under the lock: remove what runs into ``out`` that were killed left beside it, and say
     so. A run killed between moving the earlier ``out`` aside and renaming its own staging
@@ -318,44 +311,12 @@ def _clean_leftovers(out: Path) -> None:
 
 
 @contextlib.contextmanager
-def _exclusive(out: Path) -> Any:
-    """Hold ``.<out>.lock`` (it holds this process's id, for the message of a run refused
-    meanwhile); then remove the staging folders of killed runs into ``out``.
-
-    The lock file is removed on the way out, while still locked; a run that opened it
-    just before checks that it locked the file that is still there.
-    """
-    path = out.parent / f".{out.name}.lock"
-
-    def busy(pid: str) -> SslopsError:
-        holder = f"another sslops run (process {pid})" if pid else "another sslops run"
-        return SslopsError(
-            f"{holder} is writing {out} (lock {path}); wait for it to end, or choose another --out"
-        )
-
-    with open(path, "a+b") as lock:
-        try:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise busy(_holder(lock)) from None
-        try:
-            same = os.stat(path).st_ino == os.fstat(lock.fileno()).st_ino
-        except FileNotFoundError:
-            same = False
-        if not same:
-            raise busy("")
-        killed = _holder(lock)  # a run that ended normally removed the file, id and all
-        if killed:
-            print(f"taking over the lock {path} of a run (process {killed}) that was killed",
-                  file=sys.stderr)  # fmt: skip
-        lock.truncate(0)
-        lock.write(f"{os.getpid()}\n".encode("ascii"))
-        lock.flush()
-        try:
-            _clean_leftovers(out)
-            yield
-        finally:
-            path.unlink(missing_ok=True)
+def _exclusive(out: Path) -> Iterator[None]:
+    """Hold ``.<out>.lock`` (:func:`sslops.artifacts.output_lock`); then remove the staging
+    folders of killed runs into ``out``."""
+    with output_lock(out, "run"):
+        _clean_leftovers(out)
+        yield
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sslops.artifacts import check_replaceable, timed_stage, write_artifact, write_json
+from sslops.artifacts import replacing, timed_stage, write_artifact, write_json
 from sslops.config import Config, DataConfig, KpiConfig, ShadowConfig
 from sslops.data.canonicalize import label_hits
 from sslops.data.readers import TABLE_SUFFIXES
@@ -269,9 +269,18 @@ def shadow(
     """Score every batch with both models and write the shadow report artifact."""
     candidate, incumbent, data = Path(candidate), Path(incumbent), Path(data)
     # Before any work: OUT may not replace the user's files nor lie inside an input (the
-    # export artifact holding --candidate, the --data folder, ...), which it would modify.
-    check_replaceable(Path(out_dir), "shadow artifact", stage="shadow",
-                      inputs=[candidate, incumbent, data, reference, label_efficiency])  # fmt: skip
+    # export artifact holding --candidate, the --data folder, ...), which it would modify;
+    # held to the end, so a second command writing OUT meanwhile is refused.
+    with replacing(Path(out_dir), "shadow", "shadow artifact", stage="shadow",
+                   inputs=[candidate, incumbent, data, reference, label_efficiency]):  # fmt: skip
+        return _shadow(candidate, incumbent, data, Path(out_dir), cfg, reference=reference,
+                       label_efficiency=label_efficiency)  # fmt: skip
+
+
+def _shadow(
+    candidate: Path, incumbent: Path, data: Path, out_dir: Path, cfg: Config | None,
+    *, reference: Path | None, label_efficiency: Path | None,
+) -> Path:  # fmt: skip
     settings = cfg.shadow if cfg else ShadowConfig()
     kpi = cfg.kpi if cfg else KpiConfig()
     na = cfg.data.na_values if cfg else DEFAULT_NA
