@@ -382,18 +382,36 @@ def move_into_place(staged: Path, final: Path) -> None:
     """Rename a complete ``staged`` directory to ``final``, replacing an earlier ``final``
     only once the new one is ready (the old one is moved aside, then deleted). If the new one
     cannot be renamed into place (an I/O error, a full directory), the old one is put back
-    before the error is raised, so ``final`` never goes missing."""
-    if final.exists():
-        old = final.parent / f"{OLD_PREFIX.format(name=final.name)}{uuid.uuid4().hex[:8]}"
-        final.rename(old)
+    before the error is raised, so ``final`` never goes missing.
+
+    Another writer of ``final`` that does not hold its :func:`output_lock` (a program
+    calling the stage functions itself) may rename its own in between these renames: then
+    the one renamed last stays, whole, and neither fails ("Directory not empty", "No such
+    file or directory" before) nor leaves its moved-aside folder behind."""
+    while True:
+        old = None
+        if final.exists():
+            old = final.parent / f"{OLD_PREFIX.format(name=final.name)}{uuid.uuid4().hex[:8]}"
+            try:
+                final.rename(old)
+            except FileNotFoundError:  # another writer moved it aside first: look again
+                continue
         try:
             staged.rename(final)
-        except BaseException:
-            old.rename(final)
+        except BaseException as exc:
+            # ENOTEMPTY/EEXIST: another writer renamed its own into place meanwhile, which
+            # ours replaces (the earlier one is stale); any other error puts it back
+            raced = isinstance(exc, OSError) and exc.errno in (errno.ENOTEMPTY, errno.EEXIST)
+            if old is not None and raced:
+                shutil.rmtree(old, ignore_errors=True)
+            elif old is not None:
+                old.rename(final)
+            if raced:
+                continue
             raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        staged.rename(final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        break
     fsync_folder(final.parent)
 
 

@@ -15,10 +15,12 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
+from sslops.artifacts import move_into_place, write_artifact
 from sslops.audit.bundle import generate_keypair
 from sslops.config import Config
 from sslops.errors import SslopsError
@@ -121,6 +123,76 @@ def test_a_lock_file_without_its_holder_s_command_still_names_the_process(
     with held(out, f"{os.getpid()}\n"), pytest.raises(SslopsError) as refused:
         run_stage("prepare", small_config, out, {})
     assert str(refused.value) == _refusal(out, "command")
+
+
+# --- writers that hold no lock (programs calling the stage functions themselves) ----------
+
+
+def _artifact(final: Path, who: str) -> None:
+    with write_artifact(final, "prepare", {"who": who}) as tmp:
+        (tmp / "who.txt").write_text(who)
+
+
+def _staged(root: Path, who: str) -> Path:
+    folder = root / f".staged-{who}"
+    folder.mkdir()
+    (folder / "who.txt").write_text(who)
+    return folder
+
+
+def _renames_with(monkeypatch: pytest.MonkeyPatch, hook: Any) -> None:
+    """Path.rename calls ``hook(source, target, rename)`` instead, once (the other writer's
+    own renames inside the hook are real)."""
+    real = Path.rename
+    done: list[bool] = []
+
+    def rename(self: Path, target: Any) -> Path:
+        if done:
+            return real(self, target)
+        done.append(True)
+        return hook(self, Path(target), real)
+
+    monkeypatch.setattr(Path, "rename", rename)
+
+
+def test_a_writer_that_renames_its_folder_into_place_first_does_not_fail_the_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writer A moved the earlier folder aside; before A's own rename, writer B (finding no
+    folder) renamed B's into place. A then failed with "Directory not empty" and left the
+    earlier folder as `.X.old-*` for good (seen with two real processes writing 300
+    artifacts each). Now A's replaces B's: the last one renamed stays, whole."""
+    final = tmp_path / "X"
+    _artifact(final, "earlier")
+    theirs = _staged(tmp_path, "B")
+
+    def b_renames_meanwhile(source: Path, target: Path, real: Any) -> Path:
+        moved = real(source, target)  # A: the earlier folder aside
+        move_into_place(theirs, final)  # B, all of it
+        return moved
+
+    _renames_with(monkeypatch, b_renames_meanwhile)
+    move_into_place(_staged(tmp_path, "A"), final)
+    assert (final / "who.txt").read_text() == "A"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["X"]
+
+
+def test_a_writer_whose_folder_another_moved_aside_first_does_not_fail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both saw the earlier folder; B moved it aside first, so A's move failed with "No
+    such file or directory: 'X' -> '.X.old-…'". Now A looks again and renames its own in."""
+    final = tmp_path / "X"
+    _artifact(final, "earlier")
+    aside = tmp_path / ".X.old-b"
+
+    def b_moves_it_first(source: Path, target: Path, real: Any) -> Path:
+        real(final, aside)  # B's first rename; B's second comes later
+        return real(source, target)  # A's: raises FileNotFoundError
+
+    _renames_with(monkeypatch, b_moves_it_first)
+    move_into_place(_staged(tmp_path, "A"), final)
+    assert (final / "who.txt").read_text() == "A"
 
 
 def test_a_predict_into_a_file_another_one_is_writing_is_refused(tmp_path: Path) -> None:
