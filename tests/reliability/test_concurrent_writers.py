@@ -215,3 +215,28 @@ def test_a_predict_into_a_file_another_one_is_writing_is_refused(tmp_path: Path)
     assert {
         p.name: p.read_bytes() for p in out.parent.iterdir() if p.name != ".predictions.csv.lock"
     } == before
+
+
+def test_a_run_checks_its_folder_again_once_it_holds_the_lock(
+    small_config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`sslops prepare --out X` finished between `sslops run --out X`'s check of X (then
+    absent) and its lock: the run went on and, at its end, replaced the prepare artifact,
+    which its check refuses to delete. It now checks again under the lock."""
+    from sslops.api import run_stage
+    from sslops.pipeline import local
+
+    out = tmp_path / "X"
+    exclusive = local._exclusive
+
+    @contextmanager
+    def other_finishes_first(folder: Path) -> Iterator[None]:
+        run_stage("prepare", small_config, folder, {})  # the other command, all of it
+        with exclusive(folder):
+            yield
+
+    monkeypatch.setattr(local, "_exclusive", other_finishes_first)
+    monkeypatch.setattr(local, "_run_staged", lambda cfg, out: {})  # the pipeline: not needed
+    with pytest.raises(SslopsError, match="holds files that are not an earlier sslops run folder"):
+        local.run_local(small_config, out)
+    assert (out / "meta.json").is_file() and not (out / "summary.json").exists()

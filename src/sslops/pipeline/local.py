@@ -345,6 +345,8 @@ def run_local(cfg: Config, out: Path) -> dict[str, Any]:
     stages = out.parent / f".{out.name}.stages"
     tempfile.gettempdir()  # this process keeps its own temporary folder (cached from here on)
     with _exclusive(out):
+        # again under the lock: another command may have written out since the check above
+        check_replaceable(out, "sslops run folder", "summary.json")
         try:
             # The task subprocesses inherit these: kfp.local's task command makes a `mktemp -d`
             # folder per task and never removes it; under TMPDIR here, they go with the run.
