@@ -161,6 +161,28 @@ def test_checkpoint_from_other_settings_is_refused(
     )
 
 
+def test_checkpoint_from_other_training_data_is_refused(
+    small_config: Config, prepared: Path, tmp_path: Path
+) -> None:
+    """Same settings, other rows (a re-prepared data set, or two runs sharing one
+    pretrain.checkpoint_dir): resuming would train on a mix, or, from a finished
+    checkpoint, hand back the other data's weights without one step on this data."""
+    cfg = configured(small_config)
+    checkpoints = tmp_path / "shared.checkpoints"
+    data = load_pretrain_data(prepared, cfg.modality, cfg.pretrain.knn_samples, cfg.seed)
+    task = build_task(cfg, data.info, backbone_spec(cfg, data.info))
+    assert train(cfg, data, task, checkpoints, torch.device("cpu"), stop_after=5) is None
+    other = load_pretrain_data(prepared, cfg.modality, cfg.pretrain.knn_samples, cfg.seed)
+    other.x = other.x.flip(0)  # the same rows in another order is other training data too
+    task = build_task(cfg, other.info, backbone_spec(cfg, other.info))
+    with pytest.raises(ArtifactError, match="other training data"):
+        train(cfg, other, task, checkpoints, torch.device("cpu"))
+    data = load_pretrain_data(prepared, cfg.modality, cfg.pretrain.knn_samples, cfg.seed)
+    task = build_task(cfg, data.info, backbone_spec(cfg, data.info))
+    result = train(cfg, data, task, checkpoints, torch.device("cpu"))
+    assert result is not None and result.resumed_from == 4  # the same data still resumes
+
+
 def test_non_finite_steps_are_skipped_and_counted(
     small_config: Config, prepared: Path, tmp_path: Path
 ) -> None:

@@ -6,8 +6,8 @@ A checkpoint is ``<dir>/step-00000123/`` with
 - ``state.pt``: optimizer, scheduler, RNG states (torch's and the view generator's),
   sampler position (epoch, step within it), counters and the epoch's losses so far —
   only tensors, numbers, strings, lists and dicts, read with ``weights_only=True``;
-- ``checkpoint.json``: step, epoch, config fingerprint (checked on resume) and the
-  sha256 of the two payload files.
+- ``checkpoint.json``: step, epoch, config fingerprint and the training data's sha256
+  (both checked on resume) and the sha256 of the two payload files.
 
 It is written into a hidden temporary folder, fsynced, renamed into place, and then
 ``latest`` (a one-line file) is replaced atomically; a kill at any point leaves the
@@ -55,6 +55,19 @@ def fingerprint(config: dict[str, Any]) -> str:
         "pretrain": pretrain,
     }
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def data_digest(*tensors: torch.Tensor | None) -> str:
+    """sha256 of the training rows (and sensitive codes), in order: a checkpoint resumes
+    only on the data it was trained on (its settings alone do not say which rows)."""
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        if tensor is None:
+            continue
+        array = tensor.detach().cpu().contiguous()
+        digest.update(f"{array.dtype}{tuple(array.shape)}".encode())
+        digest.update(array.view(torch.uint8).numpy().tobytes() if array.numel() else b"")
+    return digest.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:

@@ -44,6 +44,7 @@ from sslops.objectives.gather import world
 from sslops.optim import adamw
 from sslops.pretrain.batchnorm import convert_global_batchnorm
 from sslops.pretrain.checkpoint import (
+    data_digest,
     fingerprint,
     latest_checkpoint,
     load_checkpoint,
@@ -242,6 +243,7 @@ def _train(
     steps_per_epoch = max(rows // batch, 1)  # the ragged last batch is dropped
     total_steps = steps_per_epoch * pc.epochs
 
+    trained_on = data_digest(data.x, data.sensitive)
     x = data.x.to(device)
     sensitive = data.sensitive.to(device) if data.sensitive is not None else None
     if data.info.pool is not None:
@@ -283,6 +285,16 @@ def _train(
                 f"checkpoint {checkpoint} was written with other pretrain settings; remove "
                 f"{checkpoint_dir} or set pretrain.resume=false to start over"
             )
+        if info.get("data_sha256") != trained_on:
+            # Same settings, other rows: a re-prepared data set, or two runs sharing one
+            # pretrain.checkpoint_dir. Resuming would train on a mix, or hand back the other
+            # data's finished weights without one step on this data.
+            raise ArtifactError(
+                f"checkpoint {checkpoint} was trained on other training data (sha256 "
+                f"{str(info.get('data_sha256', 'not recorded'))[:16]}, this run's "
+                f"{trained_on[:16]}); remove {checkpoint_dir} or set pretrain.resume=false "
+                "to start over"
+            )
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         generator.set_state(state["generator"].to(generator.get_state().device))
@@ -310,7 +322,10 @@ def _train(
             "epoch_losses": epoch_losses, "skipped": result.skipped, "history": result.history,
             "steps": result.steps, "knn_initial": result.knn_initial,
         }  # fmt: skip
-        info = {"epoch": epoch_now, "fingerprint": fingerprint(config), "world_size": size}
+        info = {
+            "epoch": epoch_now, "fingerprint": fingerprint(config), "world_size": size,
+            "data_sha256": trained_on,
+        }  # fmt: skip
         return save_checkpoint(checkpoint_dir, step, task, state, info)
 
     def due() -> bool:
