@@ -140,10 +140,11 @@ def splits_by_id(out: Path) -> dict[str, str]:
 
 
 def brute_clusters(frame: pd.DataFrame) -> np.ndarray:
-    """Near-duplicate clusters (rows differing in at most one content column), all pairs."""
+    """Near-duplicate clusters (rows differing in at most one feature; the label is not
+    compared), all pairs."""
     from scipy.sparse.csgraph import connected_components
 
-    content = frame.drop(columns=["customer_id"])
+    content = frame.drop(columns=["customer_id", "income"])
     codes = np.stack([pd.factorize(content[c])[0] for c in content.columns], axis=1)
     close = np.zeros((len(frame), len(frame)), dtype=bool)
     for start in range(0, len(frame), 500):
@@ -208,6 +209,40 @@ def test_training_near_copies_of_test_rows_are_dropped(tmp_path: Path) -> None:
     )
     trained = pd.concat(pd.read_parquet(out / f"{s}.parquet") for s in ("train", "validation"))
     assert not set(trained["note"]) & set(copies["note"]) - set(train["note"])
+
+
+@pytest.mark.parametrize("near", [True, False], ids=["near-duplicates", "exact-only"])
+def test_test_labels_never_change_what_is_fitted(tmp_path: Path, near: bool) -> None:
+    """Which training rows count as copies of test rows is decided on the features: flipping
+    every test label leaves the training and validation splits and the encoding byte for byte
+    the same. (Found by the leakage review: with the label compared, a training row agreeing
+    with a test row's label was dropped and one contradicting it kept, so the test labels
+    chose part of the training data.)"""
+    test = adult(400, seed=21)
+    train = adult(1200, seed=22)
+    # Training rows with a test row's features: one with its label, one with the other label,
+    # and one that also differs in one field.
+    planted = test.iloc[:3].copy()
+    planted["income"] = ["<=50K" if v == ">50K" else ">50K" for v in planted["income"]]
+    planted.iloc[2, planted.columns.get_loc("hours-per-week")] = "99"
+    pd.concat([train, test.iloc[:3], planted]).to_csv(tmp_path / "train.csv", index=False)
+    flipped = test.assign(income=np.where(test["income"] == ">50K", "<=50K", ">50K"))
+    fitted = {}
+    for name, frame in {"test": test, "flipped": flipped}.items():
+        frame.to_csv(tmp_path / f"{name}.csv", index=False)
+        raw: dict[str, Any] = {
+            "data": {"train": str(tmp_path / "train.csv"), "test": str(tmp_path / f"{name}.csv"),
+                     "label": "income", "positive": ">50K", "sensitive": ["sex"]},
+            "prepare": {"near_duplicates": {"enabled": near}},
+        }  # fmt: skip
+        out = prepare(validate_config(raw), tmp_path / name)
+        fitted[name] = {
+            f: (out / f).read_bytes()
+            for f in ("train.parquet", "validation.parquet", "encoding.json")
+        }
+        copies = json.loads((out / "datacard.json").read_text())
+        assert copies["train_rows_dropped_as_copies_of_test_rows"]["exact"] >= 2
+    assert fitted["test"] == fitted["flipped"]
 
 
 def test_undeclared_identifier_is_flagged_and_its_values_stored_nowhere(tmp_path: Path) -> None:

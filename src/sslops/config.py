@@ -217,7 +217,10 @@ class NearDuplicateConfig(_Section):
         default=True, description="Off: only exact duplicate rows/items are removed."
     )
     max_differing_fields: int = Field(
-        default=1, ge=1, description="Tabular: rows differing in at most this many columns."
+        default=1,
+        ge=1,
+        description="Tabular: rows differing in at most this many feature columns (the label "
+        "is not compared).",
     )
     image_max_hamming: int = Field(
         default=6, ge=0, le=16, description="Images: at most this many of 64 pHash bits differ..."

@@ -297,14 +297,15 @@ def datacard_markdown(card: dict[str, Any]) -> str:
     copies = card["train_rows_dropped_as_copies_of_test_rows"]
     if copies["exact"] or copies["near"]:
         lines.append(
-            f"- Training rows dropped as copies of test rows: {copies['exact']:,} exact, "
-            f"{copies['near']:,} near"
+            f"- Training rows dropped as copies of test rows (features compared, not the "
+            f"label): {copies['exact']:,} exact, {copies['near']:,} near"
         )
     near = card["near_duplicates"]
     if near.get("clusters") is not None:
         lines.append(
             f"- Near-duplicate clusters (rows differing in at most "
-            f"{near['max_differing_fields']} column(s)): {near['clusters']:,} holding "
+            f"{near['max_differing_fields']} feature column(s), the label not compared): "
+            f"{near['clusters']:,} holding "
             f"{near['rows_in_clusters']:,} rows, the largest {near['largest_cluster']:,}; each "
             "cluster lies within one split"
         )

@@ -135,6 +135,10 @@ def plan(cfg: Config, roles: Roles, folders: list[Path]) -> Plan:
 
     labeled = values[label].notna().to_numpy()
     content_hash = combine(tokens)
+    # Copies and near-copies are judged on the features alone: with the label compared, which
+    # training rows count as copies of a test row would depend on the test labels (a row
+    # agreeing with a test row's label dropped, one contradicting it kept).
+    label_at = roles.content.index(label)
     alive = labeled.copy()
     unlabeled = _unlabeled_kept(cfg, roles, tokens, labeled, source)
     exact: dict[str, int] = {}
@@ -146,7 +150,8 @@ def plan(cfg: Config, roles: Roles, folders: list[Path]) -> Plan:
         alive &= first | ~member
     copies_of_test = 0
     if "test" in exact:
-        in_test = np.isin(content_hash, content_hash[alive & (source == "test")])
+        feature_hash = combine(np.delete(tokens, label_at, axis=1))
+        in_test = np.isin(feature_hash, feature_hash[alive & (source == "test")])
         copy = alive & (source == "train") & in_test
         copies_of_test, alive = int(copy.sum()), alive & ~copy
 
@@ -157,6 +162,7 @@ def plan(cfg: Config, roles: Roles, folders: list[Path]) -> Plan:
     if cfg.prepare.near_duplicates.enabled and len(index) > 1:
         max_diff = cfg.prepare.near_duplicates.max_differing_fields
         compared = _with_text_clusters(cfg, roles, folders, tokens, index)
+        compared = np.delete(compared, label_at, axis=1)
         first_i, second_i, skipped = near_duplicate_pairs(compared, max_diff)
         labels = clusters_from_pairs(len(index), first_i, second_i)
         cluster[index] = labels + len(source)
