@@ -617,3 +617,39 @@ def test_the_evaluate_stage_tables_are_metric_frames_and_shadows_counted_alike(
     assert list(fair["by_group"]["sex"]) == list(counted["by_group"]["sex"])
     for group, row in fair["by_group"]["sex"].items():
         assert counted["by_group"]["sex"][group] == pytest.approx(row, abs=1e-12, rel=0)
+
+
+def test_gap_intervals_equal_code_gaps_of_the_indexed_rows_of_each_resample_exactly() -> None:
+    """gap_intervals counts each resample's cells instead of indexing the drawn rows (the
+    perf review): the bounds are those of code_gaps on the indexed rows, bit for bit, with a
+    left-out small group and a group whose few positive rows some draws miss (NaN gaps)."""
+    from sslops.evaluate.metrics import (
+        GAP_DEFINED_SHARE,
+        GAP_KEYS,
+        gap_intervals,
+        percentile_bounds,
+    )
+    from sslops.gaps import code_gaps, group_codes, without_small_groups
+
+    y, groups, _, _, decided, _ = _two_models(3)
+    groups = groups.astype(object)
+    groups[:5] = "tiny"  # left out of the gaps (fewer than 10 rows)
+    y[groups == "c"] = 0  # no true-positive rate
+    rare = np.flatnonzero(groups == "a")
+    y[rare] = 0
+    y[rare[:2]] = 1  # "a" keeps two positive rows: some draws have none, the TPR gap is NaN
+    compared = without_small_groups(groups.astype(str), 10)
+    codes = group_codes(compared)
+    assert (codes < 0).sum() == 5
+    for resamples, seed in ((150, 4), (1, 0)):
+        result = gap_intervals(y, decided, compared, resamples, seed)
+        rng = np.random.default_rng(seed)
+        draws: dict[str, list[float]] = {k: [] for k in GAP_KEYS}
+        for _ in range(resamples):
+            rows = rng.integers(0, len(y), len(y))
+            for k, v in code_gaps(y[rows], decided[rows], codes[rows], math.nan).items():
+                draws[k].append(v)
+        assert any(math.isnan(v) for v in draws["eopp_difference"]) or resamples == 1
+        expected = {k: percentile_bounds(v, GAP_DEFINED_SHARE) for k, v in draws.items()}
+        assert json.dumps(result) == json.dumps(expected)  # NaN meets NaN; floats exactly
+    assert gap_intervals(y, decided, compared, 0, 4) == {}
