@@ -155,3 +155,23 @@ def test_counterfactual_changed_share_is_the_union_over_the_values() -> None:
     result = counterfactual_flip(score, alike, encoding, "sex", 0.5)
     assert result["changed_share"] == 0.0
     assert result["changed_share_when_set_to"] == {"M": 0.0, "X": 0.0}
+
+
+def test_the_unchanged_rows_scored_once_by_the_caller_give_the_same_results() -> None:
+    """The evaluate stage scores the unchanged rows once and hands them to both tests (the
+    perf review): neither scores them again, and every figure is the one each test gets by
+    scoring them itself."""
+    frame, y = _frame()
+    frame["sex"] = np.where(np.arange(len(frame)) % 3 == 0, "F", "M")
+    encoding = TabularEncoding.fit(frame, ["planted", "age", "sex"], max_categories=10)
+    own, given = _Recording(encoding), _Recording(encoding)
+    base = given.score(encoding.transform(frame))
+    args = (frame, encoding, y, ["planted", "age"], 0.5, 0.0, 3, 4)
+    assert permutation_reliance(given, *args, base=base) == permutation_reliance(own, *args)
+    assert len(given.calls) == len(own.calls) - 1 == 2 * 4  # the shuffles only
+    for column in ("planted", "sex"):
+        own.calls.clear()
+        given.calls.clear()
+        flip = counterfactual_flip(given, frame, encoding, column, 0.5, base=base)
+        assert flip == counterfactual_flip(own, frame, encoding, column, 0.5)
+        assert len(given.calls) == len(own.calls) - 1 == frame[column].nunique()

@@ -32,7 +32,7 @@ Scorer = Callable[[np.ndarray], np.ndarray]
 def permutation_reliance(
     score: Scorer, frame: pd.DataFrame, encoding: TabularEncoding, y: np.ndarray,
     columns: list[str], threshold: float, flag_above: float, seed: int, repeats: int = 10,
-    resamples: int = 200,
+    resamples: int = 200, *, base: np.ndarray | None = None,
 ) -> dict[str, dict[str, Any]]:  # fmt: skip
     """Each column shuffled ``repeats`` times; the means decide the flag. One shuffle's flip
     rate varies from draw to draw (by about 0.002 on 16k rows), so a column near the
@@ -42,8 +42,11 @@ def permutation_reliance(
     over ``resamples`` bootstrap draws of the rows (each row's share of the shuffles that
     flipped it): what another test sample of the same size could have measured. The flag
     compares the mean with ``flag_above``; ``flag_uncertain`` says when the interval holds
-    ``flag_above``, i.e. when another test sample could have decided the other way."""
-    base = score(encoding.transform(frame))
+    ``flag_above``, i.e. when another test sample could have decided the other way.
+
+    ``base``: ``score(encoding.transform(frame))`` where the caller has it already (the
+    evaluate stage scores the unchanged rows once for this and :func:`counterfactual_flip`)."""
+    base = score(encoding.transform(frame)) if base is None else base
     base_pred = base >= threshold
     base_auc = auc(y, base)
     rng = np.random.default_rng(seed)
@@ -105,11 +108,13 @@ def counterfactual_scope(column: str, model_input: bool) -> str:
 
 
 def counterfactual_flip(
-    score: Scorer, frame: pd.DataFrame, encoding: TabularEncoding, column: str, threshold: float
-) -> dict[str, Any]:
+    score: Scorer, frame: pd.DataFrame, encoding: TabularEncoding, column: str, threshold: float,
+    *, base: np.ndarray | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """Share of rows whose decision changes when ``column`` takes any other observed value,
-    with whether ``column`` is a model input at all and :func:`counterfactual_scope`."""
-    base_pred = score(encoding.transform(frame)) >= threshold
+    with whether ``column`` is a model input at all and :func:`counterfactual_scope`.
+    ``base``: the unchanged rows' scores, as :func:`permutation_reliance` takes them."""
+    base_pred = (score(encoding.transform(frame)) if base is None else base) >= threshold
     values = frame[column].dropna().unique()
     changed = np.zeros(len(frame), dtype=bool)
     per_value = {}

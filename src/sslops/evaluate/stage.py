@@ -123,23 +123,30 @@ def _metrics_markdown(
     return "\n".join(lines) + "\n"
 
 
+def _scores(models: dict[str, TabularClassifier], split: Split) -> dict[str, np.ndarray]:
+    """Each model's scores of ``split``: computed once, for the metrics, curves and matrices."""
+    return {name: _scorer(model)(split.features) for name, model in models.items()}
+
+
 def _evaluate_split(
-    cfg: Config, split: Split, models: dict[str, TabularClassifier], columns: list[str],
+    cfg: Config, split: Split, scores: dict[str, np.ndarray], columns: list[str],
     post: dict[str, Any] | None,
 ) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """Every model's :func:`model_metrics` from its ``scores`` of ``split`` (:func:`_scores`),
+    and the post-processed row when ``post`` is given."""
     ec = cfg.evaluate
     groups = {c: split.groups(c).to_numpy() for c in columns}
     out: dict[str, dict[str, Any]] = {}
-    for name, model in models.items():
+    for name, score in scores.items():
         out[name] = model_metrics(
-            split.target, _scorer(model)(split.features), ec.threshold, groups,
+            split.target, score, ec.threshold, groups,
             intersections=ec.intersections, resamples=ec.bootstrap, seed=cfg.seed,
             min_group_rows=ec.min_group_rows,
         )  # fmt: skip
     if post is not None:
         thresholder = GroupThresholdPostprocessor(constraint=post["constraint"])
         thresholder.thresholds_ = post["thresholds"]
-        score = _scorer(models[post["base_model"]])(split.features)
+        score = scores[post["base_model"]]
         sens = split.group_matrix(post["sensitive"])
         predicted = thresholder.predict(score, sensitive_features=sens, seed=cfg.seed)
         metrics = model_metrics(
@@ -187,7 +194,8 @@ def evaluate(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_dir: Path
     models = {name: load_classifier(finetuned_dir, name)[0] for name in MODELS}
     test = data.test
     columns = data.sensitive
-    metrics = _evaluate_split(cfg, test, models, columns, post)
+    scores = _scores(models, test)
+    metrics = _evaluate_split(cfg, test, scores, columns, post)
     majority = majority_accuracy(test.target)
     for m in metrics.values():  # a model no better than a constant "no" says so
         note = majority_note(m, majority, ec.threshold)
@@ -195,23 +203,29 @@ def evaluate(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_dir: Path
             m["majority_note"] = note
     # prepare writes an out-of-distribution split when the config names a predicate for it.
     ood_split = data.split("ood") if (data.path / "ood.parquet").is_file() else None
-    ood = _evaluate_split(cfg, ood_split, models, columns, None) if ood_split is not None else None
+    ood = (
+        _evaluate_split(cfg, ood_split, _scores(models, ood_split), columns, None)
+        if ood_split is not None
+        else None
+    )
 
     deployed = models[cfg.export.model]
     score = _scorer(deployed)
+    as_is = score(data.encoding.transform(test.frame))  # the shortcut tests' unchanged rows
     checked = list(dict.fromkeys([*columns, *ec.proxies, *ec.shortcut_columns]))
     missing = [c for c in checked if c not in test.frame.columns]
     checked = [c for c in checked if c not in missing]
     reliance = permutation_reliance(
         score, test.frame, data.encoding, test.target, checked, ec.threshold,
-        ec.reliance_threshold, cfg.seed, ec.permutation_repeats, ec.bootstrap,
+        ec.reliance_threshold, cfg.seed, ec.permutation_repeats, ec.bootstrap, base=as_is,
     )  # fmt: skip
     shortcuts: dict[str, Any] = {
         "model": cfg.export.model,
         "reliance_threshold": ec.reliance_threshold,
         "permutation": reliance,
         "counterfactual": {
-            c: counterfactual_flip(score, test.frame, data.encoding, c, ec.threshold) for c in columns
+            c: counterfactual_flip(score, test.frame, data.encoding, c, ec.threshold, base=as_is)
+            for c in columns
         },
         "columns_not_in_data": missing,
     }  # fmt: skip
@@ -223,8 +237,7 @@ def evaluate(cfg: Config, prepared_dir: Path, finetuned_dir: Path, out_dir: Path
         efficiency = label_efficiency(cfg, data, probe.encoder)
 
     curves, confusion = {}, {}
-    for name, model in models.items():
-        s = _scorer(model)(test.features)
+    for name, s in scores.items():
         curves[name] = roc_points(test.target, s)
         confusion[name] = confusion_matrix(
             test.target, (s >= ec.threshold).astype(int), labels=[0, 1]
