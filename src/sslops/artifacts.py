@@ -322,7 +322,8 @@ def output_lock(out: Path, command: str) -> Iterator[None]:
     ``command`` ("run", "prepare", ...).
 
     The lock file is removed on the way out, while still locked; a writer that opened it
-    just before checks that it locked the file that is still there. A SIGKILLed holder
+    just before checks that it locked the file that is still there, and opens the path
+    again when it did not (its holder ended in between). A SIGKILLed holder
     leaves the file (not the lock), which the next writer takes over, saying so."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -334,17 +335,26 @@ def output_lock(out: Path, command: str) -> Iterator[None]:
             f"{holder} is writing {out} (lock {path}); wait for it to end, or choose another --out"
         )
 
-    with open(path, "a+b") as lock:
+    for _ in range(3):
+        lock = open(path, "a+b")  # noqa: SIM115 (closed below, or by the with block)
         try:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise busy(*_holder(lock)) from None
+            holder = _holder(lock)
+            lock.close()
+            raise busy(*holder) from None
         try:
             same = os.stat(path).st_ino == os.fstat(lock.fileno()).st_ino
         except FileNotFoundError:
             same = False
-        if not same:
-            raise busy("", "")
+        if same:
+            break
+        # Its holder ended between our open and our lock, and removed the file it held:
+        # nobody holds the path now, so open it again (a new holder then refuses us).
+        lock.close()
+    else:
+        raise busy("", "")
+    with lock:
         killed, killed_command = _holder(lock)  # one that ended normally removed the file
         if killed:
             print(f"taking over the lock {path} of an sslops {killed_command or 'command'} "

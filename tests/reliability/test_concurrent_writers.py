@@ -155,6 +155,33 @@ def _renames_with(monkeypatch: pytest.MonkeyPatch, hook: Any) -> None:
     monkeypatch.setattr(Path, "rename", rename)
 
 
+def test_a_lock_file_its_holder_removed_as_it_ended_is_taken_not_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The holder ends (removes its lock file, then lets go) between this writer's open and
+    its flock: the file it locked is gone, nobody holds the path, so the writer opens it
+    again and goes on (it was refused as "another sslops command is writing")."""
+    from sslops import artifacts
+
+    out = tmp_path / "out"
+    path = tmp_path / ".out.lock"
+    path.write_text(f"{os.getpid()} prepare\n")  # the holder's file, about to be removed
+    real = fcntl.flock
+    calls = []
+
+    def holder_ends_first(fd: int, op: int) -> None:
+        calls.append(op)
+        if len(calls) == 1:
+            path.unlink()  # the ending holder removes its file before the lock is taken
+        real(fd, op)
+
+    monkeypatch.setattr(artifacts.fcntl, "flock", holder_ends_first)
+    with artifacts.output_lock(out, "prepare"):
+        assert path.read_text().startswith(f"{os.getpid()} prepare")
+        assert len(calls) == 2
+    assert not path.exists()
+
+
 def test_a_writer_that_renames_its_folder_into_place_first_does_not_fail_the_other(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
