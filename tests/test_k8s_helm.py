@@ -511,3 +511,67 @@ def test_the_training_runtime_carries_a_restart_budget(crds) -> None:
         ]
         assert runtime["spec"]["template"]["spec"]["failurePolicy"] == {"maxRestarts": budget}
         assert validate_all([runtime], crds) == {"TrainingRuntime": 1}
+
+
+def test_two_releases_in_one_namespace_share_no_object_and_each_uses_its_own(crds) -> None:
+    """Two teams' releases in one namespace (found by the tenant review: both created the
+    workspace PVC, the four Pipelines and their versions and the training runtime under the
+    same names, so Helm refused the second install; a changed workspace.name or signing key
+    reached no task). Release "sslops" keeps the compiled names (the kustomize comparison)."""
+    from sslops.config import config_from_json
+
+    values = read_values([CHART / "values-onprem.yaml"])
+    values["auditRegistry"] = {"verify": {"enabled": True}}
+    values["signingKey"] = {"secretName": "team-key", "key": "pem"}
+    by_release = {}
+    for release in ("team-a", "team-b"):
+        objects = load_documents(_rendered_yaml(values, release, "shared"))
+        assert validate_all(objects, crds)
+        by_release[release] = objects
+    names = [{(o["kind"], o["metadata"]["name"]) for o in objs} for objs in by_release.values()]
+    assert names[0] & names[1] == set()
+    for release, objects in by_release.items():
+        (claim,) = _of_kind(objects, "PersistentVolumeClaim")
+        assert claim["metadata"]["name"] == f"{release}-sslops-workspace"
+        (runtime,) = _of_kind(objects, "TrainingRuntime")
+        assert runtime["metadata"]["name"] == f"{release}-sslops-torch-distributed"
+        (cronjob,) = _of_kind(objects, "CronJob")
+        volumes = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["volumes"]
+        assert volumes[0]["persistentVolumeClaim"]["claimName"] == f"{release}-sslops-workspace"
+        pipelines = {p["metadata"]["name"] for p in _of_kind(objects, "Pipeline")}
+        assert f"{release}-sslops-ssl-pipeline" in pipelines and len(pipelines) == 4
+        keys = []
+        for version in _of_kind(objects, "PipelineVersion"):
+            assert version["spec"]["pipelineName"] in pipelines
+            assert version["metadata"]["name"].startswith(version["spec"]["pipelineName"] + "-")
+            kubernetes = version["spec"]["platformSpec"]["platforms"]["kubernetes"]
+            executors = kubernetes["deploymentSpec"]["executors"].values()
+            mounts = [m for e in executors for m in e.get("pvcMount", [])]
+            assert mounts and all(
+                m["constant"] == m["pvcNameParameter"]["runtimeValue"]["constant"]
+                == f"{release}-sslops-workspace" for m in mounts
+            )  # fmt: skip
+            keys += [s for e in executors for s in e.get("secretAsEnv", [])]
+            parameters = version["spec"]["pipelineSpec"]["root"]["inputDefinitions"]["parameters"]
+            cfg = config_from_json(parameters["config_json"]["defaultValue"])
+            # the launcher mounts this claim in the training pods
+            assert cfg.platform.storage.workspace_pvc == f"{release}-sslops-workspace"
+        assert len(keys) == 2  # the audit task of each training pipeline
+        for secret in keys:
+            assert secret["secretName"] == "team-key"
+            assert secret["secretNameParameter"]["runtimeValue"]["constant"] == "team-key"
+            assert [k["secretKey"] for k in secret["keyToEnv"]] == ["pem"]
+
+
+def test_pipeline_names_fit_the_label_kfp_gives_versions_whatever_the_release() -> None:
+    """KFP's webhook labels each PipelineVersion with its Pipeline's name (a label value: 63
+    characters at most); the longest release name Helm takes (53) must still install."""
+    objects = load_documents(render_helm(CHART, [], "r" * 53))
+    names = {p["metadata"]["name"] for p in _of_kind(objects, "Pipeline")}
+    assert len(names) == 4 and max(map(len, names)) == 63
+    assert "r" * 40 + "-ssl-pipeline-multinode" in names
+    rendered = render_helm_templates(CHART, {"pipelines": {"namePrefix": "t"}}, "r" * 53)
+    names = {
+        o["metadata"]["name"] for o in load_documents(rendered["sslops/templates/pipeline.yaml"])
+    }
+    assert "t-ssl-pipeline-multinode" in names

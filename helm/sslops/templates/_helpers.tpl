@@ -70,3 +70,24 @@ capabilities:
   drop:
     - ALL
 {{- end }}
+
+{{- /* Names of the objects two releases in one namespace would otherwise share: derived
+     from the release (`<fullname>-...`), so release "sslops" keeps the names the compiled
+     pipelines and the kustomize overlays use, and another release gets its own. */}}
+{{- define "sslops.workspaceName" -}}
+{{- default (printf "%s-workspace" (include "sslops.fullname" .)) .Values.workspace.name }}
+{{- end }}
+
+{{- define "sslops.trainingRuntimeName" -}}
+{{- default (printf "%s-torch-distributed" (include "sslops.fullname" .)) .Values.trainingRuntime.name }}
+{{- end }}
+
+{{- /* A compiled pipeline's name ("sslops-ssl-pipeline") under this release's prefix. KFP's
+     webhook labels each version with it, so it must fit a label value (63 characters): a
+     long prefix is cut, as Helm cuts a long fullname. */}}
+{{- define "sslops.pipelineName" -}}
+{{- $root := index . 0 }}{{- $compiled := index . 1 }}
+{{- $suffix := trimPrefix "sslops" $compiled }}
+{{- $prefix := default (include "sslops.fullname" $root) $root.Values.pipelines.namePrefix }}
+{{- printf "%s%s" ($prefix | trunc (int (sub 63 (len $suffix))) | trimSuffix "-") $suffix }}
+{{- end }}
