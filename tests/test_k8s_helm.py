@@ -575,3 +575,22 @@ def test_pipeline_names_fit_the_label_kfp_gives_versions_whatever_the_release() 
         o["metadata"]["name"] for o in load_documents(rendered["sslops/templates/pipeline.yaml"])
     }
     assert "t-ssl-pipeline-multinode" in names
+
+
+def test_priority_classes_reach_the_charts_pods_and_the_training_runtime(crds) -> None:
+    """Found by the tenant review: no pod the chart defines could be given a PriorityClass."""
+    values = read_values([CHART / "values-onprem.yaml"])
+    values["auditRegistry"] = {"verify": {"enabled": True}}
+    values["priorityClassName"] = "team-a-batch"
+
+    def priorities(values: dict[str, Any]) -> dict[str, str | None]:
+        objects = load_documents(_rendered_yaml(values))
+        assert validate_all(objects, crds)
+        return {o["kind"]: s.get("priorityClassName") for o in objects for s in _pod_specs(o)}
+
+    both = {"Pod": "team-a-batch", "CronJob": "team-a-batch", "TrainingRuntime": "team-a-batch"}
+    assert priorities(values) == both
+    values["trainingRuntime"]["priorityClassName"] = "team-a-training"
+    assert priorities(values) == {**both, "TrainingRuntime": "team-a-training"}
+    del values["priorityClassName"], values["trainingRuntime"]["priorityClassName"]
+    assert priorities(values) == dict.fromkeys(both)

@@ -346,3 +346,21 @@ def test_platform_log_format_json_reaches_every_task_and_training_pod(
             validate_object(job, crds)
             for env in _env_of(job):
                 assert (wanted in env) == (log_format == "json")
+
+
+def test_a_priority_class_reaches_every_pytorchjob_pod_and_is_refused_for_a_trainjob(
+    crds,
+) -> None:
+    """A shared cluster's PriorityClasses (found by the tenant review: no pod sslops creates
+    could be given one). A TrainJob's runtime patch has no priorityClassName (the CRD), so
+    the config says where it goes instead of dropping it."""
+    job = _job("pytorchjob", *GPU_POOL, "platform.priority_class=team-a-batch")
+    assert validate_object(job, crds) == "crd"
+    pods = _pods(job)
+    assert len(pods) == 2 and all(p["priorityClassName"] == "team-a-batch" for p in pods)
+    assert all("priorityClassName" not in p for p in _pods(_job("pytorchjob", *GPU_POOL)))
+    with pytest.raises(ConfigError, match=r"platform.priority_class 'team-a-batch' cannot "
+                       r"reach a TrainJob's pods .*trainingRuntime.priorityClassName"):  # fmt: skip
+        _job("trainjob", *GPU_POOL, "platform.priority_class=team-a-batch")
+    with pytest.raises(ConfigError, match=r"platform\.priority_class"):
+        _job("pytorchjob", *GPU_POOL, "platform.priority_class=Team_A")

@@ -917,6 +917,13 @@ class Config(_Section):
                 "platform.storage.workspace_pvc (a ReadWriteMany PVC that the launcher and "
                 "the training pods share)"
             )
+        if self.pretrain.launcher == "trainjob" and self.platform.priority_class:
+            raise ValueError(
+                f"platform.priority_class {self.platform.priority_class!r} cannot reach a "
+                "TrainJob's pods (its runtime patches have no priorityClassName): set it on "
+                "the training runtime (the chart's trainingRuntime.priorityClassName), or use "
+                "pretrain.launcher pytorchjob"
+            )
         checkpoints, workspace = self.pretrain.checkpoint_dir, self.platform.storage.workspace_path
         if (
             self.pretrain.launcher != "local"

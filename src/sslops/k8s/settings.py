@@ -129,6 +129,13 @@ class PlatformConfig(_Section):
     service_account: str | None = Field(
         default=None, description="Service account of the training pods; none = namespace default."
     )
+    priority_class: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9]$|^[a-z0-9][-a-z0-9.]*[a-z0-9]$",
+        description="PriorityClass of a PyTorchJob's pods (priorityClassName); none = the "
+        "cluster's default. A TrainJob's pods take theirs from the training runtime (the "
+        "chart's trainingRuntime.priorityClassName): its CRD cannot set it per job.",
+    )
     run_as_user: int | None = Field(
         default=10001, ge=1,
         description="The image's non-root UID; null: the platform assigns one (OpenShift).",

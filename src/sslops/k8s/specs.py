@@ -57,6 +57,7 @@ class Placement:
     service_account: str | None = None
     image_pull_secrets: tuple[str, ...] = ()
     log_format: str = "text"  # platform.log_format: SSLOPS_LOG_FORMAT in the pods when json
+    priority_class: str | None = None  # a PyTorchJob's pods (a TrainJob's: its runtime)
 
     @classmethod
     def from_config(cls, config: Config) -> Placement:
@@ -85,6 +86,7 @@ class Placement:
             service_account=platform.service_account,
             image_pull_secrets=tuple(platform.image_pull_secrets),
             log_format=platform.log_format,
+            priority_class=platform.priority_class,
         )
 
     def resources(self) -> dict[str, dict[str, Any]]:
@@ -265,6 +267,8 @@ def build_pytorchjob(placement: Placement, request: JobRequest) -> dict[str, Any
         pod_spec["serviceAccountName"] = placement.service_account
     if placement.image_pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": s} for s in placement.image_pull_secrets]
+    if placement.priority_class:
+        pod_spec["priorityClassName"] = placement.priority_class
 
     def replica(count: int) -> dict[str, Any]:
         return {
