@@ -54,7 +54,7 @@ def test_every_rendered_object_validates(env: str, rendered, crds) -> None:
     if env != "default":
         expected |= {"TrainingRuntime", "ResourceQuota"}
     assert set(counts) == expected
-    assert counts["PipelineVersion"] == 4 and counts["NetworkPolicy"] == 2
+    assert counts["PipelineVersion"] == 4 and counts["NetworkPolicy"] == 3
 
 
 def test_schema_refuses_a_secret_value_and_unknown_keys() -> None:
@@ -179,17 +179,18 @@ def test_launcher_role_is_least_privilege(rendered) -> None:
 
 
 def test_network_policy_denies_by_default_and_allows_what_tasks_need(rendered) -> None:
-    deny, allow = _of_kind(rendered["aws"], "NetworkPolicy")
+    deny, _training, allow = _of_kind(rendered["aws"], "NetworkPolicy")
     assert deny["spec"]["policyTypes"] == ["Ingress", "Egress"] and "egress" not in deny["spec"]
     egress = allow["spec"]["egress"]
     ports = [{p["port"] for p in rule.get("ports", [])} for rule in egress]
-    assert {53} <= ports[1] and {8887, 8888} == ports[2] and {8080} == ports[3]
-    s3 = egress[4]["to"][0]["ipBlock"]
-    assert s3["cidr"] == "0.0.0.0/0" and "10.0.0.0/8" in s3["except"] and ports[4] == {443}
+    assert {53} <= ports[0] and {8887, 8888} == ports[1] and {8080} == ports[2]
+    s3 = egress[3]["to"][0]["ipBlock"]
+    assert s3["cidr"] == "0.0.0.0/0" and "10.0.0.0/8" in s3["except"] and ports[3] == {443}
     (onprem_allow,) = [
-        p for p in _of_kind(rendered["onprem"], "NetworkPolicy") if "egress" in p["spec"]
-    ]
-    store = onprem_allow["spec"]["egress"][4]  # KFP's bundled SeaweedFS, at its pod's port
+        p for p in _of_kind(rendered["onprem"], "NetworkPolicy")
+        if p["metadata"]["name"] == "sslops-allow"
+    ]  # fmt: skip
+    store = onprem_allow["spec"]["egress"][3]  # KFP's bundled SeaweedFS, at its pod's port
     assert store["to"][0]["podSelector"]["matchLabels"] == {"app": "seaweedfs"}
     assert store["ports"] == [{"protocol": "TCP", "port": 8333}]
 

@@ -35,7 +35,7 @@ def built() -> dict[str, list[dict[str, Any]]]:
 def test_overlay_builds_and_every_object_validates(env: str, built, crds) -> None:
     counts = validate_all(built[env], crds)
     assert counts == {
-        "ServiceAccount": 1, "Role": 1, "RoleBinding": 1, "NetworkPolicy": 2,
+        "ServiceAccount": 1, "Role": 1, "RoleBinding": 1, "NetworkPolicy": 3,
         "PersistentVolumeClaim": 1, "Pipeline": 4, "PipelineVersion": 4,
         "TrainingRuntime": 1, "ResourceQuota": 1,
     }  # fmt: skip

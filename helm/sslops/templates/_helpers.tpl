@@ -28,6 +28,13 @@ app.kubernetes.io/part-of: sslops
 app.kubernetes.io/part-of: sslops
 {{- end }}
 
+{{/* The training jobs' pods (the launcher's sslops.k8s.specs labels them so): the only
+     sslops pods that accept connections, from each other. */}}
+{{- define "sslops.trainingSelector" -}}
+app.kubernetes.io/part-of: sslops
+app.kubernetes.io/component: pretrain
+{{- end }}
+
 {{- define "sslops.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (printf "%s-launcher" (include "sslops.fullname" .)) .Values.serviceAccount.name }}
