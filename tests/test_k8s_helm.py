@@ -595,3 +595,77 @@ def test_priority_classes_reach_the_charts_pods_and_the_training_runtime(crds) -
     assert priorities(values) == {**both, "TrainingRuntime": "team-a-training"}
     del values["priorityClassName"], values["trainingRuntime"]["priorityClassName"]
     assert priorities(values) == dict.fromkeys(both)
+
+
+def test_a_teams_gpu_pool_reaches_every_pod_that_needs_a_gpu(crds) -> None:
+    """Found by the tenant review: the GPU pool's node labels and taints were compiled into the
+    pipelines the chart installs (the one-pod pretraining task, the launcher's config), so a
+    team whose GPU nodes are labelled otherwise had to recompile; trainingRuntime's reached
+    the runtime alone."""
+    from sslops.config import config_from_json
+    from sslops.k8s.settings import GpuPoolConfig
+    from sslops.k8s.specs import JobRequest, build_training_job
+
+    # the chart's default pool (empty values) is the compiled one: the pipelines render as
+    # compiled (test_chart_installs_the_compiled_pipelines_unchanged) and so does the runtime
+    compiled = GpuPoolConfig()
+    runtime = _of_kind(load_documents(_rendered_yaml({"trainingRuntime": {"create": True}})),
+                       "TrainingRuntime")[0]  # fmt: skip
+    (pod,) = _pod_specs(runtime)
+    assert pod["nodeSelector"] == compiled.node_selector
+    assert pod["tolerations"] == [t.to_k8s() for t in compiled.tolerations]
+    pool = {
+        "nodeSelector": {"example.com/team": "a", "example.com/gpu": "h100"},
+        "tolerations": [
+            {"key": "example.com/team", "operator": "Equal", "value": "a", "effect": "NoSchedule"}
+        ],
+    }
+    values = read_values([CHART / "values-onprem.yaml"])
+    values["gpuPool"] = pool
+    objects = load_documents(_rendered_yaml(values))
+    assert validate_all(objects, crds)
+    (runtime,) = _of_kind(objects, "TrainingRuntime")
+    (pod,) = _pod_specs(runtime)
+    assert (pod["nodeSelector"], pod["tolerations"]) == (pool["nodeSelector"], pool["tolerations"])
+    placed = 0
+    for version in _of_kind(objects, "PipelineVersion"):
+        spec = version["spec"]
+        executors = spec["platformSpec"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+        for name, executor in spec["pipelineSpec"]["deploymentSpec"]["executors"].items():
+            placement = executors[name]
+            if "accelerator" in executor["container"].get("resources", {}):
+                assert placement["nodeSelector"] == {"labels": pool["nodeSelector"]}
+                assert placement["tolerations"] == pool["tolerations"]
+                placed += 1
+            else:
+                assert "nodeSelector" not in placement and "tolerations" not in placement
+        parameters = spec["pipelineSpec"]["root"]["inputDefinitions"]["parameters"]
+        cfg = config_from_json(parameters["config_json"]["defaultValue"])
+        if spec["pipelineName"].endswith("-multinode"):
+            request = JobRequest(name="j", namespace="kubeflow", image="i", run_dir="/workspace/r")
+            job = build_training_job(cfg, request)
+            patch = job["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]
+            pod = patch["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]
+            assert pod["nodeSelector"] == pool["nodeSelector"]
+            assert pod["tolerations"] == pool["tolerations"]
+        if "gpu_pool" in parameters["config_json"]["defaultValue"]:
+            assert cfg.platform.gpu_pool.node_selector == pool["nodeSelector"]
+    assert placed == 1  # the one-pod pipeline's pretraining task
+    values["trainingRuntime"]["nodeSelector"] = {"only": "runtime"}
+    (runtime,) = _of_kind(load_documents(_rendered_yaml(values)), "TrainingRuntime")
+    assert _pod_specs(runtime)[0]["nodeSelector"] == {"only": "runtime"}
+
+
+def test_every_task_sets_requests_equal_to_limits_for_a_quota_on_limits(rendered) -> None:
+    """A namespace ResourceQuota on limits.cpu/limits.memory refuses a pod without limits
+    (docs/deploy.md, section 11): every compiled task sets both, GPU tasks the GPU too."""
+    for version in _of_kind(rendered["default"], "PipelineVersion"):
+        for name, executor in version["spec"]["pipelineSpec"]["deploymentSpec"][
+            "executors"
+        ].items():
+            resources = executor["container"]["resources"]
+            for amount in ("Cpu", "Memory"):
+                request = resources[f"resource{amount}Request"]
+                assert request == resources[f"resource{amount}Limit"], (name, amount)
+            if "accelerator" in resources:
+                assert int(resources["accelerator"]["resourceCount"]) >= 1, name

@@ -98,3 +98,24 @@ capabilities:
 {{- $prefix := default (include "sslops.fullname" $root) $root.Values.pipelines.namePrefix }}
 {{- printf "%s%s" ($prefix | trunc (int (sub 63 (len $suffix))) | trimSuffix "-") $suffix }}
 {{- end }}
+
+{{- /* platform.gpu_pool's default (sslops.k8s.settings.GpuPoolConfig), which the compiled
+     pipelines' tasks and config_json carry: the chart's gpuPool default is the same (a test
+     holds the three together). */}}
+{{- define "sslops.compiledGpuPool" -}}
+nodeSelector:
+  sslops.io/node-pool: gpu
+tolerations:
+  - key: nvidia.com/gpu
+    operator: Exists
+    effect: NoSchedule
+{{- end }}
+
+{{- /* The GPU pool in effect: gpuPool's settings, each empty one the compiled default. */}}
+{{- define "sslops.gpuPool" -}}
+{{- $compiled := include "sslops.compiledGpuPool" . | fromYaml }}
+nodeSelector:
+  {{- toYaml (default $compiled.nodeSelector .Values.gpuPool.nodeSelector) | nindent 2 }}
+tolerations:
+  {{- toYaml (default $compiled.tolerations .Values.gpuPool.tolerations) | nindent 2 }}
+{{- end }}
