@@ -150,7 +150,7 @@ def _chart(env: str) -> list[dict[str, Any]]:
     return load_documents("\n---\n".join(t for n, t in rendered.items() if n.endswith(".yaml")))
 
 
-def _overlay(env: str, tmp_path: Path) -> list[dict[str, Any]]:
+def overlay_with_verify(env: str, tmp_path: Path) -> list[dict[str, Any]]:
     """The overlay with the audit-registry component, as a team would add it."""
     try:
         kubectl()
@@ -198,7 +198,7 @@ def test_policies_let_through_exactly_what_each_pod_needs(
     """Found by the tenant review: every sslops pod (each pipeline task, the CronJob that
     needs no network) accepted connections on any port from every other, and the CronJob
     had DNS, the KFP API and the object store; only training nodes talk to each other."""
-    objects = _chart(env) if source == "chart" else _overlay(env, tmp_path)
+    objects = _chart(env) if source == "chart" else overlay_with_verify(env, tmp_path)
     policies = [o for o in objects if o["kind"] == "NetworkPolicy"]
     pods = _pods(objects)
     got = {
