@@ -79,6 +79,37 @@ def test_damaged_or_partial_entries_are_never_used(
     assert json.loads((entry / "meta.json").read_text())["stage"] == "prepare"
 
 
+def test_the_cache_keeps_one_entry_per_stage_across_failed_attempts(
+    tmp_path: Path, cache: Path
+) -> None:
+    """Each failed run after a change (another config, new raw data) used to add a copy of
+    every stage; a nightly run failing its gate kept one set of artifacts per night."""
+    raw = tmp_path / "raw.csv"
+    calls: list[str] = []
+    for night in range(4):
+        raw.write_text(f"a,b\n1,{night}\n")  # new data each night, same config
+        make = producer(calls, "prepare", "v1", {"data.train": raw})
+        prepared = cached_stage(
+            "prepare", "{}", {}, tmp_path / f"p{night}", make(tmp_path / f"p{night}")
+        )
+        down = producer(calls, "pretrain", "w")(tmp_path / f"t{night}")
+        cached_stage("pretrain", "{}", {"prepared": prepared}, tmp_path / f"t{night}", down)
+    assert calls == ["prepare", "pretrain"] * 4, "every night's data must miss"
+    entries = sorted(p.name.partition("-")[0] for p in cache.iterdir())
+    assert entries == ["prepare", "pretrain"], entries
+    # a kill while caching left a hidden half copy, which the next entry of that stage removes
+    (cache / ".prepare-0000.partial-0000").mkdir()
+    kept = cache / ".pretrain-0000.partial-0000"
+    kept.mkdir()
+    make = producer(calls, "prepare", "v1", {"data.train": raw})
+    cached_stage("prepare", '{"seed": 1}', {}, tmp_path / "c", make(tmp_path / "c"))
+    assert sorted(p.name for p in cache.iterdir() if p.name.startswith(".")) == [kept.name]
+    # a rerun that reuses the entry keeps it
+    again = cached_stage("prepare", '{"seed": 1}', {}, tmp_path / "d", make(tmp_path / "d"))
+    assert calls.count("prepare") == 5 and (again / "payload.txt").read_text() == "v1"
+    assert len(list(cache.glob("prepare-*"))) == 1
+
+
 def test_without_the_environment_variable_nothing_is_cached(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

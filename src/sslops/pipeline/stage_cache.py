@@ -19,6 +19,12 @@ that a rerun could read.
 KFP's own local cache (``kfp.local.init(enable_caching=True)``) is not used: its
 key is the input artifacts' URIs and the command, not their content, so it would
 reuse ``prepare`` after the raw CSV changed.
+
+The folder holds one entry per stage: the one the latest run used or wrote. A stage's
+entry under another key (an earlier attempt with another config or other inputs) could
+only serve a rerun of that earlier command, and the next successful run removes the
+folder anyway; kept, every failed run after a change added a copy of each stage (a
+nightly run failing its gate on new data kept one set of artifacts per night).
 """
 
 from __future__ import annotations
@@ -83,10 +89,20 @@ def cached_stage(
         if problem is None:
             out.parent.mkdir(parents=True, exist_ok=True)
             _copy(entry, out)
+            _drop_others(entry, stage)
             print(f"reused {stage}: finished by an earlier, interrupted run", file=sys.stderr)
             return out
         print(f"not reusing {stage} from {entry}: {problem}", file=sys.stderr)
     result = run()
     entry.parent.mkdir(parents=True, exist_ok=True)
     _copy(result, entry)
+    _drop_others(entry, stage)
     return result
+
+
+def _drop_others(entry: Path, stage: str) -> None:
+    """Remove ``stage``'s entries under other keys than ``entry``'s, and the half-copied ones
+    (``.<stage>-<key>.partial-*``) a kill while caching left, which nothing reads."""
+    for other in [*entry.parent.glob(f"{stage}-*"), *entry.parent.glob(f".{stage}-*.partial-*")]:
+        if other != entry:
+            shutil.rmtree(other, ignore_errors=True)
