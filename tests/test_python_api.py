@@ -116,6 +116,21 @@ def test_bad_config_input_raises_a_clear_exception_not_system_exit(small_yaml: P
         sslops.api.pretrain(small_yaml, "", "x")
 
 
+def test_a_stage_refused_for_bad_data_leaves_no_empty_folders(
+    small_data: dict[str, Path], tmp_path: Path
+) -> None:
+    """Refused under its output lock (the label column is missing), a stage left the folders
+    it made for ``out`` behind, empty; folders that were there before stay."""
+    no_label = tmp_path / "no_label.csv"
+    pd.read_csv(small_data["train"]).drop(columns="income").to_csv(no_label, index=False)
+    cfg = sslops.load_config("package:adult.yaml", {"data.train": str(no_label)})
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(sslops.DataError, match="income"):
+        sslops.api.prepare(cfg, tmp_path / "kept" / "new" / "deeper" / "prepare")
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == []
+    assert (tmp_path / "kept").is_dir()
+
+
 def test_a_stage_from_python_refuses_an_out_inside_its_input(
     small_config: Config, stage_artifacts: dict[str, Path]
 ) -> None:

@@ -16,6 +16,7 @@ import errno
 import fcntl
 import functools
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -324,9 +325,12 @@ def output_lock(out: Path, command: str) -> Iterator[None]:
     The lock file is removed on the way out, while still locked; a writer that opened it
     just before checks that it locked the file that is still there, and opens the path
     again when it did not (its holder ended in between). A SIGKILLed holder
-    leaves the file (not the lock), which the next writer takes over, saying so."""
+    leaves the file (not the lock), which the next writer takes over, saying so.
+
+    The folders above ``out`` that this call makes are removed on the way out if they are
+    empty then: a command refused under the lock (bad data) leaves no empty folders."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    made = list(itertools.takewhile(lambda p: not p.exists(), [out.parent, *out.parent.parents]))
     path = out.parent / f".{out.name}.lock"
 
     def busy(pid: str, held_by: str) -> SslopsError:
@@ -336,7 +340,11 @@ def output_lock(out: Path, command: str) -> Iterator[None]:
         )
 
     for _ in range(3):
-        lock = open(path, "a+b")  # noqa: SIM115 (closed below, or by the with block)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            lock = open(path, "a+b")  # noqa: SIM115 (closed below, or by the with block)
+        except FileNotFoundError:  # the writer that made the folder removed it, empty, as it ended
+            continue
         try:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -366,6 +374,11 @@ def output_lock(out: Path, command: str) -> Iterator[None]:
             yield
         finally:
             path.unlink(missing_ok=True)
+            for folder in made:  # the deepest first; one that holds anything stays, and those above
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
 
 
 @contextlib.contextmanager

@@ -182,6 +182,29 @@ def test_a_lock_file_its_holder_removed_as_it_ended_is_taken_not_refused(
     assert not path.exists()
 
 
+def test_a_folder_another_writer_removed_as_it_ended_is_made_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer that made ``new/`` removes it, empty, as it ends (it was refused: bad data),
+    between this writer's mkdir and its open of ``new/.out.lock``: this one makes it again
+    and goes on, not failing with "No such file or directory"."""
+    from sslops import artifacts
+
+    folder = tmp_path / "new"
+    opened: list[str] = []
+
+    def other_writer_ends_first(path: Any, mode: str) -> Any:
+        opened.append(str(path))
+        if len(opened) == 1:
+            folder.rmdir()
+        return open(path, mode)
+
+    monkeypatch.setattr(artifacts, "open", other_writer_ends_first, raising=False)
+    with artifacts.output_lock(folder / "out", "prepare"):
+        assert (folder / ".out.lock").is_file() and len(opened) == 2
+    assert not folder.exists(), "this writer made it and wrote nothing there"
+
+
 def test_a_writer_that_renames_its_folder_into_place_first_does_not_fail_the_other(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -341,7 +341,6 @@ def run_local(cfg: Config, out: Path) -> dict[str, Any]:
     load_signing_key(cfg.audit.signing)  # so does a signing key the audit would refuse
     out = Path(out).resolve()
     check_replaceable(out, "sslops run folder", "summary.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
     stages = out.parent / f".{out.name}.stages"
     tempfile.gettempdir()  # this process keeps its own temporary folder (cached from here on)
     with _exclusive(out):
