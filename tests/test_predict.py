@@ -356,6 +356,22 @@ def test_data_dash_reads_the_rows_from_stdin(
                                "empty_rows_skipped": 0}]  # fmt: skip
 
 
+def test_bad_rows_from_stdin_are_named_as_given_not_by_the_spool_file(
+    stage_artifacts: dict[str, Path], rows: tuple[Path, pd.DataFrame], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """`... | sslops predict --data -` with a column missing: the error names the input as
+    '- (stdin)', not the temporary file it was spooled to (deleted by the time it is read)."""
+    _, frame = rows
+    model = stage_artifacts["export"] / "model.onnx"
+    short = frame.drop(columns="age").to_csv(index=False).encode()
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(short)))
+    code, printed, err = _run(capsys, "--model", model, "--data", "-", "--out", "-")
+    assert code == 2 and printed == "", err
+    assert err.startswith("error: --data - (stdin): missing column"), err
+    assert "sslops-stdin-" not in err, err
+
+
 def test_a_reader_that_stops_early_ends_predict_quietly_with_141(
     stage_artifacts: dict[str, Path], rows: tuple[Path, pd.DataFrame]
 ) -> None:

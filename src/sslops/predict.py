@@ -61,7 +61,7 @@ import pandas as pd
 from sslops import __version__
 from sslops.artifacts import json_text, new_file_mode, output_lock, sha256_file
 from sslops.config import Config
-from sslops.errors import ArtifactError, DataError
+from sslops.errors import ArtifactError, DataError, SslopsError
 from sslops.progress import task_progress
 from sslops.shadow.scoring import (
     DEFAULT_NA,
@@ -160,10 +160,15 @@ def predict(
     """
     model_path, data, out = Path(model_path), Path(data), Path(out)
     with contextlib.ExitStack() as spool:
-        if data == STDIO:
-            data = spool.enter_context(_stdin_spooled())
-        return _predict(model_path, data, out, cfg, id_column, threshold, chunk_rows,
-                        registry, approver_keys)  # fmt: skip
+        if data != STDIO:
+            return _predict(model_path, data, out, cfg, id_column, threshold, chunk_rows,
+                            registry, approver_keys)  # fmt: skip
+        spooled = spool.enter_context(_stdin_spooled())
+        try:
+            return _predict(model_path, spooled, out, cfg, id_column, threshold, chunk_rows,
+                            registry, approver_keys)  # fmt: skip
+        except SslopsError as exc:  # name the input as the user gave it, not the spool file
+            raise type(exc)(str(exc).replace(str(spooled), "- (stdin)")) from exc
     raise AssertionError("unreachable")  # mypy: ExitStack may swallow the return
 
 
