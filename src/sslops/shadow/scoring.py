@@ -71,7 +71,7 @@ class Scores:
 def batch_files(data: Path, fmt: str = "csv") -> list[Path]:
     """``data`` itself, or the files of the table format ``fmt`` (data.format: ``csv``,
     ``parquet``) in the directory sorted by name. A file is read as Parquet when it is one
-    (its first bytes), else as CSV."""
+    (its first bytes) or is named so (``.parquet``, ``.pq``), else as CSV."""
     if data.is_file():
         return [data]
     if not data.is_dir():
@@ -92,7 +92,7 @@ def read_batch(
 ) -> Batch:  # fmt: skip
     """A whole batch file: canonical columns, row ids, rows with no value at all skipped;
     ``text_columns`` as :func:`iter_batches` keeps them."""
-    parquet = is_parquet(path)
+    parquet = _reads_as_parquet(path)
     if parquet:
         raw = pd.concat(list(_parquet_frames(path, key, PARQUET_ROWS, id_column)))
         raw = raw.reset_index(drop=True)
@@ -118,7 +118,7 @@ def iter_batches(
     chunk is a number (read as numbers, it became ``2134``, a level the model never saw)."""
     start = filled = 0
     csv_text = [id_column] if id_column else []
-    parquet = is_parquet(path)
+    parquet = _reads_as_parquet(path)
     chunks = (
         _parquet_frames(path, key, chunk_rows, id_column)
         if parquet
@@ -134,6 +134,12 @@ def iter_batches(
         yield batch
     if not filled:
         raise DataError(f"{key}: {path} has no row with a value")
+
+
+def _reads_as_parquet(path: Path) -> bool:
+    """A Parquet file by its first bytes, or by its name: a ``.parquet`` file cut short or
+    damaged is named by the Parquet reader as such, not read as CSV ("not UTF-8 text")."""
+    return is_parquet(path) or path.name.endswith(TABLE_SUFFIXES["parquet"])
 
 
 def _canonical(
