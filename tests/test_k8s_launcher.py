@@ -519,7 +519,7 @@ def test_a_checkpoint_of_other_settings_is_not_resumed_and_the_log_says_why(
     run_pretrain(cfg, prepared_dir, out, stop_after=3)
     checkpoints = tmp_path / "run" / "pretrained.checkpoints"
     lines: list[str] = []
-    resume_or_start_fresh(cfg, checkpoints, lines.append)
+    resume_or_start_fresh(cfg, checkpoints, prepared_dir, lines.append)
     assert lines == [f"resuming from {checkpoints / 'step-00000002'} (step 2), left by an "
                      "earlier attempt"]  # fmt: skip
     changed = cfg.model_copy(
@@ -531,12 +531,86 @@ def test_a_checkpoint_of_other_settings_is_not_resumed_and_the_log_says_why(
         }
     )
     with pytest.raises(SslopsError, match=r"was written with other pretrain settings .*; remove"):
-        resume_or_start_fresh(named, checkpoints, lines.append)  # the config's own folder: kept
+        resume_or_start_fresh(named, checkpoints, prepared_dir, lines.append)  # its own: kept
     assert checkpoints.is_dir()
-    resume_or_start_fresh(changed, checkpoints, lines.append)
+    resume_or_start_fresh(changed, checkpoints, prepared_dir, lines.append)
     assert lines[-1].startswith(f"starting fresh at step 0: {checkpoints / 'step-00000002'} was "
                                 "written with other pretrain settings (config fingerprint ")  # fmt: skip
     assert lines[-1].endswith(f"; removed {checkpoints}") and not checkpoints.exists()
+
+
+@pytest.fixture(scope="module")
+def other_prepared_dir(small_config, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A prepare artifact of the same settings on other rows (two thirds of the training
+    file): a checkpoint of one must not be resumed on the other."""
+    import pandas as pd
+
+    from sslops.prepare import prepare
+
+    root = tmp_path_factory.mktemp("launcher-other")
+    rows = pd.read_csv(small_config.data.train, dtype=str, keep_default_na=False)
+    rows.iloc[: len(rows) * 2 // 3].to_csv(root / "train.csv", index=False)
+    data = small_config.data.model_copy(update={"train": str(root / "train.csv")})
+    return prepare(small_config.model_copy(update={"data": data}), root / "prepare")
+
+
+def test_a_checkpoint_of_other_training_data_is_not_resumed_and_the_log_says_why(
+    small_config, prepared_dir, other_prepared_dir, tmp_path: Path
+) -> None:
+    """Before: the launcher compared the config fingerprint only, said "resuming from" a
+    checkpoint of other rows, and the pod then refused it (found by the leftover3 review)."""
+    from sslops.k8s.run_folder import resume_or_start_fresh
+    from sslops.pretrain import run_pretrain
+
+    cfg = small_config.model_copy(
+        update={"pretrain": small_config.pretrain.model_copy(update={"checkpoint_every": 2})}
+    )
+    run_pretrain(cfg, other_prepared_dir, tmp_path / "run" / "pretrained", stop_after=3)
+    checkpoints = tmp_path / "run" / "pretrained.checkpoints"
+    lines: list[str] = []
+    resume_or_start_fresh(cfg, checkpoints, other_prepared_dir, lines.append)
+    assert lines[-1].startswith(f"resuming from {checkpoints / 'step-00000002'}")
+    resume_or_start_fresh(cfg, checkpoints, prepared_dir, lines.append)
+    assert lines[-1].startswith(
+        f"starting fresh at step 0: {checkpoints / 'step-00000002'} was trained on other "
+        "training data (sha256 "
+    ), lines
+    assert "the checkpoint is for other data" in lines[-1] and not checkpoints.exists()
+
+
+def test_a_named_checkpoint_dir_of_other_data_is_refused_before_staging_or_submitting(
+    api_server: FakeApiServer, api_client, small_config, prepared_dir, other_prepared_dir,
+    tmp_path: Path, capsys,
+) -> None:  # fmt: skip
+    from sslops.pretrain import run_pretrain
+
+    shared = tmp_path / "workspace" / "shared.checkpoints"
+    cfg = _job_config(small_config, tmp_path / "workspace", checkpoint_every=2,
+                      checkpoint_dir=str(shared))  # fmt: skip
+    run_pretrain(cfg, other_prepared_dir, tmp_path / "other" / "pretrained", stop_after=3)
+    staged: list[bool] = []
+
+    def fails_at_once(job: dict[str, Any]) -> None:  # the pod would refuse the checkpoint
+        name = job["metadata"]["name"]
+        staged.append((tmp_path / "workspace" / "sslops" / name / "prepared").is_dir())
+        threading.Timer(
+            0.2, api_server.set_conditions, (name, ("Failed", "JobSetFailed", "refused"))
+        ).start()
+
+    api_server.on_create = fails_at_once
+    prepared = SimpleNamespace(path=str(prepared_dir))
+    pretrained = SimpleNamespace(path=str(tmp_path / "pretrained"), metadata={})
+    with pytest.raises(SystemExit):
+        launch_pretrain_task(cfg.to_json(), "i", "i-cuda", prepared, pretrained,
+                             api_client=api_client, namespace=NAMESPACE)  # fmt: skip
+    printed = capsys.readouterr()
+    assert "resuming from" not in printed.out
+    assert f"error: pretrain.checkpoint_dir {shared}: {shared / 'step-00000002'} was trained " \
+           "on other training data (sha256 " in printed.err  # fmt: skip
+    assert "the checkpoint is for other data; remove that folder or set another " \
+           "pretrain.checkpoint_dir" in printed.err  # fmt: skip
+    assert api_server.objects == {} and staged == []  # nothing submitted
+    assert (shared / "step-00000002").is_dir()  # the config's own folder is kept
 
 
 def test_the_job_is_named_after_the_kfp_run_and_task() -> None:

@@ -519,8 +519,10 @@ def launch_pretrain_task(
                     )
                 else:
                     shutil.rmtree(out, ignore_errors=True)  # a stale or partial one
+                    # before staging: a checkpoint of other settings or data is refused
+                    # (pretrain.checkpoint_dir) with nothing staged or submitted
+                    resume_or_start_fresh(cfg, checkpoints, Path(prepared.path), print)
                     stage_run_folder(config_json, Path(prepared.path), run_dir)
-                    resume_or_start_fresh(cfg, checkpoints, print)
                 beat = cfg.pretrain.heartbeat_seconds
                 progress = (
                     ProgressWatch(checkpoints, STALL_HEARTBEATS * beat, print) if beat else None

@@ -60,12 +60,17 @@ def finished_artifact(cfg: Any, out: Path) -> bool:
         return False
 
 
-def resume_or_start_fresh(cfg: Any, checkpoints: Path, echo: Callable[[str], None]) -> None:
+def resume_or_start_fresh(
+    cfg: Any, checkpoints: Path, prepared: Path, echo: Callable[[str], None]
+) -> None:
     """Say where the job starts, and clear what it must not resume from: checkpoints of
-    other pretrain settings (another config fingerprint) or none intact. A folder the
-    config names itself (``pretrain.checkpoint_dir``) is never removed: refused instead."""
+    other pretrain settings (another config fingerprint), of other training rows than
+    ``prepared``'s (the pod's own check, :func:`sslops.pretrain.checkpoint.resume_mismatch`)
+    or none intact. A folder the config names itself (``pretrain.checkpoint_dir``) is never
+    removed: refused instead. Called before the job is staged or submitted."""
     from sslops.errors import ArtifactError
-    from sslops.pretrain.checkpoint import fingerprint, latest_checkpoint
+    from sslops.pretrain.checkpoint import fingerprint, latest_checkpoint, resume_mismatch
+    from sslops.pretrain.stage import training_data_digest
 
     if not checkpoints.is_dir():
         echo(f"no checkpoint in {checkpoints}: the job starts at step 0")
@@ -83,13 +88,11 @@ def resume_or_start_fresh(cfg: Any, checkpoints: Path, echo: Callable[[str], Non
                 return
             info = json.loads((latest / "checkpoint.json").read_text(encoding="utf-8"))
             wanted = fingerprint(cfg.model_dump(mode="json"))
-            if info.get("fingerprint") == wanted:
+            mismatch = resume_mismatch(info, wanted, training_data_digest(cfg, prepared))
+            if mismatch is None:
                 echo(f"resuming from {latest} (step {info['step']}), left by an earlier attempt")
                 return
-            problem = (
-                f"{latest} was written with other pretrain settings (config fingerprint "
-                f"{info.get('fingerprint')}, this config's {wanted})"
-            )
+            problem = f"{latest} {mismatch}"
     if cfg.pretrain.checkpoint_dir:
         raise SslopsError(
             f"pretrain.checkpoint_dir {checkpoints}: {problem}; remove that folder or set "

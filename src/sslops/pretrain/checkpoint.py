@@ -70,6 +70,28 @@ def data_digest(*tensors: torch.Tensor | None) -> str:
     return digest.hexdigest()
 
 
+def resume_mismatch(info: dict[str, Any], config_fingerprint: str, trained_on: str) -> str | None:
+    """Why a checkpoint whose ``checkpoint.json`` is ``info`` must not be resumed by a run
+    of these pretrain settings (``config_fingerprint``) on these training rows
+    (``trained_on``, :func:`data_digest`), or None. The pod checks it before it loads the
+    checkpoint, the launcher before it stages and submits the job."""
+    if info.get("fingerprint") != config_fingerprint:
+        return (
+            f"was written with other pretrain settings (config fingerprint "
+            f"{info.get('fingerprint')}, this config's {config_fingerprint})"
+        )
+    if info.get("data_sha256") != trained_on:
+        # Same settings, other rows: a re-prepared data set, or two runs sharing one
+        # pretrain.checkpoint_dir. Resuming would train on a mix, or hand back the other
+        # data's finished weights without one step on this data.
+        recorded = str(info.get("data_sha256", "not recorded"))[:16]
+        return (
+            f"was trained on other training data (sha256 {recorded}, this run's "
+            f"{trained_on[:16]}): the checkpoint is for other data"
+        )
+    return None
+
+
 def _fsync_dir(path: Path) -> None:
     for file in path.iterdir():
         with open(file, "rb") as fh:

@@ -48,6 +48,7 @@ from sslops.pretrain.checkpoint import (
     fingerprint,
     latest_checkpoint,
     load_checkpoint,
+    resume_mismatch,
     save_checkpoint,
 )
 from sslops.pretrain.data import PretrainData
@@ -280,20 +281,11 @@ def _train(
     checkpoint = latest_checkpoint(checkpoint_dir) if pc.resume else None
     if checkpoint is not None:
         state, info = load_checkpoint(checkpoint, task)
-        if info.get("fingerprint") != fingerprint(config):
+        problem = resume_mismatch(info, fingerprint(config), trained_on)
+        if problem:
             raise ArtifactError(
-                f"checkpoint {checkpoint} was written with other pretrain settings; remove "
-                f"{checkpoint_dir} or set pretrain.resume=false to start over"
-            )
-        if info.get("data_sha256") != trained_on:
-            # Same settings, other rows: a re-prepared data set, or two runs sharing one
-            # pretrain.checkpoint_dir. Resuming would train on a mix, or hand back the other
-            # data's finished weights without one step on this data.
-            raise ArtifactError(
-                f"checkpoint {checkpoint} was trained on other training data (sha256 "
-                f"{str(info.get('data_sha256', 'not recorded'))[:16]}, this run's "
-                f"{trained_on[:16]}); remove {checkpoint_dir} or set pretrain.resume=false "
-                "to start over"
+                f"checkpoint {checkpoint} {problem}; remove {checkpoint_dir} or set "
+                "pretrain.resume=false to start over"
             )
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

@@ -36,7 +36,8 @@ from sslops.models.tabular import EncoderSpec, MLPEncoder
 from sslops.optim import stage_numerics
 from sslops.plots import line_plot
 from sslops.prepare.dataset import check_same_data
-from sslops.pretrain.data import load_pretrain_data
+from sslops.pretrain.checkpoint import data_digest
+from sslops.pretrain.data import PretrainData, load_pretrain_data
 from sslops.pretrain.fairness import (
     build_fairness,
     probe_sensitive,
@@ -62,6 +63,24 @@ def checkpoint_dir_for(cfg: Config, out_dir: Path) -> Path:
     if cfg.pretrain.checkpoint_dir:
         return Path(cfg.pretrain.checkpoint_dir)
     return out_dir.parent / f"{out_dir.name}.checkpoints"
+
+
+def load_training_data(cfg: Config, prepared_dir: Path) -> tuple[PretrainData, list[int] | None]:
+    """The rows pretraining trains on, with the sensitive codes where fairness-aware
+    pretraining reads them; and those codes' levels (None without fairness)."""
+    pc = cfg.pretrain
+    data = load_pretrain_data(prepared_dir, cfg.modality, pc.knn_samples, cfg.seed)
+    levels: list[int] | None = None
+    if pc.fairness.method != "none":
+        data.sensitive, levels = sensitive_codes(prepared_dir, sensitive_columns(cfg))
+    return data, levels
+
+
+def training_data_digest(cfg: Config, prepared_dir: Path) -> str:
+    """The sha256 a checkpoint of this config on ``prepared_dir`` records (``data_sha256``):
+    what the launcher compares before it says a job resumes, as the pod does."""
+    data, _ = load_training_data(cfg, prepared_dir)
+    return data_digest(data.x, data.sensitive)
 
 
 def _start_process_group() -> tuple[torch.device, bool]:
@@ -128,11 +147,10 @@ def run_pretrain(
     size = dist.get_world_size() if dist.is_initialized() else 1
     try:
         with stage_numerics(pc.threads or max(1, (os.cpu_count() or 1) // size), cfg.seed):
-            data = load_pretrain_data(prepared_dir, cfg.modality, pc.knn_samples, cfg.seed)
+            data, levels = load_training_data(cfg, prepared_dir)
             spec = backbone_spec(cfg, data.info)
             task = build_task(cfg, data.info, spec)
-            if pc.fairness.method != "none":
-                data.sensitive, levels = sensitive_codes(prepared_dir, sensitive_columns(cfg))
+            if levels is not None:
                 task.fairness = build_fairness(cfg, feature_dim(task.backbone), levels)
             if pc.init_from:
                 _initialize(task.backbone, pc.init_from)
