@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 
 from sslops.config import Config
 from sslops.errors import ArtifactError, SslopsError
-from sslops.pretrain import run_pretrain
+from sslops.pretrain import pretrain, run_pretrain
 from sslops.pretrain.checkpoint import latest_checkpoint
 from sslops.pretrain.data import load_pretrain_data
 from sslops.pretrain.loop import train
@@ -401,3 +401,72 @@ def test_every_rank_beats_under_torchrun_at_debug(
         assert beats, lines[-20:]
         step, total = beats[-1].split(" step ")[1].split()[0].split("/")
         assert step == total, beats[-1]  # the last step's beat
+
+
+def test_a_second_run_into_a_checkpoint_dir_in_use_is_refused_and_the_first_resumes(
+    small_config: Config, prepared: Path, uninterrupted: Path, tmp_path: Path
+) -> None:
+    """Before: nothing kept a second run out of a pretrain.checkpoint_dir another was
+    training into; both saved their checkpoints there (found by the leftover3 review)."""
+    shared = tmp_path / "shared"
+    cfg = configured(small_config, checkpoint_every=0, threads=1, checkpoint_dir=str(shared))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, out, _ = stage_command(cfg, prepared, tmp_path / "a", str(KILL_RANK))
+    second, other, _ = stage_command(cfg, prepared, tmp_path / "b", "-m", "sslops.pretrain")
+    env = {**os.environ, "SSLOPS_TEST_KILL_LOG": str(tmp_path / "starts.log")}
+    pause = {"SSLOPS_TEST_KILL_RANK": "0", "SSLOPS_TEST_KILL_AT": "7", "SSLOPS_TEST_KILLS": "1",
+             "SSLOPS_TEST_KILL_SIGNAL": "SIGSTOP"}  # fmt: skip
+    with open(tmp_path / "first.err", "w") as err:
+        process = subprocess.Popen(first, env={**env, **pause}, stderr=err)
+    try:
+        _, status = os.waitpid(process.pid, os.WUNTRACED)  # stopped at step 7, training
+        assert os.WIFSTOPPED(status), (tmp_path / "first.err").read_text()[-2000:]
+        refused = subprocess.run(second, env=env, capture_output=True, text=True, timeout=300)
+        os.kill(process.pid, signal.SIGTERM)
+        os.kill(process.pid, signal.SIGCONT)
+        assert process.wait(timeout=300) == 143, (tmp_path / "first.err").read_text()[-2000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert refused.stderr.splitlines()[-1] == (
+        f"error: another sslops pretrain --out {out} (process {process.pid}) is writing "
+        f"{shared} (lock {tmp_path / '.shared.lock'}); wait for it to end, or set another "
+        "pretrain.checkpoint_dir"
+    )
+    assert not other.exists()
+    assert sorted(p.name for p in shared.iterdir()) == ["latest", "step-00000007"]
+    resumed = subprocess.run(first, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads((out / "summary.json").read_text())["resumed_from_step"] == 7
+    assert_same_weights(out, uninterrupted)
+    assert not (tmp_path / ".shared.lock").exists()  # the lock file goes with its holder
+
+
+@pytest.mark.ddp
+def test_every_rank_of_a_torchrun_run_refuses_a_checkpoint_dir_in_use(
+    small_config: Config, prepared: Path, tmp_path: Path
+) -> None:
+    """Rank 0 alone holds the lock: the others hear its answer and leave with it, rather
+    than wait in the first all-reduce for a peer that left."""
+    from sslops.artifacts import output_lock
+    from sslops.pretrain.launch import torchrun_command
+
+    shared = tmp_path / "shared"
+    cfg = configured(small_config, threads=1, checkpoint_dir=str(shared))
+    config = tmp_path / "config.json"
+    config.write_text(cfg.to_json())
+    command = torchrun_command(config, prepared, tmp_path / "out", 2)
+    with output_lock(shared, "pretrain --out elsewhere"):
+        refused = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0
+    message = (f"error: another sslops pretrain --out elsewhere (process {os.getpid()}) is "
+               f"writing {shared} (lock {tmp_path / '.shared.lock'})")  # fmt: skip
+    assert refused.stderr.count(message) == 2, refused.stderr[-3000:]  # rank 0's and rank 1's
+    assert not shared.exists() and not (tmp_path / "out").exists()
+    two = configured(small_config, threads=1, checkpoint_dir=str(shared), epochs=1,
+                     processes_per_node=2)  # fmt: skip
+    out = pretrain(two, prepared, tmp_path / "out")  # free again: two ranks train
+    assert json.loads((out / "summary.json").read_text())["world_size"] == 2
+    assert not (tmp_path / ".shared.lock").exists()

@@ -311,16 +311,19 @@ def _holder(lock: Any) -> tuple[str, str]:
 
 
 @contextlib.contextmanager
-def output_lock(out: Path, command: str) -> Iterator[None]:
+def output_lock(
+    out: Path, command: str, remedy: str = "wait for it to end, or choose another --out"
+) -> Iterator[None]:
     """Hold ``.<out>.lock`` (``flock``) for the block: one sslops command writes ``out`` at a
     time. ``sslops run``, every command that writes an artifact folder (the stage commands
     and :func:`sslops.run_stage`, ``sslops shadow``, ``sslops audit reproduce``) and
     ``sslops predict`` (its file) hold it from the check of ``out`` to the rename, so two
     of them started together do not
     both compute and then silently replace each other's result (or, first writes, fail at
-    the rename with "Directory not empty"), nor share a pretrain checkpoint folder. The
+    the rename with "Directory not empty"); pretrain holds it on its checkpoint folder while
+    it trains (a ``pretrain.checkpoint_dir`` two runs name is written by one). The
     second is refused at once, naming the holder: the file holds its process id and
-    ``command`` ("run", "prepare", ...).
+    ``command`` ("run", "prepare", ...); ``remedy`` ends the refusal.
 
     The lock file is removed on the way out, while still locked; a writer that opened it
     just before checks that it locked the file that is still there, and opens the path
@@ -335,9 +338,7 @@ def output_lock(out: Path, command: str) -> Iterator[None]:
 
     def busy(pid: str, held_by: str) -> SslopsError:
         holder = f"another sslops {held_by or 'command'}" + (f" (process {pid})" if pid else "")
-        return SslopsError(
-            f"{holder} is writing {out} (lock {path}); wait for it to end, or choose another --out"
-        )
+        return SslopsError(f"{holder} is writing {out} (lock {path}); {remedy}")
 
     for _ in range(3):
         out.parent.mkdir(parents=True, exist_ok=True)

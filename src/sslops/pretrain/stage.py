@@ -16,10 +16,12 @@ torchrun (``LOCAL_RANK`` set) every rank trains and rank 0 writes the artifact:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import statistics
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -29,9 +31,9 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from sslops.artifacts import read_meta, timed_stage, write_artifact, write_json
+from sslops.artifacts import output_lock, read_meta, timed_stage, write_artifact, write_json
 from sslops.config import Config
-from sslops.errors import ArtifactError
+from sslops.errors import ArtifactError, SslopsError
 from sslops.models.tabular import EncoderSpec, MLPEncoder
 from sslops.optim import stage_numerics
 from sslops.plots import line_plot
@@ -109,6 +111,36 @@ def _start_process_group() -> tuple[torch.device, bool]:
     return device, True
 
 
+@contextlib.contextmanager
+def _checkpoint_lock(checkpoints: Path, out_dir: Path, named: bool) -> Iterator[None]:
+    """Rank 0 holds ``checkpoints``' :func:`~sslops.artifacts.output_lock` while the ranks
+    train (it alone writes checkpoints): a second run given the same checkpoint folder
+    (``pretrain.checkpoint_dir``, ``named``) is refused at once, naming the folder and the
+    run that writes it, instead of both saving into it. Every rank refuses together (rank
+    0's answer is broadcast), so no rank waits on a peer that left."""
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    remedy = "set another pretrain.checkpoint_dir" if named else "choose another --out"
+    with contextlib.ExitStack() as held:
+        refused = None
+        if rank == 0:
+            try:
+                held.enter_context(output_lock(
+                    checkpoints, f"pretrain --out {out_dir}", f"wait for it to end, or {remedy}"
+                ))  # fmt: skip
+            except SslopsError as exc:
+                refused = str(exc)
+            except OSError as exc:  # the folder above is not writable: no lock file there
+                refused = (f"checkpoint folder {checkpoints}: cannot write its lock file "
+                           f"beside it ({exc.strerror or exc}); {remedy}")  # fmt: skip
+        if dist.is_initialized():
+            answer = [refused]
+            dist.broadcast_object_list(answer, src=0)
+            refused = answer[0]
+        if refused is not None:
+            raise ArtifactError(refused)
+        yield
+
+
 def _initialize(backbone: nn.Module, source: str) -> None:
     """Load backbone weights from a local file, pretrain artifact or checkpoint folder."""
     path = Path(source)
@@ -145,8 +177,12 @@ def run_pretrain(
     # (the stage functions called in turn) it leaked into finetune, whose weights depend on
     # the thread count, so the same config gave another model.onnx than `sslops run`.
     size = dist.get_world_size() if dist.is_initialized() else 1
+    checkpoints = checkpoint_dir_for(cfg, out_dir)
     try:
-        with stage_numerics(pc.threads or max(1, (os.cpu_count() or 1) // size), cfg.seed):
+        with (
+            _checkpoint_lock(checkpoints, out_dir, bool(pc.checkpoint_dir)),
+            stage_numerics(pc.threads or max(1, (os.cpu_count() or 1) // size), cfg.seed),
+        ):
             data, levels = load_training_data(cfg, prepared_dir)
             spec = backbone_spec(cfg, data.info)
             task = build_task(cfg, data.info, spec)
@@ -154,7 +190,6 @@ def run_pretrain(
                 task.fairness = build_fairness(cfg, feature_dim(task.backbone), levels)
             if pc.init_from:
                 _initialize(task.backbone, pc.init_from)
-            checkpoints = checkpoint_dir_for(cfg, out_dir)
             result = train(cfg, data, task, checkpoints, device, stop_after=stop_after)
             if result is not None and (not dist.is_initialized() or dist.get_rank() == 0):
                 probe = _probe(cfg, prepared_dir, task, device)
