@@ -505,3 +505,22 @@ def test_every_python_name_of_sslops_named_exists(doc: Path) -> None:
     names = set(re.findall(r"`(sslops(?:\.[A-Za-z_]\w*)+)", _prose(doc.read_text())))
     assert sorted(n for n in names - {"sslops.io"} if not _resolves(n)) == []
     assert not _resolves("sslops.shadow.scoring.no_such_function")
+
+
+def test_the_readme_console_shows_the_demo_configs_label_count(tmp_path: Path) -> None:
+    """The README's console example of ``make demo`` names the labels the demo trains on
+    (``ssl (ensemble, N labels)``, ``1% of the labels (N)``): N is what ``configs/adult.yaml``
+    draws from the training split that prepare makes today, which moved from 258 to 253 when
+    prepare stopped comparing the label (session 26; found by the stale-figures review of
+    session 27). Prepare alone on the packaged Adult files: a few seconds."""
+    from sslops.config import load_config
+    from sslops.finetune.stage import stratified_label_subset
+    from sslops.prepare import PreparedData, prepare
+
+    cfg = load_config(ROOT / "configs" / "adult.yaml", [])
+    train = PreparedData(prepare(cfg, tmp_path / "prepare")).train
+    labels = len(stratified_label_subset(train.target, cfg.finetune.label_fraction, cfg.seed))
+    readme = (ROOT / "README.md").read_text()
+    shown = re.findall(r"ssl \(ensemble, (\d+) labels\)|1% of the labels \((\d+)\)", readme)
+    assert len(shown) == 2, "the README's console example no longer shows the label count"
+    assert {int(a or b) for a, b in shown} == {labels}
