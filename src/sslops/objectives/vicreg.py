@@ -8,7 +8,8 @@ The variance term sums the two views' hinge terms, as the paper's equation does;
 official code (facebookresearch/vicreg, and lightly) averages them, which halves the
 variance weight at the same 25 / 25 / 1 coefficients. Measured on Adult (2026-12-01,
 docs/benchmarks.md): the halved weight gave a weaker encoder (kNN 0.818 against 0.829, SSL
-ensemble 0.8945 against 0.8951 at 258 labels), so the paper's form stays.
+ensemble 0.8945 against 0.8951 at 258 labels, on the training split prepare made before
+session 26), so the paper's form stays.
 """
 
 from __future__ import annotations
