@@ -13,6 +13,8 @@ import pandas as pd
 import pytest
 import torch
 
+from sslops.config import Config
+from sslops.errors import ArtifactError
 from sslops.export import raw_inputs
 from sslops.models import load_classifier
 from sslops.prepare import PreparedData
@@ -117,6 +119,30 @@ def test_parity_is_recorded_for_the_whole_split_and_each_batch_size(
     assert parity["labels_identical"] and parity["max_abs_diff"] <= 1e-4
     assert set(parity["batch_max_abs_diff"]) == {"1", "7", "256"}
     assert max(parity["batch_max_abs_diff"].values()) <= 1e-4
+
+
+def test_an_export_that_fails_the_parity_gate_writes_nothing(
+    stage_artifacts: dict[str, Path], small_config: Config, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """The gate is applied to what export measured: with onnxruntime 1e-3 away from torch in
+    one batch size (the measurement replaced, the model as exported), the export fails
+    naming the difference and leaves no artifact. tests/test_export_parity_gate.py checks
+    the gate's rule itself."""
+    import sslops.export.stage as stage
+
+    measured = stage.onnx_parity
+
+    def off_by_1e_3(*args: object, **kwargs: object) -> dict:
+        parity = measured(*args, **kwargs)  # type: ignore[arg-type]
+        parity["batch_max_abs_diff"]["7"] += 1e-3
+        return parity
+
+    monkeypatch.setattr(stage, "onnx_parity", off_by_1e_3)
+    with pytest.raises(ArtifactError, match=r"ONNX parity failed: max \|onnx - torch\| = 1\.0"):
+        stage.export(small_config, stage_artifacts["prepare"], stage_artifacts["finetune"],
+                     tmp_path / "export")  # fmt: skip
+    assert not (tmp_path / "export").exists()
 
 
 def test_int8_model_is_smaller_runs_and_reports_its_accuracy_change(
