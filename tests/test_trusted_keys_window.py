@@ -1,0 +1,60 @@
+"""A trusted key's signing window at its edges (``TrustedKeys.judge``, ``TrustedKeys.load``).
+
+tests/test_signing.py judges dates a month or more from an edge; these judge the edges
+themselves, which a changed comparison (``<`` for ``<=``) moves without any of those noticing:
+the window is ``[valid_from, valid_until)``, dates without a zone are UTC, and a window must
+hold a moment.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sslops.audit.bundle import generate_keypair
+from sslops.audit.keys import TrustedKeys
+from sslops.errors import ConfigError
+
+
+def _trusted(folder: Path, **window: str) -> tuple[TrustedKeys, str]:
+    fp = generate_keypair(folder / "issuer.pem", folder / "issuer.pub.pem")
+    entry = {"name": "issuer", "public_key_file": "issuer.pub.pem", **window}
+    path = folder / "trusted.json"
+    path.write_text(json.dumps({"trusted_keys": 1, "keys": [entry]}), encoding="utf-8")
+    return TrustedKeys.load(path), fp
+
+
+@pytest.mark.parametrize(
+    ("signed_at", "trusted"),
+    [
+        ("2024-12-31T23:59:59+00:00", False),
+        ("2025-01-01T00:00:00+00:00", True),  # the first moment of the window
+        ("2025-12-31T23:59:59+00:00", True),
+        ("2026-01-01T00:00:00+00:00", False),  # valid_until is the first moment outside
+        ("2025-06-01T00:00:00", True),  # no zone: UTC
+        ("2026-01-01T00:30:00+01:00", True),  # 2025-12-31T23:30 UTC
+    ],
+)
+def test_the_window_holds_valid_from_and_not_valid_until(
+    tmp_path: Path, signed_at: str, trusted: bool
+) -> None:
+    keys, fp = _trusted(tmp_path, valid_from="2025-01-01", valid_until="2026-01-01")
+    problem, info = keys.judge(fp, signed_at)
+    assert (problem is None) is trusted, problem
+    assert info["key_name"] == "issuer" and info["signed_at"] == signed_at
+    if not trusted:
+        assert "outside the window it may sign in (2025-01-01T00:00:00+00:00 to " in problem
+
+
+def test_a_window_of_no_length_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="valid_until is not after valid_from"):
+        _trusted(tmp_path, valid_from="2025-01-01", valid_until="2025-01-01T00:00:00+00:00")
+
+
+def test_a_trusted_keys_file_with_no_keys_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "trusted.json"
+    path.write_text(json.dumps({"trusted_keys": 1, "keys": []}), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"trusted keys .*: expected \{\"trusted_keys\": 1"):
+        TrustedKeys.load(path)
