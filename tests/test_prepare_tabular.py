@@ -381,6 +381,22 @@ def test_ood_split_by_predicate(tmp_path: Path) -> None:
     assert len(PreparedData(out).split("ood").target) == len(ood)
 
 
+def test_a_near_copy_of_an_ood_row_goes_to_the_ood_split_with_it(tmp_path: Path) -> None:
+    """The ood split takes whole near-duplicate clusters: a row that fails the predicate only
+    because one field was changed (here the country itself) is no unseen data for a model
+    trained beside it, so it leaves train/validation/test with the row it copies."""
+    frame, _ = with_notes(adult(1500, seed=7))
+    foreign = ~frame["native-country"].isin(["United-States", "?"])
+    abroad = frame[foreign & frame["note"].str.startswith("visit")].head(12).copy()
+    abroad["native-country"] = "United-States"
+    abroad["customer_id"] = [f"COPY-{i}" for i in range(len(abroad))]
+    pd.concat([frame, abroad]).to_csv(tmp_path / "raw.csv", index=False)
+    out = prepare(config(tmp_path / "raw.csv", ood="native-country != United-States"),
+                  tmp_path / "out")  # fmt: skip
+    ood = pd.read_parquet(out / "ood.parquet")
+    assert (ood["native-country"] == "United-States").sum() >= len(abroad) == 12
+
+
 def test_chunking_and_parquet_shards_change_no_byte(tmp_path: Path) -> None:
     frame, _ = with_notes(adult(1800, seed=8))
     frame = pd.concat([frame, near_copies(frame, 30, seed=9)], ignore_index=True)
@@ -873,6 +889,43 @@ def test_no_planted_value_anywhere_in_a_whole_pipeline_run(
         if path.suffix == ".parquet":
             blobs.append(pq.read_table(path).to_pandas().to_csv().encode())
         assert not [n for n in needles for b in blobs if n in b], path
+
+
+def _unlabeled_after_prepare(frame: pd.DataFrame, folder: Path, **options: Any) -> pd.DataFrame:
+    frame.to_csv(folder / "train.csv", index=False)
+    cfg = config(folder / "train.csv", unlabeled="pretrain", **options).model_dump(mode="json")
+    cfg["data"] |= {"identifiers": [], "text": []}
+    return pd.read_parquet(prepare(validate_config(cfg), folder / "out") / "unlabeled.parquet")
+
+
+def _rows_of(frame: pd.DataFrame, rows: pd.DataFrame) -> pd.Series:
+    """Which rows of the prepared ``frame`` have the numbers of one of ``rows`` (age and
+    fnlwgt alone are shared by distinct rows of Adult)."""
+    numbers = ["age", "fnlwgt", "education-num", "hours-per-week", "capital-gain"]
+    keys = set(rows[numbers].astype(float).itertuples(index=False))
+    return pd.Series([k in keys for k in frame[numbers].itertuples(index=False)])
+
+
+def test_an_unlabeled_copy_of_a_training_row_is_not_pretrained_on_twice(tmp_path: Path) -> None:
+    """Unlabeled copies of labeled rows are dropped whichever split the labeled row went to
+    (the test below plants one copy, whose row may land in a scored split and be dropped as
+    its near-copy instead): 30 copies of labeled rows, most of them training rows."""
+    frame = adult(1200, seed=3)
+    frame.loc[600:, "income"] = ""
+    copies = frame.iloc[:30].assign(income="")
+    unlabeled = _unlabeled_after_prepare(pd.concat([frame, copies]), tmp_path)
+    assert len(unlabeled) > 550 and not _rows_of(unlabeled, copies).any()
+
+
+def test_an_unlabeled_row_the_ood_rule_selects_is_not_pretrained_on(tmp_path: Path) -> None:
+    """The ood split is data no model has seen, the encoder included: an unlabeled row that
+    meets the ood rule is not in the unlabeled split either."""
+    frame = adult(1500, seed=4)
+    frame.loc[700:, "income"] = ""
+    abroad = frame.loc[700:][~frame.loc[700:, "native-country"].isin(["United-States", "?"])]
+    assert len(abroad) > 10
+    unlabeled = _unlabeled_after_prepare(frame, tmp_path, ood="native-country != United-States")
+    assert len(unlabeled) > 600 and not _rows_of(unlabeled, abroad).any()
 
 
 def test_rows_without_a_label_are_kept_for_pretraining_only(tmp_path: Path) -> None:
