@@ -58,3 +58,18 @@ def test_a_trusted_keys_file_with_no_keys_is_refused(tmp_path: Path) -> None:
     path.write_text(json.dumps({"trusted_keys": 1, "keys": []}), encoding="utf-8")
     with pytest.raises(ConfigError, match=r"trusted keys .*: expected \{\"trusted_keys\": 1"):
         TrustedKeys.load(path)
+
+
+@pytest.mark.parametrize("signed_at", ["yesterday", None, ""])
+def test_a_signature_whose_date_is_no_date_is_not_trusted(
+    tmp_path: Path, signed_at: object
+) -> None:
+    """The window cannot be judged without a date: a trusted key's signature over a manifest
+    whose ``created`` is not one is refused, not taken as inside the window."""
+    keys, fp = _trusted(tmp_path, valid_from="2025-01-01")
+    problem, info = keys.judge(fp, signed_at)
+    assert problem == (
+        f"signed with key issuer, but the date it covers ({signed_at!r}) is not a date, so its "
+        "validity cannot be judged"
+    )
+    assert info["trusted"] is True
