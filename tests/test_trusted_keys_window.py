@@ -73,3 +73,16 @@ def test_a_signature_whose_date_is_no_date_is_not_trusted(
         "validity cannot be judged"
     )
     assert info["trusted"] is True
+
+
+def test_two_keys_under_one_name_are_refused(tmp_path: Path) -> None:
+    """A verifier reports the key's name: two keys under one name would make 'signed with
+    issuer' say nothing about which key."""
+    generate_keypair(tmp_path / "a.pem", tmp_path / "a.pub.pem")
+    generate_keypair(tmp_path / "b.pem", tmp_path / "b.pub.pem")
+    keys = [{"name": "issuer", "public_key_file": f"{k}.pub.pem", "valid_from": "2025-01-01"}
+            for k in ("a", "b")]  # fmt: skip
+    path = tmp_path / "trusted.json"
+    path.write_text(json.dumps({"trusted_keys": 1, "keys": keys}), encoding="utf-8")
+    with pytest.raises(ConfigError, match="the name 'issuer' occurs twice"):
+        TrustedKeys.load(path)
