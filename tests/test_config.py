@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -448,3 +449,36 @@ def test_a_key_of_an_earlier_layout_names_where_this_version_has_it() -> None:
     with pytest.raises(ConfigError) as info:
         build("finetune.epochs=3")
     assert "has it at 'pretrain.epochs' and 'finetune.full.epochs')" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "refused"),
+    [
+        # found by the mutation2 review: each rule could be dropped or moved by one with
+        # every test passing
+        (["data.text=[note]", "data.categorical=[note]"],
+         "data.categorical columns ['note'] are also the label, identifiers or text"),
+        (["pretrain.nodes=2"], "pretrain.nodes=2 needs pretrain.launcher trainjob or pytorchjob"),
+        (["pretrain.epochs=4", "pretrain.warmup_epochs=4.5"],
+         "pretrain.warmup_epochs=4.5 is longer than pretrain.epochs=4"),
+        (["finetune.fairness.gap_crossfit=1"], "gap_crossfit must be 0 (off) or at least 2 folds"),
+    ],
+)  # fmt: skip
+def test_a_rule_between_settings_is_enforced_at_its_edge(
+    overrides: list[str], refused: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(refused)):
+        build(*overrides)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["pretrain.nodes=1"],
+        ["pretrain.epochs=4", "pretrain.warmup_epochs=4"],  # the whole run is allowed
+        ["finetune.fairness.gap_crossfit=0"],
+        ["finetune.fairness.gap_crossfit=2"],
+    ],
+)
+def test_the_setting_beside_the_edge_is_accepted(overrides: list[str]) -> None:
+    build(*overrides)
