@@ -482,3 +482,28 @@ def test_a_rule_between_settings_is_enforced_at_its_edge(
 )
 def test_the_setting_beside_the_edge_is_accepted(overrides: list[str]) -> None:
     build(*overrides)
+
+
+_IMAGE = {"train": "x", "format": "image_folder", "label": "label"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "refused"),
+    [
+        ({"data": {"train": "t.csv", "label": "y", "sensitive": ["sex"]}},
+         "'data.positive' is required for tabular data"),
+        ({"modality": "image", "data": {**_IMAGE, "sensitive": ["ink"]},
+          "finetune": {"fairness": {"sensitive": ["brightness"]}}},
+         "['brightness'] are not group attributes of image data; valid names: "
+         "stroke_thickness, ink"),
+        ({"modality": "image",
+          "data": {**_IMAGE, "attributes_file": "r.csv", "sensitive": ["site", "file"]}},
+         "data.sensitive ['file'] cannot be group columns of data.attributes_file"),
+    ],
+)  # fmt: skip
+def test_a_rule_between_roles_is_enforced(raw: dict[str, Any], refused: str) -> None:
+    """A tabular label's positive value; finetune.fairness.sensitive naming no attribute of
+    images; the records file's item column (data.attributes_key) used as a group: each rule
+    could be dropped with every test passing (found by the mutation2 review)."""
+    with pytest.raises(ConfigError, match=re.escape(refused)):
+        validate_config(raw)
