@@ -211,6 +211,26 @@ def test_training_near_copies_of_test_rows_are_dropped(tmp_path: Path) -> None:
     assert not set(trained["note"]) & set(copies["note"]) - set(train["note"])
 
 
+def test_a_near_duplicate_bound_as_wide_as_the_table_is_refused(tmp_path: Path) -> None:
+    """max_differing_fields >= the compared columns makes every row a near-copy of every
+    other; prepare reported no near-duplicates (found by the mutation review): refused."""
+    frame, _ = with_notes(adult(300, seed=7))
+    frame.to_csv(tmp_path / "train.csv", index=False)
+    cfg = config(tmp_path / "train.csv", near_duplicates={"max_differing_fields": 40})
+    with pytest.raises(DataError, match=r"max_differing_fields 40: the data has \d+ feature "
+                       r"column\(s\) to compare, so every row would be a near-copy"):  # fmt: skip
+        prepare(cfg, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    columns = len(frame.columns) - 2  # the label and the identifier are not compared
+    # The edge: one column fewer passes this check (and chains all 300 rows into one
+    # cluster, which the split-share check refuses in its own words).
+    for bound in (columns, columns - 1):
+        cfg = config(tmp_path / "train.csv", near_duplicates={"max_differing_fields": bound})
+        with pytest.raises(DataError) as refused:
+            prepare(cfg, tmp_path / "out")
+        assert ("every row would be a near-copy" in str(refused.value)) == (bound == columns)
+
+
 @pytest.mark.parametrize("near", [True, False], ids=["near-duplicates", "exact-only"])
 def test_test_labels_never_change_what_is_fitted(tmp_path: Path, near: bool) -> None:
     """Which training rows count as copies of test rows is decided on the features: flipping

@@ -220,7 +220,7 @@ class NearDuplicateConfig(_Section):
         default=1,
         ge=1,
         description="Tabular: rows differing in at most this many feature columns (the label "
-        "is not compared).",
+        "is not compared); fewer than the feature columns, or every row is a near-copy.",
     )
     image_max_hamming: int = Field(
         default=6, ge=0, le=16, description="Images: at most this many of 64 pHash bits differ..."

@@ -163,6 +163,7 @@ def plan(cfg: Config, roles: Roles, folders: list[Path]) -> Plan:
         max_diff = cfg.prepare.near_duplicates.max_differing_fields
         compared = _with_text_clusters(cfg, roles, folders, tokens, index)
         compared = np.delete(compared, label_at, axis=1)
+        _check_near_columns(max_diff, compared.shape[1])
         first_i, second_i, skipped = near_duplicate_pairs(compared, max_diff)
         labels = clusters_from_pairs(len(index), first_i, second_i)
         cluster[index] = labels + len(source)
@@ -259,6 +260,18 @@ def _near_scored(
     near[index[b[is_scored[a] & ~is_scored[b]]]] = True
     near[index[a[is_scored[b] & ~is_scored[a]]]] = True
     return near
+
+
+def _check_near_columns(max_diff: int, columns: int) -> None:
+    """Rows that may differ in every compared column are all near-copies of each other:
+    refuse rather than report no near-duplicates (or put every row in one cluster)."""
+    if columns <= max_diff:
+        raise DataError(
+            f"prepare.near_duplicates.max_differing_fields {max_diff}: the data has "
+            f"{columns} feature column(s) to compare, so every row would be a near-copy of "
+            f"every other; expected fewer than {columns} (or set "
+            "prepare.near_duplicates.enabled=false: exact duplicates are still removed)"
+        )
 
 
 def _check_split_shares(
