@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,21 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from sslops.audit.bundle import canonical_json, sign_manifest, write_manifest
-from sslops.audit.registry import approval_of, decide, file_bundle, latest_bundle
+from sslops.audit.bundle import (
+    canonical_json,
+    fingerprint,
+    sign_manifest,
+    signature_record,
+    write_manifest,
+)
+from sslops.audit.registry import (
+    approval_of,
+    check_registry,
+    decide,
+    entry_digest,
+    file_bundle,
+    latest_bundle,
+)
 from sslops.cli import main
 from sslops.errors import ArtifactError
 from tests.fuzzing import JSON, damaged_bytes, edited_json, fuzz
@@ -272,3 +286,43 @@ def test_a_checkpoint_without_its_time_is_refused_before_listing(
     assert err.startswith(f"error: checkpoint {tmp_path / 'checkpoint.json'}: not a registry "
                           "checkpoint (expected the JSON `sslops audit checkpoint` writes: "
                           "registry_checkpoint 1, taken, models")  # fmt: skip
+
+
+def test_a_decision_claiming_another_key_is_named_and_approves_for_none(
+    registry: Path, tmp_path: Path
+) -> None:
+    """An approval's entry naming a trusted approver's key_fingerprint, though another key
+    signed it, is found by ``list --verify`` and not taken as that approver's by
+    ``predict --registry`` (left by the mutation review: without the check, it was)."""
+    copy = tmp_path / "registry"
+    shutil.copytree(registry, copy)
+    index = json.loads(_index(copy).read_bytes())
+    trusted = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"trusted").digest())
+    index["entries"][-1]["key_fingerprint"] = fingerprint(trusted.public_key())
+    _index(copy).write_text(json.dumps(index))
+    problem = "models/income/index.json entry 2: key_fingerprint differ from the signed decision"
+    assert check_registry(copy) == [problem]
+    with pytest.raises(ArtifactError, match=re.escape(f"does not verify: {problem}")):
+        approval_of(copy, hashlib.sha256(ONNX).hexdigest(), [trusted.public_key()])
+
+
+def test_a_signed_decision_on_a_bundle_not_filed_under_the_model_is_named(
+    registry: Path, tmp_path: Path
+) -> None:
+    """Written by a key holder into the index (``decide`` refuses it), at its place in the
+    chain and signed: the bundle it decides on is filed nowhere (left by the mutation
+    review: without the check, ``list --verify`` passed it)."""
+    copy = tmp_path / "registry"
+    shutil.copytree(registry, copy)
+    index = json.loads(_index(copy).read_bytes())
+    link = entry_digest(index["entries"][-1])
+    fields = {"manifest_sha256": "0" * 64, "decision": "approved", "by": "A. Reviewer",
+              "note": "", "decided": "2026-01-01T00:00:00+00:00"}  # fmt: skip
+    record = signature_record(APPROVER, {**fields, "model": "income", "previous": link})
+    index["entries"].append({"kind": "decision", **fields, "record": record, "previous": link,
+                             "key_fingerprint": fingerprint(APPROVER.public_key())})  # fmt: skip
+    _index(copy).write_text(json.dumps(index))
+    assert check_registry(copy) == [
+        "models/income/index.json entry 3: decides on bundle 000000000000, which is not filed "
+        "under this model before it"
+    ]

@@ -496,6 +496,36 @@ def test_signed_filings_show_an_entry_removed_reordered_or_changed_and_rechained
     assert any(named in p for p in problems), problems
 
 
+def _last_entry_edited(index: Path, edit: Any) -> None:
+    """Edit the index's last entry in place (no entry after it: the chain still holds)."""
+    index_data = json.loads(index.read_text())
+    edit(index_data["entries"][-1])
+    index.write_text(json.dumps(index_data, indent=2) + "\n")
+
+
+def test_a_signed_filing_names_its_filer_key_and_a_broken_signature(tmp_path: Path) -> None:
+    """The entry's filer_key must be the key its record was signed with, and a record whose
+    signature no longer verifies is named as such, not as fields that differ (left by the
+    mutation review: dropping either check passed every test)."""
+    index = _three_filings(tmp_path / "key", Ed25519PrivateKey.generate())
+    other = fingerprint(Ed25519PrivateKey.generate().public_key())
+    _last_entry_edited(index, lambda entry: entry.update(filer_key=other))
+    assert check_registry(index.parents[2]) == [
+        "models/m/index.json entry 3: filer_key differ from the signed filing"
+    ]
+    index = _three_filings(tmp_path / "date", Ed25519PrivateKey.generate())
+    moved = "2020-01-01T00:00:00+00:00"  # changed in the entry and its record alike, unsigned
+
+    def backdate(entry: dict[str, Any]) -> None:
+        entry["filed"] = entry["record"]["signed"]["filed"] = moved
+
+    _last_entry_edited(index, backdate)
+    assert check_registry(index.parents[2]) == [
+        "models/m/index.json entry 3 (filing): the signature does not verify with its embedded "
+        "public key"
+    ]
+
+
 def test_cli_file_signs_the_entry_with_key_file(issuer, tmp_path: Path, capsys) -> None:
     key, public = issuer
     filer_private, filer_public = _keypair(tmp_path, "registrar")
