@@ -181,6 +181,12 @@ def test_bad_input_is_one_line_and_nothing_is_written_or_lost(
     pd.concat([frame.iloc[:3], frame.iloc[:1]]).to_csv(twice, index=False)
     mine = tmp_path / "mine.csv"
     mine.write_text("my,own\n1,2\n")
+    huge = tmp_path / "huge.csv"  # finite as a float64, inf in the model's float32
+    frame.astype({"age": object}).assign(age=["1e308"] * len(frame)).to_csv(huge, index=False)
+    twins = tmp_path / "twins"  # twin.csv and twin.csv.gz: both give row ids twin:0, twin:1...
+    twins.mkdir()
+    frame.to_csv(twins / "twin.csv", index=False)
+    frame.to_csv(twins / "twin.csv.gz", index=False)
     (tmp_path / "notes.meta.json").write_text('{"my": "notes"}\n')
     cases = {
         "missing column 'age'": ["--model", model, "--data", no_age, "--out", out],
@@ -195,6 +201,15 @@ def test_bad_input_is_one_line_and_nothing_is_written_or_lost(
         "no such file": ["--model", tmp_path / "nope.onnx", "--data", data, "--out", out],
         "ending in .csv": ["--model", model, "--data", data, "--out", tmp_path / "out.parquet"],
         "between 0 and 1": ["--model", model, "--data", data, "--out", out, "--threshold", "1.5"],
+        # the bounds too: at 0 every row would be labelled positive, at 1 only a saturated one
+        "--threshold 0.0: expected": ["--model", model, "--data", data, "--out", out,
+                                      "--threshold", "0"],
+        "--threshold 1.0: expected": ["--model", model, "--data", data, "--out", out,
+                                      "--threshold", "1"],
+        "gave a non-finite score for row 'huge:0'": ["--model", model, "--data", huge,
+                                                     "--out", out],
+        "row id 'twin:0' occurs more than once": ["--model", model, "--data", twins,
+                                                  "--out", out],
     }  # fmt: skip
     before = {p: p.read_bytes() for p in (data, mine, tmp_path / "notes.meta.json")}
     for expected, argv in cases.items():

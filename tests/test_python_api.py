@@ -183,10 +183,15 @@ def test_predict_frame_scores_as_the_file_path_does(
 
 
 def test_predict_frame_bad_input_raises_data_error(
-    small_config: Config, stage_artifacts: dict[str, Path], small_data: dict[str, Path]
-) -> None:
+    small_config: Config, stage_artifacts: dict[str, Path], small_data: dict[str, Path],
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    from tests.test_predict import _array_model
+
     model = stage_artifacts["export"] / "model.onnx"
     frame = pd.read_csv(small_data["test"], dtype=str, keep_default_na=False).head(5)
+    with pytest.raises(sslops.DataError, match=r"img\.onnx is an image or series model; predict_f"):
+        sslops.predict_frame(_array_model(tmp_path / "img.onnx"), frame)
     with pytest.raises(sslops.DataError, match="missing column 'age'"):
         sslops.predict_frame(model, frame.drop(columns="age"))
     with pytest.raises(sslops.DataError, match="expected a pandas DataFrame"):
