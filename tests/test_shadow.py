@@ -573,3 +573,34 @@ def test_shadow_of_the_exported_sslops_model(
     )
     assert report["metrics"]["overall"]["selection_rate"]["incumbent"] == 0.0
     assert report["drift"]["drifted_batches"] == []
+
+
+def test_a_score_at_the_threshold_is_a_positive_decision_from_the_class_1_column(
+    tmp_path: Path,
+) -> None:
+    """A [batch, 2] probability output (skl2onnx's) scores with its class-1 column, and a
+    score equal to the threshold is decided positive, in shadow as in predict's label
+    (``score >= threshold``). Left by the mutation review: taking column 0, or deciding
+    ``score > threshold``, passed every test (no sslops model gives a score on the cut)."""
+    from onnx import TensorProto, helper, save
+
+    from sslops.predict import predict_frame
+    from sslops.shadow.scoring import Batch
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1])
+    y = helper.make_tensor_value_info("probability", TensorProto.FLOAT, ["batch", 2])
+    one = helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])
+    graph = helper.make_graph(
+        [helper.make_node("Sub", ["one", "x"], ["other"]),  # [1 - x, x]
+         helper.make_node("Concat", ["other", "x"], ["probability"], axis=1)],
+        "identity", [x], [y], [one],
+    )  # fmt: skip
+    path = tmp_path / "identity.onnx"
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    frame = pd.DataFrame({"x": [0.25, 0.5, 0.75]})
+    batch = Batch("rows", tmp_path / "rows.csv", frame, np.array(["rows:0", "rows:1", "rows:2"]))
+    scores = OnnxClassifier(path, 0.5, "--candidate").score(batch)
+    assert scores.score.tolist() == [0.25, 0.5, 0.75]
+    assert scores.decision.tolist() == [0, 1, 1]
+    labelled = predict_frame(path, frame, threshold=0.5)
+    assert labelled["label"].tolist() == [0, 1, 1]
