@@ -47,7 +47,9 @@ _CRON_FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
 )
 
 
-def _check_cron_field(cron: str, index: int, text: str) -> None:
+def _cron_field_values(cron: str, index: int, text: str) -> set[int]:
+    """The values one field matches, as robfig/cron reads it (``a/n``: from a to the
+    highest); a wrong value is named."""
     name, low, high, names = _CRON_FIELDS[index]
     where = f"--cron {cron!r}: field {index + 1} ({name})"
     span = f"{low}-{high}"
@@ -65,6 +67,7 @@ def _check_cron_field(cron: str, index: int, text: str) -> None:
             raise ConfigError(f"{where} {token!r} is out of range {span}")
         return number
 
+    values: set[int] = set()
     for part in text.split(","):
         span_text, slash, step = part.partition("/")
         if not span_text or (slash and not step):
@@ -72,13 +75,17 @@ def _check_cron_field(cron: str, index: int, text: str) -> None:
         if slash and (not (step.isascii() and step.isdigit()) or int(step) == 0):
             raise ConfigError(f"{where} {part!r}: the step after '/' must be a number, 1 or more")
         if span_text in {"*", "?"}:
-            continue
-        start, dash, end = span_text.partition("-")
-        if dash and (not start or not end):
-            raise ConfigError(f"{where} {part!r} is not valid: {expected}")
-        first_value = value(start, part)
-        if dash and value(end, part) < first_value:
-            raise ConfigError(f"{where} {part!r}: the range starts after it ends")
+            first, last = low, high
+        else:
+            start, dash, end = span_text.partition("-")
+            if dash and (not start or not end):
+                raise ConfigError(f"{where} {part!r} is not valid: {expected}")
+            first = value(start, part)
+            last = value(end, part) if dash else (high if slash else first)
+            if last < first:
+                raise ConfigError(f"{where} {part!r}: the range starts after it ends")
+        values.update(range(first, last + 1, int(step) if slash else 1))
+    return values
 
 
 def check_cron(cron: str) -> str:
@@ -94,8 +101,17 @@ def check_cron(cron: str) -> str:
             "day-of-month month day-of-week), e.g. '0 0 6 * * *' for 06:00 every day"
         )
     for index, text in enumerate(fields):
-        _check_cron_field(cron, index, text)
+        _cron_field_values(cron, index, text)
     return " ".join(fields)
+
+
+def runs_per_day(cron: str) -> int:
+    """How many times a (checked) cron fires on a day it fires at all: seconds x minutes x
+    hours matched."""
+    count = 1
+    for index, text in enumerate(cron.split()[:3]):
+        count *= len(_cron_field_values(cron, index, text))
+    return count
 
 
 def schedule_shadow(
@@ -138,6 +154,14 @@ def schedule_predict(
         raise ConfigError(
             f"--out {out!r}: a recurring run would replace one file every run; expected a "
             "path with {date} (the run's UTC date), e.g. /workspace/predictions/{date}.csv"
+        )
+    cron = check_cron(cron)
+    if out and runs_per_day(cron) > 1:  # {date} names one file a day: the next run replaces it
+        raise ConfigError(
+            f"--cron {cron!r} fires {runs_per_day(cron)} times a day, but --out {out!r} names "
+            "one file per UTC day ({date}): each run would replace the predictions the one "
+            "before published; schedule it once a day (e.g. '0 0 2 * * *') or leave out --out "
+            "(every run keeps its own predictions artifact)"
         )
     if approver_key and not registry:
         raise ConfigError("--approver-key checks an approval in an audit registry: give --registry")
