@@ -1,12 +1,17 @@
 """Schedules and the clock (found by the clock review): a recurring batch-scoring run whose
-published file is named by the UTC date fires at most once a day."""
+published file is named by the UTC date fires at most once a day, and the chart's registry
+verification runs in a named time zone, not whatever zone the controller happens to run in."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import yaml
 
 from sslops.cli import main
 from sslops.k8s.schedule import runs_per_day
+from sslops.k8s.validation import validate_object
 from tests.test_shadow import CONFIG, FakeKfpWithSchedules
 
 
@@ -48,3 +53,19 @@ def test_a_dated_out_is_refused_for_a_cron_that_fires_more_than_once_a_day(
     finally:
         kfp_api.server.shutdown()
         kfp_api.server.server_close()
+
+
+def test_the_registry_verification_cronjob_runs_in_utc(tmp_path: Path) -> None:
+    """Without ``timeZone`` a CronJob's schedule is read in the kube-controller-manager's
+    local zone: "0 3 * * *" is 03:00 UTC on one cluster, 03:00 Europe/Berlin on another,
+    and on a zone with daylight saving time it moves by an hour twice a year."""
+    pytest.importorskip("helm_python")
+    from tests.test_k8s_audit_registry import COMPONENT, ENABLED, _cronjobs
+
+    [cronjob] = _cronjobs(ENABLED, tmp_path)
+    assert cronjob["spec"]["timeZone"] == "Etc/UTC"
+    assert validate_object(cronjob, {}) == "kubernetes"
+    # The kustomize component says the same (test_k8s_audit_registry compares the two
+    # built objects where kubectl is installed; this holds without it).
+    [component] = yaml.safe_load_all((COMPONENT / "cronjob.yaml").read_text())
+    assert component["spec"]["timeZone"] == "Etc/UTC"
