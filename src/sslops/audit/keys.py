@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import shlex
 import shutil
@@ -171,9 +172,11 @@ class TrustedKeys:
             return (f"signed with key {trusted.name} ({key_fingerprint}), which was revoked on "
                     f"{trusted.revoked.isoformat()}{why}: nothing it signed is trusted, whatever "
                     "date it carries", info)  # fmt: skip
-        try:
-            moment = _when(signed_at, "the signing date")
-        except ConfigError:
+        moment = None
+        if isinstance(signed_at, str):  # a number (20260101) would be read as its digits
+            with contextlib.suppress(ConfigError):
+                moment = _when(signed_at, "the signing date")
+        if moment is None:
             return (f"signed with key {trusted.name}, but the date it covers ({signed_at!r}) "
                     "is not a date, so its validity cannot be judged", info)  # fmt: skip
         if moment < trusted.valid_from or (trusted.valid_until and moment >= trusted.valid_until):
