@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import heapq
 import itertools
 import json
 import math
@@ -406,7 +407,12 @@ def _existing(registry: Path) -> Path:
 
 
 def list_registry(registry: Path, model: str | None = None) -> list[dict[str, Any]]:
-    """Every index entry (with its ``model``), oldest filing first; one model's with ``model``."""
+    """Every index entry (with its ``model``), oldest filing first; one model's with ``model``.
+
+    Each model's entries keep their index order (the chain's, which no clock changes);
+    models are interleaved by their ``filed`` times. Sorting on ``filed`` alone put the
+    entry a node with a fast clock filed first after later ones, and ``registry:latest``
+    (the index's last) was then not the list's last."""
     registry = _existing(registry)
     names = model_names(registry)
     if model is not None:
@@ -415,10 +421,12 @@ def list_registry(registry: Path, model: str | None = None) -> list[dict[str, An
             raise ArtifactError(f"no bundle is filed under model {model!r} in {registry} "
                                 f"(models: {known})")  # fmt: skip
         names = [model]
-    rows = []
+    by_model: list[list[dict[str, Any]]] = []
     for name in names:
         entries = _load_index(registry / MODELS / name / INDEX, name)["entries"]
         decided = _decisions(entries)
+        rows: list[dict[str, Any]] = []
+        by_model.append(rows)
         for entry in _filed(entries):
             last = decided.get(entry["manifest_sha256"])
             rows.append({
@@ -428,7 +436,8 @@ def list_registry(registry: Path, model: str | None = None) -> list[dict[str, An
                 "decided": last["decided"] if last else None,
                 "decided_key": last.get("key_fingerprint") if last else None,
             })  # fmt: skip
-    return sorted(rows, key=lambda row: (row.get("filed") or "", row["model"]))
+    # merge takes each model's rows in their order; equal times: models by name
+    return list(heapq.merge(*by_model, key=lambda row: row.get("filed") or ""))
 
 
 def _filed(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
