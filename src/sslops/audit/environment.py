@@ -1,7 +1,8 @@
 """The software the model was built with: an environment record and a CycloneDX SBOM.
 
 The SBOM lists every installed Python distribution (name, version, purl, declared
-licence) plus the model and the training data as CycloneDX ``machine-learning-model``
+licence; in the image also the sha256 of the wheel it was installed from, from the
+image's lock) plus the model and the training data as CycloneDX ``machine-learning-model``
 and ``data`` components identified by their sha256, so a scanner can match the
 bundle's dependencies against advisories.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import sys
 import sysconfig
 from importlib.metadata import Distribution, distributions
@@ -19,8 +21,9 @@ from typing import Any
 from cyclonedx.model import HashAlgorithm, HashType
 from cyclonedx.model.bom import Bom
 from cyclonedx.model.component import Component, ComponentType
-from cyclonedx.model.license import DisjunctiveLicense
+from cyclonedx.model.license import DisjunctiveLicense, License, LicenseExpression
 from cyclonedx.output.json import JsonV1Dot6
+from cyclonedx.spdx import fixup_id, is_expression
 from packageurl import PackageURL
 
 from sslops import __version__
@@ -98,14 +101,78 @@ def environment_record(stage_versions: dict[str, dict[str, str]]) -> dict[str, A
     }
 
 
-def _license(dist: Distribution) -> list[DisjunctiveLicense]:
-    text = _field(dist, "License-Expression") or _field(dist, "License")
-    # Some packages put the whole licence text in this field; keep only short names.
-    return [DisjunctiveLicense(name=text)] if text and len(text) <= 80 and "\n" not in text else []
+# Trove licence classifiers that name one SPDX licence; the others ("BSD License", which
+# BSD?) stay names, as the package declares them.
+_CLASSIFIER_SPDX = {
+    "Apache Software License": "Apache-2.0",
+    "MIT License": "MIT",
+    "Mozilla Public License 2.0 (MPL 2.0)": "MPL-2.0",
+    "ISC License (ISCL)": "ISC",
+    "The Unlicense (Unlicense)": "Unlicense",
+    "Python Software Foundation License": "PSF-2.0",
+}
 
 
-def sbom_json(model_name: str, model_sha256: str, data_sha256: dict[str, str]) -> str:
-    """CycloneDX 1.6 JSON of the environment, the model and its training data."""
+def _declared(text: str) -> License:
+    """One declared licence: an SPDX id, an SPDX expression, or a name as written."""
+    spdx_id = fixup_id(text)
+    if spdx_id:
+        return DisjunctiveLicense(id=spdx_id)
+    if is_expression(text):
+        return LicenseExpression(text)
+    return DisjunctiveLicense(name=text)
+
+
+def _license(dist: Distribution) -> list[License]:
+    """The licence the distribution declares: its PEP 639 ``License-Expression`` (however
+    long: torch's names six licences), else a one-line ``License`` field (some packages put
+    the whole licence text there), else its Trove licence classifiers."""
+    expression = _field(dist, "License-Expression")
+    if expression:
+        return [_declared(expression)]
+    text = _field(dist, "License")
+    if text and len(text) <= 80 and "\n" not in text:
+        return [_declared(text)]
+    names = sorted(
+        {
+            c.rsplit("::", 1)[-1].strip()
+            for c in dist.metadata.get_all("Classifier") or []
+            if c.startswith("License ::") and c.count("::") >= 2
+        }
+    )
+    return [_declared(_CLASSIFIER_SPDX.get(name, name)) for name in names]
+
+
+# Where the image keeps the lock its packages were installed from (Containerfile):
+# ``pip install --require-hashes`` checked each wheel against it, so its sha256 is the
+# installed wheel's.
+IMAGE_LOCK = Path(sys.prefix) / "share" / "sslops" / "image.lock"
+_LOCK_LINE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)((?:\s+--hash=sha256:[0-9a-f]{64})+)")
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def locked_wheels(lock: Path) -> dict[tuple[str, str], list[str]]:
+    """(canonical name, version) -> the sha256 digests a ``--require-hashes`` lock allows."""
+    wheels: dict[tuple[str, str], list[str]] = {}
+    for line in lock.read_text(encoding="utf-8").splitlines():
+        match = _LOCK_LINE.match(line)
+        if match:
+            digests = re.findall(r"sha256:([0-9a-f]{64})", match.group(3))
+            wheels[(_canonical(match.group(1)), match.group(2))] = digests
+    return wheels
+
+
+def sbom_json(
+    model_name: str, model_sha256: str, data_sha256: dict[str, str], lock: Path | None = None
+) -> str:
+    """CycloneDX 1.6 JSON of the environment, the model and its training data. A package
+    installed at the version ``lock`` (default: the image's, where there is one) pins gets
+    the wheel's sha256; one the lock pins at another version, or not at all, gets none."""
+    lock = IMAGE_LOCK if lock is None else lock
+    wheels = locked_wheels(lock) if lock.is_file() else {}
     bom = Bom()
     root = Component(
         name="sslops", version=__version__, type=ComponentType.APPLICATION, bom_ref="sslops"
@@ -123,6 +190,10 @@ def sbom_json(model_name: str, model_sha256: str, data_sha256: dict[str, str]) -
                 purl=PackageURL(type="pypi", name=name.lower(), version=dist.version),
                 bom_ref=f"pypi:{name.lower()}@{dist.version}",
                 licenses=_license(dist),
+                hashes=[
+                    HashType(alg=HashAlgorithm.SHA_256, content=digest)
+                    for digest in wheels.get((_canonical(name), dist.version), [])
+                ],
             )
         )
     bom.components.add(
