@@ -14,7 +14,7 @@ REGISTRY ?= $(or $(SSLOPS_IMAGE_REGISTRY),ghcr.io/sslops)
 # The checkov test fails instead of skipping when the scanner is missing.
 CHECKOV_ENV = SSLOPS_CHECKOV=$(CURDIR)/$(CHECKOV) SSLOPS_REQUIRE_CHECKOV=1
 
-.PHONY: help demo test test-slow test-all lint format compile dvc-repro clean test-ddp bench-pretrain bench-gpu checkov image lock
+.PHONY: help demo test test-slow test-all lint format compile dvc-repro clean test-ddp bench-pretrain bench-gpu checkov image lock dist
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -75,6 +75,9 @@ checkov: $(STAMP) $(CHECKOV)  ## checkov scan of the rendered Helm/kustomize man
 
 lock: $(STAMP)  ## resolve image.lock again: the image's packages besides torch, by version and sha256 (needs the index)
 	.venv/bin/python scripts/lock_image.py
+
+dist: $(STAMP)  ## sdist + wheel into dist/ with SHA256SUMS: the same bytes from one commit (scripts/build_dist.py)
+	$(BIN)/python scripts/build_dist.py --out dist
 
 image:  ## print the commands that build the CPU and CUDA images (registry: SSLOPS_IMAGE_REGISTRY)
 	@echo "docker build -f Containerfile --build-arg VARIANT=cpu --build-arg VERSION=$(VERSION) -t $(REGISTRY)/sslops:$(VERSION) ."
