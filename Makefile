@@ -11,6 +11,8 @@ CHECKOV      := $(CHECKOV_VENV)/bin/checkov
 CHECKOV_VERSION ?= 3.3.30
 VERSION  = $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 REGISTRY ?= $(or $(SSLOPS_IMAGE_REGISTRY),ghcr.io/sslops)
+# The commit an image is built from, recorded in it (Containerfile ARG REVISION).
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
 # The checkov test fails instead of skipping when the scanner is missing.
 CHECKOV_ENV = SSLOPS_CHECKOV=$(CURDIR)/$(CHECKOV) SSLOPS_REQUIRE_CHECKOV=1
 
@@ -80,8 +82,8 @@ dist: $(STAMP)  ## sdist + wheel into dist/ with SHA256SUMS: the same bytes from
 	$(BIN)/python scripts/build_dist.py --out dist
 
 image:  ## print the commands that build the CPU and CUDA images (registry: SSLOPS_IMAGE_REGISTRY)
-	@echo "docker build -f Containerfile --build-arg VARIANT=cpu --build-arg VERSION=$(VERSION) -t $(REGISTRY)/sslops:$(VERSION) ."
-	@echo "docker build -f Containerfile --build-arg VARIANT=cuda --build-arg VERSION=$(VERSION) -t $(REGISTRY)/sslops:$(VERSION)-cuda ."
+	@echo "docker build -f Containerfile --build-arg VARIANT=cpu --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) -t $(REGISTRY)/sslops:$(VERSION) ."
+	@echo "docker build -f Containerfile --build-arg VARIANT=cuda --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) -t $(REGISTRY)/sslops:$(VERSION)-cuda ."
 
 dvc-repro: $(STAMP)  ## reproduce the stages of dvc.yaml with params.yaml
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro

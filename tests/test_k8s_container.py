@@ -87,7 +87,11 @@ def test_one_file_builds_cpu_and_cuda_variants_from_pyproject_pins() -> None:
 def test_make_image_prints_both_builds_with_version_and_registry(cli_env: dict[str, str]) -> None:
     if not shutil.which("make"):
         pytest.skip("make is not installed")
-    env = {**cli_env, "SSLOPS_IMAGE_REGISTRY": "registry.internal:5000/mirror"}
+    env = {
+        **cli_env,
+        "SSLOPS_IMAGE_REGISTRY": "registry.internal:5000/mirror",
+        "REVISION": "c0ffee",
+    }
     result = subprocess.run(
         ["make", "--no-print-directory", "image"], capture_output=True, text=True, env=env, cwd=ROOT
     )
@@ -95,9 +99,9 @@ def test_make_image_prints_both_builds_with_version_and_registry(cli_env: dict[s
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert result.stdout.splitlines() == [
         f"docker build -f Containerfile --build-arg VARIANT=cpu --build-arg VERSION={version} "
-        f"-t registry.internal:5000/mirror/sslops:{version} .",
+        f"--build-arg REVISION=c0ffee -t registry.internal:5000/mirror/sslops:{version} .",
         f"docker build -f Containerfile --build-arg VARIANT=cuda --build-arg VERSION={version} "
-        f"-t registry.internal:5000/mirror/sslops:{version}-cuda .",
+        f"--build-arg REVISION=c0ffee -t registry.internal:5000/mirror/sslops:{version}-cuda .",
     ]
 
 

@@ -5,7 +5,9 @@ and the rewritten sdist still unpacks to the tracked files."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -145,3 +147,77 @@ def test_the_wheel_ships_the_data_licences_and_digests(builds: list[Path]) -> No
                     "CC BY-SA 3.0", "https://creativecommons.org/licenses/by-sa/3.0/",
                     "https://doi.org/10.24432/C5XW20"):  # fmt: skip
         assert licence in notice, licence
+
+
+def _installation(site: Path, env: dict[str, str]) -> dict:
+    code = (
+        "import json; from sslops.audit.environment import environment_record; "
+        "print(json.dumps(environment_record({})['sslops']))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], env={**env, "PYTHONPATH": str(site)},
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout)
+
+
+def test_an_installed_wheel_records_which_code_ran(
+    builds: list[Path], tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    """environment.json names the code, not only its version: the digest of the package's
+    files equals the one recomputed from the release wheel, and a file changed after
+    installation shows against the wheel's RECORD (and changes the digest)."""
+    wheel_path = builds[0] / f"sslops-{VERSION}-py3-none-any.whl"
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel_path) as wheel:
+        wheel.extractall(site)  # what an installer writes, RECORD included
+        entries = {n: wheel.read(n) for n in wheel.namelist() if n.startswith("sslops/")}
+    lines = "".join(f"{n} {hashlib.sha256(entries[n]).hexdigest()}\n" for n in sorted(entries))
+    from_wheel = hashlib.sha256(lines.encode()).hexdigest()
+    env = {**cli_env, "PYTHONDONTWRITEBYTECODE": "1"}
+
+    record = _installation(site, env)
+    assert record["version"] == VERSION
+    assert record["files_sha256"] == from_wheel
+    assert record["record"]["files_checked"] == len(entries)
+    assert record["record"]["files_differ"] == []
+    assert record["image_build"] is None and record["image_lock_sha256"] is None
+
+    with (site / "sslops" / "datasets" / "adult.yaml").open("a", encoding="utf-8") as config:
+        config.write("# changed after installation\n")
+    changed = _installation(site, env)
+    assert changed["record"]["files_differ"] == ["sslops/datasets/adult.yaml"]
+    assert changed["files_sha256"] != from_wheel
+
+
+def test_the_images_build_record_reaches_environment_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Containerfile's own command writes build.json (run here with the image's
+    path swapped for a temporary one); environment.json copies it, with the lock's sha256."""
+    from sslops.audit import environment
+
+    text = " ".join(re.sub(r"\\\n", " ", (ROOT / "Containerfile").read_text()).split())
+    match = re.search(r"python -c '([^']*build\.json[^']*)' \"\$\{VARIANT\}\" "
+                      r"\"\$\{VERSION\}\" \"\$\{REVISION\}\"", text)  # fmt: skip
+    assert match, "the build stage no longer writes the build record"
+    image_path = "/opt/sslops/share/sslops/build.json"
+    assert environment.IMAGE_BUILD.relative_to(sys.prefix).as_posix() == "share/sslops/build.json"
+    assert image_path in match[1]
+    build = tmp_path / "share" / "sslops" / "build.json"
+    build.parent.mkdir(parents=True)
+    code = match[1].replace(image_path, str(build))
+    for revision, expected in (("0123abc", "0123abc"), ("", None)):
+        subprocess.run([sys.executable, "-c", code, "cuda", VERSION, revision], check=True)
+        monkeypatch.setattr(environment, "IMAGE_BUILD", build)
+        monkeypatch.setattr(environment, "IMAGE_LOCK", ROOT / "image.lock")
+        record = environment.environment_record({})["sslops"]
+        assert record["image_build"] == {
+            "variant": "cuda",
+            "version": VERSION,
+            "revision": expected,
+        }
+        lock = hashlib.sha256((ROOT / "image.lock").read_bytes()).hexdigest()
+        assert record["image_lock_sha256"] == lock
+    assert 'org.opencontainers.image.revision="${REVISION}"' in text

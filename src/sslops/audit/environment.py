@@ -9,12 +9,15 @@ bundle's dependencies against advisories.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import os
 import platform
 import re
 import sys
 import sysconfig
-from importlib.metadata import Distribution, distributions
+from importlib.metadata import Distribution, PackageNotFoundError, distribution, distributions
 from pathlib import Path
 from typing import Any
 
@@ -89,8 +92,70 @@ def numerics_record() -> dict[str, Any]:
     }
 
 
+def package_digest(package: Path) -> str:
+    """sha256 of the lines ``<path> <sha256>\\n`` of every file of a package folder, by path
+    (``sslops/cli.py``: relative to the folder above it), bytecode left out. The same
+    for the installed package, the wheel's ``sslops/`` entries and a checkout's
+    ``src/sslops`` holding the same files, so it ties a model to the exact code that built
+    it where the version number does not (every build of a release says the same)."""
+    files = {
+        path.relative_to(package.parent).as_posix(): path
+        for path in package.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
+    }
+    lines = [
+        f"{name} {hashlib.sha256(files[name].read_bytes()).hexdigest()}\n" for name in sorted(files)
+    ]
+    return hashlib.sha256("".join(lines).encode("utf-8")).hexdigest()
+
+
+def _record_check(package: Path) -> dict[str, Any] | None:
+    """The installed files against the sha256 the wheel's RECORD gives them: a file
+    changed after installation shows here. None where sslops is not installed from a
+    wheel (a checkout, an editable install: no RECORD lists its files)."""
+    try:
+        files = distribution("sslops").files or []
+    except PackageNotFoundError:
+        return None
+    checked, differ = 0, []
+    for entry in files:
+        path = Path(str(entry.locate())).resolve()
+        if entry.hash is None or entry.hash.mode != "sha256" or package not in path.parents:
+            continue
+        checked += 1
+        if not path.is_file():
+            differ.append(str(entry))
+            continue
+        actual = base64.urlsafe_b64encode(hashlib.sha256(path.read_bytes()).digest())
+        if actual.decode().rstrip("=") != entry.hash.value:
+            differ.append(str(entry))
+    return {"files_checked": checked, "files_differ": sorted(differ)} if checked else None
+
+
+# The image's build record (Containerfile): variant, version, source revision, base image.
+IMAGE_BUILD = Path(sys.prefix) / "share" / "sslops" / "build.json"
+
+
+def installation_record() -> dict[str, Any]:
+    """Which sslops code ran: its files' digest, whether they still match the wheel's
+    RECORD, and in the image the build record and the sha256 of the lock it installed."""
+    import sslops
+
+    package = Path(sslops.__file__).resolve().parent
+    build = json.loads(IMAGE_BUILD.read_text(encoding="utf-8")) if IMAGE_BUILD.is_file() else None
+    lock = hashlib.sha256(IMAGE_LOCK.read_bytes()).hexdigest() if IMAGE_LOCK.is_file() else None
+    return {
+        "version": __version__,
+        "files_sha256": package_digest(package),
+        "record": _record_check(package),
+        "image_build": build,
+        "image_lock_sha256": lock,
+    }
+
+
 def environment_record(stage_versions: dict[str, dict[str, str]]) -> dict[str, Any]:
     return {
+        "sslops": installation_record(),
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
