@@ -44,6 +44,9 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
           "        All rights reserved, and a long licence text follows.",
           "Classifier: License :: OSI Approved :: Apache Software License")  # fmt: skip
     _dist(site, "spdx-field", "4.0", "License: mit")
+    _dist(site, "named-field", "4.1", "License: Dual License",
+          "Classifier: License :: OSI Approved :: Apache Software License")  # fmt: skip
+    _dist(site, "name-only", "4.2", "License: Apache 2.0")
     _dist(site, "undeclared", "5.0")
     _dist(site, "locked-other-version", "6.0", "License: MIT")
     monkeypatch.setattr(environment, "_search_path", lambda: [str(site)])
@@ -65,6 +68,9 @@ def test_every_declared_licence_is_in_the_sbom(site: Path) -> None:
     ]  # fmt: skip
     assert components["whole-text"]["licenses"] == [{"license": {"id": "Apache-2.0"}}]
     assert components["spdx-field"]["licenses"] == [{"license": {"id": "MIT"}}]
+    # A License field that names no SPDX licence yields to the classifiers, if any.
+    assert components["named-field"]["licenses"] == [{"license": {"id": "Apache-2.0"}}]
+    assert components["name-only"]["licenses"] == [{"license": {"name": "Apache 2.0"}}]
     assert "licenses" not in components["undeclared"]
 
 

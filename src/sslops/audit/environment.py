@@ -190,13 +190,14 @@ def _declared(text: str) -> License:
 
 def _license(dist: Distribution) -> list[License]:
     """The licence the distribution declares: its PEP 639 ``License-Expression`` (however
-    long: torch's names six licences), else a one-line ``License`` field (some packages put
-    the whole licence text there), else its Trove licence classifiers."""
+    long: torch's names six licences), else a ``License`` field that is an SPDX id or
+    expression, else its Trove licence classifiers, else a one-line ``License`` field as
+    written ("Apache 2.0"; some packages put the whole licence text there: left out)."""
     expression = _field(dist, "License-Expression")
     if expression:
         return [_declared(expression)]
     text = _field(dist, "License")
-    if text and len(text) <= 80 and "\n" not in text:
+    if text and (fixup_id(text) or is_expression(text)):
         return [_declared(text)]
     names = sorted(
         {
@@ -205,7 +206,9 @@ def _license(dist: Distribution) -> list[License]:
             if c.startswith("License ::") and c.count("::") >= 2
         }
     )
-    return [_declared(_CLASSIFIER_SPDX.get(name, name)) for name in names]
+    if names:
+        return [_declared(_CLASSIFIER_SPDX.get(name, name)) for name in names]
+    return [_declared(text)] if text and len(text) <= 80 and "\n" not in text else []
 
 
 # Where the image keeps the lock its packages were installed from (Containerfile):
