@@ -7,7 +7,9 @@ of the build, whatever ``SOURCE_DATE_EPOCH`` says. So this builds from a copy of
 git tracks, each file's mode git's (644 or 755), under umask 022, with
 ``SOURCE_DATE_EPOCH`` = the commit's time, then writes the sdist again with every entry at that time, owned by root, in name
 order, and the gzip header at that time too (same names, same bytes; checked). The digests
-go to ``SHA256SUMS`` beside them, for the release notes and a rebuild to compare with.
+go to ``SHA256SUMS`` beside them, for the release notes and a rebuild to compare with, and
+to ``release.json`` with the commit and the digest of the package's files, which every
+audit bundle's ``environment.json`` records for the code that ran (``sslops.files_sha256``).
 
     python scripts/build_dist.py --out dist      # `make dist`
 """
@@ -18,6 +20,7 @@ import argparse
 import gzip
 import hashlib
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -27,6 +30,9 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))  # this checkout's sslops, installed or not
+
+from sslops.audit.environment import wheel_package_digest  # noqa: E402
 
 
 def _git(*args: str) -> str:
@@ -129,6 +135,16 @@ def build(out: Path, epoch: int) -> dict[str, str]:
     (out / "SHA256SUMS").write_text(
         "".join(f"{digest}  {name}\n" for name, digest in sums.items()), encoding="utf-8"
     )
+    (wheel,) = (out / p.name for p in built if p.name.endswith(".whl"))
+    release = {
+        "commit": _git("rev-parse", "HEAD").strip(),
+        # Tracked files changed since that commit: the files are not the commit's.
+        "changed_since_commit": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "source_date_epoch": epoch,
+        "files": sums,
+        "package_files_sha256": wheel_package_digest(wheel),
+    }
+    (out / "release.json").write_text(json.dumps(release, indent=2) + "\n", encoding="utf-8")
     return sums
 
 

@@ -180,6 +180,9 @@ def test_an_installed_wheel_records_which_code_ran(
     record = _installation(site, env)
     assert record["version"] == VERSION
     assert record["files_sha256"] == from_wheel
+    release = json.loads((builds[0] / "release.json").read_text())
+    assert release["package_files_sha256"] == from_wheel  # what `make dist` publishes
+    assert release["files"][wheel_path.name] == hashlib.sha256(wheel_path.read_bytes()).hexdigest()
     assert record["record"]["files_checked"] == len(entries)
     assert record["record"]["files_differ"] == []
     assert record["image_build"] is None and record["image_lock_sha256"] is None

@@ -17,6 +17,7 @@ import platform
 import re
 import sys
 import sysconfig
+import zipfile
 from importlib.metadata import Distribution, PackageNotFoundError, distribution, distributions
 from pathlib import Path
 from typing import Any
@@ -92,21 +93,40 @@ def numerics_record() -> dict[str, Any]:
     }
 
 
+def files_digest(sha256_by_name: dict[str, str]) -> str:
+    """sha256 of the lines ``<name> <sha256>\\n``, in name order."""
+    lines = "".join(f"{name} {sha256_by_name[name]}\n" for name in sorted(sha256_by_name))
+    return hashlib.sha256(lines.encode("utf-8")).hexdigest()
+
+
 def package_digest(package: Path) -> str:
-    """sha256 of the lines ``<path> <sha256>\\n`` of every file of a package folder, by path
-    (``sslops/cli.py``: relative to the folder above it), bytecode left out. The same
-    for the installed package, the wheel's ``sslops/`` entries and a checkout's
-    ``src/sslops`` holding the same files, so it ties a model to the exact code that built
-    it where the version number does not (every build of a release says the same)."""
-    files = {
-        path.relative_to(package.parent).as_posix(): path
-        for path in package.rglob("*")
-        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
-    }
-    lines = [
-        f"{name} {hashlib.sha256(files[name].read_bytes()).hexdigest()}\n" for name in sorted(files)
-    ]
-    return hashlib.sha256("".join(lines).encode("utf-8")).hexdigest()
+    """:func:`files_digest` of every file of a package folder by path (``sslops/cli.py``:
+    relative to the folder above it), bytecode left out. The same for the installed
+    package, a checkout's ``src/sslops`` holding the same files and the release wheel
+    (:func:`wheel_package_digest`; ``make dist`` writes it to ``release.json``), so it ties
+    a model to the exact code that built it where the version does not (every build of a
+    release says the same)."""
+    return files_digest(
+        {
+            path.relative_to(package.parent).as_posix(): hashlib.sha256(
+                path.read_bytes()
+            ).hexdigest()
+            for path in package.rglob("*")
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
+        }
+    )
+
+
+def wheel_package_digest(wheel: Path, package: str = "sslops") -> str:
+    """:func:`package_digest` of the package as the wheel holds it."""
+    with zipfile.ZipFile(wheel) as archive:
+        return files_digest(
+            {
+                name: hashlib.sha256(archive.read(name)).hexdigest()
+                for name in archive.namelist()
+                if name.startswith(f"{package}/") and not name.endswith("/")
+            }
+        )
 
 
 def _record_check(package: Path) -> dict[str, Any] | None:
