@@ -127,3 +127,73 @@ def test_this_environments_sbom_is_valid_cyclonedx_and_lists_what_is_installed()
     assert {n: c["version"] for n, c in components.items()} == {
         n: v for n, v in packages.items() if n.lower() != "sslops"
     }
+
+
+DPKG = """Package: libc6
+Status: install ok installed
+Architecture: amd64
+Version: 2.36-9+deb12u13
+Description: GNU C Library: Shared libraries
+ Contains the standard libraries: used by nearly all programs.
+
+Package: removed-one
+Status: deinstall ok config-files
+Architecture: amd64
+Version: 1.0-1
+
+Package: tzdata
+Status: install ok installed
+Architecture: all
+Version: {tzdata}
+"""
+
+
+def _debian(sbom: str) -> dict[str, dict]:
+    return {c["name"]: c for c in json.loads(sbom)["components"] if c["bom-ref"].startswith("deb:")}
+
+
+def test_in_the_image_the_sbom_lists_the_base_images_debian_packages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run in the sslops image (its build record is there), the SBOM also lists the Debian
+    packages dpkg has installed, by purl; elsewhere the host's own system is left out."""
+    status = tmp_path / "status"
+    status.write_text(DPKG.format(tzdata="2025b-0+deb12u2"), encoding="utf-8")
+    monkeypatch.setattr(environment, "DPKG_STATUS", status)
+    monkeypatch.setattr(environment, "IMAGE_BUILD", tmp_path / "no-build.json")
+    assert _debian(sbom_json("m", SHA["a"], {}, lock=tmp_path / "no.lock")) == {}
+
+    build = tmp_path / "build.json"
+    build.write_text('{"variant": "cpu", "version": "0.1.0", "revision": null}', encoding="utf-8")
+    monkeypatch.setattr(environment, "IMAGE_BUILD", build)
+    sbom = sbom_json("m", SHA["a"], {}, lock=tmp_path / "no.lock")
+    debian = _debian(sbom)
+    assert sorted(debian) == ["libc6", "tzdata"]  # not the package removed but configured
+    assert debian["libc6"]["purl"] == "pkg:deb/debian/libc6@2.36-9%2Bdeb12u13?arch=amd64"
+    assert debian["tzdata"]["version"] == "2025b-0+deb12u2"
+    pytest.importorskip("jsonschema")
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(sbom) is None
+
+
+def test_a_rebuild_on_another_base_image_differs_in_its_environment_only(tmp_path: Path) -> None:
+    """`sslops audit compare`: Debian package changes in the SBOM are the environment's,
+    like Python package changes, not unexplained differences of the model."""
+    from sslops.audit import rebuild
+
+    sboms = []
+    for tzdata in ("2025b-0+deb12u2", "2026a-0+deb12u1"):
+        status = tmp_path / f"status-{tzdata}"
+        status.write_text(DPKG.format(tzdata=tzdata), encoding="utf-8")
+        sboms.append(json.loads(sbom_json("m", SHA["a"], {}, dpkg_status=status)))
+    fields = rebuild._differing(*sboms)
+    assert any(field[:2] == ("components", "deb:tzdata@2026a-0+deb12u1") for field in fields)
+    volatile = rebuild.VOLATILE["sbom.cdx.json"][0]
+    unexplained = [
+        field for field in fields
+        if not rebuild._matches(field, volatile)
+        and not rebuild._matches(field, rebuild._ENVIRONMENT["sbom.cdx.json"])
+    ]  # fmt: skip
+    assert unexplained == []

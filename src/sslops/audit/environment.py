@@ -253,14 +253,41 @@ def locked_wheels(lock: Path) -> dict[tuple[str, str], list[str]]:
     return wheels
 
 
+# The Debian packages of the base image (python:3.11-slim-bookworm), as dpkg records them.
+DPKG_STATUS = Path("/var/lib/dpkg/status")
+
+
+def debian_packages(status: Path) -> list[tuple[str, str, str]]:
+    """(name, version, architecture) of each package dpkg's status file says is installed."""
+    found = []
+    for paragraph in status.read_text(encoding="utf-8", errors="replace").split("\n\n"):
+        fields = dict(
+            line.split(":", 1) for line in paragraph.splitlines() if ":" in line and line[:1] != " "
+        )
+        fields = {k.strip(): v.strip() for k, v in fields.items()}
+        if fields.get("Status", "").endswith(" installed") and "Package" in fields:
+            found.append(
+                (fields["Package"], fields.get("Version", ""), fields.get("Architecture", ""))
+            )
+    return sorted(found)
+
+
 def sbom_json(
-    model_name: str, model_sha256: str, data_sha256: dict[str, str], lock: Path | None = None
+    model_name: str,
+    model_sha256: str,
+    data_sha256: dict[str, str],
+    lock: Path | None = None,
+    dpkg_status: Path | None = None,
 ) -> str:
     """CycloneDX 1.6 JSON of the environment, the model and its training data. A package
     installed at the version ``lock`` (default: the image's, where there is one) pins gets
-    the wheel's sha256; one the lock pins at another version, or not at all, gets none."""
+    the wheel's sha256; one the lock pins at another version, or not at all, gets none.
+    The Debian packages of ``dpkg_status`` are listed too (default: in the sslops image,
+    the base image's; elsewhere none: the host's system is not part of the build)."""
     lock = IMAGE_LOCK if lock is None else lock
     wheels = locked_wheels(lock) if lock.is_file() else {}
+    if dpkg_status is None and IMAGE_BUILD.is_file():
+        dpkg_status = DPKG_STATUS
     bom = Bom()
     root = Component(
         name="sslops", version=__version__, type=ComponentType.APPLICATION, bom_ref="sslops"
@@ -282,6 +309,22 @@ def sbom_json(
                     HashType(alg=HashAlgorithm.SHA_256, content=digest)
                     for digest in wheels.get((_canonical(name), dist.version), [])
                 ],
+            )
+        )
+    for name, version, arch in debian_packages(dpkg_status) if dpkg_status else []:
+        bom.components.add(
+            Component(
+                name=name,
+                version=version,
+                type=ComponentType.LIBRARY,
+                purl=PackageURL(
+                    type="deb",
+                    namespace="debian",
+                    name=name,
+                    version=version,
+                    qualifiers={"arch": arch} if arch else None,
+                ),
+                bom_ref=f"deb:{name}@{version}",
             )
         )
     bom.components.add(

@@ -70,7 +70,12 @@ VOLATILE: dict[str, tuple[tuple[str, ...], str]] = {
 # Files whose every difference is one of the environment the build ran in.
 _ENVIRONMENT: dict[str, tuple[str, ...]] = {
     "environment.json": ("*",),
-    "sbom.cdx.json": ("components/pypi:*", "dependencies/*", "metadata/component/version"),
+    "sbom.cdx.json": (
+        "components/pypi:*",
+        "components/deb:*",
+        "dependencies/*",
+        "metadata/component/version",
+    ),
     "run.json": ("image",),
     "lineage.json": ("stages/*/versions", "stages/*/git_commit"),
 }
