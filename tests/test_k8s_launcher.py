@@ -432,6 +432,47 @@ def test_local_launcher_config_is_refused_with_a_hint(small_config, capsys) -> N
     assert "says pretrain.launcher: local" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("launcher", ["trainjob", "pytorchjob"])
+def test_the_pipelines_pod_labels_reach_the_training_pods_whatever_the_config_says(
+    api_server: FakeApiServer, api_client, small_config, prepared_dir, tmp_path: Path,
+    launcher: str,
+) -> None:  # fmt: skip
+    """Found by the tenant2 review: the training pods took their labels from the run's
+    config_json alone, so a config pasted into the run form that names another release
+    (the default names sslops) took them out of their release's NetworkPolicies. The
+    launcher's pod_labels (the chart's release label) go over the config's."""
+    cfg = _job_config(small_config, tmp_path / "workspace", launcher=launcher)
+    assert cfg.platform.pod_labels["app.kubernetes.io/instance"] == "sslops"
+    created: list[dict[str, Any]] = []
+
+    def fails_at_once(job: dict[str, Any]) -> None:
+        created.append(job)
+        name = job["metadata"]["name"]
+        reason = "JobSetFailed" if launcher == "trainjob" else "PyTorchJobFailed"
+        threading.Timer(0.2, api_server.set_conditions, (name, ("Failed", reason, "x"))).start()
+
+    api_server.on_create = fails_at_once
+    prepared = SimpleNamespace(path=str(prepared_dir))
+    pretrained = SimpleNamespace(path=str(tmp_path / "pretrained"), metadata={})
+    with pytest.raises(SystemExit):
+        launch_pretrain_task(
+            cfg.to_json(), "i", "i-cuda", prepared, pretrained, api_client=api_client,
+            namespace=NAMESPACE, pod_labels={"app.kubernetes.io/instance": "fraud"},
+        )  # fmt: skip
+    [job] = created
+    if launcher == "trainjob":
+        runtime = job["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]
+        pods = [runtime["replicatedJobs"][0]["template"]["spec"]["template"]]
+    else:
+        pods = [r["template"] for r in job["spec"]["pytorchReplicaSpecs"].values()]
+    assert pods and all(pod["metadata"]["labels"] == {
+        "app.kubernetes.io/part-of": "sslops",
+        "app.kubernetes.io/instance": "fraud",
+        "app.kubernetes.io/name": "sslops",
+        "app.kubernetes.io/component": "pretrain",
+    } for pod in pods)  # fmt: skip
+
+
 KILL_RANK = Path(__file__).parent / "reliability" / "kill_rank.py"
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from sslops.config import load_config
+from sslops.config import config_from_json
 from sslops.k8s.render import (
     RenderError,
     kubectl,
@@ -103,30 +103,45 @@ def connects(
     )
 
 
-def _pods(objects: list[dict[str, Any]]) -> dict[str, Pod]:
-    """The pods sslops runs, with the labels they get, and the services they reach."""
+def _launched(objects: list[dict[str, Any]]) -> tuple[dict[str, str], dict[str, str]]:
+    """The labels of the multi-node pipeline's launcher task and of the training pods it
+    creates: from the run's default config_json and the launcher's pod_labels, as the
+    launcher builds them, for a PyTorchJob and a TrainJob alike."""
     [version] = [
         o for o in objects
         if o["kind"] == "PipelineVersion" and o["spec"]["pipelineName"].endswith("-multinode")
     ]  # fmt: skip
+    pipeline = version["spec"]["pipelineSpec"]
     executors = version["spec"]["platformSpec"]["platforms"]["kubernetes"]["deploymentSpec"]
     task = executors["executors"]["exec-launch-pretrain"]["podMetadata"]["labels"]
-    cfg = load_config(ROOT / "configs" / "adult.yaml", [
-        "pretrain.launcher=pytorchjob", "pretrain.nodes=2",
-        "platform.storage.workspace_pvc=sslops-workspace",
-    ])  # fmt: skip
-    job = build_training_job(cfg, JobRequest("j", NAMESPACE, "i", "/workspace/r"))
-    training = job["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["metadata"]["labels"]
-    trainjob = build_training_job(
-        cfg.model_copy(
-            update={"pretrain": cfg.pretrain.model_copy(update={"launcher": "trainjob"})}
-        ),
-        JobRequest("j", NAMESPACE, "i", "/workspace/r"),
+    parameters = pipeline["root"]["dag"]["tasks"]["launch-pretrain"]["inputs"]["parameters"]
+    # (a pipeline compiled before the launcher took pod_labels: the config's alone)
+    pod_labels = parameters.get("pod_labels", {}).get("runtimeValue", {}).get("constant")
+    cfg = config_from_json(
+        pipeline["root"]["inputDefinitions"]["parameters"]["config_json"]["defaultValue"]
     )
-    patch = trainjob["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]
-    assert (
-        patch["replicatedJobs"][0]["template"]["spec"]["template"]["metadata"]["labels"] == training
-    )
+    request = JobRequest("j", NAMESPACE, "i", "/workspace/r")
+    labels = []
+    for launcher in ("pytorchjob", "trainjob"):
+        update = {"launcher": launcher, "nodes": 2}
+        job = build_training_job(
+            cfg.model_copy(update={"pretrain": cfg.pretrain.model_copy(update=update)}),
+            request,
+            pod_labels,
+        )
+        if launcher == "pytorchjob":
+            template = job["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]
+        else:
+            runtime = job["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]
+            template = runtime["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]
+        labels.append(template["metadata"]["labels"])
+    assert labels[0] == labels[1]
+    return task, labels[0]
+
+
+def _pods(objects: list[dict[str, Any]]) -> dict[str, Pod]:
+    """The pods sslops runs, with the labels they get, and the services they reach."""
+    task, training = _launched(objects)
     pods = {
         "task": (NAMESPACE, task),
         "training": (NAMESPACE, training),
@@ -143,10 +158,10 @@ def _pods(objects: list[dict[str, Any]]) -> dict[str, Pod]:
     return pods
 
 
-def _chart(env: str) -> list[dict[str, Any]]:
-    values = read_values([CHART / f"values-{env}.yaml"])
+def _chart(env: str, release: str = "sslops", **values: Any) -> list[dict[str, Any]]:
+    values = {**read_values([CHART / f"values-{env}.yaml"]), **values}
     values["auditRegistry"] = {"verify": {"enabled": True}}
-    rendered = render_helm_templates(CHART, values)
+    rendered = render_helm_templates(CHART, values, release=release)
     return load_documents("\n---\n".join(t for n, t in rendered.items() if n.endswith(".yaml")))
 
 
@@ -206,3 +221,54 @@ def test_policies_let_through_exactly_what_each_pod_needs(
         for case in EXPECTED
     }
     assert got == EXPECTED
+
+
+# Two teams' releases side by side in one namespace; fraud's allows its database too.
+TWO_RELEASES = {
+    # each release's training nodes reach each other, never the other release's
+    ("fraud-training", "fraud-training", 29500, "TCP"): True,
+    ("credit-training", "credit-training", 29500, "TCP"): True,
+    ("fraud-training", "credit-training", 29500, "TCP"): False,
+    ("credit-training", "fraud-training", 41234, "TCP"): False,
+    ("fraud-task", "credit-training", 29500, "TCP"): False,
+    # one release's allowed destinations are not the other's
+    ("fraud-task", "fraud-db", 5432, "TCP"): True,
+    ("fraud-training", "fraud-db", 5432, "TCP"): True,
+    ("credit-task", "fraud-db", 5432, "TCP"): False,
+    ("credit-training", "fraud-db", 5432, "TCP"): False,
+    ("credit-verify", "fraud-db", 5432, "TCP"): False,
+    # and each keeps what it needs
+    ("credit-task", "dns", 53, "UDP"): True,
+    ("credit-training", "kfp-api", 8888, "TCP"): True,
+    ("fraud-verify", "dns", 53, "UDP"): False,
+}
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_two_releases_in_one_namespace_keep_to_their_own_pods(env: str) -> None:
+    """Found by the tenant2 review: two releases' policies selected every sslops pod
+    (app.kubernetes.io/part-of: sslops), so one release's training pods accepted the
+    other's, and one release's extraEgress let the other's pods out too."""
+    database = [{
+        "to": [{"podSelector": {"matchLabels": {"app": "fraud-db"}}}],
+        "ports": [{"protocol": "TCP", "port": 5432}],
+    }]  # fmt: skip
+    fraud = _chart(env, "fraud", networkPolicy={
+        **read_values([CHART / f"values-{env}.yaml"]).get("networkPolicy", {}),
+        "extraEgress": database,
+    })  # fmt: skip
+    credit = _chart(env, "credit")
+    policies = [o for o in fraud + credit if o["kind"] == "NetworkPolicy"]
+    assert len(policies) == 6
+    pods = {
+        **{f"fraud-{k}": v for k, v in _pods(fraud).items()},
+        **{f"credit-{k}": v for k, v in _pods(credit).items()},
+        "fraud-db": (NAMESPACE, {"app": "fraud-db"}),
+        "dns": ("kube-system", {"k8s-app": "kube-dns"}),
+        "kfp-api": (NAMESPACE, {"app": "ml-pipeline"}),
+    }
+    got = {
+        case: connects(policies, pods[case[0]], pods[case[1]], case[2], case[3])
+        for case in TWO_RELEASES
+    }
+    assert got == TWO_RELEASES

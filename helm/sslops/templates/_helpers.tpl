@@ -23,15 +23,20 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: sslops
 {{- end }}
 
-{{/* The label every sslops task and training pod carries; the NetworkPolicies select it. */}}
+{{/* The labels every pod of this release carries (its pipeline tasks, training pods, the
+     audit-registry CronJob's, the test pod); the NetworkPolicies select them. The release's
+     name tells two releases in one namespace apart: the chart adds it to the compiled
+     pipelines' task pods and to their config's platform.pod_labels, which the launcher
+     gives the training pods. */}}
 {{- define "sslops.workloadSelector" -}}
 app.kubernetes.io/part-of: sslops
+app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/* The training jobs' pods (the launcher's sslops.k8s.specs labels them so): the only
      sslops pods that accept connections, from each other. */}}
 {{- define "sslops.trainingSelector" -}}
-app.kubernetes.io/part-of: sslops
+{{ include "sslops.workloadSelector" . }}
 app.kubernetes.io/component: pretrain
 {{- end }}
 

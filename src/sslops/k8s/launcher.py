@@ -470,13 +470,15 @@ def own_pod_name() -> str | None:
 def launch_pretrain_task(
     config_json: str, image: str, gpu_image: str, prepared: Any, pretrained: Any,
     run_id: str = "", task_name: str = "", api_client: Any = None, namespace: str | None = None,
-    pod_name: str | None = None,
+    pod_name: str | None = None, pod_labels: dict[str, str] | None = None,
 ) -> None:  # fmt: skip
     """The ``launch_pretrain`` component body: stage, run the job, collect its output.
 
     ``run_id`` and ``task_name`` (the KFP run's id and this task's name) name the job and
     its run folder, so that a retry of the task resumes what the earlier attempt left.
-    ``pod_name`` is this pod's (in a cluster: :func:`own_pod_name`)."""
+    ``pod_name`` is this pod's (in a cluster: :func:`own_pod_name`). ``pod_labels`` go on
+    the training pods over the config's ``platform.pod_labels``: the pipeline's own (a
+    Helm release's name among them), which a run's config cannot drop."""
     from sslops.config import config_from_json
     from sslops.k8s.specs import JobRequest, build_training_job
     from sslops.pretrain.stage import checkpoint_dir_for
@@ -502,7 +504,7 @@ def launch_pretrain_task(
         checkpoints = checkpoint_dir_for(cfg, out)
         if gpus := cfg.pretrain.gpus_per_node:
             image = gpu_image
-        job = build_training_job(cfg, JobRequest(name, namespace, image, str(run_dir)))
+        job = build_training_job(cfg, JobRequest(name, namespace, image, str(run_dir)), pod_labels)
         collected = left_running = False
         try:
             run_dir.mkdir(parents=True, exist_ok=True)

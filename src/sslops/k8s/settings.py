@@ -112,8 +112,12 @@ class PlatformConfig(_Section):
         default_factory=list, description="Secrets the pods pull the sslops image with."
     )
     pod_labels: dict[str, str] = Field(
-        default_factory=lambda: {"app.kubernetes.io/part-of": "sslops"},
-        description="Labels on every task and training pod (the NetworkPolicy selects them).",
+        default_factory=lambda: {
+            "app.kubernetes.io/part-of": "sslops",
+            "app.kubernetes.io/instance": "sslops",
+        },
+        description="Labels on every task and training pod: the NetworkPolicies of the Helm "
+        "release named in app.kubernetes.io/instance (the overlays': sslops) select them.",
     )
     caching: dict[Stage, bool] = Field(
         default_factory=lambda: _NOT_CACHED.copy(),

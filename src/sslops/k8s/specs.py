@@ -15,6 +15,7 @@ CRD lets a runtime patch change ``replicatedJobs`` only): that budget is the run
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,11 +61,13 @@ class Placement:
     priority_class: str | None = None  # a PyTorchJob's pods (a TrainJob's: its runtime)
 
     @classmethod
-    def from_config(cls, config: Config) -> Placement:
+    def from_config(cls, config: Config, pod_labels: Mapping[str, str] | None = None) -> Placement:
+        """``pod_labels`` (the pipeline's) go over the config's ``platform.pod_labels``."""
         pretrain, platform = config.pretrain, config.platform
         gpus = pretrain.gpus_per_node
         labels = {
             **platform.pod_labels,
+            **(pod_labels or {}),
             "app.kubernetes.io/name": "sslops",
             "app.kubernetes.io/component": "pretrain",
         }
@@ -296,9 +299,12 @@ def build_pytorchjob(placement: Placement, request: JobRequest) -> dict[str, Any
     }
 
 
-def build_training_job(cfg: Config, request: JobRequest) -> dict[str, Any]:
-    """The object ``pretrain.launcher`` asks for, placed by ``platform``."""
-    placement = Placement.from_config(cfg)
+def build_training_job(
+    cfg: Config, request: JobRequest, pod_labels: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """The object ``pretrain.launcher`` asks for, placed by ``platform``; its pods carry
+    ``pod_labels`` too (the launcher's: the pipeline's, a Helm release's name among them)."""
+    placement = Placement.from_config(cfg, pod_labels)
     if cfg.pretrain.launcher == "trainjob":
         platform = cfg.platform
         return build_trainjob(

@@ -113,6 +113,7 @@ def launch_pretrain(
     config_json: str,
     image: str,
     gpu_image: str,
+    pod_labels: dict,
     prepared: Input[Dataset],
     pretrained: Output[Model],
     run_id: str = "",
@@ -121,6 +122,8 @@ def launch_pretrain(
     """Multi-node pretraining: a Kubeflow TrainJob or PyTorchJob created, followed and collected.
 
     The training pods run ``image``, or ``gpu_image`` (the CUDA variant) when they get GPUs.
+    They carry ``pod_labels`` (the pipeline's tasks' labels, which the NetworkPolicies
+    select) over the config's ``platform.pod_labels``.
     ``run_id`` and ``task_name`` (the pipeline passes the KFP run's id and the task's name)
     name the job and its folder on the workspace volume: a retry of the task resumes from the
     checkpoints the earlier attempt left; without them each attempt starts over.
@@ -130,5 +133,6 @@ def launch_pretrain(
 
     with json_stderr("pretrain", stdout=True):  # platform.log_format: json
         launch_pretrain_task(
-            config_json, image, gpu_image, prepared, pretrained, run_id=run_id, task_name=task_name
-        )
+            config_json, image, gpu_image, prepared, pretrained,
+            run_id=run_id, task_name=task_name, pod_labels=pod_labels,
+        )  # fmt: skip

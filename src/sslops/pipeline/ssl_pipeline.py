@@ -67,6 +67,8 @@ def build_pipeline(
                 config_json=config_json,
                 image=c.IMAGE,
                 gpu_image=cuda_image(c.IMAGE),
+                # a constant (the Helm chart adds its release's), not the run's config_json
+                pod_labels=dict(platform.pod_labels),
                 prepared=prepared.outputs["prepared"],
                 # the job's identity: the same on a retry of this task, so the retry resumes
                 run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
