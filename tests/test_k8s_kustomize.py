@@ -12,9 +12,11 @@ import pytest
 import yaml
 
 from sslops import __version__ as VERSION
+from sslops.config import config_from_json
 from sslops.k8s.render import RenderError, kubectl, render_helm, render_kustomize
 from sslops.k8s.validation import load_documents, validate_all
 from tests.conftest import ROOT
+from tests.test_k8s_network import overlay_with_verify
 
 MANIFESTS = ROOT / "manifests"
 ENVIRONMENTS = ("onprem", "aws", "gcp", "azure")
@@ -230,3 +232,78 @@ def test_the_workspace_outlives_a_prune_and_a_deleted_gitops_object(env: str, bu
     deleted Kustomization applied: neither may take the PVC, as Helm's keep does not."""
     (pvc,) = [o for o in built[env] if o["kind"] == "PersistentVolumeClaim"]
     assert KEEP.items() <= pvc["metadata"]["annotations"].items()
+
+
+def _dangling(objects: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    """What the build's objects name that the build does not hold: each PipelineVersion's
+    Pipeline, the claim its tasks and (its config_json) the training pods mount, the
+    RoleBinding's Role and ServiceAccounts (KFP's pipeline-runner is KFP's own); and the
+    app.kubernetes.io/instance its NetworkPolicies select that none of its pods carry."""
+    held = {(o["kind"], o["metadata"]["name"]) for o in objects}
+    named: set[tuple[str, str]] = set()
+    pod_instances, selected = set(), set()
+    for obj in objects:
+        if obj["kind"] == "PipelineVersion":
+            spec = obj["spec"]
+            named.add(("Pipeline", spec["pipelineName"]))
+            platform = spec["platformSpec"]["platforms"]["kubernetes"]["deploymentSpec"]
+            for executor in platform["executors"].values():
+                pod_instances.add(executor["podMetadata"]["labels"]["app.kubernetes.io/instance"])
+                for mount in executor.get("pvcMount", []):
+                    named.add(("PersistentVolumeClaim", mount["constant"]))
+            parameters = spec["pipelineSpec"]["root"]["inputDefinitions"]["parameters"]
+            config = config_from_json(parameters["config_json"]["defaultValue"])
+            named.add(("PersistentVolumeClaim", config.platform.storage.workspace_pvc or ""))
+        elif obj["kind"] == "RoleBinding":
+            named.add(("Role", obj["roleRef"]["name"]))
+            named |= {
+                ("ServiceAccount", s["name"])
+                for s in obj["subjects"]
+                if s["name"] != "pipeline-runner"
+            }
+        elif obj["kind"] == "NetworkPolicy":
+            selected.add(obj["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/instance"])
+    return (named - held) | {("instance", i) for i in selected - pod_instances}
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_an_overlay_copied_to_another_namespace_shares_nothing_with_the_first(
+    env: str, built, crds, tmp_path: Path
+) -> None:
+    """docs/deploy.md section 11: a second install from the overlays goes in its own
+    namespace. The copy validates, every object lands there, every name the pipelines,
+    the RoleBinding and the policies refer to is the copy's own, and no object is shared."""
+    assert _dangling(built[env]) == set()
+    copy = overlay_with_verify(env, tmp_path, namespace="team-b")
+    validate_all(copy, crds)
+    assert {o["metadata"].get("namespace") for o in copy} == {"team-b"}
+    assert _dangling(copy) == set()
+
+    def keys(objects: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+        return {(o["metadata"]["namespace"], o["kind"], o["metadata"]["name"]) for o in objects}
+
+    assert keys(copy) & keys(built[env]) == set()
+
+
+def test_a_name_prefix_leaves_the_pipelines_on_the_first_installs_names(
+    built, crds, tmp_path: Path
+) -> None:
+    """What docs/deploy.md section 11 warns of, found by the tenant2 review: with a
+    namePrefix, kustomize renames the objects and the RoleBinding's references, but not the
+    names inside the compiled pipelines nor the pods' instance label; a prefixed second
+    install in one namespace would attach its versions to the first's Pipelines, mount the
+    first's workspace and share its NetworkPolicies' selection."""
+    prefixed = overlay_with_verify("onprem", tmp_path, namePrefix="fraud-")
+    validate_all(prefixed, crds)  # it builds and validates: nothing says it is broken
+    assert {o["metadata"]["name"] for o in prefixed} == {
+        f"fraud-{o['metadata']['name']}" for o in built["onprem"]
+    } | {"fraud-sslops-verify-audit-registry"}
+    pipelines = {o["metadata"]["name"] for o in built["onprem"] if o["kind"] == "Pipeline"}
+    assert _dangling(prefixed) == {
+        *(("Pipeline", name) for name in pipelines),
+        ("PersistentVolumeClaim", "sslops-workspace"),
+    }
+    policies = [o for o in prefixed if o["kind"] == "NetworkPolicy"]
+    assert {
+        p["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/instance"] for p in policies
+    } == {"sslops"}

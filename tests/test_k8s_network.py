@@ -165,8 +165,9 @@ def _chart(env: str, release: str = "sslops", **values: Any) -> list[dict[str, A
     return load_documents("\n---\n".join(t for n, t in rendered.items() if n.endswith(".yaml")))
 
 
-def overlay_with_verify(env: str, tmp_path: Path) -> list[dict[str, Any]]:
-    """The overlay with the audit-registry component, as a team would add it."""
+def overlay_with_verify(env: str, tmp_path: Path, **kustomization: Any) -> list[dict[str, Any]]:
+    """The overlay with the audit-registry component, as a team would add it in its own
+    kustomization on top (with ``kustomization``'s fields: a namespace, a namePrefix)."""
     try:
         kubectl()
     except RenderError as exc:
@@ -178,6 +179,7 @@ def overlay_with_verify(env: str, tmp_path: Path) -> list[dict[str, Any]]:
         "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
         "resources": [os.path.relpath(manifests / "overlays" / env, folder)],
         "components": [os.path.relpath(manifests / "components" / "audit-registry-verify", folder)],
+        **kustomization,
     }))  # fmt: skip
     return load_documents(render_kustomize(folder))
 
