@@ -130,15 +130,20 @@ def test_every_value_is_documented() -> None:
         assert f"| `{path}` |" in readme, f"{path} is missing from helm/sslops/README.md"
 
 
-def _pod_specs(obj: dict[str, Any]) -> list[dict[str, Any]]:
+def _pod_templates(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    """The pods ``obj`` defines (metadata and spec): a Pod itself, a runtime's, a CronJob's."""
     if obj["kind"] == "Pod":
-        return [obj["spec"]]
+        return [obj]
     if obj["kind"] in ("TrainingRuntime", "ClusterTrainingRuntime"):
         jobs = obj["spec"]["template"]["spec"]["replicatedJobs"]
-        return [job["template"]["spec"]["template"]["spec"] for job in jobs]
+        return [job["template"]["spec"]["template"] for job in jobs]
     if obj["kind"] == "CronJob":
-        return [obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]]
+        return [obj["spec"]["jobTemplate"]["spec"]["template"]]
     return []
+
+
+def _pod_specs(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    return [pod["spec"] for pod in _pod_templates(obj)]
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
@@ -532,6 +537,7 @@ def test_two_releases_in_one_namespace_share_no_object_and_each_uses_its_own(crd
     names = [{(o["kind"], o["metadata"]["name"]) for o in objs} for objs in by_release.values()]
     assert names[0] & names[1] == set()
     for release, objects in by_release.items():
+        own = {"app.kubernetes.io/part-of": "sslops", "app.kubernetes.io/instance": release}
         (claim,) = _of_kind(objects, "PersistentVolumeClaim")
         assert claim["metadata"]["name"] == f"{release}-sslops-workspace"
         (runtime,) = _of_kind(objects, "TrainingRuntime")
@@ -557,6 +563,19 @@ def test_two_releases_in_one_namespace_share_no_object_and_each_uses_its_own(crd
             cfg = config_from_json(parameters["config_json"]["defaultValue"])
             # the launcher mounts this claim in the training pods
             assert cfg.platform.storage.workspace_pvc == f"{release}-sslops-workspace"
+            # the release's label on every task's pod, in the config and (the launcher's
+            # pod_labels) on the training pods: its NetworkPolicies select it (tenant2 review)
+            assert all(e["podMetadata"]["labels"] == own for e in executors)
+            assert cfg.platform.pod_labels == own
+            tasks = version["spec"]["pipelineSpec"]["root"]["dag"]["tasks"]
+            if "launch-pretrain" in tasks:
+                launcher = tasks["launch-pretrain"]["inputs"]["parameters"]["pod_labels"]
+                assert launcher["runtimeValue"]["constant"] == own
+        for obj in objects:
+            for pod in _pod_templates(obj):
+                assert own.items() <= pod["metadata"]["labels"].items(), obj["kind"]
+        for policy in _of_kind(objects, "NetworkPolicy"):
+            assert own.items() <= policy["spec"]["podSelector"]["matchLabels"].items()
         assert len(keys) == 2  # the audit task of each training pipeline
         for secret in keys:
             assert secret["secretName"] == "team-key"
