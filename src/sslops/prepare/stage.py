@@ -34,6 +34,7 @@ from sslops.data.split import SPLIT_NAMES, predicate_columns
 from sslops.errors import DataError
 from sslops.prepare.dataset import SCHEMA, UNLABELED, target_of
 from sslops.prepare.merge import Plan, plan, write_splits
+from sslops.prepare.ranges import check_float32_range, check_standardized
 from sslops.prepare.scan import read_scan, roles_for, scan_file
 
 TABLE_FORMATS = ("csv", "parquet")
@@ -256,10 +257,8 @@ def _write_metadata(
     excluded |= set(cfg.data.text) | set(cfg.data.identifiers)
     features = [c for c in splits["train"].columns if c not in excluded]
     # The encoding needs no labels: fitted on the unlabeled rows too, when there are some.
-    fitted_on = pd.concat(
-        [splits["train"], *(pd.read_parquet(tmp / f"{name}.parquet") for name in pretrain_only)],
-        ignore_index=True,
-    )
+    unlabeled = {name: pd.read_parquet(tmp / f"{name}.parquet") for name in pretrain_only}
+    fitted_on = pd.concat([splits["train"], *unlabeled.values()], ignore_index=True)
     # A column of one value in every row (an application date the personal-data scan
     # replaced by its placeholder) carries no information; kept, the exported model would
     # read it raw, and every new row's value would be one it never saw in training.
@@ -282,9 +281,11 @@ def _write_metadata(
             "columns with shared values"
         )
     features = [c for c in features if c not in suspects]
+    check_float32_range({**splits, **unlabeled}, features)
     encoding = TabularEncoding.fit(
         fitted_on, features, cfg.prepare.max_categories, cfg.prepare.min_category_count
     )
+    check_standardized(encoding, {**splits, **unlabeled})
 
     scans = [read_scan(f) for f in folders]
     raw_rows: dict[str, int] = {}
