@@ -36,7 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
 from sslops.artifacts import json_text
-from sslops.config import Config
+from sslops.config import Config, PretrainConfig
 from sslops.console import JsonLines, JsonLogHandler
 from sslops.errors import ArtifactError, ConfigError, SslopsError
 from sslops.objectives import Draws
@@ -204,6 +204,46 @@ def _autocast(device: torch.device, precision: str) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
+def _finite_rows(x: torch.Tensor, count: int) -> torch.Tensor:
+    """Up to ``count`` of the first rows of ``x`` without a NaN or inf input: rows whose
+    embedding is finite whenever the encoder is."""
+    sample = x[:count]
+    return sample[torch.isfinite(sample.flatten(1).float()).all(1)]
+
+
+def _check_finite(task: Task, probe: torch.Tensor, where: str, pc: PretrainConfig) -> None:
+    """Raise when an update left the model broken: a weight or buffer (batch-norm statistics)
+    NaN or inf, or weights so large that finite rows (``probe``) embed as NaN or inf. No later
+    step recovers (every loss is non-finite and skipped), and the encoder written at the end
+    would embed every row as NaN, for a probe or finetune to fail on far from the cause.
+    Every rank holds the same weights, so every rank raises at the same point."""
+    tensors = [*task.named_parameters(), *task.named_buffers()]
+    broken = [n for n, t in tensors if t.is_floating_point() and not torch.isfinite(t).all()]
+    if broken:
+        more = f" and {len(broken) - 3} more" if len(broken) > 3 else ""
+        problem = f"the weights hold NaN or inf ({', '.join(broken[:3])}{more})"
+    else:
+        task.eval()
+        try:
+            with torch.no_grad(), _autocast(probe.device, pc.precision):
+                embedded = task.embed(probe).float() if len(probe) else probe.new_zeros(0)
+        finally:
+            task.train()
+        bad = int((~torch.isfinite(embedded.flatten(1))).any(1).sum()) if len(probe) else 0
+        if not bad:
+            return
+        largest = max(float(t.detach().abs().max()) for _, t in tensors if t.numel())
+        problem = (
+            f"the encoder embeds {bad} of {len(probe)} finite training rows as NaN or inf "
+            f"(its largest weight is {largest:.1e})"
+        )
+    raise SslopsError(
+        f"pretraining diverged: at {where} {problem}, which no later step recovers from; "
+        f"lower pretrain.learning_rate (now {pc.learning_rate}), set pretrain.precision fp32 "
+        f"(now {pc.precision}), or look for extreme values in the prepared data"
+    )
+
+
 def _knn(task: Task, data: PretrainData, cfg: Config, device: torch.device) -> float | None:
     if data.bank is None or data.query is None:
         return None
@@ -246,6 +286,7 @@ def _train(
 
     trained_on = data_digest(data.x, data.sensitive)
     x = data.x.to(device)
+    probe = _finite_rows(x, batch)  # embedded after a non-finite loss and each epoch
     sensitive = data.sensitive.to(device) if data.sensitive is not None else None
     if data.info.pool is not None:
         data.info.pool = x
@@ -368,6 +409,10 @@ def _train(
                 stopping = stats[2].item() > 0
                 lr = scheduler.get_last_lr()[0]  # the rate this step runs at
                 if bad:
+                    # A non-finite loss from a sound model (one bad batch) is skipped; from
+                    # one an earlier update broke, every later step's would be too.
+                    where = f"step {step + 1} of {total_steps} (epoch {epoch + 1})"
+                    _check_finite(task, probe, where, pc)
                     result.skipped += 1
                     optimizer.zero_grad(set_to_none=True)
                 else:
@@ -389,6 +434,7 @@ def _train(
                     if stopping:
                         raise _stopped(rank, step, total_steps, saved)
             train_seconds = time.perf_counter() - epoch_start
+            _check_finite(task, probe, f"the end of epoch {epoch + 1} (step {step})", pc)
             if done and not epoch_losses:  # no weight moved in the whole epoch
                 raise SslopsError(
                     f"pretraining diverged: every step of epoch {epoch + 1} ({done} steps) had a "
