@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sslops.errors import SslopsError
 from sslops.models.tabular import TabularClassifier
 from sslops.optim import adamw
 
@@ -90,6 +91,33 @@ def _param_groups(model: TabularClassifier, s: FineTuneSettings) -> list[dict]:
     return groups
 
 
+def _check_scores_finite(
+    model: TabularClassifier, x: torch.Tensor, epoch: int, settings: FineTuneSettings,
+    weight: float,
+) -> None:  # fmt: skip
+    """Raise when an epoch's updates left ``model`` scoring finite rows of ``x`` as NaN or
+    inf: before, the NaN model went on to the fairness post-processing or the metrics and
+    failed there in scikit-learn ("Input scores contains NaN"), far from the cause."""
+    x = x[torch.isfinite(x).all(1)]
+    model.eval()
+    try:
+        with torch.no_grad():
+            bad = int((~torch.isfinite(model.logits(x))).sum()) if len(x) else 0
+    finally:
+        model.train()
+    if bad:
+        penalty = (
+            f" or the fairness penalty weights (finetune.fairness.penalties; this one {weight:g})"
+            if weight
+            else ""
+        )
+        raise SslopsError(
+            f"full fine-tuning diverged: after epoch {epoch + 1} of {settings.epochs} the model "
+            f"scores {bad} of {len(x)} labeled rows as NaN or inf; lower "
+            f"finetune.full.learning_rate (now {settings.learning_rate:g}){penalty}"
+        )
+
+
 def fine_tune(
     start: TabularClassifier,
     x_labeled: torch.Tensor,
@@ -130,6 +158,9 @@ def fine_tune(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+        _check_scores_finite(
+            model, x_labeled[:batch], epoch, settings, weight if use_penalty else 0.0
+        )
     for p in model.parameters():
         p.requires_grad_(True)
     return model.eval()
