@@ -99,3 +99,15 @@ def test_the_gate_fails_on_a_difference_in_one_batch_size_only(size: str) -> Non
 def test_the_gate_fails_on_a_flipped_label_whatever_the_difference() -> None:
     with pytest.raises(ArtifactError, match="labels identical: False"):
         require_parity(_report(0.0, {"1": 0.0, "7": 0.0, "256": 0.0}, labels=False), 1e-4)
+
+
+@pytest.mark.parametrize("row", [0, 299])  # inside every batch; outside every batch
+def test_the_gate_fails_on_a_score_that_is_not_finite(passthrough: Path, row: int) -> None:
+    """A NaN score on both sides (a broken model) passed: NaN > allowed is False, and the
+    labels agree (NaN >= threshold is False on both). Found by the numerics review."""
+    x = np.full(300, 0.25, dtype=np.float32)
+    x[row] = np.nan
+    parity = _parity(passthrough, x, x.astype(np.float64))
+    assert parity["labels_identical"]
+    with pytest.raises(ArtifactError, match=r"= nan \(a score is NaN or inf: the model is broken"):
+        require_parity(parity, 1e-4)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -176,10 +177,14 @@ def save_checked(proto: onnx.ModelProto, path: Path, metadata: dict[str, str]) -
 
 def require_parity(parity: dict[str, Any], allowed: float) -> None:
     """Fail the export when any batch differs from torch by more than ``allowed`` or a label flips."""
-    worst = max([parity["max_abs_diff"], *parity["batch_max_abs_diff"].values()])
-    if worst > allowed or not parity["labels_identical"]:
+    measured = [parity["max_abs_diff"], *parity["batch_max_abs_diff"].values()]
+    # NaN (a score not finite in torch or ONNX) fails too: NaN > allowed is False, and
+    # max() kept or dropped a NaN by where it stood in the list
+    worst = math.nan if any(math.isnan(d) for d in measured) else max(measured)
+    if not worst <= allowed or not parity["labels_identical"]:
+        said = " (a score is NaN or inf: the model is broken)" if math.isnan(worst) else ""
         raise ArtifactError(
-            f"ONNX parity failed: max |onnx - torch| = {worst:.2e} "
+            f"ONNX parity failed: max |onnx - torch| = {worst:.2e}{said} "
             f"(allowed {allowed:.0e}), labels identical: {parity['labels_identical']}"
         )
 
