@@ -201,7 +201,7 @@ def _pct(value: Any) -> str:
 def _interval(intervals: dict[str, Any], key: str) -> str:
     bounds = intervals.get(key)
     if not bounds or any(not isinstance(b, float) or b != b for b in bounds):
-        return ""  # none measured, or undefined in every resample
+        return ""  # none measured, or undefined in more than 5% of the resamples
     return f" [{_fmt(bounds[0])}, {_fmt(bounds[1])}]"
 
 

@@ -19,7 +19,7 @@ disagreement rather than be repeated. It reproduces the same definitions:
   group's table row (groups of at least ``min_group_rows`` rows): the same row draws
   (numpy's default generator seeded with the config's seed), every number as above over
   the rows of the draw; a draw where a number is undefined (NaN) is left out of its
-  interval, and a gap's interval is undefined when the gap is in fewer than 95% of the
+  interval, and an interval is undefined when its number is in fewer than 95% of the
   draws.
 """
 
@@ -77,13 +77,10 @@ def _spread(values: list[float]) -> float:
     return max(defined) - min(defined) if len(defined) > 1 else float("nan")
 
 
-_GAPS = ("dp_difference", "eo_difference", "eopp_difference")
-
-
-def _gap_bounds(draws: list[float]) -> list[float]:
-    """A gap's 95% interval: the 2.5th and 97.5th percentiles of the draws where it is
+def _bounds(draws: list[float]) -> list[float]:
+    """A 95% interval: the 2.5th and 97.5th percentiles of the draws where the number is
     defined, when it is in at least 95% of them; else undefined (NaN), not an interval
-    narrower than the rows support."""
+    narrower than the rows support (a group's TPR on one positive row: [1.0, 1.0])."""
     defined = [v for v in draws if v == v]
     if not defined or len(defined) < 0.95 * len(draws):
         return [float("nan"), float("nan")]
@@ -134,11 +131,7 @@ def bootstrap(
         draws["selection_rate"].append(float(label.mean()))
         for k, v in fairness_gaps(yr, label, gr, left_out).items():
             draws[k].append(v)
-    return {
-        k: _gap_bounds(v) if k in _GAPS else
-        [float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))]
-        for k, v in draws.items()
-    }  # fmt: skip
+    return {k: _bounds(v) for k, v in draws.items()}
 
 
 def gap_bootstrap(
@@ -152,14 +145,7 @@ def gap_bootstrap(
         rows = rng.integers(0, len(y), len(y))
         for k, v in fairness_gaps(y[rows], label[rows], groups[rows], left_out).items():
             draws.setdefault(k, []).append(v)
-    return {k: _gap_bounds(v) for k, v in draws.items()}
-
-
-def _percentiles(values: list[float]) -> list[float]:
-    defined = [v for v in values if v == v]
-    if not defined:
-        return [float("nan"), float("nan")]
-    return [float(np.percentile(defined, 2.5)), float(np.percentile(defined, 97.5))]
+    return {k: _bounds(v) for k, v in draws.items()}
 
 
 def group_bootstrap(
@@ -178,7 +164,7 @@ def group_bootstrap(
             for k, v in group_rates(yr, sr, lr, gr == g).items():
                 if k != "count":
                     draws[str(g)].setdefault(k, []).append(v)
-    return {g: {k: _percentiles(v) for k, v in row.items()} for g, row in draws.items()}
+    return {g: {k: _bounds(v) for k, v in row.items()} for g, row in draws.items()}
 
 
 def remeasure(

@@ -174,7 +174,8 @@ def group_intervals(
     y: np.ndarray, proba: np.ndarray, groups: np.ndarray, resamples: int, seed: int
 ) -> dict[str, dict[str, list[float]]]:
     """Percentile 95% intervals of each group's table row (but its count) over the resamples
-    of :func:`bootstrap` with the same seed; draws where a value is undefined are left out."""
+    of :func:`bootstrap` with the same seed; draws where a value is undefined are left out,
+    and a value undefined in more than 5% of its draws has no interval (NaN)."""
     rng = np.random.default_rng(seed)
     draws: dict[str, dict[str, list[float]]] = {}
     for _ in range(resamples):

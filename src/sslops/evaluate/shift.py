@@ -55,7 +55,8 @@ def split_difference(
     """``metric(y, output)`` on ``test`` and on ``ood`` (each ``(y, output)``), and OOD minus
     test with the 2.5th and 97.5th percentiles of ``resamples`` bootstrap draws (``paired``:
     the same row indices for both, which must then have as many rows). Draws where the metric
-    is undefined (NaN: one class only) are left out; with none left the interval is NaN."""
+    is undefined (NaN: one class only) are left out; with fewer than 95% of them left the
+    interval is NaN (:func:`sslops.evaluate.metrics.percentile_bounds`)."""
     (y_t, o_t), (y_o, o_o) = test, ood
     if paired and len(y_t) != len(y_o):
         raise ValueError(f"paired splits need as many rows: {len(y_t)} vs {len(y_o)}")
@@ -111,12 +112,29 @@ def comparison_markdown(ood: dict[str, Any]) -> str:
     keys = list(next(iter(compared.values())))
     lines += ["| model | " + " | ".join(f"{k} test | {k} OOD | difference" for k in keys) + " |",
               "|---|" + "---:|" * (3 * len(keys))]  # fmt: skip
+    undefined = set()
     for name, row in compared.items():
         cells = []
         for k in keys:
             r = row[k]
             low, high = r["difference_interval"] or (None, None)
-            ranged = "" if low is None or low != low else f" [{low:+.3f}, {high:+.3f}]"
-            cells += [f"{r['test']:.4f}", f"{r['ood']:.4f}", f"{r['difference']:+.4f}{ranged}"]
+            ranged = "" if not _defined(low) else f" [{low:+.3f}, {high:+.3f}]"
+            cells += [_shown(r["test"], ".4f"), _shown(r["ood"], ".4f"),
+                      _shown(r["difference"], "+.4f") + ranged]  # fmt: skip
+            undefined |= {k for side in ("test", "ood") if not _defined(r[side])}
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if undefined:  # printed as "nan" before (found by the numerics review)
+        rates = shift.get("positive_rate", {})
+        lines += ["", f"n/a: {', '.join(sorted(undefined))} not defined on that split"
+                  + (f" (positive rate: test {rates['test']:.4f}, OOD {rates['ood']:.4f}; ROC "
+                     "AUC needs rows of both classes)" if "ood" in rates else "") + "."]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def _defined(value: Any) -> bool:
+    return value is not None and value == value
+
+
+def _shown(value: Any, spec: str) -> str:
+    """A number formatted by ``spec``; n/a when undefined (None or NaN)."""
+    return format(value, spec) if _defined(value) else "n/a"
