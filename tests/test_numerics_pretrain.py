@@ -87,3 +87,13 @@ def test_rows_with_a_nan_input_are_not_probed() -> None:
     x = torch.ones(5, 3)
     x[1, 2], x[3, 0] = float("nan"), float("inf")
     assert _finite_rows(x, 4).tolist() == [[1.0] * 3, [1.0] * 3]  # rows 0 and 2 of the first 4
+
+
+def test_the_advice_names_fp32_only_when_the_run_is_not_in_fp32(small_config: Config) -> None:
+    from sslops.pretrain.loop import _what_to_change
+
+    # "set pretrain.precision fp32 (now fp32)" was advised to fp32 runs too
+    fp32 = _what_to_change(configured(small_config, precision="fp32").pretrain, "NaN/inf")
+    assert fp32.startswith("lower pretrain.learning_rate (now ") and "precision" not in fp32
+    bf16 = _what_to_change(configured(small_config, precision="bf16").pretrain, "NaN/inf")
+    assert ", set pretrain.precision fp32 (now bf16), or look for NaN/inf in the" in bf16

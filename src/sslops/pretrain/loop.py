@@ -239,8 +239,16 @@ def _check_finite(task: Task, probe: torch.Tensor, where: str, pc: PretrainConfi
         )
     raise SslopsError(
         f"pretraining diverged: at {where} {problem}, which no later step recovers from; "
-        f"lower pretrain.learning_rate (now {pc.learning_rate}), set pretrain.precision fp32 "
-        f"(now {pc.precision}), or look for extreme values in the prepared data"
+        f"{_what_to_change(pc, 'extreme values')}"
+    )
+
+
+def _what_to_change(pc: PretrainConfig, data: str) -> str:
+    """The settings a diverged run can change; fp32 only where it is not already."""
+    fp32 = f", set pretrain.precision fp32 (now {pc.precision})" if pc.precision != "fp32" else ""
+    return (
+        f"lower pretrain.learning_rate (now {pc.learning_rate}){fp32}, or look for {data} in "
+        "the prepared data"
     )
 
 
@@ -438,9 +446,8 @@ def _train(
             if done and not epoch_losses:  # no weight moved in the whole epoch
                 raise SslopsError(
                     f"pretraining diverged: every step of epoch {epoch + 1} ({done} steps) had a "
-                    f"non-finite loss on some rank and was skipped; lower "
-                    f"pretrain.learning_rate (now {pc.learning_rate}), set pretrain.precision "
-                    f"fp32 (now {pc.precision}), or look for NaN/inf in the prepared data"
+                    f"non-finite loss on some rank and was skipped; "
+                    f"{_what_to_change(pc, 'NaN/inf')}"
                 )
             row: dict[str, Any] = {
                 "epoch": epoch + 1,
