@@ -97,20 +97,34 @@ def test_stage_deps_are_the_code_each_stage_runs() -> None:
         assert not unused, f"dvc.yaml stage {name} depends on {unused} but never imports them"
 
 
-def test_prepare_depends_on_the_data_params_yaml_names() -> None:
-    data = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))["data"]
-    deps = _dvc_yaml()["stages"]["prepare"]["deps"]
-    for key in ("train", "test"):
-        value = data[key]
-        if value is None:
-            continue
-        path = (
-            "src/sslops/datasets/" + value.removeprefix("package:")
-            if value.startswith("package:")
-            else value
-        )
-        assert (ROOT / path).exists(), path
-        assert _covered(path, deps), f"prepare reads data.{key} ({path}) but does not depend on it"
+def test_stages_depend_on_the_files_params_yaml_names() -> None:
+    """Each key naming a file a stage reads (the list `sslops run`'s stage cache keys on by
+    content: data.train/test, data.attributes_file, prepare.pii.key_file,
+    pretrain.init_from) that params.yaml sets is among that stage's deps, or `dvc repro`
+    would keep a result made from the file's earlier content."""
+    from sslops.pipeline.stage_cache import NAMED_FILES
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    stages = _dvc_yaml()["stages"]
+    checked = 0
+    for stage, keys in NAMED_FILES.items():
+        for key in keys:
+            value = params
+            for part in key:
+                value = value[part]
+            if value is None:
+                continue
+            path = (
+                "src/sslops/datasets/" + value.removeprefix("package:")
+                if value.startswith("package:")
+                else value
+            )
+            assert (ROOT / path).exists(), path
+            assert _covered(path, stages[stage]["deps"]), (
+                f"{stage} reads {'.'.join(key)} ({path}) but does not depend on it"
+            )
+            checked += 1
+    assert checked >= 2  # data.train and data.test at least
 
 
 def _config_reads(stage: str) -> set[str]:

@@ -8,8 +8,9 @@ same key copies it back instead of running the stage. The key is the sha256 of
 - the stage name, the sslops version, the git commit and the sha256 of every source file
   of the running code (a commit does not change when a file is edited and not committed);
 - the versions of the packages that decide the numbers (:func:`sslops.artifacts.package_versions`),
-  Python's, and the thread-count variables (``OMP_NUM_THREADS`` ...) the stage inherits,
-  which the audit records as those of the whole run;
+  Python's, and the thread-count variables (``OMP_NUM_THREADS`` ...) the stage inherits
+  (the audit records its own process's as the whole run's), so a rerun after an upgrade
+  does not put stages of two environments in one bundle;
 - the whole resolved config (any change, even an unrelated one, misses);
 - the files the stage reads that the config names only by path: for prepare every file
   of ``data.train`` / ``data.test`` (a folder's or a glob's, so a shard added under the
@@ -104,7 +105,7 @@ def _environment() -> str:
 
 # The config keys naming a file (or a folder, or a glob) each stage reads; the keys of the
 # other stages' inputs are artifacts, keyed by their meta.json.
-_NAMED_FILES: dict[str, list[tuple[str, ...]]] = {
+NAMED_FILES: dict[str, list[tuple[str, ...]]] = {
     "prepare": [("data", "train"), ("data", "test"), ("data", "attributes_file"),
                 ("prepare", "pii", "key_file")],
     "pretrain": [("pretrain", "init_from")],
@@ -125,7 +126,7 @@ def _read_files(stage: str, config_json: str) -> dict[str, str]:
             node = node.get(key) if isinstance(node, dict) else None
         return node if isinstance(node, str) and node else None
 
-    named = _NAMED_FILES.get(stage, [])
+    named = NAMED_FILES.get(stage, [])
     found = {".".join(keys): _content(spec) for keys in named if (spec := value(*keys))}
     if stage == "prepare":  # the hashing key, when it comes from the environment
         variable = value("prepare", "pii", "key_env") or "SSLOPS_PII_KEY"
