@@ -152,18 +152,24 @@ def test_pretrain_init_from_is_keyed_by_content(tmp_path: Path) -> None:
     assert stage_key("pretrain", config, {}) != before
 
 
-def test_package_versions_and_thread_counts_are_in_the_key(
+def test_package_versions_thread_counts_and_cores_are_in_the_key(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A torch upgraded between the failed run and the rerun (say, to get past the bug that
-    failed it), or another OMP_NUM_THREADS: the reused stages' numbers came from the other
-    one while the audit records this process's versions and variables for the whole run."""
+    failed it), another OMP_NUM_THREADS or other cores: the reused stages' numbers came from
+    the other environment, while the audit records this process's for the whole run."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     before = stage_key("finetune", "{}", {})
     monkeypatch.setenv("OMP_NUM_THREADS", "4")
     assert stage_key("finetune", "{}", {}) != before
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert stage_key("finetune", "{}", {}) == before
+    cores = len(getattr(os, "sched_getaffinity", lambda pid: set())(0))
+    more = set(range(cores + 1))  # one core more than this process may use, on any machine
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: more, raising=False)
+    assert stage_key("finetune", "{}", {}) != before, "threads: 0 uses as many as the cores"
+    monkeypatch.undo()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     real = artifacts.version
     monkeypatch.setattr(
         artifacts, "version", lambda name: "99.0" if name == "torch" else real(name)

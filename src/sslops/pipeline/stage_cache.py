@@ -8,9 +8,10 @@ same key copies it back instead of running the stage. The key is the sha256 of
 - the stage name, the sslops version, the git commit and the sha256 of every source file
   of the running code (a commit does not change when a file is edited and not committed);
 - the versions of the packages that decide the numbers (:func:`sslops.artifacts.package_versions`),
-  Python's, and the thread-count variables (``OMP_NUM_THREADS`` ...) the stage inherits
-  (the audit records its own process's as the whole run's), so a rerun after an upgrade
-  does not put stages of two environments in one bundle;
+  Python's, the thread-count variables (``OMP_NUM_THREADS`` ...) the stage inherits (the
+  audit records its own process's as the whole run's) and the number of cores it may use
+  (``*.threads: 0`` uses them all; finetune's weights depend on the count), so a rerun
+  after an upgrade or on other cores does not put stages of two environments in one bundle;
 - the whole resolved config (any change, even an unrelated one, misses);
 - the files the stage reads that the config names only by path: for prepare every file
   of ``data.train`` / ``data.test`` (a folder's or a glob's, so a shard added under the
@@ -99,6 +100,9 @@ def _environment() -> str:
         "versions": package_versions(),
         "python": platform.python_version(),
         "threads": {name: os.environ.get(name) for name in THREAD_VARIABLES},
+        # pretrain.threads / finetune.threads 0 (the default): as many threads as the cores
+        # this process may use, and the weights depend on it
+        "cpus": [os.cpu_count(), len(getattr(os, "sched_getaffinity", lambda _: [])(0))],
     }
     return json.dumps(record, sort_keys=True)
 
