@@ -276,40 +276,56 @@ def file_bundle(
             check_registry_path(registry)  # still empty: nothing else filed meanwhile
             marker = {"registry_format": FORMAT, "created": _now()}
             _write_atomic(registry / MARKER, canonical_json(marker))
+        index_dir = registry / MODELS / name
+        # Read before the bundle is copied: an unreadable index refuses the filing with no
+        # bundle left behind (verification would find it in no index).
+        index = _load_index(index_dir / INDEX, name)
         (registry / BUNDLES).mkdir(exist_ok=True)
         target = registry / BUNDLES / f"{sha}.zip"
-        if target.exists():
-            _check_filed(target, sha)
-        else:
+        placed = not target.exists()
+        if placed:
             fill = partial(shutil.copyfile, root) if root.is_file() else partial(write_zip, root)
             _place(target, fill, mode=0o444)
-            try:  # the source changed after it was verified: keep nothing of it
-                _check_filed(target, sha)
-            except ArtifactError:
-                target.unlink()
-                raise
-        index_dir = registry / MODELS / name
-        index_dir.mkdir(parents=True, exist_ok=True)
-        index = _load_index(index_dir / INDEX, name)
-        for entry in _filed(index["entries"]):
-            if entry["manifest_sha256"] == sha:
-                return {**entry, "status": "already filed", "model": name, "path": str(target)}
-        entries = index["entries"]
-        entry = {
-            "kind": "filed",
-            "manifest_sha256": sha,
-            "bundle": f"{BUNDLES}/{sha}.zip",
-            "filed": _now(),
-            **described,
-            "previous": entry_digest(entries[-1]) if entries else None,
-        }
-        if key is not None:
-            fields = {k: entry[k] for k in _SIGNED_FILING} | {"model": name}
-            entry["filer_key"] = fingerprint(key.public_key())
-            entry["record"] = signature_record(key, fields)
-        entries.append(entry)
-        _write_atomic(index_dir / INDEX, (json_text(index, indent=2) + "\n").encode())
-    return {**entry, "status": "filed", "model": name, "path": str(target)}
+        try:  # the source changed after it was verified, or the index cannot be written
+            # (a full disk): keep nothing of the bundle this filing placed
+            _check_filed(target, sha)
+            entry = _append_filing(index, index_dir, sha, described, key)
+        except BaseException:
+            if placed:
+                with contextlib.suppress(OSError):
+                    target.unlink()
+            raise
+    status = "filed" if entry.pop("_new") else "already filed"
+    return {**entry, "status": status, "model": name, "path": str(target)}
+
+
+def _append_filing(
+    index: dict[str, Any], index_dir: Path, sha: str, described: dict[str, Any],
+    key: Signer | None,
+) -> dict[str, Any]:  # fmt: skip
+    """The model's entry for bundle ``sha`` (``_new``: False when it was filed before),
+    appended to ``index`` and the index written, chained after its last entry."""
+    name = index["model"]
+    for entry in _filed(index["entries"]):
+        if entry["manifest_sha256"] == sha:
+            return {**entry, "_new": False}
+    entries = index["entries"]
+    entry = {
+        "kind": "filed",
+        "manifest_sha256": sha,
+        "bundle": f"{BUNDLES}/{sha}.zip",
+        "filed": _now(),
+        **described,
+        "previous": entry_digest(entries[-1]) if entries else None,
+    }
+    if key is not None:
+        fields = {k: entry[k] for k in _SIGNED_FILING} | {"model": name}
+        entry["filer_key"] = fingerprint(key.public_key())
+        entry["record"] = signature_record(key, fields)
+    entries.append(entry)
+    index_dir.mkdir(parents=True, exist_ok=True)
+    _write_atomic(index_dir / INDEX, (json_text(index, indent=2) + "\n").encode())
+    return {**entry, "_new": True}
 
 
 def _remove_leftovers(registry: Path) -> None:
@@ -469,22 +485,30 @@ def check_registry(
     registry = Path(registry)
     problems: list[str] = []
     listed: set[str] = set()
+    unreadable: list[str] = []
     for name in model_names(registry):
         index_path = registry / MODELS / name / INDEX
         try:
             entries = _load_index(index_path, name)["entries"]
         except ArtifactError as exc:
             problems.append(str(exc))
+            unreadable.append(f"{MODELS}/{name}/{INDEX}")
             continue
         listed |= {e.get("manifest_sha256", "") for e in _filed(entries)}
         problems += _index_problems(
             name, entries, partial(_check_filed_entry, registry, public_key=public_key)
         )
     folder = registry / BUNDLES
-    for path in sorted(folder.glob("*.zip")) if folder.is_dir() else []:
-        if path.stem not in listed:
-            problems.append(f"{BUNDLES}/{path.name} is filed in no model's index (a filing "
-                            "interrupted before its entry: file it again; or an entry removed)")  # fmt: skip
+    zips = sorted(folder.glob("*.zip")) if folder.is_dir() else []
+    unlisted = [path for path in zips if path.stem not in listed]
+    if unlisted and unreadable:  # likely that index's own bundles: one line, not one each
+        problems.append(f"{len(unlisted)} bundle(s) in {BUNDLES}/ are in no readable index "
+                        f"({', '.join(unreadable)} unreadable: they may be its entries); "
+                        "repair or restore that index first")  # fmt: skip
+        return problems
+    for path in unlisted:
+        problems.append(f"{BUNDLES}/{path.name} is filed in no model's index (a filing "
+                        "interrupted before its entry: file it again; or an entry removed)")  # fmt: skip
     return problems
 
 
