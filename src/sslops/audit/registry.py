@@ -14,7 +14,10 @@ bundle. Each index entry carries the digest of the entry before it, so an entry 
 changed or moved is found by :func:`check_registry` (``sslops audit list --verify``),
 as is any bundle whose bytes no longer match its name. Filing verifies the bundle first
 (hashes, and the signature against ``public_key`` when one is given) and writes under a
-lock, each file atomically: a failed or interrupted filing leaves the registry as it was.
+lock, each file atomically: a failed filing leaves the registry as it was (an index that
+cannot be read or written removes the bundle it copied); one killed between its bundle
+and its index entry leaves the bundle, which :func:`check_registry` names until it is
+filed again.
 """
 
 from __future__ import annotations
