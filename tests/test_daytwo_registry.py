@@ -28,6 +28,7 @@ from sslops.audit.registry import (
 )
 from sslops.cli import main
 from sslops.errors import ArtifactError
+from tests.reliability.faults import small_tmpfs
 
 ISSUER = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"sslops daytwo").digest())
 
@@ -135,6 +136,31 @@ def test_a_full_disk_while_the_index_is_written_leaves_the_registry_as_it_was(
     assert check_registry(registry) == []
     assert file_bundle(new, registry, model="income")["status"] == "filed"
     assert check_registry(registry) == []
+
+
+def test_a_real_full_disk_fails_the_filing_at_its_index_and_leaves_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A tmpfs with room for a bundle but not for the model's grown index (root only)."""
+    with small_tmpfs(tmp_path / "disk", "2m") as disk:
+        registry = disk / "registry"
+        for number in range(3):
+            file_bundle(_bundle(tmp_path / "runs" / f"run{number}", number), registry,
+                        model="income")  # fmt: skip
+        index = _long_index(registry, 1000)
+        free = shutil.disk_usage(disk).free
+        assert free > len(index) + 300_000, "the tmpfs is too small for the probe"
+        (disk / "filler").write_bytes(bytes(free - 200_000))
+        before = _tree(registry)
+        new = _bundle(tmp_path / "runs" / "new", 99)
+        capsys.readouterr()
+        status = main(["audit", "file", str(new), "--registry", str(registry), "--model",
+                       "income"])  # fmt: skip
+        assert status == 2 and "No space left on device" in capsys.readouterr().err
+        assert _tree(registry) == before
+        (disk / "filler").unlink()
+        assert file_bundle(new, registry, model="income")["status"] == "filed"
+        assert _index(registry).read_bytes().startswith(index[: len(index) // 2])
 
 
 def test_a_bundle_filed_under_another_model_stays_when_a_filing_fails(
