@@ -185,6 +185,30 @@ def test_a_bundle_filed_under_another_model_stays_when_a_filing_fails(
     assert check_registry(registry) == []
 
 
+def test_a_failure_after_the_index_is_renamed_keeps_the_bundle_it_lists(
+    registry: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The folder's fsync after the index's rename fails (an I/O error): the index already
+    lists the new bundle, so the bundle stays; removing it would leave an entry naming a
+    missing bundle."""
+    import sslops.audit.registry as registry_module
+
+    fsync_folder = registry_module.fsync_folder
+
+    def fails_for_the_index(folder: Path) -> None:
+        fsync_folder(folder)
+        if folder.parent.name == "models":
+            raise OSError(errno.EIO, "Input/output error", str(folder))
+
+    monkeypatch.setattr(registry_module, "fsync_folder", fails_for_the_index)
+    new = _bundle(tmp_path / "runs" / "new" / "bundle", 99)
+    with pytest.raises(OSError, match="Input/output"):
+        file_bundle(new, registry, model="income")
+    monkeypatch.undo()
+    assert len(list_registry(registry, "income")) == 4
+    assert check_registry(registry) == []
+
+
 def test_what_the_docs_say_an_operator_may_delete_leaves_verification_green(
     registry: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -294,12 +294,22 @@ def file_bundle(
             _check_filed(target, sha)
             entry = _append_filing(index, index_dir, sha, described, key)
         except BaseException:
-            if placed:
+            if placed and not _index_lists(index_dir / INDEX, name, sha):
                 with contextlib.suppress(OSError):
                     target.unlink()
             raise
     status = "filed" if entry.pop("_new") else "already filed"
     return {**entry, "status": status, "model": name, "path": str(target)}
+
+
+def _index_lists(path: Path, model: str, sha: str) -> bool:
+    """The index on disk lists bundle ``sha`` (it was renamed into place before a later
+    step failed), or cannot be read to tell: its bundle then stays (a bundle in no index is
+    named by verification; one an entry names and is gone would be missing)."""
+    try:
+        return any(e["manifest_sha256"] == sha for e in _filed(_load_index(path, model)["entries"]))
+    except (ArtifactError, OSError):
+        return True
 
 
 def _append_filing(
