@@ -101,7 +101,7 @@ def test_onprem_mirror_reaches_the_pipelines_and_the_runtime(built) -> None:
 
 def test_digests_pinned_per_tag_keep_the_cuda_image_on_gpu_work(built, tmp_path: Path) -> None:
     """The CPU and CUDA images share a name: an ``images:`` entry per tag (as docs/deploy.md
-    shows) pins each by its own digest; one entry without a tag would pin all 17 references,
+    shows) pins each by its own digest; one entry without a tag would pin all 19 references,
     GPU work included, to the CPU image's digest."""
     import os
 
@@ -116,7 +116,7 @@ def test_digests_pinned_per_tag_keep_the_cuda_image_on_gpu_work(built, tmp_path:
                    {"name": f"{mirror}:{VERSION}-cuda", "digest": cuda}],
     }))  # fmt: skip
     text = render_kustomize(overlay)
-    assert (text.count(f"{mirror}@{cpu}"), text.count(f"{mirror}@{cuda}")) == (14, 3)
+    assert (text.count(f"{mirror}@{cpu}"), text.count(f"{mirror}@{cuda}")) == (16, 3)
     cuda_refs = [line for line in render_kustomize(MANIFESTS / "overlays" / "onprem").splitlines()
                  if f"{mirror}:{VERSION}-cuda" in line]  # fmt: skip
     assert len(cuda_refs) == 3  # exec-pretrain, the launcher's gpu_image, the training runtime

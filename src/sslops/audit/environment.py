@@ -173,6 +173,19 @@ def installation_record() -> dict[str, Any]:
     }
 
 
+def image_record(reference: str | None, source: str) -> dict[str, Any]:
+    """run.json's image fields: the reference the tasks ran (``source`` says where it came
+    from) and whether it pins the image: a digest (``...@sha256:...``) names exactly one
+    image and cannot change; a tag names whatever was last pushed under it."""
+    pinned = None if not reference else "digest" if "@" in reference else "tag"
+    return {
+        "image": reference or None,
+        "image_pinned_by": pinned,
+        "image_immutable": None if pinned is None else pinned == "digest",
+        "image_from": source,
+    }
+
+
 def environment_record(stage_versions: dict[str, dict[str, str]]) -> dict[str, Any]:
     return {
         "sslops": installation_record(),

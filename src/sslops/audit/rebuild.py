@@ -76,7 +76,7 @@ _ENVIRONMENT: dict[str, tuple[str, ...]] = {
         "dependencies/*",
         "metadata/component/version",
     ),
-    "run.json": ("image",),
+    "run.json": ("image*",),  # image, image_pinned_by, image_immutable, image_from
     "lineage.json": ("stages/*/versions", "stages/*/git_commit"),
 }
 # Config keys that say where something is kept or which key signs, not what is built (a

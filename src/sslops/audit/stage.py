@@ -54,7 +54,7 @@ from sslops.audit.bundle import (
 from sslops.audit.card import build_card
 from sslops.audit.changelog import build_changelog
 from sslops.audit.compliance import compliance_map
-from sslops.audit.environment import environment_record, sbom_json
+from sslops.audit.environment import environment_record, image_record, sbom_json
 from sslops.audit.gates import evaluate_gates, measured_values
 from sslops.audit.pdf import render_pdf
 from sslops.audit.registry import (
@@ -155,10 +155,11 @@ def _copy_evidence(artifacts: dict[str, Path], bundle: Path) -> list[str]:
 def _run_record(run_context: dict[str, Any] | None) -> dict[str, Any]:
     if run_context:
         return {"executed_by": "kfp", **run_context}
+    image = os.environ.get("SSLOPS_IMAGE")
     return {
         "executed_by": "command line",
         "kfp_run_id": None,
-        "image": os.environ.get("SSLOPS_IMAGE"),
+        **image_record(image, "SSLOPS_IMAGE" if image else "none: not run in a container"),
     }
 
 

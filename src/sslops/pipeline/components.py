@@ -92,13 +92,17 @@ def audit(
     bundle: Output[Artifact],
     model_card: Output[HTML],
     model_card_md: Output[Markdown],
+    image: str,
 ):
-    """Model card, lineage to the raw data and a hash manifest: the compliance bundle."""
+    """Model card, lineage to the raw data and a hash manifest: the compliance bundle.
+
+    ``image`` is this task's image as the pipeline was compiled or installed (a constant,
+    not a run parameter: a digest where one is pinned), which run.json records."""
     from sslops.pipeline.tasks import audit_task
 
     audit_task(
         config_json, prepared, pretrained, finetuned, evaluation, onnx_model,
-        bundle, model_card, model_card_md,
+        bundle, model_card, model_card_md, image,
     )  # fmt: skip
 
 

@@ -111,6 +111,9 @@ def build_pipeline(
             finetuned=finetuned.outputs["finetuned"],
             evaluation=evaluated.outputs["evaluation"],
             onnx_model=exported.outputs["onnx_model"],
+            # run.json's image: a constant (the chart and overlays set their image), not a
+            # run parameter the run form could change
+            image=c.IMAGE,
         ).set_display_name("audit bundle")
         place(audited, "audit", workspace=True)  # where audit.registry files bundles
 

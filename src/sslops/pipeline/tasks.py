@@ -200,26 +200,31 @@ def export_task(config_json: str, prepared: Any, finetuned: Any, onnx_model: Any
     _run("export", config_json, body)
 
 
-def kfp_run_context(artifact: Any) -> dict[str, Any]:
+def kfp_run_context(artifact: Any, image: str) -> dict[str, Any]:
     """The KFP run id and the component image, for the audit bundle's run.json.
 
     KFP writes an output artifact to ``<pipeline root>/<run id>/<task>/...``
     (cluster: ``.../<pipeline name>/<run id>/audit/<execution id>/bundle``; kfp.local:
     ``.../<pipeline name>-<timestamp>/audit/bundle``): the run id is the path part
-    before the task's name.
+    before the task's name. ``image`` is the reference the pipeline was compiled or
+    installed with (the audit task's own: a constant the Helm chart and the kustomize
+    overlays set with the task's image, a digest where one is pinned; not a run parameter).
+    Under ``sslops run`` no container runs: ``SSLOPS_IMAGE`` where set, else none.
     """
     from sslops.artifacts import LOCATIONS_ENV, final_location
-    from sslops.pipeline.image import base_image
+    from sslops.audit.environment import image_record
 
     uri = str(getattr(artifact, "uri", "") or getattr(artifact, "path", ""))
     parts = uri.rstrip("/").split("/")
     last = len(parts) - 1 - parts[::-1].index("audit") if "audit" in parts else 0
     run_id = parts[last - 1] if last > 0 else None
     if os.environ.get(LOCATIONS_ENV):  # sslops run: kfp.local runs the tasks as processes here
+        local = os.environ.get("SSLOPS_IMAGE")
+        ran = image_record(local, "SSLOPS_IMAGE" if local else "none: no container ran")
         return {"executed_by": "sslops run (kfp.local, processes on this machine, no container)",
-                "kfp_run_id": run_id, "kfp_artifact_uri": final_location(uri),
-                "image": os.environ.get("SSLOPS_IMAGE")}  # fmt: skip
-    return {"kfp_run_id": run_id, "kfp_artifact_uri": uri, "image": base_image()}
+                "kfp_run_id": run_id, "kfp_artifact_uri": final_location(uri), **ran}  # fmt: skip
+    ran = image_record(image, "the pipeline as compiled or installed (the audit task's image)")
+    return {"kfp_run_id": run_id, "kfp_artifact_uri": uri, **ran}
 
 
 def check_on_volume(cfg: Config) -> None:
@@ -244,8 +249,9 @@ def check_on_volume(cfg: Config) -> None:
 
 def audit_task(
     config_json: str, prepared: Any, pretrained: Any, finetuned: Any, evaluation: Any,
-    onnx_model: Any, bundle: Any, model_card: Any, model_card_md: Any,
+    onnx_model: Any, bundle: Any, model_card: Any, model_card_md: Any, image: str,
 ) -> None:  # fmt: skip
+    """``image``: the reference of the image the pipeline's tasks run, for run.json."""
     from sslops.audit import BUNDLE_DIR, audit
 
     def body(cfg: Config) -> None:
@@ -257,7 +263,7 @@ def audit_task(
             "evaluate": Path(evaluation.path),
             "export": Path(onnx_model.path),
         }
-        out = audit(cfg, artifacts, Path(bundle.path), run_context=kfp_run_context(bundle))
+        out = audit(cfg, artifacts, Path(bundle.path), run_context=kfp_run_context(bundle, image))
         shutil.copyfile(out / BUNDLE_DIR / "model_card.html", model_card.path)
         shutil.copyfile(out / BUNDLE_DIR / "model_card.md", model_card_md.path)
         gates = json.loads((out / BUNDLE_DIR / "gates.json").read_text(encoding="utf-8"))
