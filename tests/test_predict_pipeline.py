@@ -193,6 +193,95 @@ def test_committed_predict_pipeline_matches_a_fresh_compile(
         assert validate_object(obj, crds) == "crd"
 
 
+def test_the_compiled_task_dates_its_file_by_the_scheduled_time_kfp_fills_in() -> None:
+    """A task input constant that is KFP's placeholder and nothing else (the backend's driver
+    resolves only such a constant), not a parameter the run form shows."""
+    from kfp import dsl
+
+    ir = next(
+        yaml.safe_load_all((ROOT / "pipelines" / "compiled" / "predict_pipeline.yaml").read_text())
+    )
+    task = ir["root"]["dag"]["tasks"]["predict"]["inputs"]["parameters"]
+    assert task["scheduled"] == {
+        "runtimeValue": {"constant": dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER}
+    }
+    assert "scheduled" not in ir["root"]["inputDefinitions"]["parameters"]
+
+
+def _predict_task(
+    stage_artifacts: dict[str, Path], tmp_path: Path, out: Path, scheduled: str
+) -> dict[str, Any]:
+    """predict_task as the pod runs it (without kfp.local, so the clock can be set)."""
+    from types import SimpleNamespace
+
+    from sslops.pipeline.tasks import predict_task
+
+    batches = tmp_path / "batches"
+    batches.mkdir(exist_ok=True)
+    PreparedData(stage_artifacts["prepare"]).test.frame.iloc[:40].to_csv(
+        batches / "day.csv", index=False
+    )
+    predictions = SimpleNamespace(path=str(tmp_path / "artifact"), metadata={})
+    summary = SimpleNamespace(path=str(tmp_path / "summary.md"))
+    metrics = SimpleNamespace(log_metric=lambda name, value: None)
+    predict_task(
+        "", str(stage_artifacts["export"] / "model.onnx"), str(batches), str(out), "", "", "",
+        "", predictions, summary, metrics, scheduled,
+    )  # fmt: skip
+    return predictions.metadata
+
+
+def test_a_run_that_starts_past_midnight_writes_the_scheduled_day_s_file(
+    stage_artifacts: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Scheduled 23:59 UTC on 30 November, started (waiting for a node, or a retry) on
+    1 December: the old task wrote 2026-12-01.csv, taking the next day's name."""
+    started = datetime(2026, 12, 1, 0, 7, tzinfo=UTC)
+    monkeypatch.setattr("sslops.pipeline.tasks._utc_now", lambda: started)
+    out = tmp_path / "predictions" / "{date}.csv"
+    meta = _predict_task(stage_artifacts, tmp_path, out, "2026-11-30T23:59:00Z")
+    assert sorted(p.name for p in out.parent.glob("*.csv")) == ["2026-11-30.csv"]
+    assert meta["date"] == "2026-11-30"
+    assert meta["date_from"] == "the run's scheduled time (2026-11-30T23:59:00Z)"
+    assert (
+        "| {date} | 2026-11-30, from the run's scheduled time"
+        in (tmp_path / "summary.md").read_text()
+    )
+    # no scheduled time (kfp.local, a KFP that leaves the placeholder as is): the start's day
+    for unresolved in ("", "{{$.pipeline_job_schedule_time_utc}}"):
+        meta = _predict_task(stage_artifacts, tmp_path, out, unresolved)
+        assert meta["date"] == "2026-12-01" and "the task's start" in meta["date_from"]
+
+
+@pytest.mark.parametrize(
+    ("scheduled", "day"),
+    [
+        ("2026-11-30T23:59:00Z", "2026-11-30"),  # KFP's backend: RFC 3339, seconds
+        ("2026-11-30T23:59:00.123456Z", "2026-11-30"),  # newer kfp.local: microseconds
+        ("2026-12-01T01:30:00+02:00", "2026-11-30"),  # an offset: its UTC date
+    ],
+)
+def test_run_date_is_the_utc_date_of_the_scheduled_time(scheduled: str, day: str) -> None:
+    from sslops.pipeline.tasks import run_date
+
+    assert run_date(scheduled)[0] == day
+
+
+@pytest.mark.parametrize("scheduled", ["yesterday", "2026-11-30T23:59:00"])
+def test_a_scheduled_time_that_is_not_one_is_refused_before_anything_is_written(
+    stage_artifacts: dict[str, Path], tmp_path: Path, scheduled: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    out = tmp_path / "predictions" / "{date}.csv"
+    with pytest.raises(SystemExit) as stopped:
+        _predict_task(stage_artifacts, tmp_path, out, scheduled)
+    assert stopped.value.code == 2
+    assert f"scheduled time {scheduled!r}: expected an ISO 8601 time with its offset" in (
+        capsys.readouterr().err
+    )
+    assert not out.parent.exists() and not (tmp_path / "artifact").exists()
+
+
 def test_component_file_exposes_the_predict_component() -> None:
     module = _load(ROOT / "components" / "predict" / "component.py")
     assert module.component.name == "predict"

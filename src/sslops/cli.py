@@ -768,7 +768,8 @@ def _predict_parser(sub: Any) -> None:
         "version of 'sslops-predict-pipeline' and create a recurring run on the cron schedule: "
         "on every run the rows under --data are scored with --model (what sslops predict does) "
         "into the run's predictions artifact and, with --out, published on the workspace PVC "
-        "({date} = the run's UTC date), where sslops shadow --incumbent reads such a log. "
+        "({date} = the run's scheduled UTC date), where sslops shadow --incumbent reads such a "
+        "log. "
         "Paths are read by the task in its pod.",
         epilog=PREDICT_EXAMPLES,
     )

@@ -143,7 +143,7 @@ def schedule_predict(
 ) -> Scheduled:  # fmt: skip
     """Upload the batch-scoring pipeline for ``cfg`` and create an enabled recurring run:
     the rows under ``data`` scored with ``model`` on every run, published to ``out``
-    (``{date}``: the run's UTC date, so each day keeps its own file)."""
+    (``{date}``: the UTC date the run was scheduled for, so each day keeps its own file)."""
     from sslops.pipeline.predict_pipeline import (
         PREDICT_DESCRIPTION,
         PREDICT_PIPELINE_NAME,
@@ -153,7 +153,8 @@ def schedule_predict(
     if out and "{date}" not in out:
         raise ConfigError(
             f"--out {out!r}: a recurring run would replace one file every run; expected a "
-            "path with {date} (the run's UTC date), e.g. /workspace/predictions/{date}.csv"
+            "path with {date} (the run's scheduled UTC date), e.g. "
+            "/workspace/predictions/{date}.csv"
         )
     cron = check_cron(cron)
     if out and runs_per_day(cron) > 1:  # {date} names one file a day: the next run replaces it

@@ -5,8 +5,13 @@ rows under ``data`` (a CSV or a folder of CSVs; for image and series models a
 ``.npy``/``.npz`` file or a folder of images) are scored with ``model`` (``sslops
 export``'s ``model.onnx``) and written as the ``predictions`` artifact (``predictions.csv``
 and its provenance record ``predictions.meta.json``). With ``out`` (a path on the
-workspace PVC, ``{date}`` standing for the run's UTC date) the two files are also
-published there, so the shadow pipeline can read them as tomorrow's incumbent log.
+workspace PVC, ``{date}`` standing for the UTC date the run was scheduled for) the two
+files are also published there, so the shadow pipeline can read them as tomorrow's
+incumbent log. The scheduled time reaches the task as KFP's
+``PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER``, which a KFP backend resolves (a recurring
+run's scheduled time, a one-off run's creation time); kfp 2.17's ``kfp.local`` does not
+(it fails on it), so run the ``predict`` component alone there, where ``{date}`` is the
+day the task starts.
 With ``registry`` (an audit registry on the PVC) the task scores only with a model whose
 bundle is approved there (``sslops audit approve``). Caching is off: the same paths hold
 new rows on every run. Run it once from the KFP UI,
@@ -46,12 +51,16 @@ def predict(
     predictions: Output[Dataset],
     summary: Output[Markdown],
     metrics: Output[Metrics],
+    scheduled: str = "",
 ):
-    """Score every row of ``data`` with ``model``: predictions.csv and its provenance record."""
+    """Score every row of ``data`` with ``model``: predictions.csv and its provenance record.
+
+    ``scheduled`` (the pipeline passes KFP's scheduled-time placeholder) dates ``{date}`` in
+    ``out``; empty or unresolved: the time the task starts."""
     from sslops.pipeline.tasks import predict_task
 
     predict_task(config_json, model, data, out, id_column, threshold, registry, approver_key,
-                 predictions, summary, metrics)  # fmt: skip
+                 predictions, summary, metrics, scheduled)  # fmt: skip
 
 
 def build_predict_pipeline(
@@ -76,7 +85,7 @@ def build_predict_pipeline(
             model: sslops export's model.onnx (or its int8 copy).
             data: The rows to score: one CSV, or a folder of CSVs (by name); image and
                 series models: .npy/.npz, images also a folder of images.
-            out: Also publish the predictions CSV here; {date} = the run's UTC date.
+            out: Also publish the predictions CSV here; {date} = the run's scheduled UTC date.
             id_column: The column whose values name the rows (empty: shadow.id_column).
             threshold: The decision threshold in (0, 1); empty = the model's own.
             registry: Score only if the model's bundle is approved in this audit registry.
@@ -87,6 +96,8 @@ def build_predict_pipeline(
         task = predict(
             config_json=config_json, model=model, data=data, out=out, id_column=id_column,
             threshold=threshold, registry=registry, approver_key=approver_key,
+            # a constant KFP fills in (a recurring run's scheduled time), not a run parameter
+            scheduled=dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER,
         ).set_display_name("score new rows")  # fmt: skip
         place_task(task, "evaluate", platform, workspace=True)
         task.set_caching_options(False)

@@ -14,6 +14,7 @@ import shutil
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -304,18 +305,20 @@ def shadow_task(
 def predict_task(
     config_json: str, model: str, data: str, out: str, id_column: str, threshold: str,
     registry: str, approver_key: str, predictions: Any, summary: Any, metrics: Any,
+    scheduled: str = "",
 ) -> None:  # fmt: skip
     """The predict stage on paths the pod can read; the ``predictions`` artifact is a folder
-    (``predictions.csv``, ``predictions.meta.json``); ``out`` (``{date}``: the run's UTC
-    date) also publishes both there. Empty strings: not given."""
-    from datetime import UTC, datetime
-
+    (``predictions.csv``, ``predictions.meta.json``); ``out`` also publishes both there,
+    ``{date}`` standing for the UTC date of ``scheduled`` (the run's scheduled time, which
+    KFP fills in) or, without one, of the time the task starts (:func:`run_date`). Empty
+    strings: not given."""
     from sslops.predict import check_publish, meta_path, predict, publish
 
     with _user_errors("predict"):
         cfg = config_from_json(config_json) if config_json else None
         cut = _probability(threshold)
-        target = Path(out.replace("{date}", datetime.now(UTC).date().isoformat())) if out else None
+        dated = run_date(scheduled) if "{date}" in out else None
+        target = Path(out.replace("{date}", dated[0]) if dated else out) if out else None
         if target is not None and target.is_dir():
             target = target / "predictions.csv"
         inputs = [Path(model), Path(data)]
@@ -348,11 +351,47 @@ def predict_task(
             "rows": done.rows, "model_sha256": record["model"]["sha256"],
             "summary": done.described, "published": str(target) if target else "",
         })  # fmt: skip
-        Path(summary.path).write_text(_predict_markdown(record, done.described, target))
+        if dated:
+            predictions.metadata.update({"date": dated[0], "date_from": dated[1]})
+        Path(summary.path).write_text(_predict_markdown(record, done.described, target, dated))
         print(f"predict: {done.rows:,} rows, {done.described}", flush=True)
 
 
-def _predict_markdown(record: dict[str, Any], described: str, published: Path | None) -> str:
+# What KFP passes when it has no scheduled time to give: the placeholder itself (kfp.local
+# and KFP backends that do not resolve it) or nothing.
+_UNRESOLVED = ("", "{{$.pipeline_job_schedule_time_utc}}")
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def run_date(scheduled: str) -> tuple[str, str]:
+    """The UTC date ``{date}`` stands for, and where it came from: the run's scheduled time
+    (``dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER``, which KFP resolves to a recurring
+    run's scheduled time, or a one-off run's creation time), so a run that starts past
+    midnight UTC, or a retry the next day, still writes its own day's file; where KFP gave
+    none, the time this task starts."""
+    if scheduled.strip() in _UNRESOLVED:
+        return _utc_now().date().isoformat(), "the task's start (no scheduled time given)"
+    try:
+        when = datetime.fromisoformat(scheduled.strip())
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None:
+        raise DataError(
+            f"scheduled time {scheduled!r}: expected an ISO 8601 time with its offset (what "
+            "KFP's pipeline_job_schedule_time_utc gives, e.g. 2026-12-01T02:00:00Z), or empty "
+            "for the time the task starts"
+        )
+    day = when.astimezone(UTC).date().isoformat()
+    return day, f"the run's scheduled time ({scheduled.strip()})"
+
+
+def _predict_markdown(
+    record: dict[str, Any], described: str, published: Path | None,
+    dated: tuple[str, str] | None = None,
+) -> str:  # fmt: skip
     """The run at a glance in the KFP UI: what was decided, by which model, from which files."""
     model = record["model"]
     lines = [
@@ -373,6 +412,8 @@ def _predict_markdown(record: dict[str, Any], described: str, published: Path | 
     lines.append(
         f"| published | `{published}` |" if published else "| published | (artifact only) |"
     )
+    if dated:
+        lines.append(f"| {{date}} | {dated[0]}, from {dated[1]} |")
     lines += ["", "| input | rows | sha256 |", "|---|---:|---|"]
     for item in record["data"][:20]:  # an image folder can hold thousands of files
         rows = item.get("rows")
