@@ -133,3 +133,14 @@ def test_sslops_run_and_the_command_line_say_no_container_ran_unless_told(monkey
     assert _run_record(None)["image_pinned_by"] == "digest"
     monkeypatch.delenv("SSLOPS_IMAGE")
     assert _run_record(None)["image"] is None and _run_record(None)["image_immutable"] is None
+
+
+def test_the_model_card_says_whether_its_image_is_pinned() -> None:
+    from sslops.audit.card import _image_line
+    from sslops.audit.environment import image_record
+
+    pinned = _image_line(image_record(f"mirror.local/ml/sslops:{VERSION}@{DIGEST}", "pipeline"))
+    assert pinned.startswith(f"mirror.local/ml/sslops:{VERSION}@{DIGEST} (pinned by digest")
+    tagged = _image_line(image_record(f"ghcr.io/sslops/sslops:{VERSION}", "pipeline"))
+    assert "a tag, not a digest" in tagged and "image.digest" in tagged
+    assert _image_line(image_record(None, "none")) == "n/a (not run in a container)"

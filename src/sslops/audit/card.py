@@ -540,6 +540,18 @@ def _baseline_limits(metrics: dict[str, Any], finetune: dict[str, Any], deployed
     return limits
 
 
+def _image_line(run: dict[str, Any]) -> str:
+    """The image and whether its reference pins it (run.json's ``image_pinned_by``)."""
+    image = run.get("image")
+    if not image:
+        return "n/a (not run in a container)"
+    pinned = {
+        "digest": "pinned by digest: exactly this image",
+        "tag": "a tag, not a digest: whatever was last pushed under it; pin image.digest",
+    }.get(run.get("image_pinned_by") or "")
+    return f"{image} ({pinned})" if pinned else str(image)
+
+
 def _compliance_section(doc: Document, rows: list[dict[str, Any]]) -> None:
     """compliance.json as a table: what each file shows, what is absent and why, and what is
     to be provided by the provider, under a statement that this is no conformity finding."""
@@ -750,7 +762,7 @@ def build_card(cfg: Config, bundle: Path, context: dict[str, Any], evidence: lis
     doc.heading("Run and environment")
     doc.bullets([
         f"Executed by: {run['executed_by']}; KFP run id: {run.get('kfp_run_id') or 'n/a'}",
-        f"Container image: {run.get('image') or 'n/a (not run in a container)'}",
+        f"Container image: {_image_line(run)}",
         "Environment: environment.json (Python and every package version); "
         "SBOM: sbom.cdx.json (CycloneDX 1.6).",
     ])  # fmt: skip
