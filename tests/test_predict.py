@@ -206,8 +206,8 @@ def test_bad_input_is_one_line_and_nothing_is_written_or_lost(
                                       "--threshold", "0"],
         "--threshold 1.0: expected": ["--model", model, "--data", data, "--out", out,
                                       "--threshold", "1"],
-        "gave a non-finite score for row 'huge:0'": ["--model", model, "--data", huge,
-                                                     "--out", out],
+        f"score for row 'huge:0' of {huge} ('age' = 1e+308: beyond float32": [
+            "--model", model, "--data", huge, "--out", out],
         "row id 'twin:0' occurs more than once": ["--model", model, "--data", twins,
                                                   "--out", out],
     }  # fmt: skip

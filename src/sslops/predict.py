@@ -230,7 +230,9 @@ def _predict(
             for batch in iter_batches(path, na, id_column, "--data", chunk_rows or CHUNK_ROWS,
                                       text_columns):  # fmt: skip
                 score = model.score(batch).score
-                _check_batch(batch.row_ids, score, path, seen, id_column, model_path)
+                _check_batch(
+                    batch.row_ids, score, path, seen, id_column, model_path, frame=batch.frame
+                )
                 unseen.update(model.unseen(batch))
                 label = (score >= cut).astype(int)
                 sink.writer.writerows(
@@ -326,7 +328,7 @@ def predict_frame(
     rows = _canonical(frame.reset_index(drop=True), na, text_columns)
     batch = dataclasses.replace(_batch(rows, where, None, "frame", 0), source="frame")
     score = model.score(batch).score if len(batch.frame) else np.empty(0)
-    _check_batch(batch.row_ids, score, where, None, None, model_path, "model")
+    _check_batch(batch.row_ids, score, where, None, None, model_path, "model", batch.frame)
     scored = np.array([int(i.rsplit(":", 1)[1]) for i in batch.row_ids], dtype=np.int64)
     result = pd.DataFrame(
         {"score": np.full(len(frame), np.nan), "label": pd.array([pd.NA] * len(frame), "Int64")},
@@ -456,9 +458,25 @@ def _check_names(files: list[Path]) -> None:
             )
 
 
+def _overflowing(frame: pd.DataFrame | None, row: int) -> str:
+    """The numeric columns of ``row`` a float32 model reads as inf or NaN, for the error."""
+    if frame is None or row >= len(frame):
+        return ""
+    limit = float(np.finfo(np.float32).max)
+    found = []
+    for column in frame.columns:
+        value = frame[column].iloc[row]
+        if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+            number = float(value)
+            if not np.isnan(number) and not abs(number) <= limit:
+                found.append(f"{column!r} = {number:g}")
+    return f" ({', '.join(found)}: beyond float32's range)" if found else ""
+
+
 def _check_batch(
     row_ids: np.ndarray, score: np.ndarray, path: Path, seen: dict[str, str] | None,
     id_column: str | None, model_path: Path, model_flag: str = "--model",
+    frame: pd.DataFrame | None = None,
 ) -> None:  # fmt: skip
     """A finite score for every row, and (``seen``: the ids so far, when a column names the
     rows) unique row ids over all files; checked before the progress line, so a bad file
@@ -466,8 +484,9 @@ def _check_batch(
     if not np.all(np.isfinite(score)):
         bad = int(np.flatnonzero(~np.isfinite(score))[0])
         raise DataError(
-            f"{model_flag} {model_path} gave a non-finite score for row {row_ids[bad]!r} of {path}; "
-            "expected finite inputs (an overflowing number such as 1e308?)"
+            f"{model_flag} {model_path} gave a non-finite score for row {row_ids[bad]!r} of {path}"
+            f"{_overflowing(frame, bad)}; expected finite inputs within float32's range "
+            "(about ±3.4e38), as the model reads numbers in float32"
         )
     if seen is None:
         return
