@@ -66,7 +66,7 @@ def test_damaged_or_partial_entries_are_never_used(
     calls: list[str] = []
     make = producer(calls, "prepare", "v1")
     cached_stage("prepare", "{}", {}, tmp_path / "a", make(tmp_path / "a"))
-    (entry,) = [p for p in cache.iterdir() if not p.name.startswith(".")]
+    (entry,) = [p for p in cache.iterdir() if p.is_dir() and not p.name.startswith(".")]
     (entry / "payload.txt").write_text("v2")  # modified after it was cached
     out = cached_stage("prepare", "{}", {}, tmp_path / "b", make(tmp_path / "b"))
     assert calls == ["prepare"] * 2 and (out / "payload.txt").read_text() == "v1"
@@ -95,7 +95,7 @@ def test_the_cache_keeps_one_entry_per_stage_across_failed_attempts(
         down = producer(calls, "pretrain", "w")(tmp_path / f"t{night}")
         cached_stage("pretrain", "{}", {"prepared": prepared}, tmp_path / f"t{night}", down)
     assert calls == ["prepare", "pretrain"] * 4, "every night's data must miss"
-    entries = sorted(p.name.partition("-")[0] for p in cache.iterdir())
+    entries = sorted(p.name.partition("-")[0] for p in cache.iterdir() if p.is_dir())
     assert entries == ["prepare", "pretrain"], entries
     # a kill while caching left a hidden half copy, which the next entry of that stage removes
     (cache / ".prepare-0000.partial-0000").mkdir()

@@ -9,7 +9,8 @@ them, and the usual ``meta.json``::
       model.onnx, model.int8.onnx      the deployable models
       evidence/<stage>/...             every JSON/Markdown/PNG result of the earlier stages
       lineage.json                     raw-data hashes -> splits -> SSL checkpoint -> model -> ONNX
-      config.json, configs/<stage>.json  the resolved config (per stage when one differs)
+      config.json, configs/<stage>.json  the resolved config (a stage's own where a key it
+                                       reads differs)
       environment.json, sbom.cdx.json  Python and package versions; CycloneDX SBOM
       run.json                         KFP run id and container image, when present
       gates.json                       policy-gate results and accepted overrides
@@ -66,6 +67,7 @@ from sslops.audit.registry import (
 )  # fmt: skip
 from sslops.config import Config
 from sslops.errors import ArtifactError, ConfigError
+from sslops.pipeline.stage_cache import scoped
 from sslops.prepare.dataset import check_same_data
 
 _STAGES = ("prepare", "pretrain", "finetune", "evaluate", "export")
@@ -252,7 +254,9 @@ def audit(
         write_json(bundle / "config.json", _without_key_path(config))
         for stage, meta_path in ((s, artifacts[s]) for s in _STAGES):
             stage_config = _without_key_path(read_meta(meta_path, verify=False)["config"])
-            if stage_config != _without_key_path(config):
+            # Only the keys the stage reads: one `sslops run` reused from a run with another
+            # gate or report setting saw this config's settings, as config.json says.
+            if scoped(stage, stage_config) != scoped(stage, config):
                 (bundle / "configs").mkdir(exist_ok=True)
                 write_json(bundle / "configs" / f"{stage}.json", stage_config)
         write_json(bundle / "lineage.json", lineage)

@@ -12,7 +12,10 @@ same key copies it back instead of running the stage. The key is the sha256 of
   audit records its own process's as the whole run's) and the number of cores it may use
   (``*.threads: 0`` uses them all; finetune's weights depend on the count), so a rerun
   after an upgrade or on other cores does not put stages of two environments in one bundle;
-- the whole resolved config (any change, even an unrelated one, misses);
+- the part of the resolved config the stage reads (:data:`STAGE_PARAMS`, dvc.yaml's params:
+  defaults included, since the config is resolved; a default an upgrade changes moves the
+  source hash too), so a change only later stages read reruns those alone: a new audit gate
+  reruns the audit only, ``evaluate.bootstrap`` evaluate and the audit;
 - the files the stage reads that the config names only by path: for prepare every file
   of ``data.train`` / ``data.test`` (a folder's or a glob's, so a shard added under the
   same path misses), ``data.attributes_file`` and the PII hashing key
@@ -20,6 +23,11 @@ same key copies it back instead of running the stage. The key is the sha256 of
   a rotated key misses); for pretrain ``pretrain.init_from``; and
 - the sha256 of each input artifact's ``meta.json`` (which lists the sha256 of every
   file in it), so a changed upstream result never meets a stale downstream one.
+
+Beside each entry, ``<stage>.key.json`` holds what its key was made of (:func:`key_record`;
+the PII key only as a hash): a stage that finds its entry under another key says on stderr,
+in one line, what differs (``not reusing evaluate from an earlier run, changed: config
+evaluate.bootstrap``), config keys by name, never their values.
 
 A cached entry is used only if :func:`sslops.artifacts.read_meta` verifies every file
 against its ``meta.json`` and every raw source file it records (``data.train``, ...)
@@ -67,16 +75,67 @@ from sslops.errors import ArtifactError
 ENV = "SSLOPS_STAGE_CACHE"
 
 
+# The config keys each cached stage reads, as dvc.yaml's params list them for `dvc repro`
+# (tests/test_cachekey_scope.py checks that dvc.yaml says the same and traces what each stage
+# reads against it): a stage's key has these and no other part of the config, so a change
+# only later stages read (an audit gate, evaluate's bootstrap) reruns only those. A key
+# missing here would hand back a result made with another setting; one too many, a rerun.
+STAGE_PARAMS: dict[str, tuple[str, ...]] = {
+    "prepare": ("seed", "modality", "data", "prepare", "evaluate.min_group_rows"),
+    "pretrain": ("seed", "modality", "data.sensitive", "pretrain"),
+    "finetune": ("seed", "modality", "data.sensitive", "finetune", "evaluate.threshold",
+                 "evaluate.min_group_rows"),
+    "evaluate": ("seed", "modality", "evaluate", "finetune.regularization",
+                 "finetune.joint_regularization", "finetune.full", "export.model", "prepare.ood"),
+    "export": ("seed", "modality", "data.sensitive", "data.attributes_file", "data.na_values",
+               "prepare.sensitive_as_features", "prepare.casefold_categories",
+               "prepare.series_length_policy", "export"),
+}  # fmt: skip
+
+
+def scoped(stage: str, config: dict[str, Any]) -> dict[str, Any]:
+    """The part of the resolved ``config`` that ``stage`` reads (:data:`STAGE_PARAMS`), by
+    param; the whole config for a stage not listed."""
+    params = STAGE_PARAMS.get(stage)
+    if params is None:
+        return config
+    found: dict[str, Any] = {}
+    for param in params:
+        node: Any = config
+        for key in param.split("."):
+            if not isinstance(node, dict) or key not in node:
+                break
+            node = node[key]
+        else:
+            found[param] = node
+    return found
+
+
+def key_record(stage: str, config_json: str, inputs: dict[str, Path]) -> dict[str, Any]:
+    """What ``stage``'s key is made of (no secret: the PII key is in it as a hash)."""
+    try:
+        config: Any = scoped(stage, json.loads(config_json))
+    except json.JSONDecodeError:
+        config = config_json
+    return {
+        "stage": stage,
+        "sslops": __version__,
+        "commit": git_commit() or "",
+        "code": code_digest(),
+        **_environment(),
+        "config": config,
+        "files": _read_files(stage, config_json),
+        "inputs": {name: sha256_file(Path(path) / META) for name, path in inputs.items()},
+    }
+
+
 def stage_key(stage: str, config_json: str, inputs: dict[str, Path]) -> str:
-    digest = hashlib.sha256()
-    parts = (stage, __version__, git_commit() or "", code_digest(), _environment(), config_json)
-    for part in parts:
-        digest.update(part.encode("utf-8") + b"\0")
-    for name, content in sorted(_read_files(stage, config_json).items()):
-        digest.update(f"{name}={content}\0".encode())
-    for name in sorted(inputs):
-        digest.update(f"{name}={sha256_file(Path(inputs[name]) / META)}\0".encode())
-    return digest.hexdigest()[:32]
+    return _digest(key_record(stage, config_json, inputs))
+
+
+def _digest(record: dict[str, Any]) -> str:
+    text = json.dumps(record, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
 @functools.cache
@@ -93,10 +152,10 @@ def code_digest() -> str:
     return digest.hexdigest()
 
 
-def _environment() -> str:
+def _environment() -> dict[str, Any]:
     from sslops.audit.environment import THREAD_VARIABLES
 
-    record = {
+    return {
         "versions": package_versions(),
         "python": platform.python_version(),
         "threads": {name: os.environ.get(name) for name in THREAD_VARIABLES},
@@ -104,7 +163,6 @@ def _environment() -> str:
         # this process may use, and the weights depend on it
         "cpus": [os.cpu_count(), len(getattr(os, "sched_getaffinity", lambda _: [])(0))],
     }
-    return json.dumps(record, sort_keys=True)
 
 
 # The config keys naming a file (or a folder, or a glob) each stage reads; the keys of the
@@ -136,7 +194,8 @@ def _read_files(stage: str, config_json: str) -> dict[str, str]:
         variable = value("prepare", "pii", "key_env") or "SSLOPS_PII_KEY"
         secret = os.environ.get(variable, "").strip()
         if secret:
-            found[f"${variable}"] = hashlib.sha256(secret.encode()).hexdigest()
+            # written beside the entry (its key record): a hash of the key, never the key
+            found[f"${variable}"] = hashlib.sha256(f"sslops PII key\0{secret}".encode()).hexdigest()
     return found
 
 
@@ -154,7 +213,8 @@ def _content(spec: str) -> str:
         files = [p for p in sorted(map(Path, glob.glob(str(path), recursive=True))) if p.is_file()]
     else:
         return "missing"  # the stage itself fails, naming it
-    return json.dumps({str(p): sha256_file(p) for p in files})
+    listing = json.dumps({str(p): sha256_file(p) for p in files})
+    return hashlib.sha256(listing.encode("utf-8")).hexdigest()
 
 
 def _problem(entry: Path, stage: str) -> str | None:
@@ -187,7 +247,9 @@ def cached_stage(
     root = os.environ.get(ENV)
     if not root:
         return run()
-    entry = Path(root) / f"{stage}-{stage_key(stage, config_json, inputs)}"
+    record = key_record(stage, config_json, inputs)
+    key = _digest(record)
+    entry = Path(root) / f"{stage}-{key}"
     if entry.is_dir():
         problem = _problem(entry, stage)
         if problem is None:
@@ -197,11 +259,93 @@ def cached_stage(
             print(f"reused {stage}: finished by an earlier, interrupted run", file=sys.stderr)
             return out
         print(f"not reusing {stage} from {entry}: {problem}", file=sys.stderr)
+    else:
+        reason = _why_missed(Path(root), stage, record)
+        if reason:
+            print(f"not reusing {stage} from an earlier run, changed: {reason}", file=sys.stderr)
     result = run()
     entry.parent.mkdir(parents=True, exist_ok=True)
     _copy(result, entry)
     _drop_others(entry, stage)
+    _write_record(_record_path(Path(root), stage), {"key": key, "record": record})
     return result
+
+
+def _record_path(root: Path, stage: str) -> Path:
+    """Where the key record of ``stage``'s entry lies (:func:`key_record`, and its key)."""
+    return root / f"{stage}.key.json"
+
+
+def _write_record(path: Path, content: dict[str, Any]) -> None:
+    staged = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}")
+    staged.write_text(json.dumps(content, sort_keys=True, indent=1), encoding="utf-8")
+    os.replace(staged, path)
+
+
+def _why_missed(root: Path, stage: str, record: dict[str, Any]) -> str | None:
+    """What differs between ``record`` and the key of the entry ``stage`` has in the cache
+    under another key, as a list; None when there is no such entry."""
+    entries = [p for p in root.glob(f"{stage}-*") if p.is_dir()]
+    if not entries:
+        return None
+    try:
+        stored = json.loads(_record_path(root, stage).read_text(encoding="utf-8"))
+        old = stored["record"] if f"{stage}-{stored['key']}" == entries[0].name else None
+    except (OSError, ValueError, KeyError, TypeError):
+        old = None
+    if not isinstance(old, dict):
+        return "unknown (the entry's key record is missing)"
+    return "; ".join(key_changes(old, record) or ["the key"])
+
+
+def key_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What differs between two :func:`key_record` s, named without a secret's value."""
+    changes: list[str] = []
+
+    def differs(name: str) -> bool:
+        return old.get(name) != new.get(name)
+
+    if differs("config"):
+        keys = _changed_leaves(old.get("config"), new.get("config"))
+        changes.append("config " + _listed(keys) if keys else "config")
+    for name in sorted(set(old.get("files", {})) | set(new.get("files", {}))):
+        if old.get("files", {}).get(name) != new.get("files", {}).get(name):
+            what = f"hashing key (${name[1:]})" if name.startswith("$") else f"content of {name}"
+            changes.append(what)
+    for name in sorted(set(old.get("inputs", {})) | set(new.get("inputs", {}))):
+        if old.get("inputs", {}).get(name) != new.get("inputs", {}).get(name):
+            changes.append(f"input artifact {name} (a stage before it ran again)")
+    if differs("sslops") or differs("commit") or differs("code"):
+        changes.append(f"sslops code (version {old.get('sslops')} -> {new.get('sslops')}, "
+                       f"commit {old.get('commit') or '-'} -> {new.get('commit') or '-'}, "
+                       "source files " + ("changed" if differs("code") else "the same") + ")")  # fmt: skip
+    for name, label in (("versions", "package versions"), ("threads", "thread variables")):
+        olds, news = old.get(name) or {}, new.get(name) or {}
+        moved = [f"{k} {olds.get(k)} -> {news.get(k)}" for k in sorted(set(olds) | set(news))
+                 if olds.get(k) != news.get(k)]  # fmt: skip
+        if moved:
+            changes.append(f"{label}: {_listed(moved)}")
+    if differs("python"):
+        changes.append(f"Python: {old.get('python')} -> {new.get('python')}")
+    if differs("cpus"):
+        changes.append(f"cores (count, usable): {old.get('cpus')} -> {new.get('cpus')}")
+    return changes
+
+
+def _changed_leaves(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """The dotted config keys whose values differ between two scoped configs."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        found = []
+        for key in sorted(set(old) | set(new), key=str):
+            name = f"{prefix}.{key}" if prefix else str(key)
+            found += _changed_leaves(old.get(key), new.get(key), name)
+        return found
+    return [] if old == new else [prefix or "(the whole config)"]
+
+
+def _listed(items: list[str], most: int = 6) -> str:
+    shown = ", ".join(items[:most])
+    return shown + (f" and {len(items) - most} more" if len(items) > most else "")
 
 
 def _drop_others(entry: Path, stage: str) -> None:
