@@ -196,6 +196,20 @@ class DataConfig(_Section):
         return [*self.categorical, *(c for c in self.sensitive if c not in self.categorical)]
 
     @model_validator(mode="after")
+    def _columns_are_listed_once(self) -> DataConfig:
+        """A column listed twice in one role would be carried twice (a sensitive column
+        reported and crossed with itself), so the slip is refused where it is written."""
+        for key in ("sensitive", "text", "identifiers", "categorical"):
+            columns: list[str] = getattr(self, key)
+            twice = sorted({c for c in columns if columns.count(c) > 1})
+            if twice:
+                raise ValueError(
+                    f"data.{key} lists {', '.join(map(repr, twice))} more than once; "
+                    "expected each column once"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _roles_do_not_overlap(self) -> DataConfig:
         if self.label in self.sensitive or self.label in self.identifiers:
             raise ValueError(f"data.label {self.label!r} is also listed as sensitive or identifier")
@@ -554,7 +568,8 @@ class FairnessConfig(_Section):
     )
     sensitive: list[str] | None = Field(
         default=None,
-        description="Columns the constraint covers (default: data.sensitive[0]); several are "
+        description="Columns the constraint covers, each one of data.sensitive (default: "
+        "data.sensitive[0]); several are "
         "each constrained.",
     )
     penalties: list[Weight] = Field(
@@ -973,7 +988,7 @@ class Config(_Section):
                     "data.attributes_file is for images and series; a table's sensitive "
                     "columns are its own: name them in data.sensitive"
                 )
-            return self
+            return self._fairness_columns_are_sensitive()
         from sslops.data.attributes import ATTRIBUTES
 
         if self.finetune.transfer != "linear_probe":
@@ -1009,6 +1024,13 @@ class Config(_Section):
                 f"(data.attributes_key {data.attributes_key!r} names the items; 'label' and "
                 "'cluster' are taken by prepare's output): rename them in the file"
             )
+        return self._fairness_columns_are_sensitive()
+
+    def _fairness_columns_are_sensitive(self) -> Config:
+        """finetune.fairness.sensitive names data.sensitive columns: refused here, not when
+        finetune reaches it after prepare and pretraining (a table's other columns hold no
+        groups: an identifier or age has a group per value)."""
+        data = self.data
         unknown = [c for c in self.finetune.fairness.sensitive or [] if c not in data.sensitive]
         if unknown:
             raise ValueError(

@@ -1,0 +1,44 @@
+"""Bad input found by reading the raise sites (the errmsg review): each is refused through
+the command line with one line that names the key or file and what was expected."""
+
+from __future__ import annotations
+
+import pytest
+
+from sslops.cli import main
+from tests.conftest import ROOT
+
+ADULT = str(ROOT / "configs" / "adult.yaml")
+
+
+def _error(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    """The one line `sslops ARGS` prints on stderr; exit status 2, nothing on stdout."""
+    assert main(list(args)) == 2
+    out, err = capsys.readouterr()
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert out == "" and len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def test_a_fairness_column_outside_data_sensitive_is_refused_by_the_config(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A table's finetune.fairness.sensitive naming no data.sensitive column passed `sslops
+    config` and failed only in finetune, after prepare and pretraining."""
+    line = _error(capsys, "config", "--config", ADULT,
+                  "--set", "finetune.fairness.sensitive=[sex, zzz]")  # fmt: skip
+    assert "finetune.fairness.sensitive ['zzz'] must also be listed in data.sensitive" in line
+    assert "(sex, race)" in line
+    assert main(["config", "--config", ADULT, "--set", "finetune.fairness.sensitive=[race]"]) == 0
+
+
+@pytest.mark.parametrize("key", ["sensitive", "text", "identifiers", "categorical"])
+def test_a_column_listed_twice_in_one_role_is_refused(
+    key: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """data.sensitive [sex, race, sex] was accepted and carried into the prepared schema
+    twice (sex reported, and crossed, with itself)."""
+    columns = "[sex, race, sex]" if key == "sensitive" else "[fnlwgt, fnlwgt]"
+    twice = "'sex'" if key == "sensitive" else "'fnlwgt'"
+    line = _error(capsys, "config", "--config", ADULT, "--set", f"data.{key}={columns}")
+    assert f"data.{key} lists {twice} more than once; expected each column once" in line
