@@ -3,6 +3,8 @@ the command line with one line that names the key or file and what was expected.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from sslops.cli import main
@@ -42,3 +44,16 @@ def test_a_column_listed_twice_in_one_role_is_refused(
     twice = "'sex'" if key == "sensitive" else "'fnlwgt'"
     line = _error(capsys, "config", "--config", ADULT, "--set", f"data.{key}={columns}")
     assert f"data.{key} lists {twice} more than once; expected each column once" in line
+
+
+def test_a_model_file_that_is_not_onnx_says_what_was_expected(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model, rows, out = tmp_path / "model.onnx", tmp_path / "rows.csv", tmp_path / "p.csv"
+    model.write_text("age,income\n40,>50K\n")  # a CSV given as the model
+    rows.write_text("age\n40\n")
+    line = _error(capsys, "predict", "--model", str(model), "--data", str(rows),
+                  "--out", str(out))  # fmt: skip
+    assert f"--model {model}: not a readable ONNX model (" in line
+    assert line.endswith("expected an ONNX model file, e.g. sslops export's model.onnx")
+    assert not out.exists()

@@ -215,7 +215,8 @@ class OnnxClassifier:
             )
         except Exception as exc:  # onnx/onnxruntime raise many types for a bad file
             reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-            raise DataError(f"{flag} {path}: not a readable ONNX model ({reason})") from None
+            raise DataError(f"{flag} {path}: not a readable ONNX model ({reason}); expected an "
+                            "ONNX model file, e.g. sslops export's model.onnx") from None  # fmt: skip
         meta = {p.key: p.value for p in proto.metadata_props}
         self.metadata = meta
         self.levels = _known_levels(proto)
