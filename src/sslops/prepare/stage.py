@@ -217,6 +217,25 @@ def _loose(value: Any) -> str:
     return str(value).strip().casefold().rstrip(".")
 
 
+def _empty_split_advice(report: dict[str, Any]) -> str:
+    """What to do about an empty split: most often data.test holds data.train's rows (the
+    same file given twice), which prepare drops from training so no test row is trained on."""
+    copies = report.get("train_rows_dropped_as_copies_of_test_rows") or {}
+    exact, near = int(copies.get("exact", 0)), int(copies.get("near", 0))
+    if not exact + near:
+        return "provide more rows or adjust prepare.*_fraction"
+    fields = (report.get("near_duplicates") or {}).get("max_differing_fields")
+    how = f"{exact:,} exactly"
+    if near:
+        how += (f", {near:,} in all but at most {fields} feature column(s), "
+                "prepare.near_duplicates.max_differing_fields")  # fmt: skip
+    return (
+        f"{exact + near:,} rows of data.train copy rows of data.test ({how}) and were dropped "
+        "so that no test row is trained on; expected a data.test that holds other rows than "
+        "data.train"
+    )
+
+
 def _write_metadata(
     cfg: Config,
     output: list[str],
@@ -239,9 +258,7 @@ def _write_metadata(
     values = label_values(labels, cfg.data.positive)
     for name, frame in splits.items():
         if len(frame) == 0 and name != "ood":
-            raise DataError(
-                f"the {name} split is empty; provide more rows or adjust prepare.*_fraction"
-            )
+            raise DataError(f"the {name} split is empty; {_empty_split_advice(decided.report)}")
     _check_sensitive_groups(splits["train"], cfg.data.sensitive, splits.get("ood"), cfg.prepare.ood)
     targets = {name: target_of(frame, label, cfg.data.positive) for name, frame in splits.items()}
     for name in ("train", "validation", "test"):
