@@ -114,12 +114,34 @@ def read_label_efficiency(path: Path) -> dict[str, Any]:
         data: Any = json.loads(file.read_text(encoding="utf-8"))  # a list, a number: refused below
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"--label-efficiency {file}: not a readable JSON file ({exc})") from None
-    if not isinstance(data, dict) or "rows" not in data or "mean" not in data:
+    problem = _curve_problem(data)
+    if problem is not None:
         raise DataError(
-            f"--label-efficiency {file}: expected sslops evaluate's label_efficiency.json "
-            "(keys 'rows' and 'mean')"
+            f"--label-efficiency {file}: {problem}expected sslops evaluate's "
+            "label_efficiency.json (keys 'rows' and 'mean')"
         )
     return data
+
+
+def _curve_problem(data: Any) -> str | None:
+    """What makes ``data`` no label-efficiency curve labels_saved can read (ending in '; ',
+    or '' where the expected keys say it), None when it is one: checked when the file is
+    read, not after every batch has been scored."""
+    if not isinstance(data, dict) or "rows" not in data or "mean" not in data:
+        return ""
+    rows, mean = data["rows"], data["mean"]
+    if not isinstance(rows, list):
+        return f"'rows' is {type(rows).__name__}, not a list; "
+    for number, row in enumerate(rows, 1):
+        values = [row.get(key) if isinstance(row, dict) else None for key in ("fraction", "labels")]
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            return f"row {number} of 'rows' has no numeric 'fraction' and 'labels'; "
+    if not isinstance(mean, dict) or not all(
+        isinstance(by, dict) and all(isinstance(v, int | float) for v in by.values())
+        for by in mean.values()
+    ):
+        return "'mean' is not model -> label fraction -> ROC AUC; "
+    return None
 
 
 def labels_saved(curve: dict[str, Any], kpi: KpiConfig) -> dict[str, Any]:
@@ -139,7 +161,12 @@ def labels_saved(curve: dict[str, Any], kpi: KpiConfig) -> dict[str, Any]:
     ssl = _curve(curve["mean"], mean_labels, SSL_MODELS)
     base = _curve(curve["mean"], mean_labels, BASELINES)
     if not ssl or not base:
-        raise DataError("label-efficiency curve has no SSL or no supervised-baseline points")
+        raise DataError(
+            "the label-efficiency curve (--label-efficiency) has no SSL or no supervised-"
+            "baseline points: expected the mean ROC AUC of an SSL model "
+            f"({', '.join(SSL_MODELS)}) and of a baseline ({', '.join(BASELINES)}) at the "
+            "label fractions of its rows, as sslops evaluate writes it"
+        )
     points = [(p["labels"], p["roc_auc"]) for p in ssl.values()]
     rows = []
     for fraction, point in base.items():

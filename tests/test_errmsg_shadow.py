@@ -1,0 +1,61 @@
+"""`sslops shadow --label-efficiency` with a file that is not evaluate's curve (the errmsg
+review): a row without its numbers ended the run in a KeyError or ValueError traceback after
+every batch was scored, and a curve without SSL or baseline points named neither file nor
+what was expected."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sslops.cli import main
+from sslops.shadow.incumbent import logistic_regression_onnx
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("models")
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.normal(size=200), "z": rng.normal(size=200)})
+    y = (frame["x"] + rng.normal(size=200) > 0).to_numpy().astype(int)
+    frame.assign(row_id=[f"r{i}" for i in range(200)], label=y).to_csv(root / "day.csv",
+                                                                        index=False)  # fmt: skip
+    return {
+        "candidate": logistic_regression_onnx(frame, y, ["x", "z"], root / "candidate.onnx"),
+        "incumbent": logistic_regression_onnx(frame, y, ["x"], root / "incumbent.onnx"),
+        "data": root / "day.csv",
+    }
+
+
+@pytest.mark.parametrize(
+    ("curve", "said"),
+    [
+        ({"rows": [{"labels": 100}], "mean": {}},
+         "row 1 of 'rows' has no numeric 'fraction' and 'labels'; expected sslops evaluate's "
+         "label_efficiency.json"),
+        ({"rows": [{"fraction": 0.1, "labels": "many"}], "mean": {}},
+         "row 1 of 'rows' has no numeric 'fraction' and 'labels'"),
+        ({"rows": [], "mean": [0.8]}, "'mean' is not model -> label fraction -> ROC AUC"),
+        ({"rows": [{"fraction": 0.1, "labels": 100}], "mean": {"ssl_linear_probe": {"0.1": 0.8}}},
+         "has no SSL or no supervised-baseline points: expected the mean ROC AUC of an SSL "
+         "model (ssl_linear_probe, "),
+    ],
+)  # fmt: skip
+def test_a_curve_file_that_is_not_evaluates_is_one_line_naming_what_was_expected(
+    models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    curve: dict[str, Any], said: str,
+) -> None:  # fmt: skip
+    file, out = tmp_path / "label_efficiency.json", tmp_path / "shadow"
+    file.write_text(json.dumps(curve))
+    code = main(["shadow", "--candidate", str(models["candidate"]),
+                 "--incumbent", str(models["incumbent"]), "--data", str(models["data"]),
+                 "--out", str(out), "--label-efficiency", str(file)])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: ") and len(err.splitlines()) == 1, err
+    assert said in err and "--label-efficiency" in err
+    assert not out.exists()
