@@ -244,7 +244,7 @@ def read_metrics(evaluation: str | Path) -> dict[str, Any]:
     per subgroup, with bootstrap intervals."""
     import json
 
-    from sslops.errors import ArtifactError
+    from sslops.errors import ArtifactError, describe_json_error
 
     folder = Path(evaluation)
     path = folder / "metrics.json"
@@ -254,7 +254,16 @@ def read_metrics(evaluation: str | Path) -> dict[str, Any]:
         raise ArtifactError(
             f"{folder}: no metrics.json; expected an evaluate artifact or a run folder"
         )
-    metrics: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        metrics: Any = json.loads(path.read_text(encoding="utf-8"))
+        why = f"a JSON {type(metrics).__name__}, not an object"
+    except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON
+        metrics, why = None, describe_json_error(exc)
+    if not isinstance(metrics, dict):
+        raise ArtifactError(
+            f"{path} is not readable metrics ({why}); expected the metrics.json sslops "
+            "evaluate writes: re-run evaluate"
+        )
     return metrics
 
 
