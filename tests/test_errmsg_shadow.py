@@ -59,3 +59,43 @@ def test_a_curve_file_that_is_not_evaluates_is_one_line_naming_what_was_expected
     assert code == 2 and err.startswith("error: ") and len(err.splitlines()) == 1, err
     assert said in err and "--label-efficiency" in err
     assert not out.exists()
+
+
+def _shadow_error(capsys: pytest.CaptureFixture[str], out: Path, *args: str) -> str:
+    code = main(["shadow", *args, "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: ") and len(err.splitlines()) == 1, err
+    assert not out.exists()
+    return err
+
+
+def test_a_reference_batch_without_a_model_column_says_which_columns_were_expected(
+    models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reference = tmp_path / "reference.csv"
+    pd.read_csv(models["data"]).drop(columns="z").to_csv(reference, index=False)
+    err = _shadow_error(capsys, tmp_path / "shadow", "--candidate", str(models["candidate"]),
+                        "--incumbent", str(models["incumbent"]), "--data", str(models["data"]),
+                        "--reference", str(reference))  # fmt: skip
+    assert err.endswith(f"--reference {reference}: missing column 'z'; expected every column "
+                        "the models read (x, z), as in the batches")  # fmt: skip
+
+
+def test_a_model_input_of_a_type_sslops_cannot_feed_says_which_types_it_can(
+    models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    flags = helper.make_tensor_value_info("x", TensorProto.BOOL, [None, 1])
+    score = helper.make_tensor_value_info("p", TensorProto.FLOAT, [None, 1])
+    graph = helper.make_graph([helper.make_node("Cast", ["x"], ["p"], to=TensorProto.FLOAT)],
+                              "boolean_input", [flags], [score])  # fmt: skip
+    incumbent = tmp_path / "boolean.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), incumbent)
+    err = _shadow_error(capsys, tmp_path / "shadow", "--candidate", str(models["candidate"]),
+                        "--incumbent", str(incumbent), "--data", str(models["data"]))  # fmt: skip
+    assert err.endswith(f"--incumbent {incumbent}: input 'x' has type tensor(bool); expected a "
+                        "model whose inputs are one column each, typed tensor(float), "
+                        "tensor(double), tensor(int64) or tensor(string), as sslops export "
+                        "writes")  # fmt: skip

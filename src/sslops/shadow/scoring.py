@@ -309,7 +309,9 @@ class OnnxClassifier:
                 array = numbers.astype("float64").to_numpy().astype(_ORT_TYPES[spec.type])
             else:
                 raise DataError(
-                    f"{self.flag} {self.path}: input {spec.name!r} has type {spec.type}"
+                    f"{self.flag} {self.path}: input {spec.name!r} has type {spec.type}; "
+                    "expected a model whose inputs are one column each, typed tensor(float), "
+                    "tensor(double), tensor(int64) or tensor(string), as sslops export writes"
                 )
             feed[spec.name] = array.reshape(-1, 1) if len(spec.shape) == 2 else array
         return feed

@@ -326,7 +326,10 @@ def _shadow(
     features = [c for c in model_columns if c in ref_batch.frame.columns]
     absent = [c for c in model_columns if c not in ref_batch.frame.columns]
     if absent:
-        raise DataError(f"--reference {ref_batch.path}: missing column {absent[0]!r}")
+        raise DataError(
+            f"--reference {ref_batch.path}: missing column {absent[0]!r}; expected every column "
+            f"the models read ({', '.join(model_columns)}), as in the batches"
+        )
 
     sensitive = cfg.data.sensitive if cfg else []  # in every batch (_check_sensitive)
     groups = {c: frame[c].astype(str).to_numpy() for c in sensitive} or {
