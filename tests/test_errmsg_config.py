@@ -57,3 +57,19 @@ def test_a_model_file_that_is_not_onnx_says_what_was_expected(
     assert f"--model {model}: not a readable ONNX model (" in line
     assert line.endswith("expected an ONNX model file, e.g. sslops export's model.onnx")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["config", "run"])
+def test_a_signing_command_with_an_unclosed_quote_is_refused_by_the_config(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """shlex's ValueError ("No closing quotation") ended `sslops run` in a traceback."""
+    out = ["--out", str(tmp_path / "run")] if command == "run" else []
+    line = _error(capsys, command, "--config", ADULT, *out,
+                  "--set", "audit.signing.command=kms-sign --key 'prod")  # fmt: skip
+    assert line == (
+        "error: config key 'audit.signing.command': cannot be split into words (No closing "
+        "quotation); expected a command line as a shell reads it, e.g. 'kms-sign --key prod' "
+        '(quote a word with spaces) (got "kms-sign --key \'prod")'
+    )
+    assert not (tmp_path / "run").exists()

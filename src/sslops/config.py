@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
+import shlex
 from collections.abc import Hashable
 from importlib.resources import files
 from pathlib import Path, PurePosixPath
@@ -788,6 +789,20 @@ class SigningConfig(_Section):
     public_key_file: str | None = Field(
         default=None, description="The public key of the key audit.signing.command signs with."
     )
+
+    @field_validator("command")
+    @classmethod
+    def _command_splits_into_words(cls, command: str | None) -> str | None:
+        """The command is split as a shell would (shlex); a line it cannot split (an unclosed
+        quote) is refused here, not by ``sslops run`` or audit in a traceback."""
+        try:
+            shlex.split(command or "")
+        except ValueError as exc:
+            raise ValueError(
+                f"cannot be split into words ({exc}); expected a command line "
+                "as a shell reads it, e.g. 'kms-sign --key prod' (quote a word with spaces)"
+            ) from None
+        return command
 
 
 class AuditConfig(_Section):
