@@ -53,3 +53,18 @@ def test_a_test_file_holding_the_training_rows_is_named_as_the_cause(
     assert err.endswith("expected a data.test that holds other rows than data.train")
     assert "provide more rows" not in err
     assert not out.exists()
+
+
+def test_a_column_name_repeated_in_the_header_says_what_to_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table, out = tmp_path / "rows.csv", tmp_path / "prepared"
+    table.write_text("age,sex,age,y\n40,M,41,yes\n30,F,31,no\n")
+    code = main(["prepare", "--out", str(out), "--set", f"data.train={table}",
+                 "--set", "data.label=y", "--set", "data.positive=yes",
+                 "--set", "data.sensitive=[sex]"])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert err == (f"error: data.train: {table} has duplicate column names ['age']; expected "
+                   "each column named once: rename or delete the repeats")  # fmt: skip
+    assert not out.exists()

@@ -336,7 +336,8 @@ def _check_unique_columns(columns: list[str], path: Path, key: str) -> None:
     named = [c for c in columns if c]
     duplicated = sorted({c for c in named if c in seen or seen.add(c)})  # type: ignore[func-returns-value]
     if duplicated:
-        raise DataError(f"{key}: {path} has duplicate column names {duplicated}")
+        raise DataError(f"{key}: {path} has duplicate column names {duplicated}; expected "
+                        "each column named once: rename or delete the repeats")  # fmt: skip
 
 
 def csv_problem(path: Path) -> str:
