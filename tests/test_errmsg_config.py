@@ -73,3 +73,15 @@ def test_a_signing_command_with_an_unclosed_quote_is_refused_by_the_config(
         '(quote a word with spaces) (got "kms-sign --key \'prod")'
     )
     assert not (tmp_path / "run").exists()
+
+
+def test_a_sensitive_column_also_listed_as_text_is_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """data.text=[sex] with data.sensitive=[sex] was prepared without a word, and sex was
+    silently no longer a model input (sensitive_as_features: true)."""
+    line = _error(capsys, "config", "--config", ADULT, "--set", "data.text=[sex]")
+    assert line == (
+        "error: data.sensitive columns ['sex'] are also listed in data.text; "
+        "a sensitive column holds groups (read as categories), not free text: list it in one only"
+    )

@@ -217,6 +217,12 @@ class DataConfig(_Section):
         clash = sorted(set(self.sensitive) & set(self.identifiers))
         if clash:
             raise ValueError(f"columns {clash} are both sensitive and identifiers")
+        as_text = sorted(set(self.sensitive) & set(self.text))
+        if as_text:
+            raise ValueError(
+                f"data.sensitive columns {as_text} are also listed in data.text; a sensitive "
+                "column holds groups (read as categories), not free text: list it in one only"
+            )
         other = sorted(set(self.categorical) & {self.label, *self.identifiers, *self.text})
         if other:
             raise ValueError(
