@@ -141,7 +141,11 @@ def test_killed_run_reuses_finished_stages_and_ends_like_an_uninterrupted_run(
     process.wait()
     assert not out.exists(), "the killed run must not have produced its output folder"
     assert list(tmp_path.glob(".run.partial-*")), "the kill landed after the run finished"
-    finished = {p.name.split("-")[0]: p for p in stages.iterdir() if not p.name.startswith(".")}
+    finished = {
+        p.name.split("-")[0]: p
+        for p in stages.iterdir()
+        if p.is_dir() and not p.name.startswith(".")
+    }  # not <stage>.key.json
     assert {"prepare", "pretrain", "finetune"} <= set(finished)
     before = {stage: (path / "meta.json").read_bytes() for stage, path in finished.items()}
 
