@@ -272,7 +272,7 @@ def test_a_public_key_file_name_too_long_names_the_key_file(bundle: Path, tmp_pa
     trusted["keys"][0]["public_key_file"] = "k" * 5000
     path.write_text(json.dumps(trusted))
     with pytest.raises(
-        ConfigError, match=r"key 1 \(issuer\): public key file .*kkk: File name too long"
+        ConfigError, match=r"key 1 \(issuer\): public_key_file .*kkk: File name too long"
     ):
         TrustedKeys.load(path)
 
@@ -298,8 +298,9 @@ def test_a_key_of_an_unknown_algorithm_is_named(
     public.write_bytes(_unknown_algorithm(_public(keys["ec"], "pem")))
     assert main(["audit", "verify", str(bundle), "--public-key", str(public)]) == 2
     assert capsys.readouterr().err == (
-        f"error: {public} holds a key of an unknown type (Unknown key type: 1.3.840.10045.2.1); "
-        "expected an Ed25519 public key\n"
+        f"error: --public-key {public} holds a key of an unknown type (Unknown key type: "
+        "1.3.840.10045.2.1); expected an Ed25519 public key in PEM (sslops audit keygen writes "
+        "one)\n"
     )
     private = tmp_path / "odd.pem"
     private.write_bytes(_unknown_algorithm(_private(keys["ec"], "pem")))

@@ -305,7 +305,7 @@ def test_trusted_keys_reach_the_registry_so_old_filings_are_judged_again(tmp_pat
          "a and b are the same key"),
         ({"trusted_keys": 1, "keys": [{"name": "a", "public_key_file": "gone.pem",
                                        "valid_from": "2025-01-01"}]},
-         "public key file not found"),
+         "key 1 (a): public_key_file "),
     ],
 )  # fmt: skip
 def test_a_malformed_trusted_keys_file_is_one_clear_error(

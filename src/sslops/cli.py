@@ -485,7 +485,8 @@ def _cmd_registry(args: argparse.Namespace) -> int:
     if args.approver_key:  # who decided is the key, not the name typed in --by
         from sslops.audit.bundle import fingerprint
 
-        trusted = {fingerprint(load_public_key(path)) for path in args.approver_key}
+        trusted = {fingerprint(load_public_key(path, "--approver-key"))
+                   for path in args.approver_key}  # fmt: skip
         for row in rows:
             row["decided_key_trusted"] = (
                 None if row["decided_key"] is None else row["decided_key"] in trusted
@@ -616,7 +617,7 @@ def _cmd_attestation(args: argparse.Namespace) -> int:
 
     if args.audit_command == "reproduce":
         return run_reproduce(args)
-    key = load_public_key(args.public_key) if args.public_key else None
+    key = load_public_key(args.public_key, "--public-key") if args.public_key else None
     result = verify_attestation(args.attestation, key)
     attested = result.get("bundle_manifest_sha256")
     if args.bundle is not None and not result["problems"]:
@@ -836,7 +837,7 @@ def _trust_root(args: argparse.Namespace) -> Any:
         from sslops.audit.keys import TrustedKeys
 
         return TrustedKeys.load(args.trusted_keys)
-    return load_public_key(args.public_key) if args.public_key else None
+    return load_public_key(args.public_key, "--public-key") if args.public_key else None
 
 
 def _cmd_audit_tool(args: argparse.Namespace) -> int:

@@ -185,7 +185,7 @@ def _predict(
         from sslops.audit.bundle import load_public_key
         from sslops.audit.registry import approval_of
 
-        keys = [load_public_key(Path(k)) for k in approver_keys or []]
+        keys = [load_public_key(Path(k), "--approver-key") for k in approver_keys or []]
         approval = approval_of(registry, sha256_file(model_path), keys)
     if chunk_rows is not None and chunk_rows < 1:
         raise DataError(f"--chunk-rows {chunk_rows}: expected a positive number of rows")

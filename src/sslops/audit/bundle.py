@@ -121,22 +121,26 @@ def _parse_private(data: bytes, where: str) -> Ed25519PrivateKey:
     return key
 
 
-def load_public_key(path: Path) -> Ed25519PublicKey:
+def load_public_key(path: Path, option: str = "public key file") -> Ed25519PublicKey:
+    """The Ed25519 public key in PEM at ``path``; ``option`` names where the path came from
+    (``--public-key``, ``--approver-key``, a config key) in every error."""
+    expected = "expected an Ed25519 public key in PEM (sslops audit keygen writes one)"
     try:
         data = path.read_bytes() if path.is_file() else None
     except OSError as exc:  # a name too long, a file that cannot be read
-        raise ConfigError(f"public key file {path}: {exc.strerror or exc}") from None
+        raise ConfigError(f"{option} {path}: {exc.strerror or exc}") from None
     if data is None:
-        raise ConfigError(f"public key file not found: {path}")
+        what = "is a folder" if path.is_dir() else "file not found"
+        raise ConfigError(f"{option} {path}: {what}; {expected}")
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, TypeError):
-        raise ConfigError(f"{path} is not a PEM public key") from None
+        raise ConfigError(f"{option} {path} is not a PEM public key; {expected}") from None
     except UnsupportedAlgorithm as exc:  # an algorithm identifier no one knows (damaged)
-        raise ConfigError(f"{path} holds a key of an unknown type ({exc}); expected an "
-                          "Ed25519 public key") from None  # fmt: skip
+        raise ConfigError(f"{option} {path} holds a key of an unknown type ({exc}); "
+                          f"{expected}") from None  # fmt: skip
     if not isinstance(key, Ed25519PublicKey):
-        raise ConfigError(f"{path} is not an Ed25519 public key")
+        raise ConfigError(f"{option} {path} is not an Ed25519 public key; {expected}")
     return key
 
 

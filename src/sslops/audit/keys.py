@@ -99,7 +99,8 @@ def _trusted_key(entry: Any, where: str, folder: Path) -> TrustedKey:
     name = entry["name"]
     key_file = Path(entry["public_key_file"])
     try:
-        key = load_public_key(key_file if key_file.is_absolute() else folder / key_file)
+        key = load_public_key(key_file if key_file.is_absolute() else folder / key_file,
+                              "public_key_file")  # fmt: skip
     except ConfigError as exc:
         raise ConfigError(f"{where} ({name}): {exc}") from None
     start = _when(entry["valid_from"], f"{where} ({name}) valid_from")
@@ -203,7 +204,8 @@ class CommandSigner:
         if not public_key_file:
             raise ConfigError("audit.signing.command needs audit.signing.public_key_file: the "
                               "public half of the key the command signs with")  # fmt: skip
-        self._public = load_public_key(Path(public_key_file).expanduser())
+        self._public = load_public_key(Path(public_key_file).expanduser(),
+                                       "audit.signing.public_key_file")  # fmt: skip
 
     def public_key(self) -> Ed25519PublicKey:
         return self._public

@@ -266,7 +266,7 @@ def reproduce(
     that cannot be read, a bundle without the files needed, or test data that is not the
     frozen split. Everything about the bundle itself is a check in the record.
     """
-    trusted = load_public_key(Path(public_key))
+    trusted = load_public_key(Path(public_key), "--public-key")
     key = load_private_key(key_file, VERIFIER_KEY_ENV, True, "--key-file",
                            "the attestation is signed with the verifier's key")  # fmt: skip
     assert key is not None
