@@ -78,7 +78,7 @@ def test_two_nodes_of_eight_gpus_on_a_tainted_pool(launcher: str, crds) -> None:
 
 
 def test_cpu_job_uses_the_cpu_pool_and_no_accelerator(crds) -> None:
-    job = _job("trainjob", "platform.storage.workspace_pvc=ws", "pretrain.nodes=3")
+    job = _job("trainjob", "platform.storage.workspace_pvc=ws", "pretrain.nodes=4")
     validate_object(job, crds)
     trainer = job["spec"]["trainer"]
     assert trainer["resourcesPerNode"]["limits"] == {"cpu": "2", "memory": "8Gi"}

@@ -517,6 +517,25 @@ class PretrainConfig(_Section):
         return self
 
     @model_validator(mode="after")
+    def _batch_splits_over_the_processes(self) -> PretrainConfig:
+        size = self.nodes * self.processes
+        if self.batch_size % size:
+            lower, upper = self.batch_size - self.batch_size % size, self.batch_size + size
+            upper -= upper % size
+            near = f"{lower} or {upper}" if lower >= 8 else str(upper)
+            per_node = (
+                "pretrain.processes_per_node" if self.processes_per_node
+                else "pretrain.gpus_per_node" if self.gpus_per_node
+                else "one on a node without GPUs"
+            )  # fmt: skip
+            raise ValueError(
+                f"pretrain.batch_size={self.batch_size} does not split over the {size} training "
+                f"processes (pretrain.nodes={self.nodes} x {self.processes} per node: "
+                f"{per_node}); expected a multiple of {size}, e.g. {near}"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _warmup_within_the_run(self) -> PretrainConfig:
         if self.warmup_epochs is not None and self.warmup_epochs > self.epochs:
             raise ValueError(

@@ -287,7 +287,11 @@ def _train(
     rows = data.x.shape[0]
     batch = min(pc.batch_size, rows)
     if batch % size:
-        raise ConfigError(f"pretrain.batch_size {batch} is not divisible by {size} processes")
+        capped = f" (capped at the {rows} training rows)" if batch < pc.batch_size else ""
+        raise ConfigError(
+            f"pretrain.batch_size {batch}{capped} does not split over the {size} training "
+            f"processes; expected a multiple of {size}"
+        )
     per_rank = batch // size
     steps_per_epoch = max(rows // batch, 1)  # the ragged last batch is dropped
     total_steps = steps_per_epoch * pc.epochs
