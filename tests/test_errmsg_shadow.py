@@ -81,6 +81,29 @@ def test_a_reference_batch_without_a_model_column_says_which_columns_were_expect
                         "the models read (x, z), as in the batches")  # fmt: skip
 
 
+def test_a_reference_without_a_model_column_is_refused_before_any_batch_is_scored(
+    models: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Left by the errmsg review: the check ran after every batch was scored (minutes on a
+    month of batches, for an error known from the reference's header)."""
+    from sslops.shadow.scoring import OnnxClassifier
+
+    scored: list[str] = []
+    real = OnnxClassifier.score
+    monkeypatch.setattr(OnnxClassifier, "score",
+                        lambda self, batch: scored.append(batch.name) or real(self, batch))  # fmt: skip
+    reference = tmp_path / "reference.csv"
+    pd.read_csv(models["data"]).drop(columns="z").to_csv(reference, index=False)
+    err = _shadow_error(capsys, tmp_path / "shadow", "--candidate", str(models["candidate"]),
+                        "--incumbent", str(models["incumbent"]), "--data", str(models["data"]),
+                        "--reference", str(reference))  # fmt: skip
+    assert "missing column 'z'" in err
+    assert scored == []
+
+
 def test_a_model_input_of_a_type_sslops_cannot_feed_says_which_types_it_can(
     models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

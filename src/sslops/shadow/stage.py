@@ -301,8 +301,18 @@ def _shadow(
     ref_batch = (
         read_batch(Path(reference), na, None, "--reference", texts) if reference else batches[0]
     )
+    model_columns = list(cand_model.columns)
+    if isinstance(inc_model, OnnxClassifier):
+        model_columns += [c for c in inc_model.columns if c not in model_columns]
+    absent = [c for c in model_columns if c not in ref_batch.frame.columns]
+    if reference and absent:  # refused before any batch is scored (a first batch is checked then)
+        raise DataError(
+            f"--reference {ref_batch.path}: missing column {absent[0]!r}; expected every column "
+            f"the models read ({', '.join(model_columns)}), as in the batches"
+        )
     if isinstance(inc_model, PredictionLog):
         _check_unique_ids(batches, settings.id_column)
+    features = [c for c in model_columns if c in ref_batch.frame.columns]
     labels = [_labels(batch, cfg.data if cfg else None) for batch in batches]
     if cfg:
         _check_sensitive(batches, cfg.data.sensitive)
@@ -320,16 +330,6 @@ def _shadow(
         frames.append(batch.frame)
     rows = pd.concat(parts, ignore_index=True)
     frame = pd.concat(frames, ignore_index=True)
-    model_columns = list(cand_model.columns)
-    if isinstance(inc_model, OnnxClassifier):
-        model_columns += [c for c in inc_model.columns if c not in model_columns]
-    features = [c for c in model_columns if c in ref_batch.frame.columns]
-    absent = [c for c in model_columns if c not in ref_batch.frame.columns]
-    if absent:
-        raise DataError(
-            f"--reference {ref_batch.path}: missing column {absent[0]!r}; expected every column "
-            f"the models read ({', '.join(model_columns)}), as in the batches"
-        )
 
     sensitive = cfg.data.sensitive if cfg else []  # in every batch (_check_sensitive)
     groups = {c: frame[c].astype(str).to_numpy() for c in sensitive} or {
