@@ -104,6 +104,21 @@ def test_a_misspelt_field_fails_schema_validation(crds) -> None:
         (["pretrain.launcher=trainjob"], r"needs platform\.storage\.workspace_pvc"),
         (["platform.caching.pretrian=false"], r"platform\.caching\.pretrian"),
         (["platform.gpu_pool.tolerations=[{key: a, effect: Sometimes}]"], r"effect"),
+        # each rank takes the GPU of its local rank: ranks 2 and 3 of a 2-GPU pod failed on
+        # the GPU node after scheduling, and 1 process on 8 requested GPUs left 7 idle
+        (
+            ["pretrain.gpus_per_node=2", "pretrain.processes_per_node=4"],
+            r"processes_per_node=4 with pretrain\.gpus_per_node=2: expected one process per GPU",
+        ),
+        (
+            [
+                "pretrain.launcher=trainjob",
+                "platform.storage.workspace_pvc=ws",
+                "pretrain.gpus_per_node=8",
+                "pretrain.processes_per_node=1",
+            ],
+            r"processes_per_node 0 or 8\).*the rest stay idle",
+        ),
     ],
 )
 def test_platform_mistakes_are_named(overrides: list[str], message: str) -> None:

@@ -497,7 +497,10 @@ class PretrainConfig(_Section):
     nodes: int = Field(default=1, ge=1, description="Training nodes (trainjob/pytorchjob).")
     gpus_per_node: int = Field(default=0, ge=0, description="GPUs per pod/node on a cluster.")
     processes_per_node: int = Field(
-        default=0, ge=0, description="torchrun processes per node; 0 = one per GPU (1 on CPU)."
+        default=0,
+        ge=0,
+        description="torchrun processes per node; 0 = one per GPU (1 on CPU). With GPUs: 0 or "
+        "gpus_per_node, as each rank uses one GPU.",
     )
     fairness: PretrainFairnessConfig = Field(
         default_factory=PretrainFairnessConfig,
@@ -532,6 +535,21 @@ class PretrainConfig(_Section):
                 f"pretrain.batch_size={self.batch_size} does not split over the {size} training "
                 f"processes (pretrain.nodes={self.nodes} x {self.processes} per node: "
                 f"{per_node}); expected a multiple of {size}, e.g. {near}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _one_process_per_gpu(self) -> PretrainConfig:
+        # Each rank takes the GPU of its local rank (torch.cuda.set_device): more processes
+        # than the pod's GPUs fail on the GPU node ("invalid device ordinal") after the job
+        # was scheduled; fewer leave GPUs the pod requested idle.
+        gpus, processes = self.gpus_per_node, self.processes_per_node
+        if gpus and processes and processes != gpus:
+            outcome = "ranks past the GPUs fail" if processes > gpus else "the rest stay idle"
+            raise ValueError(
+                f"pretrain.processes_per_node={processes} with pretrain.gpus_per_node={gpus}: "
+                f"expected one process per GPU (processes_per_node 0 or {gpus}); each rank "
+                f"uses one GPU, so {outcome}"
             )
         return self
 
