@@ -379,3 +379,28 @@ def test_a_priority_class_reaches_every_pytorchjob_pod_and_is_refused_for_a_trai
         _job("trainjob", *GPU_POOL, "platform.priority_class=team-a-batch")
     with pytest.raises(ConfigError, match=r"platform\.priority_class"):
         _job("pytorchjob", *GPU_POOL, "platform.priority_class=Team_A")
+
+
+def test_the_gpu_task_gets_a_memory_dev_shm_and_the_kueue_queue(tmp_path: Path) -> None:
+    """The one-pod pipeline's GPU task (found by the scheduling review): its torchrun ranks
+    (one per GPU) talk NCCL through /dev/shm, which was the runtime's 64 MiB, while the
+    training jobs' pods had a 16Gi memory emptyDir; and platform.queue_name labelled the
+    training jobs only, so under Kueue's pod integration the GPU pod bypassed the queue's
+    GPU quota. The CPU tasks get neither."""
+    from sslops.pipeline.ssl_pipeline import compile_pipeline
+
+    sets = ["pretrain.gpus_per_node=4", "platform.queue_name=team-a"]
+    cfg = load_config(ROOT / "configs" / "adult.yaml", sets)
+    _, platform = yaml.safe_load_all(compile_pipeline(tmp_path / "p.yaml", cfg).read_text())
+    placed = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    shm = {"volumeName": "dshm", "mountPath": "/dev/shm", "medium": "Memory", "sizeLimit": "16Gi"}
+    assert placed["exec-pretrain"]["emptyDirMounts"] == [shm]
+    assert placed["exec-pretrain"]["podMetadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+    for name, executor in placed.items():
+        if name != "exec-pretrain":
+            assert "emptyDirMounts" not in executor, name
+            assert "kueue.x-k8s.io/queue-name" not in executor["podMetadata"]["labels"], name
+    # the committed one-pod pipeline (1 GPU) has the same /dev/shm
+    _, committed = _compiled("ssl_pipeline.yaml")
+    gpu_task = committed["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-pretrain"]
+    assert gpu_task["emptyDirMounts"] == [shm]

@@ -3,7 +3,8 @@
 Every task gets its node pool (selector, tolerations, CPU/memory), the pod labels the
 NetworkPolicy selects, image pull secrets, the storage-credential Secret as environment
 variables, a non-root security context and its stage's caching setting. GPU tasks get
-the accelerator type and limit; the audit task gets the signing-key Secret as the
+the accelerator type and limit, a memory ``/dev/shm`` and the Kueue queue label
+(``platform.queue_name``); the audit task gets the signing-key Secret as the
 environment variable the audit stage reads (``audit.signing.key_env``); with
 ``platform.log_format: json`` every task gets ``SSLOPS_LOG_FORMAT=json``;
 tasks that share files with training pods mount the workspace PVC. ``kfp.local`` ignores
@@ -19,6 +20,7 @@ from kfp import dsl, kubernetes
 
 from sslops.console import LOG_FORMAT_ENV
 from sslops.k8s.settings import PlatformConfig, Stage
+from sslops.k8s.specs import QUEUE_LABEL, SHM_PATH, SHM_SIZE
 
 
 def make_pipeline(
@@ -60,7 +62,16 @@ def place_task(
         task.set_accelerator_limit(gpus)
         # The training jobs' deadline: a hung GPU pod gives its GPUs back too.
         kubernetes.set_timeout(task, platform.job_timeout_minutes * 60)
-    for key, value in platform.pod_labels.items():
+        # NCCL between the pod's ranks (one per GPU, torchrun) shares memory through
+        # /dev/shm, which is the container runtime's 64 MiB without this; as in the training
+        # jobs' pods, a memory emptyDir, counted in the task's memory limit.
+        kubernetes.empty_dir_mount(
+            task, volume_name="dshm", mount_path=SHM_PATH, medium="Memory", size_limit=SHM_SIZE
+        )
+    labels = dict(platform.pod_labels)
+    if gpus and platform.queue_name:  # Kueue admits the GPU pod (its pod integration)
+        labels[QUEUE_LABEL] = platform.queue_name
+    for key, value in labels.items():
         kubernetes.add_pod_label(task, label_key=key, label_value=value)
     if platform.image_pull_secrets:
         kubernetes.set_image_pull_secrets(task, list(platform.image_pull_secrets))

@@ -28,7 +28,9 @@ PYTORCHJOB_API = "kubeflow.org/v1"
 LAUNCHER = "sslops.io/launcher"  # manager of the TrainJob's runtime patch
 TRAINER_CONTAINER = "node"  # the container name in the torch-distributed runtime
 PYTORCH_CONTAINER = "pytorch"  # the container name the Training Operator requires
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"  # platform.queue_name: Kueue's LocalQueue
 SHM_SIZE = "16Gi"  # NCCL and DataLoader workers share memory through /dev/shm
+SHM_PATH = "/dev/shm"  # a per-pod memory emptyDir (SHM_SIZE) is mounted there  # nosec B108
 # torchrun's own SIGKILL comes this much before the kubelet's, so torchrun can still
 # report how its ranks ended.
 SHUTDOWN_MARGIN_SECONDS = 10
@@ -72,7 +74,7 @@ class Placement:
             "app.kubernetes.io/component": "pretrain",
         }
         if platform.queue_name:
-            labels["kueue.x-k8s.io/queue-name"] = platform.queue_name
+            labels[QUEUE_LABEL] = platform.queue_name
         return cls(
             nodes=pretrain.nodes,
             processes_per_node=pretrain.processes,
@@ -141,7 +143,7 @@ class Placement:
         return [
             {"name": "workspace", "mountPath": self.workspace_path},
             {"name": "tmp", "mountPath": "/tmp"},  # a per-pod emptyDir, not a shared /tmp  # nosec B108
-            {"name": "dshm", "mountPath": "/dev/shm"},  # a per-pod memory emptyDir  # nosec B108
+            {"name": "dshm", "mountPath": SHM_PATH},
         ]
 
 
