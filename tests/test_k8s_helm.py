@@ -66,7 +66,7 @@ def test_schema_refuses_a_secret_value_and_unknown_keys() -> None:
             "signingKey: unknown 'value'",
         ),
         ({"signingkey": {"secretName": "k"}}, "the top level: unknown 'signingkey' (did you "
-         "mean 'signingKey'?); allowed: auditRegistry, fullnameOverride, global,"),
+         "mean 'signingKey'?); allowed: auditRegistry, cpuPool, fullnameOverride, global,"),
         ({"pipelines": {"pipelineRoot": "azure://container"}}, "pipelines.pipelineRoot: "),
         ({"image": {"digest": "latest"}}, "image.digest: "),
     ):  # fmt: skip
@@ -673,6 +673,62 @@ def test_a_teams_gpu_pool_reaches_every_pod_that_needs_a_gpu(crds) -> None:
     values["trainingRuntime"]["nodeSelector"] = {"only": "runtime"}
     (runtime,) = _of_kind(load_documents(_rendered_yaml(values)), "TrainingRuntime")
     assert _pod_specs(runtime)[0]["nodeSelector"] == {"only": "runtime"}
+
+
+def test_a_cpu_pool_and_both_pools_sizes_reach_every_task_and_training_job(crds) -> None:
+    """Found by the scheduling review: the chart could place only the GPU work, so the short
+    CPU tasks could not be kept off a spot pool (or put on a tainted CPU pool) without
+    recompiling, and every task's size was compiled in: 2 CPU and 8Gi for a stage whose
+    peak on the demo config is under 1.2 GB, 8 CPU and 64Gi for the one GPU task, more
+    than many one-GPU nodes have. cpuPool and gpuPool.cpu/memory set them per release."""
+    from sslops.config import config_from_json
+    from sslops.k8s.specs import JobRequest, build_training_job
+
+    on_demand = {"karpenter.sh/capacity-type": "on-demand"}
+    batch = [{"key": "example.com/batch", "operator": "Exists", "effect": "NoSchedule"}]
+    values = read_values([CHART / "values-onprem.yaml"])
+    values["auditRegistry"] = {"verify": {"enabled": True}}
+    values["cpuPool"] = {"nodeSelector": on_demand, "tolerations": batch, "cpu": "500m",
+                         "memory": "2Gi"}  # fmt: skip
+    values["gpuPool"] = {"cpu": 4, "memory": "16Gi"}
+    objects = load_documents(_rendered_yaml(values))
+    assert validate_all(objects, crds)
+    (cronjob,) = _of_kind(objects, "CronJob")
+    (pod,) = _pod_specs(cronjob)
+    assert (pod["nodeSelector"], pod["tolerations"]) == (on_demand, batch)
+    sizes = {"cpu": ("500m", "4"), "memory": ("2Gi", "16Gi")}
+    tasks = 0
+    for version in _of_kind(objects, "PipelineVersion"):
+        spec = version["spec"]
+        placed = spec["platformSpec"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+        for name, executor in spec["pipelineSpec"]["deploymentSpec"]["executors"].items():
+            resources = executor["container"]["resources"]
+            gpu = "accelerator" in resources
+            for amount, (cpu_task, gpu_task) in sizes.items():
+                for kind in ("Request", "Limit"):
+                    field = f"resource{amount.capitalize()}{kind}"
+                    assert resources[field] == (gpu_task if gpu else cpu_task), (name, field)
+                    # KFP's driver reads the float fields only without these: none is left
+                    assert f"{amount}{kind}" not in resources, (name, amount, kind)
+            if gpu:
+                assert placed[name]["nodeSelector"] == {"labels": {"sslops.io/node-pool": "gpu"}}
+            else:
+                assert placed[name]["nodeSelector"] == {"labels": on_demand}, name
+                assert placed[name]["tolerations"] == batch, name
+            tasks += 1
+        parameters = spec["pipelineSpec"]["root"]["inputDefinitions"]["parameters"]
+        cfg = config_from_json(parameters["config_json"]["defaultValue"])
+        assert (cfg.platform.cpu_pool.cpu, cfg.platform.cpu_pool.memory) == ("500m", "2Gi")
+        assert cfg.platform.cpu_pool.node_selector == on_demand
+        assert [t.to_k8s() for t in cfg.platform.cpu_pool.tolerations] == batch
+        assert (cfg.platform.gpu_pool.cpu, cfg.platform.gpu_pool.memory) == ("4", "16Gi")
+        if spec["pipelineName"].endswith("-multinode"):  # the launcher's job, as it sizes it
+            request = JobRequest(name="j", namespace="kubeflow", image="i", run_dir="/workspace/r")
+            job = build_training_job(cfg, request)
+            assert validate_all([job], crds)
+            per_node = job["spec"]["trainer"]["resourcesPerNode"]["limits"]
+            assert (per_node["cpu"], per_node["memory"]) == ("4", "16Gi")
+    assert tasks == 14  # 6 + 6 training tasks, shadow, predict
 
 
 def test_every_task_sets_requests_equal_to_limits_for_a_quota_on_limits(rendered) -> None:
