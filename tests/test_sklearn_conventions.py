@@ -324,6 +324,40 @@ def test_group_thresholds() -> None:
     assert copy.deepcopy(fitted).thresholds_ == fitted.thresholds_
 
 
+def test_group_thresholds_need_every_sensitive_column() -> None:
+    """Fitted on two columns (crossed groups), predicting with one matched no group and
+    decided every row negative without a word (found by the multisens review)."""
+    x, y, groups = _data(n=400)
+    scores = 1 / (1 + np.exp(-x[:, 0]))
+    race = np.where(np.arange(400) % 3 == 0, "Black", "White")
+    frame = pd.DataFrame({"sex": groups.astype(str), "race": race})
+    on_array = GroupThresholdPostprocessor().fit(scores, y, sensitive_features=frame.to_numpy())
+    assert on_array.n_sensitive_features_in_ == 2
+    assert all("|" in g for g in on_array.thresholds_)
+    assert on_array.predict(scores, sensitive_features=frame.to_numpy()).sum() > 0
+    with pytest.raises(ValueError, match=r"has 1 column\(s\); expected 2"):
+        on_array.predict(scores, sensitive_features=frame["sex"].to_numpy())
+    on_frame = GroupThresholdPostprocessor().fit(scores, y, sensitive_features=frame)
+    assert on_frame.sensitive_features_names_in_ == ["sex", "race"]
+    np.testing.assert_array_equal(
+        on_frame.predict(scores, sensitive_features=frame, seed=3),
+        on_array.predict(scores, sensitive_features=frame.to_numpy(), seed=3),
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"columns \['sex'\]; expected \['sex', 'race'\].*"
+        r"missing: \['race'\]",
+    ):
+        on_frame.predict(scores, sensitive_features=frame[["sex"]])
+    with pytest.raises(ValueError, match="in that order"):
+        on_frame.predict(scores, sensitive_features=frame[["race", "sex"]])
+    with pytest.raises(ValueError, match=r"has 1 column\(s\); expected 2 \(sex, race\)"):
+        on_frame.predict(scores, sensitive_features=frame["sex"].to_numpy())
+    # refitted on one unnamed column: the names of the earlier fit are gone
+    one = on_frame.fit(scores, y, sensitive_features=frame["sex"].to_numpy())
+    assert not hasattr(one, "sensitive_features_names_in_") and one.n_sensitive_features_in_ == 1
+
+
 def test_evidence_defaults_and_feature_names() -> None:
     x, y, _ = _data()
     frame = pd.DataFrame(x, columns=["a", "b", "c"])

@@ -146,6 +146,8 @@ def _evaluate_split(
     if post is not None:
         thresholder = GroupThresholdPostprocessor(constraint=post["constraint"])
         thresholder.thresholds_ = post["thresholds"]
+        thresholder.n_sensitive_features_in_ = len(post["sensitive"])  # crossed: all of them
+        thresholder.sensitive_features_names_in_ = [str(c) for c in post["sensitive"]]
         score = scores[post["base_model"]]
         sens = split.group_matrix(post["sensitive"])
         predicted = thresholder.predict(score, sensitive_features=sens, seed=cfg.seed)

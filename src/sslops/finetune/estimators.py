@@ -340,7 +340,11 @@ class GroupThresholdPostprocessor(BaseEstimator):
     and ``set_predict_request(sensitive_features=True)``. ``classes_`` holds the two
     labels; rows of a group without a threshold (unseen in ``fit``) are predicted
     ``classes_[0]``. An instance given ``thresholds_`` alone (as evaluation restores one
-    from JSON) predicts 0/1 codes.
+    from JSON) predicts 0/1 codes. Several sensitive columns are crossed (a group is
+    'Male|White'): ``n_sensitive_features_in_`` (and ``sensitive_features_names_in_`` when
+    fitted on a DataFrame) records them, and :meth:`predict` refuses fewer or other columns
+    (with only 'sex' every row matched no crossed group and was decided ``classes_[0]``, all
+    of them negative without a word; found by the multisens review).
     """
 
     requires_sensitive_at_prediction = True
@@ -387,6 +391,12 @@ class GroupThresholdPostprocessor(BaseEstimator):
             raise ValueError(f"y has {len(np.asarray(y))} rows; expected {len(values)}, as scores")
         target = binary_target(self, y)
         sensitive = sensitive_rows(self, sensitive_features, len(values), rows_of="scores")
+        self.n_sensitive_features_in_ = 1 if sensitive.ndim == 1 else sensitive.shape[1]
+        names = getattr(sensitive_features, "columns", None)
+        if names is not None:
+            self.sensitive_features_names_in_ = [str(c) for c in names]
+        elif hasattr(self, "sensitive_features_names_in_"):  # refitted on an array
+            del self.sensitive_features_names_in_
         optimizer = ThresholdOptimizer(
             estimator=_Scores(), constraints=_constraint(self, _THRESHOLD_CONSTRAINTS),
             prefit=True, predict_method="predict",
@@ -403,6 +413,7 @@ class GroupThresholdPostprocessor(BaseEstimator):
         check_is_fitted(self, "thresholds_")
         scores = self._scores(scores)
         sensitive = sensitive_rows(self, sensitive_features, len(scores), rows_of="scores")
+        self._check_sensitive_columns(sensitive_features, sensitive)
         rng = np.random.default_rng(seed)
         groups = groups_1d(sensitive)
         out = np.zeros(len(scores), dtype=int)
@@ -420,6 +431,31 @@ class GroupThresholdPostprocessor(BaseEstimator):
             out[rows] = np.where(ignore, constant, decided)
         classes = getattr(self, "classes_", None)
         return out if classes is None else np.asarray(classes[out])
+
+    def _check_sensitive_columns(self, given: Any, sensitive: np.ndarray) -> None:
+        """The columns fitted on, in that order: a column missing (or another in its place)
+        leaves every row in no group that has a threshold."""
+        expected = getattr(self, "sensitive_features_names_in_", None)
+        names = getattr(given, "columns", None)
+        if expected is not None and names is not None:
+            got = [str(c) for c in names]
+            if got != expected:
+                missing = [c for c in expected if c not in got]
+                raise ValueError(
+                    f"{type(self).__name__}: sensitive_features has columns {got}; expected "
+                    f"{expected}, the columns the thresholds were fitted on"
+                    + (f" (missing: {missing})" if missing else " (in that order)")
+                )
+            return
+        count = getattr(self, "n_sensitive_features_in_", None)
+        got_count = 1 if sensitive.ndim == 1 else sensitive.shape[1]
+        if count is not None and got_count != count:
+            named = f" ({', '.join(expected)})" if expected else ""
+            raise ValueError(
+                f"{type(self).__name__}: sensitive_features has {got_count} column(s); expected "
+                f"{count}{named}, the sensitive columns the thresholds were fitted on (their "
+                "groups are crossed: each needs every column)"
+            )
 
 
 def _apply(scores: np.ndarray, operation: Any) -> np.ndarray:
