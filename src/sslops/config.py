@@ -613,8 +613,9 @@ class FairnessConfig(_Section):
     sensitive: list[str] | None = Field(
         default=None,
         description="Columns the constraint covers, each one of data.sensitive (default: "
-        "data.sensitive[0]); several are "
-        "each constrained.",
+        "data.sensitive[0]); with several, the policy bounds the largest gap over them, each "
+        "column on its own (not their crossing); the penalties sum each column's, fairlearn's "
+        "reductions, GridSearch and ThresholdOptimizer constrain their crossing.",
     )
     penalties: list[Weight] = Field(
         default_factory=lambda: [0.0, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0],

@@ -172,6 +172,25 @@ def _summary_numbers(model: dict[str, Any], sensitive: str) -> dict[str, Any]:
              if k in SUMMARY_KEYS}  # fmt: skip
     if notes:
         out["gap_notes"] = notes
+    if "policy_gap" in model:  # the constrained gap, the largest over the policy's columns
+        gap = model["policy_gap"]
+        out["policy_gap"] = None if gap is None or gap != gap else gap
+        out["policy_gap_column"] = model.get("policy_gap_column")
+    return out
+
+
+def summary_fairness(fairness: dict[str, Any], first: str) -> dict[str, Any]:
+    """summary.json's ``fairness`` from finetune.json's: which candidate the policy deployed
+    as ``mitigated`` (it need not use the SSL encoder) and the columns the policy bounds
+    (``sensitive``: the largest gap over them, each on its own; each model's ``policy_gap``
+    is that on test). The models' dp_difference / eo_difference are by ``first`` alone, so a
+    policy on sex and race was read off the gaps by sex (found by the multisens review)."""
+    out = {
+        key: fairness[key]
+        for key in ("constraint", "max_gap", "selected", "selected_mechanism",
+                    "selected_description", "policy_met_on_validation")
+    }  # fmt: skip
+    out["sensitive"] = [str(c) for c in fairness.get("sensitive") or [first]]
     return out
 
 
@@ -188,12 +207,7 @@ def build_summary(run_dir: Path) -> dict[str, Any]:
     finetuned = json.loads((run_dir / "finetune" / "finetune.json").read_text(encoding="utf-8"))
     summary["transfer"] = finetuned.get("transfer", "linear_probe")  # how `ssl` was built
     fairness = finetuned["fairness"]
-    # Which candidate the policy deployed as `mitigated` (it need not use the SSL encoder).
-    summary["fairness"] = {
-        key: fairness[key]
-        for key in ("constraint", "max_gap", "selected", "selected_mechanism",
-                    "selected_description", "policy_met_on_validation")
-    }  # fmt: skip
+    summary["fairness"] = summary_fairness(fairness, metrics["sensitive"])
     # Where the constrained gap was measured (images and series: validation only).
     gap_rows = fairness.get("gap_rows", {}).get(fairness["constraint"])
     summary["fairness"]["gap_measured_on"] = gap_rows or "validation"

@@ -157,8 +157,8 @@ def log_evaluation(
     ``shown`` and the Markdown report."""
     payload = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     for model, values in payload["models"].items():
-        for key in ("accuracy", "roc_auc", "dp_difference", "eo_difference"):
-            if values[key] is not None and math.isfinite(values[key]):
+        for key in ("accuracy", "roc_auc", "dp_difference", "eo_difference", "policy_gap"):
+            if values.get(key) is not None and math.isfinite(values[key]):
                 metrics.log_metric(f"{model}_{key}", round(values[key], 6))
     curve_file = out / "label_efficiency.json"
     if curve_file.is_file():  # one metric per model and label fraction: the curve's means
