@@ -147,3 +147,19 @@ def test_kfp_metrics_carry_each_model_s_policy_gap(tmp_path: Path) -> None:
     tasks.log_evaluation(out, metrics, Mock(), tmp_path / "r.md", "mitigated")
     logged = {c.args[0]: c.args[1] for c in metrics.log_metric.call_args_list}
     assert logged["mitigated_policy_gap"] == 0.04 and "ssl_policy_gap" not in logged
+
+
+def test_threshold_optimizer_s_skip_reason_names_crossed_groups_plainly() -> None:
+    """A crossed group (sex x race) absent from the labeled draw is named as written, not as
+    numpy's np.str_('Male|Other') repr (seen in finetune.json with 1% of the labels)."""
+    from sslops.finetune.stage import _threshold_optimizer_unfittable
+
+    labeled = np.array([["Male", "White"], ["Female", "White"]] * 4)
+    y = np.array([0, 1] * 4)
+    y[::4], y[1::4] = 1, 0  # both classes in each labeled group
+    scored = np.array([["Male", "White"], ["Male", "Other"]])
+    reason = _threshold_optimizer_unfittable(y, labeled, [scored])
+    assert reason == (
+        "ThresholdOptimizer not fitted (reported model only): group(s) 'Male|Other' have no "
+        "labeled row"
+    )

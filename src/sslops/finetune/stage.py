@@ -526,7 +526,8 @@ def _threshold_optimizer_unfittable(
         reasons.append(f"group(s) {', '.join(map(repr, single))} have one class only among "
                        f"the {len(y_lab)} labeled rows")  # fmt: skip
     seen = set(groups_1d(labeled_sens))
-    unseen = sorted({g for sens in scored_sens for g in groups_1d(sens)} - seen)
+    # str: numpy's strings are repr'd np.str_('Male|Other') in finetune.json's reason
+    unseen = sorted({str(g) for sens in scored_sens for g in groups_1d(sens)} - seen)
     if unseen:
         reasons.append(f"group(s) {', '.join(map(repr, unseen))} have no labeled row")
     if not reasons:
