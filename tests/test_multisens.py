@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytest
 from fairlearn.metrics import demographic_parity_difference
 
 from sslops.config import Config
@@ -163,3 +164,23 @@ def test_threshold_optimizer_s_skip_reason_names_crossed_groups_plainly() -> Non
         "ThresholdOptimizer not fitted (reported model only): group(s) 'Male|Other' have no "
         "labeled row"
     )
+
+
+def test_the_card_s_policy_gap_is_unknown_when_a_policy_column_s_is_undefined(
+    small_config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Race's test gap undefined (null in metrics.json): the card showed sex's 0.0100 as 'the
+    largest over sex, race: the policy holds for each', as if race's had been measured."""
+    from tests import test_fairness_reporting as reporting
+
+    race = {"dp_difference": None, "eo_difference": None, "eopp_difference": None}
+    monkeypatch.setitem(reporting._GAPS, "race", race)
+    text, _ = reporting._card(small_config, ["sex", "race"])
+    assert (
+        "on the test split n/a (undefined by 'race': fewer than two of its groups have "
+        "the rate compared, so the largest over sex, race is unknown)" in text
+    )
+    assert "the policy holds for each" not in text
+    monkeypatch.setitem(reporting._GAPS, "race", {**race, "dp_difference": float("nan")})
+    assert "undefined by 'race'" in reporting._card(small_config, ["sex", "race"])[0]
+    assert "0.0100 (95% bootstrap" in reporting._card(small_config, ["sex"])[0]  # sex alone

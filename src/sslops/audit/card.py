@@ -266,9 +266,21 @@ def _policy_test_gap(
     measured = [c for c in policy_columns if isinstance(gaps.get(c, {}).get(metric_key), float)]
     if not measured:  # no per-column gaps: the overall (first column's) figures
         return policy_columns, first, model.get(metric_key), model.get("intervals", {})
+    # A policy column whose gap is undefined (null or NaN: fewer than two groups to compare)
+    # leaves the largest unknown, as in the selection: the card had shown the largest of the
+    # others as the policy's, 'holding for each' (found by the multisens review).
+    undefined = [c for c in policy_columns if c in gaps
+                 and not _is_number(gaps[c].get(metric_key))]  # fmt: skip
+    if undefined:
+        return policy_columns, undefined[0], float("nan"), {}
     column = max(measured, key=lambda c: gaps[c][metric_key])
     intervals = every.get(column) or (model.get("intervals", {}) if column == first else {})
     return policy_columns, column, gaps[column][metric_key], intervals
+
+
+def _is_number(value: Any) -> bool:
+    """A defined figure: a float that is not NaN (null in the JSON is undefined)."""
+    return isinstance(value, float) and value == value
 
 
 def _fairness_section(
@@ -309,6 +321,11 @@ def _fairness_section(
         measured_on = fairness.get("gap_rows", {}).get(constraint, "validation")
         over = (f" (the largest over {', '.join(policy_columns)}: the policy holds for each, "
                 f"and '{column}' attains it)" if len(policy_columns) > 1 else "")  # fmt: skip
+        if len(policy_columns) > 1 and not _is_number(test_gap):
+            over = (
+                f" (undefined by '{column}': fewer than two of its groups have the rate "
+                f"compared, so the largest over {', '.join(policy_columns)} is unknown)"
+            )
         text = (
             f"Policy: {constraint} difference <= {limit:g} on "
             f"{', '.join(repr(c) for c in policy_columns)}. The deployed "
