@@ -175,3 +175,58 @@ def test_the_unchanged_rows_scored_once_by_the_caller_give_the_same_results() ->
         flip = counterfactual_flip(given, frame, encoding, column, 0.5, base=base)
         assert flip == counterfactual_flip(own, frame, encoding, column, 0.5)
         assert len(given.calls) == len(own.calls) - 1 == frame[column].nunique()
+
+
+def test_two_shuffles_have_the_sample_spread_of_their_flip_rates() -> None:
+    # two shuffles: the spread is the sample standard deviation of the two flip rates,
+    # |a - b| / sqrt(2), as for more (mutation round 4)
+    frame, y = _frame()
+    encoding = TabularEncoding.fit(frame, ["planted", "age"], max_categories=10)
+    scorer = _Recording(encoding)
+    out = permutation_reliance(scorer, frame, encoding, y, ["planted"], 0.5, 0.5, seed=3,
+                               repeats=2)["planted"]  # fmt: skip
+    base, *shuffles = scorer.calls
+    before = scorer.score(base) >= 0.5
+    a, b = (float(np.mean((scorer.score(x) >= 0.5) != before)) for x in shuffles)
+    assert a != b
+    assert out["prediction_flip_rate_sd"] == pytest.approx(abs(a - b) / np.sqrt(2), abs=1e-12)
+
+
+def test_a_threshold_at_the_interval_s_lower_end_makes_the_flag_uncertain() -> None:
+    # flagged (the mean is above it), but a test sample at the interval's lower end would
+    # flip no more than the threshold and not be flagged: uncertain (mutation round 4)
+    frame, y = _frame()
+    encoding = TabularEncoding.fit(frame, ["planted", "age"], max_categories=10)
+
+    def run(flag_above: float) -> dict:
+        return permutation_reliance(_Recording(encoding), frame, encoding, y, ["planted"], 0.5,
+                                    flag_above, seed=3, repeats=4)["planted"]  # fmt: skip
+
+    low, high = run(0.0)["prediction_flip_rate_interval"]
+    assert 0 < low < high
+    at_low = run(low)
+    assert at_low["flagged"] is True and at_low["flag_uncertain"] is True
+    at_high = run(high)
+    assert at_high["flagged"] is False and at_high["flag_uncertain"] is False
+
+
+def test_a_column_with_one_observed_value_changes_no_decision() -> None:
+    # every row is "F": there is no other value to set, so no row is counted as changed
+    # (not 1.0, not NaN; mutation round 4)
+    frame = pd.DataFrame({"sex": ["F"] * 4, "city": ["a", "b", "a", "b"]})
+    encoding = TabularEncoding.fit(frame, ["sex", "city"], max_categories=10)
+    result = counterfactual_flip(lambda m: m[:, 0] * 0.0 + 0.9, frame, encoding, "sex", 0.5)
+    assert result["changed_share"] == 0.0
+    assert result["changed_share_when_set_to"] == {"F": 0.0}
+
+
+def test_a_missing_value_is_not_a_value_to_set() -> None:
+    # scores: F 0.9, else 0.2 (missing too). Only the observed values are set: F changes
+    # rows 1, 2, 3 (the missing one included) of 3; M changes row 0 of rows 0, 1 (1/2)
+    frame = pd.DataFrame({"sex": ["F", None, "M", "M"], "city": ["a", "b", "a", "b"]})
+    encoding = TabularEncoding.fit(frame, ["sex", "city"], max_categories=10)
+    f = encoding.feature_names.index("sex=F")
+    result = counterfactual_flip(lambda m: np.where(m[:, f] == 1.0, 0.9, 0.2), frame, encoding,
+                                 "sex", 0.5)  # fmt: skip
+    assert result["changed_share_when_set_to"] == pytest.approx({"F": 1.0, "M": 0.5})
+    assert result["changed_share"] == 1.0
