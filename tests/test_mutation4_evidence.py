@@ -108,3 +108,16 @@ def test_unlabeled_rows_of_another_width_are_refused_naming_both() -> None:
     x = np.arange(40.0).reshape(20, 2)
     with pytest.raises(ValueError, match="X_unlabeled has 3 features; expected 2, as X"):
         BinnedEvidenceLogisticRegression().fit(x, np.arange(20) % 2, X_unlabeled=np.ones((5, 3)))
+
+
+def test_a_cut_at_the_smallest_value_adds_no_edge() -> None:
+    # 5.0 fills 50 of 70 rows (an atom); of the other 20, 1.0 (the smallest value) holds
+    # 9 (under 70 / 7: no atom), so the lowest quantile cuts of those 20 fall on 1.0:
+    # no edge below it, and every edge lies midway between neighbouring values
+    values = np.concatenate([np.ones(9), np.full(50, 5.0), [2, 3, 4, 6, 7, 8, 9, 10, 11, 12, 13.5]])
+    head = BinnedEvidenceLogisticRegression().fit(values[:, None], _rising(values))
+    column, distinct = head.columns_[0], np.unique(values)
+    assert column.atoms.tolist() == [5.0]
+    for edge in column.edges:
+        below, above = distinct[distinct < edge].max(), distinct[distinct > edge].min()
+        assert edge == (below + above) / 2 and edge not in distinct
