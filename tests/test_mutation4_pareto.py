@@ -10,7 +10,15 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 
-from sslops.finetune.pareto import class_gap_upper_bounds, fairness_gap, gap_upper_bound
+from sslops.finetune.pareto import (
+    Candidate,
+    class_gap_upper_bounds,
+    fairness_gap,
+    gap_upper_bound,
+    select,
+)
+
+DP = "demographic_parity"
 
 
 def test_an_undefined_column_makes_the_largest_gap_undefined_whatever_the_column_order() -> None:
@@ -61,3 +69,20 @@ def test_k_class_equalized_odds_bound_covers_a_false_positive_rate_gap() -> None
     upper = class_gap_upper_bounds(y, predicted, groups, 3, 0.9)
     assert upper["equal_opportunity"] == pytest.approx(tpr0)
     assert upper["equalized_odds"] == pytest.approx(fpr)
+
+
+def test_only_one_class_candidates_over_the_bound_still_give_the_fairest() -> None:
+    # every candidate predicts one class; their measured gaps are 0 but their upper bounds
+    # (gap_confidence) exceed max_gap: the policy is not met and the smallest bound is
+    # taken, not an error
+    pool = [
+        Candidate(name, "penalty", 0.0, accuracy, {DP: 0.0}, upper={DP: bound}, selection_rate=rate)
+        for name, accuracy, bound, rate in (("never", 0.9, 0.08, 0.0), ("always", 0.1, 0.06, 1.0))
+    ]
+    assert select(pool, DP, 0.05) == (pool[1], False)
+
+
+def test_an_unknown_gap_is_refused_naming_the_gaps() -> None:
+    y = predicted = np.array([0, 1, 0, 1])
+    with pytest.raises(ValueError, match=r"unknown gap 'parity'; expected one of \['demographic"):
+        gap_upper_bound("parity", y, predicted, {"g": np.array(list("aabb"))}, 0.9)
