@@ -4,9 +4,16 @@ as good, a tie included, from that fraction on at every larger one). By hand."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 
-from sslops.evaluate.label_efficiency import _crossings, _means, curve_markdown
+from sslops.config import Config, LabelEfficiencyConfig
+from sslops.evaluate.label_efficiency import _crossings, _means, curve_markdown, label_efficiency
+from sslops.finetune.stage import stratified_label_subset
+from sslops.prepare.dataset import PreparedData
+from sslops.pretrain.stage import load_encoder
 
 MEANS = {
     "ssl_linear_probe": {"0.01": 0.70, "0.1": 0.80, "0.5": 0.85, "1.0": 0.90},
@@ -47,3 +54,30 @@ def test_a_fraction_s_mean_is_the_mean_over_its_draws() -> None:
     means = _means(rows)
     assert means["ssl_linear_probe"]["0.1"] == pytest.approx(2.2 / 3)
     assert means["ssl_linear_probe"]["1.0"] == pytest.approx(0.95)
+
+
+def test_each_draw_trains_on_its_own_label_subset(
+    small_config: Config, stage_artifacts: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # draw d takes the stratified subset of seed + d: two draws, two subsets, two results
+    import sslops.evaluate.label_efficiency as curve_module
+
+    drawn: list[np.ndarray] = []
+
+    def subset(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+        drawn.append(stratified_label_subset(y, fraction, seed))
+        return drawn[-1]
+
+    monkeypatch.setattr(curve_module, "stratified_label_subset", subset)
+    cfg = small_config.model_copy(deep=True)
+    cfg.evaluate.label_efficiency = LabelEfficiencyConfig(
+        fractions=[0.2], draws=2, full_fine_tune=False, ensemble=False
+    )
+    data = PreparedData(stage_artifacts["prepare"])
+    curve = label_efficiency(cfg, data, load_encoder(stage_artifacts["pretrain"]).eval())
+    target = data.train.target
+    for draw, rows in enumerate(drawn):
+        assert np.array_equal(rows, stratified_label_subset(target, 0.2, cfg.seed + draw))
+    assert not np.array_equal(np.sort(drawn[0]), np.sort(drawn[1]))
+    aucs = [r["roc_auc"] for r in curve["rows"] if r["model"] == "logistic_regression"]
+    assert len(aucs) == 2 and aucs[0] != aucs[1]
