@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from sslops.artifacts import INPUT_STAGE, replacing
 from sslops.config import Config, validate_config
 from sslops.config import load_config as _load_config
+from sslops.console import callers_root_logger
 from sslops.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -128,7 +129,10 @@ def run_stage(stage: str, cfg: ConfigLike, out: str | Path, inputs: Mapping[str,
     if missing:
         raise ConfigError(f"{stage} needs the artifact(s) {', '.join(missing)}")
     out = Path(out)
-    with replacing(out, stage, f"{stage} artifact", stage=stage, inputs=list(given.values())):
+    with (
+        callers_root_logger(),
+        replacing(out, stage, f"{stage} artifact", stage=stage, inputs=list(given.values())),
+    ):
         return _run(stage, config, given, out)
 
 
@@ -235,7 +239,8 @@ def run(cfg: ConfigLike, out: str | Path) -> dict[str, Any]:
     """
     from sslops.pipeline.local import run_local
 
-    return run_local(_config(cfg), Path(out))
+    with callers_root_logger():
+        return run_local(_config(cfg), Path(out))
 
 
 def read_metrics(evaluation: str | Path) -> dict[str, Any]:

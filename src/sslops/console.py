@@ -177,3 +177,26 @@ def json_stderr(
     finally:
         lines.finish()
         sys.stdout, sys.stderr = streams
+
+
+@contextmanager
+def callers_root_logger() -> Iterator[None]:
+    """The root logger's handlers and level given back as they were after the block.
+
+    A library's module-level ``logging.info`` or ``logging.warning`` (kfp.local's "Cleaned
+    up workspace" as ``sslops.run`` ends, onnxruntime's quantizer advice in export) calls
+    ``logging.basicConfig()`` when the root logger has no handler. In a notebook that handler
+    outlived the call: the program's own ``logging.basicConfig(level=..., format=...)``
+    afterwards did nothing, and every later warning went to the stderr of that moment (under
+    ``contextlib.redirect_stderr``, a buffer nobody reads)."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        for handler in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(handler)
+            handler.close()  # a StreamHandler's close leaves its stream open
+        for handler in handlers:
+            root.addHandler(handler)  # a no-op for one still there
+        root.setLevel(level)
