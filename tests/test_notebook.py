@@ -109,3 +109,38 @@ def test_in_a_kernel_the_notebooks_logging_set_up_works_after_a_stage(
     assert shown[1]["error"] == ""
     assert shown[2]["stdout"] == "[]\n"
     assert shown[2]["stderr"] == "mine: shown\n"
+
+
+def test_an_interrupted_run_stops_its_task_and_no_other_child(
+    small_config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kernel interrupted alone (a frontend's stop button signalling its process, or
+    ``kill -INT``): KeyboardInterrupt reached ``sslops.run`` while kfp.local waited for a
+    task, and the task ran on as an orphan, writing into the removed staging folder. Here the
+    pipeline starts a task process as kfp.local does (it inherits the run's environment)
+    and is interrupted; the notebook's own child, started before the run, runs on."""
+    import subprocess
+    import sys
+
+    import sslops.pipeline.ssl_pipeline
+
+    sleep = [sys.executable, "-c", "import time; time.sleep(300)"]
+    tasks: list[subprocess.Popen[bytes]] = []
+
+    def interrupted_while_a_task_runs(config_json: str) -> None:
+        tasks.append(subprocess.Popen(sleep))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sslops.pipeline.ssl_pipeline, "ssl_pipeline",
+                        interrupted_while_a_task_runs)  # fmt: skip
+    notebooks_own = subprocess.Popen(sleep)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            sslops.run(small_config, tmp_path / "run")
+        assert tasks[0].wait(timeout=60) == -15  # SIGTERM; before: still running
+        assert notebooks_own.poll() is None
+    finally:
+        for process in (*tasks, notebooks_own):
+            process.kill()
+            process.wait()
+    assert not (tmp_path / "run").exists()

@@ -15,6 +15,7 @@ import contextlib
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
@@ -43,6 +44,41 @@ def descendants(pid: int) -> list[int]:
         below = children.get(queue.pop(), [])
         found += below
         queue += below
+    return found
+
+
+def _running(pid: int) -> bool:
+    """``pid`` is a process that has not ended (a zombie has: it waits to be reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[:1] != ["Z"]
+
+
+def stop_descendants_with(entry: str, wait_seconds: float = 10.0) -> list[int]:
+    """SIGTERM to the processes below this one whose environment holds ``entry``
+    (``KEY=value``), then wait up to ``wait_seconds`` for them to end; returns their ids.
+
+    For the API's ``sslops.run`` in a notebook: an interrupt that reaches the kernel alone
+    (a frontend's stop button signalling its process, ``kill -INT``) leaves the running
+    kfp.local task writing on as an orphan. The kernel's other children (the notebook's
+    own subprocesses, a cluster's workers) do not hold the run's ``entry`` and are left
+    alone, where :func:`sigterm_as_interrupt` (the CLI's) stops every child."""
+    needle = entry.encode()
+    found = []
+    for pid in descendants(os.getpid()):
+        try:
+            environment = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:  # ended meanwhile, or not ours to read
+            continue
+        if needle in environment:
+            found.append(pid)
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + wait_seconds
+    while any(_running(pid) for pid in found) and time.monotonic() < deadline:
+        time.sleep(0.05)
     return found
 
 

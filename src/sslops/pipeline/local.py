@@ -51,6 +51,7 @@ from sslops.errors import GateError, SslopsError, describe_os_error
 from sslops.pipeline import stage_cache
 from sslops.prepare import check_inputs
 from sslops.progress import PROGRESS_LINE
+from sslops.sigterm import stop_descendants_with
 
 # (task name, output name) -> folder in the run directory
 _OUTPUTS = {
@@ -419,16 +420,16 @@ def kfp_local(pipeline_root: str) -> Iterator[None]:
 
 
 def _run_in(staging: Path, cfg: Config, out: Path) -> dict[str, Any]:
+    pipeline_root = staging / "kfp"
+    # Lineage records where each artifact will be after the run, not the staging folder.
+    locations = json.dumps({
+        "root": str(pipeline_root), "out": str(out),
+        "folders": {f"{task}/{output}": folder for (task, output), folder in _OUTPUTS.items()},
+    })  # fmt: skip
     try:
         from sslops.pipeline.ssl_pipeline import ssl_pipeline
 
-        pipeline_root = staging / "kfp"
-        # Lineage records where each artifact will be after the run, not the staging folder.
-        locations = {
-            "root": str(pipeline_root), "out": str(out),
-            "folders": {f"{task}/{output}": folder for (task, output), folder in _OUTPUTS.items()},
-        }  # fmt: skip
-        with kfp_local(str(pipeline_root)), _environment({LOCATIONS_ENV: json.dumps(locations)}):
+        with kfp_local(str(pipeline_root)), _environment({LOCATIONS_ENV: locations}):
             stages = _run_pipeline(ssl_pipeline, cfg, staging / "run.log", failure_log(out))
         _collect(pipeline_root, staging)
         shutil.rmtree(pipeline_root)
@@ -439,6 +440,9 @@ def _run_in(staging: Path, cfg: Config, out: Path) -> dict[str, Any]:
         write_json(summary_path, summary)
         move_into_place(staging, out)
     except BaseException:
+        # Interrupted (KeyboardInterrupt) in a process whose children the signal did not
+        # reach, kfp.local leaves its running task: stopped before its folder goes.
+        stop_descendants_with(f"{LOCATIONS_ENV}={locations}")
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return summary
