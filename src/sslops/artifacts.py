@@ -340,12 +340,14 @@ def output_lock(
         holder = f"another sslops {held_by or 'command'}" + (f" (process {pid})" if pid else "")
         return SslopsError(f"{holder} is writing {out} (lock {path}); {remedy}")
 
+    opened = False
     for _ in range(3):
         out.parent.mkdir(parents=True, exist_ok=True)
         try:
             lock = open(path, "a+b")  # noqa: SIM115 (closed below, or by the with block)
         except FileNotFoundError:  # the writer that made the folder removed it, empty, as it ended
             continue
+        opened = True
         try:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -362,6 +364,11 @@ def output_lock(
         # nobody holds the path now, so open it again (a new holder then refuses us).
         lock.close()
     else:
+        if not opened and out.parent.is_dir():  # there, but no file can be made in it (/proc)
+            raise SslopsError(
+                f"cannot create the lock file {path} for {out}: {out.parent} takes no new "
+                "files; expected an output path in a folder sslops can write"
+            )
         raise busy("", "")
     with lock:
         killed, killed_command = _holder(lock)  # one that ended normally removed the file
