@@ -184,3 +184,43 @@ def test_the_card_s_policy_gap_is_unknown_when_a_policy_column_s_is_undefined(
     monkeypatch.setitem(reporting._GAPS, "race", {**race, "dp_difference": float("nan")})
     assert "undefined by 'race'" in reporting._card(small_config, ["sex", "race"])[0]
     assert "0.0100 (95% bootstrap" in reporting._card(small_config, ["sex"])[0]  # sex alone
+
+
+def test_the_fairness_gates_bound_every_sensitive_column() -> None:
+    """audit.gates.max_dp_difference / max_eo_difference looked at data.sensitive[0] only, so
+    a policy on [sex, race] deployed a model whose race gap broke the gate (left by the
+    multisens review)."""
+    from sslops.audit.gates import evaluate_gates, measured_values
+    from sslops.errors import GateError
+
+    deployed = {
+        "accuracy": 0.8, "roc_auc": 0.9, "dp_difference": 0.01, "eo_difference": 0.02,
+        "gaps": {
+            "sex": {"dp_difference": 0.01, "eo_difference": 0.02},
+            "race": {"dp_difference": 0.06, "eo_difference": 0.015},
+            "sex x race": {"dp_difference": 0.3, "eo_difference": 0.4},
+        },
+    }  # fmt: skip
+    exported = {"model": "mitigated", "parity": {"max_abs_diff": 1e-7}}
+    metrics = {"models": {"mitigated": deployed}}
+    both = measured_values(metrics, exported, None, ["sex", "race"])
+    assert (both["max_dp_difference"], both["max_eo_difference"]) == (
+        0.06,
+        0.02,
+    )  # not the crossing
+    one = measured_values(metrics, exported, None, ["sex"])
+    assert (one["max_dp_difference"], one["max_eo_difference"]) == (0.01, 0.02)
+    deployed["gaps"]["race"]["eo_difference"] = float("nan")
+    assert math.isnan(
+        measured_values(metrics, exported, None, ["sex", "race"])["max_eo_difference"]
+    )
+
+    cfg = Config.model_validate({
+        "data": {"train": "t.csv", "test": "s.csv", "label": "y", "positive": "1",
+                 "sensitive": ["sex", "race"]},
+        "export": {"model": "mitigated"},
+        "audit": {"gates": {"max_dp_difference": 0.05}},
+    })  # fmt: skip
+    with pytest.raises(GateError, match=r"max_dp_difference: demographic-parity difference = "
+                       r"0\.06 > limit 0\.05"):  # fmt: skip
+        evaluate_gates(cfg, both)

@@ -791,10 +791,18 @@ class GatesConfig(_Section):
     min_accuracy: float | None = Field(default=None, ge=0, le=1, description="Test accuracy.")
     min_auc: float | None = Field(default=0.6, ge=0, le=1, description="Test ROC AUC.")
     max_dp_difference: float | None = Field(
-        default=None, ge=0, le=1, description="Demographic-parity difference for data.sensitive[0]."
+        default=None,
+        ge=0,
+        le=1,
+        description="Demographic-parity difference: the largest over the data.sensitive "
+        "columns, each on its own.",
     )
     max_eo_difference: float | None = Field(
-        default=None, ge=0, le=1, description="Equalized-odds difference for data.sensitive[0]."
+        default=None,
+        ge=0,
+        le=1,
+        description="Equalized-odds difference: the largest over the data.sensitive "
+        "columns, each on its own.",
     )
     max_onnx_abs_diff: float | None = Field(
         default=1e-4, gt=0, description="Largest |ONNX - torch| probability on the test split."

@@ -32,10 +32,16 @@ GATES: dict[str, tuple[str, str]] = {
 
 
 def measured_values(
-    metrics: dict[str, Any], exported: dict[str, Any], shortcuts: dict[str, Any] | None = None
+    metrics: dict[str, Any],
+    exported: dict[str, Any],
+    shortcuts: dict[str, Any] | None = None,
+    sensitive: list[str] | None = None,
 ) -> dict[str, float | None]:
     """What each gate looks at, for the model that was exported (``shortcuts``: the evaluate
-    stage's shortcuts.json; its counterfactual test, the largest share over the columns)."""
+    stage's shortcuts.json; its counterfactual test, the largest share over the columns).
+    The fairness gates take the largest gap over the ``sensitive`` columns (data.sensitive),
+    each on its own; undefined in one column makes it undefined (a policy on ``[sex, race]``
+    was gated on sex alone: found by the multi-sensitive review)."""
     deployed = metrics["models"][exported["model"]]  # present: audit's check_metrics
     parity = exported["parity"]
     worst = max([parity["max_abs_diff"], *parity.get("batch_max_abs_diff", {}).values()])
@@ -43,14 +49,28 @@ def measured_values(
     return {
         "min_accuracy": deployed["accuracy"],
         "min_auc": deployed["roc_auc"],
-        "max_dp_difference": deployed["dp_difference"],
-        "max_eo_difference": deployed["eo_difference"],
+        "max_dp_difference": _largest_gap(deployed, "dp_difference", sensitive),
+        "max_eo_difference": _largest_gap(deployed, "eo_difference", sensitive),
         "max_onnx_abs_diff": worst,
         "max_int8_accuracy_drop": -quant["accuracy_change_points"] if quant else None,
         "max_sensitive_reliance": _sensitive_reliance(
             shortcuts if isinstance(shortcuts, dict) else {}, exported["model"]
         ),
     }
+
+
+def _largest_gap(deployed: dict[str, Any], gap: str, sensitive: list[str] | None) -> Any:
+    """``gap`` of the first column (the summary's), or the largest over ``sensitive`` where
+    evaluate measured each of them; NaN when one is undefined."""
+    gaps = deployed.get("gaps")
+    if not sensitive or not isinstance(gaps, dict) or not all(
+        isinstance(gaps.get(c), dict) and gap in gaps[c] for c in sensitive
+    ):  # fmt: skip
+        return deployed[gap]
+    values = [gaps[c][gap] for c in sensitive]
+    if any(v is None or v != v for v in values):
+        return float("nan")
+    return max(values)
 
 
 def _sensitive_reliance(shortcuts: dict[str, Any], model: str) -> float | None:

@@ -239,7 +239,7 @@ def audit(
     shortcuts_file = artifacts["evaluate"] / "shortcuts.json"
     shortcuts = null_as_nan(_read_json(shortcuts_file)) if shortcuts_file.is_file() else None
     gates = evaluate_gates(  # raises on a failing gate
-        cfg, measured_values(metrics, exported, shortcuts),
+        cfg, measured_values(metrics, exported, shortcuts, cfg.data.sensitive),
         _gate_context(artifacts["finetune"], metrics),
     )  # fmt: skip
     key = load_signing_key(cfg.audit.signing)
