@@ -520,6 +520,21 @@ class PretrainConfig(_Section):
         return self
 
     @model_validator(mode="after")
+    def _one_process_per_gpu(self) -> PretrainConfig:
+        # Each rank takes the GPU of its local rank (torch.cuda.set_device): more processes
+        # than the pod's GPUs fail on the GPU node ("invalid device ordinal") after the job
+        # was scheduled; fewer leave GPUs the pod requested idle.
+        gpus, processes = self.gpus_per_node, self.processes_per_node
+        if gpus and processes and processes != gpus:
+            outcome = "ranks past the GPUs fail" if processes > gpus else "the rest stay idle"
+            raise ValueError(
+                f"pretrain.processes_per_node={processes} with pretrain.gpus_per_node={gpus}: "
+                f"expected one process per GPU (processes_per_node 0 or {gpus}); each rank "
+                f"uses one GPU, so {outcome}"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _batch_splits_over_the_processes(self) -> PretrainConfig:
         size = self.nodes * self.processes
         if self.batch_size % size:
@@ -535,21 +550,6 @@ class PretrainConfig(_Section):
                 f"pretrain.batch_size={self.batch_size} does not split over the {size} training "
                 f"processes (pretrain.nodes={self.nodes} x {self.processes} per node: "
                 f"{per_node}); expected a multiple of {size}, e.g. {near}"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _one_process_per_gpu(self) -> PretrainConfig:
-        # Each rank takes the GPU of its local rank (torch.cuda.set_device): more processes
-        # than the pod's GPUs fail on the GPU node ("invalid device ordinal") after the job
-        # was scheduled; fewer leave GPUs the pod requested idle.
-        gpus, processes = self.gpus_per_node, self.processes_per_node
-        if gpus and processes and processes != gpus:
-            outcome = "ranks past the GPUs fail" if processes > gpus else "the rest stay idle"
-            raise ValueError(
-                f"pretrain.processes_per_node={processes} with pretrain.gpus_per_node={gpus}: "
-                f"expected one process per GPU (processes_per_node 0 or {gpus}); each rank "
-                f"uses one GPU, so {outcome}"
             )
         return self
 
