@@ -189,8 +189,8 @@ def test_the_card_s_policy_gap_is_unknown_when_a_policy_column_s_is_undefined(
 def test_the_fairness_gates_bound_every_sensitive_column() -> None:
     """audit.gates.max_dp_difference / max_eo_difference looked at data.sensitive[0] only, so
     a policy on [sex, race] deployed a model whose race gap broke the gate (left by the
-    multisens review)."""
-    from sslops.audit.gates import evaluate_gates, measured_values
+    multisens review). They bound the policy's columns now, each on its own."""
+    from sslops.audit.gates import evaluate_gates, gated_columns, measured_values
     from sslops.errors import GateError
 
     deployed = {
@@ -221,6 +221,9 @@ def test_the_fairness_gates_bound_every_sensitive_column() -> None:
         "export": {"model": "mitigated"},
         "audit": {"gates": {"max_dp_difference": 0.05}},
     })  # fmt: skip
+    assert gated_columns(cfg.model_dump()) == ["sex"]  # the policy's default column
+    cfg.finetune.fairness.sensitive = ["sex", "race"]
+    assert gated_columns(cfg.model_dump()) == ["sex", "race"]
     with pytest.raises(GateError, match=r"max_dp_difference: demographic-parity difference = "
                        r"0\.06 > limit 0\.05"):  # fmt: skip
         evaluate_gates(cfg, both)

@@ -794,15 +794,17 @@ class GatesConfig(_Section):
         default=None,
         ge=0,
         le=1,
-        description="Demographic-parity difference: the largest over the data.sensitive "
-        "columns, each on its own.",
+        description="Demographic-parity difference: the largest over the columns the "
+        "fine-tuning policy constrains (finetune.fairness.sensitive, default "
+        "data.sensitive[0]), each on its own.",
     )
     max_eo_difference: float | None = Field(
         default=None,
         ge=0,
         le=1,
-        description="Equalized-odds difference: the largest over the data.sensitive "
-        "columns, each on its own.",
+        description="Equalized-odds difference: the largest over the columns the "
+        "fine-tuning policy constrains (finetune.fairness.sensitive, default "
+        "data.sensitive[0]), each on its own.",
     )
     max_onnx_abs_diff: float | None = Field(
         default=1e-4, gt=0, description="Largest |ONNX - torch| probability on the test split."

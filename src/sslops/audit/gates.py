@@ -9,10 +9,12 @@ limit, before the audit stage writes anything.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sslops.config import Config
 from sslops.errors import GateError
+
+if TYPE_CHECKING:  # audit reproduce imports this module where sslops.config cannot be
+    from sslops.config import Config
 
 GATE_FAILED = "policy gate failed"  # how its error line starts (sslops run tells it by this)
 
@@ -39,9 +41,9 @@ def measured_values(
 ) -> dict[str, float | None]:
     """What each gate looks at, for the model that was exported (``shortcuts``: the evaluate
     stage's shortcuts.json; its counterfactual test, the largest share over the columns).
-    The fairness gates take the largest gap over the ``sensitive`` columns (data.sensitive),
-    each on its own; undefined in one column makes it undefined (a policy on ``[sex, race]``
-    was gated on sex alone: found by the multi-sensitive review)."""
+    The fairness gates take the largest gap over the ``sensitive`` columns
+    (:func:`gated_columns`), each on its own; undefined in one column makes it undefined (a
+    policy on ``[sex, race]`` was gated on sex alone: found by the multi-sensitive review)."""
     deployed = metrics["models"][exported["model"]]  # present: audit's check_metrics
     parity = exported["parity"]
     worst = max([parity["max_abs_diff"], *parity.get("batch_max_abs_diff", {}).values()])
@@ -49,8 +51,8 @@ def measured_values(
     return {
         "min_accuracy": deployed["accuracy"],
         "min_auc": deployed["roc_auc"],
-        "max_dp_difference": _largest_gap(deployed, "dp_difference", sensitive),
-        "max_eo_difference": _largest_gap(deployed, "eo_difference", sensitive),
+        "max_dp_difference": largest_gap(deployed, "dp_difference", sensitive),
+        "max_eo_difference": largest_gap(deployed, "eo_difference", sensitive),
         "max_onnx_abs_diff": worst,
         "max_int8_accuracy_drop": -quant["accuracy_change_points"] if quant else None,
         "max_sensitive_reliance": _sensitive_reliance(
@@ -59,9 +61,17 @@ def measured_values(
     }
 
 
-def _largest_gap(deployed: dict[str, Any], gap: str, sensitive: list[str] | None) -> Any:
+def gated_columns(config: dict[str, Any]) -> list[str]:
+    """The columns the fairness gates bound: those the fine-tuning policy constrains
+    (``finetune.fairness.sensitive``, default ``data.sensitive[0]``), from a config dump."""
+    chosen = config.get("finetune", {}).get("fairness", {}).get("sensitive")
+    return list(chosen or config["data"]["sensitive"][:1])
+
+
+def largest_gap(deployed: dict[str, Any], gap: str, sensitive: list[str] | None) -> Any:
     """``gap`` of the first column (the summary's), or the largest over ``sensitive`` where
-    evaluate measured each of them; NaN when one is undefined."""
+    each was measured (``deployed["gaps"]``); NaN when one is undefined. What the fairness
+    gates measure, and what ``audit reproduce`` measures again."""
     gaps = deployed.get("gaps")
     if not sensitive or not isinstance(gaps, dict) or not all(
         isinstance(gaps.get(c), dict) and gap in gaps[c] for c in sensitive

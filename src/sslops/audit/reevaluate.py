@@ -48,6 +48,7 @@ from sslops.audit.bundle import (
     load_public_key,
     verify_bundle,
 )  # fmt: skip
+from sslops.audit.gates import gated_columns, largest_gap
 from sslops.audit.remeasure import remeasure
 from sslops.audit.reproduce import TEST_SPLIT, VERIFIER_KEY_ENV
 from sslops.data.canonicalize import label_hits
@@ -78,6 +79,7 @@ _SUMMARY = ("accuracy", "roc_auc", "selection_rate", "dp_difference", "eo_differ
 _CELLS = ("tn", "fp", "fn", "tp")
 _GATE_METRICS = {"min_accuracy": "accuracy", "min_auc": "roc_auc",
                  "max_dp_difference": "dp_difference", "max_eo_difference": "eo_difference"}  # fmt: skip
+_GAP_GATES = ("max_dp_difference", "max_eo_difference")  # the largest over data.sensitive
 PACKAGES = ("sslops", "numpy", "pandas", "pyarrow", "onnxruntime", "scikit-learn", "cryptography")
 
 
@@ -334,7 +336,9 @@ def _reevaluate(
         for row in gates.get("results", []):
             if row["gate"] in _GATE_METRICS and row.get("value") is not None:
                 reported[f"gates.{row['gate']}.value"] = row["value"]
-                reproduced[f"gates.{row['gate']}.value"] = again[_GATE_METRICS[row["gate"]]]
+                reproduced[f"gates.{row['gate']}.value"] = largest_gap(
+                    again, _GATE_METRICS[row["gate"]], gated_columns(_json(files, "config.json"))
+                ) if row["gate"] in _GAP_GATES else again[_GATE_METRICS[row["gate"]]]  # fmt: skip
         claimed8, again8 = _int8_claims(files, exported, frame, score, y, threshold)
         checks = compare({**reported, **claimed8}, {**reproduced, **again8})
 

@@ -56,7 +56,7 @@ from sslops.audit.card import build_card
 from sslops.audit.changelog import build_changelog
 from sslops.audit.compliance import compliance_map
 from sslops.audit.environment import environment_record, image_record, sbom_json
-from sslops.audit.gates import evaluate_gates, measured_values
+from sslops.audit.gates import evaluate_gates, gated_columns, measured_values
 from sslops.audit.pdf import render_pdf
 from sslops.audit.registry import (
     LATEST,
@@ -239,7 +239,7 @@ def audit(
     shortcuts_file = artifacts["evaluate"] / "shortcuts.json"
     shortcuts = null_as_nan(_read_json(shortcuts_file)) if shortcuts_file.is_file() else None
     gates = evaluate_gates(  # raises on a failing gate
-        cfg, measured_values(metrics, exported, shortcuts, cfg.data.sensitive),
+        cfg, measured_values(metrics, exported, shortcuts, gated_columns(cfg.model_dump())),
         _gate_context(artifacts["finetune"], metrics),
     )  # fmt: skip
     key = load_signing_key(cfg.audit.signing)
