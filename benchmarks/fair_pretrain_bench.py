@@ -9,7 +9,8 @@ weights. For every encoder:
   pretrain stage's own ``sensitive_probe_auc``;
 - downstream: the finetune stage with configs/adult.yaml's settings (1% of the labels,
   demographic-parity policy, max_gap 0.02): test accuracy, ROC AUC, demographic-parity
-  and equalized-odds differences for `sex`, of the unmitigated linear probe (`ssl`) and
+  and equalized-odds differences for `sex`, of the unmitigated `ssl` model (the SSL ensemble: linear probe on the
+  embedding averaged with the evidence head) and
   of the policy-selected `mitigated` model.
 
 Two preparations: `sex` as an encoder input (the default, ``prepare.sensitive_as_features:
