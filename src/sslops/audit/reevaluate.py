@@ -333,11 +333,12 @@ def _reevaluate(
                     ["decision_threshold"]), **flatten(metrics["models"][deployed], matrix)}  # fmt: skip
         reproduced = {"rows": len(y), "decision_threshold": threshold,
                       **flatten(again, again["confusion_matrix"])}  # fmt: skip
+        gated = gated_columns(_json(files, "config.json"))  # what the fairness gates bound
         for row in gates.get("results", []):
             if row["gate"] in _GATE_METRICS and row.get("value") is not None:
                 reported[f"gates.{row['gate']}.value"] = row["value"]
                 reproduced[f"gates.{row['gate']}.value"] = largest_gap(
-                    again, _GATE_METRICS[row["gate"]], gated_columns(_json(files, "config.json"))
+                    again, _GATE_METRICS[row["gate"]], gated
                 ) if row["gate"] in _GAP_GATES else again[_GATE_METRICS[row["gate"]]]  # fmt: skip
         claimed8, again8 = _int8_claims(files, exported, frame, score, y, threshold)
         checks = compare({**reported, **claimed8}, {**reproduced, **again8})
